@@ -1,0 +1,38 @@
+"""Atomic file creation: write to a temporary sibling, rename into place on success.
+
+Invariant: a path handed out by ``atomic_path`` either becomes the destination in full, by one
+``os.replace``, or is deleted. Readers therefore never see a half-written output, and a crash
+leaves at most a hidden ``.tmp`` sibling that the next run overwrites.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from pathlib import Path
+from typing import Iterator
+
+
+def temp_sibling(dest: Path) -> Path:
+    """Hidden temporary path in the destination's directory (same file system, so rename is atomic)."""
+    return dest.with_name(f".{dest.name}.tmp-{os.getpid()}")
+
+
+@contextlib.contextmanager
+def atomic_path(dest: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary path to write; move it onto ``dest`` only if the block succeeds."""
+    dest = Path(dest)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = temp_sibling(dest)
+    tmp.unlink(missing_ok=True)
+    try:
+        yield tmp
+        os.replace(tmp, dest)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def write_text(dest: str | os.PathLike, text: str) -> None:
+    """Write ``text`` to ``dest`` atomically."""
+    with atomic_path(dest) as tmp:
+        tmp.write_text(text)

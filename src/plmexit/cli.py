@@ -1,0 +1,205 @@
+"""Command line: one subcommand per pipeline step, each a thin wrapper over one library function.
+
+Invariant: this is the only module that reads argv, prints or exits. Expected errors
+(``PlmexitError``) become one line on stderr and exit status 1; logs go to stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+from plmexit import __version__
+from plmexit.errors import PlmexitError
+
+
+def _floats(text: str) -> tuple[float, ...]:
+    try:
+        return tuple(float(v) for v in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from None
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
+def cmd_make_test_model(args) -> None:
+    from plmexit.models import make_test_model
+
+    path = make_test_model(args.layers, args.dim, args.heads, args.seed, args.out)
+    print(path)
+
+
+def cmd_fetch_model(args) -> None:
+    from plmexit.steps import fetch_model
+
+    fetch_model(args.out, name=args.name, checkpoint=args.checkpoint, sha256=args.sha256, url=args.url, cache_dir=args.cache_dir)
+
+
+def cmd_prepare(args) -> None:
+    from plmexit.steps import prepare_task
+    from plmexit.tasks import TaskSpec
+
+    spec = TaskSpec(
+        name=args.name, format=args.format, path=Path(args.path), type=args.type,
+        sequence_column=args.sequence_column, label_column=args.label_column, id_column=args.id_column,
+        fold_column=args.fold_column, label_regex=args.label_regex, max_sequences=args.max_sequences,
+        min_class_size=args.min_class_size, cv_folds=args.cv_folds, seed=args.seed,
+    )
+    prepare_task(spec, args.out)
+
+
+def cmd_embed(args) -> None:
+    import torch
+
+    from plmexit.embed import EmbedSettings
+    from plmexit.steps import embed_task, resolve_device
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    settings = EmbedSettings(max_tokens=args.max_tokens, truncate=args.truncate, layer_norm=args.layer_norm, device=resolve_device(args.device))
+    embed_task(args.model, args.task, args.out, settings, args.dtype)
+
+
+def cmd_probe(args) -> None:
+    from plmexit.probes import ProbeSettings
+    from plmexit.steps import probe_task
+
+    settings = ProbeSettings(
+        task_type=args.type, selection_metric=args.metric, ridge_alphas=args.alphas, logistic_cs=args.cs,
+        inner_folds=args.inner_folds, seed=args.seed,
+    )
+    probe_task(args.embeddings, args.task, args.model_name, args.task_name, settings, args.out)
+
+
+def cmd_select(args) -> None:
+    from plmexit.steps import select_task
+
+    select_task(args.probes, args.metric, args.tolerance, args.out)
+
+
+def cmd_summarize(args) -> None:
+    from plmexit.steps import summarize_selections
+
+    summarize_selections(args.selections, args.out)
+
+
+def cmd_plot(args) -> None:
+    from plmexit.steps import plot_task
+
+    plot_task(args.probes, args.selection, args.out)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from plmexit.embed import ESM2_MAX_RESIDUES, LAYER_NORM_CONVENTIONS
+    from plmexit.probes import DEFAULT_LOGISTIC_CS, DEFAULT_RIDGE_ALPHAS, METRICS
+
+    parser = argparse.ArgumentParser(prog="plmexit", description="Layer-wise probing of protein language models.")
+    parser.add_argument("--version", action="version", version=f"plmexit {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("make-test-model", help="write a randomly initialised ESM2 checkpoint in fair-esm's format (for tests and offline demos)")
+    p.add_argument("--layers", type=_positive_int, required=True, help="number of transformer layers")
+    p.add_argument("--dim", type=_positive_int, required=True, help="embedding width (divisible by --heads)")
+    p.add_argument("--heads", type=_positive_int, required=True, help="attention heads")
+    p.add_argument("--seed", type=int, default=0, help="random seed for the weights (default 0)")
+    p.add_argument("--out", required=True, help="directory to write esm2_t{L}_{D}d_{H}h_seed{S}_random.pt into")
+    p.set_defaults(func=cmd_make_test_model)
+
+    p = sub.add_parser("fetch-model", help="download a fair-esm model or verify a local checkpoint; write a model manifest")
+    source = p.add_mutually_exclusive_group(required=True)
+    source.add_argument("--name", help="fair-esm ESM2 model name, e.g. esm2_t6_8M_UR50D (downloaded into the torch hub cache)")
+    source.add_argument("--checkpoint", help="local fair-esm checkpoint file whose name starts with esm2")
+    p.add_argument("--sha256", help="expected sha256 of the checkpoint (verified before it is used)")
+    p.add_argument("--url", help="download from this URL instead of fair-esm's (a mirror); only with --name")
+    p.add_argument("--cache-dir", help="torch hub directory to download into (default: torch.hub.get_dir())")
+    p.add_argument("--out", required=True, help="manifest JSON to write")
+    p.set_defaults(func=cmd_fetch_model)
+
+    p = sub.add_parser("prepare", help="read a labelled CSV or FASTA into a validated task table (TSV)")
+    p.add_argument("--name", required=True, help="task name (used in messages)")
+    p.add_argument("--format", choices=["csv", "fasta"], required=True)
+    p.add_argument("--path", required=True, help="input file")
+    p.add_argument("--type", choices=list(METRICS), required=True)
+    p.add_argument("--sequence-column", default="sequence", help="CSV column with sequences")
+    p.add_argument("--label-column", default="label", help="CSV column with labels")
+    p.add_argument("--id-column", help="CSV column with unique ids (default: row numbers)")
+    p.add_argument("--fold-column", help="CSV column with integer fold ids (default: seeded k-fold)")
+    p.add_argument("--label-regex", help="FASTA: regular expression on the header whose group 'label' (or group 1) is the label")
+    p.add_argument("--max-sequences", type=_positive_int, help="subsample to at most this many sequences (seeded)")
+    p.add_argument("--min-class-size", type=int, default=0, help="classification: drop classes with fewer members (logged)")
+    p.add_argument("--cv-folds", type=_positive_int, default=5, help="folds when the file has none (default 5)")
+    p.add_argument("--seed", type=int, default=0, help="seed for subsampling and folds")
+    p.add_argument("--out", required=True, help="task table TSV to write")
+    p.set_defaults(func=cmd_prepare)
+
+    p = sub.add_parser("embed", help="embed a task at every layer into an HDF5 store")
+    p.add_argument("--model", required=True, help="model manifest JSON from fetch-model")
+    p.add_argument("--task", required=True, help="task table TSV from prepare")
+    p.add_argument("--out", required=True, help="HDF5 store to write")
+    p.add_argument("--dtype", choices=["float16", "float32"], default="float16", help="storage precision (default float16)")
+    p.add_argument("--max-tokens", type=_positive_int, default=4096, help="padded tokens per batch (default 4096)")
+    p.add_argument("--truncate", type=_positive_int, default=ESM2_MAX_RESIDUES, help=f"keep the first N residues (default {ESM2_MAX_RESIDUES})")
+    p.add_argument("--layer-norm", choices=list(LAYER_NORM_CONVENTIONS), default="raw", help="layer-norm convention for intermediate layers (default raw)")
+    p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default)")
+    p.add_argument("--threads", type=int, default=0, help="CPU threads for torch (default: torch's choice)")
+    p.set_defaults(func=cmd_embed)
+
+    p = sub.add_parser("probe", help="fit linear probes at every layer and fold; write a long TSV")
+    p.add_argument("--embeddings", required=True, help="HDF5 store from embed")
+    p.add_argument("--task", required=True, help="task table TSV from prepare")
+    p.add_argument("--type", choices=list(METRICS), required=True)
+    p.add_argument("--metric", required=True, help="metric the layer is selected by (spearman; accuracy, macro_f1 or mcc)")
+    p.add_argument("--model-name", required=True, help="model name for the table")
+    p.add_argument("--task-name", required=True, help="task name for the table")
+    p.add_argument("--alphas", type=_floats, default=DEFAULT_RIDGE_ALPHAS, help="ridge regularisation grid, comma-separated")
+    p.add_argument("--cs", type=_floats, default=DEFAULT_LOGISTIC_CS, help="logistic regression C grid, comma-separated")
+    p.add_argument("--inner-folds", type=_positive_int, default=3, help="inner CV folds for classification (default 3)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", required=True, help="probe TSV to write")
+    p.set_defaults(func=cmd_probe)
+
+    p = sub.add_parser("select", help="choose the layer from inner (training-only) scores; write JSON")
+    p.add_argument("--probes", required=True, help="probe TSV from probe")
+    p.add_argument("--metric", required=True, help="metric to select by")
+    p.add_argument("--tolerance", type=float, default=0.0, help="prefer the shallowest layer within this much of the best inner score")
+    p.add_argument("--out", required=True, help="selection JSON to write")
+    p.set_defaults(func=cmd_select)
+
+    p = sub.add_parser("summarize", help="gather selections into best_layers.tsv")
+    p.add_argument("selections", nargs="+", help="selection JSON files")
+    p.add_argument("--out", required=True, help="TSV to write")
+    p.set_defaults(func=cmd_summarize)
+
+    p = sub.add_parser("plot", help="figure of the metric against layer for one model and task")
+    p.add_argument("--probes", required=True, help="probe TSV")
+    p.add_argument("--selection", required=True, help="selection JSON")
+    p.add_argument("--out", required=True, help="PNG to write")
+    p.set_defaults(func=cmd_plot)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    try:
+        args.func(args)
+    except PlmexitError as exc:
+        print(f"plmexit {args.command}: error: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

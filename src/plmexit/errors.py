@@ -1,0 +1,26 @@
+"""Exceptions for expected failures.
+
+Invariant: every exception raised on bad user input is a ``PlmexitError`` whose message is one
+line naming the file, row or key, what was found, what was expected and how to fix it. The CLI
+prints exactly that line and exits 1; anything else is a bug and keeps its traceback.
+"""
+
+
+class PlmexitError(Exception):
+    """Base class for errors caused by input, configuration or the environment."""
+
+
+class InputError(PlmexitError):
+    """A task file (CSV, FASTA, task table) is malformed."""
+
+
+class ModelError(PlmexitError):
+    """A model checkpoint is missing, corrupt, not allowed or does not match its hash."""
+
+
+class StoreError(PlmexitError):
+    """An embedding store is missing, incomplete or does not match its task."""
+
+
+class DownloadError(PlmexitError):
+    """A download failed or did not match its expected hash."""

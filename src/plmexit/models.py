@@ -1,0 +1,205 @@
+"""ESM2 checkpoints: resolve, verify, load safely, and write tiny random ones for tests.
+
+Invariant: every model plmexit runs, real or random, goes through ``load_model``: sha256 first,
+then ``torch.load(weights_only=True)`` with an allow-list of exactly what fair-esm ESM2
+checkpoints pickle (``argparse.Namespace``), then fair-esm's own ``load_model_and_alphabet_core``.
+No code path unpickles arbitrary objects. This is the only module that imports ``esm``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import pickle
+import warnings
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import esm
+import torch
+from esm.model.esm2 import ESM2
+
+from plmexit.atomic import atomic_path, write_text
+from plmexit.download import download, sha256_file
+from plmexit.errors import ModelError
+
+log = logging.getLogger(__name__)
+
+FAIR_ESM_URL = "https://dl.fbaipublicfiles.com/fair-esm/models/{name}.pt"
+# fair-esm's ESM2 releases. Hashes are filled in where they are published or measured; a model
+# without one is hashed on download and the hash recorded in its manifest and every store.
+ESM2_SHA256: dict[str, str | None] = {
+    "esm2_t6_8M_UR50D": "c3c1145126ec08895c39c24a5df5e6f899441bf641eb09c72504ef9b7acd9e40",
+    "esm2_t12_35M_UR50D": None,
+    "esm2_t30_150M_UR50D": None,
+    "esm2_t33_650M_UR50D": None,
+    "esm2_t36_3B_UR50D": None,
+    "esm2_t48_15B_UR50D": None,
+}
+# Exactly the non-tensor objects found in fair-esm ESM2 checkpoints (the model config).
+SAFE_CHECKPOINT_GLOBALS = [argparse.Namespace]
+# Real ESM2 checkpoints store the encoder under this prefix; fair-esm strips it on load.
+_STATE_PREFIX = "encoder.sentence_encoder."
+_REGRESSION_WARNING = "Regression weights not found"
+
+
+@dataclass
+class LoadedModel:
+    """A ready-to-run ESM2 model and what identifies it."""
+
+    model: ESM2
+    alphabet: esm.data.Alphabet
+    name: str
+    sha256: str
+
+    @property
+    def num_layers(self) -> int:
+        return self.model.num_layers
+
+    @property
+    def embed_dim(self) -> int:
+        return self.model.embed_dim
+
+
+def fair_esm_version() -> str:
+    return esm.version.version
+
+
+def resolve_model(
+    *,
+    name: str | None = None,
+    checkpoint: str | Path | None = None,
+    sha256: str | None = None,
+    url: str | None = None,
+    cache_dir: str | Path | None = None,
+) -> dict:
+    """Make a model available locally and describe it as a manifest dict.
+
+    ``name`` is a fair-esm ESM2 model, downloaded into the torch hub cache (as fair-esm does) unless
+    already there; ``checkpoint`` is a local file. Either way the file's sha256 is checked against
+    ``sha256`` (or the published hash of a named model) before anything else reads it.
+    """
+    if (name is None) == (checkpoint is None):
+        raise ModelError("a model needs exactly one of `name` (a fair-esm model) or `checkpoint` (a local file)")
+    if name is not None:
+        if name not in ESM2_SHA256:
+            raise ModelError(f"model name {name!r} is not a fair-esm ESM2 model; use one of {', '.join(ESM2_SHA256)} or give a checkpoint path")
+        expected = sha256 or ESM2_SHA256[name]
+        hub = Path(cache_dir) if cache_dir else Path(torch.hub.get_dir())
+        path = hub / "checkpoints" / f"{name}.pt"
+        if path.is_file():
+            found = verify_checkpoint(path, expected)
+        else:
+            log.info("downloading %s into %s", name, path)
+            found = download(url or FAIR_ESM_URL.format(name=name), path, expected)
+        source = "fair-esm"
+    else:
+        path = Path(checkpoint)
+        found = verify_checkpoint(path, sha256)
+        name = path.stem
+        source = "checkpoint"
+    if not name.startswith("esm2"):
+        raise ModelError(f"{path}: file name must start with 'esm2' (fair-esm picks the ESM2 architecture by name); rename the file")
+    return {"name": name, "source": source, "checkpoint": str(path.resolve()), "sha256": found}
+
+
+def verify_checkpoint(path: Path, expected: str | None) -> str:
+    """sha256 of ``path``; a ``ModelError`` if it is missing or does not match ``expected``."""
+    if not path.is_file():
+        raise ModelError(f"checkpoint {path} does not exist; fix the model's checkpoint path in the config")
+    found = sha256_file(path)
+    if expected is not None and found != expected.lower():
+        raise ModelError(f"checkpoint {path}: sha256 is {found}, expected {expected}; the file is corrupt or not the configured model")
+    return found
+
+
+def write_manifest(manifest: dict, path: str | Path) -> None:
+    write_text(path, json.dumps(manifest, indent=2) + "\n")
+
+
+def read_manifest(path: str | Path) -> dict:
+    try:
+        manifest = json.loads(Path(path).read_text())
+        return {key: manifest[key] for key in ("name", "source", "checkpoint", "sha256")}
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise ModelError(f"{path}: not a model manifest written by `plmexit fetch-model` ({exc}); rerun fetch-model") from None
+
+
+def load_checkpoint(path: str | Path) -> dict:
+    """``torch.load`` a fair-esm checkpoint with ``weights_only=True`` and the ESM2 allow-list."""
+    path = Path(path)
+    try:
+        with torch.serialization.safe_globals(SAFE_CHECKPOINT_GLOBALS):
+            data = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        raise ModelError(
+            f"checkpoint {path} holds objects outside plmexit's allow-list "
+            f"({', '.join(g.__module__ + '.' + g.__qualname__ for g in SAFE_CHECKPOINT_GLOBALS)}): "
+            f"{str(exc).splitlines()[-1] if str(exc) else exc!r}; refusing to unpickle it"
+        ) from None
+    except (RuntimeError, EOFError, OSError, zipfile.BadZipFile) as exc:
+        raise ModelError(f"checkpoint {path} is not a readable PyTorch checkpoint ({type(exc).__name__}: {str(exc)[:200]})") from None
+    if not isinstance(data, dict) or "model" not in data or not isinstance(data.get("cfg"), dict) or "model" not in data["cfg"]:
+        raise ModelError(f"checkpoint {path} is not in fair-esm's format (a dict with 'cfg' -> 'model' and 'model' entries)")
+    return data
+
+
+def load_model(checkpoint: str | Path, sha256: str | None = None, device: str = "cpu") -> LoadedModel:
+    """Verify, load and return an ESM2 checkpoint in eval mode on ``device``."""
+    path = Path(checkpoint)
+    found = verify_checkpoint(path, sha256)
+    name = path.stem
+    if not name.startswith("esm2"):
+        raise ModelError(f"{path}: file name must start with 'esm2' (fair-esm picks the ESM2 architecture by name); rename the file")
+    data = load_checkpoint(path)
+    try:
+        with warnings.catch_warnings():
+            # Contact-regression weights only matter for contact prediction, which plmexit never does.
+            warnings.filterwarnings("ignore", message=_REGRESSION_WARNING)
+            model, alphabet = esm.pretrained.load_model_and_alphabet_core(name, data, None)
+    except (RuntimeError, AttributeError, KeyError) as exc:
+        raise ModelError(f"checkpoint {path} does not fit fair-esm's ESM2 ({str(exc).splitlines()[0][:300]})") from None
+    model.eval().to(device)
+    log.info("loaded %s (%d layers, width %d, sha256 %s) on %s", name, model.num_layers, model.embed_dim, found[:12], device)
+    return LoadedModel(model=model, alphabet=alphabet, name=name, sha256=found)
+
+
+def make_test_model(layers: int, dim: int, heads: int, seed: int, out_dir: str | Path) -> Path:
+    """Write a randomly initialised ESM2 in fair-esm's checkpoint format; returns its path.
+
+    The file holds ``{"cfg": {"model": Namespace(...)}, "model": state_dict}`` with the
+    ``encoder.sentence_encoder.`` key prefix of the released checkpoints, plus the co-located
+    ``-contact-regression.pt`` file that ``esm.pretrained.load_model_and_alphabet_local`` expects,
+    so tests exercise the same loading code as real weights. Never a real model.
+    """
+    if layers < 1 or dim < 1 or heads < 1 or dim % heads:
+        raise ModelError(f"test model: need layers >= 1 and dim divisible by heads (got layers={layers}, dim={dim}, heads={heads})")
+    torch.manual_seed(seed)
+    alphabet = esm.data.Alphabet.from_architecture("ESM-1b")
+    model = ESM2(num_layers=layers, embed_dim=dim, attention_heads=heads, alphabet=alphabet, token_dropout=True)
+    state = {k: v for k, v in model.state_dict().items() if not k.startswith("contact_head.")}
+    cfg = argparse.Namespace(
+        encoder_layers=layers,
+        encoder_embed_dim=dim,
+        encoder_ffn_embed_dim=4 * dim,
+        encoder_attention_heads=heads,
+        token_dropout=True,
+        max_positions=1024,
+        plmexit_random_init_seed=seed,
+    )
+    data = {"cfg": {"model": cfg}, "model": {_STATE_PREFIX + k: v for k, v in state.items()}}
+    regression = {
+        "model": {
+            "contact_head.regression.weight": model.contact_head.regression.weight.detach().clone(),
+            "contact_head.regression.bias": model.contact_head.regression.bias.detach().clone(),
+        }
+    }
+    out_dir = Path(out_dir)
+    path = out_dir / f"esm2_t{layers}_{dim}d_{heads}h_seed{seed}_random.pt"
+    for dest, payload in ((path.with_name(path.stem + "-contact-regression.pt"), regression), (path, data)):
+        with atomic_path(dest) as tmp:
+            torch.save(payload, tmp)
+    log.info("wrote random ESM2 test model %s", path)
+    return path
