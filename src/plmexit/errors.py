@@ -24,3 +24,7 @@ class StoreError(PlmexitError):
 
 class DownloadError(PlmexitError):
     """A download failed or did not match its expected hash."""
+
+
+class ConfigError(PlmexitError):
+    """The config passes its schema but is inconsistent (for example two entries share an id)."""

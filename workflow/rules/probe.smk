@@ -1,0 +1,15 @@
+rule probe_layers:
+    input:
+        embeddings="results/embeddings/{model}/{task}.h5",
+        task="results/tasks/{task}.tsv",
+    output:
+        "results/probes/{model}/{task}.tsv",
+    params:
+        args=lambda w: plan.probe_args(w.task),
+    log:
+        "results/logs/probe_layers/{model}/{task}.log",
+    conda:
+        "../../envs/probe.yaml"
+    shell:
+        "plmexit probe --embeddings {input.embeddings} --task {input.task} {params.args}"
+        " --model-name {wildcards.model} --task-name {wildcards.task} --out {output} 2> {log}"
