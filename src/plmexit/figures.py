@@ -9,6 +9,7 @@ import matplotlib
 matplotlib.use("Agg")  # figures are files; never open a window on a cluster node
 import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 from plmexit.atomic import atomic_path  # noqa: E402
 
@@ -21,11 +22,13 @@ def plot_layers(table: pd.DataFrame, selection: dict, out: str | Path) -> None:
     fig, ax = plt.subplots(figsize=(6, 4), layout="constrained")
     ax.plot(mean.index, mean.values, marker="o", color="black", label=f"test {metric} (mean over folds)")
     ax.fill_between(mean.index, mean - sd, mean + sd, color="grey", alpha=0.3, label="+- 1 sd over folds")
-    ax.axvline(selection["n_layers"], color="tab:red", linestyle="--", label=f"final layer {selection['n_layers']}")
     ax.axvline(
         selection["best_layer"], color="tab:blue", linestyle="-",
         label=f"selected layer {selection['best_layer']} (held-out {selection['best_score']:.3f})",
     )
+    # The final-layer line is drawn last and dashed so it stays visible when the selected layer is the final one.
+    ax.axvline(selection["n_layers"], color="tab:red", linestyle="--", label=f"final layer {selection['n_layers']}")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set(xlabel="layer (0 = token embeddings)", ylabel=metric, title=f"{selection['task']} · {selection['model']}")
     ax.legend(fontsize="small")
     with atomic_path(out) as tmp:

@@ -1,0 +1,136 @@
+"""End to end: the real Snakefile on config/test.yaml, offline, in a temporary working directory."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import h5py
+import pandas as pd
+import pytest
+import yaml
+
+from plmexit.select import PROBE_COLUMNS, SUMMARY_COLUMNS
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def snakemake(workdir: Path, *args: str) -> subprocess.CompletedProcess:
+    """Run the repository's Snakefile in ``workdir`` with this interpreter's snakemake and plmexit."""
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    command = [sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "Snakefile"), "--directory", str(workdir), *args]
+    return subprocess.run(command, capture_output=True, text=True, env=env, timeout=600)
+
+
+def write_config(workdir: Path, shared_data: Path, edit=None, name: str = "test.yaml") -> Path:
+    """A shipped config with its ../shared/data paths pointed at the shared data, optionally edited."""
+    config = yaml.safe_load((REPO / "config" / name).read_text())
+    for task in config["tasks"]:
+        task["path"] = str(shared_data / Path(task["path"]).relative_to("../shared/data"))
+    if edit is not None:
+        edit(config)
+    path = workdir / "config.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory, shared_data):
+    workdir = tmp_path_factory.mktemp("e2e")
+    config = write_config(workdir, shared_data)
+    run = snakemake(workdir, "--cores", "2", "--configfile", str(config))
+    assert run.returncode == 0, run.stderr[-5000:]
+    return workdir, config
+
+
+def test_pipeline_writes_every_output(finished_run):
+    workdir, _ = finished_run
+    results = workdir / "results"
+    summary = pd.read_csv(results / "summary" / "best_layers.tsv", sep="\t")
+    assert list(summary.columns) == SUMMARY_COLUMNS
+    assert sorted(summary["task"]) == ["BLAT_ECOLX_Stiffler_2015", "deeploc_10class"]
+    assert set(summary["n_layers"]) == {4}
+    assert summary["best_layer"].between(0, 4).all()
+    assert (summary["compute_saved"] == (4 - summary["best_layer"]) / 4).all()
+    assert (summary["gain"] - (summary["best_score"] - summary["final_score"])).abs().max() < 1e-5
+    assert dict(zip(summary["task"], summary["metric"])) == {"BLAT_ECOLX_Stiffler_2015": "spearman", "deeploc_10class": "accuracy"}
+
+    for task, n_sequences in [("BLAT_ECOLX_Stiffler_2015", 200), ("deeploc_10class", None)]:
+        probes = pd.read_csv(results / "probes" / "tiny_random" / f"{task}.tsv", sep="\t")
+        assert list(probes.columns) == PROBE_COLUMNS
+        assert sorted(probes["layer"].unique()) == [0, 1, 2, 3, 4]
+        assert sorted(probes["fold"].unique()) == [0, 1, 2, 3, 4]
+        selection = json.loads((results / "selection" / "tiny_random" / f"{task}.json").read_text())
+        assert selection["n_folds"] == 5
+        assert (results / "figures" / "tiny_random" / f"{task}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        with h5py.File(results / "embeddings" / "tiny_random" / f"{task}.h5") as store:
+            embeddings = store["embeddings"]
+            assert embeddings.shape[0] == 5 and embeddings.shape[2] == 64
+            assert embeddings.dtype == "float16" and embeddings.chunks[0] == 1
+            assert store.attrs["complete"] and store.attrs["layer_norm"] == "raw"
+            assert store.attrs["model"] == "esm2_t4_64d_4h_seed0_random"
+            if n_sequences:
+                assert embeddings.shape[1] == n_sequences
+    regression_metrics = set(pd.read_csv(results / "probes" / "tiny_random" / "BLAT_ECOLX_Stiffler_2015.tsv", sep="\t")["metric"])
+    assert regression_metrics == {"spearman", "mse", "inner_spearman"}
+    classification_metrics = set(pd.read_csv(results / "probes" / "tiny_random" / "deeploc_10class.tsv", sep="\t")["metric"])
+    assert classification_metrics == {"accuracy", "macro_f1", "mcc", "inner_accuracy"}
+
+
+def test_rerun_does_nothing_and_changed_setting_reruns_only_what_it_affects(finished_run):
+    workdir, config = finished_run
+    nothing = snakemake(workdir, "--cores", "1", "--configfile", str(config), "--dry-run")
+    assert nothing.returncode == 0 and "Nothing to be done" in nothing.stdout + nothing.stderr
+
+    tolerance = workdir / "tolerance.yaml"
+    tolerance.write_text(config.read_text() + "select:\n  tolerance: 0.05\n")
+    rerun = snakemake(workdir, "--cores", "1", "--configfile", str(tolerance), "--dry-run", "--quiet", "rules")
+    assert rerun.returncode == 0, rerun.stderr
+    jobs = rerun.stdout + rerun.stderr
+    for rule in ("select_layer", "summarize_layers", "plot_layers"):
+        assert rule in jobs
+    for rule in ("embed_task", "probe_layers", "prepare_task", "fetch_model"):
+        assert rule not in jobs
+
+
+def test_unknown_config_key_fails_before_any_job(tmp_path, shared_data):
+    config = write_config(tmp_path, shared_data, edit=lambda c: c.__setitem__("probe", {"ridge_alpha": [1.0]}))
+    run = snakemake(tmp_path, "--cores", "1", "--configfile", str(config))
+    assert run.returncode != 0
+    assert "ridge_alpha" in run.stderr and "Additional properties are not allowed" in run.stderr
+    assert not (tmp_path / "results").exists()
+
+
+def test_misspelled_top_level_key_fails_before_any_job(tmp_path, shared_data):
+    config = write_config(tmp_path, shared_data, edit=lambda c: c.__setitem__("modles", c["models"]))
+    run = snakemake(tmp_path, "--cores", "1", "--configfile", str(config))
+    assert run.returncode != 0 and "modles" in run.stderr
+    assert not (tmp_path / "results").exists()
+
+
+def test_default_config_builds_its_dag(tmp_path, shared_data):
+    """The default run (ESM2-8M by name) plans the download, then every step, for every task."""
+    config = write_config(tmp_path, shared_data, name="config.yaml")
+    run = snakemake(tmp_path, "--cores", "1", "--configfile", str(config), "--dry-run")
+    assert run.returncode == 0, run.stderr
+    for rule in ("fetch_model", "prepare_task", "embed_task", "probe_layers", "select_layer", "plot_layers", "summarize_layers"):
+        assert f"rule {rule}:" in run.stdout, rule
+    assert "No validator found" not in run.stdout + run.stderr
+
+
+def test_bad_task_file_fails_with_one_line_and_leaves_nothing(tmp_path, shared_data):
+    bad = tmp_path / "bad.csv"
+    bad.write_text("sequence,label\nMKTAYIAK,1.0\nMKT*YIAK,2.0\n")
+
+    def edit(config):
+        config["tasks"] = [{"id": "bad", "kind": "csv", "path": str(bad), "type": "regression"}]
+
+    config = write_config(tmp_path, shared_data, edit=edit)
+    run = snakemake(tmp_path, "results/tasks/bad.tsv", "--cores", "1", "--configfile", str(config))
+    assert run.returncode != 0
+    log = (tmp_path / "results" / "logs" / "prepare_task" / "bad.log").read_text().strip().splitlines()
+    assert log[-1] == f"plmexit prepare: error: {bad}: row 3 (row3): sequence has characters '*' outside the ESM alphabet (upper-case amino-acid codes); clean the sequence"
+    assert not (tmp_path / "results" / "tasks").exists() or not any((tmp_path / "results" / "tasks").iterdir())
