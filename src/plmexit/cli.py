@@ -29,6 +29,13 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _at_least_two(text: str) -> int:
+    value = int(text)
+    if value < 2:
+        raise argparse.ArgumentTypeError(f"expected an integer of at least 2, got {text!r}")
+    return value
+
+
 def cmd_make_test_model(args) -> None:
     from plmexit.models import make_test_model
 
@@ -135,7 +142,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--label-regex", help="FASTA: regular expression on the header whose group 'label' (or group 1) is the label")
     p.add_argument("--max-sequences", type=_positive_int, help="subsample to at most this many sequences (seeded)")
     p.add_argument("--min-class-size", type=int, default=0, help="classification: drop classes with fewer members (logged)")
-    p.add_argument("--cv-folds", type=_positive_int, default=5, help="folds when the file has none (default 5)")
+    p.add_argument("--cv-folds", type=_at_least_two, default=5, help="folds when the file has none (default 5)")
     p.add_argument("--seed", type=int, default=0, help="seed for subsampling and folds")
     p.add_argument("--out", required=True, help="task table TSV to write")
     p.set_defaults(func=cmd_prepare)
@@ -161,7 +168,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--task-name", required=True, help="task name for the table")
     p.add_argument("--alphas", type=_floats, default=DEFAULT_RIDGE_ALPHAS, help="ridge regularisation grid, comma-separated")
     p.add_argument("--cs", type=_floats, default=DEFAULT_LOGISTIC_CS, help="logistic regression C grid, comma-separated")
-    p.add_argument("--inner-folds", type=_positive_int, default=3, help="inner CV folds for classification (default 3)")
+    p.add_argument("--inner-folds", type=_at_least_two, default=3, help="inner CV folds for classification (default 3)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", required=True, help="probe TSV to write")
     p.set_defaults(func=cmd_probe)

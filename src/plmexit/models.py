@@ -12,6 +12,7 @@ import argparse
 import json
 import logging
 import pickle
+import re
 import warnings
 import zipfile
 from dataclasses import dataclass
@@ -83,6 +84,8 @@ def resolve_model(
     """
     if (name is None) == (checkpoint is None):
         raise ModelError("a model needs exactly one of `name` (a fair-esm model) or `checkpoint` (a local file)")
+    if url is not None and name is None:
+        raise ModelError("a download `url` only applies to a model given by `name`; drop it for a local checkpoint")
     if name is not None:
         if name not in ESM2_SHA256:
             raise ModelError(f"model name {name!r} is not a fair-esm ESM2 model; use one of {', '.join(ESM2_SHA256)} or give a checkpoint path")
@@ -130,17 +133,22 @@ def read_manifest(path: str | Path) -> dict:
 def load_checkpoint(path: str | Path) -> dict:
     """``torch.load`` a fair-esm checkpoint with ``weights_only=True`` and the ESM2 allow-list."""
     path = Path(path)
+    # torch.save has written zip archives since torch 1.6, as are all fair-esm ESM2 releases.
+    if not zipfile.is_zipfile(path):
+        raise ModelError(f"checkpoint {path} is not a readable PyTorch checkpoint (not a torch.save zip archive); download it again")
     try:
         with torch.serialization.safe_globals(SAFE_CHECKPOINT_GLOBALS):
             data = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
+        if "Unsupported global" not in str(exc):
+            raise ModelError(f"checkpoint {path} is not a readable PyTorch checkpoint ({_one_line(exc)})") from None
+        found = re.search(r"GLOBAL (\S+)", str(exc))
         raise ModelError(
-            f"checkpoint {path} holds objects outside plmexit's allow-list "
-            f"({', '.join(g.__module__ + '.' + g.__qualname__ for g in SAFE_CHECKPOINT_GLOBALS)}): "
-            f"{str(exc).splitlines()[-1] if str(exc) else exc!r}; refusing to unpickle it"
+            f"checkpoint {path} holds {found.group(1) if found else 'an object'}, which is outside plmexit's allow-list "
+            f"({', '.join(g.__module__ + '.' + g.__qualname__ for g in SAFE_CHECKPOINT_GLOBALS)}); refusing to unpickle it"
         ) from None
-    except (RuntimeError, EOFError, OSError, zipfile.BadZipFile) as exc:
-        raise ModelError(f"checkpoint {path} is not a readable PyTorch checkpoint ({type(exc).__name__}: {str(exc)[:200]})") from None
+    except Exception as exc:  # noqa: BLE001 - any failure to parse an untrusted file means "unreadable"
+        raise ModelError(f"checkpoint {path} is not a readable PyTorch checkpoint ({type(exc).__name__}: {_one_line(exc)})") from None
     if not isinstance(data, dict) or "model" not in data or not isinstance(data.get("cfg"), dict) or "model" not in data["cfg"]:
         raise ModelError(f"checkpoint {path} is not in fair-esm's format (a dict with 'cfg' -> 'model' and 'model' entries)")
     return data
@@ -160,10 +168,15 @@ def load_model(checkpoint: str | Path, sha256: str | None = None, device: str = 
             warnings.filterwarnings("ignore", message=_REGRESSION_WARNING)
             model, alphabet = esm.pretrained.load_model_and_alphabet_core(name, data, None)
     except (RuntimeError, AttributeError, KeyError) as exc:
-        raise ModelError(f"checkpoint {path} does not fit fair-esm's ESM2 ({str(exc).splitlines()[0][:300]})") from None
+        raise ModelError(f"checkpoint {path} does not fit fair-esm's ESM2 ({_one_line(exc)})") from None
     model.eval().to(device)
     log.info("loaded %s (%d layers, width %d, sha256 %s) on %s", name, model.num_layers, model.embed_dim, found[:12], device)
     return LoadedModel(model=model, alphabet=alphabet, name=name, sha256=found)
+
+
+def _one_line(exc: BaseException, limit: int = 400) -> str:
+    """An exception's message collapsed onto one line (errors are one line), cut at ``limit``."""
+    return " ".join(str(exc).split())[:limit]
 
 
 def make_test_model(layers: int, dim: int, heads: int, seed: int, out_dir: str | Path) -> Path:

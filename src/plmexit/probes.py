@@ -61,7 +61,10 @@ class ProbeSettings:
             raise InputError(f"task type {self.task_type!r} is not one of {', '.join(METRICS)}")
         if self.selection_metric not in METRICS[self.task_type] or not HIGHER_IS_BETTER[self.selection_metric]:
             allowed = [m for m in METRICS[self.task_type] if HIGHER_IS_BETTER[m]]
-            raise InputError(f"selection metric {self.selection_metric!r} is not one of {', '.join(allowed)} for a {self.task_type} task")
+            raise InputError(
+                f"selection metric {self.selection_metric!r} is not one of {', '.join(allowed)} for a {self.task_type} task; "
+                "fix the task's metric in the config (--metric)"
+            )
 
 
 def evaluation_folds(folds: np.ndarray) -> list[int]:

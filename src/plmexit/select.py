@@ -25,10 +25,12 @@ def select_layer(table: pd.DataFrame, metric: str, tolerance: float = 0.0) -> di
     Within each fold the shallowest layer whose inner score is within ``tolerance`` of that
     fold's best inner score wins, so equal accuracy goes to the cheaper model.
     """
+    if table["model"].nunique() != 1 or table["task"].nunique() != 1:
+        raise InputError("a probe table must hold one model and one task; select each (model, task) on its own")
     inner_metric = INNER_PREFIX + metric
     for name in (metric, inner_metric):
         if not (table["metric"] == name).any():
-            raise InputError(f"probe table has no {name!r} rows (metrics: {', '.join(sorted(table['metric'].unique()))}); check the selection metric")
+            raise InputError(f"no {name!r} rows (metrics: {', '.join(sorted(table['metric'].unique()))}); select by the metric the probes were run with")
     test = table[table.metric == metric].pivot(index="layer", columns="fold", values="value")
     inner = table[table.metric == inner_metric].pivot(index="layer", columns="fold", values="value")
     n_layers = int(test.index.max())

@@ -96,7 +96,10 @@ def read_probe_table(path: str | Path) -> pd.DataFrame:
 
 def select_task(probe_table: str | Path, metric: str, tolerance: float, out: str | Path) -> dict:
     """Choose the layer for one (model, task) and write the selection as JSON."""
-    selection = select.select_layer(read_probe_table(probe_table), metric, tolerance)
+    try:
+        selection = select.select_layer(read_probe_table(probe_table), metric, tolerance)
+    except InputError as exc:
+        raise InputError(f"{probe_table}: {exc}") from None
     write_text(out, json.dumps(selection, indent=2) + "\n")
     return selection
 

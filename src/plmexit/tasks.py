@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import re
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -109,21 +110,25 @@ def _read_fasta(spec: TaskSpec) -> pd.DataFrame:
     try:
         pattern = re.compile(spec.label_regex)
     except re.error as exc:
-        raise InputError(f"task {spec.name!r}: label_regex {spec.label_regex!r} is not a valid regular expression ({exc})") from None
+        raise InputError(f"task {spec.name!r}: label_regex '{spec.label_regex}' is not a valid regular expression ({exc})") from None
     group = "label" if "label" in pattern.groupindex else 1
     if pattern.groups == 0:
-        raise InputError(f"task {spec.name!r}: label_regex {spec.label_regex!r} has no capture group; wrap the label in (?P<label>...)")
+        raise InputError(f"task {spec.name!r}: label_regex '{spec.label_regex}' has no capture group; wrap the label in (?P<label>...)")
     ids, sequences, labels = [], [], []
-    for number, record in enumerate(SeqIO.parse(spec.path, "fasta"), start=1):
-        match = pattern.search(record.description)
-        if match is None or match.group(group) is None:
-            raise InputError(
-                f"{spec.path}: record {number} ({record.id}): header {record.description!r} does not match "
-                f"label_regex {spec.label_regex!r}; fix tasks.{spec.name}.label_regex"
-            )
-        ids.append(record.id)
-        sequences.append(str(record.seq))
-        labels.append(match.group(group))
+    try:
+        with open(spec.path) as handle:
+            for number, record in enumerate(SeqIO.parse(handle, "fasta"), start=1):
+                match = pattern.search(record.description)
+                if match is None or match.group(group) is None:
+                    raise InputError(
+                        f"{spec.path}: record {number} ({record.id}): header '{record.description}' does not match "
+                        f"label_regex '{spec.label_regex}'; fix tasks.{spec.name}.label_regex"
+                    )
+                ids.append(record.id)
+                sequences.append(str(record.seq))
+                labels.append(match.group(group))
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise InputError(f"{spec.path}: not a FASTA file ({' '.join(str(exc).split())[:200]})") from None
     if not ids:
         raise InputError(f"{spec.path}: no FASTA records found; is it a FASTA file?")
     records = np.arange(1, len(ids) + 1)
@@ -209,12 +214,24 @@ def _drop_rare_classes(table: pd.DataFrame, spec: TaskSpec) -> pd.DataFrame:
 def assign_folds(labels: np.ndarray, task_type: str, n_folds: int, seed: int) -> np.ndarray:
     """Seeded k-fold assignment, stratified by class for classification."""
     folds = np.empty(len(labels), dtype=int)
-    if task_type == "classification" and pd.Series(labels).value_counts().min() >= n_folds:
+    if n_folds < 2:
+        raise InputError(f"cv_folds is {n_folds}; cross-validation needs at least 2 folds")
+    if len(labels) < n_folds:
+        raise InputError(f"{len(labels)} sequences cannot be split into {n_folds} folds; lower probe.cv_folds or add sequences")
+    splitter = KFold(n_splits=n_folds, shuffle=True, random_state=seed)
+    counts = pd.Series(labels).value_counts()
+    # StratifiedKFold needs one class with at least n_folds members; below that nothing can be stratified.
+    if task_type == "classification" and counts.max() >= n_folds:
         splitter = StratifiedKFold(n_splits=n_folds, shuffle=True, random_state=seed)
-    else:
-        splitter = KFold(n_splits=n_folds, shuffle=True, random_state=seed)
-    for fold, (_, test) in enumerate(splitter.split(np.zeros(len(labels)), labels)):
-        folds[test] = fold
+        if counts.min() < n_folds:
+            log.warning(
+                "class %r has %d members, fewer than %d folds, so it is missing from some test folds "
+                "(set min_class_size to %d to drop such classes)", counts.idxmin(), counts.min(), n_folds, n_folds,
+            )
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="The least populated class")  # logged above
+        for fold, (_, test) in enumerate(splitter.split(np.zeros(len(labels)), labels)):
+            folds[test] = fold
     return folds
 
 

@@ -1,0 +1,119 @@
+"""Shared fixtures: the real data directory, a tiny random ESM2, a local HTTP server, file writers.
+
+Everything a test writes goes under pytest's temporary directories; the shared data is only read.
+"""
+
+from __future__ import annotations
+
+import functools
+import http.server
+import os
+import threading
+from pathlib import Path
+
+import pytest
+
+from plmexit import models
+from plmexit.download import sha256_file
+
+# The real data sits next to the repository (../shared/data), read-only; it is never copied in.
+SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+
+# Small enough to run everywhere in milliseconds, big enough to have intermediate layers.
+TINY_MODEL = {"layers": 2, "dim": 32, "heads": 4, "seed": 0}
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    """The staged real datasets; a hard failure in CI, a visible skip elsewhere."""
+    if not SHARED_DATA.is_dir():
+        message = f"real data directory {SHARED_DATA} not found (see shared/data/PROVENANCE.md)"
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"{message}; CI=true requires it")
+        pytest.skip(message)
+    return SHARED_DATA
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory) -> Path:
+    """Path of a randomly initialised 2-layer, 32-wide ESM2 checkpoint in fair-esm's format."""
+    return models.make_test_model(out_dir=tmp_path_factory.mktemp("tiny_model"), **TINY_MODEL)
+
+
+@pytest.fixture(scope="session")
+def tiny_model_sha256(tiny_model) -> str:
+    return sha256_file(tiny_model)
+
+
+@pytest.fixture(scope="session")
+def tiny_loaded(tiny_model) -> models.LoadedModel:
+    """The tiny model loaded through plmexit (eval mode, CPU). Do not mutate it in tests."""
+    return models.load_model(tiny_model)
+
+
+@pytest.fixture
+def write_file(tmp_path):
+    """``write_file(name, content)`` writes str or bytes under ``tmp_path`` and returns the path."""
+
+    def write(name: str, content: str | bytes) -> Path:
+        path = tmp_path / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if isinstance(content, bytes):
+            path.write_bytes(content)
+        else:
+            path.write_text(content)
+        return path
+
+    return write
+
+
+class _QuietHandler(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, format, *args):  # noqa: A002 - signature fixed by the base class
+        pass
+
+
+class LocalServer:
+    """A static file server on 127.0.0.1 (an ephemeral port) for ``directory``."""
+
+    def __init__(self, directory: Path):
+        self.directory = directory
+        handler = functools.partial(_QuietHandler, directory=str(directory))
+        self._server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+        self._thread.start()
+        self.running = True
+
+    def url(self, name: str) -> str:
+        host, port = self._server.server_address[:2]
+        return f"http://{host}:{port}/{name}"
+
+    def stop(self) -> None:
+        if self.running:
+            self._server.shutdown()
+            self._server.server_close()
+            self._thread.join()
+            self.running = False
+
+
+@pytest.fixture
+def http_server(tmp_path, monkeypatch):
+    """Serve ``tmp_path / "served"`` over HTTP on localhost; no proxy may intercept it."""
+    for name in ("http_proxy", "HTTP_PROXY", "https_proxy", "HTTPS_PROXY", "all_proxy", "ALL_PROXY"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("no_proxy", "*")
+    monkeypatch.setenv("NO_PROXY", "*")
+    directory = tmp_path / "served"
+    directory.mkdir()
+    server = LocalServer(directory)
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def files_under():
+    """``files_under(path)``: every file below ``path`` (hidden ones included), relative and sorted."""
+
+    def list_files(path: Path) -> list[str]:
+        return sorted(str(p.relative_to(path)) for p in Path(path).rglob("*") if p.is_file())
+
+    return list_files

@@ -1,0 +1,178 @@
+"""Batching, truncation and the key correctness check: pooled per-layer embeddings equal a
+straightforward one-sequence-at-a-time computation with fair-esm itself."""
+
+from __future__ import annotations
+
+import esm
+import numpy as np
+import pytest
+import torch
+
+from plmexit import models
+from plmexit.embed import EmbedSettings, embed_pooled, token_batches, truncate_sequences
+
+# Different lengths so a batch needs padding; a duplicate; the rare codes X, B, U, Z, O.
+SEQUENCES = [
+    "MKTAYIAKQRQISFVKSHFSRQ",
+    "GG",
+    "ACDEFGHIKLMNPQRSTVWY",
+    "MKTAYIAKQRQISFVKSHFSRQ",
+    "WYXBUZO",
+    "MKV",
+    "GG",
+]
+RTOL = 1e-5  # fp32: batching, padding masks and summation order move only the last bits
+
+
+def reference_embeddings(checkpoint, sequences: list[str], layer_norm: str = "raw") -> np.ndarray:
+    """(L + 1, N, D): fair-esm on each sequence alone, mean over residue positions 1..len."""
+    with torch.serialization.safe_globals(models.SAFE_CHECKPOINT_GLOBALS):
+        model, alphabet = esm.pretrained.load_model_and_alphabet_local(checkpoint)
+    model.eval()
+    convert = alphabet.get_batch_converter()
+    layers = list(range(model.num_layers + 1))
+    out = np.zeros((len(layers), len(sequences), model.embed_dim), dtype=np.float32)
+    with torch.no_grad():
+        for i, sequence in enumerate(sequences):
+            _, _, tokens = convert([("s", sequence)])
+            assert tokens.shape == (1, len(sequence) + 2)  # BOS + residues + EOS, no padding
+            representations = model(tokens, repr_layers=layers)["representations"]
+            for layer in layers:
+                hidden = representations[layer]
+                if layer_norm == "final" and layer != layers[-1]:
+                    hidden = model.emb_layer_norm_after(hidden)
+                out[layer, i] = hidden[0, 1 : len(sequence) + 1].mean(dim=0).numpy()
+    return out
+
+
+def collect(blocks, n: int) -> tuple[np.ndarray, list[np.ndarray]]:
+    """Assemble yielded blocks into (L + 1, n, D), checking every index arrives exactly once."""
+    seen = np.zeros(n, dtype=int)
+    result, indices = None, []
+    for index, block in blocks:
+        assert block.dtype == np.float32
+        assert np.all(np.diff(index) > 0), "indices within a block are sorted and unique"
+        assert block.shape[1] == len(index)
+        if result is None:
+            result = np.full((block.shape[0], n, block.shape[2]), np.nan, dtype=np.float32)
+        result[:, index] = block
+        seen[index] += 1
+        indices.append(index)
+    np.testing.assert_array_equal(seen, np.ones(n, dtype=int))
+    return result, indices
+
+
+def assert_close(actual: np.ndarray, expected: np.ndarray) -> None:
+    # Relative to each pooled vector's scale, so components near zero do not demand more.
+    scale = np.abs(expected).max(axis=-1, keepdims=True)
+    np.testing.assert_array_less(np.abs(actual - expected), np.broadcast_to(RTOL * scale + 1e-12, actual.shape))
+
+
+# --- batching and truncation -------------------------------------------------------------------
+
+
+def test_token_batches_exact_grouping():
+    lengths = np.array([5, 1, 9, 3, 3, 30, 2])
+
+    batches = token_batches(lengths, max_tokens=20)
+
+    assert [b.tolist() for b in batches] == [[1, 6, 3, 4], [0], [2], [5]]
+
+
+@pytest.mark.parametrize("max_tokens", [1, 12, 50, 10_000])
+def test_token_batches_respect_the_budget_and_cover_every_index_once(max_tokens):
+    lengths = np.random.default_rng(0).integers(1, 40, size=57)
+
+    batches = token_batches(lengths, max_tokens)
+
+    np.testing.assert_array_equal(np.sort(np.concatenate(batches)), np.arange(57))
+    for batch in batches:
+        padded = len(batch) * (lengths[batch].max() + 2)
+        assert padded <= max_tokens or len(batch) == 1
+
+
+def test_a_sequence_over_the_budget_is_alone():
+    batches = token_batches(np.array([3, 100, 4]), max_tokens=20)
+
+    assert [b.tolist() for b in batches] == [[0, 2], [1]]
+
+
+def test_token_batches_of_nothing():
+    assert token_batches(np.array([], dtype=int), max_tokens=100) == []
+
+
+def test_truncate_sequences():
+    sequences, truncated = truncate_sequences(["ACDEF", "AC", "ACD", ""], 3)
+
+    assert sequences == ["ACD", "AC", "ACD", ""]
+    np.testing.assert_array_equal(truncated, [True, False, False, False])
+
+
+# --- embedding ---------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def reference(tiny_model):
+    return reference_embeddings(tiny_model, SEQUENCES)
+
+
+@pytest.mark.parametrize("max_tokens", [4096, 30, 1], ids=["one-padded-batch", "several-batches", "one-per-batch"])
+def test_embed_pooled_equals_fair_esm_one_sequence_at_a_time(tiny_loaded, reference, max_tokens):
+    settings = EmbedSettings(max_tokens=max_tokens)
+
+    embedded, _ = collect(embed_pooled(tiny_loaded, SEQUENCES, settings), len(SEQUENCES))
+
+    assert embedded.shape == (3, len(SEQUENCES), 32)
+    assert_close(embedded, reference)
+
+
+def test_the_reference_is_not_trivially_matched(reference):
+    # Guard for the test above: layers and sequences differ, so a mix-up cannot pass unnoticed.
+    assert not np.allclose(reference[0], reference[1], rtol=1e-2)
+    assert not np.allclose(reference[:, 0], reference[:, 1], rtol=1e-2)
+    assert not np.allclose(reference[:, 0], reference[:, 5], rtol=1e-2)
+
+
+def test_padding_does_not_leak_into_short_sequences(tiny_loaded):
+    short = "MKV"
+    alone, _ = collect(embed_pooled(tiny_loaded, [short], EmbedSettings()), 1)
+    padded, _ = collect(embed_pooled(tiny_loaded, [short, "W" * 200], EmbedSettings()), 2)
+
+    assert_close(padded[:, :1], alone)
+
+
+def test_duplicates_are_embedded_once_and_written_everywhere(tiny_loaded, reference):
+    rows_seen = []
+    hook = tiny_loaded.model.register_forward_pre_hook(lambda module, args: rows_seen.extend(args[0].tolist()))
+    try:
+        embedded, _ = collect(embed_pooled(tiny_loaded, SEQUENCES, EmbedSettings(max_tokens=4096)), len(SEQUENCES))
+    finally:
+        hook.remove()
+
+    assert len(rows_seen) == len(set(SEQUENCES)) == 5
+    np.testing.assert_array_equal(embedded[:, 0], embedded[:, 3])
+    np.testing.assert_array_equal(embedded[:, 1], embedded[:, 6])
+    assert_close(embedded, reference)
+
+
+def test_final_layer_norm_convention(tiny_model, tiny_loaded, reference):
+    expected = reference_embeddings(tiny_model, SEQUENCES, layer_norm="final")
+
+    embedded, _ = collect(embed_pooled(tiny_loaded, SEQUENCES, EmbedSettings(layer_norm="final", max_tokens=30)), len(SEQUENCES))
+
+    assert_close(embedded, expected)
+    assert_close(embedded[-1], reference[-1])  # the last layer is normed once, not twice
+    assert not np.allclose(embedded[1], reference[1], rtol=1e-2)
+
+
+def test_every_index_is_yielded_once_in_sorted_blocks(tiny_loaded):
+    sequences = ["M" * n for n in (5, 1, 9, 3, 3, 30, 2)] + ["M" * 3]
+
+    _, blocks = collect(embed_pooled(tiny_loaded, sequences, EmbedSettings(max_tokens=20)), len(sequences))
+
+    assert len(blocks) > 1
+
+
+def test_unknown_layer_norm_convention(tiny_loaded):
+    with pytest.raises(ValueError, match=r"unknown layer_norm 'pre'"):
+        list(embed_pooled(tiny_loaded, ["MKV"], EmbedSettings(layer_norm="pre")))
