@@ -74,6 +74,18 @@ def cmd_embed(args) -> None:
     embed_task(args.model, args.task, args.out, settings, args.dtype)
 
 
+def cmd_cost(args) -> None:
+    import torch
+
+    from plmexit.embed import EmbedSettings
+    from plmexit.steps import measure_cost, resolve_device
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    settings = EmbedSettings(truncate=args.truncate, device=resolve_device(args.device))
+    measure_cost(args.model, args.task, args.out, settings, args.sample_sequences, args.repeats, args.seed)
+
+
 def cmd_probe(args) -> None:
     from plmexit.probes import ProbeSettings
     from plmexit.steps import probe_task
@@ -82,25 +94,31 @@ def cmd_probe(args) -> None:
         task_type=args.type, selection_metric=args.metric, ridge_alphas=args.alphas, logistic_cs=args.cs,
         inner_folds=args.inner_folds, seed=args.seed,
     )
-    probe_task(args.embeddings, args.task, args.model_name, args.task_name, settings, args.out)
+    probe_task(args.embeddings, args.task, args.model_name, args.task_name, settings, args.out, args.predictions)
 
 
 def cmd_select(args) -> None:
     from plmexit.steps import select_task
 
-    select_task(args.probes, args.metric, args.tolerance, args.out)
+    select_task(args.probes, args.predictions, args.cost, args.embeddings, args.metric, args.tolerance, args.bootstrap, args.seed, args.out)
 
 
 def cmd_summarize(args) -> None:
     from plmexit.steps import summarize_selections
 
-    summarize_selections(args.selections, args.out)
+    summarize_selections(args.selections, args.out, args.across_out, args.bootstrap, args.seed)
 
 
 def cmd_plot(args) -> None:
     from plmexit.steps import plot_task
 
     plot_task(args.probes, args.selection, args.out)
+
+
+def cmd_plot_summary(args) -> None:
+    from plmexit.steps import plot_summary
+
+    plot_summary(args.summary, args.out)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -159,6 +177,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, default=0, help="CPU threads for torch (default: torch's choice)")
     p.set_defaults(func=cmd_embed)
 
+    p = sub.add_parser("cost", help="analytic FLOPs and measured forward time per depth for a task")
+    p.add_argument("--model", required=True, help="model manifest JSON from fetch-model")
+    p.add_argument("--task", required=True, help="task table TSV from prepare (its lengths give the FLOPs)")
+    p.add_argument("--out", required=True, help="cost JSON to write")
+    p.add_argument("--truncate", type=_positive_int, default=ESM2_MAX_RESIDUES, help="as for embed")
+    p.add_argument("--sample-sequences", type=_positive_int, default=8, help="sequences in the timed batch (default 8)")
+    p.add_argument("--repeats", type=_positive_int, default=3, help="timed repeats per depth; the median is kept (default 3)")
+    p.add_argument("--seed", type=int, default=0, help="seed for the sample")
+    p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default): time where you embed")
+    p.add_argument("--threads", type=int, default=0, help="CPU threads for torch (default: torch's choice)")
+    p.set_defaults(func=cmd_cost)
+
     p = sub.add_parser("probe", help="fit linear probes at every layer and fold; write a long TSV")
     p.add_argument("--embeddings", required=True, help="HDF5 store from embed")
     p.add_argument("--task", required=True, help="task table TSV from prepare")
@@ -171,18 +201,27 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--inner-folds", type=_at_least_two, default=3, help="inner CV folds for classification (default 3)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", required=True, help="probe TSV to write")
+    p.add_argument("--predictions", required=True, help="gzipped TSV of every test prediction to write")
     p.set_defaults(func=cmd_probe)
 
     p = sub.add_parser("select", help="choose the layer from inner (training-only) scores; write JSON")
     p.add_argument("--probes", required=True, help="probe TSV from probe")
+    p.add_argument("--predictions", required=True, help="predictions TSV from probe (for the gain's interval)")
+    p.add_argument("--cost", required=True, help="cost JSON from cost")
+    p.add_argument("--embeddings", required=True, help="the HDF5 store (its layer-norm convention is recorded)")
     p.add_argument("--metric", required=True, help="metric to select by")
     p.add_argument("--tolerance", type=float, default=0.0, help="prefer the shallowest layer within this much of the best inner score")
+    p.add_argument("--bootstrap", type=_positive_int, default=1000, help="bootstrap resamples for the gain's interval (default 1000)")
+    p.add_argument("--seed", type=int, default=0, help="bootstrap seed")
     p.add_argument("--out", required=True, help="selection JSON to write")
     p.set_defaults(func=cmd_select)
 
     p = sub.add_parser("summarize", help="gather selections into best_layers.tsv")
     p.add_argument("selections", nargs="+", help="selection JSON files")
-    p.add_argument("--out", required=True, help="TSV to write")
+    p.add_argument("--out", required=True, help="best_layers TSV to write")
+    p.add_argument("--across-out", required=True, help="per-model across-task TSV to write")
+    p.add_argument("--bootstrap", type=_positive_int, default=1000, help="bootstrap resamples over tasks (default 1000)")
+    p.add_argument("--seed", type=int, default=0, help="bootstrap seed")
     p.set_defaults(func=cmd_summarize)
 
     p = sub.add_parser("plot", help="figure of the metric against layer for one model and task")
@@ -190,6 +229,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--selection", required=True, help="selection JSON")
     p.add_argument("--out", required=True, help="PNG to write")
     p.set_defaults(func=cmd_plot)
+
+    p = sub.add_parser("plot-summary", help="figure of gain (with intervals) against compute saved, all tasks")
+    p.add_argument("--summary", required=True, help="best_layers TSV from summarize")
+    p.add_argument("--out", required=True, help="PNG to write")
+    p.set_defaults(func=cmd_plot_summary)
     return parser
 
 

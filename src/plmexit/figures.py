@@ -34,3 +34,23 @@ def plot_layers(table: pd.DataFrame, selection: dict, out: str | Path) -> None:
     with atomic_path(out) as tmp:
         fig.savefig(tmp, format="png", dpi=120)
     plt.close(fig)
+
+
+def plot_gain_vs_compute(summary: pd.DataFrame, out: str | Path) -> None:
+    """Gain over the final layer (95% interval) against the measured time saved, one point per task."""
+    fig, ax = plt.subplots(figsize=(6.5, 4.5), layout="constrained")
+    for model, group in summary.groupby("model", sort=True):
+        errors = [group["gain"] - group["gain_ci_low"], group["gain_ci_high"] - group["gain"]]
+        ax.errorbar(group["time_saved"], group["gain"], yerr=errors, fmt="o", capsize=3, label=model)
+        for _, row in group.iterrows():
+            ax.annotate(f"{row['task']} (L{row['best_layer']})", (row["time_saved"], row["gain"]), fontsize="x-small", xytext=(4, 4), textcoords="offset points")
+    ax.axhline(0.0, color="grey", linewidth=0.8)
+    ax.set(
+        xlabel="fraction of forward time saved at the selected layer (measured)",
+        ylabel="held-out gain over the final layer (metric units)",
+        title="Gain against compute saved (95% bootstrap intervals)",
+    )
+    ax.legend(fontsize="small")
+    with atomic_path(out) as tmp:
+        fig.savefig(tmp, format="png", dpi=120)
+    plt.close(fig)

@@ -15,7 +15,7 @@ import numpy as np
 from scipy.stats import spearmanr
 from sklearn.linear_model import LogisticRegression, RidgeCV
 from sklearn.metrics import accuracy_score, f1_score, make_scorer, matthews_corrcoef, mean_squared_error
-from sklearn.model_selection import GridSearchCV, StratifiedKFold
+from sklearn.model_selection import StratifiedKFold
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
@@ -25,6 +25,10 @@ from plmexit.errors import InputError
 DEFAULT_RIDGE_ALPHAS = tuple(float(a) for a in np.logspace(-1, 5, 13))
 DEFAULT_LOGISTIC_CS = tuple(float(c) for c in np.logspace(-4, 1, 6))
 INNER_PREFIX = "inner_"
+# A feature whose variance is below this fraction of its squared mean counts as constant and is
+# left unscaled, as StandardScaler does. Variance from the Gram matrix carries rounding error of
+# about 1e-16 x mean^2; float16-stored embeddings cannot vary by less than about 1e-7 x mean^2.
+_CONSTANT_RELATIVE_VARIANCE = 1e-12
 
 
 def spearman(y_true: np.ndarray, y_pred: np.ndarray) -> float:
@@ -72,40 +76,114 @@ def evaluation_folds(folds: np.ndarray) -> list[int]:
     return sorted(int(f) for f in np.unique(folds) if f >= 0)
 
 
-def probe_layer(X: np.ndarray, y: np.ndarray, folds: np.ndarray, settings: ProbeSettings) -> list[tuple[int, str, float]]:
-    """Fit and score one probe per evaluation fold on features ``X``; rows of ``(fold, metric, value)``."""
-    rows = []
-    metrics = METRICS[settings.task_type]
+@dataclass
+class FoldFit:
+    """One evaluation fold's probe: test-row predictions and what was chosen on the training rows."""
+
+    fold: int
+    test: np.ndarray  # indices of the test rows
+    predictions: np.ndarray
+    inner_score: float  # training-only cross-validated score of the chosen hyperparameter
+    hyperparameter: float  # ridge alpha or logistic C
+
+
+def probe_layer(X: np.ndarray, y: np.ndarray, folds: np.ndarray, settings: ProbeSettings) -> list[FoldFit]:
+    """Fit one probe per evaluation fold on features ``X`` (training rows only) and predict its test rows."""
+    if settings.task_type == "regression":
+        return ridge_folds(X, y, folds, settings.ridge_alphas, METRICS["regression"][settings.selection_metric])
+    fits = []
     for fold in evaluation_folds(folds):
-        train, test = folds != fold, folds == fold
-        predict, inner_score = _fit(X[train], y[train], settings)
-        predicted = predict(X[test])
-        rows.extend((fold, name, float(fn(y[test], predicted))) for name, fn in metrics.items())
-        rows.append((fold, INNER_PREFIX + settings.selection_metric, float(inner_score)))
+        train, test = np.flatnonzero(folds != fold), np.flatnonzero(folds == fold)
+        model, inner_score, c = _logistic(X[train], y[train], settings)
+        fits.append(FoldFit(fold, test, model.predict(X[test]), inner_score, c))
+    return fits
+
+
+def fold_metrics(fits: list[FoldFit], y: np.ndarray, settings: ProbeSettings) -> list[tuple[int, str, float]]:
+    """Rows ``(fold, metric, value)``: every test metric plus the ``inner_<metric>`` selection score."""
+    rows = []
+    for fit in fits:
+        truth = y[fit.test]
+        rows.extend((fit.fold, name, float(fn(truth, fit.predictions))) for name, fn in METRICS[settings.task_type].items())
+        rows.append((fit.fold, INNER_PREFIX + settings.selection_metric, float(fit.inner_score)))
     return rows
 
 
-def _fit(X: np.ndarray, y: np.ndarray, settings: ProbeSettings):
-    """Fit on training rows only; return (predict function, inner cross-validated score)."""
-    score = METRICS[settings.task_type][settings.selection_metric]
-    if settings.task_type == "regression":
-        # RidgeCV's efficient leave-one-out picks alpha and gives the held-out score of that
-        # alpha on the training rows, for all alphas at the cost of one decomposition.
-        ridge = RidgeCV(alphas=settings.ridge_alphas, scoring=make_scorer(score))
-        pipeline = make_pipeline(StandardScaler(), ridge).fit(X, y)
-        return pipeline.predict, ridge.best_score_
+def ridge_folds(X: np.ndarray, y: np.ndarray, folds: np.ndarray, alphas, score) -> list[FoldFit]:
+    """Standardise + ridge per evaluation fold, every alpha from one eigendecomposition per fold.
+
+    Equals scikit-learn's ``make_pipeline(StandardScaler(), RidgeCV(alphas, scoring=score))``
+    fitted on each fold's training rows (see ``reference_ridge``), but shares the work: one Gram
+    matrix per layer serves all folds (each fold's training Gram is the total minus its test
+    rows'), standardisation is applied to the Gram matrix analytically, and the eigenvectors of
+    the standardised training Gram give every alpha's coefficients, exact leave-one-out
+    predictions (hat-matrix diagonal, intercept included) and test predictions.
+    """
+    X = np.asarray(X, dtype=np.float64)
+    y = np.asarray(y, dtype=np.float64)
+    alphas = np.asarray(alphas, dtype=np.float64)
+    gram, total = X.T @ X, X.sum(axis=0)
+    fits = []
+    for fold in evaluation_folds(folds):
+        train, test = np.flatnonzero(folds != fold), np.flatnonzero(folds == fold)
+        X_test = X[test]
+        n = len(train)
+        mean = (total - X_test.sum(axis=0)) / n
+        centred = gram - X_test.T @ X_test - n * np.outer(mean, mean)  # (D, D): sum over training rows of (x - mean)(x - mean)^T
+        variance = np.diag(centred) / n
+        scale = np.sqrt(np.maximum(variance, 0.0))
+        scale[variance <= _CONSTANT_RELATIVE_VARIANCE * mean**2 + np.finfo(float).tiny] = 1.0
+        eigenvalues, eigenvectors = np.linalg.eigh(centred / np.outer(scale, scale))
+        eigenvalues = np.maximum(eigenvalues, 0.0)
+        # Rows of X in the eigenbasis of the standardised training data: (x - mean) / scale @ V.
+        projection = eigenvectors / scale[:, None]
+        P_train = X[train] @ projection - mean @ projection  # (n, D)
+        P_test = X_test @ projection - mean @ projection
+        y_train = y[train]
+        y_mean = y_train.mean()
+        shrink = 1.0 / (eigenvalues[:, None] + alphas[None, :])  # (D, A)
+        coefs = (P_train.T @ (y_train - y_mean))[:, None] * shrink  # (D, A)
+        fitted = y_mean + P_train @ coefs  # (n, A)
+        leverage = 1.0 / n + (P_train**2) @ shrink  # (n, A): hat-matrix diagonal with the intercept
+        loo = y_train[:, None] - (y_train[:, None] - fitted) / (1.0 - leverage)
+        inner = np.array([score(y_train, loo[:, j]) for j in range(len(alphas))])
+        best = int(np.argmax(inner))  # first maximum, as RidgeCV
+        fits.append(FoldFit(fold, test, y_mean + P_test @ coefs[:, best], float(inner[best]), float(alphas[best])))
+    return fits
+
+
+def reference_ridge(X_train: np.ndarray, y_train: np.ndarray, X_test: np.ndarray, alphas, score) -> tuple[np.ndarray, float, float]:
+    """The straightforward scikit-learn probe ``ridge_folds`` must equal: (test predictions, inner score, alpha)."""
+    ridge = RidgeCV(alphas=np.asarray(alphas, dtype=np.float64), scoring=make_scorer(score))
+    pipeline = make_pipeline(StandardScaler(), ridge).fit(np.asarray(X_train, dtype=np.float64), y_train)
+    return pipeline.predict(np.asarray(X_test, dtype=np.float64)), float(ridge.best_score_), float(ridge.alpha_)
+
+
+def _logistic(X: np.ndarray, y: np.ndarray, settings: ProbeSettings):
+    """Standardise + multinomial logistic regression, C chosen by inner stratified CV on these rows.
+
+    Within each inner fold the C grid is walked from strongest to weakest regularisation with warm
+    starts, so each fit starts near its solution. Returns (fitted pipeline, inner score, C).
+    """
     classes, counts = np.unique(y, return_counts=True)
     if len(classes) < 2:
         raise InputError(f"a training part holds only class {classes[0]!r}; a classifier needs at least two classes")
-    inner = StratifiedKFold(n_splits=min(settings.inner_folds, int(counts.max())), shuffle=True, random_state=settings.seed)
-    search = GridSearchCV(
-        make_pipeline(StandardScaler(), LogisticRegression(max_iter=settings.max_iter)),
-        param_grid={"logisticregression__C": list(settings.logistic_cs)},
-        scoring=make_scorer(score),
-        cv=inner,
-    )
+    score = METRICS["classification"][settings.selection_metric]
+    cs = sorted(settings.logistic_cs)
+    inner = StratifiedKFold(n_splits=max(2, min(settings.inner_folds, int(counts.max()))), shuffle=True, random_state=settings.seed)
+    scores = np.zeros((inner.get_n_splits(), len(cs)))
     with warnings.catch_warnings():
         # Rare classes make some inner folds lack a class; scores there are still valid.
         warnings.filterwarnings("ignore", message="The least populated class")
-        search.fit(X, y)
-    return search.predict, search.best_score_
+        splits = list(inner.split(X, y))
+    for i, (fit_rows, score_rows) in enumerate(splits):
+        scaler = StandardScaler().fit(X[fit_rows])
+        X_fit, X_score = scaler.transform(X[fit_rows]), scaler.transform(X[score_rows])
+        model = LogisticRegression(max_iter=settings.max_iter, warm_start=True)
+        for j, c in enumerate(cs):
+            model.set_params(C=c).fit(X_fit, y[fit_rows])
+            scores[i, j] = score(y[score_rows], model.predict(X_score))
+    mean = scores.mean(axis=0)
+    best = int(np.argmax(mean))  # first maximum: the strongest regularisation among ties
+    final = make_pipeline(StandardScaler(), LogisticRegression(C=cs[best], max_iter=settings.max_iter)).fit(X, y)
+    return final, float(mean[best]), float(cs[best])

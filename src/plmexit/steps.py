@@ -9,14 +9,16 @@ from __future__ import annotations
 import json
 import logging
 import platform
+import time
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import torch
 
 import plmexit
-from plmexit import embed, figures, models, probes, select, store, tasks
-from plmexit.atomic import write_text
+from plmexit import cost, embed, figures, models, probes, select, store, tasks
+from plmexit.atomic import atomic_path, write_text
 from plmexit.errors import InputError, StoreError
 
 log = logging.getLogger(__name__)
@@ -67,20 +69,34 @@ def embed_task(model_manifest: str | Path, task_table: str | Path, out: str | Pa
             writer.write(indices, block)
 
 
-def probe_task(embeddings: str | Path, task_table: str | Path, model: str, task: str, settings: probes.ProbeSettings, out: str | Path) -> pd.DataFrame:
-    """Fit probes at every layer and fold; write the long table ``model, task, layer, fold, metric, value``."""
+def probe_task(
+    embeddings: str | Path, task_table: str | Path, model: str, task: str, settings: probes.ProbeSettings,
+    out: str | Path, predictions_out: str | Path,
+) -> pd.DataFrame:
+    """Fit probes at every layer and fold.
+
+    Writes the long table ``model, task, layer, fold, metric, value`` to ``out`` and every test
+    prediction (``model, task, layer, fold, id, label, prediction``, gzipped) to ``predictions_out``.
+    """
     table = tasks.read_task_table(task_table, settings.task_type)
     info = store.read_info(embeddings)
     if info.attrs.get("input_sha256") != tasks.sequences_sha256(table["id"], table["sequence"]):
         raise StoreError(f"{embeddings} was embedded from other sequences than {task_table}; delete it and rerun `plmexit embed`")
-    y, folds = table["label"].to_numpy(), table["fold"].to_numpy()
-    rows = []
+    y, folds, ids = table["label"].to_numpy(), table["fold"].to_numpy(), table["id"].to_numpy()
+    rows, predictions = [], []
+    started = time.monotonic()
     for layer in range(info.n_layers + 1):
-        X = store.read_layer(embeddings, layer)
-        rows.extend((model, task, layer, fold, metric, value) for fold, metric, value in probes.probe_layer(X, y, folds, settings))
-        log.info("%s/%s: probed layer %d of %d", model, task, layer, info.n_layers)
+        fits = probes.probe_layer(store.read_layer(embeddings, layer), y, folds, settings)
+        rows.extend((model, task, layer, fold, metric, value) for fold, metric, value in probes.fold_metrics(fits, y, settings))
+        for fit in fits:
+            predictions.append(
+                pd.DataFrame({"model": model, "task": task, "layer": layer, "fold": fit.fold, "id": ids[fit.test], "label": y[fit.test], "prediction": fit.predictions})
+            )
+        log.info("%s/%s: probed layer %d of %d (%.1f s)", model, task, layer, info.n_layers, time.monotonic() - started)
     result = pd.DataFrame(rows, columns=select.PROBE_COLUMNS)
     write_text(out, result.to_csv(sep="\t", index=False, float_format="%.10g"))
+    with atomic_path(predictions_out) as tmp:
+        pd.concat(predictions).to_csv(tmp, sep="\t", index=False, float_format="%.10g", compression="gzip")
     return result
 
 
@@ -94,33 +110,93 @@ def read_probe_table(path: str | Path) -> pd.DataFrame:
     return table
 
 
-def select_task(probe_table: str | Path, metric: str, tolerance: float, out: str | Path) -> dict:
-    """Choose the layer for one (model, task) and write the selection as JSON."""
+def measure_cost(model_manifest: str | Path, task_table: str | Path, out: str | Path, settings: embed.EmbedSettings, sample_sequences: int, repeats: int, seed: int) -> dict:
+    """Analytic FLOPs (every sequence of the task) and measured seconds (a sample) per depth."""
+    manifest = models.read_manifest(model_manifest)
+    table = tasks.read_task_table(task_table)
+    loaded = models.load_model(manifest["checkpoint"], manifest["sha256"], settings.device)
+    sequences, _ = embed.truncate_sequences(list(table["sequence"]), settings.truncate)
+    token_lengths = np.array([len(s) + 2 for s in sequences])  # + BOS and EOS
+    rng = np.random.default_rng(seed)
+    sample = [sequences[i] for i in np.sort(rng.choice(len(sequences), size=min(sample_sequences, len(sequences)), replace=False))]
+    seconds = cost.measure_depth_seconds(loaded, sample, settings.device, repeats)
+    log.info("%s: full forward of %d sampled sequences takes %.4f s on %s", task_table, len(sample), seconds[-1], settings.device)
+    result = {
+        "model": manifest["name"],
+        "checkpoint_sha256": loaded.sha256,
+        "n_layers": loaded.num_layers,
+        "dim": loaded.embed_dim,
+        "n_sequences": len(sequences),
+        "tokens": int(token_lengths.sum()),
+        "flops": cost.analytic_flops(token_lengths, loaded.num_layers, loaded.embed_dim).tolist(),
+        "device": settings.device,
+        "device_name": torch.cuda.get_device_name(settings.device) if settings.device.startswith("cuda") else platform.processor() or platform.machine(),
+        "sample_sequences": len(sample),
+        "sample_tokens": int(sum(len(s) + 2 for s in sample)),
+        "repeats": repeats,
+        "seconds": seconds.tolist(),
+    }
+    write_text(out, json.dumps(result, indent=2) + "\n")
+    return result
+
+
+def select_task(
+    probe_table: str | Path, predictions: str | Path, cost_file: str | Path, embeddings: str | Path,
+    metric: str, tolerance: float, n_boot: int, seed: int, out: str | Path,
+) -> dict:
+    """Choose the layer for one (model, task), add the gain's interval and the cost saved; write JSON."""
     try:
         selection = select.select_layer(read_probe_table(probe_table), metric, tolerance)
+        selection["gain_ci_low"], selection["gain_ci_high"] = select.bootstrap_gain(_read_predictions(predictions, metric), selection, n_boot, seed)
     except InputError as exc:
         raise InputError(f"{probe_table}: {exc}") from None
+    costs = _read_json(cost_file, "`plmexit cost`")
+    if costs["n_layers"] != selection["n_layers"]:
+        raise InputError(f"{cost_file} describes {costs['n_layers']} layers but {probe_table} has {selection['n_layers']}; rerun `plmexit cost`")
+    selection["flops_saved"] = cost.fraction_saved(np.array(costs["flops"]), selection["best_layer"])
+    selection["time_saved"] = cost.fraction_saved(np.array(costs["seconds"]), selection["best_layer"])
+    selection["bootstrap"] = {"resamples": n_boot, "seed": seed, "level": 0.95, "unit": "test items, paired within folds"}
+    selection["layer_norm"] = store.read_info(embeddings).attrs["layer_norm"]
     write_text(out, json.dumps(selection, indent=2) + "\n")
     return selection
 
 
-def _read_selection(path: str | Path) -> dict:
+def _read_predictions(path: str | Path, metric: str) -> pd.DataFrame:
+    classification = metric in probes.METRICS["classification"]
+    text = {"label": str, "prediction": str} if classification else {}
+    try:
+        return pd.read_csv(path, sep="\t", dtype={"id": str, **text}, keep_default_na=False)
+    except (OSError, pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
+        raise InputError(f"{path}: not a readable predictions table ({exc}); rerun `plmexit probe`") from None
+
+
+def _read_json(path: str | Path, writer: str) -> dict:
     try:
         return json.loads(Path(path).read_text())
     except (OSError, ValueError) as exc:
-        raise InputError(f"{path}: not a selection written by `plmexit select` ({exc})") from None
+        raise InputError(f"{path}: not a file written by {writer} ({exc})") from None
 
 
-def summarize_selections(selection_files: list[str | Path], out: str | Path) -> pd.DataFrame:
-    """Gather every selection into ``best_layers.tsv``."""
-    summary = select.summarize([_read_selection(p) for p in selection_files])
+def summarize_selections(selection_files: list[str | Path], out: str | Path, across_out: str | Path, n_boot: int, seed: int) -> pd.DataFrame:
+    """Gather every selection into ``best_layers.tsv``, and the per-model view across tasks."""
+    summary = select.summarize([_read_json(p, "`plmexit select`") for p in selection_files])
     write_text(out, summary.to_csv(sep="\t", index=False, float_format="%.6g"))
+    write_text(across_out, select.across_tasks(summary, n_boot, seed).to_csv(sep="\t", index=False, float_format="%.6g"))
     return summary
 
 
 def plot_task(probe_table: str | Path, selection_file: str | Path, out: str | Path) -> None:
     """Figure of the selection metric against layer for one (model, task)."""
-    figures.plot_layers(read_probe_table(probe_table), _read_selection(selection_file), out)
+    figures.plot_layers(read_probe_table(probe_table), _read_json(selection_file, "`plmexit select`"), out)
+
+
+def plot_summary(summary_file: str | Path, out: str | Path) -> None:
+    """Figure of the gain (with its interval) against the compute saved, every model and task."""
+    try:
+        summary = pd.read_csv(summary_file, sep="\t")
+    except (OSError, pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
+        raise InputError(f"{summary_file}: not a readable summary ({exc}); rerun `plmexit summarize`") from None
+    figures.plot_gain_vs_compute(summary, out)
 
 
 def resolve_device(device: str) -> str:

@@ -44,7 +44,10 @@ class Plan:
         return [f"{RESULTS}/figures/{m}/{t}.png" for m, t in self.pairs()]
 
     def final_targets(self) -> list[str]:
-        return [f"{RESULTS}/summary/best_layers.tsv", *self.figures()]
+        return [
+            f"{RESULTS}/summary/best_layers.tsv", f"{RESULTS}/summary/across_tasks.tsv",
+            f"{RESULTS}/figures/gain_vs_compute.png", *self.figures(),
+        ]
 
     # models ------------------------------------------------------------------------------------
     def test_model_checkpoint(self, model: str) -> str:
@@ -111,5 +114,18 @@ class Plan:
             ]
         )
 
+    def cost_args(self) -> str:
+        c = self.config["cost"]
+        return shlex.join(
+            ["--truncate", str(self.config["embed"]["truncate"]), "--sample-sequences", str(c["sample_sequences"]),
+             "--repeats", str(c["repeats"]), "--seed", str(self.config["seed"])]
+        )
+
     def select_args(self, task: str) -> str:
-        return shlex.join(["--metric", self.task_metric(task), "--tolerance", str(self.config["select"]["tolerance"])])
+        s = self.config["select"]
+        return shlex.join(
+            ["--metric", self.task_metric(task), "--tolerance", str(s["tolerance"]), "--bootstrap", str(s["bootstrap"]), "--seed", str(self.config["seed"])]
+        )
+
+    def summarize_args(self) -> str:
+        return shlex.join(["--bootstrap", str(self.config["select"]["bootstrap"]), "--seed", str(self.config["seed"])])

@@ -3,7 +3,8 @@ rule probe_layers:
         embeddings="results/embeddings/{model}/{task}.h5",
         task="results/tasks/{task}.tsv",
     output:
-        "results/probes/{model}/{task}.tsv",
+        scores="results/probes/{model}/{task}.tsv",
+        predictions="results/probes/{model}/{task}.predictions.tsv.gz",
     params:
         args=lambda w: plan.probe_args(w.task),
     log:
@@ -12,4 +13,5 @@ rule probe_layers:
         "../../envs/probe.yaml"
     shell:
         "plmexit probe --embeddings {input.embeddings} --task {input.task} {params.args}"
-        " --model-name {wildcards.model} --task-name {wildcards.task} --out {output} 2> {log}"
+        " --model-name {wildcards.model} --task-name {wildcards.task}"
+        " --out {output.scores} --predictions {output.predictions} 2> {log}"

@@ -2,13 +2,16 @@ rule summarize_layers:
     input:
         plan.selections(),
     output:
-        "results/summary/best_layers.tsv",
+        best="results/summary/best_layers.tsv",
+        across="results/summary/across_tasks.tsv",
+    params:
+        args=plan.summarize_args(),
     log:
         "results/logs/summarize_layers.log",
     conda:
         "../../envs/probe.yaml"
     shell:
-        "plmexit summarize {input} --out {output} 2> {log}"
+        "plmexit summarize {input} {params.args} --out {output.best} --across-out {output.across} 2> {log}"
 
 
 rule plot_layers:
@@ -23,3 +26,16 @@ rule plot_layers:
         "../../envs/probe.yaml"
     shell:
         "plmexit plot --probes {input.probes} --selection {input.selection} --out {output} 2> {log}"
+
+
+rule plot_summary:
+    input:
+        "results/summary/best_layers.tsv",
+    output:
+        "results/figures/gain_vs_compute.png",
+    log:
+        "results/logs/plot_summary.log",
+    conda:
+        "../../envs/probe.yaml"
+    shell:
+        "plmexit plot-summary --summary {input} --out {output} 2> {log}"

@@ -1,6 +1,9 @@
 rule select_layer:
     input:
-        "results/probes/{model}/{task}.tsv",
+        probes="results/probes/{model}/{task}.tsv",
+        predictions="results/probes/{model}/{task}.predictions.tsv.gz",
+        cost="results/cost/{model}/{task}.json",
+        embeddings="results/embeddings/{model}/{task}.h5",
     output:
         "results/selection/{model}/{task}.json",
     params:
@@ -10,4 +13,5 @@ rule select_layer:
     conda:
         "../../envs/probe.yaml"
     shell:
-        "plmexit select --probes {input} {params.args} --out {output} 2> {log}"
+        "plmexit select --probes {input.probes} --predictions {input.predictions} --cost {input.cost}"
+        " --embeddings {input.embeddings} {params.args} --out {output} 2> {log}"

@@ -1,0 +1,17 @@
+# Times the model on the device that embeds (give this rule the embedding rule's resources).
+rule measure_cost:
+    input:
+        model="results/models/{model}.json",
+        task="results/tasks/{task}.tsv",
+    output:
+        "results/cost/{model}/{task}.json",
+    params:
+        args=plan.cost_args(),
+    threads: 2
+    log:
+        "results/logs/measure_cost/{model}/{task}.log",
+    conda:
+        "../../envs/embed.yaml"
+    shell:
+        "plmexit cost --model {input.model} --task {input.task} {params.args}"
+        " --device auto --threads {threads} --out {output} 2> {log}"
