@@ -13,10 +13,11 @@ import pytest
 from plmexit import store
 from plmexit.cli import main
 from plmexit.download import sha256_file
-from plmexit.select import PROBE_COLUMNS, SUMMARY_COLUMNS
+from plmexit.select import ACROSS_TASK_COLUMNS, PROBE_COLUMNS, SUMMARY_COLUMNS
 from plmexit.tasks import sequences_sha256
 
-SUBCOMMANDS = ["make-test-model", "fetch-model", "prepare", "embed", "probe", "select", "summarize", "plot"]
+SUBCOMMANDS = ["make-test-model", "fetch-model", "prepare", "embed", "cost", "probe", "select", "summarize", "plot", "plot-summary"]
+PREDICTION_COLUMNS = ["model", "task", "layer", "fold", "id", "label", "prediction"]
 
 
 def toy_csv(path: Path, n: int = 30, seed: int = 0) -> Path:
@@ -61,11 +62,18 @@ def test_full_run(tmp_path, capsys):
          "--label-column", "charge", "--cv-folds", 3, "--seed", 1, "--out", tmp_path / "toy.tsv"],
         ["embed", "--model", tmp_path / "model.json", "--task", tmp_path / "toy.tsv", "--out", tmp_path / "toy.h5",
          "--device", "cpu", "--max-tokens", 200, "--dtype", "float32"],
+        ["cost", "--model", tmp_path / "model.json", "--task", tmp_path / "toy.tsv", "--out", tmp_path / "cost.json",
+         "--device", "cpu", "--sample-sequences", 4, "--repeats", 1],
         ["probe", "--embeddings", tmp_path / "toy.h5", "--task", tmp_path / "toy.tsv", "--type", "regression",
-         "--metric", "spearman", "--model-name", "tiny", "--task-name", "toy", "--alphas", "1,10,100", "--out", tmp_path / "probes.tsv"],
-        ["select", "--probes", tmp_path / "probes.tsv", "--metric", "spearman", "--tolerance", 0.01, "--out", tmp_path / "selection.json"],
-        ["summarize", tmp_path / "selection.json", "--out", tmp_path / "best_layers.tsv"],
+         "--metric", "spearman", "--model-name", "tiny", "--task-name", "toy", "--alphas", "1,10,100", "--out", tmp_path / "probes.tsv",
+         "--predictions", tmp_path / "predictions.tsv.gz"],
+        ["select", "--probes", tmp_path / "probes.tsv", "--predictions", tmp_path / "predictions.tsv.gz", "--cost", tmp_path / "cost.json",
+         "--embeddings", tmp_path / "toy.h5", "--metric", "spearman", "--tolerance", 0.01, "--bootstrap", 50, "--seed", 2,
+         "--out", tmp_path / "selection.json"],
+        ["summarize", tmp_path / "selection.json", "--out", tmp_path / "best_layers.tsv", "--across-out", tmp_path / "across.tsv",
+         "--bootstrap", 50],
         ["plot", "--probes", tmp_path / "probes.tsv", "--selection", tmp_path / "selection.json", "--out", tmp_path / "toy.png"],
+        ["plot-summary", "--summary", tmp_path / "best_layers.tsv", "--out", tmp_path / "summary.png"],
     ]
     for argv in steps:
         code, _, err = run(capsys, *argv)
@@ -90,14 +98,37 @@ def test_full_run(tmp_path, capsys):
     assert len(probes) == 3 * 3 * 3  # layers 0..2, folds 0..2, spearman + mse + inner_spearman
     assert set(probes["metric"]) == {"spearman", "mse", "inner_spearman"}
 
+    predictions = pd.read_csv(tmp_path / "predictions.tsv.gz", sep="\t", dtype={"id": str})
+    assert list(predictions.columns) == PREDICTION_COLUMNS
+    assert len(predictions) == 3 * 30  # every item once per layer, in its own test fold
+    assert (predictions.groupby("layer")["id"].apply(sorted) == [sorted(table["id"])] * 3).all()
+    merged = predictions.merge(table, on="id")
+    assert (merged["fold_x"] == merged["fold_y"]).all() and np.allclose(merged["label_x"], merged["label_y"])
+
+    cost = json.loads((tmp_path / "cost.json").read_text())
+    assert (cost["n_layers"], cost["dim"], cost["n_sequences"], cost["sample_sequences"], cost["repeats"]) == (2, 32, 30, 4, 1)
+    assert cost["tokens"] == int(table["sequence"].str.len().sum()) + 2 * 30
+    assert cost["flops"][0] == 0 and cost["flops"][2] == 2 * cost["flops"][1] > 0
+    assert len(cost["seconds"]) == 3
+
     selection = json.loads((tmp_path / "selection.json").read_text())
     assert (selection["model"], selection["task"], selection["n_layers"], selection["n_folds"]) == ("tiny", "toy", 2, 3)
     assert 0 <= selection["best_layer"] <= 2
+    assert selection["gain_ci_low"] <= selection["gain_ci_high"]
+    assert selection["flops_saved"] == pytest.approx(selection["compute_saved"])  # analytic FLOPs are linear in depth
+    assert selection["time_saved"] <= 1.0 and selection["layer_norm"] == "raw"
+    assert selection["bootstrap"] == {"resamples": 50, "seed": 2, "level": 0.95, "unit": "test items, paired within folds"}
 
     summary = pd.read_csv(tmp_path / "best_layers.tsv", sep="\t")
     assert list(summary.columns) == SUMMARY_COLUMNS and len(summary) == 1
+    across = pd.read_csv(tmp_path / "across.tsv", sep="\t")
+    assert list(across.columns) == ACROSS_TASK_COLUMNS and across["model"].tolist() == ["tiny"]
+    assert across.at[0, "n_tasks"] == 1
+    assert across.at[0, "final_selected_fraction"] == float(selection["best_layer"] == 2)
+    assert across.at[0, "mean_gain_ci_low"] == across.at[0, "mean_gain"] == across.at[0, "mean_gain_ci_high"]  # one task
 
-    assert (tmp_path / "toy.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    for png in ("toy.png", "summary.png"):
+        assert (tmp_path / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     hidden = [p.name for p in tmp_path.rglob(".*")]
     assert hidden == []  # no temporary siblings left anywhere
 
@@ -161,16 +192,19 @@ def test_probe_with_a_store_from_other_sequences(tiny_model, tmp_path, capsys):
                "--out", tmp_path / "toy0.h5", "--device", "cpu")[0] == 0
 
     code, _, err = run(capsys, "probe", "--embeddings", tmp_path / "toy0.h5", "--task", tmp_path / "toy1.tsv", "--type", "regression",
-                       "--metric", "spearman", "--model-name", "tiny", "--task-name", "toy", "--out", tmp_path / "probes.tsv")
+                       "--metric", "spearman", "--model-name", "tiny", "--task-name", "toy", "--out", tmp_path / "probes.tsv",
+                       "--predictions", tmp_path / "predictions.tsv.gz")
 
     assert code == 1
     assert_one_error_line(err, "probe", tmp_path / "toy0.h5", tmp_path / "toy1.tsv")
     assert not (tmp_path / "probes.tsv").exists()
+    assert not (tmp_path / "predictions.tsv.gz").exists()
 
 
 def test_probe_with_a_bad_selection_metric(tmp_path, capsys):
     code, _, err = run(capsys, "probe", "--embeddings", tmp_path / "x.h5", "--task", tmp_path / "x.tsv", "--type", "regression",
-                       "--metric", "mse", "--model-name", "tiny", "--task-name", "toy", "--out", tmp_path / "probes.tsv")
+                       "--metric", "mse", "--model-name", "tiny", "--task-name", "toy", "--out", tmp_path / "probes.tsv",
+                       "--predictions", tmp_path / "predictions.tsv.gz")
 
     assert code == 1
     assert_one_error_line(err, "probe", "'mse'", "spearman")
@@ -191,33 +225,51 @@ def test_summarize_with_a_broken_selection(tmp_path, capsys):
     broken = tmp_path / "selection.json"
     broken.write_text("{")
 
-    code, _, err = run(capsys, "summarize", broken, "--out", tmp_path / "best_layers.tsv")
+    code, _, err = run(capsys, "summarize", broken, "--out", tmp_path / "best_layers.tsv", "--across-out", tmp_path / "across.tsv")
 
     assert code == 1
     assert_one_error_line(err, "summarize", broken)
+    assert not (tmp_path / "best_layers.tsv").exists() and not (tmp_path / "across.tsv").exists()
+
+
+def select_argv(tmp_path: Path, probes: Path, **paths) -> list:
+    """``plmexit select`` on ``probes``; the other inputs default to files under ``tmp_path`` (absent unless written)."""
+    inputs = {name: paths.get(name, tmp_path / default) for name, default in
+              (("predictions", "predictions.tsv.gz"), ("cost", "cost.json"), ("embeddings", "toy.h5"))}
+    return ["select", "--probes", probes, "--predictions", inputs["predictions"], "--cost", inputs["cost"],
+            "--embeddings", inputs["embeddings"], "--metric", "spearman", "--bootstrap", 10, "--out", tmp_path / "sel.json"]
 
 
 def test_select_with_a_wrong_probe_table(tmp_path, capsys):
     probes = tmp_path / "probes.tsv"
     probes.write_text("a\tb\n1\t2\n")
 
-    code, _, err = run(capsys, "select", "--probes", probes, "--metric", "spearman", "--out", tmp_path / "sel.json")
+    code, _, err = run(capsys, *select_argv(tmp_path, probes))
 
     assert code == 1
     assert_one_error_line(err, "select", probes, "rerun `plmexit probe`")
+    assert not (tmp_path / "sel.json").exists()
 
 
-def _probe_table_without(tmp_path: Path, metric: str) -> Path:
+def _probe_table_without(tmp_path: Path, metric: str | None) -> Path:
     rows = [("tiny", "toy", layer, 0, name, 0.5) for layer in range(3) for name in ("spearman", "inner_spearman")]
     path = tmp_path / "probes.tsv"
     pd.DataFrame([r for r in rows if r[4] != metric], columns=PROBE_COLUMNS).to_csv(path, sep="\t", index=False)
     return path
 
 
+def _predictions(tmp_path: Path) -> Path:
+    """Predictions matching ``_probe_table_without``: fold 0, layers 0..2, four items."""
+    rows = [("tiny", "toy", layer, 0, f"v{i}", float(i), float(i * layer)) for layer in range(3) for i in range(4)]
+    path = tmp_path / "predictions.tsv.gz"
+    pd.DataFrame(rows, columns=PREDICTION_COLUMNS).to_csv(path, sep="\t", index=False, compression="gzip")
+    return path
+
+
 def test_select_with_a_metric_the_table_lacks(tmp_path, capsys):
     probes = _probe_table_without(tmp_path, "inner_spearman")
 
-    code, _, err = run(capsys, "select", "--probes", probes, "--metric", "spearman", "--out", tmp_path / "sel.json")
+    code, _, err = run(capsys, *select_argv(tmp_path, probes))
 
     assert code == 1
     assert_one_error_line(err, "select", "'inner_spearman'")
@@ -226,9 +278,60 @@ def test_select_with_a_metric_the_table_lacks(tmp_path, capsys):
 def test_select_error_names_the_probe_table(tmp_path, capsys):
     probes = _probe_table_without(tmp_path, "inner_spearman")
 
-    _, _, err = run(capsys, "select", "--probes", probes, "--metric", "spearman", "--out", tmp_path / "sel.json")
+    _, _, err = run(capsys, *select_argv(tmp_path, probes))
 
     assert str(probes) in err
+
+
+def test_select_with_missing_predictions(tmp_path, capsys):
+    probes = _probe_table_without(tmp_path, None)
+
+    code, _, err = run(capsys, *select_argv(tmp_path, probes))
+
+    assert code == 1
+    assert_one_error_line(err, "select", probes, tmp_path / "predictions.tsv.gz", "rerun `plmexit probe`")
+    assert not (tmp_path / "sel.json").exists()
+
+
+def test_select_with_an_unreadable_cost_file(tmp_path, capsys):
+    probes, predictions = _probe_table_without(tmp_path, None), _predictions(tmp_path)
+    (tmp_path / "cost.json").write_text("{")
+
+    code, _, err = run(capsys, *select_argv(tmp_path, probes, predictions=predictions))
+
+    assert code == 1
+    assert_one_error_line(err, "select", tmp_path / "cost.json", "`plmexit cost`")
+    assert not (tmp_path / "sel.json").exists()
+
+
+def test_select_with_a_cost_file_for_another_depth(tmp_path, capsys):
+    probes, predictions = _probe_table_without(tmp_path, None), _predictions(tmp_path)
+    (tmp_path / "cost.json").write_text(json.dumps({"n_layers": 6, "flops": [0.0] * 7, "seconds": [1.0] * 7}))
+
+    code, _, err = run(capsys, *select_argv(tmp_path, probes, predictions=predictions))
+
+    assert code == 1
+    assert_one_error_line(err, "select", tmp_path / "cost.json", "6 layers", probes, "has 2", "rerun `plmexit cost`")
+    assert not (tmp_path / "sel.json").exists()
+
+
+def test_cost_with_an_unreadable_manifest(tmp_path, capsys):
+    manifest = tmp_path / "model.json"
+    manifest.write_text("{not json")
+
+    code, _, err = run(capsys, "cost", "--model", manifest, "--task", tmp_path / "toy.tsv", "--out", tmp_path / "cost.json", "--device", "cpu")
+
+    assert code == 1
+    assert_one_error_line(err, "cost", manifest, "fetch-model")
+    assert not (tmp_path / "cost.json").exists()
+
+
+def test_plot_summary_with_a_missing_summary(tmp_path, capsys):
+    code, _, err = run(capsys, "plot-summary", "--summary", tmp_path / "nope.tsv", "--out", tmp_path / "summary.png")
+
+    assert code == 1
+    assert_one_error_line(err, "plot-summary", tmp_path / "nope.tsv", "rerun `plmexit summarize`")
+    assert not (tmp_path / "summary.png").exists()
 
 
 # --- argparse ----------------------------------------------------------------------------------

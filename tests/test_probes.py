@@ -1,4 +1,5 @@
-"""Linear probes: planted signal is found, inner scores see training rows only, settings are checked."""
+"""Linear probes: planted signal is found, inner scores see training rows only, the fast ridge equals
+scikit-learn's, the logistic C choice breaks ties towards regularisation, settings are checked."""
 
 from __future__ import annotations
 
@@ -6,7 +7,10 @@ import numpy as np
 import pytest
 
 from plmexit.errors import InputError
-from plmexit.probes import ProbeSettings, evaluation_folds, probe_layer, spearman
+from plmexit.probes import (
+    DEFAULT_RIDGE_ALPHAS, FoldFit, ProbeSettings, _logistic, evaluation_folds, fold_metrics, probe_layer, reference_ridge,
+    ridge_folds, spearman,
+)
 
 # A short grid keeps the suite fast; the defaults are exercised by the CLI test.
 FAST_CS = (0.01, 1.0)
@@ -14,6 +18,11 @@ FAST_CS = (0.01, 1.0)
 
 def as_dict(rows) -> dict[tuple[int, str], float]:
     return {(fold, metric): value for fold, metric, value in rows}
+
+
+def metric_rows(X, y, folds, settings) -> dict[tuple[int, str], float]:
+    """``(fold, metric) -> value`` for every row ``fold_metrics`` writes for one layer."""
+    return as_dict(fold_metrics(probe_layer(X, y, folds, settings), y, settings))
 
 
 def regression_data(n: int = 90, d: int = 12, seed: int = 0):
@@ -35,7 +44,7 @@ def classification_data(n_per_class: int = 20, d: int = 6, seed: int = 0):
 def test_regression_probe_recovers_planted_signal():
     X, y, folds = regression_data()
 
-    rows = as_dict(probe_layer(X, y, folds, ProbeSettings("regression", "spearman")))
+    rows = metric_rows(X, y, folds, ProbeSettings("regression", "spearman"))
 
     assert set(rows) == {(f, m) for f in range(3) for m in ("spearman", "mse", "inner_spearman")}
     for fold in range(3):
@@ -48,7 +57,7 @@ def test_regression_probe_on_noise_finds_nothing():
     X, _, folds = regression_data()
     y = np.random.default_rng(1).normal(size=len(X))
 
-    rows = as_dict(probe_layer(X, y, folds, ProbeSettings("regression", "spearman")))
+    rows = metric_rows(X, y, folds, ProbeSettings("regression", "spearman"))
 
     assert all(abs(rows[f, "spearman"]) < 0.5 for f in range(3))
 
@@ -56,7 +65,7 @@ def test_regression_probe_on_noise_finds_nothing():
 def test_classification_probe_separates_separable_classes():
     X, y, folds = classification_data()
 
-    rows = as_dict(probe_layer(X, y, folds, ProbeSettings("classification", "macro_f1", logistic_cs=FAST_CS)))
+    rows = metric_rows(X, y, folds, ProbeSettings("classification", "macro_f1", logistic_cs=FAST_CS))
 
     assert set(rows) == {(f, m) for f in range(3) for m in ("accuracy", "macro_f1", "mcc", "inner_macro_f1")}
     for fold in range(3):
@@ -79,8 +88,8 @@ def test_test_rows_never_influence_the_inner_score(task_type):
     changed_X = X.copy()
     changed_X[folds == 0] *= -5.0
 
-    before = as_dict(probe_layer(X, y, folds, settings))
-    after = as_dict(probe_layer(changed_X, changed_y, folds, settings))
+    before = metric_rows(X, y, folds, settings)
+    after = metric_rows(changed_X, changed_y, folds, settings)
 
     inner = f"inner_{settings.selection_metric}"
     assert after[0, inner] == before[0, inner]  # fold 0's inner score saw no fold-0 row
@@ -93,9 +102,13 @@ def test_train_only_rows_are_never_tested():
     folds = folds.copy()
     folds[:30] = -1
 
-    rows = probe_layer(X, y, folds, ProbeSettings("regression", "spearman"))
+    fits = probe_layer(X, y, folds, ProbeSettings("regression", "spearman"))
 
-    assert {fold for fold, _, _ in rows} == {0, 1, 2}
+    assert [fit.fold for fit in fits] == [0, 1, 2]
+    for fit in fits:
+        assert isinstance(fit, FoldFit)
+        np.testing.assert_array_equal(fit.test, np.flatnonzero(folds == fit.fold))  # never a train-only row
+        assert fit.predictions.shape == fit.test.shape
     assert evaluation_folds(np.array([-1, 2, 0, 2, -1])) == [0, 2]
     assert evaluation_folds(np.array([-1, -1])) == []
 
@@ -105,8 +118,8 @@ def test_train_only_rows_are_trained_on():
     extra = folds.copy()
     extra[folds == 2] = -1  # fold 2 stops being tested but still trains folds 0 and 1
 
-    rows = as_dict(probe_layer(X, y, extra, ProbeSettings("regression", "spearman")))
-    without = as_dict(probe_layer(X[folds != 2], y[folds != 2], folds[folds != 2], ProbeSettings("regression", "spearman")))
+    rows = metric_rows(X, y, extra, ProbeSettings("regression", "spearman"))
+    without = metric_rows(X[folds != 2], y[folds != 2], folds[folds != 2], ProbeSettings("regression", "spearman"))
 
     assert set(rows) == {(f, m) for f in (0, 1) for m in ("spearman", "mse", "inner_spearman")}
     assert rows[0, "inner_spearman"] != without[0, "inner_spearman"]
@@ -144,3 +157,125 @@ def test_spearman_exact_values():
 def test_spearman_of_constant_input_is_zero():
     assert spearman(np.array([1.0, 1.0, 1.0]), np.array([1.0, 2.0, 3.0])) == 0.0
     assert spearman(np.array([1.0, 2.0, 3.0]), np.array([5.0, 5.0, 5.0])) == 0.0
+
+
+# --- the shared-decomposition ridge equals scikit-learn's pipeline ---------------------------------
+
+
+def _scaled_features(rng, n: int, p: int) -> np.ndarray:
+    """Features with unequal scales and non-zero means, so standardisation matters."""
+    return rng.normal(size=(n, p)) * rng.uniform(0.5, 3.0, size=p) + rng.normal(scale=2.0, size=p)
+
+
+def _ridge_case(case: str):
+    rng = np.random.default_rng(7)
+    if case == "n>p":
+        X = _scaled_features(rng, 60, 8)
+    elif case == "p>n":
+        X = _scaled_features(rng, 30, 50)
+    elif case == "constant-column":
+        X = _scaled_features(rng, 45, 6)
+        X[:, 2] = 0.1  # StandardScaler leaves it unscaled; it must carry no weight
+    elif case == "constant-in-training-only":
+        X = _scaled_features(rng, 45, 6)
+        X[:, 4] = 2.0
+        X[np.arange(45) % 3 == 0, 4] = rng.normal(size=15)  # varies only in fold 0's test rows
+    elif case == "float16":
+        # As embeddings come out of a float16 store: a few ulps of spread around per-feature means.
+        X = (rng.normal(scale=2.0, size=10) + 0.01 * rng.normal(size=(60, 10))).astype(np.float16).astype(np.float32)
+    elif case == "train-only-rows":
+        X = _scaled_features(rng, 60, 8)
+    signal = np.asarray(X, dtype=np.float64)[:, [0, 1, 5]]  # never the constant columns
+    y = (signal - signal.mean(axis=0)) / signal.std(axis=0) @ np.array([1.0, -2.0, 0.5]) + rng.normal(size=len(X))
+    folds = np.arange(len(X)) % 3
+    if case == "train-only-rows":
+        folds[:15] = -1
+    return X, y, folds
+
+
+@pytest.mark.parametrize("case", ["n>p", "p>n", "constant-column", "constant-in-training-only", "float16", "train-only-rows"])
+def test_ridge_folds_equals_the_scikit_learn_reference(case):
+    X, y, folds = _ridge_case(case)
+
+    fits = ridge_folds(X, y, folds, DEFAULT_RIDGE_ALPHAS, spearman)
+
+    assert [fit.fold for fit in fits] == evaluation_folds(folds)
+    for fit in fits:
+        train, test = folds != fit.fold, folds == fit.fold
+        predictions, inner_score, alpha = reference_ridge(X[train], y[train], X[test], DEFAULT_RIDGE_ALPHAS, spearman)
+        np.testing.assert_array_equal(fit.test, np.flatnonzero(test))
+        assert fit.hyperparameter == alpha
+        assert fit.inner_score == pytest.approx(inner_score, rel=0, abs=1e-6)
+        np.testing.assert_allclose(fit.predictions, predictions, rtol=0, atol=1e-6)
+
+
+def test_ridge_folds_choices_differ_between_cases():
+    """Guards the comparison above against a degenerate grid where every case picks the same alpha."""
+    alphas = {fit.hyperparameter for case in ("n>p", "p>n", "float16") for fit in ridge_folds(*_ridge_case(case), DEFAULT_RIDGE_ALPHAS, spearman)}
+
+    assert len(alphas) > 1
+
+
+@pytest.mark.parametrize("offset, spread", [(1e3, 1e-2), (1e5, 1.0)])
+def test_ridge_folds_equals_the_reference_with_a_large_feature_offset(offset, spread):
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(90, 6))
+    X[:, 0] = offset + spread * X[:, 0]  # an outlier dimension: large mean, small spread
+    X = X.astype(np.float32)
+    y = (X[:, 0] - offset) / spread + X[:, 1] + 0.1 * rng.normal(size=90)
+    folds = np.arange(90) % 3
+
+    for fit in ridge_folds(X, y, folds, DEFAULT_RIDGE_ALPHAS, spearman):
+        train, test = folds != fit.fold, folds == fit.fold
+        predictions, _, _ = reference_ridge(X[train], y[train], X[test], DEFAULT_RIDGE_ALPHAS, spearman)
+        np.testing.assert_allclose(fit.predictions, predictions, rtol=0, atol=1e-6)
+
+
+def test_fold_metrics_rows_are_the_metrics_of_the_predictions():
+    y = np.array([1.0, 2.0, 3.0, 4.0, 5.0, 6.0])
+    fits = [
+        FoldFit(0, np.array([0, 2, 4]), np.array([1.0, 3.0, 5.0]), 0.5, 1.0),
+        FoldFit(1, np.array([1, 3, 5]), np.array([6.0, 4.0, 2.0]), 0.25, 10.0),
+    ]
+
+    rows = fold_metrics(fits, y, ProbeSettings("regression", "spearman"))
+
+    assert rows == [
+        (0, "spearman", 1.0), (0, "mse", 0.0), (0, "inner_spearman", 0.5),
+        (1, "spearman", -1.0), (1, "mse", pytest.approx(32 / 3)), (1, "inner_spearman", 0.25),
+    ]
+
+
+# --- logistic probe: C chosen on training rows -------------------------------------------------------
+
+
+def test_logistic_ties_go_to_the_strongest_regularisation():
+    # No feature carries information, so every C predicts the majority class: all inner scores tie.
+    X = np.zeros((45, 3))
+    y = np.array(["a", "a", "b"] * 15, dtype=object)
+    settings = ProbeSettings("classification", "accuracy", logistic_cs=(1.0, 0.01, 0.1))  # unsorted on purpose
+
+    model, inner_score, c = _logistic(X, y, settings)
+
+    assert c == 0.01
+    assert inner_score == pytest.approx(2 / 3)  # every stratified inner fold holds 10 'a' and 5 'b'
+    assert set(model.predict(X)) == {"a"}
+
+
+def test_logistic_with_a_single_class_is_an_error():
+    X = np.random.default_rng(0).normal(size=(12, 3))
+
+    with pytest.raises(InputError, match=r"a training part holds only class 'a'; a classifier needs at least two classes"):
+        _logistic(X, np.array(["a"] * 12, dtype=object), ProbeSettings("classification", "accuracy", logistic_cs=FAST_CS))
+
+
+def test_logistic_with_a_class_of_one_training_member_is_handled():
+    # The lone 'b' lands in one inner scoring part, leaving that inner fit part with only 'a':
+    # that fold scores the constant classifier, the others fit normally.
+    X = np.random.default_rng(0).normal(size=(21, 3))
+    y = np.array(["a"] * 20 + ["b"], dtype=object)
+
+    model, inner_score, c = _logistic(X, y, ProbeSettings("classification", "accuracy", logistic_cs=FAST_CS))
+
+    assert c in FAST_CS and 0.0 <= inner_score <= 1.0
+    assert set(model.classes_) == {"a", "b"}

@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from plmexit.select import PROBE_COLUMNS, SUMMARY_COLUMNS
+from plmexit.select import ACROSS_TASK_COLUMNS, PROBE_COLUMNS, SUMMARY_COLUMNS
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -57,6 +57,12 @@ def test_pipeline_writes_every_output(finished_run):
     assert (summary["compute_saved"] == (4 - summary["best_layer"]) / 4).all()
     assert (summary["gain"] - (summary["best_score"] - summary["final_score"])).abs().max() < 1e-5
     assert dict(zip(summary["task"], summary["metric"])) == {"BLAT_ECOLX_Stiffler_2015": "spearman", "deeploc_10class": "accuracy"}
+    assert (summary["gain_ci_low"] <= summary["gain_ci_high"]).all()
+    assert ((summary["flops_saved"] - summary["compute_saved"]).abs() < 1e-9).all()  # FLOPs are linear in depth
+    assert summary["time_saved"].between(-0.5, 1.0).all() and set(summary["layer_norm"]) == {"raw"}
+    across = pd.read_csv(results / "summary" / "across_tasks.tsv", sep="\t")
+    assert list(across.columns) == ACROSS_TASK_COLUMNS and across["n_tasks"].tolist() == [2]
+    assert (results / "figures" / "gain_vs_compute.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
     for task, n_sequences in [("BLAT_ECOLX_Stiffler_2015", 200), ("deeploc_10class", None)]:
         probes = pd.read_csv(results / "probes" / "tiny_random" / f"{task}.tsv", sep="\t")
@@ -65,6 +71,10 @@ def test_pipeline_writes_every_output(finished_run):
         assert sorted(probes["fold"].unique()) == [0, 1, 2, 3, 4]
         selection = json.loads((results / "selection" / "tiny_random" / f"{task}.json").read_text())
         assert selection["n_folds"] == 5
+        predictions = pd.read_csv(results / "probes" / "tiny_random" / f"{task}.predictions.tsv.gz", sep="\t")
+        assert len(predictions) == 5 * len(pd.read_csv(results / "tasks" / f"{task}.tsv", sep="\t"))  # every item once per layer
+        cost = json.loads((results / "cost" / "tiny_random" / f"{task}.json").read_text())
+        assert len(cost["flops"]) == len(cost["seconds"]) == 5 and cost["flops"][0] == 0.0
         assert (results / "figures" / "tiny_random" / f"{task}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
         with h5py.File(results / "embeddings" / "tiny_random" / f"{task}.h5") as store:
             embeddings = store["embeddings"]
@@ -90,9 +100,9 @@ def test_rerun_does_nothing_and_changed_setting_reruns_only_what_it_affects(fini
     rerun = snakemake(workdir, "--cores", "1", "--configfile", str(tolerance), "--dry-run", "--quiet", "rules")
     assert rerun.returncode == 0, rerun.stderr
     jobs = rerun.stdout + rerun.stderr
-    for rule in ("select_layer", "summarize_layers", "plot_layers"):
+    for rule in ("select_layer", "summarize_layers", "plot_layers", "plot_summary"):
         assert rule in jobs
-    for rule in ("embed_task", "probe_layers", "prepare_task", "fetch_model"):
+    for rule in ("embed_task", "probe_layers", "prepare_task", "fetch_model", "measure_cost"):
         assert rule not in jobs
 
 
@@ -116,7 +126,7 @@ def test_default_config_builds_its_dag(tmp_path, shared_data):
     config = write_config(tmp_path, shared_data, name="config.yaml")
     run = snakemake(tmp_path, "--cores", "1", "--configfile", str(config), "--dry-run")
     assert run.returncode == 0, run.stderr
-    for rule in ("fetch_model", "prepare_task", "embed_task", "probe_layers", "select_layer", "plot_layers", "summarize_layers"):
+    for rule in ("fetch_model", "prepare_task", "embed_task", "measure_cost", "probe_layers", "select_layer", "plot_layers", "summarize_layers", "plot_summary"):
         assert f"rule {rule}:" in run.stdout, rule
     assert "No validator found" not in run.stdout + run.stderr
 

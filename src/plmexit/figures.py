@@ -8,6 +8,7 @@ import matplotlib
 
 matplotlib.use("Agg")  # figures are files; never open a window on a cluster node
 import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
@@ -40,7 +41,8 @@ def plot_gain_vs_compute(summary: pd.DataFrame, out: str | Path) -> None:
     """Gain over the final layer (95% interval) against the measured time saved, one point per task."""
     fig, ax = plt.subplots(figsize=(6.5, 4.5), layout="constrained")
     for model, group in summary.groupby("model", sort=True):
-        errors = [group["gain"] - group["gain_ci_low"], group["gain_ci_high"] - group["gain"]]
+        # A percentile interval need not contain the point estimate; draw the part that exists.
+        errors = np.maximum([group["gain"] - group["gain_ci_low"], group["gain_ci_high"] - group["gain"]], 0.0)
         ax.errorbar(group["time_saved"], group["gain"], yerr=errors, fmt="o", capsize=3, label=model)
         for _, row in group.iterrows():
             ax.annotate(f"{row['task']} (L{row['best_layer']})", (row["time_saved"], row["gain"]), fontsize="x-small", xytext=(4, 4), textcoords="offset points")

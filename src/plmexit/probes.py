@@ -25,10 +25,6 @@ from plmexit.errors import InputError
 DEFAULT_RIDGE_ALPHAS = tuple(float(a) for a in np.logspace(-1, 5, 13))
 DEFAULT_LOGISTIC_CS = tuple(float(c) for c in np.logspace(-4, 1, 6))
 INNER_PREFIX = "inner_"
-# A feature whose variance is below this fraction of its squared mean counts as constant and is
-# left unscaled, as StandardScaler does. Variance from the Gram matrix carries rounding error of
-# about 1e-16 x mean^2; float16-stored embeddings cannot vary by less than about 1e-7 x mean^2.
-_CONSTANT_RELATIVE_VARIANCE = 1e-12
 
 
 def spearman(y_true: np.ndarray, y_pred: np.ndarray) -> float:
@@ -120,6 +116,10 @@ def ridge_folds(X: np.ndarray, y: np.ndarray, folds: np.ndarray, alphas, score) 
     predictions (hat-matrix diagonal, intercept included) and test predictions.
     """
     X = np.asarray(X, dtype=np.float64)
+    # Standardisation makes the fit shift-invariant; centring on the mean of all rows first keeps
+    # the Gram matrix free of cancellation when a feature's offset dwarfs its spread.
+    offset = X.mean(axis=0)
+    X = X - offset
     y = np.asarray(y, dtype=np.float64)
     alphas = np.asarray(alphas, dtype=np.float64)
     gram, total = X.T @ X, X.sum(axis=0)
@@ -132,7 +132,10 @@ def ridge_folds(X: np.ndarray, y: np.ndarray, folds: np.ndarray, alphas, score) 
         centred = gram - X_test.T @ X_test - n * np.outer(mean, mean)  # (D, D): sum over training rows of (x - mean)(x - mean)^T
         variance = np.diag(centred) / n
         scale = np.sqrt(np.maximum(variance, 0.0))
-        scale[variance <= _CONSTANT_RELATIVE_VARIANCE * mean**2 + np.finfo(float).tiny] = 1.0
+        # Constant features are left unscaled, with StandardScaler's bound on the rounding error
+        # of a constant column's variance: (n * eps * |value|)^2.
+        constant = variance <= (n * np.finfo(np.float64).eps * np.abs(offset + mean)) ** 2 + np.finfo(np.float64).tiny
+        scale[constant] = 1.0
         eigenvalues, eigenvectors = np.linalg.eigh(centred / np.outer(scale, scale))
         eigenvalues = np.maximum(eigenvalues, 0.0)
         # Rows of X in the eigenbasis of the standardised training data: (x - mean) / scale @ V.
@@ -177,6 +180,12 @@ def _logistic(X: np.ndarray, y: np.ndarray, settings: ProbeSettings):
         warnings.filterwarnings("ignore", message="The least populated class")
         splits = list(inner.split(X, y))
     for i, (fit_rows, score_rows) in enumerate(splits):
+        present = np.unique(y[fit_rows])
+        if len(present) == 1:
+            # A class with a single training member leaves one inner fit part with one class:
+            # the only classifier it supports predicts that class, whatever C is.
+            scores[i, :] = score(y[score_rows], np.repeat(present, len(score_rows)))
+            continue
         scaler = StandardScaler().fit(X[fit_rows])
         X_fit, X_score = scaler.transform(X[fit_rows]), scaler.transform(X[score_rows])
         model = LogisticRegression(max_iter=settings.max_iter, warm_start=True)

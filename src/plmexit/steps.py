@@ -150,7 +150,7 @@ def select_task(
         selection["gain_ci_low"], selection["gain_ci_high"] = select.bootstrap_gain(_read_predictions(predictions, metric), selection, n_boot, seed)
     except InputError as exc:
         raise InputError(f"{probe_table}: {exc}") from None
-    costs = _read_json(cost_file, "`plmexit cost`")
+    costs = _read_json(cost_file, "`plmexit cost`", ("n_layers", "flops", "seconds"))
     if costs["n_layers"] != selection["n_layers"]:
         raise InputError(f"{cost_file} describes {costs['n_layers']} layers but {probe_table} has {selection['n_layers']}; rerun `plmexit cost`")
     selection["flops_saved"] = cost.fraction_saved(np.array(costs["flops"]), selection["best_layer"])
@@ -161,25 +161,35 @@ def select_task(
     return selection
 
 
+PREDICTION_COLUMNS = ["model", "task", "layer", "fold", "id", "label", "prediction"]
+
+
 def _read_predictions(path: str | Path, metric: str) -> pd.DataFrame:
     classification = metric in probes.METRICS["classification"]
     text = {"label": str, "prediction": str} if classification else {}
     try:
-        return pd.read_csv(path, sep="\t", dtype={"id": str, **text}, keep_default_na=False)
-    except (OSError, pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
+        table = pd.read_csv(path, sep="\t", dtype={"id": str, **text}, keep_default_na=False)
+    except (OSError, pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, EOFError) as exc:
         raise InputError(f"{path}: not a readable predictions table ({exc}); rerun `plmexit probe`") from None
+    if list(table.columns) != PREDICTION_COLUMNS:
+        raise InputError(f"{path}: columns {list(table.columns)} are not {PREDICTION_COLUMNS}; pass the predictions file written by `plmexit probe`")
+    return table
 
 
-def _read_json(path: str | Path, writer: str) -> dict:
+def _read_json(path: str | Path, writer: str, keys: tuple[str, ...]) -> dict:
     try:
-        return json.loads(Path(path).read_text())
+        data = json.loads(Path(path).read_text())
     except (OSError, ValueError) as exc:
         raise InputError(f"{path}: not a file written by {writer} ({exc})") from None
+    missing = [key for key in keys if not isinstance(data, dict) or key not in data]
+    if missing:
+        raise InputError(f"{path}: lacks {', '.join(missing)}; pass a file written by {writer}")
+    return data
 
 
 def summarize_selections(selection_files: list[str | Path], out: str | Path, across_out: str | Path, n_boot: int, seed: int) -> pd.DataFrame:
     """Gather every selection into ``best_layers.tsv``, and the per-model view across tasks."""
-    summary = select.summarize([_read_json(p, "`plmexit select`") for p in selection_files])
+    summary = select.summarize([_read_json(p, "`plmexit select`", tuple(select.SUMMARY_COLUMNS)) for p in selection_files])
     write_text(out, summary.to_csv(sep="\t", index=False, float_format="%.6g"))
     write_text(across_out, select.across_tasks(summary, n_boot, seed).to_csv(sep="\t", index=False, float_format="%.6g"))
     return summary
@@ -187,7 +197,7 @@ def summarize_selections(selection_files: list[str | Path], out: str | Path, acr
 
 def plot_task(probe_table: str | Path, selection_file: str | Path, out: str | Path) -> None:
     """Figure of the selection metric against layer for one (model, task)."""
-    figures.plot_layers(read_probe_table(probe_table), _read_json(selection_file, "`plmexit select`"), out)
+    figures.plot_layers(read_probe_table(probe_table), _read_json(selection_file, "`plmexit select`", ("metric", "n_layers", "best_layer", "best_score")), out)
 
 
 def plot_summary(summary_file: str | Path, out: str | Path) -> None:

@@ -1,0 +1,134 @@
+"""Probe speed: plmexit's shared-decomposition ridge against the straightforward scikit-learn loop.
+
+Both paths fit, for every layer and each of 5 folds, standardise + ridge with the regularisation
+chosen by leave-one-out on the training rows, and predict the test rows. The reference is
+``make_pipeline(StandardScaler(), RidgeCV(alphas, scoring=spearman))`` per layer and fold
+(``plmexit.probes.reference_ridge``); ours is ``plmexit.probes.ridge_folds``. Layers are
+interleaved (reference, then ours, layer by layer), so machine load hits both paths alike.
+
+The classification section times the logistic probe (ours: warm-started C path; reference:
+scikit-learn ``GridSearchCV`` over the same pipeline and grid) on a smaller problem.
+
+    python benchmarks/probe_speed.py --out probe_speed.json            # 5,000 x 1,280 x 34 layers
+    python benchmarks/probe_speed.py --quick --out probe_speed.json    # about a minute
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import sys
+import time
+
+import numpy as np
+import sklearn
+from sklearn.linear_model import LogisticRegression
+from sklearn.metrics import accuracy_score, make_scorer
+from sklearn.model_selection import GridSearchCV, StratifiedKFold
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
+
+from plmexit import probes
+
+
+def layer_features(rng: np.random.Generator, n: int, dim: int, latent: np.ndarray) -> np.ndarray:
+    """Embedding-like features: correlated (low-rank plus noise), offset, rounded to float16 as stored."""
+    mixing = rng.normal(size=(latent.shape[1], dim))
+    X = latent @ mixing + rng.normal(scale=2.0, size=(n, dim)) + rng.normal(scale=5.0, size=dim)
+    return X.astype(np.float16).astype(np.float32)
+
+
+def ridge_section(n: int, dim: int, layers: int, seed: int) -> dict:
+    rng = np.random.default_rng(seed)
+    latent = rng.normal(size=(n, 32))
+    y = latent[:, :4].sum(axis=1) + rng.normal(size=n)
+    folds = rng.permutation(np.arange(n) % 5)
+    alphas = probes.DEFAULT_RIDGE_ALPHAS
+    ours_s = reference_s = 0.0
+    max_abs_diff = max_inner_diff = 0.0
+    alpha_mismatches = 0
+    for layer in range(layers):
+        X = layer_features(rng, n, dim, latent)
+        start = time.perf_counter()
+        reference = [probes.reference_ridge(X[folds != f], y[folds != f], X[folds == f], alphas, probes.spearman) for f in range(5)]
+        reference_s += time.perf_counter() - start
+        start = time.perf_counter()
+        fits = probes.ridge_folds(X, y, folds, alphas, probes.spearman)
+        ours_s += time.perf_counter() - start
+        for fit, (predictions, inner, alpha) in zip(fits, reference):
+            max_abs_diff = max(max_abs_diff, float(np.abs(fit.predictions - predictions).max()))
+            max_inner_diff = max(max_inner_diff, abs(fit.inner_score - inner))
+            alpha_mismatches += fit.hyperparameter != alpha
+        print(f"ridge layer {layer + 1}/{layers}: reference {reference_s:.1f} s, ours {ours_s:.1f} s so far", file=sys.stderr)
+    return {
+        "n": n, "dim": dim, "layers": layers, "folds": 5, "alphas": len(alphas),
+        "ours_s": ours_s, "reference_s": reference_s, "ratio": reference_s / ours_s,
+        "max_abs_diff": max_abs_diff, "max_inner_score_diff": max_inner_diff, "alpha_mismatches": int(alpha_mismatches),
+    }
+
+
+def classification_section(n: int, dim: int, classes: int, layers: int, seed: int) -> dict:
+    rng = np.random.default_rng(seed)
+    latent = rng.normal(size=(n, 32))
+    y = np.digitize(latent[:, 0] * 2 + rng.normal(size=n), np.quantile(latent[:, 0] * 2, np.linspace(0, 1, classes + 1)[1:-1])).astype(str)
+    folds = rng.permutation(np.arange(n) % 5)
+    settings = probes.ProbeSettings(task_type="classification", selection_metric="accuracy", seed=seed)
+    ours_s = reference_s = 0.0
+    agreement = []
+    for layer in range(layers):
+        X = layer_features(rng, n, dim, latent)
+        start = time.perf_counter()
+        fits = probes.probe_layer(X, y, folds, settings)
+        ours_s += time.perf_counter() - start
+        start = time.perf_counter()
+        for fit in fits:
+            train = folds != fit.fold
+            search = GridSearchCV(
+                make_pipeline(StandardScaler(), LogisticRegression(max_iter=settings.max_iter)),
+                {"logisticregression__C": list(settings.logistic_cs)},
+                scoring=make_scorer(accuracy_score),
+                cv=StratifiedKFold(settings.inner_folds, shuffle=True, random_state=seed),
+            ).fit(X[train], y[train])
+            agreement.append(float(np.mean(search.predict(X[fit.test]) == fit.predictions)))
+        reference_s += time.perf_counter() - start
+        print(f"logistic layer {layer + 1}/{layers}: reference {reference_s:.1f} s, ours {ours_s:.1f} s so far", file=sys.stderr)
+    return {
+        "n": n, "dim": dim, "classes": classes, "layers": layers, "folds": 5, "cs": len(settings.logistic_cs),
+        "inner_folds": settings.inner_folds, "ours_s": ours_s, "reference_s": reference_s, "ratio": reference_s / ours_s,
+        "ours_s_per_layer": ours_s / layers, "min_prediction_agreement": min(agreement),
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="1,000 x 320 x 7 layers (about a minute)")
+    parser.add_argument("--n", type=int, default=5000, help="items (default 5000)")
+    parser.add_argument("--dim", type=int, default=1280, help="embedding width (default 1280, ESM2-650M)")
+    parser.add_argument("--layers", type=int, default=34, help="layers incl. embeddings (default 34, ESM2-650M)")
+    parser.add_argument("--classification-n", type=int, default=1000, help="items for the logistic section (default 1000)")
+    parser.add_argument("--classification-layers", type=int, default=1, help="layers for the logistic section (default 1; 0 skips it)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--out", required=True, help="JSON file to write")
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.n, args.dim, args.layers, args.classification_n = 1000, 320, 7, 500
+    result = {
+        "benchmark": "probe_speed",
+        "date": datetime.date.today().isoformat(),
+        "machine": {"platform": platform.platform(), "processor": platform.processor() or platform.machine(), "cpus": os.cpu_count()},
+        "versions": {"python": platform.python_version(), "numpy": np.__version__, "scikit-learn": sklearn.__version__},
+    }
+    result.update(ridge_section(args.n, args.dim, args.layers, args.seed))
+    if args.classification_layers:
+        result["classification"] = classification_section(args.classification_n, args.dim, 10, args.classification_layers, args.seed)
+    with open(args.out, "w") as handle:
+        json.dump(result, handle, indent=2)
+    print(json.dumps(result, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
