@@ -121,8 +121,20 @@ def cmd_plot_summary(args) -> None:
     plot_summary(args.summary, args.out)
 
 
+def _add_model_run_arguments(p: argparse.ArgumentParser, out: str) -> None:
+    """Arguments of the commands that run a model over a task (embed, cost)."""
+    from plmexit.embed import ESM2_MAX_RESIDUES
+
+    p.add_argument("--model", required=True, help="model manifest JSON from fetch-model")
+    p.add_argument("--task", required=True, help="task table TSV from prepare")
+    p.add_argument("--out", required=True, help=out)
+    p.add_argument("--truncate", type=_positive_int, default=ESM2_MAX_RESIDUES, help=f"keep the first N residues (default {ESM2_MAX_RESIDUES})")
+    p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default)")
+    p.add_argument("--threads", type=int, default=0, help="CPU threads for torch (default: torch's choice)")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    from plmexit.embed import ESM2_MAX_RESIDUES, LAYER_NORM_CONVENTIONS
+    from plmexit.embed import LAYER_NORM_CONVENTIONS
     from plmexit.probes import DEFAULT_LOGISTIC_CS, DEFAULT_RIDGE_ALPHAS, METRICS
 
     parser = argparse.ArgumentParser(prog="plmexit", description="Layer-wise probing of protein language models.")
@@ -166,27 +178,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_prepare)
 
     p = sub.add_parser("embed", help="embed a task at every layer into an HDF5 store")
-    p.add_argument("--model", required=True, help="model manifest JSON from fetch-model")
-    p.add_argument("--task", required=True, help="task table TSV from prepare")
-    p.add_argument("--out", required=True, help="HDF5 store to write")
+    _add_model_run_arguments(p, out="HDF5 store to write")
     p.add_argument("--dtype", choices=["float16", "float32"], default="float16", help="storage precision (default float16)")
     p.add_argument("--max-tokens", type=_positive_int, default=4096, help="padded tokens per batch (default 4096)")
-    p.add_argument("--truncate", type=_positive_int, default=ESM2_MAX_RESIDUES, help=f"keep the first N residues (default {ESM2_MAX_RESIDUES})")
     p.add_argument("--layer-norm", choices=list(LAYER_NORM_CONVENTIONS), default="raw", help="layer-norm convention for intermediate layers (default raw)")
-    p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default)")
-    p.add_argument("--threads", type=int, default=0, help="CPU threads for torch (default: torch's choice)")
     p.set_defaults(func=cmd_embed)
 
-    p = sub.add_parser("cost", help="analytic FLOPs and measured forward time per depth for a task")
-    p.add_argument("--model", required=True, help="model manifest JSON from fetch-model")
-    p.add_argument("--task", required=True, help="task table TSV from prepare (its lengths give the FLOPs)")
-    p.add_argument("--out", required=True, help="cost JSON to write")
-    p.add_argument("--truncate", type=_positive_int, default=ESM2_MAX_RESIDUES, help="as for embed")
+    p = sub.add_parser("cost", help="analytic FLOPs (task lengths) and measured forward time (a sample, on --device) per depth")
+    _add_model_run_arguments(p, out="cost JSON to write")
     p.add_argument("--sample-sequences", type=_positive_int, default=8, help="sequences in the timed batch (default 8)")
     p.add_argument("--repeats", type=_positive_int, default=3, help="timed repeats per depth; the median is kept (default 3)")
     p.add_argument("--seed", type=int, default=0, help="seed for the sample")
-    p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default): time where you embed")
-    p.add_argument("--threads", type=int, default=0, help="CPU threads for torch (default: torch's choice)")
     p.set_defaults(func=cmd_cost)
 
     p = sub.add_parser("probe", help="fit linear probes at every layer and fold; write a long TSV")

@@ -38,12 +38,21 @@ def prepare_task(spec: tasks.TaskSpec, out: str | Path) -> pd.DataFrame:
     return table
 
 
-def embed_task(model_manifest: str | Path, task_table: str | Path, out: str | Path, settings: embed.EmbedSettings, dtype: str) -> None:
-    """Embed every sequence of a task at every layer into an HDF5 store."""
+PREDICTION_COLUMNS = ["model", "task", "layer", "fold", "id", "label", "prediction"]
+
+
+def _model_and_task(model_manifest: str | Path, task_table: str | Path, settings: embed.EmbedSettings):
+    """The verified model on its device, the task table, and its sequences cut to the model's window."""
     manifest = models.read_manifest(model_manifest)
     table = tasks.read_task_table(task_table)
     loaded = models.load_model(manifest["checkpoint"], manifest["sha256"], settings.device)
     sequences, truncated = embed.truncate_sequences(list(table["sequence"]), settings.truncate)
+    return manifest, table, loaded, sequences, truncated
+
+
+def embed_task(model_manifest: str | Path, task_table: str | Path, out: str | Path, settings: embed.EmbedSettings, dtype: str) -> None:
+    """Embed every sequence of a task at every layer into an HDF5 store."""
+    manifest, table, loaded, sequences, truncated = _model_and_task(model_manifest, task_table, settings)
     if truncated.any():
         log.warning("%s: %d of %d sequences longer than %d residues were truncated to their first %d", task_table, truncated.sum(), len(table), settings.truncate, settings.truncate)
     attrs = {
@@ -89,9 +98,8 @@ def probe_task(
         fits = probes.probe_layer(store.read_layer(embeddings, layer), y, folds, settings)
         rows.extend((model, task, layer, fold, metric, value) for fold, metric, value in probes.fold_metrics(fits, y, settings))
         for fit in fits:
-            predictions.append(
-                pd.DataFrame({"model": model, "task": task, "layer": layer, "fold": fit.fold, "id": ids[fit.test], "label": y[fit.test], "prediction": fit.predictions})
-            )
+            columns = (model, task, layer, fit.fold, ids[fit.test], y[fit.test], fit.predictions)
+            predictions.append(pd.DataFrame(dict(zip(PREDICTION_COLUMNS, columns))))
         log.info("%s/%s: probed layer %d of %d (%.1f s)", model, task, layer, info.n_layers, time.monotonic() - started)
     result = pd.DataFrame(rows, columns=select.PROBE_COLUMNS)
     write_text(out, result.to_csv(sep="\t", index=False, float_format="%.10g"))
@@ -112,10 +120,7 @@ def read_probe_table(path: str | Path) -> pd.DataFrame:
 
 def measure_cost(model_manifest: str | Path, task_table: str | Path, out: str | Path, settings: embed.EmbedSettings, sample_sequences: int, repeats: int, seed: int) -> dict:
     """Analytic FLOPs (every sequence of the task) and measured seconds (a sample) per depth."""
-    manifest = models.read_manifest(model_manifest)
-    table = tasks.read_task_table(task_table)
-    loaded = models.load_model(manifest["checkpoint"], manifest["sha256"], settings.device)
-    sequences, _ = embed.truncate_sequences(list(table["sequence"]), settings.truncate)
+    manifest, _, loaded, sequences, _ = _model_and_task(model_manifest, task_table, settings)
     token_lengths = np.array([len(s) + 2 for s in sequences])  # + BOS and EOS
     rng = np.random.default_rng(seed)
     sample = [sequences[i] for i in np.sort(rng.choice(len(sequences), size=min(sample_sequences, len(sequences)), replace=False))]
@@ -159,9 +164,6 @@ def select_task(
     selection["layer_norm"] = store.read_info(embeddings).attrs["layer_norm"]
     write_text(out, json.dumps(selection, indent=2) + "\n")
     return selection
-
-
-PREDICTION_COLUMNS = ["model", "task", "layer", "fold", "id", "label", "prediction"]
 
 
 def _read_predictions(path: str | Path, metric: str) -> pd.DataFrame:
