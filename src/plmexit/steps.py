@@ -61,7 +61,7 @@ def embed_task(model_manifest: str | Path, task_table: str | Path, out: str | Pa
         "checkpoint_sha256": loaded.sha256,
         "fair_esm_version": models.fair_esm_version(),
         "plmexit_version": plmexit.__version__,
-        "torch_version": torch.__version__,
+        "torch_version": str(torch.__version__),  # a str subclass that HDF5 attributes cannot store
         "python_version": platform.python_version(),
         "device": settings.device,
         "pooling": embed.POOLING,

@@ -94,7 +94,8 @@ def create_store(
 
 
 def _plain(value):
-    """HDF5 attributes take Python scalars and str, not numpy str_ (no conversion path)."""
+    """HDF5 attributes take plain Python str and scalars, not numpy str_/scalars or str subclasses
+    (such as ``torch.__version__``), for which h5py has no conversion path."""
     if isinstance(value, str):
         return value.encode().decode()
     return value.item() if isinstance(value, np.generic) else value
