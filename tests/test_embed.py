@@ -176,3 +176,43 @@ def test_every_index_is_yielded_once_in_sorted_blocks(tiny_loaded):
 def test_unknown_layer_norm_convention(tiny_loaded):
     with pytest.raises(ValueError, match=r"unknown layer_norm 'pre'"):
         list(embed_pooled(tiny_loaded, ["MKV"], EmbedSettings(layer_norm="pre")))
+
+
+# --- out of device memory ----------------------------------------------------------------------
+
+
+def test_a_batch_out_of_memory_is_split_and_retried(tiny_loaded, monkeypatch, caplog):
+    """Batches over two sequences 'run out of memory'; results equal an unconstrained run."""
+    import plmexit.embed as embed_module
+
+    expected, _ = collect(embed_pooled(tiny_loaded, SEQUENCES, EmbedSettings(max_tokens=4096)), len(SEQUENCES))
+    real_forward = embed_module._forward_pooled
+    attempted, succeeded = [], []
+
+    def forward_with_small_memory(model, alphabet, tokens, layers, layer_norm):
+        attempted.append(tokens.shape[0])
+        if tokens.shape[0] > 2:
+            raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
+        succeeded.append(tokens.shape[0])
+        return real_forward(model, alphabet, tokens, layers, layer_norm)
+
+    monkeypatch.setattr(embed_module, "_forward_pooled", forward_with_small_memory)
+    with caplog.at_level("WARNING", logger="plmexit.embed"):
+        actual, _ = collect(embed_pooled(tiny_loaded, SEQUENCES, EmbedSettings(max_tokens=4096)), len(SEQUENCES))
+
+    np.testing.assert_allclose(actual, expected, rtol=1e-5, atol=1e-6)
+    # 5 unique sequences in one batch: 5 fails, halves 2 and 3, 3 fails, halves 1 and 2.
+    assert attempted == [5, 2, 3, 1, 2] and succeeded == [2, 1, 2]
+    assert "retrying as two halves" in caplog.text
+
+
+def test_a_single_sequence_out_of_memory_is_a_clear_error(tiny_loaded, monkeypatch):
+    import plmexit.embed as embed_module
+    from plmexit.errors import EmbedError
+
+    def no_memory(*args):
+        raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
+
+    monkeypatch.setattr(embed_module, "_forward_pooled", no_memory)
+    with pytest.raises(EmbedError, match=r"one sequence of \d+ residues does not fit in cpu memory even alone; lower embed.truncate"):
+        list(embed_pooled(tiny_loaded, ["MKTAYIAK", "GG"], EmbedSettings(max_tokens=4096)))

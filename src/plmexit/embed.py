@@ -17,6 +17,7 @@ from typing import Iterator
 import numpy as np
 import torch
 
+from plmexit.errors import EmbedError
 from plmexit.models import LoadedModel
 
 log = logging.getLogger(__name__)
@@ -88,9 +89,7 @@ def embed_pooled(
     layers = list(range(model.num_layers + 1))
     done_seqs, done_tokens, started, last = 0, 0, time.monotonic(), time.monotonic()
     for batch in token_batches(lengths, settings.max_tokens):
-        _, _, tokens = batch_converter([(str(i), unique[i]) for i in batch])
-        tokens = tokens.to(settings.device)
-        pooled = _forward_pooled(model, alphabet, tokens, layers, settings.layer_norm)
+        pooled = _pooled_splitting_on_oom(model, alphabet, batch_converter, unique, batch, layers, settings)
         positions = np.concatenate([owners[i] for i in batch])
         block = np.repeat(pooled, [len(owners[i]) for i in batch], axis=1)
         order = np.argsort(positions)
@@ -103,6 +102,28 @@ def embed_pooled(
             log.info(
                 "embedded %d/%d sequences, %.0f residues/s", done_seqs, len(sequences), done_tokens / max(now - started, 1e-9)
             )
+
+
+def _pooled_splitting_on_oom(model, alphabet, batch_converter, unique, batch: np.ndarray, layers: list[int], settings: EmbedSettings) -> np.ndarray:
+    """Pooled ``(L + 1, len(batch), E)`` for one batch; a batch that runs out of device memory is
+    split in halves and retried, down to single sequences, so one long sequence does not fail a job."""
+    _, _, tokens = batch_converter([(str(i), unique[i]) for i in batch])
+    try:
+        return _forward_pooled(model, alphabet, tokens.to(settings.device), layers, settings.layer_norm)
+    except torch.OutOfMemoryError:
+        if settings.device.startswith("cuda"):
+            torch.cuda.empty_cache()
+        if len(batch) == 1:
+            raise EmbedError(
+                f"one sequence of {len(unique[batch[0]])} residues does not fit in {settings.device} memory even alone; "
+                "lower embed.truncate or max_tokens, or use a device with more memory"
+            ) from None
+        half = len(batch) // 2
+        log.warning("out of %s memory on a batch of %d sequences (%d tokens); retrying as two halves", settings.device, len(batch), tokens.numel())
+        return np.concatenate(
+            [_pooled_splitting_on_oom(model, alphabet, batch_converter, unique, part, layers, settings) for part in (batch[:half], batch[half:])],
+            axis=1,
+        )
 
 
 def _group_positions(inverse: np.ndarray, n_unique: int) -> list[np.ndarray]:

@@ -18,6 +18,10 @@ class ModelError(PlmexitError):
     """A model checkpoint is missing, corrupt, not allowed or does not match its hash."""
 
 
+class EmbedError(PlmexitError):
+    """Embedding cannot proceed on this device (for example a sequence too long for its memory)."""
+
+
 class StoreError(PlmexitError):
     """An embedding store is missing, incomplete or does not match its task."""
 
