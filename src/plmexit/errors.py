@@ -6,6 +6,11 @@ prints exactly that line and exits 1; anything else is a bug and keeps its trace
 """
 
 
+def one_line(exc: BaseException, limit: int = 400) -> str:
+    """A third-party exception's message collapsed onto one line and cut at ``limit``, for quoting."""
+    return " ".join(str(exc).split())[:limit]
+
+
 class PlmexitError(Exception):
     """Base class for errors caused by input, configuration or the environment."""
 

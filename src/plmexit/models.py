@@ -24,7 +24,7 @@ from esm.model.esm2 import ESM2
 
 from plmexit.atomic import atomic_path, write_text
 from plmexit.download import download, sha256_file
-from plmexit.errors import ModelError
+from plmexit.errors import ModelError, one_line
 
 log = logging.getLogger(__name__)
 
@@ -141,14 +141,14 @@ def load_checkpoint(path: str | Path) -> dict:
             data = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
         if "Unsupported global" not in str(exc):
-            raise ModelError(f"checkpoint {path} is not a readable PyTorch checkpoint ({_one_line(exc)})") from None
+            raise ModelError(f"checkpoint {path} is not a readable PyTorch checkpoint ({one_line(exc)})") from None
         found = re.search(r"GLOBAL (\S+)", str(exc))
         raise ModelError(
             f"checkpoint {path} holds {found.group(1) if found else 'an object'}, which is outside plmexit's allow-list "
             f"({', '.join(g.__module__ + '.' + g.__qualname__ for g in SAFE_CHECKPOINT_GLOBALS)}); refusing to unpickle it"
         ) from None
     except Exception as exc:  # noqa: BLE001 - any failure to parse an untrusted file means "unreadable"
-        raise ModelError(f"checkpoint {path} is not a readable PyTorch checkpoint ({type(exc).__name__}: {_one_line(exc)})") from None
+        raise ModelError(f"checkpoint {path} is not a readable PyTorch checkpoint ({type(exc).__name__}: {one_line(exc)})") from None
     if not isinstance(data, dict) or "model" not in data or not isinstance(data.get("cfg"), dict) or "model" not in data["cfg"]:
         raise ModelError(f"checkpoint {path} is not in fair-esm's format (a dict with 'cfg' -> 'model' and 'model' entries)")
     return data
@@ -168,15 +168,10 @@ def load_model(checkpoint: str | Path, sha256: str | None = None, device: str = 
             warnings.filterwarnings("ignore", message=_REGRESSION_WARNING)
             model, alphabet = esm.pretrained.load_model_and_alphabet_core(name, data, None)
     except (RuntimeError, AttributeError, KeyError) as exc:
-        raise ModelError(f"checkpoint {path} does not fit fair-esm's ESM2 ({_one_line(exc)})") from None
+        raise ModelError(f"checkpoint {path} does not fit fair-esm's ESM2 ({one_line(exc)})") from None
     model.eval().to(device)
     log.info("loaded %s (%d layers, width %d, sha256 %s) on %s", name, model.num_layers, model.embed_dim, found[:12], device)
     return LoadedModel(model=model, alphabet=alphabet, name=name, sha256=found)
-
-
-def _one_line(exc: BaseException, limit: int = 400) -> str:
-    """An exception's message collapsed onto one line (errors are one line), cut at ``limit``."""
-    return " ".join(str(exc).split())[:limit]
 
 
 def make_test_model(layers: int, dim: int, heads: int, seed: int, out_dir: str | Path) -> Path:

@@ -140,8 +140,9 @@ def ridge_folds(X: np.ndarray, y: np.ndarray, folds: np.ndarray, alphas, score) 
         eigenvalues = np.maximum(eigenvalues, 0.0)
         # Rows of X in the eigenbasis of the standardised training data: (x - mean) / scale @ V.
         projection = eigenvectors / scale[:, None]
-        P_train = X[train] @ projection - mean @ projection  # (n, D)
-        P_test = X_test @ projection - mean @ projection
+        shift = mean @ projection
+        P_train = X[train] @ projection - shift  # (n, D)
+        P_test = X_test @ projection - shift
         y_train = y[train]
         y_mean = y_train.mean()
         shrink = 1.0 / (eigenvalues[:, None] + alphas[None, :])  # (D, A)

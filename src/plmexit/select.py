@@ -19,6 +19,12 @@ from plmexit.errors import InputError
 from plmexit.probes import INNER_PREFIX, METRICS
 
 PROBE_COLUMNS = ["model", "task", "layer", "fold", "metric", "value"]
+CONFIDENCE_LEVEL = 0.95
+
+
+def _percentile_interval(values: np.ndarray, level: float) -> tuple[float, float]:
+    tail = (1.0 - level) / 2.0
+    return float(np.quantile(values, tail)), float(np.quantile(values, 1.0 - tail))
 
 
 def select_layer(table: pd.DataFrame, metric: str, tolerance: float = 0.0) -> dict:
@@ -75,7 +81,7 @@ def select_layer(table: pd.DataFrame, metric: str, tolerance: float = 0.0) -> di
     }
 
 
-def bootstrap_gain(predictions: pd.DataFrame, selection: dict, n_boot: int, seed: int, level: float = 0.95) -> tuple[float, float]:
+def bootstrap_gain(predictions: pd.DataFrame, selection: dict, n_boot: int, seed: int, level: float = CONFIDENCE_LEVEL) -> tuple[float, float]:
     """Percentile interval of the gain (selected minus final layer), resampling test items.
 
     Within each fold the same resampled items score both the fold's selected layer and the
@@ -100,8 +106,7 @@ def bootstrap_gain(predictions: pd.DataFrame, selection: dict, n_boot: int, seed
             items = rng.integers(0, len(truth), len(truth))
             per_fold.append(metric(truth[items], selected[items]) - metric(truth[items], last[items]))
         gains[b] = np.mean(per_fold)
-    tail = (1.0 - level) / 2.0
-    return float(np.quantile(gains, tail)), float(np.quantile(gains, 1.0 - tail))
+    return _percentile_interval(gains, level)
 
 
 def _metric_function(metric: str):
@@ -129,7 +134,7 @@ ACROSS_TASK_COLUMNS = [
 ]
 
 
-def across_tasks(summary: pd.DataFrame, n_boot: int, seed: int, level: float = 0.95) -> pd.DataFrame:
+def across_tasks(summary: pd.DataFrame, n_boot: int, seed: int, level: float = CONFIDENCE_LEVEL) -> pd.DataFrame:
     """Per model: how often the final layer wins, and the mean gain over tasks with a bootstrap interval.
 
     ``final_selected_fraction`` counts tasks whose held-out selection is the final layer;
@@ -138,10 +143,9 @@ def across_tasks(summary: pd.DataFrame, n_boot: int, seed: int, level: float = 0
     """
     rows = []
     rng = np.random.default_rng(seed)
-    tail = (1.0 - level) / 2.0
     for model, group in summary.groupby("model", sort=True):
         gains = group["gain"].to_numpy(dtype=float)
-        means = gains[rng.integers(0, len(gains), (n_boot, len(gains)))].mean(axis=1)
+        low, high = _percentile_interval(gains[rng.integers(0, len(gains), (n_boot, len(gains)))].mean(axis=1), level)
         rows.append(
             {
                 "model": model,
@@ -149,8 +153,8 @@ def across_tasks(summary: pd.DataFrame, n_boot: int, seed: int, level: float = 0
                 "final_selected_fraction": float((group["best_layer"] == group["n_layers"]).mean()),
                 "final_oracle_fraction": float((group["oracle_layer"] == group["n_layers"]).mean()),
                 "mean_gain": float(gains.mean()),
-                "mean_gain_ci_low": float(np.quantile(means, tail)),
-                "mean_gain_ci_high": float(np.quantile(means, 1.0 - tail)),
+                "mean_gain_ci_low": low,
+                "mean_gain_ci_high": high,
                 "mean_flops_saved": float(group["flops_saved"].mean()),
                 "mean_time_saved": float(group["time_saved"].mean()),
             }

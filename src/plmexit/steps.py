@@ -123,7 +123,8 @@ def measure_cost(model_manifest: str | Path, task_table: str | Path, out: str | 
     manifest, _, loaded, sequences, _ = _model_and_task(model_manifest, task_table, settings)
     token_lengths = np.array([len(s) + 2 for s in sequences])  # + BOS and EOS
     rng = np.random.default_rng(seed)
-    sample = [sequences[i] for i in np.sort(rng.choice(len(sequences), size=min(sample_sequences, len(sequences)), replace=False))]
+    sampled = np.sort(rng.choice(len(sequences), size=min(sample_sequences, len(sequences)), replace=False))
+    sample = [sequences[i] for i in sampled]
     seconds = cost.measure_depth_seconds(loaded, sample, settings.device, repeats)
     log.info("%s: full forward of %d sampled sequences takes %.4f s on %s", task_table, len(sample), seconds[-1], settings.device)
     result = {
@@ -137,7 +138,7 @@ def measure_cost(model_manifest: str | Path, task_table: str | Path, out: str | 
         "device": settings.device,
         "device_name": torch.cuda.get_device_name(settings.device) if settings.device.startswith("cuda") else platform.processor() or platform.machine(),
         "sample_sequences": len(sample),
-        "sample_tokens": int(sum(len(s) + 2 for s in sample)),
+        "sample_tokens": int(token_lengths[sampled].sum()),
         "repeats": repeats,
         "seconds": seconds.tolist(),
     }
@@ -152,15 +153,18 @@ def select_task(
     """Choose the layer for one (model, task), add the gain's interval and the cost saved; write JSON."""
     try:
         selection = select.select_layer(read_probe_table(probe_table), metric, tolerance)
-        selection["gain_ci_low"], selection["gain_ci_high"] = select.bootstrap_gain(_read_predictions(predictions, metric), selection, n_boot, seed)
     except InputError as exc:
         raise InputError(f"{probe_table}: {exc}") from None
+    try:
+        selection["gain_ci_low"], selection["gain_ci_high"] = select.bootstrap_gain(_read_predictions(predictions, metric), selection, n_boot, seed)
+    except InputError as exc:
+        raise InputError(f"{predictions} (predictions for {probe_table}): {exc}") from None
     costs = _read_json(cost_file, "`plmexit cost`", ("n_layers", "flops", "seconds"))
     if costs["n_layers"] != selection["n_layers"]:
         raise InputError(f"{cost_file} describes {costs['n_layers']} layers but {probe_table} has {selection['n_layers']}; rerun `plmexit cost`")
     selection["flops_saved"] = cost.fraction_saved(np.array(costs["flops"]), selection["best_layer"])
     selection["time_saved"] = cost.fraction_saved(np.array(costs["seconds"]), selection["best_layer"])
-    selection["bootstrap"] = {"resamples": n_boot, "seed": seed, "level": 0.95, "unit": "test items, paired within folds"}
+    selection["bootstrap"] = {"resamples": n_boot, "seed": seed, "level": select.CONFIDENCE_LEVEL, "unit": "test items, paired within folds"}
     selection["layer_norm"] = store.read_info(embeddings).attrs["layer_norm"]
     write_text(out, json.dumps(selection, indent=2) + "\n")
     return selection
@@ -172,9 +176,9 @@ def _read_predictions(path: str | Path, metric: str) -> pd.DataFrame:
     try:
         table = pd.read_csv(path, sep="\t", dtype={"id": str, **text}, keep_default_na=False)
     except (OSError, pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, EOFError) as exc:
-        raise InputError(f"{path}: not a readable predictions table ({exc}); rerun `plmexit probe`") from None
+        raise InputError(f"not a readable predictions table ({exc}); rerun `plmexit probe`") from None
     if list(table.columns) != PREDICTION_COLUMNS:
-        raise InputError(f"{path}: columns {list(table.columns)} are not {PREDICTION_COLUMNS}; pass the predictions file written by `plmexit probe`")
+        raise InputError(f"columns {list(table.columns)} are not {PREDICTION_COLUMNS}; pass the predictions file written by `plmexit probe`")
     return table
 
 

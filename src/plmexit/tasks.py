@@ -23,7 +23,7 @@ from Bio import SeqIO
 from sklearn.model_selection import KFold, StratifiedKFold
 
 from plmexit.atomic import atomic_path
-from plmexit.errors import InputError
+from plmexit.errors import InputError, one_line
 
 log = logging.getLogger(__name__)
 
@@ -128,7 +128,7 @@ def _read_fasta(spec: TaskSpec) -> pd.DataFrame:
                 sequences.append(str(record.seq))
                 labels.append(match.group(group))
     except (ValueError, UnicodeDecodeError) as exc:
-        raise InputError(f"{spec.path}: not a FASTA file ({' '.join(str(exc).split())[:200]})") from None
+        raise InputError(f"{spec.path}: not a FASTA file ({one_line(exc, 200)})") from None
     if not ids:
         raise InputError(f"{spec.path}: no FASTA records found; is it a FASTA file?")
     records = np.arange(1, len(ids) + 1)
