@@ -12,6 +12,7 @@ validate(config, "workflow/schemas/config.schema.yaml", set_default=True)
 
 include: "workflow/rules/common.smk"
 include: "workflow/rules/models.smk"
+include: "workflow/rules/data.smk"
 include: "workflow/rules/tasks.smk"
 include: "workflow/rules/embed.smk"
 include: "workflow/rules/cost.smk"

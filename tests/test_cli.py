@@ -16,7 +16,10 @@ from plmexit.download import sha256_file
 from plmexit.select import ACROSS_TASK_COLUMNS, PROBE_COLUMNS, SUMMARY_COLUMNS
 from plmexit.tasks import sequences_sha256
 
-SUBCOMMANDS = ["make-test-model", "fetch-model", "prepare", "embed", "cost", "probe", "select", "summarize", "plot", "plot-summary"]
+SUBCOMMANDS = [
+    "make-test-model", "fetch-model", "fetch-data", "prepare", "embed", "cost", "probe", "select", "summarize", "summarize-proteingym",
+    "plot", "plot-summary",
+]
 PREDICTION_COLUMNS = ["model", "task", "layer", "fold", "id", "label", "prediction"]
 
 
@@ -59,7 +62,7 @@ def test_full_run(tmp_path, capsys):
     steps = [
         ["fetch-model", "--checkpoint", checkpoint, "--sha256", digest, "--out", tmp_path / "model.json"],
         ["prepare", "--name", "toy", "--format", "csv", "--path", csv, "--type", "regression", "--id-column", "name",
-         "--label-column", "charge", "--cv-folds", 3, "--seed", 1, "--out", tmp_path / "toy.tsv"],
+         "--label-column", "charge", "--cv-folds", 3, "--seed", 1, "--out", tmp_path / "toy.tsv", "--info-out", tmp_path / "toy.json"],
         ["embed", "--model", tmp_path / "model.json", "--task", tmp_path / "toy.tsv", "--out", tmp_path / "toy.h5",
          "--device", "cpu", "--max-tokens", 200, "--dtype", "float32"],
         ["cost", "--model", tmp_path / "model.json", "--task", tmp_path / "toy.tsv", "--out", tmp_path / "cost.json",
@@ -68,7 +71,7 @@ def test_full_run(tmp_path, capsys):
          "--metric", "spearman", "--model-name", "tiny", "--task-name", "toy", "--alphas", "1,10,100", "--out", tmp_path / "probes.tsv",
          "--predictions", tmp_path / "predictions.tsv.gz"],
         ["select", "--probes", tmp_path / "probes.tsv", "--predictions", tmp_path / "predictions.tsv.gz", "--cost", tmp_path / "cost.json",
-         "--embeddings", tmp_path / "toy.h5", "--metric", "spearman", "--tolerance", 0.01, "--bootstrap", 50, "--seed", 2,
+         "--embeddings", tmp_path / "toy.h5", "--task-info", tmp_path / "toy.json", "--type", "regression", "--metric", "spearman", "--tolerance", 0.01, "--bootstrap", 50, "--seed", 2,
          "--out", tmp_path / "selection.json"],
         ["summarize", tmp_path / "selection.json", "--out", tmp_path / "best_layers.tsv", "--across-out", tmp_path / "across.tsv",
          "--bootstrap", 50],
@@ -140,7 +143,7 @@ def test_prepare_with_a_missing_column(tmp_path, capsys):
     csv = toy_csv(tmp_path / "toy.csv")
 
     code, _, err = run(capsys, "prepare", "--name", "toy", "--format", "csv", "--path", csv, "--type", "regression",
-                       "--label-column", "fitness", "--out", tmp_path / "toy.tsv")
+                       "--label-column", "fitness", "--out", tmp_path / "toy.tsv", "--info-out", tmp_path / "toy.json")
 
     assert code == 1
     assert_one_error_line(err, "prepare", csv, "'fitness'", "tasks.toy.label_column")
@@ -172,7 +175,7 @@ def test_embed_with_a_missing_checkpoint(tiny_model, tmp_path, capsys):
     assert run(capsys, "fetch-model", "--checkpoint", moved, "--out", tmp_path / "model.json")[0] == 0
     csv = toy_csv(tmp_path / "toy.csv")
     assert run(capsys, "prepare", "--name", "toy", "--format", "csv", "--path", csv, "--type", "regression",
-               "--label-column", "charge", "--cv-folds", 3, "--out", tmp_path / "toy.tsv")[0] == 0
+               "--label-column", "charge", "--cv-folds", 3, "--out", tmp_path / "toy.tsv", "--info-out", tmp_path / "toy.json")[0] == 0
     moved.unlink()
 
     code, _, err = run(capsys, "embed", "--model", tmp_path / "model.json", "--task", tmp_path / "toy.tsv",
@@ -187,7 +190,7 @@ def test_probe_with_a_store_from_other_sequences(tiny_model, tmp_path, capsys):
     for seed in (0, 1):
         csv = toy_csv(tmp_path / f"toy{seed}.csv", n=12, seed=seed)
         assert run(capsys, "prepare", "--name", "toy", "--format", "csv", "--path", csv, "--type", "regression",
-                   "--label-column", "charge", "--cv-folds", 3, "--out", tmp_path / f"toy{seed}.tsv")[0] == 0
+                   "--label-column", "charge", "--cv-folds", 3, "--out", tmp_path / f"toy{seed}.tsv", "--info-out", tmp_path / f"toy{seed}.json")[0] == 0
     assert run(capsys, "embed", "--model", tmp_path / "model.json", "--task", tmp_path / "toy0.tsv",
                "--out", tmp_path / "toy0.h5", "--device", "cpu")[0] == 0
 
@@ -235,9 +238,10 @@ def test_summarize_with_a_broken_selection(tmp_path, capsys):
 def select_argv(tmp_path: Path, probes: Path, **paths) -> list:
     """``plmexit select`` on ``probes``; the other inputs default to files under ``tmp_path`` (absent unless written)."""
     inputs = {name: paths.get(name, tmp_path / default) for name, default in
-              (("predictions", "predictions.tsv.gz"), ("cost", "cost.json"), ("embeddings", "toy.h5"))}
+              (("predictions", "predictions.tsv.gz"), ("cost", "cost.json"), ("embeddings", "toy.h5"), ("info", "toy.json"))}
     return ["select", "--probes", probes, "--predictions", inputs["predictions"], "--cost", inputs["cost"],
-            "--embeddings", inputs["embeddings"], "--metric", "spearman", "--bootstrap", 10, "--out", tmp_path / "sel.json"]
+            "--embeddings", inputs["embeddings"], "--task-info", inputs["info"], "--type", "regression", "--metric", "spearman",
+            "--bootstrap", 10, "--out", tmp_path / "sel.json"]
 
 
 def test_select_with_a_wrong_probe_table(tmp_path, capsys):
@@ -375,3 +379,32 @@ def test_usage_errors_exit_2(argv, capsys):
 
     assert exit_info.value.code == 2
     assert "usage: plmexit" in capsys.readouterr().err
+
+
+def test_prepare_a_benchmark_error_is_one_line_and_writes_nothing(tmp_path, capsys, write_file):
+    reference = write_file("ref.csv", "DMS_id,target_seq,seq_len,DMS_total_number_mutants,coarse_selection_type\nTOY,MKVLAG,6,2,Stability\n")
+    assay = write_file("TOY.csv", "mutant,score\nK2R,0.5\nA3C,1.0\n")
+
+    code, _, err = run(capsys, "prepare", "--name", "TOY.fold_random_5", "--format", "proteingym", "--path", assay, "--reference", reference,
+                       "--dms-id", "TOY", "--fold-scheme", "fold_random_5", "--type", "regression",
+                       "--out", tmp_path / "t.tsv", "--info-out", tmp_path / "t.json")
+
+    assert code == 1
+    assert_one_error_line(err, "prepare", assay, "row 3", "'A3C'", "target_seq of TOY has V there")
+    assert not (tmp_path / "t.tsv").exists() and not (tmp_path / "t.json").exists()
+
+
+def test_prepare_writes_the_split_it_used(tmp_path, capsys, write_file):
+    reference = write_file("ref.csv", "DMS_id,target_seq,seq_len,DMS_total_number_mutants,coarse_selection_type\nTOY,MKVLAG,6,5,Stability\n")
+    assay = write_file("TOY.csv", "mutant,score\nK2R,0.5\nV3C,1.0\nL4A,2\nA5G,3\nG6A,4\n")
+
+    code, _, err = run(capsys, "prepare", "--name", "TOY.fold_modulo_5", "--format", "proteingym", "--path", assay, "--reference", reference,
+                       "--dms-id", "TOY", "--fold-scheme", "fold_modulo_5", "--type", "regression",
+                       "--out", tmp_path / "t.tsv", "--info-out", tmp_path / "t.json")
+
+    assert code == 0, err
+    assert json.loads((tmp_path / "t.json").read_text()) == {
+        "task": "TOY.fold_modulo_5", "format": "proteingym", "type": "regression", "n_sequences": 5, "dms_id": "TOY",
+        "fold_scheme": "fold_modulo_5", "split": "fold_modulo_5 made by plmexit as ProteinGym defines it",
+    }
+    assert pd.read_csv(tmp_path / "t.tsv", sep="\t")["fold"].tolist() == [2, 3, 4, 0, 1]

@@ -57,7 +57,7 @@ def test_shipped_configs_validate_and_get_defaults(name):
     config = load(name)
     assert config["embed"]["truncate"] == 1022 and config["probe"]["inner_folds"] == 3
     assert config["select"]["tolerance"] == 0.0
-    assert all("min_class_size" in task for task in config["tasks"])
+    Plan(config)  # every task entry is one its kind accepts
 
 
 def test_default_config_uses_esm2_8m_with_its_published_hash():
@@ -86,17 +86,36 @@ def test_schema_errors_name_the_problem(edit, message):
 
 def test_plan_targets_and_arguments():
     plan = Plan(load("test.yaml"))
-    assert plan.pairs() == [("tiny_random", "BLAT_ECOLX_Stiffler_2015"), ("tiny_random", "deeploc_10class")]
-    assert plan.final_targets()[0] == "results/summary/best_layers.tsv"
+    blat = [f"BLAT_ECOLX_Stiffler_2015.{s}" for s in ("fold_random_5", "fold_modulo_5", "fold_contiguous_5")]
+    assert plan.pairs() == [("tiny_random", t) for t in [*blat, "NUD15_HUMAN_Suiter_2020.fold_contiguous_5", "deeploc_10class",
+                                                         "deeploc_membrane", "ec", "deepsol", "gb1_three_vs_rest"]]
+    assert plan.final_targets()[:4] == [
+        "results/summary/best_layers.tsv", "results/summary/across_tasks.tsv", "results/figures/gain_vs_compute.png",
+        "results/summary/proteingym_supervised.csv",
+    ]
     assert plan.model_checkpoint("tiny_random") == ["results/models/tiny_random/esm2_t4_64d_4h_seed0_random.pt"]
     assert shlex.split(plan.fetch_model_args("tiny_random")) == ["--checkpoint", "results/models/tiny_random/esm2_t4_64d_4h_seed0_random.pt"]
+    # The three schemes of an assay share one embedding set and one cost file.
+    assert {plan.embeddings("tiny_random", t) for t in blat} == {"results/embeddings/tiny_random/BLAT_ECOLX_Stiffler_2015.h5"}
+    assert {plan.cost("tiny_random", t) for t in blat} == {"results/cost/tiny_random/BLAT_ECOLX_Stiffler_2015.json"}
+    assert plan.embedding_table("BLAT_ECOLX_Stiffler_2015") == f"results/tasks/{blat[0]}.tsv"
+    assert plan.embeddings("tiny_random", "ec") == "results/embeddings/tiny_random/ec.h5"
+    prepare = shlex.split(plan.prepare_args(blat[1]))
+    assert prepare[:6] == ["--name", blat[1], "--format", "proteingym", "--type", "regression"]
+    assert prepare[prepare.index("--reference") + 1] == "results/data/proteingym/reference_files/DMS_substitutions.csv"
+    assert prepare[prepare.index("--path") + 1] == "results/data/proteingym/cv_folds_singles_substitutions/BLAT_ECOLX_Stiffler_2015.csv"
+    assert prepare[prepare.index("--dms-id") + 1] == "BLAT_ECOLX_Stiffler_2015" and prepare[prepare.index("--fold-scheme") + 1] == "fold_modulo_5"
     prepare = shlex.split(plan.prepare_args("deeploc_10class"))
-    assert prepare[prepare.index("--label-regex") + 1] == r"^\S+\s+(?P<label>\S+)-[MSU]\b"
+    assert prepare[prepare.index("--test-path") + 1] == "results/data/deeploc/deeploc_test_set.fasta"
     assert "--fold-column" not in prepare and prepare[prepare.index("--cv-folds") + 1] == "5"
-    assert plan.task_metric("BLAT_ECOLX_Stiffler_2015") == "spearman"
+    assert plan.task_inputs("deepsol") == ["results/data/deepsol/val_src", "results/data/deepsol/val_tgt"]
+    assert shlex.split(plan.fetch_data_args("deepsol/val_src")) == ["--file", "deepsol/val_src", "--local-dir", "../shared/data"]
+    assert plan.task_metric(blat[0]) == "spearman"
     assert plan.task_metric("deeploc_10class") == "accuracy"
+    assert plan.task_metric("ec") == "fmax" and plan.task_type("ec") == "multilabel"
     probe = shlex.split(plan.probe_args("deeploc_10class"))
     assert probe[:4] == ["--type", "classification", "--metric", "accuracy"]
+    assert shlex.split(plan.select_args("ec"))[:4] == ["--type", "multilabel", "--metric", "fmax"]
 
 
 def test_plan_named_model_arguments():
@@ -110,5 +129,49 @@ def test_plan_named_model_arguments():
 def test_duplicate_ids_are_a_config_error():
     config = load("test.yaml")
     config["tasks"].append(copy.deepcopy(config["tasks"][0]))
-    with pytest.raises(ConfigError, match=r"tasks\[2\]\.id 'BLAT_ECOLX_Stiffler_2015' is used twice"):
+    with pytest.raises(ConfigError, match=r"tasks\[7\] makes 'BLAT_ECOLX_Stiffler_2015.fold_random_5' a second time"):
+        Plan(config)
+    config = load("test.yaml")
+    config["tasks"].append(copy.deepcopy(config["tasks"][2]))
+    with pytest.raises(ConfigError, match=r"tasks\[7\] makes 'deeploc_10class' a second time"):
+        Plan(config)
+    config = load("test.yaml")  # a task named like an assay would share the assay's embeddings
+    config["tasks"].append({**copy.deepcopy(config["tasks"][5]), "id": "BLAT_ECOLX_Stiffler_2015"})
+    with pytest.raises(ConfigError, match=r"tasks\[7\] makes 'BLAT_ECOLX_Stiffler_2015' a second time"):
+        Plan(config)
+
+
+@pytest.mark.parametrize(
+    "edit, message",
+    [
+        (lambda t: t[2].__setitem__("label_regex", "x"), r"tasks\[2\] \(deeploc_10class\): key 'label_regex' does not apply to a deeploc task"),
+        (lambda t: t[0].__setitem__("path", "x.csv"), r"key 'path' does not apply to a proteingym task"),
+        (lambda t: t[6].__setitem__("type", "classification"), r"a flip task is a regression task, not classification; remove type"),
+        (lambda t: t.append({"id": "own", "kind": "csv", "path": "x.csv"}), r"tasks\[7\] \(own\): a csv task needs a type"),
+        (lambda t: t.append({"id": "own", "kind": "deepsol", "labels_path": "y"}), r"a deepsol task needs path"),
+        (lambda t: t[0].__setitem__("filter", {"max_length": 100}), r"either assays \(a DMS_id list\) or filter"),
+        (lambda t: t[0].__setitem__("assays", ["NOT_AN_ASSAY"]), r"no official file holds assay 'NOT_AN_ASSAY'; set assay_dir"),
+    ],
+)
+def test_task_entries_that_do_not_fit_their_kind(edit, message):
+    config = load("test.yaml")
+    edit(config["tasks"])
+    with pytest.raises(ConfigError, match=message):
+        Plan(config)
+
+
+def test_proteingym_filters_read_the_reference_table(shared_data):
+    config = load("test.yaml")
+    config["data"]["local_dir"] = str(shared_data)
+    config["tasks"] = [{"id": "pg", "kind": "proteingym", "filter": {"selection_type": ["Stability"], "max_length": 40}, "assay_dir": "assays"}]
+    plan = Plan(config)
+    assert sorted({t["dms_id"] for t in plan.tasks.values()}) and all(
+        t["dms_id"] in plan.tasks[t["id"]]["files"]["path"] for t in plan.tasks.values()
+    )
+    assert "TCRG1_MOUSE_Tsuboyama_2023_1E0L.fold_contiguous_5" in plan.tasks
+    assert plan.task_inputs("TCRG1_MOUSE_Tsuboyama_2023_1E0L.fold_random_5") == [
+        "results/data/proteingym/reference_files/DMS_substitutions.csv", "assays/TCRG1_MOUSE_Tsuboyama_2023_1E0L.csv",
+    ]
+    config["data"] = {}
+    with pytest.raises(ConfigError, match=r"filter reads the reference table while planning, but results/data/proteingym/reference_files/DMS_substitutions.csv does not exist"):
         Plan(config)

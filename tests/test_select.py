@@ -45,9 +45,12 @@ def test_select_layer_exact():
     selection = select_layer(long_table(INNER, TEST), "spearman")
 
     assert selection["folds"] == [
-        {"fold": 0, "layer": 2, "inner_score": 0.70, "test_score": 0.50, "final_test_score": 0.20},
-        {"fold": 1, "layer": 2, "inner_score": 0.65, "test_score": 0.45, "final_test_score": 0.10},
-        {"fold": 2, "layer": 3, "inner_score": 0.66, "test_score": 0.45, "final_test_score": 0.15},
+        {"fold": 0, "layer": 2, "inner_score": 0.70, "test_score": 0.50, "final_test_score": 0.20,
+         "test_metrics": {"mse": 98.0, "spearman": 0.50}, "final_test_metrics": {"mse": 96.0, "spearman": 0.20}},
+        {"fold": 1, "layer": 2, "inner_score": 0.65, "test_score": 0.45, "final_test_score": 0.10,
+         "test_metrics": {"mse": 98.0, "spearman": 0.45}, "final_test_metrics": {"mse": 96.0, "spearman": 0.10}},
+        {"fold": 2, "layer": 3, "inner_score": 0.66, "test_score": 0.45, "final_test_score": 0.15,
+         "test_metrics": {"mse": 97.0, "spearman": 0.45}, "final_test_metrics": {"mse": 96.0, "spearman": 0.15}},
     ]
     assert {k: selection[k] for k in ("model", "task", "metric", "n_layers", "n_folds", "tolerance", "best_layer")} == {
         "model": "esm2_tiny", "task": "toy", "metric": "spearman", "n_layers": 4, "n_folds": 3, "tolerance": 0.0, "best_layer": 2,
@@ -122,7 +125,8 @@ def with_select_task_fields(selection: dict) -> dict:
     """What ``steps.select_task`` adds to ``select_layer``'s result before it is summarised."""
     cost_saved = selection["compute_saved"]
     return {**selection, "gain_ci_low": selection["gain"] - 0.1, "gain_ci_high": selection["gain"] + 0.1,
-            "flops_saved": cost_saved, "time_saved": cost_saved / 2, "layer_norm": "raw"}
+            "flops_saved": cost_saved, "time_saved": cost_saved / 2, "layer_norm": "raw", "split": "3-fold cross-validation, seed 0",
+            "n_sequences": 30, "n_truncated": 0}
 
 
 def test_summarize_column_order_and_sorting():
@@ -186,11 +190,11 @@ def selection() -> dict:
 def test_bootstrap_gain_is_deterministic_for_a_seed(selection):
     predictions = predictions_table(selected_noise=0.5, final_noise=1.0)
 
-    first = bootstrap_gain(predictions, selection, n_boot=40, seed=3)
+    first = bootstrap_gain(predictions, selection, "regression", n_boot=40, seed=3)
 
-    assert bootstrap_gain(predictions, selection, n_boot=40, seed=3) == first
-    assert bootstrap_gain(predictions.sample(frac=1.0, random_state=0), selection, n_boot=40, seed=3) == first  # row order is irrelevant
-    assert bootstrap_gain(predictions, selection, n_boot=40, seed=4) != first
+    assert bootstrap_gain(predictions, selection, "regression", n_boot=40, seed=3) == first
+    assert bootstrap_gain(predictions.sample(frac=1.0, random_state=0), selection, "regression", n_boot=40, seed=3) == first  # row order is irrelevant
+    assert bootstrap_gain(predictions, selection, "regression", n_boot=40, seed=4) != first
     assert first[0] < first[1]
 
 
@@ -198,7 +202,7 @@ def test_bootstrap_interval_of_a_clear_gain_contains_the_point_gain_and_excludes
     predictions = predictions_table(selected_noise=0.1, final_noise=3.0)
     gain = point_gain(predictions)
 
-    low, high = bootstrap_gain(predictions, selection, n_boot=100, seed=0)
+    low, high = bootstrap_gain(predictions, selection, "regression", n_boot=100, seed=0)
 
     assert gain > 0.3
     assert 0.0 < low <= gain <= high
@@ -213,7 +217,7 @@ def test_identical_predictions_give_a_point_interval(selection):
         predictions.loc[final, "prediction"] = predictions.loc[chosen, "prediction"].to_numpy()
 
     assert point_gain(predictions) == 0.0
-    assert bootstrap_gain(predictions, selection, n_boot=50, seed=0) == (0.0, 0.0)
+    assert bootstrap_gain(predictions, selection, "regression", n_boot=50, seed=0) == (0.0, 0.0)
 
 
 def test_bootstrap_of_a_classification_gain_exact():
@@ -229,7 +233,7 @@ def test_bootstrap_of_a_classification_gain_exact():
     )
 
     assert [f["layer"] for f in selection["folds"]] == [0, 0] and selection["n_layers"] == 1
-    assert bootstrap_gain(predictions, selection, n_boot=20, seed=0) == (1.0, 1.0)
+    assert bootstrap_gain(predictions, selection, "classification", n_boot=20, seed=0) == (1.0, 1.0)
 
 
 @pytest.mark.parametrize(
@@ -251,7 +255,7 @@ def test_predictions_that_do_not_pair_up_are_an_error(selection, damage, message
         predictions.loc[rows, "id"] = predictions.loc[rows, "id"] + "x"
 
     with pytest.raises(InputError, match=message):
-        bootstrap_gain(predictions, selection, n_boot=10, seed=0)
+        bootstrap_gain(predictions, selection, "regression", n_boot=10, seed=0)
 
 
 # --- across tasks --------------------------------------------------------------------------------------

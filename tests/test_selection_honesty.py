@@ -47,7 +47,7 @@ def assert_layer_three_wins(table: pd.DataFrame, predictions: pd.DataFrame, metr
     assert [f["layer"] for f in selection["folds"]] == [SIGNAL_LAYER] * n_folds  # every fold, on training rows only
     assert selection["best_layer"] == SIGNAL_LAYER and selection["oracle_layer"] == SIGNAL_LAYER
     assert selection["compute_saved"] == (N_LAYERS - SIGNAL_LAYER) / N_LAYERS
-    low, high = select.bootstrap_gain(predictions, selection, n_boot=n_boot, seed=0)
+    low, high = select.bootstrap_gain(predictions, selection, "classification" if metric == "accuracy" else "regression", n_boot=n_boot, seed=0)
     assert 0.0 < low <= high
     return selection
 

@@ -248,14 +248,34 @@ def test_empty_sequence(write_file):
 
 
 @pytest.mark.parametrize(
-    ("sequence", "shown"),
-    [("MkV", "k"), ("acde", "acde"), ("MKV*", r"\*"), ("MK1V2", "12"), ("MK V", " "), ("MK-V", "-")],
+    ("sequence", "shown", "fix"),
+    [("MkV", "k", "upper-case the residues"), ("acde", "acde", "upper-case"), ("MKV*", r"\*", "stop codons, gaps and J have no ESM token"),
+     ("MKJV", "J", "J have no ESM token"), ("MK1V2", "12", "remove or replace"), ("MK V", " ", "remove"), ("MK-V", "-", "gaps")],
 )
-def test_characters_outside_the_esm_alphabet(write_file, sequence, shown):
+def test_characters_outside_the_esm_alphabet(write_file, sequence, shown, fix):
     path = write_file("toy.csv", f"name,seq,score,split\na,ACD,1,0\nb,{sequence},2,1\n")
 
-    with pytest.raises(InputError, match=rf"row 3 \(b\): sequence has characters '{shown}' outside the ESM alphabet"):
+    with pytest.raises(InputError, match=rf"toy\.csv: row 3 \(b\): sequence has characters '{shown}' outside the ESM alphabet .*{fix}"):
         load_task(csv_spec(path))
+
+
+def test_ambiguous_residues_have_esm_tokens_and_are_counted(write_file, caplog):
+    path = write_file("toy.csv", "name,seq,score,split\na,ACX,1,0\nb,MBV,2,1\nc,MZU,2,1\nd,MOV,2,0\ne,MKV,1,0\n")
+
+    table = load_task(csv_spec(path))
+
+    assert table["sequence"].tolist() == ["ACX", "MBV", "MZU", "MOV", "MKV"]
+    assert "task toy: 4 sequences contain the ambiguous or rare residues X, B, U, Z or O" in caplog.text
+
+
+def test_same_id_with_another_label_is_an_error_and_verbatim_repeats_are_dropped(write_file, caplog):
+    conflicting = write_file("toy.csv", "name,seq,score,split\na,ACD,1,0\nb,MKV,2,1\na,ACD,3,0\n")
+    with pytest.raises(InputError, match=r"toy\.csv: row 4: id 'a' occurs more than once, with another label or split than at .*toy\.csv: row 2"):
+        load_task(csv_spec(conflicting))
+
+    repeated = write_file("rep.csv", "name,seq,score,split\na,ACD,1,0\nb,MKV,2,1\na,ACD,1,0\n")
+    assert load_task(csv_spec(repeated))["id"].tolist() == ["a", "b"]
+    assert "dropped 1 rows that repeat an earlier row verbatim" in caplog.text
 
 
 def test_duplicate_ids(write_file):
@@ -293,7 +313,7 @@ def test_unknown_task_type_and_format(write_file):
 
     with pytest.raises(InputError, match=r"type 'ranking' is not one of regression, classification"):
         load_task(csv_spec(path, type="ranking"))
-    with pytest.raises(InputError, match=r"format 'tsv' is not 'csv' or 'fasta'"):
+    with pytest.raises(InputError, match=r"format 'tsv' is not one of csv, fasta, proteingym, deeploc, deepfri_ec, deepsol, flip"):
         load_task(csv_spec(path, format="tsv"))
 
 

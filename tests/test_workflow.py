@@ -22,14 +22,14 @@ def snakemake(workdir: Path, *args: str) -> subprocess.CompletedProcess:
     """Run the repository's Snakefile in ``workdir`` with this interpreter's snakemake and plmexit."""
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
     command = [sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "Snakefile"), "--directory", str(workdir), *args]
-    return subprocess.run(command, capture_output=True, text=True, env=env, timeout=600)
+    return subprocess.run(command, capture_output=True, text=True, env=env, timeout=1200)
 
 
 def write_config(workdir: Path, shared_data: Path, edit=None, name: str = "test.yaml") -> Path:
-    """A shipped config with its ../shared/data paths pointed at the shared data, optionally edited."""
+    """A shipped config with its local copies of the official files pointed at the shared data, optionally edited."""
     config = yaml.safe_load((REPO / "config" / name).read_text())
-    for task in config["tasks"]:
-        task["path"] = str(shared_data / Path(task["path"]).relative_to("../shared/data"))
+    if config.get("data", {}).get("local_dir") == "../shared/data":
+        config["data"]["local_dir"] = str(shared_data)
     if edit is not None:
         edit(config)
     path = workdir / "config.yaml"
@@ -46,48 +46,84 @@ def finished_run(tmp_path_factory, shared_data):
     return workdir, config
 
 
+BLAT = [f"BLAT_ECOLX_Stiffler_2015.{s}" for s in ("fold_random_5", "fold_modulo_5", "fold_contiguous_5")]
+NUD15 = "NUD15_HUMAN_Suiter_2020.fold_contiguous_5"
+# task -> (embedding set, metric, folds, split)
+TASKS = {
+    BLAT[0]: ("BLAT_ECOLX_Stiffler_2015", "spearman", 5, "fold_random_5 from BLAT_ECOLX_Stiffler_2015.csv"),
+    BLAT[1]: ("BLAT_ECOLX_Stiffler_2015", "spearman", 5, "fold_modulo_5 from BLAT_ECOLX_Stiffler_2015.csv"),
+    BLAT[2]: ("BLAT_ECOLX_Stiffler_2015", "spearman", 5, "fold_contiguous_5 from BLAT_ECOLX_Stiffler_2015.csv"),
+    NUD15: ("NUD15_HUMAN_Suiter_2020", "spearman", 5, "fold_contiguous_5 made by plmexit as ProteinGym defines it"),
+    "deeploc_10class": ("deeploc_10class", "accuracy", 1, "train deeploc_our_val_set.fasta / test deeploc_test_set.fasta"),
+    "deeploc_membrane": ("deeploc_membrane", "accuracy", 5, "5-fold cross-validation (stratified), seed 0"),
+    "ec": ("ec", "fmax", 5, "5-fold cross-validation (stratified), seed 0"),
+    "deepsol": ("deepsol", "accuracy", 5, "5-fold cross-validation (stratified), seed 0"),
+    "gb1_three_vs_rest": ("gb1_three_vs_rest", "spearman", 1, "FLIP three_vs_rest train/test"),
+}
+METRICS = {
+    "spearman": {"spearman", "mse", "inner_spearman"},
+    "accuracy": {"accuracy", "macro_f1", "mcc", "inner_accuracy"},
+    "fmax": {"fmax", "micro_f1", "macro_f1", "inner_fmax"},
+}
+PNG = b"\x89PNG\r\n\x1a\n"
+
+
 def test_pipeline_writes_every_output(finished_run):
     workdir, _ = finished_run
     results = workdir / "results"
     summary = pd.read_csv(results / "summary" / "best_layers.tsv", sep="\t")
     assert list(summary.columns) == SUMMARY_COLUMNS
-    assert sorted(summary["task"]) == ["BLAT_ECOLX_Stiffler_2015", "deeploc_10class"]
+    assert sorted(summary["task"]) == sorted(TASKS)
     assert set(summary["n_layers"]) == {4}
     assert summary["best_layer"].between(0, 4).all()
     assert (summary["compute_saved"] == (4 - summary["best_layer"]) / 4).all()
     assert (summary["gain"] - (summary["best_score"] - summary["final_score"])).abs().max() < 1e-5
-    assert dict(zip(summary["task"], summary["metric"])) == {"BLAT_ECOLX_Stiffler_2015": "spearman", "deeploc_10class": "accuracy"}
+    assert dict(zip(summary["task"], summary["metric"])) == {task: spec[1] for task, spec in TASKS.items()}
+    assert dict(zip(summary["task"], summary["split"])) == {task: spec[3] for task, spec in TASKS.items()}
     assert (summary["gain_ci_low"] <= summary["gain_ci_high"]).all()
     assert ((summary["flops_saved"] - summary["compute_saved"]).abs() < 1e-9).all()  # FLOPs are linear in depth
     assert summary["time_saved"].between(-0.5, 1.0).all() and set(summary["layer_norm"]) == {"raw"}
+    truncated = dict(zip(summary["task"], summary["n_truncated"]))
+    assert truncated["deeploc_10class"] > 0 and truncated[BLAT[0]] == 0  # DeepLoc has proteins beyond the 1022-residue window
     across = pd.read_csv(results / "summary" / "across_tasks.tsv", sep="\t")
-    assert list(across.columns) == ACROSS_TASK_COLUMNS and across["n_tasks"].tolist() == [2]
-    assert (results / "figures" / "gain_vs_compute.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert list(across.columns) == ACROSS_TASK_COLUMNS and across["n_tasks"].tolist() == [len(TASKS)]
+    assert (results / "figures" / "gain_vs_compute.png").read_bytes()[:8] == PNG
 
-    for task, n_sequences in [("BLAT_ECOLX_Stiffler_2015", 200), ("deeploc_10class", None)]:
+    merge = pd.read_csv(results / "summary" / "proteingym_supervised.csv")
+    assert list(merge.columns) == ["DMS_id", "model_name", "fold_variable_name", "Spearman", "MSE"]
+    assert sorted(zip(merge["DMS_id"], merge["fold_variable_name"], merge["model_name"])) == sorted(
+        (task.split(".")[0], task.split(".")[1], f"tiny_random@{which}") for task in [*BLAT, NUD15] for which in ("final", "selected")
+    )
+    for task in [*BLAT, NUD15]:
+        selection = json.loads((results / "selection" / "tiny_random" / f"{task}.json").read_text())
+        final = merge[(merge.DMS_id == task.split(".")[0]) & (merge.fold_variable_name == task.split(".")[1]) & (merge.model_name == "tiny_random@final")]
+        assert float(final["Spearman"].iloc[0]) == pytest.approx(selection["final_score"], abs=1e-5)
+
+    for task, (embedding_set, metric, n_folds, _) in TASKS.items():
         probes = pd.read_csv(results / "probes" / "tiny_random" / f"{task}.tsv", sep="\t")
         assert list(probes.columns) == PROBE_COLUMNS
         assert sorted(probes["layer"].unique()) == [0, 1, 2, 3, 4]
-        assert sorted(probes["fold"].unique()) == [0, 1, 2, 3, 4]
+        assert probes["fold"].nunique() == n_folds
+        assert set(probes["metric"]) == METRICS[metric]
         selection = json.loads((results / "selection" / "tiny_random" / f"{task}.json").read_text())
-        assert selection["n_folds"] == 5
+        assert selection["n_folds"] == n_folds
+        table = pd.read_csv(results / "tasks" / f"{task}.tsv", sep="\t")
         predictions = pd.read_csv(results / "probes" / "tiny_random" / f"{task}.predictions.tsv.gz", sep="\t")
-        assert len(predictions) == 5 * len(pd.read_csv(results / "tasks" / f"{task}.tsv", sep="\t"))  # every item once per layer
-        cost = json.loads((results / "cost" / "tiny_random" / f"{task}.json").read_text())
+        assert len(predictions) == 5 * (table["fold"] >= 0).sum()  # every test item once per layer
+        cost = json.loads((results / "cost" / "tiny_random" / f"{embedding_set}.json").read_text())
         assert len(cost["flops"]) == len(cost["seconds"]) == 5 and cost["flops"][0] == 0.0
-        assert (results / "figures" / "tiny_random" / f"{task}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-        with h5py.File(results / "embeddings" / "tiny_random" / f"{task}.h5") as store:
+        assert (results / "figures" / "tiny_random" / f"{task}.png").read_bytes()[:8] == PNG
+        with h5py.File(results / "embeddings" / "tiny_random" / f"{embedding_set}.h5") as store:
             embeddings = store["embeddings"]
-            assert embeddings.shape[0] == 5 and embeddings.shape[2] == 64
+            assert embeddings.shape == (5, len(table), 64)
             assert embeddings.dtype == "float16" and embeddings.chunks[0] == 1
             assert store.attrs["complete"] and store.attrs["layer_norm"] == "raw"
             assert store.attrs["model"] == "esm2_t4_64d_4h_seed0_random"
-            if n_sequences:
-                assert embeddings.shape[1] == n_sequences
-    regression_metrics = set(pd.read_csv(results / "probes" / "tiny_random" / "BLAT_ECOLX_Stiffler_2015.tsv", sep="\t")["metric"])
-    assert regression_metrics == {"spearman", "mse", "inner_spearman"}
-    classification_metrics = set(pd.read_csv(results / "probes" / "tiny_random" / "deeploc_10class.tsv", sep="\t")["metric"])
-    assert classification_metrics == {"accuracy", "macro_f1", "mcc", "inner_accuracy"}
+    # One embedding set per assay, shared by its fold schemes; the official files were staged from the local copies.
+    assert sorted(p.stem for p in (results / "embeddings" / "tiny_random").glob("*.h5")) == sorted({spec[0] for spec in TASKS.values()})
+    assert (results / "data" / "deepfri_ec" / "nrPDB-EC_2020.04_annot.tsv").is_file()
+    multilabel = pd.read_csv(results / "probes" / "tiny_random" / "ec.predictions.tsv.gz", sep="\t")
+    assert multilabel["prediction"].iloc[0].startswith("1=")
 
 
 def test_rerun_does_nothing_and_changed_setting_reruns_only_what_it_affects(finished_run):
@@ -126,7 +162,8 @@ def test_default_config_builds_its_dag(tmp_path, shared_data):
     config = write_config(tmp_path, shared_data, name="config.yaml")
     run = snakemake(tmp_path, "--cores", "1", "--configfile", str(config), "--dry-run")
     assert run.returncode == 0, run.stderr
-    for rule in ("fetch_model", "prepare_task", "embed_task", "measure_cost", "probe_layers", "select_layer", "plot_layers", "summarize_layers", "plot_summary"):
+    for rule in ("fetch_model", "fetch_data", "prepare_task", "embed_task", "measure_cost", "probe_layers", "select_layer", "plot_layers",
+                 "summarize_layers", "summarize_proteingym", "plot_summary"):
         assert f"rule {rule}:" in run.stdout, rule
     assert "No validator found" not in run.stdout + run.stderr
 
@@ -142,5 +179,8 @@ def test_bad_task_file_fails_with_one_line_and_leaves_nothing(tmp_path, shared_d
     run = snakemake(tmp_path, "results/tasks/bad.tsv", "--cores", "1", "--configfile", str(config))
     assert run.returncode != 0
     log = (tmp_path / "results" / "logs" / "prepare_task" / "bad.log").read_text().strip().splitlines()
-    assert log[-1] == f"plmexit prepare: error: {bad}: row 3 (row3): sequence has characters '*' outside the ESM alphabet (upper-case amino-acid codes); clean the sequence"
+    assert log[-1] == (
+        f"plmexit prepare: error: {bad}: row 3 (row3): sequence has characters '*' outside the ESM alphabet (upper-case amino-acid codes); "
+        "remove or replace them (stop codons, gaps and J have no ESM token)"
+    )
     assert not (tmp_path / "results" / "tasks").exists() or not any((tmp_path / "results" / "tasks").iterdir())

@@ -49,17 +49,28 @@ def cmd_fetch_model(args) -> None:
     fetch_model(args.out, name=args.name, checkpoint=args.checkpoint, sha256=args.sha256, url=args.url, cache_dir=args.cache_dir)
 
 
+def cmd_fetch_data(args) -> None:
+    from plmexit.steps import fetch_data
+
+    fetch_data(args.file, args.out, args.local_dir, args.base_url)
+
+
+_TASK_PATHS = ("test_path", "labels_path", "test_labels_path", "annotations", "ids_path", "test_ids_path", "reference")
+
+
 def cmd_prepare(args) -> None:
     from plmexit.steps import prepare_task
     from plmexit.tasks import TaskSpec
 
+    paths = {key: Path(getattr(args, key)) for key in _TASK_PATHS if getattr(args, key)}
     spec = TaskSpec(
         name=args.name, format=args.format, path=Path(args.path), type=args.type,
         sequence_column=args.sequence_column, label_column=args.label_column, id_column=args.id_column,
-        fold_column=args.fold_column, label_regex=args.label_regex, max_sequences=args.max_sequences,
-        min_class_size=args.min_class_size, cv_folds=args.cv_folds, seed=args.seed,
+        fold_column=args.fold_column, label_regex=args.label_regex, dms_id=args.dms_id, fold_scheme=args.fold_scheme,
+        split=args.split, localization=args.labels, max_sequences=args.max_sequences,
+        min_class_size=args.min_class_size, cv_folds=args.cv_folds, seed=args.seed, **paths,
     )
-    prepare_task(spec, args.out)
+    prepare_task(spec, args.out, args.info_out)
 
 
 def cmd_embed(args) -> None:
@@ -100,13 +111,29 @@ def cmd_probe(args) -> None:
 def cmd_select(args) -> None:
     from plmexit.steps import select_task
 
-    select_task(args.probes, args.predictions, args.cost, args.embeddings, args.metric, args.tolerance, args.bootstrap, args.seed, args.out)
+    select_task(
+        args.probes, args.predictions, args.cost, args.embeddings, args.task_info, args.type, args.metric, args.tolerance,
+        args.bootstrap, args.seed, args.out,
+    )
 
 
 def cmd_summarize(args) -> None:
     from plmexit.steps import summarize_selections
 
     summarize_selections(args.selections, args.out, args.across_out, args.bootstrap, args.seed)
+
+
+def cmd_summarize_proteingym(args) -> None:
+    from plmexit.steps import summarize_proteingym
+
+    names = dict(pair.split("=", 1) for pair in args.model_name)
+    summarize_proteingym(args.selections, names, args.out)
+
+
+def _key_value(text: str) -> str:
+    if "=" not in text:
+        raise argparse.ArgumentTypeError(f"expected MODEL_ID=NAME, got {text!r}")
+    return text
 
 
 def cmd_plot(args) -> None:
@@ -136,6 +163,7 @@ def _add_model_run_arguments(p: argparse.ArgumentParser, out: str) -> None:
 def build_parser() -> argparse.ArgumentParser:
     from plmexit.embed import LAYER_NORM_CONVENTIONS
     from plmexit.probes import DEFAULT_LOGISTIC_CS, DEFAULT_RIDGE_ALPHAS, METRICS
+    from plmexit.tasks import FORMATS
 
     parser = argparse.ArgumentParser(prog="plmexit", description="Layer-wise probing of protein language models.")
     parser.add_argument("--version", action="version", version=f"plmexit {__version__}")
@@ -160,10 +188,28 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="manifest JSON to write")
     p.set_defaults(func=cmd_fetch_model)
 
-    p = sub.add_parser("prepare", help="read a labelled CSV or FASTA into a validated task table (TSV)")
+    p = sub.add_parser("fetch-data", help="download an official data file (or take a local copy), sha256-verified")
+    p.add_argument("--file", required=True, help="official file key, e.g. deeploc/deeploc_test_set.fasta")
+    p.add_argument("--out", required=True, help="where to put it")
+    p.add_argument("--local-dir", help="directory of pre-staged copies laid out by key (nothing is downloaded)")
+    p.add_argument("--base-url", help="mirror laid out by key, used instead of the file's GitHub source")
+    p.set_defaults(func=cmd_fetch_data)
+
+    p = sub.add_parser("prepare", help="read a task's files (CSV, FASTA or a benchmark's format) into a validated task table (TSV)")
     p.add_argument("--name", required=True, help="task name (used in messages)")
-    p.add_argument("--format", choices=["csv", "fasta"], required=True)
-    p.add_argument("--path", required=True, help="input file")
+    p.add_argument("--format", choices=list(FORMATS), required=True)
+    p.add_argument("--path", required=True, help="main input file (a DeepSol *_src file, a FLIP splits.zip, a ProteinGym assay CSV, ...)")
+    p.add_argument("--test-path", help="separate test file (csv, fasta, deeploc, deepsol): the official train/test split")
+    p.add_argument("--labels-path", help="deepsol: the *_tgt labels aligned with --path")
+    p.add_argument("--test-labels-path", help="deepsol: the *_tgt labels aligned with --test-path")
+    p.add_argument("--annotations", help="deepfri_ec: annotation TSV (nrPDB-EC_*_annot.tsv)")
+    p.add_argument("--ids-path", help="deepfri_ec: use only the chains listed here")
+    p.add_argument("--test-ids-path", help="deepfri_ec: chains of the test part (the others are trained on)")
+    p.add_argument("--reference", help="proteingym: DMS_substitutions.csv")
+    p.add_argument("--dms-id", help="proteingym: the assay's DMS_id in the reference table")
+    p.add_argument("--fold-scheme", choices=["fold_random_5", "fold_modulo_5", "fold_contiguous_5"], help="proteingym: cross-validation scheme")
+    p.add_argument("--split", help="flip: split name inside splits.zip (e.g. three_vs_rest)")
+    p.add_argument("--labels", choices=["location", "membrane"], default="location", help="deeploc: 10-class location or membrane-bound vs soluble")
     p.add_argument("--type", choices=list(METRICS), required=True)
     p.add_argument("--sequence-column", default="sequence", help="CSV column with sequences")
     p.add_argument("--label-column", default="label", help="CSV column with labels")
@@ -175,6 +221,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cv-folds", type=_at_least_two, default=5, help="folds when the file has none (default 5)")
     p.add_argument("--seed", type=int, default=0, help="seed for subsampling and folds")
     p.add_argument("--out", required=True, help="task table TSV to write")
+    p.add_argument("--info-out", required=True, help="JSON to write: how the task is split, and its ProteinGym assay and scheme")
     p.set_defaults(func=cmd_prepare)
 
     p = sub.add_parser("embed", help="embed a task at every layer into an HDF5 store")
@@ -210,7 +257,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--probes", required=True, help="probe TSV from probe")
     p.add_argument("--predictions", required=True, help="predictions TSV from probe (for the gain's interval)")
     p.add_argument("--cost", required=True, help="cost JSON from cost")
-    p.add_argument("--embeddings", required=True, help="the HDF5 store (its layer-norm convention is recorded)")
+    p.add_argument("--embeddings", required=True, help="the HDF5 store (its layer-norm convention and truncation count are recorded)")
+    p.add_argument("--task-info", required=True, help="task info JSON from prepare (how the task is split)")
+    p.add_argument("--type", choices=list(METRICS), required=True, help="task type")
     p.add_argument("--metric", required=True, help="metric to select by")
     p.add_argument("--tolerance", type=float, default=0.0, help="prefer the shallowest layer within this much of the best inner score")
     p.add_argument("--bootstrap", type=_positive_int, default=1000, help="bootstrap resamples for the gain's interval (default 1000)")
@@ -225,6 +274,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--bootstrap", type=_positive_int, default=1000, help="bootstrap resamples over tasks (default 1000)")
     p.add_argument("--seed", type=int, default=0, help="bootstrap seed")
     p.set_defaults(func=cmd_summarize)
+
+    p = sub.add_parser("summarize-proteingym", help="ProteinGym supervised merge CSV (final and selected layer) from ProteinGym selections")
+    p.add_argument("selections", nargs="+", help="selection JSON files of ProteinGym tasks")
+    p.add_argument("--model-name", action="append", type=_key_value, default=[], help="MODEL_ID=NAME for the model_name column (repeatable)")
+    p.add_argument("--out", required=True, help="CSV to write")
+    p.set_defaults(func=cmd_summarize_proteingym)
 
     p = sub.add_parser("plot", help="figure of the metric against layer for one model and task")
     p.add_argument("--probes", required=True, help="probe TSV")

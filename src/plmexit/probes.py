@@ -34,6 +34,34 @@ def spearman(y_true: np.ndarray, y_pred: np.ndarray) -> float:
     return float(spearmanr(y_true, y_pred).statistic)
 
 
+# Protein-centric Fmax over CAFA's thresholds 0.01, 0.02, ..., 1.00, as DeepFRI reports it.
+FMAX_THRESHOLDS = np.round(np.arange(1, 101) / 100, 2)
+# Micro and macro F1 of a multi-label probe call a class when its probability reaches this.
+MULTILABEL_THRESHOLD = 0.5
+
+
+def fmax(truth: np.ndarray, scores: np.ndarray) -> float:
+    """Protein-centric maximum F-measure of per-class scores ``(n, K)`` against 0/1 truth ``(n, K)``.
+
+    At each threshold, precision is averaged over the items with at least one class called and
+    recall over the items with at least one true class; Fmax is the best harmonic mean.
+    """
+    truth = np.asarray(truth, dtype=bool)
+    called = np.asarray(scores)[None, :, :] >= FMAX_THRESHOLDS[:, None, None]  # (T, n, K)
+    hits = (called & truth[None]).sum(axis=2)
+    n_called = called.sum(axis=2)
+    annotated = truth.sum(axis=1) > 0
+    with np.errstate(invalid="ignore", divide="ignore"):
+        precision = np.where(n_called > 0, hits / n_called, 0.0).sum(axis=1) / np.maximum((n_called > 0).sum(axis=1), 1)
+        recall = (hits[:, annotated] / truth[annotated].sum(axis=1)).mean(axis=1) if annotated.any() else np.zeros(len(FMAX_THRESHOLDS))
+        f = np.where(precision + recall > 0, 2 * precision * recall / (precision + recall), 0.0)
+    return float(f.max())
+
+
+def _thresholded_f1(average: str):
+    return lambda truth, scores: f1_score(np.asarray(truth, dtype=int), np.asarray(scores) >= MULTILABEL_THRESHOLD, average=average, zero_division=0.0)
+
+
 METRICS = {
     "regression": {"spearman": spearman, "mse": mean_squared_error},
     "classification": {
@@ -41,9 +69,11 @@ METRICS = {
         "macro_f1": lambda t, p: f1_score(t, p, average="macro", zero_division=0.0),
         "mcc": matthews_corrcoef,
     },
+    # Truth is a 0/1 matrix (items x classes), predictions are per-class probabilities.
+    "multilabel": {"fmax": fmax, "micro_f1": _thresholded_f1("micro"), "macro_f1": _thresholded_f1("macro")},
 }
 # Orientation of every metric written to a probe table; selection only ever maximises.
-HIGHER_IS_BETTER = {"spearman": True, "mse": False, "accuracy": True, "macro_f1": True, "mcc": True}
+HIGHER_IS_BETTER = {"spearman": True, "mse": False, "accuracy": True, "macro_f1": True, "mcc": True, "fmax": True, "micro_f1": True}
 
 
 @dataclass(frozen=True)
@@ -78,7 +108,7 @@ class FoldFit:
 
     fold: int
     test: np.ndarray  # indices of the test rows
-    predictions: np.ndarray
+    predictions: np.ndarray  # (n_test,), or (n_test, K) class probabilities for a multi-label task
     inner_score: float  # training-only cross-validated score of the chosen hyperparameter
     hyperparameter: float  # ridge alpha or logistic C
 
@@ -90,6 +120,10 @@ def probe_layer(X: np.ndarray, y: np.ndarray, folds: np.ndarray, settings: Probe
     fits = []
     for fold in evaluation_folds(folds):
         train, test = np.flatnonzero(folds != fold), np.flatnonzero(folds == fold)
+        if settings.task_type == "multilabel":
+            predict, inner_score, c = _one_vs_rest(X[train], y[train], settings)
+            fits.append(FoldFit(fold, test, predict(X[test]), inner_score, c))
+            continue
         model, inner_score, c = _logistic(X[train], y[train], settings)
         fits.append(FoldFit(fold, test, model.predict(X[test]), inner_score, c))
     return fits
@@ -197,3 +231,48 @@ def _logistic(X: np.ndarray, y: np.ndarray, settings: ProbeSettings):
     best = int(np.argmax(mean))  # first maximum: the strongest regularisation among ties
     final = make_pipeline(StandardScaler(), LogisticRegression(C=cs[best], max_iter=settings.max_iter)).fit(X, y)
     return final, float(mean[best]), float(cs[best])
+
+
+def _one_vs_rest(X: np.ndarray, Y: np.ndarray, settings: ProbeSettings):
+    """Standardise + one binary logistic regression per class (one-vs-rest), one C for all classes.
+
+    C is chosen by inner K-fold on these rows (split stratified by each row's rarest class),
+    walking the grid with warm starts as ``_logistic`` does. A class that is absent, or present in
+    every row, of a fitting part gets its constant frequency as probability. Returns
+    (predict: X -> (n, K) probabilities, inner score, C).
+    """
+    Y = np.asarray(Y, dtype=int)
+    score = METRICS["multilabel"][settings.selection_metric]
+    cs = sorted(settings.logistic_cs)
+    counts = Y.sum(axis=0)
+    rarest = np.array([min(np.flatnonzero(row), key=lambda k: (counts[k], k)) if row.any() else -1 for row in Y])
+    inner = StratifiedKFold(n_splits=max(2, min(settings.inner_folds, int(np.bincount(rarest + 1).max()))), shuffle=True, random_state=settings.seed)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="The least populated class")
+        splits = list(inner.split(X, rarest))
+    scores = np.zeros((len(splits), len(cs)))
+    for i, (fit_rows, score_rows) in enumerate(splits):
+        scaler = StandardScaler().fit(X[fit_rows])
+        X_fit, X_score = scaler.transform(X[fit_rows]), scaler.transform(X[score_rows])
+        probabilities = np.zeros((len(cs), len(score_rows), Y.shape[1]))
+        for k in range(Y.shape[1]):
+            target = Y[fit_rows, k]
+            if target.min() == target.max():
+                probabilities[:, :, k] = target[0]
+                continue
+            model = LogisticRegression(max_iter=settings.max_iter, warm_start=True)
+            for j, c in enumerate(cs):
+                probabilities[j, :, k] = model.set_params(C=c).fit(X_fit, target).predict_proba(X_score)[:, 1]
+        scores[i] = [score(Y[score_rows], probabilities[j]) for j in range(len(cs))]
+    mean = scores.mean(axis=0)
+    best = int(np.argmax(mean))  # first maximum: the strongest regularisation among ties
+    models = []
+    for k in range(Y.shape[1]):
+        target = Y[:, k]
+        constant = target.min() == target.max()
+        models.append(float(target[0]) if constant else make_pipeline(StandardScaler(), LogisticRegression(C=cs[best], max_iter=settings.max_iter)).fit(X, target))
+
+    def predict(X_new: np.ndarray) -> np.ndarray:
+        return np.column_stack([np.full(len(X_new), m) if isinstance(m, float) else m.predict_proba(X_new)[:, 1] for m in models])
+
+    return predict, float(mean[best]), float(cs[best])

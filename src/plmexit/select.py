@@ -41,6 +41,7 @@ def select_layer(table: pd.DataFrame, metric: str, tolerance: float = 0.0) -> di
             raise InputError(f"no {name!r} rows (metrics: {', '.join(sorted(table['metric'].unique()))}); select by the metric the probes were run with")
     test = table[table.metric == metric].pivot(index="layer", columns="fold", values="value")
     inner = table[table.metric == inner_metric].pivot(index="layer", columns="fold", values="value")
+    every = table[~table.metric.str.startswith(INNER_PREFIX)].set_index(["fold", "layer", "metric"])["value"].sort_index()
     n_layers = int(test.index.max())
     folds = []
     for fold in test.columns:
@@ -53,6 +54,9 @@ def select_layer(table: pd.DataFrame, metric: str, tolerance: float = 0.0) -> di
                 "inner_score": float(scores[chosen]),
                 "test_score": float(test.at[chosen, fold]),
                 "final_test_score": float(test.at[n_layers, fold]),
+                # Every test metric (e.g. MSE beside Spearman) of the chosen and of the final layer.
+                "test_metrics": {str(k): float(v) for k, v in every.loc[(fold, chosen)].items()},
+                "final_test_metrics": {str(k): float(v) for k, v in every.loc[(fold, n_layers)].items()},
             }
         )
     counts = Counter(f["layer"] for f in folds)
@@ -81,14 +85,18 @@ def select_layer(table: pd.DataFrame, metric: str, tolerance: float = 0.0) -> di
     }
 
 
-def bootstrap_gain(predictions: pd.DataFrame, selection: dict, n_boot: int, seed: int, level: float = CONFIDENCE_LEVEL) -> tuple[float, float]:
+def bootstrap_gain(
+    predictions: pd.DataFrame, selection: dict, task_type: str, n_boot: int, seed: int, level: float = CONFIDENCE_LEVEL,
+) -> tuple[float, float]:
     """Percentile interval of the gain (selected minus final layer), resampling test items.
 
     Within each fold the same resampled items score both the fold's selected layer and the
     final layer (a paired bootstrap); the gain of a resample is the mean over folds, as
     ``best_score - final_score`` is.
     """
-    metric = _metric_function(selection["metric"])
+    if selection["metric"] not in METRICS.get(task_type, {}):
+        raise InputError(f"metric {selection['metric']!r} is not a {task_type} metric ({', '.join(METRICS.get(task_type, {}))})")
+    metric = METRICS[task_type][selection["metric"]]
     final = selection["n_layers"]
     pairs = []
     for fold in selection["folds"]:
@@ -97,7 +105,7 @@ def bootstrap_gain(predictions: pd.DataFrame, selection: dict, n_boot: int, seed
         last = rows[rows.layer == final].sort_values("id")
         if len(chosen) == 0 or not np.array_equal(chosen["id"].to_numpy(), last["id"].to_numpy()):
             raise InputError(f"predictions for fold {fold['fold']} do not cover layers {fold['layer']} and {final} alike; rerun `plmexit probe`")
-        pairs.append((chosen["label"].to_numpy(), chosen["prediction"].to_numpy(), last["prediction"].to_numpy()))
+        pairs.append((_values(chosen["label"]), _values(chosen["prediction"]), _values(last["prediction"])))
     rng = np.random.default_rng(seed)
     gains = np.empty(n_boot)
     for b in range(n_boot):
@@ -109,16 +117,16 @@ def bootstrap_gain(predictions: pd.DataFrame, selection: dict, n_boot: int, seed
     return _percentile_interval(gains, level)
 
 
-def _metric_function(metric: str):
-    for functions in METRICS.values():
-        if metric in functions:
-            return functions[metric]
-    raise InputError(f"unknown metric {metric!r}")
+def _values(column: pd.Series) -> np.ndarray:
+    """A predictions column as an array; rows holding vectors (multi-label) become a matrix."""
+    values = column.to_numpy()
+    return np.stack(values) if len(values) and isinstance(values[0], np.ndarray) else values
 
 
 SUMMARY_COLUMNS = [
     "model", "task", "metric", "n_layers", "best_layer", "best_score", "final_score", "gain", "gain_ci_low",
-    "gain_ci_high", "compute_saved", "flops_saved", "time_saved", "oracle_layer", "oracle_score", "n_folds", "layer_norm",
+    "gain_ci_high", "compute_saved", "flops_saved", "time_saved", "oracle_layer", "oracle_score", "n_folds", "split",
+    "n_sequences", "n_truncated", "layer_norm",
 ]
 
 

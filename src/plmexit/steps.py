@@ -17,7 +17,7 @@ import pandas as pd
 import torch
 
 import plmexit
-from plmexit import cost, embed, figures, models, probes, select, store, tasks
+from plmexit import cost, embed, figures, models, probes, proteingym, select, sources, store, tasks
 from plmexit.atomic import atomic_path, write_text
 from plmexit.errors import InputError, StoreError
 
@@ -31,10 +31,24 @@ def fetch_model(out: str | Path, **source) -> dict:
     return manifest
 
 
-def prepare_task(spec: tasks.TaskSpec, out: str | Path) -> pd.DataFrame:
-    """Read and validate a task's source file into a normalised task table."""
+def fetch_data(key: str, out: str | Path, local_dir: str | Path | None = None, base_url: str | None = None) -> str:
+    """Put one official data file in place, hash-verified (downloaded, or from local copies)."""
+    return sources.stage(key, out, local_dir, base_url)
+
+
+def prepare_task(spec: tasks.TaskSpec, out: str | Path, info_out: str | Path) -> pd.DataFrame:
+    """Read and validate a task's source files into a normalised task table, and say how it is split.
+
+    ``info_out`` (JSON) records the split (official, the file's folds, or seeded
+    cross-validation) and, for ProteinGym, the assay and fold scheme, for the summaries.
+    """
     table = tasks.load_task(spec)
+    info = {
+        "task": spec.name, "format": spec.format, "type": spec.type, "split": table.attrs["split"], "n_sequences": len(table),
+        "dms_id": spec.dms_id, "fold_scheme": spec.fold_scheme,
+    }
     tasks.write_task_table(table, out)
+    write_text(info_out, json.dumps(info, indent=2) + "\n")
     return table
 
 
@@ -91,14 +105,17 @@ def probe_task(
     info = store.read_info(embeddings)
     if info.attrs.get("input_sha256") != tasks.sequences_sha256(table["id"], table["sequence"]):
         raise StoreError(f"{embeddings} was embedded from other sequences than {task_table}; delete it and rerun `plmexit embed`")
-    y, folds, ids = table["label"].to_numpy(), table["fold"].to_numpy(), table["id"].to_numpy()
+    labels, folds, ids = table["label"].to_numpy(), table["fold"].to_numpy(), table["id"].to_numpy()
+    classes = sorted({c for x in labels for c in tasks.split_labels(x)}) if settings.task_type == "multilabel" else None
+    y = _indicator(labels, classes) if classes else labels
     rows, predictions = [], []
     started = time.monotonic()
     for layer in range(info.n_layers + 1):
         fits = probes.probe_layer(store.read_layer(embeddings, layer), y, folds, settings)
         rows.extend((model, task, layer, fold, metric, value) for fold, metric, value in probes.fold_metrics(fits, y, settings))
         for fit in fits:
-            columns = (model, task, layer, fit.fold, ids[fit.test], y[fit.test], fit.predictions)
+            shown = _encode_scores(fit.predictions, classes) if classes else fit.predictions
+            columns = (model, task, layer, fit.fold, ids[fit.test], labels[fit.test], shown)
             predictions.append(pd.DataFrame(dict(zip(PREDICTION_COLUMNS, columns))))
         log.info("%s/%s: probed layer %d of %d (%.1f s)", model, task, layer, info.n_layers, time.monotonic() - started)
     result = pd.DataFrame(rows, columns=select.PROBE_COLUMNS)
@@ -106,6 +123,32 @@ def probe_task(
     with atomic_path(predictions_out) as tmp:
         pd.concat(predictions).to_csv(tmp, sep="\t", index=False, float_format="%.10g", compression="gzip")
     return result
+
+
+def _indicator(labels: np.ndarray, classes: list[str]) -> np.ndarray:
+    """Multi-label rows (``2;3``) as a 0/1 matrix over ``classes``."""
+    index = {c: k for k, c in enumerate(classes)}
+    matrix = np.zeros((len(labels), len(classes)), dtype=int)
+    for i, label in enumerate(labels):
+        matrix[i, [index[c] for c in tasks.split_labels(label)]] = 1
+    return matrix
+
+
+def _encode_scores(scores: np.ndarray, classes: list[str]) -> list[str]:
+    """Per-class probabilities of a multi-label prediction as ``class=p;class=p``, self-describing in a TSV."""
+    return [";".join(f"{c}={p:.6g}" for c, p in zip(classes, row)) for row in scores]
+
+
+def _decode_multilabel(table: pd.DataFrame) -> pd.DataFrame:
+    """Predictions of a multi-label task back to vectors: truth 0/1 and scores, in the encoded class order."""
+    try:
+        pairs = [dict(item.split("=") for item in text.split(";")) for text in table["prediction"]]
+        classes = list(pairs[0]) if pairs else []
+        scores = [np.array([float(p[c]) for c in classes]) for p in pairs]
+    except (ValueError, KeyError) as exc:
+        raise InputError(f"multi-label predictions are not 'class=probability;...' ({exc}); rerun `plmexit probe`") from None
+    truth = list(_indicator(table["label"].to_numpy(), classes)) if classes else []
+    return table.assign(label=truth, prediction=scores)
 
 
 def read_probe_table(path: str | Path) -> pd.DataFrame:
@@ -147,16 +190,16 @@ def measure_cost(model_manifest: str | Path, task_table: str | Path, out: str | 
 
 
 def select_task(
-    probe_table: str | Path, predictions: str | Path, cost_file: str | Path, embeddings: str | Path,
-    metric: str, tolerance: float, n_boot: int, seed: int, out: str | Path,
+    probe_table: str | Path, predictions: str | Path, cost_file: str | Path, embeddings: str | Path, task_info: str | Path,
+    task_type: str, metric: str, tolerance: float, n_boot: int, seed: int, out: str | Path,
 ) -> dict:
-    """Choose the layer for one (model, task), add the gain's interval and the cost saved; write JSON."""
+    """Choose the layer for one (model, task), add the gain's interval, the cost saved and how the task was split; write JSON."""
     try:
         selection = select.select_layer(read_probe_table(probe_table), metric, tolerance)
     except InputError as exc:
         raise InputError(f"{probe_table}: {exc}") from None
     try:
-        selection["gain_ci_low"], selection["gain_ci_high"] = select.bootstrap_gain(_read_predictions(predictions, metric), selection, n_boot, seed)
+        selection["gain_ci_low"], selection["gain_ci_high"] = select.bootstrap_gain(_read_predictions(predictions, task_type), selection, task_type, n_boot, seed)
     except InputError as exc:
         raise InputError(f"{predictions} (predictions for {probe_table}): {exc}") from None
     costs = _read_json(cost_file, "`plmexit cost`", ("n_layers", "flops", "seconds"))
@@ -165,21 +208,24 @@ def select_task(
     selection["flops_saved"] = cost.fraction_saved(np.array(costs["flops"]), selection["best_layer"])
     selection["time_saved"] = cost.fraction_saved(np.array(costs["seconds"]), selection["best_layer"])
     selection["bootstrap"] = {"resamples": n_boot, "seed": seed, "level": select.CONFIDENCE_LEVEL, "unit": "test items, paired within folds"}
-    selection["layer_norm"] = store.read_info(embeddings).attrs["layer_norm"]
+    attrs = store.read_info(embeddings).attrs
+    selection["layer_norm"] = attrs["layer_norm"]
+    selection["n_truncated"] = int(attrs["n_truncated"])
+    info = _read_json(task_info, "`plmexit prepare`", ("split", "n_sequences", "dms_id", "fold_scheme"))
+    selection["split"], selection["n_sequences"], selection["task_info"] = info["split"], info["n_sequences"], info
     write_text(out, json.dumps(selection, indent=2) + "\n")
     return selection
 
 
-def _read_predictions(path: str | Path, metric: str) -> pd.DataFrame:
-    classification = metric in probes.METRICS["classification"]
-    text = {"label": str, "prediction": str} if classification else {}
+def _read_predictions(path: str | Path, task_type: str) -> pd.DataFrame:
+    text = {"label": str, "prediction": str} if task_type != "regression" else {}
     try:
         table = pd.read_csv(path, sep="\t", dtype={"id": str, **text}, keep_default_na=False)
     except (OSError, pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, EOFError) as exc:
         raise InputError(f"not a readable predictions table ({exc}); rerun `plmexit probe`") from None
     if list(table.columns) != PREDICTION_COLUMNS:
         raise InputError(f"columns {list(table.columns)} are not {PREDICTION_COLUMNS}; pass the predictions file written by `plmexit probe`")
-    return table
+    return _decode_multilabel(table) if task_type == "multilabel" else table
 
 
 def _read_json(path: str | Path, writer: str, keys: tuple[str, ...]) -> dict:
@@ -199,6 +245,23 @@ def summarize_selections(selection_files: list[str | Path], out: str | Path, acr
     write_text(out, summary.to_csv(sep="\t", index=False, float_format="%.6g"))
     write_text(across_out, select.across_tasks(summary, n_boot, seed).to_csv(sep="\t", index=False, float_format="%.6g"))
     return summary
+
+
+def summarize_proteingym(selection_files: list[str | Path], model_names: dict[str, str], out: str | Path) -> pd.DataFrame:
+    """ProteinGym's supervised merge format (``DMS_id, model_name, fold_variable_name, Spearman, MSE``).
+
+    ``model_names`` maps a config model id to the name used in ``model_name`` (``@final`` and
+    ``@selected`` are appended), e.g. ``esm2_8M -> esm2_t6_8M_UR50D``.
+    """
+    rows = []
+    for path in selection_files:
+        selection = _read_json(path, "`plmexit select`", ("model", "folds", "task_info"))
+        if not selection["task_info"].get("dms_id"):
+            raise InputError(f"{path}: not a ProteinGym task's selection; pass only ProteinGym selections")
+        rows.extend(proteingym.supervised_rows(selection, model_names.get(selection["model"], selection["model"])))
+    table = pd.DataFrame(rows, columns=proteingym.MERGE_COLUMNS).sort_values(["DMS_id", "fold_variable_name", "model_name"])
+    write_text(out, table.to_csv(index=False, float_format="%.6g"))
+    return table
 
 
 def plot_task(probe_table: str | Path, selection_file: str | Path, out: str | Path) -> None:

@@ -3,17 +3,46 @@
 Invariant: the Snakemake rules hold no logic; every decision that depends on config (which
 models and tasks exist, where their inputs are, which flags a step gets) is made here, from the
 config as validated by ``workflow/schemas/config.schema.yaml`` (defaults already filled in). Only
-the standard library is imported, so building the DAG stays fast.
+the standard library is imported (and pandas only when ProteinGym assays are chosen by filters on
+the reference table), so building the DAG stays fast.
 """
 
 from __future__ import annotations
 
+import re
 import shlex
+from pathlib import Path
 
+from plmexit import sources
 from plmexit.errors import ConfigError
 
 RESULTS = "results"
-DEFAULT_SELECTION_METRIC = {"regression": "spearman", "classification": "accuracy"}
+DEFAULT_SELECTION_METRIC = {"regression": "spearman", "classification": "accuracy", "multilabel": "fmax"}
+# The task type each benchmark format implies (csv and fasta tasks state theirs).
+FORMAT_TYPES = {"proteingym": "regression", "deeploc": "classification", "deepfri_ec": "multilabel", "deepsol": "classification", "flip": "regression"}
+# File roles of each format (config key -> ``plmexit prepare`` flag); any value is a local path or an official file key.
+FILE_ROLES = {
+    "csv": ("path", "test_path"),
+    "fasta": ("path", "test_path"),
+    "deeploc": ("path", "test_path"),
+    "deepsol": ("path", "labels_path", "test_path", "test_labels_path"),
+    "flip": ("path",),
+    "deepfri_ec": ("path", "annotations", "ids_path", "test_ids_path"),
+    "proteingym": ("reference",),
+}
+# Other config keys each format accepts (beyond id, kind, type, metric, max_sequences, min_class_size).
+FORMAT_OPTIONS = {
+    "csv": ("sequence_column", "label_column", "id_column", "fold_column"),
+    "fasta": ("label_regex",),
+    "deeploc": ("labels",),
+    "deepsol": (),
+    "flip": ("split",),
+    "deepfri_ec": (),
+    "proteingym": ("assays", "filter", "assay_dir", "fold_schemes"),
+}
+COMMON_KEYS = ("id", "kind", "type", "metric", "max_sequences", "min_class_size")
+DEFAULT_REFERENCE = "proteingym/reference_files/DMS_substitutions.csv"
+FOLD_SCHEMES = ("fold_random_5", "fold_modulo_5", "fold_contiguous_5")
 
 
 def _by_id(entries: list[dict], section: str) -> dict[str, dict]:
@@ -26,16 +55,86 @@ def _by_id(entries: list[dict], section: str) -> dict[str, dict]:
 
 
 class Plan:
-    """The models x tasks grid of one config and the arguments of every step."""
+    """The models x tasks grid of one config and the arguments of every step.
+
+    A config task entry becomes one task, except a ``proteingym`` entry, which becomes one task
+    per assay and fold scheme (``{DMS_id}.{scheme}``). Tasks with the same sequences share one
+    embedding set: a ProteinGym assay is embedded once for its three schemes.
+    """
 
     def __init__(self, config: dict):
         self.config = config
+        self.data = config.get("data", {})
         self.models = _by_id(config["models"], "models")
-        self.tasks = _by_id(config["tasks"], "tasks")
+        self.tasks: dict[str, dict] = {}
+        self.embedding_sets: dict[str, str] = {}  # embedding set -> the task whose table it embeds
+        made_by: dict[str, int] = {}  # embedding set -> the config entry that made it
+        for position, entry in enumerate(config["tasks"]):
+            _check_keys(entry, position)
+            for task in self._expand(entry, position):
+                name = task["embedding_set"]
+                if task["id"] in self.tasks or made_by.setdefault(name, position) != position:
+                    clash = task["id"] if task["id"] in self.tasks else name
+                    raise ConfigError(f"config: tasks[{position}] makes {clash!r} a second time; give every task its own id and list each assay once")
+                self.tasks[task["id"]] = task
+                self.embedding_sets.setdefault(name, task["id"])
+
+    def _expand(self, entry: dict, position: int) -> list[dict]:
+        kind = entry["kind"]
+        task_type = entry.get("type") or FORMAT_TYPES.get(kind)
+        if task_type is None:
+            raise ConfigError(f"config: tasks[{position}] ({entry['id']}): a {kind} task needs a type (regression or classification)")
+        if kind in FORMAT_TYPES and task_type != FORMAT_TYPES[kind]:
+            raise ConfigError(f"config: tasks[{position}] ({entry['id']}): a {kind} task is a {FORMAT_TYPES[kind]} task, not {task_type}; remove type")
+        base = {"entry": entry, "type": task_type, "files": {r: entry[r] for r in FILE_ROLES[kind] if r in entry}}
+        if kind != "proteingym":
+            if "path" not in entry:
+                raise ConfigError(f"config: tasks[{position}] ({entry['id']}): a {kind} task needs path")
+            return [{**base, "id": entry["id"], "embedding_set": entry["id"], "dms_id": None, "scheme": None}]
+        base["files"].setdefault("reference", DEFAULT_REFERENCE)
+        tasks = []
+        for dms_id in self._assays(entry, position, base["files"]["reference"]):
+            assay = f"{entry['assay_dir']}/{dms_id}.csv" if "assay_dir" in entry else sources.proteingym_assay_key(dms_id)
+            if assay is None:
+                raise ConfigError(
+                    f"config: tasks[{position}] ({entry['id']}): no official file holds assay {dms_id!r}; set assay_dir to a directory "
+                    "of ProteinGym assay CSVs ({DMS_id}.csv, e.g. the unpacked cv_folds_singles_substitutions.zip)"
+                )
+            for scheme in entry.get("fold_schemes", FOLD_SCHEMES):
+                files = {**base["files"], "path": assay}
+                tasks.append({**base, "files": files, "id": f"{dms_id}.{scheme}", "embedding_set": dms_id, "dms_id": dms_id, "scheme": scheme})
+        return tasks
+
+    def _assays(self, entry: dict, position: int, reference: str) -> list[str]:
+        if ("assays" in entry) == ("filter" in entry):
+            raise ConfigError(f"config: tasks[{position}] ({entry['id']}): give a proteingym task either assays (a DMS_id list) or filter")
+        if "assays" in entry:
+            return list(entry["assays"])
+        from plmexit import proteingym  # pandas and numpy, only when assays are chosen by filters
+
+        table = self._readable(reference, f"tasks[{position}].filter reads the reference table while planning")
+        f = entry["filter"]
+        chosen = proteingym.select_assays(proteingym.read_reference(table), f.get("selection_type"), f.get("max_length"), f.get("max_variants"))
+        if not chosen:
+            raise ConfigError(f"config: tasks[{position}] ({entry['id']}): no assay of {reference} passes filter {f}; loosen it")
+        return chosen
+
+    def _readable(self, value: str, why: str) -> str:
+        """A file that must exist before the workflow runs: a local path, a local copy, or an already fetched official file."""
+        path = f"{self.data['local_dir']}/{value}" if value in sources.OFFICIAL_FILES and self.data.get("local_dir") else self.data_path(value)
+        if not Path(path).is_file():
+            raise ConfigError(
+                f"config: {why}, but {path} does not exist; fetch it first (`snakemake {self.data_path(value)}`), "
+                "set data.local_dir, or list assays by DMS_id"
+            )
+        return path
 
     # targets -----------------------------------------------------------------------------------
     def pairs(self) -> list[tuple[str, str]]:
         return [(model, task) for model in self.models for task in self.tasks]
+
+    def proteingym_selections(self) -> list[str]:
+        return [f"{RESULTS}/selection/{m}/{t}.json" for m, t in self.pairs() if self.tasks[t]["dms_id"]]
 
     def selections(self) -> list[str]:
         return [f"{RESULTS}/selection/{m}/{t}.json" for m, t in self.pairs()]
@@ -44,9 +143,10 @@ class Plan:
         return [f"{RESULTS}/figures/{m}/{t}.png" for m, t in self.pairs()]
 
     def final_targets(self) -> list[str]:
+        proteingym = [f"{RESULTS}/summary/proteingym_supervised.csv"] if self.proteingym_selections() else []
         return [
             f"{RESULTS}/summary/best_layers.tsv", f"{RESULTS}/summary/across_tasks.tsv",
-            f"{RESULTS}/figures/gain_vs_compute.png", *self.figures(),
+            f"{RESULTS}/figures/gain_vs_compute.png", *proteingym, *self.figures(),
         ]
 
     # models ------------------------------------------------------------------------------------
@@ -76,23 +176,62 @@ class Plan:
             args += ["--sha256", entry["sha256"]]
         return shlex.join(args)
 
+    def proteingym_model_names(self) -> str:
+        """``--model-name id=name`` for ProteinGym's merge file: the fair-esm name where there is one."""
+        args = []
+        for model, entry in self.models.items():
+            args += ["--model-name", f"{model}={entry.get('name', model)}"]
+        return shlex.join(args)
+
+    # data --------------------------------------------------------------------------------------
+    def data_path(self, value: str) -> str:
+        """Where a task file is read from: official files are fetched under results/data, anything else is a local path."""
+        return f"{RESULTS}/data/{value}" if value in sources.OFFICIAL_FILES else value
+
+    @staticmethod
+    def official_file_pattern() -> str:
+        """Wildcard pattern matching exactly the official file keys."""
+        return "|".join(re.escape(key) for key in sorted(sources.OFFICIAL_FILES))
+
+    def fetch_data_args(self, key: str) -> str:
+        args = ["--file", key]
+        if self.data.get("local_dir"):
+            args += ["--local-dir", self.data["local_dir"]]
+        elif self.data.get("base_url"):
+            args += ["--base-url", self.data["base_url"]]
+        return shlex.join(args)
+
     # tasks -------------------------------------------------------------------------------------
-    def task_path(self, task: str) -> str:
-        return self.tasks[task]["path"]
+    def task_inputs(self, task: str) -> list[str]:
+        return [self.data_path(v) for v in self.tasks[task]["files"].values()]
 
     def task_type(self, task: str) -> str:
         return self.tasks[task]["type"]
 
     def task_metric(self, task: str) -> str:
-        entry = self.tasks[task]
-        return entry.get("metric") or DEFAULT_SELECTION_METRIC[entry["type"]]
+        return self.tasks[task]["entry"].get("metric") or DEFAULT_SELECTION_METRIC[self.task_type(task)]
+
+    def embedding_table(self, embedding_set: str) -> str:
+        """The task table an embedding set is made from (every task of the set has the same sequences)."""
+        return f"{RESULTS}/tasks/{self.embedding_sets[embedding_set]}.tsv"
+
+    def embeddings(self, model: str, task: str) -> str:
+        return f"{RESULTS}/embeddings/{model}/{self.tasks[task]['embedding_set']}.h5"
+
+    def cost(self, model: str, task: str) -> str:
+        return f"{RESULTS}/cost/{model}/{self.tasks[task]['embedding_set']}.json"
 
     def prepare_args(self, task: str) -> str:
-        entry = self.tasks[task]
-        args = ["--name", task, "--format", entry["kind"], "--path", entry["path"], "--type", entry["type"]]
-        for key in ("sequence_column", "label_column", "id_column", "fold_column", "label_regex", "max_sequences", "min_class_size"):
+        plan = self.tasks[task]
+        entry = plan["entry"]
+        args = ["--name", task, "--format", entry["kind"], "--type", plan["type"]]
+        for role, value in plan["files"].items():
+            args += ["--" + role.replace("_", "-"), self.data_path(value)]
+        for key in ("sequence_column", "label_column", "id_column", "fold_column", "label_regex", "split", "labels", "max_sequences", "min_class_size"):
             if entry.get(key) is not None:
                 args += ["--" + key.replace("_", "-"), str(entry[key])]
+        if plan["dms_id"]:
+            args += ["--dms-id", plan["dms_id"], "--fold-scheme", plan["scheme"]]
         args += ["--cv-folds", str(self.config["probe"]["cv_folds"]), "--seed", str(self.config["seed"])]
         return shlex.join(args)
 
@@ -124,8 +263,20 @@ class Plan:
     def select_args(self, task: str) -> str:
         s = self.config["select"]
         return shlex.join(
-            ["--metric", self.task_metric(task), "--tolerance", str(s["tolerance"]), "--bootstrap", str(s["bootstrap"]), "--seed", str(self.config["seed"])]
+            ["--type", self.task_type(task), "--metric", self.task_metric(task), "--tolerance", str(s["tolerance"]),
+             "--bootstrap", str(s["bootstrap"]), "--seed", str(self.config["seed"])]
         )
 
     def summarize_args(self) -> str:
         return shlex.join(["--bootstrap", str(self.config["select"]["bootstrap"]), "--seed", str(self.config["seed"])])
+
+
+def _check_keys(entry: dict, position: int) -> None:
+    kind = entry["kind"]
+    allowed = set(COMMON_KEYS) | set(FILE_ROLES[kind]) | set(FORMAT_OPTIONS[kind]) | ({"path"} if kind != "proteingym" else set())
+    extra = sorted(set(entry) - allowed)
+    if extra:
+        raise ConfigError(
+            f"config: tasks[{position}] ({entry['id']}): key {extra[0]!r} does not apply to a {kind} task "
+            f"(it takes {', '.join(sorted(allowed - {'id', 'kind'}))}); remove it"
+        )

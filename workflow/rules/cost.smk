@@ -1,8 +1,9 @@
 # Times the model on the device that embeds (give this rule the embedding rule's resources).
+# Like embed_task, one per embedding set ({task}).
 rule measure_cost:
     input:
         model="results/models/{model}.json",
-        task="results/tasks/{task}.tsv",
+        task=lambda w: plan.embedding_table(w.task),
     output:
         "results/cost/{model}/{task}.json",
     params:

@@ -1,7 +1,8 @@
+# {task} here is an embedding set: the tasks that share its sequences (a ProteinGym assay's three fold schemes) share it.
 rule embed_task:
     input:
         model="results/models/{model}.json",
-        task="results/tasks/{task}.tsv",
+        task=lambda w: plan.embedding_table(w.task),
     output:
         "results/embeddings/{model}/{task}.h5",
     params:

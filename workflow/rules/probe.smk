@@ -1,6 +1,6 @@
 rule probe_layers:
     input:
-        embeddings="results/embeddings/{model}/{task}.h5",
+        embeddings=lambda w: plan.embeddings(w.model, w.task),
         task="results/tasks/{task}.tsv",
     output:
         scores="results/probes/{model}/{task}.tsv",

@@ -14,6 +14,21 @@ rule summarize_layers:
         "plmexit summarize {input} {params.args} --out {output.best} --across-out {output.across} 2> {log}"
 
 
+rule summarize_proteingym:
+    input:
+        plan.proteingym_selections(),
+    output:
+        "results/summary/proteingym_supervised.csv",
+    params:
+        args=plan.proteingym_model_names(),
+    log:
+        "results/logs/summarize_proteingym.log",
+    conda:
+        "../../envs/probe.yaml"
+    shell:
+        "plmexit summarize-proteingym {input} {params.args} --out {output} 2> {log}"
+
+
 rule plot_layers:
     input:
         probes="results/probes/{model}/{task}.tsv",

@@ -2,8 +2,9 @@ rule select_layer:
     input:
         probes="results/probes/{model}/{task}.tsv",
         predictions="results/probes/{model}/{task}.predictions.tsv.gz",
-        cost="results/cost/{model}/{task}.json",
-        embeddings="results/embeddings/{model}/{task}.h5",
+        cost=lambda w: plan.cost(w.model, w.task),
+        embeddings=lambda w: plan.embeddings(w.model, w.task),
+        info="results/tasks/{task}.json",
     output:
         "results/selection/{model}/{task}.json",
     params:
@@ -14,4 +15,4 @@ rule select_layer:
         "../../envs/probe.yaml"
     shell:
         "plmexit select --probes {input.probes} --predictions {input.predictions} --cost {input.cost}"
-        " --embeddings {input.embeddings} {params.args} --out {output} 2> {log}"
+        " --embeddings {input.embeddings} --task-info {input.info} {params.args} --out {output} 2> {log}"

@@ -1,8 +1,9 @@
 rule prepare_task:
     input:
-        lambda w: plan.task_path(w.task),
+        lambda w: plan.task_inputs(w.task),
     output:
-        "results/tasks/{task}.tsv",
+        table="results/tasks/{task}.tsv",
+        info="results/tasks/{task}.json",
     params:
         args=lambda w: plan.prepare_args(w.task),
     log:
@@ -10,4 +11,4 @@ rule prepare_task:
     conda:
         "../../envs/probe.yaml"
     shell:
-        "plmexit prepare {params.args} --out {output} 2> {log}"
+        "plmexit prepare {params.args} --out {output.table} --info-out {output.info} 2> {log}"

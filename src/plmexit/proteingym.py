@@ -1,0 +1,182 @@
+"""ProteinGym substitution assays for the supervised benchmark: reference table, mutants, fold schemes.
+
+Invariant: every variant's sequence is ``target_seq`` of its assay in the reference table with
+its ``mutant`` applied (``A24C`` or ``A24C:G30D``, 1-based), and every wild-type residue a mutant
+names is checked against ``target_seq``; a sequence given in the file must equal it. Folds come
+from the assay file's column of the scheme when it has one, else they are made as ProteinGym's
+own script makes them (see ``make_folds``).
+"""
+
+from __future__ import annotations
+
+import csv
+import logging
+import re
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from plmexit.errors import InputError
+from plmexit.tasks import TaskSpec, parse_folds
+
+log = logging.getLogger(__name__)
+
+FOLD_SCHEMES = ("fold_random_5", "fold_modulo_5", "fold_contiguous_5")
+N_FOLDS = 5
+SCORE_COLUMNS = ("DMS_score", "score")  # ProteinGym's name, and the `mutant,score` re-exports'
+SEQUENCE_COLUMNS = ("mutated_sequence", "sequence")
+REFERENCE_FILTERS = {"selection_type": "coarse_selection_type", "max_length": "seq_len", "max_variants": "DMS_total_number_mutants"}
+_MUTATION = re.compile(r"^([A-Z])(\d+)([A-Z])$")
+
+
+# --- reference table (the workflow reads it while planning when assays are chosen by filters) ----
+
+
+def read_reference(path: str | Path) -> dict[str, dict[str, str]]:
+    """``DMS_substitutions.csv`` as ``{DMS_id: row}``."""
+    try:
+        with open(path, newline="") as handle:
+            rows = list(csv.DictReader(handle))
+    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+        raise InputError(f"{path}: not a readable ProteinGym reference table ({exc})") from None
+    needed = {"DMS_id", "target_seq", *REFERENCE_FILTERS.values()}
+    if not rows or not needed <= set(rows[0]):
+        raise InputError(f"{path}: not ProteinGym's DMS_substitutions.csv (needs columns {', '.join(sorted(needed))})")
+    return {row["DMS_id"]: row for row in rows}
+
+
+def select_assays(reference: dict[str, dict[str, str]], selection_types=None, max_length=None, max_variants=None) -> list[str]:
+    """DMS_ids passing the filters, in the reference table's order."""
+    chosen = []
+    for dms_id, row in reference.items():
+        if selection_types and row["coarse_selection_type"] not in selection_types:
+            continue
+        if max_length is not None and int(row["seq_len"]) > max_length:
+            continue
+        if max_variants is not None and int(row["DMS_total_number_mutants"]) > max_variants:
+            continue
+        chosen.append(dms_id)
+    return chosen
+
+
+# --- one assay ----------------------------------------------------------------------------------
+
+
+def read_assay(spec: TaskSpec) -> tuple[pd.DataFrame, str]:
+    """One assay under one fold scheme, as a reader's table (see ``plmexit.tasks``)."""
+    if spec.reference is None or spec.dms_id is None or spec.fold_scheme not in FOLD_SCHEMES:
+        raise InputError(f"task {spec.name!r}: a ProteinGym task needs a reference table, a DMS_id and a fold scheme ({', '.join(FOLD_SCHEMES)})")
+    reference = read_reference(spec.reference)
+    if spec.dms_id not in reference:
+        raise InputError(f"{spec.reference}: no assay {spec.dms_id!r}; check the DMS_id against the reference table's DMS_id column")
+    target = reference[spec.dms_id]["target_seq"]
+    try:
+        raw = pd.read_csv(spec.path, dtype=str, keep_default_na=False)
+    except (pd.errors.ParserError, UnicodeDecodeError, pd.errors.EmptyDataError) as exc:
+        raise InputError(f"{spec.path}: not a readable CSV file ({exc})") from None
+    score = next((c for c in SCORE_COLUMNS if c in raw.columns), None)
+    if "mutant" not in raw.columns or score is None:
+        raise InputError(f"{spec.path}: a ProteinGym assay needs columns mutant and DMS_score (or score); found {', '.join(raw.columns)}")
+    rows = np.arange(len(raw)) + 2
+    mutants = [parse_mutant(m, target, spec.path, r, spec.dms_id) for m, r in zip(raw["mutant"], rows)]
+    sequences = [apply_mutant(target, m) for m in mutants]
+    given = next((c for c in SEQUENCE_COLUMNS if c in raw.columns), None)
+    if given is not None:
+        differ = np.flatnonzero(raw[given].str.strip().to_numpy() != np.array(sequences, dtype=object))
+        if differ.size:
+            i = differ[0]
+            raise InputError(
+                f"{spec.path}: row {rows[i]} ({raw['mutant'].iat[i]}): {given} is not target_seq of {spec.dms_id} with the mutant applied; "
+                "is the reference table the assay's version?"
+            )
+    if spec.fold_scheme in raw.columns:
+        folds = parse_folds(raw[spec.fold_scheme], spec.path, spec.fold_scheme, rows, allowed=range(N_FOLDS))
+        split = f"{spec.fold_scheme} from {spec.path.name}"
+    else:
+        folds = make_folds(mutants, spec.fold_scheme, spec.seed, spec.path)
+        split = f"{spec.fold_scheme} made by plmexit as ProteinGym defines it" + (f" (seed {spec.seed})" if spec.fold_scheme == "fold_random_5" else "")
+        log.info("task %s: %s has no %s column; %s", spec.name, spec.path, spec.fold_scheme, split)
+    table = pd.DataFrame(
+        {"id": raw["mutant"].str.strip().to_numpy(), "sequence": sequences, "label": raw[score].to_numpy(), "fold": folds,
+         "where": [f"{spec.path}: row {r}" for r in rows]}
+    )
+    return table, split
+
+
+def parse_mutant(text: str, target: str, path: Path, row: int, dms_id: str) -> list[tuple[str, int, str]]:
+    """``A24C:G30D`` as ``[(A, 24, C), (G, 30, D)]``, each wild type checked against ``target``."""
+    mutations = []
+    for part in text.strip().split(":"):
+        match = _MUTATION.match(part)
+        if match is None:
+            raise InputError(f"{path}: row {row}: mutant {text!r} is not ProteinGym's form (e.g. A24C or A24C:G30D)")
+        wild, position, new = match[1], int(match[2]), match[3]
+        if not 1 <= position <= len(target):
+            raise InputError(f"{path}: row {row}: mutant {text!r} names position {position}, but target_seq of {dms_id} has {len(target)} residues")
+        if target[position - 1] != wild:
+            raise InputError(
+                f"{path}: row {row}: mutant {text!r} says position {position} is {wild}, but target_seq of {dms_id} has "
+                f"{target[position - 1]} there; the assay and the reference table disagree"
+            )
+        mutations.append((wild, position, new))
+    return mutations
+
+
+def apply_mutant(target: str, mutations: list[tuple[str, int, str]]) -> str:
+    residues = list(target)
+    for _, position, new in mutations:
+        residues[position - 1] = new
+    return "".join(residues)
+
+
+def make_folds(mutants: list[list[tuple[str, int, str]]], scheme: str, seed: int, path: Path) -> np.ndarray:
+    """ProteinGym's fold schemes, as its published fold columns have them.
+
+    random: each variant gets an independent uniform fold in 0-4 (seeded here; ProteinGym's
+    published folds used its own seed, so built random folds are not the published ones);
+    modulo: a variant's fold is its mutated position mod 5; contiguous: the sorted distinct
+    mutated positions are cut into 5 consecutive blocks, the first ``n mod 5`` one position
+    longer. Modulo and contiguous are defined for single substitutions only. Built modulo and
+    contiguous folds equal the published columns of BLAT_ECOLX_Stiffler_2015 exactly (tested).
+    """
+    if scheme == "fold_random_5":
+        return np.random.RandomState(seed).randint(0, N_FOLDS, len(mutants))
+    if any(len(m) != 1 for m in mutants):
+        raise InputError(f"{path}: {scheme} is defined for single substitutions only, and this assay has multiple mutants; use fold_random_5")
+    positions = np.array([m[0][1] for m in mutants])
+    distinct = np.unique(positions)
+    if len(distinct) < N_FOLDS:
+        raise InputError(f"{path}: only {len(distinct)} mutated positions, fewer than {N_FOLDS} folds; {scheme} needs at least {N_FOLDS}")
+    if scheme == "fold_modulo_5":
+        return positions % N_FOLDS
+    size, extra = divmod(len(distinct), N_FOLDS)
+    blocks = np.concatenate([[f] * (size + (f < extra)) for f in range(N_FOLDS)])
+    fold_of = dict(zip(distinct, blocks))
+    return np.array([fold_of[p] for p in positions], dtype=int)
+
+
+# --- ProteinGym's merge format ------------------------------------------------------------------
+
+MERGE_COLUMNS = ["DMS_id", "model_name", "fold_variable_name", "Spearman", "MSE"]
+
+
+def supervised_rows(selection: dict, model_name: str) -> list[dict]:
+    """Rows of ProteinGym's supervised merge format for one assay and scheme: the final and the selected layer.
+
+    Each score is the mean over the scheme's five test folds, as ProteinGym averages them; the
+    selected layer is each fold's own nested choice.
+    """
+    folds = selection["folds"]
+    rows = []
+    for suffix, key in (("final", "final_test_metrics"), ("selected", "test_metrics")):
+        rows.append(
+            {
+                "DMS_id": selection["task_info"]["dms_id"],
+                "model_name": f"{model_name}@{suffix}",
+                "fold_variable_name": selection["task_info"]["fold_scheme"],
+                "Spearman": float(np.mean([f[key]["spearman"] for f in folds])),
+                "MSE": float(np.mean([f[key]["mse"] for f in folds])),
+            }
+        )
+    return rows
