@@ -381,26 +381,24 @@ def test_usage_errors_exit_2(argv, capsys):
     assert "usage: plmexit" in capsys.readouterr().err
 
 
-def test_prepare_a_benchmark_error_is_one_line_and_writes_nothing(tmp_path, capsys, write_file):
-    reference = write_file("ref.csv", "DMS_id,target_seq,seq_len,DMS_total_number_mutants,coarse_selection_type\nTOY,MKVLAG,6,2,Stability\n")
-    assay = write_file("TOY.csv", "mutant,score\nK2R,0.5\nA3C,1.0\n")
+def prepare_toy_assay(capsys, tmp_path, write_file, assay: str, scheme: str) -> tuple[int, str, str]:
+    """``plmexit prepare`` of a ProteinGym-format assay of the 6-residue reference protein TOY."""
+    reference = write_file("ref.csv", "DMS_id,target_seq,seq_len,DMS_total_number_mutants,coarse_selection_type\nTOY,MKVLAG,6,5,Stability\n")
+    return run(capsys, "prepare", "--name", f"TOY.{scheme}", "--format", "proteingym", "--path", write_file("TOY.csv", assay),
+               "--reference", reference, "--dms-id", "TOY", "--fold-scheme", scheme, "--type", "regression",
+               "--out", tmp_path / "t.tsv", "--info-out", tmp_path / "t.json")
 
-    code, _, err = run(capsys, "prepare", "--name", "TOY.fold_random_5", "--format", "proteingym", "--path", assay, "--reference", reference,
-                       "--dms-id", "TOY", "--fold-scheme", "fold_random_5", "--type", "regression",
-                       "--out", tmp_path / "t.tsv", "--info-out", tmp_path / "t.json")
+
+def test_prepare_a_benchmark_error_is_one_line_and_writes_nothing(tmp_path, capsys, write_file):
+    code, _, err = prepare_toy_assay(capsys, tmp_path, write_file, "mutant,score\nK2R,0.5\nA3C,1.0\n", "fold_random_5")
 
     assert code == 1
-    assert_one_error_line(err, "prepare", assay, "row 3", "'A3C'", "target_seq of TOY has V there")
+    assert_one_error_line(err, "prepare", tmp_path / "TOY.csv", "row 3", "'A3C'", "target_seq of TOY has V there")
     assert not (tmp_path / "t.tsv").exists() and not (tmp_path / "t.json").exists()
 
 
 def test_prepare_writes_the_split_it_used(tmp_path, capsys, write_file):
-    reference = write_file("ref.csv", "DMS_id,target_seq,seq_len,DMS_total_number_mutants,coarse_selection_type\nTOY,MKVLAG,6,5,Stability\n")
-    assay = write_file("TOY.csv", "mutant,score\nK2R,0.5\nV3C,1.0\nL4A,2\nA5G,3\nG6A,4\n")
-
-    code, _, err = run(capsys, "prepare", "--name", "TOY.fold_modulo_5", "--format", "proteingym", "--path", assay, "--reference", reference,
-                       "--dms-id", "TOY", "--fold-scheme", "fold_modulo_5", "--type", "regression",
-                       "--out", tmp_path / "t.tsv", "--info-out", tmp_path / "t.json")
+    code, _, err = prepare_toy_assay(capsys, tmp_path, write_file, "mutant,score\nK2R,0.5\nV3C,1.0\nL4A,2\nA5G,3\nG6A,4\n", "fold_modulo_5")
 
     assert code == 0, err
     assert json.loads((tmp_path / "t.json").read_text()) == {

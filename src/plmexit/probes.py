@@ -16,6 +16,7 @@ from scipy.stats import spearmanr
 from sklearn.linear_model import LogisticRegression, RidgeCV
 from sklearn.metrics import accuracy_score, f1_score, make_scorer, matthews_corrcoef, mean_squared_error
 from sklearn.model_selection import StratifiedKFold
+from sklearn.decomposition import PCA
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
@@ -143,11 +144,13 @@ def ridge_folds(X: np.ndarray, y: np.ndarray, folds: np.ndarray, alphas, score) 
     """Standardise + ridge per evaluation fold, every alpha from one eigendecomposition per fold.
 
     Equals scikit-learn's ``make_pipeline(StandardScaler(), RidgeCV(alphas, scoring=score))``
-    fitted on each fold's training rows (see ``reference_ridge``), but shares the work: one Gram
-    matrix per layer serves all folds (each fold's training Gram is the total minus its test
-    rows'), standardisation is applied to the Gram matrix analytically, and the eigenvectors of
-    the standardised training Gram give every alpha's coefficients, exact leave-one-out
-    predictions (hat-matrix diagonal, intercept included) and test predictions.
+    fitted on each fold's training rows (see ``reference_ridge``), but shares the work: one
+    eigendecomposition per fold gives every alpha's coefficients, exact leave-one-out predictions
+    (hat-matrix diagonal, intercept included) and test predictions. It decomposes whichever is
+    smaller: with more training rows than features the standardised feature Gram (``D x D``;
+    one Gram matrix per layer serves all folds, each fold's being the total minus its test
+    rows', standardised analytically), else the standardised row Gram (``n x n``, the kernel
+    form), so a few hundred variants embedded 5,120 wide cost an ``n``-sized problem.
     """
     X = np.asarray(X, dtype=np.float64)
     # Standardisation makes the fit shift-invariant; centring on the mean of all rows first keeps
@@ -156,38 +159,72 @@ def ridge_folds(X: np.ndarray, y: np.ndarray, folds: np.ndarray, alphas, score) 
     X = X - offset
     y = np.asarray(y, dtype=np.float64)
     alphas = np.asarray(alphas, dtype=np.float64)
-    gram, total = X.T @ X, X.sum(axis=0)
+    total = X.sum(axis=0)
+    gram = None
     fits = []
     for fold in evaluation_folds(folds):
         train, test = np.flatnonzero(folds != fold), np.flatnonzero(folds == fold)
-        X_test = X[test]
-        n = len(train)
-        mean = (total - X_test.sum(axis=0)) / n
-        centred = gram - X_test.T @ X_test - n * np.outer(mean, mean)  # (D, D): sum over training rows of (x - mean)(x - mean)^T
-        variance = np.diag(centred) / n
-        scale = np.sqrt(np.maximum(variance, 0.0))
-        # Constant features are left unscaled, with StandardScaler's bound on the rounding error
-        # of a constant column's variance: (n * eps * |value|)^2.
-        constant = variance <= (n * np.finfo(np.float64).eps * np.abs(offset + mean)) ** 2 + np.finfo(np.float64).tiny
-        scale[constant] = 1.0
-        eigenvalues, eigenvectors = np.linalg.eigh(centred / np.outer(scale, scale))
-        eigenvalues = np.maximum(eigenvalues, 0.0)
-        # Rows of X in the eigenbasis of the standardised training data: (x - mean) / scale @ V.
-        projection = eigenvectors / scale[:, None]
-        shift = mean @ projection
-        P_train = X[train] @ projection - shift  # (n, D)
-        P_test = X_test @ projection - shift
+        n, d = len(train), X.shape[1]
+        mean = (total - X[test].sum(axis=0)) / n
+        if n >= d:
+            gram = X.T @ X if gram is None else gram
+            centred = gram - X[test].T @ X[test] - n * np.outer(mean, mean)  # (D, D): sum over training rows of (x - mean)(x - mean)^T
+            scale = _feature_scale(np.diag(centred) / n, n, offset + mean)
+            fitted, leverage, predict = _ridge_primal(centred / np.outer(scale, scale), X[train], X[test], mean, scale, y[train], alphas)
+        else:
+            scale = _feature_scale(X[train].var(axis=0), n, offset + mean)
+            fitted, leverage, predict = _ridge_dual((X[train] - mean) / scale, (X[test] - mean) / scale, y[train], alphas)
         y_train = y[train]
-        y_mean = y_train.mean()
-        shrink = 1.0 / (eigenvalues[:, None] + alphas[None, :])  # (D, A)
-        coefs = (P_train.T @ (y_train - y_mean))[:, None] * shrink  # (D, A)
-        fitted = y_mean + P_train @ coefs  # (n, A)
-        leverage = 1.0 / n + (P_train**2) @ shrink  # (n, A): hat-matrix diagonal with the intercept
         loo = y_train[:, None] - (y_train[:, None] - fitted) / (1.0 - leverage)
         inner = np.array([score(y_train, loo[:, j]) for j in range(len(alphas))])
         best = int(np.argmax(inner))  # first maximum, as RidgeCV
-        fits.append(FoldFit(fold, test, y_mean + P_test @ coefs[:, best], float(inner[best]), float(alphas[best])))
+        fits.append(FoldFit(fold, test, predict(best), float(inner[best]), float(alphas[best])))
     return fits
+
+
+def _feature_scale(variance: np.ndarray, n: int, mean: np.ndarray) -> np.ndarray:
+    """StandardScaler's scale: the standard deviation, or 1 for a constant feature.
+
+    A feature counts as constant within StandardScaler's bound on the rounding error of a
+    constant column's variance: (n * eps * |value|)^2.
+    """
+    scale = np.sqrt(np.maximum(variance, 0.0))
+    constant = variance <= (n * np.finfo(np.float64).eps * np.abs(mean)) ** 2 + np.finfo(np.float64).tiny
+    scale[constant] = 1.0
+    return scale
+
+
+def _ridge_primal(standardised_gram, X_train, X_test, mean, scale, y_train, alphas):
+    """Every alpha from the eigenvectors of the standardised feature Gram ``(D, D)``."""
+    eigenvalues, eigenvectors = np.linalg.eigh(standardised_gram)
+    eigenvalues = np.maximum(eigenvalues, 0.0)
+    # Rows of X in the eigenbasis of the standardised training data: (x - mean) / scale @ V.
+    projection = eigenvectors / scale[:, None]
+    shift = mean @ projection
+    P_train = X_train @ projection - shift  # (n, D)
+    y_mean = y_train.mean()
+    shrink = 1.0 / (eigenvalues[:, None] + alphas[None, :])  # (D, A)
+    coefs = (P_train.T @ (y_train - y_mean))[:, None] * shrink  # (D, A)
+    fitted = y_mean + P_train @ coefs  # (n, A)
+    leverage = 1.0 / len(y_train) + (P_train**2) @ shrink  # (n, A): hat-matrix diagonal with the intercept
+    return fitted, leverage, lambda j: y_mean + (X_test @ projection - shift) @ coefs[:, j]
+
+
+def _ridge_dual(S_train, S_test, y_train, alphas):
+    """Every alpha from the eigenvectors of the standardised row Gram ``K = S S^T`` ``(n, n)``.
+
+    With centred ``S`` the fitted values are ``U diag(l / (l + a)) U^T y_c`` and the hat
+    diagonal ``1/n + sum_j U_ij^2 l_j / (l_j + a)``, the same quantities as the primal form.
+    """
+    eigenvalues, U = np.linalg.eigh(S_train @ S_train.T)
+    eigenvalues = np.maximum(eigenvalues, 0.0)
+    y_mean = y_train.mean()
+    shrink = 1.0 / (eigenvalues[:, None] + alphas[None, :])  # (n, A)
+    projected = (U.T @ (y_train - y_mean))[:, None] * shrink  # (n, A): U^T y_c / (l + a)
+    fitted = y_mean + U @ (eigenvalues[:, None] * projected)
+    leverage = 1.0 / len(y_train) + (U**2) @ (eigenvalues[:, None] * shrink)
+    cross = S_test @ S_train.T @ U  # (n_test, n)
+    return fitted, leverage, lambda j: y_mean + cross @ projected[:, j]
 
 
 def reference_ridge(X_train: np.ndarray, y_train: np.ndarray, X_test: np.ndarray, alphas, score) -> tuple[np.ndarray, float, float]:
@@ -195,6 +232,19 @@ def reference_ridge(X_train: np.ndarray, y_train: np.ndarray, X_test: np.ndarray
     ridge = RidgeCV(alphas=np.asarray(alphas, dtype=np.float64), scoring=make_scorer(score))
     pipeline = make_pipeline(StandardScaler(), ridge).fit(np.asarray(X_train, dtype=np.float64), y_train)
     return pipeline.predict(np.asarray(X_test, dtype=np.float64)), float(ridge.best_score_), float(ridge.alpha_)
+
+
+def standardiser(n: int, d: int):
+    """Unfitted ``StandardScaler`` for ``n`` rows of ``d`` features, then, with ``n < d``, a rotation onto the rows' span.
+
+    An L2-penalised linear model's weights lie in the span of its (centred) training rows: any
+    component outside it changes no prediction and only adds penalty. So fitting on the rows'
+    coordinates in that span (PCA keeping every component, no whitening) solves exactly the same
+    problem with ``n`` instead of ``d`` features, and L-BFGS, being rotation-invariant, takes the
+    same steps; with 1,000 proteins and ESM2's 1,280 to 5,120 features that is 1.6x to 6x less
+    work per iteration. Probabilities agree with the unrotated fit to the solver's tolerance.
+    """
+    return make_pipeline(StandardScaler(), *([PCA(n_components=n, svd_solver="full")] if n < d else []))
 
 
 def _logistic(X: np.ndarray, y: np.ndarray, settings: ProbeSettings):
@@ -221,7 +271,7 @@ def _logistic(X: np.ndarray, y: np.ndarray, settings: ProbeSettings):
             # the only classifier it supports predicts that class, whatever C is.
             scores[i, :] = score(y[score_rows], np.repeat(present, len(score_rows)))
             continue
-        scaler = StandardScaler().fit(X[fit_rows])
+        scaler = standardiser(len(fit_rows), X.shape[1]).fit(X[fit_rows])
         X_fit, X_score = scaler.transform(X[fit_rows]), scaler.transform(X[score_rows])
         model = LogisticRegression(max_iter=settings.max_iter, warm_start=True)
         for j, c in enumerate(cs):
@@ -229,7 +279,7 @@ def _logistic(X: np.ndarray, y: np.ndarray, settings: ProbeSettings):
             scores[i, j] = score(y[score_rows], model.predict(X_score))
     mean = scores.mean(axis=0)
     best = int(np.argmax(mean))  # first maximum: the strongest regularisation among ties
-    final = make_pipeline(StandardScaler(), LogisticRegression(C=cs[best], max_iter=settings.max_iter)).fit(X, y)
+    final = make_pipeline(standardiser(*X.shape), LogisticRegression(C=cs[best], max_iter=settings.max_iter)).fit(X, y)
     return final, float(mean[best]), float(cs[best])
 
 
@@ -252,7 +302,7 @@ def _one_vs_rest(X: np.ndarray, Y: np.ndarray, settings: ProbeSettings):
         splits = list(inner.split(X, rarest))
     scores = np.zeros((len(splits), len(cs)))
     for i, (fit_rows, score_rows) in enumerate(splits):
-        scaler = StandardScaler().fit(X[fit_rows])
+        scaler = standardiser(len(fit_rows), X.shape[1]).fit(X[fit_rows])
         X_fit, X_score = scaler.transform(X[fit_rows]), scaler.transform(X[score_rows])
         probabilities = np.zeros((len(cs), len(score_rows), Y.shape[1]))
         for k in range(Y.shape[1]):
@@ -266,13 +316,16 @@ def _one_vs_rest(X: np.ndarray, Y: np.ndarray, settings: ProbeSettings):
         scores[i] = [score(Y[score_rows], probabilities[j]) for j in range(len(cs))]
     mean = scores.mean(axis=0)
     best = int(np.argmax(mean))  # first maximum: the strongest regularisation among ties
+    scaler = standardiser(*X.shape).fit(X)
+    X_all = scaler.transform(X)
     models = []
     for k in range(Y.shape[1]):
         target = Y[:, k]
         constant = target.min() == target.max()
-        models.append(float(target[0]) if constant else make_pipeline(StandardScaler(), LogisticRegression(C=cs[best], max_iter=settings.max_iter)).fit(X, target))
+        models.append(float(target[0]) if constant else LogisticRegression(C=cs[best], max_iter=settings.max_iter).fit(X_all, target))
 
     def predict(X_new: np.ndarray) -> np.ndarray:
-        return np.column_stack([np.full(len(X_new), m) if isinstance(m, float) else m.predict_proba(X_new)[:, 1] for m in models])
+        Z = scaler.transform(X_new)
+        return np.column_stack([np.full(len(Z), m) if isinstance(m, float) else m.predict_proba(Z)[:, 1] for m in models])
 
     return predict, float(mean[best]), float(cs[best])
