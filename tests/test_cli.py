@@ -16,7 +16,7 @@ from plmexit.download import sha256_file
 from plmexit.select import ACROSS_TASK_COLUMNS, PROBE_COLUMNS, SUMMARY_COLUMNS
 from plmexit.tasks import sequences_sha256
 
-SUBCOMMANDS = ["make-test-model", "fetch-model", "prepare", "embed", "cost", "probe", "select", "summarize", "plot", "plot-summary"]
+SUBCOMMANDS = ["make-test-model", "fetch-model", "prepare", "embed", "gather-embeddings", "cost", "probe", "select", "summarize", "plot", "plot-summary"]
 PREDICTION_COLUMNS = ["model", "task", "layer", "fold", "id", "label", "prediction"]
 
 

@@ -112,3 +112,22 @@ def test_duplicate_ids_are_a_config_error():
     config["tasks"].append(copy.deepcopy(config["tasks"][0]))
     with pytest.raises(ConfigError, match=r"tasks\[2\]\.id 'BLAT_ECOLX_Stiffler_2015' is used twice"):
         Plan(config)
+
+
+def test_plan_embedding_shards_and_arguments():
+    config = load("test.yaml")
+    plan = Plan(config)
+    assert plan.embedding_shards("tiny_random", "deeploc_10class") == [
+        "results/embeddings/tiny_random/deeploc_10class.shards/0-of-2.h5", "results/embeddings/tiny_random/deeploc_10class.shards/1-of-2.h5",
+    ]
+    assert shlex.split(plan.embed_args()) == [
+        "--dtype", "float16", "--max-tokens", "4096", "--truncate", "1022", "--layer-norm", "raw", "--precision", "float32",
+        "--long-sequences", "truncate", "--window", "1022", "--overlap", "256", "--shards", "2",
+    ]
+
+
+def test_window_overlap_not_below_the_window_is_a_config_error():
+    config = load("test.yaml")
+    config["embed"].update(long_sequences="window", window=100, overlap=100)
+    with pytest.raises(ConfigError, match=r"embed.overlap 100 must be less than embed.window 100; lower embed.overlap"):
+        Plan(config).embed_args()

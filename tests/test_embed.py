@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from plmexit import models
-from plmexit.embed import EmbedSettings, embed_pooled, reference_pooled, token_batches, truncate_sequences
+from plmexit.embed import EmbedSettings, embed_pooled, reference_pooled, residue_weights, token_batches, truncate_sequences, window_starts
 
 # Different lengths so a batch needs padding; a duplicate; the rare codes X, B, U, Z, O.
 SEQUENCES = [
@@ -265,3 +265,59 @@ def test_a_single_sequence_out_of_memory_is_a_clear_error(tiny_loaded, monkeypat
     monkeypatch.setattr(embed_module, "_forward_pooled", no_memory)
     with pytest.raises(EmbedError, match=r"one sequence of \d+ residues does not fit in cpu memory even alone; lower embed.truncate"):
         list(embed_pooled(tiny_loaded, ["MKTAYIAK", "GG"], EmbedSettings(max_tokens=4096)))
+
+
+# --- long sequences: sliding windows -----------------------------------------------------------
+
+
+def test_window_starts_cover_the_sequence_with_full_windows():
+    assert window_starts(10, window=10, overlap=3) == [0]
+    assert window_starts(50, window=20, overlap=6) == [0, 14, 28, 30]  # the last one ends at residue 50
+    assert window_starts(21, window=20, overlap=0) == [0, 1]
+
+
+def test_window_weights_average_over_coverage_then_mean():
+    weights = residue_weights(8, [0, 2, 4], window=4)
+
+    coverage = np.array([1, 1, 2, 2, 2, 2, 1, 1])
+    np.testing.assert_allclose(np.concatenate(weights), 1 / (8 * np.concatenate([coverage[0:4], coverage[2:6], coverage[4:8]])))
+    assert sum(w.sum() for w in weights) == pytest.approx(1.0)
+
+
+def test_window_mode_equals_the_plain_path_for_sequences_within_the_window(tiny_loaded):
+    plain, _ = collect(embed_pooled(tiny_loaded, SEQUENCES, EmbedSettings(max_tokens=30)), len(SEQUENCES))
+    windowed, _ = collect(embed_pooled(tiny_loaded, SEQUENCES, EmbedSettings(max_tokens=30, long_sequences="window", window=22, overlap=5)), len(SEQUENCES))
+
+    np.testing.assert_array_equal(windowed, plain)
+
+
+def test_a_long_sequence_is_the_mean_of_residue_states_averaged_over_its_windows(tiny_model, tiny_loaded):
+    long = "MKTAYIAKQRQISFVKSHFSRQLEERLGLIEVQAPILSRVGDGTQDNLSGAE"  # 52 residues
+    starts = [0, 14, 28, 32]  # window 20, overlap 6
+    with torch.serialization.safe_globals(models.SAFE_CHECKPOINT_GLOBALS):
+        model, alphabet = esm.pretrained.load_model_and_alphabet_local(tiny_model)
+    model.eval()
+    layers = list(range(model.num_layers + 1))
+    sums, counts = np.zeros((len(layers), len(long), model.embed_dim)), np.zeros(len(long))
+    with torch.no_grad():
+        for start in starts:
+            _, _, tokens = alphabet.get_batch_converter()([("w", long[start : start + 20])])  # its own BOS and EOS
+            reps = model(tokens, repr_layers=layers)["representations"]
+            for layer in layers:
+                sums[layer, start : start + 20] += reps[layer][0, 1:21].numpy()
+            counts[start : start + 20] += 1
+    expected = (sums / counts[None, :, None]).mean(axis=1)[:, None, :]
+
+    settings = EmbedSettings(long_sequences="window", window=20, overlap=6)
+    got, _ = collect(embed_pooled(tiny_loaded, [long, "MKV"], settings), 2)
+
+    assert window_starts(len(long), 20, 6) == starts
+    assert_close(got[:, :1], expected.astype(np.float32))
+    assert not np.allclose(got[:, 0], reference_pooled(tiny_loaded, [long])[:, 0], rtol=1e-2)  # not the whole-sequence pass
+
+
+def test_window_overlap_must_be_less_than_the_window(tiny_loaded):
+    from plmexit.errors import EmbedError
+
+    with pytest.raises(EmbedError, match=r"embed.overlap 20 must be at least 0 and less than embed.window 20; lower embed.overlap"):
+        list(embed_pooled(tiny_loaded, ["MKV"], EmbedSettings(long_sequences="window", window=20, overlap=20)))

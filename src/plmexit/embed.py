@@ -47,7 +47,7 @@ REFERENCE_TOKS_PER_BATCH = 4096
 REFERENCE_EXTRA_TOKS_PER_SEQ = 1
 
 Progress = Callable[[int], None]
-"""Called after every forward batch with the number of residues it finished."""
+"""Called after every forward batch with the number of tokens (residues, BOS and EOS) it finished."""
 
 
 @dataclass(frozen=True)
@@ -131,6 +131,12 @@ def _make_pieces(unique: np.ndarray, settings: EmbedSettings) -> _Pieces:
     return _Pieces(np.array(parent, dtype=np.int64), np.array(start, dtype=np.int64), np.array(length, dtype=np.int64), weights)
 
 
+def work_tokens(sequences: list[str], settings: EmbedSettings) -> int:
+    """Tokens (BOS + residues + EOS of every piece of every distinct sequence) ``embed_pooled`` runs."""
+    pieces = _make_pieces(np.unique(np.asarray(sequences, dtype=object)), settings)
+    return int((pieces.length + 2).sum())
+
+
 def token_batches(lengths: np.ndarray, max_tokens: int) -> list[np.ndarray]:
     """Group indices into length-sorted batches of at most ``max_tokens`` padded tokens.
 
@@ -162,6 +168,45 @@ def prepare_sequences(sequences: list[str], settings: EmbedSettings) -> tuple[li
     if settings.long_sequences == "window":
         return list(sequences), np.zeros(len(sequences), dtype=bool)
     return truncate_sequences(sequences, settings.truncate)
+
+
+def shard_bounds(residues: np.ndarray, shards: int) -> np.ndarray:
+    """``(shards + 1,)`` row boundaries cutting a task into contiguous shards of about equal residues.
+
+    Every shard gets at least one row when there are enough rows; the cut depends only on the
+    residue counts, so every job of a sharded task computes the same bounds.
+    """
+    n = len(residues)
+    if shards < 1:
+        raise ValueError(f"shards must be at least 1, got {shards}")
+    cumulative = np.concatenate([[0], np.cumsum(np.asarray(residues, dtype=np.float64))])
+    targets = cumulative[-1] * np.arange(1, shards) / shards
+    inner = np.searchsorted(cumulative, targets, side="left")
+    bounds = np.concatenate([[0], inner, [n]]).astype(np.int64)
+    # Monotone, and strictly increasing while rows last, so no shard is empty unless rows run out.
+    for k in range(1, shards):
+        bounds[k] = min(max(bounds[k], bounds[k - 1] + 1), n)
+    return bounds
+
+
+def plan_parts(sequences: list[str], budget_residues: int) -> list[np.ndarray]:
+    """Split positions into parts of about ``budget_residues`` residues, keeping identical
+    sequences in one part (so each is embedded once) and following first occurrence (so a part's
+    rows are nearly contiguous and the store is written sequentially). Deterministic: a resumed run
+    sees the same parts."""
+    unique, first, inverse = np.unique(np.asarray(sequences, dtype=object), return_index=True, return_inverse=True)
+    inverse = inverse.reshape(-1)
+    owners = _group_positions(inverse, len(unique))
+    parts, current, size = [], [], 0
+    for u in np.argsort(first, kind="stable"):
+        current.append(owners[u])
+        size += len(unique[u])
+        if size >= budget_residues:
+            parts.append(np.sort(np.concatenate(current)))
+            current, size = [], 0
+    if current:
+        parts.append(np.sort(np.concatenate(current)))
+    return parts
 
 
 # --- the forward pass ---------------------------------------------------------------------------
@@ -302,7 +347,7 @@ def embed_pooled(
             if remaining[parent] == 0:
                 finished.append(parent)
         if progress is not None:
-            progress(int(pieces.length[batch].sum()))
+            progress(int((pieces.length[batch] + 2).sum()))
         if not finished:
             continue
         positions = np.concatenate([owners[i] for i in finished])
