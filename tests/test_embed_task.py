@@ -65,7 +65,7 @@ def assert_same_store(a: Path, b: Path) -> None:
 
 
 def test_sharded_embedding_gathers_into_the_unsharded_store(tmp_path, task, manifest):
-    settings = EmbedSettings(max_tokens=100)
+    settings = EmbedSettings(max_tokens=100, truncate=30)  # some sequences truncated, in several shards
     steps.embed_task(manifest, task, tmp_path / "whole.h5", settings, "float32")
     shard_files = [tmp_path / f"shards/{k}-of-3.h5" for k in range(3)]
     for k, path in enumerate(shard_files):
@@ -78,6 +78,7 @@ def test_sharded_embedding_gathers_into_the_unsharded_store(tmp_path, task, mani
     np.testing.assert_array_equal(gathered["lengths"], whole["lengths"])
     np.testing.assert_allclose(gathered["embeddings"], whole["embeddings"], rtol=1e-5, atol=1e-6)  # other batches, same values
     assert gathered_attrs == {**whole_attrs, "shards": 3}
+    assert whole_attrs["n_truncated"] == int(whole["truncated"].sum()) > 1
     assert gathered_attrs["input_sha256"] == sequences_sha256(*pd.read_csv(task, sep="\t")[["id", "sequence"]].T.values)
     assert sorted(p.name for p in tmp_path.rglob("*") if p.name.startswith(".")) == []  # no parts or temporary files left
 

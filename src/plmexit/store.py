@@ -113,7 +113,7 @@ def _plain(value):
 
 
 # Attributes that describe one shard only; ``gather`` drops them from the task's store.
-SHARD_ATTRS = ("shard", "row_start", "row_stop", "input_sha256", "task_input_sha256")
+SHARD_ATTRS = ("shard", "row_start", "row_stop", "input_sha256", "task_input_sha256", "n_truncated")
 # Rows read at a time when gathering: bounds memory whatever the task's size (34 layers x 1,280
 # wide x 1,024 rows in float32 is 178 MB).
 _GATHER_ROWS = 1024
@@ -151,7 +151,9 @@ def gather(shards: list[str | Path], out: str | Path, attrs: dict) -> None:
             lengths.append(handle["lengths"][()])
             truncated.append(handle["truncated"][()])
     n_layers, dim = infos[0][3][0] - 1, infos[0][3][2]
-    with create_store(out, ids, n_layers, dim, first["dtype"], {**common, **attrs}, np.concatenate(lengths), np.concatenate(truncated)) as writer:
+    truncated = np.concatenate(truncated)
+    attrs = {**common, "n_truncated": int(truncated.sum()), **attrs}
+    with create_store(out, ids, n_layers, dim, first["dtype"], attrs, np.concatenate(lengths), truncated) as writer:
         for _, path, a, shape, _ in infos:
             with _open(path) as handle:
                 data = handle["embeddings"]
