@@ -70,6 +70,48 @@ def padded_tokens(batches, sequences: list[str]) -> int:
     return int(sum(len(b) * (max(len(sequences[i]) for i in b) + 2) for b in batches))
 
 
+def levers(loaded, sequences: list[str], device: str, precision: str, repeats: int) -> dict:
+    """Wall-clock of one batch under each lever, variants interleaved within every repeat (median s).
+
+    ``fair_esm_forward``: fair-esm's module forward (hand-written attention, LM head) with pooling
+    on the device; ``fused_math_attention``: plmexit's forward with attention unfused (SDPA's math
+    backend: scores materialised, as fair-esm does); ``fused``: plmexit's forward as shipped.
+    """
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    encoder = embed.FastEncoder(loaded, device, precision)
+    _, _, tokens = loaded.alphabet.get_batch_converter()([(str(i), s) for i, s in enumerate(sequences)])
+    tokens = tokens.to(device)
+    residues = (tokens != loaded.alphabet.padding_idx) & (tokens != loaded.alphabet.cls_idx) & (tokens != loaded.alphabet.eos_idx)
+    weights = residues / residues.sum(dim=1, keepdim=True)
+    layers = list(range(loaded.num_layers + 1))
+
+    @torch.inference_mode()
+    def fair_esm_forward():
+        reps = loaded.model(tokens, repr_layers=layers)["representations"]
+        return torch.stack([torch.bmm(weights.unsqueeze(1), reps[k]).squeeze(1) for k in layers])
+
+    def fused_math_attention():
+        with sdpa_kernel([SDPBackend.MATH]):
+            return encoder.pooled(tokens, weights, "raw")
+
+    variants = {"fair_esm_forward": fair_esm_forward, "fused_math_attention": fused_math_attention,
+                "fused": lambda: encoder.pooled(tokens, weights, "raw")}
+    for f in variants.values():
+        f()
+    seconds = {k: [] for k in variants}
+    for _ in range(repeats):
+        for name, f in variants.items():
+            synchronize(device)
+            begin = time.perf_counter()
+            f()
+            synchronize(device)
+            seconds[name].append(time.perf_counter() - begin)
+    median = {k: float(np.median(v)) for k, v in seconds.items()}
+    return {"batch_sequences": len(sequences), "batch_tokens": int(tokens.numel()), "repeats": repeats, "median_s": median,
+            "speedup_over_fair_esm_forward": {k: median["fair_esm_forward"] / v for k, v in median.items()}}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
@@ -77,6 +119,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--n", type=int, default=400, help="BLAT_ECOLX variants to embed (default 400)")
     parser.add_argument("--chunk", type=int, default=56, help="sequences per alternating chunk (default 56: 4 batches of 14)")
     parser.add_argument("--warmup-sequences", type=int, default=14, help="sequences in each path's cold warm-up call (default 14: one batch)")
+    parser.add_argument("--lever-repeats", type=int, default=3, help="repeats of the one-batch lever comparison (default 3; 0 skips it)")
     parser.add_argument("--precision", choices=list(embed.PRECISIONS), help="our compute precision (default fp32 on CPU, bf16 on CUDA)")
     parser.add_argument("--max-tokens", type=int, default=4096, help="our padded tokens per batch (default 4096)")
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (default: torch's choice)")
@@ -84,7 +127,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", required=True, help="JSON file to write")
     args = parser.parse_args(argv)
     if args.quick:
-        args.n = 100
+        args.n, args.lever_repeats = 100, 1
     if args.threads:
         torch.set_num_threads(args.threads)
     arch, n_layers, dim, heads, default_precision = ARCHITECTURES[args.device]
@@ -131,6 +174,7 @@ def main(argv: list[str] | None = None) -> int:
         for i, chunk in enumerate(chunks):
             for path_name in (("reference", "ours") if i % 2 == 0 else ("ours", "reference")):
                 run(path_name, chunk)
+        lever_result = levers(loaded, sequences[: args.warmup_sequences], args.device, precision, args.lever_repeats) if args.lever_repeats else None
     peak_after = gemm_peak(args.device, peak_dtype, gemm_n, 5)
     peak = max(peak_before, peak_after)
 
@@ -182,6 +226,7 @@ def main(argv: list[str] | None = None) -> int:
             "ours_batches": len(ours_batches),
             "note": "the reference also runs fair-esm's LM head (a dense layer, layer norm and vocabulary projection per token), which ours skips",
         },
+        "levers": lever_result,
         "chunk_seconds": times,
     }
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
