@@ -17,7 +17,7 @@ import pytest
 
 from plmexit import steps, store
 from plmexit.cli import ProgressBar
-from plmexit.embed import EmbedSettings
+from plmexit.embed import EmbedSettings, shard_bounds
 from plmexit.errors import StoreError
 from plmexit.tasks import TASK_COLUMNS, sequences_sha256
 
@@ -81,6 +81,26 @@ def test_sharded_embedding_gathers_into_the_unsharded_store(tmp_path, task, mani
     assert whole_attrs["n_truncated"] == int(whole["truncated"].sum()) > 1
     assert gathered_attrs["input_sha256"] == sequences_sha256(*pd.read_csv(task, sep="\t")[["id", "sequence"]].T.values)
     assert sorted(p.name for p in tmp_path.rglob("*") if p.name.startswith(".")) == []  # no parts or temporary files left
+
+
+def test_shard_bounds_balance_residues_and_leave_no_gap():
+    np.testing.assert_array_equal(shard_bounds(np.array([1, 1, 1, 1]), 2), [0, 2, 4])
+    np.testing.assert_array_equal(shard_bounds(np.array([10, 1, 1, 1, 1]), 2), [0, 1, 5])  # the long one alone
+    np.testing.assert_array_equal(shard_bounds(np.array([3, 4]), 3), [0, 1, 2, 2])  # more shards than rows: one is empty
+    np.testing.assert_array_equal(shard_bounds(np.array([5, 5, 5]), 1), [0, 3])
+
+
+def test_more_shards_than_sequences(tmp_path, manifest):
+    task = write_task(tmp_path / "two.tsv", 2, duplicates=False)
+    paths = [tmp_path / f"{k}-of-3.h5" for k in range(3)]
+    for k, path in enumerate(paths):
+        steps.embed_task(manifest, task, path, EmbedSettings(), "float32", shard=k, shards=3)
+
+    steps.gather_embeddings(paths, tmp_path / "out.h5")
+
+    steps.embed_task(manifest, task, tmp_path / "whole.h5", EmbedSettings(), "float32")
+    np.testing.assert_allclose(store.read_layer(tmp_path / "out.h5", 2), store.read_layer(tmp_path / "whole.h5", 2), rtol=1e-5, atol=1e-6)
+    assert store.read_info(paths[2]).ids.tolist() == []
 
 
 def test_gather_refuses_a_missing_shard(tmp_path, task, manifest):

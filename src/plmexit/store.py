@@ -89,7 +89,9 @@ def create_store(
     rows = int(min(max(n, 1), max(1, _CHUNK_BYTES // (dim * itemsize))))
     with atomic_path(path) as tmp:
         with h5py.File(tmp, "w") as handle:
-            handle.create_dataset("embeddings", shape=(n_layers + 1, n, dim), dtype=DTYPES[dtype], chunks=(1, rows, dim))
+            # An empty shard (more shards than rows) has no chunks: HDF5 chunks may not exceed the shape.
+            chunks = (1, rows, dim) if n else None
+            handle.create_dataset("embeddings", shape=(n_layers + 1, n, dim), dtype=DTYPES[dtype], chunks=chunks)
             handle.create_dataset("ids", data=np.asarray(ids, dtype=object), dtype=h5py.string_dtype("utf-8"))
             handle.create_dataset("lengths", data=np.asarray(lengths, dtype=np.int64))
             handle.create_dataset("truncated", data=np.asarray(truncated, dtype=bool))
