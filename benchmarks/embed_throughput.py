@@ -13,7 +13,7 @@ before and after the run); achieved FLOP/s count 2 x parameters per token plus a
 (``plmexit.cost.block_flops_per_token``) over the real (unpadded) tokens.
 
     python benchmarks/embed_throughput.py --device cpu --out embed_throughput.json           # ESM2-35M arch, 400 BLAT_ECOLX variants
-    python benchmarks/embed_throughput.py --device cpu --quick --out embed_throughput.json   # 100 variants, about a minute
+    python benchmarks/embed_throughput.py --device cpu --quick --out embed_throughput.json   # 56 variants, about a minute on 2 quiet cores
     python benchmarks/embed_throughput.py --device cuda --out embed_throughput_gpu.json       # ESM2-650M arch, bf16
 """
 
@@ -115,7 +115,7 @@ def levers(loaded, sequences: list[str], device: str, precision: str, repeats: i
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
-    parser.add_argument("--quick", action="store_true", help="100 variants (about a minute on 2 CPU cores)")
+    parser.add_argument("--quick", action="store_true", help="56 variants in 2 chunks, levers once (about a minute on 2 quiet CPU cores)")
     parser.add_argument("--n", type=int, default=400, help="BLAT_ECOLX variants to embed (default 400)")
     parser.add_argument("--chunk", type=int, default=56, help="sequences per alternating chunk (default 56: 4 batches of 14)")
     parser.add_argument("--warmup-sequences", type=int, default=14, help="sequences in each path's cold warm-up call (default 14: one batch)")
@@ -127,7 +127,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", required=True, help="JSON file to write")
     args = parser.parse_args(argv)
     if args.quick:
-        args.n, args.lever_repeats = 100, 1
+        args.n, args.chunk, args.lever_repeats = 56, 28, 1
     if args.threads:
         torch.set_num_threads(args.threads)
     arch, n_layers, dim, heads, default_precision = ARCHITECTURES[args.device]
