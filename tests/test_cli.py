@@ -17,8 +17,8 @@ from plmexit.select import ACROSS_TASK_COLUMNS, PROBE_COLUMNS, SUMMARY_COLUMNS
 from plmexit.tasks import sequences_sha256
 
 SUBCOMMANDS = [
-    "make-test-model", "fetch-model", "fetch-data", "prepare", "embed", "cost", "probe", "select", "summarize", "summarize-proteingym",
-    "plot", "plot-summary",
+    "make-test-model", "fetch-model", "fetch-data", "prepare", "embed", "gather-embeddings", "cost", "probe", "select", "summarize",
+    "summarize-proteingym", "plot", "plot-summary",
 ]
 PREDICTION_COLUMNS = ["model", "task", "layer", "fold", "id", "label", "prediction"]
 

@@ -175,3 +175,22 @@ def test_proteingym_filters_read_the_reference_table(shared_data):
     config["data"] = {}
     with pytest.raises(ConfigError, match=r"filter reads the reference table while planning, but results/data/proteingym/reference_files/DMS_substitutions.csv does not exist"):
         Plan(config)
+
+
+def test_plan_embedding_shards_and_arguments():
+    config = load("test.yaml")
+    plan = Plan(config)
+    assert plan.embedding_shards("tiny_random", "deeploc_10class") == [
+        "results/embeddings/tiny_random/deeploc_10class.shards/0-of-2.h5", "results/embeddings/tiny_random/deeploc_10class.shards/1-of-2.h5",
+    ]
+    assert shlex.split(plan.embed_args()) == [
+        "--dtype", "float16", "--max-tokens", "4096", "--truncate", "1022", "--layer-norm", "raw", "--precision", "float32",
+        "--long-sequences", "truncate", "--window", "1022", "--overlap", "256", "--shards", "2",
+    ]
+
+
+def test_window_overlap_not_below_the_window_is_a_config_error():
+    config = load("test.yaml")
+    config["embed"].update(long_sequences="window", window=100, overlap=100)
+    with pytest.raises(ConfigError, match=r"embed.overlap 100 must be less than embed.window 100; lower embed.overlap"):
+        Plan(config).embed_args()

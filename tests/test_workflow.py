@@ -119,6 +119,9 @@ def test_pipeline_writes_every_output(finished_run):
             assert embeddings.dtype == "float16" and embeddings.chunks[0] == 1
             assert store.attrs["complete"] and store.attrs["layer_norm"] == "raw"
             assert store.attrs["model"] == "esm2_t4_64d_4h_seed0_random"
+            assert store.attrs["shards"] == 2 and store.attrs["long_sequences"] == "truncate"  # config/test.yaml shards every task
+    shards = results / "embeddings" / "tiny_random" / "BLAT_ECOLX_Stiffler_2015.shards"
+    assert not shards.exists() or not any(shards.iterdir())  # shard stores are temporary
     # One embedding set per assay, shared by its fold schemes; the official files were staged from the local copies.
     assert sorted(p.stem for p in (results / "embeddings" / "tiny_random").glob("*.h5")) == sorted({spec[0] for spec in TASKS.values()})
     assert (results / "data" / "deepfri_ec" / "nrPDB-EC_2020.04_annot.tsv").is_file()
@@ -138,7 +141,7 @@ def test_rerun_does_nothing_and_changed_setting_reruns_only_what_it_affects(fini
     jobs = rerun.stdout + rerun.stderr
     for rule in ("select_layer", "summarize_layers", "plot_layers", "plot_summary"):
         assert rule in jobs
-    for rule in ("embed_task", "probe_layers", "prepare_task", "fetch_model", "measure_cost"):
+    for rule in ("embed_shard", "gather_embeddings", "probe_layers", "prepare_task", "fetch_model", "measure_cost"):
         assert rule not in jobs
 
 
@@ -162,7 +165,7 @@ def test_default_config_builds_its_dag(tmp_path, shared_data):
     config = write_config(tmp_path, shared_data, name="config.yaml")
     run = snakemake(tmp_path, "--cores", "1", "--configfile", str(config), "--dry-run")
     assert run.returncode == 0, run.stderr
-    for rule in ("fetch_model", "fetch_data", "prepare_task", "embed_task", "measure_cost", "probe_layers", "select_layer", "plot_layers",
+    for rule in ("fetch_model", "fetch_data", "prepare_task", "embed_shard", "gather_embeddings", "measure_cost", "probe_layers", "select_layer", "plot_layers",
                  "summarize_layers", "summarize_proteingym", "plot_summary"):
         assert f"rule {rule}:" in run.stdout, rule
     assert "No validator found" not in run.stdout + run.stderr

@@ -73,16 +73,65 @@ def cmd_prepare(args) -> None:
     prepare_task(spec, args.out, args.info_out)
 
 
+class ProgressBar:
+    """A one-line progress bar with tokens per second on stderr: redrawn in place on a terminal,
+    a new line every ``every_s`` seconds otherwise (Snakemake writes stderr to the rule's log)."""
+
+    WIDTH = 30
+
+    def __init__(self, stream, every_s: float = 10.0):
+        self.stream, self.every_s = stream, every_s
+        self.tty = stream.isatty()
+        self.last = None
+
+    def __call__(self, done: int, total: int, seconds: float) -> None:
+        finished = done >= total
+        if not finished and self.last is not None and seconds - self.last < (0.25 if self.tty else self.every_s):
+            return
+        self.last = seconds
+        fraction = min(done / total, 1.0) if total else 1.0
+        rate = done / seconds if seconds > 0 else 0.0
+        eta = (total - done) / rate if rate > 0 else float("nan")
+        filled = int(round(fraction * self.WIDTH))
+        line = (
+            f"embed [{'#' * filled}{'.' * (self.WIDTH - filled)}] {100 * fraction:5.1f}% "
+            f"{done:,}/{total:,} tokens, {rate:,.0f} tokens/s, {seconds:,.0f} s elapsed"
+            + ("" if finished or eta != eta else f", about {eta:,.0f} s left")
+        )
+        if self.tty:
+            self.stream.write("\r" + line + ("\n" if finished else ""))
+        else:
+            self.stream.write(line + "\n")
+        self.stream.flush()
+
+
+def _embed_settings(args):
+    from plmexit.embed import EmbedSettings
+    from plmexit.steps import resolve_device
+
+    return EmbedSettings(
+        max_tokens=args.max_tokens, truncate=args.truncate, layer_norm=args.layer_norm, device=resolve_device(args.device),
+        precision=args.precision, long_sequences=args.long_sequences, window=args.window, overlap=args.overlap,
+    )
+
+
 def cmd_embed(args) -> None:
     import torch
 
-    from plmexit.embed import EmbedSettings
-    from plmexit.steps import embed_task, resolve_device
+    from plmexit.steps import embed_task
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    settings = EmbedSettings(max_tokens=args.max_tokens, truncate=args.truncate, layer_norm=args.layer_norm, device=resolve_device(args.device))
-    embed_task(args.model, args.task, args.out, settings, args.dtype)
+    if (args.shard is None) != (args.shards is None):
+        raise PlmexitError("--shard and --shards go together; give both (a shard index and the task's shard count) or neither")
+    progress = None if args.no_progress else ProgressBar(sys.stderr)
+    embed_task(args.model, args.task, args.out, _embed_settings(args), args.dtype, args.shard, args.shards or 1, progress)
+
+
+def cmd_gather(args) -> None:
+    from plmexit.steps import gather_embeddings
+
+    gather_embeddings(args.shards, args.out)
 
 
 def cmd_cost(args) -> None:
@@ -161,7 +210,7 @@ def _add_model_run_arguments(p: argparse.ArgumentParser, out: str) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from plmexit.embed import LAYER_NORM_CONVENTIONS
+    from plmexit.embed import ESM2_MAX_RESIDUES, LAYER_NORM_CONVENTIONS, LONG_SEQUENCE_MODES, PRECISIONS
     from plmexit.probes import DEFAULT_LOGISTIC_CS, DEFAULT_RIDGE_ALPHAS, METRICS
     from plmexit.tasks import FORMATS
 
@@ -229,7 +278,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dtype", choices=["float16", "float32"], default="float16", help="storage precision (default float16)")
     p.add_argument("--max-tokens", type=_positive_int, default=4096, help="padded tokens per batch (default 4096)")
     p.add_argument("--layer-norm", choices=list(LAYER_NORM_CONVENTIONS), default="raw", help="layer-norm convention for intermediate layers (default raw)")
+    p.add_argument("--precision", choices=list(PRECISIONS), default="float32", help="compute precision (default float32; bfloat16 on GPUs)")
+    p.add_argument("--long-sequences", choices=list(LONG_SEQUENCE_MODES), default="truncate",
+                   help="truncate (keep the first --truncate residues, default) or window (average over sliding windows)")
+    p.add_argument("--window", type=_positive_int, default=ESM2_MAX_RESIDUES, help=f"window mode: residues per window (default {ESM2_MAX_RESIDUES})")
+    p.add_argument("--overlap", type=int, default=256, help="window mode: residues shared by consecutive windows (default 256)")
+    p.add_argument("--shard", type=int, help="embed only this shard (0-based) of --shards; writes a shard store for gather-embeddings")
+    p.add_argument("--shards", type=_positive_int, help="number of shards the task is cut into")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar (progress is then logged every 10 s)")
     p.set_defaults(func=cmd_embed)
+
+    p = sub.add_parser("gather-embeddings", help="stream a task's shard stores into the task's HDF5 store")
+    p.add_argument("shards", nargs="+", help="every shard store of the task (from embed --shard K --shards N)")
+    p.add_argument("--out", required=True, help="HDF5 store to write")
+    p.set_defaults(func=cmd_gather)
 
     p = sub.add_parser("cost", help="analytic FLOPs (task lengths) and measured forward time (a sample, on --device) per depth")
     _add_model_run_arguments(p, out="cost JSON to write")

@@ -6,9 +6,15 @@ Layout::
     /ids         (n_sequences,)                    utf-8 strings, in task-table order
     /lengths     (n_sequences,)                    residues before truncation
     /truncated   (n_sequences,)                    bool
-    attrs: model, checkpoint_sha256, versions, pooling, layer_norm, truncation, input_sha256, ...
+    attrs: model, checkpoint_sha256, versions, pooling, layer_norm, long_sequences, precision,
+           input_sha256, shards, ...
 
-Invariant: a store at its final path is complete. It is written to a hidden temporary sibling,
+A *shard store* has the same layout for a contiguous row range of a task (attrs ``shard``,
+``row_start``, ``row_stop``); ``gather`` streams shard stores into the task's store. A *part* is a
+small file of finished rows (``/indices``, ``/embeddings``) that lets an interrupted embedding
+resume where it stopped.
+
+Invariant: a store (or part) at its final path is complete. It is written to a hidden temporary sibling,
 ``complete`` is set last, and only then is it renamed into place; readers refuse files without
 ``complete``. One chunk never spans two layers, so reading one layer reads no other. This is the
 only module that imports ``h5py``.
@@ -51,7 +57,12 @@ class StoreWriter:
 
     def write(self, indices: np.ndarray, block: np.ndarray) -> None:
         """Write ``block`` (layers, len(indices), dim) at sorted, unique sequence ``indices``."""
-        self._data[:, indices, :] = block.astype(self._data.dtype)
+        indices = np.asarray(indices)
+        block = block.astype(self._data.dtype, copy=False)
+        if len(indices) and indices[-1] - indices[0] + 1 == len(indices):  # contiguous: one hyperslab
+            self._data[:, int(indices[0]) : int(indices[-1]) + 1, :] = block
+        else:
+            self._data[:, indices, :] = block
         self._written[indices] = True
 
     @property
@@ -78,7 +89,9 @@ def create_store(
     rows = int(min(max(n, 1), max(1, _CHUNK_BYTES // (dim * itemsize))))
     with atomic_path(path) as tmp:
         with h5py.File(tmp, "w") as handle:
-            handle.create_dataset("embeddings", shape=(n_layers + 1, n, dim), dtype=DTYPES[dtype], chunks=(1, rows, dim))
+            # An empty shard (more shards than rows) has no chunks: HDF5 chunks may not exceed the shape.
+            chunks = (1, rows, dim) if n else None
+            handle.create_dataset("embeddings", shape=(n_layers + 1, n, dim), dtype=DTYPES[dtype], chunks=chunks)
             handle.create_dataset("ids", data=np.asarray(ids, dtype=object), dtype=h5py.string_dtype("utf-8"))
             handle.create_dataset("lengths", data=np.asarray(lengths, dtype=np.int64))
             handle.create_dataset("truncated", data=np.asarray(truncated, dtype=bool))
@@ -99,6 +112,71 @@ def _plain(value):
     if isinstance(value, str):
         return value.encode().decode()
     return value.item() if isinstance(value, np.generic) else value
+
+
+# Attributes that describe one shard only; ``gather`` drops them from the task's store.
+SHARD_ATTRS = ("shard", "row_start", "row_stop", "input_sha256", "task_input_sha256", "n_truncated")
+# Rows read at a time when gathering: bounds memory whatever the task's size (34 layers x 1,280
+# wide x 1,024 rows in float32 is 178 MB).
+_GATHER_ROWS = 1024
+
+
+def gather(shards: list[str | Path], out: str | Path, attrs: dict) -> None:
+    """Stream shard stores, ordered by ``shard``, into one store at ``out`` with ``attrs`` on top
+    of the shards' common attributes. The shards must tile rows ``0..n`` with no gap or overlap."""
+    infos = []
+    for path in shards:
+        with _open(path) as handle:
+            if "shard" not in handle.attrs:
+                raise StoreError(f"{path}: not a shard store (no 'shard' attribute); pass the files written by `plmexit embed --shards`")
+            a = {k: (v.item() if isinstance(v, np.generic) else v) for k, v in handle.attrs.items()}
+            infos.append((a["shard"], path, a, handle["embeddings"].shape, handle["embeddings"].dtype))
+    infos.sort(key=lambda item: item[0])
+    first = infos[0][2]
+    common = {k: v for k, v in first.items() if k not in SHARD_ATTRS + ("complete", "format_version", "dtype", "n_layers")}
+    expected_row = 0
+    for index, (shard, path, a, _shape, _) in enumerate(infos):
+        differing = sorted(k for k in common if a.get(k) != common[k])
+        if differing:
+            raise StoreError(f"{path}: shard differs from shard {infos[0][0]} in {', '.join(differing)}; re-embed the shards with one configuration")
+        if shard != index or a["row_start"] != expected_row:
+            raise StoreError(
+                f"{path}: shard {shard} starts at row {a['row_start']}, expected shard {index} at row {expected_row}; pass every shard of the task once"
+            )
+        expected_row = a["row_stop"]
+    if len(infos) != first["shards"]:
+        raise StoreError(f"{infos[0][1]}: the task has {first['shards']} shards but {len(infos)} were given; pass every shard")
+    ids, lengths, truncated = [], [], []
+    for _, path, _, _, _ in infos:
+        with _open(path) as handle:
+            ids.extend(handle["ids"].asstr()[()])
+            lengths.append(handle["lengths"][()])
+            truncated.append(handle["truncated"][()])
+    n_layers, dim = infos[0][3][0] - 1, infos[0][3][2]
+    truncated = np.concatenate(truncated)
+    attrs = {**common, "n_truncated": int(truncated.sum()), **attrs}
+    with create_store(out, ids, n_layers, dim, first["dtype"], attrs, np.concatenate(lengths), truncated) as writer:
+        for _, path, a, shape, _ in infos:
+            with _open(path) as handle:
+                data = handle["embeddings"]
+                for start in range(0, shape[1], _GATHER_ROWS):
+                    stop = min(start + _GATHER_ROWS, shape[1])
+                    writer.write(np.arange(a["row_start"] + start, a["row_start"] + stop), data[:, start:stop, :])
+
+
+def write_part(path: str | Path, indices: np.ndarray, block: np.ndarray, dtype: str) -> None:
+    """Write finished rows (sorted ``indices`` into the store, ``block`` (layers, rows, dim)) atomically."""
+    with atomic_path(path) as tmp:
+        with h5py.File(tmp, "w") as handle:
+            handle.create_dataset("indices", data=np.asarray(indices, dtype=np.int64))
+            handle.create_dataset("embeddings", data=block.astype(DTYPES[dtype]))
+            handle.attrs["complete"] = True
+
+
+def read_part(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
+    """``(indices, block)`` of a part written by ``write_part``."""
+    with _open(path) as handle:
+        return handle["indices"][()], handle["embeddings"][()]
 
 
 def _open(path: str | Path) -> h5py.File:

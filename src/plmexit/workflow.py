@@ -238,9 +238,18 @@ class Plan:
     # steps -------------------------------------------------------------------------------------
     def embed_args(self) -> str:
         e = self.config["embed"]
+        if e["long_sequences"] == "window" and e["overlap"] >= e["window"]:
+            raise ConfigError(f"config: embed.overlap {e['overlap']} must be less than embed.window {e['window']}; lower embed.overlap")
         return shlex.join(
-            ["--dtype", e["dtype"], "--max-tokens", str(e["max_tokens"]), "--truncate", str(e["truncate"]), "--layer-norm", e["layer_norm"]]
+            ["--dtype", e["dtype"], "--max-tokens", str(e["max_tokens"]), "--truncate", str(e["truncate"]), "--layer-norm", e["layer_norm"],
+             "--precision", e["precision"], "--long-sequences", e["long_sequences"], "--window", str(e["window"]), "--overlap", str(e["overlap"]),
+             "--shards", str(e["shards"])]
         )
+
+    def embedding_shards(self, model: str, task: str) -> list[str]:
+        """Shard stores of one (model, task), one Snakemake job each; gathered into its store."""
+        n = self.config["embed"]["shards"]
+        return [f"{RESULTS}/embeddings/{model}/{task}.shards/{k}-of-{n}.h5" for k in range(n)]
 
     def probe_args(self, task: str) -> str:
         p = self.config["probe"]

@@ -1,17 +1,32 @@
-# {task} here is an embedding set: the tasks that share its sequences (a ProteinGym assay's three fold schemes) share it.
-rule embed_task:
+# {task} here is an embedding set: the tasks that share its sequences (a ProteinGym assay's three
+# fold schemes) share it. One job per shard (embed.shards); a killed job resumes from its finished
+# parts when rerun; the shards are gathered into the set's store.
+rule embed_shard:
     input:
         model="results/models/{model}.json",
         task=lambda w: plan.embedding_table(w.task),
     output:
-        "results/embeddings/{model}/{task}.h5",
+        temp("results/embeddings/{model}/{task}.shards/{shard}-of-{shards}.h5"),
     params:
         args=plan.embed_args(),
     threads: 2
     log:
-        "results/logs/embed_task/{model}/{task}.log",
+        "results/logs/embed_shard/{model}/{task}/{shard}-of-{shards}.log",
     conda:
         "../../envs/embed.yaml"
     shell:
-        "plmexit embed --model {input.model} --task {input.task} {params.args}"
+        "plmexit embed --model {input.model} --task {input.task} {params.args} --shard {wildcards.shard}"
         " --device auto --threads {threads} --out {output} 2> {log}"
+
+
+rule gather_embeddings:
+    input:
+        lambda w: plan.embedding_shards(w.model, w.task),
+    output:
+        "results/embeddings/{model}/{task}.h5",
+    log:
+        "results/logs/gather_embeddings/{model}/{task}.log",
+    conda:
+        "../../envs/embed.yaml"
+    shell:
+        "plmexit gather-embeddings --out {output} {input} 2> {log}"
