@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 import torch
 
-from plmexit import cost, models, steps, tasks
+from plmexit import cost, model_steps, models, tasks
 from plmexit.embed import EmbedSettings
 
 
@@ -101,11 +101,11 @@ def test_forward_to_depth_computes_what_the_full_forward_computes(counted_model)
 
 
 def test_measure_cost_writes_the_json(tiny_model, tiny_model_sha256, tmp_path):
-    steps.fetch_model(tmp_path / "model.json", checkpoint=tiny_model)
+    model_steps.fetch_model(tmp_path / "model.json", checkpoint=tiny_model)
     table = pd.DataFrame({"id": ["a", "b", "c"], "sequence": ["MKTAY", "MKTAYIAKQRQISFV", "QIS"], "label": [0.1, 0.2, 0.3], "fold": [0, 1, 0]})
     tasks.write_task_table(table, tmp_path / "task.tsv")
 
-    result = steps.measure_cost(tmp_path / "model.json", tmp_path / "task.tsv", tmp_path / "cost.json",
+    result = model_steps.measure_cost(tmp_path / "model.json", tmp_path / "task.tsv", tmp_path / "cost.json",
                                 EmbedSettings(truncate=10, device="cpu"), sample_sequences=5, repeats=2, seed=0)
 
     written = json.loads((tmp_path / "cost.json").read_text())

@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from plmexit import steps, store
+from plmexit import model_steps, steps, store
 from plmexit.cli import ProgressBar
 from plmexit.embed import EmbedSettings, shard_bounds
 from plmexit.errors import StoreError
@@ -66,10 +66,10 @@ def assert_same_store(a: Path, b: Path) -> None:
 
 def test_sharded_embedding_gathers_into_the_unsharded_store(tmp_path, task, manifest):
     settings = EmbedSettings(max_tokens=100, truncate=30)  # some sequences truncated, in several shards
-    steps.embed_task(manifest, task, tmp_path / "whole.h5", settings, "float32")
+    model_steps.embed_task(manifest, task, tmp_path / "whole.h5", settings, "float32")
     shard_files = [tmp_path / f"shards/{k}-of-3.h5" for k in range(3)]
     for k, path in enumerate(shard_files):
-        steps.embed_task(manifest, task, path, settings, "float32", shard=k, shards=3)
+        model_steps.embed_task(manifest, task, path, settings, "float32", shard=k, shards=3)
 
     steps.gather_embeddings(list(reversed(shard_files)), tmp_path / "gathered.h5")  # any order
 
@@ -94,11 +94,11 @@ def test_more_shards_than_sequences(tmp_path, manifest):
     task = write_task(tmp_path / "two.tsv", 2, duplicates=False)
     paths = [tmp_path / f"{k}-of-3.h5" for k in range(3)]
     for k, path in enumerate(paths):
-        steps.embed_task(manifest, task, path, EmbedSettings(), "float32", shard=k, shards=3)
+        model_steps.embed_task(manifest, task, path, EmbedSettings(), "float32", shard=k, shards=3)
 
     steps.gather_embeddings(paths, tmp_path / "out.h5")
 
-    steps.embed_task(manifest, task, tmp_path / "whole.h5", EmbedSettings(), "float32")
+    model_steps.embed_task(manifest, task, tmp_path / "whole.h5", EmbedSettings(), "float32")
     np.testing.assert_allclose(store.read_layer(tmp_path / "out.h5", 2), store.read_layer(tmp_path / "whole.h5", 2), rtol=1e-5, atol=1e-6)
     assert store.read_info(paths[2]).ids.tolist() == []
 
@@ -107,7 +107,7 @@ def test_gather_refuses_a_missing_shard(tmp_path, task, manifest):
     settings = EmbedSettings(max_tokens=100)
     paths = [tmp_path / f"{k}-of-3.h5" for k in range(3)]
     for k in (0, 2):
-        steps.embed_task(manifest, task, paths[k], settings, "float16", shard=k, shards=3)
+        model_steps.embed_task(manifest, task, paths[k], settings, "float16", shard=k, shards=3)
 
     with pytest.raises(StoreError, match=r"2-of-3.h5: shard 2 starts at row \d+, expected shard 1 at row \d+; pass every shard"):
         steps.gather_embeddings([paths[0], paths[2]], tmp_path / "out.h5")
@@ -115,7 +115,7 @@ def test_gather_refuses_a_missing_shard(tmp_path, task, manifest):
 
 
 def test_a_shard_store_is_not_a_task_store(tmp_path, task, manifest):
-    steps.embed_task(manifest, task, tmp_path / "whole.h5", EmbedSettings(), "float16")
+    model_steps.embed_task(manifest, task, tmp_path / "whole.h5", EmbedSettings(), "float16")
 
     with pytest.raises(StoreError, match=r"whole.h5: not a shard store"):
         steps.gather_embeddings([tmp_path / "whole.h5"], tmp_path / "out.h5")
@@ -144,7 +144,7 @@ def uninterrupted(tmp_path_factory, tiny_model, tiny_model_sha256):
 def test_sigkill_then_rerun_gives_the_uninterrupted_store(tmp_path, uninterrupted, kill_after_parts):
     manifest, task, reference = uninterrupted
     out = tmp_path / "resumed" / "big.h5"
-    parts = steps.parts_dir(out)
+    parts = model_steps.parts_dir(out)
     process = subprocess.Popen(embed_command(manifest, task, out), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     while process.poll() is None and len(list(parts.glob("part-*.h5"))) < kill_after_parts:
         time.sleep(0.005)
@@ -164,12 +164,12 @@ def test_sigkill_then_rerun_gives_the_uninterrupted_store(tmp_path, uninterrupte
 
 def test_parts_of_another_run_are_discarded(tmp_path, task, manifest, caplog):
     out = tmp_path / "toy.h5"
-    steps.parts_dir(out).mkdir()
-    (steps.parts_dir(out) / "fingerprint").write_text("another run\n")
-    (steps.parts_dir(out) / "part-000000.h5").write_text("stale")
+    model_steps.parts_dir(out).mkdir()
+    (model_steps.parts_dir(out) / "fingerprint").write_text("another run\n")
+    (model_steps.parts_dir(out) / "part-000000.h5").write_text("stale")
 
     with caplog.at_level("WARNING"):
-        steps.embed_task(manifest, task, out, EmbedSettings(), "float32")
+        model_steps.embed_task(manifest, task, out, EmbedSettings(), "float32")
 
     assert "holds parts of another run" in caplog.text
     assert store.read_info(out).ids.tolist() == [f"s{i}" for i in range(60)]
@@ -179,8 +179,8 @@ def test_parts_of_another_run_are_discarded(tmp_path, task, manifest, caplog):
 
 
 def test_the_store_records_the_long_sequence_mode(tmp_path, task, manifest):
-    steps.embed_task(manifest, task, tmp_path / "t.h5", EmbedSettings(truncate=20), "float16")
-    steps.embed_task(manifest, task, tmp_path / "w.h5", EmbedSettings(long_sequences="window", window=16, overlap=4), "float16")
+    model_steps.embed_task(manifest, task, tmp_path / "t.h5", EmbedSettings(truncate=20), "float16")
+    model_steps.embed_task(manifest, task, tmp_path / "w.h5", EmbedSettings(long_sequences="window", window=16, overlap=4), "float16")
 
     t, w = store.read_info(tmp_path / "t.h5").attrs, store.read_info(tmp_path / "w.h5").attrs
     assert (t["long_sequences"], t["truncation"], t["precision"], t["shards"]) == ("truncate", "truncated to the first 20 residues", "float32", 1)
@@ -195,7 +195,7 @@ def test_the_store_records_the_long_sequence_mode(tmp_path, task, manifest):
 def test_progress_reaches_the_total(tmp_path, task, manifest):
     calls = []
 
-    steps.embed_task(manifest, task, tmp_path / "t.h5", EmbedSettings(max_tokens=100), "float16", progress=lambda *a: calls.append(a))
+    model_steps.embed_task(manifest, task, tmp_path / "t.h5", EmbedSettings(max_tokens=100), "float16", progress=lambda *a: calls.append(a))
 
     sequences = pd.read_csv(task, sep="\t")["sequence"]
     total = int((sequences.drop_duplicates().str.len() + 2).sum())  # the duplicate runs once

@@ -44,7 +44,7 @@ def cmd_make_test_model(args) -> None:
 
 
 def cmd_fetch_model(args) -> None:
-    from plmexit.steps import fetch_model
+    from plmexit.model_steps import fetch_model
 
     fetch_model(args.out, name=args.name, checkpoint=args.checkpoint, sha256=args.sha256, url=args.url, cache_dir=args.cache_dir)
 
@@ -106,8 +106,8 @@ class ProgressBar:
 
 
 def _embed_settings(args):
-    from plmexit.embed import EmbedSettings
-    from plmexit.steps import resolve_device
+    from plmexit.embed_settings import EmbedSettings
+    from plmexit.model_steps import resolve_device
 
     return EmbedSettings(
         max_tokens=args.max_tokens, truncate=args.truncate, layer_norm=args.layer_norm, device=resolve_device(args.device),
@@ -118,7 +118,7 @@ def _embed_settings(args):
 def cmd_embed(args) -> None:
     import torch
 
-    from plmexit.steps import embed_task
+    from plmexit.model_steps import embed_task
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -137,8 +137,8 @@ def cmd_gather(args) -> None:
 def cmd_cost(args) -> None:
     import torch
 
-    from plmexit.embed import EmbedSettings
-    from plmexit.steps import measure_cost, resolve_device
+    from plmexit.embed_settings import EmbedSettings
+    from plmexit.model_steps import measure_cost, resolve_device
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -199,7 +199,7 @@ def cmd_plot_summary(args) -> None:
 
 def _add_model_run_arguments(p: argparse.ArgumentParser, out: str) -> None:
     """Arguments of the commands that run a model over a task (embed, cost)."""
-    from plmexit.embed import ESM2_MAX_RESIDUES
+    from plmexit.embed_settings import ESM2_MAX_RESIDUES
 
     p.add_argument("--model", required=True, help="model manifest JSON from fetch-model")
     p.add_argument("--task", required=True, help="task table TSV from prepare")
@@ -210,7 +210,7 @@ def _add_model_run_arguments(p: argparse.ArgumentParser, out: str) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from plmexit.embed import ESM2_MAX_RESIDUES, LAYER_NORM_CONVENTIONS, LONG_SEQUENCE_MODES, PRECISIONS
+    from plmexit.embed_settings import ESM2_MAX_RESIDUES, LAYER_NORM_CONVENTIONS, LONG_SEQUENCE_MODES, PRECISION_NAMES
     from plmexit.probes import DEFAULT_LOGISTIC_CS, DEFAULT_RIDGE_ALPHAS, METRICS
     from plmexit.tasks import FORMATS
 
@@ -278,7 +278,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dtype", choices=["float16", "float32"], default="float16", help="storage precision (default float16)")
     p.add_argument("--max-tokens", type=_positive_int, default=4096, help="padded tokens per batch (default 4096)")
     p.add_argument("--layer-norm", choices=list(LAYER_NORM_CONVENTIONS), default="raw", help="layer-norm convention for intermediate layers (default raw)")
-    p.add_argument("--precision", choices=list(PRECISIONS), default="float32", help="compute precision (default float32; bfloat16 on GPUs)")
+    p.add_argument("--precision", choices=list(PRECISION_NAMES), default="float32", help="compute precision (default float32; bfloat16 on GPUs)")
     p.add_argument("--long-sequences", choices=list(LONG_SEQUENCE_MODES), default="truncate",
                    help="truncate (keep the first --truncate residues, default) or window (average over sliding windows)")
     p.add_argument("--window", type=_positive_int, default=ESM2_MAX_RESIDUES, help=f"window mode: residues per window (default {ESM2_MAX_RESIDUES})")

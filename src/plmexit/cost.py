@@ -9,11 +9,12 @@ fair-esm's own forward pass, stopped right after block ``k``.
 from __future__ import annotations
 
 import time
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 
-from plmexit.models import LoadedModel
+if TYPE_CHECKING:
+    from plmexit.models import LoadedModel
 
 # FLOPs per token of one ESM2 block of width d attending over T tokens: the Q, K, V and output
 # projections (4 d^2 multiply-adds) and the 4x-wide feed-forward (8 d^2) make 12 d^2
@@ -41,7 +42,7 @@ def _raise_stop(module, inputs, output):
     raise _Stop
 
 
-def _forward_to_depth(model, tokens: torch.Tensor, depth: int) -> None:
+def _forward_to_depth(model, tokens, depth: int) -> None:
     stop_after = model.embed_tokens if depth == 0 else model.layers[depth - 1]
     handle = stop_after.register_forward_hook(_raise_stop)
     try:
@@ -52,22 +53,24 @@ def _forward_to_depth(model, tokens: torch.Tensor, depth: int) -> None:
         handle.remove()
 
 
-@torch.inference_mode()
 def measure_depth_seconds(loaded: LoadedModel, sequences: list[str], device: str, repeats: int) -> np.ndarray:
     """(L + 1,) median wall-clock seconds of a forward pass of ``sequences`` (one batch) to depth k."""
+    import torch  # here only: selection uses this module's fractions without loading torch
+
     _, _, tokens = loaded.alphabet.get_batch_converter()([(str(i), s) for i, s in enumerate(sequences)])
     tokens = tokens.to(device)
     synchronize = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
-    _forward_to_depth(loaded.model, tokens, loaded.num_layers)  # warm-up: allocator, kernels, caches
     seconds = np.zeros((repeats, loaded.num_layers + 1))
-    for repeat in range(repeats):
-        # Depths interleaved within a repeat, so drifting machine load hits every depth alike.
-        for depth in range(loaded.num_layers + 1):
-            synchronize()
-            start = time.perf_counter()
-            _forward_to_depth(loaded.model, tokens, depth)
-            synchronize()
-            seconds[repeat, depth] = time.perf_counter() - start
+    with torch.inference_mode():
+        _forward_to_depth(loaded.model, tokens, loaded.num_layers)  # warm-up: allocator, kernels, caches
+        for repeat in range(repeats):
+            # Depths interleaved within a repeat, so drifting machine load hits every depth alike.
+            for depth in range(loaded.num_layers + 1):
+                synchronize()
+                start = time.perf_counter()
+                _forward_to_depth(loaded.model, tokens, depth)
+                synchronize()
+                seconds[repeat, depth] = time.perf_counter() - start
     return np.median(seconds, axis=0)
 
 

@@ -6,32 +6,19 @@ subcommand wraps exactly one of them, and each writes its outputs atomically.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
-import platform
-import shutil
 import time
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import pandas as pd
-import torch
 
-import plmexit
-from plmexit import cost, embed, figures, models, probes, proteingym, select, sources, store, tasks
+from plmexit import cost, figures, probes, proteingym, select, sources, store, tasks
 from plmexit.atomic import atomic_path, write_text
 from plmexit.errors import InputError, StoreError
 
 log = logging.getLogger(__name__)
-
-
-def fetch_model(out: str | Path, **source) -> dict:
-    """Resolve a model (download by name, or verify a local checkpoint) and write its manifest."""
-    manifest = models.resolve_model(**source)
-    models.write_manifest(manifest, out)
-    return manifest
 
 
 def fetch_data(key: str, out: str | Path, local_dir: str | Path | None = None, base_url: str | None = None) -> str:
@@ -56,147 +43,6 @@ def prepare_task(spec: tasks.TaskSpec, out: str | Path, info_out: str | Path) ->
 
 
 PREDICTION_COLUMNS = ["model", "task", "layer", "fold", "id", "label", "prediction"]
-
-
-def _model_and_task(model_manifest: str | Path, task_table: str | Path, settings: embed.EmbedSettings):
-    """The verified model on its device, the task table, and its sequences cut to the model's window."""
-    manifest = models.read_manifest(model_manifest)
-    table = tasks.read_task_table(task_table)
-    loaded = models.load_model(manifest["checkpoint"], manifest["sha256"], settings.device)
-    sequences, truncated = embed.truncate_sequences(list(table["sequence"]), settings.truncate)
-    return manifest, table, loaded, sequences, truncated
-
-
-# Forward batches per resumable part: a killed run loses at most this much work, and every this
-# many batches a small part file is written.
-PART_BATCHES = 16
-_PROGRESS_LOG_EVERY_S = 10.0
-ProgressCallback = Callable[[int, int, float], None]
-"""``(tokens done, tokens to do, seconds)`` after every forward batch."""
-
-
-def parts_dir(out: str | Path) -> Path:
-    """Hidden directory beside a store where finished parts wait until the store is written."""
-    out = Path(out)
-    return out.with_name(f".{out.name}.parts")
-
-
-def embed_task(
-    model_manifest: str | Path,
-    task_table: str | Path,
-    out: str | Path,
-    settings: embed.EmbedSettings,
-    dtype: str,
-    shard: int | None = None,
-    shards: int = 1,
-    progress: ProgressCallback | None = None,
-) -> None:
-    """Embed every sequence of a task, or of shard ``shard`` of ``shards``, at every layer into a store.
-
-    Shards are contiguous row ranges of about equal residues (``embed.shard_bounds``); a shard's
-    store is gathered with the others by ``gather_embeddings``. Work is done in parts of
-    ``PART_BATCHES`` batches, each written atomically to ``parts_dir(out)`` as it finishes; a rerun
-    after a kill (even SIGKILL) skips finished parts, and the store is then streamed from the parts,
-    so it is identical to an uninterrupted run's.
-    """
-    settings.check()
-    if shard is not None and not 0 <= shard < shards:
-        raise InputError(f"--shard {shard} is outside 0..{shards - 1} for --shards {shards}; pass a shard index below --shards")
-    manifest = models.read_manifest(model_manifest)
-    table = tasks.read_task_table(task_table)
-    bounds = embed.shard_bounds(table["sequence"].str.len().to_numpy(), shards)
-    start, stop = (int(bounds[shard]), int(bounds[shard + 1])) if shard is not None else (0, len(table))
-    rows = table.iloc[start:stop]
-    sequences, truncated = embed.prepare_sequences(list(rows["sequence"]), settings)
-    if truncated.any():
-        log.warning("%s: %d of %d sequences longer than %d residues were truncated to their first %d", task_table, truncated.sum(), len(rows), settings.truncate, settings.truncate)
-    loaded = models.load_model(manifest["checkpoint"], manifest["sha256"], settings.device)
-    attrs = {
-        "model": manifest["name"],
-        "model_source": manifest["source"],
-        "checkpoint_sha256": loaded.sha256,
-        "fair_esm_version": models.fair_esm_version(),
-        "plmexit_version": plmexit.__version__,
-        "torch_version": str(torch.__version__),  # a str subclass that HDF5 attributes cannot store
-        "python_version": platform.python_version(),
-        "device": settings.device,
-        "engine": "plmexit fused forward over fair-esm's weights (verified against fair-esm scripts/extract.py)",
-        "precision": settings.precision,
-        "pooling": embed.POOLING,
-        "layer_norm": settings.layer_norm,
-        "layer_norm_description": embed.LAYER_NORM_CONVENTIONS[settings.layer_norm],
-        "long_sequences": settings.long_sequences,
-        "truncation": settings.long_sequence_description(),
-        "window": settings.window if settings.long_sequences == "window" else None,
-        "overlap": settings.overlap if settings.long_sequences == "window" else None,
-        "n_truncated": int(truncated.sum()),
-        "max_tokens": settings.max_tokens,
-        "shards": shards,
-        "input_sha256": tasks.sequences_sha256(rows["id"], rows["sequence"]),
-    }
-    if shard is not None:
-        attrs.update(shard=shard, row_start=start, row_stop=stop, task_input_sha256=tasks.sequences_sha256(table["id"], table["sequence"]))
-    parts = embed.plan_parts(sequences, PART_BATCHES * settings.max_tokens)
-    workdir = parts_dir(out)
-    _open_parts_dir(workdir, {"attrs": attrs, "dtype": dtype, "parts": [p.tolist() for p in parts]})
-    part_files = [workdir / f"part-{i:06d}.h5" for i in range(len(parts))]
-    todo = [i for i, f in enumerate(part_files) if not f.exists()]
-    if len(todo) < len(parts):
-        log.info("%s: resuming, %d of %d parts already embedded in %s", out, len(parts) - len(todo), len(parts), workdir)
-    tracker = _Progress(sum(embed.work_tokens([sequences[j] for j in parts[i]], settings) for i in todo), progress)
-    encoder = embed.FastEncoder(loaded, settings.device, settings.precision)
-    for i in todo:
-        part = parts[i]
-        block = np.empty((loaded.num_layers + 1, len(part), loaded.embed_dim), dtype=np.float32)
-        for index, pooled in embed.embed_pooled(loaded, [sequences[j] for j in part], settings, tracker, encoder):
-            block[:, index] = pooled
-        store.write_part(part_files[i], part, block, dtype)
-    tracker.finish()
-    lengths = rows["sequence"].str.len().to_numpy()
-    with store.create_store(out, list(rows["id"]), loaded.num_layers, loaded.embed_dim, dtype, attrs, lengths, truncated) as writer:
-        for part, path in zip(parts, part_files):
-            index, block = store.read_part(path)
-            if not np.array_equal(index, part):
-                raise StoreError(f"{path}: holds other rows than planned; delete {workdir} and rerun `plmexit embed`")
-            writer.write(index, block)
-    shutil.rmtree(workdir)
-
-
-def _open_parts_dir(workdir: Path, plan: dict) -> None:
-    """Make ``workdir`` hold parts of exactly this plan: parts of any other run (other model,
-    settings, sequences or versions) are discarded, with a warning, so they are never mixed in."""
-    fingerprint = hashlib.sha256(json.dumps(plan, sort_keys=True, default=str).encode()).hexdigest()
-    stamp = workdir / "fingerprint"
-    if workdir.exists() and (not stamp.is_file() or stamp.read_text().strip() != fingerprint):
-        log.warning("%s: holds parts of another run (other model, settings, sequences or versions); discarding them", workdir)
-        shutil.rmtree(workdir)
-    if not workdir.exists():
-        workdir.mkdir(parents=True)
-        write_text(stamp, fingerprint + "\n")
-
-
-class _Progress:
-    """Counts tokens done; calls the caller's callback after every batch, or logs every 10 s."""
-
-    def __init__(self, total: int, callback: ProgressCallback | None):
-        self.total, self.callback, self.done = total, callback, 0
-        self.started = self.last_log = time.monotonic()
-
-    def __call__(self, tokens: int) -> None:
-        self.done += tokens
-        now = time.monotonic()
-        if self.callback is not None:
-            self.callback(self.done, self.total, now - self.started)
-        elif now - self.last_log > _PROGRESS_LOG_EVERY_S:
-            self.last_log = now
-            self._log(now)
-
-    def finish(self) -> None:
-        if self.total:
-            self._log(time.monotonic())
-
-    def _log(self, now: float) -> None:
-        log.info("embedded %d/%d tokens, %.0f tokens/s", self.done, self.total, self.done / max(now - self.started, 1e-9))
 
 
 def gather_embeddings(shards: list[str | Path], out: str | Path) -> None:
@@ -274,34 +120,6 @@ def read_probe_table(path: str | Path) -> pd.DataFrame:
     if list(table.columns) != select.PROBE_COLUMNS:
         raise InputError(f"{path}: columns {list(table.columns)} are not {select.PROBE_COLUMNS}; rerun `plmexit probe`")
     return table
-
-
-def measure_cost(model_manifest: str | Path, task_table: str | Path, out: str | Path, settings: embed.EmbedSettings, sample_sequences: int, repeats: int, seed: int) -> dict:
-    """Analytic FLOPs (every sequence of the task) and measured seconds (a sample) per depth."""
-    manifest, _, loaded, sequences, _ = _model_and_task(model_manifest, task_table, settings)
-    token_lengths = np.array([len(s) + 2 for s in sequences])  # + BOS and EOS
-    rng = np.random.default_rng(seed)
-    sampled = np.sort(rng.choice(len(sequences), size=min(sample_sequences, len(sequences)), replace=False))
-    sample = [sequences[i] for i in sampled]
-    seconds = cost.measure_depth_seconds(loaded, sample, settings.device, repeats)
-    log.info("%s: full forward of %d sampled sequences takes %.4f s on %s", task_table, len(sample), seconds[-1], settings.device)
-    result = {
-        "model": manifest["name"],
-        "checkpoint_sha256": loaded.sha256,
-        "n_layers": loaded.num_layers,
-        "dim": loaded.embed_dim,
-        "n_sequences": len(sequences),
-        "tokens": int(token_lengths.sum()),
-        "flops": cost.analytic_flops(token_lengths, loaded.num_layers, loaded.embed_dim).tolist(),
-        "device": settings.device,
-        "device_name": torch.cuda.get_device_name(settings.device) if settings.device.startswith("cuda") else platform.processor() or platform.machine(),
-        "sample_sequences": len(sample),
-        "sample_tokens": int(token_lengths[sampled].sum()),
-        "repeats": repeats,
-        "seconds": seconds.tolist(),
-    }
-    write_text(out, json.dumps(result, indent=2) + "\n")
-    return result
 
 
 def select_task(
@@ -391,14 +209,3 @@ def plot_summary(summary_file: str | Path, out: str | Path) -> None:
     except (OSError, pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
         raise InputError(f"{summary_file}: not a readable summary ({exc}); rerun `plmexit summarize`") from None
     figures.plot_gain_vs_compute(summary, out)
-
-
-def resolve_device(device: str) -> str:
-    """``auto`` means the first CUDA device when there is one, else the CPU."""
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise InputError(f"--device {device}: no CUDA device is visible; use --device cpu or auto")
-    return device
-
-
