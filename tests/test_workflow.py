@@ -3,47 +3,15 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
+import re
+import shutil
 from pathlib import Path
 
 import h5py
 import pandas as pd
-import pytest
-import yaml
 
 from plmexit.select import ACROSS_TASK_COLUMNS, PROBE_COLUMNS, SUMMARY_COLUMNS
-
-REPO = Path(__file__).resolve().parents[1]
-
-
-def snakemake(workdir: Path, *args: str) -> subprocess.CompletedProcess:
-    """Run the repository's Snakefile in ``workdir`` with this interpreter's snakemake and plmexit."""
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
-    command = [sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "Snakefile"), "--directory", str(workdir), *args]
-    return subprocess.run(command, capture_output=True, text=True, env=env, timeout=600)
-
-
-def write_config(workdir: Path, shared_data: Path, edit=None, name: str = "test.yaml") -> Path:
-    """A shipped config with its ../shared/data paths pointed at the shared data, optionally edited."""
-    config = yaml.safe_load((REPO / "config" / name).read_text())
-    for task in config["tasks"]:
-        task["path"] = str(shared_data / Path(task["path"]).relative_to("../shared/data"))
-    if edit is not None:
-        edit(config)
-    path = workdir / "config.yaml"
-    path.write_text(yaml.safe_dump(config))
-    return path
-
-
-@pytest.fixture(scope="module")
-def finished_run(tmp_path_factory, shared_data):
-    workdir = tmp_path_factory.mktemp("e2e")
-    config = write_config(workdir, shared_data)
-    run = snakemake(workdir, "--cores", "2", "--configfile", str(config))
-    assert run.returncode == 0, run.stderr[-5000:]
-    return workdir, config
+from workflow_runs import snakemake, write_config
 
 
 def test_pipeline_writes_every_output(finished_run):
@@ -104,6 +72,77 @@ def test_rerun_does_nothing_and_changed_setting_reruns_only_what_it_affects(fini
         assert rule in jobs
     for rule in ("embed_task", "probe_layers", "prepare_task", "fetch_model", "measure_cost"):
         assert rule not in jobs
+
+
+NEW_MODEL = {"id": "tiny_narrow", "random": {"layers": 2, "dim": 32, "heads": 4, "seed": 1}}
+NEW_TASK = {
+    "id": "DNJA1_HUMAN_Rocklin_2023_2LO1", "kind": "csv", "type": "regression",
+    "path": "../shared/data/proteingym/cv_folds_singles_substitutions/DNJA1_HUMAN_Rocklin_2023_2LO1.csv",
+    "sequence_column": "mutated_sequence", "label_column": "DMS_score", "id_column": "mutant",
+    "fold_column": "fold_random_5", "max_sequences": 60,
+}
+
+
+def files_with_stamps(results) -> dict[str, tuple[int, bytes]]:
+    return {str(p.relative_to(results)): (p.stat().st_mtime_ns, p.read_bytes()) for p in sorted(results.rglob("*")) if p.is_file()}
+
+
+def test_adding_a_model_and_a_task_runs_only_what_is_new(finished_run, shared_data, tmp_path):
+    """Config-driven reruns: the new model on every task and every model on the new task, then the
+    summaries; every existing output, the embeddings first, keeps its bytes and its mtime."""
+    original, _ = finished_run
+    workdir = tmp_path / "grown"
+    shutil.copytree(original, workdir)  # copies keep mtimes, and .snakemake keeps the run's records
+    before = files_with_stamps(workdir / "results")
+
+    def grow(config):
+        config["models"].append(NEW_MODEL)
+        config["tasks"].append({**NEW_TASK, "path": str(shared_data / Path(NEW_TASK["path"]).relative_to("../shared/data"))})
+
+    config = write_config(workdir, shared_data, edit=grow)
+    plan = snakemake(workdir, "--cores", "2", "--configfile", str(config), "--dry-run")
+    assert plan.returncode == 0, plan.stderr
+    planned = {path for line in re.findall(r"^    output: (.+)$", plan.stdout, re.M) for path in line.split(", ")}
+    models, tasks = ["tiny_random", "tiny_narrow"], ["BLAT_ECOLX_Stiffler_2015", "deeploc_10class", NEW_TASK["id"]]
+    new_pairs = [(m, t) for m in models for t in tasks if m == "tiny_narrow" or t == NEW_TASK["id"]]
+    expected = {
+        "results/models/tiny_narrow/esm2_t2_32d_4h_seed1_random.pt", "results/models/tiny_narrow.json", f"results/tasks/{NEW_TASK['id']}.tsv",
+        "results/summary/best_layers.tsv", "results/summary/across_tasks.tsv", "results/figures/gain_vs_compute.png",
+    }
+    for m, t in new_pairs:
+        expected |= {
+            f"results/embeddings/{m}/{t}.h5", f"results/cost/{m}/{t}.json", f"results/probes/{m}/{t}.tsv",
+            f"results/probes/{m}/{t}.predictions.tsv.gz", f"results/selection/{m}/{t}.json", f"results/figures/{m}/{t}.png",
+        }
+    assert planned == expected
+
+    run = snakemake(workdir, "--cores", "2", "--configfile", str(config))
+    assert run.returncode == 0, run.stderr[-5000:]
+    after = files_with_stamps(workdir / "results")
+    rewritten = {"summary/best_layers.tsv", "summary/across_tasks.tsv", "figures/gain_vs_compute.png", "logs/summarize_layers.log", "logs/plot_summary.log"}
+    unchanged = {path for path, stamp in before.items() if after[path] == stamp}
+    assert unchanged == set(before) - rewritten
+    assert {"embeddings/tiny_random/BLAT_ECOLX_Stiffler_2015.h5", "embeddings/tiny_random/deeploc_10class.h5"} <= unchanged
+    summary = pd.read_csv(workdir / "results" / "summary" / "best_layers.tsv", sep="\t")
+    assert sorted(zip(summary["model"], summary["task"])) == sorted((m, t) for m in models for t in tasks)
+
+
+def test_no_two_jobs_write_the_same_file(tmp_path, shared_data):
+    """On a cluster jobs run at once on many nodes: every output and every log belongs to one job."""
+
+    def two_models(config):
+        config["models"].append(NEW_MODEL)
+
+    config = write_config(tmp_path, shared_data, edit=two_models)
+    plan = snakemake(tmp_path, "--cores", "1", "--configfile", str(config), "--dry-run")
+    assert plan.returncode == 0, plan.stderr
+    jobs = re.split(r"^(?:local)?rule \w+:$", plan.stdout, flags=re.M)[1:]
+    written = []
+    for job in jobs:
+        for key in ("output", "log"):
+            written += [path for line in re.findall(rf"^    {key}: (.+)$", job, re.M) for path in line.split(", ")]
+    assert len(jobs) == 2 * 2 + 2 + 2 * 2 * 5 + 2 + 1  # test model and manifest per model, tasks, per pair, summaries, all
+    assert written and len(written) == len(set(written))
 
 
 def test_unknown_config_key_fails_before_any_job(tmp_path, shared_data):

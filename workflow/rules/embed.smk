@@ -1,3 +1,5 @@
+# GPU, memory and time come from the profile (profiles/slurm puts this rule on a GPU node);
+# --device auto embeds on the GPU the job is given, on the CPU when there is none.
 rule embed_task:
     input:
         model="results/models/{model}.json",
