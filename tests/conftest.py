@@ -1,4 +1,5 @@
-"""Shared fixtures: the real data directory, a tiny random ESM2, a local HTTP server, file writers.
+"""Shared fixtures: the real data directory, a finished local pipeline run, a tiny random ESM2, a local
+HTTP server, file writers.
 
 Everything a test writes goes under pytest's temporary directories; the shared data is only read.
 """
@@ -15,6 +16,7 @@ import pytest
 
 from plmexit import models
 from plmexit.download import sha256_file
+from workflow_runs import snakemake, write_config
 
 # The real data sits next to the repository (../shared/data), read-only; it is never copied in.
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
@@ -32,6 +34,20 @@ def shared_data() -> Path:
             pytest.fail(f"{message}; CI=true requires it")
         pytest.skip(message)
     return SHARED_DATA
+
+
+@pytest.fixture(scope="session")
+def finished_run(tmp_path_factory, shared_data) -> tuple[Path, Path]:
+    """The real Snakefile run to the end on config/test.yaml with the local executor: (workdir, config).
+
+    Session-wide because several test modules compare against it (the SLURM run must equal it).
+    Tests only read it; a test that changes config works on a copy.
+    """
+    workdir = tmp_path_factory.mktemp("e2e")
+    config = write_config(workdir, shared_data)
+    run = snakemake(workdir, "--cores", "2", "--configfile", str(config))
+    assert run.returncode == 0, run.stderr[-5000:]
+    return workdir, config
 
 
 @pytest.fixture(scope="session")

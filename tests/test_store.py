@@ -127,3 +127,21 @@ def test_layer_out_of_range(tmp_path, data, layer):
 
     with pytest.raises(StoreError, match=rf"store\.h5: layer {layer} out of range 0\.\.2"):
         read_layer(tmp_path / "store.h5", layer)
+
+
+def test_stores_are_written_and_read_without_hdf5_file_locks(tmp_path, data, monkeypatch):
+    """Network file systems without working flock make HDF5's locked opens fail; no open asks for one."""
+    real_file, locking = h5py.File, []
+
+    def recording_file(*args, **kwargs):
+        handle = real_file(*args, **kwargs)
+        locking.append(handle.id.get_access_plist().get_file_locking()[0])
+        return handle
+
+    monkeypatch.delenv("HDF5_USE_FILE_LOCKING", raising=False)
+    monkeypatch.setattr(h5py, "File", recording_file)
+    make_store(tmp_path / "store.h5", data)
+    read_info(tmp_path / "store.h5")
+    read_layer(tmp_path / "store.h5", 1)
+
+    assert locking == [False, False, False]

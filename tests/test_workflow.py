@@ -3,47 +3,17 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
+import re
+import shutil
 from pathlib import Path
 
 import h5py
 import pandas as pd
 import pytest
-import yaml
 
 from plmexit.select import ACROSS_TASK_COLUMNS, PROBE_COLUMNS, SUMMARY_COLUMNS
 
-REPO = Path(__file__).resolve().parents[1]
-
-
-def snakemake(workdir: Path, *args: str) -> subprocess.CompletedProcess:
-    """Run the repository's Snakefile in ``workdir`` with this interpreter's snakemake and plmexit."""
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
-    command = [sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "Snakefile"), "--directory", str(workdir), *args]
-    return subprocess.run(command, capture_output=True, text=True, env=env, timeout=1200)
-
-
-def write_config(workdir: Path, shared_data: Path, edit=None, name: str = "test.yaml") -> Path:
-    """A shipped config with its local copies of the official files pointed at the shared data, optionally edited."""
-    config = yaml.safe_load((REPO / "config" / name).read_text())
-    if config.get("data", {}).get("local_dir") == "../shared/data":
-        config["data"]["local_dir"] = str(shared_data)
-    if edit is not None:
-        edit(config)
-    path = workdir / "config.yaml"
-    path.write_text(yaml.safe_dump(config))
-    return path
-
-
-@pytest.fixture(scope="module")
-def finished_run(tmp_path_factory, shared_data):
-    workdir = tmp_path_factory.mktemp("e2e")
-    config = write_config(workdir, shared_data)
-    run = snakemake(workdir, "--cores", "2", "--configfile", str(config))
-    assert run.returncode == 0, run.stderr[-5000:]
-    return workdir, config
+from workflow_runs import snakemake, write_config
 
 
 BLAT = [f"BLAT_ECOLX_Stiffler_2015.{s}" for s in ("fold_random_5", "fold_modulo_5", "fold_contiguous_5")]
@@ -143,6 +113,94 @@ def test_rerun_does_nothing_and_changed_setting_reruns_only_what_it_affects(fini
         assert rule in jobs
     for rule in ("embed_shard", "gather_embeddings", "probe_layers", "prepare_task", "fetch_model", "measure_cost"):
         assert rule not in jobs
+
+
+NEW_MODEL = {"id": "tiny_narrow", "random": {"layers": 2, "dim": 32, "heads": 4, "seed": 1}}
+NEW_DATA = "proteingym/cv_folds_singles_substitutions/DNJA1_HUMAN_Rocklin_2023_2LO1.csv"
+NEW_TASK = {
+    "id": "dnja1", "kind": "csv", "type": "regression", "path": NEW_DATA, "sequence_column": "mutated_sequence",
+    "label_column": "DMS_score", "id_column": "mutant", "fold_column": "fold_random_5", "max_sequences": 60,
+}
+
+
+def files_with_stamps(results) -> dict[str, tuple[int, bytes]]:
+    return {str(p.relative_to(results)): (p.stat().st_mtime_ns, p.read_bytes()) for p in sorted(results.rglob("*")) if p.is_file()}
+
+
+def planned_outputs(workdir, config) -> set[str]:
+    """Every output a dry run of the whole workflow would write."""
+    plan = snakemake(workdir, "--cores", "2", "--configfile", str(config), "--dry-run")
+    assert plan.returncode == 0, plan.stderr
+    return {path for line in re.findall(r"^    output: (.+)$", plan.stdout, re.M) for path in line.split(", ")}
+
+
+def embedding_outputs(model: str, embedding_set: str) -> set[str]:
+    return {f"results/embeddings/{model}/{embedding_set}.h5", *(f"results/embeddings/{model}/{embedding_set}.shards/{k}-of-2.h5" for k in range(2))}
+
+
+def test_adding_a_model_and_a_task_runs_only_what_is_new(finished_run, shared_data, tmp_path):
+    """Config-driven reruns: Snakemake plans the new model on every task and every model on the new
+    task, then the summaries, and nothing else; making new embeddings leaves every existing
+    output, the embeddings first, with its bytes and its mtime. (Past a few new embeddings only the
+    plan is checked: running every new pair would add minutes and prove nothing more.)"""
+    original, _ = finished_run
+    workdir = tmp_path / "grown"
+    shutil.copytree(original, workdir)  # copies keep mtimes, and .snakemake keeps the run's records
+    before = files_with_stamps(workdir / "results")
+
+    def grow(config):
+        config["models"].append(NEW_MODEL)
+        config["tasks"].append(NEW_TASK)
+
+    config = write_config(workdir, shared_data, edit=grow)
+    models = ["tiny_random", "tiny_narrow"]
+    sets = {task: spec[0] for task, spec in TASKS.items()} | {"dnja1": "dnja1"}
+    new_sets = {(m, s) for m in models for s in sets.values() if m == "tiny_narrow" or s == "dnja1"}
+    new_pairs = {(m, t) for m in models for t in sets if m == "tiny_narrow" or t == "dnja1"}
+    new_inputs = {
+        "results/models/tiny_narrow/esm2_t2_32d_4h_seed1_random.pt", "results/models/tiny_narrow.json", f"results/data/{NEW_DATA}",
+        "results/tasks/dnja1.tsv", "results/tasks/dnja1.json", *(p for m, s in new_sets for p in embedding_outputs(m, s)),
+    }
+    downstream = {
+        "results/summary/best_layers.tsv", "results/summary/across_tasks.tsv", "results/figures/gain_vs_compute.png",
+        "results/summary/proteingym_supervised.csv", *(f"results/cost/{m}/{s}.json" for m, s in new_sets),
+    }
+    for m, t in new_pairs:
+        downstream |= {f"results/probes/{m}/{t}.tsv", f"results/probes/{m}/{t}.predictions.tsv.gz", f"results/selection/{m}/{t}.json", f"results/figures/{m}/{t}.png"}
+    assert planned_outputs(workdir, config) == new_inputs | downstream
+
+    built = [("tiny_narrow", "deepsol"), ("tiny_random", "dnja1"), ("tiny_narrow", "dnja1")]
+    targets = [f"results/embeddings/{m}/{s}.h5" for m, s in built]
+    run = snakemake(workdir, *targets, "--cores", "2", "--configfile", str(config))  # targets first: --configfile takes a list
+    assert run.returncode == 0, run.stderr[-5000:]
+    after = files_with_stamps(workdir / "results")
+    assert {path: after[path] for path in before} == before
+    assert "embeddings/tiny_random/BLAT_ECOLX_Stiffler_2015.h5" in before and "embeddings/tiny_random/deeploc_10class.h5" in before
+    assert all((workdir / path).is_file() for path in targets)
+    remaining = new_inputs - {p for m, s in built for p in embedding_outputs(m, s)} - {"results/models/tiny_narrow/esm2_t2_32d_4h_seed1_random.pt", "results/models/tiny_narrow.json", f"results/data/{NEW_DATA}", "results/tasks/dnja1.tsv", "results/tasks/dnja1.json"}
+    assert planned_outputs(workdir, config) == remaining | downstream
+
+
+def test_no_two_jobs_write_the_same_file(tmp_path, shared_data):
+    """On a cluster jobs run at once on many nodes: every output and every log belongs to one job."""
+
+    def two_models(config):
+        config["models"].append(NEW_MODEL)
+
+    config = write_config(tmp_path, shared_data, edit=two_models)
+    plan = snakemake(tmp_path, "--cores", "1", "--configfile", str(config), "--dry-run")
+    assert plan.returncode == 0, plan.stderr
+    jobs = re.split(r"^(?:local)?rule \w+:$", plan.stdout, flags=re.M)[1:]
+    written = []
+    for job in jobs:
+        for key in ("output", "log"):
+            written += [path for line in re.findall(rf"^    {key}: (.+)$", job, re.M) for path in line.split(", ")]
+    # Per model: test checkpoint, manifest, and per embedding set 2 shards, a gather and a cost; per
+    # model and task a probe, a selection and a figure; per task a preparation; the 11 official files;
+    # the two summaries, the summary figure and `all`.
+    n_sets, n_tasks = len({spec[0] for spec in TASKS.values()}), len(TASKS)
+    assert len(jobs) == 2 * (2 + 4 * n_sets + 3 * n_tasks) + n_tasks + 11 + 3 + 1
+    assert written and len(written) == len(set(written))
 
 
 def test_unknown_config_key_fails_before_any_job(tmp_path, shared_data):

@@ -1,21 +1,26 @@
 """Atomic file creation: write to a temporary sibling, rename into place on success.
 
 Invariant: a path handed out by ``atomic_path`` either becomes the destination in full, by one
-``os.replace``, or is deleted. Readers therefore never see a half-written output, and a crash
-leaves at most a hidden ``.tmp`` sibling that the next run overwrites.
+``os.replace``, or is deleted. Readers therefore never see a half-written output, and a hard kill
+(SIGKILL, a lost node) leaves at most a hidden ``.tmp-<host>-<pid>`` sibling that no rule reads.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import socket
 from pathlib import Path
 from typing import Iterator
 
 
 def temp_sibling(dest: Path) -> Path:
-    """Hidden temporary path in the destination's directory (same file system, so rename is atomic)."""
-    return dest.with_name(f".{dest.name}.tmp-{os.getpid()}")
+    """Hidden temporary path in the destination's directory (same file system, so rename is atomic).
+
+    Host and process id make it private to one writer: on a cluster two jobs for the same output
+    (a cancelled attempt still dying on one node, its retry on another) can share a process id.
+    """
+    return dest.with_name(f".{dest.name}.tmp-{socket.gethostname()}-{os.getpid()}")
 
 
 @contextlib.contextmanager

@@ -37,6 +37,16 @@ FORMAT_VERSION = 1
 # About 1 MiB per chunk: large enough for fast sequential reads, small enough that reading one
 # layer of a small task does not drag in much padding.
 _CHUNK_BYTES = 1 << 20
+# HDF5 (>= 1.10) takes an flock on every file it opens. On network file systems without working
+# locks (NFS without lockd, some Lustre and GPFS mounts) that open fails, so cluster jobs could not
+# read or write stores; sites usually answer with HDF5_USE_FILE_LOCKING=FALSE in every job. The
+# decision belongs here, next to the only h5py import, rather than in each job's environment: the
+# locks would protect nothing for us. A store is written under a private temporary name by exactly
+# one job and renamed into place complete, and readers open only complete stores, read-only. So
+# plmexit opens every store with locking off, on every file system and executor (local runs,
+# `snakemake -p` commands rerun by hand, SLURM jobs). HDF5 lets HDF5_USE_FILE_LOCKING override
+# this setting, so a site that wants the locks back can still set it to TRUE.
+_FILE_LOCKING = False
 DTYPES = {"float16": np.float16, "float32": np.float32}
 
 
@@ -88,7 +98,7 @@ def create_store(
     itemsize = np.dtype(DTYPES[dtype]).itemsize
     rows = int(min(max(n, 1), max(1, _CHUNK_BYTES // (dim * itemsize))))
     with atomic_path(path) as tmp:
-        with h5py.File(tmp, "w") as handle:
+        with h5py.File(tmp, "w", locking=_FILE_LOCKING) as handle:
             # An empty shard (more shards than rows) has no chunks: HDF5 chunks may not exceed the shape.
             chunks = (1, rows, dim) if n else None
             handle.create_dataset("embeddings", shape=(n_layers + 1, n, dim), dtype=DTYPES[dtype], chunks=chunks)
@@ -167,7 +177,7 @@ def gather(shards: list[str | Path], out: str | Path, attrs: dict) -> None:
 def write_part(path: str | Path, indices: np.ndarray, block: np.ndarray, dtype: str) -> None:
     """Write finished rows (sorted ``indices`` into the store, ``block`` (layers, rows, dim)) atomically."""
     with atomic_path(path) as tmp:
-        with h5py.File(tmp, "w") as handle:
+        with h5py.File(tmp, "w", locking=_FILE_LOCKING) as handle:
             handle.create_dataset("indices", data=np.asarray(indices, dtype=np.int64))
             handle.create_dataset("embeddings", data=block.astype(DTYPES[dtype]))
             handle.attrs["complete"] = True
@@ -182,7 +192,7 @@ def read_part(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
 def _open(path: str | Path) -> h5py.File:
     path = Path(path)
     try:
-        handle = h5py.File(path, "r")
+        handle = h5py.File(path, "r", locking=_FILE_LOCKING)
     except (OSError, FileNotFoundError) as exc:
         raise StoreError(f"{path}: not a readable embedding store ({exc}); rerun `plmexit embed`") from None
     if not handle.attrs.get("complete", False) or "embeddings" not in handle:

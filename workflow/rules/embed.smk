@@ -1,6 +1,8 @@
 # {task} here is an embedding set: the tasks that share its sequences (a ProteinGym assay's three
 # fold schemes) share it. One job per shard (embed.shards); a killed job resumes from its finished
 # parts when rerun; the shards are gathered into the set's store.
+# GPU, memory and time come from the profile (profiles/slurm puts this rule on a GPU node);
+# --device auto embeds on the GPU the job is given, on the CPU when there is none.
 rule embed_shard:
     input:
         model="results/models/{model}.json",

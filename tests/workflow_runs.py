@@ -1,0 +1,40 @@
+"""Run the repository's real Snakefile from tests: a config with its data paths pointed at the shared
+data, and snakemake as a subprocess of this interpreter (so it finds this environment's plmexit)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def snakemake_env(extra_path: str | None = None) -> dict[str, str]:
+    """This environment with its interpreter's scripts (plmexit, snakemake) first on PATH."""
+    path = f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"
+    return {**os.environ, "PATH": f"{extra_path}{os.pathsep}{path}" if extra_path else path}
+
+
+def snakemake_command(workdir: Path, *args: str) -> list[str]:
+    return [sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "Snakefile"), "--directory", str(workdir), *args]
+
+
+def snakemake(workdir: Path, *args: str) -> subprocess.CompletedProcess:
+    """Run the repository's Snakefile in ``workdir`` with this interpreter's snakemake and plmexit."""
+    return subprocess.run(snakemake_command(workdir, *args), capture_output=True, text=True, env=snakemake_env(), timeout=1200)
+
+
+def write_config(workdir: Path, shared_data: Path, edit=None, name: str = "test.yaml") -> Path:
+    """A shipped config with its local copies of the official files pointed at the shared data, optionally edited."""
+    config = yaml.safe_load((REPO / "config" / name).read_text())
+    if config.get("data", {}).get("local_dir") == "../shared/data":
+        config["data"]["local_dir"] = str(shared_data)
+    if edit is not None:
+        edit(config)
+    path = workdir / "config.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path
