@@ -90,3 +90,17 @@ def test_fetch_data_command(mirror, tmp_path, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("plmexit fetch-data: error: ") and "sha256" in err[0]
     assert not (tmp_path / "again").exists()
+
+
+def test_a_staged_copy_is_its_own_file(shared_data, tmp_path):
+    """Not a link: staging the same local copy again elsewhere must leave the first one untouched,
+    or Snakemake would see an updated input (a new link moves the shared inode's change time)."""
+    first, second = tmp_path / "a" / DEEPSOL, tmp_path / "b" / DEEPSOL
+    sources.stage(DEEPSOL, first, local_dir=shared_data)
+    before = first.stat()
+
+    sources.stage(DEEPSOL, second, local_dir=shared_data)
+
+    after = first.stat()
+    assert (after.st_ino, after.st_mtime_ns, after.st_ctime_ns) == (before.st_ino, before.st_mtime_ns, before.st_ctime_ns)
+    assert before.st_ino != (shared_data / DEEPSOL).stat().st_ino and before.st_nlink == 1

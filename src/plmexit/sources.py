@@ -10,7 +10,6 @@ Only the standard library is used, so the workflow can read this table while bui
 from __future__ import annotations
 
 import logging
-import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -79,9 +78,11 @@ def proteingym_assay_key(dms_id: str) -> str | None:
 def stage(key: str, out: str | Path, local_dir: str | Path | None = None, base_url: str | None = None) -> str:
     """Put the official file ``key`` at ``out``, hash-verified; returns its sha256.
 
-    With ``local_dir`` the file is taken from ``local_dir/key`` (hard-linked when possible, else
-    copied) and nothing is downloaded; otherwise it is downloaded from ``base_url/key`` when a
-    mirror is given, else from its repository on GitHub.
+    With ``local_dir`` the file is copied from ``local_dir/key`` and nothing is downloaded;
+    otherwise it is downloaded from ``base_url/key`` when a mirror is given, else from its
+    repository on GitHub. A copy, not a link: a hard link shares the local copy's inode, whose
+    change time moves whenever anything else links it, and Snakemake would take that for an
+    updated input and redo every step downstream.
     """
     if key not in OFFICIAL_FILES:
         raise DownloadError(f"{key!r} is not an official file; known files: {', '.join(sorted(OFFICIAL_FILES))}")
@@ -92,13 +93,10 @@ def stage(key: str, out: str | Path, local_dir: str | Path | None = None, base_u
     source = Path(local_dir) / key
     if not source.is_file():
         raise DownloadError(f"{source} does not exist; stage {key} in data.local_dir {local_dir} or unset data.local_dir to download it")
-    found = sha256_file(source)
-    if found != official.sha256:
-        raise DownloadError(f"{source}: sha256 is {found}, expected {official.sha256}; the local copy is not the official file, replace it")
     with atomic_path(out) as tmp:
-        try:
-            os.link(source, tmp)
-        except OSError:  # another file system, or links not allowed
-            shutil.copyfile(source, tmp)
+        shutil.copyfile(source, tmp)
+        found = sha256_file(tmp)  # the bytes that will be used, not the source, which could change meanwhile
+        if found != official.sha256:
+            raise DownloadError(f"{source}: sha256 is {found}, expected {official.sha256}; the local copy is not the official file, replace it")
     log.info("staged %s from %s (sha256 %s)", key, source, found)
     return found
