@@ -281,23 +281,3 @@ def test_logistic_with_a_class_of_one_training_member_is_handled():
     assert c in FAST_CS and 0.0 <= inner_score <= 1.0
     assert set(model.classes_) == {"a", "b"}
 
-
-def test_the_row_span_rotation_solves_the_same_logistic_problem():
-    """Fewer rows than features: the rotated fit's probabilities equal the plain pipeline's."""
-    rng = np.random.default_rng(0)
-    X = rng.normal(size=(60, 200)) + rng.normal(size=200) * 5  # offsets, as embeddings have
-    signal = X[:, :3] @ np.array([1.0, -1.0, 0.5])
-    y = np.array(list("abc"))[np.digitize(signal, np.quantile(signal, [1 / 3, 2 / 3]))]
-    X_new = rng.normal(size=(25, 200))
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.pipeline import make_pipeline
-    from sklearn.preprocessing import StandardScaler
-
-    from plmexit.probes import standardiser
-
-    for c in (0.01, 1.0, 100.0):
-        plain = make_pipeline(StandardScaler(), LogisticRegression(C=c, max_iter=10_000, tol=1e-10)).fit(X, y)
-        rotated = make_pipeline(standardiser(*X.shape), LogisticRegression(C=c, max_iter=10_000, tol=1e-10)).fit(X, y)
-        assert rotated[0][-1].n_components == 60
-        np.testing.assert_allclose(rotated.predict_proba(X_new), plain.predict_proba(X_new), atol=1e-6)
-    assert len(standardiser(300, 200).steps) == 1  # more rows than features: nothing to gain, scaler only

@@ -16,7 +16,6 @@ from scipy.stats import spearmanr
 from sklearn.linear_model import LogisticRegression, RidgeCV
 from sklearn.metrics import accuracy_score, f1_score, make_scorer, matthews_corrcoef, mean_squared_error
 from sklearn.model_selection import StratifiedKFold
-from sklearn.decomposition import PCA
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
@@ -234,19 +233,6 @@ def reference_ridge(X_train: np.ndarray, y_train: np.ndarray, X_test: np.ndarray
     return pipeline.predict(np.asarray(X_test, dtype=np.float64)), float(ridge.best_score_), float(ridge.alpha_)
 
 
-def standardiser(n: int, d: int):
-    """Unfitted ``StandardScaler`` for ``n`` rows of ``d`` features, then, with ``n < d``, a rotation onto the rows' span.
-
-    An L2-penalised linear model's weights lie in the span of its (centred) training rows: any
-    component outside it changes no prediction and only adds penalty. So fitting on the rows'
-    coordinates in that span (PCA keeping every component, no whitening) solves exactly the same
-    problem with ``n`` instead of ``d`` features, and L-BFGS, being rotation-invariant, takes the
-    same steps; with 1,000 proteins and ESM2's 1,280 to 5,120 features that is 1.6x to 6x less
-    work per iteration. Probabilities agree with the unrotated fit to the solver's tolerance.
-    """
-    return make_pipeline(StandardScaler(), *([PCA(n_components=n, svd_solver="full")] if n < d else []))
-
-
 def _logistic(X: np.ndarray, y: np.ndarray, settings: ProbeSettings):
     """Standardise + multinomial logistic regression, C chosen by inner stratified CV on these rows.
 
@@ -271,7 +257,7 @@ def _logistic(X: np.ndarray, y: np.ndarray, settings: ProbeSettings):
             # the only classifier it supports predicts that class, whatever C is.
             scores[i, :] = score(y[score_rows], np.repeat(present, len(score_rows)))
             continue
-        scaler = standardiser(len(fit_rows), X.shape[1]).fit(X[fit_rows])
+        scaler = StandardScaler().fit(X[fit_rows])
         X_fit, X_score = scaler.transform(X[fit_rows]), scaler.transform(X[score_rows])
         model = LogisticRegression(max_iter=settings.max_iter, warm_start=True)
         for j, c in enumerate(cs):
@@ -279,7 +265,7 @@ def _logistic(X: np.ndarray, y: np.ndarray, settings: ProbeSettings):
             scores[i, j] = score(y[score_rows], model.predict(X_score))
     mean = scores.mean(axis=0)
     best = int(np.argmax(mean))  # first maximum: the strongest regularisation among ties
-    final = make_pipeline(standardiser(*X.shape), LogisticRegression(C=cs[best], max_iter=settings.max_iter)).fit(X, y)
+    final = make_pipeline(StandardScaler(), LogisticRegression(C=cs[best], max_iter=settings.max_iter)).fit(X, y)
     return final, float(mean[best]), float(cs[best])
 
 
@@ -302,7 +288,7 @@ def _one_vs_rest(X: np.ndarray, Y: np.ndarray, settings: ProbeSettings):
         splits = list(inner.split(X, rarest))
     scores = np.zeros((len(splits), len(cs)))
     for i, (fit_rows, score_rows) in enumerate(splits):
-        scaler = standardiser(len(fit_rows), X.shape[1]).fit(X[fit_rows])
+        scaler = StandardScaler().fit(X[fit_rows])
         X_fit, X_score = scaler.transform(X[fit_rows]), scaler.transform(X[score_rows])
         probabilities = np.zeros((len(cs), len(score_rows), Y.shape[1]))
         for k in range(Y.shape[1]):
@@ -316,7 +302,7 @@ def _one_vs_rest(X: np.ndarray, Y: np.ndarray, settings: ProbeSettings):
         scores[i] = [score(Y[score_rows], probabilities[j]) for j in range(len(cs))]
     mean = scores.mean(axis=0)
     best = int(np.argmax(mean))  # first maximum: the strongest regularisation among ties
-    scaler = standardiser(*X.shape).fit(X)
+    scaler = StandardScaler().fit(X)
     X_all = scaler.transform(X)
     models = []
     for k in range(Y.shape[1]):
