@@ -1,5 +1,5 @@
 # Times the model on the device that embeds (give this rule the embedding rule's resources).
-# Like embed_task, one per embedding set ({task}).
+# Like the embedding, one per embedding set ({task}).
 rule measure_cost:
     input:
         model="results/models/{model}.json",
