@@ -3,6 +3,7 @@ schema that circulates, and the supervised merge format."""
 
 from __future__ import annotations
 
+import io
 import json
 from dataclasses import replace
 
@@ -97,7 +98,7 @@ def test_repeated_rows_are_dropped_and_counted(write_file, caplog):
 
 
 def test_reference_filters():
-    reference = {row["DMS_id"]: row for row in pd.read_csv(pd.io.common.StringIO(REFERENCE), dtype=str).to_dict("records")}
+    reference = {row["DMS_id"]: row for row in pd.read_csv(io.StringIO(REFERENCE), dtype=str).to_dict("records")}
     assert proteingym.select_assays(reference, ["Stability"]) == ["TOY"]
     assert proteingym.select_assays(reference, None, max_length=10) == ["TOY"]
     assert proteingym.select_assays(reference, None, max_variants=200) == ["TOY", "BIG"]
