@@ -212,6 +212,7 @@ def _add_model_run_arguments(p: argparse.ArgumentParser, out: str) -> None:
 def build_parser() -> argparse.ArgumentParser:
     from plmexit.embed_settings import ESM2_MAX_RESIDUES, LAYER_NORM_CONVENTIONS, LONG_SEQUENCE_MODES, PRECISION_NAMES
     from plmexit.probes import DEFAULT_LOGISTIC_CS, DEFAULT_RIDGE_ALPHAS, METRICS
+    from plmexit.proteingym import FOLD_SCHEMES
     from plmexit.tasks import FORMATS
 
     parser = argparse.ArgumentParser(prog="plmexit", description="Layer-wise probing of protein language models.")
@@ -256,7 +257,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--test-ids-path", help="deepfri_ec: chains of the test part (the others are trained on)")
     p.add_argument("--reference", help="proteingym: DMS_substitutions.csv")
     p.add_argument("--dms-id", help="proteingym: the assay's DMS_id in the reference table")
-    p.add_argument("--fold-scheme", choices=["fold_random_5", "fold_modulo_5", "fold_contiguous_5"], help="proteingym: cross-validation scheme")
+    p.add_argument("--fold-scheme", choices=list(FOLD_SCHEMES), help="proteingym: cross-validation scheme")
     p.add_argument("--split", help="flip: split name inside splits.zip (e.g. three_vs_rest)")
     p.add_argument("--labels", choices=["location", "membrane"], default="location", help="deeploc: 10-class location or membrane-bound vs soluble")
     p.add_argument("--type", choices=list(METRICS), required=True)

@@ -42,6 +42,7 @@ FORMAT_OPTIONS = {
 }
 COMMON_KEYS = ("id", "kind", "type", "metric", "max_sequences", "min_class_size")
 DEFAULT_REFERENCE = "proteingym/reference_files/DMS_substitutions.csv"
+# = plmexit.proteingym.FOLD_SCHEMES, repeated because planning imports no pandas (test_config checks they agree).
 FOLD_SCHEMES = ("fold_random_5", "fold_modulo_5", "fold_contiguous_5")
 
 
