@@ -135,6 +135,12 @@ def test_full_run(tmp_path, capsys):
     hidden = [p.name for p in tmp_path.rglob(".*")]
     assert hidden == []  # no temporary siblings left anywhere
 
+    # Layers probed in two worker processes give the very same tables as one layer at a time.
+    parallel = [*steps[4][:-4], "--threads", 2, "--out", tmp_path / "probes2.tsv", "--predictions", tmp_path / "predictions2.tsv.gz"]
+    assert run(capsys, *parallel)[0] == 0
+    assert (tmp_path / "probes2.tsv").read_text() == (tmp_path / "probes.tsv").read_text()
+    assert pd.read_csv(tmp_path / "predictions2.tsv.gz", sep="\t").equals(pd.read_csv(tmp_path / "predictions.tsv.gz", sep="\t"))
+
 
 # --- expected errors ---------------------------------------------------------------------------
 

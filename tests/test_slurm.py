@@ -206,6 +206,8 @@ def slurm_args(config: Path, *extra: str) -> list[str]:
         "--profile", str(PROFILE), "--configfile", str(config),
         "--default-resources", f"slurm_account={ACCOUNT}", f"slurm_partition={PARTITION}",
         "--set-resources", *resources,
+        # A node of this cluster has the machine's CPUs, fewer than the profile's probe threads.
+        "--set-threads", f"probe_layers={os.cpu_count()}",
         # Accounting is off: job states come from squeue. Poll soon, this cluster is fast.
         "--slurm-status-command", "squeue", "--slurm-init-seconds-before-status-checks", "1",
         "--slurm-keep-successful-logs", *extra,

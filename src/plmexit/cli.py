@@ -154,7 +154,7 @@ def cmd_probe(args) -> None:
         task_type=args.type, selection_metric=args.metric, ridge_alphas=args.alphas, logistic_cs=args.cs,
         inner_folds=args.inner_folds, seed=args.seed,
     )
-    probe_task(args.embeddings, args.task, args.model_name, args.task_name, settings, args.out, args.predictions)
+    probe_task(args.embeddings, args.task, args.model_name, args.task_name, settings, args.out, args.predictions, args.threads)
 
 
 def cmd_select(args) -> None:
@@ -314,6 +314,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", required=True, help="probe TSV to write")
     p.add_argument("--predictions", required=True, help="gzipped TSV of every test prediction to write")
+    p.add_argument("--threads", type=_positive_int, default=1, help="layers probed at once, one process and one BLAS thread each (default 1)")
     p.set_defaults(func=cmd_probe)
 
     p = sub.add_parser("select", help="choose the layer from inner (training-only) scores; write JSON")

@@ -3,7 +3,9 @@
 Invariant: for test fold ``f`` everything that is fitted or chosen — the scaler, the
 regularisation strength, and the ``inner_<metric>`` score that layer selection later uses — sees
 only the training rows (``fold != f``). The test rows are touched once, to score the refitted
-probe. Probes are stock scikit-learn pipelines and do no file I/O.
+probe. Each probe equals a stock scikit-learn pipeline (``reference_ridge``,
+``reference_logistic``) but shares work across folds and regularisation strengths; probes do no
+file I/O.
 """
 
 from __future__ import annotations
@@ -12,13 +14,15 @@ import warnings
 from dataclasses import dataclass
 
 import numpy as np
+from scipy.special import expit
 from scipy.stats import spearmanr
 from sklearn.linear_model import LogisticRegression, RidgeCV
 from sklearn.metrics import accuracy_score, f1_score, make_scorer, matthews_corrcoef, mean_squared_error
-from sklearn.model_selection import StratifiedKFold
+from sklearn.model_selection import GridSearchCV, StratifiedKFold
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
+from plmexit import logistic
 from plmexit.errors import InputError
 
 # Regularisation grids wide enough for standardised features of any ESM2 width (320 to 5120).
@@ -124,8 +128,8 @@ def probe_layer(X: np.ndarray, y: np.ndarray, folds: np.ndarray, settings: Probe
             predict, inner_score, c = _one_vs_rest(X[train], y[train], settings)
             fits.append(FoldFit(fold, test, predict(X[test]), inner_score, c))
             continue
-        model, inner_score, c = _logistic(X[train], y[train], settings)
-        fits.append(FoldFit(fold, test, model.predict(X[test]), inner_score, c))
+        predict, inner_score, c = _logistic(X[train], y[train], settings)
+        fits.append(FoldFit(fold, test, predict(X[test]), inner_score, c))
     return fits
 
 
@@ -168,10 +172,10 @@ def ridge_folds(X: np.ndarray, y: np.ndarray, folds: np.ndarray, alphas, score) 
         if n >= d:
             gram = X.T @ X if gram is None else gram
             centred = gram - X[test].T @ X[test] - n * np.outer(mean, mean)  # (D, D): sum over training rows of (x - mean)(x - mean)^T
-            scale = _feature_scale(np.diag(centred) / n, n, offset + mean)
+            scale = logistic.feature_scale(np.diag(centred) / n, n, offset + mean)
             fitted, leverage, predict = _ridge_primal(centred / np.outer(scale, scale), X[train], X[test], mean, scale, y[train], alphas)
         else:
-            scale = _feature_scale(X[train].var(axis=0), n, offset + mean)
+            scale = logistic.feature_scale(X[train].var(axis=0), n, offset + mean)
             fitted, leverage, predict = _ridge_dual((X[train] - mean) / scale, (X[test] - mean) / scale, y[train], alphas)
         y_train = y[train]
         loo = y_train[:, None] - (y_train[:, None] - fitted) / (1.0 - leverage)
@@ -179,18 +183,6 @@ def ridge_folds(X: np.ndarray, y: np.ndarray, folds: np.ndarray, alphas, score) 
         best = int(np.argmax(inner))  # first maximum, as RidgeCV
         fits.append(FoldFit(fold, test, predict(best), float(inner[best]), float(alphas[best])))
     return fits
-
-
-def _feature_scale(variance: np.ndarray, n: int, mean: np.ndarray) -> np.ndarray:
-    """StandardScaler's scale: the standard deviation, or 1 for a constant feature.
-
-    A feature counts as constant within StandardScaler's bound on the rounding error of a
-    constant column's variance: (n * eps * |value|)^2.
-    """
-    scale = np.sqrt(np.maximum(variance, 0.0))
-    constant = variance <= (n * np.finfo(np.float64).eps * np.abs(mean)) ** 2 + np.finfo(np.float64).tiny
-    scale[constant] = 1.0
-    return scale
 
 
 def _ridge_primal(standardised_gram, X_train, X_test, mean, scale, y_train, alphas):
@@ -233,11 +225,21 @@ def reference_ridge(X_train: np.ndarray, y_train: np.ndarray, X_test: np.ndarray
     return pipeline.predict(np.asarray(X_test, dtype=np.float64)), float(ridge.best_score_), float(ridge.alpha_)
 
 
-def _logistic(X: np.ndarray, y: np.ndarray, settings: ProbeSettings):
-    """Standardise + multinomial logistic regression, C chosen by inner stratified CV on these rows.
+def reference_logistic(X_train: np.ndarray, y_train: np.ndarray, X_test: np.ndarray, settings: ProbeSettings) -> tuple[np.ndarray, float, float]:
+    """The straightforward scikit-learn probe ``_logistic`` must agree with: (test predictions, inner score, C)."""
+    search = GridSearchCV(
+        make_pipeline(StandardScaler(), LogisticRegression(max_iter=settings.max_iter)),
+        {"logisticregression__C": sorted(settings.logistic_cs)},
+        scoring=make_scorer(METRICS["classification"][settings.selection_metric]),
+        cv=StratifiedKFold(settings.inner_folds, shuffle=True, random_state=settings.seed),
+    ).fit(np.asarray(X_train, dtype=np.float64), y_train)
+    return search.predict(np.asarray(X_test, dtype=np.float64)), float(search.best_score_), float(search.best_params_["logisticregression__C"])
 
-    Within each inner fold the C grid is walked from strongest to weakest regularisation with warm
-    starts, so each fit starts near its solution. Returns (fitted pipeline, inner score, C).
+
+def _logistic(X: np.ndarray, y: np.ndarray, settings: ProbeSettings):
+    """Standardise + logistic regression (multinomial, or one sigmoid for two classes), C by inner stratified CV.
+
+    Returns (predict: X -> labels, inner score, C).
     """
     classes, counts = np.unique(y, return_counts=True)
     if len(classes) < 2:
@@ -257,16 +259,43 @@ def _logistic(X: np.ndarray, y: np.ndarray, settings: ProbeSettings):
             # the only classifier it supports predicts that class, whatever C is.
             scores[i, :] = score(y[score_rows], np.repeat(present, len(score_rows)))
             continue
-        scaler = StandardScaler().fit(X[fit_rows])
-        X_fit, X_score = scaler.transform(X[fit_rows]), scaler.transform(X[score_rows])
-        model = LogisticRegression(max_iter=settings.max_iter, warm_start=True)
-        for j, c in enumerate(cs):
-            model.set_params(C=c).fit(X_fit, y[fit_rows])
-            scores[i, j] = score(y[score_rows], model.predict(X_score))
+        Y, link = _class_targets(y[fit_rows], present)
+        for j, logits in enumerate(_c_path(X[fit_rows], Y, X[score_rows], cs, link, settings)):
+            scores[i, j] = score(y[score_rows], _classes_of(logits, present))
     mean = scores.mean(axis=0)
     best = int(np.argmax(mean))  # first maximum: the strongest regularisation among ties
-    final = make_pipeline(StandardScaler(), LogisticRegression(C=cs[best], max_iter=settings.max_iter)).fit(X, y)
-    return final, float(mean[best]), float(cs[best])
+    span, F = logistic.row_span(X)
+    Y, link = _class_targets(y, classes)
+    model = logistic.fit(span, F, Y, cs[best], link, max_iter=settings.max_iter)
+    return (lambda X_new: _classes_of(model.logits(span.transform(X_new)), classes)), float(mean[best]), float(cs[best])
+
+
+def _class_targets(y: np.ndarray, classes: np.ndarray) -> tuple[np.ndarray, str]:
+    """0/1 targets and link as scikit-learn fits them: one sigmoid column for two classes, else one-hot softmax."""
+    if len(classes) == 2:
+        return (y == classes[1]).astype(np.float64)[:, None], "sigmoid"
+    return (y[:, None] == classes[None, :]).astype(np.float64), "softmax"
+
+
+def _classes_of(logits: np.ndarray, classes: np.ndarray) -> np.ndarray:
+    """Predicted labels from ``_class_targets``-shaped logits (a positive sigmoid logit is the second class)."""
+    if logits.shape[1] == 1:
+        return np.where(logits[:, 0] > 0, classes[1], classes[0])
+    return classes[np.argmax(logits, axis=1)]
+
+
+def _c_path(X_fit: np.ndarray, Y: np.ndarray, X_score: np.ndarray, cs, link: str, settings: ProbeSettings):
+    """Logits of the score rows at each C of ``cs`` (ascending), fitted on the fit rows only.
+
+    One standardisation and row span serves the whole path, which is walked from strongest to
+    weakest regularisation with warm starts, so each fit starts near its solution.
+    """
+    span, F = logistic.row_span(X_fit)
+    F_score = span.transform(X_score)
+    model = None
+    for c in cs:
+        model = logistic.fit(span, F, Y, c, link, model, settings.max_iter)
+        yield model.logits(F_score)
 
 
 def _one_vs_rest(X: np.ndarray, Y: np.ndarray, settings: ProbeSettings):
@@ -288,30 +317,25 @@ def _one_vs_rest(X: np.ndarray, Y: np.ndarray, settings: ProbeSettings):
         splits = list(inner.split(X, rarest))
     scores = np.zeros((len(splits), len(cs)))
     for i, (fit_rows, score_rows) in enumerate(splits):
-        scaler = StandardScaler().fit(X[fit_rows])
-        X_fit, X_score = scaler.transform(X[fit_rows]), scaler.transform(X[score_rows])
-        probabilities = np.zeros((len(cs), len(score_rows), Y.shape[1]))
-        for k in range(Y.shape[1]):
-            target = Y[fit_rows, k]
-            if target.min() == target.max():
-                probabilities[:, :, k] = target[0]
-                continue
-            model = LogisticRegression(max_iter=settings.max_iter, warm_start=True)
-            for j, c in enumerate(cs):
-                probabilities[j, :, k] = model.set_params(C=c).fit(X_fit, target).predict_proba(X_score)[:, 1]
-        scores[i] = [score(Y[score_rows], probabilities[j]) for j in range(len(cs))]
+        target = Y[fit_rows]
+        varying = target.min(axis=0) != target.max(axis=0)
+        probabilities = np.tile(target[0].astype(np.float64), (len(score_rows), 1))
+        if not varying.any():
+            scores[i, :] = score(Y[score_rows], probabilities)
+            continue
+        for j, logits in enumerate(_c_path(X[fit_rows], target[:, varying].astype(np.float64), X[score_rows], cs, "sigmoid", settings)):
+            probabilities[:, varying] = expit(logits)
+            scores[i, j] = score(Y[score_rows], probabilities)
     mean = scores.mean(axis=0)
     best = int(np.argmax(mean))  # first maximum: the strongest regularisation among ties
-    scaler = StandardScaler().fit(X)
-    X_all = scaler.transform(X)
-    models = []
-    for k in range(Y.shape[1]):
-        target = Y[:, k]
-        constant = target.min() == target.max()
-        models.append(float(target[0]) if constant else LogisticRegression(C=cs[best], max_iter=settings.max_iter).fit(X_all, target))
+    varying = Y.min(axis=0) != Y.max(axis=0)
+    span, F = logistic.row_span(X)
+    model = logistic.fit(span, F, Y[:, varying].astype(np.float64), cs[best], "sigmoid", max_iter=settings.max_iter) if varying.any() else None
 
     def predict(X_new: np.ndarray) -> np.ndarray:
-        Z = scaler.transform(X_new)
-        return np.column_stack([np.full(len(Z), m) if isinstance(m, float) else m.predict_proba(Z)[:, 1] for m in models])
+        probabilities = np.tile(Y[0].astype(np.float64), (len(X_new), 1))
+        if model is not None:
+            probabilities[:, varying] = model.probabilities(span.transform(X_new))
+        return probabilities
 
     return predict, float(mean[best]), float(cs[best])

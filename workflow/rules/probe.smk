@@ -7,6 +7,8 @@ rule probe_layers:
         predictions="results/probes/{model}/{task}.predictions.tsv.gz",
     params:
         args=lambda w: plan.probe_args(w.task),
+    # Layers are probed in parallel, one process per thread (profiles/slurm: set-threads).
+    threads: 2
     log:
         "results/logs/probe_layers/{model}/{task}.log",
     conda:
@@ -14,4 +16,4 @@ rule probe_layers:
     shell:
         "plmexit probe --embeddings {input.embeddings} --task {input.task} {params.args}"
         " --model-name {wildcards.model} --task-name {wildcards.task}"
-        " --out {output.scores} --predictions {output.predictions} 2> {log}"
+        " --threads {threads} --out {output.scores} --predictions {output.predictions} 2> {log}"
