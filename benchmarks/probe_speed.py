@@ -14,6 +14,7 @@ on a smaller problem.
 
     python benchmarks/probe_speed.py --out probe_speed.json            # 5,000 x 1,280 x 34 layers
     python benchmarks/probe_speed.py --quick --out probe_speed.json    # about two minutes on 2 cores
+    python benchmarks/probe_speed.py --layers 0 --classification-layers 2 --out logistic.json  # logistic only
 """
 
 from __future__ import annotations
@@ -118,7 +119,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="1,000 x 320 x 7 layers, logistic at 500 items (about two minutes on 2 cores)")
     parser.add_argument("--n", type=int, default=5000, help="items (default 5000)")
     parser.add_argument("--dim", type=int, default=1280, help="embedding width (default 1280, ESM2-650M)")
-    parser.add_argument("--layers", type=int, default=34, help="layers incl. embeddings (default 34, ESM2-650M)")
+    parser.add_argument("--layers", type=int, default=34, help="layers incl. embeddings for the ridge section (default 34, ESM2-650M; 0 skips it)")
     parser.add_argument("--classification-n", type=int, default=1000, help="items for the logistic section (default 1000)")
     parser.add_argument("--classification-layers", type=int, default=1, help="layers for the logistic section (default 1; 0 skips it)")
     parser.add_argument("--seed", type=int, default=0)
@@ -132,7 +133,8 @@ def main(argv: list[str] | None = None) -> int:
         "machine": {"platform": platform.platform(), "processor": platform.processor() or platform.machine(), "cpus": os.cpu_count()},
         "versions": {"python": platform.python_version(), "numpy": np.__version__, "scikit-learn": sklearn.__version__},
     }
-    result.update(ridge_section(args.n, args.dim, args.layers, args.seed))
+    if args.layers:
+        result.update(ridge_section(args.n, args.dim, args.layers, args.seed))
     if args.classification_layers:
         result["classification"] = classification_section(args.classification_n, args.dim, 10, args.classification_layers, args.seed)
     with open(args.out, "w") as handle:

@@ -1,0 +1,22 @@
+"""The probe benchmark runs and writes the keys the README and the issue quote (tiny sizes)."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_probe_speed_writes_its_ratios(tmp_path):
+    out = tmp_path / "probe_speed.json"
+    command = [sys.executable, str(REPO / "benchmarks" / "probe_speed.py"), "--n", "60", "--dim", "24", "--layers", "2",
+               "--classification-n", "80", "--classification-layers", "1", "--out", str(out)]
+    subprocess.run(command, check=True, capture_output=True, text=True, timeout=300)
+
+    result = json.loads(out.read_text())
+    assert {"ours_s", "reference_s", "ratio", "max_abs_diff"} <= set(result)
+    assert result["max_abs_diff"] < 1e-6 and result["alpha_mismatches"] == 0
+    logistic = result["classification"]
+    assert {"ours_s", "reference_s", "ratio", "reference_one_blas_thread_s", "mean_prediction_agreement"} <= set(logistic)
+    assert logistic["fits"] == 5 and 0.0 <= logistic["min_prediction_agreement"] <= 1.0
