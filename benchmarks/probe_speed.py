@@ -10,11 +10,13 @@ The classification section times the multinomial logistic probe (ours: ``plmexit
 the same objective and L-BFGS solver solved over the span of the training rows, a warm-started C
 path per inner fold, one BLAS thread as ``plmexit probe`` runs it; reference: scikit-learn's
 ``GridSearchCV`` over ``StandardScaler`` + ``LogisticRegression``, ``probes.reference_logistic``)
-on a smaller problem.
+on a smaller problem. The parallel section times the probe step itself (``steps.probe_task``, what
+``plmexit probe`` runs) on a synthetic store, one layer at a time and ``--threads`` layers at once.
 
     python benchmarks/probe_speed.py --out probe_speed.json            # 5,000 x 1,280 x 34 layers
     python benchmarks/probe_speed.py --quick --out probe_speed.json    # about two minutes on 2 cores
     python benchmarks/probe_speed.py --layers 0 --classification-layers 2 --out logistic.json  # logistic only
+    python benchmarks/probe_speed.py --layers 0 --classification-layers 0 --parallel-layers 4 --out parallel.json
 """
 
 from __future__ import annotations
@@ -25,13 +27,16 @@ import json
 import os
 import platform
 import sys
+import tempfile
 import time
+from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import sklearn
 from threadpoolctl import threadpool_limits
 
-from plmexit import probes
+from plmexit import probes, steps, store, tasks
 
 
 def layer_features(rng: np.random.Generator, n: int, dim: int, latent: np.ndarray) -> np.ndarray:
@@ -114,6 +119,35 @@ def classification_section(n: int, dim: int, classes: int, layers: int, seed: in
     }
 
 
+def parallel_section(n: int, dim: int, classes: int, layers: int, threads: int, seed: int) -> dict:
+    """Time ``plmexit probe``'s step on a store of ``layers`` layers, one layer at a time and ``threads`` at once."""
+    rng = np.random.default_rng(seed)
+    latent = rng.normal(size=(n, 32))
+    labels = np.digitize(latent[:, 0] * 2 + rng.normal(size=n), np.quantile(latent[:, 0] * 2, np.linspace(0, 1, classes + 1)[1:-1]))
+    table = pd.DataFrame({"id": [f"p{i}" for i in range(n)], "sequence": "MKV", "label": labels.astype(str), "fold": rng.permutation(np.arange(n) % 5)})
+    settings = probes.ProbeSettings(task_type="classification", selection_metric="accuracy", seed=seed)
+    seconds = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        task, embeddings = Path(tmp) / "task.tsv", Path(tmp) / "store.h5"
+        tasks.write_task_table(table, task)
+        attrs = {"input_sha256": tasks.sequences_sha256(table["id"], table["sequence"])}
+        with store.create_store(embeddings, list(table["id"]), layers - 1, dim, "float16", attrs, np.full(n, 3), np.zeros(n, dtype=bool)) as writer:
+            for layer in range(layers):
+                writer.write(np.arange(n), layer_features(rng, n, dim, latent)[None])
+        outputs = {}
+        for count in (1, threads):
+            out = Path(tmp) / f"probes{count}.tsv"
+            start = time.perf_counter()
+            steps.probe_task(embeddings, task, "m", "t", settings, out, Path(tmp) / f"predictions{count}.tsv.gz", threads=count)
+            seconds[count] = time.perf_counter() - start
+            outputs[count] = out.read_text()
+            print(f"probe step, {count} thread(s): {seconds[count]:.1f} s", file=sys.stderr)
+    return {
+        "n": n, "dim": dim, "classes": classes, "layers": layers, "threads": threads, "one_thread_s": seconds[1],
+        "threads_s": seconds[threads], "speedup": seconds[1] / seconds[threads], "identical_tables": outputs[1] == outputs[threads],
+    }
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="1,000 x 320 x 7 layers, logistic at 500 items (about two minutes on 2 cores)")
@@ -122,6 +156,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--layers", type=int, default=34, help="layers incl. embeddings for the ridge section (default 34, ESM2-650M; 0 skips it)")
     parser.add_argument("--classification-n", type=int, default=1000, help="items for the logistic section (default 1000)")
     parser.add_argument("--classification-layers", type=int, default=1, help="layers for the logistic section (default 1; 0 skips it)")
+    parser.add_argument("--parallel-layers", type=int, default=0, help="layers for the probe step's --threads section (default 0 skips it)")
+    parser.add_argument("--threads", type=int, default=os.cpu_count(), help="worker processes for that section (default: all CPUs)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", required=True, help="JSON file to write")
     args = parser.parse_args(argv)
@@ -137,6 +173,8 @@ def main(argv: list[str] | None = None) -> int:
         result.update(ridge_section(args.n, args.dim, args.layers, args.seed))
     if args.classification_layers:
         result["classification"] = classification_section(args.classification_n, args.dim, 10, args.classification_layers, args.seed)
+    if args.parallel_layers:
+        result["parallel"] = parallel_section(args.classification_n, args.dim, 10, args.parallel_layers, args.threads, args.seed)
     with open(args.out, "w") as handle:
         json.dump(result, handle, indent=2)
     print(json.dumps(result, indent=2))
