@@ -132,8 +132,7 @@ def parallel_section(n: int, dim: int, classes: int, layers: int, threads: int, 
         tasks.write_task_table(table, task)
         attrs = {"input_sha256": tasks.sequences_sha256(table["id"], table["sequence"])}
         with store.create_store(embeddings, list(table["id"]), layers - 1, dim, "float16", attrs, np.full(n, 3), np.zeros(n, dtype=bool)) as writer:
-            for layer in range(layers):
-                writer.write(np.arange(n), layer_features(rng, n, dim, latent)[None])
+            writer.write(np.arange(n), np.stack([layer_features(rng, n, dim, latent) for _ in range(layers)]))
         outputs = {}
         for count in (1, threads):
             out = Path(tmp) / f"probes{count}.tsv"

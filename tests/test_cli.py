@@ -14,7 +14,7 @@ from plmexit import store
 from plmexit.cli import main
 from plmexit.download import sha256_file
 from plmexit.select import ACROSS_TASK_COLUMNS, PROBE_COLUMNS, SUMMARY_COLUMNS
-from plmexit.tasks import sequences_sha256
+from plmexit.tasks import sequences_sha256, write_task_table
 
 SUBCOMMANDS = [
     "make-test-model", "fetch-model", "fetch-data", "prepare", "embed", "gather-embeddings", "cost", "probe", "select", "summarize",
@@ -283,6 +283,24 @@ def test_select_with_a_metric_the_table_lacks(tmp_path, capsys):
 
     assert code == 1
     assert_one_error_line(err, "select", "'inner_spearman'")
+
+
+def test_probe_error_in_a_worker_process_is_one_line(tmp_path, capsys):
+    # Fold 0 holds every 'b': its training part has only 'a', which no classifier can learn from.
+    n = 12
+    table = pd.DataFrame({"id": [f"p{i}" for i in range(n)], "sequence": "MKV", "label": ["b"] * 3 + ["a"] * 9, "fold": np.arange(n) // 3})
+    write_task_table(table, tmp_path / "task.tsv")
+    attrs = {"input_sha256": sequences_sha256(table["id"], table["sequence"])}
+    with store.create_store(tmp_path / "e.h5", list(table["id"]), 2, 4, "float32", attrs, np.full(n, 3), np.zeros(n, dtype=bool)) as writer:
+        writer.write(np.arange(n), np.random.default_rng(0).normal(size=(3, n, 4)))
+
+    code, _, err = run(capsys, "probe", "--embeddings", tmp_path / "e.h5", "--task", tmp_path / "task.tsv", "--type", "classification",
+                       "--metric", "accuracy", "--model-name", "m", "--task-name", "t", "--threads", 2,
+                       "--out", tmp_path / "probes.tsv", "--predictions", tmp_path / "predictions.tsv.gz")
+
+    assert code == 1
+    assert_one_error_line(err, "probe", "a training part holds only class 'a'")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["e.h5", "task.tsv"]
 
 
 def test_select_error_names_the_probe_table(tmp_path, capsys):

@@ -35,7 +35,7 @@ def test_fit_reaches_scikit_learns_optimum(n, d, classes, C):
     span, F = logistic.row_span(X)
     assert (span.basis is None) == (n >= d)
 
-    model = logistic.fit(span, F, Y, C, "sigmoid" if classes == 2 else "softmax", tol=TIGHT, max_iter=10000)
+    model = logistic.fit(F, Y, C, "sigmoid" if classes == 2 else "softmax", tol=TIGHT, max_iter=10000)
 
     ours = model.probabilities(span.transform(X_new))
     theirs = _sklearn(X, y, C).predict_proba(X_new.astype(np.float64))
@@ -56,7 +56,7 @@ def test_sigmoid_link_fits_each_column_as_its_own_binary_problem():
     Y = np.column_stack([(y == "c0"), (y != "c2")]).astype(float)
     span, F = logistic.row_span(X)
 
-    model = logistic.fit(span, F, Y, 0.1, "sigmoid", tol=TIGHT, max_iter=10000)
+    model = logistic.fit(F, Y, 0.1, "sigmoid", tol=TIGHT, max_iter=10000)
 
     ours = model.probabilities(span.transform(X))
     for k in range(2):
@@ -68,7 +68,7 @@ def test_fit_warns_when_it_runs_out_of_iterations():
     X, y = _data(40, 60, 3)
     span, F = logistic.row_span(X)
     with pytest.warns(UserWarning, match=r"logistic probe at C=1 stopped after 2 iterations"):
-        logistic.fit(span, F, (y[:, None] == np.unique(y)[None, :]).astype(float), 1.0, "softmax", max_iter=2)
+        logistic.fit(F, (y[:, None] == np.unique(y)[None, :]).astype(float), 1.0, "softmax", max_iter=2)
 
 
 @pytest.mark.parametrize("n, d", [(90, 120), (120, 10)])

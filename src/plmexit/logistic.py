@@ -23,7 +23,8 @@ from sklearn.exceptions import ConvergenceWarning
 
 # Directions of the training rows with a variance below this fraction of the largest carry no
 # signal a probe can use (float16 storage alone adds noise far above it) and would only make the
-# row-Gram eigenvectors inaccurate; dropping them changes logits by less than 1e-5 relative.
+# row-Gram eigenvectors inaccurate. The optimal weight along a direction is proportional to its
+# singular value, here under 1e-5 of the largest, so dropping them changes no logit measurably.
 SPAN_TOLERANCE = 1e-10
 # scikit-learn's defaults for the lbfgs solver (``tol`` and its fixed line-search settings).
 TOLERANCE = 1e-4
@@ -81,7 +82,6 @@ def row_span(X: np.ndarray) -> tuple[RowSpan, np.ndarray]:
 class LinearModel:
     """Weights ``(r, K)`` over a ``RowSpan``'s coordinates and intercepts ``(K,)``."""
 
-    span: RowSpan
     weights: np.ndarray
     intercept: np.ndarray
     link: str  # "softmax": one column per class; "sigmoid": one independent binary column each
@@ -99,9 +99,9 @@ class LinearModel:
         return E / E.sum(axis=1, keepdims=True)
 
 
-def fit(span: RowSpan, F: np.ndarray, Y: np.ndarray, C: float, link: str, start: LinearModel | None = None,
-        max_iter: int = 2000, tol: float = TOLERANCE) -> LinearModel:
-    """Minimise the probe objective over coordinates ``F`` ``(n, r)`` of ``span`` for 0/1 targets ``Y`` ``(n, K)``.
+def fit(F: np.ndarray, Y: np.ndarray, C: float, link: str, start: LinearModel | None = None,
+    max_iter: int = 2000, tol: float = TOLERANCE) -> LinearModel:
+    """Minimise the probe objective over span coordinates ``F`` ``(n, r)`` for 0/1 targets ``Y`` ``(n, K)``.
 
     ``link`` is ``"softmax"`` (``Y`` one-hot, multinomial) or ``"sigmoid"`` (each column its own
     binary problem). ``start`` warm-starts from another fit over the same coordinates, as
@@ -134,4 +134,4 @@ def fit(span: RowSpan, F: np.ndarray, Y: np.ndarray, C: float, link: str, start:
                       options={"maxiter": max_iter, "maxls": LINE_SEARCH_STEPS, "gtol": tol, "ftol": RELATIVE_FTOL})
     if result.status == 1:
         warnings.warn(f"logistic probe at C={C:g} stopped after {max_iter} iterations before converging", ConvergenceWarning, stacklevel=2)
-    return LinearModel(span, result.x[: r * K].reshape(r, K), result.x[r * K:], link)
+    return LinearModel(result.x[: r * K].reshape(r, K), result.x[r * K:], link)

@@ -3,7 +3,7 @@
 Invariant: for test fold ``f`` everything that is fitted or chosen — the scaler, the
 regularisation strength, and the ``inner_<metric>`` score that layer selection later uses — sees
 only the training rows (``fold != f``). The test rows are touched once, to score the refitted
-probe. Each probe equals a stock scikit-learn pipeline (``reference_ridge``,
+probe. Each probe solves a stock scikit-learn pipeline's problem (``reference_ridge``,
 ``reference_logistic``) but shares work across folds and regularisation strengths; probes do no
 file I/O.
 """
@@ -266,7 +266,7 @@ def _logistic(X: np.ndarray, y: np.ndarray, settings: ProbeSettings):
     best = int(np.argmax(mean))  # first maximum: the strongest regularisation among ties
     span, F = logistic.row_span(X)
     Y, link = _class_targets(y, classes)
-    model = logistic.fit(span, F, Y, cs[best], link, max_iter=settings.max_iter)
+    model = logistic.fit(F, Y, cs[best], link, max_iter=settings.max_iter)
     return (lambda X_new: _classes_of(model.logits(span.transform(X_new)), classes)), float(mean[best]), float(cs[best])
 
 
@@ -294,7 +294,7 @@ def _c_path(X_fit: np.ndarray, Y: np.ndarray, X_score: np.ndarray, cs, link: str
     F_score = span.transform(X_score)
     model = None
     for c in cs:
-        model = logistic.fit(span, F, Y, c, link, model, settings.max_iter)
+        model = logistic.fit(F, Y, c, link, model, settings.max_iter)
         yield model.logits(F_score)
 
 
@@ -330,7 +330,7 @@ def _one_vs_rest(X: np.ndarray, Y: np.ndarray, settings: ProbeSettings):
     best = int(np.argmax(mean))  # first maximum: the strongest regularisation among ties
     varying = Y.min(axis=0) != Y.max(axis=0)
     span, F = logistic.row_span(X)
-    model = logistic.fit(span, F, Y[:, varying].astype(np.float64), cs[best], "sigmoid", max_iter=settings.max_iter) if varying.any() else None
+    model = logistic.fit(F, Y[:, varying].astype(np.float64), cs[best], "sigmoid", max_iter=settings.max_iter) if varying.any() else None
 
     def predict(X_new: np.ndarray) -> np.ndarray:
         probabilities = np.tile(Y[0].astype(np.float64), (len(X_new), 1))

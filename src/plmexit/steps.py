@@ -92,8 +92,9 @@ def _probe_layers(embeddings: str | Path, n_layers: int, y: np.ndarray, folds: n
     """Yield ``(layer, fits)`` in layer order, fitting ``threads`` layers at once in worker processes.
 
     Every layer runs on one BLAS thread: a probe's matrices are small enough that BLAS threads
-    cost more in synchronisation than they give (a multinomial probe at 1,000 x 1,280 runs about
-    4x faster on one thread than on two), so cores are used one layer each instead.
+    cost more in synchronisation than they give (scikit-learn's logistic grid search at 1,000 x
+    1,280 runs 3.9x faster on one thread than on two; README, "Probe speed"), so cores are used
+    one layer each instead.
     """
     if threads <= 1:
         with threadpool_limits(1, user_api="blas"):
@@ -104,8 +105,13 @@ def _probe_layers(embeddings: str | Path, n_layers: int, y: np.ndarray, folds: n
     context = multiprocessing.get_context("forkserver")
     with ProcessPoolExecutor(max_workers=min(threads, n_layers), mp_context=context, initializer=_one_blas_thread) as pool:
         jobs = [pool.submit(_probe_one_layer, embeddings, layer, y, folds, settings) for layer in range(n_layers)]
-        for layer, job in enumerate(jobs):
-            yield layer, job.result()
+        try:
+            for layer, job in enumerate(jobs):
+                yield layer, job.result()
+        finally:
+            # On an error, stop at the layers already running instead of fitting all the rest.
+            for job in jobs:
+                job.cancel()
 
 
 def _one_blas_thread() -> None:
