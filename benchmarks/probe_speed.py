@@ -10,12 +10,14 @@ The classification section times the multinomial logistic probe (ours: ``plmexit
 the same objective and L-BFGS solver solved over the span of the training rows, a warm-started C
 path per inner fold, one BLAS thread as ``plmexit probe`` runs it; reference: scikit-learn's
 ``GridSearchCV`` over ``StandardScaler`` + ``LogisticRegression``, ``probes.reference_logistic``)
-on a smaller problem. The parallel section times the probe step itself (``steps.probe_task``, what
+on a smaller problem; the multi-label section does the same for the one-vs-rest probe
+(``probes.reference_one_vs_rest``: ``OneVsRestClassifier`` in the grid search). The parallel section times the probe step itself (``steps.probe_task``, what
 ``plmexit probe`` runs) on a synthetic store, one layer at a time and ``--threads`` layers at once.
 
     python benchmarks/probe_speed.py --out probe_speed.json            # 5,000 x 1,280 x 34 layers
     python benchmarks/probe_speed.py --quick --out probe_speed.json    # about two minutes on 2 cores
     python benchmarks/probe_speed.py --layers 0 --classification-layers 2 --out logistic.json  # logistic only
+    python benchmarks/probe_speed.py --layers 0 --classification-layers 0 --multilabel-layers 1 --out ovr.json
     python benchmarks/probe_speed.py --layers 0 --classification-layers 0 --parallel-layers 4 --out parallel.json
 """
 
@@ -75,20 +77,29 @@ def ridge_section(n: int, dim: int, layers: int, seed: int) -> dict:
     }
 
 
-def classification_section(n: int, dim: int, classes: int, layers: int, seed: int) -> dict:
-    """Time the multinomial logistic probe, ours against scikit-learn's GridSearchCV, layer by layer.
+def logistic_section(task_type: str, n: int, dim: int, classes: int, layers: int, seed: int) -> dict:
+    """Time a logistic probe, ours against scikit-learn's GridSearchCV, layer by layer.
 
-    Ours runs as ``plmexit probe`` runs it, on one BLAS thread per layer. The reference runs
-    twice: with the BLAS threads numpy starts by default (what a straightforward script gets), and
-    on one thread, so the solver's gain and the threading's are told apart.
+    ``task_type`` "classification": the multinomial probe against ``probes.reference_logistic``;
+    "multilabel": the one-vs-rest probe (Fmax) against ``probes.reference_one_vs_rest``. Ours runs
+    as ``plmexit probe`` runs it, on one BLAS thread per layer. The reference runs twice: with the
+    BLAS threads numpy starts by default (what a straightforward script gets), and on one thread,
+    so the solver's gain and the threading's are told apart.
     """
     rng = np.random.default_rng(seed)
     latent = rng.normal(size=(n, 32))
-    y = np.digitize(latent[:, 0] * 2 + rng.normal(size=n), np.quantile(latent[:, 0] * 2, np.linspace(0, 1, classes + 1)[1:-1])).astype(str)
+    if task_type == "classification":
+        y = np.digitize(latent[:, 0] * 2 + rng.normal(size=n), np.quantile(latent[:, 0] * 2, np.linspace(0, 1, classes + 1)[1:-1])).astype(str)
+        settings = probes.ProbeSettings(task_type="classification", selection_metric="accuracy", seed=seed)
+        reference_probe = probes.reference_logistic
+    else:
+        # Each class switched on by its own latent direction, about a fifth of the rows each.
+        y = (latent[:, :classes] + rng.normal(size=(n, classes)) > 1.2).astype(int)
+        settings = probes.ProbeSettings(task_type="multilabel", selection_metric="fmax", seed=seed)
+        reference_probe = probes.reference_one_vs_rest
     folds = rng.permutation(np.arange(n) % 5)
-    settings = probes.ProbeSettings(task_type="classification", selection_metric="accuracy", seed=seed)
     ours_s = reference_s = reference_one_thread_s = 0.0
-    agreement, c_matches, inner_diff = [], 0, 0.0
+    agreement, c_matches, inner_diff, probability_diff = [], 0, 0.0, 0.0
     for layer in range(layers):
         X = layer_features(rng, n, dim, latent)
         start = time.perf_counter()
@@ -96,20 +107,24 @@ def classification_section(n: int, dim: int, classes: int, layers: int, seed: in
             fits = probes.probe_layer(X, y, folds, settings)
         ours_s += time.perf_counter() - start
         start = time.perf_counter()
-        reference = [probes.reference_logistic(X[folds != fit.fold], y[folds != fit.fold], X[fit.test], settings) for fit in fits]
+        reference = [reference_probe(X[folds != fit.fold], y[folds != fit.fold], X[fit.test], settings) for fit in fits]
         reference_s += time.perf_counter() - start
         start = time.perf_counter()
         with threadpool_limits(1, user_api="blas"):
             for fit in fits:
-                probes.reference_logistic(X[folds != fit.fold], y[folds != fit.fold], X[fit.test], settings)
+                reference_probe(X[folds != fit.fold], y[folds != fit.fold], X[fit.test], settings)
         reference_one_thread_s += time.perf_counter() - start
         for fit, (predictions, inner, c) in zip(fits, reference):
-            agreement.append(float(np.mean(predictions == fit.predictions)))
+            if task_type == "classification":
+                agreement.append(float(np.mean(predictions == fit.predictions)))
+            else:  # the calls at probability 0.5, and the probabilities themselves
+                agreement.append(float(np.mean((predictions >= 0.5) == (fit.predictions >= 0.5))))
+                probability_diff = max(probability_diff, float(np.abs(predictions - fit.predictions).max()))
             c_matches += fit.hyperparameter == c
             inner_diff = max(inner_diff, abs(fit.inner_score - inner))
-        print(f"logistic layer {layer + 1}/{layers}: ours {ours_s:.1f} s, reference {reference_s:.1f} s "
+        print(f"{task_type} layer {layer + 1}/{layers}: ours {ours_s:.1f} s, reference {reference_s:.1f} s "
               f"(one BLAS thread {reference_one_thread_s:.1f} s) so far", file=sys.stderr)
-    return {
+    result = {
         "n": n, "dim": dim, "classes": classes, "layers": layers, "folds": 5, "cs": len(settings.logistic_cs),
         "inner_folds": settings.inner_folds, "ours_s": ours_s, "reference_s": reference_s, "ratio": reference_s / ours_s,
         "reference_one_blas_thread_s": reference_one_thread_s, "ratio_one_blas_thread": reference_one_thread_s / ours_s,
@@ -117,6 +132,9 @@ def classification_section(n: int, dim: int, classes: int, layers: int, seed: in
         "min_prediction_agreement": min(agreement), "c_matches": int(c_matches), "fits": len(agreement),
         "max_inner_score_diff": inner_diff,
     }
+    if task_type == "multilabel":
+        result["max_abs_probability_diff"] = probability_diff
+    return result
 
 
 def parallel_section(n: int, dim: int, classes: int, layers: int, threads: int, seed: int) -> dict:
@@ -155,6 +173,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--layers", type=int, default=34, help="layers incl. embeddings for the ridge section (default 34, ESM2-650M; 0 skips it)")
     parser.add_argument("--classification-n", type=int, default=1000, help="items for the logistic section (default 1000)")
     parser.add_argument("--classification-layers", type=int, default=1, help="layers for the logistic section (default 1; 0 skips it)")
+    parser.add_argument("--multilabel-layers", type=int, default=0, help="layers for the one-vs-rest section, 7 classes (default 0 skips it)")
     parser.add_argument("--parallel-layers", type=int, default=0, help="layers for the probe step's --threads section (default 0 skips it)")
     parser.add_argument("--threads", type=int, default=os.cpu_count(), help="worker processes for that section (default: all CPUs)")
     parser.add_argument("--seed", type=int, default=0)
@@ -171,7 +190,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.layers:
         result.update(ridge_section(args.n, args.dim, args.layers, args.seed))
     if args.classification_layers:
-        result["classification"] = classification_section(args.classification_n, args.dim, 10, args.classification_layers, args.seed)
+        result["classification"] = logistic_section("classification", args.classification_n, args.dim, 10, args.classification_layers, args.seed)
+    if args.multilabel_layers:
+        result["multilabel"] = logistic_section("multilabel", args.classification_n, args.dim, 7, args.multilabel_layers, args.seed)
     if args.parallel_layers:
         result["parallel"] = parallel_section(args.classification_n, args.dim, 10, args.parallel_layers, args.threads, args.seed)
     with open(args.out, "w") as handle:

@@ -11,7 +11,7 @@ REPO = Path(__file__).resolve().parents[1]
 def test_probe_speed_writes_its_ratios(tmp_path):
     out = tmp_path / "probe_speed.json"
     command = [sys.executable, str(REPO / "benchmarks" / "probe_speed.py"), "--n", "60", "--dim", "24", "--layers", "2",
-               "--classification-n", "80", "--classification-layers", "1", "--parallel-layers", "3", "--threads", "2", "--out", str(out)]
+               "--classification-n", "80", "--classification-layers", "1", "--multilabel-layers", "1", "--parallel-layers", "3", "--threads", "2", "--out", str(out)]
     subprocess.run(command, check=True, capture_output=True, text=True, timeout=300)
 
     result = json.loads(out.read_text())
@@ -22,3 +22,5 @@ def test_probe_speed_writes_its_ratios(tmp_path):
     assert logistic["fits"] == 5 and 0.0 <= logistic["min_prediction_agreement"] <= 1.0
     parallel = result["parallel"]
     assert parallel["identical_tables"] and parallel["threads"] == 2 and parallel["layers"] == 3
+    multilabel = result["multilabel"]
+    assert multilabel["fits"] == 5 and multilabel["max_abs_probability_diff"] < 0.5

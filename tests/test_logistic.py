@@ -7,7 +7,7 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 from plmexit import logistic
-from plmexit.probes import ProbeSettings, _logistic, _one_vs_rest, reference_logistic
+from plmexit.probes import ProbeSettings, _logistic, _one_vs_rest, reference_logistic, reference_one_vs_rest
 
 TIGHT = 1e-10  # both solvers run to the optimum, so they must agree far beyond their default stopping rule
 
@@ -94,3 +94,16 @@ def test_one_vs_rest_probe_gives_constant_probability_to_a_constant_class():
     assert probabilities.shape == (5, 3) and np.all(probabilities[:, 2] == 1.0)
     theirs = _sklearn(X, Y[:, 0], c).predict_proba(X[:5].astype(np.float64))[:, 1]
     np.testing.assert_allclose(probabilities[:, 0], theirs, atol=1e-3)  # default stopping rule on both sides
+
+
+def test_one_vs_rest_probe_agrees_with_scikit_learns_grid_search():
+    X, y = _data(90, 120, 4)
+    Y = np.column_stack([y == "c0", np.isin(y, ["c1", "c2"]), np.isin(y, ["c2", "c3"])]).astype(int)  # c2 rows carry two labels
+    train, test = np.arange(90) < 72, np.arange(90) >= 72
+    settings = ProbeSettings("multilabel", "fmax", logistic_cs=(0.001, 0.01, 0.1, 1.0))
+
+    predict, inner_score, c = _one_vs_rest(X[train], Y[train], settings)
+
+    probabilities, reference_score, reference_c = reference_one_vs_rest(X[train], Y[train], X[test], settings)
+    assert (c, inner_score) == (reference_c, pytest.approx(reference_score, abs=1e-3))
+    np.testing.assert_allclose(predict(X[test]), probabilities, atol=1e-3)  # default stopping rule on both sides

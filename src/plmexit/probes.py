@@ -19,6 +19,7 @@ from scipy.stats import spearmanr
 from sklearn.linear_model import LogisticRegression, RidgeCV
 from sklearn.metrics import accuracy_score, f1_score, make_scorer, matthews_corrcoef, mean_squared_error
 from sklearn.model_selection import GridSearchCV, StratifiedKFold
+from sklearn.multiclass import OneVsRestClassifier
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
@@ -298,6 +299,33 @@ def _c_path(X_fit: np.ndarray, Y: np.ndarray, X_score: np.ndarray, cs, link: str
         yield model.logits(F_score)
 
 
+def _multilabel_splits(Y: np.ndarray, settings: ProbeSettings) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Inner (fit rows, score rows) of a multi-label training part, stratified by each row's rarest class."""
+    counts = Y.sum(axis=0)
+    rarest = np.array([min(np.flatnonzero(row), key=lambda k: (counts[k], k)) if row.any() else -1 for row in Y])
+    inner = StratifiedKFold(n_splits=max(2, min(settings.inner_folds, int(np.bincount(rarest + 1).max()))), shuffle=True, random_state=settings.seed)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="The least populated class")
+        return list(inner.split(Y, rarest))
+
+
+def reference_one_vs_rest(X_train: np.ndarray, Y_train: np.ndarray, X_test: np.ndarray, settings: ProbeSettings) -> tuple[np.ndarray, float, float]:
+    """The straightforward scikit-learn probe ``_one_vs_rest`` must agree with: (test probabilities, inner score, C)."""
+    Y_train = np.asarray(Y_train, dtype=int)
+    search = GridSearchCV(
+        make_pipeline(StandardScaler(), OneVsRestClassifier(LogisticRegression(max_iter=settings.max_iter))),
+        {"onevsrestclassifier__estimator__C": sorted(settings.logistic_cs)},
+        scoring=make_scorer(METRICS["multilabel"][settings.selection_metric], response_method="predict_proba"),
+        cv=_multilabel_splits(Y_train, settings),
+    )
+    with warnings.catch_warnings():
+        # A class on every (or no) row of a fitting part gets a constant predictor, as ours does.
+        warnings.filterwarnings("ignore", message="Label .* is present in all training examples")
+        warnings.filterwarnings("ignore", message="Label not .* is present in all training examples")
+        search.fit(np.asarray(X_train, dtype=np.float64), Y_train)
+    return search.predict_proba(np.asarray(X_test, dtype=np.float64)), float(search.best_score_), float(search.best_params_["onevsrestclassifier__estimator__C"])
+
+
 def _one_vs_rest(X: np.ndarray, Y: np.ndarray, settings: ProbeSettings):
     """Standardise + one binary logistic regression per class (one-vs-rest), one C for all classes.
 
@@ -309,12 +337,7 @@ def _one_vs_rest(X: np.ndarray, Y: np.ndarray, settings: ProbeSettings):
     Y = np.asarray(Y, dtype=int)
     score = METRICS["multilabel"][settings.selection_metric]
     cs = sorted(settings.logistic_cs)
-    counts = Y.sum(axis=0)
-    rarest = np.array([min(np.flatnonzero(row), key=lambda k: (counts[k], k)) if row.any() else -1 for row in Y])
-    inner = StratifiedKFold(n_splits=max(2, min(settings.inner_folds, int(np.bincount(rarest + 1).max()))), shuffle=True, random_state=settings.seed)
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message="The least populated class")
-        splits = list(inner.split(X, rarest))
+    splits = _multilabel_splits(Y, settings)
     scores = np.zeros((len(splits), len(cs)))
     for i, (fit_rows, score_rows) in enumerate(splits):
         target = Y[fit_rows]
