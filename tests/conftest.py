@@ -45,7 +45,10 @@ def finished_run(tmp_path_factory, shared_data) -> tuple[Path, Path]:
     """
     workdir = tmp_path_factory.mktemp("e2e")
     config = write_config(workdir, shared_data)
-    run = snakemake(workdir, "--cores", "2", "--configfile", str(config))
+    # One layer at a time per probe job: worker processes cost seconds to start and the test's
+    # probes take less than that. The SLURM run, compared equal to this one, probes with two
+    # worker processes per job, so the parallel path runs end to end too.
+    run = snakemake(workdir, "--cores", "2", "--configfile", str(config), "--set-threads", "probe_layers=1")
     assert run.returncode == 0, run.stderr[-5000:]
     return workdir, config
 
