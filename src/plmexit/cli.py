@@ -55,14 +55,11 @@ def cmd_fetch_data(args) -> None:
     fetch_data(args.file, args.out, args.local_dir, args.base_url)
 
 
-_TASK_PATHS = ("test_path", "labels_path", "test_labels_path", "annotations", "ids_path", "test_ids_path", "reference")
-
-
 def cmd_prepare(args) -> None:
     from plmexit.steps import prepare_task
-    from plmexit.tasks import TaskSpec
+    from plmexit.tasks import FILE_FIELDS, TaskSpec
 
-    paths = {key: Path(getattr(args, key)) for key in _TASK_PATHS if getattr(args, key)}
+    paths = {key: Path(getattr(args, key)) for key in FILE_FIELDS if getattr(args, key)}
     spec = TaskSpec(
         name=args.name, format=args.format, path=Path(args.path), type=args.type,
         sequence_column=args.sequence_column, label_column=args.label_column, id_column=args.id_column,

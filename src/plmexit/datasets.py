@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 
 from plmexit.errors import InputError
-from plmexit.tasks import LABEL_SEPARATOR, TEST_FOLD, TRAIN_ONLY_FOLD, TaskSpec, read_fasta_records
+from plmexit.tasks import LABEL_SEPARATOR, TEST_FOLD, TRAIN_ONLY_FOLD, TaskSpec, read_csv_text, read_fasta_records, train_test
 
 log = logging.getLogger(__name__)
 
@@ -30,10 +30,6 @@ DEEPLOC_LABELS = ("location", "membrane")
 DEEPLOC_MEMBRANE = {"M": "membrane", "S": "soluble"}
 DEEPSOL_LABELS = {"0": "insoluble", "1": "soluble"}
 FLIP_COLUMNS = ("sequence", "target", "set", "validation")
-
-
-def _split_description(spec: TaskSpec) -> str:
-    return f"train {spec.path.name} / test {spec.test_path.name}"
 
 
 # --- DeepLoc ------------------------------------------------------------------------------------
@@ -69,8 +65,7 @@ def read_deeploc(spec: TaskSpec) -> tuple[pd.DataFrame, str | None]:
     table = read_fasta_records(spec.path, label_of)
     split = None
     if spec.test_path is not None:
-        table = pd.concat([table.assign(fold=TRAIN_ONLY_FOLD), read_fasta_records(spec.test_path, label_of).assign(fold=TEST_FOLD)], ignore_index=True)
-        split = _split_description(spec)
+        table, split = train_test(table, read_fasta_records(spec.test_path, label_of), spec)
     else:
         flagged = np.array([flags[i] for i in table["id"]], dtype=bool)
         if 0 < flagged.sum() < len(flagged):
@@ -93,8 +88,7 @@ def read_deepsol(spec: TaskSpec) -> tuple[pd.DataFrame, str | None]:
         return table, None
     if spec.test_labels_path is None:
         raise InputError(f"task {spec.name!r}: test_path needs tasks.{spec.name}.test_labels_path (the *_tgt file next to {spec.test_path.name})")
-    test = _deepsol_pair(spec.test_path, spec.test_labels_path, "test_")
-    return pd.concat([table, test.assign(fold=TEST_FOLD)], ignore_index=True), _split_description(spec)
+    return train_test(table, _deepsol_pair(spec.test_path, spec.test_labels_path, "test_"), spec)
 
 
 def _deepsol_pair(src: Path, tgt: Path, prefix: str) -> pd.DataFrame:
@@ -144,10 +138,10 @@ def read_flip(spec: TaskSpec) -> tuple[pd.DataFrame, str]:
             members = {Path(m).stem: m for m in archive.namelist() if m.endswith(".csv") and not Path(m).name.startswith(".")}
             if spec.split not in members:
                 raise InputError(f"{spec.path}: no split {spec.split!r} (splits: {', '.join(sorted(members))}); fix tasks.{spec.name}.split")
-            source, raw = f"{spec.path}:{members[spec.split]}", _flip_csv(io.BytesIO(archive.read(members[spec.split])), spec.path)
+            source, raw = f"{spec.path}:{members[spec.split]}", read_csv_text(io.BytesIO(archive.read(members[spec.split])), spec.path)
         name = spec.split
     else:
-        source, raw, name = str(spec.path), _flip_csv(spec.path, spec.path), spec.path.stem
+        source, raw, name = str(spec.path), read_csv_text(spec.path, spec.path), spec.path.stem
     missing = [c for c in FLIP_COLUMNS if c not in raw.columns]
     if missing:
         raise InputError(f"{source}: columns {', '.join(missing)} missing (columns: {', '.join(raw.columns)}); is this a FLIP split CSV?")
@@ -166,13 +160,6 @@ def read_flip(spec: TaskSpec) -> tuple[pd.DataFrame, str]:
         }
     )
     return table, f"FLIP {name} train/test"
-
-
-def _flip_csv(handle, path: Path) -> pd.DataFrame:
-    try:
-        return pd.read_csv(handle, dtype=str, keep_default_na=False)
-    except (pd.errors.ParserError, UnicodeDecodeError, pd.errors.EmptyDataError) as exc:
-        raise InputError(f"{path}: not a readable CSV file ({exc})") from None
 
 
 # --- DeepFRI EC ---------------------------------------------------------------------------------

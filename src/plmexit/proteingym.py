@@ -4,7 +4,7 @@ Invariant: every variant's sequence is ``target_seq`` of its assay in the refere
 its ``mutant`` applied (``A24C`` or ``A24C:G30D``, 1-based), and every wild-type residue a mutant
 names is checked against ``target_seq``; a sequence given in the file must equal it. Folds come
 from the assay file's column of the scheme when it has one, else they are made as ProteinGym's
-own script makes them (see ``make_folds``).
+published fold columns define them (see ``make_folds``).
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 
 from plmexit.errors import InputError
-from plmexit.tasks import TaskSpec, parse_folds
+from plmexit.tasks import TaskSpec, parse_folds, read_csv_text
 
 log = logging.getLogger(__name__)
 
@@ -71,10 +71,7 @@ def read_assay(spec: TaskSpec) -> tuple[pd.DataFrame, str]:
     if spec.dms_id not in reference:
         raise InputError(f"{spec.reference}: no assay {spec.dms_id!r}; check the DMS_id against the reference table's DMS_id column")
     target = reference[spec.dms_id]["target_seq"]
-    try:
-        raw = pd.read_csv(spec.path, dtype=str, keep_default_na=False)
-    except (pd.errors.ParserError, UnicodeDecodeError, pd.errors.EmptyDataError) as exc:
-        raise InputError(f"{spec.path}: not a readable CSV file ({exc})") from None
+    raw = read_csv_text(spec.path, spec.path)
     score = next((c for c in SCORE_COLUMNS if c in raw.columns), None)
     if "mutant" not in raw.columns or score is None:
         raise InputError(f"{spec.path}: a ProteinGym assay needs columns mutant and DMS_score (or score); found {', '.join(raw.columns)}")

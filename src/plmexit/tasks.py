@@ -42,6 +42,10 @@ AMBIGUOUS_RESIDUES = frozenset("XBUZO")
 ESM_RESIDUES = STANDARD_RESIDUES | AMBIGUOUS_RESIDUES
 
 
+# TaskSpec's optional file fields, besides ``path`` (the main file every format has).
+FILE_FIELDS = ("test_path", "labels_path", "test_labels_path", "annotations", "ids_path", "test_ids_path", "reference")
+
+
 @dataclass(frozen=True)
 class TaskSpec:
     """How to read one task; mirrors one entry of the config's ``tasks`` list.
@@ -93,7 +97,7 @@ def load_task(spec: TaskSpec) -> pd.DataFrame:
     }
     if spec.format not in readers:
         raise InputError(f"task {spec.name!r}: format {spec.format!r} is not one of {', '.join(FORMATS)}")
-    for key in ("path", "test_path", "labels_path", "test_labels_path", "annotations", "ids_path", "test_ids_path", "reference"):
+    for key in ("path", *FILE_FIELDS):
         path = getattr(spec, key)
         if path is not None and not Path(path).is_file():
             raise InputError(f"task {spec.name!r}: file {path} does not exist; fix tasks.{spec.name}.{key}")
@@ -134,15 +138,19 @@ def _read_csv(spec: TaskSpec) -> tuple[pd.DataFrame, str | None]:
         return table, (f"fold column {spec.fold_column!r} of {spec.path.name}" if spec.fold_column else None)
     if spec.fold_column:
         raise InputError(f"task {spec.name!r}: give either fold_column or test_path, not both")
-    test = _read_csv_file(spec, spec.test_path, fold_column=None)
-    return _train_test(table, test), f"train {spec.path.name} / test {spec.test_path.name}"
+    return train_test(table, _read_csv_file(spec, spec.test_path, fold_column=None), spec)
+
+
+def read_csv_text(source, path: Path) -> pd.DataFrame:
+    """A CSV file (or an open handle on one, ``path`` naming it) with every cell as text, as readers take it."""
+    try:
+        return pd.read_csv(source, dtype=str, keep_default_na=False)
+    except (pd.errors.ParserError, UnicodeDecodeError, pd.errors.EmptyDataError) as exc:
+        raise InputError(f"{path}: not a readable CSV file ({exc})") from None
 
 
 def _read_csv_file(spec: TaskSpec, path: Path, fold_column: str | None) -> pd.DataFrame:
-    try:
-        raw = pd.read_csv(path, dtype=str, keep_default_na=False)
-    except (pd.errors.ParserError, UnicodeDecodeError, pd.errors.EmptyDataError) as exc:
-        raise InputError(f"{path}: not a readable CSV file ({exc})") from None
+    raw = read_csv_text(path, path)
     wanted = {
         "sequence_column": spec.sequence_column,
         "label_column": spec.label_column,
@@ -188,7 +196,7 @@ def _read_fasta(spec: TaskSpec) -> tuple[pd.DataFrame, str | None]:
     table = read_fasta_records(spec.path, label_of)
     if spec.test_path is None:
         return table, None
-    return _train_test(table, read_fasta_records(spec.test_path, label_of)), f"train {spec.path.name} / test {spec.test_path.name}"
+    return train_test(table, read_fasta_records(spec.test_path, label_of), spec)
 
 
 def read_fasta_records(path: Path, label_of) -> pd.DataFrame:
@@ -212,9 +220,13 @@ def read_fasta_records(path: Path, label_of) -> pd.DataFrame:
     return pd.DataFrame({"id": ids, "sequence": sequences, "label": labels, "fold": TRAIN_ONLY_FOLD, "where": where})
 
 
-def _train_test(train: pd.DataFrame, test: pd.DataFrame) -> pd.DataFrame:
-    """Rows of the training file are only trained on; the test file is the one evaluation fold."""
-    return pd.concat([train.assign(fold=TRAIN_ONLY_FOLD), test.assign(fold=TEST_FOLD)], ignore_index=True)
+def train_test(train: pd.DataFrame, test: pd.DataFrame, spec: TaskSpec) -> tuple[pd.DataFrame, str]:
+    """The reader's table and split of a train file and a test file (``spec.path``, ``spec.test_path``).
+
+    Rows of the training file are only trained on; the test file is the one evaluation fold.
+    """
+    table = pd.concat([train.assign(fold=TRAIN_ONLY_FOLD), test.assign(fold=TEST_FOLD)], ignore_index=True)
+    return table, f"train {spec.path.name} / test {spec.test_path.name}"
 
 
 def _parse_labels(table: pd.DataFrame, spec: TaskSpec) -> np.ndarray:
