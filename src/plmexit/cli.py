@@ -302,7 +302,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--embeddings", required=True, help="HDF5 store from embed")
     p.add_argument("--task", required=True, help="task table TSV from prepare")
     p.add_argument("--type", choices=list(METRICS), required=True)
-    p.add_argument("--metric", required=True, help="metric the layer is selected by (spearman; accuracy, macro_f1 or mcc)")
+    p.add_argument("--metric", required=True, help="metric the layer is selected by (spearman; accuracy, macro_f1 or mcc; fmax, micro_f1 or macro_f1)")
     p.add_argument("--model-name", required=True, help="model name for the table")
     p.add_argument("--task-name", required=True, help="task name for the table")
     p.add_argument("--alphas", type=_floats, default=DEFAULT_RIDGE_ALPHAS, help="ridge regularisation grid, comma-separated")

@@ -84,7 +84,7 @@ class Plan:
         kind = entry["kind"]
         task_type = entry.get("type") or FORMAT_TYPES.get(kind)
         if task_type is None:
-            raise ConfigError(f"config: tasks[{position}] ({entry['id']}): a {kind} task needs a type (regression or classification)")
+            raise ConfigError(f"config: tasks[{position}] ({entry['id']}): a {kind} task needs a type (regression, classification or multilabel)")
         if kind in FORMAT_TYPES and task_type != FORMAT_TYPES[kind]:
             raise ConfigError(f"config: tasks[{position}] ({entry['id']}): a {kind} task is a {FORMAT_TYPES[kind]} task, not {task_type}; remove type")
         base = {"entry": entry, "type": task_type, "files": {r: entry[r] for r in FILE_ROLES[kind] if r in entry}}
