@@ -3,9 +3,8 @@
 import json
 import subprocess
 import sys
-from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
+from workflow_runs import REPO
 
 
 def test_probe_speed_writes_its_ratios(tmp_path):
@@ -19,7 +18,7 @@ def test_probe_speed_writes_its_ratios(tmp_path):
     assert result["max_abs_diff"] < 1e-6 and result["alpha_mismatches"] == 0
     logistic = result["classification"]
     assert {"ours_s", "reference_s", "ratio", "reference_one_blas_thread_s", "mean_prediction_agreement"} <= set(logistic)
-    assert logistic["fits"] == 5 and 0.0 <= logistic["min_prediction_agreement"] <= 1.0
+    assert logistic["fits"] == 5 and logistic["min_prediction_agreement"] >= 0.5  # same objective: most predictions agree
     parallel = result["parallel"]
     assert parallel["identical_tables"] and parallel["threads"] == 2 and parallel["layers"] == 3
     multilabel = result["multilabel"]

@@ -5,7 +5,6 @@ from __future__ import annotations
 import copy
 import re
 import shlex
-from pathlib import Path
 
 import pytest
 import yaml
@@ -14,8 +13,8 @@ from snakemake.utils import validate
 
 from plmexit.errors import ConfigError
 from plmexit.workflow import Plan
+from workflow_runs import REPO
 
-REPO = Path(__file__).resolve().parents[1]
 SCHEMA = REPO / "workflow" / "schemas" / "config.schema.yaml"
 
 

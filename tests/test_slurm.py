@@ -33,7 +33,7 @@ import yaml
 
 from plmexit.errors import InputError
 from plmexit.model_steps import resolve_device
-from workflow_runs import REPO, snakemake_command, snakemake_env, write_config
+from workflow_runs import REPO, file_stamps, snakemake_command, snakemake_env, write_config
 
 PROFILE = REPO / "profiles" / "slurm"
 PARTITION = "plmexit_test"
@@ -228,11 +228,7 @@ def megabytes(memory: str) -> int:
 def output_stamps(results: Path) -> dict[str, tuple[int, bytes]]:
     """Every output under results with its mtime and bytes; logs aside, and the working files a rerun
     consumes by design (temporary shard stores, hidden resumable parts and temporary names)."""
-    def kept(p: Path) -> bool:
-        parts = p.relative_to(results).parts
-        return p.is_file() and parts[0] != "logs" and not any(x.startswith(".") or x.endswith(".shards") for x in parts)
-
-    return {str(p.relative_to(results)): (p.stat().st_mtime_ns, p.read_bytes()) for p in sorted(results.rglob("*")) if kept(p)}
+    return file_stamps(results, lambda parts: parts[0] != "logs" and not any(x.startswith(".") or x.endswith(".shards") for x in parts))
 
 
 def cancel_when_running(cluster: Cluster, process: subprocess.Popen, times: int) -> list[dict[str, str]]:
@@ -349,8 +345,9 @@ def test_every_fetch_rule_is_a_local_rule():
     assert fetch_rules and fetch_rules <= local
 
 
-def test_auto_device_is_the_gpu_the_job_was_given(monkeypatch):
-    """SLURM exposes a job's GPUs through CUDA_VISIBLE_DEVICES; `--device auto` then embeds on them."""
+def test_auto_device_takes_a_visible_gpu_else_the_cpu(monkeypatch):
+    """`--device auto` embeds on a GPU whenever torch sees one, as it does the GPUs SLURM exposes to
+    a job through CUDA_VISIBLE_DEVICES (torch's visibility is simulated here: no GPU on CI)."""
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     assert resolve_device("auto") == "cuda"
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)

@@ -12,7 +12,7 @@ import pytest
 
 from plmexit.select import ACROSS_TASK_COLUMNS, PROBE_COLUMNS, SUMMARY_COLUMNS
 
-from workflow_runs import snakemake, write_config
+from workflow_runs import file_stamps, snakemake, write_config
 
 
 BLAT = [f"BLAT_ECOLX_Stiffler_2015.{s}" for s in ("fold_random_5", "fold_modulo_5", "fold_contiguous_5")]
@@ -122,10 +122,6 @@ NEW_TASK = {
 }
 
 
-def files_with_stamps(results) -> dict[str, tuple[int, bytes]]:
-    return {str(p.relative_to(results)): (p.stat().st_mtime_ns, p.read_bytes()) for p in sorted(results.rglob("*")) if p.is_file()}
-
-
 def planned_outputs(workdir, config) -> set[str]:
     """Every output a dry run of the whole workflow would write."""
     plan = snakemake(workdir, "--cores", "2", "--configfile", str(config), "--dry-run")
@@ -145,7 +141,7 @@ def test_adding_a_model_and_a_task_runs_only_what_is_new(finished_run, shared_da
     original, _ = finished_run
     workdir = tmp_path / "grown"
     shutil.copytree(original, workdir)  # copies keep mtimes, and .snakemake keeps the run's records
-    before = files_with_stamps(workdir / "results")
+    before = file_stamps(workdir / "results")
 
     def grow(config):
         config["models"].append(NEW_MODEL)
@@ -172,7 +168,7 @@ def test_adding_a_model_and_a_task_runs_only_what_is_new(finished_run, shared_da
     targets = [f"results/embeddings/{m}/{s}.h5" for m, s in built]
     run = snakemake(workdir, *targets, "--cores", "2", "--configfile", str(config))  # targets first: --configfile takes a list
     assert run.returncode == 0, run.stderr[-5000:]
-    after = files_with_stamps(workdir / "results")
+    after = file_stamps(workdir / "results")
     assert {path: after[path] for path in before} == before
     assert "embeddings/tiny_random/BLAT_ECOLX_Stiffler_2015.h5" in before and "embeddings/tiny_random/deeploc_10class.h5" in before
     assert all((workdir / path).is_file() for path in targets)

@@ -38,3 +38,11 @@ def write_config(workdir: Path, shared_data: Path, edit=None, name: str = "test.
     path = workdir / "config.yaml"
     path.write_text(yaml.safe_dump(config))
     return path
+
+
+def file_stamps(results: Path, kept=lambda parts: True) -> dict[str, tuple[int, bytes]]:
+    """Every file under ``results`` whose relative path parts pass ``kept``, with its mtime and bytes."""
+    return {
+        str(p.relative_to(results)): (p.stat().st_mtime_ns, p.read_bytes())
+        for p in sorted(results.rglob("*")) if p.is_file() and kept(p.relative_to(results).parts)
+    }
