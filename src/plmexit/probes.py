@@ -30,6 +30,13 @@ from plmexit.errors import InputError
 DEFAULT_RIDGE_ALPHAS = tuple(float(a) for a in np.logspace(-1, 5, 13))
 DEFAULT_LOGISTIC_CS = tuple(float(c) for c in np.logspace(-4, 1, 6))
 INNER_PREFIX = "inner_"
+# Probe-table fold of the selection procedure run on all training rows (the layer a user ships):
+# only ``inner_<metric>`` and the hyperparameter rows, no test metrics.
+DEPLOY_FOLD = -1
+# Probe-table metrics that are not scores: the chosen ridge alpha / logistic C, and where it sits
+# on its grid (-1 lowest value, +1 highest, 0 inside).
+HYPERPARAMETER = "hyperparameter"
+HYPERPARAMETER_EDGE = "hyperparameter_edge"
 
 
 def spearman(y_true: np.ndarray, y_pred: np.ndarray) -> float:

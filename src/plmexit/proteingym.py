@@ -120,6 +120,20 @@ def parse_mutant(text: str, target: str, path: Path, row: int, dms_id: str) -> l
     return mutations
 
 
+def mutated_positions(mutant: str) -> tuple[int, ...]:
+    """1-based positions a mutant string names (``A24C:G30D`` -> ``(24, 30)``), without a reference.
+
+    For ids of ProteinGym task tables, whose mutants ``read_assay`` already checked.
+    """
+    positions = []
+    for part in str(mutant).strip().split(":"):
+        match = _MUTATION.match(part)
+        if match is None:
+            raise InputError(f"id {mutant!r} is not a ProteinGym mutant (e.g. A24C or A24C:G30D)")
+        positions.append(int(match[2]))
+    return tuple(positions)
+
+
 def apply_mutant(target: str, mutations: list[tuple[str, int, str]]) -> str:
     residues = list(target)
     for _, position, new in mutations:
