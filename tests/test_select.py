@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 from plmexit.errors import InputError
-from plmexit.probes import spearman
+from plmexit.probes import DEPLOY_FOLD, HYPERPARAMETER, HYPERPARAMETER_EDGE, spearman
 from plmexit.select import (
     ACROSS_TASK_COLUMNS, PROBE_COLUMNS, SUMMARY_COLUMNS, across_tasks, bootstrap_gain, select_layer, summarize,
 )
@@ -30,7 +30,9 @@ TEST = [
 ]
 
 
-def long_table(inner, test, metric="spearman", model="esm2_tiny", task="toy", extra_metric=True) -> pd.DataFrame:
+def long_table(inner, test, metric="spearman", model="esm2_tiny", task="toy", extra_metric=True, deploy=None, hyper=None) -> pd.DataFrame:
+    """A probe table as ``plmexit probe`` writes it: per layer and fold the test metric(s), the inner score and the
+    chosen hyperparameter; per layer the deploy fold's inner score (default: the mean of the folds' inner scores)."""
     rows = []
     for layer, (inner_row, test_row) in enumerate(zip(inner, test)):
         for fold, (inner_value, test_value) in enumerate(zip(inner_row, test_row)):
@@ -38,27 +40,38 @@ def long_table(inner, test, metric="spearman", model="esm2_tiny", task="toy", ex
             rows.append((model, task, layer, fold, f"inner_{metric}", inner_value))
             if extra_metric:  # another metric in the table must not confuse selection
                 rows.append((model, task, layer, fold, "mse", 100.0 - layer))
+            value, edge = hyper(layer, fold) if hyper else (10.0, 0.0)
+            rows.extend([(model, task, layer, fold, HYPERPARAMETER, value), (model, task, layer, fold, HYPERPARAMETER_EDGE, edge)])
+        deployed = np.mean(inner_row) if deploy is None else deploy[layer]
+        rows.append((model, task, layer, DEPLOY_FOLD, f"inner_{metric}", deployed))
+        value, edge = hyper(layer, DEPLOY_FOLD) if hyper else (10.0, 0.0)
+        rows.extend([(model, task, layer, DEPLOY_FOLD, HYPERPARAMETER, value), (model, task, layer, DEPLOY_FOLD, HYPERPARAMETER_EDGE, edge)])
     return pd.DataFrame(rows, columns=PROBE_COLUMNS)
 
 
 def test_select_layer_exact():
     selection = select_layer(long_table(INNER, TEST), "spearman")
 
+    hyper = {"hyperparameter": 10.0, "final_hyperparameter": 10.0}
     assert selection["folds"] == [
         {"fold": 0, "layer": 2, "inner_score": 0.70, "test_score": 0.50, "final_test_score": 0.20,
-         "test_metrics": {"mse": 98.0, "spearman": 0.50}, "final_test_metrics": {"mse": 96.0, "spearman": 0.20}},
+         "test_metrics": {"mse": 98.0, "spearman": 0.50}, "final_test_metrics": {"mse": 96.0, "spearman": 0.20}, **hyper},
         {"fold": 1, "layer": 2, "inner_score": 0.65, "test_score": 0.45, "final_test_score": 0.10,
-         "test_metrics": {"mse": 98.0, "spearman": 0.45}, "final_test_metrics": {"mse": 96.0, "spearman": 0.10}},
+         "test_metrics": {"mse": 98.0, "spearman": 0.45}, "final_test_metrics": {"mse": 96.0, "spearman": 0.10}, **hyper},
         {"fold": 2, "layer": 3, "inner_score": 0.66, "test_score": 0.45, "final_test_score": 0.15,
-         "test_metrics": {"mse": 97.0, "spearman": 0.45}, "final_test_metrics": {"mse": 96.0, "spearman": 0.15}},
+         "test_metrics": {"mse": 97.0, "spearman": 0.45}, "final_test_metrics": {"mse": 96.0, "spearman": 0.15}, **hyper},
     ]
-    assert {k: selection[k] for k in ("model", "task", "metric", "n_layers", "n_folds", "tolerance", "best_layer")} == {
-        "model": "esm2_tiny", "task": "toy", "metric": "spearman", "n_layers": 4, "n_folds": 3, "tolerance": 0.0, "best_layer": 2,
+    assert {k: selection[k] for k in ("model", "task", "metric", "status", "n_layers", "n_folds", "tolerance", "deployed_layer", "fold_layers")} == {
+        "model": "esm2_tiny", "task": "toy", "metric": "spearman", "status": "ok", "n_layers": 4, "n_folds": 3, "tolerance": 0.0,
+        "deployed_layer": 2, "fold_layers": [2, 2, 3],
     }
-    assert selection["best_score"] == pytest.approx((0.50 + 0.45 + 0.45) / 3)  # each fold's own choice, held out
+    assert selection["nested_score"] == pytest.approx((0.50 + 0.45 + 0.45) / 3)  # each fold's own choice, held out
     assert selection["final_score"] == pytest.approx((0.20 + 0.10 + 0.15) / 3)
     assert selection["gain"] == pytest.approx((0.50 + 0.45 + 0.45) / 3 - (0.20 + 0.10 + 0.15) / 3)
-    assert selection["compute_saved"] == 0.5  # (4 - 2) / 4
+    assert selection["deployed_compute_saved"] == 0.5  # (4 - 2) / 4
+    assert selection["folds_compute_saved"] == pytest.approx((0.5 + 0.5 + 0.25) / 3)
+    assert selection["fold_agreement"] == pytest.approx(2 / 3)
+    assert selection["deployed_inner_score"] == pytest.approx(np.mean(INNER[2]))
     assert selection["oracle_layer"] == 0 and selection["oracle_score"] == pytest.approx(0.90)
     assert selection["mean_test_score_by_layer"] == pytest.approx({0: 0.90, 1: 0.30, 2: 0.45, 3: 0.4666666667, 4: 0.15})
 
@@ -70,7 +83,7 @@ def test_selection_ignores_test_scores():
     selection = select_layer(long_table(INNER, boosted), "spearman")
 
     assert [f["layer"] for f in selection["folds"]] == [2, 2, 3]
-    assert selection["best_layer"] == 2
+    assert selection["deployed_layer"] == 2
     assert selection["oracle_layer"] == 4
 
 
@@ -78,7 +91,7 @@ def test_tolerance_prefers_the_shallowest_layer_within_reach():
     selection = select_layer(long_table(INNER, TEST), "spearman", tolerance=0.02)
 
     assert [f["layer"] for f in selection["folds"]] == [2, 2, 2]  # fold 2: 0.65 is within 0.02 of 0.66
-    assert selection["best_score"] == pytest.approx((0.50 + 0.45 + 0.40) / 3)
+    assert selection["nested_score"] == pytest.approx((0.50 + 0.45 + 0.40) / 3)
     assert selection["tolerance"] == 0.02
 
     wide = select_layer(long_table(INNER, TEST), "spearman", tolerance=0.25)
@@ -91,42 +104,109 @@ def test_exact_inner_ties_go_to_the_shallowest_layer():
 
     selection = select_layer(long_table(inner, test), "spearman")
 
-    assert selection["best_layer"] == 1
-    assert selection["compute_saved"] == pytest.approx(2 / 3)
+    assert selection["deployed_layer"] == 1 and selection["fold_layers"] == [1, 1]
+    assert selection["deployed_compute_saved"] == pytest.approx(2 / 3)
 
 
-def test_tied_fold_votes_go_to_the_shallowest_layer():
+def test_the_deployed_layer_is_chosen_on_all_training_rows_not_by_a_vote_of_folds():
+    """Folds choosing [3, 1] do not vote: the deployed layer is the procedure run on all training rows."""
     inner = [[0.1, 0.1], [0.2, 0.9], [0.3, 0.3], [0.9, 0.2]]  # fold 0 picks 3, fold 1 picks 1
     test = [[0.0, 0.0], [0.3, 0.5], [0.2, 0.2], [0.7, 0.1]]
 
-    selection = select_layer(long_table(inner, test), "spearman")
+    selection = select_layer(long_table(inner, test, deploy=[0.1, 0.5, 0.6, 0.55]), "spearman")
 
     assert [f["layer"] for f in selection["folds"]] == [3, 1]
-    assert selection["best_layer"] == 1
-    assert selection["best_score"] == pytest.approx((0.7 + 0.5) / 2)
+    assert selection["deployed_layer"] == 2 and selection["fold_agreement"] == 0.0
+    assert selection["nested_score"] == pytest.approx((0.7 + 0.5) / 2)
+    assert selection["deployed_compute_saved"] == pytest.approx(1 / 3)
+    assert selection["folds_compute_saved"] == pytest.approx((0 + 2 / 3) / 2)
+
+
+def test_every_number_describes_its_own_layer():
+    """Folds choosing [2, 2, 6, 6, 5]: the old summary paired the mode's saving (layer 2) with the folds' mean score."""
+    n = 7
+    choices = [2, 2, 6, 6, 5]
+    inner = [[0.9 if layer == choice else 0.1 for choice in choices] for layer in range(n)]
+    test = [[0.30 if layer == 2 else 0.55 if layer in (5, 6) else 0.1 for _ in choices] for layer in range(n)]
+
+    selection = select_layer(long_table(inner, test, deploy=[0.9 if layer == 6 else 0.2 for layer in range(n)]), "spearman")
+
+    assert selection["fold_layers"] == choices
+    assert selection["deployed_layer"] == 6 and selection["deployed_compute_saved"] == 0.0
+    assert selection["nested_score"] == pytest.approx((0.30 * 2 + 0.55 * 3) / 5)
+    assert selection["folds_compute_saved"] == pytest.approx(np.mean([(6 - c) / 6 for c in choices]))
+    assert selection["fold_agreement"] == pytest.approx(2 / 5)
+
+
+def test_a_layer_without_signal_is_never_chosen():
+    """NaN inner scores (constant training features) lose even to negative scores."""
+    nan = float("nan")
+    inner = [[nan, nan], [-0.2, -0.1], [nan, nan]]
+    test = [[0.0, 0.0], [0.1, 0.2], [0.0, 0.0]]
+
+    selection = select_layer(long_table(inner, test, deploy=[nan, -0.15, nan]), "spearman")
+
+    assert selection["status"] == "ok" and selection["fold_layers"] == [1, 1] and selection["deployed_layer"] == 1
+    assert selection["oracle_layer"] == 1
+
+
+def test_a_task_where_no_layer_has_signal_is_no_signal_not_a_saving():
+    """Every variant embedded alike (mutations cut away): before, every layer tied at 0 and layer 0 'saved' 100%."""
+    nan = float("nan")
+    inner = [[nan, nan]] * 4
+    test = [[0.0, 0.0]] * 4
+
+    selection = select_layer(long_table(inner, test, deploy=[nan] * 4), "spearman")
+
+    assert selection["status"] == "no_signal"
+    assert selection["deployed_layer"] is None and selection["fold_layers"] == [None, None]
+    for key in ("gain", "nested_score", "deployed_compute_saved", "folds_compute_saved", "fold_agreement", "oracle_layer"):
+        assert selection[key] is None, key
+    with pytest.raises(InputError, match="no layer to compare with the final one"):
+        bootstrap_gain(pd.DataFrame(columns=["layer", "fold", "id", "label", "prediction"]), selection, "regression", n_boot=5, seed=0)
+
+
+def test_hyperparameters_on_the_edge_of_their_grid_are_reported():
+    def hyper(layer, fold):
+        return (1e5, 1.0) if (layer, fold) == (2, 1) else (0.1, -1.0) if (layer, fold) == (2, DEPLOY_FOLD) else (10.0, 0.0)
+
+    selection = select_layer(long_table(INNER, TEST, hyper=hyper), "spearman")
+
+    assert selection["folds"][1]["hyperparameter"] == 1e5
+    assert selection["deployed_hyperparameter"] == 0.1
+    assert selection["hyperparameters_on_grid_edge"] == [
+        {"fold": 1, "layer": 2, "value": 1e5, "edge": "highest"}, {"fold": DEPLOY_FOLD, "layer": 2, "value": 0.1, "edge": "lowest"},
+    ]
+
+
+def test_a_probe_table_without_deploy_rows_is_an_error():
+    table = long_table(INNER, TEST)
+
+    with pytest.raises(InputError, match=r"no 'inner_spearman' rows for fold -1 \(all training rows\), so no deployed layer; rerun `plmexit probe`"):
+        select_layer(table[table.fold != DEPLOY_FOLD], "spearman")
 
 
 def test_selection_by_a_classification_metric():
     selection = select_layer(long_table(INNER, TEST, metric="macro_f1"), "macro_f1")
 
-    assert selection["metric"] == "macro_f1" and selection["best_layer"] == 2
+    assert selection["metric"] == "macro_f1" and selection["deployed_layer"] == 2
 
 
 def test_missing_metric_rows():
     table = long_table(INNER, TEST)
 
-    with pytest.raises(InputError, match=r"no 'accuracy' rows \(metrics: inner_spearman, mse, spearman\); select by the metric the probes were run with"):
+    with pytest.raises(InputError, match=r"no 'accuracy' rows \(metrics: hyperparameter, hyperparameter_edge, inner_spearman, mse, spearman\); select by the metric the probes were run with"):
         select_layer(table, "accuracy")
     with pytest.raises(InputError, match=r"no 'inner_spearman' rows"):
         select_layer(table[table.metric != "inner_spearman"], "spearman")
 
 
-def with_select_task_fields(selection: dict) -> dict:
+def with_select_task_fields(selection: dict, dms_id=None, fold_scheme=None) -> dict:
     """What ``steps.select_task`` adds to ``select_layer``'s result before it is summarised."""
-    cost_saved = selection["compute_saved"]
+    saved = selection["deployed_compute_saved"]
     return {**selection, "gain_ci_low": selection["gain"] - 0.1, "gain_ci_high": selection["gain"] + 0.1,
-            "flops_saved": cost_saved, "time_saved": cost_saved / 2, "layer_norm": "raw", "split": "3-fold cross-validation, seed 0",
-            "n_sequences": 30, "n_truncated": 0}
+            "deployed_time_saved": saved / 2, "folds_time_saved": selection["folds_compute_saved"] / 2, "layer_norm": "raw",
+            "split": "3-fold cross-validation, seed 0", "n_sequences": 30, "n_truncated": 0, "dms_id": dms_id, "fold_scheme": fold_scheme}
 
 
 def test_summarize_column_order_and_sorting():
@@ -137,11 +217,12 @@ def test_summarize_column_order_and_sorting():
     summary = summarize([first, second, third])
 
     assert list(summary.columns) == SUMMARY_COLUMNS
-    assert SUMMARY_COLUMNS[:5] == ["model", "task", "metric", "n_layers", "best_layer"]
+    assert SUMMARY_COLUMNS[:8] == ["model", "task", "dms_id", "fold_scheme", "metric", "status", "n_layers", "deployed_layer"]
     assert summary[["model", "task"]].values.tolist() == [["esm2_a", "b"], ["esm2_a", "y"], ["esm2_b", "x"]]
-    assert summary["best_layer"].tolist() == [2, 2, 2]
+    assert summary["deployed_layer"].tolist() == [2, 2, 2]
+    assert summary["fold_layers"].tolist() == ["2;2;3"] * 3
     assert list(summary.index) == [0, 1, 2]
-    assert summary["flops_saved"].tolist() == [0.5, 0.5, 0.5] and summary["layer_norm"].tolist() == ["raw"] * 3
+    assert summary["deployed_compute_saved"].tolist() == [0.5, 0.5, 0.5] and summary["layer_norm"].tolist() == ["raw"] * 3
     assert summary["gain_ci_low"].tolist() == pytest.approx([first["gain"] - 0.1] * 3)
 
 
@@ -258,19 +339,52 @@ def test_predictions_that_do_not_pair_up_are_an_error(selection, damage, message
         bootstrap_gain(predictions, selection, "regression", n_boot=10, seed=0)
 
 
+def test_clusters_of_one_item_give_the_item_bootstrap(selection):
+    predictions = predictions_table(selected_noise=0.5, final_noise=1.0)
+    singletons = {i: i for i in predictions["id"]}
+
+    assert bootstrap_gain(predictions, selection, "regression", n_boot=40, seed=3, clusters=singletons) == bootstrap_gain(
+        predictions, selection, "regression", n_boot=40, seed=3
+    )
+
+
+def test_a_cluster_bootstrap_resamples_positions_and_is_wider_when_positions_are_correlated(selection):
+    """Variants at one position share an error: resampling them singly understates the uncertainty."""
+    rng = np.random.default_rng(0)
+    frames, clusters = [], {}
+    for fold in range(3):
+        positions = np.repeat(np.arange(8), 10)  # 8 positions x 10 variants
+        ids = [f"f{fold}_p{p}_{i}" for i, p in enumerate(positions)]
+        clusters.update({i: f"{fold}:{p}" for i, p in zip(ids, positions)})
+        truth = rng.normal(size=8)[positions] + 0.3 * rng.normal(size=len(positions))
+        for layer in (2, 3, 4):
+            shared = rng.normal(size=8)[positions]  # an error common to a position's variants
+            frames.append(pd.DataFrame({"layer": layer, "fold": fold, "id": ids, "label": truth, "prediction": truth + shared}))
+    predictions = pd.concat(frames, ignore_index=True)
+
+    items = bootstrap_gain(predictions, selection, "regression", n_boot=300, seed=0)
+    positions = bootstrap_gain(predictions, selection, "regression", n_boot=300, seed=0, clusters=clusters)
+
+    assert positions[1] - positions[0] > 1.5 * (items[1] - items[0])
+
+
 # --- across tasks --------------------------------------------------------------------------------------
 
 
 def across_summary() -> pd.DataFrame:
     rows = [
-        # model, task, n_layers, best_layer, oracle_layer, gain, flops_saved, time_saved
-        ("esm2_a", "t1", 6, 6, 6, 0.0, 0.0, 0.0),
-        ("esm2_a", "t2", 6, 2, 6, 0.125, 4 / 6, 0.5),
-        ("esm2_a", "t3", 6, 3, 1, 0.375, 3 / 6, 0.25),
-        ("esm2_a", "t4", 6, 6, 6, 0.0, 0.0, 0.0),
-        ("esm2_b", "t1", 3, 1, 3, 0.25, 2 / 3, 0.5),
+        # model, task, dms_id, fold_scheme, metric, status, n_layers, deployed_layer, oracle_layer, gain, deployed_compute_saved, deployed_time_saved
+        ("esm2_a", "t1", None, None, "accuracy", "ok", 6, 6, 6, 0.0, 0.0, 0.0),
+        ("esm2_a", "t2", None, None, "accuracy", "ok", 6, 2, 6, 0.125, 4 / 6, 0.5),
+        ("esm2_a", "t3", None, None, "accuracy", "ok", 6, 3, 1, 0.375, 3 / 6, 0.25),
+        ("esm2_a", "t4", None, None, "accuracy", "ok", 6, 6, 6, 0.0, 0.0, 0.0),
+        ("esm2_b", "t1", None, None, "accuracy", "ok", 3, 1, 3, 0.25, 2 / 3, 0.5),
     ]
-    return pd.DataFrame(rows, columns=["model", "task", "n_layers", "best_layer", "oracle_layer", "gain", "flops_saved", "time_saved"])
+    return pd.DataFrame(rows, columns=COLUMNS)
+
+
+COLUMNS = ["model", "task", "dms_id", "fold_scheme", "metric", "status", "n_layers", "deployed_layer", "oracle_layer", "gain",
+           "deployed_compute_saved", "deployed_time_saved"]
 
 
 def test_across_tasks_exact():
@@ -279,14 +393,44 @@ def test_across_tasks_exact():
     assert list(across.columns) == ACROSS_TASK_COLUMNS
     assert across["model"].tolist() == ["esm2_a", "esm2_b"]
     a, b = across.to_dict("records")
-    assert (a["n_tasks"], a["final_selected_fraction"], a["final_oracle_fraction"], a["mean_gain"]) == (4, 0.5, 0.75, 0.125)
-    assert a["mean_flops_saved"] == pytest.approx(7 / 24) and a["mean_time_saved"] == 0.1875
+    assert (a["metric"], a["scheme"], a["n_tasks"], a["n_no_signal"]) == ("accuracy", "-", 4, 0)
+    assert (a["final_selected_fraction"], a["final_oracle_fraction"], a["mean_gain"]) == (0.5, 0.75, 0.125)
+    assert a["mean_deployed_compute_saved"] == pytest.approx(7 / 24) and a["mean_deployed_time_saved"] == 0.1875
     assert 0.0 <= a["mean_gain_ci_low"] < 0.125 < a["mean_gain_ci_high"] <= 0.375  # means of 4 draws from the gains
     # One task: every resample is that task, so the interval is a point.
     assert b == {
-        "model": "esm2_b", "n_tasks": 1, "final_selected_fraction": 0.0, "final_oracle_fraction": 1.0, "mean_gain": 0.25,
-        "mean_gain_ci_low": 0.25, "mean_gain_ci_high": 0.25, "mean_flops_saved": pytest.approx(2 / 3), "mean_time_saved": 0.5,
+        "model": "esm2_b", "metric": "accuracy", "scheme": "-", "n_tasks": 1, "n_no_signal": 0, "final_selected_fraction": 0.0,
+        "final_oracle_fraction": 1.0, "mean_gain": 0.25, "mean_gain_ci_low": 0.25, "mean_gain_ci_high": 0.25,
+        "mean_deployed_compute_saved": pytest.approx(2 / 3), "mean_deployed_time_saved": 0.5,
     }
+
+
+def test_across_tasks_never_mixes_metrics_and_counts_each_assay_once():
+    """Before: one mean over Spearman, accuracy and Fmax together, each assay counted three times (once per scheme)."""
+    rows = [
+        ("m", "loc", None, None, "accuracy", "ok", 4, 2, 4, 0.10, 0.5, 0.4),
+        ("m", "ec", None, None, "fmax", "ok", 4, 4, 4, 0.00, 0.0, 0.0),
+        ("m", "gb1", None, None, "spearman", "ok", 4, 3, 3, 0.30, 0.25, 0.2),
+    ]
+    for assay, gains in (("A", (0.2, 0.0, 0.1)), ("B", (0.0, 0.0, 0.0))):
+        for scheme, gain in zip(("fold_random_5", "fold_modulo_5", "fold_contiguous_5"), gains):
+            rows.append(("m", f"{assay}.{scheme}", assay, scheme, "spearman", "ok", 4, 4 if gain == 0 else 1, 4, gain, 0.0 if gain == 0 else 0.75, 0.0))
+    rows.append(("m", "C.fold_random_5", "C", "fold_random_5", "spearman", "no_signal", 4, None, None, None, None, None))
+
+    across = across_tasks(pd.DataFrame(rows, columns=COLUMNS), n_boot=50, seed=0).set_index(["metric", "scheme"])
+
+    assert sorted(across.index) == sorted([
+        ("accuracy", "-"), ("fmax", "-"), ("spearman", "-"), ("spearman", "all"),
+        ("spearman", "fold_contiguous_5"), ("spearman", "fold_modulo_5"), ("spearman", "fold_random_5"),
+    ])
+    assert across.loc[("spearman", "fold_random_5"), ["n_tasks", "n_no_signal", "mean_gain"]].tolist() == [3, 1, pytest.approx(0.1)]
+    assert across.loc[("spearman", "fold_contiguous_5"), "mean_gain"] == pytest.approx(0.05)
+    # Each assay once: A's three schemes average to 0.1, B's to 0; GB1 (no scheme) is not mixed in.
+    everything = across.loc[("spearman", "all")]
+    assert (everything["n_tasks"], everything["mean_gain"]) == (3, pytest.approx(0.05))
+    assert everything["final_selected_fraction"] == pytest.approx((1 / 3 + 1) / 2)
+    assert across.loc[("spearman", "-"), "mean_gain"] == pytest.approx(0.3)
+    assert across.loc[("accuracy", "-"), "mean_gain"] == pytest.approx(0.1)
 
 
 def test_across_tasks_is_deterministic_for_a_seed():

@@ -45,8 +45,8 @@ def assert_layer_three_wins(table: pd.DataFrame, predictions: pd.DataFrame, metr
 
     assert (selection["n_layers"], selection["n_folds"]) == (N_LAYERS, n_folds)
     assert [f["layer"] for f in selection["folds"]] == [SIGNAL_LAYER] * n_folds  # every fold, on training rows only
-    assert selection["best_layer"] == SIGNAL_LAYER and selection["oracle_layer"] == SIGNAL_LAYER
-    assert selection["compute_saved"] == (N_LAYERS - SIGNAL_LAYER) / N_LAYERS
+    assert selection["deployed_layer"] == SIGNAL_LAYER and selection["oracle_layer"] == SIGNAL_LAYER
+    assert selection["deployed_compute_saved"] == (N_LAYERS - SIGNAL_LAYER) / N_LAYERS
     low, high = select.bootstrap_gain(predictions, selection, "classification" if metric == "accuracy" else "regression", n_boot=n_boot, seed=0)
     assert 0.0 < low <= high
     return selection
@@ -62,7 +62,7 @@ def test_planted_regression_signal_at_layer_three_is_selected():
 
     selection = assert_layer_three_wins(table, predictions, "spearman", n_folds=5, n_boot=50)
 
-    assert selection["best_score"] > 0.95  # spearman of a nearly noiseless linear signal
+    assert selection["nested_score"] > 0.95  # spearman of a nearly noiseless linear signal
     assert selection["gain"] > 0.7  # the final layer is noise (its spearman is -0.18 with this seed)
 
 
@@ -80,7 +80,7 @@ def test_planted_classification_signal_at_layer_three_is_selected():
     # Few resamples: scikit-learn's accuracy costs milliseconds a call, and the gain here is far from zero.
     selection = assert_layer_three_wins(table, predictions, "accuracy", n_folds=3, n_boot=20)
 
-    assert selection["best_score"] > 0.9
+    assert selection["nested_score"] > 0.9
     assert selection["gain"] > 0.4  # chance accuracy is 1/3
 
 
@@ -98,10 +98,10 @@ def test_equal_signal_at_two_layers_goes_to_the_shallowest_within_tolerance():
     strict = select.select_layer(table, "spearman")
     tolerant = select.select_layer(table, "spearman", tolerance=0.02)  # inner scores: ~0.981 (layer 2), ~0.988 (layer 5)
 
-    assert strict["best_layer"] == 5
+    assert strict["deployed_layer"] == 5
     assert [f["layer"] for f in tolerant["folds"]] == [2] * 5
-    assert tolerant["best_layer"] == 2 and tolerant["compute_saved"] == 0.75
-    assert tolerant["best_score"] == pytest.approx(strict["best_score"], abs=0.02)
+    assert tolerant["deployed_layer"] == 2 and tolerant["deployed_compute_saved"] == 0.75
+    assert tolerant["nested_score"] == pytest.approx(strict["nested_score"], abs=0.02)
 
 
 # --- pure noise: the nested gain is zero on average, the oracle's is not -------------------------------
@@ -122,7 +122,7 @@ def noise_gains() -> np.ndarray:
         y = rng.normal(size=N_ITEMS)
         table, _ = probe_every_layer(noise_layers(rng), y, NOISE_FOLDS, NOISE_RIDGE)
         selection = select.select_layer(table, "spearman")
-        gains.append((selection["best_score"] - selection["final_score"], selection["oracle_score"] - selection["final_score"]))
+        gains.append((selection["nested_score"] - selection["final_score"], selection["oracle_score"] - selection["final_score"]))
     return np.array(gains)
 
 

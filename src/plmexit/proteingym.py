@@ -23,6 +23,8 @@ from plmexit.tasks import TaskSpec, parse_folds, read_csv_text
 log = logging.getLogger(__name__)
 
 FOLD_SCHEMES = ("fold_random_5", "fold_modulo_5", "fold_contiguous_5")
+# Schemes whose test folds hold out whole mutated positions (defined for single substitutions).
+POSITION_SCHEMES = ("fold_modulo_5", "fold_contiguous_5")
 N_FOLDS = 5
 SCORE_COLUMNS = ("DMS_score", "score")  # ProteinGym's name, and the `mutant,score` re-exports'
 SEQUENCE_COLUMNS = ("mutated_sequence", "sequence")

@@ -167,23 +167,53 @@ def select_task(
         selection = select.select_layer(read_probe_table(probe_table), metric, tolerance)
     except InputError as exc:
         raise InputError(f"{probe_table}: {exc}") from None
-    try:
-        selection["gain_ci_low"], selection["gain_ci_high"] = select.bootstrap_gain(_read_predictions(predictions, task_type), selection, task_type, n_boot, seed)
-    except InputError as exc:
-        raise InputError(f"{predictions} (predictions for {probe_table}): {exc}") from None
+    info = _read_json(task_info, "`plmexit prepare`", ("split", "n_sequences", "dms_id", "fold_scheme"))
+    clusters = _position_clusters(info)
+    selection["bootstrap"] = {
+        "resamples": n_boot, "seed": seed, "level": select.CONFIDENCE_LEVEL,
+        "unit": ("mutated positions" if clusters else "test items") + ", paired within folds; probes not refitted, layers not re-chosen",
+    }
+    selection["gain_ci_low"] = selection["gain_ci_high"] = None
+    if selection["status"] == select.STATUS_OK:
+        table = _read_predictions(predictions, task_type)
+        try:
+            interval = select.bootstrap_gain(table, selection, task_type, n_boot, seed, clusters=clusters(table["id"]) if clusters else None)
+        except InputError as exc:
+            raise InputError(f"{predictions} (predictions for {probe_table}): {exc}") from None
+        selection["gain_ci_low"], selection["gain_ci_high"] = interval
+    else:
+        log.warning(
+            "%s/%s: no layer carries a signal on some training part (every inner score is NaN: the embedded features do not vary); "
+            "reported as %s, with no gain or saving", selection["model"], selection["task"], selection["status"],
+        )
+    for edge in selection["hyperparameters_on_grid_edge"]:
+        log.warning(
+            "%s/%s: the probe chosen at layer %d of fold %d has its regularisation %g at the %s value of its grid; widen probe.%s",
+            selection["model"], selection["task"], edge["layer"], edge["fold"], edge["value"], edge["edge"],
+            "ridge_alphas" if task_type == "regression" else "logistic_cs",
+        )
     costs = _read_json(cost_file, "`plmexit cost`", ("n_layers", "flops", "seconds"))
     if costs["n_layers"] != selection["n_layers"]:
         raise InputError(f"{cost_file} describes {costs['n_layers']} layers but {probe_table} has {selection['n_layers']}; rerun `plmexit cost`")
-    selection["flops_saved"] = cost.fraction_saved(np.array(costs["flops"]), selection["best_layer"])
-    selection["time_saved"] = cost.fraction_saved(np.array(costs["seconds"]), selection["best_layer"])
-    selection["bootstrap"] = {"resamples": n_boot, "seed": seed, "level": select.CONFIDENCE_LEVEL, "unit": "test items, paired within folds"}
+    seconds = np.array(costs["seconds"])
+    ok = selection["status"] == select.STATUS_OK
+    selection["deployed_time_saved"] = cost.fraction_saved(seconds, selection["deployed_layer"]) if ok else None
+    selection["folds_time_saved"] = float(np.mean([cost.fraction_saved(seconds, f["layer"]) for f in selection["folds"]])) if ok else None
     attrs = store.read_info(embeddings).attrs
     selection["layer_norm"] = attrs["layer_norm"]
     selection["n_truncated"] = int(attrs["n_truncated"])
-    info = _read_json(task_info, "`plmexit prepare`", ("split", "n_sequences", "dms_id", "fold_scheme"))
     selection["split"], selection["n_sequences"], selection["task_info"] = info["split"], info["n_sequences"], info
+    selection["dms_id"], selection["fold_scheme"] = info["dms_id"], info["fold_scheme"]
     write_text(out, json.dumps(selection, indent=2) + "\n")
     return selection
+
+
+def _position_clusters(info: dict):
+    """For ProteinGym schemes that hold out whole positions: ids -> {id: mutated positions}, the bootstrap's units; else None."""
+    scheme = info.get("fold_scheme") or ""
+    if not scheme.startswith(proteingym.POSITION_SCHEMES):
+        return None
+    return lambda ids: {i: proteingym.mutated_positions(i) for i in ids}
 
 
 def _read_predictions(path: str | Path, task_type: str) -> pd.DataFrame:
@@ -235,7 +265,7 @@ def summarize_proteingym(selection_files: list[str | Path], model_names: dict[st
 
 def plot_task(probe_table: str | Path, selection_file: str | Path, out: str | Path) -> None:
     """Figure of the selection metric against layer for one (model, task)."""
-    figures.plot_layers(read_probe_table(probe_table), _read_json(selection_file, "`plmexit select`", ("metric", "n_layers", "best_layer", "best_score")), out)
+    figures.plot_layers(read_probe_table(probe_table), _read_json(selection_file, "`plmexit select`", ("metric", "n_layers", "status", "deployed_layer", "nested_score", "fold_layers")), out)
 
 
 def plot_summary(summary_file: str | Path, out: str | Path) -> None:
