@@ -1,5 +1,10 @@
 # plmexit: how deep do you need to go? Embed every layer, probe it, choose the layer honestly.
-from snakemake.utils import min_version, validate
+import sys
+
+from snakemake.utils import min_version
+
+from plmexit.errors import ConfigError
+from plmexit.workflow import Plan
 
 min_version("9.0")
 
@@ -7,7 +12,12 @@ min_version("9.0")
 configfile: "config/config.yaml"
 
 
-validate(config, "workflow/schemas/config.schema.yaml", set_default=True)
+# The config is checked against the schema (defaults filled in) and planned; every decision that
+# depends on it lives in plmexit.workflow.Plan, and rules only ask it.
+try:
+    plan = Plan.from_config(config, "workflow/schemas/config.schema.yaml")
+except ConfigError as error:
+    sys.exit(str(error))  # one line naming the key, not a traceback
 
 
 include: "workflow/rules/common.smk"

@@ -12,7 +12,7 @@ from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
 
 from plmexit.errors import ConfigError
-from plmexit.workflow import Plan
+from plmexit.workflow import Plan, check_config, load_schema
 from workflow_runs import REPO
 
 SCHEMA = REPO / "workflow" / "schemas" / "config.schema.yaml"
@@ -81,6 +81,27 @@ def test_schema_errors_name_the_problem(edit, message):
     edit(config)
     with pytest.raises(WorkflowError, match=message):
         validate(config, str(SCHEMA), set_default=True)
+
+
+@pytest.mark.parametrize(
+    "edit, message",
+    [
+        (lambda c: c["tasks"][0].__setitem__("lable_column", "y"), "config: tasks[0] (proteingym).lable_column: unknown key; did you mean 'label_column'?"),
+        (lambda c: c["embed"].__setitem__("trunacte", 5), "config: embed.trunacte: unknown key; did you mean 'truncate'?"),
+        (lambda c: c.__setitem__("modles", []), "config: modles: unknown key; did you mean 'models'?"),
+        (lambda c: c["embed"].__setitem__("zzz", 5), "config: embed.zzz: unknown key; allowed keys: dtype, "),
+        (lambda c: c["tasks"][0].__setitem__("kind", "cvs"), "config: tasks[0] (proteingym).kind: 'cvs' is not one of csv, fasta, proteingym"),
+        (lambda c: c.pop("tasks"), "config: top level: 'tasks' is a required property; add it"),
+        (lambda c: c["models"][0]["random"].__setitem__("layers", 0), "config: models[0] (tiny_random).random.layers: 0 is less than the minimum of 1"),
+    ],
+)
+def test_config_mistakes_are_one_line_naming_the_key(edit, message):
+    config = yaml.safe_load((REPO / "config" / "test.yaml").read_text())
+    config.setdefault("embed", {})
+    edit(config)
+    with pytest.raises(ConfigError) as raised:
+        check_config(config, load_schema(SCHEMA))
+    assert str(raised.value).startswith(message) and "\n" not in str(raised.value)
 
 
 def test_plan_targets_and_arguments():

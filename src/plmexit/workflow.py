@@ -9,6 +9,7 @@ the reference table), so building the DAG stays fast.
 
 from __future__ import annotations
 
+import difflib
 import re
 import shlex
 from pathlib import Path
@@ -79,6 +80,15 @@ class Plan:
                     raise ConfigError(f"config: tasks[{position}] makes {clash!r} a second time; give every task its own id and list each assay once")
                 self.tasks[task["id"]] = task
                 self.embedding_sets.setdefault(name, task["id"])
+
+    @classmethod
+    def from_config(cls, config: dict, schema_path: str | Path) -> Plan:
+        """Check ``config`` against the schema (one line per mistake, see ``check_config``), fill in its defaults, and plan it."""
+        from snakemake.utils import validate  # planning runs under Snakemake
+
+        check_config(config, load_schema(schema_path))
+        validate(config, str(schema_path), set_default=True)
+        return cls(config)
 
     def _expand(self, entry: dict, position: int) -> list[dict]:
         kind = entry["kind"]
@@ -290,3 +300,52 @@ def _check_keys(entry: dict, position: int) -> None:
             f"config: tasks[{position}] ({entry['id']}): key {extra[0]!r} does not apply to a {kind} task "
             f"(it takes {', '.join(sorted(allowed - {'id', 'kind'}))}); remove it"
         )
+
+
+def load_schema(path: str | Path) -> dict:
+    import yaml  # installed with Snakemake
+
+    return yaml.safe_load(Path(path).read_text())
+
+
+def check_config(config: dict, schema: dict) -> None:
+    """One line for the first way ``config`` breaks ``schema``: the key, what is wrong, and the fix.
+
+    An unknown key (a typo) names the nearest valid key. Snakemake's own validation (which also
+    fills in defaults) runs after this and finds nothing more; it only prints the whole schema.
+    """
+    import jsonschema  # installed with Snakemake, which is what plans the workflow
+
+    errors = sorted(jsonschema.Draft7Validator(schema).iter_errors(config), key=lambda e: (len(e.absolute_path), list(map(str, e.absolute_path))))
+    if not errors:
+        return
+    error = jsonschema.exceptions.best_match(errors)
+    where = _key_path(config, list(error.absolute_path))
+    if error.validator == "additionalProperties":
+        allowed = sorted(error.schema.get("properties", {}))
+        unknown = sorted(set(error.instance) - set(allowed))
+        key = unknown[0]
+        near = difflib.get_close_matches(key, allowed, n=1, cutoff=0.6)
+        hint = f"did you mean {near[0]!r}?" if near else f"allowed keys: {', '.join(allowed)}"
+        raise ConfigError(f"config: {where + '.' if where else ''}{key}: unknown key; {hint}")
+    if error.validator == "required":
+        raise ConfigError(f"config: {where or 'top level'}: {error.message}; add it")
+    if error.validator == "enum":
+        choices = ", ".join(map(str, error.validator_value))
+        raise ConfigError(f"config: {where}: {error.instance!r} is not one of {choices}")
+    raise ConfigError(f"config: {where or 'top level'}: {error.message}")
+
+
+def _key_path(config, path: list) -> str:
+    """``tasks[0] (my_task).label_column``-style name of a place in the config."""
+    text, node = "", config
+    for part in path:
+        if isinstance(part, int):
+            text += f"[{part}]"
+            node = node[part]
+            if isinstance(node, dict) and "id" in node:
+                text += f" ({node['id']})"
+        else:
+            text += f".{part}" if text else str(part)
+            node = node[part] if isinstance(node, dict) and part in node else None
+    return text

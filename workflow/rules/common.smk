@@ -1,9 +1,3 @@
-# Everything config-dependent lives in plmexit.workflow.Plan; rules only ask it.
-from plmexit.workflow import Plan
-
-plan = Plan(config)
-
-
 wildcard_constraints:
     model=r"[A-Za-z0-9][A-Za-z0-9_.-]*",
     task=r"[A-Za-z0-9][A-Za-z0-9_.-]*",
