@@ -15,7 +15,7 @@ configfile: "config/config.yaml"
 # The config is checked against the schema (defaults filled in) and planned; every decision that
 # depends on it lives in plmexit.workflow.Plan, and rules only ask it.
 try:
-    plan = Plan.from_config(config, "workflow/schemas/config.schema.yaml")
+    plan = Plan.from_config(config, f"{workflow.basedir}/workflow/schemas/config.schema.yaml")
 except ConfigError as error:
     sys.exit(str(error))  # one line naming the key, not a traceback
 
