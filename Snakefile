@@ -9,7 +9,11 @@ from plmexit.workflow import Plan
 min_version("9.0")
 
 
-configfile: "config/config.yaml"
+# The default config, unless the command line names one: configs are not merged, so a config
+# that leaves out `models` is an error, never a silent download of the default model.
+if not workflow.overwrite_configfiles:
+
+    configfile: "config/config.yaml"
 
 
 # The config is checked against the schema (defaults filled in) and planned; every decision that
