@@ -39,3 +39,7 @@ rule all:
     input:
         plan.final_targets(),
     default_target: True
+
+
+onsuccess:
+    print("\n".join(plan.closing_lines()))

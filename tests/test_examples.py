@@ -52,3 +52,8 @@ def test_the_example_runs_on_a_fresh_clone_without_shared_data(tmp_path):
     assert summary["task"].tolist() == ["my_charge", "my_location"]
     assert summary["metric"].tolist() == ["spearman", "accuracy"]
     assert not (clone / "results" / "data").exists()  # nothing fetched
+    # The run ends with the answer: where the summary is, and one line per task.
+    closing = run.stdout.strip().splitlines()[-3:]
+    assert closing[0] == "plmexit: 2 tasks summarised in results/summary/best_layers.tsv (figures in results/figures/); the deployed layer of each:"
+    assert closing[1].startswith("  tiny_random / my_charge: layer ") and " of 4, spearman " in closing[1]
+    assert closing[2].startswith("  tiny_random / my_location: layer ") and " of 4, accuracy " in closing[2]

@@ -9,7 +9,7 @@ import pytest
 from plmexit.errors import InputError
 from plmexit.probes import DEPLOY_FOLD, HYPERPARAMETER, HYPERPARAMETER_EDGE, spearman
 from plmexit.select import (
-    ACROSS_TASK_COLUMNS, PROBE_COLUMNS, SUMMARY_COLUMNS, across_tasks, bootstrap_gain, select_layer, summarize,
+    ACROSS_TASK_COLUMNS, PROBE_COLUMNS, SUMMARY_COLUMNS, across_tasks, bootstrap_gain, describe, select_layer, summarize, verdict,
 )
 
 # Rows are layers 0..4, columns are folds 0..2. Layer 0 has the best *test* scores but poor inner
@@ -206,7 +206,8 @@ def with_select_task_fields(selection: dict, dms_id=None, fold_scheme=None) -> d
     saved = selection["deployed_compute_saved"]
     return {**selection, "gain_ci_low": selection["gain"] - 0.1, "gain_ci_high": selection["gain"] + 0.1,
             "deployed_time_saved": saved / 2, "folds_time_saved": selection["folds_compute_saved"] / 2, "layer_norm": "raw",
-            "split": "3-fold cross-validation, seed 0", "n_sequences": 30, "n_truncated": 0, "dms_id": dms_id, "fold_scheme": fold_scheme}
+            "split": "3-fold cross-validation, seed 0", "n_sequences": 30, "n_truncated": 0, "dms_id": dms_id, "fold_scheme": fold_scheme,
+            "min_test_fold_size": 10, "verdict": "too_little_data"}
 
 
 def test_summarize_column_order_and_sorting():
@@ -217,13 +218,39 @@ def test_summarize_column_order_and_sorting():
     summary = summarize([first, second, third])
 
     assert list(summary.columns) == SUMMARY_COLUMNS
-    assert SUMMARY_COLUMNS[:8] == ["model", "task", "dms_id", "fold_scheme", "metric", "status", "n_layers", "deployed_layer"]
+    assert SUMMARY_COLUMNS[:9] == ["model", "task", "dms_id", "fold_scheme", "metric", "status", "verdict", "n_layers", "deployed_layer"]
     assert summary[["model", "task"]].values.tolist() == [["esm2_a", "b"], ["esm2_a", "y"], ["esm2_b", "x"]]
     assert summary["deployed_layer"].tolist() == [2, 2, 2]
     assert summary["fold_layers"].tolist() == ["2;2;3"] * 3
     assert list(summary.index) == [0, 1, 2]
     assert summary["deployed_compute_saved"].tolist() == [0.5, 0.5, 0.5] and summary["layer_norm"].tolist() == ["raw"] * 3
     assert summary["gain_ci_low"].tolist() == pytest.approx([first["gain"] - 0.1] * 3)
+
+
+@pytest.mark.parametrize(
+    ("low", "high", "smallest", "expected"),
+    [
+        (0.02, 0.10, 50, "better_than_final"),
+        (-0.10, -0.01, 50, "worse_than_final"),
+        (-0.05, 0.08, 50, "not_distinguishable"),
+        (0.05, 0.50, 50, "too_little_data"),  # wider than MAX_INTERVAL_WIDTH
+        (0.02, 0.10, 6, "too_little_data"),  # 30 items in 5 folds: a clear-looking gain on noise
+    ],
+)
+def test_verdict(low, high, smallest, expected):
+    assert verdict({"status": "ok", "gain_ci_low": low, "gain_ci_high": high, "min_test_fold_size": smallest}) == expected
+
+
+def test_describe_says_layer_scores_interval_saving_and_verdict():
+    row = {"model": "esm2_8M", "task": "loc", "status": "ok", "deployed_layer": 4, "n_layers": 6, "metric": "accuracy",
+           "nested_score": 0.712, "final_score": 0.695, "gain": 0.017, "gain_ci_low": -0.004, "gain_ci_high": 0.038,
+           "deployed_time_saved": 0.31, "verdict": "not_distinguishable"}
+
+    assert describe(row) == (
+        "esm2_8M / loc: layer 4 of 6, accuracy 0.712 against 0.695 at the final layer (gain +0.017, 95% interval -0.004 to +0.038), "
+        "31% of forward time saved: not distinguishable from the final layer"
+    )
+    assert describe({**row, "status": "no_signal"}) == "esm2_8M / loc: no layer carries a signal (see its selection JSON)"
 
 
 def test_summarize_nothing():

@@ -174,8 +174,10 @@ def select_task(
         "unit": ("mutated positions" if clusters else "test items") + ", paired within folds; probes not refitted, layers not re-chosen",
     }
     selection["gain_ci_low"] = selection["gain_ci_high"] = None
+    table = _read_predictions(predictions, task_type)
+    sizes = table[table.layer == selection["n_layers"]].groupby("fold").size()
+    selection["min_test_fold_size"] = int(sizes.min()) if len(sizes) else 0
     if selection["status"] == select.STATUS_OK:
-        table = _read_predictions(predictions, task_type)
         try:
             interval = select.bootstrap_gain(table, selection, task_type, n_boot, seed, clusters=clusters(table["id"]) if clusters else None)
         except InputError as exc:
@@ -204,6 +206,13 @@ def select_task(
     selection["n_truncated"] = int(attrs["n_truncated"])
     selection["split"], selection["n_sequences"], selection["task_info"] = info["split"], info["n_sequences"], info
     selection["dms_id"], selection["fold_scheme"] = info["dms_id"], info["fold_scheme"]
+    selection["verdict"] = select.verdict(selection)
+    if selection["verdict"] == "too_little_data":
+        log.warning(
+            "%s/%s: the smallest test fold has %d items and the gain's interval is %s wide; too little data to tell a layer from the final one",
+            selection["model"], selection["task"], selection["min_test_fold_size"],
+            f"{selection['gain_ci_high'] - selection['gain_ci_low']:.2f}",
+        )
     write_text(out, json.dumps(selection, indent=2) + "\n")
     return selection
 

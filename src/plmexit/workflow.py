@@ -160,6 +160,20 @@ class Plan:
             f"{RESULTS}/figures/gain_vs_compute.png", *proteingym, *self.figures(),
         ]
 
+    def closing_lines(self) -> list[str]:
+        """What a finished run tells its user: where the summary is, and one line per task of this config."""
+        path = Path(f"{RESULTS}/summary/best_layers.tsv")
+        if not path.is_file():
+            return []
+        import pandas as pd  # only once the run is over
+
+        from plmexit import select
+
+        summary = pd.read_csv(path, sep="\t")
+        summary = summary[summary["model"].isin(list(self.models)) & summary["task"].isin(list(self.tasks))]
+        lines = [f"plmexit: {len(summary)} tasks summarised in {path} (figures in {RESULTS}/figures/); the deployed layer of each:"]
+        return lines + [f"  {select.describe(row)}" for row in summary.to_dict("records")]
+
     # models ------------------------------------------------------------------------------------
     def test_model_checkpoint(self, model: str) -> str:
         """Where ``make-test-model`` writes a config-declared random model."""
