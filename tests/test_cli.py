@@ -75,7 +75,7 @@ def test_full_run(tmp_path, capsys):
          "--out", tmp_path / "selection.json"],
         ["summarize", tmp_path / "selection.json", "--out", tmp_path / "best_layers.tsv", "--across-out", tmp_path / "across.tsv",
          "--bootstrap", 50],
-        ["plot", "--probes", tmp_path / "probes.tsv", "--selection", tmp_path / "selection.json", "--out", tmp_path / "toy.png"],
+        ["plot", "--probes", tmp_path / "probes.tsv", "--selection", tmp_path / "selection.json", "--cost", tmp_path / "cost.json", "--out", tmp_path / "toy.png"],
         ["plot-summary", "--summary", tmp_path / "best_layers.tsv", "--out", tmp_path / "summary.png"],
     ]
     for argv in steps:
@@ -225,7 +225,7 @@ def test_plot_with_a_missing_selection(tmp_path, capsys):
     probes = tmp_path / "probes.tsv"
     probes.write_text("\t".join(PROBE_COLUMNS) + "\n")
 
-    code, _, err = run(capsys, "plot", "--probes", probes, "--selection", tmp_path / "nope.json", "--out", tmp_path / "x.png")
+    code, _, err = run(capsys, "plot", "--probes", probes, "--selection", tmp_path / "nope.json", "--cost", tmp_path / "nope.json", "--out", tmp_path / "x.png")
 
     assert code == 1
     assert_one_error_line(err, "plot", tmp_path / "nope.json")

@@ -185,7 +185,7 @@ def _key_value(text: str) -> str:
 def cmd_plot(args) -> None:
     from plmexit.steps import plot_task
 
-    plot_task(args.probes, args.selection, args.out)
+    plot_task(args.probes, args.selection, args.cost, args.out)
 
 
 def cmd_plot_summary(args) -> None:
@@ -345,6 +345,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("plot", help="figure of the metric against layer for one model and task")
     p.add_argument("--probes", required=True, help="probe TSV")
     p.add_argument("--selection", required=True, help="selection JSON")
+    p.add_argument("--cost", required=True, help="cost JSON from cost (measured time per depth, drawn as time saved)")
     p.add_argument("--out", required=True, help="PNG to write")
     p.set_defaults(func=cmd_plot)
 

@@ -15,26 +15,43 @@ from matplotlib.ticker import MaxNLocator  # noqa: E402
 from plmexit.atomic import atomic_path  # noqa: E402
 
 
-def plot_layers(table: pd.DataFrame, selection: dict, out: str | Path) -> None:
-    """Mean +- sd over folds of the selection metric by layer, written as a PNG."""
+def plot_layers(table: pd.DataFrame, selection: dict, seconds: list[float], out: str | Path) -> None:
+    """The test metric and the training-only (inner) scores that chose the layer, against layer; time saved on a second axis.
+
+    ``seconds[k]`` is the measured forward time to depth k (``results/cost/``), drawn as the fraction
+    of the full depth's time saved.
+    """
     metric = selection["metric"]
-    scores = table[table.metric == metric].groupby("layer")["value"]
-    mean, sd = scores.mean(), scores.std().fillna(0.0)
-    fig, ax = plt.subplots(figsize=(6, 4), layout="constrained")
-    ax.plot(mean.index, mean.values, marker="o", color="black", label=f"test {metric} (mean over folds)")
-    ax.fill_between(mean.index, mean - sd, mean + sd, color="grey", alpha=0.3, label="+- 1 sd over folds")
+    scored = table[table.fold >= 0]
+    scores = scored[scored.metric == metric].groupby("layer")["value"]
+    mean, sd = scores.mean(), scores.std()
+    inner = scored[scored.metric == f"inner_{metric}"].groupby("layer")["value"].mean()
+    deployed = table[(table.fold < 0) & (table.metric == f"inner_{metric}")].set_index("layer")["value"].sort_index()
+    fig, ax = plt.subplots(figsize=(6.5, 5.2), layout="constrained")
+    ax.plot(mean.index, mean.values, marker="o", color="black", label=f"test {metric}, mean over {selection['n_folds']} fold(s)")
+    if selection["n_folds"] > 1:
+        ax.fill_between(mean.index, mean - sd, mean + sd, color="grey", alpha=0.3, label="+- 1 sd over folds")
+    ax.plot(inner.index, inner.values, marker=".", linestyle="--", color="tab:green", label="training-only score, mean over folds")
+    if len(deployed):
+        ax.plot(deployed.index, deployed.values, linestyle=":", color="tab:blue", label="training-only score on all training rows (chooses the deployed layer)")
     if selection.get("status", "ok") == "ok":
         ax.axvline(
             selection["deployed_layer"], color="tab:blue", linestyle="-",
-            label=f"deployed layer {selection['deployed_layer']} (nested score {selection['nested_score']:.3f}, folds chose {_layers(selection)})",
+            label=f"deployed layer {selection['deployed_layer']} (nested score {selection['nested_score']:.3f}; folds chose {_layers(selection)})",
         )
     else:
         ax.text(0.02, 0.02, f"{selection['status']}: no layer carries a signal", transform=ax.transAxes, fontsize="small")
-    # The final-layer line is drawn last and dashed so it stays visible when the selected layer is the final one.
+    # The final-layer line is drawn last and dashed so it stays visible when the deployed layer is the final one.
     ax.axvline(selection["n_layers"], color="tab:red", linestyle="--", label=f"final layer {selection['n_layers']}")
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set(xlabel="layer (0 = token embeddings)", ylabel=metric, title=f"{selection['task']} · {selection['model']}")
-    ax.legend(fontsize="small")
+    saved = ax.twinx()
+    seconds = np.asarray(seconds, dtype=float)
+    saved.plot(np.arange(len(seconds)), 100 * (1 - seconds / seconds[-1]), color="tab:orange", alpha=0.6, linewidth=1)
+    saved.set_ylim(0, 100)
+    saved.set_ylabel("forward time saved at this depth (%, measured)", color="tab:orange")
+    saved.tick_params(axis="y", colors="tab:orange")
+    fig.legend(fontsize="x-small", loc="outside lower center", ncols=2)
     with atomic_path(out) as tmp:
         fig.savefig(tmp, format="png", dpi=120)
     plt.close(fig)
@@ -44,23 +61,39 @@ def _layers(selection: dict) -> str:
     return ",".join(str(layer) for layer in selection["fold_layers"])
 
 
+# Points labelled by number with a key beside the axes, up to this many per panel; more would
+# be unreadable at any size, and the table holds them all.
+MAX_LABELLED_POINTS = 30
+
+
 def plot_gain_vs_compute(summary: pd.DataFrame, out: str | Path) -> None:
-    """Nested gain over the final layer (95% interval) against the deployed layer's measured time saved, one point per task."""
-    fig, ax = plt.subplots(figsize=(6.5, 4.5), layout="constrained")
-    summary = summary[summary["status"] == "ok"]
-    for model, group in summary.groupby("model", sort=True):
-        # A percentile interval need not contain the point estimate; draw the part that exists.
-        errors = np.maximum([group["gain"] - group["gain_ci_low"], group["gain_ci_high"] - group["gain"]], 0.0)
-        ax.errorbar(group["deployed_time_saved"], group["gain"], yerr=errors, fmt="o", capsize=3, label=model)
-        for _, row in group.iterrows():
-            ax.annotate(f"{row['task']} (L{int(row['deployed_layer'])})", (row["deployed_time_saved"], row["gain"]), fontsize="x-small", xytext=(4, 4), textcoords="offset points")
-    ax.axhline(0.0, color="grey", linewidth=0.8)
-    ax.set(
-        xlabel="fraction of forward time saved at the deployed layer (measured)",
-        ylabel="nested gain over the final layer (metric units)",
-        title="Gain against compute saved (95% bootstrap intervals)",
-    )
-    ax.legend(fontsize="small")
+    """Nested gain over the final layer (95% interval) against the deployed layer's measured time saved.
+
+    One panel per metric (gains in different units are never on one axis), one point per task,
+    numbered, with the key beside the panels.
+    """
+    summary = summary[summary["status"] == "ok"].sort_values(["metric", "model", "task"])
+    metrics = sorted(summary["metric"].unique()) or ["(no task with a signal)"]
+    fig, axes = plt.subplots(1, len(metrics), figsize=(4.2 * len(metrics) + 2.5, 4.2), layout="constrained", squeeze=False)
+    key = []
+    for ax, metric in zip(axes[0], metrics):
+        rows = summary[summary["metric"] == metric]
+        for model, group in rows.groupby("model", sort=True):
+            # A percentile interval need not contain the point estimate; draw the part that exists.
+            errors = np.maximum([group["gain"] - group["gain_ci_low"], group["gain_ci_high"] - group["gain"]], 0.0)
+            ax.errorbar(100 * group["deployed_time_saved"], group["gain"], yerr=errors, fmt="o", capsize=3, label=model)
+        if len(rows) <= MAX_LABELLED_POINTS:
+            for _, row in rows.iterrows():
+                key.append(f"{len(key) + 1}: {row['model']} / {row['task']} (layer {int(row['deployed_layer'])} of {int(row['n_layers'])})")
+                ax.annotate(str(len(key)), (100 * row["deployed_time_saved"], row["gain"]), fontsize="x-small", xytext=(3, 3), textcoords="offset points")
+        ax.axhline(0.0, color="grey", linewidth=0.8)
+        ax.set_xlim(-3, 103)  # 0-100%, points at the ends drawn whole
+        ax.set(xlabel="forward time saved at the deployed layer (%, measured)", ylabel=f"nested gain over the final layer ({metric})", title=metric)
+        if len(rows):
+            ax.legend(fontsize="small")
+    fig.suptitle("Gain against compute saved (95% bootstrap intervals)")
+    if key:
+        fig.text(1.0, 0.5, "\n".join(key), fontsize="x-small", va="center", ha="left")
     with atomic_path(out) as tmp:
-        fig.savefig(tmp, format="png", dpi=120)
+        fig.savefig(tmp, format="png", dpi=120, bbox_inches="tight")
     plt.close(fig)

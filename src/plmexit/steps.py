@@ -272,9 +272,11 @@ def summarize_proteingym(selection_files: list[str | Path], model_names: dict[st
     return table
 
 
-def plot_task(probe_table: str | Path, selection_file: str | Path, out: str | Path) -> None:
-    """Figure of the selection metric against layer for one (model, task)."""
-    figures.plot_layers(read_probe_table(probe_table), _read_json(selection_file, "`plmexit select`", ("metric", "n_layers", "status", "deployed_layer", "nested_score", "fold_layers")), out)
+def plot_task(probe_table: str | Path, selection_file: str | Path, cost_file: str | Path, out: str | Path) -> None:
+    """Figure of the selection metric (test and training-only) against layer for one (model, task), time saved beside it."""
+    selection = _read_json(selection_file, "`plmexit select`", ("metric", "n_layers", "n_folds", "status", "deployed_layer", "nested_score", "fold_layers"))
+    costs = _read_json(cost_file, "`plmexit cost`", ("n_layers", "seconds"))
+    figures.plot_layers(read_probe_table(probe_table), selection, costs["seconds"], out)
 
 
 def plot_summary(summary_file: str | Path, out: str | Path) -> None:

@@ -33,6 +33,7 @@ rule plot_layers:
     input:
         probes="results/probes/{model}/{task}.tsv",
         selection="results/selection/{model}/{task}.json",
+        cost=lambda w: plan.cost(w.model, w.task),
     output:
         "results/figures/{model}/{task}.png",
     log:
@@ -40,7 +41,7 @@ rule plot_layers:
     conda:
         "../../envs/probe.yaml"
     shell:
-        "plmexit plot --probes {input.probes} --selection {input.selection} --out {output} 2> {log}"
+        "plmexit plot --probes {input.probes} --selection {input.selection} --cost {input.cost} --out {output} 2> {log}"
 
 
 rule plot_summary:
