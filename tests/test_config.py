@@ -197,6 +197,18 @@ def test_proteingym_filters_read_the_reference_table(shared_data):
         Plan(config)
 
 
+def test_a_task_file_that_does_not_exist_is_a_config_error(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "mine.csv").write_text("sequence,label\nMKT,1\n")
+    config = load("test.yaml")
+    config["tasks"] = [{"id": "own", "kind": "csv", "type": "regression", "path": "mine.csv"}]
+    Plan(config).check_local_files()
+
+    config["tasks"][0]["path"] = "moved/mine.csv"
+    with pytest.raises(ConfigError, match=rf"^config: tasks\[0\] \(own\)\.path: file moved/mine.csv does not exist \(relative paths are read from the directory Snakemake runs in, {tmp_path}\); fix the path$"):
+        Plan(config).check_local_files()
+
+
 def test_plan_embedding_shards_and_arguments():
     config = load("test.yaml")
     plan = Plan(config)

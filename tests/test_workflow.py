@@ -9,6 +9,7 @@ import shutil
 import h5py
 import pandas as pd
 import pytest
+import yaml
 
 from plmexit.select import ACROSS_TASK_COLUMNS, PROBE_COLUMNS, SUMMARY_COLUMNS
 
@@ -243,3 +244,29 @@ def test_bad_task_file_fails_with_one_line_and_leaves_nothing(tmp_path, shared_d
         "remove or replace them (stop codons, gaps and J have no ESM token)"
     )
     assert not (tmp_path / "results" / "tasks").exists() or not any((tmp_path / "results" / "tasks").iterdir())
+
+
+def test_a_changed_task_path_reruns_the_task_and_a_missing_one_stops_the_run_before_any_job(tmp_path):
+    rows = ["name,sequence,charge"] + [f"p{i},{'MKTAYIAKQR'[: 4 + i % 6]}GG,{i / 10}" for i in range(20)]
+    (tmp_path / "a.csv").write_text("\n".join(rows) + "\n")
+    (tmp_path / "b.csv").write_text("\n".join(rows[:16]) + "\n")  # header and 15 rows
+
+    def config(path: str) -> str:
+        task = {"id": "own", "kind": "csv", "type": "regression", "path": path, "id_column": "name", "label_column": "charge"}
+        (tmp_path / "config.yaml").write_text(yaml.safe_dump({"models": [{"id": "tiny", "random": {"layers": 2, "dim": 32, "heads": 4, "seed": 0}}], "tasks": [task]}))
+        return str(tmp_path / "config.yaml")
+
+    target = "results/tasks/own.tsv"
+    assert snakemake(tmp_path, target, "--cores", "1", "--configfile", config("a.csv")).returncode == 0
+    assert len(pd.read_csv(tmp_path / target, sep="\t")) == 20
+
+    changed = snakemake(tmp_path, target, "--cores", "1", "--configfile", config("b.csv"))
+    assert changed.returncode == 0, changed.stderr[-2000:]
+    assert len(pd.read_csv(tmp_path / target, sep="\t")) == 15  # the task was prepared again from its new file
+
+    missing = snakemake(tmp_path, target, "--cores", "1", "--configfile", config("moved/b.csv"))
+    assert missing.returncode != 0
+    assert missing.stderr.strip().splitlines()[-1] == (
+        f"config: tasks[0] (own).path: file moved/b.csv does not exist (relative paths are read from the directory Snakemake runs in, {tmp_path}); fix the path"
+    )
+    assert len(pd.read_csv(tmp_path / target, sep="\t")) == 15  # nothing ran

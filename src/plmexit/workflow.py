@@ -81,6 +81,19 @@ class Plan:
                 self.tasks[task["id"]] = task
                 self.embedding_sets.setdefault(name, task["id"])
 
+    def check_local_files(self) -> None:
+        """Every task file that is not an official file key must exist before any job starts: nothing would make it."""
+        positions = {id(entry): position for position, entry in enumerate(self.config["tasks"])}
+        for task in self.tasks.values():
+            entry = task["entry"]
+            for role, value in task["files"].items():
+                if value not in sources.OFFICIAL_FILES and not Path(value).is_file():
+                    key = role if role in entry else "assay_dir"
+                    raise ConfigError(
+                        f"config: tasks[{positions[id(entry)]}] ({entry['id']}).{key}: file {value} does not exist "
+                        f"(relative paths are read from the directory Snakemake runs in, {Path.cwd()}); fix the path"
+                    )
+
     @classmethod
     def from_config(cls, config: dict, schema_path: str | Path) -> Plan:
         """Check ``config`` against the schema (one line per mistake, see ``check_config``), fill in its defaults, and plan it."""
@@ -88,7 +101,9 @@ class Plan:
 
         check_config(config, load_schema(schema_path))
         validate(config, str(schema_path), set_default=True)
-        return cls(config)
+        plan = cls(config)
+        plan.check_local_files()
+        return plan
 
     def _expand(self, entry: dict, position: int) -> list[dict]:
         kind = entry["kind"]
