@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -432,3 +433,18 @@ def test_prepare_writes_the_split_it_used(tmp_path, capsys, write_file):
         "fold_scheme": "fold_modulo_5", "split": "fold_modulo_5 made by plmexit as ProteinGym defines it",
     }
     assert pd.read_csv(tmp_path / "t.tsv", sep="\t")["fold"].tolist() == [2, 3, 4, 0, 1]
+
+
+def test_help_says_the_pipeline_runs_through_snakemake_and_explains_every_prepare_option(capsys):
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    assert "Snakemake" in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        main(["prepare", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    for option in ("--type", "--format"):
+        described = re.search(rf"{option} \{{[^}}]+\}}\s+(\S.*?)(?: --|$)", text)
+        assert described and len(described.group(1)) > 20, option
+    with pytest.raises(SystemExit):
+        main(["embed", "--help"])
+    assert "default float32" in " ".join(capsys.readouterr().out.split())

@@ -212,7 +212,14 @@ def build_parser() -> argparse.ArgumentParser:
     from plmexit.proteingym import FOLD_SCHEMES
     from plmexit.tasks import FORMATS
 
-    parser = argparse.ArgumentParser(prog="plmexit", description="Layer-wise probing of protein language models.")
+    parser = argparse.ArgumentParser(
+        prog="plmexit",
+        description=(
+            "Layer-wise probing of protein language models. The pipeline runs through Snakemake "
+            "(`snakemake --cores N --configfile CONFIG` in the repository; see README.md); each command below "
+            "is one step of it, which `snakemake -p` prints so it can be rerun by hand."
+        ),
+    )
     parser.add_argument("--version", action="version", version=f"plmexit {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -244,7 +251,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("prepare", help="read a task's files (CSV, FASTA or a benchmark's format) into a validated task table (TSV)")
     p.add_argument("--name", required=True, help="task name (used in messages)")
-    p.add_argument("--format", choices=list(FORMATS), required=True)
+    p.add_argument("--format", choices=list(FORMATS), required=True, help="input format: your own csv or fasta file, or a benchmark's official format")
     p.add_argument("--path", required=True, help="main input file (a DeepSol *_src file, a FLIP splits.zip, a ProteinGym assay CSV, ...)")
     p.add_argument("--test-path", help="separate test file (csv, fasta, deeploc, deepsol): the official train/test split")
     p.add_argument("--labels-path", help="deepsol: the *_tgt labels aligned with --path")
@@ -257,7 +264,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--fold-scheme", choices=list(FOLD_SCHEMES), help="proteingym: cross-validation scheme")
     p.add_argument("--split", help="flip: split name inside splits.zip (e.g. three_vs_rest)")
     p.add_argument("--labels", choices=["location", "membrane"], default="location", help="deeploc: 10-class location or membrane-bound vs soluble")
-    p.add_argument("--type", choices=list(METRICS), required=True)
+    p.add_argument("--type", choices=list(METRICS), required=True, help="task type: regression (numeric labels), classification (one class per row) or multilabel (classes joined by ;)")
     p.add_argument("--sequence-column", default="sequence", help="CSV column with sequences")
     p.add_argument("--label-column", default="label", help="CSV column with labels")
     p.add_argument("--id-column", help="CSV column with unique ids (default: row numbers)")
@@ -276,7 +283,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dtype", choices=["float16", "float32"], default="float16", help="storage precision (default float16)")
     p.add_argument("--max-tokens", type=_positive_int, default=4096, help="padded tokens per batch (default 4096)")
     p.add_argument("--layer-norm", choices=list(LAYER_NORM_CONVENTIONS), default="raw", help="layer-norm convention for intermediate layers (default raw)")
-    p.add_argument("--precision", choices=list(PRECISION_NAMES), default="float32", help="compute precision (default float32; bfloat16 on GPUs)")
+    p.add_argument("--precision", choices=list(PRECISION_NAMES), default="float32", help="compute precision of the forward pass (default float32; bfloat16 or float16 trade digits for speed on GPUs); pooling is float32")
     p.add_argument("--long-sequences", choices=list(LONG_SEQUENCE_MODES), default="truncate",
                    help="truncate (keep the first --truncate residues, default) or window (average over sliding windows)")
     p.add_argument("--window", type=_positive_int, default=ESM2_MAX_RESIDUES, help=f"window mode: residues per window (default {ESM2_MAX_RESIDUES})")
