@@ -222,6 +222,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"plmexit {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
+    parser.add_argument(
+        "--log", metavar="FILE",
+        help="write the log to FILE instead of stderr (as every pipeline rule does); an error is still printed on stderr too, so it reaches the console",
+    )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser("make-test-model", help="write a randomly initialised ESM2 checkpoint in fair-esm's format (for tests and offline demos)")
@@ -365,16 +369,22 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+    handler = logging.FileHandler(args.log, mode="w") if args.log else logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger()
+    root.addHandler(handler)
+    root.setLevel(logging.DEBUG if args.verbose else logging.INFO)
     try:
         args.func(args)
     except PlmexitError as exc:
-        print(f"plmexit {args.command}: error: {exc}", file=sys.stderr)
+        message = f"plmexit {args.command}: error: {exc}"
+        if args.log:
+            handler.stream.write(message + "\n")
+        print(message, file=sys.stderr)
         return 1
+    finally:
+        root.removeHandler(handler)
+        handler.close()
     return 0
 
 
