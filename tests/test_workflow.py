@@ -22,7 +22,7 @@ TASKS = {
     BLAT[0]: ("BLAT_ECOLX_Stiffler_2015", "spearman", 5, "fold_random_5 from BLAT_ECOLX_Stiffler_2015.csv"),
     BLAT[1]: ("BLAT_ECOLX_Stiffler_2015", "spearman", 5, "fold_modulo_5 from BLAT_ECOLX_Stiffler_2015.csv"),
     BLAT[2]: ("BLAT_ECOLX_Stiffler_2015", "spearman", 5, "fold_contiguous_5 from BLAT_ECOLX_Stiffler_2015.csv"),
-    NUD15: ("NUD15_HUMAN_Suiter_2020", "spearman", 5, "fold_contiguous_5 made by plmexit as ProteinGym defines it"),
+    NUD15: ("NUD15_HUMAN_Suiter_2020", "spearman", 5, "fold_contiguous_5_built: fold_contiguous_5 made by plmexit, not ProteinGym's published column"),
     "deeploc_10class": ("deeploc_10class", "accuracy", 1, "train deeploc_our_val_set.fasta / test deeploc_test_set.fasta"),
     "deeploc_membrane": ("deeploc_membrane", "accuracy", 5, "5-fold cross-validation (stratified), seed 0"),
     "ec": ("ec", "fmax", 5, "5-fold cross-validation (stratified), seed 0"),

@@ -3,8 +3,9 @@
 Invariant: every variant's sequence is ``target_seq`` of its assay in the reference table with
 its ``mutant`` applied (``A24C`` or ``A24C:G30D``, 1-based), and every wild-type residue a mutant
 names is checked against ``target_seq``; a sequence given in the file must equal it. Folds come
-from the assay file's column of the scheme when it has one, else they are made as ProteinGym's
-published fold columns define them (see ``make_folds``).
+from the assay file's column of the scheme when it has one; else plmexit builds them (see
+``make_folds``) and every output names the scheme with ``BUILT_SUFFIX`` (``fold_modulo_5_built``),
+because built folds are not ProteinGym's published folds for every assay.
 """
 
 from __future__ import annotations
@@ -24,6 +25,9 @@ log = logging.getLogger(__name__)
 
 FOLD_SCHEMES = ("fold_random_5", "fold_modulo_5", "fold_contiguous_5")
 N_FOLDS = 5
+# Appended to a scheme's name wherever plmexit built the folds itself (task info, merge CSV), so
+# no output passes built folds off as ProteinGym's published ones.
+BUILT_SUFFIX = "_built"
 SCORE_COLUMNS = ("DMS_score", "score")  # ProteinGym's name, and the `mutant,score` re-exports'
 SEQUENCE_COLUMNS = ("mutated_sequence", "sequence")
 REFERENCE_FILTERS = {"selection_type": "coarse_selection_type", "max_length": "seq_len", "max_variants": "DMS_total_number_mutants"}
@@ -64,7 +68,11 @@ def select_assays(reference: dict[str, dict[str, str]], selection_types=None, ma
 
 
 def read_assay(spec: TaskSpec) -> tuple[pd.DataFrame, str]:
-    """One assay under one fold scheme, as a reader's table (see ``plmexit.tasks``)."""
+    """One assay under one fold scheme, as a reader's table (see ``plmexit.tasks``).
+
+    The table's ``attrs["fold_scheme"]`` is the scheme's name as outputs give it: the scheme
+    itself when the file has its column, else the scheme with ``BUILT_SUFFIX``.
+    """
     if spec.reference is None or spec.dms_id is None or spec.fold_scheme not in FOLD_SCHEMES:
         raise InputError(f"task {spec.name!r}: a ProteinGym task needs a reference table, a DMS_id and a fold scheme ({', '.join(FOLD_SCHEMES)})")
     reference = read_reference(spec.reference)
@@ -89,15 +97,20 @@ def read_assay(spec: TaskSpec) -> tuple[pd.DataFrame, str]:
             )
     if spec.fold_scheme in raw.columns:
         folds = parse_folds(raw[spec.fold_scheme], spec.path, spec.fold_scheme, rows, allowed=range(N_FOLDS))
-        split = f"{spec.fold_scheme} from {spec.path.name}"
+        scheme = spec.fold_scheme
+        split = f"{scheme} from {spec.path.name}"
     else:
         folds = make_folds(mutants, spec.fold_scheme, spec.seed, spec.path)
-        split = f"{spec.fold_scheme} made by plmexit as ProteinGym defines it" + (f" (seed {spec.seed})" if spec.fold_scheme == "fold_random_5" else "")
+        scheme = spec.fold_scheme + BUILT_SUFFIX
+        split = f"{scheme}: {spec.fold_scheme} made by plmexit, not ProteinGym's published column" + (
+            f" (seed {spec.seed})" if spec.fold_scheme == "fold_random_5" else ""
+        )
         log.info("task %s: %s has no %s column; %s", spec.name, spec.path, spec.fold_scheme, split)
     table = pd.DataFrame(
         {"id": raw["mutant"].str.strip().to_numpy(), "sequence": sequences, "label": raw[score].to_numpy(), "fold": folds,
          "where": [f"{spec.path}: row {r}" for r in rows]}
     )
+    table.attrs["fold_scheme"] = scheme
     return table, split
 
 
@@ -142,14 +155,20 @@ def apply_mutant(target: str, mutations: list[tuple[str, int, str]]) -> str:
 
 
 def make_folds(mutants: list[list[tuple[str, int, str]]], scheme: str, seed: int, path: Path) -> np.ndarray:
-    """ProteinGym's fold schemes, as its published fold columns have them.
+    """Folds for an assay whose file has no column for ``scheme``, built from its mutants.
 
     random: each variant gets an independent uniform fold in 0-4 (seeded here; ProteinGym's
     published folds used its own seed, so built random folds are not the published ones);
     modulo: a variant's fold is its mutated position mod 5; contiguous: the sorted distinct
     mutated positions are cut into 5 consecutive blocks, the first ``n mod 5`` one position
-    longer. Modulo and contiguous are defined for single substitutions only. Built modulo and
-    contiguous folds equal the published columns of BLAT_ECOLX_Stiffler_2015 exactly (tested).
+    longer. Modulo and contiguous are defined for single substitutions only.
+
+    These rules reproduce the published columns of BLAT_ECOLX_Stiffler_2015 exactly (tested), but
+    not those of every assay (tested): RASK_HUMAN_Weng_2022_binding-DARPin_K55 numbers its modulo
+    folds by the rank of the position among the mutated positions (built: 0% of rows agree), and
+    the contiguous blocks of DNJA1_HUMAN_Rocklin_2023_2LO1 and TCRG1_MOUSE_Tsuboyama_2023_1E0L
+    follow the order positions first appear in the file (built: 17% and 24% agree). Outputs
+    therefore name built schemes with ``BUILT_SUFFIX``.
     """
     if scheme == "fold_random_5":
         return np.random.RandomState(seed).randint(0, N_FOLDS, len(mutants))

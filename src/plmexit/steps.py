@@ -33,12 +33,13 @@ def prepare_task(spec: tasks.TaskSpec, out: str | Path, info_out: str | Path) ->
     """Read and validate a task's source files into a normalised task table, and say how it is split.
 
     ``info_out`` (JSON) records the split (official, the file's folds, or seeded
-    cross-validation) and, for ProteinGym, the assay and fold scheme, for the summaries.
+    cross-validation) and, for ProteinGym, the assay and fold scheme, for the summaries; a scheme
+    whose folds plmexit built is named with ``proteingym.BUILT_SUFFIX`` (``fold_modulo_5_built``).
     """
     table = tasks.load_task(spec)
     info = {
         "task": spec.name, "format": spec.format, "type": spec.type, "split": table.attrs["split"], "n_sequences": len(table),
-        "dms_id": spec.dms_id, "fold_scheme": spec.fold_scheme,
+        "dms_id": spec.dms_id, "fold_scheme": table.attrs["fold_scheme"],
     }
     tasks.write_task_table(table, out)
     write_text(info_out, json.dumps(info, indent=2) + "\n")
