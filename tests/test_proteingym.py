@@ -4,7 +4,6 @@ schema that circulates, and the supervised merge format."""
 from __future__ import annotations
 
 import io
-import json
 from dataclasses import replace
 from pathlib import Path
 
@@ -12,7 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from plmexit import proteingym, sources, steps
+from plmexit import proteingym, sources
 from plmexit.errors import InputError
 from plmexit.tasks import TASK_COLUMNS, TaskSpec, load_task
 
@@ -188,30 +187,6 @@ def test_an_assay_against_the_wrong_reference_row_is_an_error(shared_data):
     spec = real_spec(shared_data, "cv_folds_singles_substitutions/BLAT_ECOLX_Stiffler_2015.csv", "GFP_AEQVI_Sarkisyan_2016", "fold_random_5")
     with pytest.raises(InputError, match=r"BLAT_ECOLX_Stiffler_2015\.csv: row 2: mutant '\w+' says position \d+ is \w, but target_seq of GFP_AEQVI_Sarkisyan_2016 has \w there"):
         load_task(spec)
-
-
-# --- merge format -------------------------------------------------------------------------------
-
-
-def test_proteingym_merge_rows(tmp_path):
-    folds = [{"test_metrics": {"spearman": 0.5 + f / 10, "mse": 1.0}, "final_test_metrics": {"spearman": 0.4, "mse": 2.0 + f}} for f in range(5)]
-    selection = {"model": "esm2_8M", "folds": folds, "task_info": {"dms_id": "BLAT_ECOLX_Stiffler_2015", "fold_scheme": "fold_modulo_5"}}
-    path = tmp_path / "sel.json"
-    path.write_text(json.dumps(selection))
-
-    table = steps.summarize_proteingym([path], {"esm2_8M": "esm2_t6_8M_UR50D"}, tmp_path / "merge.csv")
-
-    written = pd.read_csv(tmp_path / "merge.csv")
-    assert list(written.columns) == ["DMS_id", "model_name", "fold_variable_name", "Spearman", "MSE"]
-    assert written.values.tolist() == [
-        ["BLAT_ECOLX_Stiffler_2015", "esm2_t6_8M_UR50D@final", "fold_modulo_5", 0.4, 4.0],
-        ["BLAT_ECOLX_Stiffler_2015", "esm2_t6_8M_UR50D@selected", "fold_modulo_5", 0.7, 1.0],
-    ]
-    assert len(table) == 2
-    with pytest.raises(InputError, match=r"sel2\.json: not a ProteinGym task's selection"):
-        (tmp_path / "sel2.json").write_text(json.dumps({**selection, "task_info": {"dms_id": None}}))
-        steps.summarize_proteingym([tmp_path / "sel2.json"], {}, tmp_path / "m2.csv")
-    assert not (tmp_path / "m2.csv").exists()
 
 
 @pytest.mark.parametrize("dms_id", sorted(o.dms_id for o in sources.OFFICIAL_FILES.values() if o.dms_id))
