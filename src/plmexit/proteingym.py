@@ -203,8 +203,8 @@ def merge_scores(label, prediction, fold, task_label, task_fold) -> tuple[float,
     ``merge_supervised.py`` then pools every variant's out-of-fold row and computes ONE Spearman
     (``Series.corr(method="spearman")``) and one MSE (``((labels - predictions) ** 2).mean()``).
     Here each row's label and prediction are standardised with its own fold's training statistics,
-    then pooled the same way. Pooled is not the mean of per-fold scores: one assay's numbers
-    differ by up to a few hundredths.
+    then pooled the same way. Neither number is the mean of per-fold scores, and since each fold
+    has its own map, the Spearman is not that of the pooled raw values either.
 
     Standardising afterwards equals training on standardised targets: plmexit's ridge probe fits
     standardised features with an unpenalised intercept, so its coefficients are linear in the

@@ -249,8 +249,9 @@ def summarize_proteingym(
                 "pass each selection's own predictions, in the same order"
             )
         name = model_names.get(selection["model"], selection["model"])
+        table = tasks.read_task_table(task_table, "regression")
         try:
-            rows.extend(proteingym.supervised_rows(selection, name, predictions, tasks.read_task_table(task_table, "regression")))
+            rows.extend(proteingym.supervised_rows(selection, name, predictions, table))
         except InputError as exc:
             raise InputError(f"{predictions_file} with {task_table}: {exc}") from None
     table = pd.DataFrame(rows, columns=proteingym.MERGE_COLUMNS).sort_values(["DMS_id", "fold_variable_name", "model_name"])
