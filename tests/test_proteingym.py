@@ -4,14 +4,14 @@ schema that circulates, and the supervised merge format."""
 from __future__ import annotations
 
 import io
-import json
 from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 
-from plmexit import proteingym, sources, steps
+from plmexit import proteingym, sources
 from plmexit.errors import InputError
 from plmexit.tasks import TASK_COLUMNS, TaskSpec, load_task
 
@@ -65,7 +65,8 @@ def test_mutant_score_file_gets_sequences_and_folds(write_file):
     assert table.values.tolist() == [
         ["K2R", "MRVLAG", 0.5, 0], ["V3A", "MKALAG", 1.0, 1], ["L4M", "MKVMAG", -1.0, 2], ["A5W", "MKVLWG", 2.0, 3], ["G6P", "MKVLAP", 0.0, 4],
     ]
-    assert table.attrs["split"] == "fold_contiguous_5 made by plmexit as ProteinGym defines it"
+    assert table.attrs["split"] == "fold_contiguous_5_built: fold_contiguous_5 made by plmexit, not ProteinGym's published column"
+    assert table.attrs["fold_scheme"] == "fold_contiguous_5_built"
 
 
 @pytest.mark.parametrize(
@@ -123,6 +124,7 @@ def test_blat_published_folds_and_sequences(shared_data):
     assert table["sequence"].tolist() == source["mutated_sequence"].tolist()
     assert table["fold"].tolist() == source["fold_modulo_5"].tolist()
     assert table.attrs["split"] == "fold_modulo_5 from BLAT_ECOLX_Stiffler_2015.csv"
+    assert table.attrs["fold_scheme"] == "fold_modulo_5"  # read from the file, so ProteinGym's own name
 
 
 @pytest.mark.parametrize("scheme", ["fold_modulo_5", "fold_contiguous_5"])
@@ -138,6 +140,32 @@ def test_built_folds_equal_proteingyms_published_ones(shared_data, tmp_path, sch
     assert table["sequence"].tolist() == source["mutated_sequence"].tolist()
 
 
+# Share of rows whose built fold equals the published column, measured on the staged files: the
+# README's caveat that built folds are not ProteinGym's for every assay rests on these.
+BUILT_VS_PUBLISHED = [
+    ("cv_folds_singles_substitutions/BLAT_ECOLX_Stiffler_2015.csv", "fold_modulo_5", 1.0),
+    ("cv_folds_singles_substitutions/BLAT_ECOLX_Stiffler_2015.csv", "fold_contiguous_5", 1.0),
+    # Published modulo folds are the position's rank among mutated positions mod 5, not the position mod 5.
+    ("pkermut_datasets/RASK_HUMAN_Weng_2022_binding-DARPin_K55.csv", "fold_modulo_5", 0.0),
+    ("pkermut_datasets/RASK_HUMAN_Weng_2022_binding-DARPin_K55.csv", "fold_contiguous_5", 1.0),
+    # Published contiguous blocks follow the order positions first appear in the file, not position order.
+    ("cv_folds_singles_substitutions/DNJA1_HUMAN_Rocklin_2023_2LO1.csv", "fold_contiguous_5", 206 / 1215),
+    ("cv_folds_singles_substitutions/DNJA1_HUMAN_Rocklin_2023_2LO1.csv", "fold_modulo_5", 1.0),
+    ("pkermut_datasets/TCRG1_MOUSE_Tsuboyama_2023_1E0L.csv", "fold_contiguous_5", 147 / 621),
+    ("pkermut_datasets/TCRG1_MOUSE_Tsuboyama_2023_1E0L.csv", "fold_modulo_5", 1.0),
+]
+
+
+@pytest.mark.parametrize("relative, scheme, agreeing", BUILT_VS_PUBLISHED, ids=[f"{Path(r).stem}-{s}" for r, s, _ in BUILT_VS_PUBLISHED])
+def test_built_folds_are_not_the_published_ones_for_every_assay(shared_data, relative, scheme, agreeing):
+    source = pd.read_csv(shared_data / PG / relative)
+    mutants = [[(m[0], int(m[1:-1]), m[-1])] for m in source["mutant"]]
+
+    built = proteingym.make_folds(mutants, scheme, 0, relative)
+
+    assert np.mean(built == source[scheme].to_numpy()) == pytest.approx(agreeing)
+
+
 def test_pkermut_schemas_with_extra_and_index_columns(shared_data):
     rask = load_task(real_spec(shared_data, "pkermut_datasets/RASK_HUMAN_Weng_2022_binding-DARPin_K55.csv", "RASK_HUMAN_Weng_2022_binding-DARPin_K55", "fold_contiguous_5"))
     tcrg1 = load_task(real_spec(shared_data, "pkermut_datasets/TCRG1_MOUSE_Tsuboyama_2023_1E0L.csv", "TCRG1_MOUSE_Tsuboyama_2023_1E0L", "fold_random_5"))
@@ -151,37 +179,14 @@ def test_mutant_score_schema_real(shared_data):
 
     assert len(table) == 2844 and (table["sequence"].str.len() == 164).all()
     assert table["fold"].tolist() == np.random.RandomState(3).randint(0, 5, 2844).tolist()
-    assert table.attrs["split"] == "fold_random_5 made by plmexit as ProteinGym defines it (seed 3)"
+    assert table.attrs["split"] == "fold_random_5_built: fold_random_5 made by plmexit, not ProteinGym's published column (seed 3)"
+    assert table.attrs["fold_scheme"] == "fold_random_5_built"
 
 
 def test_an_assay_against_the_wrong_reference_row_is_an_error(shared_data):
     spec = real_spec(shared_data, "cv_folds_singles_substitutions/BLAT_ECOLX_Stiffler_2015.csv", "GFP_AEQVI_Sarkisyan_2016", "fold_random_5")
     with pytest.raises(InputError, match=r"BLAT_ECOLX_Stiffler_2015\.csv: row 2: mutant '\w+' says position \d+ is \w, but target_seq of GFP_AEQVI_Sarkisyan_2016 has \w there"):
         load_task(spec)
-
-
-# --- merge format -------------------------------------------------------------------------------
-
-
-def test_proteingym_merge_rows(tmp_path):
-    folds = [{"test_metrics": {"spearman": 0.5 + f / 10, "mse": 1.0}, "final_test_metrics": {"spearman": 0.4, "mse": 2.0 + f}} for f in range(5)]
-    selection = {"model": "esm2_8M", "folds": folds, "task_info": {"dms_id": "BLAT_ECOLX_Stiffler_2015", "fold_scheme": "fold_modulo_5"}}
-    path = tmp_path / "sel.json"
-    path.write_text(json.dumps(selection))
-
-    table = steps.summarize_proteingym([path], {"esm2_8M": "esm2_t6_8M_UR50D"}, tmp_path / "merge.csv")
-
-    written = pd.read_csv(tmp_path / "merge.csv")
-    assert list(written.columns) == ["DMS_id", "model_name", "fold_variable_name", "Spearman", "MSE"]
-    assert written.values.tolist() == [
-        ["BLAT_ECOLX_Stiffler_2015", "esm2_t6_8M_UR50D@final", "fold_modulo_5", 0.4, 4.0],
-        ["BLAT_ECOLX_Stiffler_2015", "esm2_t6_8M_UR50D@selected", "fold_modulo_5", 0.7, 1.0],
-    ]
-    assert len(table) == 2
-    with pytest.raises(InputError, match=r"sel2\.json: not a ProteinGym task's selection"):
-        (tmp_path / "sel2.json").write_text(json.dumps({**selection, "task_info": {"dms_id": None}}))
-        steps.summarize_proteingym([tmp_path / "sel2.json"], {}, tmp_path / "m2.csv")
-    assert not (tmp_path / "m2.csv").exists()
 
 
 @pytest.mark.parametrize("dms_id", sorted(o.dms_id for o in sources.OFFICIAL_FILES.values() if o.dms_id))

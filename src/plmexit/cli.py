@@ -173,7 +173,7 @@ def cmd_summarize_proteingym(args) -> None:
     from plmexit.steps import summarize_proteingym
 
     names = dict(pair.split("=", 1) for pair in args.model_name)
-    summarize_proteingym(args.selections, names, args.out)
+    summarize_proteingym(args.selections, args.predictions, args.task_tables, names, args.out)
 
 
 def _key_value(text: str) -> str:
@@ -347,8 +347,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="bootstrap seed")
     p.set_defaults(func=cmd_summarize)
 
-    p = sub.add_parser("summarize-proteingym", help="ProteinGym supervised merge CSV (final and selected layer) from ProteinGym selections")
+    p = sub.add_parser(
+        "summarize-proteingym",
+        help="ProteinGym supervised merge CSV (final and selected layer): Spearman and MSE pooled over out-of-fold predictions, as merge_supervised.py",
+    )
     p.add_argument("selections", nargs="+", help="selection JSON files of ProteinGym tasks")
+    p.add_argument("--predictions", nargs="+", required=True, help="each selection's predictions file from probe (same order)")
+    p.add_argument("--task-tables", nargs="+", required=True, help="each selection's task table from prepare (same order): its folds' training rows")
     p.add_argument("--model-name", action="append", type=_key_value, default=[], help="MODEL_ID=NAME for the model_name column (repeatable)")
     p.add_argument("--out", required=True, help="CSV to write")
     p.set_defaults(func=cmd_summarize_proteingym)

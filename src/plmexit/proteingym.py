@@ -1,10 +1,11 @@
-"""ProteinGym substitution assays for the supervised benchmark: reference table, mutants, fold schemes.
+"""ProteinGym substitution assays for the supervised benchmark: reference table, mutants, fold schemes, merge scores.
 
 Invariant: every variant's sequence is ``target_seq`` of its assay in the reference table with
 its ``mutant`` applied (``A24C`` or ``A24C:G30D``, 1-based), and every wild-type residue a mutant
 names is checked against ``target_seq``; a sequence given in the file must equal it. Folds come
-from the assay file's column of the scheme when it has one, else they are made as ProteinGym's
-published fold columns define them (see ``make_folds``).
+from the assay file's column of the scheme when it has one; else plmexit builds them (see
+``make_folds``) and every output names the scheme with ``BUILT_SUFFIX`` (``fold_modulo_5_built``),
+because built folds are not ProteinGym's published folds for every assay.
 """
 
 from __future__ import annotations
@@ -12,10 +13,12 @@ from __future__ import annotations
 import csv
 import logging
 import re
+import warnings
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from scipy.stats import spearmanr
 
 from plmexit.errors import InputError
 from plmexit.tasks import TaskSpec, parse_folds, read_csv_text
@@ -26,6 +29,9 @@ FOLD_SCHEMES = ("fold_random_5", "fold_modulo_5", "fold_contiguous_5")
 # Schemes whose test folds hold out whole mutated positions (defined for single substitutions).
 POSITION_SCHEMES = ("fold_modulo_5", "fold_contiguous_5")
 N_FOLDS = 5
+# Appended to a scheme's name wherever plmexit built the folds itself (task info, merge CSV), so
+# no output passes built folds off as ProteinGym's published ones.
+BUILT_SUFFIX = "_built"
 SCORE_COLUMNS = ("DMS_score", "score")  # ProteinGym's name, and the `mutant,score` re-exports'
 SEQUENCE_COLUMNS = ("mutated_sequence", "sequence")
 REFERENCE_FILTERS = {"selection_type": "coarse_selection_type", "max_length": "seq_len", "max_variants": "DMS_total_number_mutants"}
@@ -66,7 +72,11 @@ def select_assays(reference: dict[str, dict[str, str]], selection_types=None, ma
 
 
 def read_assay(spec: TaskSpec) -> tuple[pd.DataFrame, str]:
-    """One assay under one fold scheme, as a reader's table (see ``plmexit.tasks``)."""
+    """One assay under one fold scheme, as a reader's table (see ``plmexit.tasks``).
+
+    The table's ``attrs["fold_scheme"]`` is the scheme's name as outputs give it: the scheme
+    itself when the file has its column, else the scheme with ``BUILT_SUFFIX``.
+    """
     if spec.reference is None or spec.dms_id is None or spec.fold_scheme not in FOLD_SCHEMES:
         raise InputError(f"task {spec.name!r}: a ProteinGym task needs a reference table, a DMS_id and a fold scheme ({', '.join(FOLD_SCHEMES)})")
     reference = read_reference(spec.reference)
@@ -91,15 +101,20 @@ def read_assay(spec: TaskSpec) -> tuple[pd.DataFrame, str]:
             )
     if spec.fold_scheme in raw.columns:
         folds = parse_folds(raw[spec.fold_scheme], spec.path, spec.fold_scheme, rows, allowed=range(N_FOLDS))
-        split = f"{spec.fold_scheme} from {spec.path.name}"
+        scheme = spec.fold_scheme
+        split = f"{scheme} from {spec.path.name}"
     else:
         folds = make_folds(mutants, spec.fold_scheme, spec.seed, spec.path)
-        split = f"{spec.fold_scheme} made by plmexit as ProteinGym defines it" + (f" (seed {spec.seed})" if spec.fold_scheme == "fold_random_5" else "")
+        scheme = spec.fold_scheme + BUILT_SUFFIX
+        split = f"{scheme}: {spec.fold_scheme} made by plmexit, not ProteinGym's published column" + (
+            f" (seed {spec.seed})" if spec.fold_scheme == "fold_random_5" else ""
+        )
         log.info("task %s: %s has no %s column; %s", spec.name, spec.path, spec.fold_scheme, split)
     table = pd.DataFrame(
         {"id": raw["mutant"].str.strip().to_numpy(), "sequence": sequences, "label": raw[score].to_numpy(), "fold": folds,
          "where": [f"{spec.path}: row {r}" for r in rows]}
     )
+    table.attrs["fold_scheme"] = scheme
     return table, split
 
 
@@ -144,14 +159,20 @@ def apply_mutant(target: str, mutations: list[tuple[str, int, str]]) -> str:
 
 
 def make_folds(mutants: list[list[tuple[str, int, str]]], scheme: str, seed: int, path: Path) -> np.ndarray:
-    """ProteinGym's fold schemes, as its published fold columns have them.
+    """Folds for an assay whose file has no column for ``scheme``, built from its mutants.
 
     random: each variant gets an independent uniform fold in 0-4 (seeded here; ProteinGym's
     published folds used its own seed, so built random folds are not the published ones);
     modulo: a variant's fold is its mutated position mod 5; contiguous: the sorted distinct
     mutated positions are cut into 5 consecutive blocks, the first ``n mod 5`` one position
-    longer. Modulo and contiguous are defined for single substitutions only. Built modulo and
-    contiguous folds equal the published columns of BLAT_ECOLX_Stiffler_2015 exactly (tested).
+    longer. Modulo and contiguous are defined for single substitutions only.
+
+    These rules reproduce the published columns of BLAT_ECOLX_Stiffler_2015 exactly (tested), but
+    not those of every assay (tested): RASK_HUMAN_Weng_2022_binding-DARPin_K55 numbers its modulo
+    folds by the rank of the position among the mutated positions (built: 0% of rows agree), and
+    the contiguous blocks of DNJA1_HUMAN_Rocklin_2023_2LO1 and TCRG1_MOUSE_Tsuboyama_2023_1E0L
+    follow the order positions first appear in the file (built: 17% and 24% agree). Outputs
+    therefore name built schemes with ``BUILT_SUFFIX``.
     """
     if scheme == "fold_random_5":
         return np.random.RandomState(seed).randint(0, N_FOLDS, len(mutants))
@@ -174,22 +195,92 @@ def make_folds(mutants: list[list[tuple[str, int, str]]], scheme: str, seed: int
 MERGE_COLUMNS = ["DMS_id", "model_name", "fold_variable_name", "Spearman", "MSE"]
 
 
-def supervised_rows(selection: dict, model_name: str) -> list[dict]:
+def merge_scores(label, prediction, fold, task_label, task_fold) -> tuple[float, float]:
+    """Spearman and MSE of one assay and scheme as ProteinGym's ``merge_supervised.py`` computes them.
+
+    ProteinNPT's training (``proteinnpt/utils/data_utils.py``, which ProteinGym's supervised
+    baselines use) standardises the targets of each test fold with the mean and population
+    standard deviation (``np.nanmean``, ``np.nanstd``) of that fold's training rows, applies the
+    same map to the test labels, and writes labels and predictions in that scale;
+    ``merge_supervised.py`` then pools every variant's out-of-fold row and computes ONE Spearman
+    (``Series.corr(method="spearman")``) and one MSE (``((labels - predictions) ** 2).mean()``).
+    Here each row's label and prediction are standardised with its own fold's training statistics,
+    then pooled the same way. Neither number is the mean of per-fold scores, and since each fold
+    has its own map, the Spearman is not that of the pooled raw values either.
+
+    Standardising afterwards equals training on standardised targets: plmexit's ridge probe fits
+    standardised features with an unpenalised intercept, so its coefficients are linear in the
+    centred targets and its intercept is their mean; targets ``(y - m) / s`` therefore give
+    predictions ``(p - m) / s``, leave-one-out predictions alike, and the ridge penalty chosen on
+    them (by Spearman, invariant under that map) is the same one (tested).
+
+    Parameters
+    ----------
+    label, prediction, fold : array-like, shape (n,)
+        One row per variant: its raw score, the prediction of its test fold's probe, that fold.
+    task_label, task_fold : array-like, shape (N,)
+        Every row of the task table; fold ``k``'s training rows are those with ``task_fold != k``.
+
+    Returns
+    -------
+    (spearman, mse)
+        Spearman is NaN when either side is constant, as pandas gives it.
+    """
+    label, prediction, fold = (np.asarray(a, dtype=float) for a in (label, prediction, fold))
+    task_label, task_fold = np.asarray(task_label, dtype=float), np.asarray(task_fold)
+    mean, std = np.empty(len(label)), np.empty(len(label))
+    for k in np.unique(fold):
+        train = task_label[task_fold != k]
+        if len(train) == 0 or np.std(train) == 0:
+            raise InputError(f"fold {int(k)} has no training rows with distinct labels to standardise its targets by")
+        rows = fold == k
+        mean[rows], std[rows] = np.mean(train), np.std(train)
+    truth, predicted = (label - mean) / std, (prediction - mean) / std
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # a constant side gives NaN, which is the answer, not a problem
+        rho = spearmanr(truth, predicted).statistic
+    return float(rho), float(np.mean((truth - predicted) ** 2))
+
+
+def supervised_rows(selection: dict, model_name: str, predictions: pd.DataFrame, task_table: pd.DataFrame) -> list[dict]:
     """Rows of ProteinGym's supervised merge format for one assay and scheme: the final and the selected layer.
 
-    Each score is the mean over the scheme's five test folds, as ProteinGym averages them; the
-    selected layer is each fold's own nested choice.
+    ``@final`` scores every variant by the final layer's probe of its fold, ``@selected`` by the
+    probe of the layer its own fold chose (nested, training rows only); both as ``merge_scores``.
+
+    Parameters
+    ----------
+    selection : dict
+        A selection JSON (``plmexit select``): ``folds`` (each with its ``layer``), ``n_layers``
+        (the final layer) and ``task_info`` (``dms_id``, ``fold_scheme``).
+    predictions : DataFrame
+        The task's predictions table (``plmexit probe``): layer, fold, id, label, prediction.
+    task_table : DataFrame
+        The task table the probes were fitted on (id, label, fold).
     """
-    folds = selection["folds"]
+    test_rows = task_table[task_table["fold"] >= 0].set_index("id")["fold"]
     rows = []
-    for suffix, key in (("final", "final_test_metrics"), ("selected", "test_metrics")):
+    for suffix in ("final", "selected"):
+        parts = []
+        for f in selection["folds"]:
+            if f["fold"] < 0:  # a train-only (deploy) choice has no test rows to score
+                continue
+            layer = selection["n_layers"] if suffix == "final" else f["layer"]
+            parts.append(predictions[(predictions["fold"] == f["fold"]) & (predictions["layer"] == layer)])
+        pooled = pd.concat(parts)
+        if len(pooled) != len(test_rows) or not pooled["id"].is_unique or not (pooled.set_index("id")["fold"].reindex(test_rows.index) == test_rows).all():
+            raise InputError(
+                f"the {suffix} layers' predictions ({len(pooled)} rows) do not give each of the task table's {len(test_rows)} test rows once, "
+                "in its fold; pass the task table and predictions of the same task"
+            )
+        spearman, mse = merge_scores(pooled["label"], pooled["prediction"], pooled["fold"], task_table["label"], task_table["fold"])
         rows.append(
             {
                 "DMS_id": selection["task_info"]["dms_id"],
                 "model_name": f"{model_name}@{suffix}",
                 "fold_variable_name": selection["task_info"]["fold_scheme"],
-                "Spearman": float(np.mean([f[key]["spearman"] for f in folds])),
-                "MSE": float(np.mean([f[key]["mse"] for f in folds])),
+                "Spearman": spearman,
+                "MSE": mse,
             }
         )
     return rows

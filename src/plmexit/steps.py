@@ -33,12 +33,13 @@ def prepare_task(spec: tasks.TaskSpec, out: str | Path, info_out: str | Path) ->
     """Read and validate a task's source files into a normalised task table, and say how it is split.
 
     ``info_out`` (JSON) records the split (official, the file's folds, or seeded
-    cross-validation) and, for ProteinGym, the assay and fold scheme, for the summaries.
+    cross-validation) and, for ProteinGym, the assay and fold scheme, for the summaries; a scheme
+    whose folds plmexit built is named with ``proteingym.BUILT_SUFFIX`` (``fold_modulo_5_built``).
     """
     table = tasks.load_task(spec)
     info = {
         "task": spec.name, "format": spec.format, "type": spec.type, "split": table.attrs["split"], "n_sequences": len(table),
-        "dms_id": spec.dms_id, "fold_scheme": spec.fold_scheme,
+        "dms_id": spec.dms_id, "fold_scheme": table.attrs["fold_scheme"],
     }
     tasks.write_task_table(table, out)
     write_text(info_out, json.dumps(info, indent=2) + "\n")
@@ -255,18 +256,43 @@ def summarize_selections(selection_files: list[str | Path], out: str | Path, acr
     return summary
 
 
-def summarize_proteingym(selection_files: list[str | Path], model_names: dict[str, str], out: str | Path) -> pd.DataFrame:
+def summarize_proteingym(
+    selection_files: list[str | Path], predictions_files: list[str | Path], task_tables: list[str | Path], model_names: dict[str, str],
+    out: str | Path,
+) -> pd.DataFrame:
     """ProteinGym's supervised merge format (``DMS_id, model_name, fold_variable_name, Spearman, MSE``).
 
-    ``model_names`` maps a config model id to the name used in ``model_name`` (``@final`` and
-    ``@selected`` are appended), e.g. ``esm2_8M -> esm2_t6_8M_UR50D``.
+    The ``i``-th selection, predictions file and task table belong to one (model, task); Spearman
+    and MSE are ProteinGym's, pooled over out-of-fold predictions on standardised targets (see
+    ``proteingym.merge_scores``). ``model_names`` maps a config model id to the name used in
+    ``model_name`` (``@final`` and ``@selected`` are appended), e.g. ``esm2_8M -> esm2_t6_8M_UR50D``.
     """
+    if not len(selection_files) == len(predictions_files) == len(task_tables):
+        raise InputError(
+            f"{len(selection_files)} selections, {len(predictions_files)} predictions files and {len(task_tables)} task tables; "
+            "pass one of each per ProteinGym task, in the same order"
+        )
     rows = []
-    for path in selection_files:
-        selection = _read_json(path, "`plmexit select`", ("model", "folds", "task_info"))
+    for path, predictions_file, task_table in zip(selection_files, predictions_files, task_tables):
+        selection = _read_json(path, "`plmexit select`", ("model", "task", "n_layers", "folds", "task_info"))
         if not selection["task_info"].get("dms_id"):
             raise InputError(f"{path}: not a ProteinGym task's selection; pass only ProteinGym selections")
-        rows.extend(proteingym.supervised_rows(selection, model_names.get(selection["model"], selection["model"])))
+        try:
+            predictions = _read_predictions(predictions_file, "regression")
+        except InputError as exc:
+            raise InputError(f"{predictions_file}: {exc}") from None
+        found = sorted(set(zip(predictions["model"].astype(str), predictions["task"].astype(str))))
+        if found != [(selection["model"], selection["task"])]:
+            raise InputError(
+                f"{predictions_file} holds (model, task) {found}, but {path} is {selection['model']}/{selection['task']}; "
+                "pass each selection's own predictions, in the same order"
+            )
+        name = model_names.get(selection["model"], selection["model"])
+        table = tasks.read_task_table(task_table, "regression")
+        try:
+            rows.extend(proteingym.supervised_rows(selection, name, predictions, table))
+        except InputError as exc:
+            raise InputError(f"{predictions_file} with {task_table}: {exc}") from None
     table = pd.DataFrame(rows, columns=proteingym.MERGE_COLUMNS).sort_values(["DMS_id", "fold_variable_name", "model_name"])
     write_text(out, table.to_csv(index=False, float_format="%.6g"))
     return table

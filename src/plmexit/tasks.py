@@ -85,7 +85,8 @@ def load_task(spec: TaskSpec) -> pd.DataFrame:
     """Read, validate, subsample and fold-assign a task as described by ``spec``.
 
     The returned table's ``attrs["split"]`` says how it is evaluated (the official split, the
-    file's fold column, or seeded cross-validation).
+    file's fold column, or seeded cross-validation); ``attrs["fold_scheme"]`` is a ProteinGym
+    task's scheme as outputs name it (``*_built`` when plmexit built the folds), else None.
     """
     from plmexit import datasets, proteingym  # readers of the benchmark formats
 
@@ -116,6 +117,8 @@ def load_task(spec: TaskSpec) -> pd.DataFrame:
     log.info("task %s: %d sequences, %d folds (%s)", spec.name, len(table), table.loc[table.fold >= 0, "fold"].nunique(), split)
     table = table[TASK_COLUMNS].reset_index(drop=True)
     table.attrs["split"] = split
+    # A ProteinGym reader says whether it read the scheme's folds or built them (``*_built``).
+    table.attrs["fold_scheme"] = raw.attrs.get("fold_scheme", spec.fold_scheme)
     return table
 
 

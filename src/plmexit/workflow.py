@@ -159,8 +159,19 @@ class Plan:
     def pairs(self) -> list[tuple[str, str]]:
         return [(model, task) for model in self.models for task in self.tasks]
 
+    def _proteingym_pairs(self) -> list[tuple[str, str]]:
+        return [(m, t) for m, t in self.pairs() if self.tasks[t]["dms_id"]]
+
     def proteingym_selections(self) -> list[str]:
-        return [f"{RESULTS}/selection/{m}/{t}.json" for m, t in self.pairs() if self.tasks[t]["dms_id"]]
+        return [f"{RESULTS}/selection/{m}/{t}.json" for m, t in self._proteingym_pairs()]
+
+    def proteingym_predictions(self) -> list[str]:
+        """Each ProteinGym selection's predictions, in ``proteingym_selections`` order (the merge pools them)."""
+        return [f"{RESULTS}/probes/{m}/{t}.predictions.tsv.gz" for m, t in self._proteingym_pairs()]
+
+    def proteingym_task_tables(self) -> list[str]:
+        """Each ProteinGym selection's task table, in ``proteingym_selections`` order (its folds' training rows)."""
+        return [f"{RESULTS}/tasks/{t}.tsv" for _, t in self._proteingym_pairs()]
 
     def selections(self) -> list[str]:
         return [f"{RESULTS}/selection/{m}/{t}.json" for m, t in self.pairs()]

@@ -16,7 +16,9 @@ rule summarize_layers:
 
 rule summarize_proteingym:
     input:
-        plan.proteingym_selections(),
+        selections=plan.proteingym_selections(),
+        predictions=plan.proteingym_predictions(),
+        tables=plan.proteingym_task_tables(),
     output:
         "results/summary/proteingym_supervised.csv",
     params:
@@ -26,7 +28,8 @@ rule summarize_proteingym:
     conda:
         "../../envs/probe.yaml"
     shell:
-        "plmexit summarize-proteingym {input} {params.args} --out {output} 2> {log}"
+        "plmexit summarize-proteingym {input.selections} --predictions {input.predictions} --task-tables {input.tables}"
+        " {params.args} --out {output} 2> {log}"
 
 
 rule plot_layers:
