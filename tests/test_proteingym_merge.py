@@ -151,6 +151,18 @@ def test_summarize_proteingym_pools_each_layer_choice(tmp_path):
     assert (selected["Spearman"], selected["MSE"]) == pytest.approx((SELECTED_SPEARMAN, SELECTED_MSE), abs=1e-12)
 
 
+def test_a_no_signal_task_has_a_selected_row_without_a_score(tmp_path):
+    selection, predictions, table = write_hand_example(tmp_path)
+    data = json.loads(selection.read_text())
+    data.update(status="no_signal", folds=[{"fold": 0, "layer": None}, {"fold": 1, "layer": None}])
+    selection.write_text(json.dumps(data))
+
+    final, selected = steps.summarize_proteingym([selection], [predictions], [table], {}, tmp_path / "merge.csv").to_dict("records")
+
+    assert (final["Spearman"], final["MSE"]) == pytest.approx((FINAL_SPEARMAN, FINAL_MSE), abs=1e-12)
+    assert selected["model_name"] == "m@selected" and np.isnan(selected["Spearman"]) and np.isnan(selected["MSE"])
+
+
 def test_summarize_proteingym_rejects_a_task_table_of_another_scheme(tmp_path):
     selection, predictions, table = write_hand_example(tmp_path)
     pd.read_csv(table, sep="\t").assign(fold=[0, 1, 0, 1]).to_csv(tmp_path / "other.tsv", sep="\t", index=False)

@@ -261,6 +261,11 @@ def supervised_rows(selection: dict, model_name: str, predictions: pd.DataFrame,
     test_rows = task_table[task_table["fold"] >= 0].set_index("id")["fold"]
     rows = []
     for suffix in ("final", "selected"):
+        names = {"DMS_id": selection["task_info"]["dms_id"], "model_name": f"{model_name}@{suffix}", "fold_variable_name": selection["task_info"]["fold_scheme"]}
+        if suffix == "selected" and selection.get("status", "ok") != "ok":
+            # No layer could be chosen (no_signal): the row says so with no score rather than a made-up one.
+            rows.append({**names, "Spearman": float("nan"), "MSE": float("nan")})
+            continue
         parts = []
         for f in selection["folds"]:
             if f["fold"] < 0:  # a train-only (deploy) choice has no test rows to score
@@ -274,13 +279,5 @@ def supervised_rows(selection: dict, model_name: str, predictions: pd.DataFrame,
                 "in its fold; pass the task table and predictions of the same task"
             )
         spearman, mse = merge_scores(pooled["label"], pooled["prediction"], pooled["fold"], task_table["label"], task_table["fold"])
-        rows.append(
-            {
-                "DMS_id": selection["task_info"]["dms_id"],
-                "model_name": f"{model_name}@{suffix}",
-                "fold_variable_name": selection["task_info"]["fold_scheme"],
-                "Spearman": spearman,
-                "MSE": mse,
-            }
-        )
+        rows.append({**names, "Spearman": spearman, "MSE": mse})
     return rows
