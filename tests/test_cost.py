@@ -96,7 +96,7 @@ def test_the_timed_forward_computes_what_the_embedding_computes(tiny_loaded):
     # and the batches are the embedding's: pooled per sequence they give embed_pooled's vectors
     pooled = np.concatenate([p.numpy() for p in embedded], axis=1)
     direct = np.concatenate([block for _, block in embed.embed_pooled(tiny_loaded, sorted(sequences), settings, encoder=encoder)], axis=1)
-    np.testing.assert_array_equal(np.sort(pooled[2, :, 0]), np.sort(direct[2, :, 0]))
+    np.testing.assert_array_equal(np.sort(pooled, axis=None), np.sort(direct, axis=None))  # the same vectors, in another order
 
 
 def test_measure_cost_writes_the_json(tiny_model, tiny_model_sha256, tmp_path):
