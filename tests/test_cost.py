@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 import torch
 
-from plmexit import cost, embed, model_steps, models, tasks
+from plmexit import cost, embed, model_steps, tasks
 from plmexit.embed import EmbedSettings
 
 
