@@ -189,13 +189,17 @@ def test_probe_predictions_from_the_variant_store_equal_fp32_ones_on_a_long_targ
     task = variant_table(tmp_path / "assay.tsv", positions=range(0, 300, 3), length=300)
     settings = EmbedSettings(truncate=1022)
     model_steps.embed_task(manifest, task, tmp_path / "variants.h5", settings, "float32", variant_crop=True)  # as the planner stores them
+    model_steps.embed_task(manifest, task, tmp_path / "half.h5", settings, "float16", variant_crop=True)  # embed.dtype's default
     table = pd.read_csv(task, sep="\t")
     fp32 = embedded(tiny_loaded, list(table["sequence"]), settings)
     y, folds = table["label"].to_numpy(), table["fold"].to_numpy()
 
+    def predictions(X):
+        return np.concatenate([fit.predictions for fit in probes.ridge_folds(X, y, folds, probes.DEFAULT_RIDGE_ALPHAS, probes.spearman)])
+
     for layer in (1, 2):
-        stored = probes.ridge_folds(store.read_layer(tmp_path / "variants.h5", layer), y, folds, probes.DEFAULT_RIDGE_ALPHAS, probes.spearman)
-        direct = probes.ridge_folds(fp32[layer], y, folds, probes.DEFAULT_RIDGE_ALPHAS, probes.spearman)
-        for a, b in zip(stored, direct):
-            # Tolerance: float64 ridge on identical float32 inputs; only summation order may differ.
-            np.testing.assert_allclose(a.predictions, b.predictions, rtol=1e-9, atol=1e-12)
+        direct = predictions(fp32[layer])
+        # Tolerance: float64 ridge on identical float32 inputs; only summation order may differ.
+        np.testing.assert_allclose(predictions(store.read_layer(tmp_path / "variants.h5", layer)), direct, rtol=1e-9, atol=1e-12)
+        # The float16 store moves them by far more: why variant sets are not stored in embed.dtype.
+        assert np.abs(predictions(store.read_layer(tmp_path / "half.h5", layer)) - direct).max() > 1e-3
