@@ -203,7 +203,7 @@ def test_window_overlap_not_below_the_window_is_a_config_error():
     config = load("test.yaml")
     config["embed"].update(long_sequences="window", window=100, overlap=100)
     with pytest.raises(ConfigError, match=r"embed.overlap 100 must be less than embed.window 100; lower embed.overlap"):
-        Plan(config).embed_args()
+        Plan(config)
 
 
 def test_planning_knows_proteingyms_fold_schemes():
