@@ -13,6 +13,8 @@ a sequence's pooled vector is the weighted sum of its pieces' states. Truncation
 weights ``1/n``; the sliding-window mode cuts overlapping windows whose weights ``1/(n c_r)``
 (``c_r`` windows cover residue ``r``) average each residue's states over its windows before the
 mean, so windows can be batched like any other sequence and only pooled vectors leave the device.
+A variant set (one target's substitutions) is first cut through one ``VariantCrop`` over its
+mutated positions, so no mutation is cut away and every variant sees the same stretch.
 """
 
 from __future__ import annotations
