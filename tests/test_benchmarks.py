@@ -23,3 +23,15 @@ def test_probe_speed_writes_its_ratios(tmp_path):
     assert parallel["identical_tables"] and parallel["threads"] == 2 and parallel["layers"] == 3
     multilabel = result["multilabel"]
     assert multilabel["fits"] == 5 and multilabel["max_abs_probability_diff"] < 0.5
+
+
+def test_variant_precision_writes_what_the_readme_quotes(tmp_path):
+    out = tmp_path / "variant_precision.json"
+    command = [sys.executable, str(REPO / "benchmarks" / "variant_precision.py"), "--length", "60", "--variants", "30", "--layers", "1",
+               "--dim", "16", "--heads", "2", "--out", str(out)]
+    subprocess.run(command, check=True, capture_output=True, text=True, timeout=300)
+
+    result = json.loads(out.read_text())
+    assert set(result["stores"]) == {"float32", "float16", "float16_relative"}
+    assert [result["stores"][s]["bytes_per_variant"] for s in ("float32", "float16")] == [2 * 16 * 4, 2 * 16 * 2]
+    assert all(layer["max_abs_prediction_diff_from_float32"] == 0 for layer in result["stores"]["float32"]["layers"])

@@ -215,17 +215,28 @@ def test_plan_embedding_shards_and_arguments():
     assert plan.embedding_shards("tiny_random", "deeploc_10class") == [
         "results/embeddings/tiny_random/deeploc_10class.shards/0-of-2.h5", "results/embeddings/tiny_random/deeploc_10class.shards/1-of-2.h5",
     ]
-    assert shlex.split(plan.embed_args()) == [
-        "--dtype", "float16", "--max-tokens", "4096", "--truncate", "1022", "--layer-norm", "raw", "--precision", "float32",
-        "--long-sequences", "truncate", "--window", "1022", "--overlap", "256", "--shards", "2",
-    ]
+    settings = ["--max-tokens", "4096", "--truncate", "1022", "--layer-norm", "raw", "--precision", "float32",
+                "--long-sequences", "truncate", "--window", "1022", "--overlap", "256"]
+    assert shlex.split(plan.embed_args("deeploc_10class")) == ["--dtype", "float16", *settings, "--shards", "2"]
+    assert shlex.split(plan.cost_args("deeploc_10class")) == [*settings, "--sample-sequences", "8", "--repeats", "3", "--seed", "0"]
+
+
+def test_proteingym_sets_are_embedded_through_a_variant_crop_in_float32():
+    plan = Plan(load("test.yaml"))
+    dms_id = next(t["embedding_set"] for t in plan.tasks.values() if t["dms_id"])
+
+    embed_args, cost_args = shlex.split(plan.embed_args(dms_id)), shlex.split(plan.cost_args(dms_id))
+
+    assert "--variant-crop" in embed_args and "--variant-crop" in cost_args  # cost times the cropped sequences
+    assert embed_args[:2] == ["--dtype", "float32"]  # whatever embed.dtype (float16 here) says
+    assert "--variant-crop" not in shlex.split(plan.embed_args("deeploc_10class"))
 
 
 def test_window_overlap_not_below_the_window_is_a_config_error():
     config = load("test.yaml")
     config["embed"].update(long_sequences="window", window=100, overlap=100)
     with pytest.raises(ConfigError, match=r"embed.overlap 100 must be less than embed.window 100; lower embed.overlap"):
-        Plan(config).embed_args()
+        Plan(config)
 
 
 def test_planning_knows_proteingyms_fold_schemes():

@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 import torch
 
-from plmexit import cost, model_steps, models, tasks
+from plmexit import cost, embed, model_steps, tasks
 from plmexit.embed import EmbedSettings
 
 
@@ -39,8 +39,9 @@ def test_fraction_saved_exact():
 
 def test_measure_depth_seconds_on_the_tiny_model(tiny_loaded):
     sequences = ["MKTAYIAKQRQISFVKSHFSRQLEERLGLIEVQAPILSRVGDGTQDNLSGAEKAVQVKVKALPDAQ"] * 4
+    settings = EmbedSettings(device="cpu")
 
-    seconds = cost.measure_depth_seconds(tiny_loaded, sequences, "cpu", repeats=3)
+    seconds = cost.measure_depth_seconds(embed.FastEncoder(tiny_loaded, "cpu", "float32"), sequences, settings, repeats=3)
 
     assert seconds.shape == (3,)  # depths 0, 1, 2 of the 2-layer tiny model
     assert (seconds > 0).all()
@@ -48,56 +49,54 @@ def test_measure_depth_seconds_on_the_tiny_model(tiny_loaded):
 
 
 @pytest.fixture
-def counted_model(tiny_model):
-    """A fresh tiny model whose modules count their forward calls (and keep layer outputs)."""
-    loaded = models.load_model(tiny_model)
-    model = loaded.model
-    watched = {"embed_tokens": model.embed_tokens, "emb_layer_norm_after": model.emb_layer_norm_after, "lm_head": model.lm_head}
-    watched.update({f"layer{i}": layer for i, layer in enumerate(model.layers)})
-    calls = {name: 0 for name in watched}
-    outputs = {}
+def counted_encoder(tiny_loaded, monkeypatch):
+    """plmexit's encoder on the tiny model, counting the blocks and final layer norms it runs, with
+    the batches embedding would run for two sequences of different lengths (so padding is masked)."""
+    encoder = embed.FastEncoder(tiny_loaded, "cpu", "float32")
+    calls = {"blocks": 0, "ln_after": 0}
+    block, layer_norm = encoder._block, torch.nn.functional.layer_norm
 
-    def counter(name):
-        def hook(module, inputs, output):
-            calls[name] += 1
-            outputs[name] = output
+    def counted_block(*args):
+        calls["blocks"] += 1
+        return block(*args)
 
-        return hook
+    def counted_layer_norm(x, shape, weight=None, bias=None, eps=1e-5):
+        calls["ln_after"] += weight is encoder.ln_after[0]
+        return layer_norm(x, shape, weight, bias, eps)
 
-    for name, module in watched.items():
-        module.register_forward_hook(counter(name))
-    _, _, tokens = loaded.alphabet.get_batch_converter()([("a", "MKTAYIAKQR"), ("b", "QISFV")])
-    return model, tokens, watched, calls, outputs
-
-
-@pytest.mark.parametrize(
-    ("depth", "expected"),
-    [
-        (0, {"embed_tokens": 1, "layer0": 0, "layer1": 0, "emb_layer_norm_after": 0, "lm_head": 0}),
-        (1, {"embed_tokens": 1, "layer0": 1, "layer1": 0, "emb_layer_norm_after": 0, "lm_head": 0}),
-        (2, {"embed_tokens": 1, "layer0": 1, "layer1": 1, "emb_layer_norm_after": 0, "lm_head": 0}),
-    ],
-)
-def test_forward_to_depth_stops_after_block_k(counted_model, depth, expected):
-    model, tokens, watched, calls, _ = counted_model
-
-    with torch.inference_mode():
-        cost._forward_to_depth(model, tokens, depth)
-
-    assert calls == expected
-    assert all(len(module._forward_hooks) == 1 for module in watched.values())  # its stop hook is gone again
+    monkeypatch.setattr(encoder, "_block", counted_block)
+    monkeypatch.setattr(torch.nn.functional, "layer_norm", counted_layer_norm)
+    (tokens, weights), = embed.device_batches(encoder, ["MKTAYIAKQR", "QISFV"], EmbedSettings(device="cpu"))
+    return encoder, tokens, weights, calls
 
 
-def test_forward_to_depth_computes_what_the_full_forward_computes(counted_model):
-    model, tokens, _, calls, outputs = counted_model
+@pytest.mark.parametrize(("depth", "blocks", "ln_after"), [(0, 0, 0), (1, 1, 0), (2, 2, 1)])
+def test_the_timed_forward_stops_after_block_k(counted_encoder, depth, blocks, ln_after):
+    encoder, tokens, weights, calls = counted_encoder
 
-    with torch.inference_mode():
-        cost._forward_to_depth(model, tokens, 1)
-        truncated = outputs["layer0"][0].transpose(0, 1).clone()  # block output is (T, B, E)
-        full = model(tokens, repr_layers=[1])["representations"][1]
+    pooled = encoder.pooled(tokens, weights, "raw", depth)
 
-    assert calls["layer1"] == 1 and calls["lm_head"] == 1  # the full forward ran to the end
-    assert torch.equal(truncated, full)  # bit for bit: the same ops on the same input
+    assert pooled.shape == (depth + 1, 2, 32)
+    assert calls == {"blocks": blocks, "ln_after": ln_after}  # no later block ran; the final norm only at layer L
+
+
+def test_the_timed_forward_computes_what_the_embedding_computes(tiny_loaded):
+    sequences = ["MKTAYIAKQR", "QISFV", "MKTAYIAKQRQISFVKSHFSRQ"]
+    settings = EmbedSettings(device="cpu", max_tokens=40)  # several batches, as the embedding cuts them
+    encoder = embed.FastEncoder(tiny_loaded, "cpu", "float32")
+    batches = embed.device_batches(encoder, sequences, settings)
+    assert len(batches) > 1
+
+    timed = {depth: [encoder.pooled(t, w, "raw", depth) for t, w in batches] for depth in (1, 2)}
+    embedded = [encoder.pooled(t, w, "raw") for t, w in batches]
+
+    for k, (t, w) in enumerate(batches):
+        assert torch.equal(timed[2][k], embedded[k])  # to depth L: the embedding forward, bit for bit
+        assert torch.equal(timed[1][k], embedded[k][:2])  # to depth 1: its first two layers, bit for bit
+    # and the batches are the embedding's: pooled per sequence they give embed_pooled's vectors
+    pooled = np.concatenate([p.numpy() for p in embedded], axis=1)
+    direct = np.concatenate([block for _, block in embed.embed_pooled(tiny_loaded, sorted(sequences), settings, encoder=encoder)], axis=1)
+    np.testing.assert_array_equal(np.sort(pooled, axis=None), np.sort(direct, axis=None))  # the same vectors, in another order
 
 
 def test_measure_cost_writes_the_json(tiny_model, tiny_model_sha256, tmp_path):
@@ -112,8 +111,10 @@ def test_measure_cost_writes_the_json(tiny_model, tiny_model_sha256, tmp_path):
     assert written == result
     assert set(written) == {
         "model", "checkpoint_sha256", "n_layers", "dim", "n_sequences", "tokens", "flops", "device", "device_name",
+        "engine", "precision", "max_tokens", "layer_norm", "long_sequences", "truncation", "timed",
         "sample_sequences", "sample_tokens", "repeats", "seconds",
     }
+    assert (written["engine"], written["precision"], written["max_tokens"], written["layer_norm"]) == (model_steps.ENGINE, "float32", 4096, "raw")
     # Truncated to 10 residues, plus BOS and EOS: T = 7, 12, 5.
     tokens = np.array([7, 12, 5])
     per_block = float(np.sum(tokens * (24 * 32**2 + 4 * tokens * 32)))

@@ -122,7 +122,7 @@ def cmd_embed(args) -> None:
     if (args.shard is None) != (args.shards is None):
         raise PlmexitError("--shard and --shards go together; give both (a shard index and the task's shard count) or neither")
     progress = None if args.no_progress else ProgressBar(sys.stderr)
-    embed_task(args.model, args.task, args.out, _embed_settings(args), args.dtype, args.shard, args.shards or 1, progress)
+    embed_task(args.model, args.task, args.out, _embed_settings(args), args.dtype, args.shard, args.shards or 1, progress, args.variant_crop)
 
 
 def cmd_gather(args) -> None:
@@ -134,13 +134,11 @@ def cmd_gather(args) -> None:
 def cmd_cost(args) -> None:
     import torch
 
-    from plmexit.embed_settings import EmbedSettings
-    from plmexit.model_steps import measure_cost, resolve_device
+    from plmexit.model_steps import measure_cost
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    settings = EmbedSettings(truncate=args.truncate, device=resolve_device(args.device))
-    measure_cost(args.model, args.task, args.out, settings, args.sample_sequences, args.repeats, args.seed)
+    measure_cost(args.model, args.task, args.out, _embed_settings(args), args.sample_sequences, args.repeats, args.seed, args.variant_crop)
 
 
 def cmd_probe(args) -> None:
@@ -195,8 +193,9 @@ def cmd_plot_summary(args) -> None:
 
 
 def _add_model_run_arguments(p: argparse.ArgumentParser, out: str) -> None:
-    """Arguments of the commands that run a model over a task (embed, cost)."""
-    from plmexit.embed_settings import ESM2_MAX_RESIDUES
+    """Arguments of the commands that run a model over a task (embed, cost): cost takes the
+    embedding's settings so that it times and counts what the embedding ran."""
+    from plmexit.embed_settings import ESM2_MAX_RESIDUES, LAYER_NORM_CONVENTIONS, LONG_SEQUENCE_MODES, PRECISION_NAMES
 
     p.add_argument("--model", required=True, help="model manifest JSON from fetch-model")
     p.add_argument("--task", required=True, help="task table TSV from prepare")
@@ -204,10 +203,18 @@ def _add_model_run_arguments(p: argparse.ArgumentParser, out: str) -> None:
     p.add_argument("--truncate", type=_positive_int, default=ESM2_MAX_RESIDUES, help=f"keep the first N residues (default {ESM2_MAX_RESIDUES})")
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default)")
     p.add_argument("--threads", type=int, default=0, help="CPU threads for torch (default: torch's choice)")
+    p.add_argument("--max-tokens", type=_positive_int, default=4096, help="padded tokens per batch (default 4096)")
+    p.add_argument("--layer-norm", choices=list(LAYER_NORM_CONVENTIONS), default="raw", help="layer-norm convention for intermediate layers (default raw)")
+    p.add_argument("--precision", choices=list(PRECISION_NAMES), default="float32", help="compute precision of the forward pass (default float32; bfloat16 or float16 trade digits for speed on GPUs); pooling is float32")
+    p.add_argument("--long-sequences", choices=list(LONG_SEQUENCE_MODES), default="truncate",
+                   help="truncate (keep the first --truncate residues, default) or window (average over sliding windows)")
+    p.add_argument("--window", type=_positive_int, default=ESM2_MAX_RESIDUES, help=f"window mode: residues per window (default {ESM2_MAX_RESIDUES})")
+    p.add_argument("--overlap", type=int, default=256, help="window mode: residues shared by consecutive windows (default 256)")
+    p.add_argument("--variant-crop", action="store_true",
+                   help="the task is one target's substitution variants: embed all through one crop that covers every mutated position")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from plmexit.embed_settings import ESM2_MAX_RESIDUES, LAYER_NORM_CONVENTIONS, LONG_SEQUENCE_MODES, PRECISION_NAMES
     from plmexit.probes import DEFAULT_LOGISTIC_CS, DEFAULT_RIDGE_ALPHAS, METRICS
     from plmexit.proteingym import FOLD_SCHEMES
     from plmexit.tasks import FORMATS
@@ -285,13 +292,6 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("embed", help="embed a task at every layer into an HDF5 store")
     _add_model_run_arguments(p, out="HDF5 store to write")
     p.add_argument("--dtype", choices=["float16", "float32"], default="float16", help="storage precision (default float16)")
-    p.add_argument("--max-tokens", type=_positive_int, default=4096, help="padded tokens per batch (default 4096)")
-    p.add_argument("--layer-norm", choices=list(LAYER_NORM_CONVENTIONS), default="raw", help="layer-norm convention for intermediate layers (default raw)")
-    p.add_argument("--precision", choices=list(PRECISION_NAMES), default="float32", help="compute precision of the forward pass (default float32; bfloat16 or float16 trade digits for speed on GPUs); pooling is float32")
-    p.add_argument("--long-sequences", choices=list(LONG_SEQUENCE_MODES), default="truncate",
-                   help="truncate (keep the first --truncate residues, default) or window (average over sliding windows)")
-    p.add_argument("--window", type=_positive_int, default=ESM2_MAX_RESIDUES, help=f"window mode: residues per window (default {ESM2_MAX_RESIDUES})")
-    p.add_argument("--overlap", type=int, default=256, help="window mode: residues shared by consecutive windows (default 256)")
     p.add_argument("--shard", type=int, help="embed only this shard (0-based) of --shards; writes a shard store for gather-embeddings")
     p.add_argument("--shards", type=_positive_int, help="number of shards the task is cut into")
     p.add_argument("--no-progress", action="store_true", help="no progress bar (progress is then logged every 10 s)")

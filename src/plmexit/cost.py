@@ -3,7 +3,8 @@
 Invariant: index ``k`` of every cost array is the cost of the token embedding plus the first
 ``k`` transformer blocks (so index 0 is the embedding alone and index ``L`` the whole encoder),
 which is exactly what a model truncated after block ``k`` computes. Measured times come from
-fair-esm's own forward pass, stopped right after block ``k``.
+plmexit's own encoder (``embed.FastEncoder``, the engine that embeds), at the embedding's precision
+and batching, stopped right after block ``k``.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 if TYPE_CHECKING:
-    from plmexit.models import LoadedModel
+    from plmexit.embed import EmbedSettings, FastEncoder
 
 # FLOPs per token of one ESM2 block of width d attending over T tokens: the Q, K, V and output
 # projections (4 d^2 multiply-adds) and the 4x-wide feed-forward (8 d^2) make 12 d^2
@@ -34,43 +35,42 @@ def analytic_flops(token_lengths: np.ndarray, n_layers: int, dim: int) -> np.nda
     return np.arange(n_layers + 1, dtype=np.float64) * per_block
 
 
-class _Stop(Exception):
-    """Raised by a forward hook to end the forward pass after the block being timed."""
+TIMED = (
+    "wall-clock median over repeats of plmexit's encoder (the engine that embeds) run over the sampled sequences' pieces "
+    "in the embedding's token-budget batches, at its precision and device, stopped after block k; includes the per-layer "
+    "pooling on the device and copying the pooled vectors to the host, excludes tokenisation and loading the model"
+)
 
 
-def _raise_stop(module, inputs, output):
-    raise _Stop
+def measure_depth_seconds(encoder: FastEncoder, sequences: list[str], settings: EmbedSettings, repeats: int) -> np.ndarray:
+    """(L + 1,) median wall-clock seconds to embed ``sequences`` to depth k (see ``TIMED``).
 
-
-def _forward_to_depth(model, tokens, depth: int) -> None:
-    stop_after = model.embed_tokens if depth == 0 else model.layers[depth - 1]
-    handle = stop_after.register_forward_hook(_raise_stop)
-    try:
-        model(tokens)
-    except _Stop:
-        pass
-    finally:
-        handle.remove()
-
-
-def measure_depth_seconds(loaded: LoadedModel, sequences: list[str], device: str, repeats: int) -> np.ndarray:
-    """(L + 1,) median wall-clock seconds of a forward pass of ``sequences`` (one batch) to depth k."""
+    The batches are exactly ``embed.embed_pooled``'s (``embed.device_batches``), built once before
+    the clock runs; each timed run sends every batch through ``encoder.pooled(..., depth=k)``, a
+    forward that really stops after block k. On CUDA the device is synchronised before the clock
+    starts and before it stops, so queued kernels are counted where they run.
+    """
     import torch  # here only: selection uses this module's fractions without loading torch
 
-    _, _, tokens = loaded.alphabet.get_batch_converter()([(str(i), s) for i, s in enumerate(sequences)])
-    tokens = tokens.to(device)
-    synchronize = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
-    seconds = np.zeros((repeats, loaded.num_layers + 1))
-    with torch.inference_mode():
-        _forward_to_depth(loaded.model, tokens, loaded.num_layers)  # warm-up: allocator, kernels, caches
-        for repeat in range(repeats):
-            # Depths interleaved within a repeat, so drifting machine load hits every depth alike.
-            for depth in range(loaded.num_layers + 1):
-                synchronize()
-                start = time.perf_counter()
-                _forward_to_depth(loaded.model, tokens, depth)
-                synchronize()
-                seconds[repeat, depth] = time.perf_counter() - start
+    from plmexit import embed
+
+    batches = embed.device_batches(encoder, sequences, settings)
+    synchronize = torch.cuda.synchronize if settings.device.startswith("cuda") else (lambda: None)
+
+    def run(depth: int) -> None:
+        for tokens, weights in batches:
+            encoder.pooled(tokens, weights, settings.layer_norm, depth).cpu()
+
+    seconds = np.zeros((repeats, encoder.num_layers + 1))
+    run(encoder.num_layers)  # warm-up: allocator, kernels, rotary tables
+    for repeat in range(repeats):
+        # Depths interleaved within a repeat, so drifting machine load hits every depth alike.
+        for depth in range(encoder.num_layers + 1):
+            synchronize()
+            start = time.perf_counter()
+            run(depth)
+            synchronize()
+            seconds[repeat, depth] = time.perf_counter() - start
     return np.median(seconds, axis=0)
 
 

@@ -13,12 +13,14 @@ a sequence's pooled vector is the weighted sum of its pieces' states. Truncation
 weights ``1/n``; the sliding-window mode cuts overlapping windows whose weights ``1/(n c_r)``
 (``c_r`` windows cover residue ``r``) average each residue's states over its windows before the
 mean, so windows can be batched like any other sequence and only pooled vectors leave the device.
+A variant set (one target's substitutions) is first cut through one ``VariantCrop`` over its
+mutated positions, so no mutation is cut away and every variant sees the same stretch.
 """
 
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Callable, Iterator
 
 import numpy as np
@@ -101,6 +103,11 @@ def work_tokens(sequences: list[str], settings: EmbedSettings) -> int:
     return int((pieces.length + 2).sum())
 
 
+def piece_token_lengths(sequences: list[str], settings: EmbedSettings) -> np.ndarray:
+    """Tokens (BOS + residues + EOS) of every piece of every sequence, duplicates included."""
+    return _make_pieces(np.asarray(sequences, dtype=object), settings).length + 2
+
+
 def token_batches(lengths: np.ndarray, max_tokens: int) -> list[np.ndarray]:
     """Group indices into length-sorted batches of at most ``max_tokens`` padded tokens.
 
@@ -132,6 +139,102 @@ def prepare_sequences(sequences: list[str], settings: EmbedSettings) -> tuple[li
     if settings.long_sequences == "window":
         return list(sequences), np.zeros(len(sequences), dtype=bool)
     return truncate_sequences(sequences, settings.truncate)
+
+
+# Rows compared at once when finding where variants differ: bounds memory to this many x length bytes.
+_DIFF_CHUNK_ROWS = 4096
+
+
+@dataclass(frozen=True)
+class VariantCrop:
+    """The one stretch of a variant set's target through which every variant is embedded.
+
+    A variant set is one target with substitutions, so every sequence has the same length and the
+    variants differ only at mutated positions. Cutting all of them at the same place keeps them
+    comparable (their pooled vectors differ only through the mutations), and placing the cut over
+    the mutated positions keeps every mutation in view. ``start``/``stop`` are 0-based half-open
+    residue positions; ``windowed`` is True when the stretch is wider than the model's window and
+    is embedded as overlapping windows of ``window`` residues (``window_starts``).
+    """
+
+    length: int
+    start: int
+    stop: int
+    n_mutated: int
+    windowed: bool
+    window: int
+    overlap: int
+
+    def apply(self, sequences: list[str]) -> list[str]:
+        return [s[self.start : self.stop] for s in sequences]
+
+    def settings(self, settings: EmbedSettings) -> EmbedSettings:
+        """The settings that embed the cropped sequences: windows when the crop is wider than the window."""
+        if self.windowed and settings.long_sequences == "truncate":
+            return replace(settings, long_sequences="window", window=self.window, overlap=self.overlap)
+        return settings
+
+    def covers(self, position: int) -> bool:
+        """Whether 0-based ``position`` is embedded."""
+        return self.start <= position < self.stop
+
+    def describe(self) -> str:
+        where = f"residues {self.start + 1}..{self.stop} (1-based, inclusive) of the {self.length}-residue target"
+        how = f" as windows of {self.window} overlapping by {self.overlap}" if self.windowed else ""
+        return f"every variant embedded through the same crop, {where}{how}, covering the {self.n_mutated} positions where variants differ"
+
+    def attrs(self) -> dict:
+        return {
+            "variant_crop": True, "crop_start": self.start, "crop_stop": self.stop, "crop_convention": "0-based half-open residue positions",
+            "crop_windowed": self.windowed, "crop_window": self.window, "crop_overlap": self.overlap, "n_mutated_positions": self.n_mutated,
+        }
+
+
+def mutated_span(sequences: list[str], source: str) -> tuple[int, int, int]:
+    """``(first, last + 1, count)`` of the 0-based positions where any sequence differs from the
+    first (``(0, 0, 0)`` when none do); sequences of unequal length are an ``EmbedError``."""
+    length = len(sequences[0])
+    for i, sequence in enumerate(sequences):
+        if len(sequence) != length:
+            raise EmbedError(
+                f"{source}: row {i + 1} has {len(sequence)} residues but row 1 has {length}; a variant crop needs one target's "
+                "substitution variants (all one length): drop --variant-crop for a set of different proteins"
+            )
+    first = np.frombuffer(sequences[0].encode("ascii"), dtype=np.uint8)
+    differs = np.zeros(length, dtype=bool)
+    for chunk in range(0, len(sequences), _DIFF_CHUNK_ROWS):
+        rows = sequences[chunk : chunk + _DIFF_CHUNK_ROWS]
+        block = np.frombuffer("".join(rows).encode("ascii"), dtype=np.uint8).reshape(len(rows), length)
+        differs |= (block != first).any(axis=0)
+    positions = np.flatnonzero(differs)
+    if positions.size == 0:
+        return 0, 0, 0
+    return int(positions[0]), int(positions[-1]) + 1, int(positions.size)
+
+
+def variant_crop(sequences: list[str], settings: EmbedSettings, source: str) -> VariantCrop:
+    """The crop every variant of a variant set is embedded through (see ``VariantCrop``).
+
+    Deterministic and computed from all of a task's sequences, so every shard job gets the same.
+    Truncate mode: the whole target when it fits the window (``settings.truncate``); else a window
+    centred on the span of mutated positions, moved inside the target; else, when the span is wider
+    than the window, exactly the span, embedded as overlapping windows. Window mode already embeds
+    every residue, so its crop is the whole target.
+    """
+    length = len(sequences[0])
+    lo, hi, n_mutated = mutated_span(sequences, source)
+    if settings.long_sequences == "window":
+        return VariantCrop(length, 0, length, n_mutated, length > settings.window, settings.window, settings.overlap)
+    width = settings.truncate
+    # Windows over a crop wider than truncate overlap by embed.overlap, but at most half a window:
+    # truncate may be set below the default overlap, which is sized for full 1022-residue windows.
+    overlap = min(settings.overlap, width // 2)
+    if length <= width:
+        return VariantCrop(length, 0, length, n_mutated, False, width, overlap)
+    if hi - lo <= width:
+        start = min(max((lo + hi - width) // 2, 0), length - width)
+        return VariantCrop(length, start, start + width, n_mutated, False, width, overlap)
+    return VariantCrop(length, lo, hi, n_mutated, True, width, overlap)
 
 
 def shard_bounds(residues: np.ndarray, shards: int) -> np.ndarray:
@@ -238,11 +341,18 @@ class FastEncoder:
         return self._rotary_cache[length]
 
     @torch.inference_mode()
-    def pooled(self, tokens: torch.Tensor, weights: torch.Tensor, layer_norm: str) -> torch.Tensor:
-        """``(L + 1, B, E)`` float32: per layer, the sum over positions of ``weights`` (B, T) times
-        the hidden state, with fair-esm's layer-L norm (and every layer's, for ``final``)."""
+    def pooled(self, tokens: torch.Tensor, weights: torch.Tensor, layer_norm: str, depth: int | None = None) -> torch.Tensor:
+        """``(depth + 1, B, E)`` float32: per layer, the sum over positions of ``weights`` (B, T) times
+        the hidden state, with fair-esm's layer-L norm (and every layer's, for ``final``).
+
+        ``depth`` (default ``L``) stops the forward after that many blocks, as a model cut after
+        block ``depth`` would: ``plmexit cost`` times this, so the timing is of the engine that embeds.
+        """
+        depth = self.num_layers if depth is None else depth
+        if not 0 <= depth <= self.num_layers:
+            raise ValueError(f"depth {depth} is outside 0..{self.num_layers}")
         B, T = tokens.shape
-        E, H, D = self.embed_dim, self.heads, self.head_dim
+        E = self.embed_dim
         padding = tokens.eq(self.padding_idx)  # (B, T)
         x = self.embed_scale * F.embedding(tokens, self.embed_tokens)  # (B, T, E)
         if self.token_dropout:  # as fair-esm: rescale by the training mask ratio over the observed one
@@ -253,7 +363,7 @@ class FastEncoder:
         x = x * (1 - padding.unsqueeze(-1).type_as(x))
         w = weights.unsqueeze(1).to(torch.float32)  # (B, 1, T)
         ln_after = self.ln_after
-        out = torch.empty((self.num_layers + 1, B, E), dtype=torch.float32, device=tokens.device)
+        out = torch.empty((depth + 1, B, E), dtype=torch.float32, device=tokens.device)
 
         def pool(k: int, hidden: torch.Tensor) -> None:
             if k == self.num_layers or layer_norm == "final":
@@ -264,18 +374,23 @@ class FastEncoder:
         # SDPA's boolean mask: True where a key may be attended to; None when nothing is padded.
         mask = (~padding)[:, None, None, :] if bool(padding.any()) else None
         cos, sin_signed = self._rotary(T)
-        half = D // 2
-        for k, p in enumerate(self.layers, start=1):
-            h = F.layer_norm(x, (E,), *p["ln1"])
-            qkv = F.linear(h, p["qkv_w"], p["qkv_b"]).view(B, T, 3, H, D).permute(2, 0, 3, 1, 4)  # (3, B, H, T, D)
-            qk = qkv[:2]
-            qk = torch.addcmul(qk * cos, torch.roll(qk, half, dims=-1), sin_signed)
-            attn = F.scaled_dot_product_attention(qk[0], qk[1], qkv[2], attn_mask=mask)  # (B, H, T, D)
-            x = x + F.linear(attn.transpose(1, 2).reshape(B, T, E), p["out_w"], p["out_b"])
-            h = F.layer_norm(x, (E,), *p["ln2"])
-            x = x + F.linear(F.gelu(F.linear(h, p["fc1_w"], p["fc1_b"])), p["fc2_w"], p["fc2_b"])
+        for k, p in enumerate(self.layers[:depth], start=1):
+            x = self._block(x, p, mask, cos, sin_signed)
             pool(k, x)
         return out
+
+    def _block(self, x: torch.Tensor, p: dict, mask: torch.Tensor | None, cos: torch.Tensor, sin_signed: torch.Tensor) -> torch.Tensor:
+        """One pre-norm transformer block on ``x`` (B, T, E)."""
+        B, T, E = x.shape
+        H, D = self.heads, self.head_dim
+        h = F.layer_norm(x, (E,), *p["ln1"])
+        qkv = F.linear(h, p["qkv_w"], p["qkv_b"]).view(B, T, 3, H, D).permute(2, 0, 3, 1, 4)  # (3, B, H, T, D)
+        qk = qkv[:2]
+        qk = torch.addcmul(qk * cos, torch.roll(qk, D // 2, dims=-1), sin_signed)
+        attn = F.scaled_dot_product_attention(qk[0], qk[1], qkv[2], attn_mask=mask)  # (B, H, T, D)
+        x = x + F.linear(attn.transpose(1, 2).reshape(B, T, E), p["out_w"], p["out_b"])
+        h = F.layer_norm(x, (E,), *p["ln2"])
+        return x + F.linear(F.gelu(F.linear(h, p["fc1_w"], p["fc1_b"])), p["fc2_w"], p["fc2_b"])
 
 
 def embed_pooled(
@@ -318,6 +433,17 @@ def embed_pooled(
         block = np.repeat(np.stack([sums.pop(i) for i in finished], axis=1), [len(owners[i]) for i in finished], axis=1)
         order = np.argsort(positions)
         yield positions[order], block[:, order]
+
+
+def device_batches(encoder: FastEncoder, sequences: list[str], settings: EmbedSettings) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """The ``(tokens, weights)`` batches ``embed_pooled`` runs for ``sequences`` (distinct ones,
+    cut into pieces, in ``settings.max_tokens`` batches), on ``settings.device``."""
+    unique = np.unique(np.asarray(sequences, dtype=object))
+    pieces = _make_pieces(unique, settings)
+    return [
+        tuple(t.to(settings.device) for t in _batch_tensors(encoder, unique, pieces, batch))
+        for batch in token_batches(pieces.length, settings.max_tokens)
+    ]
 
 
 def _batch_tensors(encoder: FastEncoder, unique, pieces: _Pieces, batch: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:

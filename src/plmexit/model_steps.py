@@ -21,9 +21,11 @@ import torch
 import plmexit
 from plmexit import cost, embed, models, store, tasks
 from plmexit.atomic import write_text
-from plmexit.errors import InputError, StoreError
+from plmexit.errors import EmbedError, InputError, StoreError
 
 log = logging.getLogger(__name__)
+
+ENGINE = "plmexit fused forward over fair-esm's weights (verified against fair-esm scripts/extract.py)"
 
 
 def fetch_model(out: str | Path, **source) -> dict:
@@ -33,13 +35,48 @@ def fetch_model(out: str | Path, **source) -> dict:
     return manifest
 
 
-def _model_and_task(model_manifest: str | Path, task_table: str | Path, settings: embed.EmbedSettings):
-    """The verified model on its device, the task table, and its sequences cut to the model's window."""
-    manifest = models.read_manifest(model_manifest)
-    table = tasks.read_task_table(task_table)
-    loaded = models.load_model(manifest["checkpoint"], manifest["sha256"], settings.device)
-    sequences, truncated = embed.truncate_sequences(list(table["sequence"]), settings.truncate)
-    return manifest, table, loaded, sequences, truncated
+def embedded_sequences(
+    table, settings: embed.EmbedSettings, variant_crop: bool, source: str | Path
+) -> tuple[list[str], np.ndarray, embed.EmbedSettings, embed.VariantCrop | None]:
+    """What the model sees of a task table's sequences: ``(sequences, truncated, settings, crop)``.
+
+    Without ``variant_crop``, as ``embed.prepare_sequences``. With it, the table is one target's
+    variants: all are cut through one ``embed.VariantCrop`` computed from the whole table (so every
+    shard of it gets the same), with the settings that embed the crop; every position a ProteinGym
+    mutant id names must lie inside it (``check_crop_covers``). ``truncated`` marks sequences not
+    embedded whole.
+    """
+    sequences = list(table["sequence"])
+    if not variant_crop or not sequences:
+        prepared, truncated = embed.prepare_sequences(sequences, settings)
+        return prepared, truncated, settings, None
+    crop = embed.variant_crop(sequences, settings, str(source))
+    check_crop_covers(crop, list(table["id"]), source)
+    truncated = np.full(len(sequences), crop.stop - crop.start < crop.length, dtype=bool)
+    return crop.apply(sequences), truncated, crop.settings(settings), crop
+
+
+def check_crop_covers(crop: embed.VariantCrop, ids: list[str], source: str | Path) -> None:
+    """Every position named by a mutant id (``A24C:G30D``) lies inside the crop, else an ``EmbedError``.
+
+    The crop covers every position where variants differ by construction; this catches what that
+    cannot see, such as a substitution every variant shares. Ids that are not mutants (a table that
+    is not ProteinGym's) are not checked.
+    """
+    from plmexit import proteingym  # pandas, only for variant sets
+
+    for row, mutant in enumerate(ids, start=1):
+        try:
+            positions = proteingym.mutated_positions(mutant)
+        except InputError:
+            log.info("%s: id %r is not a ProteinGym mutant; the crop is checked against where sequences differ only", source, mutant)
+            return
+        for position in positions:
+            if not crop.covers(position - 1):
+                raise EmbedError(
+                    f"{source}: row {row} ({mutant}) mutates position {position}, outside residues {crop.start + 1}..{crop.stop} "
+                    "that are embedded; set embed.long_sequences: window, which embeds every residue"
+                )
 
 
 # Forward batches per resumable part: a killed run loses at most this much work, and every this
@@ -65,6 +102,7 @@ def embed_task(
     shard: int | None = None,
     shards: int = 1,
     progress: ProgressCallback | None = None,
+    variant_crop: bool = False,
 ) -> None:
     """Embed every sequence of a task, or of shard ``shard`` of ``shards``, at every layer into a store.
 
@@ -72,7 +110,8 @@ def embed_task(
     store is gathered with the others by ``gather_embeddings``. Work is done in parts of
     ``PART_BATCHES`` batches, each written atomically to ``parts_dir(out)`` as it finishes; a rerun
     after a kill (even SIGKILL) skips finished parts, and the store is then streamed from the parts,
-    so it is identical to an uninterrupted run's.
+    so it is identical to an uninterrupted run's. ``variant_crop``: the table is one target's
+    substitution variants, embedded through one crop over the mutated positions (``embedded_sequences``).
     """
     settings.check()
     if shard is not None and not 0 <= shard < shards:
@@ -82,8 +121,12 @@ def embed_task(
     bounds = embed.shard_bounds(table["sequence"].str.len().to_numpy(), shards)
     start, stop = (int(bounds[shard]), int(bounds[shard + 1])) if shard is not None else (0, len(table))
     rows = table.iloc[start:stop]
-    sequences, truncated = embed.prepare_sequences(list(rows["sequence"]), settings)
-    if truncated.any():
+    # The crop is computed over the whole table before the shard's rows are taken, so every shard agrees.
+    all_sequences, all_truncated, embed_settings, crop = embedded_sequences(table, settings, variant_crop, task_table)
+    sequences, truncated = all_sequences[start:stop], all_truncated[start:stop]
+    if crop is not None:
+        log.info("%s: %s", task_table, crop.describe())
+    elif truncated.any():
         log.warning("%s: %d of %d sequences longer than %d residues were truncated to their first %d", task_table, truncated.sum(), len(rows), settings.truncate, settings.truncate)
     loaded = models.load_model(manifest["checkpoint"], manifest["sha256"], settings.device)
     attrs = {
@@ -95,19 +138,20 @@ def embed_task(
         "torch_version": str(torch.__version__),  # a str subclass that HDF5 attributes cannot store
         "python_version": platform.python_version(),
         "device": settings.device,
-        "engine": "plmexit fused forward over fair-esm's weights (verified against fair-esm scripts/extract.py)",
+        "engine": ENGINE,
         "precision": settings.precision,
         "pooling": embed.POOLING,
         "layer_norm": settings.layer_norm,
         "layer_norm_description": embed.LAYER_NORM_CONVENTIONS[settings.layer_norm],
         "long_sequences": settings.long_sequences,
-        "truncation": settings.long_sequence_description(),
+        "truncation": crop.describe() if crop is not None else settings.long_sequence_description(),
         "window": settings.window if settings.long_sequences == "window" else None,
         "overlap": settings.overlap if settings.long_sequences == "window" else None,
         "n_truncated": int(truncated.sum()),
         "max_tokens": settings.max_tokens,
         "shards": shards,
         "input_sha256": tasks.sequences_sha256(rows["id"], rows["sequence"]),
+        **(crop.attrs() if crop is not None else {}),
     }
     if shard is not None:
         attrs.update(shard=shard, row_start=start, row_stop=stop, task_input_sha256=tasks.sequences_sha256(table["id"], table["sequence"]))
@@ -118,12 +162,12 @@ def embed_task(
     todo = [i for i, f in enumerate(part_files) if not f.exists()]
     if len(todo) < len(parts):
         log.info("%s: resuming, %d of %d parts already embedded in %s", out, len(parts) - len(todo), len(parts), workdir)
-    tracker = _Progress(sum(embed.work_tokens([sequences[j] for j in parts[i]], settings) for i in todo), progress)
+    tracker = _Progress(sum(embed.work_tokens([sequences[j] for j in parts[i]], embed_settings) for i in todo), progress)
     encoder = embed.FastEncoder(loaded, settings.device, settings.precision)
     for i in todo:
         part = parts[i]
         block = np.empty((loaded.num_layers + 1, len(part), loaded.embed_dim), dtype=np.float32)
-        for index, pooled in embed.embed_pooled(loaded, [sequences[j] for j in part], settings, tracker, encoder):
+        for index, pooled in embed.embed_pooled(loaded, [sequences[j] for j in part], embed_settings, tracker, encoder):
             block[:, index] = pooled
         store.write_part(part_files[i], part, block, dtype)
     tracker.finish()
@@ -174,15 +218,34 @@ class _Progress:
         log.info("embedded %d/%d tokens, %.0f tokens/s", self.done, self.total, self.done / max(now - self.started, 1e-9))
 
 
-def measure_cost(model_manifest: str | Path, task_table: str | Path, out: str | Path, settings: embed.EmbedSettings, sample_sequences: int, repeats: int, seed: int) -> dict:
-    """Analytic FLOPs (every sequence of the task) and measured seconds (a sample) per depth."""
-    manifest, _, loaded, sequences, _ = _model_and_task(model_manifest, task_table, settings)
-    token_lengths = np.array([len(s) + 2 for s in sequences])  # + BOS and EOS
+def measure_cost(
+    model_manifest: str | Path,
+    task_table: str | Path,
+    out: str | Path,
+    settings: embed.EmbedSettings,
+    sample_sequences: int,
+    repeats: int,
+    seed: int,
+    variant_crop: bool = False,
+) -> dict:
+    """Analytic FLOPs (every sequence of the task) and measured seconds (a sample) per depth.
+
+    Both count exactly what ``embed_task`` with the same ``settings`` and ``variant_crop`` runs:
+    the same cut sequences (truncated, cropped or windowed), timed on plmexit's own encoder at
+    ``settings.precision`` in ``settings.max_tokens`` batches (``cost.measure_depth_seconds``).
+    """
+    settings.check()
+    manifest = models.read_manifest(model_manifest)
+    table = tasks.read_task_table(task_table)
+    sequences, _, embed_settings, crop = embedded_sequences(table, settings, variant_crop, task_table)
+    loaded = models.load_model(manifest["checkpoint"], manifest["sha256"], settings.device)
     rng = np.random.default_rng(seed)
     sampled = np.sort(rng.choice(len(sequences), size=min(sample_sequences, len(sequences)), replace=False))
     sample = [sequences[i] for i in sampled]
-    seconds = cost.measure_depth_seconds(loaded, sample, settings.device, repeats)
+    encoder = embed.FastEncoder(loaded, settings.device, settings.precision)
+    seconds = cost.measure_depth_seconds(encoder, sample, embed_settings, repeats)
     log.info("%s: full forward of %d sampled sequences takes %.4f s on %s", task_table, len(sample), seconds[-1], settings.device)
+    token_lengths = embed.piece_token_lengths(sequences, embed_settings)  # + BOS and EOS, per piece
     result = {
         "model": manifest["name"],
         "checkpoint_sha256": loaded.sha256,
@@ -193,10 +256,18 @@ def measure_cost(model_manifest: str | Path, task_table: str | Path, out: str | 
         "flops": cost.analytic_flops(token_lengths, loaded.num_layers, loaded.embed_dim).tolist(),
         "device": settings.device,
         "device_name": torch.cuda.get_device_name(settings.device) if settings.device.startswith("cuda") else platform.processor() or platform.machine(),
+        "engine": ENGINE,
+        "precision": settings.precision,
+        "max_tokens": settings.max_tokens,
+        "layer_norm": settings.layer_norm,
+        "long_sequences": settings.long_sequences,
+        "truncation": crop.describe() if crop is not None else settings.long_sequence_description(),
+        "timed": cost.TIMED,
         "sample_sequences": len(sample),
-        "sample_tokens": int(token_lengths[sampled].sum()),
+        "sample_tokens": int(embed.piece_token_lengths(sample, embed_settings).sum()),
         "repeats": repeats,
         "seconds": seconds.tolist(),
+        **(crop.attrs() if crop is not None else {}),
     }
     write_text(out, json.dumps(result, indent=2) + "\n")
     return result

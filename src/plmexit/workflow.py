@@ -43,6 +43,8 @@ FORMAT_OPTIONS = {
 }
 COMMON_KEYS = ("id", "kind", "type", "metric", "max_sequences", "min_class_size")
 DEFAULT_REFERENCE = "proteingym/reference_files/DMS_substitutions.csv"
+# Storage precision of variant sets (ProteinGym assays), whatever embed.dtype says (see Plan.embed_args).
+VARIANT_DTYPE = "float32"
 # = plmexit.proteingym.FOLD_SCHEMES, repeated because planning imports no pandas (test_config checks they agree).
 FOLD_SCHEMES = ("fold_random_5", "fold_modulo_5", "fold_contiguous_5")
 
@@ -80,6 +82,10 @@ class Plan:
                     raise ConfigError(f"config: tasks[{position}] makes {clash!r} a second time; give every task its own id and list each assay once")
                 self.tasks[task["id"]] = task
                 self.embedding_sets.setdefault(name, task["id"])
+        e = config["embed"]
+        # Checked here, not in a rule's params, so a bad config stops the DAG before any job runs.
+        if e["long_sequences"] == "window" and e["overlap"] >= e["window"]:
+            raise ConfigError(f"config: embed.overlap {e['overlap']} must be less than embed.window {e['window']}; lower embed.overlap")
 
     def check_local_files(self) -> None:
         """Every task file that is not an official file key must exist before any job starts: nothing would make it."""
@@ -287,15 +293,24 @@ class Plan:
         return shlex.join(args)
 
     # steps -------------------------------------------------------------------------------------
-    def embed_args(self) -> str:
+    def is_variant_set(self, embedding_set: str) -> bool:
+        """Whether an embedding set is one target's substitution variants (a ProteinGym assay)."""
+        return self.tasks[self.embedding_sets[embedding_set]]["dms_id"] is not None
+
+    def _embed_settings_args(self, embedding_set: str) -> list[str]:
+        """The flags that decide what the model sees, shared by ``embed`` and ``cost`` so that cost
+        times exactly what was embedded; a variant set is embedded through one crop over its mutations."""
         e = self.config["embed"]
-        if e["long_sequences"] == "window" and e["overlap"] >= e["window"]:
-            raise ConfigError(f"config: embed.overlap {e['overlap']} must be less than embed.window {e['window']}; lower embed.overlap")
-        return shlex.join(
-            ["--dtype", e["dtype"], "--max-tokens", str(e["max_tokens"]), "--truncate", str(e["truncate"]), "--layer-norm", e["layer_norm"],
-             "--precision", e["precision"], "--long-sequences", e["long_sequences"], "--window", str(e["window"]), "--overlap", str(e["overlap"]),
-             "--shards", str(e["shards"])]
-        )
+        args = ["--max-tokens", str(e["max_tokens"]), "--truncate", str(e["truncate"]), "--layer-norm", e["layer_norm"],
+                "--precision", e["precision"], "--long-sequences", e["long_sequences"], "--window", str(e["window"]), "--overlap", str(e["overlap"])]
+        return args + (["--variant-crop"] if self.is_variant_set(embedding_set) else [])
+
+    def embed_args(self, embedding_set: str) -> str:
+        # Variant sets are stored in float32 whatever embed.dtype says: a substitution moves a pooled
+        # vector by about 1/length, which float16 rounds away on long targets
+        # (benchmarks/results/variant_precision_*.json).
+        dtype = VARIANT_DTYPE if self.is_variant_set(embedding_set) else self.config["embed"]["dtype"]
+        return shlex.join(["--dtype", dtype, *self._embed_settings_args(embedding_set), "--shards", str(self.config["embed"]["shards"])])
 
     def embedding_shards(self, model: str, task: str) -> list[str]:
         """Shard stores of one (model, task), one Snakemake job each; gathered into its store."""
@@ -313,10 +328,10 @@ class Plan:
             ]
         )
 
-    def cost_args(self) -> str:
+    def cost_args(self, embedding_set: str) -> str:
         c = self.config["cost"]
         return shlex.join(
-            ["--truncate", str(self.config["embed"]["truncate"]), "--sample-sequences", str(c["sample_sequences"]),
+            [*self._embed_settings_args(embedding_set), "--sample-sequences", str(c["sample_sequences"]),
              "--repeats", str(c["repeats"]), "--seed", str(self.config["seed"])]
         )
 

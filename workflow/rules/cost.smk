@@ -7,7 +7,7 @@ rule measure_cost:
     output:
         "results/cost/{model}/{task}.json",
     params:
-        args=plan.cost_args(),
+        args=lambda w: plan.cost_args(w.task),
     threads: 2
     log:
         "results/logs/measure_cost/{model}/{task}.log",

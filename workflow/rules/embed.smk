@@ -10,7 +10,7 @@ rule embed_shard:
     output:
         temp("results/embeddings/{model}/{task}.shards/{shard}-of-{shards}.h5"),
     params:
-        args=plan.embed_args(),
+        args=lambda w: plan.embed_args(w.task),
     threads: 2
     log:
         "results/logs/embed_shard/{model}/{task}/{shard}-of-{shards}.log",
