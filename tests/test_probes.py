@@ -9,7 +9,7 @@ import pytest
 from plmexit.errors import InputError
 from plmexit.probes import (
     DEFAULT_RIDGE_ALPHAS, DEPLOY_FOLD, HYPERPARAMETER, HYPERPARAMETER_EDGE, FoldFit, ProbeSettings, _logistic, evaluation_folds,
-    fold_metrics, grid_edge, probe_layer, reference_ridge, ridge_folds, spearman,
+    fold_metrics, grid_edge, inner_groups, probe_layer, reference_ridge, reference_ridge_grouped, ridge_folds, spearman,
 )
 
 # A short grid keeps the suite fast; the defaults are exercised by the CLI test.
@@ -240,6 +240,100 @@ def test_ridge_folds_equals_the_reference_with_a_large_feature_offset(offset, sp
         train, test = folds != fit.fold, folds == fit.fold
         predictions, _, _ = reference_ridge(X[train], y[train], X[test], DEFAULT_RIDGE_ALPHAS, spearman)
         np.testing.assert_allclose(fit.predictions, predictions, rtol=0, atol=1e-6)
+
+
+# --- grouped inner split: folds of whole mutated positions ------------------------------------------
+
+
+def test_inner_groups_apply_the_outer_schemes_rule_to_training_positions():
+    positions = np.array([12, 3, 3, 7, 30, 12, 9, 5, 21])  # distinct, sorted: 3 5 7 9 12 21 30
+
+    modulo = inner_groups(positions, "modulo", 3)
+    contiguous = inner_groups(positions, "contiguous", 3)
+
+    # modulo: rank of the position among the distinct ones, mod k
+    assert modulo.tolist() == [1, 0, 0, 2, 0, 1, 0, 1, 2]
+    # contiguous: 7 positions in 3 consecutive blocks of 3, 2, 2 (the first n mod k one longer)
+    assert contiguous.tolist() == [1, 0, 0, 0, 2, 1, 1, 0, 2]
+
+
+def test_inner_groups_need_as_many_positions_as_folds():
+    with pytest.raises(InputError, match=r"2 mutated positions, fewer than 3 inner folds.*--inner-folds"):
+        inner_groups(np.array([4, 4, 9]), "contiguous", 3)
+
+
+@pytest.mark.parametrize("split", ["modulo", "contiguous"])
+@pytest.mark.parametrize("case", ["n>p", "p>n", "constant-in-training-only", "train-only-rows"])
+def test_grouped_ridge_equals_grid_search_on_the_same_splits(case, split):
+    X, y, folds = _ridge_case(case)
+    positions = np.arange(len(y)) // 2 + 1  # two variants a position
+
+    fits = ridge_folds(X, y, folds, DEFAULT_RIDGE_ALPHAS, spearman, split, 3, positions)
+
+    assert [fit.fold for fit in fits] == [*evaluation_folds(folds), DEPLOY_FOLD]
+    for fit in fits:
+        train = folds != fit.fold if fit.fold != DEPLOY_FOLD else np.full(len(y), True)
+        X_test = X[fit.test] if len(fit.test) else X[:1]  # the deploy probe has no test rows; scikit-learn needs one to predict
+        groups = inner_groups(positions[train], split, 3)
+        predictions, inner_score, alpha = reference_ridge_grouped(X[train], y[train], X_test, DEFAULT_RIDGE_ALPHAS, spearman, groups)
+        assert fit.hyperparameter == alpha
+        assert fit.inner_score == pytest.approx(inner_score, rel=0, abs=1e-6)
+        np.testing.assert_allclose(fit.predictions, predictions[: len(fit.test)], rtol=0, atol=1e-6)
+
+
+def test_grouped_ridge_chooses_other_alphas_than_leave_one_out():
+    """Guards the comparison above: the grouped split changes choices, it is not leave-one-out by another name."""
+    X, y, folds = _ridge_case("p>n")
+    positions = np.arange(len(y)) // 2 + 1
+    fits = {split: ridge_folds(X, y, folds, DEFAULT_RIDGE_ALPHAS, spearman, split, 3, positions) for split in ("loo", "modulo", "contiguous")}
+
+    assert len({fit.hyperparameter for split in fits.values() for fit in split}) > 1
+    assert all(a.inner_score != b.inner_score for a, b in zip(fits["loo"], fits["contiguous"]))
+    for a, b in zip(fits["loo"], fits["contiguous"]):  # same refit on the training rows when the same alpha is chosen
+        if a.hyperparameter == b.hyperparameter:
+            np.testing.assert_allclose(a.predictions, b.predictions, rtol=0, atol=1e-9)
+
+
+def test_grouped_split_needs_positions():
+    X, y, folds = regression_data()
+
+    with pytest.raises(InputError, match=r"needs one mutated position per row"):
+        ridge_folds(X, y, folds, DEFAULT_RIDGE_ALPHAS, spearman, "modulo", 3, None)
+
+
+# --- a layer with no signal is never selectable -------------------------------------------------------
+
+
+@pytest.mark.parametrize("split", ["loo", "contiguous"])
+def test_constant_training_features_give_a_nan_inner_score(split):
+    X, y, folds = regression_data()
+    X = X.copy()
+    X[:] = X[0]  # every row one vector, as long proteins truncated before all their mutations
+    X[5] += 1.0  # but row 5 (fold 2): folds 0 and 1 train on it, fold 2 trains on constant rows only
+    positions = np.arange(len(y)) // 3 + 1
+
+    fits = probe_layer(X, y, folds, ProbeSettings("regression", "spearman", inner_split=split), positions)
+    rows = as_dict(fold_metrics(fits, y, ProbeSettings("regression", "spearman")))
+
+    assert folds[5] == 2
+    assert np.isnan(rows[2, "inner_spearman"]) and np.isnan(rows[2, HYPERPARAMETER]) and np.isnan(rows[2, HYPERPARAMETER_EDGE])
+    assert not np.isnan(rows[0, "inner_spearman"]) and not np.isnan(rows[DEPLOY_FOLD, "inner_spearman"])
+    assert np.isfinite(rows[2, "mse"])  # the probe still predicts (the training mean), so test metrics exist
+
+
+def test_constant_training_features_give_a_nan_inner_score_for_classifiers():
+    X, y, folds = classification_data()
+
+    rows = metric_rows(np.ones_like(X), y, folds, ProbeSettings("classification", "accuracy", logistic_cs=FAST_CS))
+
+    assert all(np.isnan(rows[f, "inner_accuracy"]) for f in (0, 1, 2, DEPLOY_FOLD))
+
+
+def test_a_grouped_split_is_for_regression_only():
+    with pytest.raises(InputError, match=r"inner split 'contiguous' groups variants by mutated position, for regression tasks only"):
+        ProbeSettings("classification", "accuracy", inner_split="contiguous")
+    with pytest.raises(InputError, match=r"inner split 'groups' is not one of loo, modulo, contiguous"):
+        ProbeSettings("regression", "spearman", inner_split="groups")
 
 
 def test_fold_metrics_rows_are_the_metrics_of_the_predictions():
