@@ -67,7 +67,7 @@ def run(assay: str, dim: int, seed: int, inner_folds: int) -> dict:
             } | {"picked_per_fold": picks}
         schemes[scheme] = {"inner_split_used": INNER_SPLIT_OF_SCHEME[scheme], **splits}
     return {
-        "assay": str(assay), "n_variants": len(y), "n_positions": int(len(np.unique(positions))), "position_dim": dim, "seed": seed,
+        "assay": str(assay), "n_variants": len(y), "n_positions": len(np.unique(positions)), "position_dim": dim, "seed": seed,
         "inner_folds": inner_folds, "date": datetime.date.today().isoformat(), "schemes": schemes,
     }
 

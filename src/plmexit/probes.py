@@ -14,8 +14,10 @@ from __future__ import annotations
 
 import warnings
 from dataclasses import dataclass
+from functools import partial
 
 import numpy as np
+from scipy import linalg
 from scipy.special import expit
 from scipy.stats import spearmanr
 from sklearn.linear_model import LogisticRegression, Ridge, RidgeCV
@@ -261,6 +263,8 @@ def ridge_folds(X: np.ndarray, y: np.ndarray, folds: np.ndarray, alphas, score, 
             fitted, leverage, predict = path.fit(train, y, test, loo=True)
             loo = y_train[:, None] - (y_train[:, None] - fitted) / (1.0 - leverage)
             inner = np.array([score(y_train, loo[:, j]) for j in range(len(alphas))])
+            best = int(np.argmax(inner))  # first maximum, as RidgeCV
+            predictions = predict(best)
         else:
             groups = inner_groups(np.asarray(positions)[train], inner_split, inner_folds)
             inner = np.zeros(len(alphas))
@@ -268,12 +272,13 @@ def ridge_folds(X: np.ndarray, y: np.ndarray, folds: np.ndarray, alphas, score, 
                 held = train[groups == g]
                 held_predictions = path.fit(train[groups != g], y, held)[2](None)  # (n_held, A)
                 inner += np.array([score(y[held], held_predictions[:, j]) for j in range(len(alphas))]) / inner_folds
-            predict = path.fit(train, y, test)[2]
-        best = int(np.argmax(inner))  # first maximum, as RidgeCV and GridSearchCV
+            best = int(np.argmax(inner))  # first maximum, as GridSearchCV
+            # The refit needs one alpha only: a linear solve, a fraction of an eigendecomposition's cost.
+            predictions = path.fit_one(train, y, test, alphas[best])
         inner_score, alpha = float(inner[best]), float(alphas[best])
         if _constant_rows(X[train]):
             inner_score, alpha = float("nan"), float("nan")
-        fits.append(FoldFit(fold, test, predict(best), inner_score, alpha, grid_edge(alpha, alphas)))
+        fits.append(FoldFit(fold, test, predictions, inner_score, alpha, grid_edge(alpha, alphas)))
     return fits
 
 
@@ -294,20 +299,47 @@ class _RidgePath:
 
         ``predict(j)`` gives alpha ``j``'s predictions of ``predict_rows``; ``predict(None)`` all alphas' ``(m, A)``.
         """
+        mean, scale, standardised_gram = self._standardise(rows)
+        X = self.Xc
+        if standardised_gram is not None:
+            return _ridge_primal(standardised_gram, X[rows], X[predict_rows], mean, scale, y[rows], self.alphas, loo)
+        return _ridge_dual((X[rows] - mean) / scale, (X[predict_rows] - mean) / scale, y[rows], self.alphas, loo)
+
+    def fit_one(self, rows: np.ndarray, y: np.ndarray, predict_rows: np.ndarray, alpha: float) -> np.ndarray:
+        """Predictions of ``predict_rows`` by the fit on ``rows`` at one ``alpha``: one symmetric solve, primal or dual."""
+        mean, scale, standardised_gram = self._standardise(rows)
+        X = self.Xc
+        y_mean = y[rows].mean()
+        y_centred = y[rows] - y_mean
+        if standardised_gram is not None:
+            system = standardised_gram + alpha * np.eye(len(scale))
+            weights = linalg.solve(system, (X[rows].T @ y_centred) / scale, assume_a="sym") / scale  # per centred raw feature
+            return y_mean + (X[predict_rows] - mean) @ weights
+        S = (X[rows] - mean) / scale
+        dual = linalg.solve(S @ S.T + alpha * np.eye(len(rows)), y_centred, assume_a="sym")
+        return y_mean + ((X[predict_rows] - mean) / scale) @ (S.T @ dual)
+
+    def _standardise(self, rows: np.ndarray):
+        """The fit rows' mean and StandardScaler scale, and their standardised feature Gram when ``n >= D`` (else None).
+
+        The variances are computed from the rows, not from the Gram's diagonal: a feature constant
+        on the fit rows must get scale 1 as StandardScaler gives it, and the Gram difference leaves
+        rounding noise there that would be divided by a near-zero spread.
+        """
         X = self.Xc
         n, d = len(rows), X.shape[1]
         left_out = np.setdiff1d(np.arange(len(X)), rows, assume_unique=True)
         mean = (self.total - X[left_out].sum(axis=0)) / n
-        if n >= d:
-            self.gram = X.T @ X if self.gram is None else self.gram
-            centred = self.gram - X[left_out].T @ X[left_out] - n * np.outer(mean, mean)  # (D, D): sum over fit rows of (x - mean)(x - mean)^T
-            scale = logistic.feature_scale(np.diag(centred) / n, n, self.offset + mean)
-            return _ridge_primal(centred / np.outer(scale, scale), X[rows], X[predict_rows], mean, scale, y[rows], self.alphas, loo)
         scale = logistic.feature_scale(X[rows].var(axis=0), n, self.offset + mean)
-        return _ridge_dual((X[rows] - mean) / scale, (X[predict_rows] - mean) / scale, y[rows], self.alphas, loo)
+        if n < d:
+            return mean, scale, None
+        self.gram = X.T @ X if self.gram is None else self.gram
+        centred = self.gram - X[left_out].T @ X[left_out] - n * np.outer(mean, mean)  # (D, D): sum over fit rows of (x - mean)(x - mean)^T
+        return mean, scale, centred / np.outer(scale, scale)
 
 
-def _column(values: np.ndarray, j):
+def _column(values: np.ndarray, j: int | None) -> np.ndarray:
+    """Column ``j`` (one alpha's predictions), or every column for ``None``."""
     return values if j is None else values[:, j]
 
 
@@ -323,7 +355,7 @@ def _ridge_primal(standardised_gram, X_train, X_test, mean, scale, y_train, alph
     # P_train^T y_c without forming P_train (n x D) when leave-one-out does not need it.
     coefs = (projection.T @ (X_train.T @ (y_train - y_mean)))[:, None] * shrink  # (D, A)
     predictions = y_mean + (X_test @ projection - shift) @ coefs  # (m, A)
-    predict = lambda j: _column(predictions, j)  # noqa: E731
+    predict = partial(_column, predictions)
     if not loo:
         return None, None, predict
     P_train = X_train @ projection - shift  # (n, D)
@@ -344,7 +376,7 @@ def _ridge_dual(S_train, S_test, y_train, alphas, loo=True):
     shrink = 1.0 / (eigenvalues[:, None] + alphas[None, :])  # (n, A)
     projected = (U.T @ (y_train - y_mean))[:, None] * shrink  # (n, A): U^T y_c / (l + a)
     predictions = y_mean + (S_test @ S_train.T @ U) @ projected  # (m, A)
-    predict = lambda j: _column(predictions, j)  # noqa: E731
+    predict = partial(_column, predictions)
     if not loo:
         return None, None, predict
     fitted = y_mean + U @ (eigenvalues[:, None] * projected)
