@@ -223,7 +223,7 @@ def inner_groups(positions: np.ndarray, split: str, k: int) -> np.ndarray:
 
 def ridge_folds(X: np.ndarray, y: np.ndarray, folds: np.ndarray, alphas, score, inner_split: str = "loo", inner_folds: int = 3,
                 positions: np.ndarray | None = None) -> list[FoldFit]:
-    """Standardise + ridge per evaluation fold (then the deploy fold), every alpha from one eigendecomposition per fit.
+    """Standardise + ridge per evaluation fold, then the deploy fold, every alpha from one eigendecomposition per fit.
 
     With ``inner_split="loo"`` it equals scikit-learn's
     ``make_pipeline(StandardScaler(), RidgeCV(alphas, scoring=score))`` fitted on each fold's
@@ -233,11 +233,13 @@ def ridge_folds(X: np.ndarray, y: np.ndarray, folds: np.ndarray, alphas, score, 
     With ``modulo`` or ``contiguous`` the training rows are split into ``inner_folds`` folds of
     whole mutated positions (``inner_groups``), each inner fit gets every alpha from its own
     eigendecomposition, and the inner score is the mean over inner folds of ``score`` on that
-    fold's held-out rows, as scikit-learn's ``GridSearchCV`` scores it (``reference_ridge_grouped``).
+    fold's held-out rows, as scikit-learn's ``GridSearchCV`` scores it (``reference_ridge_grouped``;
+    the standard definition for grouped K-fold, whereas leave-one-out pools its predictions). The
+    refit on all training rows then needs only the chosen alpha: one linear solve.
 
-    Each fit decomposes whichever is smaller: with more fitting rows than features the
+    Each fit works on whichever Gram matrix is smaller: with more fitting rows than features the
     standardised feature Gram (``D x D``; one Gram matrix per layer serves every fit, each fit's
-    being the total minus its left-out rows', standardised analytically), else the standardised
+    being the total minus its left-out rows'), else the standardised
     row Gram (``n x n``, the kernel form), so a few hundred variants embedded 5,120 wide cost an
     ``n``-sized problem. Ties between alphas go to the first in ``alphas``, as both references.
     Training features that are all one vector give a NaN inner score and hyperparameter.
