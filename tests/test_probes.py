@@ -189,6 +189,11 @@ def _ridge_case(case: str):
         X = _scaled_features(rng, 45, 6)
         X[:, 4] = 2.0
         X[np.arange(45) % 3 == 0, 4] = rng.normal(size=15)  # varies only in fold 0's test rows
+    elif case == "zero-in-training-only":
+        # A one-hot column (a residue only fold 0 has): 0 on every training row of folds 1 and 2.
+        X = _scaled_features(rng, 45, 6)
+        X[:, 3] = 0.0
+        X[[0, 3], 3] = 1.0
     elif case == "float16":
         # As embeddings come out of a float16 store: a few ulps of spread around per-feature means.
         X = (rng.normal(scale=2.0, size=10) + 0.01 * rng.normal(size=(60, 10))).astype(np.float16).astype(np.float32)
@@ -202,7 +207,7 @@ def _ridge_case(case: str):
     return X, y, folds
 
 
-@pytest.mark.parametrize("case", ["n>p", "p>n", "constant-column", "constant-in-training-only", "float16", "train-only-rows"])
+@pytest.mark.parametrize("case", ["n>p", "p>n", "constant-column", "constant-in-training-only", "zero-in-training-only", "float16", "train-only-rows"])
 def test_ridge_folds_equals_the_scikit_learn_reference(case):
     X, y, folds = _ridge_case(case)
 
@@ -263,7 +268,7 @@ def test_inner_groups_need_as_many_positions_as_folds():
 
 
 @pytest.mark.parametrize("split", ["modulo", "contiguous"])
-@pytest.mark.parametrize("case", ["n>p", "p>n", "constant-in-training-only", "train-only-rows"])
+@pytest.mark.parametrize("case", ["n>p", "p>n", "constant-in-training-only", "zero-in-training-only", "train-only-rows"])
 def test_grouped_ridge_equals_grid_search_on_the_same_splits(case, split):
     X, y, folds = _ridge_case(case)
     positions = np.arange(len(y)) // 2 + 1  # two variants a position

@@ -252,10 +252,9 @@ def ridge_folds(X: np.ndarray, y: np.ndarray, folds: np.ndarray, alphas, score, 
     # Standardisation makes the fit shift-invariant; centring on the mean of all rows first keeps
     # the Gram matrix free of cancellation when a feature's offset dwarfs its spread.
     offset = X.mean(axis=0)
-    Xc = X - offset
     y = np.asarray(y, dtype=np.float64)
     alphas = np.asarray(alphas, dtype=np.float64)
-    path = _RidgePath(Xc, offset, alphas)
+    path = _RidgePath(X, offset, alphas)
     parts = [(fold, np.flatnonzero(folds != fold), np.flatnonzero(folds == fold)) for fold in evaluation_folds(folds)]
     parts.append((DEPLOY_FOLD, np.arange(len(y)), np.arange(0)))
     fits = []
@@ -285,15 +284,15 @@ def ridge_folds(X: np.ndarray, y: np.ndarray, folds: np.ndarray, alphas, score, 
 
 
 class _RidgePath:
-    """Standardise + ridge fits on row subsets of one layer, every alpha at once.
+    """Standardise + ridge fits on row subsets of one layer ``X``, every alpha at once.
 
     ``Xc`` is the layer centred on the mean of all its rows (``offset``); the feature Gram of
     all rows is computed once, on first need, and each primal fit subtracts its left-out rows'.
     """
 
-    def __init__(self, Xc: np.ndarray, offset: np.ndarray, alphas: np.ndarray):
-        self.Xc, self.offset, self.alphas = Xc, offset, alphas
-        self.total = Xc.sum(axis=0)
+    def __init__(self, X: np.ndarray, offset: np.ndarray, alphas: np.ndarray):
+        self.X, self.Xc, self.offset, self.alphas = X, X - offset, offset, alphas
+        self.total = self.Xc.sum(axis=0)
         self.gram = None
 
     def fit(self, rows: np.ndarray, y: np.ndarray, predict_rows: np.ndarray, loo: bool = False):
@@ -322,17 +321,18 @@ class _RidgePath:
         return y_mean + ((X[predict_rows] - mean) / scale) @ (S.T @ dual)
 
     def _standardise(self, rows: np.ndarray):
-        """The fit rows' mean and StandardScaler scale, and their standardised feature Gram when ``n >= D`` (else None).
+        """The fit rows' mean (of ``Xc``) and StandardScaler scale, and their standardised feature Gram when ``n >= D`` (else None).
 
-        The variances are computed from the rows, not from the Gram's diagonal: a feature constant
-        on the fit rows must get scale 1 as StandardScaler gives it, and the Gram difference leaves
-        rounding noise there that would be divided by a near-zero spread.
+        The scale is StandardScaler's, from the variance of the raw rows: a feature constant on the
+        fit rows must get scale 1. Neither the Gram difference nor the centred ``Xc`` would do: both
+        leave rounding noise in a constant feature (a one-hot column, 0 on every fit row, is -offset
+        there) that would count as spread and be divided by it.
         """
         X = self.Xc
         n, d = len(rows), X.shape[1]
         left_out = np.setdiff1d(np.arange(len(X)), rows, assume_unique=True)
         mean = (self.total - X[left_out].sum(axis=0)) / n
-        scale = logistic.feature_scale(X[rows].var(axis=0), n, self.offset + mean)
+        scale = logistic.feature_scale(self.X[rows].var(axis=0), n, self.offset + mean)
         if n < d:
             return mean, scale, None
         self.gram = X.T @ X if self.gram is None else self.gram
