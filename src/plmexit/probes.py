@@ -5,7 +5,8 @@ regularisation strength, and the ``inner_<metric>`` score that layer selection l
 only the training rows (``fold != f``). The test rows are touched once, to score the refitted
 probe. Inner folds mimic the outer scheme: where the outer folds hold out whole mutated positions
 (ProteinGym's modulo and contiguous schemes), so do the inner ones (``inner_groups``), else the
-inner score rewards features that memorise positions. Each probe solves a stock scikit-learn pipeline's problem (``reference_ridge``,
+inner score rewards features that memorise positions. Each probe solves a stock scikit-learn
+pipeline's problem (``reference_ridge``, ``reference_ridge_grouped``,
 ``reference_logistic``) but shares work across folds and regularisation strengths; probes do no
 file I/O.
 """
@@ -203,8 +204,9 @@ def inner_groups(positions: np.ndarray, split: str, k: int) -> np.ndarray:
     """Inner fold (0..k-1) of each training row, by the rule of the outer scheme applied to its positions.
 
     ``modulo``: the distinct positions, sorted, take folds by rank mod ``k`` (ProteinGym's modulo
-    rule on the positions present: training positions of an outer modulo fold are not
-    consecutive, so their rank, not the position itself, spreads them evenly). ``contiguous``:
+    rule on the positions present; the position itself mod ``k`` would leave inner fold ``f``
+    empty with ``k = 5`` inside outer modulo-5 fold ``f``, and folds unbalanced on sparse scans).
+    ``contiguous``:
     the sorted distinct positions are cut into ``k`` consecutive blocks, the first ``n mod k``
     one position longer, as ``proteingym.make_folds`` cuts 5.
     """
