@@ -1,10 +1,18 @@
 """Probe speed: plmexit's shared-decomposition ridge against the straightforward scikit-learn loop.
 
 Both paths fit, for every layer and each of 5 folds, standardise + ridge with the regularisation
-chosen by leave-one-out on the training rows, and predict the test rows. The reference is
+chosen by leave-one-out on the training rows, and predict the test rows; then the deploy fit on
+every row (``probes.DEPLOY_FOLD``; every section times it, on both sides). The reference is
 ``make_pipeline(StandardScaler(), RidgeCV(alphas, scoring=spearman))`` per layer and fold
 (``plmexit.probes.reference_ridge``); ours is ``plmexit.probes.ridge_folds``. Layers are
 interleaved (reference, then ours, layer by layer), so machine load hits both paths alike.
+
+The grouped section times the ridge probe of ProteinGym's modulo and contiguous schemes, whose
+inner folds hold out whole mutated positions (``ridge_folds(..., inner_split="contiguous")``:
+one eigendecomposition per inner fit gives every alpha) against scikit-learn's ``GridSearchCV``
+over ``StandardScaler`` + ``Ridge`` on the same position splits (``probes.reference_ridge_grouped``),
+and plmexit's leave-one-out probe on the same data for the cost of the change; all three on one
+BLAS thread, as ``plmexit probe`` runs a layer, every outer fold and the deploy fit (all rows).
 
 The classification section times the multinomial logistic probe (ours: ``plmexit.logistic``,
 the same objective and L-BFGS solver solved over the span of the training rows, a warm-started C
@@ -19,6 +27,7 @@ on a smaller problem; the multi-label section does the same for the one-vs-rest 
     python benchmarks/probe_speed.py --layers 0 --classification-layers 2 --out logistic.json  # logistic only
     python benchmarks/probe_speed.py --layers 0 --classification-layers 0 --multilabel-layers 1 --out ovr.json
     python benchmarks/probe_speed.py --layers 0 --classification-layers 0 --parallel-layers 4 --out parallel.json
+    python benchmarks/probe_speed.py --layers 0 --classification-layers 0 --grouped-layers 2 --out grouped.json
 """
 
 from __future__ import annotations
@@ -61,12 +70,14 @@ def ridge_section(n: int, dim: int, layers: int, seed: int) -> dict:
         X = layer_features(rng, n, dim, latent)
         start = time.perf_counter()
         reference = [probes.reference_ridge(X[folds != f], y[folds != f], X[folds == f], alphas, probes.spearman) for f in range(5)]
+        reference.append(probes.reference_ridge(X, y, X[:1], alphas, probes.spearman))  # the deploy fit, on every row
         reference_s += time.perf_counter() - start
         start = time.perf_counter()
         fits = probes.ridge_folds(X, y, folds, alphas, probes.spearman)
         ours_s += time.perf_counter() - start
         for fit, (predictions, inner, alpha) in zip(fits, reference):
-            max_abs_diff = max(max_abs_diff, float(np.abs(fit.predictions - predictions).max()))
+            if len(fit.test):
+                max_abs_diff = max(max_abs_diff, float(np.abs(fit.predictions - predictions).max()))
             max_inner_diff = max(max_inner_diff, abs(fit.inner_score - inner))
             alpha_mismatches += fit.hyperparameter != alpha
         print(f"ridge layer {layer + 1}/{layers}: reference {reference_s:.1f} s, ours {ours_s:.1f} s so far", file=sys.stderr)
@@ -74,6 +85,56 @@ def ridge_section(n: int, dim: int, layers: int, seed: int) -> dict:
         "n": n, "dim": dim, "layers": layers, "folds": 5, "alphas": len(alphas),
         "ours_s": ours_s, "reference_s": reference_s, "ratio": reference_s / ours_s,
         "max_abs_diff": max_abs_diff, "max_inner_score_diff": max_inner_diff, "alpha_mismatches": int(alpha_mismatches),
+    }
+
+
+def grouped_section(n: int, dim: int, layers: int, inner_folds: int, seed: int) -> dict:
+    """Time the position-grouped ridge probe against GridSearchCV on the same splits, and against leave-one-out.
+
+    Variants sit 19 to a position (every substitution, as in a deep mutational scan); outer folds
+    are ProteinGym's contiguous blocks of positions; inner folds the same rule on each training
+    part's positions (``probes.inner_groups``).
+    """
+    rng = np.random.default_rng(seed)
+    latent = rng.normal(size=(n, 32))
+    positions = np.arange(n) // 19 + 1
+    distinct = np.unique(positions)
+    y = latent[:, :4].sum(axis=1) + rng.normal(size=len(distinct))[positions - 1] + rng.normal(size=n)
+    folds = probes.inner_groups(positions, "contiguous", 5)  # the outer rule is the inner rule with k = 5
+    alphas = probes.DEFAULT_RIDGE_ALPHAS
+    ours_s = reference_s = loo_s = 0.0
+    max_abs_diff = max_inner_diff = 0.0
+    alpha_mismatches = fits_compared = 0
+    for layer in range(layers):
+        X = layer_features(rng, n, dim, latent)
+        with threadpool_limits(1, user_api="blas"):
+            start = time.perf_counter()
+            fits = probes.ridge_folds(X, y, folds, alphas, probes.spearman, "contiguous", inner_folds, positions)
+            ours_s += time.perf_counter() - start
+            start = time.perf_counter()
+            reference = []
+            for fit in fits:
+                train = folds != fit.fold if fit.fold != probes.DEPLOY_FOLD else np.full(n, True)
+                groups = probes.inner_groups(positions[train], "contiguous", inner_folds)
+                X_test = X[fit.test] if len(fit.test) else X[:1]  # the deploy fit has no test rows; scikit-learn needs one
+                reference.append(probes.reference_ridge_grouped(X[train], y[train], X_test, alphas, probes.spearman, groups))
+            reference_s += time.perf_counter() - start
+            start = time.perf_counter()
+            probes.ridge_folds(X, y, folds, alphas, probes.spearman)
+            loo_s += time.perf_counter() - start
+        for fit, (predictions, inner, alpha) in zip(fits, reference):
+            if len(fit.test):
+                max_abs_diff = max(max_abs_diff, float(np.abs(fit.predictions - predictions).max()))
+            max_inner_diff = max(max_inner_diff, abs(fit.inner_score - inner))
+            alpha_mismatches += fit.hyperparameter != alpha
+            fits_compared += 1
+        print(f"grouped layer {layer + 1}/{layers}: ours {ours_s:.1f} s, GridSearchCV {reference_s:.1f} s, ours LOO {loo_s:.1f} s so far", file=sys.stderr)
+    return {
+        "n": n, "dim": dim, "layers": layers, "positions": len(distinct), "folds": 5, "inner_folds": inner_folds, "alphas": len(alphas),
+        "fits_per_layer": len(fits), "ours_s": ours_s, "reference_s": reference_s, "ratio": reference_s / ours_s,
+        "ours_loo_s": loo_s, "grouped_over_loo": ours_s / loo_s, "ours_s_per_layer": ours_s / layers,
+        "max_abs_diff": max_abs_diff, "max_inner_score_diff": max_inner_diff, "alpha_mismatches": int(alpha_mismatches),
+        "fits_compared": fits_compared,
     }
 
 
@@ -106,22 +167,26 @@ def logistic_section(task_type: str, n: int, dim: int, classes: int, layers: int
         with threadpool_limits(1, user_api="blas"):
             fits = probes.probe_layer(X, y, folds, settings)
         ours_s += time.perf_counter() - start
+        # Every fit of ours, the deploy fit on all rows included (it has no test rows; scikit-learn needs one to predict).
+        parts = [(folds != fit.fold, X[fit.test] if len(fit.test) else X[:1]) for fit in fits]
         start = time.perf_counter()
-        reference = [reference_probe(X[folds != fit.fold], y[folds != fit.fold], X[fit.test], settings) for fit in fits]
+        reference = [reference_probe(X[train], y[train], X_test, settings) for train, X_test in parts]
         reference_s += time.perf_counter() - start
         start = time.perf_counter()
         with threadpool_limits(1, user_api="blas"):
-            for fit in fits:
-                reference_probe(X[folds != fit.fold], y[folds != fit.fold], X[fit.test], settings)
+            for train, X_test in parts:
+                reference_probe(X[train], y[train], X_test, settings)
         reference_one_thread_s += time.perf_counter() - start
         for fit, (predictions, inner, c) in zip(fits, reference):
+            c_matches += fit.hyperparameter == c
+            inner_diff = max(inner_diff, abs(fit.inner_score - inner))
+            if not len(fit.test):
+                continue
             if task_type == "classification":
                 agreement.append(float(np.mean(predictions == fit.predictions)))
             else:  # the calls at probability 0.5, and the probabilities themselves
                 agreement.append(float(np.mean((predictions >= 0.5) == (fit.predictions >= 0.5))))
                 probability_diff = max(probability_diff, float(np.abs(predictions - fit.predictions).max()))
-            c_matches += fit.hyperparameter == c
-            inner_diff = max(inner_diff, abs(fit.inner_score - inner))
         print(f"{task_type} layer {layer + 1}/{layers}: ours {ours_s:.1f} s, reference {reference_s:.1f} s "
               f"(one BLAS thread {reference_one_thread_s:.1f} s) so far", file=sys.stderr)
     result = {
@@ -175,6 +240,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--classification-layers", type=int, default=1, help="layers for the logistic section (default 1; 0 skips it)")
     parser.add_argument("--multilabel-layers", type=int, default=0, help="layers for the one-vs-rest section, 7 classes (default 0 skips it)")
     parser.add_argument("--parallel-layers", type=int, default=0, help="layers for the probe step's --threads section (default 0 skips it)")
+    parser.add_argument("--grouped-layers", type=int, default=0, help="layers for the position-grouped ridge section (default 0 skips it)")
+    parser.add_argument("--grouped-n", type=int, default=2000, help="items for the grouped section (default 2000)")
+    parser.add_argument("--inner-folds", type=int, default=3, help="inner folds of the grouped section (default 3)")
     parser.add_argument("--threads", type=int, default=os.cpu_count(), help="worker processes for that section (default: all CPUs)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", required=True, help="JSON file to write")
@@ -193,6 +261,8 @@ def main(argv: list[str] | None = None) -> int:
         result["classification"] = logistic_section("classification", args.classification_n, args.dim, 10, args.classification_layers, args.seed)
     if args.multilabel_layers:
         result["multilabel"] = logistic_section("multilabel", args.classification_n, args.dim, 7, args.multilabel_layers, args.seed)
+    if args.grouped_layers:
+        result["grouped"] = grouped_section(args.grouped_n, args.dim, args.grouped_layers, args.inner_folds, args.seed)
     if args.parallel_layers:
         result["parallel"] = parallel_section(args.classification_n, args.dim, 10, args.parallel_layers, args.threads, args.seed)
     with open(args.out, "w") as handle:

@@ -10,7 +10,8 @@ from workflow_runs import REPO
 def test_probe_speed_writes_its_ratios(tmp_path):
     out = tmp_path / "probe_speed.json"
     command = [sys.executable, str(REPO / "benchmarks" / "probe_speed.py"), "--n", "60", "--dim", "24", "--layers", "2",
-               "--classification-n", "80", "--classification-layers", "1", "--multilabel-layers", "1", "--parallel-layers", "3", "--threads", "2", "--out", str(out)]
+               "--classification-n", "80", "--classification-layers", "1", "--multilabel-layers", "1", "--parallel-layers", "3", "--threads", "2",
+               "--grouped-layers", "1", "--grouped-n", "120", "--out", str(out)]
     subprocess.run(command, check=True, capture_output=True, text=True, timeout=300)
 
     result = json.loads(out.read_text())
@@ -23,6 +24,10 @@ def test_probe_speed_writes_its_ratios(tmp_path):
     assert parallel["identical_tables"] and parallel["threads"] == 2 and parallel["layers"] == 3
     multilabel = result["multilabel"]
     assert multilabel["fits"] == 5 and multilabel["max_abs_probability_diff"] < 0.5
+    grouped = result["grouped"]
+    assert {"ours_s", "reference_s", "ratio", "ours_loo_s", "grouped_over_loo"} <= set(grouped)
+    assert grouped["fits_compared"] == 6 and grouped["alpha_mismatches"] == 0  # 5 outer folds and the deploy fit
+    assert grouped["max_abs_diff"] < 1e-6 and grouped["max_inner_score_diff"] < 1e-6
 
 
 def test_variant_precision_writes_what_the_readme_quotes(tmp_path):

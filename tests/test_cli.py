@@ -306,6 +306,71 @@ def test_probe_error_in_a_worker_process_is_one_line(tmp_path, capsys):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["e.h5", "task.tsv"]
 
 
+def mutant_store(tmp_path: Path, ids: list[str], layers: np.ndarray, folds: np.ndarray) -> None:
+    """A regression task table of ``ids`` and a store of ``layers`` ``(L + 1, n, d)`` embedded from it."""
+    rng = np.random.default_rng(0)
+    table = pd.DataFrame({"id": ids, "sequence": "MKV", "label": rng.normal(size=len(ids)), "fold": folds})
+    write_task_table(table, tmp_path / "task.tsv")
+    attrs = {"input_sha256": sequences_sha256(table["id"], table["sequence"])}
+    n = len(ids)
+    with store.create_store(tmp_path / "e.h5", ids, layers.shape[0] - 1, layers.shape[2], "float32", attrs, np.full(n, 3), np.zeros(n, dtype=bool)) as writer:
+        writer.write(np.arange(n), layers)
+
+
+def probe_argv(tmp_path: Path, *extra) -> list:
+    return ["probe", "--embeddings", tmp_path / "e.h5", "--task", tmp_path / "task.tsv", "--type", "regression", "--metric", "spearman",
+            "--model-name", "m", "--task-name", "t", "--out", tmp_path / "probes.tsv", "--predictions", tmp_path / "predictions.tsv.gz", *extra]
+
+
+def test_probe_with_a_position_grouped_inner_split(tmp_path, capsys, caplog):
+    positions = np.repeat(np.arange(1, 21), 2)  # 20 positions, two variants each, contiguous outer folds of 4 positions
+    ids = [f"A{p}{'CD'[i % 2]}" for i, p in enumerate(positions)]
+    layers = np.random.default_rng(1).normal(size=(3, 40, 4))
+    layers[0] = 0.5  # every variant the same vector: a layer with no signal
+    mutant_store(tmp_path, ids, layers, (positions - 1) // 4)
+
+    with caplog.at_level("WARNING", logger="plmexit.steps"):
+        code, _, err = run(capsys, *probe_argv(tmp_path, "--inner-split", "contiguous", "--inner-folds", 3, "--alphas", "1,100"))
+
+    assert code == 0, err
+    table = pd.read_csv(tmp_path / "probes.tsv", sep="\t")
+    deploy = table[table.fold == -1]
+    assert set(deploy.metric) == {"inner_spearman", "hyperparameter", "hyperparameter_edge"} and set(deploy.layer) == {0, 1, 2}
+    inner = table[table.metric == "inner_spearman"].set_index(["layer", "fold"])["value"]
+    assert inner.loc[0].isna().all() and inner.loc[[1, 2]].notna().all()  # the constant layer is never selectable
+    chosen = table[(table.metric == "hyperparameter") & (table.layer > 0)]["value"]
+    assert set(chosen) <= {1.0, 100.0} and len(chosen) == 2 * 6
+    assert -1 not in set(pd.read_csv(tmp_path / "predictions.tsv.gz", sep="\t")["fold"])
+    # A two-value grid puts every choice on an edge: one summary line says so.
+    edge_lines = [r.getMessage() for r in caplog.records if "widen --alphas" in r.getMessage()]
+    assert len(edge_lines) == 1 and "of 12 (layer, fold) fits" in edge_lines[0]
+
+
+@pytest.mark.parametrize(
+    ("ids", "message"),
+    [(["p1", "p2"], "is not a ProteinGym mutant"), (["A1C:A2C", "A2D"], "names 2 positions")],
+)
+def test_probe_with_a_grouped_inner_split_needs_single_mutants(tmp_path, capsys, ids, message):
+    n = 20
+    ids = ids + [f"A{3 + i}C" for i in range(n - len(ids))]
+    mutant_store(tmp_path, ids, np.random.default_rng(0).normal(size=(2, n, 3)), np.arange(n) % 2)
+
+    code, _, err = run(capsys, *probe_argv(tmp_path, "--inner-split", "modulo"))
+
+    assert code == 1
+    assert_one_error_line(err, "probe", tmp_path / "task.tsv", message, "--inner-split")
+    assert not (tmp_path / "probes.tsv").exists()
+
+
+def test_probe_inner_split_is_for_regression_only(tmp_path, capsys):
+    code, _, err = run(capsys, "probe", "--embeddings", tmp_path / "x.h5", "--task", tmp_path / "x.tsv", "--type", "classification",
+                       "--metric", "accuracy", "--model-name", "m", "--task-name", "t", "--inner-split", "modulo",
+                       "--out", tmp_path / "probes.tsv", "--predictions", tmp_path / "predictions.tsv.gz")
+
+    assert code == 1
+    assert_one_error_line(err, "probe", "'modulo'", "regression tasks only")
+
+
 def test_select_error_names_the_probe_table(tmp_path, capsys):
     probes = _probe_table_without(tmp_path, "inner_spearman")
 

@@ -134,7 +134,10 @@ def test_plan_targets_and_arguments():
     assert plan.task_metric("deeploc_10class") == "accuracy"
     assert plan.task_metric("ec") == "fmax" and plan.task_type("ec") == "multilabel"
     probe = shlex.split(plan.probe_args("deeploc_10class"))
-    assert probe[:4] == ["--type", "classification", "--metric", "accuracy"]
+    assert probe[:4] == ["--type", "classification", "--metric", "accuracy"] and "--inner-split" not in probe
+    # A ridge probe's inner split follows the outer fold scheme (whole positions for modulo and contiguous).
+    splits = [shlex.split(plan.probe_args(t)) for t in [*blat, "gb1_three_vs_rest"]]
+    assert [args[args.index("--inner-split") + 1] for args in splits] == ["loo", "modulo", "contiguous", "loo"]
     assert shlex.split(plan.select_args("ec"))[:4] == ["--type", "multilabel", "--metric", "fmax"]
 
 

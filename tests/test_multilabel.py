@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 
 from plmexit import steps
-from plmexit.probes import METRICS, ProbeSettings, fmax, probe_layer
+from plmexit.probes import DEPLOY_FOLD, METRICS, ProbeSettings, fmax, probe_layer
 
 
 def test_fmax_worked_example():
@@ -43,9 +43,11 @@ def test_one_vs_rest_probe_finds_planted_signal():
     good = probe_layer(signal, truth, folds, settings)
     bad = probe_layer(noise, truth, folds, settings)
 
-    for fit in good:
+    *tested, deploy = good
+    for fit in tested:
         assert fit.predictions.shape == (n // 3, k) and ((fit.predictions >= 0) & (fit.predictions <= 1)).all()
-    assert min(fmax(truth[f.test], f.predictions) for f in good) > 0.9
+    assert deploy.fold == DEPLOY_FOLD and deploy.predictions.shape == (0, k) and deploy.inner_score > 0.9
+    assert min(fmax(truth[f.test], f.predictions) for f in tested) > 0.9
     assert np.mean([f.inner_score for f in good]) > np.mean([f.inner_score for f in bad]) + 0.2
 
 

@@ -8,12 +8,18 @@ import pytest
 
 from plmexit.errors import InputError
 from plmexit.probes import (
-    DEFAULT_RIDGE_ALPHAS, FoldFit, ProbeSettings, _logistic, evaluation_folds, fold_metrics, probe_layer, reference_ridge,
-    ridge_folds, spearman,
+    DEFAULT_RIDGE_ALPHAS, DEPLOY_FOLD, HYPERPARAMETER, HYPERPARAMETER_EDGE, FoldFit, ProbeSettings, _logistic, evaluation_folds,
+    fold_metrics, grid_edge, inner_groups, probe_layer, reference_ridge, reference_ridge_grouped, ridge_folds, spearman,
 )
 
 # A short grid keeps the suite fast; the defaults are exercised by the CLI test.
 FAST_CS = (0.01, 1.0)
+
+
+def expected_rows(folds, test_metrics, inner) -> set[tuple[int, str]]:
+    """Every evaluation fold's test metrics, inner score and hyperparameter rows, and the deploy fold's (no test metrics)."""
+    choice = (inner, HYPERPARAMETER, HYPERPARAMETER_EDGE)
+    return {(f, m) for f in folds for m in (*test_metrics, *choice)} | {(DEPLOY_FOLD, m) for m in choice}
 
 
 def as_dict(rows) -> dict[tuple[int, str], float]:
@@ -46,7 +52,8 @@ def test_regression_probe_recovers_planted_signal():
 
     rows = metric_rows(X, y, folds, ProbeSettings("regression", "spearman"))
 
-    assert set(rows) == {(f, m) for f in range(3) for m in ("spearman", "mse", "inner_spearman")}
+    assert set(rows) == expected_rows(range(3), ("spearman", "mse"), "inner_spearman")
+    assert rows[DEPLOY_FOLD, "inner_spearman"] > 0.95
     for fold in range(3):
         assert rows[fold, "spearman"] > 0.95
         assert rows[fold, "inner_spearman"] > 0.95
@@ -67,7 +74,8 @@ def test_classification_probe_separates_separable_classes():
 
     rows = metric_rows(X, y, folds, ProbeSettings("classification", "macro_f1", logistic_cs=FAST_CS))
 
-    assert set(rows) == {(f, m) for f in range(3) for m in ("accuracy", "macro_f1", "mcc", "inner_macro_f1")}
+    assert set(rows) == expected_rows(range(3), ("accuracy", "macro_f1", "mcc"), "inner_macro_f1")
+    assert rows[DEPLOY_FOLD, "inner_macro_f1"] >= 0.95 and rows[DEPLOY_FOLD, HYPERPARAMETER] in FAST_CS
     for fold in range(3):
         assert rows[fold, "accuracy"] >= 0.95
         assert rows[fold, "inner_macro_f1"] >= 0.95
@@ -104,8 +112,9 @@ def test_train_only_rows_are_never_tested():
 
     fits = probe_layer(X, y, folds, ProbeSettings("regression", "spearman"))
 
-    assert [fit.fold for fit in fits] == [0, 1, 2]
-    for fit in fits:
+    assert [fit.fold for fit in fits] == [0, 1, 2, DEPLOY_FOLD]
+    assert len(fits[-1].test) == 0 and len(fits[-1].predictions) == 0  # the deploy probe is fitted on every row, tested on none
+    for fit in fits[:-1]:
         assert isinstance(fit, FoldFit)
         np.testing.assert_array_equal(fit.test, np.flatnonzero(folds == fit.fold))  # never a train-only row
         assert fit.predictions.shape == fit.test.shape
@@ -121,7 +130,7 @@ def test_train_only_rows_are_trained_on():
     rows = metric_rows(X, y, extra, ProbeSettings("regression", "spearman"))
     without = metric_rows(X[folds != 2], y[folds != 2], folds[folds != 2], ProbeSettings("regression", "spearman"))
 
-    assert set(rows) == {(f, m) for f in (0, 1) for m in ("spearman", "mse", "inner_spearman")}
+    assert set(rows) == expected_rows((0, 1), ("spearman", "mse"), "inner_spearman")
     assert rows[0, "inner_spearman"] != without[0, "inner_spearman"]
 
 
@@ -180,6 +189,11 @@ def _ridge_case(case: str):
         X = _scaled_features(rng, 45, 6)
         X[:, 4] = 2.0
         X[np.arange(45) % 3 == 0, 4] = rng.normal(size=15)  # varies only in fold 0's test rows
+    elif case == "zero-in-training-only":
+        # A one-hot column (a residue only fold 0 has): 0 on every training row of folds 1 and 2.
+        X = _scaled_features(rng, 45, 6)
+        X[:, 3] = 0.0
+        X[[0, 3], 3] = 1.0
     elif case == "float16":
         # As embeddings come out of a float16 store: a few ulps of spread around per-feature means.
         X = (rng.normal(scale=2.0, size=10) + 0.01 * rng.normal(size=(60, 10))).astype(np.float16).astype(np.float32)
@@ -193,20 +207,21 @@ def _ridge_case(case: str):
     return X, y, folds
 
 
-@pytest.mark.parametrize("case", ["n>p", "p>n", "constant-column", "constant-in-training-only", "float16", "train-only-rows"])
+@pytest.mark.parametrize("case", ["n>p", "p>n", "constant-column", "constant-in-training-only", "zero-in-training-only", "float16", "train-only-rows"])
 def test_ridge_folds_equals_the_scikit_learn_reference(case):
     X, y, folds = _ridge_case(case)
 
     fits = ridge_folds(X, y, folds, DEFAULT_RIDGE_ALPHAS, spearman)
 
-    assert [fit.fold for fit in fits] == evaluation_folds(folds)
+    assert [fit.fold for fit in fits] == [*evaluation_folds(folds), DEPLOY_FOLD]
     for fit in fits:
-        train, test = folds != fit.fold, folds == fit.fold
-        predictions, inner_score, alpha = reference_ridge(X[train], y[train], X[test], DEFAULT_RIDGE_ALPHAS, spearman)
+        # The deploy probe trains on every row and has no test rows (scikit-learn needs one to predict).
+        train, test = (folds != fit.fold, folds == fit.fold) if fit.fold != DEPLOY_FOLD else (np.full(len(y), True), np.full(len(y), False))
+        predictions, inner_score, alpha = reference_ridge(X[train], y[train], X[test] if test.any() else X[:1], DEFAULT_RIDGE_ALPHAS, spearman)
         np.testing.assert_array_equal(fit.test, np.flatnonzero(test))
         assert fit.hyperparameter == alpha
         assert fit.inner_score == pytest.approx(inner_score, rel=0, abs=1e-6)
-        np.testing.assert_allclose(fit.predictions, predictions, rtol=0, atol=1e-6)
+        np.testing.assert_allclose(fit.predictions, predictions[: len(fit.test)], rtol=0, atol=1e-6)
 
 
 def test_ridge_folds_choices_differ_between_cases():
@@ -226,25 +241,131 @@ def test_ridge_folds_equals_the_reference_with_a_large_feature_offset(offset, sp
     y = (X[:, 0] - offset) / spread + X[:, 1] + 0.1 * rng.normal(size=90)
     folds = np.arange(90) % 3
 
-    for fit in ridge_folds(X, y, folds, DEFAULT_RIDGE_ALPHAS, spearman):
+    for fit in ridge_folds(X, y, folds, DEFAULT_RIDGE_ALPHAS, spearman)[:-1]:
         train, test = folds != fit.fold, folds == fit.fold
         predictions, _, _ = reference_ridge(X[train], y[train], X[test], DEFAULT_RIDGE_ALPHAS, spearman)
         np.testing.assert_allclose(fit.predictions, predictions, rtol=0, atol=1e-6)
+
+
+# --- grouped inner split: folds of whole mutated positions ------------------------------------------
+
+
+def test_inner_groups_apply_the_outer_schemes_rule_to_training_positions():
+    positions = np.array([12, 3, 3, 7, 30, 12, 9, 5, 21])  # distinct, sorted: 3 5 7 9 12 21 30
+
+    modulo = inner_groups(positions, "modulo", 3)
+    contiguous = inner_groups(positions, "contiguous", 3)
+
+    # modulo: rank of the position among the distinct ones, mod k
+    assert modulo.tolist() == [1, 0, 0, 2, 0, 1, 0, 1, 2]
+    # contiguous: 7 positions in 3 consecutive blocks of 3, 2, 2 (the first n mod k one longer)
+    assert contiguous.tolist() == [1, 0, 0, 0, 2, 1, 1, 0, 2]
+
+
+def test_inner_groups_need_as_many_positions_as_folds():
+    with pytest.raises(InputError, match=r"2 mutated positions, fewer than 3 inner folds.*--inner-folds"):
+        inner_groups(np.array([4, 4, 9]), "contiguous", 3)
+
+
+@pytest.mark.parametrize("split", ["modulo", "contiguous"])
+@pytest.mark.parametrize("case", ["n>p", "p>n", "constant-in-training-only", "zero-in-training-only", "train-only-rows"])
+def test_grouped_ridge_equals_grid_search_on_the_same_splits(case, split):
+    X, y, folds = _ridge_case(case)
+    positions = np.arange(len(y)) // 2 + 1  # two variants a position
+
+    fits = ridge_folds(X, y, folds, DEFAULT_RIDGE_ALPHAS, spearman, split, 3, positions)
+
+    assert [fit.fold for fit in fits] == [*evaluation_folds(folds), DEPLOY_FOLD]
+    for fit in fits:
+        train = folds != fit.fold if fit.fold != DEPLOY_FOLD else np.full(len(y), True)
+        X_test = X[fit.test] if len(fit.test) else X[:1]  # the deploy probe has no test rows; scikit-learn needs one to predict
+        groups = inner_groups(positions[train], split, 3)
+        predictions, inner_score, alpha = reference_ridge_grouped(X[train], y[train], X_test, DEFAULT_RIDGE_ALPHAS, spearman, groups)
+        assert fit.hyperparameter == alpha
+        assert fit.inner_score == pytest.approx(inner_score, rel=0, abs=1e-6)
+        np.testing.assert_allclose(fit.predictions, predictions[: len(fit.test)], rtol=0, atol=1e-6)
+
+
+def test_grouped_ridge_chooses_other_alphas_than_leave_one_out():
+    """Guards the comparison above: the grouped split changes choices, it is not leave-one-out by another name."""
+    X, y, folds = _ridge_case("p>n")
+    positions = np.arange(len(y)) // 2 + 1
+    fits = {split: ridge_folds(X, y, folds, DEFAULT_RIDGE_ALPHAS, spearman, split, 3, positions) for split in ("loo", "modulo", "contiguous")}
+
+    assert len({fit.hyperparameter for split in fits.values() for fit in split}) > 1
+    assert all(a.inner_score != b.inner_score for a, b in zip(fits["loo"], fits["contiguous"]))
+    for a, b in zip(fits["loo"], fits["contiguous"]):  # same refit on the training rows when the same alpha is chosen
+        if a.hyperparameter == b.hyperparameter:
+            np.testing.assert_allclose(a.predictions, b.predictions, rtol=0, atol=1e-9)
+
+
+def test_grouped_split_needs_positions():
+    X, y, folds = regression_data()
+
+    with pytest.raises(InputError, match=r"needs one mutated position per row"):
+        ridge_folds(X, y, folds, DEFAULT_RIDGE_ALPHAS, spearman, "modulo", 3, None)
+
+
+# --- a layer with no signal is never selectable -------------------------------------------------------
+
+
+@pytest.mark.parametrize("split", ["loo", "contiguous"])
+def test_constant_training_features_give_a_nan_inner_score(split):
+    X, y, folds = regression_data()
+    X = X.copy()
+    X[:] = X[0]  # every row one vector, as long proteins truncated before all their mutations
+    X[5] += 1.0  # but row 5 (fold 2): folds 0 and 1 train on it, fold 2 trains on constant rows only
+    positions = np.arange(len(y)) // 3 + 1
+
+    fits = probe_layer(X, y, folds, ProbeSettings("regression", "spearman", inner_split=split), positions)
+    rows = as_dict(fold_metrics(fits, y, ProbeSettings("regression", "spearman")))
+
+    assert folds[5] == 2
+    assert np.isnan(rows[2, "inner_spearman"]) and np.isnan(rows[2, HYPERPARAMETER]) and np.isnan(rows[2, HYPERPARAMETER_EDGE])
+    assert not np.isnan(rows[0, "inner_spearman"]) and not np.isnan(rows[DEPLOY_FOLD, "inner_spearman"])
+    # The probe still predicts, the training mean as StandardScaler + Ridge would, so test metrics exist.
+    np.testing.assert_allclose(fits[2].predictions, y[folds != 2].mean(), rtol=0, atol=1e-9)
+
+
+def test_constant_training_features_give_a_nan_inner_score_for_classifiers():
+    X, y, folds = classification_data()
+
+    rows = metric_rows(np.ones_like(X), y, folds, ProbeSettings("classification", "accuracy", logistic_cs=FAST_CS))
+
+    assert all(np.isnan(rows[f, "inner_accuracy"]) for f in (0, 1, 2, DEPLOY_FOLD))
+
+
+def test_a_grouped_split_is_for_regression_only():
+    with pytest.raises(InputError, match=r"inner split 'contiguous' groups variants by mutated position, for regression tasks only"):
+        ProbeSettings("classification", "accuracy", inner_split="contiguous")
+    with pytest.raises(InputError, match=r"inner split 'groups' is not one of loo, modulo, contiguous"):
+        ProbeSettings("regression", "spearman", inner_split="groups")
 
 
 def test_fold_metrics_rows_are_the_metrics_of_the_predictions():
     y = np.array([1.0, 2.0, 3.0, 4.0, 5.0, 6.0])
     fits = [
         FoldFit(0, np.array([0, 2, 4]), np.array([1.0, 3.0, 5.0]), 0.5, 1.0),
-        FoldFit(1, np.array([1, 3, 5]), np.array([6.0, 4.0, 2.0]), 0.25, 10.0),
+        FoldFit(1, np.array([1, 3, 5]), np.array([6.0, 4.0, 2.0]), 0.25, 10.0, 1.0),
+        FoldFit(DEPLOY_FOLD, np.array([], dtype=int), np.array([]), 0.75, 0.1, -1.0),
     ]
 
     rows = fold_metrics(fits, y, ProbeSettings("regression", "spearman"))
 
     assert rows == [
-        (0, "spearman", 1.0), (0, "mse", 0.0), (0, "inner_spearman", 0.5),
-        (1, "spearman", -1.0), (1, "mse", pytest.approx(32 / 3)), (1, "inner_spearman", 0.25),
+        (0, "spearman", 1.0), (0, "mse", 0.0), (0, "inner_spearman", 0.5), (0, HYPERPARAMETER, 1.0), (0, HYPERPARAMETER_EDGE, 0.0),
+        (1, "spearman", -1.0), (1, "mse", pytest.approx(32 / 3)), (1, "inner_spearman", 0.25), (1, HYPERPARAMETER, 10.0),
+        (1, HYPERPARAMETER_EDGE, 1.0),
+        (DEPLOY_FOLD, "inner_spearman", 0.75), (DEPLOY_FOLD, HYPERPARAMETER, 0.1), (DEPLOY_FOLD, HYPERPARAMETER_EDGE, -1.0),
     ]
+
+
+def test_grid_edge_says_where_the_chosen_value_sits():
+    grid = (10.0, 0.1, 1.0)  # unsorted on purpose
+
+    assert [grid_edge(v, grid) for v in (0.1, 1.0, 10.0)] == [-1.0, 0.0, 1.0]
+    assert grid_edge(1.0, (1.0,)) == 0.0  # a one-value grid chooses nothing, so has no edge
+    assert np.isnan(grid_edge(float("nan"), grid))
 
 
 # --- logistic probe: C chosen on training rows -------------------------------------------------------

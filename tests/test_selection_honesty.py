@@ -13,6 +13,7 @@ import pandas as pd
 import pytest
 
 from plmexit import probes, select
+from plmexit.workflow import INNER_SPLIT_OF_SCHEME
 
 N_LAYERS = 8  # layers 0..N_LAYERS, as an 8-block model with its token embedding
 N_ITEMS = 250
@@ -147,3 +148,74 @@ def test_oracle_gain_on_noise_is_biased_upwards(noise_gains):
     assert (oracle >= 0).all()  # the final layer is one of the oracle's candidates
     assert oracle.mean() > 0.05
     assert (oracle - nested).mean() > 0.05
+
+
+# --- inner folds that mimic the outer scheme: memorised positions do not win where positions are held out ---
+
+N_POSITIONS = 100
+VARIANTS_PER_POSITION = 8
+POSITION_LAYER, RESIDUE_LAYER = 0, 1  # two "layers": one memorises positions, one knows the substituted residue
+
+
+def planted_positions(scheme: str):
+    """Layers, labels, outer folds and positions of a planted deep-mutational scan.
+
+    Each variant's effect is its position's mean effect (sd 1.5) plus its new residue's (sd 1) plus
+    noise. Layer 0 gives every variant at a position the same random vector, wider than the number
+    of positions, so a probe on it memorises each position's mean effect, which says nothing about
+    a position never trained on; layer 1 is the one-hot new residue, which carries to new positions.
+    Folds are built by the rule of ProteinGym's scheme (``proteingym.make_folds``).
+    """
+    rng = np.random.default_rng(3)
+    positions = np.repeat(np.arange(1, N_POSITIONS + 1), VARIANTS_PER_POSITION)
+    residues = np.tile(np.arange(VARIANTS_PER_POSITION), N_POSITIONS)
+    y = 1.5 * rng.normal(size=N_POSITIONS)[positions - 1] + rng.normal(size=VARIANTS_PER_POSITION)[residues] + 0.3 * rng.normal(size=len(positions))
+    layers = [rng.normal(size=(N_POSITIONS, N_POSITIONS + 8))[positions - 1], np.eye(VARIANTS_PER_POSITION)[residues]]
+    folds = {
+        "fold_random_5": rng.integers(0, 5, len(positions)),
+        "fold_modulo_5": positions % 5,
+        "fold_contiguous_5": (positions - 1) // (N_POSITIONS // 5),
+    }[scheme]
+    return layers, y, folds, positions
+
+
+def chosen_layers(layers, y, folds, positions, inner_split: str) -> tuple[dict[int, int], pd.DataFrame]:
+    """Per fold (the deploy fold included), the layer with the best inner score; and the probe table."""
+    settings = probes.ProbeSettings("regression", "spearman", ridge_alphas=(0.1, 1.0, 10.0, 100.0), inner_split=inner_split)
+    rows = []
+    for layer, X in enumerate(layers):
+        fits = probes.probe_layer(X, y, folds, settings, positions)
+        rows.extend(("synthetic", "scan", layer, fold, metric, value) for fold, metric, value in probes.fold_metrics(fits, y, settings))
+    table = pd.DataFrame(rows, columns=select.PROBE_COLUMNS)
+    inner = table[table.metric == "inner_spearman"].pivot(index="layer", columns="fold", values="value")
+    return {int(fold): int(inner[fold].idxmax()) for fold in inner.columns}, table
+
+
+@pytest.mark.parametrize(("scheme", "inner_split"), [("fold_modulo_5", "modulo"), ("fold_contiguous_5", "contiguous")])
+def test_position_grouped_inner_folds_pick_the_features_that_reach_new_positions(scheme, inner_split):
+    layers, y, folds, positions = planted_positions(scheme)
+    assert INNER_SPLIT_OF_SCHEME[scheme] == inner_split  # what the workflow passes for this scheme
+
+    grouped, table = chosen_layers(layers, y, folds, positions, inner_split)
+    loo, _ = chosen_layers(layers, y, folds, positions, "loo")
+
+    test = table[table.metric == "spearman"].pivot(index="layer", columns="fold", values="value")
+    assert (test.loc[RESIDUE_LAYER] > test.loc[POSITION_LAYER]).all()  # on held-out positions only residues help
+    assert test.loc[RESIDUE_LAYER].mean() > test.loc[POSITION_LAYER].mean() + 0.2
+    assert grouped == {fold: RESIDUE_LAYER for fold in [probes.DEPLOY_FOLD, 0, 1, 2, 3, 4]}
+    # Leave-one-out over variants keeps each held-out variant's position in training, so memorising wins:
+    # the wrong layer, in every fold and for the deployed probe.
+    assert loo == {fold: POSITION_LAYER for fold in [probes.DEPLOY_FOLD, 0, 1, 2, 3, 4]}
+    assert select.select_layer(table, "spearman")["best_layer"] == RESIDUE_LAYER
+
+
+def test_under_random_folds_leave_one_out_picks_what_the_test_rewards():
+    layers, y, folds, positions = planted_positions("fold_random_5")
+    assert INNER_SPLIT_OF_SCHEME["fold_random_5"] == "loo"
+
+    chosen, table = chosen_layers(layers, y, folds, positions, "loo")
+
+    # Random folds test positions that training has seen, so memorising them is what generalises.
+    test = table[table.metric == "spearman"].pivot(index="layer", columns="fold", values="value")
+    assert (test.loc[POSITION_LAYER] > test.loc[RESIDUE_LAYER]).all()
+    assert chosen == {fold: POSITION_LAYER for fold in [probes.DEPLOY_FOLD, 0, 1, 2, 3, 4]}

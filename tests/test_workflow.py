@@ -36,6 +36,7 @@ METRICS = {
     "accuracy": {"accuracy", "macro_f1", "mcc", "inner_accuracy"},
     "fmax": {"fmax", "micro_f1", "macro_f1", "inner_fmax"},
 }
+CHOICE = {"hyperparameter", "hyperparameter_edge"}  # rows of every fold, the deploy fold (-1) included
 PNG = b"\x89PNG\r\n\x1a\n"
 
 
@@ -80,8 +81,9 @@ def test_pipeline_writes_every_output(finished_run):
         probes = pd.read_csv(results / "probes" / "tiny_random" / f"{task}.tsv", sep="\t")
         assert list(probes.columns) == PROBE_COLUMNS
         assert sorted(probes["layer"].unique()) == [0, 1, 2, 3, 4]
-        assert probes["fold"].nunique() == n_folds
-        assert set(probes["metric"]) == METRICS[metric]
+        assert probes.loc[probes.fold >= 0, "fold"].nunique() == n_folds
+        assert set(probes["metric"]) == METRICS[metric] | CHOICE
+        assert set(probes.loc[probes.fold == -1, "metric"]) == {f"inner_{metric}"} | CHOICE  # the deploy fold: no test metrics
         selection = json.loads((results / "selection" / "tiny_random" / f"{task}.json").read_text())
         assert selection["n_folds"] == n_folds
         table = pd.read_csv(results / "tasks" / f"{task}.tsv", sep="\t")

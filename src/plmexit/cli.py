@@ -147,7 +147,7 @@ def cmd_probe(args) -> None:
 
     settings = ProbeSettings(
         task_type=args.type, selection_metric=args.metric, ridge_alphas=args.alphas, logistic_cs=args.cs,
-        inner_folds=args.inner_folds, seed=args.seed,
+        inner_folds=args.inner_folds, seed=args.seed, inner_split=args.inner_split,
     )
     probe_task(args.embeddings, args.task, args.model_name, args.task_name, settings, args.out, args.predictions, args.threads)
 
@@ -215,7 +215,7 @@ def _add_model_run_arguments(p: argparse.ArgumentParser, out: str) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from plmexit.probes import DEFAULT_LOGISTIC_CS, DEFAULT_RIDGE_ALPHAS, METRICS
+    from plmexit.probes import DEFAULT_LOGISTIC_CS, DEFAULT_RIDGE_ALPHAS, INNER_SPLITS, METRICS
     from plmexit.proteingym import FOLD_SCHEMES
     from plmexit.tasks import FORMATS
 
@@ -318,7 +318,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--task-name", required=True, help="task name for the table")
     p.add_argument("--alphas", type=_floats, default=DEFAULT_RIDGE_ALPHAS, help="ridge regularisation grid, comma-separated")
     p.add_argument("--cs", type=_floats, default=DEFAULT_LOGISTIC_CS, help="logistic regression C grid, comma-separated")
-    p.add_argument("--inner-folds", type=_at_least_two, default=3, help="inner CV folds for classification (default 3)")
+    p.add_argument("--inner-folds", type=_at_least_two, default=3, help="inner CV folds for classification and for --inner-split modulo/contiguous (default 3)")
+    p.add_argument(
+        "--inner-split", choices=list(INNER_SPLITS), default="loo",
+        help="how a regression probe's training part is split to choose alpha and score the layer: loo, exact leave-one-out over "
+        "variants (default; for random folds); modulo or contiguous, --inner-folds folds of whole mutated positions by that "
+        "ProteinGym scheme's rule (ids must be single-substitution mutants)",
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", required=True, help="probe TSV to write")
     p.add_argument("--predictions", required=True, help="gzipped TSV of every test prediction to write")

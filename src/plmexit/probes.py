@@ -3,7 +3,10 @@
 Invariant: for test fold ``f`` everything that is fitted or chosen — the scaler, the
 regularisation strength, and the ``inner_<metric>`` score that layer selection later uses — sees
 only the training rows (``fold != f``). The test rows are touched once, to score the refitted
-probe. Each probe solves a stock scikit-learn pipeline's problem (``reference_ridge``,
+probe. Inner folds mimic the outer scheme: where the outer folds hold out whole mutated positions
+(ProteinGym's modulo and contiguous schemes), so do the inner ones (``inner_groups``), else the
+inner score rewards features that memorise positions. Each probe solves a stock scikit-learn
+pipeline's problem (``reference_ridge``, ``reference_ridge_grouped``,
 ``reference_logistic``) but shares work across folds and regularisation strengths; probes do no
 file I/O.
 """
@@ -12,11 +15,13 @@ from __future__ import annotations
 
 import warnings
 from dataclasses import dataclass
+from functools import partial
 
 import numpy as np
+from scipy import linalg
 from scipy.special import expit
 from scipy.stats import spearmanr
-from sklearn.linear_model import LogisticRegression, RidgeCV
+from sklearn.linear_model import LogisticRegression, Ridge, RidgeCV
 from sklearn.metrics import accuracy_score, f1_score, make_scorer, matthews_corrcoef, mean_squared_error
 from sklearn.model_selection import GridSearchCV, StratifiedKFold
 from sklearn.multiclass import OneVsRestClassifier
@@ -37,6 +42,10 @@ DEPLOY_FOLD = -1
 # on its grid (-1 lowest value, +1 highest, 0 inside).
 HYPERPARAMETER = "hyperparameter"
 HYPERPARAMETER_EDGE = "hyperparameter_edge"
+# How a ridge probe's training part is split to choose alpha and score the layer: exact
+# leave-one-out over variants, or K folds of whole mutated positions built by the rule of
+# ProteinGym's modulo or contiguous scheme (``inner_groups``).
+INNER_SPLITS = ("loo", "modulo", "contiguous")
 
 
 def spearman(y_true: np.ndarray, y_pred: np.ndarray) -> float:
@@ -97,10 +106,18 @@ class ProbeSettings:
     inner_folds: int = 3
     seed: int = 0
     max_iter: int = 2000
+    inner_split: str = "loo"  # regression only; classifiers always use stratified inner K-fold
 
     def __post_init__(self):
         if self.task_type not in METRICS:
             raise InputError(f"task type {self.task_type!r} is not one of {', '.join(METRICS)}")
+        if self.inner_split not in INNER_SPLITS:
+            raise InputError(f"inner split {self.inner_split!r} is not one of {', '.join(INNER_SPLITS)} (--inner-split)")
+        if self.inner_split != "loo" and self.task_type != "regression":
+            raise InputError(
+                f"inner split {self.inner_split!r} groups variants by mutated position, for regression tasks only; "
+                f"a {self.task_type} probe uses stratified inner folds (drop --inner-split)"
+            )
         if self.selection_metric not in METRICS[self.task_type] or not HIGHER_IS_BETTER[self.selection_metric]:
             allowed = [m for m in METRICS[self.task_type] if HIGHER_IS_BETTER[m]]
             raise InputError(
@@ -116,100 +133,242 @@ def evaluation_folds(folds: np.ndarray) -> list[int]:
 
 @dataclass
 class FoldFit:
-    """One evaluation fold's probe: test-row predictions and what was chosen on the training rows."""
+    """One fold's probe: test-row predictions and what was chosen on the training rows.
+
+    The fold ``DEPLOY_FOLD`` is the same procedure on every row (the probe a user ships): it has
+    no test rows, so ``test`` and ``predictions`` are empty.
+    """
 
     fold: int
     test: np.ndarray  # indices of the test rows
     predictions: np.ndarray  # (n_test,), or (n_test, K) class probabilities for a multi-label task
-    inner_score: float  # training-only cross-validated score of the chosen hyperparameter
-    hyperparameter: float  # ridge alpha or logistic C
+    inner_score: float  # training-only cross-validated score of the chosen hyperparameter; NaN when the features are constant
+    hyperparameter: float  # ridge alpha or logistic C; NaN when the features are constant (nothing to choose)
+    edge: float = 0.0  # where the chosen value sits on its grid: -1 smallest, +1 largest, 0 inside, NaN when none was chosen
 
 
-def probe_layer(X: np.ndarray, y: np.ndarray, folds: np.ndarray, settings: ProbeSettings) -> list[FoldFit]:
-    """Fit one probe per evaluation fold on features ``X`` (training rows only) and predict its test rows."""
+def grid_edge(value: float, grid) -> float:
+    """-1.0 if ``value`` is the smallest of ``grid``, +1.0 the largest, 0.0 inside (or a one-value grid), NaN for NaN."""
+    if np.isnan(value):
+        return float("nan")
+    if len(set(grid)) < 2:
+        return 0.0
+    return -1.0 if value == min(grid) else 1.0 if value == max(grid) else 0.0
+
+
+def _constant_rows(X: np.ndarray) -> bool:
+    """True when every row is the same vector: the layer carries nothing a probe could use."""
+    return len(X) == 0 or not np.any(X != X[0])
+
+
+def probe_layer(X: np.ndarray, y: np.ndarray, folds: np.ndarray, settings: ProbeSettings, positions: np.ndarray | None = None) -> list[FoldFit]:
+    """Fit one probe per evaluation fold on features ``X`` (training rows only), then the deploy probe on every row.
+
+    Returns one ``FoldFit`` per evaluation fold, in fold order, followed by the ``DEPLOY_FOLD``
+    fit (every row is training: rows of fold -1 always are, and a cross-validated task's rows
+    all are). ``positions`` (one mutated position per row) is needed when
+    ``settings.inner_split`` groups by position.
+    """
     if settings.task_type == "regression":
-        return ridge_folds(X, y, folds, settings.ridge_alphas, METRICS["regression"][settings.selection_metric])
+        score = METRICS["regression"][settings.selection_metric]
+        return ridge_folds(X, y, folds, settings.ridge_alphas, score, settings.inner_split, settings.inner_folds, positions)
     fits = []
-    for fold in evaluation_folds(folds):
-        train, test = np.flatnonzero(folds != fold), np.flatnonzero(folds == fold)
-        if settings.task_type == "multilabel":
-            predict, inner_score, c = _one_vs_rest(X[train], y[train], settings)
-            fits.append(FoldFit(fold, test, predict(X[test]), inner_score, c))
-            continue
-        predict, inner_score, c = _logistic(X[train], y[train], settings)
-        fits.append(FoldFit(fold, test, predict(X[test]), inner_score, c))
+    parts = [(fold, np.flatnonzero(folds != fold), np.flatnonzero(folds == fold)) for fold in evaluation_folds(folds)]
+    parts.append((DEPLOY_FOLD, np.arange(len(folds)), np.arange(0)))
+    for fold, train, test in parts:
+        fit = _one_vs_rest if settings.task_type == "multilabel" else _logistic
+        predict, inner_score, c = fit(X[train], y[train], settings)
+        if _constant_rows(X[train]):
+            inner_score, c = float("nan"), float("nan")
+        fits.append(FoldFit(fold, test, predict(X[test]), inner_score, c, grid_edge(c, settings.logistic_cs)))
     return fits
 
 
 def fold_metrics(fits: list[FoldFit], y: np.ndarray, settings: ProbeSettings) -> list[tuple[int, str, float]]:
-    """Rows ``(fold, metric, value)``: every test metric plus the ``inner_<metric>`` selection score."""
+    """Rows ``(fold, metric, value)``: every test metric, the ``inner_<metric>`` selection score and the hyperparameter rows.
+
+    The ``DEPLOY_FOLD`` fit has no test rows, so it gets only the inner score and hyperparameter rows.
+    """
     rows = []
     for fit in fits:
-        truth = y[fit.test]
-        rows.extend((fit.fold, name, float(fn(truth, fit.predictions))) for name, fn in METRICS[settings.task_type].items())
+        if fit.fold != DEPLOY_FOLD:
+            truth = y[fit.test]
+            rows.extend((fit.fold, name, float(fn(truth, fit.predictions))) for name, fn in METRICS[settings.task_type].items())
         rows.append((fit.fold, INNER_PREFIX + settings.selection_metric, float(fit.inner_score)))
+        rows.append((fit.fold, HYPERPARAMETER, float(fit.hyperparameter)))
+        rows.append((fit.fold, HYPERPARAMETER_EDGE, float(fit.edge)))
     return rows
 
 
-def ridge_folds(X: np.ndarray, y: np.ndarray, folds: np.ndarray, alphas, score) -> list[FoldFit]:
-    """Standardise + ridge per evaluation fold, every alpha from one eigendecomposition per fold.
+def inner_groups(positions: np.ndarray, split: str, k: int) -> np.ndarray:
+    """Inner fold (0..k-1) of each training row, by the rule of the outer scheme applied to its positions.
 
-    Equals scikit-learn's ``make_pipeline(StandardScaler(), RidgeCV(alphas, scoring=score))``
-    fitted on each fold's training rows (see ``reference_ridge``), but shares the work: one
-    eigendecomposition per fold gives every alpha's coefficients, exact leave-one-out predictions
-    (hat-matrix diagonal, intercept included) and test predictions. It decomposes whichever is
-    smaller: with more training rows than features the standardised feature Gram (``D x D``;
-    one Gram matrix per layer serves all folds, each fold's being the total minus its test
-    rows', standardised analytically), else the standardised row Gram (``n x n``, the kernel
-    form), so a few hundred variants embedded 5,120 wide cost an ``n``-sized problem.
+    ``modulo``: the distinct positions, sorted, take folds by rank mod ``k`` (ProteinGym's modulo
+    rule on the positions present; the position itself mod ``k`` would leave inner fold ``f``
+    empty with ``k = 5`` inside outer modulo-5 fold ``f``, and folds unbalanced on sparse scans).
+    ``contiguous``:
+    the sorted distinct positions are cut into ``k`` consecutive blocks, the first ``n mod k``
+    one position longer, as ``proteingym.make_folds`` cuts 5.
     """
+    distinct, rank = np.unique(np.asarray(positions), return_inverse=True)
+    if len(distinct) < k:
+        raise InputError(
+            f"a training part has {len(distinct)} mutated positions, fewer than {k} inner folds of whole positions; "
+            "lower probe.inner_folds (--inner-folds) or use --inner-split loo"
+        )
+    if split == "modulo":
+        return rank % k
+    size, extra = divmod(len(distinct), k)
+    blocks = np.concatenate([[f] * (size + (f < extra)) for f in range(k)]).astype(int)
+    return blocks[rank]
+
+
+def ridge_folds(X: np.ndarray, y: np.ndarray, folds: np.ndarray, alphas, score, inner_split: str = "loo", inner_folds: int = 3,
+                positions: np.ndarray | None = None) -> list[FoldFit]:
+    """Standardise + ridge per evaluation fold, then the deploy fold, every alpha from one eigendecomposition per fit.
+
+    With ``inner_split="loo"`` it equals scikit-learn's
+    ``make_pipeline(StandardScaler(), RidgeCV(alphas, scoring=score))`` fitted on each fold's
+    training rows (see ``reference_ridge``): one eigendecomposition per fold gives every alpha's
+    coefficients, exact leave-one-out predictions (hat-matrix diagonal, intercept included) and
+    test predictions, and the inner score is ``score`` of the pooled leave-one-out predictions.
+    With ``modulo`` or ``contiguous`` the training rows are split into ``inner_folds`` folds of
+    whole mutated positions (``inner_groups``), each inner fit gets every alpha from its own
+    eigendecomposition, and the inner score is the mean over inner folds of ``score`` on that
+    fold's held-out rows, as scikit-learn's ``GridSearchCV`` scores it (``reference_ridge_grouped``;
+    the standard definition for grouped K-fold, whereas leave-one-out pools its predictions). The
+    refit on all training rows then needs only the chosen alpha: one linear solve.
+
+    Each fit works on whichever Gram matrix is smaller: with more fitting rows than features the
+    standardised feature Gram (``D x D``; one Gram matrix per layer serves every fit, each fit's
+    being the total minus its left-out rows'), else the standardised
+    row Gram (``n x n``, the kernel form), so a few hundred variants embedded 5,120 wide cost an
+    ``n``-sized problem. Ties between alphas go to the first in ``alphas``, as both references.
+    Training features that are all one vector give a NaN inner score and hyperparameter.
+    """
+    if inner_split not in INNER_SPLITS:
+        raise InputError(f"inner split {inner_split!r} is not one of {', '.join(INNER_SPLITS)}")
+    if inner_split != "loo" and (positions is None or len(positions) != len(y)):
+        raise InputError(f"inner split {inner_split!r} needs one mutated position per row")
     X = np.asarray(X, dtype=np.float64)
     # Standardisation makes the fit shift-invariant; centring on the mean of all rows first keeps
     # the Gram matrix free of cancellation when a feature's offset dwarfs its spread.
     offset = X.mean(axis=0)
-    X = X - offset
     y = np.asarray(y, dtype=np.float64)
     alphas = np.asarray(alphas, dtype=np.float64)
-    total = X.sum(axis=0)
-    gram = None
+    path = _RidgePath(X, offset, alphas)
+    parts = [(fold, np.flatnonzero(folds != fold), np.flatnonzero(folds == fold)) for fold in evaluation_folds(folds)]
+    parts.append((DEPLOY_FOLD, np.arange(len(y)), np.arange(0)))
     fits = []
-    for fold in evaluation_folds(folds):
-        train, test = np.flatnonzero(folds != fold), np.flatnonzero(folds == fold)
-        n, d = len(train), X.shape[1]
-        mean = (total - X[test].sum(axis=0)) / n
-        if n >= d:
-            gram = X.T @ X if gram is None else gram
-            centred = gram - X[test].T @ X[test] - n * np.outer(mean, mean)  # (D, D): sum over training rows of (x - mean)(x - mean)^T
-            scale = logistic.feature_scale(np.diag(centred) / n, n, offset + mean)
-            fitted, leverage, predict = _ridge_primal(centred / np.outer(scale, scale), X[train], X[test], mean, scale, y[train], alphas)
-        else:
-            scale = logistic.feature_scale(X[train].var(axis=0), n, offset + mean)
-            fitted, leverage, predict = _ridge_dual((X[train] - mean) / scale, (X[test] - mean) / scale, y[train], alphas)
+    for fold, train, test in parts:
         y_train = y[train]
-        loo = y_train[:, None] - (y_train[:, None] - fitted) / (1.0 - leverage)
-        inner = np.array([score(y_train, loo[:, j]) for j in range(len(alphas))])
-        best = int(np.argmax(inner))  # first maximum, as RidgeCV
-        fits.append(FoldFit(fold, test, predict(best), float(inner[best]), float(alphas[best])))
+        if inner_split == "loo":
+            fitted, leverage, predict = path.fit(train, y, test, loo=True)
+            loo = y_train[:, None] - (y_train[:, None] - fitted) / (1.0 - leverage)
+            inner = np.array([score(y_train, loo[:, j]) for j in range(len(alphas))])
+            best = int(np.argmax(inner))  # first maximum, as RidgeCV
+            predictions = predict(best)
+        else:
+            groups = inner_groups(np.asarray(positions)[train], inner_split, inner_folds)
+            inner = np.zeros(len(alphas))
+            for g in range(inner_folds):
+                held = train[groups == g]
+                held_predictions = path.fit(train[groups != g], y, held)[2](None)  # (n_held, A)
+                inner += np.array([score(y[held], held_predictions[:, j]) for j in range(len(alphas))]) / inner_folds
+            best = int(np.argmax(inner))  # first maximum, as GridSearchCV
+            # The refit needs one alpha only: a linear solve, a fraction of an eigendecomposition's cost.
+            predictions = path.fit_one(train, y, test, alphas[best])
+        inner_score, alpha = float(inner[best]), float(alphas[best])
+        if _constant_rows(X[train]):
+            inner_score, alpha = float("nan"), float("nan")
+        fits.append(FoldFit(fold, test, predictions, inner_score, alpha, grid_edge(alpha, alphas)))
     return fits
 
 
-def _ridge_primal(standardised_gram, X_train, X_test, mean, scale, y_train, alphas):
+class _RidgePath:
+    """Standardise + ridge fits on row subsets of one layer ``X``, every alpha at once.
+
+    ``Xc`` is the layer centred on the mean of all its rows (``offset``); the feature Gram of
+    all rows is computed once, on first need, and each primal fit subtracts its left-out rows'.
+    """
+
+    def __init__(self, X: np.ndarray, offset: np.ndarray, alphas: np.ndarray):
+        self.X, self.Xc, self.offset, self.alphas = X, X - offset, offset, alphas
+        self.total = self.Xc.sum(axis=0)
+        self.gram = None
+
+    def fit(self, rows: np.ndarray, y: np.ndarray, predict_rows: np.ndarray, loo: bool = False):
+        """Fit on ``rows``; returns (fitted ``(n, A)``, leverage ``(n, A)``, predict), the first two only with ``loo``.
+
+        ``predict(j)`` gives alpha ``j``'s predictions of ``predict_rows``; ``predict(None)`` all alphas' ``(m, A)``.
+        """
+        mean, scale, standardised_gram = self._standardise(rows)
+        X = self.Xc
+        if standardised_gram is not None:
+            return _ridge_primal(standardised_gram, X[rows], X[predict_rows], mean, scale, y[rows], self.alphas, loo)
+        return _ridge_dual((X[rows] - mean) / scale, (X[predict_rows] - mean) / scale, y[rows], self.alphas, loo)
+
+    def fit_one(self, rows: np.ndarray, y: np.ndarray, predict_rows: np.ndarray, alpha: float) -> np.ndarray:
+        """Predictions of ``predict_rows`` by the fit on ``rows`` at one ``alpha``: one symmetric solve, primal or dual."""
+        mean, scale, standardised_gram = self._standardise(rows)
+        X = self.Xc
+        y_mean = y[rows].mean()
+        y_centred = y[rows] - y_mean
+        if standardised_gram is not None:
+            system = standardised_gram + alpha * np.eye(len(scale))
+            weights = linalg.solve(system, (X[rows].T @ y_centred) / scale, assume_a="sym") / scale  # per centred raw feature
+            return y_mean + (X[predict_rows] - mean) @ weights
+        S = (X[rows] - mean) / scale
+        dual = linalg.solve(S @ S.T + alpha * np.eye(len(rows)), y_centred, assume_a="sym")
+        return y_mean + ((X[predict_rows] - mean) / scale) @ (S.T @ dual)
+
+    def _standardise(self, rows: np.ndarray):
+        """The fit rows' mean (of ``Xc``) and StandardScaler scale, and their standardised feature Gram when ``n >= D`` (else None).
+
+        The scale is StandardScaler's, from the variance of the raw rows: a feature constant on the
+        fit rows must get scale 1. Neither the Gram difference nor the centred ``Xc`` would do: both
+        leave rounding noise in a constant feature (a one-hot column, 0 on every fit row, is -offset
+        there) that would count as spread and be divided by it.
+        """
+        X = self.Xc
+        n, d = len(rows), X.shape[1]
+        left_out = np.setdiff1d(np.arange(len(X)), rows, assume_unique=True)
+        mean = (self.total - X[left_out].sum(axis=0)) / n
+        scale = logistic.feature_scale(self.X[rows].var(axis=0), n, self.offset + mean)
+        if n < d:
+            return mean, scale, None
+        self.gram = X.T @ X if self.gram is None else self.gram
+        centred = self.gram - X[left_out].T @ X[left_out] - n * np.outer(mean, mean)  # (D, D): sum over fit rows of (x - mean)(x - mean)^T
+        return mean, scale, centred / np.outer(scale, scale)
+
+
+def _column(values: np.ndarray, j: int | None) -> np.ndarray:
+    """Column ``j`` (one alpha's predictions), or every column for ``None``."""
+    return values if j is None else values[:, j]
+
+
+def _ridge_primal(standardised_gram, X_train, X_test, mean, scale, y_train, alphas, loo=True):
     """Every alpha from the eigenvectors of the standardised feature Gram ``(D, D)``."""
     eigenvalues, eigenvectors = np.linalg.eigh(standardised_gram)
     eigenvalues = np.maximum(eigenvalues, 0.0)
     # Rows of X in the eigenbasis of the standardised training data: (x - mean) / scale @ V.
     projection = eigenvectors / scale[:, None]
     shift = mean @ projection
-    P_train = X_train @ projection - shift  # (n, D)
     y_mean = y_train.mean()
     shrink = 1.0 / (eigenvalues[:, None] + alphas[None, :])  # (D, A)
-    coefs = (P_train.T @ (y_train - y_mean))[:, None] * shrink  # (D, A)
+    # P_train^T y_c without forming P_train (n x D) when leave-one-out does not need it.
+    coefs = (projection.T @ (X_train.T @ (y_train - y_mean)))[:, None] * shrink  # (D, A)
+    predictions = y_mean + (X_test @ projection - shift) @ coefs  # (m, A)
+    predict = partial(_column, predictions)
+    if not loo:
+        return None, None, predict
+    P_train = X_train @ projection - shift  # (n, D)
     fitted = y_mean + P_train @ coefs  # (n, A)
     leverage = 1.0 / len(y_train) + (P_train**2) @ shrink  # (n, A): hat-matrix diagonal with the intercept
-    return fitted, leverage, lambda j: y_mean + (X_test @ projection - shift) @ coefs[:, j]
+    return fitted, leverage, predict
 
 
-def _ridge_dual(S_train, S_test, y_train, alphas):
+def _ridge_dual(S_train, S_test, y_train, alphas, loo=True):
     """Every alpha from the eigenvectors of the standardised row Gram ``K = S S^T`` ``(n, n)``.
 
     With centred ``S`` the fitted values are ``U diag(l / (l + a)) U^T y_c`` and the hat
@@ -220,10 +379,13 @@ def _ridge_dual(S_train, S_test, y_train, alphas):
     y_mean = y_train.mean()
     shrink = 1.0 / (eigenvalues[:, None] + alphas[None, :])  # (n, A)
     projected = (U.T @ (y_train - y_mean))[:, None] * shrink  # (n, A): U^T y_c / (l + a)
+    predictions = y_mean + (S_test @ S_train.T @ U) @ projected  # (m, A)
+    predict = partial(_column, predictions)
+    if not loo:
+        return None, None, predict
     fitted = y_mean + U @ (eigenvalues[:, None] * projected)
     leverage = 1.0 / len(y_train) + (U**2) @ (eigenvalues[:, None] * shrink)
-    cross = S_test @ S_train.T @ U  # (n_test, n)
-    return fitted, leverage, lambda j: y_mean + cross @ projected[:, j]
+    return fitted, leverage, predict
 
 
 def reference_ridge(X_train: np.ndarray, y_train: np.ndarray, X_test: np.ndarray, alphas, score) -> tuple[np.ndarray, float, float]:
@@ -231,6 +393,19 @@ def reference_ridge(X_train: np.ndarray, y_train: np.ndarray, X_test: np.ndarray
     ridge = RidgeCV(alphas=np.asarray(alphas, dtype=np.float64), scoring=make_scorer(score))
     pipeline = make_pipeline(StandardScaler(), ridge).fit(np.asarray(X_train, dtype=np.float64), y_train)
     return pipeline.predict(np.asarray(X_test, dtype=np.float64)), float(ridge.best_score_), float(ridge.alpha_)
+
+
+def reference_ridge_grouped(X_train: np.ndarray, y_train: np.ndarray, X_test: np.ndarray, alphas, score, groups: np.ndarray) -> tuple[np.ndarray, float, float]:
+    """The scikit-learn probe ``ridge_folds`` with a grouped inner split must equal: (test predictions, inner score, alpha).
+
+    ``groups`` is each training row's inner fold (``inner_groups``); the inner score is
+    ``GridSearchCV``'s, the mean over inner folds of ``score`` on each fold's held-out rows.
+    """
+    splits = [(np.flatnonzero(groups != g), np.flatnonzero(groups == g)) for g in np.unique(groups)]
+    search = GridSearchCV(
+        make_pipeline(StandardScaler(), Ridge()), {"ridge__alpha": [float(a) for a in alphas]}, scoring=make_scorer(score), cv=splits,
+    ).fit(np.asarray(X_train, dtype=np.float64), y_train)
+    return search.predict(np.asarray(X_test, dtype=np.float64)), float(search.best_score_), float(search.best_params_["ridge__alpha"])
 
 
 def reference_logistic(X_train: np.ndarray, y_train: np.ndarray, X_test: np.ndarray, settings: ProbeSettings) -> tuple[np.ndarray, float, float]:

@@ -18,6 +18,11 @@ from plmexit import sources
 from plmexit.errors import ConfigError
 
 RESULTS = "results"
+# A ridge probe's inner split mimics the outer one: ProteinGym's modulo and contiguous folds hold out
+# whole mutated positions, so inner folds do too (leave-one-out over variants would reward
+# features that memorise positions); random folds and non-ProteinGym tasks (no scheme) use
+# exact leave-one-out. Values are ``plmexit probe --inner-split`` choices.
+INNER_SPLIT_OF_SCHEME = {"fold_random_5": "loo", "fold_modulo_5": "modulo", "fold_contiguous_5": "contiguous", None: "loo"}
 DEFAULT_SELECTION_METRIC = {"regression": "spearman", "classification": "accuracy", "multilabel": "fmax"}
 # The task type each benchmark format implies (csv and fasta tasks state theirs).
 FORMAT_TYPES = {"proteingym": "regression", "deeploc": "classification", "deepfri_ec": "multilabel", "deepsol": "classification", "flip": "regression"}
@@ -318,15 +323,17 @@ class Plan:
         return [f"{RESULTS}/embeddings/{model}/{task}.shards/{k}-of-{n}.h5" for k in range(n)]
 
     def probe_args(self, task: str) -> str:
+        """Probe flags; a regression probe's inner split follows the task's fold scheme (``INNER_SPLIT_OF_SCHEME``)."""
         p = self.config["probe"]
-        return shlex.join(
-            [
-                "--type", self.task_type(task), "--metric", self.task_metric(task),
-                "--alphas", ",".join(str(a) for a in p["ridge_alphas"]),
-                "--cs", ",".join(str(c) for c in p["logistic_cs"]),
-                "--inner-folds", str(p["inner_folds"]), "--seed", str(self.config["seed"]),
-            ]
-        )
+        args = [
+            "--type", self.task_type(task), "--metric", self.task_metric(task),
+            "--alphas", ",".join(str(a) for a in p["ridge_alphas"]),
+            "--cs", ",".join(str(c) for c in p["logistic_cs"]),
+            "--inner-folds", str(p["inner_folds"]), "--seed", str(self.config["seed"]),
+        ]
+        if self.task_type(task) == "regression":
+            args += ["--inner-split", INNER_SPLIT_OF_SCHEME[self.tasks[task]["scheme"]]]
+        return shlex.join(args)
 
     def cost_args(self, embedding_set: str) -> str:
         c = self.config["cost"]
