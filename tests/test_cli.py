@@ -99,8 +99,11 @@ def test_full_run(tmp_path, capsys):
 
     probes = pd.read_csv(tmp_path / "probes.tsv", sep="\t")
     assert list(probes.columns) == PROBE_COLUMNS
-    assert len(probes) == 3 * 3 * 3  # layers 0..2, folds 0..2, spearman + mse + inner_spearman
-    assert set(probes["metric"]) == {"spearman", "mse", "inner_spearman"}
+    # layers 0..2 x folds 0..2 x (spearman, mse, inner_spearman, hyperparameter, hyperparameter_edge), and per layer
+    # the deploy fold (-1: all training rows) x (inner_spearman, hyperparameter, hyperparameter_edge)
+    assert len(probes) == 3 * 3 * 5 + 3 * 3
+    assert set(probes["metric"]) == {"spearman", "mse", "inner_spearman", "hyperparameter", "hyperparameter_edge"}
+    assert set(probes.loc[probes.fold == -1, "metric"]) == {"inner_spearman", "hyperparameter", "hyperparameter_edge"}
 
     predictions = pd.read_csv(tmp_path / "predictions.tsv.gz", sep="\t", dtype={"id": str})
     assert list(predictions.columns) == PREDICTION_COLUMNS
@@ -266,6 +269,7 @@ def test_select_with_a_wrong_probe_table(tmp_path, capsys):
 
 def _probe_table_without(tmp_path: Path, metric: str | None) -> Path:
     rows = [("tiny", "toy", layer, 0, name, 0.5) for layer in range(3) for name in ("spearman", "inner_spearman")]
+    rows += [("tiny", "toy", layer, -1, "inner_spearman", 0.5) for layer in range(3)]  # the deploy fold
     path = tmp_path / "probes.tsv"
     pd.DataFrame([r for r in rows if r[4] != metric], columns=PROBE_COLUMNS).to_csv(path, sep="\t", index=False)
     return path

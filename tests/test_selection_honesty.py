@@ -206,7 +206,7 @@ def test_position_grouped_inner_folds_pick_the_features_that_reach_new_positions
     # Leave-one-out over variants keeps each held-out variant's position in training, so memorising wins:
     # the wrong layer, in every fold and for the deployed probe.
     assert loo == {fold: POSITION_LAYER for fold in [probes.DEPLOY_FOLD, 0, 1, 2, 3, 4]}
-    assert select.select_layer(table, "spearman")["best_layer"] == RESIDUE_LAYER
+    assert select.select_layer(table, "spearman")["deployed_layer"] == RESIDUE_LAYER
 
 
 def test_under_random_folds_leave_one_out_picks_what_the_test_rewards():

@@ -207,67 +207,76 @@ def select_task(
     probe_table: str | Path, predictions: str | Path, cost_file: str | Path, embeddings: str | Path, task_info: str | Path,
     task_type: str, metric: str, tolerance: float, n_boot: int, seed: int, out: str | Path,
 ) -> dict:
-    """Choose the layer for one (model, task), add the gain's interval, the cost saved and how the task was split; write JSON."""
+    """Choose the layer for one (model, task), add the gain's interval, the cost saved, a verdict and how the task was split; write JSON."""
     try:
         selection = select.select_layer(read_probe_table(probe_table), metric, tolerance)
     except InputError as exc:
         raise InputError(f"{probe_table}: {exc}") from None
+    try:
+        table = _read_predictions(predictions, task_type)
+    except InputError as exc:
+        raise InputError(f"{predictions} (predictions for {probe_table}): {exc}") from None
+    costs = _read_json(cost_file, "`plmexit cost`", ("n_layers", "flops", "seconds"))
+    if costs["n_layers"] != selection["n_layers"]:
+        raise InputError(f"{cost_file} describes {costs['n_layers']} layers but {probe_table} has {selection['n_layers']}; rerun `plmexit cost`")
+    attrs = store.read_info(embeddings).attrs
     info = _read_json(task_info, "`plmexit prepare`", ("split", "n_sequences", "dms_id", "fold_scheme"))
-    clusters = _position_clusters(info)
+    ok = selection["status"] == select.STATUS_OK
+
+    clusters = _position_clusters(info, table["id"])
     selection["bootstrap"] = {
         "resamples": n_boot, "seed": seed, "level": select.CONFIDENCE_LEVEL,
         "unit": ("mutated positions" if clusters else "test items") + ", paired within folds; probes not refitted, layers not re-chosen",
     }
     selection["gain_ci_low"] = selection["gain_ci_high"] = None
-    table = _read_predictions(predictions, task_type)
-    sizes = table[table.layer == selection["n_layers"]].groupby("fold").size()
-    selection["min_test_fold_size"] = int(sizes.min()) if len(sizes) else 0
-    if selection["status"] == select.STATUS_OK:
+    if ok:
         try:
-            interval = select.bootstrap_gain(table, selection, task_type, n_boot, seed, clusters=clusters(table["id"]) if clusters else None)
+            selection["gain_ci_low"], selection["gain_ci_high"] = select.bootstrap_gain(table, selection, task_type, n_boot, seed, clusters=clusters)
         except InputError as exc:
             raise InputError(f"{predictions} (predictions for {probe_table}): {exc}") from None
-        selection["gain_ci_low"], selection["gain_ci_high"] = interval
-    else:
-        log.warning(
-            "%s/%s: no layer carries a signal on some training part (every inner score is NaN: the embedded features do not vary); "
-            "reported as %s, with no gain or saving", selection["model"], selection["task"], selection["status"],
-        )
-    for edge in selection["hyperparameters_on_grid_edge"]:
-        log.warning(
-            "%s/%s: the probe chosen at layer %d of fold %d has its regularisation %g at the %s value of its grid; widen probe.%s",
-            selection["model"], selection["task"], edge["layer"], edge["fold"], edge["value"], edge["edge"],
-            "ridge_alphas" if task_type == "regression" else "logistic_cs",
-        )
-    costs = _read_json(cost_file, "`plmexit cost`", ("n_layers", "flops", "seconds"))
-    if costs["n_layers"] != selection["n_layers"]:
-        raise InputError(f"{cost_file} describes {costs['n_layers']} layers but {probe_table} has {selection['n_layers']}; rerun `plmexit cost`")
     seconds = np.array(costs["seconds"])
-    ok = selection["status"] == select.STATUS_OK
     selection["deployed_time_saved"] = cost.fraction_saved(seconds, selection["deployed_layer"]) if ok else None
     selection["folds_time_saved"] = float(np.mean([cost.fraction_saved(seconds, f["layer"]) for f in selection["folds"]])) if ok else None
-    attrs = store.read_info(embeddings).attrs
+    sizes = table[table.layer == selection["n_layers"]].groupby("fold").size()
+    selection["min_test_fold_size"] = int(sizes.min()) if len(sizes) else 0
     selection["layer_norm"] = attrs["layer_norm"]
     selection["n_truncated"] = int(attrs["n_truncated"])
     selection["split"], selection["n_sequences"], selection["task_info"] = info["split"], info["n_sequences"], info
     selection["dms_id"], selection["fold_scheme"] = info["dms_id"], info["fold_scheme"]
     selection["verdict"] = select.verdict(selection)
-    if selection["verdict"] == "too_little_data":
-        log.warning(
-            "%s/%s: the smallest test fold has %d items and the gain's interval is %s wide; too little data to tell a layer from the final one",
-            selection["model"], selection["task"], selection["min_test_fold_size"],
-            f"{selection['gain_ci_high'] - selection['gain_ci_low']:.2f}",
-        )
+    _warn_about(selection, task_type)
     write_text(out, json.dumps(selection, indent=2) + "\n")
     return selection
 
 
-def _position_clusters(info: dict):
-    """For ProteinGym schemes that hold out whole positions: ids -> {id: mutated positions}, the bootstrap's units; else None."""
+def _warn_about(selection: dict, task_type: str) -> None:
+    """One log line for each thing a user must know before trusting the selection."""
+    name = f"{selection['model']}/{selection['task']}"
+    if selection["status"] != select.STATUS_OK:
+        log.warning(
+            "%s: no layer carries a signal on some training part (every inner score is NaN: the embedded features do not vary); "
+            "reported as %s, with no gain or saving", name, selection["status"],
+        )
+    if selection["verdict"] == "too_little_data":
+        log.warning(
+            "%s: the smallest test fold has %d items and the gain's interval is %.2f wide; too little data to tell a layer from the final one",
+            name, selection["min_test_fold_size"], selection["gain_ci_high"] - selection["gain_ci_low"],
+        )
+    edges = selection["hyperparameters_on_grid_edge"]
+    if edges:
+        log.warning(
+            "%s: the chosen probes of %s have their regularisation at the edge of its grid; the best value may lie outside it, widen probe.%s",
+            name, ", ".join(f"layer {e['layer']} of fold {e['fold']} ({e['edge']}, {e['value']:g})" for e in edges),
+            "ridge_alphas" if task_type == "regression" else "logistic_cs",
+        )
+
+
+def _position_clusters(info: dict, ids: pd.Series) -> dict[str, tuple[int, ...]] | None:
+    """Under ProteinGym schemes that hold out whole positions, each id's mutated positions (the bootstrap's units); else None."""
     scheme = info.get("fold_scheme") or ""
     if not scheme.startswith(proteingym.POSITION_SCHEMES):
         return None
-    return lambda ids: {i: proteingym.mutated_positions(i) for i in ids}
+    return {i: proteingym.mutated_positions(i) for i in ids.unique()}
 
 
 def _read_predictions(path: str | Path, task_type: str) -> pd.DataFrame:
