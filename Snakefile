@@ -6,7 +6,7 @@ from snakemake.utils import min_version
 from plmexit.errors import ConfigError
 from plmexit.workflow import Plan
 
-min_version("9.0")
+min_version("9.13")  # path variables (<results>)
 
 
 # The default config, unless the command line names one: configs are not merged, so a config

@@ -47,13 +47,13 @@ def test_the_example_runs_on_a_fresh_clone_without_shared_data(tmp_path):
     run = subprocess.run(EXAMPLE_COMMAND.split(), cwd=clone, capture_output=True, text=True, env=snakemake_env(), timeout=900)
 
     assert run.returncode == 0, run.stderr[-3000:]
-    summary = pd.read_csv(clone / "results" / "summary" / "best_layers.tsv", sep="\t")
+    summary = pd.read_csv(clone / "results" / "example" / "summary" / "best_layers.tsv", sep="\t")
     assert list(summary.columns) == SUMMARY_COLUMNS
     assert summary["task"].tolist() == ["my_charge", "my_location"]
     assert summary["metric"].tolist() == ["spearman", "accuracy"]
-    assert not (clone / "results" / "data").exists()  # nothing fetched
+    assert not (clone / "results" / "example" / "data").exists()  # nothing fetched
     # The run ends with the answer: where the summary is, and one line per task.
     closing = run.stdout.strip().splitlines()[-3:]
-    assert closing[0] == "plmexit: 2 tasks summarised in results/summary/best_layers.tsv (figures in results/figures/); the deployed layer of each:"
+    assert closing[0] == "plmexit: 2 tasks summarised in results/example/summary/best_layers.tsv (figures in results/example/figures/); the deployed layer of each:"
     assert closing[1].startswith("  tiny_random / my_charge: layer ") and " of 4, spearman " in closing[1]
     assert closing[2].startswith("  tiny_random / my_location: layer ") and " of 4, accuracy " in closing[2]

@@ -254,11 +254,13 @@ def test_bad_task_file_fails_with_one_line_and_leaves_nothing(tmp_path, shared_d
     config = write_config(tmp_path, shared_data, edit=edit)
     run = snakemake(tmp_path, "results/tasks/bad.tsv", "--cores", "1", "--configfile", str(config))
     assert run.returncode != 0
-    log = (tmp_path / "results" / "logs" / "prepare_task" / "bad.log").read_text().strip().splitlines()
-    assert log[-1] == (
+    line = (
         f"plmexit prepare: error: {bad}: row 3 (row3): sequence has characters '*' outside the ESM alphabet (upper-case amino-acid codes); "
         "remove or replace them (stop codons, gaps and J have no ESM token)"
     )
+    log = (tmp_path / "results" / "logs" / "prepare_task" / "bad.log").read_text().strip().splitlines()
+    assert log[-1] == line
+    assert line in run.stderr.splitlines()  # on the console too, not only in the log
     assert not (tmp_path / "results" / "tasks").exists() or not any((tmp_path / "results" / "tasks").iterdir())
 
 
@@ -286,3 +288,29 @@ def test_a_changed_task_path_reruns_the_task_and_a_missing_one_stops_the_run_bef
         f"config: tasks[0] (own).path: file moved/b.csv does not exist (relative paths are read from the directory Snakemake runs in, {tmp_path}); fix the path"
     )
     assert len(pd.read_csv(tmp_path / target, sep="\t")) == 15  # nothing ran
+
+
+def test_two_configs_with_their_own_results_directories_keep_their_summaries_apart(tmp_path):
+    rows = ["name,sequence,charge"] + [f"p{i},M{'KTAYIAKQRDEG'[i % 7 : i % 7 + 5]}{'GS' * (i % 4)},{(i * 7) % 11 / 10}" for i in range(40)]
+    (tmp_path / "mine.csv").write_text("\n".join(rows) + "\n")
+
+    def config(name: str, task: str) -> str:
+        entry = {"id": task, "kind": "csv", "type": "regression", "path": "mine.csv", "id_column": "name", "label_column": "charge"}
+        data = {"pathvars": {"results": f"studies/{name}"}, "models": [{"id": "tiny", "random": {"layers": 2, "dim": 32, "heads": 4, "seed": 0}}],
+                "tasks": [entry], "cost": {"sample_sequences": 2, "repeats": 1}, "select": {"bootstrap": 100}}
+        (tmp_path / f"{name}.yaml").write_text(yaml.safe_dump(data))
+        return str(tmp_path / f"{name}.yaml")
+
+    first = snakemake(tmp_path, "--cores", "2", "--configfile", config("first", "charge_a"), "--set-threads", "probe_layers=1")
+    assert first.returncode == 0, first.stderr[-3000:]
+    before = file_stamps(tmp_path / "studies" / "first")
+    second = snakemake(tmp_path, "--cores", "2", "--configfile", config("second", "charge_b"), "--set-threads", "probe_layers=1")
+    assert second.returncode == 0, second.stderr[-3000:]
+
+    for name, task in (("first", "charge_a"), ("second", "charge_b")):
+        summary = pd.read_csv(tmp_path / "studies" / name / "summary" / "best_layers.tsv", sep="\t")
+        assert summary["task"].tolist() == [task]
+        assert sorted(p.name for p in (tmp_path / "studies" / name / "selection" / "tiny").iterdir()) == [f"{task}.json"]
+    assert file_stamps(tmp_path / "studies" / "first") == before  # the second config touched nothing of the first
+    assert not (tmp_path / "results").exists()
+    assert "studies/second/summary/best_layers.tsv" in second.stdout  # the run ends by naming its own summary

@@ -17,7 +17,8 @@ from pathlib import Path
 from plmexit import sources
 from plmexit.errors import ConfigError
 
-RESULTS = "results"
+# Where outputs go unless the config sets pathvars.results (Snakemake's own path variable <results>).
+DEFAULT_RESULTS = "results"
 # A ridge probe's inner split mimics the outer one: ProteinGym's modulo and contiguous folds hold out
 # whole mutated positions, so inner folds do too (leave-one-out over variants would reward
 # features that memorise positions); random folds and non-ProteinGym tasks (no scheme) use
@@ -73,6 +74,9 @@ class Plan:
 
     def __init__(self, config: dict):
         self.config = config
+        # Every rule writes under <results>, which Snakemake reads from the config's pathvars;
+        # planning names the same directory, so one setting decides both.
+        self.results = config.get("pathvars", {}).get("results", DEFAULT_RESULTS)
         self.data = config.get("data", {})
         self.models = _by_id(config["models"], "models")
         self.tasks: dict[str, dict] = {}
@@ -174,32 +178,32 @@ class Plan:
         return [(m, t) for m, t in self.pairs() if self.tasks[t]["dms_id"]]
 
     def proteingym_selections(self) -> list[str]:
-        return [f"{RESULTS}/selection/{m}/{t}.json" for m, t in self._proteingym_pairs()]
+        return [f"{self.results}/selection/{m}/{t}.json" for m, t in self._proteingym_pairs()]
 
     def proteingym_predictions(self) -> list[str]:
         """Each ProteinGym selection's predictions, in ``proteingym_selections`` order (the merge pools them)."""
-        return [f"{RESULTS}/probes/{m}/{t}.predictions.tsv.gz" for m, t in self._proteingym_pairs()]
+        return [f"{self.results}/probes/{m}/{t}.predictions.tsv.gz" for m, t in self._proteingym_pairs()]
 
     def proteingym_task_tables(self) -> list[str]:
         """Each ProteinGym selection's task table, in ``proteingym_selections`` order (its folds' training rows)."""
-        return [f"{RESULTS}/tasks/{t}.tsv" for _, t in self._proteingym_pairs()]
+        return [f"{self.results}/tasks/{t}.tsv" for _, t in self._proteingym_pairs()]
 
     def selections(self) -> list[str]:
-        return [f"{RESULTS}/selection/{m}/{t}.json" for m, t in self.pairs()]
+        return [f"{self.results}/selection/{m}/{t}.json" for m, t in self.pairs()]
 
     def figures(self) -> list[str]:
-        return [f"{RESULTS}/figures/{m}/{t}.png" for m, t in self.pairs()]
+        return [f"{self.results}/figures/{m}/{t}.png" for m, t in self.pairs()]
 
     def final_targets(self) -> list[str]:
-        proteingym = [f"{RESULTS}/summary/proteingym_supervised.csv"] if self.proteingym_selections() else []
+        proteingym = [f"{self.results}/summary/proteingym_supervised.csv"] if self.proteingym_selections() else []
         return [
-            f"{RESULTS}/summary/best_layers.tsv", f"{RESULTS}/summary/across_tasks.tsv",
-            f"{RESULTS}/figures/gain_vs_compute.png", *proteingym, *self.figures(),
+            f"{self.results}/summary/best_layers.tsv", f"{self.results}/summary/across_tasks.tsv",
+            f"{self.results}/figures/gain_vs_compute.png", *proteingym, *self.figures(),
         ]
 
     def closing_lines(self) -> list[str]:
         """What a finished run tells its user: where the summary is, and one line per task of this config."""
-        path = Path(f"{RESULTS}/summary/best_layers.tsv")
+        path = Path(f"{self.results}/summary/best_layers.tsv")
         if not path.is_file():
             return []
         import pandas as pd  # only once the run is over
@@ -208,14 +212,17 @@ class Plan:
 
         summary = pd.read_csv(path, sep="\t")
         summary = summary[summary["model"].isin(list(self.models)) & summary["task"].isin(list(self.tasks))]
-        lines = [f"plmexit: {len(summary)} tasks summarised in {path} (figures in {RESULTS}/figures/); the deployed layer of each:"]
+        lines = [f"plmexit: {len(summary)} tasks summarised in {path} (figures in {self.results}/figures/); the deployed layer of each:"]
         return lines + [f"  {select.describe(row)}" for row in summary.to_dict("records")]
 
     # models ------------------------------------------------------------------------------------
+    def test_model_dir(self, model: str) -> str:
+        return f"{self.results}/models/{model}"
+
     def test_model_checkpoint(self, model: str) -> str:
         """Where ``make-test-model`` writes a config-declared random model."""
         r = self.models[model]["random"]
-        return f"{RESULTS}/models/{model}/esm2_t{r['layers']}_{r['dim']}d_{r['heads']}h_seed{r['seed']}_random.pt"
+        return f"{self.results}/models/{model}/esm2_t{r['layers']}_{r['dim']}d_{r['heads']}h_seed{r['seed']}_random.pt"
 
     def test_model_args(self, model: str) -> str:
         r = self.models[model]["random"]
@@ -248,7 +255,7 @@ class Plan:
     # data --------------------------------------------------------------------------------------
     def data_path(self, value: str) -> str:
         """Where a task file is read from: official files are fetched under results/data, anything else is a local path."""
-        return f"{RESULTS}/data/{value}" if value in sources.OFFICIAL_FILES else value
+        return f"{self.results}/data/{value}" if value in sources.OFFICIAL_FILES else value
 
     @staticmethod
     def official_file_pattern() -> str:
@@ -275,13 +282,13 @@ class Plan:
 
     def embedding_table(self, embedding_set: str) -> str:
         """The task table an embedding set is made from (every task of the set has the same sequences)."""
-        return f"{RESULTS}/tasks/{self.embedding_sets[embedding_set]}.tsv"
+        return f"{self.results}/tasks/{self.embedding_sets[embedding_set]}.tsv"
 
     def embeddings(self, model: str, task: str) -> str:
-        return f"{RESULTS}/embeddings/{model}/{self.tasks[task]['embedding_set']}.h5"
+        return f"{self.results}/embeddings/{model}/{self.tasks[task]['embedding_set']}.h5"
 
     def cost(self, model: str, task: str) -> str:
-        return f"{RESULTS}/cost/{model}/{self.tasks[task]['embedding_set']}.json"
+        return f"{self.results}/cost/{model}/{self.tasks[task]['embedding_set']}.json"
 
     def prepare_args(self, task: str) -> str:
         plan = self.tasks[task]
@@ -320,7 +327,7 @@ class Plan:
     def embedding_shards(self, model: str, task: str) -> list[str]:
         """Shard stores of one (model, task), one Snakemake job each; gathered into its store."""
         n = self.config["embed"]["shards"]
-        return [f"{RESULTS}/embeddings/{model}/{task}.shards/{k}-of-{n}.h5" for k in range(n)]
+        return [f"{self.results}/embeddings/{model}/{task}.shards/{k}-of-{n}.h5" for k in range(n)]
 
     def probe_args(self, task: str) -> str:
         """Probe flags; a regression probe's inner split follows the task's fold scheme (``INNER_SPLIT_OF_SCHEME``)."""
@@ -378,7 +385,8 @@ def check_config(config: dict, schema: dict) -> None:
     """
     import jsonschema  # installed with Snakemake, which is what plans the workflow
 
-    errors = sorted(jsonschema.Draft7Validator(schema).iter_errors(config), key=lambda e: (len(e.absolute_path), list(map(str, e.absolute_path))))
+    validator = jsonschema.validators.validator_for(schema)(schema)
+    errors = sorted(validator.iter_errors(config), key=lambda e: (len(e.absolute_path), list(map(str, e.absolute_path))))
     if not errors:
         return
     error = jsonschema.exceptions.best_match(errors)

@@ -2,17 +2,17 @@
 # Like the embedding, one per embedding set ({task}).
 rule measure_cost:
     input:
-        model="results/models/{model}.json",
+        model="<results>/models/{model}.json",
         task=lambda w: plan.embedding_table(w.task),
     output:
-        "results/cost/{model}/{task}.json",
+        "<results>/cost/{model}/{task}.json",
     params:
         args=lambda w: plan.cost_args(w.task),
     threads: 2
     log:
-        "results/logs/measure_cost/{model}/{task}.log",
+        "<results>/logs/measure_cost/{model}/{task}.log",
     conda:
         "../../envs/embed.yaml"
     shell:
-        "plmexit cost --model {input.model} --task {input.task} {params.args}"
-        " --device auto --threads {threads} --out {output} 2> {log}"
+        "plmexit --log {log} cost --model {input.model} --task {input.task} {params.args}"
+        " --device auto --threads {threads} --out {output}"

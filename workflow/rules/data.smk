@@ -5,14 +5,14 @@ localrules:
 
 rule fetch_data:
     output:
-        "results/data/{file}",
+        "<results>/data/{file}",
     params:
         args=lambda w: plan.fetch_data_args(w.file),
     wildcard_constraints:
         file=plan.official_file_pattern(),
     log:
-        "results/logs/fetch_data/{file}.log",
+        "<results>/logs/fetch_data/{file}.log",
     conda:
         "../../envs/probe.yaml"
     shell:
-        "plmexit fetch-data {params.args} --out {output} 2> {log}"
+        "plmexit --log {log} fetch-data {params.args} --out {output}"

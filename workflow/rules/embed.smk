@@ -5,30 +5,30 @@
 # --device auto embeds on the GPU the job is given, on the CPU when there is none.
 rule embed_shard:
     input:
-        model="results/models/{model}.json",
+        model="<results>/models/{model}.json",
         task=lambda w: plan.embedding_table(w.task),
     output:
-        temp("results/embeddings/{model}/{task}.shards/{shard}-of-{shards}.h5"),
+        temp("<results>/embeddings/{model}/{task}.shards/{shard}-of-{shards}.h5"),
     params:
         args=lambda w: plan.embed_args(w.task),
     threads: 2
     log:
-        "results/logs/embed_shard/{model}/{task}/{shard}-of-{shards}.log",
+        "<results>/logs/embed_shard/{model}/{task}/{shard}-of-{shards}.log",
     conda:
         "../../envs/embed.yaml"
     shell:
-        "plmexit embed --model {input.model} --task {input.task} {params.args} --shard {wildcards.shard}"
-        " --device auto --threads {threads} --out {output} 2> {log}"
+        "plmexit --log {log} embed --model {input.model} --task {input.task} {params.args} --shard {wildcards.shard}"
+        " --device auto --threads {threads} --out {output}"
 
 
 rule gather_embeddings:
     input:
         lambda w: plan.embedding_shards(w.model, w.task),
     output:
-        "results/embeddings/{model}/{task}.h5",
+        "<results>/embeddings/{model}/{task}.h5",
     log:
-        "results/logs/gather_embeddings/{model}/{task}.log",
+        "<results>/logs/gather_embeddings/{model}/{task}.log",
     conda:
         "../../envs/embed.yaml"
     shell:
-        "plmexit gather-embeddings --out {output} {input} 2> {log}"
+        "plmexit --log {log} gather-embeddings --out {output} {input}"

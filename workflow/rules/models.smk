@@ -5,30 +5,30 @@ localrules:
 
 rule make_test_model:
     output:
-        "results/models/{model}/{stem}.pt",
+        "<results>/models/{model}/{stem}.pt",
     params:
         args=lambda w: plan.test_model_args(w.model),
-        outdir=lambda w: f"results/models/{w.model}",
+        outdir=lambda w: plan.test_model_dir(w.model),
     wildcard_constraints:
         stem=r"esm2_t\d+_\d+d_\d+h_seed\d+_random",
     log:
-        "results/logs/make_test_model/{model}/{stem}.log",
+        "<results>/logs/make_test_model/{model}/{stem}.log",
     conda:
         "../../envs/embed.yaml"
     shell:
-        "plmexit make-test-model {params.args} --out {params.outdir} > {log} 2>&1"
+        "plmexit --log {log} make-test-model {params.args} --out {params.outdir}"
 
 
 rule fetch_model:
     input:
         lambda w: plan.model_checkpoint(w.model),
     output:
-        "results/models/{model}.json",
+        "<results>/models/{model}.json",
     params:
         args=lambda w: plan.fetch_model_args(w.model),
     log:
-        "results/logs/fetch_model/{model}.log",
+        "<results>/logs/fetch_model/{model}.log",
     conda:
         "../../envs/embed.yaml"
     shell:
-        "plmexit fetch-model {params.args} --out {output} 2> {log}"
+        "plmexit --log {log} fetch-model {params.args} --out {output}"

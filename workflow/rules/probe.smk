@@ -1,19 +1,19 @@
 rule probe_layers:
     input:
         embeddings=lambda w: plan.embeddings(w.model, w.task),
-        task="results/tasks/{task}.tsv",
+        task="<results>/tasks/{task}.tsv",
     output:
-        scores="results/probes/{model}/{task}.tsv",
-        predictions="results/probes/{model}/{task}.predictions.tsv.gz",
+        scores="<results>/probes/{model}/{task}.tsv",
+        predictions="<results>/probes/{model}/{task}.predictions.tsv.gz",
     params:
         args=lambda w: plan.probe_args(w.task),
     # Layers are probed in parallel, one process per thread (profiles/slurm: set-threads).
     threads: 2
     log:
-        "results/logs/probe_layers/{model}/{task}.log",
+        "<results>/logs/probe_layers/{model}/{task}.log",
     conda:
         "../../envs/probe.yaml"
     shell:
-        "plmexit probe --embeddings {input.embeddings} --task {input.task} {params.args}"
+        "plmexit --log {log} probe --embeddings {input.embeddings} --task {input.task} {params.args}"
         " --model-name {wildcards.model} --task-name {wildcards.task}"
-        " --threads {threads} --out {output.scores} --predictions {output.predictions} 2> {log}"
+        " --threads {threads} --out {output.scores} --predictions {output.predictions}"

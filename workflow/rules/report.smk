@@ -2,16 +2,16 @@ rule summarize_layers:
     input:
         plan.selections(),
     output:
-        best="results/summary/best_layers.tsv",
-        across="results/summary/across_tasks.tsv",
+        best="<results>/summary/best_layers.tsv",
+        across="<results>/summary/across_tasks.tsv",
     params:
         args=plan.summarize_args(),
     log:
-        "results/logs/summarize_layers.log",
+        "<results>/logs/summarize_layers.log",
     conda:
         "../../envs/probe.yaml"
     shell:
-        "plmexit summarize {input} {params.args} --out {output.best} --across-out {output.across} 2> {log}"
+        "plmexit --log {log} summarize {input} {params.args} --out {output.best} --across-out {output.across}"
 
 
 rule summarize_proteingym:
@@ -20,41 +20,41 @@ rule summarize_proteingym:
         predictions=plan.proteingym_predictions(),
         tables=plan.proteingym_task_tables(),
     output:
-        "results/summary/proteingym_supervised.csv",
+        "<results>/summary/proteingym_supervised.csv",
     params:
         args=plan.proteingym_model_names(),
     log:
-        "results/logs/summarize_proteingym.log",
+        "<results>/logs/summarize_proteingym.log",
     conda:
         "../../envs/probe.yaml"
     shell:
-        "plmexit summarize-proteingym {input.selections} --predictions {input.predictions} --task-tables {input.tables}"
-        " {params.args} --out {output} 2> {log}"
+        "plmexit --log {log} summarize-proteingym {input.selections} --predictions {input.predictions} --task-tables {input.tables}"
+        " {params.args} --out {output}"
 
 
 rule plot_layers:
     input:
-        probes="results/probes/{model}/{task}.tsv",
-        selection="results/selection/{model}/{task}.json",
+        probes="<results>/probes/{model}/{task}.tsv",
+        selection="<results>/selection/{model}/{task}.json",
         cost=lambda w: plan.cost(w.model, w.task),
     output:
-        "results/figures/{model}/{task}.png",
+        "<results>/figures/{model}/{task}.png",
     log:
-        "results/logs/plot_layers/{model}/{task}.log",
+        "<results>/logs/plot_layers/{model}/{task}.log",
     conda:
         "../../envs/probe.yaml"
     shell:
-        "plmexit plot --probes {input.probes} --selection {input.selection} --cost {input.cost} --out {output} 2> {log}"
+        "plmexit --log {log} plot --probes {input.probes} --selection {input.selection} --cost {input.cost} --out {output}"
 
 
 rule plot_summary:
     input:
-        "results/summary/best_layers.tsv",
+        "<results>/summary/best_layers.tsv",
     output:
-        "results/figures/gain_vs_compute.png",
+        "<results>/figures/gain_vs_compute.png",
     log:
-        "results/logs/plot_summary.log",
+        "<results>/logs/plot_summary.log",
     conda:
         "../../envs/probe.yaml"
     shell:
-        "plmexit plot-summary --summary {input} --out {output} 2> {log}"
+        "plmexit --log {log} plot-summary --summary {input} --out {output}"

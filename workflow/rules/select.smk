@@ -1,18 +1,18 @@
 rule select_layer:
     input:
-        probes="results/probes/{model}/{task}.tsv",
-        predictions="results/probes/{model}/{task}.predictions.tsv.gz",
+        probes="<results>/probes/{model}/{task}.tsv",
+        predictions="<results>/probes/{model}/{task}.predictions.tsv.gz",
         cost=lambda w: plan.cost(w.model, w.task),
         embeddings=lambda w: plan.embeddings(w.model, w.task),
-        info="results/tasks/{task}.json",
+        info="<results>/tasks/{task}.json",
     output:
-        "results/selection/{model}/{task}.json",
+        "<results>/selection/{model}/{task}.json",
     params:
         args=lambda w: plan.select_args(w.task),
     log:
-        "results/logs/select_layer/{model}/{task}.log",
+        "<results>/logs/select_layer/{model}/{task}.log",
     conda:
         "../../envs/probe.yaml"
     shell:
-        "plmexit select --probes {input.probes} --predictions {input.predictions} --cost {input.cost}"
-        " --embeddings {input.embeddings} --task-info {input.info} {params.args} --out {output} 2> {log}"
+        "plmexit --log {log} select --probes {input.probes} --predictions {input.predictions} --cost {input.cost}"
+        " --embeddings {input.embeddings} --task-info {input.info} {params.args} --out {output}"

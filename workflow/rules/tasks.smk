@@ -2,13 +2,13 @@ rule prepare_task:
     input:
         lambda w: plan.task_inputs(w.task),
     output:
-        table="results/tasks/{task}.tsv",
-        info="results/tasks/{task}.json",
+        table="<results>/tasks/{task}.tsv",
+        info="<results>/tasks/{task}.json",
     params:
         args=lambda w: plan.prepare_args(w.task),
     log:
-        "results/logs/prepare_task/{task}.log",
+        "<results>/logs/prepare_task/{task}.log",
     conda:
         "../../envs/probe.yaml"
     shell:
-        "plmexit prepare {params.args} --out {output.table} --info-out {output.info} 2> {log}"
+        "plmexit --log {log} prepare {params.args} --out {output.table} --info-out {output.info}"
