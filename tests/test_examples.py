@@ -57,3 +57,13 @@ def test_the_example_runs_on_a_fresh_clone_without_shared_data(tmp_path):
     assert closing[0] == "plmexit: 2 tasks summarised in results/example/summary/best_layers.tsv (figures in results/example/figures/); the deployed layer of each:"
     assert closing[1].startswith("  tiny_random / my_charge: layer ") and " of 4, spearman " in closing[1]
     assert closing[2].startswith("  tiny_random / my_location: layer ") and " of 4, accuracy " in closing[2]
+
+
+def test_the_readme_puts_what_a_user_needs_first_and_the_benchmarks_in_their_own_readme():
+    readme = (REPO / "README.md").read_text()
+    sections = [line[3:] for line in readme.splitlines() if line.startswith("## ")]
+    wanted = ["Quick start", "Your own data", "Reading the results", "Configuration", "Benchmarks and data", "Models", "Running on SLURM"]
+    assert [s for s in sections if s in wanted] == wanted and sections[: len(wanted)] == wanted
+    assert "## Probe speed" not in readme and "## Embedding speed" not in readme
+    benchmarks = (REPO / "benchmarks" / "README.md").read_text()
+    assert "## Probe speed" in benchmarks and "## Embedding speed" in benchmarks

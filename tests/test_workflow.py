@@ -233,6 +233,14 @@ def test_misspelled_top_level_key_fails_before_any_job(tmp_path, shared_data):
     assert not (tmp_path / "results").exists()
 
 
+def test_a_config_without_models_is_an_error_not_the_default_model(tmp_path, shared_data):
+    """Configs are not merged with config/config.yaml: leaving out models must not pull in (and download) the default model."""
+    config = write_config(tmp_path, shared_data, edit=lambda c: c.pop("models"))
+    run = snakemake(tmp_path, "--cores", "1", "--configfile", str(config), "--dry-run")
+    assert run.returncode != 0
+    assert run.stderr.strip().splitlines()[-1] == "config: top level: 'models' is a required property; add it"
+
+
 def test_default_config_builds_its_dag(tmp_path, shared_data):
     """The default run (ESM2-8M by name) plans the download, then every step, for every task."""
     config = write_config(tmp_path, shared_data, name="config.yaml")

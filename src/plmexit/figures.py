@@ -16,6 +16,11 @@ from plmexit.atomic import atomic_path  # noqa: E402
 
 
 def plot_layers(table: pd.DataFrame, selection: dict, seconds: list[float], out: str | Path) -> None:
+    """``layers_figure`` written as a PNG."""
+    _save(layers_figure(table, selection, seconds), out)
+
+
+def layers_figure(table: pd.DataFrame, selection: dict, seconds: list[float]) -> plt.Figure:
     """The test metric and the training-only (inner) scores that chose the layer, against layer; time saved on a second axis.
 
     ``seconds[k]`` is the measured forward time to depth k (``results/cost/``), drawn as the fraction
@@ -52,8 +57,12 @@ def plot_layers(table: pd.DataFrame, selection: dict, seconds: list[float], out:
     saved.set_ylabel("forward time saved at this depth (%, measured)", color="tab:orange")
     saved.tick_params(axis="y", colors="tab:orange")
     fig.legend(fontsize="x-small", loc="outside lower center", ncols=2)
+    return fig
+
+
+def _save(fig: plt.Figure, out: str | Path) -> None:
     with atomic_path(out) as tmp:
-        fig.savefig(tmp, format="png", dpi=120)
+        fig.savefig(tmp, format="png", dpi=120, bbox_inches="tight")
     plt.close(fig)
 
 
@@ -67,6 +76,11 @@ MAX_LABELLED_POINTS = 30
 
 
 def plot_gain_vs_compute(summary: pd.DataFrame, out: str | Path) -> None:
+    """``gain_figure`` written as a PNG."""
+    _save(gain_figure(summary), out)
+
+
+def gain_figure(summary: pd.DataFrame) -> plt.Figure:
     """Nested gain over the final layer (95% interval) against the deployed layer's measured time saved.
 
     One panel per metric (gains in different units are never on one axis), one point per task,
@@ -94,6 +108,4 @@ def plot_gain_vs_compute(summary: pd.DataFrame, out: str | Path) -> None:
     fig.suptitle("Gain against compute saved (95% bootstrap intervals)")
     if key:
         fig.text(1.0, 0.5, "\n".join(key), fontsize="x-small", va="center", ha="left")
-    with atomic_path(out) as tmp:
-        fig.savefig(tmp, format="png", dpi=120, bbox_inches="tight")
-    plt.close(fig)
+    return fig
