@@ -75,17 +75,26 @@ def ridge_section(n: int, dim: int, layers: int, seed: int) -> dict:
         start = time.perf_counter()
         fits = probes.ridge_folds(X, y, folds, alphas, probes.spearman)
         ours_s += time.perf_counter() - start
-        for fit, (predictions, inner, alpha) in zip(fits, reference):
-            if len(fit.test):
-                max_abs_diff = max(max_abs_diff, float(np.abs(fit.predictions - predictions).max()))
-            max_inner_diff = max(max_inner_diff, abs(fit.inner_score - inner))
-            alpha_mismatches += fit.hyperparameter != alpha
+        diff, inner_diff, mismatches, _ = compare_ridge(fits, reference)
+        max_abs_diff, max_inner_diff, alpha_mismatches = max(max_abs_diff, diff), max(max_inner_diff, inner_diff), alpha_mismatches + mismatches
         print(f"ridge layer {layer + 1}/{layers}: reference {reference_s:.1f} s, ours {ours_s:.1f} s so far", file=sys.stderr)
     return {
         "n": n, "dim": dim, "layers": layers, "folds": 5, "alphas": len(alphas),
         "ours_s": ours_s, "reference_s": reference_s, "ratio": reference_s / ours_s,
         "max_abs_diff": max_abs_diff, "max_inner_score_diff": max_inner_diff, "alpha_mismatches": int(alpha_mismatches),
     }
+
+
+def compare_ridge(fits, reference) -> tuple[float, float, int, int]:
+    """Largest test-prediction and inner-score differences, alpha mismatches and fits compared, ours against the reference."""
+    max_abs_diff = max_inner_diff = 0.0
+    mismatches = 0
+    for fit, (predictions, inner, alpha) in zip(fits, reference):
+        if len(fit.test):  # the deploy fit has no test rows
+            max_abs_diff = max(max_abs_diff, float(np.abs(fit.predictions - predictions).max()))
+        max_inner_diff = max(max_inner_diff, abs(fit.inner_score - inner))
+        mismatches += fit.hyperparameter != alpha
+    return max_abs_diff, max_inner_diff, int(mismatches), len(fits)
 
 
 def grouped_section(n: int, dim: int, layers: int, inner_folds: int, seed: int) -> dict:
@@ -122,12 +131,9 @@ def grouped_section(n: int, dim: int, layers: int, inner_folds: int, seed: int) 
             start = time.perf_counter()
             probes.ridge_folds(X, y, folds, alphas, probes.spearman)
             loo_s += time.perf_counter() - start
-        for fit, (predictions, inner, alpha) in zip(fits, reference):
-            if len(fit.test):
-                max_abs_diff = max(max_abs_diff, float(np.abs(fit.predictions - predictions).max()))
-            max_inner_diff = max(max_inner_diff, abs(fit.inner_score - inner))
-            alpha_mismatches += fit.hyperparameter != alpha
-            fits_compared += 1
+        diff, inner_diff, mismatches, compared = compare_ridge(fits, reference)
+        max_abs_diff, max_inner_diff = max(max_abs_diff, diff), max(max_inner_diff, inner_diff)
+        alpha_mismatches, fits_compared = alpha_mismatches + mismatches, fits_compared + compared
         print(f"grouped layer {layer + 1}/{layers}: ours {ours_s:.1f} s, GridSearchCV {reference_s:.1f} s, ours LOO {loo_s:.1f} s so far", file=sys.stderr)
     return {
         "n": n, "dim": dim, "layers": layers, "positions": len(distinct), "folds": 5, "inner_folds": inner_folds, "alphas": len(alphas),
