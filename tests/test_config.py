@@ -246,3 +246,52 @@ def test_planning_knows_proteingyms_fold_schemes():
     from plmexit import proteingym, workflow
 
     assert workflow.FOLD_SCHEMES == proteingym.FOLD_SCHEMES
+
+
+# Config key -> the (command, option destination) pairs that take it; their defaults must be the schema's.
+CLI_OF_SETTING = {
+    ("embed", "dtype"): [("embed", "dtype")],
+    ("embed", "max_tokens"): [("embed", "max_tokens"), ("cost", "max_tokens")],
+    ("embed", "truncate"): [("embed", "truncate"), ("cost", "truncate")],
+    ("embed", "layer_norm"): [("embed", "layer_norm"), ("cost", "layer_norm")],
+    ("embed", "precision"): [("embed", "precision"), ("cost", "precision")],
+    ("embed", "long_sequences"): [("embed", "long_sequences"), ("cost", "long_sequences")],
+    ("embed", "window"): [("embed", "window"), ("cost", "window")],
+    ("embed", "overlap"): [("embed", "overlap"), ("cost", "overlap")],
+    ("cost", "sample_sequences"): [("cost", "sample_sequences")],
+    ("cost", "repeats"): [("cost", "repeats")],
+    ("probe", "cv_folds"): [("prepare", "cv_folds")],
+    ("probe", "inner_folds"): [("probe", "inner_folds")],
+    ("probe", "ridge_alphas"): [("probe", "alphas")],
+    ("probe", "logistic_cs"): [("probe", "cs")],
+    ("select", "tolerance"): [("select", "tolerance")],
+    ("select", "bootstrap"): [("select", "bootstrap"), ("summarize", "bootstrap")],
+}
+
+
+def test_one_default_per_setting_in_the_schema_the_command_line_and_the_library():
+    """`plmexit` run by hand computes what the pipeline computes: the ridge grid once drifted (0.316 against 10**-0.5)."""
+    from plmexit.cli import build_parser
+    from plmexit.embed_settings import EmbedSettings
+    from plmexit.probes import ProbeSettings
+    from plmexit.tasks import TaskSpec
+
+    schema = yaml.safe_load(SCHEMA.read_text())["properties"]
+    commands = {name: sub for action in build_parser()._subparsers._group_actions for name, sub in action.choices.items()}
+    checked = set()
+    for (section, key), places in CLI_OF_SETTING.items():
+        default = schema[section]["properties"][key]["default"]
+        for command, dest in places:
+            value = commands[command].get_default(dest)
+            assert (list(value) if isinstance(value, tuple) else value) == default, f"{section}.{key}: plmexit {command} --{dest} defaults to {value}"
+        checked.add(key)
+    embed_keys = set(schema["embed"]["properties"]) - {"dtype", "shards"}
+    assert embed_keys <= checked and set(schema["cost"]["properties"]) | set(schema["select"]["properties"]) <= checked
+    for key in embed_keys:
+        assert getattr(EmbedSettings(), key) == schema["embed"]["properties"][key]["default"], key
+    probe = ProbeSettings("regression", "spearman")
+    assert list(probe.ridge_alphas) == schema["probe"]["properties"]["ridge_alphas"]["default"]
+    assert list(probe.logistic_cs) == schema["probe"]["properties"]["logistic_cs"]["default"]
+    assert probe.inner_folds == schema["probe"]["properties"]["inner_folds"]["default"]
+    assert TaskSpec.__dataclass_fields__["cv_folds"].default == schema["probe"]["properties"]["cv_folds"]["default"]
+    assert TaskSpec.__dataclass_fields__["seed"].default == ProbeSettings.__dataclass_fields__["seed"].default == schema["seed"]["default"]

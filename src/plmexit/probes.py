@@ -32,7 +32,10 @@ from plmexit import logistic
 from plmexit.errors import InputError
 
 # Regularisation grids wide enough for standardised features of any ESM2 width (320 to 5120).
-DEFAULT_RIDGE_ALPHAS = tuple(float(a) for a in np.logspace(-1, 5, 13))
+# Half-decade steps, written as the config schema writes its defaults (tests/test_config.py holds
+# the schema, the command line and these to one value), so `plmexit probe` run by hand fits the
+# pipeline's grid.
+DEFAULT_RIDGE_ALPHAS = (0.1, 0.316, 1.0, 3.16, 10.0, 31.6, 100.0, 316.0, 1000.0, 3160.0, 10000.0, 31600.0, 100000.0)
 DEFAULT_LOGISTIC_CS = tuple(float(c) for c in np.logspace(-4, 1, 6))
 INNER_PREFIX = "inner_"
 # Probe-table fold of the selection procedure run on all training rows (the layer a user ships):
