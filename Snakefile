@@ -19,7 +19,9 @@ if not workflow.overwrite_configfiles:
 # The config is checked against the schema (defaults filled in) and planned; every decision that
 # depends on it lives in plmexit.workflow.Plan, and rules only ask it.
 try:
-    plan = Plan.from_config(config, f"{workflow.basedir}/workflow/schemas/config.schema.yaml")
+    plan = Plan.from_config(
+        config, f"{workflow.basedir}/workflow/schemas/config.schema.yaml"
+    )
 except ConfigError as error:
     sys.exit(str(error))  # one line naming the key, not a traceback
 
@@ -36,9 +38,9 @@ include: "workflow/rules/report.smk"
 
 
 rule all:
+    default_target: True
     input:
         plan.final_targets(),
-    default_target: True
 
 
 onsuccess:

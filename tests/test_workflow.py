@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import re
 import shutil
+import subprocess
+import sys
 
 import h5py
 import pandas as pd
@@ -14,7 +16,7 @@ import yaml
 from plmexit import proteingym
 from plmexit.select import ACROSS_TASK_COLUMNS, PROBE_COLUMNS, SUMMARY_COLUMNS
 
-from workflow_runs import file_stamps, snakemake, write_config
+from workflow_runs import REPO, file_stamps, snakemake, write_config
 
 
 BLAT = [f"BLAT_ECOLX_Stiffler_2015.{s}" for s in ("fold_random_5", "fold_modulo_5", "fold_contiguous_5")]
@@ -231,6 +233,16 @@ def test_misspelled_top_level_key_fails_before_any_job(tmp_path, shared_data):
     assert run.returncode != 0 and "modles" in run.stderr
     assert run.stderr.strip().splitlines()[-1] == "config: modles: unknown key; did you mean 'models'?"
     assert not (tmp_path / "results").exists()
+
+
+def test_the_workflow_is_lint_and_format_clean(tmp_path, shared_data):
+    """Snakemake's own linter and snakefmt, as a maintainer runs them before a change lands."""
+    config = write_config(tmp_path, shared_data)
+    lint = snakemake(tmp_path, "--lint", "--configfile", str(config))
+    assert lint.returncode == 0 and "Congratulations, your workflow is in a good condition!" in lint.stdout + lint.stderr, lint.stdout + lint.stderr
+    files = [str(REPO / "Snakefile"), *map(str, sorted((REPO / "workflow" / "rules").glob("*.smk")))]
+    formatted = subprocess.run([sys.executable, "-m", "snakefmt", "--check", *files], capture_output=True, text=True)
+    assert formatted.returncode == 0, formatted.stderr
 
 
 def test_a_config_without_models_is_an_error_not_the_default_model(tmp_path, shared_data):

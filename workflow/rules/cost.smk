@@ -6,13 +6,13 @@ rule measure_cost:
         task=lambda w: plan.embedding_table(w.task),
     output:
         "<results>/cost/{model}/{task}.json",
-    params:
-        args=lambda w: plan.cost_args(w.task),
-    threads: 2
     log:
         "<results>/logs/measure_cost/{model}/{task}.log",
     conda:
         "../../envs/embed.yaml"
+    threads: 2
+    params:
+        args=lambda w: plan.cost_args(w.task),
     shell:
         "plmexit --log {log} cost --model {input.model} --task {input.task} {params.args}"
         " --device auto --threads {threads} --out {output}"

@@ -6,13 +6,13 @@ localrules:
 rule fetch_data:
     output:
         "<results>/data/{file}",
-    params:
-        args=lambda w: plan.fetch_data_args(w.file),
-    wildcard_constraints:
-        file=plan.official_file_pattern(),
     log:
         "<results>/logs/fetch_data/{file}.log",
+    wildcard_constraints:
+        file=plan.official_file_pattern(),
     conda:
         "../../envs/probe.yaml"
+    params:
+        args=lambda w: plan.fetch_data_args(w.file),
     shell:
         "plmexit --log {log} fetch-data {params.args} --out {output}"

@@ -9,13 +9,13 @@ rule embed_shard:
         task=lambda w: plan.embedding_table(w.task),
     output:
         temp("<results>/embeddings/{model}/{task}.shards/{shard}-of-{shards}.h5"),
-    params:
-        args=lambda w: plan.embed_args(w.task),
-    threads: 2
     log:
         "<results>/logs/embed_shard/{model}/{task}/{shard}-of-{shards}.log",
     conda:
         "../../envs/embed.yaml"
+    threads: 2
+    params:
+        args=lambda w: plan.embed_args(w.task),
     shell:
         "plmexit --log {log} embed --model {input.model} --task {input.task} {params.args} --shard {wildcards.shard}"
         " --device auto --threads {threads} --out {output}"

@@ -6,15 +6,15 @@ localrules:
 rule make_test_model:
     output:
         "<results>/models/{model}/{stem}.pt",
+    log:
+        "<results>/logs/make_test_model/{model}/{stem}.log",
+    wildcard_constraints:
+        stem=r"esm2_t\d+_\d+d_\d+h_seed\d+_random",
+    conda:
+        "../../envs/embed.yaml"
     params:
         args=lambda w: plan.test_model_args(w.model),
         outdir=lambda w: plan.test_model_dir(w.model),
-    wildcard_constraints:
-        stem=r"esm2_t\d+_\d+d_\d+h_seed\d+_random",
-    log:
-        "<results>/logs/make_test_model/{model}/{stem}.log",
-    conda:
-        "../../envs/embed.yaml"
     shell:
         "plmexit --log {log} make-test-model {params.args} --out {params.outdir}"
 
@@ -24,11 +24,11 @@ rule fetch_model:
         lambda w: plan.model_checkpoint(w.model),
     output:
         "<results>/models/{model}.json",
-    params:
-        args=lambda w: plan.fetch_model_args(w.model),
     log:
         "<results>/logs/fetch_model/{model}.log",
     conda:
         "../../envs/embed.yaml"
+    params:
+        args=lambda w: plan.fetch_model_args(w.model),
     shell:
         "plmexit --log {log} fetch-model {params.args} --out {output}"

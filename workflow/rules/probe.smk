@@ -5,14 +5,14 @@ rule probe_layers:
     output:
         scores="<results>/probes/{model}/{task}.tsv",
         predictions="<results>/probes/{model}/{task}.predictions.tsv.gz",
-    params:
-        args=lambda w: plan.probe_args(w.task),
-    # Layers are probed in parallel, one process per thread (profiles/slurm: set-threads).
-    threads: 2
     log:
         "<results>/logs/probe_layers/{model}/{task}.log",
     conda:
         "../../envs/probe.yaml"
+    # Layers are probed in parallel, one process per thread (profiles/slurm: set-threads).
+    threads: 2
+    params:
+        args=lambda w: plan.probe_args(w.task),
     shell:
         "plmexit --log {log} probe --embeddings {input.embeddings} --task {input.task} {params.args}"
         " --model-name {wildcards.model} --task-name {wildcards.task}"

@@ -4,12 +4,12 @@ rule summarize_layers:
     output:
         best="<results>/summary/best_layers.tsv",
         across="<results>/summary/across_tasks.tsv",
-    params:
-        args=plan.summarize_args(),
     log:
         "<results>/logs/summarize_layers.log",
     conda:
         "../../envs/probe.yaml"
+    params:
+        args=plan.summarize_args(),
     shell:
         "plmexit --log {log} summarize {input} {params.args} --out {output.best} --across-out {output.across}"
 
@@ -21,12 +21,12 @@ rule summarize_proteingym:
         tables=plan.proteingym_task_tables(),
     output:
         "<results>/summary/proteingym_supervised.csv",
-    params:
-        args=plan.proteingym_model_names(),
     log:
         "<results>/logs/summarize_proteingym.log",
     conda:
         "../../envs/probe.yaml"
+    params:
+        args=plan.proteingym_model_names(),
     shell:
         "plmexit --log {log} summarize-proteingym {input.selections} --predictions {input.predictions} --task-tables {input.tables}"
         " {params.args} --out {output}"

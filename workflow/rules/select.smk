@@ -7,12 +7,12 @@ rule select_layer:
         info="<results>/tasks/{task}.json",
     output:
         "<results>/selection/{model}/{task}.json",
-    params:
-        args=lambda w: plan.select_args(w.task),
     log:
         "<results>/logs/select_layer/{model}/{task}.log",
     conda:
         "../../envs/probe.yaml"
+    params:
+        args=lambda w: plan.select_args(w.task),
     shell:
         "plmexit --log {log} select --probes {input.probes} --predictions {input.predictions} --cost {input.cost}"
         " --embeddings {input.embeddings} --task-info {input.info} {params.args} --out {output}"

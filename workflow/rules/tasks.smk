@@ -4,11 +4,11 @@ rule prepare_task:
     output:
         table="<results>/tasks/{task}.tsv",
         info="<results>/tasks/{task}.json",
-    params:
-        args=lambda w: plan.prepare_args(w.task),
     log:
         "<results>/logs/prepare_task/{task}.log",
     conda:
         "../../envs/probe.yaml"
+    params:
+        args=lambda w: plan.prepare_args(w.task),
     shell:
         "plmexit --log {log} prepare {params.args} --out {output.table} --info-out {output.info}"
