@@ -4,7 +4,7 @@ import sys
 from snakemake.utils import min_version
 
 from plmexit.errors import ConfigError
-from plmexit.workflow import Plan
+from plmexit.pipeline.planning import Plan
 
 min_version("9.13")  # path variables (<results>)
 
@@ -17,7 +17,7 @@ if not workflow.overwrite_configfiles:
 
 
 # The config is checked against the schema (defaults filled in) and planned; every decision that
-# depends on it lives in plmexit.workflow.Plan, and rules only ask it.
+# depends on it lives in plmexit.pipeline.planning.Plan, and rules only ask it.
 try:
     plan = Plan.from_config(
         config, f"{workflow.basedir}/workflow/schemas/config.schema.yaml"

@@ -1,16 +1,16 @@
 """Embedding throughput: plmexit's forward against fair-esm's ``scripts/extract.py`` computation.
 
 Both paths embed the same sequences with the same model file in the same process, every layer
-mean-pooled: the reference is ``plmexit.embed.reference_pooled`` (fair-esm's batching, batch
+mean-pooled: the reference is ``plmexit.embedding.engine.reference_pooled`` (fair-esm's batching, batch
 converter and ``model(tokens, repr_layers=all)`` in fp32, mean over positions 1..len); ours is
-``plmexit.embed.embed_pooled``. The sequences are cut into chunks and the paths alternate chunk by
+``plmexit.embedding.engine.embed_pooled``. The sequences are cut into chunks and the paths alternate chunk by
 chunk (which goes first alternates too), so machine load hits both alike. Before the chunks, each
 path embeds one batch's worth of sequences cold (ours builds its encoder then): that call, less
 the same tokens at the steady rate, is its warm-up; steady-state tokens/s come from the chunks,
 and end to end is warm-up call plus chunks. The fp32 (or bf16 on CUDA)
 matrix-multiply peak is measured by the benchmark itself (large square matmuls, best of several,
 before and after the run); achieved FLOP/s count 2 x parameters per token plus attention
-(``plmexit.cost.block_flops_per_token``) over the real (unpadded) tokens.
+(``plmexit.embedding.cost.block_flops_per_token``) over the real (unpadded) tokens.
 
     python benchmarks/embed_throughput.py --device cpu --out embed_throughput.json           # ESM2-35M arch, 400 BLAT_ECOLX variants
     python benchmarks/embed_throughput.py --device cpu --quick --out embed_throughput.json   # 56 variants, about a minute on 2 quiet cores
@@ -34,7 +34,8 @@ import pandas as pd
 import torch
 
 import plmexit
-from plmexit import cost, embed, models
+from plmexit.embedding import cost, engine
+from plmexit.models import fair_esm
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 BLAT = DATA / "proteingym" / "cv_folds_singles_substitutions" / "BLAT_ECOLX_Stiffler_2015.csv"
@@ -79,7 +80,7 @@ def levers(loaded, sequences: list[str], device: str, precision: str, repeats: i
     """
     from torch.nn.attention import SDPBackend, sdpa_kernel
 
-    encoder = embed.FastEncoder(loaded, device, precision)
+    encoder = engine.FastEncoder(loaded, device, precision)
     _, _, tokens = loaded.alphabet.get_batch_converter()([(str(i), s) for i, s in enumerate(sequences)])
     tokens = tokens.to(device)
     residues = (tokens != loaded.alphabet.padding_idx) & (tokens != loaded.alphabet.cls_idx) & (tokens != loaded.alphabet.eos_idx)
@@ -120,7 +121,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--chunk", type=int, default=56, help="sequences per alternating chunk (default 56: 4 batches of 14)")
     parser.add_argument("--warmup-sequences", type=int, default=14, help="sequences in each path's cold warm-up call (default 14: one batch)")
     parser.add_argument("--lever-repeats", type=int, default=3, help="repeats of the one-batch lever comparison (default 3; 0 skips it)")
-    parser.add_argument("--precision", choices=list(embed.PRECISIONS), help="our compute precision (default fp32 on CPU, bf16 on CUDA)")
+    parser.add_argument("--precision", choices=list(engine.PRECISIONS), help="our compute precision (default fp32 on CPU, bf16 on CUDA)")
     parser.add_argument("--max-tokens", type=int, default=4096, help="our padded tokens per batch (default 4096)")
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (default: torch's choice)")
     parser.add_argument("--gemm-n", type=int, default=0, help="size of the peak matmul (default 2048 on CPU, 8192 on CUDA)")
@@ -132,7 +133,7 @@ def main(argv: list[str] | None = None) -> int:
         torch.set_num_threads(args.threads)
     arch, n_layers, dim, heads, default_precision = ARCHITECTURES[args.device]
     precision = args.precision or default_precision
-    peak_dtype = embed.PRECISIONS["float32" if precision == "float32" else precision]
+    peak_dtype = engine.PRECISIONS["float32" if precision == "float32" else precision]
     gemm_n = args.gemm_n or (2048 if args.device == "cpu" else 8192)
     sequences = pd.read_csv(BLAT)["mutated_sequence"].tolist()[: args.n]
     chunks = [sequences[i : i + args.chunk] for i in range(0, len(sequences), args.chunk)]
@@ -140,11 +141,11 @@ def main(argv: list[str] | None = None) -> int:
     peaks = [gemm_peak(args.device, peak_dtype, gemm_n, 3)]
     with tempfile.TemporaryDirectory() as tmp:
         start = time.perf_counter()
-        path = models.make_test_model(n_layers, dim, heads, 0, tmp)
-        loaded = models.load_model(path, device=args.device)
+        path = fair_esm.make_test_model(n_layers, dim, heads, 0, tmp)
+        loaded = fair_esm.load_model(path, device=args.device)
         load_s = time.perf_counter() - start
 
-        settings = embed.EmbedSettings(max_tokens=args.max_tokens, device=args.device, precision=precision)
+        settings = engine.EmbedSettings(max_tokens=args.max_tokens, device=args.device, precision=precision)
         times = {"reference": [], "ours": []}
         outputs = {"reference": [], "ours": []}
         encoder_s = 0.0
@@ -154,13 +155,13 @@ def main(argv: list[str] | None = None) -> int:
             synchronize(args.device)
             begin = time.perf_counter()
             if path_name == "reference":
-                result = embed.reference_pooled(loaded, chunk, device=args.device)
+                result = engine.reference_pooled(loaded, chunk, device=args.device)
             else:
                 if run.encoder is None:  # building the encoder (weights in working precision) is warm-up
-                    run.encoder = embed.FastEncoder(loaded, args.device, precision)
+                    run.encoder = engine.FastEncoder(loaded, args.device, precision)
                     encoder_s = time.perf_counter() - begin
                 result = np.zeros((n_layers + 1, len(chunk), dim), dtype=np.float32)
-                for index, block in embed.embed_pooled(loaded, chunk, settings, encoder=run.encoder):
+                for index, block in engine.embed_pooled(loaded, chunk, settings, encoder=run.encoder):
                     result[:, index] = block
             synchronize(args.device)
             times[path_name].append(time.perf_counter() - begin)
@@ -187,16 +188,16 @@ def main(argv: list[str] | None = None) -> int:
     warmup = {k: times[k][0] - sum(len(s) + 2 for s in warm) / rate[k] for k in times}
     total = {k: sum(times[k]) for k in times}
     achieved = flops(sequences, n_layers, dim) / sum(times["ours"][1:])
-    ref_batches = models.fair_esm_batch_indices(sequences, embed.REFERENCE_TOKS_PER_BATCH, embed.REFERENCE_EXTRA_TOKS_PER_SEQ)
+    ref_batches = fair_esm.fair_esm_batch_indices(sequences, engine.REFERENCE_TOKS_PER_BATCH, engine.REFERENCE_EXTRA_TOKS_PER_SEQ)
     lengths = np.array([len(s) for s in sequences])
-    ours_batches = embed.token_batches(lengths, args.max_tokens)
+    ours_batches = engine.token_batches(lengths, args.max_tokens)
     result = {
         "benchmark": "embed_throughput",
         "date": datetime.date.today().isoformat(),
         "device": args.device,
         "device_name": torch.cuda.get_device_name() if args.device == "cuda" else platform.processor() or platform.machine(),
         "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "torch_threads": torch.get_num_threads()},
-        "versions": {"python": platform.python_version(), "torch": str(torch.__version__), "fair_esm": models.fair_esm_version(), "plmexit": plmexit.__version__},
+        "versions": {"python": platform.python_version(), "torch": str(torch.__version__), "fair_esm": fair_esm.fair_esm_version(), "plmexit": plmexit.__version__},
         "model": f"{arch} architecture, random weights ({n_layers} layers, width {dim}, {heads} heads)",
         "layers_pooled": n_layers + 1,
         "sequences": len(sequences),

@@ -23,8 +23,9 @@ import sys
 import numpy as np
 import pandas as pd
 
-from plmexit import probes, proteingym
-from plmexit.workflow import INNER_SPLIT_OF_SCHEME
+from plmexit.data import proteingym
+from plmexit.pipeline.planning import INNER_SPLIT_OF_SCHEME
+from plmexit.probing import probes
 
 AMINO_ACIDS = "ACDEFGHIKLMNPQRSTVWY"
 

@@ -4,7 +4,7 @@ Both paths fit, for every layer and each of 5 folds, standardise + ridge with th
 chosen by leave-one-out on the training rows, and predict the test rows; then the deploy fit on
 every row (``probes.DEPLOY_FOLD``; every section times it, on both sides). The reference is
 ``make_pipeline(StandardScaler(), RidgeCV(alphas, scoring=spearman))`` per layer and fold
-(``plmexit.probes.reference_ridge``); ours is ``plmexit.probes.ridge_folds``. Layers are
+(``plmexit.probing.probes.reference_ridge``); ours is ``plmexit.probing.probes.ridge_folds``. Layers are
 interleaved (reference, then ours, layer by layer), so machine load hits both paths alike.
 
 The grouped section times the ridge probe of ProteinGym's modulo and contiguous schemes, whose
@@ -14,7 +14,7 @@ over ``StandardScaler`` + ``Ridge`` on the same position splits (``probes.refere
 and plmexit's leave-one-out probe on the same data for the cost of the change; all three on one
 BLAS thread, as ``plmexit probe`` runs a layer, every outer fold and the deploy fit (all rows).
 
-The classification section times the multinomial logistic probe (ours: ``plmexit.logistic``,
+The classification section times the multinomial logistic probe (ours: ``plmexit.probing.logistic``,
 the same objective and L-BFGS solver solved over the span of the training rows, a warm-started C
 path per inner fold, one BLAS thread as ``plmexit probe`` runs it; reference: scikit-learn's
 ``GridSearchCV`` over ``StandardScaler`` + ``LogisticRegression``, ``probes.reference_logistic``)
@@ -47,7 +47,10 @@ import pandas as pd
 import sklearn
 from threadpoolctl import threadpool_limits
 
-from plmexit import probes, steps, store, tasks
+from plmexit.data import tasks
+from plmexit.embedding import store
+from plmexit.pipeline import steps
+from plmexit.probing import probes
 
 
 def layer_features(rng: np.random.Generator, n: int, dim: int, latent: np.ndarray) -> np.ndarray:

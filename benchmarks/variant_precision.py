@@ -2,7 +2,7 @@
 
 A single substitution moves a mean-pooled embedding by about 1/length, close to float16's
 resolution for a long protein. On a synthetic target (random residues) with a tiny random ESM2,
-every single substitution at random positions is embedded in float32 (``plmexit.embed.embed_pooled``);
+every single substitution at random positions is embedded in float32 (``plmexit.embedding.engine.embed_pooled``);
 the planted label is a random direction of the final layer's shift from the wild type, plus noise
 (so it is fully in the fp32 embeddings and only rounding can hide it). Each storage scheme is then
 probed layer by layer exactly as ``plmexit probe`` does (``probes.ridge_folds``, 5 random folds,
@@ -10,7 +10,7 @@ the default alpha grid), and reports the Spearman of the pooled test predictions
 difference from the fp32 predictions, and bytes stored per variant:
 
 - ``float32``: the pooled vectors as computed;
-- ``float16``: rounded to float16 (``embed.dtype: float16``, the default);
+- ``float16``: rounded to float16 (``engine.dtype: float16``, the default);
 - ``float16_relative``: float16 of each vector's difference from the wild type's, the wild type
   kept in float32 (a design that halves the bytes of float32 if it kept the signal).
 
@@ -33,14 +33,16 @@ import numpy as np
 import torch
 
 import plmexit
-from plmexit import embed, models, probes
+from plmexit.embedding import engine
+from plmexit.models import fair_esm
+from plmexit.probing import probes
 
 RESIDUES = np.array(list("ACDEFGHIKLMNPQRSTVWY"))
 
 
-def embedded(loaded, sequences: list[str], settings: embed.EmbedSettings) -> np.ndarray:
+def embedded(loaded, sequences: list[str], settings: engine.EmbedSettings) -> np.ndarray:
     out = np.empty((loaded.num_layers + 1, len(sequences), loaded.embed_dim), dtype=np.float32)
-    for index, block in embed.embed_pooled(loaded, sequences, settings):
+    for index, block in engine.embed_pooled(loaded, sequences, settings):
         out[:, index] = block
     return out
 
@@ -74,10 +76,10 @@ def main(argv: list[str] | None = None) -> int:
         residues[p] = rng.choice([r for r in RESIDUES if r != target[p]])
         sequences.append("".join(residues))
     with tempfile.TemporaryDirectory() as tmp:
-        checkpoint = models.make_test_model(out_dir=Path(tmp), layers=args.layers, dim=args.dim, heads=args.heads, seed=args.seed)
-        loaded = models.load_model(checkpoint)
+        checkpoint = fair_esm.make_test_model(out_dir=Path(tmp), layers=args.layers, dim=args.dim, heads=args.heads, seed=args.seed)
+        loaded = fair_esm.load_model(checkpoint)
         start = time.perf_counter()
-        fp32 = embedded(loaded, [target] + sequences, embed.EmbedSettings())
+        fp32 = embedded(loaded, [target] + sequences, engine.EmbedSettings())
         embed_seconds = time.perf_counter() - start
     wild, fp32 = fp32[:, :1], fp32[:, 1:]  # (L + 1, 1, E), (L + 1, N, E)
     direction = rng.normal(size=args.dim)

@@ -14,8 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from plmexit import models
 from plmexit.download import sha256_file
+from plmexit.models import fair_esm
+
 from workflow_runs import snakemake, write_config
 
 # The real data sits next to the repository (../shared/data), read-only; it is never copied in.
@@ -56,7 +57,7 @@ def finished_run(tmp_path_factory, shared_data) -> tuple[Path, Path]:
 @pytest.fixture(scope="session")
 def tiny_model(tmp_path_factory) -> Path:
     """Path of a randomly initialised 2-layer, 32-wide ESM2 checkpoint in fair-esm's format."""
-    return models.make_test_model(out_dir=tmp_path_factory.mktemp("tiny_model"), **TINY_MODEL)
+    return fair_esm.make_test_model(out_dir=tmp_path_factory.mktemp("tiny_model"), **TINY_MODEL)
 
 
 @pytest.fixture(scope="session")
@@ -65,9 +66,9 @@ def tiny_model_sha256(tiny_model) -> str:
 
 
 @pytest.fixture(scope="session")
-def tiny_loaded(tiny_model) -> models.LoadedModel:
+def tiny_loaded(tiny_model) -> fair_esm.LoadedModel:
     """The tiny model loaded through plmexit (eval mode, CPU). Do not mutate it in tests."""
-    return models.load_model(tiny_model)
+    return fair_esm.load_model(tiny_model)
 
 
 @pytest.fixture

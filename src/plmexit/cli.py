@@ -37,27 +37,27 @@ def _at_least_two(text: str) -> int:
 
 
 def cmd_make_test_model(args) -> None:
-    from plmexit.models import make_test_model
+    from plmexit.models.fair_esm import make_test_model
 
     path = make_test_model(args.layers, args.dim, args.heads, args.seed, args.out)
     print(path)
 
 
 def cmd_fetch_model(args) -> None:
-    from plmexit.model_steps import fetch_model
+    from plmexit.pipeline.model_steps import fetch_model
 
     fetch_model(args.out, name=args.name, checkpoint=args.checkpoint, sha256=args.sha256, url=args.url, cache_dir=args.cache_dir)
 
 
 def cmd_fetch_data(args) -> None:
-    from plmexit.steps import fetch_data
+    from plmexit.pipeline.steps import fetch_data
 
     fetch_data(args.file, args.out, args.local_dir, args.base_url)
 
 
 def cmd_prepare(args) -> None:
-    from plmexit.steps import prepare_task
-    from plmexit.tasks import FILE_FIELDS, TaskSpec
+    from plmexit.data.tasks import FILE_FIELDS, TaskSpec
+    from plmexit.pipeline.steps import prepare_task
 
     paths = {key: Path(getattr(args, key)) for key in FILE_FIELDS if getattr(args, key)}
     spec = TaskSpec(
@@ -103,8 +103,8 @@ class ProgressBar:
 
 
 def _embed_settings(args):
-    from plmexit.embed_settings import EmbedSettings
-    from plmexit.model_steps import resolve_device
+    from plmexit.embedding.options import EmbedSettings
+    from plmexit.pipeline.model_steps import resolve_device
 
     return EmbedSettings(
         max_tokens=args.max_tokens, truncate=args.truncate, layer_norm=args.layer_norm, device=resolve_device(args.device),
@@ -115,7 +115,7 @@ def _embed_settings(args):
 def cmd_embed(args) -> None:
     import torch
 
-    from plmexit.model_steps import embed_task
+    from plmexit.pipeline.model_steps import embed_task
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -126,7 +126,7 @@ def cmd_embed(args) -> None:
 
 
 def cmd_gather(args) -> None:
-    from plmexit.steps import gather_embeddings
+    from plmexit.pipeline.steps import gather_embeddings
 
     gather_embeddings(args.shards, args.out)
 
@@ -134,7 +134,7 @@ def cmd_gather(args) -> None:
 def cmd_cost(args) -> None:
     import torch
 
-    from plmexit.model_steps import measure_cost
+    from plmexit.pipeline.model_steps import measure_cost
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -142,8 +142,8 @@ def cmd_cost(args) -> None:
 
 
 def cmd_probe(args) -> None:
-    from plmexit.probes import ProbeSettings
-    from plmexit.steps import probe_task
+    from plmexit.pipeline.steps import probe_task
+    from plmexit.probing.probes import ProbeSettings
 
     settings = ProbeSettings(
         task_type=args.type, selection_metric=args.metric, ridge_alphas=args.alphas, logistic_cs=args.cs,
@@ -153,7 +153,7 @@ def cmd_probe(args) -> None:
 
 
 def cmd_select(args) -> None:
-    from plmexit.steps import select_task
+    from plmexit.pipeline.steps import select_task
 
     select_task(
         args.probes, args.predictions, args.cost, args.embeddings, args.task_info, args.type, args.metric, args.tolerance,
@@ -162,13 +162,13 @@ def cmd_select(args) -> None:
 
 
 def cmd_summarize(args) -> None:
-    from plmexit.steps import summarize_selections
+    from plmexit.pipeline.steps import summarize_selections
 
     summarize_selections(args.selections, args.out, args.across_out, args.bootstrap, args.seed)
 
 
 def cmd_summarize_proteingym(args) -> None:
-    from plmexit.steps import summarize_proteingym
+    from plmexit.pipeline.steps import summarize_proteingym
 
     names = dict(pair.split("=", 1) for pair in args.model_name)
     summarize_proteingym(args.selections, args.predictions, args.task_tables, names, args.out)
@@ -181,13 +181,13 @@ def _key_value(text: str) -> str:
 
 
 def cmd_plot(args) -> None:
-    from plmexit.steps import plot_task
+    from plmexit.pipeline.steps import plot_task
 
     plot_task(args.probes, args.selection, args.cost, args.out)
 
 
 def cmd_plot_summary(args) -> None:
-    from plmexit.steps import plot_summary
+    from plmexit.pipeline.steps import plot_summary
 
     plot_summary(args.summary, args.out)
 
@@ -195,7 +195,7 @@ def cmd_plot_summary(args) -> None:
 def _add_model_run_arguments(p: argparse.ArgumentParser, out: str) -> None:
     """Arguments of the commands that run a model over a task (embed, cost): cost takes the
     embedding's settings so that it times and counts what the embedding ran."""
-    from plmexit.embed_settings import ESM2_MAX_RESIDUES, LAYER_NORM_CONVENTIONS, LONG_SEQUENCE_MODES, PRECISION_NAMES
+    from plmexit.embedding.options import ESM2_MAX_RESIDUES, LAYER_NORM_CONVENTIONS, LONG_SEQUENCE_MODES, PRECISION_NAMES
 
     p.add_argument("--model", required=True, help="model manifest JSON from fetch-model")
     p.add_argument("--task", required=True, help="task table TSV from prepare")
@@ -215,9 +215,9 @@ def _add_model_run_arguments(p: argparse.ArgumentParser, out: str) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from plmexit.probes import DEFAULT_LOGISTIC_CS, DEFAULT_RIDGE_ALPHAS, INNER_SPLITS, METRICS
-    from plmexit.proteingym import FOLD_SCHEMES
-    from plmexit.tasks import FORMATS
+    from plmexit.data.proteingym import FOLD_SCHEMES
+    from plmexit.data.tasks import FORMATS
+    from plmexit.probing.probes import DEFAULT_LOGISTIC_CS, DEFAULT_RIDGE_ALPHAS, INNER_SPLITS, METRICS
 
     parser = argparse.ArgumentParser(
         prog="plmexit",

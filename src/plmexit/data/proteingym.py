@@ -1,0 +1,283 @@
+"""ProteinGym substitution assays for the supervised benchmark: reference table, mutants, fold schemes, merge scores.
+
+Invariant: every variant's sequence is ``target_seq`` of its assay in the reference table with
+its ``mutant`` applied (``A24C`` or ``A24C:G30D``, 1-based), and every wild-type residue a mutant
+names is checked against ``target_seq``; a sequence given in the file must equal it. Folds come
+from the assay file's column of the scheme when it has one; else plmexit builds them (see
+``make_folds``) and every output names the scheme with ``BUILT_SUFFIX`` (``fold_modulo_5_built``),
+because built folds are not ProteinGym's published folds for every assay.
+"""
+
+from __future__ import annotations
+
+import csv
+import logging
+import re
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from scipy.stats import spearmanr
+
+from plmexit.data.tasks import TaskSpec, parse_folds, read_csv_text
+from plmexit.errors import InputError
+
+log = logging.getLogger(__name__)
+
+FOLD_SCHEMES = ("fold_random_5", "fold_modulo_5", "fold_contiguous_5")
+# Schemes whose test folds hold out whole mutated positions (defined for single substitutions).
+POSITION_SCHEMES = ("fold_modulo_5", "fold_contiguous_5")
+N_FOLDS = 5
+# Appended to a scheme's name wherever plmexit built the folds itself (task info, merge CSV), so
+# no output passes built folds off as ProteinGym's published ones.
+BUILT_SUFFIX = "_built"
+SCORE_COLUMNS = ("DMS_score", "score")  # ProteinGym's name, and the `mutant,score` re-exports'
+SEQUENCE_COLUMNS = ("mutated_sequence", "sequence")
+REFERENCE_FILTERS = {"selection_type": "coarse_selection_type", "max_length": "seq_len", "max_variants": "DMS_total_number_mutants"}
+_MUTATION = re.compile(r"^([A-Z])(\d+)([A-Z])$")
+
+
+# --- reference table (the workflow reads it while planning when assays are chosen by filters) ----
+
+
+def read_reference(path: str | Path) -> dict[str, dict[str, str]]:
+    """``DMS_substitutions.csv`` as ``{DMS_id: row}``."""
+    try:
+        with open(path, newline="") as handle:
+            rows = list(csv.DictReader(handle))
+    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+        raise InputError(f"{path}: not a readable ProteinGym reference table ({exc})") from None
+    needed = {"DMS_id", "target_seq", *REFERENCE_FILTERS.values()}
+    if not rows or not needed <= set(rows[0]):
+        raise InputError(f"{path}: not ProteinGym's DMS_substitutions.csv (needs columns {', '.join(sorted(needed))})")
+    return {row["DMS_id"]: row for row in rows}
+
+
+def select_assays(reference: dict[str, dict[str, str]], selection_types=None, max_length=None, max_variants=None) -> list[str]:
+    """DMS_ids passing the filters, in the reference table's order."""
+    chosen = []
+    for dms_id, row in reference.items():
+        if selection_types and row["coarse_selection_type"] not in selection_types:
+            continue
+        if max_length is not None and int(row["seq_len"]) > max_length:
+            continue
+        if max_variants is not None and int(row["DMS_total_number_mutants"]) > max_variants:
+            continue
+        chosen.append(dms_id)
+    return chosen
+
+
+# --- one assay ----------------------------------------------------------------------------------
+
+
+def read_assay(spec: TaskSpec) -> tuple[pd.DataFrame, str]:
+    """One assay under one fold scheme, as a reader's table (see ``plmexit.data.tasks``).
+
+    The table's ``attrs["fold_scheme"]`` is the scheme's name as outputs give it: the scheme
+    itself when the file has its column, else the scheme with ``BUILT_SUFFIX``.
+    """
+    if spec.reference is None or spec.dms_id is None or spec.fold_scheme not in FOLD_SCHEMES:
+        raise InputError(f"task {spec.name!r}: a ProteinGym task needs a reference table, a DMS_id and a fold scheme ({', '.join(FOLD_SCHEMES)})")
+    reference = read_reference(spec.reference)
+    if spec.dms_id not in reference:
+        raise InputError(f"{spec.reference}: no assay {spec.dms_id!r}; check the DMS_id against the reference table's DMS_id column")
+    target = reference[spec.dms_id]["target_seq"]
+    raw = read_csv_text(spec.path, spec.path)
+    score = next((c for c in SCORE_COLUMNS if c in raw.columns), None)
+    if "mutant" not in raw.columns or score is None:
+        raise InputError(f"{spec.path}: a ProteinGym assay needs columns mutant and DMS_score (or score); found {', '.join(raw.columns)}")
+    rows = np.arange(len(raw)) + 2
+    mutants = [parse_mutant(m, target, spec.path, r, spec.dms_id) for m, r in zip(raw["mutant"], rows)]
+    sequences = [apply_mutant(target, m) for m in mutants]
+    given = next((c for c in SEQUENCE_COLUMNS if c in raw.columns), None)
+    if given is not None:
+        differ = np.flatnonzero(raw[given].str.strip().to_numpy() != np.array(sequences, dtype=object))
+        if differ.size:
+            i = differ[0]
+            raise InputError(
+                f"{spec.path}: row {rows[i]} ({raw['mutant'].iat[i]}): {given} is not target_seq of {spec.dms_id} with the mutant applied; "
+                "is the reference table the assay's version?"
+            )
+    if spec.fold_scheme in raw.columns:
+        folds = parse_folds(raw[spec.fold_scheme], spec.path, spec.fold_scheme, rows, allowed=range(N_FOLDS))
+        scheme = spec.fold_scheme
+        split = f"{scheme} from {spec.path.name}"
+    else:
+        folds = make_folds(mutants, spec.fold_scheme, spec.seed, spec.path)
+        scheme = spec.fold_scheme + BUILT_SUFFIX
+        split = f"{scheme}: {spec.fold_scheme} made by plmexit, not ProteinGym's published column" + (
+            f" (seed {spec.seed})" if spec.fold_scheme == "fold_random_5" else ""
+        )
+        log.info("task %s: %s has no %s column; %s", spec.name, spec.path, spec.fold_scheme, split)
+    table = pd.DataFrame(
+        {"id": raw["mutant"].str.strip().to_numpy(), "sequence": sequences, "label": raw[score].to_numpy(), "fold": folds,
+         "where": [f"{spec.path}: row {r}" for r in rows]}
+    )
+    table.attrs["fold_scheme"] = scheme
+    return table, split
+
+
+def parse_mutant(text: str, target: str, path: Path, row: int, dms_id: str) -> list[tuple[str, int, str]]:
+    """``A24C:G30D`` as ``[(A, 24, C), (G, 30, D)]``, each wild type checked against ``target``."""
+    mutations = []
+    for part in text.strip().split(":"):
+        match = _MUTATION.match(part)
+        if match is None:
+            raise InputError(f"{path}: row {row}: mutant {text!r} is not ProteinGym's form (e.g. A24C or A24C:G30D)")
+        wild, position, new = match[1], int(match[2]), match[3]
+        if not 1 <= position <= len(target):
+            raise InputError(f"{path}: row {row}: mutant {text!r} names position {position}, but target_seq of {dms_id} has {len(target)} residues")
+        if target[position - 1] != wild:
+            raise InputError(
+                f"{path}: row {row}: mutant {text!r} says position {position} is {wild}, but target_seq of {dms_id} has "
+                f"{target[position - 1]} there; the assay and the reference table disagree"
+            )
+        mutations.append((wild, position, new))
+    return mutations
+
+
+def mutated_positions(mutant: str) -> tuple[int, ...]:
+    """1-based positions a mutant string names (``A24C:G30D`` -> ``(24, 30)``), without a reference.
+
+    For ids of ProteinGym task tables, whose mutants ``read_assay`` already checked.
+    """
+    positions = []
+    for part in str(mutant).strip().split(":"):
+        match = _MUTATION.match(part)
+        if match is None:
+            raise InputError(f"id {mutant!r} is not a ProteinGym mutant (e.g. A24C or A24C:G30D)")
+        positions.append(int(match[2]))
+    return tuple(positions)
+
+
+def apply_mutant(target: str, mutations: list[tuple[str, int, str]]) -> str:
+    residues = list(target)
+    for _, position, new in mutations:
+        residues[position - 1] = new
+    return "".join(residues)
+
+
+def make_folds(mutants: list[list[tuple[str, int, str]]], scheme: str, seed: int, path: Path) -> np.ndarray:
+    """Folds for an assay whose file has no column for ``scheme``, built from its mutants.
+
+    random: each variant gets an independent uniform fold in 0-4 (seeded here; ProteinGym's
+    published folds used its own seed, so built random folds are not the published ones);
+    modulo: a variant's fold is its mutated position mod 5; contiguous: the sorted distinct
+    mutated positions are cut into 5 consecutive blocks, the first ``n mod 5`` one position
+    longer. Modulo and contiguous are defined for single substitutions only.
+
+    These rules reproduce the published columns of BLAT_ECOLX_Stiffler_2015 exactly (tested), but
+    not those of every assay (tested): RASK_HUMAN_Weng_2022_binding-DARPin_K55 numbers its modulo
+    folds by the rank of the position among the mutated positions (built: 0% of rows agree), and
+    the contiguous blocks of DNJA1_HUMAN_Rocklin_2023_2LO1 and TCRG1_MOUSE_Tsuboyama_2023_1E0L
+    follow the order positions first appear in the file (built: 17% and 24% agree). Outputs
+    therefore name built schemes with ``BUILT_SUFFIX``.
+    """
+    if scheme == "fold_random_5":
+        return np.random.RandomState(seed).randint(0, N_FOLDS, len(mutants))
+    if any(len(m) != 1 for m in mutants):
+        raise InputError(f"{path}: {scheme} is defined for single substitutions only, and this assay has multiple mutants; use fold_random_5")
+    positions = np.array([m[0][1] for m in mutants])
+    distinct = np.unique(positions)
+    if len(distinct) < N_FOLDS:
+        raise InputError(f"{path}: only {len(distinct)} mutated positions, fewer than {N_FOLDS} folds; {scheme} needs at least {N_FOLDS}")
+    if scheme == "fold_modulo_5":
+        return positions % N_FOLDS
+    size, extra = divmod(len(distinct), N_FOLDS)
+    blocks = np.concatenate([[f] * (size + (f < extra)) for f in range(N_FOLDS)])
+    fold_of = dict(zip(distinct, blocks))
+    return np.array([fold_of[p] for p in positions], dtype=int)
+
+
+# --- ProteinGym's merge format ------------------------------------------------------------------
+
+MERGE_COLUMNS = ["DMS_id", "model_name", "fold_variable_name", "Spearman", "MSE"]
+
+
+def merge_scores(label, prediction, fold, task_label, task_fold) -> tuple[float, float]:
+    """Spearman and MSE of one assay and scheme as ProteinGym's ``merge_supervised.py`` computes them.
+
+    ProteinNPT's training (``proteinnpt/utils/data_utils.py``, which ProteinGym's supervised
+    baselines use) standardises the targets of each test fold with the mean and population
+    standard deviation (``np.nanmean``, ``np.nanstd``) of that fold's training rows, applies the
+    same map to the test labels, and writes labels and predictions in that scale;
+    ``merge_supervised.py`` then pools every variant's out-of-fold row and computes ONE Spearman
+    (``Series.corr(method="spearman")``) and one MSE (``((labels - predictions) ** 2).mean()``).
+    Here each row's label and prediction are standardised with its own fold's training statistics,
+    then pooled the same way. Neither number is the mean of per-fold scores, and since each fold
+    has its own map, the Spearman is not that of the pooled raw values either.
+
+    Standardising afterwards equals training on standardised targets: plmexit's ridge probe fits
+    standardised features with an unpenalised intercept, so its coefficients are linear in the
+    centred targets and its intercept is their mean; targets ``(y - m) / s`` therefore give
+    predictions ``(p - m) / s``, leave-one-out predictions alike, and the ridge penalty chosen on
+    them (by Spearman, invariant under that map) is the same one (tested).
+
+    Parameters
+    ----------
+    label, prediction, fold : array-like, shape (n,)
+        One row per variant: its raw score, the prediction of its test fold's probe, that fold.
+    task_label, task_fold : array-like, shape (N,)
+        Every row of the task table; fold ``k``'s training rows are those with ``task_fold != k``.
+
+    Returns
+    -------
+    (spearman, mse)
+        Spearman is NaN when either side is constant, as pandas gives it.
+    """
+    label, prediction, fold = (np.asarray(a, dtype=float) for a in (label, prediction, fold))
+    task_label, task_fold = np.asarray(task_label, dtype=float), np.asarray(task_fold)
+    mean, std = np.empty(len(label)), np.empty(len(label))
+    for k in np.unique(fold):
+        train = task_label[task_fold != k]
+        if len(train) == 0 or np.std(train) == 0:
+            raise InputError(f"fold {int(k)} has no training rows with distinct labels to standardise its targets by")
+        rows = fold == k
+        mean[rows], std[rows] = np.mean(train), np.std(train)
+    truth, predicted = (label - mean) / std, (prediction - mean) / std
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # a constant side gives NaN, which is the answer, not a problem
+        rho = spearmanr(truth, predicted).statistic
+    return float(rho), float(np.mean((truth - predicted) ** 2))
+
+
+def supervised_rows(selection: dict, model_name: str, predictions: pd.DataFrame, task_table: pd.DataFrame) -> list[dict]:
+    """Rows of ProteinGym's supervised merge format for one assay and scheme: the final and the selected layer.
+
+    ``@final`` scores every variant by the final layer's probe of its fold, ``@selected`` by the
+    probe of the layer its own fold chose (nested, training rows only); both as ``merge_scores``.
+
+    Parameters
+    ----------
+    selection : dict
+        A selection JSON (``plmexit select``): ``folds`` (each with its ``layer``), ``n_layers``
+        (the final layer) and ``task_info`` (``dms_id``, ``fold_scheme``).
+    predictions : DataFrame
+        The task's predictions table (``plmexit probe``): layer, fold, id, label, prediction.
+    task_table : DataFrame
+        The task table the probes were fitted on (id, label, fold).
+    """
+    test_rows = task_table[task_table["fold"] >= 0].set_index("id")["fold"]
+    rows = []
+    for suffix in ("final", "selected"):
+        names = {"DMS_id": selection["task_info"]["dms_id"], "model_name": f"{model_name}@{suffix}", "fold_variable_name": selection["task_info"]["fold_scheme"]}
+        if suffix == "selected" and selection.get("status", "ok") != "ok":
+            # No layer could be chosen (no_signal): the row says so with no score rather than a made-up one.
+            rows.append({**names, "Spearman": float("nan"), "MSE": float("nan")})
+            continue
+        parts = []
+        for f in selection["folds"]:
+            if f["fold"] < 0:  # a train-only (deploy) choice has no test rows to score
+                continue
+            layer = selection["n_layers"] if suffix == "final" else f["layer"]
+            parts.append(predictions[(predictions["fold"] == f["fold"]) & (predictions["layer"] == layer)])
+        pooled = pd.concat(parts)
+        if len(pooled) != len(test_rows) or not pooled["id"].is_unique or not (pooled.set_index("id")["fold"].reindex(test_rows.index) == test_rows).all():
+            raise InputError(
+                f"the {suffix} layers' predictions ({len(pooled)} rows) do not give each of the task table's {len(test_rows)} test rows once, "
+                "in its fold; pass the task table and predictions of the same task"
+            )
+        spearman, mse = merge_scores(pooled["label"], pooled["prediction"], pooled["fold"], task_table["label"], task_table["fold"])
+        rows.append({**names, "Spearman": spearman, "MSE": mse})
+    return rows

@@ -1,0 +1,79 @@
+"""What running a model to depth k costs: analytic FLOPs and measured seconds.
+
+Invariant: index ``k`` of every cost array is the cost of the token embedding plus the first
+``k`` transformer blocks (so index 0 is the embedding alone and index ``L`` the whole encoder),
+which is exactly what a model truncated after block ``k`` computes. Measured times come from
+plmexit's own encoder (``engine.FastEncoder``, the engine that embeds), at the embedding's precision
+and batching, stopped right after block ``k``.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+if TYPE_CHECKING:
+    from plmexit.embedding.engine import EmbedSettings, FastEncoder
+
+# FLOPs per token of one ESM2 block of width d attending over T tokens: the Q, K, V and output
+# projections (4 d^2 multiply-adds) and the 4x-wide feed-forward (8 d^2) make 12 d^2
+# multiply-adds = 24 d^2 FLOPs; attention scores and the weighted sum of values add 2 T d
+# multiply-adds = 4 T d FLOPs. Layer norms, biases and softmax are lower order and left out.
+def block_flops_per_token(dim: int, tokens: np.ndarray | float) -> np.ndarray | float:
+    return 24.0 * dim * dim + 4.0 * tokens * dim
+
+
+def analytic_flops(token_lengths: np.ndarray, n_layers: int, dim: int) -> np.ndarray:
+    """(L + 1,) FLOPs to run every sequence (``token_lengths`` include BOS/EOS) to depth k.
+
+    The token embedding is a lookup (no FLOPs), so depth 0 costs 0 and depth k costs k blocks.
+    """
+    lengths = np.asarray(token_lengths, dtype=np.float64)
+    per_block = float(np.sum(lengths * block_flops_per_token(dim, lengths)))
+    return np.arange(n_layers + 1, dtype=np.float64) * per_block
+
+
+TIMED = (
+    "wall-clock median over repeats of plmexit's encoder (the engine that embeds) run over the sampled sequences' pieces "
+    "in the embedding's token-budget batches, at its precision and device, stopped after block k; includes the per-layer "
+    "pooling on the device and copying the pooled vectors to the host, excludes tokenisation and loading the model"
+)
+
+
+def measure_depth_seconds(encoder: FastEncoder, sequences: list[str], settings: EmbedSettings, repeats: int) -> np.ndarray:
+    """(L + 1,) median wall-clock seconds to embed ``sequences`` to depth k (see ``TIMED``).
+
+    The batches are exactly ``engine.embed_pooled``'s (``engine.device_batches``), built once before
+    the clock runs; each timed run sends every batch through ``encoder.pooled(..., depth=k)``, a
+    forward that really stops after block k. On CUDA the device is synchronised before the clock
+    starts and before it stops, so queued kernels are counted where they run.
+    """
+    import torch  # here only: selection uses this module's fractions without loading torch
+
+    from plmexit.embedding import engine
+
+    batches = engine.device_batches(encoder, sequences, settings)
+    synchronize = torch.cuda.synchronize if settings.device.startswith("cuda") else (lambda: None)
+
+    def run(depth: int) -> None:
+        for tokens, weights in batches:
+            encoder.pooled(tokens, weights, settings.layer_norm, depth).cpu()
+
+    seconds = np.zeros((repeats, encoder.num_layers + 1))
+    run(encoder.num_layers)  # warm-up: allocator, kernels, rotary tables
+    for repeat in range(repeats):
+        # Depths interleaved within a repeat, so drifting machine load hits every depth alike.
+        for depth in range(encoder.num_layers + 1):
+            synchronize()
+            start = time.perf_counter()
+            run(depth)
+            synchronize()
+            seconds[repeat, depth] = time.perf_counter() - start
+    return np.median(seconds, axis=0)
+
+
+def fraction_saved(costs: np.ndarray, depth: int) -> float:
+    """Fraction of the full model's cost (index L) not spent when stopping at ``depth``."""
+    return float(1.0 - costs[depth] / costs[-1])

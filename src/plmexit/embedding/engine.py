@@ -1,0 +1,528 @@
+"""Per-layer mean-pooled embeddings from an ESM2 model, all layers in one forward pass.
+
+Invariant: the vector for layer ``k`` of a sequence is the mean, over that sequence's residue
+positions only (never BOS, EOS or padding), of fair-esm's ``representations[k]`` — the token
+embedding for ``k = 0``, raw block outputs for ``0 < k < L`` and the final-layer-normed output for
+``k = L`` — after the layer-norm convention below. ``reference_pooled`` is exactly what fair-esm's
+``scripts/extract.py`` computes; ``embed_pooled`` runs plmexit's own forward over the same module
+weights (fused QKV projection, fused attention, pooling on the device) and must match it (tested
+to 1e-5 relative in fp32). Identical sequences are embedded once.
+
+Every sequence becomes one or more *pieces* (BOS + residues + EOS) with a weight per residue;
+a sequence's pooled vector is the weighted sum of its pieces' states. Truncation is one piece with
+weights ``1/n``; the sliding-window mode cuts overlapping windows whose weights ``1/(n c_r)``
+(``c_r`` windows cover residue ``r``) average each residue's states over its windows before the
+mean, so windows can be batched like any other sequence and only pooled vectors leave the device.
+A variant set (one target's substitutions) is first cut through one ``VariantCrop`` over its
+mutated positions, so no mutation is cut away and every variant sees the same stretch.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, replace
+from typing import Callable, Iterator
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from plmexit.embedding.options import (  # noqa: F401 - re-exported: the settings belong with the engine's API
+    ESM2_MAX_RESIDUES,
+    LAYER_NORM_CONVENTIONS,
+    LONG_SEQUENCE_MODES,
+    POOLING,
+    PRECISION_NAMES,
+    EmbedSettings,
+)
+from plmexit.errors import EmbedError
+from plmexit.models import fair_esm
+from plmexit.models.fair_esm import LoadedModel
+
+log = logging.getLogger(__name__)
+
+PRECISIONS = dict(zip(PRECISION_NAMES, (torch.float32, torch.bfloat16, torch.float16)))
+# fair-esm's extract.py: 4096 tokens per batch, counting each sequence as its length + 1.
+REFERENCE_TOKS_PER_BATCH = 4096
+REFERENCE_EXTRA_TOKS_PER_SEQ = 1
+
+Progress = Callable[[int], None]
+"""Called after every forward batch with the number of tokens (residues, BOS and EOS) it finished."""
+
+
+# --- pieces and batches ------------------------------------------------------------------------
+
+
+def window_starts(length: int, window: int, overlap: int) -> list[int]:
+    """Starts of the windows covering ``length`` residues: every ``window - overlap`` residues, the
+    last one moved back so that it ends at the last residue (so every window is full length)."""
+    if length <= window:
+        return [0]
+    step = window - overlap
+    starts = list(range(0, length - window, step))
+    return starts + [length - window]
+
+
+def residue_weights(length: int, starts: list[int], window: int) -> list[np.ndarray]:
+    """Per-window weights ``1 / (length * coverage)``: summing weighted states over all windows is
+    the mean over residues of each residue's state averaged over the windows that cover it."""
+    coverage = np.zeros(length)
+    for start in starts:
+        coverage[start : start + window] += 1
+    return [1.0 / (length * coverage[start : start + window]) for start in starts]
+
+
+@dataclass
+class _Pieces:
+    parent: np.ndarray  # (P,) index of the unique sequence each piece belongs to
+    start: np.ndarray  # (P,) first residue
+    length: np.ndarray  # (P,) residues
+    weights: list[np.ndarray]  # P arrays of per-residue pooling weights
+
+
+def _make_pieces(unique: np.ndarray, settings: EmbedSettings) -> _Pieces:
+    parent, start, length, weights = [], [], [], []
+    for i, sequence in enumerate(unique):
+        n = len(sequence)
+        if settings.long_sequences == "window":
+            starts = window_starts(n, settings.window, settings.overlap)
+            piece_weights = residue_weights(n, starts, settings.window)
+        else:
+            starts, piece_weights = [0], [np.full(n, 1.0 / max(n, 1))]
+        for s, w in zip(starts, piece_weights):
+            parent.append(i)
+            start.append(s)
+            length.append(len(w))
+            weights.append(w)
+    return _Pieces(np.array(parent, dtype=np.int64), np.array(start, dtype=np.int64), np.array(length, dtype=np.int64), weights)
+
+
+def work_tokens(sequences: list[str], settings: EmbedSettings) -> int:
+    """Tokens (BOS + residues + EOS of every piece of every distinct sequence) ``embed_pooled`` runs."""
+    pieces = _make_pieces(np.unique(np.asarray(sequences, dtype=object)), settings)
+    return int((pieces.length + 2).sum())
+
+
+def piece_token_lengths(sequences: list[str], settings: EmbedSettings) -> np.ndarray:
+    """Tokens (BOS + residues + EOS) of every piece of every sequence, duplicates included."""
+    return _make_pieces(np.asarray(sequences, dtype=object), settings).length + 2
+
+
+def token_batches(lengths: np.ndarray, max_tokens: int) -> list[np.ndarray]:
+    """Group indices into length-sorted batches of at most ``max_tokens`` padded tokens.
+
+    A batch's padded size is ``count * (longest + 2)`` (BOS and EOS), as in fair-esm's
+    ``FastaBatchedDataset.get_batch_indices``; a sequence longer than the budget gets its own batch.
+    """
+    order = np.argsort(lengths, kind="stable")
+    batches: list[np.ndarray] = []
+    start = 0
+    for end in range(1, len(order) + 1):
+        longest = int(lengths[order[end - 1]]) + 2
+        if end - start > 1 and (end - start) * longest > max_tokens:
+            batches.append(order[start : end - 1])
+            start = end - 1
+    if start < len(order):
+        batches.append(order[start:])
+    return batches
+
+
+def truncate_sequences(sequences: list[str], truncate: int) -> tuple[list[str], np.ndarray]:
+    """Keep the first ``truncate`` residues of each sequence; returns them and a truncated mask."""
+    truncated = np.array([len(s) > truncate for s in sequences], dtype=bool)
+    return [s[:truncate] for s in sequences], truncated
+
+
+def prepare_sequences(sequences: list[str], settings: EmbedSettings) -> tuple[list[str], np.ndarray]:
+    """The sequences the model sees and which were truncated: cut to ``truncate`` residues in
+    truncate mode; whole (windows cover them) in window mode."""
+    if settings.long_sequences == "window":
+        return list(sequences), np.zeros(len(sequences), dtype=bool)
+    return truncate_sequences(sequences, settings.truncate)
+
+
+# Rows compared at once when finding where variants differ: bounds memory to this many x length bytes.
+_DIFF_CHUNK_ROWS = 4096
+
+
+@dataclass(frozen=True)
+class VariantCrop:
+    """The one stretch of a variant set's target through which every variant is embedded.
+
+    A variant set is one target with substitutions, so every sequence has the same length and the
+    variants differ only at mutated positions. Cutting all of them at the same place keeps them
+    comparable (their pooled vectors differ only through the mutations), and placing the cut over
+    the mutated positions keeps every mutation in view. ``start``/``stop`` are 0-based half-open
+    residue positions; ``windowed`` is True when the stretch is wider than the model's window and
+    is embedded as overlapping windows of ``window`` residues (``window_starts``).
+    """
+
+    length: int
+    start: int
+    stop: int
+    n_mutated: int
+    windowed: bool
+    window: int
+    overlap: int
+
+    def apply(self, sequences: list[str]) -> list[str]:
+        return [s[self.start : self.stop] for s in sequences]
+
+    def settings(self, settings: EmbedSettings) -> EmbedSettings:
+        """The settings that embed the cropped sequences: windows when the crop is wider than the window."""
+        if self.windowed and settings.long_sequences == "truncate":
+            return replace(settings, long_sequences="window", window=self.window, overlap=self.overlap)
+        return settings
+
+    def covers(self, position: int) -> bool:
+        """Whether 0-based ``position`` is embedded."""
+        return self.start <= position < self.stop
+
+    def describe(self) -> str:
+        where = f"residues {self.start + 1}..{self.stop} (1-based, inclusive) of the {self.length}-residue target"
+        how = f" as windows of {self.window} overlapping by {self.overlap}" if self.windowed else ""
+        return f"every variant embedded through the same crop, {where}{how}, covering the {self.n_mutated} positions where variants differ"
+
+    def attrs(self) -> dict:
+        return {
+            "variant_crop": True, "crop_start": self.start, "crop_stop": self.stop, "crop_convention": "0-based half-open residue positions",
+            "crop_windowed": self.windowed, "crop_window": self.window, "crop_overlap": self.overlap, "n_mutated_positions": self.n_mutated,
+        }
+
+
+def mutated_span(sequences: list[str], source: str) -> tuple[int, int, int]:
+    """``(first, last + 1, count)`` of the 0-based positions where any sequence differs from the
+    first (``(0, 0, 0)`` when none do); sequences of unequal length are an ``EmbedError``."""
+    length = len(sequences[0])
+    for i, sequence in enumerate(sequences):
+        if len(sequence) != length:
+            raise EmbedError(
+                f"{source}: row {i + 1} has {len(sequence)} residues but row 1 has {length}; a variant crop needs one target's "
+                "substitution variants (all one length): drop --variant-crop for a set of different proteins"
+            )
+    first = np.frombuffer(sequences[0].encode("ascii"), dtype=np.uint8)
+    differs = np.zeros(length, dtype=bool)
+    for chunk in range(0, len(sequences), _DIFF_CHUNK_ROWS):
+        rows = sequences[chunk : chunk + _DIFF_CHUNK_ROWS]
+        block = np.frombuffer("".join(rows).encode("ascii"), dtype=np.uint8).reshape(len(rows), length)
+        differs |= (block != first).any(axis=0)
+    positions = np.flatnonzero(differs)
+    if positions.size == 0:
+        return 0, 0, 0
+    return int(positions[0]), int(positions[-1]) + 1, int(positions.size)
+
+
+def variant_crop(sequences: list[str], settings: EmbedSettings, source: str) -> VariantCrop:
+    """The crop every variant of a variant set is embedded through (see ``VariantCrop``).
+
+    Deterministic and computed from all of a task's sequences, so every shard job gets the same.
+    Truncate mode: the whole target when it fits the window (``settings.truncate``); else a window
+    centred on the span of mutated positions, moved inside the target; else, when the span is wider
+    than the window, exactly the span, embedded as overlapping windows. Window mode already embeds
+    every residue, so its crop is the whole target.
+    """
+    length = len(sequences[0])
+    lo, hi, n_mutated = mutated_span(sequences, source)
+    if settings.long_sequences == "window":
+        return VariantCrop(length, 0, length, n_mutated, length > settings.window, settings.window, settings.overlap)
+    width = settings.truncate
+    # Windows over a crop wider than truncate overlap by embed.overlap, but at most half a window:
+    # truncate may be set below the default overlap, which is sized for full 1022-residue windows.
+    overlap = min(settings.overlap, width // 2)
+    if length <= width:
+        return VariantCrop(length, 0, length, n_mutated, False, width, overlap)
+    if hi - lo <= width:
+        start = min(max((lo + hi - width) // 2, 0), length - width)
+        return VariantCrop(length, start, start + width, n_mutated, False, width, overlap)
+    return VariantCrop(length, lo, hi, n_mutated, True, width, overlap)
+
+
+def shard_bounds(residues: np.ndarray, shards: int) -> np.ndarray:
+    """``(shards + 1,)`` row boundaries cutting a task into contiguous shards of about equal residues.
+
+    Every shard gets at least one row when there are enough rows; the cut depends only on the
+    residue counts, so every job of a sharded task computes the same bounds.
+    """
+    n = len(residues)
+    if shards < 1:
+        raise ValueError(f"shards must be at least 1, got {shards}")
+    cumulative = np.concatenate([[0], np.cumsum(np.asarray(residues, dtype=np.float64))])
+    targets = cumulative[-1] * np.arange(1, shards) / shards
+    inner = np.searchsorted(cumulative, targets, side="left")
+    bounds = np.concatenate([[0], inner, [n]]).astype(np.int64)
+    # Monotone, and strictly increasing while rows last, so no shard is empty unless rows run out.
+    for k in range(1, shards):
+        bounds[k] = min(max(bounds[k], bounds[k - 1] + 1), n)
+    return bounds
+
+
+def plan_parts(sequences: list[str], budget_residues: int) -> list[np.ndarray]:
+    """Split positions into parts of about ``budget_residues`` residues, keeping identical
+    sequences in one part (so each is embedded once) and following first occurrence (so a part's
+    rows are nearly contiguous and the store is written sequentially). Deterministic: a resumed run
+    sees the same parts."""
+    unique, first, inverse = np.unique(np.asarray(sequences, dtype=object), return_index=True, return_inverse=True)
+    inverse = inverse.reshape(-1)
+    owners = _group_positions(inverse, len(unique))
+    parts, current, size = [], [], 0
+    for u in np.argsort(first, kind="stable"):
+        current.append(owners[u])
+        size += len(unique[u])
+        if size >= budget_residues:
+            parts.append(np.sort(np.concatenate(current)))
+            current, size = [], 0
+    if current:
+        parts.append(np.sort(np.concatenate(current)))
+    return parts
+
+
+# --- the forward pass ---------------------------------------------------------------------------
+
+
+class FastEncoder:
+    """fair-esm's ESM2 forward, rewritten for inference over the same module's weights.
+
+    Differences that change no result beyond rounding: Q, K and V are one matrix multiply;
+    attention is ``scaled_dot_product_attention`` (a fused kernel, no (B, H, T, T) scores in
+    memory); the batch stays (B, T, E) (no transposes); the LM head and the attention maps are
+    never computed; each layer is pooled as soon as it is produced, on the device.
+    """
+
+    def __init__(self, loaded: LoadedModel, device: str, precision: str):
+        model = loaded.model
+        self.dtype = PRECISIONS[precision]
+        self.device = device
+        self.alphabet = loaded.alphabet
+        self.num_layers = model.num_layers
+        self.heads = model.attention_heads
+        self.embed_dim = model.embed_dim
+        self.head_dim = self.embed_dim // self.heads
+        self.token_dropout = model.token_dropout
+        self.mask_idx, self.padding_idx = model.mask_idx, model.padding_idx
+
+        def cast(t: torch.Tensor) -> torch.Tensor:
+            return t.detach().to(device=device, dtype=self.dtype).contiguous()
+
+        self.embed_tokens = cast(model.embed_tokens.weight)
+        self.embed_scale = model.embed_scale
+        self.layers = []
+        for layer in model.layers:
+            attn = layer.self_attn
+            self.layers.append(
+                {
+                    "ln1": (cast(layer.self_attn_layer_norm.weight), cast(layer.self_attn_layer_norm.bias), layer.self_attn_layer_norm.eps),
+                    "qkv_w": cast(torch.cat([attn.q_proj.weight, attn.k_proj.weight, attn.v_proj.weight])),
+                    "qkv_b": cast(torch.cat([attn.q_proj.bias, attn.k_proj.bias, attn.v_proj.bias])),
+                    "out_w": cast(attn.out_proj.weight), "out_b": cast(attn.out_proj.bias),
+                    "ln2": (cast(layer.final_layer_norm.weight), cast(layer.final_layer_norm.bias), layer.final_layer_norm.eps),
+                    "fc1_w": cast(layer.fc1.weight), "fc1_b": cast(layer.fc1.bias),
+                    "fc2_w": cast(layer.fc2.weight), "fc2_b": cast(layer.fc2.bias),
+                }
+            )
+        ln = model.emb_layer_norm_after
+        self.ln_after = (cast(ln.weight), cast(ln.bias), ln.eps)
+        self.inv_freq = model.layers[0].self_attn.rot_emb.inv_freq.detach().to(device=device, dtype=torch.float32)
+        self._rotary_cache: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
+
+    def _rotary(self, length: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """cos and signed sin tables (T, head_dim), computed in fp32 as fair-esm's RotaryEmbedding.
+
+        fair-esm rotates ``x * cos + rotate_half(x) * sin`` with ``rotate_half(x) = cat(-x2, x1)``;
+        that equals ``x * cos + roll(x, half) * sin_signed`` with the first half of ``sin`` negated,
+        which is one roll and one fused multiply-add instead of a slice, negation and concatenation.
+        """
+        if length not in self._rotary_cache:
+            t = torch.arange(length, device=self.device).type_as(self.inv_freq)
+            freqs = torch.einsum("i,j->ij", t, self.inv_freq)
+            emb = torch.cat((freqs, freqs), dim=-1)
+            sin = emb.sin()
+            sin[:, : self.head_dim // 2] *= -1
+            self._rotary_cache[length] = (emb.cos().to(self.dtype), sin.to(self.dtype))
+        return self._rotary_cache[length]
+
+    @torch.inference_mode()
+    def pooled(self, tokens: torch.Tensor, weights: torch.Tensor, layer_norm: str, depth: int | None = None) -> torch.Tensor:
+        """``(depth + 1, B, E)`` float32: per layer, the sum over positions of ``weights`` (B, T) times
+        the hidden state, with fair-esm's layer-L norm (and every layer's, for ``final``).
+
+        ``depth`` (default ``L``) stops the forward after that many blocks, as a model cut after
+        block ``depth`` would: ``plmexit cost`` times this, so the timing is of the engine that embeds.
+        """
+        depth = self.num_layers if depth is None else depth
+        if not 0 <= depth <= self.num_layers:
+            raise ValueError(f"depth {depth} is outside 0..{self.num_layers}")
+        B, T = tokens.shape
+        E = self.embed_dim
+        padding = tokens.eq(self.padding_idx)  # (B, T)
+        x = self.embed_scale * F.embedding(tokens, self.embed_tokens)  # (B, T, E)
+        if self.token_dropout:  # as fair-esm: rescale by the training mask ratio over the observed one
+            is_mask = tokens == self.mask_idx
+            x = x.masked_fill(is_mask.unsqueeze(-1), 0.0)
+            observed = is_mask.sum(-1).to(x.dtype) / (~padding).sum(-1)
+            x = x * (1 - 0.15 * 0.8) / (1 - observed)[:, None, None]
+        x = x * (1 - padding.unsqueeze(-1).type_as(x))
+        w = weights.unsqueeze(1).to(torch.float32)  # (B, 1, T)
+        ln_after = self.ln_after
+        out = torch.empty((depth + 1, B, E), dtype=torch.float32, device=tokens.device)
+
+        def pool(k: int, hidden: torch.Tensor) -> None:
+            if k == self.num_layers or layer_norm == "final":
+                hidden = F.layer_norm(hidden, (E,), *ln_after)
+            out[k] = torch.bmm(w, hidden.to(torch.float32)).squeeze(1)
+
+        pool(0, x)
+        # SDPA's boolean mask: True where a key may be attended to; None when nothing is padded.
+        mask = (~padding)[:, None, None, :] if bool(padding.any()) else None
+        cos, sin_signed = self._rotary(T)
+        for k, p in enumerate(self.layers[:depth], start=1):
+            x = self._block(x, p, mask, cos, sin_signed)
+            pool(k, x)
+        return out
+
+    def _block(self, x: torch.Tensor, p: dict, mask: torch.Tensor | None, cos: torch.Tensor, sin_signed: torch.Tensor) -> torch.Tensor:
+        """One pre-norm transformer block on ``x`` (B, T, E)."""
+        B, T, E = x.shape
+        H, D = self.heads, self.head_dim
+        h = F.layer_norm(x, (E,), *p["ln1"])
+        qkv = F.linear(h, p["qkv_w"], p["qkv_b"]).view(B, T, 3, H, D).permute(2, 0, 3, 1, 4)  # (3, B, H, T, D)
+        qk = qkv[:2]
+        qk = torch.addcmul(qk * cos, torch.roll(qk, D // 2, dims=-1), sin_signed)
+        attn = F.scaled_dot_product_attention(qk[0], qk[1], qkv[2], attn_mask=mask)  # (B, H, T, D)
+        x = x + F.linear(attn.transpose(1, 2).reshape(B, T, E), p["out_w"], p["out_b"])
+        h = F.layer_norm(x, (E,), *p["ln2"])
+        return x + F.linear(F.gelu(F.linear(h, p["fc1_w"], p["fc1_b"])), p["fc2_w"], p["fc2_b"])
+
+
+def embed_pooled(
+    loaded: LoadedModel,
+    sequences: list[str],
+    settings: EmbedSettings,
+    progress: Progress | None = None,
+    encoder: FastEncoder | None = None,
+) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """Yield ``(indices, pooled)`` blocks covering every input sequence exactly once.
+
+    ``indices`` are sorted positions into ``sequences``; ``pooled`` is float32 of shape
+    ``(L + 1, len(indices), D)``. In truncate mode sequences must already be cut to the model's
+    window (``prepare_sequences``); in window mode longer ones are cut into windows here.
+    ``encoder`` reuses a ``FastEncoder`` across calls (it holds the weights in the working precision).
+    """
+    settings.check()
+    if not sequences:
+        return
+    encoder = encoder or FastEncoder(loaded, settings.device, settings.precision)
+    unique, inverse = np.unique(np.asarray(sequences, dtype=object), return_inverse=True)
+    owners = _group_positions(inverse.reshape(-1), len(unique))
+    pieces = _make_pieces(unique, settings)
+    remaining = np.bincount(pieces.parent, minlength=len(unique))
+    sums = {}
+    for batch in token_batches(pieces.length, settings.max_tokens):
+        pooled = _pooled_splitting_on_oom(encoder, unique, pieces, batch, settings)
+        finished = []
+        for j, piece in enumerate(batch):
+            parent = int(pieces.parent[piece])
+            sums[parent] = sums[parent] + pooled[:, j] if parent in sums else pooled[:, j]
+            remaining[parent] -= 1
+            if remaining[parent] == 0:
+                finished.append(parent)
+        if progress is not None:
+            progress(int((pieces.length[batch] + 2).sum()))
+        if not finished:
+            continue
+        positions = np.concatenate([owners[i] for i in finished])
+        block = np.repeat(np.stack([sums.pop(i) for i in finished], axis=1), [len(owners[i]) for i in finished], axis=1)
+        order = np.argsort(positions)
+        yield positions[order], block[:, order]
+
+
+def device_batches(encoder: FastEncoder, sequences: list[str], settings: EmbedSettings) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """The ``(tokens, weights)`` batches ``embed_pooled`` runs for ``sequences`` (distinct ones,
+    cut into pieces, in ``settings.max_tokens`` batches), on ``settings.device``."""
+    unique = np.unique(np.asarray(sequences, dtype=object))
+    pieces = _make_pieces(unique, settings)
+    return [
+        tuple(t.to(settings.device) for t in _batch_tensors(encoder, unique, pieces, batch))
+        for batch in token_batches(pieces.length, settings.max_tokens)
+    ]
+
+
+def _batch_tensors(encoder: FastEncoder, unique, pieces: _Pieces, batch: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+    """Tokens (B, T) with BOS/EOS/padding as fair-esm's batch converter, and pooling weights (B, T)."""
+    alphabet = encoder.alphabet
+    T = int(pieces.length[batch].max()) + 2
+    tokens = torch.full((len(batch), T), alphabet.padding_idx, dtype=torch.int64)
+    weights = torch.zeros((len(batch), T), dtype=torch.float32)
+    for row, piece in enumerate(batch):
+        start, n = int(pieces.start[piece]), int(pieces.length[piece])
+        tokens[row, 0] = alphabet.cls_idx
+        tokens[row, 1 : n + 1] = torch.tensor(alphabet.encode(unique[pieces.parent[piece]][start : start + n]), dtype=torch.int64)
+        tokens[row, n + 1] = alphabet.eos_idx
+        weights[row, 1 : n + 1] = torch.from_numpy(pieces.weights[piece].astype(np.float32))
+    return tokens, weights
+
+
+def _pooled_splitting_on_oom(encoder: FastEncoder, unique, pieces: _Pieces, batch: np.ndarray, settings: EmbedSettings) -> np.ndarray:
+    """Pooled ``(L + 1, len(batch), E)`` for one batch; a batch that runs out of device memory is
+    split in halves and retried, down to single sequences, so one long sequence does not fail a job."""
+    tokens, weights = _batch_tensors(encoder, unique, pieces, batch)
+    try:
+        return _forward_pooled(encoder, tokens.to(settings.device), weights.to(settings.device), settings.layer_norm)
+    except torch.OutOfMemoryError:
+        if settings.device.startswith("cuda"):
+            torch.cuda.empty_cache()
+        if len(batch) == 1:
+            raise EmbedError(
+                f"one sequence of {int(pieces.length[batch[0]])} residues does not fit in {settings.device} memory even alone; "
+                "lower embed.truncate (or embed.window) or max_tokens, or use a device with more memory"
+            ) from None
+        half = len(batch) // 2
+        log.warning("out of %s memory on a batch of %d sequences (%d tokens); retrying as two halves", settings.device, len(batch), tokens.numel())
+        return np.concatenate(
+            [_pooled_splitting_on_oom(encoder, unique, pieces, part, settings) for part in (batch[:half], batch[half:])],
+            axis=1,
+        )
+
+
+def _forward_pooled(encoder: FastEncoder, tokens: torch.Tensor, weights: torch.Tensor, layer_norm: str) -> np.ndarray:
+    return encoder.pooled(tokens, weights, layer_norm).cpu().numpy()  # (L + 1, B, E)
+
+
+def _group_positions(inverse: np.ndarray, n_unique: int) -> list[np.ndarray]:
+    order = np.argsort(inverse, kind="stable")
+    bounds = np.searchsorted(inverse[order], np.arange(n_unique + 1))
+    return [order[bounds[i] : bounds[i + 1]] for i in range(n_unique)]
+
+
+# --- the reference ------------------------------------------------------------------------------
+
+
+@torch.no_grad()
+def reference_pooled(
+    loaded: LoadedModel,
+    sequences: list[str],
+    device: str = "cpu",
+    toks_per_batch: int = REFERENCE_TOKS_PER_BATCH,
+    truncation_seq_length: int = ESM2_MAX_RESIDUES,
+    layer_norm: str = "raw",
+) -> np.ndarray:
+    """``(L + 1, N, E)``: exactly what fair-esm's ``scripts/extract.py --include mean --repr_layers
+    0..L`` computes (its batching, batch converter and forward, fp32, mean over positions
+    ``1..len``), with ``layer_norm="final"`` applying the final layer norm per position first."""
+    model, alphabet = loaded.model, loaded.alphabet
+    layers = list(range(model.num_layers + 1))
+    converter = alphabet.get_batch_converter(truncation_seq_length)
+    out = np.zeros((len(layers), len(sequences), model.embed_dim), dtype=np.float32)
+    for batch in fair_esm.fair_esm_batch_indices(sequences, toks_per_batch, REFERENCE_EXTRA_TOKS_PER_SEQ):
+        _, strs, toks = converter([(str(i), sequences[i]) for i in batch])
+        result = model(toks.to(device), repr_layers=layers, return_contacts=False)
+        representations = {}
+        for layer, t in result["representations"].items():
+            if layer_norm == "final" and layer != layers[-1]:
+                t = model.emb_layer_norm_after(t)
+            representations[layer] = t.to(device="cpu")
+        for row, index in enumerate(batch):
+            truncate_len = min(truncation_seq_length, len(strs[row]))
+            for layer, t in representations.items():
+                out[layer, index] = t[row, 1 : truncate_len + 1].mean(0).clone().numpy()
+    return out
+

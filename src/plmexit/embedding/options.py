@@ -1,0 +1,57 @@
+"""How embeddings are made: the settings every store records, and their allowed values.
+
+Invariant: nothing here imports torch, so the command line and the workflow can name and check
+embedding settings without loading it; ``plmexit.embedding.engine`` does the work.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from plmexit.errors import EmbedError
+
+LAYER_NORM_CONVENTIONS = {
+    "raw": "fair-esm representations as returned: raw residual stream for layers 0..L-1, "
+    "emb_layer_norm_after applied to layer L only",
+    "final": "emb_layer_norm_after applied to every layer 0..L, so probing layer k equals "
+    "shipping the first k blocks plus the final layer norm",
+}
+POOLING = "mean over residue positions (BOS, EOS and padding excluded)"
+# ESM2 was trained on 1024-token crops: BOS + 1022 residues + EOS (as fair-esm's extract.py).
+ESM2_MAX_RESIDUES = 1022
+LONG_SEQUENCE_MODES = ("truncate", "window")
+PRECISION_NAMES = ("float32", "bfloat16", "float16")
+
+
+@dataclass(frozen=True)
+class EmbedSettings:
+    """How to embed; every field is recorded in the store."""
+
+    max_tokens: int = 4096
+    truncate: int = ESM2_MAX_RESIDUES
+    layer_norm: str = "raw"
+    device: str = "cpu"
+    precision: str = "float32"
+    long_sequences: str = "truncate"
+    window: int = ESM2_MAX_RESIDUES
+    overlap: int = 256
+
+    def check(self) -> None:
+        if self.layer_norm not in LAYER_NORM_CONVENTIONS:
+            raise ValueError(f"unknown layer_norm {self.layer_norm!r}")
+        if self.precision not in PRECISION_NAMES:
+            raise ValueError(f"unknown precision {self.precision!r}; use one of {', '.join(PRECISION_NAMES)}")
+        if self.long_sequences not in LONG_SEQUENCE_MODES:
+            raise ValueError(f"unknown long_sequences mode {self.long_sequences!r}; use one of {', '.join(LONG_SEQUENCE_MODES)}")
+        if self.long_sequences == "window" and not 0 <= self.overlap < self.window:
+            raise EmbedError(
+                f"embed.overlap {self.overlap} must be at least 0 and less than embed.window {self.window}; lower embed.overlap"
+            )
+
+    def long_sequence_description(self) -> str:
+        if self.long_sequences == "window":
+            return (
+                f"sliding windows of {self.window} residues overlapping by {self.overlap} (each with its own BOS/EOS); "
+                "per-residue states averaged over the windows covering them, then pooled"
+            )
+        return f"truncated to the first {self.truncate} residues"

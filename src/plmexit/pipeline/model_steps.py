@@ -1,0 +1,286 @@
+"""The pipeline steps that run a model: fetch it, embed tasks, time forward passes.
+
+Invariant: as ``plmexit.pipeline.steps`` (one function per CLI command, outputs written atomically); kept
+apart because only these need torch and fair-esm, so every other step starts without loading them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import platform
+import shutil
+import time
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+
+import plmexit
+from plmexit.atomic import write_text
+from plmexit.data import tasks
+from plmexit.embedding import cost, engine, store
+from plmexit.errors import EmbedError, InputError, StoreError
+from plmexit.models import fair_esm
+
+log = logging.getLogger(__name__)
+
+ENGINE = "plmexit fused forward over fair-esm's weights (verified against fair-esm scripts/extract.py)"
+
+
+def fetch_model(out: str | Path, **source) -> dict:
+    """Resolve a model (download by name, or verify a local checkpoint) and write its manifest."""
+    manifest = fair_esm.resolve_model(**source)
+    fair_esm.write_manifest(manifest, out)
+    return manifest
+
+
+def embedded_sequences(
+    table, settings: engine.EmbedSettings, variant_crop: bool, source: str | Path
+) -> tuple[list[str], np.ndarray, engine.EmbedSettings, engine.VariantCrop | None]:
+    """What the model sees of a task table's sequences: ``(sequences, truncated, settings, crop)``.
+
+    Without ``variant_crop``, as ``engine.prepare_sequences``. With it, the table is one target's
+    variants: all are cut through one ``engine.VariantCrop`` computed from the whole table (so every
+    shard of it gets the same), with the settings that embed the crop; every position a ProteinGym
+    mutant id names must lie inside it (``check_crop_covers``). ``truncated`` marks sequences not
+    embedded whole.
+    """
+    sequences = list(table["sequence"])
+    if not variant_crop or not sequences:
+        prepared, truncated = engine.prepare_sequences(sequences, settings)
+        return prepared, truncated, settings, None
+    crop = engine.variant_crop(sequences, settings, str(source))
+    check_crop_covers(crop, list(table["id"]), source)
+    truncated = np.full(len(sequences), crop.stop - crop.start < crop.length, dtype=bool)
+    return crop.apply(sequences), truncated, crop.settings(settings), crop
+
+
+def check_crop_covers(crop: engine.VariantCrop, ids: list[str], source: str | Path) -> None:
+    """Every position named by a mutant id (``A24C:G30D``) lies inside the crop, else an ``EmbedError``.
+
+    The crop covers every position where variants differ by construction; this catches what that
+    cannot see, such as a substitution every variant shares. Ids that are not mutants (a table that
+    is not ProteinGym's) are not checked.
+    """
+    from plmexit.data import proteingym  # pandas, only for variant sets
+
+    for row, mutant in enumerate(ids, start=1):
+        try:
+            positions = proteingym.mutated_positions(mutant)
+        except InputError:
+            log.info("%s: id %r is not a ProteinGym mutant; the crop is checked against where sequences differ only", source, mutant)
+            return
+        for position in positions:
+            if not crop.covers(position - 1):
+                raise EmbedError(
+                    f"{source}: row {row} ({mutant}) mutates position {position}, outside residues {crop.start + 1}..{crop.stop} "
+                    "that are embedded; set engine.long_sequences: window, which embeds every residue"
+                )
+
+
+# Forward batches per resumable part: a killed run loses at most this much work, and every this
+# many batches a small part file is written.
+PART_BATCHES = 16
+_PROGRESS_LOG_EVERY_S = 10.0
+ProgressCallback = Callable[[int, int, float], None]
+"""``(tokens done, tokens to do, seconds)`` after every forward batch."""
+
+
+def parts_dir(out: str | Path) -> Path:
+    """Hidden directory beside a store where finished parts wait until the store is written."""
+    out = Path(out)
+    return out.with_name(f".{out.name}.parts")
+
+
+def embed_task(
+    model_manifest: str | Path,
+    task_table: str | Path,
+    out: str | Path,
+    settings: engine.EmbedSettings,
+    dtype: str,
+    shard: int | None = None,
+    shards: int = 1,
+    progress: ProgressCallback | None = None,
+    variant_crop: bool = False,
+) -> None:
+    """Embed every sequence of a task, or of shard ``shard`` of ``shards``, at every layer into a store.
+
+    Shards are contiguous row ranges of about equal residues (``engine.shard_bounds``); a shard's
+    store is gathered with the others by ``gather_embeddings``. Work is done in parts of
+    ``PART_BATCHES`` batches, each written atomically to ``parts_dir(out)`` as it finishes; a rerun
+    after a kill (even SIGKILL) skips finished parts, and the store is then streamed from the parts,
+    so it is identical to an uninterrupted run's. ``variant_crop``: the table is one target's
+    substitution variants, embedded through one crop over the mutated positions (``embedded_sequences``).
+    """
+    settings.check()
+    if shard is not None and not 0 <= shard < shards:
+        raise InputError(f"--shard {shard} is outside 0..{shards - 1} for --shards {shards}; pass a shard index below --shards")
+    manifest = fair_esm.read_manifest(model_manifest)
+    table = tasks.read_task_table(task_table)
+    bounds = engine.shard_bounds(table["sequence"].str.len().to_numpy(), shards)
+    start, stop = (int(bounds[shard]), int(bounds[shard + 1])) if shard is not None else (0, len(table))
+    rows = table.iloc[start:stop]
+    # The crop is computed over the whole table before the shard's rows are taken, so every shard agrees.
+    all_sequences, all_truncated, embed_settings, crop = embedded_sequences(table, settings, variant_crop, task_table)
+    sequences, truncated = all_sequences[start:stop], all_truncated[start:stop]
+    if crop is not None:
+        log.info("%s: %s", task_table, crop.describe())
+    elif truncated.any():
+        log.warning("%s: %d of %d sequences longer than %d residues were truncated to their first %d", task_table, truncated.sum(), len(rows), settings.truncate, settings.truncate)
+    loaded = fair_esm.load_model(manifest["checkpoint"], manifest["sha256"], settings.device)
+    attrs = {
+        "model": manifest["name"],
+        "model_source": manifest["source"],
+        "checkpoint_sha256": loaded.sha256,
+        "fair_esm_version": fair_esm.fair_esm_version(),
+        "plmexit_version": plmexit.__version__,
+        "torch_version": str(torch.__version__),  # a str subclass that HDF5 attributes cannot store
+        "python_version": platform.python_version(),
+        "device": settings.device,
+        "engine": ENGINE,
+        "precision": settings.precision,
+        "pooling": engine.POOLING,
+        "layer_norm": settings.layer_norm,
+        "layer_norm_description": engine.LAYER_NORM_CONVENTIONS[settings.layer_norm],
+        "long_sequences": settings.long_sequences,
+        "truncation": crop.describe() if crop is not None else settings.long_sequence_description(),
+        "window": settings.window if settings.long_sequences == "window" else None,
+        "overlap": settings.overlap if settings.long_sequences == "window" else None,
+        "n_truncated": int(truncated.sum()),
+        "max_tokens": settings.max_tokens,
+        "shards": shards,
+        "input_sha256": tasks.sequences_sha256(rows["id"], rows["sequence"]),
+        **(crop.attrs() if crop is not None else {}),
+    }
+    if shard is not None:
+        attrs.update(shard=shard, row_start=start, row_stop=stop, task_input_sha256=tasks.sequences_sha256(table["id"], table["sequence"]))
+    parts = engine.plan_parts(sequences, PART_BATCHES * settings.max_tokens)
+    workdir = parts_dir(out)
+    _open_parts_dir(workdir, {"attrs": attrs, "dtype": dtype, "parts": [p.tolist() for p in parts]})
+    part_files = [workdir / f"part-{i:06d}.h5" for i in range(len(parts))]
+    todo = [i for i, f in enumerate(part_files) if not f.exists()]
+    if len(todo) < len(parts):
+        log.info("%s: resuming, %d of %d parts already embedded in %s", out, len(parts) - len(todo), len(parts), workdir)
+    tracker = _Progress(sum(engine.work_tokens([sequences[j] for j in parts[i]], embed_settings) for i in todo), progress)
+    encoder = engine.FastEncoder(loaded, settings.device, settings.precision)
+    for i in todo:
+        part = parts[i]
+        block = np.empty((loaded.num_layers + 1, len(part), loaded.embed_dim), dtype=np.float32)
+        for index, pooled in engine.embed_pooled(loaded, [sequences[j] for j in part], embed_settings, tracker, encoder):
+            block[:, index] = pooled
+        store.write_part(part_files[i], part, block, dtype)
+    tracker.finish()
+    lengths = rows["sequence"].str.len().to_numpy()
+    with store.create_store(out, list(rows["id"]), loaded.num_layers, loaded.embed_dim, dtype, attrs, lengths, truncated) as writer:
+        for part, path in zip(parts, part_files):
+            index, block = store.read_part(path)
+            if not np.array_equal(index, part):
+                raise StoreError(f"{path}: holds other rows than planned; delete {workdir} and rerun `plmexit embed`")
+            writer.write(index, block)
+    shutil.rmtree(workdir)
+
+
+def _open_parts_dir(workdir: Path, plan: dict) -> None:
+    """Make ``workdir`` hold parts of exactly this plan: parts of any other run (other model,
+    settings, sequences or versions) are discarded, with a warning, so they are never mixed in."""
+    fingerprint = hashlib.sha256(json.dumps(plan, sort_keys=True, default=str).encode()).hexdigest()
+    stamp = workdir / "fingerprint"
+    if workdir.exists() and (not stamp.is_file() or stamp.read_text().strip() != fingerprint):
+        log.warning("%s: holds parts of another run (other model, settings, sequences or versions); discarding them", workdir)
+        shutil.rmtree(workdir)
+    if not workdir.exists():
+        workdir.mkdir(parents=True)
+        write_text(stamp, fingerprint + "\n")
+
+
+class _Progress:
+    """Counts tokens done; calls the caller's callback after every batch, or logs every 10 s."""
+
+    def __init__(self, total: int, callback: ProgressCallback | None):
+        self.total, self.callback, self.done = total, callback, 0
+        self.started = self.last_log = time.monotonic()
+
+    def __call__(self, tokens: int) -> None:
+        self.done += tokens
+        now = time.monotonic()
+        if self.callback is not None:
+            self.callback(self.done, self.total, now - self.started)
+        elif now - self.last_log > _PROGRESS_LOG_EVERY_S:
+            self.last_log = now
+            self._log(now)
+
+    def finish(self) -> None:
+        if self.total:
+            self._log(time.monotonic())
+
+    def _log(self, now: float) -> None:
+        log.info("embedded %d/%d tokens, %.0f tokens/s", self.done, self.total, self.done / max(now - self.started, 1e-9))
+
+
+def measure_cost(
+    model_manifest: str | Path,
+    task_table: str | Path,
+    out: str | Path,
+    settings: engine.EmbedSettings,
+    sample_sequences: int,
+    repeats: int,
+    seed: int,
+    variant_crop: bool = False,
+) -> dict:
+    """Analytic FLOPs (every sequence of the task) and measured seconds (a sample) per depth.
+
+    Both count exactly what ``embed_task`` with the same ``settings`` and ``variant_crop`` runs:
+    the same cut sequences (truncated, cropped or windowed), timed on plmexit's own encoder at
+    ``settings.precision`` in ``settings.max_tokens`` batches (``cost.measure_depth_seconds``).
+    """
+    settings.check()
+    manifest = fair_esm.read_manifest(model_manifest)
+    table = tasks.read_task_table(task_table)
+    sequences, _, embed_settings, crop = embedded_sequences(table, settings, variant_crop, task_table)
+    loaded = fair_esm.load_model(manifest["checkpoint"], manifest["sha256"], settings.device)
+    rng = np.random.default_rng(seed)
+    sampled = np.sort(rng.choice(len(sequences), size=min(sample_sequences, len(sequences)), replace=False))
+    sample = [sequences[i] for i in sampled]
+    encoder = engine.FastEncoder(loaded, settings.device, settings.precision)
+    seconds = cost.measure_depth_seconds(encoder, sample, embed_settings, repeats)
+    log.info("%s: full forward of %d sampled sequences takes %.4f s on %s", task_table, len(sample), seconds[-1], settings.device)
+    token_lengths = engine.piece_token_lengths(sequences, embed_settings)  # + BOS and EOS, per piece
+    result = {
+        "model": manifest["name"],
+        "checkpoint_sha256": loaded.sha256,
+        "n_layers": loaded.num_layers,
+        "dim": loaded.embed_dim,
+        "n_sequences": len(sequences),
+        "tokens": int(token_lengths.sum()),
+        "flops": cost.analytic_flops(token_lengths, loaded.num_layers, loaded.embed_dim).tolist(),
+        "device": settings.device,
+        "device_name": torch.cuda.get_device_name(settings.device) if settings.device.startswith("cuda") else platform.processor() or platform.machine(),
+        "engine": ENGINE,
+        "precision": settings.precision,
+        "max_tokens": settings.max_tokens,
+        "layer_norm": settings.layer_norm,
+        "long_sequences": settings.long_sequences,
+        "truncation": crop.describe() if crop is not None else settings.long_sequence_description(),
+        "timed": cost.TIMED,
+        "sample_sequences": len(sample),
+        "sample_tokens": int(engine.piece_token_lengths(sample, embed_settings).sum()),
+        "repeats": repeats,
+        "seconds": seconds.tolist(),
+        **(crop.attrs() if crop is not None else {}),
+    }
+    write_text(out, json.dumps(result, indent=2) + "\n")
+    return result
+
+
+def resolve_device(device: str) -> str:
+    """``auto`` means the first CUDA device when there is one, else the CPU."""
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise InputError(f"--device {device}: no CUDA device is visible; use --device cpu or auto")
+    return device
+
+

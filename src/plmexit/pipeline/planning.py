@@ -1,0 +1,421 @@
+"""Turn a validated config into the workflow's targets and each rule's command-line arguments.
+
+Invariant: the Snakemake rules hold no logic; every decision that depends on config (which
+models and tasks exist, where their inputs are, which flags a step gets) is made here, from the
+config as validated by ``workflow/schemas/config.schema.yaml`` (defaults already filled in). Only
+the standard library is imported (and pandas only when ProteinGym assays are chosen by filters on
+the reference table), so building the DAG stays fast.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+import shlex
+from pathlib import Path
+
+from plmexit.data import sources
+from plmexit.errors import ConfigError
+
+# Where outputs go unless the config sets pathvars.results (Snakemake's own path variable <results>).
+DEFAULT_RESULTS = "results"
+# A ridge probe's inner split mimics the outer one: ProteinGym's modulo and contiguous folds hold out
+# whole mutated positions, so inner folds do too (leave-one-out over variants would reward
+# features that memorise positions); random folds and non-ProteinGym tasks (no scheme) use
+# exact leave-one-out. Values are ``plmexit probe --inner-split`` choices.
+INNER_SPLIT_OF_SCHEME = {"fold_random_5": "loo", "fold_modulo_5": "modulo", "fold_contiguous_5": "contiguous", None: "loo"}
+DEFAULT_SELECTION_METRIC = {"regression": "spearman", "classification": "accuracy", "multilabel": "fmax"}
+# The task type each benchmark format implies (csv and fasta tasks state theirs).
+FORMAT_TYPES = {"proteingym": "regression", "deeploc": "classification", "deepfri_ec": "multilabel", "deepsol": "classification", "flip": "regression"}
+# File roles of each format (config key -> ``plmexit prepare`` flag); any value is a local path or an official file key.
+FILE_ROLES = {
+    "csv": ("path", "test_path"),
+    "fasta": ("path", "test_path"),
+    "deeploc": ("path", "test_path"),
+    "deepsol": ("path", "labels_path", "test_path", "test_labels_path"),
+    "flip": ("path",),
+    "deepfri_ec": ("path", "annotations", "ids_path", "test_ids_path"),
+    "proteingym": ("reference",),
+}
+# Other config keys each format accepts (beyond id, kind, type, metric, max_sequences, min_class_size).
+FORMAT_OPTIONS = {
+    "csv": ("sequence_column", "label_column", "id_column", "fold_column"),
+    "fasta": ("label_regex",),
+    "deeploc": ("labels",),
+    "deepsol": (),
+    "flip": ("split",),
+    "deepfri_ec": (),
+    "proteingym": ("assays", "filter", "assay_dir", "fold_schemes"),
+}
+COMMON_KEYS = ("id", "kind", "type", "metric", "max_sequences", "min_class_size")
+DEFAULT_REFERENCE = "proteingym/reference_files/DMS_substitutions.csv"
+# Storage precision of variant sets (ProteinGym assays), whatever embed.dtype says (see Plan.embed_args).
+VARIANT_DTYPE = "float32"
+# = plmexit.data.proteingym.FOLD_SCHEMES, repeated because planning imports no pandas (test_config checks they agree).
+FOLD_SCHEMES = ("fold_random_5", "fold_modulo_5", "fold_contiguous_5")
+
+
+def _by_id(entries: list[dict], section: str) -> dict[str, dict]:
+    found: dict[str, dict] = {}
+    for position, entry in enumerate(entries):
+        if entry["id"] in found:
+            raise ConfigError(f"config: {section}[{position}].id {entry['id']!r} is used twice; give every entry of {section} its own id")
+        found[entry["id"]] = entry
+    return found
+
+
+class Plan:
+    """The models x tasks grid of one config and the arguments of every step.
+
+    A config task entry becomes one task, except a ``proteingym`` entry, which becomes one task
+    per assay and fold scheme (``{DMS_id}.{scheme}``). Tasks with the same sequences share one
+    embedding set: a ProteinGym assay is embedded once for its three schemes.
+    """
+
+    def __init__(self, config: dict):
+        self.config = config
+        # Every rule writes under <results>, which Snakemake reads from the config's pathvars;
+        # planning names the same directory, so one setting decides both.
+        self.results = config.get("pathvars", {}).get("results", DEFAULT_RESULTS)
+        self.data = config.get("data", {})
+        self.models = _by_id(config["models"], "models")
+        self.tasks: dict[str, dict] = {}
+        self.embedding_sets: dict[str, str] = {}  # embedding set -> the task whose table it embeds
+        made_by: dict[str, int] = {}  # embedding set -> the config entry that made it
+        for position, entry in enumerate(config["tasks"]):
+            _check_keys(entry, position)
+            for task in self._expand(entry, position):
+                name = task["embedding_set"]
+                if task["id"] in self.tasks or made_by.setdefault(name, position) != position:
+                    clash = task["id"] if task["id"] in self.tasks else name
+                    raise ConfigError(f"config: tasks[{position}] makes {clash!r} a second time; give every task its own id and list each assay once")
+                self.tasks[task["id"]] = task
+                self.embedding_sets.setdefault(name, task["id"])
+        e = config["embed"]
+        # Checked here, not in a rule's params, so a bad config stops the DAG before any job runs.
+        if e["long_sequences"] == "window" and e["overlap"] >= e["window"]:
+            raise ConfigError(f"config: embed.overlap {e['overlap']} must be less than embed.window {e['window']}; lower embed.overlap")
+
+    def check_local_files(self) -> None:
+        """Every task file that is not an official file key must exist before any job starts: nothing would make it."""
+        positions = {id(entry): position for position, entry in enumerate(self.config["tasks"])}
+        for task in self.tasks.values():
+            entry = task["entry"]
+            for role, value in task["files"].items():
+                if value not in sources.OFFICIAL_FILES and not Path(value).is_file():
+                    key = role if role in entry else "assay_dir"
+                    raise ConfigError(
+                        f"config: tasks[{positions[id(entry)]}] ({entry['id']}).{key}: file {value} does not exist "
+                        f"(relative paths are read from the directory Snakemake runs in, {Path.cwd()}); fix the path"
+                    )
+
+    @classmethod
+    def from_config(cls, config: dict, schema_path: str | Path) -> Plan:
+        """Check ``config`` against the schema (one line per mistake, see ``check_config``), fill in its defaults, and plan it."""
+        from snakemake.utils import validate  # planning runs under Snakemake
+
+        check_config(config, load_schema(schema_path))
+        validate(config, str(schema_path), set_default=True)
+        plan = cls(config)
+        plan.check_local_files()
+        return plan
+
+    def _expand(self, entry: dict, position: int) -> list[dict]:
+        kind = entry["kind"]
+        task_type = entry.get("type") or FORMAT_TYPES.get(kind)
+        if task_type is None:
+            raise ConfigError(f"config: tasks[{position}] ({entry['id']}): a {kind} task needs a type (regression, classification or multilabel)")
+        if kind in FORMAT_TYPES and task_type != FORMAT_TYPES[kind]:
+            raise ConfigError(f"config: tasks[{position}] ({entry['id']}): a {kind} task is a {FORMAT_TYPES[kind]} task, not {task_type}; remove type")
+        base = {"entry": entry, "type": task_type, "files": {r: entry[r] for r in FILE_ROLES[kind] if r in entry}}
+        if kind != "proteingym":
+            if "path" not in entry:
+                raise ConfigError(f"config: tasks[{position}] ({entry['id']}): a {kind} task needs path")
+            return [{**base, "id": entry["id"], "embedding_set": entry["id"], "dms_id": None, "scheme": None}]
+        base["files"].setdefault("reference", DEFAULT_REFERENCE)
+        tasks = []
+        for dms_id in self._assays(entry, position, base["files"]["reference"]):
+            assay = f"{entry['assay_dir']}/{dms_id}.csv" if "assay_dir" in entry else sources.proteingym_assay_key(dms_id)
+            if assay is None:
+                raise ConfigError(
+                    f"config: tasks[{position}] ({entry['id']}): no official file holds assay {dms_id!r}; set assay_dir to a directory "
+                    "of ProteinGym assay CSVs ({DMS_id}.csv, e.g. the unpacked cv_folds_singles_substitutions.zip)"
+                )
+            for scheme in entry.get("fold_schemes", FOLD_SCHEMES):
+                files = {**base["files"], "path": assay}
+                tasks.append({**base, "files": files, "id": f"{dms_id}.{scheme}", "embedding_set": dms_id, "dms_id": dms_id, "scheme": scheme})
+        return tasks
+
+    def _assays(self, entry: dict, position: int, reference: str) -> list[str]:
+        if ("assays" in entry) == ("filter" in entry):
+            raise ConfigError(f"config: tasks[{position}] ({entry['id']}): give a proteingym task either assays (a DMS_id list) or filter")
+        if "assays" in entry:
+            return list(entry["assays"])
+        from plmexit.data import proteingym  # pandas and numpy, only when assays are chosen by filters
+
+        table = self._readable(reference, f"tasks[{position}].filter reads the reference table while planning")
+        f = entry["filter"]
+        chosen = proteingym.select_assays(proteingym.read_reference(table), f.get("selection_type"), f.get("max_length"), f.get("max_variants"))
+        if not chosen:
+            raise ConfigError(f"config: tasks[{position}] ({entry['id']}): no assay of {reference} passes filter {f}; loosen it")
+        return chosen
+
+    def _readable(self, value: str, why: str) -> str:
+        """A file that must exist before the workflow runs: a local path, a local copy, or an already fetched official file."""
+        path = f"{self.data['local_dir']}/{value}" if value in sources.OFFICIAL_FILES and self.data.get("local_dir") else self.data_path(value)
+        if not Path(path).is_file():
+            raise ConfigError(
+                f"config: {why}, but {path} does not exist; fetch it first (`snakemake {self.data_path(value)}`), "
+                "set data.local_dir, or list assays by DMS_id"
+            )
+        return path
+
+    # targets -----------------------------------------------------------------------------------
+    def pairs(self) -> list[tuple[str, str]]:
+        return [(model, task) for model in self.models for task in self.tasks]
+
+    def _proteingym_pairs(self) -> list[tuple[str, str]]:
+        return [(m, t) for m, t in self.pairs() if self.tasks[t]["dms_id"]]
+
+    def proteingym_selections(self) -> list[str]:
+        return [f"{self.results}/selection/{m}/{t}.json" for m, t in self._proteingym_pairs()]
+
+    def proteingym_predictions(self) -> list[str]:
+        """Each ProteinGym selection's predictions, in ``proteingym_selections`` order (the merge pools them)."""
+        return [f"{self.results}/probes/{m}/{t}.predictions.tsv.gz" for m, t in self._proteingym_pairs()]
+
+    def proteingym_task_tables(self) -> list[str]:
+        """Each ProteinGym selection's task table, in ``proteingym_selections`` order (its folds' training rows)."""
+        return [f"{self.results}/tasks/{t}.tsv" for _, t in self._proteingym_pairs()]
+
+    def selections(self) -> list[str]:
+        return [f"{self.results}/selection/{m}/{t}.json" for m, t in self.pairs()]
+
+    def figures(self) -> list[str]:
+        return [f"{self.results}/figures/{m}/{t}.png" for m, t in self.pairs()]
+
+    def final_targets(self) -> list[str]:
+        proteingym = [f"{self.results}/summary/proteingym_supervised.csv"] if self.proteingym_selections() else []
+        return [
+            f"{self.results}/summary/best_layers.tsv", f"{self.results}/summary/across_tasks.tsv",
+            f"{self.results}/figures/gain_vs_compute.png", *proteingym, *self.figures(),
+        ]
+
+    def closing_lines(self) -> list[str]:
+        """What a finished run tells its user: where the summary is, and one line per task of this config."""
+        path = Path(f"{self.results}/summary/best_layers.tsv")
+        if not path.is_file():
+            return []
+        import pandas as pd  # only once the run is over
+
+        from plmexit.probing import choice
+
+        summary = pd.read_csv(path, sep="\t")
+        summary = summary[summary["model"].isin(list(self.models)) & summary["task"].isin(list(self.tasks))]
+        lines = [f"plmexit: {len(summary)} tasks summarised in {path} (figures in {self.results}/figures/); the deployed layer of each:"]
+        return lines + [f"  {choice.describe(row)}" for row in summary.to_dict("records")]
+
+    # models ------------------------------------------------------------------------------------
+    def test_model_dir(self, model: str) -> str:
+        return f"{self.results}/models/{model}"
+
+    def test_model_checkpoint(self, model: str) -> str:
+        """Where ``make-test-model`` writes a config-declared random model."""
+        r = self.models[model]["random"]
+        return f"{self.results}/models/{model}/esm2_t{r['layers']}_{r['dim']}d_{r['heads']}h_seed{r['seed']}_random.pt"
+
+    def test_model_args(self, model: str) -> str:
+        r = self.models[model]["random"]
+        return shlex.join(["--layers", str(r["layers"]), "--dim", str(r["dim"]), "--heads", str(r["heads"]), "--seed", str(r["seed"])])
+
+    def model_checkpoint(self, model: str) -> list[str]:
+        """Local checkpoint the manifest depends on ([] for a fair-esm download)."""
+        entry = self.models[model]
+        if "random" in entry:
+            return [self.test_model_checkpoint(model)]
+        return [entry["checkpoint"]] if "checkpoint" in entry else []
+
+    def fetch_model_args(self, model: str) -> str:
+        entry = self.models[model]
+        if "name" in entry:
+            args = ["--name", entry["name"]] + (["--url", entry["url"]] if "url" in entry else [])
+        else:
+            args = ["--checkpoint", self.model_checkpoint(model)[0]]
+        if "sha256" in entry:
+            args += ["--sha256", entry["sha256"]]
+        return shlex.join(args)
+
+    def proteingym_model_names(self) -> str:
+        """``--model-name id=name`` for ProteinGym's merge file: the fair-esm name where there is one."""
+        args = []
+        for model, entry in self.models.items():
+            args += ["--model-name", f"{model}={entry.get('name', model)}"]
+        return shlex.join(args)
+
+    # data --------------------------------------------------------------------------------------
+    def data_path(self, value: str) -> str:
+        """Where a task file is read from: official files are fetched under results/data, anything else is a local path."""
+        return f"{self.results}/data/{value}" if value in sources.OFFICIAL_FILES else value
+
+    @staticmethod
+    def official_file_pattern() -> str:
+        """Wildcard pattern matching exactly the official file keys."""
+        return "|".join(re.escape(key) for key in sorted(sources.OFFICIAL_FILES))
+
+    def fetch_data_args(self, key: str) -> str:
+        args = ["--file", key]
+        if self.data.get("local_dir"):
+            args += ["--local-dir", self.data["local_dir"]]
+        elif self.data.get("base_url"):
+            args += ["--base-url", self.data["base_url"]]
+        return shlex.join(args)
+
+    # tasks -------------------------------------------------------------------------------------
+    def task_inputs(self, task: str) -> list[str]:
+        return [self.data_path(v) for v in self.tasks[task]["files"].values()]
+
+    def task_type(self, task: str) -> str:
+        return self.tasks[task]["type"]
+
+    def task_metric(self, task: str) -> str:
+        return self.tasks[task]["entry"].get("metric") or DEFAULT_SELECTION_METRIC[self.task_type(task)]
+
+    def embedding_table(self, embedding_set: str) -> str:
+        """The task table an embedding set is made from (every task of the set has the same sequences)."""
+        return f"{self.results}/tasks/{self.embedding_sets[embedding_set]}.tsv"
+
+    def embeddings(self, model: str, task: str) -> str:
+        return f"{self.results}/embeddings/{model}/{self.tasks[task]['embedding_set']}.h5"
+
+    def cost(self, model: str, task: str) -> str:
+        return f"{self.results}/cost/{model}/{self.tasks[task]['embedding_set']}.json"
+
+    def prepare_args(self, task: str) -> str:
+        plan = self.tasks[task]
+        entry = plan["entry"]
+        args = ["--name", task, "--format", entry["kind"], "--type", plan["type"]]
+        for role, value in plan["files"].items():
+            args += ["--" + role.replace("_", "-"), self.data_path(value)]
+        for key in ("sequence_column", "label_column", "id_column", "fold_column", "label_regex", "split", "labels", "max_sequences", "min_class_size"):
+            if entry.get(key) is not None:
+                args += ["--" + key.replace("_", "-"), str(entry[key])]
+        if plan["dms_id"]:
+            args += ["--dms-id", plan["dms_id"], "--fold-scheme", plan["scheme"]]
+        args += ["--cv-folds", str(self.config["probe"]["cv_folds"]), "--seed", str(self.config["seed"])]
+        return shlex.join(args)
+
+    # steps -------------------------------------------------------------------------------------
+    def is_variant_set(self, embedding_set: str) -> bool:
+        """Whether an embedding set is one target's substitution variants (a ProteinGym assay)."""
+        return self.tasks[self.embedding_sets[embedding_set]]["dms_id"] is not None
+
+    def _embed_settings_args(self, embedding_set: str) -> list[str]:
+        """The flags that decide what the model sees, shared by ``embed`` and ``cost`` so that cost
+        times exactly what was embedded; a variant set is embedded through one crop over its mutations."""
+        e = self.config["embed"]
+        args = ["--max-tokens", str(e["max_tokens"]), "--truncate", str(e["truncate"]), "--layer-norm", e["layer_norm"],
+                "--precision", e["precision"], "--long-sequences", e["long_sequences"], "--window", str(e["window"]), "--overlap", str(e["overlap"])]
+        return args + (["--variant-crop"] if self.is_variant_set(embedding_set) else [])
+
+    def embed_args(self, embedding_set: str) -> str:
+        # Variant sets are stored in float32 whatever embed.dtype says: a substitution moves a pooled
+        # vector by about 1/length, which float16 rounds away on long targets
+        # (benchmarks/results/variant_precision_*.json).
+        dtype = VARIANT_DTYPE if self.is_variant_set(embedding_set) else self.config["embed"]["dtype"]
+        return shlex.join(["--dtype", dtype, *self._embed_settings_args(embedding_set), "--shards", str(self.config["embed"]["shards"])])
+
+    def embedding_shards(self, model: str, task: str) -> list[str]:
+        """Shard stores of one (model, task), one Snakemake job each; gathered into its store."""
+        n = self.config["embed"]["shards"]
+        return [f"{self.results}/embeddings/{model}/{task}.shards/{k}-of-{n}.h5" for k in range(n)]
+
+    def probe_args(self, task: str) -> str:
+        """Probe flags; a regression probe's inner split follows the task's fold scheme (``INNER_SPLIT_OF_SCHEME``)."""
+        p = self.config["probe"]
+        args = [
+            "--type", self.task_type(task), "--metric", self.task_metric(task),
+            "--alphas", ",".join(str(a) for a in p["ridge_alphas"]),
+            "--cs", ",".join(str(c) for c in p["logistic_cs"]),
+            "--inner-folds", str(p["inner_folds"]), "--seed", str(self.config["seed"]),
+        ]
+        if self.task_type(task) == "regression":
+            args += ["--inner-split", INNER_SPLIT_OF_SCHEME[self.tasks[task]["scheme"]]]
+        return shlex.join(args)
+
+    def cost_args(self, embedding_set: str) -> str:
+        c = self.config["cost"]
+        return shlex.join(
+            [*self._embed_settings_args(embedding_set), "--sample-sequences", str(c["sample_sequences"]),
+             "--repeats", str(c["repeats"]), "--seed", str(self.config["seed"])]
+        )
+
+    def select_args(self, task: str) -> str:
+        s = self.config["select"]
+        return shlex.join(
+            ["--type", self.task_type(task), "--metric", self.task_metric(task), "--tolerance", str(s["tolerance"]),
+             "--bootstrap", str(s["bootstrap"]), "--seed", str(self.config["seed"])]
+        )
+
+    def summarize_args(self) -> str:
+        return shlex.join(["--bootstrap", str(self.config["select"]["bootstrap"]), "--seed", str(self.config["seed"])])
+
+
+def _check_keys(entry: dict, position: int) -> None:
+    kind = entry["kind"]
+    allowed = set(COMMON_KEYS) | set(FILE_ROLES[kind]) | set(FORMAT_OPTIONS[kind]) | ({"path"} if kind != "proteingym" else set())
+    extra = sorted(set(entry) - allowed)
+    if extra:
+        raise ConfigError(
+            f"config: tasks[{position}] ({entry['id']}): key {extra[0]!r} does not apply to a {kind} task "
+            f"(it takes {', '.join(sorted(allowed - {'id', 'kind'}))}); remove it"
+        )
+
+
+def load_schema(path: str | Path) -> dict:
+    import yaml  # installed with Snakemake
+
+    return yaml.safe_load(Path(path).read_text())
+
+
+def check_config(config: dict, schema: dict) -> None:
+    """One line for the first way ``config`` breaks ``schema``: the key, what is wrong, and the fix.
+
+    An unknown key (a typo) names the nearest valid key. Snakemake's own validation (which also
+    fills in defaults) runs after this and finds nothing more; it only prints the whole schema.
+    """
+    import jsonschema  # installed with Snakemake, which is what plans the workflow
+
+    validator = jsonschema.validators.validator_for(schema)(schema)
+    errors = sorted(validator.iter_errors(config), key=lambda e: (len(e.absolute_path), list(map(str, e.absolute_path))))
+    if not errors:
+        return
+    error = jsonschema.exceptions.best_match(errors)
+    where = _key_path(config, list(error.absolute_path))
+    if error.validator == "additionalProperties":
+        allowed = sorted(error.schema.get("properties", {}))
+        unknown = sorted(set(error.instance) - set(allowed))
+        key = unknown[0]
+        near = difflib.get_close_matches(key, allowed, n=1, cutoff=0.6)
+        hint = f"did you mean {near[0]!r}?" if near else f"allowed keys: {', '.join(allowed)}"
+        raise ConfigError(f"config: {where + '.' if where else ''}{key}: unknown key; {hint}")
+    if error.validator == "required":
+        raise ConfigError(f"config: {where or 'top level'}: {error.message}; add it")
+    if error.validator == "enum":
+        choices = ", ".join(map(str, error.validator_value))
+        raise ConfigError(f"config: {where}: {error.instance!r} is not one of {choices}")
+    raise ConfigError(f"config: {where or 'top level'}: {error.message}")
+
+
+def _key_path(config, path: list) -> str:
+    """``tasks[0] (my_task).label_column``-style name of a place in the config."""
+    text, node = "", config
+    for part in path:
+        if isinstance(part, int):
+            text += f"[{part}]"
+            node = node[part]
+            if isinstance(node, dict) and "id" in node:
+                text += f" ({node['id']})"
+        else:
+            text += f".{part}" if text else str(part)
+            node = node[part] if isinstance(node, dict) and part in node else None
+    return text

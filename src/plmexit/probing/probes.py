@@ -1,0 +1,549 @@
+"""Linear probes on one layer's embeddings, per evaluation fold.
+
+Invariant: for test fold ``f`` everything that is fitted or chosen — the scaler, the
+regularisation strength, and the ``inner_<metric>`` score that layer selection later uses — sees
+only the training rows (``fold != f``). The test rows are touched once, to score the refitted
+probe. Inner folds mimic the outer scheme: where the outer folds hold out whole mutated positions
+(ProteinGym's modulo and contiguous schemes), so do the inner ones (``inner_groups``), else the
+inner score rewards features that memorise positions. Each probe solves a stock scikit-learn
+pipeline's problem (``reference_ridge``, ``reference_ridge_grouped``,
+``reference_logistic``) but shares work across folds and regularisation strengths; probes do no
+file I/O.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+from functools import partial
+
+import numpy as np
+from scipy import linalg
+from scipy.special import expit
+from scipy.stats import spearmanr
+from sklearn.linear_model import LogisticRegression, Ridge, RidgeCV
+from sklearn.metrics import accuracy_score, f1_score, make_scorer, matthews_corrcoef, mean_squared_error
+from sklearn.model_selection import GridSearchCV, StratifiedKFold
+from sklearn.multiclass import OneVsRestClassifier
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
+
+from plmexit.errors import InputError
+from plmexit.probing import logistic
+
+# Regularisation grids wide enough for standardised features of any ESM2 width (320 to 5120).
+# Half-decade steps, written as the config schema writes its defaults (tests/test_config.py holds
+# the schema, the command line and these to one value), so `plmexit probe` run by hand fits the
+# pipeline's grid.
+DEFAULT_RIDGE_ALPHAS = (0.1, 0.316, 1.0, 3.16, 10.0, 31.6, 100.0, 316.0, 1000.0, 3160.0, 10000.0, 31600.0, 100000.0)
+DEFAULT_LOGISTIC_CS = tuple(float(c) for c in np.logspace(-4, 1, 6))
+INNER_PREFIX = "inner_"
+# Probe-table fold of the selection procedure run on all training rows (the layer a user ships):
+# only ``inner_<metric>`` and the hyperparameter rows, no test metrics.
+DEPLOY_FOLD = -1
+# Probe-table metrics that are not scores: the chosen ridge alpha / logistic C, and where it sits
+# on its grid (-1 lowest value, +1 highest, 0 inside).
+HYPERPARAMETER = "hyperparameter"
+HYPERPARAMETER_EDGE = "hyperparameter_edge"
+# How a ridge probe's training part is split to choose alpha and score the layer: exact
+# leave-one-out over variants, or K folds of whole mutated positions built by the rule of
+# ProteinGym's modulo or contiguous scheme (``inner_groups``).
+INNER_SPLITS = ("loo", "modulo", "contiguous")
+
+
+def spearman(y_true: np.ndarray, y_pred: np.ndarray) -> float:
+    """Spearman's rho; 0.0 when either side is constant (no rank information, no correlation)."""
+    if np.ptp(y_true) == 0 or np.ptp(y_pred) == 0:
+        return 0.0
+    return float(spearmanr(y_true, y_pred).statistic)
+
+
+# Protein-centric Fmax over CAFA's thresholds 0.01, 0.02, ..., 1.00, as DeepFRI reports it.
+FMAX_THRESHOLDS = np.round(np.arange(1, 101) / 100, 2)
+# Micro and macro F1 of a multi-label probe call a class when its probability reaches this.
+MULTILABEL_THRESHOLD = 0.5
+
+
+def fmax(truth: np.ndarray, scores: np.ndarray) -> float:
+    """Protein-centric maximum F-measure of per-class scores ``(n, K)`` against 0/1 truth ``(n, K)``.
+
+    At each threshold, precision is averaged over the items with at least one class called and
+    recall over the items with at least one true class; Fmax is the best harmonic mean.
+    """
+    truth = np.asarray(truth, dtype=bool)
+    called = np.asarray(scores)[None, :, :] >= FMAX_THRESHOLDS[:, None, None]  # (T, n, K)
+    hits = (called & truth[None]).sum(axis=2)
+    n_called = called.sum(axis=2)
+    annotated = truth.sum(axis=1) > 0
+    with np.errstate(invalid="ignore", divide="ignore"):
+        precision = np.where(n_called > 0, hits / n_called, 0.0).sum(axis=1) / np.maximum((n_called > 0).sum(axis=1), 1)
+        recall = (hits[:, annotated] / truth[annotated].sum(axis=1)).mean(axis=1) if annotated.any() else np.zeros(len(FMAX_THRESHOLDS))
+        f = np.where(precision + recall > 0, 2 * precision * recall / (precision + recall), 0.0)
+    return float(f.max())
+
+
+def _thresholded_f1(average: str):
+    return lambda truth, scores: f1_score(np.asarray(truth, dtype=int), np.asarray(scores) >= MULTILABEL_THRESHOLD, average=average, zero_division=0.0)
+
+
+METRICS = {
+    "regression": {"spearman": spearman, "mse": mean_squared_error},
+    "classification": {
+        "accuracy": accuracy_score,
+        "macro_f1": lambda t, p: f1_score(t, p, average="macro", zero_division=0.0),
+        "mcc": matthews_corrcoef,
+    },
+    # Truth is a 0/1 matrix (items x classes), predictions are per-class probabilities.
+    "multilabel": {"fmax": fmax, "micro_f1": _thresholded_f1("micro"), "macro_f1": _thresholded_f1("macro")},
+}
+# Orientation of every metric written to a probe table; selection only ever maximises.
+HIGHER_IS_BETTER = {"spearman": True, "mse": False, "accuracy": True, "macro_f1": True, "mcc": True, "fmax": True, "micro_f1": True}
+
+
+@dataclass(frozen=True)
+class ProbeSettings:
+    task_type: str
+    selection_metric: str
+    ridge_alphas: tuple[float, ...] = DEFAULT_RIDGE_ALPHAS
+    logistic_cs: tuple[float, ...] = DEFAULT_LOGISTIC_CS
+    inner_folds: int = 3
+    seed: int = 0
+    max_iter: int = 2000
+    inner_split: str = "loo"  # regression only; classifiers always use stratified inner K-fold
+
+    def __post_init__(self):
+        if self.task_type not in METRICS:
+            raise InputError(f"task type {self.task_type!r} is not one of {', '.join(METRICS)}")
+        if self.inner_split not in INNER_SPLITS:
+            raise InputError(f"inner split {self.inner_split!r} is not one of {', '.join(INNER_SPLITS)} (--inner-split)")
+        if self.inner_split != "loo" and self.task_type != "regression":
+            raise InputError(
+                f"inner split {self.inner_split!r} groups variants by mutated position, for regression tasks only; "
+                f"a {self.task_type} probe uses stratified inner folds (drop --inner-split)"
+            )
+        if self.selection_metric not in METRICS[self.task_type] or not HIGHER_IS_BETTER[self.selection_metric]:
+            allowed = [m for m in METRICS[self.task_type] if HIGHER_IS_BETTER[m]]
+            raise InputError(
+                f"selection metric {self.selection_metric!r} is not one of {', '.join(allowed)} for a {self.task_type} task; "
+                "fix the task's metric in the config (--metric)"
+            )
+
+
+def evaluation_folds(folds: np.ndarray) -> list[int]:
+    """Fold ids that serve as a test part (``-1`` marks train-only rows)."""
+    return sorted(int(f) for f in np.unique(folds) if f >= 0)
+
+
+@dataclass
+class FoldFit:
+    """One fold's probe: test-row predictions and what was chosen on the training rows.
+
+    The fold ``DEPLOY_FOLD`` is the same procedure on every row (the probe a user ships): it has
+    no test rows, so ``test`` and ``predictions`` are empty.
+    """
+
+    fold: int
+    test: np.ndarray  # indices of the test rows
+    predictions: np.ndarray  # (n_test,), or (n_test, K) class probabilities for a multi-label task
+    inner_score: float  # training-only cross-validated score of the chosen hyperparameter; NaN when the features are constant
+    hyperparameter: float  # ridge alpha or logistic C; NaN when the features are constant (nothing to choose)
+    edge: float = 0.0  # where the chosen value sits on its grid: -1 smallest, +1 largest, 0 inside, NaN when none was chosen
+
+
+def grid_edge(value: float, grid) -> float:
+    """-1.0 if ``value`` is the smallest of ``grid``, +1.0 the largest, 0.0 inside (or a one-value grid), NaN for NaN."""
+    if np.isnan(value):
+        return float("nan")
+    if len(set(grid)) < 2:
+        return 0.0
+    return -1.0 if value == min(grid) else 1.0 if value == max(grid) else 0.0
+
+
+def _constant_rows(X: np.ndarray) -> bool:
+    """True when every row is the same vector: the layer carries nothing a probe could use."""
+    return len(X) == 0 or not np.any(X != X[0])
+
+
+def probe_layer(X: np.ndarray, y: np.ndarray, folds: np.ndarray, settings: ProbeSettings, positions: np.ndarray | None = None) -> list[FoldFit]:
+    """Fit one probe per evaluation fold on features ``X`` (training rows only), then the deploy probe on every row.
+
+    Returns one ``FoldFit`` per evaluation fold, in fold order, followed by the ``DEPLOY_FOLD``
+    fit (every row is training: rows of fold -1 always are, and a cross-validated task's rows
+    all are). ``positions`` (one mutated position per row) is needed when
+    ``settings.inner_split`` groups by position.
+    """
+    if settings.task_type == "regression":
+        score = METRICS["regression"][settings.selection_metric]
+        return ridge_folds(X, y, folds, settings.ridge_alphas, score, settings.inner_split, settings.inner_folds, positions)
+    fits = []
+    parts = [(fold, np.flatnonzero(folds != fold), np.flatnonzero(folds == fold)) for fold in evaluation_folds(folds)]
+    parts.append((DEPLOY_FOLD, np.arange(len(folds)), np.arange(0)))
+    for fold, train, test in parts:
+        fit = _one_vs_rest if settings.task_type == "multilabel" else _logistic
+        predict, inner_score, c = fit(X[train], y[train], settings)
+        if _constant_rows(X[train]):
+            inner_score, c = float("nan"), float("nan")
+        fits.append(FoldFit(fold, test, predict(X[test]), inner_score, c, grid_edge(c, settings.logistic_cs)))
+    return fits
+
+
+def fold_metrics(fits: list[FoldFit], y: np.ndarray, settings: ProbeSettings) -> list[tuple[int, str, float]]:
+    """Rows ``(fold, metric, value)``: every test metric, the ``inner_<metric>`` selection score and the hyperparameter rows.
+
+    The ``DEPLOY_FOLD`` fit has no test rows, so it gets only the inner score and hyperparameter rows.
+    """
+    rows = []
+    for fit in fits:
+        if fit.fold != DEPLOY_FOLD:
+            truth = y[fit.test]
+            rows.extend((fit.fold, name, float(fn(truth, fit.predictions))) for name, fn in METRICS[settings.task_type].items())
+        rows.append((fit.fold, INNER_PREFIX + settings.selection_metric, float(fit.inner_score)))
+        rows.append((fit.fold, HYPERPARAMETER, float(fit.hyperparameter)))
+        rows.append((fit.fold, HYPERPARAMETER_EDGE, float(fit.edge)))
+    return rows
+
+
+def inner_groups(positions: np.ndarray, split: str, k: int) -> np.ndarray:
+    """Inner fold (0..k-1) of each training row, by the rule of the outer scheme applied to its positions.
+
+    ``modulo``: the distinct positions, sorted, take folds by rank mod ``k`` (ProteinGym's modulo
+    rule on the positions present; the position itself mod ``k`` would leave inner fold ``f``
+    empty with ``k = 5`` inside outer modulo-5 fold ``f``, and folds unbalanced on sparse scans).
+    ``contiguous``:
+    the sorted distinct positions are cut into ``k`` consecutive blocks, the first ``n mod k``
+    one position longer, as ``proteingym.make_folds`` cuts 5.
+    """
+    distinct, rank = np.unique(np.asarray(positions), return_inverse=True)
+    if len(distinct) < k:
+        raise InputError(
+            f"a training part has {len(distinct)} mutated positions, fewer than {k} inner folds of whole positions; "
+            "lower probe.inner_folds (--inner-folds) or use --inner-split loo"
+        )
+    if split == "modulo":
+        return rank % k
+    size, extra = divmod(len(distinct), k)
+    blocks = np.concatenate([[f] * (size + (f < extra)) for f in range(k)]).astype(int)
+    return blocks[rank]
+
+
+def ridge_folds(X: np.ndarray, y: np.ndarray, folds: np.ndarray, alphas, score, inner_split: str = "loo", inner_folds: int = 3,
+                positions: np.ndarray | None = None) -> list[FoldFit]:
+    """Standardise + ridge per evaluation fold, then the deploy fold, every alpha from one eigendecomposition per fit.
+
+    With ``inner_split="loo"`` it equals scikit-learn's
+    ``make_pipeline(StandardScaler(), RidgeCV(alphas, scoring=score))`` fitted on each fold's
+    training rows (see ``reference_ridge``): one eigendecomposition per fold gives every alpha's
+    coefficients, exact leave-one-out predictions (hat-matrix diagonal, intercept included) and
+    test predictions, and the inner score is ``score`` of the pooled leave-one-out predictions.
+    With ``modulo`` or ``contiguous`` the training rows are split into ``inner_folds`` folds of
+    whole mutated positions (``inner_groups``), each inner fit gets every alpha from its own
+    eigendecomposition, and the inner score is the mean over inner folds of ``score`` on that
+    fold's held-out rows, as scikit-learn's ``GridSearchCV`` scores it (``reference_ridge_grouped``;
+    the standard definition for grouped K-fold, whereas leave-one-out pools its predictions). The
+    refit on all training rows then needs only the chosen alpha: one linear solve.
+
+    Each fit works on whichever Gram matrix is smaller: with more fitting rows than features the
+    standardised feature Gram (``D x D``; one Gram matrix per layer serves every fit, each fit's
+    being the total minus its left-out rows'), else the standardised
+    row Gram (``n x n``, the kernel form), so a few hundred variants embedded 5,120 wide cost an
+    ``n``-sized problem. Ties between alphas go to the first in ``alphas``, as both references.
+    Training features that are all one vector give a NaN inner score and hyperparameter.
+    """
+    if inner_split not in INNER_SPLITS:
+        raise InputError(f"inner split {inner_split!r} is not one of {', '.join(INNER_SPLITS)}")
+    if inner_split != "loo" and (positions is None or len(positions) != len(y)):
+        raise InputError(f"inner split {inner_split!r} needs one mutated position per row")
+    X = np.asarray(X, dtype=np.float64)
+    # Standardisation makes the fit shift-invariant; centring on the mean of all rows first keeps
+    # the Gram matrix free of cancellation when a feature's offset dwarfs its spread.
+    offset = X.mean(axis=0)
+    y = np.asarray(y, dtype=np.float64)
+    alphas = np.asarray(alphas, dtype=np.float64)
+    path = _RidgePath(X, offset, alphas)
+    parts = [(fold, np.flatnonzero(folds != fold), np.flatnonzero(folds == fold)) for fold in evaluation_folds(folds)]
+    parts.append((DEPLOY_FOLD, np.arange(len(y)), np.arange(0)))
+    fits = []
+    for fold, train, test in parts:
+        y_train = y[train]
+        if inner_split == "loo":
+            fitted, leverage, predict = path.fit(train, y, test, loo=True)
+            loo = y_train[:, None] - (y_train[:, None] - fitted) / (1.0 - leverage)
+            inner = np.array([score(y_train, loo[:, j]) for j in range(len(alphas))])
+            best = int(np.argmax(inner))  # first maximum, as RidgeCV
+            predictions = predict(best)
+        else:
+            groups = inner_groups(np.asarray(positions)[train], inner_split, inner_folds)
+            inner = np.zeros(len(alphas))
+            for g in range(inner_folds):
+                held = train[groups == g]
+                held_predictions = path.fit(train[groups != g], y, held)[2](None)  # (n_held, A)
+                inner += np.array([score(y[held], held_predictions[:, j]) for j in range(len(alphas))]) / inner_folds
+            best = int(np.argmax(inner))  # first maximum, as GridSearchCV
+            # The refit needs one alpha only: a linear solve, a fraction of an eigendecomposition's cost.
+            predictions = path.fit_one(train, y, test, alphas[best])
+        inner_score, alpha = float(inner[best]), float(alphas[best])
+        if _constant_rows(X[train]):
+            inner_score, alpha = float("nan"), float("nan")
+        fits.append(FoldFit(fold, test, predictions, inner_score, alpha, grid_edge(alpha, alphas)))
+    return fits
+
+
+class _RidgePath:
+    """Standardise + ridge fits on row subsets of one layer ``X``, every alpha at once.
+
+    ``Xc`` is the layer centred on the mean of all its rows (``offset``); the feature Gram of
+    all rows is computed once, on first need, and each primal fit subtracts its left-out rows'.
+    """
+
+    def __init__(self, X: np.ndarray, offset: np.ndarray, alphas: np.ndarray):
+        self.X, self.Xc, self.offset, self.alphas = X, X - offset, offset, alphas
+        self.total = self.Xc.sum(axis=0)
+        self.gram = None
+
+    def fit(self, rows: np.ndarray, y: np.ndarray, predict_rows: np.ndarray, loo: bool = False):
+        """Fit on ``rows``; returns (fitted ``(n, A)``, leverage ``(n, A)``, predict), the first two only with ``loo``.
+
+        ``predict(j)`` gives alpha ``j``'s predictions of ``predict_rows``; ``predict(None)`` all alphas' ``(m, A)``.
+        """
+        mean, scale, standardised_gram = self._standardise(rows)
+        X = self.Xc
+        if standardised_gram is not None:
+            return _ridge_primal(standardised_gram, X[rows], X[predict_rows], mean, scale, y[rows], self.alphas, loo)
+        return _ridge_dual((X[rows] - mean) / scale, (X[predict_rows] - mean) / scale, y[rows], self.alphas, loo)
+
+    def fit_one(self, rows: np.ndarray, y: np.ndarray, predict_rows: np.ndarray, alpha: float) -> np.ndarray:
+        """Predictions of ``predict_rows`` by the fit on ``rows`` at one ``alpha``: one symmetric solve, primal or dual."""
+        mean, scale, standardised_gram = self._standardise(rows)
+        X = self.Xc
+        y_mean = y[rows].mean()
+        y_centred = y[rows] - y_mean
+        if standardised_gram is not None:
+            system = standardised_gram + alpha * np.eye(len(scale))
+            weights = linalg.solve(system, (X[rows].T @ y_centred) / scale, assume_a="sym") / scale  # per centred raw feature
+            return y_mean + (X[predict_rows] - mean) @ weights
+        S = (X[rows] - mean) / scale
+        dual = linalg.solve(S @ S.T + alpha * np.eye(len(rows)), y_centred, assume_a="sym")
+        return y_mean + ((X[predict_rows] - mean) / scale) @ (S.T @ dual)
+
+    def _standardise(self, rows: np.ndarray):
+        """The fit rows' mean (of ``Xc``) and StandardScaler scale, and their standardised feature Gram when ``n >= D`` (else None).
+
+        The scale is StandardScaler's, from the variance of the raw rows: a feature constant on the
+        fit rows must get scale 1. Neither the Gram difference nor the centred ``Xc`` would do: both
+        leave rounding noise in a constant feature (a one-hot column, 0 on every fit row, is -offset
+        there) that would count as spread and be divided by it.
+        """
+        X = self.Xc
+        n, d = len(rows), X.shape[1]
+        left_out = np.setdiff1d(np.arange(len(X)), rows, assume_unique=True)
+        mean = (self.total - X[left_out].sum(axis=0)) / n
+        scale = logistic.feature_scale(self.X[rows].var(axis=0), n, self.offset + mean)
+        if n < d:
+            return mean, scale, None
+        self.gram = X.T @ X if self.gram is None else self.gram
+        centred = self.gram - X[left_out].T @ X[left_out] - n * np.outer(mean, mean)  # (D, D): sum over fit rows of (x - mean)(x - mean)^T
+        return mean, scale, centred / np.outer(scale, scale)
+
+
+def _column(values: np.ndarray, j: int | None) -> np.ndarray:
+    """Column ``j`` (one alpha's predictions), or every column for ``None``."""
+    return values if j is None else values[:, j]
+
+
+def _ridge_primal(standardised_gram, X_train, X_test, mean, scale, y_train, alphas, loo=True):
+    """Every alpha from the eigenvectors of the standardised feature Gram ``(D, D)``."""
+    eigenvalues, eigenvectors = np.linalg.eigh(standardised_gram)
+    eigenvalues = np.maximum(eigenvalues, 0.0)
+    # Rows of X in the eigenbasis of the standardised training data: (x - mean) / scale @ V.
+    projection = eigenvectors / scale[:, None]
+    shift = mean @ projection
+    y_mean = y_train.mean()
+    shrink = 1.0 / (eigenvalues[:, None] + alphas[None, :])  # (D, A)
+    # P_train^T y_c without forming P_train (n x D) when leave-one-out does not need it.
+    coefs = (projection.T @ (X_train.T @ (y_train - y_mean)))[:, None] * shrink  # (D, A)
+    predictions = y_mean + (X_test @ projection - shift) @ coefs  # (m, A)
+    predict = partial(_column, predictions)
+    if not loo:
+        return None, None, predict
+    P_train = X_train @ projection - shift  # (n, D)
+    fitted = y_mean + P_train @ coefs  # (n, A)
+    leverage = 1.0 / len(y_train) + (P_train**2) @ shrink  # (n, A): hat-matrix diagonal with the intercept
+    return fitted, leverage, predict
+
+
+def _ridge_dual(S_train, S_test, y_train, alphas, loo=True):
+    """Every alpha from the eigenvectors of the standardised row Gram ``K = S S^T`` ``(n, n)``.
+
+    With centred ``S`` the fitted values are ``U diag(l / (l + a)) U^T y_c`` and the hat
+    diagonal ``1/n + sum_j U_ij^2 l_j / (l_j + a)``, the same quantities as the primal form.
+    """
+    eigenvalues, U = np.linalg.eigh(S_train @ S_train.T)
+    eigenvalues = np.maximum(eigenvalues, 0.0)
+    y_mean = y_train.mean()
+    shrink = 1.0 / (eigenvalues[:, None] + alphas[None, :])  # (n, A)
+    projected = (U.T @ (y_train - y_mean))[:, None] * shrink  # (n, A): U^T y_c / (l + a)
+    predictions = y_mean + (S_test @ S_train.T @ U) @ projected  # (m, A)
+    predict = partial(_column, predictions)
+    if not loo:
+        return None, None, predict
+    fitted = y_mean + U @ (eigenvalues[:, None] * projected)
+    leverage = 1.0 / len(y_train) + (U**2) @ (eigenvalues[:, None] * shrink)
+    return fitted, leverage, predict
+
+
+def reference_ridge(X_train: np.ndarray, y_train: np.ndarray, X_test: np.ndarray, alphas, score) -> tuple[np.ndarray, float, float]:
+    """The straightforward scikit-learn probe ``ridge_folds`` must equal: (test predictions, inner score, alpha)."""
+    ridge = RidgeCV(alphas=np.asarray(alphas, dtype=np.float64), scoring=make_scorer(score))
+    pipeline = make_pipeline(StandardScaler(), ridge).fit(np.asarray(X_train, dtype=np.float64), y_train)
+    return pipeline.predict(np.asarray(X_test, dtype=np.float64)), float(ridge.best_score_), float(ridge.alpha_)
+
+
+def reference_ridge_grouped(X_train: np.ndarray, y_train: np.ndarray, X_test: np.ndarray, alphas, score, groups: np.ndarray) -> tuple[np.ndarray, float, float]:
+    """The scikit-learn probe ``ridge_folds`` with a grouped inner split must equal: (test predictions, inner score, alpha).
+
+    ``groups`` is each training row's inner fold (``inner_groups``); the inner score is
+    ``GridSearchCV``'s, the mean over inner folds of ``score`` on each fold's held-out rows.
+    """
+    splits = [(np.flatnonzero(groups != g), np.flatnonzero(groups == g)) for g in np.unique(groups)]
+    search = GridSearchCV(
+        make_pipeline(StandardScaler(), Ridge()), {"ridge__alpha": [float(a) for a in alphas]}, scoring=make_scorer(score), cv=splits,
+    ).fit(np.asarray(X_train, dtype=np.float64), y_train)
+    return search.predict(np.asarray(X_test, dtype=np.float64)), float(search.best_score_), float(search.best_params_["ridge__alpha"])
+
+
+def reference_logistic(X_train: np.ndarray, y_train: np.ndarray, X_test: np.ndarray, settings: ProbeSettings) -> tuple[np.ndarray, float, float]:
+    """The straightforward scikit-learn probe ``_logistic`` must agree with: (test predictions, inner score, C)."""
+    search = GridSearchCV(
+        make_pipeline(StandardScaler(), LogisticRegression(max_iter=settings.max_iter)),
+        {"logisticregression__C": sorted(settings.logistic_cs)},
+        scoring=make_scorer(METRICS["classification"][settings.selection_metric]),
+        cv=StratifiedKFold(settings.inner_folds, shuffle=True, random_state=settings.seed),
+    ).fit(np.asarray(X_train, dtype=np.float64), y_train)
+    return search.predict(np.asarray(X_test, dtype=np.float64)), float(search.best_score_), float(search.best_params_["logisticregression__C"])
+
+
+def _logistic(X: np.ndarray, y: np.ndarray, settings: ProbeSettings):
+    """Standardise + logistic regression (multinomial, or one sigmoid for two classes), C by inner stratified CV.
+
+    Returns (predict: X -> labels, inner score, C).
+    """
+    classes, counts = np.unique(y, return_counts=True)
+    if len(classes) < 2:
+        raise InputError(f"a training part holds only class {classes[0]!r}; a classifier needs at least two classes")
+    score = METRICS["classification"][settings.selection_metric]
+    cs = sorted(settings.logistic_cs)
+    inner = StratifiedKFold(n_splits=max(2, min(settings.inner_folds, int(counts.max()))), shuffle=True, random_state=settings.seed)
+    scores = np.zeros((inner.get_n_splits(), len(cs)))
+    with warnings.catch_warnings():
+        # Rare classes make some inner folds lack a class; scores there are still valid.
+        warnings.filterwarnings("ignore", message="The least populated class")
+        splits = list(inner.split(X, y))
+    for i, (fit_rows, score_rows) in enumerate(splits):
+        present = np.unique(y[fit_rows])
+        if len(present) == 1:
+            # A class with a single training member leaves one inner fit part with one class:
+            # the only classifier it supports predicts that class, whatever C is.
+            scores[i, :] = score(y[score_rows], np.repeat(present, len(score_rows)))
+            continue
+        Y, link = _class_targets(y[fit_rows], present)
+        for j, logits in enumerate(_c_path(X[fit_rows], Y, X[score_rows], cs, link, settings)):
+            scores[i, j] = score(y[score_rows], _classes_of(logits, present))
+    mean = scores.mean(axis=0)
+    best = int(np.argmax(mean))  # first maximum: the strongest regularisation among ties
+    span, F = logistic.row_span(X)
+    Y, link = _class_targets(y, classes)
+    model = logistic.fit(F, Y, cs[best], link, max_iter=settings.max_iter)
+    return (lambda X_new: _classes_of(model.logits(span.transform(X_new)), classes)), float(mean[best]), float(cs[best])
+
+
+def _class_targets(y: np.ndarray, classes: np.ndarray) -> tuple[np.ndarray, str]:
+    """0/1 targets and link as scikit-learn fits them: one sigmoid column for two classes, else one-hot softmax."""
+    if len(classes) == 2:
+        return (y == classes[1]).astype(np.float64)[:, None], "sigmoid"
+    return (y[:, None] == classes[None, :]).astype(np.float64), "softmax"
+
+
+def _classes_of(logits: np.ndarray, classes: np.ndarray) -> np.ndarray:
+    """Predicted labels from ``_class_targets``-shaped logits (a positive sigmoid logit is the second class)."""
+    if logits.shape[1] == 1:
+        return np.where(logits[:, 0] > 0, classes[1], classes[0])
+    return classes[np.argmax(logits, axis=1)]
+
+
+def _c_path(X_fit: np.ndarray, Y: np.ndarray, X_score: np.ndarray, cs, link: str, settings: ProbeSettings):
+    """Logits of the score rows at each C of ``cs`` (ascending), fitted on the fit rows only.
+
+    One standardisation and row span serves the whole path, which is walked from strongest to
+    weakest regularisation with warm starts, so each fit starts near its solution.
+    """
+    span, F = logistic.row_span(X_fit)
+    F_score = span.transform(X_score)
+    model = None
+    for c in cs:
+        model = logistic.fit(F, Y, c, link, model, settings.max_iter)
+        yield model.logits(F_score)
+
+
+def _multilabel_splits(Y: np.ndarray, settings: ProbeSettings) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Inner (fit rows, score rows) of a multi-label training part, stratified by each row's rarest class."""
+    counts = Y.sum(axis=0)
+    rarest = np.array([min(np.flatnonzero(row), key=lambda k: (counts[k], k)) if row.any() else -1 for row in Y])
+    inner = StratifiedKFold(n_splits=max(2, min(settings.inner_folds, int(np.bincount(rarest + 1).max()))), shuffle=True, random_state=settings.seed)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="The least populated class")
+        return list(inner.split(Y, rarest))
+
+
+def reference_one_vs_rest(X_train: np.ndarray, Y_train: np.ndarray, X_test: np.ndarray, settings: ProbeSettings) -> tuple[np.ndarray, float, float]:
+    """The straightforward scikit-learn probe ``_one_vs_rest`` must agree with: (test probabilities, inner score, C)."""
+    Y_train = np.asarray(Y_train, dtype=int)
+    search = GridSearchCV(
+        make_pipeline(StandardScaler(), OneVsRestClassifier(LogisticRegression(max_iter=settings.max_iter))),
+        {"onevsrestclassifier__estimator__C": sorted(settings.logistic_cs)},
+        scoring=make_scorer(METRICS["multilabel"][settings.selection_metric], response_method="predict_proba"),
+        cv=_multilabel_splits(Y_train, settings),
+    )
+    with warnings.catch_warnings():
+        # A class on every (or no) row of a fitting part gets a constant predictor, as ours does.
+        warnings.filterwarnings("ignore", message="Label .* is present in all training examples")
+        warnings.filterwarnings("ignore", message="Label not .* is present in all training examples")
+        search.fit(np.asarray(X_train, dtype=np.float64), Y_train)
+    return search.predict_proba(np.asarray(X_test, dtype=np.float64)), float(search.best_score_), float(search.best_params_["onevsrestclassifier__estimator__C"])
+
+
+def _one_vs_rest(X: np.ndarray, Y: np.ndarray, settings: ProbeSettings):
+    """Standardise + one binary logistic regression per class (one-vs-rest), one C for all classes.
+
+    C is chosen by inner K-fold on these rows (split stratified by each row's rarest class),
+    walking the grid with warm starts as ``_logistic`` does. A class that is absent, or present in
+    every row, of a fitting part gets its constant frequency as probability. Returns
+    (predict: X -> (n, K) probabilities, inner score, C).
+    """
+    Y = np.asarray(Y, dtype=int)
+    score = METRICS["multilabel"][settings.selection_metric]
+    cs = sorted(settings.logistic_cs)
+    splits = _multilabel_splits(Y, settings)
+    scores = np.zeros((len(splits), len(cs)))
+    for i, (fit_rows, score_rows) in enumerate(splits):
+        target = Y[fit_rows]
+        varying = target.min(axis=0) != target.max(axis=0)
+        probabilities = np.tile(target[0].astype(np.float64), (len(score_rows), 1))
+        if not varying.any():
+            scores[i, :] = score(Y[score_rows], probabilities)
+            continue
+        for j, logits in enumerate(_c_path(X[fit_rows], target[:, varying].astype(np.float64), X[score_rows], cs, "sigmoid", settings)):
+            probabilities[:, varying] = expit(logits)
+            scores[i, j] = score(Y[score_rows], probabilities)
+    mean = scores.mean(axis=0)
+    best = int(np.argmax(mean))  # first maximum: the strongest regularisation among ties
+    varying = Y.min(axis=0) != Y.max(axis=0)
+    span, F = logistic.row_span(X)
+    model = logistic.fit(F, Y[:, varying].astype(np.float64), cs[best], "sigmoid", max_iter=settings.max_iter) if varying.any() else None
+
+    def predict(X_new: np.ndarray) -> np.ndarray:
+        probabilities = np.tile(Y[0].astype(np.float64), (len(X_new), 1))
+        if model is not None:
+            probabilities[:, varying] = model.probabilities(span.transform(X_new))
+        return probabilities
+
+    return predict, float(mean[best]), float(cs[best])

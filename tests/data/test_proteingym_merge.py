@@ -1,0 +1,209 @@
+"""ProteinGym's supervised merge numbers: one Spearman and one MSE per assay and scheme, pooled over
+every variant's out-of-fold prediction, on targets standardised by each fold's training rows, as
+ProteinGym's ``proteingym/merge_supervised.py`` computes them from ProteinNPT's prediction files."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from plmexit.cli import main
+from plmexit.data import proteingym
+from plmexit.errors import InputError
+from plmexit.pipeline import steps
+from plmexit.probing import probes
+
+# Hand example: 4 variants, 2 folds. Fold 0 trains on c, d (labels 2, 6: mean 4, population sd 2);
+# fold 1 on a, b (labels 1, 3: mean 2, sd 1).
+IDS, LABELS, FOLDS = ["a", "b", "c", "d"], [1.0, 3.0, 2.0, 6.0], [0, 0, 1, 1]
+FINAL = [2.0, 4.0, 1.0, 4.0]  # predictions of the final layer's probes
+# Standardised: labels -1.5, -0.5 | 0, 4 and predictions -1, 0 | -1, 2. Ranks 1, 2, 3, 4 against
+# 1.5, 3, 1.5, 4 give rho = 3 / sqrt(5 * 4.5) = 2 / sqrt(10); squared errors 0.25, 0.25, 1, 4.
+FINAL_SPEARMAN, FINAL_MSE = 2 / np.sqrt(10), 5.5 / 4
+# Fold 0 chose layer 0, which predicts a, b as 5, 3: standardised 0.5, -0.5. With fold 1's rows
+# as above, predictions rank 3, 2, 1, 4 against labels' 1, 2, 3, 4: rho = 1 / sqrt(5 * 5) = 0.2;
+# squared errors 4, 0, 1, 4.
+LAYER0_FOLD0 = [5.0, 3.0]
+SELECTED_SPEARMAN, SELECTED_MSE = 0.2, 9 / 4
+
+
+def test_merge_scores_by_hand():
+    spearman, mse = proteingym.merge_scores(LABELS, FINAL, FOLDS, LABELS, FOLDS)
+
+    assert spearman == pytest.approx(FINAL_SPEARMAN, abs=1e-12)
+    assert mse == pytest.approx(FINAL_MSE, abs=1e-12)
+
+
+def test_merge_scores_are_not_the_mean_over_folds_nor_raw():
+    """The old merge file averaged per-fold Spearmans (here 1.0: each fold's two points agree) and
+    took MSE in raw units (here 1.75); pooling raw values would give yet another Spearman."""
+    spearman, mse = proteingym.merge_scores(LABELS, FINAL, FOLDS, LABELS, FOLDS)
+    per_fold = [probes.spearman(np.array(LABELS)[f], np.array(FINAL)[f]) for f in ([0, 1], [2, 3])]
+
+    assert np.mean(per_fold) == pytest.approx(1.0) and spearman != pytest.approx(1.0)
+    assert probes.METRICS["regression"]["mse"](LABELS, FINAL) == pytest.approx(1.75) and mse != pytest.approx(1.75)
+    assert probes.spearman(np.array(LABELS), np.array(FINAL)) != pytest.approx(spearman)
+
+
+def merge_supervised_reference(dms: pd.DataFrame, fold_predictions: list[pd.DataFrame]) -> tuple[float, float]:
+    """ProteinGym's pipeline re-implemented as its own code writes it (commits in README).
+
+    ProteinNPT ``get_train_val_test_data`` / ``preprocess_training_targets`` /
+    ``preprocess_test_targets``: per test fold, the training split's ``np.nanmean`` and
+    ``np.nanstd`` standardise training and test targets; the model (here: the raw prediction
+    mapped the same way) predicts in that scale; each fold's ``labels_fitness`` and
+    ``predictions_fitness`` are written, then concatenated. ``merge_supervised.py``: left-merge
+    onto the DMS file by ``mutated_sequence`` (scores deduplicated by groupby mean), then
+    ``Series.corr(method="spearman")`` and ``((t - p) ** 2).mean()`` over all rows at once.
+    """
+    outputs = []
+    for k, predicted in enumerate(fold_predictions):
+        train = dms[dms["fold"] != k]
+        test = dms[dms["fold"] == k]
+        mean, std = np.nanmean(train["DMS_score"]), np.nanstd(np.array(train["DMS_score"]))
+        outputs.append(pd.DataFrame({
+            "mutated_sequence": test["mutated_sequence"].to_numpy(),
+            "labels_fitness": ((test["DMS_score"] - mean) / std).to_numpy(),
+            "predictions_fitness": (predicted["prediction"].to_numpy() - mean) / std,
+        }))
+    df_scores = pd.concat(outputs).rename(columns={"labels_fitness": "normalized_targets", "predictions_fitness": "model_predictions"})
+    df_scores = df_scores.groupby("mutated_sequence", as_index=False).mean().reset_index(drop=True)
+    all_model_scores = pd.merge(dms, df_scores, on="mutated_sequence", how="left")
+    spearman = all_model_scores["normalized_targets"].corr(all_model_scores["model_predictions"], method="spearman")
+    mse = ((all_model_scores["normalized_targets"] - all_model_scores["model_predictions"]) ** 2).mean()
+    return spearman, mse
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_merge_scores_equal_merge_supervised_on_random_folds(seed):
+    rng = np.random.default_rng(seed)
+    n = 83
+    dms = pd.DataFrame({
+        "mutated_sequence": [f"seq{i}" for i in range(n)],
+        # Rounded, so labels and predictions both have ties, which rank as averages on both sides.
+        "DMS_score": np.round(rng.normal(3.0, 2.0, n), 1),
+        "fold": rng.integers(0, 5, n),
+    })
+    raw = np.round(dms["DMS_score"].to_numpy() * 0.4 + rng.normal(0, 1.5, n) + 1.0, 1)
+    fold_predictions = [pd.DataFrame({"prediction": raw[dms["fold"].to_numpy() == k]}) for k in range(5)]
+
+    expected = merge_supervised_reference(dms, fold_predictions)
+    ours = proteingym.merge_scores(dms["DMS_score"], raw, dms["fold"], dms["DMS_score"], dms["fold"])
+
+    assert ours == pytest.approx(expected, abs=1e-12)
+
+
+@pytest.mark.parametrize("width", [6, 120], ids=["primal", "dual"])
+def test_standardising_afterwards_equals_training_on_standardised_targets(width):
+    """What ``merge_scores`` relies on: the ridge probe is affine-equivariant in its targets,
+    penalty choice included, so ProteinNPT's standardised-target predictions are ours mapped."""
+    rng = np.random.default_rng(width)
+    X = rng.normal(size=(60, width)) * rng.uniform(0.5, 3.0, width) + rng.normal(size=width)
+    y = X[:, :3].sum(axis=1) * 2.0 + rng.normal(0, 1.0, 60) + 7.0
+    folds = np.repeat(np.arange(5), 12)
+    raw = probes.ridge_folds(X, y, folds, probes.DEFAULT_RIDGE_ALPHAS, probes.spearman)
+
+    for fit in raw:
+        train = y[folds != fit.fold]
+        mean, std = train.mean(), train.std()
+        standardised = probes.ridge_folds(X, (y - mean) / std, folds, probes.DEFAULT_RIDGE_ALPHAS, probes.spearman)[fit.fold]
+        assert standardised.hyperparameter == fit.hyperparameter
+        np.testing.assert_allclose(standardised.predictions, (fit.predictions - mean) / std, rtol=1e-9, atol=1e-9)
+
+
+def test_constant_training_labels_are_an_error():
+    with pytest.raises(InputError, match=r"fold 0 has no training rows with distinct labels"):
+        proteingym.merge_scores([1.0], [1.0], [0], [1.0, 2.0, 2.0], [0, 1, 1])
+
+
+# --- files: the step and the command --------------------------------------------------------------
+
+
+def write_hand_example(tmp_path, scheme: str = "fold_modulo_5") -> tuple:
+    """Selection, predictions (layers 0 and 1, 1 final) and task table of the hand example."""
+    task = f"TOY.{scheme}"
+    table = pd.DataFrame({"id": IDS, "sequence": ["MRVL", "MKAL", "MKVA", "MKVW"], "label": LABELS, "fold": FOLDS})
+    table.to_csv(tmp_path / "task.tsv", sep="\t", index=False)
+    layer0 = [*LAYER0_FOLD0, 0.0, 0.0]  # fold 1 never uses layer 0
+    rows = [("m", task, layer, fold, i, label, p) for layer, values in ((0, layer0), (1, FINAL))
+            for i, label, fold, p in zip(IDS, LABELS, FOLDS, values)]
+    pd.DataFrame(rows, columns=steps.PREDICTION_COLUMNS).to_csv(tmp_path / "p.tsv.gz", sep="\t", index=False, compression="gzip")
+    selection = {"model": "m", "task": task, "n_layers": 1, "folds": [{"fold": 0, "layer": 0}, {"fold": 1, "layer": 1}],
+                 "task_info": {"dms_id": "TOY", "fold_scheme": scheme}}
+    (tmp_path / "sel.json").write_text(json.dumps(selection))
+    return tmp_path / "sel.json", tmp_path / "p.tsv.gz", tmp_path / "task.tsv"
+
+
+def test_summarize_proteingym_pools_each_layer_choice(tmp_path):
+    selection, predictions, table = write_hand_example(tmp_path, "fold_modulo_5_built")
+
+    written = steps.summarize_proteingym([selection], [predictions], [table], {"m": "esm2_t6_8M_UR50D"}, tmp_path / "merge.csv")
+
+    on_disk = pd.read_csv(tmp_path / "merge.csv")
+    assert on_disk.iloc[:, :3].values.tolist() == written.iloc[:, :3].values.tolist()
+    np.testing.assert_allclose(on_disk[["Spearman", "MSE"]], written[["Spearman", "MSE"]], rtol=1e-6)  # written to 6 digits
+    assert list(written.columns) == ["DMS_id", "model_name", "fold_variable_name", "Spearman", "MSE"]
+    (final, selected) = written.to_dict("records")
+    assert final["model_name"] == "esm2_t6_8M_UR50D@final" and selected["model_name"] == "esm2_t6_8M_UR50D@selected"
+    assert final["fold_variable_name"] == selected["fold_variable_name"] == "fold_modulo_5_built"
+    assert (final["Spearman"], final["MSE"]) == pytest.approx((FINAL_SPEARMAN, FINAL_MSE), abs=1e-12)
+    assert (selected["Spearman"], selected["MSE"]) == pytest.approx((SELECTED_SPEARMAN, SELECTED_MSE), abs=1e-12)
+
+
+def test_a_no_signal_task_has_a_selected_row_without_a_score(tmp_path):
+    selection, predictions, table = write_hand_example(tmp_path)
+    data = json.loads(selection.read_text())
+    data.update(status="no_signal", folds=[{"fold": 0, "layer": None}, {"fold": 1, "layer": None}])
+    selection.write_text(json.dumps(data))
+
+    final, selected = steps.summarize_proteingym([selection], [predictions], [table], {}, tmp_path / "merge.csv").to_dict("records")
+
+    assert (final["Spearman"], final["MSE"]) == pytest.approx((FINAL_SPEARMAN, FINAL_MSE), abs=1e-12)
+    assert selected["model_name"] == "m@selected" and np.isnan(selected["Spearman"]) and np.isnan(selected["MSE"])
+
+
+def test_summarize_proteingym_rejects_a_task_table_of_another_scheme(tmp_path):
+    selection, predictions, table = write_hand_example(tmp_path)
+    pd.read_csv(table, sep="\t").assign(fold=[0, 1, 0, 1]).to_csv(tmp_path / "other.tsv", sep="\t", index=False)
+
+    with pytest.raises(InputError, match=r"p\.tsv\.gz with .*other\.tsv: the final layers' predictions \(4 rows\) do not give each of the task table's 4 test rows once, in its fold"):
+        steps.summarize_proteingym([selection], [predictions], [tmp_path / "other.tsv"], {}, tmp_path / "merge.csv")
+    assert not (tmp_path / "merge.csv").exists()
+
+
+def test_summarize_proteingym_rejects_a_non_proteingym_selection(tmp_path):
+    selection, predictions, table = write_hand_example(tmp_path)
+    data = json.loads(selection.read_text())
+    (tmp_path / "sel2.json").write_text(json.dumps({**data, "task_info": {"dms_id": None}}))
+
+    with pytest.raises(InputError, match=r"sel2\.json: not a ProteinGym task's selection"):
+        steps.summarize_proteingym([tmp_path / "sel2.json"], [predictions], [table], {}, tmp_path / "merge.csv")
+
+
+def test_cli_summarize_proteingym(tmp_path, capsys):
+    selection, predictions, table = write_hand_example(tmp_path)
+    out = tmp_path / "merge.csv"
+
+    code = main(["summarize-proteingym", str(selection), "--predictions", str(predictions), "--task-tables", str(table),
+                 "--model-name", "m=esm2_t6_8M_UR50D", "--out", str(out)])
+
+    assert code == 0, capsys.readouterr().err
+    written = pd.read_csv(out)
+    assert written[["DMS_id", "model_name", "fold_variable_name"]].values.tolist() == [
+        ["TOY", "esm2_t6_8M_UR50D@final", "fold_modulo_5"], ["TOY", "esm2_t6_8M_UR50D@selected", "fold_modulo_5"],
+    ]
+    np.testing.assert_allclose(written[["Spearman", "MSE"]].to_numpy(), [[FINAL_SPEARMAN, FINAL_MSE], [SELECTED_SPEARMAN, SELECTED_MSE]], atol=1e-6)
+
+    # A predictions file of another (model, task) is one line naming both files, and nothing is written.
+    out.unlink()
+    pd.read_csv(predictions, sep="\t").assign(task="OTHER").to_csv(tmp_path / "q.tsv.gz", sep="\t", index=False, compression="gzip")
+    code = main(["summarize-proteingym", str(selection), "--predictions", str(tmp_path / "q.tsv.gz"), "--task-tables", str(table), "--out", str(out)])
+    err = capsys.readouterr().err.splitlines()
+    assert code == 1 and len(err) == 1 and "q.tsv.gz" in err[0] and "sel.json is m/TOY.fold_modulo_5" in err[0]
+    assert not out.exists()
+
+    code = main(["summarize-proteingym", str(selection), str(selection), "--predictions", str(predictions), "--task-tables", str(table), "--out", str(out)])
+    assert code == 1 and "2 selections, 1 predictions files and 1 task tables" in capsys.readouterr().err

@@ -1,0 +1,299 @@
+"""The config schema, the shipped configs and the config -> rule-arguments plan."""
+
+from __future__ import annotations
+
+import copy
+import re
+import shlex
+
+import pytest
+import yaml
+from snakemake.exceptions import WorkflowError
+from snakemake.utils import validate
+
+from plmexit.errors import ConfigError
+from plmexit.pipeline.planning import Plan, check_config, load_schema
+
+from workflow_runs import REPO
+
+SCHEMA = REPO / "workflow" / "schemas" / "config.schema.yaml"
+
+
+def load(name: str) -> dict:
+    config = yaml.safe_load((REPO / "config" / name).read_text())
+    validate(config, str(SCHEMA), set_default=True)
+    return config
+
+
+def schema_properties(node: dict, path: str = ""):
+    """Yield (dotted path, schema) for every property in the schema, through arrays and objects."""
+    for name, sub in node.get("properties", {}).items():
+        yield f"{path}{name}", sub
+        yield from schema_properties(sub, f"{path}{name}.")
+    if "items" in node:
+        yield from schema_properties(node["items"], path)
+
+
+def test_every_key_has_a_description_and_is_documented():
+    schema = yaml.safe_load(SCHEMA.read_text())
+    readme = (REPO / "config" / "README.md").read_text()
+    properties = list(schema_properties(schema))
+    assert len(properties) > 30
+    for path, sub in properties:
+        assert sub.get("description"), f"{path} has no description"
+        assert re.search(rf"\b{re.escape(path.split('.')[-1])}\b", readme), f"{path} is not in config/README.md"
+
+
+def test_objects_reject_unknown_keys():
+    schema = yaml.safe_load(SCHEMA.read_text())
+    objects = [schema] + [sub for _, sub in schema_properties(schema) if sub.get("type") == "object"]
+    objects += [sub["items"] for _, sub in schema_properties(schema) if sub.get("type") == "array" and sub["items"].get("type") == "object"]
+    for node in objects:
+        assert node.get("additionalProperties") is False, node.get("description")
+
+
+@pytest.mark.parametrize("name", ["config.yaml", "test.yaml"])
+def test_shipped_configs_validate_and_get_defaults(name):
+    config = load(name)
+    assert config["embed"]["truncate"] == 1022 and config["probe"]["inner_folds"] == 3
+    assert config["select"]["tolerance"] == 0.0
+    Plan(config)  # every task entry is one its kind accepts
+
+
+def test_default_config_uses_esm2_8m_with_its_published_hash():
+    (model,) = load("config.yaml")["models"]
+    assert model["name"] == "esm2_t6_8M_UR50D"
+    assert model["sha256"] == "c3c1145126ec08895c39c24a5df5e6f899441bf641eb09c72504ef9b7acd9e40"
+
+
+@pytest.mark.parametrize(
+    "edit, message",
+    [
+        (lambda c: c["embed"].__setitem__("trunacte", 5), "trunacte"),
+        (lambda c: c["tasks"][0].__setitem__("type", "regresion"), "regresion"),
+        (lambda c: c["models"][0].__setitem__("checkpoint", "x.pt"), "is valid under each of|oneOf"),
+        (lambda c: c["models"][0]["random"].__setitem__("layers", 0), "minimum|less than"),
+        (lambda c: c.pop("tasks"), "tasks"),
+    ],
+)
+def test_schema_errors_name_the_problem(edit, message):
+    config = yaml.safe_load((REPO / "config" / "test.yaml").read_text())
+    config.setdefault("embed", {})
+    edit(config)
+    with pytest.raises(WorkflowError, match=message):
+        validate(config, str(SCHEMA), set_default=True)
+
+
+@pytest.mark.parametrize(
+    "edit, message",
+    [
+        (lambda c: c["tasks"][0].__setitem__("lable_column", "y"), "config: tasks[0] (proteingym).lable_column: unknown key; did you mean 'label_column'?"),
+        (lambda c: c["embed"].__setitem__("trunacte", 5), "config: embed.trunacte: unknown key; did you mean 'truncate'?"),
+        (lambda c: c.__setitem__("modles", []), "config: modles: unknown key; did you mean 'models'?"),
+        (lambda c: c["embed"].__setitem__("zzz", 5), "config: embed.zzz: unknown key; allowed keys: dtype, "),
+        (lambda c: c["tasks"][0].__setitem__("kind", "cvs"), "config: tasks[0] (proteingym).kind: 'cvs' is not one of csv, fasta, proteingym"),
+        (lambda c: c.pop("tasks"), "config: top level: 'tasks' is a required property; add it"),
+        (lambda c: c["models"][0]["random"].__setitem__("layers", 0), "config: models[0] (tiny_random).random.layers: 0 is less than the minimum of 1"),
+    ],
+)
+def test_config_mistakes_are_one_line_naming_the_key(edit, message):
+    config = yaml.safe_load((REPO / "config" / "test.yaml").read_text())
+    config.setdefault("embed", {})
+    edit(config)
+    with pytest.raises(ConfigError) as raised:
+        check_config(config, load_schema(SCHEMA))
+    assert str(raised.value).startswith(message) and "\n" not in str(raised.value)
+
+
+def test_plan_targets_and_arguments():
+    plan = Plan(load("test.yaml"))
+    blat = [f"BLAT_ECOLX_Stiffler_2015.{s}" for s in ("fold_random_5", "fold_modulo_5", "fold_contiguous_5")]
+    assert plan.pairs() == [("tiny_random", t) for t in [*blat, "NUD15_HUMAN_Suiter_2020.fold_contiguous_5", "deeploc_10class",
+                                                         "deeploc_membrane", "ec", "deepsol", "gb1_three_vs_rest"]]
+    assert plan.final_targets()[:4] == [
+        "results/summary/best_layers.tsv", "results/summary/across_tasks.tsv", "results/figures/gain_vs_compute.png",
+        "results/summary/proteingym_supervised.csv",
+    ]
+    assert plan.model_checkpoint("tiny_random") == ["results/models/tiny_random/esm2_t4_64d_4h_seed0_random.pt"]
+    assert shlex.split(plan.fetch_model_args("tiny_random")) == ["--checkpoint", "results/models/tiny_random/esm2_t4_64d_4h_seed0_random.pt"]
+    # The three schemes of an assay share one embedding set and one cost file.
+    assert {plan.embeddings("tiny_random", t) for t in blat} == {"results/embeddings/tiny_random/BLAT_ECOLX_Stiffler_2015.h5"}
+    assert {plan.cost("tiny_random", t) for t in blat} == {"results/cost/tiny_random/BLAT_ECOLX_Stiffler_2015.json"}
+    assert plan.embedding_table("BLAT_ECOLX_Stiffler_2015") == f"results/tasks/{blat[0]}.tsv"
+    assert plan.embeddings("tiny_random", "ec") == "results/embeddings/tiny_random/ec.h5"
+    prepare = shlex.split(plan.prepare_args(blat[1]))
+    assert prepare[:6] == ["--name", blat[1], "--format", "proteingym", "--type", "regression"]
+    assert prepare[prepare.index("--reference") + 1] == "results/data/proteingym/reference_files/DMS_substitutions.csv"
+    assert prepare[prepare.index("--path") + 1] == "results/data/proteingym/cv_folds_singles_substitutions/BLAT_ECOLX_Stiffler_2015.csv"
+    assert prepare[prepare.index("--dms-id") + 1] == "BLAT_ECOLX_Stiffler_2015" and prepare[prepare.index("--fold-scheme") + 1] == "fold_modulo_5"
+    prepare = shlex.split(plan.prepare_args("deeploc_10class"))
+    assert prepare[prepare.index("--test-path") + 1] == "results/data/deeploc/deeploc_test_set.fasta"
+    assert "--fold-column" not in prepare and prepare[prepare.index("--cv-folds") + 1] == "5"
+    assert plan.task_inputs("deepsol") == ["results/data/deepsol/val_src", "results/data/deepsol/val_tgt"]
+    assert shlex.split(plan.fetch_data_args("deepsol/val_src")) == ["--file", "deepsol/val_src", "--local-dir", "../shared/data"]
+    assert plan.task_metric(blat[0]) == "spearman"
+    assert plan.task_metric("deeploc_10class") == "accuracy"
+    assert plan.task_metric("ec") == "fmax" and plan.task_type("ec") == "multilabel"
+    probe = shlex.split(plan.probe_args("deeploc_10class"))
+    assert probe[:4] == ["--type", "classification", "--metric", "accuracy"] and "--inner-split" not in probe
+    # A ridge probe's inner split follows the outer fold scheme (whole positions for modulo and contiguous).
+    splits = [shlex.split(plan.probe_args(t)) for t in [*blat, "gb1_three_vs_rest"]]
+    assert [args[args.index("--inner-split") + 1] for args in splits] == ["loo", "modulo", "contiguous", "loo"]
+    assert shlex.split(plan.select_args("ec"))[:4] == ["--type", "multilabel", "--metric", "fmax"]
+
+
+def test_plan_named_model_arguments():
+    plan = Plan(load("config.yaml"))
+    assert plan.model_checkpoint("esm2_8M") == []
+    assert shlex.split(plan.fetch_model_args("esm2_8M")) == [
+        "--name", "esm2_t6_8M_UR50D", "--sha256", "c3c1145126ec08895c39c24a5df5e6f899441bf641eb09c72504ef9b7acd9e40",
+    ]
+
+
+def test_duplicate_ids_are_a_config_error():
+    config = load("test.yaml")
+    config["tasks"].append(copy.deepcopy(config["tasks"][0]))
+    with pytest.raises(ConfigError, match=r"tasks\[7\] makes 'BLAT_ECOLX_Stiffler_2015.fold_random_5' a second time"):
+        Plan(config)
+    config = load("test.yaml")
+    config["tasks"].append(copy.deepcopy(config["tasks"][2]))
+    with pytest.raises(ConfigError, match=r"tasks\[7\] makes 'deeploc_10class' a second time"):
+        Plan(config)
+    config = load("test.yaml")  # a task named like an assay would share the assay's embeddings
+    config["tasks"].append({**copy.deepcopy(config["tasks"][5]), "id": "BLAT_ECOLX_Stiffler_2015"})
+    with pytest.raises(ConfigError, match=r"tasks\[7\] makes 'BLAT_ECOLX_Stiffler_2015' a second time"):
+        Plan(config)
+
+
+@pytest.mark.parametrize(
+    "edit, message",
+    [
+        (lambda t: t[2].__setitem__("label_regex", "x"), r"tasks\[2\] \(deeploc_10class\): key 'label_regex' does not apply to a deeploc task"),
+        (lambda t: t[0].__setitem__("path", "x.csv"), r"key 'path' does not apply to a proteingym task"),
+        (lambda t: t[6].__setitem__("type", "classification"), r"a flip task is a regression task, not classification; remove type"),
+        (lambda t: t.append({"id": "own", "kind": "csv", "path": "x.csv"}), r"tasks\[7\] \(own\): a csv task needs a type"),
+        (lambda t: t.append({"id": "own", "kind": "deepsol", "labels_path": "y"}), r"a deepsol task needs path"),
+        (lambda t: t[0].__setitem__("filter", {"max_length": 100}), r"either assays \(a DMS_id list\) or filter"),
+        (lambda t: t[0].__setitem__("assays", ["NOT_AN_ASSAY"]), r"no official file holds assay 'NOT_AN_ASSAY'; set assay_dir"),
+    ],
+)
+def test_task_entries_that_do_not_fit_their_kind(edit, message):
+    config = load("test.yaml")
+    edit(config["tasks"])
+    with pytest.raises(ConfigError, match=message):
+        Plan(config)
+
+
+def test_proteingym_filters_read_the_reference_table(shared_data):
+    config = load("test.yaml")
+    config["data"]["local_dir"] = str(shared_data)
+    config["tasks"] = [{"id": "pg", "kind": "proteingym", "filter": {"selection_type": ["Stability"], "max_length": 40}, "assay_dir": "assays"}]
+    plan = Plan(config)
+    assert sorted({t["dms_id"] for t in plan.tasks.values()}) and all(
+        t["dms_id"] in plan.tasks[t["id"]]["files"]["path"] for t in plan.tasks.values()
+    )
+    assert "TCRG1_MOUSE_Tsuboyama_2023_1E0L.fold_contiguous_5" in plan.tasks
+    assert plan.task_inputs("TCRG1_MOUSE_Tsuboyama_2023_1E0L.fold_random_5") == [
+        "results/data/proteingym/reference_files/DMS_substitutions.csv", "assays/TCRG1_MOUSE_Tsuboyama_2023_1E0L.csv",
+    ]
+    config["data"] = {}
+    with pytest.raises(ConfigError, match=r"filter reads the reference table while planning, but results/data/proteingym/reference_files/DMS_substitutions.csv does not exist"):
+        Plan(config)
+
+
+def test_a_task_file_that_does_not_exist_is_a_config_error(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "mine.csv").write_text("sequence,label\nMKT,1\n")
+    config = load("test.yaml")
+    config["tasks"] = [{"id": "own", "kind": "csv", "type": "regression", "path": "mine.csv"}]
+    Plan(config).check_local_files()
+
+    config["tasks"][0]["path"] = "moved/mine.csv"
+    with pytest.raises(ConfigError, match=rf"^config: tasks\[0\] \(own\)\.path: file moved/mine.csv does not exist \(relative paths are read from the directory Snakemake runs in, {tmp_path}\); fix the path$"):
+        Plan(config).check_local_files()
+
+
+def test_plan_embedding_shards_and_arguments():
+    config = load("test.yaml")
+    plan = Plan(config)
+    assert plan.embedding_shards("tiny_random", "deeploc_10class") == [
+        "results/embeddings/tiny_random/deeploc_10class.shards/0-of-2.h5", "results/embeddings/tiny_random/deeploc_10class.shards/1-of-2.h5",
+    ]
+    settings = ["--max-tokens", "4096", "--truncate", "1022", "--layer-norm", "raw", "--precision", "float32",
+                "--long-sequences", "truncate", "--window", "1022", "--overlap", "256"]
+    assert shlex.split(plan.embed_args("deeploc_10class")) == ["--dtype", "float16", *settings, "--shards", "2"]
+    assert shlex.split(plan.cost_args("deeploc_10class")) == [*settings, "--sample-sequences", "8", "--repeats", "3", "--seed", "0"]
+
+
+def test_proteingym_sets_are_embedded_through_a_variant_crop_in_float32():
+    plan = Plan(load("test.yaml"))
+    dms_id = next(t["embedding_set"] for t in plan.tasks.values() if t["dms_id"])
+
+    embed_args, cost_args = shlex.split(plan.embed_args(dms_id)), shlex.split(plan.cost_args(dms_id))
+
+    assert "--variant-crop" in embed_args and "--variant-crop" in cost_args  # cost times the cropped sequences
+    assert embed_args[:2] == ["--dtype", "float32"]  # whatever embed.dtype (float16 here) says
+    assert "--variant-crop" not in shlex.split(plan.embed_args("deeploc_10class"))
+
+
+def test_window_overlap_not_below_the_window_is_a_config_error():
+    config = load("test.yaml")
+    config["embed"].update(long_sequences="window", window=100, overlap=100)
+    with pytest.raises(ConfigError, match=r"embed.overlap 100 must be less than embed.window 100; lower embed.overlap"):
+        Plan(config)
+
+
+def test_planning_knows_proteingyms_fold_schemes():
+    from plmexit.data import proteingym
+    from plmexit.pipeline import planning
+
+    assert planning.FOLD_SCHEMES == proteingym.FOLD_SCHEMES
+
+
+# Config key -> the (command, option destination) pairs that take it; their defaults must be the schema's.
+CLI_OF_SETTING = {
+    ("embed", "dtype"): [("embed", "dtype")],
+    ("embed", "max_tokens"): [("embed", "max_tokens"), ("cost", "max_tokens")],
+    ("embed", "truncate"): [("embed", "truncate"), ("cost", "truncate")],
+    ("embed", "layer_norm"): [("embed", "layer_norm"), ("cost", "layer_norm")],
+    ("embed", "precision"): [("embed", "precision"), ("cost", "precision")],
+    ("embed", "long_sequences"): [("embed", "long_sequences"), ("cost", "long_sequences")],
+    ("embed", "window"): [("embed", "window"), ("cost", "window")],
+    ("embed", "overlap"): [("embed", "overlap"), ("cost", "overlap")],
+    ("cost", "sample_sequences"): [("cost", "sample_sequences")],
+    ("cost", "repeats"): [("cost", "repeats")],
+    ("probe", "cv_folds"): [("prepare", "cv_folds")],
+    ("probe", "inner_folds"): [("probe", "inner_folds")],
+    ("probe", "ridge_alphas"): [("probe", "alphas")],
+    ("probe", "logistic_cs"): [("probe", "cs")],
+    ("select", "tolerance"): [("select", "tolerance")],
+    ("select", "bootstrap"): [("select", "bootstrap"), ("summarize", "bootstrap")],
+}
+
+
+def test_one_default_per_setting_in_the_schema_the_command_line_and_the_library():
+    """`plmexit` run by hand computes what the pipeline computes: the ridge grid once drifted (0.316 against 10**-0.5)."""
+    from plmexit.cli import build_parser
+    from plmexit.data.tasks import TaskSpec
+    from plmexit.embedding.options import EmbedSettings
+    from plmexit.probing.probes import ProbeSettings
+
+    schema = yaml.safe_load(SCHEMA.read_text())["properties"]
+    commands = {name: sub for action in build_parser()._subparsers._group_actions for name, sub in action.choices.items()}
+    checked = set()
+    for (section, key), places in CLI_OF_SETTING.items():
+        default = schema[section]["properties"][key]["default"]
+        for command, dest in places:
+            value = commands[command].get_default(dest)
+            assert (list(value) if isinstance(value, tuple) else value) == default, f"{section}.{key}: plmexit {command} --{dest} defaults to {value}"
+        checked.add(key)
+    embed_keys = set(schema["embed"]["properties"]) - {"dtype", "shards"}
+    assert embed_keys <= checked and set(schema["cost"]["properties"]) | set(schema["select"]["properties"]) <= checked
+    for key in embed_keys:
+        assert getattr(EmbedSettings(), key) == schema["embed"]["properties"][key]["default"], key
+    probe = ProbeSettings("regression", "spearman")
+    assert list(probe.ridge_alphas) == schema["probe"]["properties"]["ridge_alphas"]["default"]
+    assert list(probe.logistic_cs) == schema["probe"]["properties"]["logistic_cs"]["default"]
+    assert probe.inner_folds == schema["probe"]["properties"]["inner_folds"]["default"]
+    assert TaskSpec.__dataclass_fields__["cv_folds"].default == schema["probe"]["properties"]["cv_folds"]["default"]
+    assert TaskSpec.__dataclass_fields__["seed"].default == ProbeSettings.__dataclass_fields__["seed"].default == schema["seed"]["default"]

@@ -1,0 +1,357 @@
+"""SLURM for real: a one-node cluster on localhost runs the offline test config through profiles/slurm.
+
+The cluster is Debian's slurm-wlm and munge: munged, slurmctld and slurmd started by the fixture
+below from a configuration written to a temporary directory (accounting off, so the plugin reads
+job states with squeue), and stopped, with every job cancelled, when the session ends. Under CI
+(CI=true) the packages are installed with apt-get when missing and failing to do so fails the test;
+elsewhere the test installs them when it can (root and apt-get) and otherwise skips, saying why.
+
+The run uses the shipped profile with the site values given on the command line as a user would:
+the test cluster's partition, and the profile's per-rule resources without the GPU request (this
+cluster has no GPU). It checks that the jobs went through sbatch, that a running job cancelled with
+scancel is retried with the attempt-scaled memory and time, that a rerun after a failed run keeps
+the finished work, and that the results equal those of the local run.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+import yaml
+
+from plmexit.errors import InputError
+from plmexit.pipeline.model_steps import resolve_device
+
+from workflow_runs import REPO, file_stamps, snakemake_command, snakemake_env, write_config
+
+PROFILE = REPO / "profiles" / "slurm"
+PARTITION = "plmexit_test"
+ACCOUNT = "plmexit"  # any name: with accounting off, SLURM does not check accounts
+DAEMONS = ("munged", "slurmctld", "slurmd")
+CLIENTS = ("sbatch", "squeue", "scancel", "sinfo", "srun", "mungekey")
+# The job the fault test cancels: a shard of the longest embedding of the test config (embed.shards
+# is 2 there), so it is seen RUNNING.
+CANCELLED_RULE, CANCELLED_TASK = "embed_shard", "deeploc_10class"
+CANCELLED_WILDCARDS = f"tiny_random_{CANCELLED_TASK}_0_2"  # model, task, shard, shards
+# Seconds to wait for the cluster to come up, and for a job to reach a state.
+START_TIMEOUT, JOB_TIMEOUT = 60, 600
+
+
+def _missing_programs() -> list[str]:
+    return [name for name in DAEMONS + CLIENTS if shutil.which(name, path=f"{os.environ['PATH']}:/usr/sbin:/sbin") is None]
+
+
+def _install_slurm() -> str | None:
+    """Install slurm-wlm and munge with apt-get; the reason it could not, or None."""
+    if os.geteuid() != 0 or shutil.which("apt-get") is None:
+        return "installing slurm-wlm and munge needs root and apt-get"
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    install = ["apt-get", "install", "-y", "slurm-wlm", "munge"]
+    if subprocess.run(install, env=env, capture_output=True).returncode != 0:
+        subprocess.run(["apt-get", "update"], env=env, capture_output=True)
+        done = subprocess.run(install, env=env, capture_output=True, text=True)
+        if done.returncode != 0:
+            return f"apt-get install slurm-wlm munge failed: {done.stderr.strip()[-500:]}"
+    return None if not _missing_programs() else f"still missing after apt-get: {', '.join(_missing_programs())}"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _slurm_conf(directory: Path, host: str) -> str:
+    """One node, one partition, no accounting, no cgroups (process groups track the jobs)."""
+    return f"""\
+ClusterName=plmexit
+SlurmctldHost={host}(127.0.0.1)
+SlurmctldPort={_free_port()}
+SlurmdPort={_free_port()}
+SlurmUser=root
+SlurmdUser=root
+AuthType=auth/munge
+CredType=cred/munge
+AuthInfo=socket={directory}/munge.socket
+StateSaveLocation={directory}/state
+SlurmdSpoolDir={directory}/spool
+SlurmctldPidFile={directory}/slurmctld.pid
+SlurmdPidFile={directory}/slurmd.pid
+SlurmctldLogFile={directory}/slurmctld.log
+SlurmdLogFile={directory}/slurmd.log
+ProctrackType=proctrack/pgid
+TaskPlugin=task/none
+JobAcctGatherType=jobacct_gather/none
+AccountingStorageType=accounting_storage/none
+JobCompType=jobcomp/none
+MpiDefault=none
+SelectType=select/cons_tres
+SelectTypeParameters=CR_Core
+SchedulerType=sched/builtin
+ReturnToService=2
+# Finished jobs stay visible to squeue this long: the plugin reads their final state from it.
+MinJobAge=600
+# CPUs as the machine has them; memory declared large and not consumable, so the profile's
+# real-cluster requests (tens of GB, doubled on a retry) schedule on a small CI machine.
+SlurmdParameters=config_overrides
+NodeName={host} NodeAddr=127.0.0.1 CPUs={os.cpu_count()} RealMemory=1000000 State=UNKNOWN
+PartitionName={PARTITION} Nodes={host} Default=YES MaxTime=INFINITE State=UP
+"""
+
+
+class Cluster:
+    def __init__(self, directory: Path, env: dict[str, str]):
+        self.directory, self.env = directory, env
+
+    def run(self, *command: str) -> str:
+        return subprocess.run(command, env=self.env, capture_output=True, text=True, check=True, timeout=60).stdout
+
+    def jobs(self) -> list[dict[str, str]]:
+        """Every job slurmctld still knows: id, state, comment (the plugin's rule_<rule>_wildcards_...),
+        minimum memory and time limit."""
+        out = self.run("squeue", "--noheader", "--states=all", "--format=%i|%T|%k|%m|%l")
+        return [dict(zip(("id", "state", "comment", "memory", "time_limit"), line.split("|"))) for line in out.splitlines() if line]
+
+
+@pytest.fixture(scope="session")
+def slurm_cluster(tmp_path_factory):
+    if _missing_programs():
+        reason = _install_slurm()
+        if reason:
+            if os.environ.get("CI") == "true":
+                pytest.fail(f"the SLURM test needs slurm-wlm and munge: {reason}; CI=true requires them")
+            pytest.skip(f"no SLURM test cluster: {reason}")
+    directory = tmp_path_factory.mktemp("slurm")
+    for sub in ("state", "spool", "bin"):
+        (directory / sub).mkdir()
+    host = socket.gethostname().split(".")[0]
+    conf = directory / "slurm.conf"
+    conf.write_text(_slurm_conf(directory, host))
+    # The jobstep plugin strips SLURM_* (SLURM_CONF too) before the srun inside each job; a real
+    # cluster's srun then reads /etc/slurm/slurm.conf. This one lives in a temporary directory, so
+    # srun is found through a wrapper that sets SLURM_CONF and runs the real srun.
+    srun = directory / "bin" / "srun"
+    srun.write_text(f'#!/bin/sh\nSLURM_CONF={conf} exec {shutil.which("srun")} "$@"\n')
+    srun.chmod(0o755)
+    env = {k: v for k, v in snakemake_env(str(directory / "bin")).items() if not k.startswith(("SLURM_", "SBATCH_", "SRUN_"))}
+    env["SLURM_CONF"] = str(conf)
+    sbin = f"{env['PATH']}:/usr/sbin:/sbin"
+    key = directory / "munge.key"
+    key.write_bytes(os.urandom(1024))
+    key.chmod(0o600)
+
+    daemons: list[subprocess.Popen] = []
+    logs = []
+    try:
+        for command in (
+            ["munged", "--foreground", "--force", f"--socket={directory}/munge.socket", f"--key-file={key}",
+             f"--pid-file={directory}/munged.pid", f"--seed-file={directory}/munged.seed", f"--log-file={directory}/munged.log"],
+            ["slurmctld", "-D", "-i"],
+            ["slurmd", "-D"],
+        ):
+            log = open(directory / f"{command[0]}.out", "w")
+            logs.append(log)
+            daemons.append(subprocess.Popen([shutil.which(command[0], path=sbin), *command[1:]], env=env, stdout=log, stderr=subprocess.STDOUT))
+            time.sleep(1)
+        cluster = Cluster(directory, env)
+        deadline = time.monotonic() + START_TIMEOUT
+        while True:
+            state = subprocess.run(["sinfo", "--noheader", "--format=%T"], env=env, capture_output=True, text=True).stdout.strip()
+            if state == "idle":
+                break
+            dead = [p.args[0] for p in daemons if p.poll() is not None]
+            if dead or time.monotonic() > deadline:
+                outputs = "\n".join((directory / f"{name}.out").read_text()[-1000:] for name in DAEMONS)
+                pytest.fail(f"the one-node SLURM cluster did not come up (node state {state!r}, exited: {dead}):\n{outputs}")
+            time.sleep(0.5)
+        yield cluster
+    finally:
+        # Nothing may outlive the test: cancel every job, wait for them to leave, stop the daemons.
+        if daemons and daemons[-1].poll() is None:
+            subprocess.run(["scancel", "--full", "--user", str(os.geteuid())], env=env, capture_output=True)
+            deadline = time.monotonic() + 60
+            while time.monotonic() < deadline and subprocess.run(
+                ["squeue", "--noheader", "--states=PENDING,RUNNING,COMPLETING,CONFIGURING"], env=env, capture_output=True, text=True
+            ).stdout.strip():
+                time.sleep(0.5)
+        for process in reversed(daemons):
+            process.terminate()
+            try:
+                process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+        for log in logs:
+            log.close()
+
+
+def slurm_args(config: Path, *extra: str) -> list[str]:
+    """The shipped profile with this cluster's values given on the command line, as a user would."""
+    profile = yaml.safe_load((PROFILE / "config.yaml").read_text())
+    # On the command line --set-resources replaces the profile's entry as a whole: repeat every rule's
+    # resources, without the GPU request this cluster cannot grant.
+    resources = [f"{rule}:{name}={value}" for rule, values in profile["set-resources"].items() for name, value in values.items() if name != "gres"]
+    return [
+        "--profile", str(PROFILE), "--configfile", str(config),
+        "--default-resources", f"slurm_account={ACCOUNT}", f"slurm_partition={PARTITION}",
+        "--set-resources", *resources,
+        # A node of this cluster has the machine's CPUs, fewer than the profile's probe threads.
+        "--set-threads", f"probe_layers={os.cpu_count()}",
+        # Accounting is off: job states come from squeue. Poll soon, this cluster is fast.
+        "--slurm-status-command", "squeue", "--slurm-init-seconds-before-status-checks", "1",
+        "--slurm-keep-successful-logs", *extra,
+    ]
+
+
+def submitted(log: str) -> dict[str, tuple[str, str]]:
+    """SLURM job id -> (rule, wildcards) for every job the plugin reported submitted in ``log``."""
+    pattern = r"has been submitted with SLURM jobid (\d+) \(log: \S*/slurm_logs/rule_(\w+)/(?:(\S+)/)?\1\.log\)"
+    return {jobid: (rule, wildcards) for jobid, rule, wildcards in re.findall(pattern, log)}
+
+
+def megabytes(memory: str) -> int:
+    """squeue's memory column (``32000M``, ``62.50G``) in MB."""
+    return round(float(memory[:-1]) * {"M": 1, "G": 1024, "T": 1024**2}[memory[-1]])
+
+
+def output_stamps(results: Path) -> dict[str, tuple[int, bytes]]:
+    """Every output under results with its mtime and bytes; logs aside, and the working files a rerun
+    consumes by design (temporary shard stores, hidden resumable parts and temporary names)."""
+    return file_stamps(results, lambda parts: parts[0] != "logs" and not any(x.startswith(".") or x.endswith(".shards") for x in parts))
+
+
+def cancel_when_running(cluster: Cluster, process: subprocess.Popen, times: int) -> list[dict[str, str]]:
+    """scancel the embedding job of CANCELLED_TASK each time a new attempt of it is RUNNING."""
+    cancelled: list[dict[str, str]] = []
+    deadline = time.monotonic() + JOB_TIMEOUT
+    while len(cancelled) < times:
+        assert process.poll() is None, "snakemake ended before the embedding job could be cancelled"
+        assert time.monotonic() < deadline, f"no running {CANCELLED_RULE} job for {CANCELLED_TASK} within {JOB_TIMEOUT} s"
+        done = {job["id"] for job in cancelled}
+        for job in cluster.jobs():
+            if job["id"] not in done and job["state"] == "RUNNING" and job["comment"] == f"rule_{CANCELLED_RULE}_wildcards_{CANCELLED_WILDCARDS}":
+                cluster.run("scancel", job["id"])
+                cancelled.append(job)
+        time.sleep(0.2)
+    return cancelled
+
+
+def two_tasks(config: dict) -> None:
+    """The offline test config cut to one ProteinGym assay and scheme and the DeepLoc task: every kind
+    of job (local rules, shards, gather, cost, probes, summaries) in about twenty submissions, so
+    the test stays within CI's time; the local run has every task, and these two must equal it."""
+    proteingym = {**config["tasks"][0], "fold_schemes": ["fold_random_5"]}
+    config["tasks"] = [proteingym] + [task for task in config["tasks"] if task["id"] == CANCELLED_TASK]
+
+
+def test_offline_config_through_the_slurm_profile(slurm_cluster, finished_run, shared_data, tmp_path):
+    workdir = tmp_path / "slurm_run"
+    workdir.mkdir()
+    config = write_config(workdir, shared_data, edit=two_tasks)
+    results = workdir / "results"
+
+    # 1. A failing run: the embedding job is cancelled while running, its one retry too.
+    first_log = workdir / "first.log"
+    with open(first_log, "w") as log:
+        process = subprocess.Popen(
+            snakemake_command(workdir, *slurm_args(config, "--retries", "1")), cwd=workdir, env=slurm_cluster.env, stdout=log, stderr=subprocess.STDOUT
+        )
+        try:
+            cancelled = cancel_when_running(slurm_cluster, process, times=2)
+            assert process.wait(timeout=JOB_TIMEOUT) != 0
+        finally:
+            if process.poll() is None:
+                process.kill()
+    first = first_log.read_text()
+    jobs = submitted(first)
+    assert [jobs[job["id"]] for job in cancelled] == [(CANCELLED_RULE, CANCELLED_WILDCARDS)] * 2
+    for job in cancelled:
+        assert f"SLURM-job '{job['id']}' failed, SLURM status is: 'CANCELLED'" in first
+    # The retry asked SLURM for twice the memory and time (profile: 32000 MB, 240 min per attempt).
+    assert [(megabytes(job["memory"]), job["time_limit"]) for job in cancelled] == [(32000, "4:00:00"), (64000, "8:00:00")]
+    # The model manifest is written by a local rule (the login node), never through sbatch.
+    assert "localrule fetch_model:" in first and "fetch_model" not in {rule for rule, _ in jobs.values()}
+    for jobid, (rule, wildcards) in jobs.items():
+        assert (workdir / ".snakemake" / "slurm_logs" / f"rule_{rule}" / wildcards / f"{jobid}.log").is_file()
+    # keep-going: the other task went all the way; the cancelled one left no embedding behind.
+    assert (results / "selection" / "tiny_random" / "BLAT_ECOLX_Stiffler_2015.fold_random_5.json").is_file()
+    assert not (results / "embeddings" / "tiny_random" / f"{CANCELLED_TASK}.h5").exists()
+    finished = output_stamps(results)
+
+    # 2. The rerun does what is left, nothing else, and keeps the finished work untouched.
+    rerun = subprocess.run(
+        snakemake_command(workdir, *slurm_args(config)), cwd=workdir, env=slurm_cluster.env, capture_output=True, text=True, timeout=JOB_TIMEOUT
+    )
+    assert rerun.returncode == 0, rerun.stderr[-5000:]
+    second = submitted(rerun.stdout + rerun.stderr)
+    assert sorted(second.values()) == sorted(
+        [(CANCELLED_RULE, CANCELLED_WILDCARDS)]
+        + [(rule, f"tiny_random_{CANCELLED_TASK}") for rule in ("gather_embeddings", "plot_layers", "probe_layers", "select_layer")]
+        + [("plot_summary", ""), ("summarize_layers", "")]
+    )
+    after = output_stamps(results)
+    assert {path: after[path] for path in finished} == finished
+
+    # 3. The same results as the local run of the whole test config: identical embeddings, equal
+    # probes, selections and summary rows for the two tasks.
+    local = finished_run[0] / "results"
+    stores = sorted((results / "embeddings").rglob("*.h5"))
+    assert [p.stem for p in stores] == ["BLAT_ECOLX_Stiffler_2015", CANCELLED_TASK]
+    for store in stores:
+        with h5py.File(local / store.relative_to(results), "r") as expected, h5py.File(store, "r") as got:
+            assert np.array_equal(expected["embeddings"][()], got["embeddings"][()]), store.name
+            assert list(expected["ids"].asstr()[()]) == list(got["ids"].asstr()[()])
+    for probes in sorted((results / "probes").rglob("*.tsv")):
+        pd.testing.assert_frame_equal(pd.read_csv(probes, sep="\t"), pd.read_csv(local / probes.relative_to(results), sep="\t"))
+    measured = ["deployed_time_saved", "folds_time_saved"]  # wall-clock timings, never equal between two runs
+    summary_slurm = pd.read_csv(results / "summary" / "best_layers.tsv", sep="\t").drop(columns=measured)
+    summary_local = pd.read_csv(local / "summary" / "best_layers.tsv", sep="\t").drop(columns=measured)
+    summary_local = summary_local[summary_local["task"].isin(summary_slurm["task"])].reset_index(drop=True)
+    assert len(summary_slurm) == 2
+    pd.testing.assert_frame_equal(summary_slurm, summary_local)
+    for selection in sorted((results / "selection").rglob("*.json")):
+        assert_same_selection(json.loads(selection.read_text()), json.loads((local / selection.relative_to(results)).read_text()))
+
+
+def assert_same_selection(got: dict, expected: dict) -> None:
+    """Equal selections: every number to 1e-12, timing-derived entries aside."""
+    assert got.keys() == expected.keys()
+    for key in expected:
+        if "time" in key or "seconds" in key:
+            continue
+        a, b = got[key], expected[key]
+        if isinstance(b, (int, float)) and not isinstance(b, bool):
+            assert a == pytest.approx(b, rel=1e-12, abs=1e-12), key
+        else:
+            assert a == b, key
+
+
+def test_every_fetch_rule_is_a_local_rule():
+    """Compute nodes are often offline: whatever downloads runs on the submitting node."""
+    sources = "\n".join(path.read_text() for path in sorted((REPO / "workflow" / "rules").glob("*.smk")))
+    fetch_rules = set(re.findall(r"^rule ((?:fetch|download)_\w+):", sources, re.M))
+    local = {name for block in re.findall(r"^localrules:\n((?:\s+\w+,?\n)+)", sources, re.M) for name in re.findall(r"\w+", block)}
+    assert fetch_rules and fetch_rules <= local
+
+
+def test_auto_device_takes_a_visible_gpu_else_the_cpu(monkeypatch):
+    """`--device auto` embeds on a GPU whenever torch sees one, as it does the GPUs SLURM exposes to
+    a job through CUDA_VISIBLE_DEVICES (torch's visibility is simulated here: no GPU on CI)."""
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert resolve_device("auto") == "cuda"
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert resolve_device("auto") == "cpu"
+    with pytest.raises(InputError, match=r"--device cuda: no CUDA device is visible; use --device cpu or auto"):
+        resolve_device("cuda")

@@ -1,0 +1,335 @@
+"""End to end: the real Snakefile on config/test.yaml, offline, in a temporary working directory."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+import sys
+
+import h5py
+import pandas as pd
+import pytest
+import yaml
+
+from plmexit.data import proteingym
+from plmexit.probing.choice import ACROSS_TASK_COLUMNS, PROBE_COLUMNS, SUMMARY_COLUMNS
+
+from workflow_runs import REPO, file_stamps, snakemake, write_config
+
+BLAT = [f"BLAT_ECOLX_Stiffler_2015.{s}" for s in ("fold_random_5", "fold_modulo_5", "fold_contiguous_5")]
+NUD15 = "NUD15_HUMAN_Suiter_2020.fold_contiguous_5"
+# task -> (embedding set, metric, folds, split)
+TASKS = {
+    BLAT[0]: ("BLAT_ECOLX_Stiffler_2015", "spearman", 5, "fold_random_5 from BLAT_ECOLX_Stiffler_2015.csv"),
+    BLAT[1]: ("BLAT_ECOLX_Stiffler_2015", "spearman", 5, "fold_modulo_5 from BLAT_ECOLX_Stiffler_2015.csv"),
+    BLAT[2]: ("BLAT_ECOLX_Stiffler_2015", "spearman", 5, "fold_contiguous_5 from BLAT_ECOLX_Stiffler_2015.csv"),
+    NUD15: ("NUD15_HUMAN_Suiter_2020", "spearman", 5, "fold_contiguous_5_built: fold_contiguous_5 made by plmexit, not ProteinGym's published column"),
+    "deeploc_10class": ("deeploc_10class", "accuracy", 1, "train deeploc_our_val_set.fasta / test deeploc_test_set.fasta"),
+    "deeploc_membrane": ("deeploc_membrane", "accuracy", 5, "5-fold cross-validation (stratified), seed 0"),
+    "ec": ("ec", "fmax", 5, "5-fold cross-validation (stratified), seed 0"),
+    "deepsol": ("deepsol", "accuracy", 5, "5-fold cross-validation (stratified), seed 0"),
+    "gb1_three_vs_rest": ("gb1_three_vs_rest", "spearman", 1, "FLIP three_vs_rest train/test"),
+}
+METRICS = {
+    "spearman": {"spearman", "mse", "inner_spearman"},
+    "accuracy": {"accuracy", "macro_f1", "mcc", "inner_accuracy"},
+    "fmax": {"fmax", "micro_f1", "macro_f1", "inner_fmax"},
+}
+CHOICE = {"hyperparameter", "hyperparameter_edge"}  # rows of every fold, the deploy fold (-1) included
+PNG = b"\x89PNG\r\n\x1a\n"
+
+
+def test_pipeline_writes_every_output(finished_run):
+    workdir, _ = finished_run
+    results = workdir / "results"
+    summary = pd.read_csv(results / "summary" / "best_layers.tsv", sep="\t")
+    assert list(summary.columns) == SUMMARY_COLUMNS
+    assert sorted(summary["task"]) == sorted(TASKS)
+    assert set(summary["n_layers"]) == {4}
+    assert set(summary["status"]) == {"ok"}
+    assert summary["deployed_layer"].between(0, 4).all()
+    assert (summary["deployed_compute_saved"] == (4 - summary["deployed_layer"]) / 4).all()
+    assert (summary["gain"] - (summary["nested_score"] - summary["final_score"])).abs().max() < 1e-5
+    assert dict(zip(summary["task"], summary["metric"])) == {task: spec[1] for task, spec in TASKS.items()}
+    assert dict(zip(summary["task"], summary["split"])) == {task: spec[3] for task, spec in TASKS.items()}
+    assert (summary["gain_ci_low"] <= summary["gain_ci_high"]).all()
+    assert summary["deployed_time_saved"].between(-0.5, 1.0).all() and set(summary["layer_norm"]) == {"raw"}
+    truncated = dict(zip(summary["task"], summary["n_truncated"]))
+    assert truncated["deeploc_10class"] > 0 and truncated[BLAT[0]] == 0  # DeepLoc has proteins beyond the 1022-residue window
+    across = pd.read_csv(results / "summary" / "across_tasks.tsv", sep="\t")
+    assert list(across.columns) == ACROSS_TASK_COLUMNS
+    # One row per metric and fold scheme, each assay once; `all` averages an assay over its schemes first.
+    assert dict(zip(zip(across["metric"], across["scheme"]), across["n_tasks"])) == {
+        ("accuracy", "-"): 3, ("fmax", "-"): 1, ("spearman", "-"): 1, ("spearman", "all"): 2, ("spearman", "fold_contiguous_5"): 1,
+        ("spearman", "fold_contiguous_5_built"): 1, ("spearman", "fold_modulo_5"): 1, ("spearman", "fold_random_5"): 1,
+    }
+    assert set(summary["verdict"]) <= {"better_than_final", "worse_than_final", "not_distinguishable", "too_little_data"}
+    assert (results / "figures" / "gain_vs_compute.png").read_bytes()[:8] == PNG
+
+    merge = pd.read_csv(results / "summary" / "proteingym_supervised.csv")
+    assert list(merge.columns) == ["DMS_id", "model_name", "fold_variable_name", "Spearman", "MSE"]
+    # NUD15's file has no fold columns, so its folds are built and its scheme says so.
+    schemes = {**{task: task.split(".")[1] for task in BLAT}, NUD15: "fold_contiguous_5_built"}
+    assert sorted(zip(merge["DMS_id"], merge["fold_variable_name"], merge["model_name"])) == sorted(
+        (task.split(".")[0], scheme, f"tiny_random@{which}") for task, scheme in schemes.items() for which in ("final", "selected")
+    )
+    for task, scheme in schemes.items():
+        # ProteinGym's numbers: pooled over the final layer's out-of-fold predictions, standardised per fold.
+        table = pd.read_csv(results / "tasks" / f"{task}.tsv", sep="\t")
+        predictions = pd.read_csv(results / "probes" / "tiny_random" / f"{task}.predictions.tsv.gz", sep="\t")
+        last = predictions[predictions.layer == predictions.layer.max()]
+        expected = proteingym.merge_scores(last["label"], last["prediction"], last["fold"], table["label"], table["fold"])
+        final = merge[(merge.DMS_id == task.split(".")[0]) & (merge.fold_variable_name == scheme) & (merge.model_name == "tiny_random@final")]
+        assert (float(final["Spearman"].iloc[0]), float(final["MSE"].iloc[0])) == pytest.approx(expected, rel=1e-5)
+
+    for task, (embedding_set, metric, n_folds, _) in TASKS.items():
+        probes = pd.read_csv(results / "probes" / "tiny_random" / f"{task}.tsv", sep="\t")
+        assert list(probes.columns) == PROBE_COLUMNS
+        assert sorted(probes["layer"].unique()) == [0, 1, 2, 3, 4]
+        assert probes.loc[probes.fold >= 0, "fold"].nunique() == n_folds
+        assert set(probes["metric"]) == METRICS[metric] | CHOICE
+        assert set(probes.loc[probes.fold == -1, "metric"]) == {f"inner_{metric}"} | CHOICE  # the deploy fold: no test metrics
+        selection = json.loads((results / "selection" / "tiny_random" / f"{task}.json").read_text())
+        assert selection["n_folds"] == n_folds
+        table = pd.read_csv(results / "tasks" / f"{task}.tsv", sep="\t")
+        predictions = pd.read_csv(results / "probes" / "tiny_random" / f"{task}.predictions.tsv.gz", sep="\t")
+        assert len(predictions) == 5 * (table["fold"] >= 0).sum()  # every test item once per layer
+        cost = json.loads((results / "cost" / "tiny_random" / f"{embedding_set}.json").read_text())
+        assert len(cost["flops"]) == len(cost["seconds"]) == 5 and cost["flops"][0] == 0.0
+        assert (results / "figures" / "tiny_random" / f"{task}.png").read_bytes()[:8] == PNG
+        with h5py.File(results / "embeddings" / "tiny_random" / f"{embedding_set}.h5") as store:
+            embeddings = store["embeddings"]
+            assert embeddings.shape == (5, len(table), 64)
+            # ProteinGym assays are stored float32 whatever embed.dtype says (a substitution's signal is near float16's resolution).
+            assert embeddings.dtype == ("float32" if task in [*BLAT, NUD15] else "float16") and embeddings.chunks[0] == 1
+            assert store.attrs["complete"] and store.attrs["layer_norm"] == "raw"
+            assert store.attrs["model"] == "esm2_t4_64d_4h_seed0_random"
+            assert store.attrs["shards"] == 2 and store.attrs["long_sequences"] == "truncate"  # config/test.yaml shards every task
+    shards = results / "embeddings" / "tiny_random" / "BLAT_ECOLX_Stiffler_2015.shards"
+    assert not shards.exists() or not any(shards.iterdir())  # shard stores are temporary
+    # One embedding set per assay, shared by its fold schemes; the official files were staged from the local copies.
+    assert sorted(p.stem for p in (results / "embeddings" / "tiny_random").glob("*.h5")) == sorted({spec[0] for spec in TASKS.values()})
+    assert (results / "data" / "deepfri_ec" / "nrPDB-EC_2020.04_annot.tsv").is_file()
+    multilabel = pd.read_csv(results / "probes" / "tiny_random" / "ec.predictions.tsv.gz", sep="\t")
+    assert multilabel["prediction"].iloc[0].startswith("1=")
+
+
+def test_rerun_does_nothing_and_changed_setting_reruns_only_what_it_affects(finished_run):
+    workdir, config = finished_run
+    nothing = snakemake(workdir, "--cores", "1", "--configfile", str(config), "--dry-run")
+    assert nothing.returncode == 0 and "Nothing to be done" in nothing.stdout + nothing.stderr
+
+    tolerance = workdir / "tolerance.yaml"
+    tolerance.write_text(config.read_text() + "select:\n  tolerance: 0.05\n")
+    rerun = snakemake(workdir, "--cores", "1", "--configfile", str(tolerance), "--dry-run", "--quiet", "rules")
+    assert rerun.returncode == 0, rerun.stderr
+    jobs = rerun.stdout + rerun.stderr
+    for rule in ("select_layer", "summarize_layers", "plot_layers", "plot_summary"):
+        assert rule in jobs
+    for rule in ("embed_shard", "gather_embeddings", "probe_layers", "prepare_task", "fetch_model", "measure_cost"):
+        assert rule not in jobs
+
+
+NEW_MODEL = {"id": "tiny_narrow", "random": {"layers": 2, "dim": 32, "heads": 4, "seed": 1}}
+NEW_DATA = "proteingym/cv_folds_singles_substitutions/DNJA1_HUMAN_Rocklin_2023_2LO1.csv"
+NEW_TASK = {
+    "id": "dnja1", "kind": "csv", "type": "regression", "path": NEW_DATA, "sequence_column": "mutated_sequence",
+    "label_column": "DMS_score", "id_column": "mutant", "fold_column": "fold_random_5", "max_sequences": 60,
+}
+
+
+def planned_outputs(workdir, config) -> set[str]:
+    """Every output a dry run of the whole workflow would write."""
+    plan = snakemake(workdir, "--cores", "2", "--configfile", str(config), "--dry-run")
+    assert plan.returncode == 0, plan.stderr
+    return {path for line in re.findall(r"^    output: (.+)$", plan.stdout, re.M) for path in line.split(", ")}
+
+
+def embedding_outputs(model: str, embedding_set: str) -> set[str]:
+    return {f"results/embeddings/{model}/{embedding_set}.h5", *(f"results/embeddings/{model}/{embedding_set}.shards/{k}-of-2.h5" for k in range(2))}
+
+
+def test_adding_a_model_and_a_task_runs_only_what_is_new(finished_run, shared_data, tmp_path):
+    """Config-driven reruns: Snakemake plans the new model on every task and every model on the new
+    task, then the summaries, and nothing else; making new embeddings leaves every existing
+    output, the embeddings first, with its bytes and its mtime. (Past a few new embeddings only the
+    plan is checked: running every new pair would add minutes and prove nothing more.)"""
+    original, _ = finished_run
+    workdir = tmp_path / "grown"
+    shutil.copytree(original, workdir)  # copies keep mtimes, and .snakemake keeps the run's records
+    before = file_stamps(workdir / "results")
+
+    def grow(config):
+        config["models"].append(NEW_MODEL)
+        config["tasks"].append(NEW_TASK)
+
+    config = write_config(workdir, shared_data, edit=grow)
+    models = ["tiny_random", "tiny_narrow"]
+    sets = {task: spec[0] for task, spec in TASKS.items()} | {"dnja1": "dnja1"}
+    new_sets = {(m, s) for m in models for s in sets.values() if m == "tiny_narrow" or s == "dnja1"}
+    new_pairs = {(m, t) for m in models for t in sets if m == "tiny_narrow" or t == "dnja1"}
+    new_inputs = {
+        "results/models/tiny_narrow/esm2_t2_32d_4h_seed1_random.pt", "results/models/tiny_narrow.json", f"results/data/{NEW_DATA}",
+        "results/tasks/dnja1.tsv", "results/tasks/dnja1.json", *(p for m, s in new_sets for p in embedding_outputs(m, s)),
+    }
+    downstream = {
+        "results/summary/best_layers.tsv", "results/summary/across_tasks.tsv", "results/figures/gain_vs_compute.png",
+        "results/summary/proteingym_supervised.csv", *(f"results/cost/{m}/{s}.json" for m, s in new_sets),
+    }
+    for m, t in new_pairs:
+        downstream |= {f"results/probes/{m}/{t}.tsv", f"results/probes/{m}/{t}.predictions.tsv.gz", f"results/selection/{m}/{t}.json", f"results/figures/{m}/{t}.png"}
+    assert planned_outputs(workdir, config) == new_inputs | downstream
+
+    built = [("tiny_narrow", "deepsol"), ("tiny_random", "dnja1"), ("tiny_narrow", "dnja1")]
+    targets = [f"results/embeddings/{m}/{s}.h5" for m, s in built]
+    run = snakemake(workdir, *targets, "--cores", "2", "--configfile", str(config))  # targets first: --configfile takes a list
+    assert run.returncode == 0, run.stderr[-5000:]
+    after = file_stamps(workdir / "results")
+    assert {path: after[path] for path in before} == before
+    assert "embeddings/tiny_random/BLAT_ECOLX_Stiffler_2015.h5" in before and "embeddings/tiny_random/deeploc_10class.h5" in before
+    assert all((workdir / path).is_file() for path in targets)
+    remaining = new_inputs - {p for m, s in built for p in embedding_outputs(m, s)} - {"results/models/tiny_narrow/esm2_t2_32d_4h_seed1_random.pt", "results/models/tiny_narrow.json", f"results/data/{NEW_DATA}", "results/tasks/dnja1.tsv", "results/tasks/dnja1.json"}
+    assert planned_outputs(workdir, config) == remaining | downstream
+
+
+def test_no_two_jobs_write_the_same_file(tmp_path, shared_data):
+    """On a cluster jobs run at once on many nodes: every output and every log belongs to one job."""
+
+    def two_models(config):
+        config["models"].append(NEW_MODEL)
+
+    config = write_config(tmp_path, shared_data, edit=two_models)
+    plan = snakemake(tmp_path, "--cores", "1", "--configfile", str(config), "--dry-run")
+    assert plan.returncode == 0, plan.stderr
+    jobs = re.split(r"^(?:local)?rule \w+:$", plan.stdout, flags=re.M)[1:]
+    written = []
+    for job in jobs:
+        for key in ("output", "log"):
+            written += [path for line in re.findall(rf"^    {key}: (.+)$", job, re.M) for path in line.split(", ")]
+    # Per model: test checkpoint, manifest, and per embedding set 2 shards, a gather and a cost; per
+    # model and task a probe, a selection and a figure; per task a preparation; the 11 official files;
+    # the two summaries, the summary figure and `all`.
+    n_sets, n_tasks = len({spec[0] for spec in TASKS.values()}), len(TASKS)
+    assert len(jobs) == 2 * (2 + 4 * n_sets + 3 * n_tasks) + n_tasks + 11 + 3 + 1
+    assert written and len(written) == len(set(written))
+
+
+def test_unknown_config_key_fails_before_any_job(tmp_path, shared_data):
+    config = write_config(tmp_path, shared_data, edit=lambda c: c.__setitem__("probe", {"ridge_alpha": [1.0]}))
+    run = snakemake(tmp_path, "--cores", "1", "--configfile", str(config))
+    assert run.returncode != 0
+    # One line naming the key and the nearest valid one, not the schema (it used to print ~250 lines).
+    assert run.stderr.strip().splitlines()[-1] == "config: probe.ridge_alpha: unknown key; did you mean 'ridge_alphas'?"
+    assert "Additional properties" not in run.stderr and len(run.stderr.strip().splitlines()) <= 2
+    assert not (tmp_path / "results").exists()
+
+
+def test_misspelled_top_level_key_fails_before_any_job(tmp_path, shared_data):
+    config = write_config(tmp_path, shared_data, edit=lambda c: c.__setitem__("modles", c["models"]))
+    run = snakemake(tmp_path, "--cores", "1", "--configfile", str(config))
+    assert run.returncode != 0 and "modles" in run.stderr
+    assert run.stderr.strip().splitlines()[-1] == "config: modles: unknown key; did you mean 'models'?"
+    assert not (tmp_path / "results").exists()
+
+
+def test_the_workflow_is_lint_and_format_clean(tmp_path, shared_data):
+    """Snakemake's own linter and snakefmt, as a maintainer runs them before a change lands."""
+    config = write_config(tmp_path, shared_data)
+    lint = snakemake(tmp_path, "--lint", "--configfile", str(config))
+    assert lint.returncode == 0 and "Congratulations, your workflow is in a good condition!" in lint.stdout + lint.stderr, lint.stdout + lint.stderr
+    files = [str(REPO / "Snakefile"), *map(str, sorted((REPO / "workflow" / "rules").glob("*.smk")))]
+    formatted = subprocess.run([sys.executable, "-m", "snakefmt", "--check", *files], capture_output=True, text=True)
+    assert formatted.returncode == 0, formatted.stderr
+
+
+def test_a_config_without_models_is_an_error_not_the_default_model(tmp_path, shared_data):
+    """Configs are not merged with config/config.yaml: leaving out models must not pull in (and download) the default model."""
+    config = write_config(tmp_path, shared_data, edit=lambda c: c.pop("models"))
+    run = snakemake(tmp_path, "--cores", "1", "--configfile", str(config), "--dry-run")
+    assert run.returncode != 0
+    assert run.stderr.strip().splitlines()[-1] == "config: top level: 'models' is a required property; add it"
+
+
+def test_default_config_builds_its_dag(tmp_path, shared_data):
+    """The default run (ESM2-8M by name) plans the download, then every step, for every task."""
+    config = write_config(tmp_path, shared_data, name="config.yaml")
+    run = snakemake(tmp_path, "--cores", "1", "--configfile", str(config), "--dry-run")
+    assert run.returncode == 0, run.stderr
+    for rule in ("fetch_model", "fetch_data", "prepare_task", "embed_shard", "gather_embeddings", "measure_cost", "probe_layers", "select_layer", "plot_layers",
+                 "summarize_layers", "summarize_proteingym", "plot_summary"):
+        assert f"rule {rule}:" in run.stdout, rule
+    assert "No validator found" not in run.stdout + run.stderr
+
+
+def test_bad_task_file_fails_with_one_line_and_leaves_nothing(tmp_path, shared_data):
+    bad = tmp_path / "bad.csv"
+    bad.write_text("sequence,label\nMKTAYIAK,1.0\nMKT*YIAK,2.0\n")
+
+    def edit(config):
+        config["tasks"] = [{"id": "bad", "kind": "csv", "path": str(bad), "type": "regression"}]
+
+    config = write_config(tmp_path, shared_data, edit=edit)
+    run = snakemake(tmp_path, "results/tasks/bad.tsv", "--cores", "1", "--configfile", str(config))
+    assert run.returncode != 0
+    line = (
+        f"plmexit prepare: error: {bad}: row 3 (row3): sequence has characters '*' outside the ESM alphabet (upper-case amino-acid codes); "
+        "remove or replace them (stop codons, gaps and J have no ESM token)"
+    )
+    log = (tmp_path / "results" / "logs" / "prepare_task" / "bad.log").read_text().strip().splitlines()
+    assert log[-1] == line
+    assert line in run.stderr.splitlines()  # on the console too, not only in the log
+    assert not (tmp_path / "results" / "tasks").exists() or not any((tmp_path / "results" / "tasks").iterdir())
+
+
+def test_a_changed_task_path_reruns_the_task_and_a_missing_one_stops_the_run_before_any_job(tmp_path):
+    rows = ["name,sequence,charge"] + [f"p{i},{'MKTAYIAKQR'[: 4 + i % 6]}GG,{i / 10}" for i in range(20)]
+    (tmp_path / "a.csv").write_text("\n".join(rows) + "\n")
+    (tmp_path / "b.csv").write_text("\n".join(rows[:16]) + "\n")  # header and 15 rows
+
+    def config(path: str) -> str:
+        task = {"id": "own", "kind": "csv", "type": "regression", "path": path, "id_column": "name", "label_column": "charge"}
+        (tmp_path / "config.yaml").write_text(yaml.safe_dump({"models": [{"id": "tiny", "random": {"layers": 2, "dim": 32, "heads": 4, "seed": 0}}], "tasks": [task]}))
+        return str(tmp_path / "config.yaml")
+
+    target = "results/tasks/own.tsv"
+    assert snakemake(tmp_path, target, "--cores", "1", "--configfile", config("a.csv")).returncode == 0
+    assert len(pd.read_csv(tmp_path / target, sep="\t")) == 20
+
+    changed = snakemake(tmp_path, target, "--cores", "1", "--configfile", config("b.csv"))
+    assert changed.returncode == 0, changed.stderr[-2000:]
+    assert len(pd.read_csv(tmp_path / target, sep="\t")) == 15  # the task was prepared again from its new file
+
+    missing = snakemake(tmp_path, target, "--cores", "1", "--configfile", config("moved/b.csv"))
+    assert missing.returncode != 0
+    assert missing.stderr.strip().splitlines()[-1] == (
+        f"config: tasks[0] (own).path: file moved/b.csv does not exist (relative paths are read from the directory Snakemake runs in, {tmp_path}); fix the path"
+    )
+    assert len(pd.read_csv(tmp_path / target, sep="\t")) == 15  # nothing ran
+
+
+def test_two_configs_with_their_own_results_directories_keep_their_summaries_apart(tmp_path):
+    rows = ["name,sequence,charge"] + [f"p{i},M{'KTAYIAKQRDEG'[i % 7 : i % 7 + 5]}{'GS' * (i % 4)},{(i * 7) % 11 / 10}" for i in range(40)]
+    (tmp_path / "mine.csv").write_text("\n".join(rows) + "\n")
+
+    def config(name: str, task: str) -> str:
+        entry = {"id": task, "kind": "csv", "type": "regression", "path": "mine.csv", "id_column": "name", "label_column": "charge"}
+        data = {"pathvars": {"results": f"studies/{name}"}, "models": [{"id": "tiny", "random": {"layers": 2, "dim": 32, "heads": 4, "seed": 0}}],
+                "tasks": [entry], "cost": {"sample_sequences": 2, "repeats": 1}, "select": {"bootstrap": 100}}
+        (tmp_path / f"{name}.yaml").write_text(yaml.safe_dump(data))
+        return str(tmp_path / f"{name}.yaml")
+
+    first = snakemake(tmp_path, "--cores", "2", "--configfile", config("first", "charge_a"), "--set-threads", "probe_layers=1")
+    assert first.returncode == 0, first.stderr[-3000:]
+    before = file_stamps(tmp_path / "studies" / "first")
+    second = snakemake(tmp_path, "--cores", "2", "--configfile", config("second", "charge_b"), "--set-threads", "probe_layers=1")
+    assert second.returncode == 0, second.stderr[-3000:]
+
+    for name, task in (("first", "charge_a"), ("second", "charge_b")):
+        summary = pd.read_csv(tmp_path / "studies" / name / "summary" / "best_layers.tsv", sep="\t")
+        assert summary["task"].tolist() == [task]
+        assert sorted(p.name for p in (tmp_path / "studies" / name / "selection" / "tiny").iterdir()) == [f"{task}.json"]
+    assert file_stamps(tmp_path / "studies" / "first") == before  # the second config touched nothing of the first
+    assert not (tmp_path / "results").exists()
+    assert "studies/second/summary/best_layers.tsv" in second.stdout  # the run ends by naming its own summary

@@ -1,0 +1,61 @@
+"""The figures draw what a reader needs to see why a layer was chosen and what it saves."""
+
+from __future__ import annotations
+
+import matplotlib.pyplot as plt
+import pytest
+
+from plmexit.probing.choice import select_layer, summarize
+from plmexit.reporting import figures
+
+from probe_tables import INNER, TEST, long_table, with_select_task_fields
+
+SECONDS = [0.1, 0.3, 0.5, 0.7, 0.9]
+
+
+def labels(fig) -> list[str]:
+    return [text.get_text() for legend in fig.legends for text in legend.get_texts()]
+
+
+def test_the_layer_figure_shows_the_scores_that_chose_the_layer_and_the_time_saved():
+    table = long_table(INNER, TEST)
+    fig = figures.layers_figure(table, select_layer(table, "spearman"), SECONDS)
+
+    drawn = labels(fig)
+    assert "training-only score, mean over folds" in drawn  # what the folds chose by
+    assert "training-only score on all training rows (chooses the deployed layer)" in drawn
+    assert any(label.startswith("deployed layer 2 (nested score 0.467; folds chose 2,2,3)") for label in drawn)
+    assert "final layer 4" in drawn and "+- 1 sd over folds" in drawn
+    time_axis = fig.axes[1]
+    assert time_axis.get_ylabel() == "forward time saved at this depth (%, measured)"
+    assert list(time_axis.lines[0].get_ydata()) == pytest.approx([100 * (1 - s / 0.9) for s in SECONDS])
+    plt.close(fig)
+
+
+def test_with_one_fold_no_band_is_promised():
+    table = long_table([[0.1], [0.5], [0.3]], [[0.2], [0.6], [0.4]], metric="accuracy")
+    fig = figures.layers_figure(table, select_layer(table, "accuracy"), SECONDS[:3])
+
+    assert "+- 1 sd over folds" not in labels(fig) and "test accuracy, mean over 1 fold(s)" in labels(fig)
+    plt.close(fig)
+
+
+def test_the_summary_figure_has_a_panel_per_metric_on_a_0_to_100_percent_axis():
+    rows = []
+    for metric in ("spearman", "accuracy", "fmax"):
+        for j in range(3):
+            row = with_select_task_fields(select_layer(long_table(INNER, TEST, task=f"{metric}_{j}", metric=metric), metric))
+            rows.append({**row, "deployed_time_saved": 1.0 if j == 2 else 0.1 * j})
+    fig = figures.gain_figure(summarize(rows))
+
+    panels = [ax for ax in fig.axes if ax.get_title()]
+    assert [ax.get_title() for ax in panels] == ["accuracy", "fmax", "spearman"]  # Spearman, accuracy and Fmax never share an axis
+    for ax in panels:
+        low, high = ax.get_xlim()
+        assert -5 <= low <= 0 and 100 <= high <= 105
+        assert ax.get_ylabel() == f"nested gain over the final layer ({ax.get_title()})"
+        # Points are numbered, not labelled by name, so labels cannot collide; the key names them.
+        assert all(text.get_text().isdigit() for text in ax.texts)
+    key = fig.texts[-1].get_text().splitlines()
+    assert len(key) == 9 and key[0] == "1: esm2_tiny / accuracy_0 (layer 2 of 4)"
+    plt.close(fig)
