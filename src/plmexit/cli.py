@@ -56,7 +56,8 @@ def cmd_fetch_data(args) -> None:
 
 
 def cmd_prepare(args) -> None:
-    from plmexit.data.tasks import FILE_FIELDS, TaskSpec
+    from plmexit.data.formats import FILE_FIELDS
+    from plmexit.data.tasks import TaskSpec
     from plmexit.pipeline.steps import prepare_task
 
     paths = {key: Path(getattr(args, key)) for key in FILE_FIELDS if getattr(args, key)}
@@ -215,8 +216,8 @@ def _add_model_run_arguments(p: argparse.ArgumentParser, out: str) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from plmexit.data.formats import FORMATS
     from plmexit.data.proteingym import FOLD_SCHEMES
-    from plmexit.data.tasks import FORMATS
     from plmexit.probing.probes import DEFAULT_LOGISTIC_CS, DEFAULT_RIDGE_ALPHAS, INNER_SPLITS, METRICS
 
     parser = argparse.ArgumentParser(

@@ -9,7 +9,8 @@ import zipfile
 import numpy as np
 import pytest
 
-from plmexit.data.tasks import TASK_COLUMNS, TaskSpec, load_task
+from plmexit.data.loading import load_task
+from plmexit.data.tasks import TASK_COLUMNS, TaskSpec
 from plmexit.errors import InputError
 
 DEEPLOC = """\

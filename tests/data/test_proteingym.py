@@ -12,7 +12,8 @@ import pandas as pd
 import pytest
 
 from plmexit.data import proteingym, sources
-from plmexit.data.tasks import TASK_COLUMNS, TaskSpec, load_task
+from plmexit.data.loading import load_task
+from plmexit.data.tasks import TASK_COLUMNS, TaskSpec
 from plmexit.errors import InputError
 
 PG = "proteingym"

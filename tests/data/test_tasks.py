@@ -12,15 +12,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from plmexit.data.tasks import (
-    TASK_COLUMNS,
-    TaskSpec,
-    assign_folds,
-    load_task,
-    read_task_table,
-    sequences_sha256,
-    write_task_table,
-)
+from plmexit.data.loading import assign_folds, load_task
+from plmexit.data.tasks import TASK_COLUMNS, TaskSpec, read_task_table, sequences_sha256, write_task_table
 from plmexit.errors import InputError
 
 TINY_CSV = """\

@@ -15,6 +15,7 @@ import shlex
 from pathlib import Path
 
 from plmexit.data import sources
+from plmexit.data.formats import COMMON_KEYS, FORMATS
 from plmexit.errors import ConfigError
 
 # Where outputs go unless the config sets pathvars.results (Snakemake's own path variable <results>).
@@ -25,29 +26,6 @@ DEFAULT_RESULTS = "results"
 # exact leave-one-out. Values are ``plmexit probe --inner-split`` choices.
 INNER_SPLIT_OF_SCHEME = {"fold_random_5": "loo", "fold_modulo_5": "modulo", "fold_contiguous_5": "contiguous", None: "loo"}
 DEFAULT_SELECTION_METRIC = {"regression": "spearman", "classification": "accuracy", "multilabel": "fmax"}
-# The task type each benchmark format implies (csv and fasta tasks state theirs).
-FORMAT_TYPES = {"proteingym": "regression", "deeploc": "classification", "deepfri_ec": "multilabel", "deepsol": "classification", "flip": "regression"}
-# File roles of each format (config key -> ``plmexit prepare`` flag); any value is a local path or an official file key.
-FILE_ROLES = {
-    "csv": ("path", "test_path"),
-    "fasta": ("path", "test_path"),
-    "deeploc": ("path", "test_path"),
-    "deepsol": ("path", "labels_path", "test_path", "test_labels_path"),
-    "flip": ("path",),
-    "deepfri_ec": ("path", "annotations", "ids_path", "test_ids_path"),
-    "proteingym": ("reference",),
-}
-# Other config keys each format accepts (beyond id, kind, type, metric, max_sequences, min_class_size).
-FORMAT_OPTIONS = {
-    "csv": ("sequence_column", "label_column", "id_column", "fold_column"),
-    "fasta": ("label_regex",),
-    "deeploc": ("labels",),
-    "deepsol": (),
-    "flip": ("split",),
-    "deepfri_ec": (),
-    "proteingym": ("assays", "filter", "assay_dir", "fold_schemes"),
-}
-COMMON_KEYS = ("id", "kind", "type", "metric", "max_sequences", "min_class_size")
 DEFAULT_REFERENCE = "proteingym/reference_files/DMS_substitutions.csv"
 # Storage precision of variant sets (ProteinGym assays), whatever embed.dtype says (see Plan.embed_args).
 VARIANT_DTYPE = "float32"
@@ -122,12 +100,13 @@ class Plan:
 
     def _expand(self, entry: dict, position: int) -> list[dict]:
         kind = entry["kind"]
-        task_type = entry.get("type") or FORMAT_TYPES.get(kind)
+        implied = FORMATS[kind].task_type
+        task_type = entry.get("type") or implied
         if task_type is None:
             raise ConfigError(f"config: tasks[{position}] ({entry['id']}): a {kind} task needs a type (regression, classification or multilabel)")
-        if kind in FORMAT_TYPES and task_type != FORMAT_TYPES[kind]:
-            raise ConfigError(f"config: tasks[{position}] ({entry['id']}): a {kind} task is a {FORMAT_TYPES[kind]} task, not {task_type}; remove type")
-        base = {"entry": entry, "type": task_type, "files": {r: entry[r] for r in FILE_ROLES[kind] if r in entry}}
+        if implied is not None and task_type != implied:
+            raise ConfigError(f"config: tasks[{position}] ({entry['id']}): a {kind} task is a {implied} task, not {task_type}; remove type")
+        base = {"entry": entry, "type": task_type, "files": {r: entry[r] for r in FORMATS[kind].file_roles if r in entry}}
         if kind != "proteingym":
             if "path" not in entry:
                 raise ConfigError(f"config: tasks[{position}] ({entry['id']}): a {kind} task needs path")
@@ -362,7 +341,7 @@ class Plan:
 
 def _check_keys(entry: dict, position: int) -> None:
     kind = entry["kind"]
-    allowed = set(COMMON_KEYS) | set(FILE_ROLES[kind]) | set(FORMAT_OPTIONS[kind]) | ({"path"} if kind != "proteingym" else set())
+    allowed = set(COMMON_KEYS) | set(FORMATS[kind].file_roles) | set(FORMATS[kind].options)
     extra = sorted(set(entry) - allowed)
     if extra:
         raise ConfigError(

@@ -18,7 +18,7 @@ import pandas as pd
 from threadpoolctl import threadpool_limits
 
 from plmexit.atomic import atomic_path, write_text
-from plmexit.data import proteingym, sources, tasks
+from plmexit.data import loading, proteingym, sources, tasks
 from plmexit.embedding import cost, store
 from plmexit.errors import InputError, StoreError
 from plmexit.probing import choice, probes
@@ -39,7 +39,7 @@ def prepare_task(spec: tasks.TaskSpec, out: str | Path, info_out: str | Path) ->
     cross-validation) and, for ProteinGym, the assay and fold scheme, for the summaries; a scheme
     whose folds plmexit built is named with ``proteingym.BUILT_SUFFIX`` (``fold_modulo_5_built``).
     """
-    table = tasks.load_task(spec)
+    table = loading.load_task(spec)
     info = {
         "task": spec.name, "format": spec.format, "type": spec.type, "split": table.attrs["split"], "n_sequences": len(table),
         "dms_id": spec.dms_id, "fold_scheme": table.attrs["fold_scheme"],

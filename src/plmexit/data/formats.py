@@ -1,0 +1,40 @@
+"""The task formats: one registry of every config ``kind`` and what it takes.
+
+Invariant: this table is the only place a format is described. The planner (which tasks a config
+entry makes and which files they read), the command line (``prepare --format``), the loader
+(which reader reads it) and a test of the config schema all read it. It imports only the
+standard library, so planning a workflow does not load pandas or the readers; a reader is named
+as ``module:function`` and imported when a task of its kind is read.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Format:
+    kind: str
+    task_type: str | None  # the task type a benchmark implies; None where the config states it (csv, fasta)
+    file_roles: tuple[str, ...]  # config keys (and `prepare` flags) naming its files; values are local paths or official file keys
+    options: tuple[str, ...]  # other config keys it accepts, beyond COMMON_KEYS
+    reader: str  # "module:function" returning (reader's table, split description or None)
+
+
+FORMATS = {
+    f.kind: f
+    for f in (
+        Format("csv", None, ("path", "test_path"), ("sequence_column", "label_column", "id_column", "fold_column"), "plmexit.data.tasks:read_csv_task"),
+        Format("fasta", None, ("path", "test_path"), ("label_regex",), "plmexit.data.tasks:read_fasta_task"),
+        Format("proteingym", "regression", ("reference",), ("assays", "filter", "assay_dir", "fold_schemes"), "plmexit.data.proteingym:read_assay"),
+        Format("deeploc", "classification", ("path", "test_path"), ("labels",), "plmexit.data.datasets:read_deeploc"),
+        Format("deepfri_ec", "multilabel", ("path", "annotations", "ids_path", "test_ids_path"), (), "plmexit.data.datasets:read_deepfri_ec"),
+        Format("deepsol", "classification", ("path", "labels_path", "test_path", "test_labels_path"), (), "plmexit.data.datasets:read_deepsol"),
+        Format("flip", "regression", ("path",), ("split",), "plmexit.data.datasets:read_flip"),
+    )
+}
+# Keys every task entry may have, whatever its kind.
+COMMON_KEYS = ("id", "kind", "type", "metric", "max_sequences", "min_class_size")
+TASK_TYPES = ("regression", "classification", "multilabel")
+# Every file role of any format, besides ``path`` (the main file all but proteingym have): TaskSpec's file fields.
+FILE_FIELDS = tuple(dict.fromkeys(role for f in FORMATS.values() for role in f.file_roles if role != "path"))

@@ -1,0 +1,93 @@
+"""The house: imports run one way (no cycles, no upward arrows), and one registry describes the task formats."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import yaml
+
+from plmexit.data.formats import COMMON_KEYS, FILE_FIELDS, FORMATS
+from workflow_runs import REPO
+
+PACKAGE = REPO / "src" / "plmexit"
+# Lower layers never import higher ones. Within a layer, modules may import each other without a cycle.
+LAYERS = [
+    {"plmexit", "plmexit.errors", "plmexit.atomic", "plmexit.download"},
+    {"plmexit.data"},
+    {"plmexit.models"},
+    {"plmexit.embedding"},
+    {"plmexit.probing"},
+    {"plmexit.depth"},
+    {"plmexit.reporting"},
+    {"plmexit.pipeline"},
+    {"plmexit.cli"},
+]
+
+
+def module_name(path: Path) -> str:
+    parts = path.relative_to(PACKAGE.parent).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def imports() -> dict[str, set[str]]:
+    """Every plmexit module and the plmexit modules it imports, at the top or inside a function."""
+    modules = {module_name(p): p for p in PACKAGE.rglob("*.py")}
+    graph = {}
+    for name, path in modules.items():
+        found = set()
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("plmexit"):
+                for alias in node.names:
+                    child = f"{node.module}.{alias.name}"
+                    found.add(child if child in modules else node.module)
+            elif isinstance(node, ast.Import):
+                found.update(a.name for a in node.names if a.name.startswith("plmexit"))
+        graph[name] = found - {name}
+    return graph
+
+
+def layer(module: str) -> int:
+    for index, members in enumerate(LAYERS):
+        if module in members or any(module.startswith(m + ".") for m in members if m != "plmexit"):
+            return index
+    raise AssertionError(f"{module} is in no layer; add it to LAYERS")
+
+
+def test_no_module_imports_a_higher_layer():
+    for module, imported in imports().items():
+        for target in imported:
+            assert layer(target) <= layer(module), f"{module} imports {target}, a higher layer"
+
+
+def test_no_import_cycles():
+    graph = imports()
+    state: dict[str, int] = {}
+
+    def visit(module: str, path: list[str]) -> None:
+        state[module] = 1
+        for target in graph.get(module, ()):
+            assert state.get(target) != 1, f"import cycle: {' -> '.join([*path, target])}"
+            if target not in state:
+                visit(target, [*path, target])
+        state[module] = 2
+
+    for module in graph:
+        if module not in state:
+            visit(module, [module])
+
+
+def test_the_config_schema_takes_exactly_the_registrys_formats_and_keys():
+    task = yaml.safe_load((REPO / "workflow" / "schemas" / "config.schema.yaml").read_text())["properties"]["tasks"]["items"]
+    assert task["properties"]["kind"]["enum"] == list(FORMATS)
+    keys = set(COMMON_KEYS) | {key for f in FORMATS.values() for key in (*f.file_roles, *f.options)}
+    assert set(task["properties"]) == keys
+    assert set(FILE_FIELDS) == {role for f in FORMATS.values() for role in f.file_roles} - {"path"}
+
+
+def test_every_reader_the_registry_names_exists():
+    import importlib
+
+    for f in FORMATS.values():
+        module, function = f.reader.split(":")
+        assert callable(getattr(importlib.import_module(module), function)), f.kind
