@@ -1,7 +1,7 @@
 """Embedding throughput: plmexit's forward against fair-esm's ``scripts/extract.py`` computation.
 
 Both paths embed the same sequences with the same model file in the same process, every layer
-mean-pooled: the reference is ``plmexit.embedding.engine.reference_pooled`` (fair-esm's batching, batch
+mean-pooled: the reference is ``plmexit.embedding.reference.reference_pooled`` (fair-esm's batching, batch
 converter and ``model(tokens, repr_layers=all)`` in fp32, mean over positions 1..len); ours is
 ``plmexit.embedding.engine.embed_pooled``. The sequences are cut into chunks and the paths alternate chunk by
 chunk (which goes first alternates too), so machine load hits both alike. Before the chunks, each
@@ -35,6 +35,7 @@ import torch
 
 import plmexit
 from plmexit.embedding import cost, engine
+from plmexit.embedding.reference import REFERENCE_EXTRA_TOKS_PER_SEQ, REFERENCE_TOKS_PER_BATCH, reference_pooled
 from plmexit.models import fair_esm
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
@@ -155,7 +156,7 @@ def main(argv: list[str] | None = None) -> int:
             synchronize(args.device)
             begin = time.perf_counter()
             if path_name == "reference":
-                result = engine.reference_pooled(loaded, chunk, device=args.device)
+                result = reference_pooled(loaded, chunk, device=args.device)
             else:
                 if run.encoder is None:  # building the encoder (weights in working precision) is warm-up
                     run.encoder = engine.FastEncoder(loaded, args.device, precision)
@@ -188,7 +189,7 @@ def main(argv: list[str] | None = None) -> int:
     warmup = {k: times[k][0] - sum(len(s) + 2 for s in warm) / rate[k] for k in times}
     total = {k: sum(times[k]) for k in times}
     achieved = flops(sequences, n_layers, dim) / sum(times["ours"][1:])
-    ref_batches = fair_esm.fair_esm_batch_indices(sequences, engine.REFERENCE_TOKS_PER_BATCH, engine.REFERENCE_EXTRA_TOKS_PER_SEQ)
+    ref_batches = fair_esm.fair_esm_batch_indices(sequences, REFERENCE_TOKS_PER_BATCH, REFERENCE_EXTRA_TOKS_PER_SEQ)
     lengths = np.array([len(s) for s in sequences])
     ours_batches = engine.token_batches(lengths, args.max_tokens)
     result = {

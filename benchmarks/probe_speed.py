@@ -4,22 +4,22 @@ Both paths fit, for every layer and each of 5 folds, standardise + ridge with th
 chosen by leave-one-out on the training rows, and predict the test rows; then the deploy fit on
 every row (``probes.DEPLOY_FOLD``; every section times it, on both sides). The reference is
 ``make_pipeline(StandardScaler(), RidgeCV(alphas, scoring=spearman))`` per layer and fold
-(``plmexit.probing.probes.reference_ridge``); ours is ``plmexit.probing.probes.ridge_folds``. Layers are
+(``plmexit.probing.reference_ridge``); ours is ``plmexit.probing.probes.ridge_folds``. Layers are
 interleaved (reference, then ours, layer by layer), so machine load hits both paths alike.
 
 The grouped section times the ridge probe of ProteinGym's modulo and contiguous schemes, whose
 inner folds hold out whole mutated positions (``ridge_folds(..., inner_split="contiguous")``:
 one eigendecomposition per inner fit gives every alpha) against scikit-learn's ``GridSearchCV``
-over ``StandardScaler`` + ``Ridge`` on the same position splits (``probes.reference_ridge_grouped``),
+over ``StandardScaler`` + ``Ridge`` on the same position splits (``reference_ridge_grouped``),
 and plmexit's leave-one-out probe on the same data for the cost of the change; all three on one
 BLAS thread, as ``plmexit probe`` runs a layer, every outer fold and the deploy fit (all rows).
 
 The classification section times the multinomial logistic probe (ours: ``plmexit.probing.logistic``,
 the same objective and L-BFGS solver solved over the span of the training rows, a warm-started C
 path per inner fold, one BLAS thread as ``plmexit probe`` runs it; reference: scikit-learn's
-``GridSearchCV`` over ``StandardScaler`` + ``LogisticRegression``, ``probes.reference_logistic``)
+``GridSearchCV`` over ``StandardScaler`` + ``LogisticRegression``, ``reference_logistic``)
 on a smaller problem; the multi-label section does the same for the one-vs-rest probe
-(``probes.reference_one_vs_rest``: ``OneVsRestClassifier`` in the grid search). The parallel section times the probe step itself (``steps.probe_task``, what
+(``reference_one_vs_rest``: ``OneVsRestClassifier`` in the grid search). The parallel section times the probe step itself (``steps.probe_task``, what
 ``plmexit probe`` runs) on a synthetic store, one layer at a time and ``--threads`` layers at once.
 
     python benchmarks/probe_speed.py --out probe_speed.json            # 5,000 x 1,280 x 34 layers
@@ -51,6 +51,7 @@ from plmexit.data import tasks
 from plmexit.embedding import store
 from plmexit.pipeline import steps
 from plmexit.probing import probes
+from plmexit.probing.reference import reference_logistic, reference_one_vs_rest, reference_ridge, reference_ridge_grouped
 
 
 def layer_features(rng: np.random.Generator, n: int, dim: int, latent: np.ndarray) -> np.ndarray:
@@ -72,8 +73,8 @@ def ridge_section(n: int, dim: int, layers: int, seed: int) -> dict:
     for layer in range(layers):
         X = layer_features(rng, n, dim, latent)
         start = time.perf_counter()
-        reference = [probes.reference_ridge(X[folds != f], y[folds != f], X[folds == f], alphas, probes.spearman) for f in range(5)]
-        reference.append(probes.reference_ridge(X, y, X[:1], alphas, probes.spearman))  # the deploy fit, on every row
+        reference = [reference_ridge(X[folds != f], y[folds != f], X[folds == f], alphas, probes.spearman) for f in range(5)]
+        reference.append(reference_ridge(X, y, X[:1], alphas, probes.spearman))  # the deploy fit, on every row
         reference_s += time.perf_counter() - start
         start = time.perf_counter()
         fits = probes.ridge_folds(X, y, folds, alphas, probes.spearman)
@@ -129,7 +130,7 @@ def grouped_section(n: int, dim: int, layers: int, inner_folds: int, seed: int) 
                 train = folds != fit.fold if fit.fold != probes.DEPLOY_FOLD else np.full(n, True)
                 groups = probes.inner_groups(positions[train], "contiguous", inner_folds)
                 X_test = X[fit.test] if len(fit.test) else X[:1]  # the deploy fit has no test rows; scikit-learn needs one
-                reference.append(probes.reference_ridge_grouped(X[train], y[train], X_test, alphas, probes.spearman, groups))
+                reference.append(reference_ridge_grouped(X[train], y[train], X_test, alphas, probes.spearman, groups))
             reference_s += time.perf_counter() - start
             start = time.perf_counter()
             probes.ridge_folds(X, y, folds, alphas, probes.spearman)
@@ -150,8 +151,8 @@ def grouped_section(n: int, dim: int, layers: int, inner_folds: int, seed: int) 
 def logistic_section(task_type: str, n: int, dim: int, classes: int, layers: int, seed: int) -> dict:
     """Time a logistic probe, ours against scikit-learn's GridSearchCV, layer by layer.
 
-    ``task_type`` "classification": the multinomial probe against ``probes.reference_logistic``;
-    "multilabel": the one-vs-rest probe (Fmax) against ``probes.reference_one_vs_rest``. Ours runs
+    ``task_type`` "classification": the multinomial probe against ``reference_logistic``;
+    "multilabel": the one-vs-rest probe (Fmax) against ``reference_one_vs_rest``. Ours runs
     as ``plmexit probe`` runs it, on one BLAS thread per layer. The reference runs twice: with the
     BLAS threads numpy starts by default (what a straightforward script gets), and on one thread,
     so the solver's gain and the threading's are told apart.
@@ -161,12 +162,12 @@ def logistic_section(task_type: str, n: int, dim: int, classes: int, layers: int
     if task_type == "classification":
         y = np.digitize(latent[:, 0] * 2 + rng.normal(size=n), np.quantile(latent[:, 0] * 2, np.linspace(0, 1, classes + 1)[1:-1])).astype(str)
         settings = probes.ProbeSettings(task_type="classification", selection_metric="accuracy", seed=seed)
-        reference_probe = probes.reference_logistic
+        reference_probe = reference_logistic
     else:
         # Each class switched on by its own latent direction, about a fifth of the rows each.
         y = (latent[:, :classes] + rng.normal(size=(n, classes)) > 1.2).astype(int)
         settings = probes.ProbeSettings(task_type="multilabel", selection_metric="fmax", seed=seed)
-        reference_probe = probes.reference_one_vs_rest
+        reference_probe = reference_one_vs_rest
     folds = rng.permutation(np.arange(n) % 5)
     ours_s = reference_s = reference_one_thread_s = 0.0
     agreement, c_matches, inner_diff, probability_diff = [], 0, 0.0, 0.0

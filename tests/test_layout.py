@@ -8,6 +8,7 @@ from pathlib import Path
 import yaml
 
 from plmexit.data.formats import COMMON_KEYS, FILE_FIELDS, FORMATS
+
 from workflow_runs import REPO
 
 PACKAGE = REPO / "src" / "plmexit"

@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 import torch
 
-from plmexit.embedding.engine import EmbedSettings, embed_pooled, reference_pooled, residue_weights, token_batches, truncate_sequences, window_starts
+from plmexit.embedding.engine import EmbedSettings, embed_pooled, residue_weights, token_batches, truncate_sequences, window_starts
+from plmexit.embedding.reference import reference_pooled
 from plmexit.models import fair_esm
 
 # Different lengths so a batch needs padding; a duplicate; the rare codes X, B, U, Z, O.

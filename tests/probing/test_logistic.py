@@ -7,7 +7,8 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 from plmexit.probing import logistic
-from plmexit.probing.probes import ProbeSettings, _logistic, _one_vs_rest, reference_logistic, reference_one_vs_rest
+from plmexit.probing.probes import ProbeSettings, _logistic, _one_vs_rest
+from plmexit.probing.reference import reference_logistic, reference_one_vs_rest
 
 TIGHT = 1e-10  # both solvers run to the optimum, so they must agree far beyond their default stopping rule
 

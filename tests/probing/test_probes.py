@@ -20,11 +20,10 @@ from plmexit.probing.probes import (
     grid_edge,
     inner_groups,
     probe_layer,
-    reference_ridge,
-    reference_ridge_grouped,
     ridge_folds,
     spearman,
 )
+from plmexit.probing.reference import reference_ridge, reference_ridge_grouped
 
 # A short grid keeps the suite fast; the defaults are exercised by the CLI test.
 FAST_CS = (0.01, 1.0)

@@ -3,7 +3,7 @@
 Invariant: the vector for layer ``k`` of a sequence is the mean, over that sequence's residue
 positions only (never BOS, EOS or padding), of fair-esm's ``representations[k]`` — the token
 embedding for ``k = 0``, raw block outputs for ``0 < k < L`` and the final-layer-normed output for
-``k = L`` — after the layer-norm convention below. ``reference_pooled`` is exactly what fair-esm's
+``k = L`` — after the layer-norm convention below. ``plmexit.embedding.reference.reference_pooled`` is exactly what fair-esm's
 ``scripts/extract.py`` computes; ``embed_pooled`` runs plmexit's own forward over the same module
 weights (fused QKV projection, fused attention, pooling on the device) and must match it (tested
 to 1e-5 relative in fp32). Identical sequences are embedded once.
@@ -36,15 +36,11 @@ from plmexit.embedding.options import (  # noqa: F401 - re-exported: the setting
     EmbedSettings,
 )
 from plmexit.errors import EmbedError
-from plmexit.models import fair_esm
 from plmexit.models.fair_esm import LoadedModel
 
 log = logging.getLogger(__name__)
 
 PRECISIONS = dict(zip(PRECISION_NAMES, (torch.float32, torch.bfloat16, torch.float16)))
-# fair-esm's extract.py: 4096 tokens per batch, counting each sequence as its length + 1.
-REFERENCE_TOKS_PER_BATCH = 4096
-REFERENCE_EXTRA_TOKS_PER_SEQ = 1
 
 Progress = Callable[[int], None]
 """Called after every forward batch with the number of tokens (residues, BOS and EOS) it finished."""
@@ -493,36 +489,5 @@ def _group_positions(inverse: np.ndarray, n_unique: int) -> list[np.ndarray]:
     return [order[bounds[i] : bounds[i + 1]] for i in range(n_unique)]
 
 
-# --- the reference ------------------------------------------------------------------------------
 
-
-@torch.no_grad()
-def reference_pooled(
-    loaded: LoadedModel,
-    sequences: list[str],
-    device: str = "cpu",
-    toks_per_batch: int = REFERENCE_TOKS_PER_BATCH,
-    truncation_seq_length: int = ESM2_MAX_RESIDUES,
-    layer_norm: str = "raw",
-) -> np.ndarray:
-    """``(L + 1, N, E)``: exactly what fair-esm's ``scripts/extract.py --include mean --repr_layers
-    0..L`` computes (its batching, batch converter and forward, fp32, mean over positions
-    ``1..len``), with ``layer_norm="final"`` applying the final layer norm per position first."""
-    model, alphabet = loaded.model, loaded.alphabet
-    layers = list(range(model.num_layers + 1))
-    converter = alphabet.get_batch_converter(truncation_seq_length)
-    out = np.zeros((len(layers), len(sequences), model.embed_dim), dtype=np.float32)
-    for batch in fair_esm.fair_esm_batch_indices(sequences, toks_per_batch, REFERENCE_EXTRA_TOKS_PER_SEQ):
-        _, strs, toks = converter([(str(i), sequences[i]) for i in batch])
-        result = model(toks.to(device), repr_layers=layers, return_contacts=False)
-        representations = {}
-        for layer, t in result["representations"].items():
-            if layer_norm == "final" and layer != layers[-1]:
-                t = model.emb_layer_norm_after(t)
-            representations[layer] = t.to(device="cpu")
-        for row, index in enumerate(batch):
-            truncate_len = min(truncation_seq_length, len(strs[row]))
-            for layer, t in representations.items():
-                out[layer, index] = t[row, 1 : truncate_len + 1].mean(0).clone().numpy()
-    return out
 

@@ -174,13 +174,6 @@ def load_model(checkpoint: str | Path, sha256: str | None = None, device: str = 
     return LoadedModel(model=model, alphabet=alphabet, name=name, sha256=found)
 
 
-def fair_esm_batch_indices(sequences: list[str], toks_per_batch: int, extra_toks_per_seq: int) -> list[list[int]]:
-    """fair-esm's own length-sorted batching (``FastaBatchedDataset.get_batch_indices``), as its
-    ``scripts/extract.py`` uses it."""
-    dataset = esm.data.FastaBatchedDataset([str(i) for i in range(len(sequences))], list(sequences))
-    return dataset.get_batch_indices(toks_per_batch, extra_toks_per_seq=extra_toks_per_seq)
-
-
 def make_test_model(layers: int, dim: int, heads: int, seed: int, out_dir: str | Path) -> Path:
     """Write a randomly initialised ESM2 in fair-esm's checkpoint format; returns its path.
 
@@ -218,3 +211,10 @@ def make_test_model(layers: int, dim: int, heads: int, seed: int, out_dir: str |
             torch.save(payload, tmp)
     log.info("wrote random ESM2 test model %s", path)
     return path
+
+
+def fair_esm_batch_indices(sequences: list[str], toks_per_batch: int, extra_toks_per_seq: int) -> list[list[int]]:
+    """fair-esm's own length-sorted batching (``FastaBatchedDataset.get_batch_indices``), as its
+    ``scripts/extract.py`` uses it."""
+    dataset = esm.data.FastaBatchedDataset([str(i) for i in range(len(sequences))], list(sequences))
+    return dataset.get_batch_indices(toks_per_batch, extra_toks_per_seq=extra_toks_per_seq)

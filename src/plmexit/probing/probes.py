@@ -6,7 +6,7 @@ only the training rows (``fold != f``). The test rows are touched once, to score
 probe. Inner folds mimic the outer scheme: where the outer folds hold out whole mutated positions
 (ProteinGym's modulo and contiguous schemes), so do the inner ones (``inner_groups``), else the
 inner score rewards features that memorise positions. Each probe solves a stock scikit-learn
-pipeline's problem (``reference_ridge``, ``reference_ridge_grouped``,
+pipeline's problem (``plmexit.probing.reference``: ``reference_ridge``, ``reference_ridge_grouped``,
 ``reference_logistic``) but shares work across folds and regularisation strengths; probes do no
 file I/O.
 """
@@ -21,12 +21,8 @@ import numpy as np
 from scipy import linalg
 from scipy.special import expit
 from scipy.stats import spearmanr
-from sklearn.linear_model import LogisticRegression, Ridge, RidgeCV
-from sklearn.metrics import accuracy_score, f1_score, make_scorer, matthews_corrcoef, mean_squared_error
-from sklearn.model_selection import GridSearchCV, StratifiedKFold
-from sklearn.multiclass import OneVsRestClassifier
-from sklearn.pipeline import make_pipeline
-from sklearn.preprocessing import StandardScaler
+from sklearn.metrics import accuracy_score, f1_score, matthews_corrcoef, mean_squared_error
+from sklearn.model_selection import StratifiedKFold
 
 from plmexit.errors import InputError
 from plmexit.probing import logistic
@@ -391,37 +387,6 @@ def _ridge_dual(S_train, S_test, y_train, alphas, loo=True):
     return fitted, leverage, predict
 
 
-def reference_ridge(X_train: np.ndarray, y_train: np.ndarray, X_test: np.ndarray, alphas, score) -> tuple[np.ndarray, float, float]:
-    """The straightforward scikit-learn probe ``ridge_folds`` must equal: (test predictions, inner score, alpha)."""
-    ridge = RidgeCV(alphas=np.asarray(alphas, dtype=np.float64), scoring=make_scorer(score))
-    pipeline = make_pipeline(StandardScaler(), ridge).fit(np.asarray(X_train, dtype=np.float64), y_train)
-    return pipeline.predict(np.asarray(X_test, dtype=np.float64)), float(ridge.best_score_), float(ridge.alpha_)
-
-
-def reference_ridge_grouped(X_train: np.ndarray, y_train: np.ndarray, X_test: np.ndarray, alphas, score, groups: np.ndarray) -> tuple[np.ndarray, float, float]:
-    """The scikit-learn probe ``ridge_folds`` with a grouped inner split must equal: (test predictions, inner score, alpha).
-
-    ``groups`` is each training row's inner fold (``inner_groups``); the inner score is
-    ``GridSearchCV``'s, the mean over inner folds of ``score`` on each fold's held-out rows.
-    """
-    splits = [(np.flatnonzero(groups != g), np.flatnonzero(groups == g)) for g in np.unique(groups)]
-    search = GridSearchCV(
-        make_pipeline(StandardScaler(), Ridge()), {"ridge__alpha": [float(a) for a in alphas]}, scoring=make_scorer(score), cv=splits,
-    ).fit(np.asarray(X_train, dtype=np.float64), y_train)
-    return search.predict(np.asarray(X_test, dtype=np.float64)), float(search.best_score_), float(search.best_params_["ridge__alpha"])
-
-
-def reference_logistic(X_train: np.ndarray, y_train: np.ndarray, X_test: np.ndarray, settings: ProbeSettings) -> tuple[np.ndarray, float, float]:
-    """The straightforward scikit-learn probe ``_logistic`` must agree with: (test predictions, inner score, C)."""
-    search = GridSearchCV(
-        make_pipeline(StandardScaler(), LogisticRegression(max_iter=settings.max_iter)),
-        {"logisticregression__C": sorted(settings.logistic_cs)},
-        scoring=make_scorer(METRICS["classification"][settings.selection_metric]),
-        cv=StratifiedKFold(settings.inner_folds, shuffle=True, random_state=settings.seed),
-    ).fit(np.asarray(X_train, dtype=np.float64), y_train)
-    return search.predict(np.asarray(X_test, dtype=np.float64)), float(search.best_score_), float(search.best_params_["logisticregression__C"])
-
-
 def _logistic(X: np.ndarray, y: np.ndarray, settings: ProbeSettings):
     """Standardise + logistic regression (multinomial, or one sigmoid for two classes), C by inner stratified CV.
 
@@ -492,23 +457,6 @@ def _multilabel_splits(Y: np.ndarray, settings: ProbeSettings) -> list[tuple[np.
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="The least populated class")
         return list(inner.split(Y, rarest))
-
-
-def reference_one_vs_rest(X_train: np.ndarray, Y_train: np.ndarray, X_test: np.ndarray, settings: ProbeSettings) -> tuple[np.ndarray, float, float]:
-    """The straightforward scikit-learn probe ``_one_vs_rest`` must agree with: (test probabilities, inner score, C)."""
-    Y_train = np.asarray(Y_train, dtype=int)
-    search = GridSearchCV(
-        make_pipeline(StandardScaler(), OneVsRestClassifier(LogisticRegression(max_iter=settings.max_iter))),
-        {"onevsrestclassifier__estimator__C": sorted(settings.logistic_cs)},
-        scoring=make_scorer(METRICS["multilabel"][settings.selection_metric], response_method="predict_proba"),
-        cv=_multilabel_splits(Y_train, settings),
-    )
-    with warnings.catch_warnings():
-        # A class on every (or no) row of a fitting part gets a constant predictor, as ours does.
-        warnings.filterwarnings("ignore", message="Label .* is present in all training examples")
-        warnings.filterwarnings("ignore", message="Label not .* is present in all training examples")
-        search.fit(np.asarray(X_train, dtype=np.float64), Y_train)
-    return search.predict_proba(np.asarray(X_test, dtype=np.float64)), float(search.best_score_), float(search.best_params_["onevsrestclassifier__estimator__C"])
 
 
 def _one_vs_rest(X: np.ndarray, Y: np.ndarray, settings: ProbeSettings):
