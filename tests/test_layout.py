@@ -92,3 +92,11 @@ def test_every_reader_the_registry_names_exists():
     for f in FORMATS.values():
         module, function = f.reader.split(":")
         assert callable(getattr(importlib.import_module(module), function)), f.kind
+
+
+def test_the_readme_tree_names_every_module():
+    readme = (REPO / "README.md").read_text()
+    tree = readme[readme.index("## Development"):]
+    for path in sorted(PACKAGE.rglob("*.py")):
+        if path.name != "__init__.py":
+            assert f" {path.name} " in tree, f"{path.relative_to(PACKAGE)} is not in the README's Development tree"
