@@ -9,6 +9,7 @@ import subprocess
 import sys
 
 import h5py
+import numpy as np
 import pandas as pd
 import pytest
 import yaml
@@ -55,7 +56,10 @@ def test_pipeline_writes_every_output(finished_run):
     assert dict(zip(summary["task"], summary["metric"])) == {task: spec[1] for task, spec in TASKS.items()}
     assert dict(zip(summary["task"], summary["split"])) == {task: spec[3] for task, spec in TASKS.items()}
     assert (summary["gain_ci_low"] <= summary["gain_ci_high"]).all()
-    assert summary["deployed_time_saved"].between(-0.5, 1.0).all() and set(summary["layer_norm"]) == {"raw"}
+    # Measured: a tiny model's forward takes milliseconds, so on a loaded machine a shallow depth can time
+    # slower than the full one; the fraction is finite and at most 1, not necessarily positive.
+    assert np.isfinite(summary["deployed_time_saved"]).all() and (summary["deployed_time_saved"] <= 1.0).all()
+    assert set(summary["layer_norm"]) == {"raw"}
     truncated = dict(zip(summary["task"], summary["n_truncated"]))
     assert truncated["deeploc_10class"] > 0 and truncated[BLAT[0]] == 0  # DeepLoc has proteins beyond the 1022-residue window
     across = pd.read_csv(results / "summary" / "across_tasks.tsv", sep="\t")
