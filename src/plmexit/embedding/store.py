@@ -1,4 +1,4 @@
-"""HDF5 store of per-layer pooled embeddings, one file per (model, task).
+"""HDF5 store of per-layer pooled embeddings, one file per (model, embedding set): the tasks that share sequences (a ProteinGym assay's fold schemes) share one.
 
 Layout::
 
