@@ -365,10 +365,9 @@ def check_config(config: dict, schema: dict) -> None:
     import jsonschema  # installed with Snakemake, which is what plans the workflow
 
     validator = jsonschema.validators.validator_for(schema)(schema)
-    errors = sorted(validator.iter_errors(config), key=lambda e: (len(e.absolute_path), list(map(str, e.absolute_path))))
-    if not errors:
+    error = jsonschema.exceptions.best_match(validator.iter_errors(config))
+    if error is None:
         return
-    error = jsonschema.exceptions.best_match(errors)
     where = _key_path(config, list(error.absolute_path))
     if error.validator == "additionalProperties":
         allowed = sorted(error.schema.get("properties", {}))
