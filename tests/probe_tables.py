@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from plmexit.probing.choice import PROBE_COLUMNS
 from plmexit.probing.probes import DEPLOY_FOLD, HYPERPARAMETER, HYPERPARAMETER_EDGE
+from plmexit.probing.tables import PROBE_COLUMNS
 
 # Rows are layers 0..4, columns are folds 0..2. Layer 0 has the best *test* scores but poor inner
 # scores: a selection that peeked at test scores would pick it.

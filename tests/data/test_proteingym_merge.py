@@ -14,7 +14,7 @@ from plmexit.cli import main
 from plmexit.data import proteingym
 from plmexit.errors import InputError
 from plmexit.pipeline import steps
-from plmexit.probing import probes
+from plmexit.probing import probes, tables
 
 # Hand example: 4 variants, 2 folds. Fold 0 trains on c, d (labels 2, 6: mean 4, population sd 2);
 # fold 1 on a, b (labels 1, 3: mean 2, sd 1).
@@ -130,7 +130,7 @@ def write_hand_example(tmp_path, scheme: str = "fold_modulo_5") -> tuple:
     layer0 = [*LAYER0_FOLD0, 0.0, 0.0]  # fold 1 never uses layer 0
     rows = [("m", task, layer, fold, i, label, p) for layer, values in ((0, layer0), (1, FINAL))
             for i, label, fold, p in zip(IDS, LABELS, FOLDS, values)]
-    pd.DataFrame(rows, columns=steps.PREDICTION_COLUMNS).to_csv(tmp_path / "p.tsv.gz", sep="\t", index=False, compression="gzip")
+    pd.DataFrame(rows, columns=tables.PREDICTION_COLUMNS).to_csv(tmp_path / "p.tsv.gz", sep="\t", index=False, compression="gzip")
     selection = {"model": "m", "task": task, "n_layers": 1, "folds": [{"fold": 0, "layer": 0}, {"fold": 1, "layer": 1}],
                  "task_info": {"dms_id": "TOY", "fold_scheme": scheme}}
     (tmp_path / "sel.json").write_text(json.dumps(selection))

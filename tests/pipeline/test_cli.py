@@ -15,13 +15,13 @@ from plmexit.cli import main
 from plmexit.data.tasks import sequences_sha256, write_task_table
 from plmexit.download import sha256_file
 from plmexit.embedding import store
-from plmexit.probing.choice import ACROSS_TASK_COLUMNS, PROBE_COLUMNS, SUMMARY_COLUMNS
+from plmexit.probing.choice import ACROSS_TASK_COLUMNS, SUMMARY_COLUMNS
+from plmexit.probing.tables import PREDICTION_COLUMNS, PROBE_COLUMNS
 
 SUBCOMMANDS = [
     "make-test-model", "fetch-model", "fetch-data", "prepare", "embed", "gather-embeddings", "cost", "probe", "select", "summarize",
     "summarize-proteingym", "plot", "plot-summary",
 ]
-PREDICTION_COLUMNS = ["model", "task", "layer", "fold", "id", "label", "prediction"]
 
 
 def toy_csv(path: Path, n: int = 30, seed: int = 0) -> Path:

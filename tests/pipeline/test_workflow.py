@@ -15,7 +15,8 @@ import pytest
 import yaml
 
 from plmexit.data import proteingym
-from plmexit.probing.choice import ACROSS_TASK_COLUMNS, PROBE_COLUMNS, SUMMARY_COLUMNS
+from plmexit.probing.choice import ACROSS_TASK_COLUMNS, SUMMARY_COLUMNS
+from plmexit.probing.tables import PROBE_COLUMNS
 
 from workflow_runs import REPO, file_stamps, snakemake, write_config
 

@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from plmexit.pipeline import steps
+from plmexit.probing import tables
 from plmexit.probing.probes import DEPLOY_FOLD, METRICS, ProbeSettings, fmax, probe_layer
 
 
@@ -71,9 +71,9 @@ def test_multilabel_predictions_round_trip():
     classes = ["1", "2", "7"]
     labels = np.array(["1;7", "2"], dtype=object)
     scores = np.array([[0.25, 0.5, 0.125], [1.0, 0.0, 0.75]])
-    table = pd.DataFrame({"label": labels, "prediction": steps._encode_scores(scores, classes)})
-    decoded = steps._decode_multilabel(table)
+    table = pd.DataFrame({"label": labels, "prediction": tables.encode_scores(scores, classes)})
+    decoded = tables.decode_multilabel(table)
 
     assert table["prediction"].tolist() == ["1=0.25;2=0.5;7=0.125", "1=1;2=0;7=0.75"]
     assert np.array_equal(np.stack(decoded["prediction"]), scores)
-    assert np.array_equal(np.stack(decoded["label"]), steps._indicator(labels, classes)) and steps._indicator(labels, classes).tolist() == [[1, 0, 1], [0, 1, 0]]
+    assert np.array_equal(np.stack(decoded["label"]), tables.indicator(labels, classes)) and tables.indicator(labels, classes).tolist() == [[1, 0, 1], [0, 1, 0]]

@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 
 from plmexit.pipeline.planning import INNER_SPLIT_OF_SCHEME
-from plmexit.probing import choice, probes
+from plmexit.probing import choice, probes, tables
 
 N_LAYERS = 8  # layers 0..N_LAYERS, as an 8-block model with its token embedding
 N_ITEMS = 250
@@ -34,7 +34,7 @@ def probe_every_layer(layers: list[np.ndarray], y: np.ndarray, folds: np.ndarray
             pd.DataFrame({"layer": layer, "fold": fit.fold, "id": fit.test, "label": y[fit.test], "prediction": fit.predictions})
             for fit in fits
         )
-    return pd.DataFrame(rows, columns=choice.PROBE_COLUMNS), pd.concat(predictions, ignore_index=True)
+    return pd.DataFrame(rows, columns=tables.PROBE_COLUMNS), pd.concat(predictions, ignore_index=True)
 
 
 def noise_layers(rng: np.random.Generator, n_items: int = N_ITEMS) -> list[np.ndarray]:
@@ -186,7 +186,7 @@ def chosen_layers(layers, y, folds, positions, inner_split: str) -> tuple[dict[i
     for layer, X in enumerate(layers):
         fits = probes.probe_layer(X, y, folds, settings, positions)
         rows.extend(("synthetic", "scan", layer, fold, metric, value) for fold, metric, value in probes.fold_metrics(fits, y, settings))
-    table = pd.DataFrame(rows, columns=choice.PROBE_COLUMNS)
+    table = pd.DataFrame(rows, columns=tables.PROBE_COLUMNS)
     inner = table[table.metric == "inner_spearman"].pivot(index="layer", columns="fold", values="value")
     return {int(fold): int(inner[fold].idxmax()) for fold in inner.columns}, table
 

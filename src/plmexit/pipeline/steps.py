@@ -21,7 +21,7 @@ from plmexit.atomic import atomic_path, write_text
 from plmexit.data import loading, proteingym, sources, tasks
 from plmexit.embedding import cost, store
 from plmexit.errors import InputError, StoreError
-from plmexit.probing import choice, probes
+from plmexit.probing import choice, probes, tables
 from plmexit.reporting import figures
 
 log = logging.getLogger(__name__)
@@ -47,9 +47,6 @@ def prepare_task(spec: tasks.TaskSpec, out: str | Path, info_out: str | Path) ->
     tasks.write_task_table(table, out)
     write_text(info_out, json.dumps(info, indent=2) + "\n")
     return table
-
-
-PREDICTION_COLUMNS = ["model", "task", "layer", "fold", "id", "label", "prediction"]
 
 
 def gather_embeddings(shards: list[str | Path], out: str | Path) -> None:
@@ -78,19 +75,19 @@ def probe_task(
     if info.attrs.get("input_sha256") != tasks.sequences_sha256(table["id"], table["sequence"]):
         raise StoreError(f"{embeddings} was embedded from other sequences than {task_table}; delete it and rerun `plmexit embed`")
     labels, folds, ids = table["label"].to_numpy(), table["fold"].to_numpy(), table["id"].to_numpy()
-    classes = sorted({c for x in labels for c in tasks.split_labels(x)}) if settings.task_type == "multilabel" else None
-    y = _indicator(labels, classes) if classes else labels
+    classes = tables.classes_of(labels) if settings.task_type == "multilabel" else None
+    y = tables.indicator(labels, classes) if classes else labels
     positions = _inner_positions(ids, settings.inner_split, task_table)
     rows, predictions = [], []
     started = time.monotonic()
     for layer, fits in _probe_layers(embeddings, info.n_layers + 1, y, folds, settings, threads, positions):
         rows.extend((model, task, layer, fold, metric, value) for fold, metric, value in probes.fold_metrics(fits, y, settings))
         for fit in fits:
-            shown = _encode_scores(fit.predictions, classes) if classes else fit.predictions
+            shown = tables.encode_scores(fit.predictions, classes) if classes else fit.predictions
             columns = (model, task, layer, fit.fold, ids[fit.test], labels[fit.test], shown)
-            predictions.append(pd.DataFrame(dict(zip(PREDICTION_COLUMNS, columns))))
+            predictions.append(pd.DataFrame(dict(zip(tables.PREDICTION_COLUMNS, columns))))
         log.info("%s/%s: probed layer %d of %d (%.1f s)", model, task, layer, info.n_layers, time.monotonic() - started)
-    result = pd.DataFrame(rows, columns=choice.PROBE_COLUMNS)
+    result = pd.DataFrame(rows, columns=tables.PROBE_COLUMNS)
     _warn_on_grid_edges(result, settings, f"{model}/{task}")
     write_text(out, result.to_csv(sep="\t", index=False, float_format="%.10g"))
     with atomic_path(predictions_out) as tmp:
@@ -170,39 +167,13 @@ def _probe_one_layer(
     return probes.probe_layer(store.read_layer(embeddings, layer), y, folds, settings, positions)
 
 
-def _indicator(labels: np.ndarray, classes: list[str]) -> np.ndarray:
-    """Multi-label rows (``2;3``) as a 0/1 matrix over ``classes``."""
-    index = {c: k for k, c in enumerate(classes)}
-    matrix = np.zeros((len(labels), len(classes)), dtype=int)
-    for i, label in enumerate(labels):
-        matrix[i, [index[c] for c in tasks.split_labels(label)]] = 1
-    return matrix
-
-
-def _encode_scores(scores: np.ndarray, classes: list[str]) -> list[str]:
-    """Per-class probabilities of a multi-label prediction as ``class=p;class=p``, self-describing in a TSV."""
-    return [";".join(f"{c}={p:.6g}" for c, p in zip(classes, row)) for row in scores]
-
-
-def _decode_multilabel(table: pd.DataFrame) -> pd.DataFrame:
-    """Predictions of a multi-label task back to vectors: truth 0/1 and scores, in the encoded class order."""
-    try:
-        pairs = [dict(item.split("=") for item in text.split(";")) for text in table["prediction"]]
-        classes = list(pairs[0]) if pairs else []
-        scores = [np.array([float(p[c]) for c in classes]) for p in pairs]
-    except (ValueError, KeyError) as exc:
-        raise InputError(f"multi-label predictions are not 'class=probability;...' ({exc}); rerun `plmexit probe`") from None
-    truth = list(_indicator(table["label"].to_numpy(), classes)) if classes else []
-    return table.assign(label=truth, prediction=scores)
-
-
 def read_probe_table(path: str | Path) -> pd.DataFrame:
     try:
         table = pd.read_csv(path, sep="\t")
     except (OSError, pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
         raise InputError(f"{path}: not a readable probe table ({exc}); rerun `plmexit probe`") from None
-    if list(table.columns) != choice.PROBE_COLUMNS:
-        raise InputError(f"{path}: columns {list(table.columns)} are not {choice.PROBE_COLUMNS}; rerun `plmexit probe`")
+    if list(table.columns) != tables.PROBE_COLUMNS:
+        raise InputError(f"{path}: columns {list(table.columns)} are not {tables.PROBE_COLUMNS}; rerun `plmexit probe`")
     return table
 
 
@@ -288,9 +259,9 @@ def _read_predictions(path: str | Path, task_type: str) -> pd.DataFrame:
         table = pd.read_csv(path, sep="\t", dtype={"id": str, **text}, keep_default_na=False)
     except (OSError, pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, EOFError) as exc:
         raise InputError(f"not a readable predictions table ({exc}); rerun `plmexit probe`") from None
-    if list(table.columns) != PREDICTION_COLUMNS:
-        raise InputError(f"columns {list(table.columns)} are not {PREDICTION_COLUMNS}; pass the predictions file written by `plmexit probe`")
-    return _decode_multilabel(table) if task_type == "multilabel" else table
+    if list(table.columns) != tables.PREDICTION_COLUMNS:
+        raise InputError(f"columns {list(table.columns)} are not {tables.PREDICTION_COLUMNS}; pass the predictions file written by `plmexit probe`")
+    return tables.decode_multilabel(table) if task_type == "multilabel" else table
 
 
 def _read_json(path: str | Path, writer: str, keys: tuple[str, ...]) -> dict:

@@ -26,7 +26,6 @@ from plmexit.probing.probes import DEPLOY_FOLD, HYPERPARAMETER, HYPERPARAMETER_E
 
 log = logging.getLogger(__name__)
 
-PROBE_COLUMNS = ["model", "task", "layer", "fold", "metric", "value"]
 CONFIDENCE_LEVEL = 0.95
 # Rows of a probe table that record what was fitted, not how well.
 NOT_SCORES = (HYPERPARAMETER, HYPERPARAMETER_EDGE)
