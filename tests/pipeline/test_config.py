@@ -115,37 +115,35 @@ def test_plan_targets_and_arguments():
         "results/summary/proteingym_supervised.csv",
     ]
     assert plan.model_checkpoint("tiny_random") == ["results/models/tiny_random/esm2_t4_64d_4h_seed0_random.pt"]
-    assert shlex.split(plan.fetch_model_args("tiny_random")) == ["--checkpoint", "results/models/tiny_random/esm2_t4_64d_4h_seed0_random.pt"]
+    assert shlex.split(plan.model_source_flags("tiny_random")) == ["--checkpoint", "results/models/tiny_random/esm2_t4_64d_4h_seed0_random.pt"]
     # The three schemes of an assay share one embedding set and one cost file.
     assert {plan.embeddings("tiny_random", t) for t in blat} == {"results/embeddings/tiny_random/BLAT_ECOLX_Stiffler_2015.h5"}
     assert {plan.cost("tiny_random", t) for t in blat} == {"results/cost/tiny_random/BLAT_ECOLX_Stiffler_2015.json"}
     assert plan.embedding_table("BLAT_ECOLX_Stiffler_2015") == f"results/tasks/{blat[0]}.tsv"
     assert plan.embeddings("tiny_random", "ec") == "results/embeddings/tiny_random/ec.h5"
-    prepare = shlex.split(plan.prepare_args(blat[1]))
-    assert prepare[:6] == ["--name", blat[1], "--format", "proteingym", "--type", "regression"]
+    prepare = shlex.split(plan.task_file_flags(blat[1]) + " " + plan.task_option_flags(blat[1]))
+    assert (plan.task_kind(blat[1]), plan.task_type(blat[1])) == ("proteingym", "regression")
     assert prepare[prepare.index("--reference") + 1] == "results/data/proteingym/reference_files/DMS_substitutions.csv"
     assert prepare[prepare.index("--path") + 1] == "results/data/proteingym/cv_folds_singles_substitutions/BLAT_ECOLX_Stiffler_2015.csv"
     assert prepare[prepare.index("--dms-id") + 1] == "BLAT_ECOLX_Stiffler_2015" and prepare[prepare.index("--fold-scheme") + 1] == "fold_modulo_5"
-    prepare = shlex.split(plan.prepare_args("deeploc_10class"))
+    prepare = shlex.split(plan.task_file_flags("deeploc_10class") + " " + plan.task_option_flags("deeploc_10class"))
     assert prepare[prepare.index("--test-path") + 1] == "results/data/deeploc/deeploc_test_set.fasta"
-    assert "--fold-column" not in prepare and prepare[prepare.index("--cv-folds") + 1] == "5"
+    assert "--fold-column" not in prepare
     assert plan.task_inputs("deepsol") == ["results/data/deepsol/val_src", "results/data/deepsol/val_tgt"]
-    assert shlex.split(plan.fetch_data_args("deepsol/val_src")) == ["--file", "deepsol/val_src", "--local-dir", "../shared/data"]
+    assert shlex.split(plan.data_source_flags()) == ["--local-dir", "../shared/data"]
     assert plan.task_metric(blat[0]) == "spearman"
     assert plan.task_metric("deeploc_10class") == "accuracy"
     assert plan.task_metric("ec") == "fmax" and plan.task_type("ec") == "multilabel"
-    probe = shlex.split(plan.probe_args("deeploc_10class"))
-    assert probe[:4] == ["--type", "classification", "--metric", "accuracy"] and "--inner-split" not in probe
+    assert (plan.task_type("deeploc_10class"), plan.task_metric("deeploc_10class"), plan.inner_split("deeploc_10class")) == ("classification", "accuracy", "loo")
     # A ridge probe's inner split follows the outer fold scheme (whole positions for modulo and contiguous).
-    splits = [shlex.split(plan.probe_args(t)) for t in [*blat, "gb1_three_vs_rest"]]
-    assert [args[args.index("--inner-split") + 1] for args in splits] == ["loo", "modulo", "contiguous", "loo"]
-    assert shlex.split(plan.select_args("ec"))[:4] == ["--type", "multilabel", "--metric", "fmax"]
+    assert [plan.inner_split(t) for t in [*blat, "gb1_three_vs_rest"]] == ["loo", "modulo", "contiguous", "loo"]
+    assert (plan.task_type("ec"), plan.task_metric("ec")) == ("multilabel", "fmax")
 
 
 def test_plan_named_model_arguments():
     plan = Plan(load("config.yaml"))
     assert plan.model_checkpoint("esm2_8M") == []
-    assert shlex.split(plan.fetch_model_args("esm2_8M")) == [
+    assert shlex.split(plan.model_source_flags("esm2_8M")) == [
         "--name", "esm2_t6_8M_UR50D", "--sha256", "c3c1145126ec08895c39c24a5df5e6f899441bf641eb09c72504ef9b7acd9e40",
     ]
 
@@ -219,21 +217,16 @@ def test_plan_embedding_shards_and_arguments():
     assert plan.embedding_shards("tiny_random", "deeploc_10class") == [
         "results/embeddings/tiny_random/deeploc_10class.shards/0-of-2.h5", "results/embeddings/tiny_random/deeploc_10class.shards/1-of-2.h5",
     ]
-    settings = ["--max-tokens", "4096", "--truncate", "1022", "--layer-norm", "raw", "--precision", "float32",
-                "--long-sequences", "truncate", "--window", "1022", "--overlap", "256"]
-    assert shlex.split(plan.embed_args("deeploc_10class")) == ["--dtype", "float16", *settings, "--shards", "2"]
-    assert shlex.split(plan.cost_args("deeploc_10class")) == [*settings, "--sample-sequences", "8", "--repeats", "3", "--seed", "0"]
+    assert plan.store_dtype("deeploc_10class") == "float16" and plan.variant_crop_flag("deeploc_10class") == ""
 
 
 def test_proteingym_sets_are_embedded_through_a_variant_crop_in_float32():
     plan = Plan(load("test.yaml"))
     dms_id = next(t["embedding_set"] for t in plan.tasks.values() if t["dms_id"])
 
-    embed_args, cost_args = shlex.split(plan.embed_args(dms_id)), shlex.split(plan.cost_args(dms_id))
-
-    assert "--variant-crop" in embed_args and "--variant-crop" in cost_args  # cost times the cropped sequences
-    assert embed_args[:2] == ["--dtype", "float32"]  # whatever embed.dtype (float16 here) says
-    assert "--variant-crop" not in shlex.split(plan.embed_args("deeploc_10class"))
+    assert plan.variant_crop_flag(dms_id) == "--variant-crop"  # embed and cost (it times the cropped sequences) both take it
+    assert plan.store_dtype(dms_id) == "float32"  # whatever embed.dtype (float16 here) says
+    assert plan.variant_crop_flag("deeploc_10class") == ""
 
 
 def test_window_overlap_not_below_the_window_is_a_config_error():

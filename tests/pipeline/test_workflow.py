@@ -239,6 +239,54 @@ def test_misspelled_top_level_key_fails_before_any_job(tmp_path, shared_data):
     assert not (tmp_path / "results").exists()
 
 
+def dry_run_commands(workdir, config) -> dict[str, list[str]]:
+    """Every job's shell command of a dry run, by rule, as ``snakemake -n -p`` prints them."""
+    run = snakemake(workdir, "--dry-run", "--printshellcmds", "--configfile", str(config))
+    assert run.returncode == 0, run.stderr[-3000:]
+    commands: dict[str, list[str]] = {}
+    rule = None
+    for line in (run.stdout + run.stderr).splitlines():
+        if line.startswith("rule ") and line.endswith(":"):
+            rule = line[5:-1]
+        elif line.startswith("Shell command: ") and rule:
+            commands.setdefault(rule, []).append(line[len("Shell command: "):])
+    return commands
+
+
+def test_rules_show_every_setting_in_their_commands(tmp_path, shared_data):
+    """`snakemake -p` prints commands a person can rerun by hand, every setting a flag; rules hold no lambdas or opaque args."""
+    for smk in (REPO / "workflow" / "rules").glob("*.smk"):
+        text = smk.read_text()
+        assert "lambda" not in text and "params.args" not in text, smk.name
+    commands = dry_run_commands(tmp_path, write_config(tmp_path, shared_data))
+
+    def command(rule: str, needle: str) -> list[str]:
+        (found,) = [c for c in commands[rule] if needle in c]
+        return found.split()
+
+    settings = ["--max-tokens", "4096", "--truncate", "1022", "--layer-norm", "raw", "--precision", "float32",
+                "--long-sequences", "truncate", "--window", "1022", "--overlap", "256"]
+    embed = command("embed_shard", "deeploc_10class.shards/0-of-2")
+    assert embed[embed.index("--dtype"):embed.index("--dtype") + 2] == ["--dtype", "float16"] and "--variant-crop" not in embed
+    assert embed[embed.index("--max-tokens"):embed.index("--max-tokens") + len(settings)] == settings
+    assert embed[embed.index("--shard"):embed.index("--shard") + 4] == ["--shard", "0", "--shards", "2"]
+    cost = command("measure_cost", "cost/tiny_random/deeploc_10class.json")
+    assert cost[cost.index("--max-tokens"):cost.index("--max-tokens") + len(settings)] == settings
+    assert cost[cost.index("--sample-sequences"):cost.index("--sample-sequences") + 6] == ["--sample-sequences", "8", "--repeats", "3", "--seed", "0"]
+    blat = command("embed_shard", "BLAT_ECOLX_Stiffler_2015.shards/0-of-2")
+    assert "--variant-crop" in blat and blat[blat.index("--dtype") + 1] == "float32"
+    assert "--variant-crop" in command("measure_cost", "cost/tiny_random/BLAT_ECOLX_Stiffler_2015.json")
+    for scheme, split in (("fold_random_5", "loo"), ("fold_modulo_5", "modulo"), ("fold_contiguous_5", "contiguous")):
+        probe = command("probe_layers", f"--task-name BLAT_ECOLX_Stiffler_2015.{scheme} ")
+        assert probe[probe.index("--inner-split") + 1] == split and probe[probe.index("--type") + 1] == "regression"
+    select = command("select_layer", "selection/tiny_random/ec.json")
+    assert select[select.index("--type"):select.index("--type") + 4] == ["--type", "multilabel", "--metric", "fmax"]
+    assert select[select.index("--tolerance"):select.index("--tolerance") + 6] == ["--tolerance", "0.0", "--bootstrap", "1000", "--seed", "0"]
+    prepare = command("prepare_task", "--name deeploc_10class ")
+    assert prepare[prepare.index("--format"):prepare.index("--format") + 4] == ["--format", "deeploc", "--type", "classification"]
+    assert prepare[prepare.index("--cv-folds") + 1] == "5"
+
+
 def test_the_workflow_is_lint_and_format_clean(tmp_path, shared_data):
     """Snakemake's own linter and snakefmt, as a maintainer runs them before a change lands."""
     config = write_config(tmp_path, shared_data)

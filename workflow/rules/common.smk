@@ -1,5 +1,69 @@
 wildcard_constraints:
     model=r"[A-Za-z0-9][A-Za-z0-9_.-]*",
     task=r"[A-Za-z0-9][A-Za-z0-9_.-]*",
+    set=r"[A-Za-z0-9][A-Za-z0-9_.-]*",
     shard=r"\d+",
     shards=r"\d+",
+
+
+# Input and parameter functions: each takes a job's wildcards and asks the plan
+# ({task} is a task, {set} an embedding set: the tasks that share sequences, such as a
+# ProteinGym assay's three fold schemes).
+def task_files(wildcards):
+    return plan.task_inputs(wildcards.task)
+
+
+def task_kind(wildcards):
+    return plan.task_kind(wildcards.task)
+
+
+def task_type(wildcards):
+    return plan.task_type(wildcards.task)
+
+
+def task_metric(wildcards):
+    return plan.task_metric(wildcards.task)
+
+
+def task_file_flags(wildcards):
+    return plan.task_file_flags(wildcards.task)
+
+
+def task_option_flags(wildcards):
+    return plan.task_option_flags(wildcards.task)
+
+
+def inner_split(wildcards):
+    return plan.inner_split(wildcards.task)
+
+
+def task_embeddings(wildcards):
+    return plan.embeddings(wildcards.model, wildcards.task)
+
+
+def task_cost(wildcards):
+    return plan.cost(wildcards.model, wildcards.task)
+
+
+def set_table(wildcards):
+    return plan.embedding_table(wildcards.set)
+
+
+def set_shards(wildcards):
+    return plan.embedding_shards(wildcards.model, wildcards.set)
+
+
+def store_dtype(wildcards):
+    return plan.store_dtype(wildcards.set)
+
+
+def variant_crop_flag(wildcards):
+    return plan.variant_crop_flag(wildcards.set)
+
+
+def model_checkpoint(wildcards):
+    return plan.model_checkpoint(wildcards.model)
+
+
+def model_source_flags(wildcards):
+    return plan.model_source_flags(wildcards.model)

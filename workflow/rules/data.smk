@@ -3,6 +3,7 @@ localrules:
     fetch_data,
 
 
+# From its source repository, a mirror (data.base_url) or a directory of copies (data.local_dir).
 rule fetch_data:
     output:
         "<results>/data/{file}",
@@ -13,6 +14,6 @@ rule fetch_data:
     conda:
         "../../envs/probe.yaml"
     params:
-        args=lambda w: plan.fetch_data_args(w.file),
+        source=plan.data_source_flags(),
     shell:
-        "plmexit --log {log} fetch-data {params.args} --out {output}"
+        "plmexit --log {log} fetch-data --file {wildcards.file} {params.source} --out {output}"

@@ -1,33 +1,44 @@
-# {task} here is an embedding set: the tasks that share its sequences (a ProteinGym assay's three
-# fold schemes) share it. One job per shard (embed.shards); a killed job resumes from its finished
-# parts when rerun; the shards are gathered into the set's store.
+# One job per shard of an embedding set (embed.shards); a killed job resumes from its finished
+# parts when rerun; the shards are gathered into the set's store. A ProteinGym assay is stored in
+# float32 and embedded through one crop over its mutations (--variant-crop).
 # GPU, memory and time come from the profile (profiles/slurm puts this rule on a GPU node);
 # --device auto embeds on the GPU the job is given, on the CPU when there is none.
 rule embed_shard:
     input:
         model="<results>/models/{model}.json",
-        task=lambda w: plan.embedding_table(w.task),
+        task=set_table,
     output:
-        temp("<results>/embeddings/{model}/{task}.shards/{shard}-of-{shards}.h5"),
+        temp("<results>/embeddings/{model}/{set}.shards/{shard}-of-{shards}.h5"),
     log:
-        "<results>/logs/embed_shard/{model}/{task}/{shard}-of-{shards}.log",
+        "<results>/logs/embed_shard/{model}/{set}/{shard}-of-{shards}.log",
     conda:
         "../../envs/embed.yaml"
     threads: 2
     params:
-        args=lambda w: plan.embed_args(w.task),
+        dtype=store_dtype,
+        max_tokens=config["embed"]["max_tokens"],
+        truncate=config["embed"]["truncate"],
+        layer_norm=config["embed"]["layer_norm"],
+        precision=config["embed"]["precision"],
+        long_sequences=config["embed"]["long_sequences"],
+        window=config["embed"]["window"],
+        overlap=config["embed"]["overlap"],
+        variant_crop=variant_crop_flag,
     shell:
-        "plmexit --log {log} embed --model {input.model} --task {input.task} {params.args} --shard {wildcards.shard}"
+        "plmexit --log {log} embed --model {input.model} --task {input.task} --dtype {params.dtype}"
+        " --max-tokens {params.max_tokens} --truncate {params.truncate} --layer-norm {params.layer_norm}"
+        " --precision {params.precision} --long-sequences {params.long_sequences} --window {params.window}"
+        " --overlap {params.overlap} {params.variant_crop} --shard {wildcards.shard} --shards {wildcards.shards}"
         " --device auto --threads {threads} --out {output}"
 
 
 rule gather_embeddings:
     input:
-        lambda w: plan.embedding_shards(w.model, w.task),
+        set_shards,
     output:
-        "<results>/embeddings/{model}/{task}.h5",
+        "<results>/embeddings/{model}/{set}.h5",
     log:
-        "<results>/logs/gather_embeddings/{model}/{task}.log",
+        "<results>/logs/gather_embeddings/{model}/{set}.log",
     conda:
         "../../envs/embed.yaml"
     shell:

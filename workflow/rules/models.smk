@@ -5,23 +5,25 @@ localrules:
 
 rule make_test_model:
     output:
-        "<results>/models/{model}/{stem}.pt",
+        "<results>/models/{model}/esm2_t{layers}_{dim}d_{heads}h_seed{seed}_random.pt",
     log:
-        "<results>/logs/make_test_model/{model}/{stem}.log",
+        "<results>/logs/make_test_model/{model}/esm2_t{layers}_{dim}d_{heads}h_seed{seed}_random.log",
     wildcard_constraints:
-        stem=r"esm2_t\d+_\d+d_\d+h_seed\d+_random",
+        layers=r"\d+",
+        dim=r"\d+",
+        heads=r"\d+",
+        seed=r"\d+",
     conda:
         "../../envs/embed.yaml"
-    params:
-        args=lambda w: plan.test_model_args(w.model),
-        outdir=lambda w: plan.test_model_dir(w.model),
     shell:
-        "plmexit --log {log} make-test-model {params.args} --out {params.outdir}"
+        "plmexit --log {log} make-test-model --layers {wildcards.layers} --dim {wildcards.dim} --heads {wildcards.heads}"
+        " --seed {wildcards.seed} --out $(dirname {output})"
 
 
+# A fair-esm release by name (downloaded into the torch hub cache), or a local checkpoint.
 rule fetch_model:
     input:
-        lambda w: plan.model_checkpoint(w.model),
+        model_checkpoint,
     output:
         "<results>/models/{model}.json",
     log:
@@ -29,6 +31,6 @@ rule fetch_model:
     conda:
         "../../envs/embed.yaml"
     params:
-        args=lambda w: plan.fetch_model_args(w.model),
+        source=model_source_flags,
     shell:
-        "plmexit --log {log} fetch-model {params.args} --out {output}"
+        "plmexit --log {log} fetch-model {params.source} --out {output}"

@@ -1,6 +1,9 @@
+# A ridge probe's inner split follows the task's fold scheme (whole mutated positions under
+# ProteinGym's modulo and contiguous schemes, leave-one-out otherwise); classifiers always use
+# stratified inner folds.
 rule probe_layers:
     input:
-        embeddings=lambda w: plan.embeddings(w.model, w.task),
+        embeddings=task_embeddings,
         task="<results>/tasks/{task}.tsv",
     output:
         scores="<results>/probes/{model}/{task}.tsv",
@@ -12,8 +15,15 @@ rule probe_layers:
     # Layers are probed in parallel, one process per thread (profiles/slurm: set-threads).
     threads: 2
     params:
-        args=lambda w: plan.probe_args(w.task),
+        type=task_type,
+        metric=task_metric,
+        alphas=plan.grid("ridge_alphas"),
+        cs=plan.grid("logistic_cs"),
+        inner_folds=config["probe"]["inner_folds"],
+        inner_split=inner_split,
+        seed=config["seed"],
     shell:
-        "plmexit --log {log} probe --embeddings {input.embeddings} --task {input.task} {params.args}"
-        " --model-name {wildcards.model} --task-name {wildcards.task}"
-        " --threads {threads} --out {output.scores} --predictions {output.predictions}"
+        "plmexit --log {log} probe --embeddings {input.embeddings} --task {input.task} --type {params.type}"
+        " --metric {params.metric} --alphas {params.alphas} --cs {params.cs} --inner-folds {params.inner_folds}"
+        " --inner-split {params.inner_split} --seed {params.seed} --model-name {wildcards.model}"
+        " --task-name {wildcards.task} --threads {threads} --out {output.scores} --predictions {output.predictions}"

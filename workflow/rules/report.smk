@@ -9,9 +9,11 @@ rule summarize_layers:
     conda:
         "../../envs/probe.yaml"
     params:
-        args=plan.summarize_args(),
+        bootstrap=config["select"]["bootstrap"],
+        seed=config["seed"],
     shell:
-        "plmexit --log {log} summarize {input} {params.args} --out {output.best} --across-out {output.across}"
+        "plmexit --log {log} summarize {input} --bootstrap {params.bootstrap} --seed {params.seed}"
+        " --out {output.best} --across-out {output.across}"
 
 
 rule summarize_proteingym:
@@ -26,17 +28,18 @@ rule summarize_proteingym:
     conda:
         "../../envs/probe.yaml"
     params:
-        args=plan.proteingym_model_names(),
+        # --model-name id=name: ProteinGym's model_name is the fair-esm name where there is one.
+        model_names=plan.proteingym_model_name_flags(),
     shell:
         "plmexit --log {log} summarize-proteingym {input.selections} --predictions {input.predictions} --task-tables {input.tables}"
-        " {params.args} --out {output}"
+        " {params.model_names} --out {output}"
 
 
 rule plot_layers:
     input:
         probes="<results>/probes/{model}/{task}.tsv",
         selection="<results>/selection/{model}/{task}.json",
-        cost=lambda w: plan.cost(w.model, w.task),
+        cost=task_cost,
     output:
         "<results>/figures/{model}/{task}.png",
     log:

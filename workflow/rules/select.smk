@@ -2,8 +2,8 @@ rule select_layer:
     input:
         probes="<results>/probes/{model}/{task}.tsv",
         predictions="<results>/probes/{model}/{task}.predictions.tsv.gz",
-        cost=lambda w: plan.cost(w.model, w.task),
-        embeddings=lambda w: plan.embeddings(w.model, w.task),
+        cost=task_cost,
+        embeddings=task_embeddings,
         info="<results>/tasks/{task}.json",
     output:
         "<results>/selection/{model}/{task}.json",
@@ -12,7 +12,12 @@ rule select_layer:
     conda:
         "../../envs/probe.yaml"
     params:
-        args=lambda w: plan.select_args(w.task),
+        type=task_type,
+        metric=task_metric,
+        tolerance=config["select"]["tolerance"],
+        bootstrap=config["select"]["bootstrap"],
+        seed=config["seed"],
     shell:
         "plmexit --log {log} select --probes {input.probes} --predictions {input.predictions} --cost {input.cost}"
-        " --embeddings {input.embeddings} --task-info {input.info} {params.args} --out {output}"
+        " --embeddings {input.embeddings} --task-info {input.info} --type {params.type} --metric {params.metric}"
+        " --tolerance {params.tolerance} --bootstrap {params.bootstrap} --seed {params.seed} --out {output}"

@@ -1,7 +1,9 @@
-"""Turn a validated config into the workflow's targets and each rule's command-line arguments.
+"""Turn a validated config into the workflow's targets, each job's inputs, and the settings that depend on a task.
 
-Invariant: the Snakemake rules hold no logic; every decision that depends on config (which
-models and tasks exist, where their inputs are, which flags a step gets) is made here, from the
+Invariant: the Snakemake rules hold no logic; they name each setting as a ``params:`` entry and
+write the flags in ``shell:``, and every decision that depends on config (which models and tasks
+exist, where their inputs are, a task's type, metric, inner split, files and options, a set's
+storage precision and crop) is made here, from the
 config as validated by ``workflow/schemas/config.schema.yaml`` (defaults already filled in). Only
 the standard library is imported (and pandas only when ProteinGym assays are chosen by filters on
 the reference table), so building the DAG stays fast.
@@ -195,17 +197,10 @@ class Plan:
         return lines + [f"  {choice.describe(row)}" for row in summary.to_dict("records")]
 
     # models ------------------------------------------------------------------------------------
-    def test_model_dir(self, model: str) -> str:
-        return f"{self.results}/models/{model}"
-
     def test_model_checkpoint(self, model: str) -> str:
         """Where ``make-test-model`` writes a config-declared random model."""
         r = self.models[model]["random"]
         return f"{self.results}/models/{model}/esm2_t{r['layers']}_{r['dim']}d_{r['heads']}h_seed{r['seed']}_random.pt"
-
-    def test_model_args(self, model: str) -> str:
-        r = self.models[model]["random"]
-        return shlex.join(["--layers", str(r["layers"]), "--dim", str(r["dim"]), "--heads", str(r["heads"]), "--seed", str(r["seed"])])
 
     def model_checkpoint(self, model: str) -> list[str]:
         """Local checkpoint the manifest depends on ([] for a fair-esm download)."""
@@ -214,7 +209,8 @@ class Plan:
             return [self.test_model_checkpoint(model)]
         return [entry["checkpoint"]] if "checkpoint" in entry else []
 
-    def fetch_model_args(self, model: str) -> str:
+    def model_source_flags(self, model: str) -> str:
+        """``fetch-model`` flags naming where a model comes from: ``--name`` (and ``--url``), or ``--checkpoint``; and its ``--sha256``."""
         entry = self.models[model]
         if "name" in entry:
             args = ["--name", entry["name"]] + (["--url", entry["url"]] if "url" in entry else [])
@@ -224,7 +220,7 @@ class Plan:
             args += ["--sha256", entry["sha256"]]
         return shlex.join(args)
 
-    def proteingym_model_names(self) -> str:
+    def proteingym_model_name_flags(self) -> str:
         """``--model-name id=name`` for ProteinGym's merge file: the fair-esm name where there is one."""
         args = []
         for model, entry in self.models.items():
@@ -241,8 +237,9 @@ class Plan:
         """Wildcard pattern matching exactly the official file keys."""
         return "|".join(re.escape(key) for key in sorted(sources.OFFICIAL_FILES))
 
-    def fetch_data_args(self, key: str) -> str:
-        args = ["--file", key]
+    def data_source_flags(self) -> str:
+        """``fetch-data`` flags: a directory of copies (``--local-dir``), a mirror (``--base-url``), or none (the sources)."""
+        args = []
         if self.data.get("local_dir"):
             args += ["--local-dir", self.data["local_dir"]]
         elif self.data.get("base_url"):
@@ -269,18 +266,26 @@ class Plan:
     def cost(self, model: str, task: str) -> str:
         return f"{self.results}/cost/{model}/{self.tasks[task]['embedding_set']}.json"
 
-    def prepare_args(self, task: str) -> str:
+    def task_kind(self, task: str) -> str:
+        return self.tasks[task]["entry"]["kind"]
+
+    def task_file_flags(self, task: str) -> str:
+        """``prepare`` flags of a task's files, one per file role of its kind (``--path``, ``--test-path``, ``--reference``, ...)."""
+        args = []
+        for role, value in self.tasks[task]["files"].items():
+            args += ["--" + role.replace("_", "-"), self.data_path(value)]
+        return shlex.join(args)
+
+    def task_option_flags(self, task: str) -> str:
+        """``prepare`` flags of the options a task's config entry sets (and a ProteinGym task's assay and scheme)."""
         plan = self.tasks[task]
         entry = plan["entry"]
-        args = ["--name", task, "--format", entry["kind"], "--type", plan["type"]]
-        for role, value in plan["files"].items():
-            args += ["--" + role.replace("_", "-"), self.data_path(value)]
+        args = []
         for key in ("sequence_column", "label_column", "id_column", "fold_column", "label_regex", "split", "labels", "max_sequences", "min_class_size"):
             if entry.get(key) is not None:
                 args += ["--" + key.replace("_", "-"), str(entry[key])]
         if plan["dms_id"]:
             args += ["--dms-id", plan["dms_id"], "--fold-scheme", plan["scheme"]]
-        args += ["--cv-folds", str(self.config["probe"]["cv_folds"]), "--seed", str(self.config["seed"])]
         return shlex.join(args)
 
     # steps -------------------------------------------------------------------------------------
@@ -288,56 +293,28 @@ class Plan:
         """Whether an embedding set is one target's substitution variants (a ProteinGym assay)."""
         return self.tasks[self.embedding_sets[embedding_set]]["dms_id"] is not None
 
-    def _embed_settings_args(self, embedding_set: str) -> list[str]:
-        """The flags that decide what the model sees, shared by ``embed`` and ``cost`` so that cost
-        times exactly what was embedded; a variant set is embedded through one crop over its mutations."""
-        e = self.config["embed"]
-        args = ["--max-tokens", str(e["max_tokens"]), "--truncate", str(e["truncate"]), "--layer-norm", e["layer_norm"],
-                "--precision", e["precision"], "--long-sequences", e["long_sequences"], "--window", str(e["window"]), "--overlap", str(e["overlap"])]
-        return args + (["--variant-crop"] if self.is_variant_set(embedding_set) else [])
-
-    def embed_args(self, embedding_set: str) -> str:
+    def store_dtype(self, embedding_set: str) -> str:
         # Variant sets are stored in float32 whatever embed.dtype says: a substitution moves a pooled
         # vector by about 1/length, which float16 rounds away on long targets
         # (benchmarks/results/variant_precision_*.json).
-        dtype = VARIANT_DTYPE if self.is_variant_set(embedding_set) else self.config["embed"]["dtype"]
-        return shlex.join(["--dtype", dtype, *self._embed_settings_args(embedding_set), "--shards", str(self.config["embed"]["shards"])])
+        return VARIANT_DTYPE if self.is_variant_set(embedding_set) else self.config["embed"]["dtype"]
 
-    def embedding_shards(self, model: str, task: str) -> list[str]:
-        """Shard stores of one (model, task), one Snakemake job each; gathered into its store."""
+    def variant_crop_flag(self, embedding_set: str) -> str:
+        """``--variant-crop`` for a variant set (embed and cost: one crop over its mutations), else nothing."""
+        return "--variant-crop" if self.is_variant_set(embedding_set) else ""
+
+    def embedding_shards(self, model: str, embedding_set: str) -> list[str]:
+        """Shard stores of one (model, embedding set), one Snakemake job each; gathered into its store."""
         n = self.config["embed"]["shards"]
-        return [f"{self.results}/embeddings/{model}/{task}.shards/{k}-of-{n}.h5" for k in range(n)]
+        return [f"{self.results}/embeddings/{model}/{embedding_set}.shards/{k}-of-{n}.h5" for k in range(n)]
 
-    def probe_args(self, task: str) -> str:
-        """Probe flags; a regression probe's inner split follows the task's fold scheme (``INNER_SPLIT_OF_SCHEME``)."""
-        p = self.config["probe"]
-        args = [
-            "--type", self.task_type(task), "--metric", self.task_metric(task),
-            "--alphas", ",".join(str(a) for a in p["ridge_alphas"]),
-            "--cs", ",".join(str(c) for c in p["logistic_cs"]),
-            "--inner-folds", str(p["inner_folds"]), "--seed", str(self.config["seed"]),
-        ]
-        if self.task_type(task) == "regression":
-            args += ["--inner-split", INNER_SPLIT_OF_SCHEME[self.tasks[task]["scheme"]]]
-        return shlex.join(args)
+    def grid(self, key: str) -> str:
+        """A probe grid of the config (``ridge_alphas``, ``logistic_cs``) as ``probe`` takes it: comma-separated."""
+        return ",".join(str(value) for value in self.config["probe"][key])
 
-    def cost_args(self, embedding_set: str) -> str:
-        c = self.config["cost"]
-        return shlex.join(
-            [*self._embed_settings_args(embedding_set), "--sample-sequences", str(c["sample_sequences"]),
-             "--repeats", str(c["repeats"]), "--seed", str(self.config["seed"])]
-        )
-
-    def select_args(self, task: str) -> str:
-        s = self.config["select"]
-        return shlex.join(
-            ["--type", self.task_type(task), "--metric", self.task_metric(task), "--tolerance", str(s["tolerance"]),
-             "--bootstrap", str(s["bootstrap"]), "--seed", str(self.config["seed"])]
-        )
-
-    def summarize_args(self) -> str:
-        return shlex.join(["--bootstrap", str(self.config["select"]["bootstrap"]), "--seed", str(self.config["seed"])])
-
+    def inner_split(self, task: str) -> str:
+        """A ridge probe's inner split follows the task's fold scheme (``INNER_SPLIT_OF_SCHEME``); classifiers ignore it."""
+        return INNER_SPLIT_OF_SCHEME[self.tasks[task]["scheme"]] if self.task_type(task) == "regression" else "loo"
 
 def _check_keys(entry: dict, position: int) -> None:
     kind = entry["kind"]
