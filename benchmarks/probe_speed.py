@@ -19,7 +19,7 @@ the same objective and L-BFGS solver solved over the span of the training rows, 
 path per inner fold, one BLAS thread as ``plmexit probe`` runs it; reference: scikit-learn's
 ``GridSearchCV`` over ``StandardScaler`` + ``LogisticRegression``, ``reference_logistic``)
 on a smaller problem; the multi-label section does the same for the one-vs-rest probe
-(``reference_one_vs_rest``: ``OneVsRestClassifier`` in the grid search). The parallel section times the probe step itself (``steps.probe_task``, what
+(``reference_one_vs_rest``: ``OneVsRestClassifier`` in the grid search). The parallel section times the probe step itself (``probe_steps.probe_task``, what
 ``plmexit probe`` runs) on a synthetic store, one layer at a time and ``--threads`` layers at once.
 
     python benchmarks/probe_speed.py --out probe_speed.json            # 5,000 x 1,280 x 34 layers
@@ -49,7 +49,7 @@ from threadpoolctl import threadpool_limits
 
 from plmexit.data import tasks
 from plmexit.embedding import store
-from plmexit.pipeline import steps
+from plmexit.pipeline import probe_steps
 from plmexit.probing import probes
 from plmexit.probing.reference import reference_logistic, reference_one_vs_rest, reference_ridge, reference_ridge_grouped
 
@@ -230,7 +230,7 @@ def parallel_section(n: int, dim: int, classes: int, layers: int, threads: int, 
         for count in (1, threads):
             out = Path(tmp) / f"probes{count}.tsv"
             start = time.perf_counter()
-            steps.probe_task(embeddings, task, "m", "t", settings, out, Path(tmp) / f"predictions{count}.tsv.gz", threads=count)
+            probe_steps.probe_task(embeddings, task, "m", "t", settings, out, Path(tmp) / f"predictions{count}.tsv.gz", threads=count)
             seconds[count] = time.perf_counter() - start
             outputs[count] = out.read_text()
             print(f"probe step, {count} thread(s): {seconds[count]:.1f} s", file=sys.stderr)

@@ -46,7 +46,7 @@ def long_table(inner, test, metric="spearman", model="esm2_tiny", task="toy", ex
 
 
 def with_select_task_fields(selection: dict, dms_id=None, fold_scheme=None) -> dict:
-    """What ``steps.select_task`` adds to ``select_layer``'s result before it is summarised."""
+    """What ``select_steps.select_task`` adds to ``select_layer``'s result before it is summarised."""
     saved = selection["deployed_compute_saved"]
     return {**selection, "gain_ci_low": selection["gain"] - 0.1, "gain_ci_high": selection["gain"] + 0.1,
             "deployed_time_saved": saved / 2, "folds_time_saved": selection["folds_compute_saved"] / 2, "layer_norm": "raw",

@@ -50,7 +50,7 @@ def cmd_fetch_model(args) -> None:
 
 
 def cmd_fetch_data(args) -> None:
-    from plmexit.pipeline.steps import fetch_data
+    from plmexit.pipeline.task_steps import fetch_data
 
     fetch_data(args.file, args.out, args.local_dir, args.base_url)
 
@@ -58,7 +58,7 @@ def cmd_fetch_data(args) -> None:
 def cmd_prepare(args) -> None:
     from plmexit.data.formats import FILE_FIELDS
     from plmexit.data.tasks import TaskSpec
-    from plmexit.pipeline.steps import prepare_task
+    from plmexit.pipeline.task_steps import prepare_task
 
     paths = {key: Path(getattr(args, key)) for key in FILE_FIELDS if getattr(args, key)}
     spec = TaskSpec(
@@ -127,7 +127,7 @@ def cmd_embed(args) -> None:
 
 
 def cmd_gather(args) -> None:
-    from plmexit.pipeline.steps import gather_embeddings
+    from plmexit.pipeline.probe_steps import gather_embeddings
 
     gather_embeddings(args.shards, args.out)
 
@@ -143,7 +143,7 @@ def cmd_cost(args) -> None:
 
 
 def cmd_probe(args) -> None:
-    from plmexit.pipeline.steps import probe_task
+    from plmexit.pipeline.probe_steps import probe_task
     from plmexit.probing.probes import ProbeSettings
 
     settings = ProbeSettings(
@@ -154,7 +154,7 @@ def cmd_probe(args) -> None:
 
 
 def cmd_select(args) -> None:
-    from plmexit.pipeline.steps import select_task
+    from plmexit.pipeline.select_steps import select_task
 
     select_task(
         args.probes, args.predictions, args.cost, args.embeddings, args.task_info, args.type, args.metric, args.tolerance,
@@ -163,13 +163,13 @@ def cmd_select(args) -> None:
 
 
 def cmd_summarize(args) -> None:
-    from plmexit.pipeline.steps import summarize_selections
+    from plmexit.pipeline.select_steps import summarize_selections
 
     summarize_selections(args.selections, args.out, args.across_out, args.bootstrap, args.seed)
 
 
 def cmd_summarize_proteingym(args) -> None:
-    from plmexit.pipeline.steps import summarize_proteingym
+    from plmexit.pipeline.select_steps import summarize_proteingym
 
     names = dict(pair.split("=", 1) for pair in args.model_name)
     summarize_proteingym(args.selections, args.predictions, args.task_tables, names, args.out)
@@ -182,13 +182,13 @@ def _key_value(text: str) -> str:
 
 
 def cmd_plot(args) -> None:
-    from plmexit.pipeline.steps import plot_task
+    from plmexit.pipeline.report_steps import plot_task
 
     plot_task(args.probes, args.selection, args.cost, args.out)
 
 
 def cmd_plot_summary(args) -> None:
-    from plmexit.pipeline.steps import plot_summary
+    from plmexit.pipeline.report_steps import plot_summary
 
     plot_summary(args.summary, args.out)
 

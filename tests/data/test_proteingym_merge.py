@@ -13,7 +13,7 @@ import pytest
 from plmexit.cli import main
 from plmexit.data import proteingym
 from plmexit.errors import InputError
-from plmexit.pipeline import steps
+from plmexit.pipeline import select_steps
 from plmexit.probing import probes, tables
 
 # Hand example: 4 variants, 2 folds. Fold 0 trains on c, d (labels 2, 6: mean 4, population sd 2);
@@ -140,7 +140,7 @@ def write_hand_example(tmp_path, scheme: str = "fold_modulo_5") -> tuple:
 def test_summarize_proteingym_pools_each_layer_choice(tmp_path):
     selection, predictions, table = write_hand_example(tmp_path, "fold_modulo_5_built")
 
-    written = steps.summarize_proteingym([selection], [predictions], [table], {"m": "esm2_t6_8M_UR50D"}, tmp_path / "merge.csv")
+    written = select_steps.summarize_proteingym([selection], [predictions], [table], {"m": "esm2_t6_8M_UR50D"}, tmp_path / "merge.csv")
 
     on_disk = pd.read_csv(tmp_path / "merge.csv")
     assert on_disk.iloc[:, :3].values.tolist() == written.iloc[:, :3].values.tolist()
@@ -159,7 +159,7 @@ def test_a_no_signal_task_has_a_selected_row_without_a_score(tmp_path):
     data.update(status="no_signal", folds=[{"fold": 0, "layer": None}, {"fold": 1, "layer": None}])
     selection.write_text(json.dumps(data))
 
-    final, selected = steps.summarize_proteingym([selection], [predictions], [table], {}, tmp_path / "merge.csv").to_dict("records")
+    final, selected = select_steps.summarize_proteingym([selection], [predictions], [table], {}, tmp_path / "merge.csv").to_dict("records")
 
     assert (final["Spearman"], final["MSE"]) == pytest.approx((FINAL_SPEARMAN, FINAL_MSE), abs=1e-12)
     assert selected["model_name"] == "m@selected" and np.isnan(selected["Spearman"]) and np.isnan(selected["MSE"])
@@ -170,7 +170,7 @@ def test_summarize_proteingym_rejects_a_task_table_of_another_scheme(tmp_path):
     pd.read_csv(table, sep="\t").assign(fold=[0, 1, 0, 1]).to_csv(tmp_path / "other.tsv", sep="\t", index=False)
 
     with pytest.raises(InputError, match=r"p\.tsv\.gz with .*other\.tsv: the final layers' predictions \(4 rows\) do not give each of the task table's 4 test rows once, in its fold"):
-        steps.summarize_proteingym([selection], [predictions], [tmp_path / "other.tsv"], {}, tmp_path / "merge.csv")
+        select_steps.summarize_proteingym([selection], [predictions], [tmp_path / "other.tsv"], {}, tmp_path / "merge.csv")
     assert not (tmp_path / "merge.csv").exists()
 
 
@@ -180,7 +180,7 @@ def test_summarize_proteingym_rejects_a_non_proteingym_selection(tmp_path):
     (tmp_path / "sel2.json").write_text(json.dumps({**data, "task_info": {"dms_id": None}}))
 
     with pytest.raises(InputError, match=r"sel2\.json: not a ProteinGym task's selection"):
-        steps.summarize_proteingym([tmp_path / "sel2.json"], [predictions], [table], {}, tmp_path / "merge.csv")
+        select_steps.summarize_proteingym([tmp_path / "sel2.json"], [predictions], [table], {}, tmp_path / "merge.csv")
 
 
 def test_cli_summarize_proteingym(tmp_path, capsys):

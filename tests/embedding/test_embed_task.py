@@ -20,7 +20,7 @@ from plmexit.data.tasks import TASK_COLUMNS, sequences_sha256
 from plmexit.embedding import store
 from plmexit.embedding.engine import EmbedSettings, shard_bounds
 from plmexit.errors import StoreError
-from plmexit.pipeline import model_steps, steps
+from plmexit.pipeline import model_steps, probe_steps
 
 
 def write_task(path: Path, n: int, seed: int = 0, duplicates: bool = True) -> Path:
@@ -72,7 +72,7 @@ def test_sharded_embedding_gathers_into_the_unsharded_store(tmp_path, task, mani
     for k, path in enumerate(shard_files):
         model_steps.embed_task(manifest, task, path, settings, "float32", shard=k, shards=3)
 
-    steps.gather_embeddings(list(reversed(shard_files)), tmp_path / "gathered.h5")  # any order
+    probe_steps.gather_embeddings(list(reversed(shard_files)), tmp_path / "gathered.h5")  # any order
 
     (whole, whole_attrs), (gathered, gathered_attrs) = read_all(tmp_path / "whole.h5"), read_all(tmp_path / "gathered.h5")
     np.testing.assert_array_equal(gathered["ids"], whole["ids"])
@@ -97,7 +97,7 @@ def test_more_shards_than_sequences(tmp_path, manifest):
     for k, path in enumerate(paths):
         model_steps.embed_task(manifest, task, path, EmbedSettings(), "float32", shard=k, shards=3)
 
-    steps.gather_embeddings(paths, tmp_path / "out.h5")
+    probe_steps.gather_embeddings(paths, tmp_path / "out.h5")
 
     model_steps.embed_task(manifest, task, tmp_path / "whole.h5", EmbedSettings(), "float32")
     np.testing.assert_allclose(store.read_layer(tmp_path / "out.h5", 2), store.read_layer(tmp_path / "whole.h5", 2), rtol=1e-5, atol=1e-6)
@@ -111,7 +111,7 @@ def test_gather_refuses_a_missing_shard(tmp_path, task, manifest):
         model_steps.embed_task(manifest, task, paths[k], settings, "float16", shard=k, shards=3)
 
     with pytest.raises(StoreError, match=r"2-of-3.h5: shard 2 starts at row \d+, expected shard 1 at row \d+; pass every shard"):
-        steps.gather_embeddings([paths[0], paths[2]], tmp_path / "out.h5")
+        probe_steps.gather_embeddings([paths[0], paths[2]], tmp_path / "out.h5")
     assert not (tmp_path / "out.h5").exists()
 
 
@@ -119,7 +119,7 @@ def test_a_shard_store_is_not_a_task_store(tmp_path, task, manifest):
     model_steps.embed_task(manifest, task, tmp_path / "whole.h5", EmbedSettings(), "float16")
 
     with pytest.raises(StoreError, match=r"whole.h5: not a shard store"):
-        steps.gather_embeddings([tmp_path / "whole.h5"], tmp_path / "out.h5")
+        probe_steps.gather_embeddings([tmp_path / "whole.h5"], tmp_path / "out.h5")
 
 
 # --- resuming ----------------------------------------------------------------------------------

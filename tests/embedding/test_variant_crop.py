@@ -19,7 +19,7 @@ from plmexit.data.tasks import TASK_COLUMNS
 from plmexit.embedding import engine, store
 from plmexit.embedding.engine import EmbedSettings
 from plmexit.errors import EmbedError
-from plmexit.pipeline import model_steps, steps
+from plmexit.pipeline import model_steps, probe_steps
 from plmexit.probing import probes
 
 RESIDUES = "ACDEFGHIKLMNPQRSTVWY"
@@ -132,7 +132,7 @@ def test_mutations_past_the_window_are_embedded_through_one_crop(tmp_path, manif
     assert attrs["truncation"].startswith("every variant embedded through the same crop, residues 66..105 (1-based, inclusive) of the 120-residue target")
     assert attrs["n_truncated"] == 30
     # Every shard computes the crop over the whole table, so the shards gather into the same store.
-    steps.gather_embeddings([tmp_path / "s0.h5", tmp_path / "s1.h5"], tmp_path / "gathered.h5")
+    probe_steps.gather_embeddings([tmp_path / "s0.h5", tmp_path / "s1.h5"], tmp_path / "gathered.h5")
     np.testing.assert_array_equal(all_layers(tmp_path / "gathered.h5"), cropped)
     assert store.read_info(tmp_path / "gathered.h5").attrs["crop_start"] == 65
 

@@ -333,7 +333,7 @@ def test_probe_with_a_position_grouped_inner_split(tmp_path, capsys, caplog):
     layers[0] = 0.5  # every variant the same vector: a layer with no signal
     mutant_store(tmp_path, ids, layers, (positions - 1) // 4)
 
-    with caplog.at_level("WARNING", logger="plmexit.pipeline.steps"):
+    with caplog.at_level("WARNING", logger="plmexit.pipeline.probe_steps"):
         code, _, err = run(capsys, *probe_argv(tmp_path, "--inner-split", "contiguous", "--inner-folds", 3, "--alphas", "1,100"))
 
     assert code == 0, err

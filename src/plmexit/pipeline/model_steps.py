@@ -1,6 +1,6 @@
 """The pipeline steps that run a model: fetch it, embed tasks, time forward passes.
 
-Invariant: as ``plmexit.pipeline.steps`` (one function per CLI command, outputs written atomically); kept
+Invariant: as every module of ``plmexit.pipeline`` (one function per CLI command, outputs written atomically); kept
 apart because only these need torch and fair-esm, so every other step starts without loading them.
 """
 

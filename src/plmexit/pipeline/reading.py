@@ -1,0 +1,43 @@
+"""Reading the files steps pass each other (probe tables, predictions, JSON), with a one-line error naming the writer to rerun."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+
+from plmexit.errors import InputError
+from plmexit.probing import tables
+
+
+def read_probe_table(path: str | Path) -> pd.DataFrame:
+    try:
+        table = pd.read_csv(path, sep="\t")
+    except (OSError, pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
+        raise InputError(f"{path}: not a readable probe table ({exc}); rerun `plmexit probe`") from None
+    if list(table.columns) != tables.PROBE_COLUMNS:
+        raise InputError(f"{path}: columns {list(table.columns)} are not {tables.PROBE_COLUMNS}; rerun `plmexit probe`")
+    return table
+
+
+def read_predictions(path: str | Path, task_type: str) -> pd.DataFrame:
+    text = {"label": str, "prediction": str} if task_type != "regression" else {}
+    try:
+        table = pd.read_csv(path, sep="\t", dtype={"id": str, **text}, keep_default_na=False)
+    except (OSError, pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, EOFError) as exc:
+        raise InputError(f"not a readable predictions table ({exc}); rerun `plmexit probe`") from None
+    if list(table.columns) != tables.PREDICTION_COLUMNS:
+        raise InputError(f"columns {list(table.columns)} are not {tables.PREDICTION_COLUMNS}; pass the predictions file written by `plmexit probe`")
+    return tables.decode_multilabel(table) if task_type == "multilabel" else table
+
+
+def read_json(path: str | Path, writer: str, keys: tuple[str, ...]) -> dict:
+    try:
+        data = json.loads(Path(path).read_text())
+    except (OSError, ValueError) as exc:
+        raise InputError(f"{path}: not a file written by {writer} ({exc})") from None
+    missing = [key for key in keys if not isinstance(data, dict) or key not in data]
+    if missing:
+        raise InputError(f"{path}: lacks {', '.join(missing)}; pass a file written by {writer}")
+    return data

@@ -1,0 +1,31 @@
+"""The steps that draw: a task's figure and the summary figure, from the tables other steps wrote.
+
+Invariant: as every module of ``plmexit.pipeline``: one function per CLI command, reading its
+inputs and writing its outputs atomically.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+
+from plmexit.errors import InputError
+from plmexit.pipeline.reading import read_json, read_probe_table
+from plmexit.reporting import figures
+
+
+def plot_task(probe_table: str | Path, selection_file: str | Path, cost_file: str | Path, out: str | Path) -> None:
+    """Figure of the selection metric (test and training-only) against layer for one (model, task), time saved beside it."""
+    selection = read_json(selection_file, "`plmexit select`", ("metric", "n_layers", "n_folds", "status", "deployed_layer", "nested_score", "fold_layers"))
+    costs = read_json(cost_file, "`plmexit cost`", ("n_layers", "seconds"))
+    figures.plot_layers(read_probe_table(probe_table), selection, costs["seconds"], out)
+
+
+def plot_summary(summary_file: str | Path, out: str | Path) -> None:
+    """Figure of the gain (with its interval) against the compute saved, every model and task."""
+    try:
+        summary = pd.read_csv(summary_file, sep="\t")
+    except (OSError, pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
+        raise InputError(f"{summary_file}: not a readable summary ({exc}); rerun `plmexit summarize`") from None
+    figures.plot_gain_vs_compute(summary, out)

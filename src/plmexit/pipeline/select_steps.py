@@ -1,0 +1,149 @@
+"""The steps that choose and summarise: the layer of one (model, task), the summary tables, ProteinGym's merge file.
+
+Invariant: as every module of ``plmexit.pipeline``: one function per CLI command, reading its
+inputs, calling the computing modules and writing its outputs atomically.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from plmexit.atomic import write_text
+from plmexit.data import proteingym, tasks
+from plmexit.embedding import cost, store
+from plmexit.errors import InputError
+from plmexit.pipeline.reading import read_json, read_predictions, read_probe_table
+from plmexit.probing import choice
+
+log = logging.getLogger(__name__)
+
+
+def select_task(
+    probe_table: str | Path, predictions: str | Path, cost_file: str | Path, embeddings: str | Path, task_info: str | Path,
+    task_type: str, metric: str, tolerance: float, n_boot: int, seed: int, out: str | Path,
+) -> dict:
+    """Choose the layer for one (model, task), add the gain's interval, the cost saved, a verdict and how the task was split; write JSON."""
+    try:
+        selection = choice.select_layer(read_probe_table(probe_table), metric, tolerance)
+    except InputError as exc:
+        raise InputError(f"{probe_table}: {exc}") from None
+    try:
+        table = read_predictions(predictions, task_type)
+    except InputError as exc:
+        raise InputError(f"{predictions} (predictions for {probe_table}): {exc}") from None
+    costs = read_json(cost_file, "`plmexit cost`", ("n_layers", "flops", "seconds"))
+    if costs["n_layers"] != selection["n_layers"]:
+        raise InputError(f"{cost_file} describes {costs['n_layers']} layers but {probe_table} has {selection['n_layers']}; rerun `plmexit cost`")
+    attrs = store.read_info(embeddings).attrs
+    info = read_json(task_info, "`plmexit prepare`", ("split", "n_sequences", "dms_id", "fold_scheme"))
+    ok = selection["status"] == choice.STATUS_OK
+
+    clusters = _position_clusters(info, table["id"])
+    selection["bootstrap"] = {
+        "resamples": n_boot, "seed": seed, "level": choice.CONFIDENCE_LEVEL,
+        "unit": ("mutated positions" if clusters else "test items") + ", paired within folds; probes not refitted, layers not re-chosen",
+    }
+    selection["gain_ci_low"] = selection["gain_ci_high"] = None
+    if ok:
+        try:
+            selection["gain_ci_low"], selection["gain_ci_high"] = choice.bootstrap_gain(table, selection, task_type, n_boot, seed, clusters=clusters)
+        except InputError as exc:
+            raise InputError(f"{predictions} (predictions for {probe_table}): {exc}") from None
+    seconds = np.array(costs["seconds"])
+    selection["deployed_time_saved"] = cost.fraction_saved(seconds, selection["deployed_layer"]) if ok else None
+    selection["folds_time_saved"] = float(np.mean([cost.fraction_saved(seconds, f["layer"]) for f in selection["folds"]])) if ok else None
+    sizes = table[table.layer == selection["n_layers"]].groupby("fold").size()
+    selection["min_test_fold_size"] = int(sizes.min()) if len(sizes) else 0
+    selection["layer_norm"] = attrs["layer_norm"]
+    selection["n_truncated"] = int(attrs["n_truncated"])
+    selection["split"], selection["n_sequences"], selection["task_info"] = info["split"], info["n_sequences"], info
+    selection["dms_id"], selection["fold_scheme"] = info["dms_id"], info["fold_scheme"]
+    selection["verdict"] = choice.verdict(selection)
+    _warn_about(selection, task_type)
+    write_text(out, json.dumps(selection, indent=2) + "\n")
+    return selection
+
+
+def _warn_about(selection: dict, task_type: str) -> None:
+    """One log line for each thing a user must know before trusting the selection."""
+    name = f"{selection['model']}/{selection['task']}"
+    if selection["status"] != choice.STATUS_OK:
+        log.warning(
+            "%s: no layer carries a signal on some training part (every inner score is NaN: the embedded features do not vary); "
+            "reported as %s, with no gain or saving", name, selection["status"],
+        )
+    if selection["verdict"] == "too_little_data":
+        log.warning(
+            "%s: the smallest test fold has %d items and the gain's interval is %.2f wide; too little data to tell a layer from the final one",
+            name, selection["min_test_fold_size"], selection["gain_ci_high"] - selection["gain_ci_low"],
+        )
+    edges = selection["hyperparameters_on_grid_edge"]
+    if edges:
+        log.warning(
+            "%s: the chosen probes of %s have their regularisation at the edge of its grid; the best value may lie outside it, widen probe.%s",
+            name, ", ".join(f"layer {e['layer']} of fold {e['fold']} ({e['edge']}, {e['value']:g})" for e in edges),
+            "ridge_alphas" if task_type == "regression" else "logistic_cs",
+        )
+
+
+def _position_clusters(info: dict, ids: pd.Series) -> dict[str, tuple[int, ...]] | None:
+    """Under ProteinGym schemes that hold out whole positions, each id's mutated positions (the bootstrap's units); else None."""
+    scheme = info.get("fold_scheme") or ""
+    if not scheme.startswith(proteingym.POSITION_SCHEMES):
+        return None
+    return {i: proteingym.mutated_positions(i) for i in ids.unique()}
+
+
+def summarize_selections(selection_files: list[str | Path], out: str | Path, across_out: str | Path, n_boot: int, seed: int) -> pd.DataFrame:
+    """Gather every selection into ``best_layers.tsv``, and the per-model view across tasks."""
+    summary = choice.summarize([read_json(p, "`plmexit select`", tuple(choice.SUMMARY_COLUMNS)) for p in selection_files])
+    write_text(out, summary.to_csv(sep="\t", index=False, float_format="%.6g"))
+    write_text(across_out, choice.across_tasks(summary, n_boot, seed).to_csv(sep="\t", index=False, float_format="%.6g"))
+    return summary
+
+
+def summarize_proteingym(
+    selection_files: list[str | Path], predictions_files: list[str | Path], task_tables: list[str | Path], model_names: dict[str, str],
+    out: str | Path,
+) -> pd.DataFrame:
+    """ProteinGym's supervised merge format (``DMS_id, model_name, fold_variable_name, Spearman, MSE``).
+
+    The ``i``-th selection, predictions file and task table belong to one (model, task); Spearman
+    and MSE are ProteinGym's, pooled over out-of-fold predictions on standardised targets (see
+    ``proteingym.merge_scores``). ``model_names`` maps a config model id to the name used in
+    ``model_name`` (``@final`` and ``@selected`` are appended), e.g. ``esm2_8M -> esm2_t6_8M_UR50D``.
+    """
+    if not len(selection_files) == len(predictions_files) == len(task_tables):
+        raise InputError(
+            f"{len(selection_files)} selections, {len(predictions_files)} predictions files and {len(task_tables)} task tables; "
+            "pass one of each per ProteinGym task, in the same order"
+        )
+    rows = []
+    for path, predictions_file, task_table in zip(selection_files, predictions_files, task_tables):
+        selection = read_json(path, "`plmexit select`", ("model", "task", "n_layers", "folds", "task_info"))
+        if not selection["task_info"].get("dms_id"):
+            raise InputError(f"{path}: not a ProteinGym task's selection; pass only ProteinGym selections")
+        try:
+            predictions = read_predictions(predictions_file, "regression")
+        except InputError as exc:
+            raise InputError(f"{predictions_file}: {exc}") from None
+        found = sorted(set(zip(predictions["model"].astype(str), predictions["task"].astype(str))))
+        if found != [(selection["model"], selection["task"])]:
+            raise InputError(
+                f"{predictions_file} holds (model, task) {found}, but {path} is {selection['model']}/{selection['task']}; "
+                "pass each selection's own predictions, in the same order"
+            )
+        name = model_names.get(selection["model"], selection["model"])
+        table = tasks.read_task_table(task_table, "regression")
+        try:
+            rows.extend(proteingym.supervised_rows(selection, name, predictions, table))
+        except InputError as exc:
+            raise InputError(f"{predictions_file} with {task_table}: {exc}") from None
+    table = pd.DataFrame(rows, columns=proteingym.MERGE_COLUMNS).sort_values(["DMS_id", "fold_variable_name", "model_name"])
+    write_text(out, table.to_csv(index=False, float_format="%.6g"))
+    return table

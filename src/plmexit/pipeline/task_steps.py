@@ -1,0 +1,37 @@
+"""The steps that make a task: put an official data file in place, and read a task's files into a task table.
+
+Invariant: as every module of ``plmexit.pipeline``: one function per CLI command, reading its
+inputs, calling the computing modules and writing its outputs atomically.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+
+from plmexit.atomic import write_text
+from plmexit.data import loading, sources, tasks
+
+
+def fetch_data(key: str, out: str | Path, local_dir: str | Path | None = None, base_url: str | None = None) -> str:
+    """Put one official data file in place, hash-verified (downloaded, or from local copies)."""
+    return sources.stage(key, out, local_dir, base_url)
+
+
+def prepare_task(spec: tasks.TaskSpec, out: str | Path, info_out: str | Path) -> pd.DataFrame:
+    """Read and validate a task's source files into a normalised task table, and say how it is split.
+
+    ``info_out`` (JSON) records the split (official, the file's folds, or seeded
+    cross-validation) and, for ProteinGym, the assay and fold scheme, for the summaries; a scheme
+    whose folds plmexit built is named with ``proteingym.BUILT_SUFFIX`` (``fold_modulo_5_built``).
+    """
+    table = loading.load_task(spec)
+    info = {
+        "task": spec.name, "format": spec.format, "type": spec.type, "split": table.attrs["split"], "n_sequences": len(table),
+        "dms_id": spec.dms_id, "fold_scheme": table.attrs["fold_scheme"],
+    }
+    tasks.write_task_table(table, out)
+    write_text(info_out, json.dumps(info, indent=2) + "\n")
+    return table
