@@ -157,7 +157,7 @@ def cmd_select(args) -> None:
     from plmexit.pipeline.select_steps import select_task
 
     select_task(
-        args.probes, args.predictions, args.cost, args.embeddings, args.task_info, args.type, args.metric, args.tolerance,
+        args.probes, args.predictions, args.cost, args.task_info, args.type, args.metric, args.tolerance,
         args.bootstrap, args.seed, args.out,
     )
 
@@ -335,8 +335,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("select", help="choose the layer from inner (training-only) scores; write JSON")
     p.add_argument("--probes", required=True, help="probe TSV from probe")
     p.add_argument("--predictions", required=True, help="predictions TSV from probe (for the gain's interval)")
-    p.add_argument("--cost", required=True, help="cost JSON from cost")
-    p.add_argument("--embeddings", required=True, help="the HDF5 store (its layer-norm convention and truncation count are recorded)")
+    p.add_argument("--cost", required=True, help="cost JSON from cost (time per depth; the embedding's layer-norm convention and truncation count)")
     p.add_argument("--task-info", required=True, help="task info JSON from prepare (how the task is split)")
     p.add_argument("--type", choices=list(METRICS), required=True, help="task type")
     p.add_argument("--metric", required=True, help="metric to select by")

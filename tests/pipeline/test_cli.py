@@ -72,7 +72,7 @@ def test_full_run(tmp_path, capsys):
          "--metric", "spearman", "--model-name", "tiny", "--task-name", "toy", "--alphas", "1,10,100", "--out", tmp_path / "probes.tsv",
          "--predictions", tmp_path / "predictions.tsv.gz"],
         ["select", "--probes", tmp_path / "probes.tsv", "--predictions", tmp_path / "predictions.tsv.gz", "--cost", tmp_path / "cost.json",
-         "--embeddings", tmp_path / "toy.h5", "--task-info", tmp_path / "toy.json", "--type", "regression", "--metric", "spearman", "--tolerance", 0.01, "--bootstrap", 50, "--seed", 2,
+         "--task-info", tmp_path / "toy.json", "--type", "regression", "--metric", "spearman", "--tolerance", 0.01, "--bootstrap", 50, "--seed", 2,
          "--out", tmp_path / "selection.json"],
         ["summarize", tmp_path / "selection.json", "--out", tmp_path / "best_layers.tsv", "--across-out", tmp_path / "across.tsv",
          "--bootstrap", 50],
@@ -250,9 +250,9 @@ def test_summarize_with_a_broken_selection(tmp_path, capsys):
 def select_argv(tmp_path: Path, probes: Path, **paths) -> list:
     """``plmexit select`` on ``probes``; the other inputs default to files under ``tmp_path`` (absent unless written)."""
     inputs = {name: paths.get(name, tmp_path / default) for name, default in
-              (("predictions", "predictions.tsv.gz"), ("cost", "cost.json"), ("embeddings", "toy.h5"), ("info", "toy.json"))}
+              (("predictions", "predictions.tsv.gz"), ("cost", "cost.json"), ("info", "toy.json"))}
     return ["select", "--probes", probes, "--predictions", inputs["predictions"], "--cost", inputs["cost"],
-            "--embeddings", inputs["embeddings"], "--task-info", inputs["info"], "--type", "regression", "--metric", "spearman",
+            "--task-info", inputs["info"], "--type", "regression", "--metric", "spearman",
             "--bootstrap", 10, "--out", tmp_path / "sel.json"]
 
 

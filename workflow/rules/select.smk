@@ -3,7 +3,6 @@ rule select_layer:
         probes="<results>/probes/{model}/{task}.tsv",
         predictions="<results>/probes/{model}/{task}.predictions.tsv.gz",
         cost=task_cost,
-        embeddings=task_embeddings,
         info="<results>/tasks/{task}.json",
     output:
         "<results>/selection/{model}/{task}.json",
@@ -19,5 +18,5 @@ rule select_layer:
         seed=config["seed"],
     shell:
         "plmexit --log {log} select --probes {input.probes} --predictions {input.predictions} --cost {input.cost}"
-        " --embeddings {input.embeddings} --task-info {input.info} --type {params.type} --metric {params.metric}"
+        " --task-info {input.info} --type {params.type} --metric {params.metric}"
         " --tolerance {params.tolerance} --bootstrap {params.bootstrap} --seed {params.seed} --out {output}"

@@ -239,7 +239,7 @@ def measure_cost(
     settings.check()
     manifest = fair_esm.read_manifest(model_manifest)
     table = tasks.read_task_table(task_table)
-    sequences, _, embed_settings, crop = embedded_sequences(table, settings, variant_crop, task_table)
+    sequences, truncated, embed_settings, crop = embedded_sequences(table, settings, variant_crop, task_table)
     loaded = fair_esm.load_model(manifest["checkpoint"], manifest["sha256"], settings.device)
     rng = np.random.default_rng(seed)
     sampled = np.sort(rng.choice(len(sequences), size=min(sample_sequences, len(sequences)), replace=False))
@@ -264,6 +264,7 @@ def measure_cost(
         "layer_norm": settings.layer_norm,
         "long_sequences": settings.long_sequences,
         "truncation": crop.describe() if crop is not None else settings.long_sequence_description(),
+        "n_truncated": int(truncated.sum()),  # as the embedding counts them (selection reports it)
         "timed": cost.TIMED,
         "sample_sequences": len(sample),
         "sample_tokens": int(engine.piece_token_lengths(sample, embed_settings).sum()),

@@ -15,7 +15,7 @@ import pandas as pd
 
 from plmexit.atomic import write_text
 from plmexit.data import proteingym, tasks
-from plmexit.embedding import cost, store
+from plmexit.embedding import cost
 from plmexit.errors import InputError
 from plmexit.pipeline.reading import read_json, read_predictions, read_probe_table
 from plmexit.probing import choice
@@ -24,7 +24,7 @@ log = logging.getLogger(__name__)
 
 
 def select_task(
-    probe_table: str | Path, predictions: str | Path, cost_file: str | Path, embeddings: str | Path, task_info: str | Path,
+    probe_table: str | Path, predictions: str | Path, cost_file: str | Path, task_info: str | Path,
     task_type: str, metric: str, tolerance: float, n_boot: int, seed: int, out: str | Path,
 ) -> dict:
     """Choose the layer for one (model, task), add the gain's interval, the cost saved, a verdict and how the task was split; write JSON."""
@@ -39,7 +39,9 @@ def select_task(
     costs = read_json(cost_file, "`plmexit cost`", ("n_layers", "flops", "seconds"))
     if costs["n_layers"] != selection["n_layers"]:
         raise InputError(f"{cost_file} describes {costs['n_layers']} layers but {probe_table} has {selection['n_layers']}; rerun `plmexit cost`")
-    attrs = store.read_info(embeddings).attrs
+    # What the embedding ran (its layer-norm convention, how many sequences were cut) comes with the cost
+    # file, which records the embedding's settings, so selection never reopens the store.
+    embedded = read_json(cost_file, "`plmexit cost`", ("layer_norm", "n_truncated"))
     info = read_json(task_info, "`plmexit prepare`", ("split", "n_sequences", "dms_id", "fold_scheme"))
     ok = selection["status"] == choice.STATUS_OK
 
@@ -59,8 +61,8 @@ def select_task(
     selection["folds_time_saved"] = float(np.mean([cost.fraction_saved(seconds, f["layer"]) for f in selection["folds"]])) if ok else None
     sizes = table[table.layer == selection["n_layers"]].groupby("fold").size()
     selection["min_test_fold_size"] = int(sizes.min()) if len(sizes) else 0
-    selection["layer_norm"] = attrs["layer_norm"]
-    selection["n_truncated"] = int(attrs["n_truncated"])
+    selection["layer_norm"] = embedded["layer_norm"]
+    selection["n_truncated"] = int(embedded["n_truncated"])
     selection["split"], selection["n_sequences"], selection["task_info"] = info["split"], info["n_sequences"], info
     selection["dms_id"], selection["fold_scheme"] = info["dms_id"], info["fold_scheme"]
     selection["verdict"] = choice.verdict(selection)
