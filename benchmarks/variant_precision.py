@@ -10,7 +10,7 @@ the default alpha grid), and reports the Spearman of the pooled test predictions
 difference from the fp32 predictions, and bytes stored per variant:
 
 - ``float32``: the pooled vectors as computed;
-- ``float16``: rounded to float16 (``engine.dtype: float16``, the default);
+- ``float16``: rounded to float16 (``embed.dtype: float16``, the default);
 - ``float16_relative``: float16 of each vector's difference from the wild type's, the wild type
   kept in float32 (a design that halves the bytes of float32 if it kept the signal).
 

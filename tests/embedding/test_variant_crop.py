@@ -191,7 +191,7 @@ def test_probe_predictions_from_the_variant_store_equal_fp32_ones_on_a_long_targ
     task = variant_table(tmp_path / "assay.tsv", positions=range(0, 300, 3), length=300)
     settings = EmbedSettings(truncate=1022)
     model_steps.embed_task(manifest, task, tmp_path / "variants.h5", settings, "float32", variant_crop=True)  # as the planner stores them
-    model_steps.embed_task(manifest, task, tmp_path / "half.h5", settings, "float16", variant_crop=True)  # engine.dtype's default
+    model_steps.embed_task(manifest, task, tmp_path / "half.h5", settings, "float16", variant_crop=True)  # embed.dtype's default
     table = pd.read_csv(task, sep="\t")
     fp32 = embedded(tiny_loaded, list(table["sequence"]), settings)
     y, folds = table["label"].to_numpy(), table["fold"].to_numpy()
@@ -203,5 +203,5 @@ def test_probe_predictions_from_the_variant_store_equal_fp32_ones_on_a_long_targ
         direct = predictions(fp32[layer])
         # Tolerance: float64 ridge on identical float32 inputs; only summation order may differ.
         np.testing.assert_allclose(predictions(store.read_layer(tmp_path / "variants.h5", layer)), direct, rtol=1e-9, atol=1e-12)
-        # The float16 store moves them by far more: why variant sets are not stored in engine.dtype.
+        # The float16 store moves them by far more: why variant sets are not stored in embed.dtype.
         assert np.abs(predictions(store.read_layer(tmp_path / "half.h5", layer)) - direct).max() > 1e-3

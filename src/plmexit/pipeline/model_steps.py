@@ -77,7 +77,7 @@ def check_crop_covers(crop: engine.VariantCrop, ids: list[str], source: str | Pa
             if not crop.covers(position - 1):
                 raise EmbedError(
                     f"{source}: row {row} ({mutant}) mutates position {position}, outside residues {crop.start + 1}..{crop.stop} "
-                    "that are embedded; set engine.long_sequences: window, which embeds every residue"
+                    "that are embedded; set embed.long_sequences: window, which embeds every residue"
                 )
 
 
