@@ -415,6 +415,17 @@ def test_select_with_a_cost_file_for_another_depth(tmp_path, capsys):
     assert not (tmp_path / "sel.json").exists()
 
 
+def test_select_with_a_cost_file_that_does_not_say_what_was_embedded(tmp_path, capsys):
+    probes, predictions = _probe_table_without(tmp_path, None), _predictions(tmp_path)
+    (tmp_path / "cost.json").write_text(json.dumps({"n_layers": 2, "flops": [0.0] * 3, "seconds": [1.0] * 3}))
+
+    code, _, err = run(capsys, *select_argv(tmp_path, probes, predictions=predictions))
+
+    assert code == 1
+    assert_one_error_line(err, "select", tmp_path / "cost.json", "lacks layer_norm, n_truncated", "rerun `plmexit cost`")
+    assert not (tmp_path / "sel.json").exists()
+
+
 def test_cost_with_an_unreadable_manifest(tmp_path, capsys):
     manifest = tmp_path / "model.json"
     manifest.write_text("{not json")

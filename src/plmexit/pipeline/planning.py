@@ -78,14 +78,13 @@ class Plan:
 
     def check_local_files(self) -> None:
         """Every task file that is not an official file key must exist before any job starts: nothing would make it."""
-        positions = {id(entry): position for position, entry in enumerate(self.config["tasks"])}
         for task in self.tasks.values():
             entry = task["entry"]
             for role, value in task["files"].items():
                 if value not in sources.OFFICIAL_FILES and not Path(value).is_file():
                     key = role if role in entry else "assay_dir"
                     raise ConfigError(
-                        f"config: tasks[{positions[id(entry)]}] ({entry['id']}).{key}: file {value} does not exist "
+                        f"config: tasks[{task['position']}] ({entry['id']}).{key}: file {value} does not exist "
                         f"(relative paths are read from the directory Snakemake runs in, {Path.cwd()}); fix the path"
                     )
 
@@ -108,7 +107,7 @@ class Plan:
             raise ConfigError(f"config: tasks[{position}] ({entry['id']}): a {kind} task needs a type (regression, classification or multilabel)")
         if implied is not None and task_type != implied:
             raise ConfigError(f"config: tasks[{position}] ({entry['id']}): a {kind} task is a {implied} task, not {task_type}; remove type")
-        base = {"entry": entry, "type": task_type, "files": {r: entry[r] for r in FORMATS[kind].file_roles if r in entry}}
+        base = {"entry": entry, "position": position, "type": task_type, "files": {r: entry[r] for r in FORMATS[kind].file_roles if r in entry}}
         if kind != "proteingym":
             if "path" not in entry:
                 raise ConfigError(f"config: tasks[{position}] ({entry['id']}): a {kind} task needs path")

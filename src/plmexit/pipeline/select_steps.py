@@ -41,7 +41,9 @@ def select_task(
         raise InputError(f"{cost_file} describes {costs['n_layers']} layers but {probe_table} has {selection['n_layers']}; rerun `plmexit cost`")
     # What the embedding ran (its layer-norm convention, how many sequences were cut) comes with the cost
     # file, which records the embedding's settings, so selection never reopens the store.
-    embedded = read_json(cost_file, "`plmexit cost`", ("layer_norm", "n_truncated"))
+    missing = [key for key in ("layer_norm", "n_truncated") if key not in costs]
+    if missing:
+        raise InputError(f"{cost_file}: lacks {', '.join(missing)}; rerun `plmexit cost`")
     info = read_json(task_info, "`plmexit prepare`", ("split", "n_sequences", "dms_id", "fold_scheme"))
     ok = selection["status"] == choice.STATUS_OK
 
@@ -61,8 +63,8 @@ def select_task(
     selection["folds_time_saved"] = float(np.mean([cost.fraction_saved(seconds, f["layer"]) for f in selection["folds"]])) if ok else None
     sizes = table[table.layer == selection["n_layers"]].groupby("fold").size()
     selection["min_test_fold_size"] = int(sizes.min()) if len(sizes) else 0
-    selection["layer_norm"] = embedded["layer_norm"]
-    selection["n_truncated"] = int(embedded["n_truncated"])
+    selection["layer_norm"] = costs["layer_norm"]
+    selection["n_truncated"] = int(costs["n_truncated"])
     selection["split"], selection["n_sequences"], selection["task_info"] = info["split"], info["n_sequences"], info
     selection["dms_id"], selection["fold_scheme"] = info["dms_id"], info["fold_scheme"]
     selection["verdict"] = choice.verdict(selection)

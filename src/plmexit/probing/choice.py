@@ -16,15 +16,11 @@ assay once) for the mean gain.
 
 from __future__ import annotations
 
-import logging
-
 import numpy as np
 import pandas as pd
 
 from plmexit.errors import InputError
 from plmexit.probing.probes import DEPLOY_FOLD, HYPERPARAMETER, HYPERPARAMETER_EDGE, INNER_PREFIX, METRICS
-
-log = logging.getLogger(__name__)
 
 CONFIDENCE_LEVEL = 0.95
 # Rows of a probe table that record what was fitted, not how well.
