@@ -8,7 +8,7 @@ inner split (``loo``, ``modulo``, ``contiguous``), the ridge probe (``probes.rid
 per evaluation fold the training-only inner Spearman and the test Spearman; the JSON reports
 their means over folds and which feature set the inner score picks per fold. Under modulo and
 contiguous folds leave-one-out rewards memorising positions; the inner split of the scheme
-(``workflow.INNER_SPLIT_OF_SCHEME``) does not.
+(``plmexit.pipeline.planning.INNER_SPLIT_OF_SCHEME``) does not.
 
     python benchmarks/inner_split_blat.py --assay ../shared/data/proteingym/cv_folds_singles_substitutions/BLAT_ECOLX_Stiffler_2015.csv --out blat.json
 """

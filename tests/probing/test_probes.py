@@ -281,7 +281,7 @@ def test_inner_groups_need_as_many_positions_as_folds():
 
 
 @pytest.mark.parametrize("split", ["modulo", "contiguous"])
-@pytest.mark.parametrize("case", ["n>p", "p>n", "constant-in-training-only", "zero-in-training-only", "train-only-rows"])
+@pytest.mark.parametrize("case", ["n>p", "p>n", "constant-column", "constant-in-training-only", "zero-in-training-only", "float16", "train-only-rows"])
 def test_grouped_ridge_equals_grid_search_on_the_same_splits(case, split):
     X, y, folds = _ridge_case(case)
     positions = np.arange(len(y)) // 2 + 1  # two variants a position

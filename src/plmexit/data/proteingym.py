@@ -205,7 +205,10 @@ def merge_scores(label, prediction, fold, task_label, task_fold) -> tuple[float,
     ``merge_supervised.py`` then pools every variant's out-of-fold row and computes ONE Spearman
     (``Series.corr(method="spearman")``) and one MSE (``((labels - predictions) ** 2).mean()``).
     Here each row's label and prediction are standardised with its own fold's training statistics,
-    then pooled the same way. Neither number is the mean of per-fold scores, and since each fold
+    then pooled the same way. Fold ``k``'s training rows are all other folds, ProteinNPT's split
+    without a validation fold (``--use_validation_set`` unset, as its ``train_subs.sh`` runs it).
+    Labels are checked finite when the task is read and ridge predictions are finite, so no row
+    is dropped (pandas' ``corr`` would drop NaN pairs; here a NaN would surface as NaN). Neither number is the mean of per-fold scores, and since each fold
     has its own map, the Spearman is not that of the pooled raw values either.
 
     Standardising afterwards equals training on standardised targets: plmexit's ridge probe fits

@@ -487,7 +487,3 @@ def _group_positions(inverse: np.ndarray, n_unique: int) -> list[np.ndarray]:
     order = np.argsort(inverse, kind="stable")
     bounds = np.searchsorted(inverse[order], np.arange(n_unique + 1))
     return [order[bounds[i] : bounds[i + 1]] for i in range(n_unique)]
-
-
-
-

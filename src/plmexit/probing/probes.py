@@ -202,10 +202,10 @@ def fold_metrics(fits: list[FoldFit], y: np.ndarray, settings: ProbeSettings) ->
 def inner_groups(positions: np.ndarray, split: str, k: int) -> np.ndarray:
     """Inner fold (0..k-1) of each training row, by the rule of the outer scheme applied to its positions.
 
-    ``modulo``: the distinct positions, sorted, take folds by rank mod ``k`` (ProteinGym's modulo
-    rule on the positions present; the position itself mod ``k`` would leave inner fold ``f``
-    empty with ``k = 5`` inside outer modulo-5 fold ``f``, and folds unbalanced on sparse scans).
-    ``contiguous``:
+    ``modulo``: the distinct positions, sorted, take folds by rank mod ``k`` (the modulo rule on
+    the ranks of the positions present, as RASK's published column numbers them; most published
+    columns use the position itself mod 5, which inside outer modulo-5 fold ``f`` would leave
+    inner fold ``f`` empty with ``k = 5``, and folds unbalanced on sparse scans). ``contiguous``:
     the sorted distinct positions are cut into ``k`` consecutive blocks, the first ``n mod k``
     one position longer, as ``proteingym.make_folds`` cuts 5.
     """
