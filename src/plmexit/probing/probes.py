@@ -26,6 +26,7 @@ from sklearn.model_selection import StratifiedKFold
 
 from plmexit.errors import InputError
 from plmexit.probing import logistic
+from plmexit.probing.linear import LinearProbe
 
 # Regularisation grids wide enough for standardised features of any ESM2 width (320 to 5120).
 # Half-decade steps, written as the config schema writes its defaults (tests/test_config.py holds
@@ -309,17 +310,21 @@ class _RidgePath:
 
     def fit_one(self, rows: np.ndarray, y: np.ndarray, predict_rows: np.ndarray, alpha: float) -> np.ndarray:
         """Predictions of ``predict_rows`` by the fit on ``rows`` at one ``alpha``: one symmetric solve, primal or dual."""
+        mean, scale, weights, y_mean = self.coefficients(rows, y, alpha)
+        return y_mean + ((self.Xc[predict_rows] - mean) / scale) @ weights
+
+    def coefficients(self, rows: np.ndarray, y: np.ndarray, alpha: float) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
+        """The fit on ``rows`` at one ``alpha``: ``(mean of Xc, scale, weights on standardised features, intercept)``."""
         mean, scale, standardised_gram = self._standardise(rows)
         X = self.Xc
-        y_mean = y[rows].mean()
+        y_mean = float(y[rows].mean())
         y_centred = y[rows] - y_mean
         if standardised_gram is not None:
             system = standardised_gram + alpha * np.eye(len(scale))
-            weights = linalg.solve(system, (X[rows].T @ y_centred) / scale, assume_a="sym") / scale  # per centred raw feature
-            return y_mean + (X[predict_rows] - mean) @ weights
+            return mean, scale, linalg.solve(system, (X[rows].T @ y_centred) / scale, assume_a="sym"), y_mean
         S = (X[rows] - mean) / scale
         dual = linalg.solve(S @ S.T + alpha * np.eye(len(rows)), y_centred, assume_a="sym")
-        return y_mean + ((X[predict_rows] - mean) / scale) @ (S.T @ dual)
+        return mean, scale, S.T @ dual, y_mean
 
     def _standardise(self, rows: np.ndarray):
         """The fit rows' mean (of ``Xc``) and StandardScaler scale, and their standardised feature Gram when ``n >= D`` (else None).
@@ -415,10 +420,15 @@ def _logistic(X: np.ndarray, y: np.ndarray, settings: ProbeSettings):
             scores[i, j] = score(y[score_rows], _classes_of(logits, present))
     mean = scores.mean(axis=0)
     best = int(np.argmax(mean))  # first maximum: the strongest regularisation among ties
+    span, model = _logistic_refit(X, y, classes, cs[best], settings.max_iter)
+    return (lambda X_new: _classes_of(model.logits(span.transform(X_new)), classes)), float(mean[best]), float(cs[best])
+
+
+def _logistic_refit(X: np.ndarray, y: np.ndarray, classes: np.ndarray, c: float, max_iter: int):
+    """The classifier on all of ``X`` at one C: ``(span, model)``."""
     span, F = logistic.row_span(X)
     Y, link = _class_targets(y, classes)
-    model = logistic.fit(F, Y, cs[best], link, max_iter=settings.max_iter)
-    return (lambda X_new: _classes_of(model.logits(span.transform(X_new)), classes)), float(mean[best]), float(cs[best])
+    return span, logistic.fit(F, Y, c, link, max_iter=max_iter)
 
 
 def _class_targets(y: np.ndarray, classes: np.ndarray) -> tuple[np.ndarray, str]:
@@ -484,9 +494,7 @@ def _one_vs_rest(X: np.ndarray, Y: np.ndarray, settings: ProbeSettings):
             scores[i, j] = score(Y[score_rows], probabilities)
     mean = scores.mean(axis=0)
     best = int(np.argmax(mean))  # first maximum: the strongest regularisation among ties
-    varying = Y.min(axis=0) != Y.max(axis=0)
-    span, F = logistic.row_span(X)
-    model = logistic.fit(F, Y[:, varying].astype(np.float64), cs[best], "sigmoid", max_iter=settings.max_iter) if varying.any() else None
+    varying, span, model = _one_vs_rest_refit(X, Y, cs[best], settings.max_iter)
 
     def predict(X_new: np.ndarray) -> np.ndarray:
         probabilities = np.tile(Y[0].astype(np.float64), (len(X_new), 1))
@@ -495,3 +503,54 @@ def _one_vs_rest(X: np.ndarray, Y: np.ndarray, settings: ProbeSettings):
         return probabilities
 
     return predict, float(mean[best]), float(cs[best])
+
+
+def _one_vs_rest_refit(X: np.ndarray, Y: np.ndarray, c: float, max_iter: int):
+    """The one-vs-rest classifiers on all of ``X`` at one C: ``(varying, span, model)``; ``model`` is
+    None when no class varies (every probability is then the constant of ``Y``'s first row)."""
+    varying = Y.min(axis=0) != Y.max(axis=0)
+    span, F = logistic.row_span(X)
+    model = logistic.fit(F, Y[:, varying].astype(np.float64), c, "sigmoid", max_iter=max_iter) if varying.any() else None
+    return varying, span, model
+
+
+def refit_probe(X: np.ndarray, y: np.ndarray, task_type: str, hyperparameter: float, classes: list[str] | None = None,
+                max_iter: int = 2000) -> LinearProbe:
+    """The probe fitted on every row of ``X`` at one chosen ``hyperparameter``, as plain coefficients.
+
+    This is the refit step of ``probe_layer``'s procedure, by the same code: given the training
+    rows of fold ``f`` and fold ``f``'s chosen hyperparameter (a probe table's ``hyperparameter``
+    row) it predicts fold ``f``'s test rows as the probe step did (up to rounding), and given every
+    row with the ``DEPLOY_FOLD`` hyperparameter it is the probe a user ships. ``y`` is as
+    ``probe_layer`` takes it (values, classes, or a multi-label 0/1 matrix whose columns are
+    ``classes``).
+    """
+    if task_type not in METRICS:
+        raise InputError(f"task type {task_type!r} is not one of {', '.join(METRICS)}")
+    if not np.isfinite(hyperparameter) or hyperparameter <= 0:
+        raise InputError(f"hyperparameter {hyperparameter!r} is not a positive number; the layer carries no signal to fit")
+    X = np.asarray(X, dtype=np.float64)
+    n = len(X)
+    if task_type == "regression":
+        y = np.asarray(y, dtype=np.float64)
+        offset = X.mean(axis=0)
+        mean, scale, weights, intercept = _RidgePath(X, offset, np.array([hyperparameter])).coefficients(np.arange(n), y, hyperparameter)
+        return LinearProbe(task_type, offset + mean, scale, weights[:, None], np.array([intercept]), "identity", [], hyperparameter, n)
+    if task_type == "classification":
+        found = np.unique(y)
+        if len(found) < 2:
+            raise InputError(f"the training rows hold only class {found[0]!r}; a classifier needs at least two classes")
+        span, model = _logistic_refit(X, y, found, hyperparameter, max_iter)
+        weights = model.weights if span.basis is None else span.basis @ model.weights
+        return LinearProbe(task_type, span.mean, span.scale, weights, model.intercept, model.link, [str(c) for c in found], hyperparameter, n)
+    Y = np.asarray(y, dtype=int)
+    if classes is None or len(classes) != Y.shape[1]:
+        raise InputError(f"a multi-label probe needs one class name per column of y ({Y.shape[1]}), got {classes!r}")
+    varying, span, model = _one_vs_rest_refit(X, Y, hyperparameter, max_iter)
+    weights = np.zeros((X.shape[1], Y.shape[1]))
+    intercept = np.zeros(Y.shape[1])
+    if model is not None:
+        weights[:, varying] = model.weights if span.basis is None else span.basis @ model.weights
+        intercept[varying] = model.intercept
+    constant = [None if v else float(Y[0, j]) for j, v in enumerate(varying)]
+    return LinearProbe(task_type, span.mean, span.scale, weights, intercept, "sigmoid", list(classes), hyperparameter, n, constant)
