@@ -175,6 +175,23 @@ def cmd_summarize_proteingym(args) -> None:
     summarize_proteingym(args.selections, args.predictions, args.task_tables, names, args.out)
 
 
+def cmd_export(args) -> None:
+    from plmexit.pipeline.export_steps import export_model
+
+    export_model(args.model, args.embeddings, args.task, args.selection, args.cost, args.type, args.out)
+
+
+def cmd_predict(args) -> None:
+    import torch
+
+    from plmexit.pipeline.export_steps import predict
+    from plmexit.pipeline.model_steps import resolve_device
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    predict(args.export, args.input, args.out, resolve_device(args.device))
+
+
 def _key_value(text: str) -> str:
     if "=" not in text:
         raise argparse.ArgumentTypeError(f"expected MODEL_ID=NAME, got {text!r}")
@@ -363,6 +380,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model-name", action="append", type=_key_value, default=[], help="MODEL_ID=NAME for the model_name column (repeatable)")
     p.add_argument("--out", required=True, help="CSV to write")
     p.set_defaults(func=cmd_summarize_proteingym)
+
+    p = sub.add_parser("export", help="ship the deployed layer: the model's first k blocks, the probe refitted on all training rows, a model card")
+    p.add_argument("--model", required=True, help="model manifest JSON from fetch-model (the model the store was embedded with)")
+    p.add_argument("--embeddings", required=True, help="HDF5 store from embed (the deployed layer's features and the embedding settings)")
+    p.add_argument("--task", required=True, help="task table TSV from prepare (the labels the probe is refitted on)")
+    p.add_argument("--selection", required=True, help="selection JSON from select (deployed layer, its hyperparameter, scores)")
+    p.add_argument("--cost", required=True, help="cost JSON from cost (FLOPs and time per depth, for the card)")
+    p.add_argument("--type", choices=list(METRICS), required=True, help="task type")
+    p.add_argument("--out", required=True, help="export directory to write (replaced whole if it exists)")
+    p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser("predict", help="run an export (truncated model and probe) on new sequences; one row per sequence")
+    p.add_argument("--export", required=True, help="export directory from export")
+    p.add_argument("--input", required=True, help="sequences: .csv with a 'sequence' column (and optionally 'id'), or .fasta")
+    p.add_argument("--out", required=True, help="predictions CSV to write")
+    p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default)")
+    p.add_argument("--threads", type=int, default=0, help="CPU threads for torch (default: torch's choice)")
+    p.set_defaults(func=cmd_predict)
 
     p = sub.add_parser("plot", help="figure of the metric against layer for one model and task")
     p.add_argument("--probes", required=True, help="probe TSV")

@@ -213,6 +213,69 @@ def make_test_model(layers: int, dim: int, heads: int, seed: int, out_dir: str |
     return path
 
 
+# An ESM2 block's parameters sit under ``layers.<index>.`` (after whatever prefix the checkpoint uses).
+_BLOCK_KEY = re.compile(r"(?:^|\.)layers\.(\d+)\.")
+_CONTACT_REGRESSION = "contact_head.regression."
+
+
+def truncate_checkpoint(checkpoint: str | Path, sha256: str | None, blocks: int, out: str | Path) -> Path:
+    """Write the first ``blocks`` blocks of a verified ESM2 checkpoint as a fair-esm checkpoint at ``out``.
+
+    The file keeps fair-esm's format (``cfg.model.encoder_layers = blocks``, state-dict keys and
+    their prefix as in the source, every later block dropped; token embedding, the final
+    ``emb_layer_norm_after`` and the LM head kept), so ``esm.pretrained.load_model_and_alphabet_local``
+    and ``load_model`` read it. Beside it goes the ``-contact-regression.pt`` file fair-esm's local
+    loader expects: the source's regression over the kept blocks' attention maps (its first
+    ``blocks * heads`` weights), which is not a trained contact predictor for the shorter model;
+    plmexit never predicts contacts. Both files are written atomically.
+    """
+    out = Path(out)
+    if not out.stem.startswith("esm2") or out.suffix != ".pt":
+        raise ModelError(f"{out}: an exported fair-esm checkpoint's name must start with 'esm2' and end in .pt (fair-esm picks the architecture by name)")
+    verify_checkpoint(Path(checkpoint), sha256)
+    data = load_checkpoint(checkpoint)
+    cfg = data["cfg"]["model"]
+    layers = getattr(cfg, "encoder_layers", None)
+    if not isinstance(layers, int) or not 1 <= blocks <= layers:
+        raise ModelError(f"checkpoint {checkpoint}: cannot keep {blocks} blocks of a model with {layers} (keep 1..{layers})")
+    state, regression = {}, {}
+    for key, value in data["model"].items():
+        block = _BLOCK_KEY.search(key)
+        if block is not None and int(block.group(1)) >= blocks:
+            continue
+        (regression if _CONTACT_REGRESSION in key else state)[key] = value
+    truncated = {**data, "cfg": {**data["cfg"], "model": argparse.Namespace(**{**vars(cfg), "encoder_layers": blocks})}, "model": state}
+    source_regression = Path(checkpoint).with_name(Path(checkpoint).stem + "-contact-regression.pt")
+    if not regression and source_regression.is_file():
+        regression = load_checkpoint_part(source_regression)
+    heads = cfg.encoder_attention_heads
+    if not regression:  # no source regression: a zero one of the right shape, so fair-esm's loader still finds the file
+        regression = {"contact_head.regression.weight": torch.zeros(1, layers * heads), "contact_head.regression.bias": torch.zeros(1)}
+    kept = {
+        key: value[:, : blocks * heads].clone() if key.endswith("weight") else value.clone()
+        for key, value in ((_strip_to(k, _CONTACT_REGRESSION), v) for k, v in regression.items())
+    }
+    for dest, payload in ((out.with_name(out.stem + "-contact-regression.pt"), {"model": kept}), (out, truncated)):
+        with atomic_path(dest) as tmp:
+            torch.save(payload, tmp)
+    log.info("wrote the first %d of %d blocks of %s to %s", blocks, layers, checkpoint, out)
+    return out
+
+
+def _strip_to(key: str, marker: str) -> str:
+    """``key`` from ``marker`` on (a checkpoint's prefix dropped, as fair-esm's regression file names its keys)."""
+    return key[key.index(marker):]
+
+
+def load_checkpoint_part(path: Path) -> dict:
+    """The tensors of a fair-esm ``-contact-regression.pt`` file (``{"model": {...}}``), loaded with ``weights_only=True``."""
+    try:
+        data = torch.load(path, map_location="cpu", weights_only=True)
+        return dict(data["model"])
+    except Exception as exc:  # noqa: BLE001 - an unreadable untrusted file
+        raise ModelError(f"{path} is not a readable contact-regression file ({type(exc).__name__}: {one_line(exc)})") from None
+
+
 def fair_esm_batch_indices(sequences: list[str], toks_per_batch: int, extra_toks_per_seq: int) -> list[list[int]]:
     """fair-esm's own length-sorted batching (``FastaBatchedDataset.get_batch_indices``), as its
     ``scripts/extract.py`` uses it."""

@@ -147,6 +147,7 @@ def embed_task(
         "layer_norm_description": engine.LAYER_NORM_CONVENTIONS[settings.layer_norm],
         "long_sequences": settings.long_sequences,
         "truncation": crop.describe() if crop is not None else settings.long_sequence_description(),
+        "truncate": settings.truncate if settings.long_sequences == "truncate" else None,
         "window": settings.window if settings.long_sequences == "window" else None,
         "overlap": settings.overlap if settings.long_sequences == "window" else None,
         "n_truncated": int(truncated.sum()),

@@ -1,0 +1,276 @@
+"""`plmexit export` and `plmexit predict`: the shipped model computes the probe's very features, and the shipped
+probe its very predictions, on a tiny random model and tiny tasks run through the real CLI chain."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import esm
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from test_cli import assert_one_error_line, run
+
+from plmexit.cli import main
+from plmexit.data import tasks
+from plmexit.embedding import store
+from plmexit.models import fair_esm
+from plmexit.pipeline import export_steps
+from plmexit.probing import probes, tables
+
+RESIDUES = np.array(list("ACDEFGHIKLMNPQRSTVWY"))
+
+
+def _task_csv(path: Path, task_type: str, n: int = 30, seed: int = 0) -> Path:
+    """``n`` random sequences with learnable labels of ``task_type`` (from the fraction of K and R, and of D and E)."""
+    rng = np.random.default_rng(seed)
+    lines = ["name,sequence,label"]
+    for i in range(n):
+        sequence = "".join(rng.choice(RESIDUES, size=rng.integers(8, 25)))
+        charge = (sequence.count("K") + sequence.count("R")) / len(sequence)
+        acid = (sequence.count("D") + sequence.count("E")) / len(sequence)
+        if task_type == "regression":
+            label = f"{charge:.6f}"
+        elif task_type == "classification":
+            label = "low" if i % 3 == 0 else "mid" if i % 3 == 1 else "high"
+        else:
+            label = ";".join(["basic"] * (i % 2 == 0) + ["acidic"] * (i % 3 != 1) + ["other"] * (acid + charge < 0.1)) or "none"
+        lines.append(f"v{i},{sequence},{label}")
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+METRIC = {"regression": "spearman", "classification": "accuracy", "multilabel": "fmax"}
+
+
+def _chain(base: Path, model: Path, task_type: str, layer_norm: str) -> dict[str, Path]:
+    """prepare, embed (float32), cost, probe and select one tiny task through the CLI; the files, by name."""
+    base.mkdir(parents=True)
+    f = {name: base / name for name in ("model.json", "task.tsv", "info.json", "store.h5", "cost.json", "probes.tsv", "predictions.tsv.gz", "selection.json")}
+    csv = _task_csv(base / "task.csv", task_type)
+    steps = [
+        ["fetch-model", "--checkpoint", model, "--out", f["model.json"]],
+        ["prepare", "--name", "toy", "--format", "csv", "--path", csv, "--type", task_type, "--id-column", "name", "--cv-folds", 3,
+         "--out", f["task.tsv"], "--info-out", f["info.json"]],
+        ["embed", "--model", f["model.json"], "--task", f["task.tsv"], "--out", f["store.h5"], "--device", "cpu", "--dtype", "float32",
+         "--layer-norm", layer_norm, "--truncate", 20, "--max-tokens", 200, "--no-progress"],
+        ["cost", "--model", f["model.json"], "--task", f["task.tsv"], "--out", f["cost.json"], "--device", "cpu", "--layer-norm", layer_norm,
+         "--truncate", 20, "--sample-sequences", 2, "--repeats", 1],
+        ["probe", "--embeddings", f["store.h5"], "--task", f["task.tsv"], "--type", task_type, "--metric", METRIC[task_type],
+         "--model-name", "tiny", "--task-name", "toy", "--alphas", "1,10,100", "--cs", "0.01,1,100", "--out", f["probes.tsv"],
+         "--predictions", f["predictions.tsv.gz"]],
+        ["select", "--probes", f["probes.tsv"], "--predictions", f["predictions.tsv.gz"], "--cost", f["cost.json"], "--task-info", f["info.json"],
+         "--type", task_type, "--metric", METRIC[task_type], "--bootstrap", 20, "--out", f["selection.json"]],
+    ]
+    for argv in steps:
+        assert main([str(a) for a in argv]) == 0, argv[0]
+    return f
+
+
+def _deploy_at(files: dict[str, Path], layer: int) -> Path:
+    """A copy of the selection that deploys ``layer``, with that layer's deploy-fold hyperparameter from the probe table."""
+    selection = json.loads(files["selection.json"].read_text())
+    table = pd.read_csv(files["probes.tsv"], sep="\t")
+    row = table[(table.layer == layer) & (table.fold == probes.DEPLOY_FOLD) & (table.metric == probes.HYPERPARAMETER)]
+    selection.update(deployed_layer=layer, deployed_hyperparameter=float(row["value"].iloc[0]))
+    path = files["selection.json"].with_name(f"selection_layer{layer}.json")
+    path.write_text(json.dumps(selection))
+    return path
+
+
+def _export(files: dict[str, Path], task_type: str, layer: int, out: Path) -> Path:
+    argv = ["export", "--model", files["model.json"], "--embeddings", files["store.h5"], "--task", files["task.tsv"],
+            "--selection", _deploy_at(files, layer), "--cost", files["cost.json"], "--type", task_type, "--out", out]
+    assert main([str(a) for a in argv]) == 0
+    return out
+
+
+@pytest.fixture(scope="module")
+def chains(tmp_path_factory, tiny_model):
+    """Finished chains by (task type, layer-norm convention), built on first use."""
+    built: dict[tuple[str, str], dict[str, Path]] = {}
+
+    def get(task_type: str, layer_norm: str) -> dict[str, Path]:
+        if (task_type, layer_norm) not in built:
+            built[task_type, layer_norm] = _chain(tmp_path_factory.mktemp(f"{task_type}_{layer_norm}") / "run", tiny_model, task_type, layer_norm)
+        return built[task_type, layer_norm]
+
+    return get
+
+
+@pytest.mark.parametrize("layer_norm", ["raw", "final"])
+def test_the_exported_models_pooled_output_is_the_stores_layer(chains, tmp_path, layer_norm):
+    files = chains("regression", layer_norm)
+    table = tasks.read_task_table(files["task.tsv"])
+    info = store.read_info(files["store.h5"])
+    for layer in range(info.n_layers + 1):
+        out = _export(files, "regression", layer, tmp_path / f"export{layer}")
+        card, _ = export_steps.read_export(out)
+        loaded = export_steps.load_exported_model(out, card, "cpu")
+        assert loaded.num_layers == max(layer, 1) and card["feature"]["layer_norm"] == layer_norm
+        settings = export_steps.recorded_settings(info.attrs, files["store.h5"])
+        features = export_steps.exported_features(loaded, list(table["sequence"]), settings, layer, info.n_layers)
+        np.testing.assert_allclose(features, store.read_layer(files["store.h5"], layer), rtol=1e-5, atol=1e-5)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [f"export{k}" for k in range(info.n_layers + 1)]  # no temporary siblings
+
+
+@pytest.mark.parametrize("layer_norm", ["raw", "final"])
+def test_fair_esms_own_loader_reads_the_export_and_the_cards_recipe_gives_the_feature(chains, tmp_path, layer_norm):
+    files = chains("regression", layer_norm)
+    out = _export(files, "regression", 1, tmp_path / "export")
+    card = json.loads((out / "card.json").read_text())
+    with torch.serialization.safe_globals([argparse.Namespace]):  # torch >= 2.6 loads weights only by default, as the card says
+        model, alphabet = esm.pretrained.load_model_and_alphabet_local(str(out / card["model"]["file"]))
+    model.eval()
+    assert model.num_layers == 1 and card["feature"]["is_exported_models_last_output"] == (layer_norm == "final")
+    if layer_norm == "raw":  # as the card's snippet says
+        model.emb_layer_norm_after = torch.nn.Identity()
+    sequence = tasks.read_task_table(files["task.tsv"])["sequence"][0][:20]
+    with torch.no_grad():
+        h = model(alphabet.get_batch_converter()([("p", sequence)])[2], repr_layers=[1])["representations"][1][0, 1:-1]
+    np.testing.assert_allclose(h.mean(0).numpy(), store.read_layer(files["store.h5"], 1)[0], rtol=1e-5, atol=1e-5)
+    readme = (out / "README.md").read_text()
+    assert "emb_layer_norm_after = torch.nn.Identity()" in readme if layer_norm == "raw" else "Identity" not in readme
+    # plmexit's safe loader reads it too, and the source is untouched.
+    assert fair_esm.load_model(out / card["model"]["file"], card["model"]["sha256"]).num_layers == 1
+
+
+def _stored(files: dict[str, Path], task_type: str) -> pd.DataFrame:
+    from plmexit.pipeline.reading import read_predictions
+
+    return read_predictions(files["predictions.tsv.gz"], task_type)
+
+
+@pytest.mark.parametrize(("task_type", "layer_norm"), [("regression", "raw"), ("classification", "final"), ("multilabel", "raw")])
+def test_predict_reproduces_the_probe_steps_test_predictions(chains, tmp_path, capsys, task_type, layer_norm):
+    files = chains(task_type, layer_norm)
+    layer = 1  # an intermediate layer: under raw, the export's last block must not be normed
+    out = _export(files, task_type, layer, tmp_path / "export")
+    table = tasks.read_task_table(files["task.tsv"], task_type)
+    probe_table = pd.read_csv(files["probes.tsv"], sep="\t")
+
+    # The shipped probe is the deploy fold's: refitted on every row at the hyperparameter that fold chose.
+    shipped = json.loads((out / "probe.json").read_text())
+    deploy = probe_table[(probe_table.layer == layer) & (probe_table.fold == probes.DEPLOY_FOLD) & (probe_table.metric == probes.HYPERPARAMETER)]
+    assert shipped["hyperparameter"]["value"] == deploy["value"].iloc[0] and shipped["n_training_rows"] == len(table)
+
+    # Each fold's probe, shipped the same way, predicts that fold's test rows as the probe step did.
+    stored = _stored(files, task_type)
+    labels = table["label"].to_numpy()
+    classes = tables.classes_of(labels) if task_type == "multilabel" else None
+    y = tables.indicator(labels, classes) if classes else labels
+    X = store.read_layer(files["store.h5"], layer)
+    for fold in probes.evaluation_folds(table["fold"].to_numpy()):
+        train, test = table["fold"].to_numpy() != fold, table[table.fold == fold]
+        chosen = probe_table[(probe_table.layer == layer) & (probe_table.fold == fold) & (probe_table.metric == probes.HYPERPARAMETER)]
+        probe = probes.refit_probe(X[train], y[train], task_type, float(chosen["value"].iloc[0]), classes)
+        (out / "probe.json").write_text(json.dumps(probe.to_dict()))
+        test[["id", "sequence"]].to_csv(tmp_path / "input.csv", index=False)
+        code, _, err = run(capsys, "predict", "--export", out, "--input", tmp_path / "input.csv", "--out", tmp_path / "predicted.csv", "--device", "cpu")
+        assert code == 0, err
+        predicted = pd.read_csv(tmp_path / "predicted.csv", dtype={"id": str, "prediction": str} if task_type != "regression" else {"id": str})
+        expected = stored[(stored.layer == layer) & (stored.fold == fold)].set_index("id").loc[predicted["id"]]
+        assert list(predicted["id"]) == list(test["id"])
+        if task_type == "regression":
+            np.testing.assert_allclose(predicted["prediction"], expected["prediction"], rtol=1e-5, atol=1e-6)
+        elif task_type == "classification":
+            assert list(predicted["prediction"]) == list(expected["prediction"])
+            assert np.allclose(predicted[[f"p_{c}" for c in probe.classes]].sum(axis=1), 1.0)
+        else:
+            scores = predicted[[f"p_{c}" for c in classes]].to_numpy()
+            np.testing.assert_allclose(scores, np.stack(expected["prediction"].to_list()), rtol=1e-4, atol=1e-6)  # stored with 6 digits
+
+
+def test_predict_reads_fasta_and_writes_one_row_per_sequence(chains, tmp_path, capsys):
+    files = chains("regression", "raw")
+    out = _export(files, "regression", 2, tmp_path / "export")
+    (tmp_path / "new.fasta").write_text(">a some protein\nMKTAYIAKQRQISFVKSHFSRQ\n>b\nMKK\n>c\nMKK\n")
+    code, _, err = run(capsys, "predict", "--export", out, "--input", tmp_path / "new.fasta", "--out", tmp_path / "p.csv", "--device", "cpu")
+    assert code == 0, err
+    predicted = pd.read_csv(tmp_path / "p.csv")
+    assert list(predicted.columns) == ["id", "prediction"] and list(predicted["id"]) == ["a", "b", "c"]
+    assert predicted["prediction"][1] == predicted["prediction"][2]
+
+
+def test_the_card_says_what_was_shipped(chains, tmp_path):
+    files = chains("regression", "raw")
+    out = _export(files, "regression", 1, tmp_path / "export")
+    card = json.loads((out / "card.json").read_text())
+    selection = json.loads(files["selection.json"].read_text())
+    cost = json.loads(files["cost.json"].read_text())
+    assert sorted(p.name for p in out.iterdir()) == sorted(["README.md", "card.json", "probe.json", card["model"]["file"], card["model"]["contact_regression_file"]])
+    assert card["model"]["file"].startswith("esm2") and card["model"]["blocks"] == 1
+    assert (card["deployed_layer"], card["final_layer"], card["source_model"]["sha256"]) == (1, 2, json.loads(files["model.json"].read_text())["sha256"])
+    assert card["scores"]["nested_score"] == selection["nested_score"] and card["scores"]["gain_ci_low"] == selection["gain_ci_low"]
+    assert card["compute"]["flops_deployed"] == cost["flops"][1] and card["embedding"]["truncate"] == 20
+    readme = (out / "README.md").read_text()
+    for text in ("plmexit predict --export", "load_model_and_alphabet_local", "Deployed layer: **1** of 2", card["source_model"]["sha256"], "`raw`"):
+        assert text in readme
+
+
+# --- expected errors ---------------------------------------------------------------------------
+
+
+def test_predict_errors_are_one_line(chains, tmp_path, capsys):
+    files = chains("regression", "raw")
+    out = _export(files, "regression", 1, tmp_path / "export")
+    capsys.readouterr()  # the export's log
+    (tmp_path / "in.csv").write_text("id,sequence\na,MKV\n")
+
+    code, _, err = run(capsys, "predict", "--export", tmp_path / "nowhere", "--input", tmp_path / "in.csv", "--out", tmp_path / "p.csv", "--device", "cpu")
+    assert code == 1
+    assert_one_error_line(err, "predict", tmp_path / "nowhere", "does not exist")
+
+    (tmp_path / "bare").mkdir()
+    code, _, err = run(capsys, "predict", "--export", tmp_path / "bare", "--input", tmp_path / "in.csv", "--out", tmp_path / "p.csv", "--device", "cpu")
+    assert code == 1
+    assert_one_error_line(err, "predict", tmp_path / "bare" / "card.json", "plmexit export")
+
+    code, _, err = run(capsys, "predict", "--export", out, "--input", tmp_path / "missing.fasta", "--out", tmp_path / "p.csv", "--device", "cpu")
+    assert code == 1
+    assert_one_error_line(err, "predict", tmp_path / "missing.fasta", "does not exist")
+
+    (tmp_path / "bad.csv").write_text("id,sequence\na,MKV*\n")
+    code, _, err = run(capsys, "predict", "--export", out, "--input", tmp_path / "bad.csv", "--out", tmp_path / "p.csv", "--device", "cpu")
+    assert code == 1
+    assert_one_error_line(err, "predict", tmp_path / "bad.csv", "row 2", "'*'")
+
+    card = json.loads((out / "card.json").read_text())
+    (out / card["model"]["file"]).write_bytes(b"tampered")
+    code, _, err = run(capsys, "predict", "--export", out, "--input", tmp_path / "in.csv", "--out", tmp_path / "p.csv", "--device", "cpu")
+    assert code == 1
+    assert_one_error_line(err, "predict", card["model"]["file"], "sha256")
+    assert not (tmp_path / "p.csv").exists()
+
+
+def test_export_errors_are_one_line(chains, tmp_path, capsys):
+    files = chains("regression", "raw")
+    selection = json.loads(files["selection.json"].read_text())
+    (tmp_path / "far.json").write_text(json.dumps({**selection, "deployed_layer": 5}))
+    base = ["export", "--model", files["model.json"], "--embeddings", files["store.h5"], "--task", files["task.tsv"], "--cost", files["cost.json"],
+            "--type", "regression", "--out", tmp_path / "export"]
+
+    code, _, err = run(capsys, *base, "--selection", tmp_path / "far.json")
+    assert code == 1
+    assert_one_error_line(err, "export", tmp_path / "far.json", "deployed layer 5 of 2")
+
+    code, _, err = run(capsys, *base, "--selection", tmp_path / "none.json")
+    assert code == 1
+    assert_one_error_line(err, "export", tmp_path / "none.json", "`plmexit select`")
+
+    (tmp_path / "nosignal.json").write_text(json.dumps({**selection, "status": "no_signal", "deployed_layer": None}))
+    code, _, err = run(capsys, *base, "--selection", tmp_path / "nosignal.json")
+    assert code == 1
+    assert_one_error_line(err, "export", "no deployed layer")
+    assert not (tmp_path / "export").exists() and [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
+
+
+def test_truncating_to_more_blocks_than_the_model_has_is_an_error(tiny_model, tmp_path):
+    with pytest.raises(fair_esm.ModelError, match=r"cannot keep 3 blocks of a model with 2 \(keep 1..2\)"):
+        fair_esm.truncate_checkpoint(tiny_model, None, 3, tmp_path / "esm2_x.pt")
+    with pytest.raises(fair_esm.ModelError, match="must start with 'esm2'"):
+        fair_esm.truncate_checkpoint(tiny_model, None, 1, tmp_path / "model.pt")
+    assert list(tmp_path.iterdir()) == []
