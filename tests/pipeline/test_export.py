@@ -205,10 +205,39 @@ def test_the_card_says_what_was_shipped(chains, tmp_path):
     assert card["model"]["file"].startswith("esm2") and card["model"]["blocks"] == 1
     assert (card["deployed_layer"], card["final_layer"], card["source_model"]["sha256"]) == (1, 2, json.loads(files["model.json"].read_text())["sha256"])
     assert card["scores"]["nested_score"] == selection["nested_score"] and card["scores"]["gain_ci_low"] == selection["gain_ci_low"]
-    assert card["compute"]["flops_deployed"] == cost["flops"][1] and card["embedding"]["truncate"] == 20
+    assert card["compute"]["flops_deployed"] == cost["flops"][1] and card["compute"]["flops_saved"] == 0.5
+    assert card["embedding"]["truncate"] == 20
     readme = (out / "README.md").read_text()
     for text in ("plmexit predict --export", "load_model_and_alphabet_local", "Deployed layer: **1** of 2", card["source_model"]["sha256"], "`raw`"):
         assert text in readme
+
+
+def test_an_export_of_the_selection_as_it_stands(chains, tmp_path):
+    files = chains("classification", "final")
+    selection = json.loads(files["selection.json"].read_text())
+    argv = ["export", "--model", files["model.json"], "--embeddings", files["store.h5"], "--task", files["task.tsv"],
+            "--selection", files["selection.json"], "--cost", files["cost.json"], "--type", "classification", "--out", tmp_path / "export"]
+    assert main([str(a) for a in argv]) == 0
+    card, probe = export_steps.read_export(tmp_path / "export")
+    assert card["deployed_layer"] == selection["deployed_layer"] and probe.hyperparameter == selection["deployed_hyperparameter"]
+    assert card["compute"]["flops_saved"] == pytest.approx(selection["deployed_compute_saved"])
+    assert probe.classes == ["high", "low", "mid"] and probe.link == "softmax"
+
+
+@pytest.mark.parametrize(("attrs", "expected"), [
+    ({"layer_norm": "raw", "long_sequences": "window", "window": 100, "overlap": 10, "max_tokens": 500, "precision": "bfloat16"},
+     {"long_sequences": "window", "window": 100, "overlap": 10, "max_tokens": 500, "precision": "bfloat16"}),
+    ({"layer_norm": "final", "long_sequences": "truncate", "truncation": "truncated to the first 300 residues"}, {"truncate": 300}),
+])
+def test_the_recorded_settings_of_a_store(attrs, expected):
+    settings = export_steps.recorded_settings(attrs, "store.h5")
+    assert {key: getattr(settings, key) for key in expected} == expected and settings.layer_norm == attrs["layer_norm"]
+
+
+def test_a_store_cut_through_a_variant_crop_cannot_be_shipped():
+    attrs = {"layer_norm": "raw", "long_sequences": "truncate", "truncate": 50, "variant_crop": True, "crop_start": 10, "crop_stop": 60, "n_truncated": 8}
+    with pytest.raises(export_steps.StoreError, match=r"store.h5: embedded through one variant crop \(residues 11..60\)"):
+        export_steps.recorded_settings(attrs, "store.h5")
 
 
 # --- expected errors ---------------------------------------------------------------------------

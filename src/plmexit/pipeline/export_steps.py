@@ -26,7 +26,7 @@ from plmexit.atomic import atomic_directory, atomic_path, write_text
 from plmexit.data import tasks
 from plmexit.data.sequences import read_sequences
 from plmexit.download import sha256_file
-from plmexit.embedding import engine, store
+from plmexit.embedding import cost, engine, store
 from plmexit.errors import InputError, ModelError, StoreError
 from plmexit.models import fair_esm
 from plmexit.pipeline.reading import read_json
@@ -67,6 +67,8 @@ def export_model(
         raise StoreError(f"{embeddings} was embedded from other sequences than {task_table}; pass the task table the store was made from")
     settings = recorded_settings(info.attrs, embeddings)
     costs = read_json(cost_file, "`plmexit cost`", ("n_layers", "flops", "seconds"))
+    if len(costs["flops"]) != n_layers + 1 or len(costs["seconds"]) != n_layers + 1:
+        raise InputError(f"{cost_file}: flops and seconds need {n_layers + 1} entries (depths 0..{n_layers}); rerun `plmexit cost`")
     if costs["n_layers"] != n_layers:
         raise InputError(f"{cost_file} describes {costs['n_layers']} layers but {selection_file} has {n_layers}; pass this model's cost file")
 
@@ -168,16 +170,18 @@ def _card(manifest, selection, costs, attrs, settings, probe: LinearProbe, layer
             "nested_score": selection["nested_score"], "final_score": selection["final_score"], "gain": selection["gain"],
             "gain_ci_low": selection.get("gain_ci_low"), "gain_ci_high": selection.get("gain_ci_high"),
             "interval_level": bootstrap.get("level"), "interval_resamples": bootstrap.get("resamples"),
+            "interval_of": "the gain (nested score minus the final layer's score), not the nested score itself",
             "interval_covers": (
-                "the gain's percentile bootstrap over " + bootstrap.get("unit", "test items")
-                + ": the test sample's variability only (not the probes' refitting or the layer choice)"
+                f"a percentile bootstrap over {bootstrap.get('unit', 'test items')}, so it covers the test sample's variability only"
             ),
             "nested_score_covers": "mean over evaluation folds of each fold's test score at the layer chosen on that fold's training rows only",
             "verdict": selection.get("verdict"), "fold_layers": selection.get("fold_layers"), "fold_agreement": selection.get("fold_agreement"),
             "split": selection.get("split"),
         },
         "compute": {
-            "flops_saved": selection.get("deployed_compute_saved"), "time_saved": selection.get("deployed_time_saved"),
+            # Of the exported depth, from the cost file itself (the selection's figures are for its deployed layer, the same one).
+            "flops_saved": cost.fraction_saved(np.asarray(flops, dtype=float), layer) if flops[n_layers] else None,
+            "time_saved": cost.fraction_saved(np.asarray(seconds, dtype=float), layer),
             "flops_deployed": flops[layer], "flops_final": flops[n_layers],
             "seconds_deployed": seconds[layer], "seconds_final": seconds[n_layers],
             "measured_on": {k: costs.get(k) for k in ("device", "device_name", "precision", "sample_sequences", "repeats")},

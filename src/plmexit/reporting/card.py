@@ -6,6 +6,8 @@ writes beside it); nothing here reads files or computes scores.
 
 from __future__ import annotations
 
+from plmexit.probing.choice import VERDICTS
+
 
 def _number(value, digits: int = 4) -> str:
     return "n/a" if value is None else f"{value:.{digits}g}" if isinstance(value, float) else str(value)
@@ -28,7 +30,7 @@ def render_card(card: dict) -> str:
         long_sequences = f"truncated to the first {embedding['truncate']} residues"
     fair_esm = _fair_esm_snippet(model["file"], layer, feature)
     lines = [
-        f"# {source['name']}, first {model['blocks']} blocks, with a {task['type']} probe for {task['name']}",
+        f"# {source['name']}, first {_blocks(model['blocks'])}, with a {task['type']} probe for {task['name']}",
         "",
         f"Written by plmexit {card['plmexit_version']} on {card['created']}. Source model `{source['name']}` "
         f"(fair-esm, sha256 `{source['sha256']}`, {final} layers).",
@@ -36,7 +38,7 @@ def render_card(card: dict) -> str:
         "## What it is",
         "",
         f"- Deployed layer: **{layer}** of {final}, chosen on training rows only (the deploy fold); the model keeps its first "
-        f"{model['blocks']} blocks (`{model['file']}`, sha256 `{model['sha256']}`).",
+        f"{_blocks(model['blocks'])} (`{model['file']}`, sha256 `{model['sha256']}`).",
         f"- Feature the probe reads: {feature['representation']}; layer-norm convention `{feature['layer_norm']}`.",
         f"  Compute it as {feature['how_to_compute']}.",
         f"- Sequences: {long_sequences}; pooling: {feature['pooling']}; precision {embedding['precision']}.",
@@ -47,8 +49,8 @@ def render_card(card: dict) -> str:
         "",
         f"- Nested score ({task['metric']}): {_number(scores['nested_score'])}; final layer: {_number(scores['final_score'])}; "
         f"gain {_number(scores['gain'])}, {level} interval {interval}.",
-        f"- The nested score is the {scores['nested_score_covers']}. The interval is {scores['interval_covers']}.",
-        f"- Verdict: {scores['verdict'] or 'n/a'}; layers chosen per fold: {scores['fold_layers']}.",
+        f"- The nested score is the {scores['nested_score_covers']}. The interval is of {scores['interval_of']}: {scores['interval_covers']}.",
+        f"- Verdict: {VERDICTS.get(scores['verdict'], 'n/a')}; layers chosen per fold: {scores['fold_layers']}.",
         f"- Compute saved against the full model: {_percent(compute['flops_saved'])} of FLOPs, {_percent(compute['time_saved'])} of "
         f"measured forward time (on {compute['measured_on'].get('device_name') or compute['measured_on'].get('device')}).",
         "",
@@ -70,6 +72,10 @@ def render_card(card: dict) -> str:
         "",
     ]
     return "\n".join(lines)
+
+
+def _blocks(n: int) -> str:
+    return f"{n} block" + ("" if n == 1 else "s")
 
 
 def _fair_esm_snippet(file: str, layer: int, feature: dict) -> list[str]:
