@@ -232,7 +232,7 @@ def truncate_checkpoint(checkpoint: str | Path, sha256: str | None, blocks: int,
     out = Path(out)
     if not out.stem.startswith("esm2") or out.suffix != ".pt":
         raise ModelError(f"{out}: an exported fair-esm checkpoint's name must start with 'esm2' and end in .pt (fair-esm picks the architecture by name)")
-    verify_checkpoint(Path(checkpoint), sha256)
+    source_sha256 = verify_checkpoint(Path(checkpoint), sha256)
     data = load_checkpoint(checkpoint)
     cfg = data["cfg"]["model"]
     layers = getattr(cfg, "encoder_layers", None)
@@ -244,7 +244,10 @@ def truncate_checkpoint(checkpoint: str | Path, sha256: str | None, blocks: int,
         if block is not None and int(block.group(1)) >= blocks:
             continue
         (regression if _CONTACT_REGRESSION in key else state)[key] = value
-    truncated = {**data, "cfg": {**data["cfg"], "model": argparse.Namespace(**{**vars(cfg), "encoder_layers": blocks})}, "model": state}
+    # The cfg also says where the blocks came from (extra Namespace fields, which fair-esm ignores).
+    provenance = {"plmexit_source_layers": layers, "plmexit_source_sha256": source_sha256}
+    model_cfg = argparse.Namespace(**{**vars(cfg), "encoder_layers": blocks, **provenance})
+    truncated = {**data, "cfg": {**data["cfg"], "model": model_cfg}, "model": state}
     source_regression = Path(checkpoint).with_name(Path(checkpoint).stem + "-contact-regression.pt")
     if not regression and source_regression.is_file():
         regression = load_checkpoint_part(source_regression)

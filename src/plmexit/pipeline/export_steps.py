@@ -220,6 +220,8 @@ def load_exported_model(export_dir: Path, card: dict, device: str) -> fair_esm.L
     model = card["model"]
     if model.get("family") != "fair-esm":
         raise ModelError(f"{export_dir / CARD}: model family {model.get('family')!r}; `plmexit predict` runs fair-esm exports")
+    if not (export_dir / model["file"]).is_file():
+        raise ModelError(f"{export_dir / model['file']}: the export's model file is missing; export again")
     return fair_esm.load_model(export_dir / model["file"], model["sha256"], device)
 
 
