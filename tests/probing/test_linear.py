@@ -36,7 +36,8 @@ def test_a_refit_at_the_chosen_hyperparameter_predicts_as_the_probe_step(task_ty
     for fit in probes.probe_layer(X, y, folds, settings):
         train = np.flatnonzero(folds != fit.fold) if fit.fold != probes.DEPLOY_FOLD else np.arange(len(y))
         probe = probes.refit_probe(X[train], y[train], task_type, fit.hyperparameter, classes)
-        shipped = LinearProbe.from_dict(json.loads(json.dumps(probe.to_dict())))
+        shipped = LinearProbe.from_dict(json.loads(probe.to_json()))
+        assert json.loads(probe.to_json()) == probe.to_dict()
         predicted = shipped.predict(X[fit.test])
         if task_type == "classification":
             assert list(predicted) == list(fit.predictions)

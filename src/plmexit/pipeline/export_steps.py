@@ -80,7 +80,7 @@ def export_model(
     blocks = max(layer, 1)  # fair-esm's ESM2 needs one block; layer 0 (token embeddings) is read before it
     with atomic_directory(out) as tmp:
         model = write_model(manifest, blocks, tmp)
-        write_text(tmp / PROBE, json.dumps(probe.to_dict(), indent=1) + "\n")
+        write_text(tmp / PROBE, probe.to_json())
         card = _card(manifest, selection, costs, info.attrs, settings, probe, layer, model, len(table))
         write_text(tmp / CARD, json.dumps(card, indent=2) + "\n")
         write_text(tmp / README, render_card(card))

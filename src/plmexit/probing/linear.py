@@ -11,6 +11,7 @@ here fits, reads or writes files, and nothing is pickled: ``to_dict`` holds list
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 
 import numpy as np
@@ -97,6 +98,14 @@ class LinearProbe:
             "weights": [[float(v) for v in row] for row in self.weights],
             "intercept": [float(v) for v in self.intercept],
         }
+
+    def to_json(self) -> str:
+        """``to_dict`` as JSON text a person can read: one key per line, each row of ``weights`` on its own line."""
+        data = self.to_dict()
+        lines = [f"  {json.dumps(key)}: {json.dumps(value)}" for key, value in data.items() if key != "weights"]
+        rows = ",\n".join(f"    {json.dumps(row)}" for row in data["weights"])
+        lines.insert(list(data).index("weights"), f'  "weights": [\n{rows}\n  ]')
+        return "{\n" + ",\n".join(lines) + "\n}\n"
 
     @classmethod
     def from_dict(cls, data: dict, source: str = "probe") -> LinearProbe:
