@@ -7,7 +7,7 @@ import socket
 
 import pytest
 
-from plmexit.atomic import atomic_path, temp_sibling
+from plmexit.atomic import atomic_directory, atomic_path, temp_sibling
 
 
 def test_temporary_name_is_hidden_and_private_to_host_and_process(tmp_path):
@@ -25,3 +25,18 @@ def test_failure_leaves_neither_output_nor_temporary_file(tmp_path):
             raise RuntimeError("interrupted")
 
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_directory_replaces_the_old_one_whole_or_not_at_all(tmp_path):
+    dest = tmp_path / "export"
+    with atomic_directory(dest) as tmp:
+        (tmp / "a.txt").write_text("first")
+    with pytest.raises(RuntimeError):
+        with atomic_directory(dest) as tmp:
+            (tmp / "b.txt").write_text("half")
+            raise RuntimeError("killed mid-write")
+    assert sorted(p.name for p in dest.iterdir()) == ["a.txt"]
+    with atomic_directory(dest) as tmp:
+        (tmp / "c.txt").write_text("second")
+    assert sorted(p.name for p in dest.iterdir()) == ["c.txt"]
+    assert [p.name for p in tmp_path.iterdir()] == ["export"]  # no temporary or old siblings left
