@@ -55,6 +55,12 @@ def cmd_fetch_data(args) -> None:
     fetch_data(args.file, args.out, args.local_dir, args.base_url)
 
 
+def cmd_choose_assays(args) -> None:
+    from plmexit.pipeline.task_steps import choose_assays
+
+    choose_assays(args.reference, args.out, args.selection_type, args.max_length, args.max_variants)
+
+
 def cmd_prepare(args) -> None:
     from plmexit.data.formats import FILE_FIELDS
     from plmexit.data.tasks import TaskSpec
@@ -260,6 +266,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--local-dir", help="directory of pre-staged copies laid out by key (nothing is downloaded)")
     p.add_argument("--base-url", help="mirror laid out by key, used instead of the file's GitHub source")
     p.set_defaults(func=cmd_fetch_data)
+
+    p = sub.add_parser("choose-assays", help="list the ProteinGym assays (DMS_ids) of the reference table that pass filters")
+    p.add_argument("--reference", required=True, help="ProteinGym's DMS_substitutions.csv")
+    p.add_argument("--selection-type", action="append", help="keep assays of this coarse_selection_type (repeat for several)")
+    p.add_argument("--max-length", type=_positive_int, help="keep assays whose target (seq_len) is at most this long")
+    p.add_argument("--max-variants", type=_positive_int, help="keep assays with at most this many variants (DMS_total_number_mutants)")
+    p.add_argument("--out", required=True, help="text file: the chosen DMS_ids, one per line")
+    p.set_defaults(func=cmd_choose_assays)
 
     p = sub.add_parser("prepare", help="read a task's files (CSV, FASTA or a benchmark's format) into a validated task table (TSV)")
     p.add_argument("--name", required=True, help="task name (used in messages)")

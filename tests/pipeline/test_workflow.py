@@ -386,3 +386,36 @@ def test_two_configs_with_their_own_results_directories_keep_their_summaries_apa
     assert file_stamps(tmp_path / "studies" / "first") == before  # the second config touched nothing of the first
     assert not (tmp_path / "results").exists()
     assert "studies/second/summary/best_layers.tsv" in second.stdout  # the run ends by naming its own summary
+
+
+def test_assays_chosen_by_a_filter_run_in_one_invocation(tmp_path, shared_data):
+    """A filter on the reference table is a checkpoint: the dry run stops at it (nothing is read
+    while planning), and one real run chooses the assays, then prepares, embeds, probes and
+    summarises exactly the chosen ones."""
+    reference = pd.read_csv(shared_data / "proteingym/reference_files/DMS_substitutions.csv")
+    kept = ["A0A1I9GEU1_NEIME_Kennouche_2019", "BLAT_ECOLX_Stiffler_2015"]  # 161 and 286 residues
+    reference[reference["DMS_id"].isin(kept)].to_csv(tmp_path / "reference.csv", index=False)
+    config = {
+        "seed": 0,
+        "models": [{"id": "tiny", "random": {"layers": 2, "dim": 32, "heads": 4, "seed": 0}}],
+        "tasks": [{
+            "id": "short", "kind": "proteingym", "filter": {"max_length": 200}, "reference": "reference.csv",
+            "assay_dir": str(shared_data / "proteingym/cv_folds_singles_substitutions"), "fold_schemes": ["fold_random_5"], "max_sequences": 60,
+        }],
+    }
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(config))
+
+    planned = snakemake(tmp_path, "--cores", "1", "--configfile", str(tmp_path / "config.yaml"), "--dry-run")
+    assert planned.returncode == 0, planned.stderr[-3000:]
+    assert "checkpoint choose_assays:" in planned.stdout and "results/assays/short.txt" in planned.stdout
+    assert not (tmp_path / "results").exists()
+
+    run = snakemake(tmp_path, "--cores", "2", "--configfile", str(tmp_path / "config.yaml"))
+    assert run.returncode == 0, run.stderr[-5000:]
+    assert (tmp_path / "results/assays/short.txt").read_text() == "A0A1I9GEU1_NEIME_Kennouche_2019\n"
+    summary = pd.read_csv(tmp_path / "results/summary/best_layers.tsv", sep="\t")
+    assert summary["task"].tolist() == ["A0A1I9GEU1_NEIME_Kennouche_2019.fold_random_5"]
+    assert (tmp_path / "results/summary/proteingym_supervised.csv").is_file()
+    assert "A0A1I9GEU1_NEIME_Kennouche_2019.fold_random_5" in run.stdout + run.stderr  # the closing lines name it
+    again = snakemake(tmp_path, "--cores", "1", "--configfile", str(tmp_path / "config.yaml"), "--dry-run")
+    assert again.returncode == 0 and "Nothing to be done" in again.stdout + again.stderr

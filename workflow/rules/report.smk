@@ -1,6 +1,6 @@
 rule summarize_layers:
     input:
-        plan.selections(),
+        selections,
     output:
         best="<results>/summary/best_layers.tsv",
         across="<results>/summary/across_tasks.tsv",
@@ -18,9 +18,9 @@ rule summarize_layers:
 
 rule summarize_proteingym:
     input:
-        selections=plan.proteingym_selections(),
-        predictions=plan.proteingym_predictions(),
-        tables=plan.proteingym_task_tables(),
+        selections=proteingym_selections,
+        predictions=proteingym_predictions,
+        tables=proteingym_task_tables,
     output:
         "<results>/summary/proteingym_supervised.csv",
     log:
