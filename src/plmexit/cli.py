@@ -46,7 +46,7 @@ def cmd_make_test_model(args) -> None:
 def cmd_fetch_model(args) -> None:
     from plmexit.pipeline.model_steps import fetch_model
 
-    fetch_model(args.out, name=args.name, checkpoint=args.checkpoint, sha256=args.sha256, url=args.url, cache_dir=args.cache_dir)
+    fetch_model(args.out, args.id, name=args.name, checkpoint=args.checkpoint, sha256=args.sha256, url=args.url, cache_dir=args.cache_dir)
 
 
 def cmd_fetch_data(args) -> None:
@@ -156,7 +156,7 @@ def cmd_probe(args) -> None:
         task_type=args.type, selection_metric=args.metric, ridge_alphas=args.alphas, logistic_cs=args.cs,
         inner_folds=args.inner_folds, seed=args.seed, inner_split=args.inner_split,
     )
-    probe_task(args.embeddings, args.task, args.model_name, args.task_name, settings, args.out, args.predictions, args.threads)
+    probe_task(args.embeddings, args.task, args.model_id, args.task_name, settings, args.out, args.predictions, args.threads)
 
 
 def cmd_select(args) -> None:
@@ -177,14 +177,7 @@ def cmd_summarize(args) -> None:
 def cmd_summarize_proteingym(args) -> None:
     from plmexit.pipeline.select_steps import summarize_proteingym
 
-    names = dict(pair.split("=", 1) for pair in args.model_name)
-    summarize_proteingym(args.selections, args.predictions, args.task_tables, names, args.out)
-
-
-def _key_value(text: str) -> str:
-    if "=" not in text:
-        raise argparse.ArgumentTypeError(f"expected MODEL_ID=NAME, got {text!r}")
-    return text
+    summarize_proteingym(args.selections, args.predictions, args.task_tables, args.out)
 
 
 def cmd_plot(args) -> None:
@@ -257,6 +250,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--sha256", help="expected sha256 of the checkpoint (verified before it is used)")
     p.add_argument("--url", help="download from this URL instead of fair-esm's (a mirror); only with --name")
     p.add_argument("--cache-dir", help="torch hub directory to download into (default: torch.hub.get_dir())")
+    p.add_argument("--id", help="the model's id in every output (the config's model id; default: the model's name)")
     p.add_argument("--out", required=True, help="manifest JSON to write")
     p.set_defaults(func=cmd_fetch_model)
 
@@ -329,7 +323,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--task", required=True, help="task table TSV from prepare")
     p.add_argument("--type", choices=list(METRICS), required=True)
     p.add_argument("--metric", required=True, help="metric the layer is selected by (spearman; accuracy, macro_f1 or mcc; fmax, micro_f1 or macro_f1)")
-    p.add_argument("--model-name", required=True, help="model name for the table")
+    p.add_argument("--model-id", required=True, help="the model's id (as its store records it) for the table")
     p.add_argument("--task-name", required=True, help="task name for the table")
     p.add_argument("--alphas", type=_floats, default=DEFAULT_RIDGE_ALPHAS, help="ridge regularisation grid, comma-separated")
     p.add_argument("--cs", type=_floats, default=DEFAULT_LOGISTIC_CS, help="logistic regression C grid, comma-separated")
@@ -374,7 +368,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("selections", nargs="+", help="selection JSON files of ProteinGym tasks")
     p.add_argument("--predictions", nargs="+", required=True, help="each selection's predictions file from probe (same order)")
     p.add_argument("--task-tables", nargs="+", required=True, help="each selection's task table from prepare (same order): its folds' training rows")
-    p.add_argument("--model-name", action="append", type=_key_value, default=[], help="MODEL_ID=NAME for the model_name column (repeatable)")
     p.add_argument("--out", required=True, help="CSV to write")
     p.set_defaults(func=cmd_summarize_proteingym)
 

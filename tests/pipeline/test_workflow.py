@@ -78,7 +78,7 @@ def test_pipeline_writes_every_output(finished_run):
     # NUD15's file has no fold columns, so its folds are built and its scheme says so.
     schemes = {**{task: task.split(".")[1] for task in BLAT}, NUD15: "fold_contiguous_5_built"}
     assert sorted(zip(merge["DMS_id"], merge["fold_variable_name"], merge["model_name"])) == sorted(
-        (task.split(".")[0], scheme, f"tiny_random@{which}") for task, scheme in schemes.items() for which in ("final", "selected")
+        (task.split(".")[0], scheme, f"esm2_t4_64d_4h_seed0_random@{which}") for task, scheme in schemes.items() for which in ("final", "selected")
     )
     for task, scheme in schemes.items():
         # ProteinGym's numbers: pooled over the final layer's out-of-fold predictions, standardised per fold.
@@ -86,7 +86,7 @@ def test_pipeline_writes_every_output(finished_run):
         predictions = pd.read_csv(results / "probes" / "tiny_random" / f"{task}.predictions.tsv.gz", sep="\t")
         last = predictions[predictions.layer == predictions.layer.max()]
         expected = proteingym.merge_scores(last["label"], last["prediction"], last["fold"], table["label"], table["fold"])
-        final = merge[(merge.DMS_id == task.split(".")[0]) & (merge.fold_variable_name == scheme) & (merge.model_name == "tiny_random@final")]
+        final = merge[(merge.DMS_id == task.split(".")[0]) & (merge.fold_variable_name == scheme) & (merge.model_name == "esm2_t4_64d_4h_seed0_random@final")]
         assert (float(final["Spearman"].iloc[0]), float(final["MSE"].iloc[0])) == pytest.approx(expected, rel=1e-5)
 
     for task, (embedding_set, metric, n_folds, _) in TASKS.items():

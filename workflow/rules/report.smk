@@ -27,12 +27,11 @@ rule summarize_proteingym:
         "<results>/logs/summarize_proteingym.log",
     conda:
         "../../envs/probe.yaml"
-    params:
-        # --model-name id=name: ProteinGym's model_name is the fair-esm name where there is one.
-        model_names=plan.proteingym_model_name_flags(),
+    # ProteinGym's model_name is each model's own name (fair-esm release, checkpoint stem), which
+    # every selection carries from the model's manifest.
     shell:
         "plmexit --log {log} summarize-proteingym {input.selections} --predictions {input.predictions} --task-tables {input.tables}"
-        " {params.model_names} --out {output}"
+        " --out {output}"
 
 
 rule plot_layers:

@@ -238,13 +238,6 @@ class Plan:
             args += ["--sha256", entry["sha256"]]
         return shlex.join(args)
 
-    def proteingym_model_name_flags(self) -> str:
-        """``--model-name id=name`` for ProteinGym's merge file: the fair-esm name where there is one."""
-        args = []
-        for model, entry in self.models.items():
-            args += ["--model-name", f"{model}={entry.get('name', model)}"]
-        return shlex.join(args)
-
     # data --------------------------------------------------------------------------------------
     def data_path(self, value: str) -> str:
         """Where a task file is read from: official files are fetched under results/data, anything else is a local path."""
