@@ -16,17 +16,22 @@ if not workflow.overwrite_configfiles:
     configfile: "config/config.yaml"
 
 
+# Input and parameter functions (they ask the plan made below when a job is planned).
+include: "workflow/rules/common.smk"
+
+
 # The config is checked against the schema (defaults filled in) and planned; every decision that
 # depends on it lives in plmexit.pipeline.planning.Plan, and rules only ask it.
 try:
     plan = Plan.from_config(
-        config, f"{workflow.basedir}/workflow/schemas/config.schema.yaml"
+        config,
+        f"{workflow.basedir}/workflow/schemas/config.schema.yaml",
+        chosen_assays=chosen_assays,
     )
 except ConfigError as error:
     sys.exit(str(error))  # one line naming the key, not a traceback
 
 
-include: "workflow/rules/common.smk"
 include: "workflow/rules/models.smk"
 include: "workflow/rules/data.smk"
 include: "workflow/rules/tasks.smk"
@@ -40,7 +45,7 @@ include: "workflow/rules/report.smk"
 rule all:
     default_target: True
     input:
-        plan.final_targets(),
+        final_targets,
 
 
 onsuccess:

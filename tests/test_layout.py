@@ -100,3 +100,31 @@ def test_the_readme_tree_names_every_module():
     for path in sorted(PACKAGE.rglob("*.py")):
         if path.name != "__init__.py":
             assert f" {path.name} " in tree, f"{path.relative_to(PACKAGE)} is not in the README's Development tree"
+
+
+# conda-forge name -> PyPI name, where they differ.
+CONDA_TO_PYPI = {"pytorch": "torch", "matplotlib-base": "matplotlib"}
+
+
+def test_job_environments_are_pinned_within_the_package_ranges():
+    """envs/*.yaml pin every package exactly (a rerun next year solves the same environment),
+    hold no orchestrator (jobs do not import Snakemake), and each pin satisfies pyproject.toml."""
+    import tomllib
+
+    from packaging.requirements import Requirement
+
+    ranges = {Requirement(r).name.lower(): Requirement(r).specifier for r in tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["dependencies"]}
+    for path in sorted((REPO / "envs").glob("*.yaml")):
+        env = yaml.safe_load(path.read_text())
+        conda = [d for d in env["dependencies"] if isinstance(d, str)]
+        pip = next(d["pip"] for d in env["dependencies"] if isinstance(d, dict))
+        for dependency in conda:
+            name, _, version = dependency.partition("=")
+            assert version and "*" not in version.split("=")[0] and not version.startswith((">", "<")), f"{path.name}: {dependency} is not pinned"
+            pypi = CONDA_TO_PYPI.get(name, name).lower()
+            if pypi in ranges:
+                assert version.split("=")[0] in ranges[pypi], f"{path.name}: {dependency} is outside pyproject's {pypi}{ranges[pypi]}"
+        assert all("==" in d for d in pip if d != ".."), f"{path.name}: pip entries not pinned: {pip}"
+        names = {d.partition("=")[0] for d in conda} | {d.partition("==")[0] for d in pip}
+        assert not names & {"snakemake", "snakemake-executor-plugin-slurm"}, f"{path.name} carries the orchestrator"
+        assert set(ranges) <= {CONDA_TO_PYPI.get(n, n).lower() for n in names}, f"{path.name} lacks {set(ranges) - names}"

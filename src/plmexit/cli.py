@@ -46,13 +46,19 @@ def cmd_make_test_model(args) -> None:
 def cmd_fetch_model(args) -> None:
     from plmexit.pipeline.model_steps import fetch_model
 
-    fetch_model(args.out, name=args.name, checkpoint=args.checkpoint, sha256=args.sha256, url=args.url, cache_dir=args.cache_dir)
+    fetch_model(args.out, args.id, name=args.name, checkpoint=args.checkpoint, sha256=args.sha256, url=args.url, cache_dir=args.cache_dir)
 
 
 def cmd_fetch_data(args) -> None:
     from plmexit.pipeline.task_steps import fetch_data
 
     fetch_data(args.file, args.out, args.local_dir, args.base_url)
+
+
+def cmd_choose_assays(args) -> None:
+    from plmexit.pipeline.task_steps import choose_assays
+
+    choose_assays(args.reference, args.out, args.selection_type, args.max_length, args.max_variants)
 
 
 def cmd_prepare(args) -> None:
@@ -150,7 +156,7 @@ def cmd_probe(args) -> None:
         task_type=args.type, selection_metric=args.metric, ridge_alphas=args.alphas, logistic_cs=args.cs,
         inner_folds=args.inner_folds, seed=args.seed, inner_split=args.inner_split,
     )
-    probe_task(args.embeddings, args.task, args.model_name, args.task_name, settings, args.out, args.predictions, args.threads)
+    probe_task(args.embeddings, args.task, args.model_id, args.task_name, settings, args.out, args.predictions, args.threads)
 
 
 def cmd_select(args) -> None:
@@ -171,8 +177,7 @@ def cmd_summarize(args) -> None:
 def cmd_summarize_proteingym(args) -> None:
     from plmexit.pipeline.select_steps import summarize_proteingym
 
-    names = dict(pair.split("=", 1) for pair in args.model_name)
-    summarize_proteingym(args.selections, args.predictions, args.task_tables, names, args.out)
+    summarize_proteingym(args.selections, args.predictions, args.task_tables, args.out)
 
 
 def cmd_export(args) -> None:
@@ -190,12 +195,6 @@ def cmd_predict(args) -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     predict(args.export, args.input, args.out, resolve_device(args.device))
-
-
-def _key_value(text: str) -> str:
-    if "=" not in text:
-        raise argparse.ArgumentTypeError(f"expected MODEL_ID=NAME, got {text!r}")
-    return text
 
 
 def cmd_plot(args) -> None:
@@ -268,6 +267,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--sha256", help="expected sha256 of the checkpoint (verified before it is used)")
     p.add_argument("--url", help="download from this URL instead of fair-esm's (a mirror); only with --name")
     p.add_argument("--cache-dir", help="torch hub directory to download into (default: torch.hub.get_dir())")
+    p.add_argument("--id", help="the model's id in every output (the config's model id; default: the model's name)")
     p.add_argument("--out", required=True, help="manifest JSON to write")
     p.set_defaults(func=cmd_fetch_model)
 
@@ -277,6 +277,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--local-dir", help="directory of pre-staged copies laid out by key (nothing is downloaded)")
     p.add_argument("--base-url", help="mirror laid out by key, used instead of the file's GitHub source")
     p.set_defaults(func=cmd_fetch_data)
+
+    p = sub.add_parser("choose-assays", help="list the ProteinGym assays (DMS_ids) of the reference table that pass filters")
+    p.add_argument("--reference", required=True, help="ProteinGym's DMS_substitutions.csv")
+    p.add_argument("--selection-type", action="append", help="keep assays of this coarse_selection_type (repeat for several)")
+    p.add_argument("--max-length", type=_positive_int, help="keep assays whose target (seq_len) is at most this long")
+    p.add_argument("--max-variants", type=_positive_int, help="keep assays with at most this many variants (DMS_total_number_mutants)")
+    p.add_argument("--out", required=True, help="text file: the chosen DMS_ids, one per line")
+    p.set_defaults(func=cmd_choose_assays)
 
     p = sub.add_parser("prepare", help="read a task's files (CSV, FASTA or a benchmark's format) into a validated task table (TSV)")
     p.add_argument("--name", required=True, help="task name (used in messages)")
@@ -332,7 +340,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--task", required=True, help="task table TSV from prepare")
     p.add_argument("--type", choices=list(METRICS), required=True)
     p.add_argument("--metric", required=True, help="metric the layer is selected by (spearman; accuracy, macro_f1 or mcc; fmax, micro_f1 or macro_f1)")
-    p.add_argument("--model-name", required=True, help="model name for the table")
+    p.add_argument("--model-id", required=True, help="the model's id (as its store records it) for the table")
     p.add_argument("--task-name", required=True, help="task name for the table")
     p.add_argument("--alphas", type=_floats, default=DEFAULT_RIDGE_ALPHAS, help="ridge regularisation grid, comma-separated")
     p.add_argument("--cs", type=_floats, default=DEFAULT_LOGISTIC_CS, help="logistic regression C grid, comma-separated")
@@ -377,7 +385,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("selections", nargs="+", help="selection JSON files of ProteinGym tasks")
     p.add_argument("--predictions", nargs="+", required=True, help="each selection's predictions file from probe (same order)")
     p.add_argument("--task-tables", nargs="+", required=True, help="each selection's task table from prepare (same order): its folds' training rows")
-    p.add_argument("--model-name", action="append", type=_key_value, default=[], help="MODEL_ID=NAME for the model_name column (repeatable)")
     p.add_argument("--out", required=True, help="CSV to write")
     p.set_defaults(func=cmd_summarize_proteingym)
 

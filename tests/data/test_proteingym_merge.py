@@ -131,7 +131,7 @@ def write_hand_example(tmp_path, scheme: str = "fold_modulo_5") -> tuple:
     rows = [("m", task, layer, fold, i, label, p) for layer, values in ((0, layer0), (1, FINAL))
             for i, label, fold, p in zip(IDS, LABELS, FOLDS, values)]
     pd.DataFrame(rows, columns=tables.PREDICTION_COLUMNS).to_csv(tmp_path / "p.tsv.gz", sep="\t", index=False, compression="gzip")
-    selection = {"model": "m", "task": task, "n_layers": 1, "folds": [{"fold": 0, "layer": 0}, {"fold": 1, "layer": 1}],
+    selection = {"model": "m", "model_name": "esm2_t6_8M_UR50D", "task": task, "n_layers": 1, "folds": [{"fold": 0, "layer": 0}, {"fold": 1, "layer": 1}],
                  "task_info": {"dms_id": "TOY", "fold_scheme": scheme}}
     (tmp_path / "sel.json").write_text(json.dumps(selection))
     return tmp_path / "sel.json", tmp_path / "p.tsv.gz", tmp_path / "task.tsv"
@@ -140,7 +140,7 @@ def write_hand_example(tmp_path, scheme: str = "fold_modulo_5") -> tuple:
 def test_summarize_proteingym_pools_each_layer_choice(tmp_path):
     selection, predictions, table = write_hand_example(tmp_path, "fold_modulo_5_built")
 
-    written = select_steps.summarize_proteingym([selection], [predictions], [table], {"m": "esm2_t6_8M_UR50D"}, tmp_path / "merge.csv")
+    written = select_steps.summarize_proteingym([selection], [predictions], [table], tmp_path / "merge.csv")
 
     on_disk = pd.read_csv(tmp_path / "merge.csv")
     assert on_disk.iloc[:, :3].values.tolist() == written.iloc[:, :3].values.tolist()
@@ -159,10 +159,10 @@ def test_a_no_signal_task_has_a_selected_row_without_a_score(tmp_path):
     data.update(status="no_signal", folds=[{"fold": 0, "layer": None}, {"fold": 1, "layer": None}])
     selection.write_text(json.dumps(data))
 
-    final, selected = select_steps.summarize_proteingym([selection], [predictions], [table], {}, tmp_path / "merge.csv").to_dict("records")
+    final, selected = select_steps.summarize_proteingym([selection], [predictions], [table], tmp_path / "merge.csv").to_dict("records")
 
     assert (final["Spearman"], final["MSE"]) == pytest.approx((FINAL_SPEARMAN, FINAL_MSE), abs=1e-12)
-    assert selected["model_name"] == "m@selected" and np.isnan(selected["Spearman"]) and np.isnan(selected["MSE"])
+    assert selected["model_name"] == "esm2_t6_8M_UR50D@selected" and np.isnan(selected["Spearman"]) and np.isnan(selected["MSE"])
 
 
 def test_summarize_proteingym_rejects_a_task_table_of_another_scheme(tmp_path):
@@ -170,7 +170,7 @@ def test_summarize_proteingym_rejects_a_task_table_of_another_scheme(tmp_path):
     pd.read_csv(table, sep="\t").assign(fold=[0, 1, 0, 1]).to_csv(tmp_path / "other.tsv", sep="\t", index=False)
 
     with pytest.raises(InputError, match=r"p\.tsv\.gz with .*other\.tsv: the final layers' predictions \(4 rows\) do not give each of the task table's 4 test rows once, in its fold"):
-        select_steps.summarize_proteingym([selection], [predictions], [tmp_path / "other.tsv"], {}, tmp_path / "merge.csv")
+        select_steps.summarize_proteingym([selection], [predictions], [tmp_path / "other.tsv"], tmp_path / "merge.csv")
     assert not (tmp_path / "merge.csv").exists()
 
 
@@ -180,7 +180,7 @@ def test_summarize_proteingym_rejects_a_non_proteingym_selection(tmp_path):
     (tmp_path / "sel2.json").write_text(json.dumps({**data, "task_info": {"dms_id": None}}))
 
     with pytest.raises(InputError, match=r"sel2\.json: not a ProteinGym task's selection"):
-        select_steps.summarize_proteingym([tmp_path / "sel2.json"], [predictions], [table], {}, tmp_path / "merge.csv")
+        select_steps.summarize_proteingym([tmp_path / "sel2.json"], [predictions], [table], tmp_path / "merge.csv")
 
 
 def test_cli_summarize_proteingym(tmp_path, capsys):
@@ -188,7 +188,7 @@ def test_cli_summarize_proteingym(tmp_path, capsys):
     out = tmp_path / "merge.csv"
 
     code = main(["summarize-proteingym", str(selection), "--predictions", str(predictions), "--task-tables", str(table),
-                 "--model-name", "m=esm2_t6_8M_UR50D", "--out", str(out)])
+                 "--out", str(out)])
 
     assert code == 0, capsys.readouterr().err
     written = pd.read_csv(out)

@@ -106,7 +106,7 @@ def test_the_timed_forward_computes_what_the_embedding_computes(tiny_loaded):
 
 
 def test_measure_cost_writes_the_json(tiny_model, tiny_model_sha256, tmp_path):
-    model_steps.fetch_model(tmp_path / "model.json", checkpoint=tiny_model)
+    model_steps.fetch_model(tmp_path / "model.json", "tiny", checkpoint=tiny_model)
     table = pd.DataFrame({"id": ["a", "b", "c"], "sequence": ["MKTAY", "MKTAYIAKQRQISFV", "QIS"], "label": [0.1, 0.2, 0.3], "fold": [0, 1, 0]})
     tasks.write_task_table(table, tmp_path / "task.tsv")
 
@@ -116,17 +116,18 @@ def test_measure_cost_writes_the_json(tiny_model, tiny_model_sha256, tmp_path):
     written = json.loads((tmp_path / "cost.json").read_text())
     assert written == result
     assert set(written) == {
-        "model", "checkpoint_sha256", "n_layers", "dim", "n_sequences", "tokens", "flops", "device", "device_name",
+        "model", "model_name", "checkpoint_sha256", "n_layers", "dim", "n_sequences", "tokens", "flops", "device", "device_name",
         "engine", "precision", "max_tokens", "layer_norm", "long_sequences", "truncation", "n_truncated", "timed",
         "sample_sequences", "sample_tokens", "repeats", "seconds",
     }
     assert (written["engine"], written["precision"], written["max_tokens"], written["layer_norm"]) == (model_steps.ENGINE, "float32", 4096, "raw")
+    assert (written["model"], written["model_name"]) == ("tiny", tiny_model.stem)  # the config id, and the model's own name
     assert written["n_truncated"] == 1  # one sequence is longer than the 10-residue window (selection reports the count)
     # Truncated to 10 residues, plus BOS and EOS: T = 7, 12, 5.
     tokens = np.array([7, 12, 5])
     per_block = float(np.sum(tokens * (24 * 32**2 + 4 * tokens * 32)))
     assert written["flops"] == [0.0, per_block, 2 * per_block]
-    assert (written["model"], written["checkpoint_sha256"], written["n_layers"], written["dim"]) == (tiny_model.stem, tiny_model_sha256, 2, 32)
+    assert (written["model"], written["checkpoint_sha256"], written["n_layers"], written["dim"]) == ("tiny", tiny_model_sha256, 2, 32)
     assert (written["n_sequences"], written["tokens"], written["sample_sequences"], written["sample_tokens"]) == (3, 24, 3, 24)
     assert (written["device"], written["repeats"]) == ("cpu", 2)
     assert len(written["seconds"]) == 3 and all(s > 0 for s in written["seconds"])

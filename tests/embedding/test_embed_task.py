@@ -42,7 +42,7 @@ def task(tmp_path) -> Path:
 @pytest.fixture
 def manifest(tmp_path, tiny_model, tiny_model_sha256) -> Path:
     path = tmp_path / "model.json"
-    path.write_text(json.dumps({"name": tiny_model.stem, "source": "checkpoint", "checkpoint": str(tiny_model), "sha256": tiny_model_sha256}))
+    path.write_text(json.dumps({"id": "tiny", "name": tiny_model.stem, "source": "checkpoint", "checkpoint": str(tiny_model), "sha256": tiny_model_sha256}))
     return path
 
 
@@ -135,7 +135,7 @@ def uninterrupted(tmp_path_factory, tiny_model, tiny_model_sha256):
     """A task of 600 sequences (about 13 parts at --max-tokens 64) embedded without interruption."""
     tmp = tmp_path_factory.mktemp("uninterrupted")
     manifest = tmp / "model.json"
-    manifest.write_text(json.dumps({"name": tiny_model.stem, "source": "checkpoint", "checkpoint": str(tiny_model), "sha256": tiny_model_sha256}))
+    manifest.write_text(json.dumps({"id": "tiny", "name": tiny_model.stem, "source": "checkpoint", "checkpoint": str(tiny_model), "sha256": tiny_model_sha256}))
     task = write_task(tmp / "big.tsv", 600, seed=1)
     subprocess.run(embed_command(manifest, task, tmp / "big.h5"), check=True, capture_output=True)
     return manifest, task, tmp / "big.h5"

@@ -51,7 +51,7 @@ def variant_table(path: Path, positions, seed: int = 0, shared: tuple[int, str] 
 @pytest.fixture
 def manifest(tmp_path, tiny_model, tiny_model_sha256) -> Path:
     path = tmp_path / "model.json"
-    path.write_text(json.dumps({"name": tiny_model.stem, "source": "checkpoint", "checkpoint": str(tiny_model), "sha256": tiny_model_sha256}))
+    path.write_text(json.dumps({"id": "tiny", "name": tiny_model.stem, "source": "checkpoint", "checkpoint": str(tiny_model), "sha256": tiny_model_sha256}))
     return path
 
 

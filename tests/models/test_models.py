@@ -291,7 +291,7 @@ def test_resolve_by_name_with_a_corrupt_cache_is_refused(tiny_model_sha256, tmp_
 
 
 def test_manifest_round_trip(tiny_model, tiny_model_sha256, tmp_path):
-    manifest = fair_esm.resolve_model(checkpoint=tiny_model, sha256=tiny_model_sha256)
+    manifest = {"id": "tiny", **fair_esm.resolve_model(checkpoint=tiny_model, sha256=tiny_model_sha256)}
 
     fair_esm.write_manifest(manifest, tmp_path / "models" / "tiny.json")
 

@@ -19,7 +19,7 @@ from plmexit.probing.choice import ACROSS_TASK_COLUMNS, SUMMARY_COLUMNS
 from plmexit.probing.tables import PREDICTION_COLUMNS, PROBE_COLUMNS
 
 SUBCOMMANDS = [
-    "make-test-model", "fetch-model", "fetch-data", "prepare", "embed", "gather-embeddings", "cost", "probe", "select", "summarize",
+    "make-test-model", "fetch-model", "fetch-data", "choose-assays", "prepare", "embed", "gather-embeddings", "cost", "probe", "select", "summarize",
     "summarize-proteingym", "export", "predict", "plot", "plot-summary",
 ]
 
@@ -61,7 +61,7 @@ def test_full_run(tmp_path, capsys):
     digest = sha256_file(checkpoint)
 
     steps = [
-        ["fetch-model", "--checkpoint", checkpoint, "--sha256", digest, "--out", tmp_path / "model.json"],
+        ["fetch-model", "--id", "tiny", "--checkpoint", checkpoint, "--sha256", digest, "--out", tmp_path / "model.json"],
         ["prepare", "--name", "toy", "--format", "csv", "--path", csv, "--type", "regression", "--id-column", "name",
          "--label-column", "charge", "--cv-folds", 3, "--seed", 1, "--out", tmp_path / "toy.tsv", "--info-out", tmp_path / "toy.json"],
         ["embed", "--model", tmp_path / "model.json", "--task", tmp_path / "toy.tsv", "--out", tmp_path / "toy.h5",
@@ -69,7 +69,7 @@ def test_full_run(tmp_path, capsys):
         ["cost", "--model", tmp_path / "model.json", "--task", tmp_path / "toy.tsv", "--out", tmp_path / "cost.json",
          "--device", "cpu", "--sample-sequences", 4, "--repeats", 1],
         ["probe", "--embeddings", tmp_path / "toy.h5", "--task", tmp_path / "toy.tsv", "--type", "regression",
-         "--metric", "spearman", "--model-name", "tiny", "--task-name", "toy", "--alphas", "1,10,100", "--out", tmp_path / "probes.tsv",
+         "--metric", "spearman", "--model-id", "tiny", "--task-name", "toy", "--alphas", "1,10,100", "--out", tmp_path / "probes.tsv",
          "--predictions", tmp_path / "predictions.tsv.gz"],
         ["select", "--probes", tmp_path / "probes.tsv", "--predictions", tmp_path / "predictions.tsv.gz", "--cost", tmp_path / "cost.json",
          "--task-info", tmp_path / "toy.json", "--type", "regression", "--metric", "spearman", "--tolerance", 0.01, "--bootstrap", 50, "--seed", 2,
@@ -84,7 +84,7 @@ def test_full_run(tmp_path, capsys):
         assert code == 0, (argv[0], err)
 
     manifest = json.loads((tmp_path / "model.json").read_text())
-    assert manifest == {"name": checkpoint.stem, "source": "checkpoint", "checkpoint": str(checkpoint.resolve()), "sha256": digest}
+    assert manifest == {"id": "tiny", "name": checkpoint.stem, "source": "checkpoint", "checkpoint": str(checkpoint.resolve()), "sha256": digest}
 
     table = pd.read_csv(tmp_path / "toy.tsv", sep="\t", dtype={"id": str})
     assert list(table.columns) == ["id", "sequence", "label", "fold"]
@@ -207,7 +207,7 @@ def test_probe_with_a_store_from_other_sequences(tiny_model, tmp_path, capsys):
                "--out", tmp_path / "toy0.h5", "--device", "cpu")[0] == 0
 
     code, _, err = run(capsys, "probe", "--embeddings", tmp_path / "toy0.h5", "--task", tmp_path / "toy1.tsv", "--type", "regression",
-                       "--metric", "spearman", "--model-name", "tiny", "--task-name", "toy", "--out", tmp_path / "probes.tsv",
+                       "--metric", "spearman", "--model-id", "tiny", "--task-name", "toy", "--out", tmp_path / "probes.tsv",
                        "--predictions", tmp_path / "predictions.tsv.gz")
 
     assert code == 1
@@ -215,10 +215,18 @@ def test_probe_with_a_store_from_other_sequences(tiny_model, tmp_path, capsys):
     assert not (tmp_path / "probes.tsv").exists()
     assert not (tmp_path / "predictions.tsv.gz").exists()
 
+    # The store carries the model's id (fetch-model's default: the checkpoint's name); another id is refused.
+    code, _, err = run(capsys, "probe", "--embeddings", tmp_path / "toy0.h5", "--task", tmp_path / "toy0.tsv", "--type", "regression",
+                       "--metric", "spearman", "--model-id", "tiny", "--task-name", "toy", "--out", tmp_path / "probes.tsv",
+                       "--predictions", tmp_path / "predictions.tsv.gz")
+    assert code == 1
+    assert_one_error_line(err, "probe", tmp_path / "toy0.h5", f"holds model {tiny_model.stem!r}, not 'tiny'")
+    assert not (tmp_path / "probes.tsv").exists()
+
 
 def test_probe_with_a_bad_selection_metric(tmp_path, capsys):
     code, _, err = run(capsys, "probe", "--embeddings", tmp_path / "x.h5", "--task", tmp_path / "x.tsv", "--type", "regression",
-                       "--metric", "mse", "--model-name", "tiny", "--task-name", "toy", "--out", tmp_path / "probes.tsv",
+                       "--metric", "mse", "--model-id", "tiny", "--task-name", "toy", "--out", tmp_path / "probes.tsv",
                        "--predictions", tmp_path / "predictions.tsv.gz")
 
     assert code == 1
@@ -302,7 +310,7 @@ def test_probe_error_in_a_worker_process_is_one_line(tmp_path, capsys):
         writer.write(np.arange(n), np.random.default_rng(0).normal(size=(3, n, 4)))
 
     code, _, err = run(capsys, "probe", "--embeddings", tmp_path / "e.h5", "--task", tmp_path / "task.tsv", "--type", "classification",
-                       "--metric", "accuracy", "--model-name", "m", "--task-name", "t", "--threads", 2,
+                       "--metric", "accuracy", "--model-id", "m", "--task-name", "t", "--threads", 2,
                        "--out", tmp_path / "probes.tsv", "--predictions", tmp_path / "predictions.tsv.gz")
 
     assert code == 1
@@ -323,7 +331,7 @@ def mutant_store(tmp_path: Path, ids: list[str], layers: np.ndarray, folds: np.n
 
 def probe_argv(tmp_path: Path, *extra) -> list:
     return ["probe", "--embeddings", tmp_path / "e.h5", "--task", tmp_path / "task.tsv", "--type", "regression", "--metric", "spearman",
-            "--model-name", "m", "--task-name", "t", "--out", tmp_path / "probes.tsv", "--predictions", tmp_path / "predictions.tsv.gz", *extra]
+            "--model-id", "m", "--task-name", "t", "--out", tmp_path / "probes.tsv", "--predictions", tmp_path / "predictions.tsv.gz", *extra]
 
 
 def test_probe_with_a_position_grouped_inner_split(tmp_path, capsys, caplog):
@@ -368,7 +376,7 @@ def test_probe_with_a_grouped_inner_split_needs_single_mutants(tmp_path, capsys,
 
 def test_probe_inner_split_is_for_regression_only(tmp_path, capsys):
     code, _, err = run(capsys, "probe", "--embeddings", tmp_path / "x.h5", "--task", tmp_path / "x.tsv", "--type", "classification",
-                       "--metric", "accuracy", "--model-name", "m", "--task-name", "t", "--inner-split", "modulo",
+                       "--metric", "accuracy", "--model-id", "m", "--task-name", "t", "--inner-split", "modulo",
                        "--out", tmp_path / "probes.tsv", "--predictions", tmp_path / "predictions.tsv.gz")
 
     assert code == 1
@@ -406,7 +414,7 @@ def test_select_with_an_unreadable_cost_file(tmp_path, capsys):
 
 def test_select_with_a_cost_file_for_another_depth(tmp_path, capsys):
     probes, predictions = _probe_table_without(tmp_path, None), _predictions(tmp_path)
-    (tmp_path / "cost.json").write_text(json.dumps({"n_layers": 6, "flops": [0.0] * 7, "seconds": [1.0] * 7}))
+    (tmp_path / "cost.json").write_text(json.dumps({"model": "tiny", "model_name": "esm2_tiny", "n_layers": 6, "flops": [0.0] * 7, "seconds": [1.0] * 7}))
 
     code, _, err = run(capsys, *select_argv(tmp_path, probes, predictions=predictions))
 
@@ -417,12 +425,24 @@ def test_select_with_a_cost_file_for_another_depth(tmp_path, capsys):
 
 def test_select_with_a_cost_file_that_does_not_say_what_was_embedded(tmp_path, capsys):
     probes, predictions = _probe_table_without(tmp_path, None), _predictions(tmp_path)
-    (tmp_path / "cost.json").write_text(json.dumps({"n_layers": 2, "flops": [0.0] * 3, "seconds": [1.0] * 3}))
+    (tmp_path / "cost.json").write_text(json.dumps({"model": "tiny", "model_name": "esm2_tiny", "n_layers": 2, "flops": [0.0] * 3, "seconds": [1.0] * 3}))
 
     code, _, err = run(capsys, *select_argv(tmp_path, probes, predictions=predictions))
 
     assert code == 1
     assert_one_error_line(err, "select", tmp_path / "cost.json", "lacks layer_norm, n_truncated", "rerun `plmexit cost`")
+    assert not (tmp_path / "sel.json").exists()
+
+
+def test_select_with_a_cost_file_of_another_model(tmp_path, capsys):
+    """One model id from config to every output: a cost file of another model is refused, not mixed in."""
+    probes, predictions = _probe_table_without(tmp_path, None), _predictions(tmp_path)
+    (tmp_path / "cost.json").write_text(json.dumps({"model": "other", "model_name": "esm2_other", "n_layers": 2, "flops": [0.0] * 3, "seconds": [1.0] * 3}))
+
+    code, _, err = run(capsys, *select_argv(tmp_path, probes, predictions=predictions))
+
+    assert code == 1
+    assert_one_error_line(err, "select", tmp_path / "cost.json", "times model 'other'", "probes 'tiny'", "same model")
     assert not (tmp_path / "sel.json").exists()
 
 

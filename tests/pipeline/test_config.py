@@ -11,7 +11,7 @@ import yaml
 from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
 
-from plmexit.errors import ConfigError
+from plmexit.errors import ConfigError, InputError
 from plmexit.pipeline.planning import Plan, check_config, load_schema
 
 from workflow_runs import REPO
@@ -182,21 +182,31 @@ def test_task_entries_that_do_not_fit_their_kind(edit, message):
         Plan(config)
 
 
-def test_proteingym_filters_read_the_reference_table(shared_data):
+def test_proteingym_filters_expand_from_the_checkpoints_assay_list(shared_data, tmp_path):
+    from plmexit.pipeline.task_steps import choose_assays
+
+    reference = shared_data / "proteingym/reference_files/DMS_substitutions.csv"
     config = load("test.yaml")
-    config["data"]["local_dir"] = str(shared_data)
     config["tasks"] = [{"id": "pg", "kind": "proteingym", "filter": {"selection_type": ["Stability"], "max_length": 40}, "assay_dir": "assays"}]
-    plan = Plan(config)
-    assert sorted({t["dms_id"] for t in plan.tasks.values()}) and all(
-        t["dms_id"] in plan.tasks[t["id"]]["files"]["path"] for t in plan.tasks.values()
-    )
-    assert "TCRG1_MOUSE_Tsuboyama_2023_1E0L.fold_contiguous_5" in plan.tasks
+    lists = []
+    plan = Plan(config, chosen_assays=lambda entry: lists.append(entry) or str(tmp_path / f"{entry}.txt"))
+    assert plan.tasks == {} and lists == []  # nothing is read while planning
+    assert plan.filtered_entries() == ["pg"] and plan.assay_reference("pg") == "results/data/proteingym/reference_files/DMS_substitutions.csv"
+    assert plan.assay_filter_flags("pg") == "--selection-type Stability --max-length 40"
+
+    chosen = choose_assays(reference, tmp_path / "pg.txt", ["Stability"], 40)
+    assert "TCRG1_MOUSE_Tsuboyama_2023_1E0L" in chosen and (tmp_path / "pg.txt").read_text().split() == chosen
     assert plan.task_inputs("TCRG1_MOUSE_Tsuboyama_2023_1E0L.fold_random_5") == [
         "results/data/proteingym/reference_files/DMS_substitutions.csv", "assays/TCRG1_MOUSE_Tsuboyama_2023_1E0L.csv",
     ]
-    config["data"] = {}
-    with pytest.raises(ConfigError, match=r"filter reads the reference table while planning, but results/data/proteingym/reference_files/DMS_substitutions.csv does not exist"):
-        Plan(config)
+    assert lists == ["pg"] and sorted({t["dms_id"] for t in plan.tasks.values()}) == sorted(chosen)
+    assert len(plan.pairs()) == 3 * len(chosen) and lists == ["pg"]  # expanded once
+
+    with pytest.raises(InputError, match=r"DMS_substitutions.csv: no assay passes the filter \(max_length=5\); loosen the task's filter"):
+        choose_assays(reference, tmp_path / "none.txt", max_length=5)
+    assert not (tmp_path / "none.txt").exists()
+    with pytest.raises(ConfigError, match=r"tasks\[0\] \(pg\): its assays are chosen by filter, which the workflow's choose_assays checkpoint does"):
+        Plan(config).pairs()
 
 
 def test_a_task_file_that_does_not_exist_is_a_config_error(tmp_path, monkeypatch):

@@ -52,7 +52,7 @@ def _chain(base: Path, model: Path, task_type: str, layer_norm: str) -> dict[str
     f = {name: base / name for name in ("model.json", "task.tsv", "info.json", "store.h5", "cost.json", "probes.tsv", "predictions.tsv.gz", "selection.json")}
     csv = _task_csv(base / "task.csv", task_type)
     steps = [
-        ["fetch-model", "--checkpoint", model, "--out", f["model.json"]],
+        ["fetch-model", "--id", "tiny", "--checkpoint", model, "--out", f["model.json"]],
         ["prepare", "--name", "toy", "--format", "csv", "--path", csv, "--type", task_type, "--id-column", "name", "--cv-folds", 3,
          "--out", f["task.tsv"], "--info-out", f["info.json"]],
         ["embed", "--model", f["model.json"], "--task", f["task.tsv"], "--out", f["store.h5"], "--device", "cpu", "--dtype", "float32",
@@ -60,7 +60,7 @@ def _chain(base: Path, model: Path, task_type: str, layer_norm: str) -> dict[str
         ["cost", "--model", f["model.json"], "--task", f["task.tsv"], "--out", f["cost.json"], "--device", "cpu", "--layer-norm", layer_norm,
          "--truncate", 20, "--sample-sequences", 2, "--repeats", 1],
         ["probe", "--embeddings", f["store.h5"], "--task", f["task.tsv"], "--type", task_type, "--metric", METRIC[task_type],
-         "--model-name", "tiny", "--task-name", "toy", "--alphas", "1,10,100", "--cs", "0.01,1,100", "--out", f["probes.tsv"],
+         "--model-id", "tiny", "--task-name", "toy", "--alphas", "1,10,100", "--cs", "0.01,1,100", "--out", f["probes.tsv"],
          "--predictions", f["predictions.tsv.gz"]],
         ["select", "--probes", f["probes.tsv"], "--predictions", f["predictions.tsv.gz"], "--cost", f["cost.json"], "--task-info", f["info.json"],
          "--type", task_type, "--metric", METRIC[task_type], "--bootstrap", 20, "--out", f["selection.json"]],
@@ -289,6 +289,11 @@ def test_export_errors_are_one_line(chains, tmp_path, capsys):
     code, _, err = run(capsys, *base, "--selection", tmp_path / "none.json")
     assert code == 1
     assert_one_error_line(err, "export", tmp_path / "none.json", "`plmexit select`")
+
+    (tmp_path / "other.json").write_text(json.dumps({**selection, "model": "other"}))
+    code, _, err = run(capsys, *base, "--selection", tmp_path / "other.json")
+    assert code == 1
+    assert_one_error_line(err, "export", tmp_path / "other.json", "'other'", "one model's manifest, store and selection")
 
     (tmp_path / "nosignal.json").write_text(json.dumps({**selection, "status": "no_signal", "deployed_layer": None}))
     code, _, err = run(capsys, *base, "--selection", tmp_path / "nosignal.json")

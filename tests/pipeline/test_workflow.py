@@ -78,7 +78,7 @@ def test_pipeline_writes_every_output(finished_run):
     # NUD15's file has no fold columns, so its folds are built and its scheme says so.
     schemes = {**{task: task.split(".")[1] for task in BLAT}, NUD15: "fold_contiguous_5_built"}
     assert sorted(zip(merge["DMS_id"], merge["fold_variable_name"], merge["model_name"])) == sorted(
-        (task.split(".")[0], scheme, f"tiny_random@{which}") for task, scheme in schemes.items() for which in ("final", "selected")
+        (task.split(".")[0], scheme, f"esm2_t4_64d_4h_seed0_random@{which}") for task, scheme in schemes.items() for which in ("final", "selected")
     )
     for task, scheme in schemes.items():
         # ProteinGym's numbers: pooled over the final layer's out-of-fold predictions, standardised per fold.
@@ -86,7 +86,7 @@ def test_pipeline_writes_every_output(finished_run):
         predictions = pd.read_csv(results / "probes" / "tiny_random" / f"{task}.predictions.tsv.gz", sep="\t")
         last = predictions[predictions.layer == predictions.layer.max()]
         expected = proteingym.merge_scores(last["label"], last["prediction"], last["fold"], table["label"], table["fold"])
-        final = merge[(merge.DMS_id == task.split(".")[0]) & (merge.fold_variable_name == scheme) & (merge.model_name == "tiny_random@final")]
+        final = merge[(merge.DMS_id == task.split(".")[0]) & (merge.fold_variable_name == scheme) & (merge.model_name == "esm2_t4_64d_4h_seed0_random@final")]
         assert (float(final["Spearman"].iloc[0]), float(final["MSE"].iloc[0])) == pytest.approx(expected, rel=1e-5)
 
     for task, (embedding_set, metric, n_folds, _) in TASKS.items():
@@ -386,3 +386,36 @@ def test_two_configs_with_their_own_results_directories_keep_their_summaries_apa
     assert file_stamps(tmp_path / "studies" / "first") == before  # the second config touched nothing of the first
     assert not (tmp_path / "results").exists()
     assert "studies/second/summary/best_layers.tsv" in second.stdout  # the run ends by naming its own summary
+
+
+def test_assays_chosen_by_a_filter_run_in_one_invocation(tmp_path, shared_data):
+    """A filter on the reference table is a checkpoint: the dry run stops at it (nothing is read
+    while planning), and one real run chooses the assays, then prepares, embeds, probes and
+    summarises exactly the chosen ones."""
+    reference = pd.read_csv(shared_data / "proteingym/reference_files/DMS_substitutions.csv")
+    kept = ["A0A1I9GEU1_NEIME_Kennouche_2019", "BLAT_ECOLX_Stiffler_2015"]  # 161 and 286 residues
+    reference[reference["DMS_id"].isin(kept)].to_csv(tmp_path / "reference.csv", index=False)
+    config = {
+        "seed": 0,
+        "models": [{"id": "tiny", "random": {"layers": 2, "dim": 32, "heads": 4, "seed": 0}}],
+        "tasks": [{
+            "id": "short", "kind": "proteingym", "filter": {"max_length": 200}, "reference": "reference.csv",
+            "assay_dir": str(shared_data / "proteingym/cv_folds_singles_substitutions"), "fold_schemes": ["fold_random_5"], "max_sequences": 60,
+        }],
+    }
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(config))
+
+    planned = snakemake(tmp_path, "--cores", "1", "--configfile", str(tmp_path / "config.yaml"), "--dry-run")
+    assert planned.returncode == 0, planned.stderr[-3000:]
+    assert "checkpoint choose_assays:" in planned.stdout and "results/assays/short.txt" in planned.stdout
+    assert not (tmp_path / "results").exists()
+
+    run = snakemake(tmp_path, "--cores", "2", "--configfile", str(tmp_path / "config.yaml"))
+    assert run.returncode == 0, run.stderr[-5000:]
+    assert (tmp_path / "results/assays/short.txt").read_text() == "A0A1I9GEU1_NEIME_Kennouche_2019\n"
+    summary = pd.read_csv(tmp_path / "results/summary/best_layers.tsv", sep="\t")
+    assert summary["task"].tolist() == ["A0A1I9GEU1_NEIME_Kennouche_2019.fold_random_5"]
+    assert (tmp_path / "results/summary/proteingym_supervised.csv").is_file()
+    assert "A0A1I9GEU1_NEIME_Kennouche_2019.fold_random_5" in run.stdout + run.stderr  # the closing lines name it
+    again = snakemake(tmp_path, "--cores", "1", "--configfile", str(tmp_path / "config.yaml"), "--dry-run")
+    assert again.returncode == 0 and "Nothing to be done" in again.stdout + again.stderr

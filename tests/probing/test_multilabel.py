@@ -13,9 +13,10 @@ from plmexit.probing.probes import DEPLOY_FOLD, METRICS, ProbeSettings, fmax, pr
 
 def test_fmax_worked_example():
     truth = np.array([[1, 0], [0, 1]])
-    # t <= 0.3: both items call both classes (precision 1/2, recall 1) -> F 2/3.
-    # 0.8 < t <= 0.9: item 1 calls class 0 (1, 1), item 2 calls nothing (no precision, recall 0) -> F 2/3.
-    # Thresholds in between are worse; above 0.9 nothing is called.
+    # A class is called when its score is above t (DeepFRI's ``>``).
+    # t < 0.3: both items call both classes (precision 1/2, recall 1) -> F 2/3.
+    # 0.8 <= t < 0.9: item 1 calls class 0 (1, 1), item 2 calls nothing (no precision, recall 0) -> F 2/3.
+    # Thresholds in between are worse; from 0.9 on nothing is called.
     assert fmax(truth, np.array([[0.9, 0.8], [0.6, 0.3]])) == pytest.approx(2 / 3)
     assert fmax(truth, np.array([[0.9, 0.2], [0.6, 0.7]])) == 1.0
     assert fmax(truth, np.zeros((2, 2))) == 0.0

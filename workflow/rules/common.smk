@@ -1,4 +1,5 @@
 wildcard_constraints:
+    entry=r"[A-Za-z0-9][A-Za-z0-9_.-]*",
     model=r"[A-Za-z0-9][A-Za-z0-9_.-]*",
     task=r"[A-Za-z0-9][A-Za-z0-9_.-]*",
     set=r"[A-Za-z0-9][A-Za-z0-9_.-]*",
@@ -8,7 +9,41 @@ wildcard_constraints:
 
 # Input and parameter functions: each takes a job's wildcards and asks the plan
 # ({task} is a task, {set} an embedding set: the tasks that share sequences, such as a
-# ProteinGym assay's three fold schemes).
+# ProteinGym assay's three fold schemes; {entry} a config task entry whose assays a filter
+# chooses). Functions that list tasks wait for the choose_assays checkpoint.
+def chosen_assays(entry):
+    """The assay list the choose_assays checkpoint wrote for a ProteinGym entry with a filter."""
+    return checkpoints.choose_assays.get(entry=entry).output[0]
+
+
+def final_targets(wildcards):
+    return plan.final_targets()
+
+
+def selections(wildcards):
+    return plan.selections()
+
+
+def proteingym_selections(wildcards):
+    return plan.proteingym_selections()
+
+
+def proteingym_predictions(wildcards):
+    return plan.proteingym_predictions()
+
+
+def proteingym_task_tables(wildcards):
+    return plan.proteingym_task_tables()
+
+
+def assay_reference(wildcards):
+    return plan.assay_reference(wildcards.entry)
+
+
+def assay_filter_flags(wildcards):
+    return plan.assay_filter_flags(wildcards.entry)
+
+
 def task_files(wildcards):
     return plan.task_inputs(wildcards.task)
 

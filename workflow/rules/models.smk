@@ -33,4 +33,4 @@ rule fetch_model:
     params:
         source=model_source_flags,
     shell:
-        "plmexit --log {log} fetch-model {params.source} --out {output}"
+        "plmexit --log {log} fetch-model --id {wildcards.model} {params.source} --out {output}"

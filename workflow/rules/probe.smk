@@ -25,5 +25,5 @@ rule probe_layers:
     shell:
         "plmexit --log {log} probe --embeddings {input.embeddings} --task {input.task} --type {params.type}"
         " --metric {params.metric} --alphas {params.alphas} --cs {params.cs} --inner-folds {params.inner_folds}"
-        " --inner-split {params.inner_split} --seed {params.seed} --model-name {wildcards.model}"
+        " --inner-split {params.inner_split} --seed {params.seed} --model-id {wildcards.model}"
         " --task-name {wildcards.task} --threads {threads} --out {output.scores} --predictions {output.predictions}"

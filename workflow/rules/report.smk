@@ -1,6 +1,6 @@
 rule summarize_layers:
     input:
-        plan.selections(),
+        selections,
     output:
         best="<results>/summary/best_layers.tsv",
         across="<results>/summary/across_tasks.tsv",
@@ -18,21 +18,20 @@ rule summarize_layers:
 
 rule summarize_proteingym:
     input:
-        selections=plan.proteingym_selections(),
-        predictions=plan.proteingym_predictions(),
-        tables=plan.proteingym_task_tables(),
+        selections=proteingym_selections,
+        predictions=proteingym_predictions,
+        tables=proteingym_task_tables,
     output:
         "<results>/summary/proteingym_supervised.csv",
     log:
         "<results>/logs/summarize_proteingym.log",
     conda:
         "../../envs/probe.yaml"
-    params:
-        # --model-name id=name: ProteinGym's model_name is the fair-esm name where there is one.
-        model_names=plan.proteingym_model_name_flags(),
+    # ProteinGym's model_name is each model's own name (fair-esm release, checkpoint stem), which
+    # every selection carries from the model's manifest.
     shell:
         "plmexit --log {log} summarize-proteingym {input.selections} --predictions {input.predictions} --task-tables {input.tables}"
-        " {params.model_names} --out {output}"
+        " --out {output}"
 
 
 rule plot_layers:

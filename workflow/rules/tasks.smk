@@ -1,3 +1,25 @@
+# ProteinGym assays chosen by a filter on the reference table: the list decides which tasks exist,
+# so it is a checkpoint (Snakemake re-evaluates the DAG once it is written) and nothing is read
+# while planning. Cheap, so it runs on the submitting node.
+localrules:
+    choose_assays,
+
+
+checkpoint choose_assays:
+    input:
+        assay_reference,
+    output:
+        "<results>/assays/{entry}.txt",
+    log:
+        "<results>/logs/choose_assays/{entry}.log",
+    conda:
+        "../../envs/probe.yaml"
+    params:
+        filter=assay_filter_flags,
+    shell:
+        "plmexit --log {log} choose-assays --reference {input} {params.filter} --out {output}"
+
+
 # The task's files (a flag per file role of its kind) and its kind's options (csv columns, a FASTA
 # label pattern, a ProteinGym assay and scheme, ...) come from the config entry.
 rule prepare_task:

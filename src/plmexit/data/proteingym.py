@@ -38,7 +38,7 @@ REFERENCE_FILTERS = {"selection_type": "coarse_selection_type", "max_length": "s
 _MUTATION = re.compile(r"^([A-Z])(\d+)([A-Z])$")
 
 
-# --- reference table (the workflow reads it while planning when assays are chosen by filters) ----
+# --- reference table (the choose_assays checkpoint reads it when assays are chosen by filters) ---
 
 
 def read_reference(path: str | Path) -> dict[str, dict[str, str]]:

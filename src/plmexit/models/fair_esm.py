@@ -125,7 +125,7 @@ def write_manifest(manifest: dict, path: str | Path) -> None:
 def read_manifest(path: str | Path) -> dict:
     try:
         manifest = json.loads(Path(path).read_text())
-        return {key: manifest[key] for key in ("name", "source", "checkpoint", "sha256")}
+        return {key: manifest[key] for key in ("id", "name", "source", "checkpoint", "sha256")}
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise ModelError(f"{path}: not a model manifest written by `plmexit fetch-model` ({exc}); rerun fetch-model") from None
 

@@ -57,6 +57,11 @@ def export_model(
         raise InputError(f"{selection_file}: status {selection['status']!r}, no deployed layer to export (no layer carries a signal)")
     manifest = fair_esm.read_manifest(model_manifest)
     info = store.read_info(embeddings)
+    if not selection["model"] == manifest["id"] == info.attrs.get("model"):
+        raise InputError(
+            f"{selection_file} selects for model {selection['model']!r}, {model_manifest} is {manifest['id']!r} and {embeddings} holds "
+            f"{info.attrs.get('model')!r}; pass one model's manifest, store and selection"
+        )
     if info.attrs.get("checkpoint_sha256") != manifest["sha256"]:
         raise StoreError(f"{embeddings} was embedded with checkpoint {info.attrs.get('checkpoint_sha256')}, not {model_manifest}'s {manifest['sha256']}; pass the model the store was made with")
     layer, n_layers = int(selection["deployed_layer"]), int(selection["n_layers"])
@@ -66,7 +71,9 @@ def export_model(
     if info.attrs.get("input_sha256") != tasks.sequences_sha256(table["id"], table["sequence"]):
         raise StoreError(f"{embeddings} was embedded from other sequences than {task_table}; pass the task table the store was made from")
     settings = recorded_settings(info.attrs, embeddings)
-    costs = read_json(cost_file, "`plmexit cost`", ("n_layers", "flops", "seconds"))
+    costs = read_json(cost_file, "`plmexit cost`", ("model", "n_layers", "flops", "seconds"))
+    if costs["model"] != manifest["id"]:
+        raise InputError(f"{cost_file} times model {costs['model']!r}, not {manifest['id']!r}; pass the cost file of the same model")
     if len(costs["flops"]) != n_layers + 1 or len(costs["seconds"]) != n_layers + 1:
         raise InputError(f"{cost_file}: flops and seconds need {n_layers + 1} entries (depths 0..{n_layers}); rerun `plmexit cost`")
     if costs["n_layers"] != n_layers:
@@ -158,9 +165,9 @@ def _card(manifest, selection, costs, attrs, settings, probe: LinearProbe, layer
         "format_version": FORMAT_VERSION,
         "plmexit_version": plmexit.__version__,
         "created": datetime.datetime.now(datetime.timezone.utc).date().isoformat(),
-        "source_model": {"family": "fair-esm", "name": manifest["name"], "sha256": manifest["sha256"], "n_layers": n_layers},
+        "source_model": {"family": "fair-esm", "id": manifest["id"], "name": manifest["name"], "sha256": manifest["sha256"], "n_layers": n_layers},
         "model": model,
-        "task": {"name": selection["task"], "model_id": selection["model"], "type": probe.task_type, "metric": selection["metric"],
+        "task": {"name": selection["task"], "type": probe.task_type, "metric": selection["metric"],
                  "classes": probe.classes, "n_training_rows": n_rows},
         "deployed_layer": layer,
         "final_layer": n_layers,

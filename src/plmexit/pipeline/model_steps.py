@@ -31,9 +31,15 @@ log = logging.getLogger(__name__)
 ENGINE = "plmexit fused forward over fair-esm's weights (verified against fair-esm scripts/extract.py)"
 
 
-def fetch_model(out: str | Path, **source) -> dict:
-    """Resolve a model (download by name, or verify a local checkpoint) and write its manifest."""
-    manifest = fair_esm.resolve_model(**source)
+def fetch_model(out: str | Path, model_id: str | None = None, **source) -> dict:
+    """Resolve a model (download by name, or verify a local checkpoint) and write its manifest.
+
+    ``model_id`` is the config's id of the model (default: the model's own name). It is the one id
+    every later output carries (store, cost file, probe table, selection); the model's own name
+    (fair-esm release or checkpoint stem) travels beside it as ``model_name``, for ProteinGym's files.
+    """
+    resolved = fair_esm.resolve_model(**source)
+    manifest = {"id": model_id or resolved["name"], **resolved}
     fair_esm.write_manifest(manifest, out)
     return manifest
 
@@ -133,7 +139,8 @@ def embed_task(
         log.warning("%s: %d of %d sequences longer than %d residues were truncated to their first %d", task_table, truncated.sum(), len(rows), settings.truncate, settings.truncate)
     loaded = fair_esm.load_model(manifest["checkpoint"], manifest["sha256"], settings.device)
     attrs = {
-        "model": manifest["name"],
+        "model": manifest["id"],
+        "model_name": manifest["name"],
         "model_source": manifest["source"],
         "checkpoint_sha256": loaded.sha256,
         "fair_esm_version": fair_esm.fair_esm_version(),
@@ -251,7 +258,8 @@ def measure_cost(
     log.info("%s: full forward of %d sampled sequences takes %.4f s on %s", task_table, len(sample), seconds[-1], settings.device)
     token_lengths = engine.piece_token_lengths(sequences, embed_settings)  # + BOS and EOS, per piece
     result = {
-        "model": manifest["name"],
+        "model": manifest["id"],
+        "model_name": manifest["name"],
         "checkpoint_sha256": loaded.sha256,
         "n_layers": loaded.num_layers,
         "dim": loaded.embed_dim,

@@ -5,8 +5,8 @@ write the flags in ``shell:``, and every decision that depends on config (which 
 exist, where their inputs are, a task's type, metric, inner split, files and options, a set's
 storage precision and crop) is made here, from the
 config as validated by ``workflow/schemas/config.schema.yaml`` (defaults already filled in). Only
-the standard library is imported (and pandas only when ProteinGym assays are chosen by filters on
-the reference table), so building the DAG stays fast.
+the standard library is imported, so building the DAG stays fast; no data file is read while
+planning (ProteinGym assays chosen by a filter come from the ``choose_assays`` checkpoint's list).
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ import difflib
 import re
 import shlex
 from pathlib import Path
+from typing import Callable
 
 from plmexit.data import sources
 from plmexit.data.formats import COMMON_KEYS, FORMATS
@@ -52,7 +53,7 @@ class Plan:
     embedding set: a ProteinGym assay is embedded once for its three schemes.
     """
 
-    def __init__(self, config: dict):
+    def __init__(self, config: dict, chosen_assays: Callable[[str], str] | None = None):
         self.config = config
         # Every rule writes under <results>, which Snakemake reads from the config's pathvars;
         # planning names the same directory, so one setting decides both.
@@ -61,20 +62,61 @@ class Plan:
         self.models = _by_id(config["models"], "models")
         self.tasks: dict[str, dict] = {}
         self.embedding_sets: dict[str, str] = {}  # embedding set -> the task whose table it embeds
-        made_by: dict[str, int] = {}  # embedding set -> the config entry that made it
+        self._made_by: dict[str, int] = {}  # embedding set -> the config entry that made it
+        # ProteinGym entries whose assays a filter chooses: expanded once the choose_assays
+        # checkpoint has listed them. ``chosen_assays(entry id)`` gives that list's path (under
+        # Snakemake it asks the checkpoint, which stops the DAG there until the list exists).
+        self.chosen_assays = chosen_assays
+        self._pending: dict[str, tuple[dict, int]] = {}
         for position, entry in enumerate(config["tasks"]):
             _check_keys(entry, position)
-            for task in self._expand(entry, position):
-                name = task["embedding_set"]
-                if task["id"] in self.tasks or made_by.setdefault(name, position) != position:
-                    clash = task["id"] if task["id"] in self.tasks else name
-                    raise ConfigError(f"config: tasks[{position}] makes {clash!r} a second time; give every task its own id and list each assay once")
-                self.tasks[task["id"]] = task
-                self.embedding_sets.setdefault(name, task["id"])
+            if entry["kind"] == "proteingym" and ("assays" in entry) == ("filter" in entry):
+                raise ConfigError(f"config: tasks[{position}] ({entry['id']}): give a proteingym task either assays (a DMS_id list) or filter")
+            if "filter" in entry:
+                self._pending[entry["id"]] = (entry, position)
+            else:
+                self._add(self._expand(entry, position, entry.get("assays")), position)
         e = config["embed"]
         # Checked here, not in a rule's params, so a bad config stops the DAG before any job runs.
         if e["long_sequences"] == "window" and e["overlap"] >= e["window"]:
             raise ConfigError(f"config: embed.overlap {e['overlap']} must be less than embed.window {e['window']}; lower embed.overlap")
+
+    def _add(self, tasks: list[dict], position: int) -> None:
+        for task in tasks:
+            name = task["embedding_set"]
+            if task["id"] in self.tasks or self._made_by.setdefault(name, position) != position:
+                clash = task["id"] if task["id"] in self.tasks else name
+                raise ConfigError(f"config: tasks[{position}] makes {clash!r} a second time; give every task its own id and list each assay once")
+            self.tasks[task["id"]] = task
+            self.embedding_sets.setdefault(name, task["id"])
+
+    def filtered_entries(self) -> list[str]:
+        """Ids of the ProteinGym entries whose assays a filter chooses (one ``choose_assays`` job each)."""
+        return [entry["id"] for entry in self.config["tasks"] if "filter" in entry]
+
+    def expand_chosen_assays(self) -> None:
+        """Add the tasks of every filtered entry, from the assay lists its checkpoint wrote."""
+        for entry_id, (entry, position) in list(self._pending.items()):
+            if self.chosen_assays is None:
+                raise ConfigError(
+                    f"config: tasks[{position}] ({entry_id}): its assays are chosen by filter, which the workflow's choose_assays "
+                    "checkpoint does; plan it under Snakemake, or list the assays by DMS_id"
+                )
+            path = self.chosen_assays(entry_id)
+            self._add(self._expand(entry, position, Path(path).read_text().split()), position)
+            del self._pending[entry_id]
+
+    def task(self, task: str) -> dict:
+        """A task's plan, by id (a filtered entry's tasks are known once its checkpoint ran)."""
+        if task not in self.tasks:
+            self.expand_chosen_assays()
+        return self.tasks[task]
+
+    def _set_task(self, embedding_set: str) -> dict:
+        """The task whose table an embedding set embeds."""
+        if embedding_set not in self.embedding_sets:
+            self.expand_chosen_assays()
+        return self.tasks[self.embedding_sets[embedding_set]]
 
     def check_local_files(self) -> None:
         """Every task file that is not an official file key must exist before any job starts: nothing would make it."""
@@ -89,17 +131,17 @@ class Plan:
                     )
 
     @classmethod
-    def from_config(cls, config: dict, schema_path: str | Path) -> Plan:
+    def from_config(cls, config: dict, schema_path: str | Path, chosen_assays: Callable[[str], str] | None = None) -> Plan:
         """Check ``config`` against the schema (one line per mistake, see ``check_config``), fill in its defaults, and plan it."""
         from snakemake.utils import validate  # planning runs under Snakemake
 
         check_config(config, load_schema(schema_path))
         validate(config, str(schema_path), set_default=True)
-        plan = cls(config)
+        plan = cls(config, chosen_assays)
         plan.check_local_files()
         return plan
 
-    def _expand(self, entry: dict, position: int) -> list[dict]:
+    def _expand(self, entry: dict, position: int, dms_ids: list[str] | None) -> list[dict]:
         kind = entry["kind"]
         implied = FORMATS[kind].task_type
         task_type = entry.get("type") or implied
@@ -114,7 +156,7 @@ class Plan:
             return [{**base, "id": entry["id"], "embedding_set": entry["id"], "dms_id": None, "scheme": None}]
         base["files"].setdefault("reference", DEFAULT_REFERENCE)
         tasks = []
-        for dms_id in self._assays(entry, position, base["files"]["reference"]):
+        for dms_id in dms_ids:
             assay = f"{entry['assay_dir']}/{dms_id}.csv" if "assay_dir" in entry else sources.proteingym_assay_key(dms_id)
             if assay is None:
                 raise ConfigError(
@@ -126,36 +168,13 @@ class Plan:
                 tasks.append({**base, "files": files, "id": f"{dms_id}.{scheme}", "embedding_set": dms_id, "dms_id": dms_id, "scheme": scheme})
         return tasks
 
-    def _assays(self, entry: dict, position: int, reference: str) -> list[str]:
-        if ("assays" in entry) == ("filter" in entry):
-            raise ConfigError(f"config: tasks[{position}] ({entry['id']}): give a proteingym task either assays (a DMS_id list) or filter")
-        if "assays" in entry:
-            return list(entry["assays"])
-        from plmexit.data import proteingym  # pandas and numpy, only when assays are chosen by filters
-
-        table = self._readable(reference, f"tasks[{position}].filter reads the reference table while planning")
-        f = entry["filter"]
-        chosen = proteingym.select_assays(proteingym.read_reference(table), f.get("selection_type"), f.get("max_length"), f.get("max_variants"))
-        if not chosen:
-            raise ConfigError(f"config: tasks[{position}] ({entry['id']}): no assay of {reference} passes filter {f}; loosen it")
-        return chosen
-
-    def _readable(self, value: str, why: str) -> str:
-        """A file that must exist before the workflow runs: a local path, a local copy, or an already fetched official file."""
-        path = f"{self.data['local_dir']}/{value}" if value in sources.OFFICIAL_FILES and self.data.get("local_dir") else self.data_path(value)
-        if not Path(path).is_file():
-            raise ConfigError(
-                f"config: {why}, but {path} does not exist; fetch it first (`snakemake {self.data_path(value)}`), "
-                "set data.local_dir, or list assays by DMS_id"
-            )
-        return path
-
     # targets -----------------------------------------------------------------------------------
     def pairs(self) -> list[tuple[str, str]]:
+        self.expand_chosen_assays()
         return [(model, task) for model in self.models for task in self.tasks]
 
     def _proteingym_pairs(self) -> list[tuple[str, str]]:
-        return [(m, t) for m, t in self.pairs() if self.tasks[t]["dms_id"]]
+        return [(m, t) for m, t in self.pairs() if self.task(t)["dms_id"]]
 
     def proteingym_selections(self) -> list[str]:
         return [f"{self.results}/selection/{m}/{t}.json" for m, t in self._proteingym_pairs()]
@@ -191,7 +210,7 @@ class Plan:
         from plmexit.probing import choice
 
         summary = pd.read_csv(path, sep="\t")
-        summary = summary[summary["model"].isin(list(self.models)) & summary["task"].isin(list(self.tasks))]
+        summary = summary[summary["model"].isin(list(self.models)) & summary["task"].isin([t for _, t in self.pairs()])]
         lines = [f"plmexit: {len(summary)} tasks summarised in {path} (figures in {self.results}/figures/); the deployed layer of each:"]
         return lines + [f"  {choice.describe(row)}" for row in summary.to_dict("records")]
 
@@ -219,13 +238,6 @@ class Plan:
             args += ["--sha256", entry["sha256"]]
         return shlex.join(args)
 
-    def proteingym_model_name_flags(self) -> str:
-        """``--model-name id=name`` for ProteinGym's merge file: the fair-esm name where there is one."""
-        args = []
-        for model, entry in self.models.items():
-            args += ["--model-name", f"{model}={entry.get('name', model)}"]
-        return shlex.join(args)
-
     # data --------------------------------------------------------------------------------------
     def data_path(self, value: str) -> str:
         """Where a task file is read from: official files are fetched under results/data, anything else is a local path."""
@@ -246,38 +258,54 @@ class Plan:
         return shlex.join(args)
 
     # tasks -------------------------------------------------------------------------------------
+    def _filtered(self, entry_id: str) -> dict:
+        return next(entry for entry in self.config["tasks"] if entry["id"] == entry_id and "filter" in entry)
+
+    def assay_reference(self, entry_id: str) -> str:
+        """The reference table a filtered ProteinGym entry's checkpoint chooses assays from."""
+        return self.data_path(self._filtered(entry_id).get("reference", DEFAULT_REFERENCE))
+
+    def assay_filter_flags(self, entry_id: str) -> str:
+        """``choose-assays`` flags of a filtered entry's ``filter`` (``--selection-type`` per type, ``--max-length``, ``--max-variants``)."""
+        f = self._filtered(entry_id)["filter"]
+        args = [a for t in f.get("selection_type", []) for a in ("--selection-type", t)]
+        for key in ("max_length", "max_variants"):
+            if key in f:
+                args += ["--" + key.replace("_", "-"), str(f[key])]
+        return shlex.join(args)
+
     def task_inputs(self, task: str) -> list[str]:
-        return [self.data_path(v) for v in self.tasks[task]["files"].values()]
+        return [self.data_path(v) for v in self.task(task)["files"].values()]
 
     def task_type(self, task: str) -> str:
-        return self.tasks[task]["type"]
+        return self.task(task)["type"]
 
     def task_metric(self, task: str) -> str:
-        return self.tasks[task]["entry"].get("metric") or DEFAULT_SELECTION_METRIC[self.task_type(task)]
+        return self.task(task)["entry"].get("metric") or DEFAULT_SELECTION_METRIC[self.task_type(task)]
 
     def embedding_table(self, embedding_set: str) -> str:
         """The task table an embedding set is made from (every task of the set has the same sequences)."""
-        return f"{self.results}/tasks/{self.embedding_sets[embedding_set]}.tsv"
+        return f"{self.results}/tasks/{self._set_task(embedding_set)['id']}.tsv"
 
     def embeddings(self, model: str, task: str) -> str:
-        return f"{self.results}/embeddings/{model}/{self.tasks[task]['embedding_set']}.h5"
+        return f"{self.results}/embeddings/{model}/{self.task(task)['embedding_set']}.h5"
 
     def cost(self, model: str, task: str) -> str:
-        return f"{self.results}/cost/{model}/{self.tasks[task]['embedding_set']}.json"
+        return f"{self.results}/cost/{model}/{self.task(task)['embedding_set']}.json"
 
     def task_kind(self, task: str) -> str:
-        return self.tasks[task]["entry"]["kind"]
+        return self.task(task)["entry"]["kind"]
 
     def task_file_flags(self, task: str) -> str:
         """``prepare`` flags of a task's files, one per file role of its kind (``--path``, ``--test-path``, ``--reference``, ...)."""
         args = []
-        for role, value in self.tasks[task]["files"].items():
+        for role, value in self.task(task)["files"].items():
             args += ["--" + role.replace("_", "-"), self.data_path(value)]
         return shlex.join(args)
 
     def task_option_flags(self, task: str) -> str:
         """``prepare`` flags of the options a task's config entry sets (and a ProteinGym task's assay and scheme)."""
-        plan = self.tasks[task]
+        plan = self.task(task)
         entry = plan["entry"]
         args = []
         for key in ("sequence_column", "label_column", "id_column", "fold_column", "label_regex", "split", "labels", "max_sequences", "min_class_size"):
@@ -290,7 +318,7 @@ class Plan:
     # steps -------------------------------------------------------------------------------------
     def is_variant_set(self, embedding_set: str) -> bool:
         """Whether an embedding set is one target's substitution variants (a ProteinGym assay)."""
-        return self.tasks[self.embedding_sets[embedding_set]]["dms_id"] is not None
+        return self._set_task(embedding_set)["dms_id"] is not None
 
     def store_dtype(self, embedding_set: str) -> str:
         # Variant sets are stored in float32 whatever embed.dtype says: a substitution moves a pooled
@@ -313,7 +341,7 @@ class Plan:
 
     def inner_split(self, task: str) -> str:
         """A ridge probe's inner split follows the task's fold scheme (``INNER_SPLIT_OF_SCHEME``); classifiers ignore it."""
-        return INNER_SPLIT_OF_SCHEME[self.tasks[task]["scheme"]] if self.task_type(task) == "regression" else "loo"
+        return INNER_SPLIT_OF_SCHEME[self.task(task)["scheme"]] if self.task_type(task) == "regression" else "loo"
 
 def _check_keys(entry: dict, position: int) -> None:
     kind = entry["kind"]

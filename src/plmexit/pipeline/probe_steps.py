@@ -50,6 +50,8 @@ def probe_task(
     info = store.read_info(embeddings)
     if info.attrs.get("input_sha256") != tasks.sequences_sha256(table["id"], table["sequence"]):
         raise StoreError(f"{embeddings} was embedded from other sequences than {task_table}; delete it and rerun `plmexit embed`")
+    if info.attrs.get("model", model) != model:
+        raise StoreError(f"{embeddings} holds model {info.attrs['model']!r}, not {model!r}; pass that model's store, or --model-id {info.attrs['model']}")
     labels, folds, ids = table["label"].to_numpy(), table["fold"].to_numpy(), table["id"].to_numpy()
     classes = tables.classes_of(labels) if settings.task_type == "multilabel" else None
     y = tables.indicator(labels, classes) if classes else labels

@@ -36,7 +36,9 @@ def select_task(
         table = read_predictions(predictions, task_type)
     except InputError as exc:
         raise InputError(f"{predictions} (predictions for {probe_table}): {exc}") from None
-    costs = read_json(cost_file, "`plmexit cost`", ("n_layers", "flops", "seconds"))
+    costs = read_json(cost_file, "`plmexit cost`", ("model", "model_name", "n_layers", "flops", "seconds"))
+    if costs["model"] != selection["model"]:
+        raise InputError(f"{cost_file} times model {costs['model']!r} but {probe_table} probes {selection['model']!r}; pass the cost file of the same model")
     if costs["n_layers"] != selection["n_layers"]:
         raise InputError(f"{cost_file} describes {costs['n_layers']} layers but {probe_table} has {selection['n_layers']}; rerun `plmexit cost`")
     # What the embedding ran (its layer-norm convention, how many sequences were cut) comes with the cost
@@ -63,6 +65,7 @@ def select_task(
     selection["folds_time_saved"] = float(np.mean([cost.fraction_saved(seconds, f["layer"]) for f in selection["folds"]])) if ok else None
     sizes = table[table.layer == selection["n_layers"]].groupby("fold").size()
     selection["min_test_fold_size"] = int(sizes.min()) if len(sizes) else 0
+    selection["model_name"] = costs["model_name"]
     selection["layer_norm"] = costs["layer_norm"]
     selection["n_truncated"] = int(costs["n_truncated"])
     selection["split"], selection["n_sequences"], selection["task_info"] = info["split"], info["n_sequences"], info
@@ -112,15 +115,15 @@ def summarize_selections(selection_files: list[str | Path], out: str | Path, acr
 
 
 def summarize_proteingym(
-    selection_files: list[str | Path], predictions_files: list[str | Path], task_tables: list[str | Path], model_names: dict[str, str],
-    out: str | Path,
+    selection_files: list[str | Path], predictions_files: list[str | Path], task_tables: list[str | Path], out: str | Path,
 ) -> pd.DataFrame:
     """ProteinGym's supervised merge format (``DMS_id, model_name, fold_variable_name, Spearman, MSE``).
 
     The ``i``-th selection, predictions file and task table belong to one (model, task); Spearman
     and MSE are ProteinGym's, pooled over out-of-fold predictions on standardised targets (see
-    ``proteingym.merge_scores``). ``model_names`` maps a config model id to the name used in
-    ``model_name`` (``@final`` and ``@selected`` are appended), e.g. ``esm2_8M -> esm2_t6_8M_UR50D``.
+    ``proteingym.merge_scores``). ``model_name`` is the model's own name as its selection records it
+    (from the model manifest, through the cost file), with ``@final`` or ``@selected`` appended,
+    e.g. ``esm2_t6_8M_UR50D@selected`` for the config id ``esm2_8M``.
     """
     if not len(selection_files) == len(predictions_files) == len(task_tables):
         raise InputError(
@@ -129,7 +132,7 @@ def summarize_proteingym(
         )
     rows = []
     for path, predictions_file, task_table in zip(selection_files, predictions_files, task_tables):
-        selection = read_json(path, "`plmexit select`", ("model", "task", "n_layers", "folds", "task_info"))
+        selection = read_json(path, "`plmexit select`", ("model", "model_name", "task", "n_layers", "folds", "task_info"))
         if not selection["task_info"].get("dms_id"):
             raise InputError(f"{path}: not a ProteinGym task's selection; pass only ProteinGym selections")
         try:
@@ -142,10 +145,9 @@ def summarize_proteingym(
                 f"{predictions_file} holds (model, task) {found}, but {path} is {selection['model']}/{selection['task']}; "
                 "pass each selection's own predictions, in the same order"
             )
-        name = model_names.get(selection["model"], selection["model"])
         table = tasks.read_task_table(task_table, "regression")
         try:
-            rows.extend(proteingym.supervised_rows(selection, name, predictions, table))
+            rows.extend(proteingym.supervised_rows(selection, selection["model_name"], predictions, table))
         except InputError as exc:
             raise InputError(f"{predictions_file} with {task_table}: {exc}") from None
     table = pd.DataFrame(rows, columns=proteingym.MERGE_COLUMNS).sort_values(["DMS_id", "fold_variable_name", "model_name"])

@@ -1,4 +1,5 @@
-"""The steps that make a task: put an official data file in place, and read a task's files into a task table.
+"""The steps that make a task: put an official data file in place, choose ProteinGym assays by the
+reference table, and read a task's files into a task table.
 
 Invariant: as every module of ``plmexit.pipeline``: one function per CLI command, reading its
 inputs, calling the computing modules and writing its outputs atomically.
@@ -12,12 +13,28 @@ from pathlib import Path
 import pandas as pd
 
 from plmexit.atomic import write_text
-from plmexit.data import loading, sources, tasks
+from plmexit.data import loading, proteingym, sources, tasks
+from plmexit.errors import InputError
 
 
 def fetch_data(key: str, out: str | Path, local_dir: str | Path | None = None, base_url: str | None = None) -> str:
     """Put one official data file in place, hash-verified (downloaded, or from local copies)."""
     return sources.stage(key, out, local_dir, base_url)
+
+
+def choose_assays(
+    reference: str | Path, out: str | Path, selection_types: list[str] | None = None, max_length: int | None = None, max_variants: int | None = None,
+) -> list[str]:
+    """Write the DMS_ids of ``reference`` (``DMS_substitutions.csv``) that pass the filters, one per
+    line in the table's order: the workflow's ``choose_assays`` checkpoint, whose list the planner
+    expands into one task per assay and fold scheme."""
+    chosen = proteingym.select_assays(proteingym.read_reference(reference), selection_types, max_length, max_variants)
+    if not chosen:
+        wanted = {"selection_type": selection_types, "max_length": max_length, "max_variants": max_variants}
+        said = ", ".join(f"{k}={v}" for k, v in wanted.items() if v)
+        raise InputError(f"{reference}: no assay passes the filter ({said or 'none'}); loosen the task's filter in the config")
+    write_text(out, "".join(f"{dms_id}\n" for dms_id in chosen))
+    return chosen
 
 
 def prepare_task(spec: tasks.TaskSpec, out: str | Path, info_out: str | Path) -> pd.DataFrame:

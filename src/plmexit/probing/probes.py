@@ -55,8 +55,12 @@ def spearman(y_true: np.ndarray, y_pred: np.ndarray) -> float:
     return float(spearmanr(y_true, y_pred).statistic)
 
 
-# Protein-centric Fmax over CAFA's thresholds 0.01, 0.02, ..., 1.00, as DeepFRI reports it.
-FMAX_THRESHOLDS = np.round(np.arange(1, 101) / 100, 2)
+# Protein-centric Fmax as DeepFRI scores EC numbers (``Method._cafa_ec_aupr`` of its evaluation
+# script; tests/probing/test_fmax_deepfri.py holds a line-by-line copy): thresholds 0.01, ..., 0.99
+# (``t / 100.0`` for t in 1..99) and a class is called when its score is strictly above the
+# threshold. CAFA's evaluator (BioComputingUP/CAFA-evaluator) calls at ``>=`` on a 0.01 grid up to
+# 0.99; DeepFRI's numbers follow ``>``.
+FMAX_THRESHOLDS = np.arange(1, 100) / 100
 # Micro and macro F1 of a multi-label probe call a class when its probability reaches this.
 MULTILABEL_THRESHOLD = 0.5
 
@@ -64,17 +68,26 @@ MULTILABEL_THRESHOLD = 0.5
 def fmax(truth: np.ndarray, scores: np.ndarray) -> float:
     """Protein-centric maximum F-measure of per-class scores ``(n, K)`` against 0/1 truth ``(n, K)``.
 
-    At each threshold, precision is averaged over the items with at least one class called and
-    recall over the items with at least one true class; Fmax is the best harmonic mean.
+    DeepFRI's published EC scoring: at each threshold ``t`` in ``FMAX_THRESHOLDS`` a class is
+    called when its score is ``> t``; precision is averaged over the items with at least one class
+    called, recall is summed over the items with at least one true class and divided by all ``n``
+    items (an item with no true class counts as recall 0). Fmax is the best harmonic mean over the
+    thresholds where something is called. Where nothing is ever called or no call is right,
+    DeepFRI's script has no threshold to take the maximum over (it raises); this returns 0.0.
+    Scores are compared in their own floating precision, as NumPy compares DeepFRI's
+    ``preds > t / 100.0``.
     """
     truth = np.asarray(truth, dtype=bool)
-    called = np.asarray(scores)[None, :, :] >= FMAX_THRESHOLDS[:, None, None]  # (T, n, K)
+    scores = np.asarray(scores)
+    if not np.issubdtype(scores.dtype, np.floating):
+        scores = scores.astype(np.float64)
+    called = scores[None, :, :] > FMAX_THRESHOLDS.astype(scores.dtype)[:, None, None]  # (T, n, K)
     hits = (called & truth[None]).sum(axis=2)
     n_called = called.sum(axis=2)
-    annotated = truth.sum(axis=1) > 0
+    n_true = truth.sum(axis=1)
     with np.errstate(invalid="ignore", divide="ignore"):
         precision = np.where(n_called > 0, hits / n_called, 0.0).sum(axis=1) / np.maximum((n_called > 0).sum(axis=1), 1)
-        recall = (hits[:, annotated] / truth[annotated].sum(axis=1)).mean(axis=1) if annotated.any() else np.zeros(len(FMAX_THRESHOLDS))
+        recall = np.where(n_true > 0, hits / n_true, 0.0).sum(axis=1) / max(len(truth), 1)
         f = np.where(precision + recall > 0, 2 * precision * recall / (precision + recall), 0.0)
     return float(f.max())
 
