@@ -40,6 +40,7 @@ include: "workflow/rules/cost.smk"
 include: "workflow/rules/probe.smk"
 include: "workflow/rules/select.smk"
 include: "workflow/rules/report.smk"
+include: "workflow/rules/export.smk"
 
 
 rule all:

@@ -114,6 +114,10 @@ def test_plan_targets_and_arguments():
         "results/summary/best_layers.tsv", "results/summary/across_tasks.tsv", "results/figures/gain_vs_compute.png",
         "results/summary/proteingym_supervised.csv",
     ]
+    assert plan.exports() == [] and not any("/export/" in t for t in plan.final_targets())  # opt-in
+    config = load("test.yaml")
+    config["export"]["enabled"] = True
+    assert Plan(config).exports()[-1] == "results/export/tiny_random/gb1_three_vs_rest" and len(Plan(config).exports()) == len(plan.pairs())
     assert plan.model_checkpoint("tiny_random") == ["results/models/tiny_random/esm2_t4_64d_4h_seed0_random.pt"]
     assert shlex.split(plan.model_source_flags("tiny_random")) == ["--checkpoint", "results/models/tiny_random/esm2_t4_64d_4h_seed0_random.pt"]
     # The three schemes of an assay share one embedding set and one cost file.

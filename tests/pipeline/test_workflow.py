@@ -419,3 +419,27 @@ def test_assays_chosen_by_a_filter_run_in_one_invocation(tmp_path, shared_data):
     assert "A0A1I9GEU1_NEIME_Kennouche_2019.fold_random_5" in run.stdout + run.stderr  # the closing lines name it
     again = snakemake(tmp_path, "--cores", "1", "--configfile", str(tmp_path / "config.yaml"), "--dry-run")
     assert again.returncode == 0 and "Nothing to be done" in again.stdout + again.stderr
+
+
+def test_an_export_directory_is_a_target_that_predict_runs(finished_run, tmp_path):
+    """export.enabled is off in test.yaml, so the run has no exports; one is asked for by path, and
+    `plmexit predict` on it reproduces the probe's features on the task's own sequences."""
+    original, config = finished_run
+    workdir = tmp_path / "shipped"
+    shutil.copytree(original, workdir)
+    assert not (workdir / "results" / "export").exists()
+    target = "results/export/tiny_random/deeploc_membrane"
+
+    run = snakemake(workdir, target, "--cores", "1", "--configfile", str(config))
+    assert run.returncode == 0, run.stderr[-5000:]
+    assert "rule export_model:" in run.stdout + run.stderr and "rule embed_shard:" not in run.stdout + run.stderr  # nothing upstream reruns
+    card = json.loads((workdir / target / "card.json").read_text())
+    selection = json.loads((workdir / "results/selection/tiny_random/deeploc_membrane.json").read_text())
+    assert (card["deployed_layer"], card["source_model"]["id"]) == (selection["deployed_layer"], "tiny_random")
+
+    table = pd.read_csv(workdir / "results/tasks/deeploc_membrane.tsv", sep="\t").head(5)
+    table[["id", "sequence"]].to_csv(tmp_path / "new.csv", index=False)
+    predict = subprocess.run([sys.executable, "-m", "plmexit.cli", "predict", "--export", str(workdir / target), "--input", str(tmp_path / "new.csv"),
+                              "--out", str(tmp_path / "predictions.csv"), "--device", "cpu"], capture_output=True, text=True)
+    assert predict.returncode == 0, predict.stderr
+    assert pd.read_csv(tmp_path / "predictions.csv")["id"].tolist() == table["id"].tolist()

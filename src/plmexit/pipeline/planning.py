@@ -193,11 +193,17 @@ class Plan:
     def figures(self) -> list[str]:
         return [f"{self.results}/figures/{m}/{t}.png" for m, t in self.pairs()]
 
+    def exports(self) -> list[str]:
+        """Every (model, task)'s export directory when ``export.enabled``, else none."""
+        if not self.config["export"]["enabled"]:
+            return []
+        return [f"{self.results}/export/{m}/{t}" for m, t in self.pairs()]
+
     def final_targets(self) -> list[str]:
         proteingym = [f"{self.results}/summary/proteingym_supervised.csv"] if self.proteingym_selections() else []
         return [
             f"{self.results}/summary/best_layers.tsv", f"{self.results}/summary/across_tasks.tsv",
-            f"{self.results}/figures/gain_vs_compute.png", *proteingym, *self.figures(),
+            f"{self.results}/figures/gain_vs_compute.png", *proteingym, *self.figures(), *self.exports(),
         ]
 
     def closing_lines(self) -> list[str]:
