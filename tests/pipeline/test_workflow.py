@@ -110,7 +110,7 @@ def test_pipeline_writes_every_output(finished_run):
             # ProteinGym assays are stored float32 whatever embed.dtype says (a substitution's signal is near float16's resolution).
             assert embeddings.dtype == ("float32" if task in [*BLAT, NUD15] else "float16") and embeddings.chunks[0] == 1
             assert store.attrs["complete"] and store.attrs["layer_norm"] == "raw"
-            assert store.attrs["model"] == "esm2_t4_64d_4h_seed0_random"
+            assert (store.attrs["model"], store.attrs["model_name"]) == ("tiny_random", "esm2_t4_64d_4h_seed0_random")
             assert store.attrs["shards"] == 2 and store.attrs["long_sequences"] == "truncate"  # config/test.yaml shards every task
     shards = results / "embeddings" / "tiny_random" / "BLAT_ECOLX_Stiffler_2015.shards"
     assert not shards.exists() or not any(shards.iterdir())  # shard stores are temporary
