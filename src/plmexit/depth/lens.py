@@ -65,14 +65,19 @@ class MaskedSample:
         }
 
 
-def mask_sample(ids: list[str], sequences: list[str], size: int, fraction: float, seed: int, max_residues: int) -> MaskedSample:
-    """A seeded sample of ``size`` distinct sequences with a seeded ``fraction`` of each one's
-    positions masked (``max(1, round(fraction * n))``). A sequence longer than ``max_residues`` is
-    read through a seeded window of that many residues (logged and counted in ``info``)."""
+def check_sampling(size: int, fraction: float) -> None:
+    """A ``PlmexitError`` for a sample size or mask fraction ``mask_sample`` cannot use."""
     if not 0 < fraction < 1:
         raise InputError(f"--mask-fraction {fraction} must be between 0 and 1 (0.15 is how ESM2 was trained)")
     if size < 1:
         raise InputError(f"--sample {size} must be at least 1")
+
+
+def mask_sample(ids: list[str], sequences: list[str], size: int, fraction: float, seed: int, max_residues: int) -> MaskedSample:
+    """A seeded sample of ``size`` distinct sequences with a seeded ``fraction`` of each one's
+    positions masked (``max(1, round(fraction * n))``). A sequence longer than ``max_residues`` is
+    read through a seeded window of that many residues (logged and counted in ``info``)."""
+    check_sampling(size, fraction)
     _, first = np.unique(np.asarray(sequences, dtype=object), return_index=True)
     first = np.sort(first)
     if len(first) == 0:

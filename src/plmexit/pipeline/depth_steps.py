@@ -57,6 +57,7 @@ def lens_task(
     ``exit_out`` (``layer, n_positions, fraction, cumulative_fraction``), and ``info_out`` JSON:
     the sample, the masking, the summary numbers and the model's provenance.
     """
+    lens.check_sampling(sample, mask_fraction)
     table = tasks.read_task_table(task)
     lm = load_masked_lm(model, device, engine)
     masked = lens.mask_sample(list(table["id"]), list(table["sequence"]), sample, mask_fraction, seed, lm.max_residues)
