@@ -448,7 +448,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dms-id", required=True, help="the assay's DMS_id in the reference table")
     p.add_argument("--calibration-fraction", type=_fraction, default=0.2,
                    help="seeded fraction of variants that chooses DoLa's premature layer and SLED's weights, never scored by them (default 0.2; 0 skips both)")
-    p.add_argument("--batch-size", type=_positive_int, default=32, help="masked copies of the wild type per forward (default 32)")
+    p.add_argument("--batch-size", type=_positive_int, help="masked copies of the wild type per forward (default 32 on a GPU, 1 on a CPU, where batching does not pay)")
     p.add_argument("--overlap", type=int, default=256, help="residues shared by windows when the mutated span is wider than the model (default 256)")
     p.add_argument("--out-long", required=True, help="TSV to write: model, dms_id, layer, method, subset, metric, value")
     p.add_argument("--out-proteingym", required=True, help="CSV to write in ProteinGym's zero-shot per-assay layout (one column per layer and method)")

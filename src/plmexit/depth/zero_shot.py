@@ -51,9 +51,16 @@ from plmexit.errors import InputError
 log = logging.getLogger(__name__)
 
 PER_LAYER_METHODS = ("masked_marginal", "wt_marginal")
-# Masked copies of the wild type per forward. 32 copies of a 300-residue target are about 10k
-# tokens: most of the batching gain on a CPU, and a few hundred MB of activations for a 650M model.
+# Masked copies of the wild type per forward on a GPU, where a forward of one ~300-residue sequence
+# leaves most of the device idle: 32 copies are about 10k tokens, a few GB of fair-esm's attention
+# maps for a 650M model. On a CPU a forward is compute-bound already and large batches only add
+# cache misses (benchmarks/README.md, "Zero-shot speed"), so the CPU default is one copy.
 DEFAULT_BATCH = 32
+CPU_BATCH = 1
+
+
+def default_batch_size(device: str) -> int:
+    return DEFAULT_BATCH if device.startswith("cuda") else CPU_BATCH
 # A calibration subset smaller than this cannot rank layers by Spearman with any reliability.
 MIN_CALIBRATION = 20
 # Temperatures for the SLED-style weights softmax(rho / tau): from nearly all weight on the best
@@ -130,7 +137,9 @@ def masked_marginal_log_probs(lm: MaskedLM, target: str, plan: ScoringPlan, batc
             tokens = wild.expand(len(index), -1).clone()
             tokens[rows, columns] = lm.mask_id
             for k, state in enumerate(lm.layer_states(tokens)):
-                lp = log_probs(lens_logits(lm, state[rows, columns])).cpu().numpy()  # (b, V)
+                # The head runs on every position, as in the model's forward: on one gathered row it
+                # would be a matrix-vector product, whose rounding differs from the forward's by ~1e-5.
+                lp = log_probs(lens_logits(lm, state)[rows, columns]).cpu().numpy()  # (b, V)
                 if out is None:
                     out = np.empty((lm.num_layers + 1, len(plan.positions), lp.shape[-1]), dtype=np.float32)
                 out[k, index] = lp
@@ -149,7 +158,7 @@ def wt_marginal_log_probs(lm: MaskedLM, target: str, plan: ScoringPlan) -> np.nd
         tokens = lm.encode([target[start:stop]])
         columns = torch.as_tensor(lm.offset + plan.positions[index] - start, device=tokens.device)
         for k, state in enumerate(lm.layer_states(tokens)):
-            lp = log_probs(lens_logits(lm, state[0, columns])).cpu().numpy()
+            lp = log_probs(lens_logits(lm, state)[0, columns]).cpu().numpy()
             if out is None:
                 out = np.empty((lm.num_layers + 1, len(plan.positions), lp.shape[-1]), dtype=np.float32)
             out[k, index] = lp

@@ -72,7 +72,7 @@ def lens_task(
 def zero_shot_assay(
     model: str | Path, assay: str | Path, reference: str | Path, dms_id: str, out_long: str | Path, out_proteingym: str | Path,
     info_out: str | Path, model_name: str, calibration_fraction: float = 0.2, seed: int = 0, device: str = "cpu",
-    engine: str = "exact", batch_size: int = zero_shot.DEFAULT_BATCH, overlap: int = zero_shot.DEFAULT_OVERLAP,
+    engine: str = "exact", batch_size: int | None = None, overlap: int = zero_shot.DEFAULT_OVERLAP,
 ) -> zero_shot.ZeroShotScores:
     """Score a ProteinGym assay at every layer (masked and wild-type marginals, calibrated DoLa and SLED).
 
@@ -83,6 +83,7 @@ def zero_shot_assay(
     """
     table, target, mutations = proteingym.read_zero_shot_assay(assay, reference, dms_id)
     lm = load_masked_lm(model, device, engine)
+    batch_size = batch_size or zero_shot.default_batch_size(device)
     scores, plan = zero_shot.score_variants(
         lm, target, mutations, table["DMS_score"].to_numpy(), calibration_fraction, seed, batch_size, overlap, source=str(assay),
     )
@@ -95,7 +96,7 @@ def zero_shot_assay(
         zero_shot.proteingym_table(table, scores, model_name, lm.num_layers).to_csv(tmp, index=False, float_format="%.8g")
     info = {
         "model_name": model_name, "dms_id": dms_id, "n_variants": len(table), "n_mutated_positions": len(plan.positions),
-        "scoring": plan.info(), "calibration": scores.choices, "has_DMS_score_bin": binary is not None,
+        "scoring": plan.info(), "batch_size": batch_size, "calibration": scores.choices, "has_DMS_score_bin": binary is not None,
         **_provenance(lm, model, device, engine),
     }
     write_text(info_out, json.dumps(info, indent=2) + "\n")
