@@ -141,6 +141,85 @@ class FairEsmMaskedLM:
         return self.model.lm_head(hidden)
 
 
+# Where each transformers masked-LM family keeps its encoder and the norm after its last block
+# (None: a post-norm encoder such as BERT's, whose blocks end normed).
+TRANSFORMERS_FAMILIES = {"esm": ("esm", "encoder.emb_layer_norm_after"), "bert": ("bert", None)}
+
+
+class TransformersMaskedLM:
+    """A transformers masked LM (``EsmForMaskedLM``, ``BertForMaskedLM``) as a ``MaskedLM``.
+
+    Duck-typed on the model object (this module never imports transformers): states are read by
+    forward hooks on the embedding module and on every block during the model's own forward, so
+    the lens at ``L`` is ``model(...).logits`` exactly; skipping block ``i`` is a hook that returns
+    the block's input as its output. ``tokenizer`` is the model's own (a callable that adds the
+    leading CLS/BOS token); BERT-style protein tokenizers take residues separated by spaces.
+    """
+
+    offset = 1
+
+    def __init__(self, model, tokenizer, name: str, device: str = "cpu"):
+        family = model.config.model_type
+        if family not in TRANSFORMERS_FAMILIES:
+            raise ValueError(f"transformers model type {family!r} has no masked-LM mapping here; known: {', '.join(TRANSFORMERS_FAMILIES)}")
+        base, norm = TRANSFORMERS_FAMILIES[family]
+        self.model = model.to(device).eval()
+        self.tokenizer = tokenizer
+        self.device = device
+        self.name = name
+        self.spaced = family == "bert"
+        encoder = getattr(model, base)
+        self._embeddings = encoder.embeddings
+        self._layers = list(encoder.encoder.layer)
+        self._norm = _attribute(encoder, norm) if norm else None
+        self._head = model.lm_head if hasattr(model, "lm_head") else model.cls
+        self.num_layers = len(self._layers)
+        self.max_residues = ESM2_MAX_RESIDUES if family == "esm" else model.config.max_position_embeddings - 2
+        self.mask_id = tokenizer.mask_token_id
+        self.padding_id = tokenizer.pad_token_id
+        self.residue_ids = {aa: tokenizer.convert_tokens_to_ids(aa) for aa in AMINO_ACIDS}
+
+    def encode(self, residues: list[str]) -> torch.Tensor:
+        text = [" ".join(r) for r in residues] if self.spaced else list(residues)
+        return self.tokenizer(text, padding=True, return_tensors="pt")["input_ids"].to(self.device)
+
+    def layer_states(self, tokens: torch.Tensor, skip: int | None = None) -> Iterator[torch.Tensor]:
+        if skip is not None and not 1 <= skip <= self.num_layers:
+            raise ValueError(f"skip must be a block in 1..{self.num_layers}, got {skip}")
+        states: list[torch.Tensor] = []
+
+        def record(module, args, output):
+            states.append(output[0] if isinstance(output, tuple) else output)
+
+        def pass_through(module, args, kwargs, output):
+            hidden = args[0] if args else kwargs["hidden_states"]
+            return (hidden, *output[1:]) if isinstance(output, tuple) else hidden
+
+        hooks = []
+        try:
+            if skip is not None:
+                hooks.append(self._layers[skip - 1].register_forward_hook(pass_through, with_kwargs=True))
+            hooks.append(self._embeddings.register_forward_hook(record))
+            hooks += [layer.register_forward_hook(record) for layer in self._layers]
+            self.model(input_ids=tokens, attention_mask=tokens.ne(self.padding_id).long())
+        finally:
+            for hook in hooks:
+                hook.remove()
+        yield from states
+
+    def final_norm(self, hidden: torch.Tensor) -> torch.Tensor:
+        return self._norm(hidden) if self._norm is not None else hidden
+
+    def head(self, hidden: torch.Tensor) -> torch.Tensor:
+        return self._head(hidden)
+
+
+def _attribute(obj, dotted: str):
+    for part in dotted.split("."):
+        obj = getattr(obj, part)
+    return obj
+
+
 def log_probs(logits: torch.Tensor) -> torch.Tensor:
     """float32 log-softmax over the vocabulary."""
     return F.log_softmax(logits.float(), dim=-1)
