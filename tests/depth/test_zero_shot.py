@@ -146,3 +146,15 @@ def test_reading_an_assay_checks_wild_types_and_scores(write_file, shared_data):
         proteingym.read_zero_shot_assay(write_file("b.csv", "mutant,DMS_score\nH24C,0.5\nH24Y,x\n"), ref, BLAT)
     with pytest.raises(InputError, match="no assay 'NOPE'"):
         proteingym.read_zero_shot_assay(write_file("c.csv", "mutant,DMS_score\nH24C,0.5\n"), ref, "NOPE")
+
+
+def test_no_calibration_means_no_dola_or_sled_choice(tiny_loaded, blat_subset):
+    table, target, mutations = proteingym.read_zero_shot_assay(*blat_subset, BLAT)
+    lm = FairEsmMaskedLM(tiny_loaded)
+    scores, _ = zero_shot.score_variants(lm, target, mutations, table["DMS_score"].to_numpy(), calibration_fraction=0.0)
+    assert not scores.calibration.any() and "dola_premature_layer" not in scores.choices
+    assert {m for m, _ in scores.columns} == {"masked_marginal", "wt_marginal", "dola"}
+    long = zero_shot.metrics_table(scores, table["DMS_score"].to_numpy(), None)
+    assert set(long["subset"]) == {"all"} and "auc" not in set(long["metric"])
+    with pytest.raises(InputError, match="residues must be among the 20 amino acids"):
+        zero_shot.index_mutations([[("A", 1, "X")]], zero_shot.plan_scoring("A" * 5, [[("A", 1, "X")]], 1022), lm.residue_ids)
