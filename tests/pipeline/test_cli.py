@@ -20,7 +20,7 @@ from plmexit.probing.tables import PREDICTION_COLUMNS, PROBE_COLUMNS
 
 SUBCOMMANDS = [
     "make-test-model", "fetch-model", "fetch-data", "prepare", "embed", "gather-embeddings", "cost", "probe", "select", "summarize",
-    "summarize-proteingym", "plot", "plot-summary",
+    "summarize-proteingym", "plot", "plot-summary", "lens", "zero-shot",
 ]
 
 
