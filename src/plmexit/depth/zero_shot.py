@@ -20,7 +20,8 @@ and averages overlapping windows for wild-type marginals; the two agree on every
 residues.)
 
 Calibrated methods, whose one choice is made on a seeded calibration subset of variants
-(``calibration_split``) and scored only on the others (``held_out``):
+(``calibration_split``) and scored only on the others (``held_out``; a held-out variant may share
+its position with a calibration variant, but only one layer index or one temperature is chosen):
 
 - ``dola``: DoLa's contrast (Chuang et al. 2023) of the final (mature) layer with a premature layer
   ``j``, ``log p_L(a) - log p_j(a)`` in place of ``log p(a)``, so a variant scores
