@@ -92,8 +92,14 @@ def test_a_long_target_is_scored_through_the_variant_crop(tiny_loaded, monkeypat
         start, stop = plan.contexts[c]
         assert start <= p < stop
         assert min(p - start, stop - 1 - p) == max(min(p - s, t - 1 - p) for s, t in plan.contexts)
+    # each position's log-probabilities are those of its window read as a target of its own
     wild = zero_shot.wt_marginal_log_probs(lm, target, plan)
-    assert np.isfinite(wild).all()
+    masked = zero_shot.masked_marginal_log_probs(lm, target, plan, 2)
+    for i, (p, c) in enumerate(zip(plan.positions, plan.context_of)):
+        start, stop = plan.contexts[c]
+        alone = zero_shot.ScoringPlan(plan.crop, np.array([p - start]), [(0, stop - start)], np.array([0]))
+        np.testing.assert_allclose(wild[:, i], zero_shot.wt_marginal_log_probs(lm, target[start:stop], alone)[:, 0], atol=1e-6)
+        np.testing.assert_allclose(masked[:, i], zero_shot.masked_marginal_log_probs(lm, target[start:stop], alone)[:, 0], atol=1e-6)
 
 
 def test_calibrated_methods_choose_on_the_calibration_subset_only(tiny_loaded, blat_subset):
