@@ -38,7 +38,7 @@ def test_zero_shot_writes_the_long_table_proteingyms_csv_and_info(capsys, tmp_pa
     assert code == 0, err
     long = pd.read_csv(out["long.tsv"], sep="\t")
     assert list(long.columns) == ["model", "dms_id", "layer", "method", "subset", "metric", "value"]
-    assert set(long["method"]) == {"masked_marginal", "wt_marginal", "dola", "dola_calibrated", "sled_calibrated"}
+    assert set(long["method"]) == {"masked_marginal", "wt_marginal", "dola", "dola_calibrated", "dola_jsd_calibrated", "sled_calibrated"}
     csv = pd.read_csv(out["pg.csv"])
     assert len(csv) == 100 and "tiny@L2:masked_marginal" in csv.columns and csv["plmexit_calibration"].sum() == 25
     info = json.loads(out["info.json"].read_text())

@@ -3,6 +3,7 @@
 import numpy as np
 import pandas as pd
 import pytest
+from scipy.spatial.distance import jensenshannon
 
 from plmexit.data import proteingym
 from plmexit.depth import metrics, reference, zero_shot
@@ -117,6 +118,25 @@ def test_calibrated_methods_choose_on_the_calibration_subset_only(tiny_loaded, b
     rho = [metrics.spearman(truth[calibration], scores.columns[("dola", j)][calibration]) for j in range(L)]
     assert chosen == int(np.argmax(rho)) and ("dola_calibrated", chosen) in scores.columns
     assert np.isclose(sum(scores.choices["sled_weights"]), 1.0)
+    # DoLa's per-position choice: the bucket layer furthest from the final layer by Jensen-Shannon divergence
+    assert scores.choices["dola_jsd_bucket"] in ("lower", "upper") and ("dola_jsd_calibrated", L) in scores.columns
+    plan = zero_shot.plan_scoring(target, mutations, lm.max_residues)
+    masked = zero_shot.masked_marginal_log_probs(lm, target, plan)
+    layers = zero_shot.dola_buckets(L)[scores.choices["dola_jsd_bucket"]]
+    premature = zero_shot.jsd_premature_layers(masked, layers)
+    for i in range(len(plan.positions)):
+        p_final = np.exp(masked[L, i].astype(float))
+        divergence = [jensenshannon(p_final, np.exp(masked[j, i].astype(float))) ** 2 for j in layers]
+        assert premature[i] == layers[int(np.argmax(divergence))]
+    expected = []
+    for variant in mutations:
+        total = 0.0
+        for w, p, m in variant:
+            i = int(np.searchsorted(plan.positions, p - 1))
+            j = premature[i]
+            total += (masked[L, i, lm.residue_ids[m]] - masked[j, i, lm.residue_ids[m]]) - (masked[L, i, lm.residue_ids[w]] - masked[j, i, lm.residue_ids[w]])
+        expected.append(total)
+    np.testing.assert_allclose(scores.columns[("dola_jsd_calibrated", L)], expected, atol=1e-5)
     # the held-out scores do not enter any choice
     shuffled = truth.copy()
     shuffled[~calibration] = np.random.default_rng(0).permutation(shuffled[~calibration])
@@ -140,7 +160,7 @@ def test_tables_long_and_proteingym_layouts(tiny_loaded, blat_subset):
     csv = zero_shot.proteingym_table(table, scores, "tiny", lm.num_layers)
     chosen = scores.choices["dola_premature_layer"]
     assert list(csv.columns[:5]) == ["mutant", "mutated_sequence", "DMS_score", "DMS_score_bin", "plmexit_calibration"]
-    assert {"tiny@L0:masked_marginal", "tiny@L2:wt_marginal", f"tiny@L2-L{chosen}:dola", "tiny@L0-L2:sled"} <= set(csv.columns)
+    assert {"tiny@L0:masked_marginal", "tiny@L2:wt_marginal", f"tiny@L2-L{chosen}:dola", "tiny@L0-L2:sled", "tiny@L2-jsd:dola"} <= set(csv.columns)
     assert csv["plmexit_calibration"].sum() == scores.calibration.sum()
 
 

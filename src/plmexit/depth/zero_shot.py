@@ -28,6 +28,10 @@ its position with a calibration variant, but only one layer index or one tempera
   ``masked_marginal@L - masked_marginal@j``; ``j`` is the layer whose contrast has the highest
   Spearman on the calibration subset (DoLa picks ``j`` per token by Jensen-Shannon divergence and
   keeps only plausible tokens; a fixed mutant residue needs neither, so ``j`` is chosen once).
+- ``dola_jsd``: DoLa's own choice, per position: the premature layer is the one of a bucket of
+  layers whose lens distribution is furthest from the final one by Jensen-Shannon divergence;
+  DoLa chooses the bucket on validation data, here the lower or the upper half of the layers
+  below ``L`` by calibration Spearman (no plausibility cut, as above).
 - ``sled``: a SLED-style mixture over layers (after Zhang et al. 2024, not its gradient-based
   logit evolution): ``p = sum_k w_k p_k`` over masked-marginal lens distributions, with
   ``w = softmax(rho_k / tau)`` of each layer's calibration Spearman ``rho_k``, and ``tau`` from
@@ -218,6 +222,36 @@ def calibration_split(n: int, fraction: float, seed: int) -> np.ndarray:
     return chosen
 
 
+def dola_buckets(num_layers: int) -> dict[str, range]:
+    """DoLa's candidate premature layers: the lower and the upper half of layers ``0..L-1``."""
+    half = max(num_layers // 2, 1)
+    buckets = {"lower": range(0, half), "upper": range(half, num_layers)}
+    return {name: layers for name, layers in buckets.items() if len(layers)}
+
+
+def jsd_premature_layers(masked: np.ndarray, candidates: range) -> np.ndarray:
+    """(P,) per position, the candidate layer whose lens distribution has the largest
+    Jensen-Shannon divergence from the final layer's (``masked`` is (K, P, V) log-probabilities)."""
+    final = np.exp(masked[-1].astype(np.float64))  # (P, V)
+    divergence = []
+    for j in candidates:
+        early = np.exp(masked[j].astype(np.float64))
+        middle = np.log(np.maximum((final + early) / 2, 1e-300))
+        divergence.append(0.5 * (final * (masked[-1] - middle)).sum(-1) + 0.5 * (early * (masked[j] - middle)).sum(-1))
+    return np.asarray(candidates)[np.argmax(np.stack(divergence), axis=0)]
+
+
+def dola_jsd_scores(masked: np.ndarray, premature: np.ndarray, index: MutationIndex) -> np.ndarray:
+    """(N,) scores with ``log p_L - log p_j`` in place of ``log p``, ``j = premature[position]``."""
+    lp = masked.astype(np.float64)
+    j = premature[index.position]
+    contrast_new = lp[-1, index.position, index.new] - lp[j, index.position, index.new]
+    contrast_wild = lp[-1, index.position, index.wild] - lp[j, index.position, index.wild]
+    scores = np.zeros(index.n_variants)
+    np.add.at(scores, index.variant, contrast_new - contrast_wild)
+    return scores
+
+
 def sled_log_probs(masked: np.ndarray, weights: np.ndarray) -> np.ndarray:
     """log of the mixture ``sum_k w_k p_k`` of per-layer lens distributions ``masked`` (K, P, V)."""
     weighted = masked.astype(np.float64) + np.log(np.maximum(weights, 1e-300))[:, None, None]
@@ -277,7 +311,18 @@ def score_variants(
             if best is None or rho > best[0]:
                 best = (rho, tau, weights, scores)
         columns[("sled_calibrated", L)] = best[3]
+        bucket_rho, bucket_scores, bucket_layers = {}, {}, {}
+        for name, layers in dola_buckets(L).items():
+            bucket_layers[name] = jsd_premature_layers(masked, layers)
+            bucket_scores[name] = dola_jsd_scores(masked, bucket_layers[name], index)
+            bucket_rho[name] = metrics.spearman(truth[calibration], bucket_scores[name][calibration])
+        bucket = max(bucket_rho, key=lambda name: -np.inf if np.isnan(bucket_rho[name]) else bucket_rho[name])
+        columns[("dola_jsd_calibrated", L)] = bucket_scores[bucket]
         choices.update(
+            dola_jsd_bucket=bucket,
+            dola_jsd_bucket_layers=list(dola_buckets(L)[bucket]),
+            dola_jsd_calibration_spearman={name: float(r) for name, r in bucket_rho.items()},
+            dola_jsd_premature_layer_counts={str(int(j)): int(n) for j, n in zip(*np.unique(bucket_layers[bucket], return_counts=True))},
             dola_premature_layer=premature,
             dola_calibration_spearman=[float(r) for r in dola_rho],
             sled_temperature=best[1],
@@ -313,6 +358,8 @@ def column_name(model: str, method: str, layer: int, num_layers: int) -> str:
         return f"{model}@L{num_layers}-L{layer}:dola"
     if method == "sled_calibrated":
         return f"{model}@L0-L{num_layers}:sled"
+    if method == "dola_jsd_calibrated":
+        return f"{model}@L{num_layers}-jsd:dola"
     return f"{model}@L{layer}:{method}"
 
 
