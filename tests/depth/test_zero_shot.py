@@ -3,12 +3,13 @@
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 from scipy.spatial.distance import jensenshannon
 
 from plmexit.data import proteingym
 from plmexit.depth import metrics, reference, zero_shot
 from plmexit.depth.heads import FairEsmMaskedLM
-from plmexit.errors import InputError
+from plmexit.errors import EmbedError, InputError
 
 BLAT = "BLAT_ECOLX_Stiffler_2015"
 
@@ -118,6 +119,10 @@ def test_calibrated_methods_choose_on_the_calibration_subset_only(tiny_loaded, b
     rho = [metrics.spearman(truth[calibration], scores.columns[("dola", j)][calibration]) for j in range(L)]
     assert chosen == int(np.argmax(rho)) and ("dola_calibrated", chosen) in scores.columns
     assert np.isclose(sum(scores.choices["sled_weights"]), 1.0)
+    best = scores.choices["best_layer"]["masked_marginal"]
+    calibration_rho = [metrics.spearman(truth[calibration], scores.columns[("masked_marginal", k)][calibration]) for k in range(L + 1)]
+    assert best["layer"] == int(np.argmax(calibration_rho))
+    assert best["held_out_spearman"] == pytest.approx(metrics.spearman(truth[~calibration], scores.columns[("masked_marginal", best["layer"])][~calibration]))
     # DoLa's per-position choice: the bucket layer furthest from the final layer by Jensen-Shannon divergence
     assert scores.choices["dola_jsd_bucket"] in ("lower", "upper") and ("dola_jsd_calibrated", L) in scores.columns
     plan = zero_shot.plan_scoring(target, mutations, lm.max_residues)
@@ -141,7 +146,10 @@ def test_calibrated_methods_choose_on_the_calibration_subset_only(tiny_loaded, b
     shuffled = truth.copy()
     shuffled[~calibration] = np.random.default_rng(0).permutation(shuffled[~calibration])
     again, _ = zero_shot.score_variants(lm, target, mutations, shuffled, calibration_fraction=0.4, seed=3)
-    assert again.choices == scores.choices
+    def chosen(choices):
+        return {**{k: v for k, v in choices.items() if k != "best_layer"}, "best_layer": {m: b["layer"] for m, b in choices["best_layer"].items()}}
+
+    assert chosen(again.choices) == chosen(scores.choices)
     with pytest.raises(InputError, match="both need at least 20"):
         zero_shot.score_variants(lm, target, mutations, truth, calibration_fraction=0.1, seed=3)
 
@@ -184,3 +192,28 @@ def test_no_calibration_means_no_dola_or_sled_choice(tiny_loaded, blat_subset):
     assert set(long["subset"]) == {"all"} and "auc" not in set(long["metric"])
     with pytest.raises(InputError, match="residues must be among the 20 amino acids"):
         zero_shot.index_mutations([[("A", 1, "X")]], zero_shot.plan_scoring("A" * 5, [[("A", 1, "X")]], 1022), lm.residue_ids)
+
+
+def test_out_of_memory_halves_the_batch(tiny_loaded, monkeypatch, caplog):
+    lm = FairEsmMaskedLM(tiny_loaded)
+    target = "MKTAYIAKQRQISFVKSHFSRQLEERLGLIEVQ"
+    mutations = [[(target[p - 1], p, "W")] for p in (2, 5, 9, 14, 20, 27)]
+    plan = zero_shot.plan_scoring(target, mutations, lm.max_residues)
+    expected = zero_shot.masked_marginal_log_probs(lm, target, plan, 6)
+    real = zero_shot._masked_batch
+
+    def small_device(lm, wild, positions):
+        if len(positions) > 3:
+            raise torch.OutOfMemoryError("pretend")
+        return real(lm, wild, positions)
+
+    monkeypatch.setattr(zero_shot, "_masked_batch", small_device)
+    np.testing.assert_allclose(zero_shot.masked_marginal_log_probs(lm, target, plan, 6), expected, atol=1e-6)
+    assert "retrying with 3" in caplog.text and "retrying with 1" not in caplog.text
+
+    def no_device(lm, wild, positions):
+        raise torch.OutOfMemoryError("pretend")
+
+    monkeypatch.setattr(zero_shot, "_masked_batch", no_device)
+    with pytest.raises(EmbedError, match="one masked copy of 33 residues does not fit"):
+        zero_shot.masked_marginal_log_probs(lm, target, plan, 4)

@@ -51,7 +51,7 @@ from plmexit.depth import metrics
 from plmexit.depth.heads import MaskedLM, lens_logits, log_probs
 from plmexit.embedding.engine import VariantCrop, variant_crop, window_starts
 from plmexit.embedding.options import EmbedSettings
-from plmexit.errors import InputError
+from plmexit.errors import EmbedError, InputError
 
 log = logging.getLogger(__name__)
 
@@ -135,20 +135,37 @@ def masked_marginal_log_probs(lm: MaskedLM, target: str, plan: ScoringPlan, batc
     for c, (start, stop) in enumerate(plan.contexts):
         wild = lm.encode([target[start:stop]])  # (1, T)
         chosen = np.flatnonzero(plan.context_of == c)
-        for first in range(0, len(chosen), batch_size):
+        first = 0
+        while first < len(chosen):
             index = chosen[first : first + batch_size]
-            rows = torch.arange(len(index), device=wild.device)
-            columns = torch.as_tensor(lm.offset + plan.positions[index] - start, device=wild.device)
-            tokens = wild.expand(len(index), -1).clone()
-            tokens[rows, columns] = lm.mask_id
-            for k, state in enumerate(lm.layer_states(tokens)):
-                # The head runs on every position, as in the model's forward: on one gathered row it
-                # would be a matrix-vector product, whose rounding differs from the forward's by ~1e-5.
-                lp = log_probs(lens_logits(lm, state)[rows, columns]).cpu().numpy()  # (b, V)
-                if out is None:
-                    out = np.empty((lm.num_layers + 1, len(plan.positions), lp.shape[-1]), dtype=np.float32)
-                out[k, index] = lp
+            try:
+                found = _masked_batch(lm, wild, plan.positions[index] - start)
+            except torch.OutOfMemoryError:
+                if batch_size == 1:
+                    raise EmbedError(
+                        f"one masked copy of {stop - start} residues does not fit in device memory; use a device with more memory"
+                    ) from None
+                batch_size //= 2
+                log.warning("out of device memory with %d masked copies per forward; retrying with %d", len(index), batch_size)
+                if torch.cuda.is_available():
+                    torch.cuda.empty_cache()
+                continue
+            if out is None:
+                out = np.empty((found.shape[0], len(plan.positions), found.shape[-1]), dtype=np.float32)
+            out[:, index] = found
+            first += len(index)
     return out
+
+
+def _masked_batch(lm: MaskedLM, wild: torch.Tensor, positions: np.ndarray) -> np.ndarray:
+    """(L + 1, b, V): one masked copy of ``wild`` (1, T) per 0-based residue position, one forward."""
+    rows = torch.arange(len(positions), device=wild.device)
+    columns = torch.as_tensor(lm.offset + positions, device=wild.device)
+    tokens = wild.expand(len(positions), -1).clone()
+    tokens[rows, columns] = lm.mask_id
+    # The head runs on every position, as in the model's forward: on one gathered row it would be a
+    # matrix-vector product, whose rounding differs from the forward's by up to ~5e-5.
+    return np.stack([log_probs(lens_logits(lm, state)[rows, columns]).cpu().numpy() for state in lm.layer_states(tokens)])
 
 
 @torch.inference_mode()
@@ -318,7 +335,19 @@ def score_variants(
             bucket_rho[name] = metrics.spearman(truth[calibration], bucket_scores[name][calibration])
         bucket = max(bucket_rho, key=lambda name: -np.inf if np.isnan(bucket_rho[name]) else bucket_rho[name])
         columns[("dola_jsd_calibrated", L)] = bucket_scores[bucket]
+        # The layer a user would deploy, chosen without peeking: best on calibration, scored held out.
+        held_out = ~calibration
+        best_layers = {}
+        for method in PER_LAYER_METHODS:
+            rho = np.nan_to_num([metrics.spearman(truth[calibration], columns[(method, k)][calibration]) for k in range(L + 1)], nan=-np.inf)
+            layer = int(np.argmax(rho))
+            best_layers[method] = {
+                "layer": layer, "calibration_spearman": float(rho[layer]),
+                "held_out_spearman": metrics.spearman(truth[held_out], columns[(method, layer)][held_out]),
+                "final_layer_held_out_spearman": metrics.spearman(truth[held_out], columns[(method, L)][held_out]),
+            }
         choices.update(
+            best_layer=best_layers,
             dola_jsd_bucket=bucket,
             dola_jsd_bucket_layers=list(dola_buckets(L)[bucket]),
             dola_jsd_calibration_spearman={name: float(r) for name, r in bucket_rho.items()},
