@@ -26,16 +26,20 @@ its position with a calibration variant, but only one layer index or one tempera
 - ``dola``: DoLa's contrast (Chuang et al. 2023) of the final (mature) layer with a premature layer
   ``j``, ``log p_L(a) - log p_j(a)`` in place of ``log p(a)``, so a variant scores
   ``masked_marginal@L - masked_marginal@j``; ``j`` is the layer whose contrast has the highest
-  Spearman on the calibration subset (DoLa picks ``j`` per token by Jensen-Shannon divergence and
-  keeps only plausible tokens; a fixed mutant residue needs neither, so ``j`` is chosen once).
+  Spearman on the calibration subset. DoLa's plausibility cut (tokens far less likely than the
+  final top-1 get -inf) is left out here and below: it would give a whole class of mutants the same
+  score of -inf.
 - ``dola_jsd``: DoLa's own choice, per position: the premature layer is the one of a bucket of
   layers whose lens distribution is furthest from the final one by Jensen-Shannon divergence;
   DoLa chooses the bucket on validation data, here the lower or the upper half of the layers
-  below ``L`` by calibration Spearman (no plausibility cut, as above).
+  below ``L`` by calibration Spearman.
 - ``sled``: a SLED-style mixture over layers (after Zhang et al. 2024, not its gradient-based
   logit evolution): ``p = sum_k w_k p_k`` over masked-marginal lens distributions, with
   ``w = softmax(rho_k / tau)`` of each layer's calibration Spearman ``rho_k``, and ``tau`` from
   ``SLED_TEMPERATURES`` chosen by the mixture's calibration Spearman.
+
+The same calibration subset picks, per layer-wise method, the layer a user would deploy
+(``best_layer`` in the choices), whose Spearman is then reported on the held-out variants.
 """
 
 from __future__ import annotations
