@@ -3,8 +3,8 @@
 Invariant: every depth diagnostic reads a model only through ``MaskedLM``: ``layer_states`` yields
 the residual stream after the embedding (state 0) and after each block (states ``1..L``), state
 ``L`` *before* the final layer norm; ``final_norm`` then ``head`` turn any state into logits, so
-``head(final_norm(state L))`` is the model's own output (the logit lens at ``k = L``; tested
-exactly for fair-esm's own forward). Residue ``i`` of row ``b`` sits at token ``offset + i``.
+``head(final_norm(state L))`` is the model's own output (the logit lens at ``k = L``; tested bit
+for bit against fair-esm's ``ESM2.forward`` and transformers' ``EsmForMaskedLM``). Residue ``i`` of row ``b`` sits at token ``offset + i``.
 A backend (transformers ``EsmForMaskedLM``, ``BertForMaskedLM``, ...) is one more class with
 these members; nothing else in ``plmexit.depth`` knows which model it runs.
 """
@@ -67,7 +67,8 @@ class FairEsmMaskedLM:
     ``scaled_dot_product_attention``, no (B, H, T, T) scores in memory): faster, equal to fair-esm's
     forward only to fp32 rounding (log-probabilities differ by up to about 1e-4 on a 12-layer
     model). Both apply fair-esm's token-dropout rescaling of the embeddings (by the observed mask
-    ratio) as ``ESM2.forward`` does, in training and inference alike.
+    ratio) as ``ESM2.forward`` does, in training and inference alike. (The fused engine calls
+    ``FastEncoder._block`` and ``_rotary``; a public per-layer generator there would be cleaner.)
     """
 
     offset = 1  # BOS
