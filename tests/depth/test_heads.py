@@ -124,3 +124,26 @@ def test_transformers_esm_zero_shot_equals_a_one_position_loop(tiny_transformers
                 score += (lp[tokenizer.convert_tokens_to_ids(m)] - lp[tokenizer.convert_tokens_to_ids(w)]).item()
             expected.append(score)
     np.testing.assert_allclose(scores[-1], expected, rtol=0, atol=1e-5)
+
+
+def test_transformers_bert_lens_at_the_last_layer_is_its_own_logits(tmp_path):
+    """ProtBert's layout: a post-norm BERT (no final norm), residues separated by spaces."""
+    from transformers import BertConfig, BertForMaskedLM, BertTokenizer
+
+    from plmexit.depth.heads import TransformersMaskedLM
+
+    vocab = tmp_path / "vocab.txt"
+    vocab.write_text("\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *"LAGVESIKRDTPNQFYMHCWXUBZO"]) + "\n")
+    tokenizer = BertTokenizer(str(vocab), do_lower_case=False)
+    torch.manual_seed(0)
+    config = BertConfig(vocab_size=30, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64, max_position_embeddings=64)
+    model = BertForMaskedLM(config).eval()
+    lm = TransformersMaskedLM(model, tokenizer, "tiny_bert")
+    tokens = lm.encode(["MKTAYIAK", "ACD"])
+    assert tokens[0, 1].item() == tokenizer.convert_tokens_to_ids("M") and lm.max_residues == 62
+    tokens[0, 3] = lm.mask_id
+    with torch.inference_mode():
+        states = list(lm.layer_states(tokens))
+        own = model(input_ids=tokens, attention_mask=tokens.ne(tokenizer.pad_token_id).long()).logits
+        lens = lens_logits(lm, states[-1])
+    assert len(states) == 3 and torch.equal(lm.final_norm(states[-1]), states[-1]) and torch.equal(lens, own)
