@@ -197,6 +197,55 @@ def cmd_predict(args) -> None:
     predict(args.export, args.input, args.out, resolve_device(args.device))
 
 
+def _fraction(text: str) -> float:
+    value = float(text)
+    if not 0 <= value < 1:
+        raise argparse.ArgumentTypeError(f"expected a fraction in [0, 1), got {text!r}")
+    return value
+
+
+def cmd_lens(args) -> None:
+    import torch
+
+    from plmexit.pipeline.depth_steps import lens_task
+    from plmexit.pipeline.model_steps import resolve_device
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    lens_task(
+        args.model, args.task, args.out, args.skip_out, args.exit_out, args.info_out, args.model_name, args.task_name,
+        args.sample, args.mask_fraction, args.seed, resolve_device(args.device), args.engine, args.max_tokens, not args.no_skip,
+    )
+
+
+def cmd_zero_shot(args) -> None:
+    import torch
+
+    from plmexit.pipeline.depth_steps import zero_shot_assay
+    from plmexit.pipeline.model_steps import resolve_device
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    zero_shot_assay(
+        args.model, args.assay, args.reference, args.dms_id, args.out_long, args.out_proteingym, args.info_out, args.model_name,
+        args.calibration_fraction, args.seed, resolve_device(args.device), args.engine, args.batch_size, args.overlap,
+    )
+
+
+def _add_head_arguments(p: argparse.ArgumentParser) -> None:
+    """Arguments of the commands that read a model's own head at every layer (lens, zero-shot)."""
+    p.add_argument("--model", required=True, help="model manifest JSON from fetch-model")
+    p.add_argument("--model-name", required=True, help="model name for the tables")
+    p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default)")
+    p.add_argument("--threads", type=int, default=0, help="CPU threads for torch (default: torch's choice)")
+    p.add_argument(
+        "--engine", choices=["exact", "fused"], default="exact",
+        help="exact (default): fair-esm's own blocks, the last layer's lens is the model's logits bit for bit; "
+        "fused: plmexit's fused forward, faster, equal to fp32 rounding",
+    )
+    p.add_argument("--seed", type=int, default=0, help="seed for the sample and masks (lens) or the calibration subset (zero-shot)")
+
+
 def cmd_plot(args) -> None:
     from plmexit.pipeline.report_steps import plot_task
 
@@ -405,6 +454,34 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default)")
     p.add_argument("--threads", type=int, default=0, help="CPU threads for torch (default: torch's choice)")
     p.set_defaults(func=cmd_predict)
+
+    p = sub.add_parser("lens", help="logit lens, block skipping and exit layers on a seeded masked sample of a task, from the model's own head")
+    _add_head_arguments(p)
+    p.add_argument("--task", required=True, help="task table TSV from prepare (its sequences are sampled)")
+    p.add_argument("--task-name", required=True, help="task name for the tables")
+    p.add_argument("--sample", type=_positive_int, default=64, help="distinct sequences to sample (default 64)")
+    p.add_argument("--mask-fraction", type=float, default=0.15, help="fraction of each sequence's residues masked (default 0.15, as ESM2 was trained)")
+    p.add_argument("--max-tokens", type=_positive_int, default=4096, help="padded tokens per batch (default 4096)")
+    p.add_argument("--no-skip", action="store_true", help="leave out the block-skipping runs (one extra forward per block)")
+    p.add_argument("--out", required=True, help="lens TSV to write: model, task, lens, layer, metric, value")
+    p.add_argument("--skip-out", required=True, help="skipping TSV to write: model, task, block, layer, metric, value")
+    p.add_argument("--exit-out", required=True, help="exit-layer TSV to write: model, task, layer, n_positions, fraction, cumulative_fraction")
+    p.add_argument("--info-out", required=True, help="JSON to write: sample, masking, summary numbers, provenance")
+    p.set_defaults(func=cmd_lens)
+
+    p = sub.add_parser("zero-shot", help="score a ProteinGym assay at every layer from the model's own head (masked and wild-type marginals, DoLa, SLED)")
+    _add_head_arguments(p)
+    p.add_argument("--assay", required=True, help="ProteinGym substitution assay CSV (mutant, DMS_score[, DMS_score_bin])")
+    p.add_argument("--reference", required=True, help="ProteinGym's DMS_substitutions.csv")
+    p.add_argument("--dms-id", required=True, help="the assay's DMS_id in the reference table")
+    p.add_argument("--calibration-fraction", type=_fraction, default=0.2,
+                   help="seeded fraction of variants that chooses DoLa's premature layer and SLED's weights, never scored by them (default 0.2; 0 skips both)")
+    p.add_argument("--batch-size", type=_positive_int, help="masked copies of the wild type per forward (default 32 on a GPU, 1 on a CPU, where batching does not pay)")
+    p.add_argument("--overlap", type=int, default=256, help="residues shared by windows when the mutated span is wider than the model (default 256)")
+    p.add_argument("--out-long", required=True, help="TSV to write: model, dms_id, layer, method, subset, metric, value")
+    p.add_argument("--out-proteingym", required=True, help="CSV to write in ProteinGym's zero-shot per-assay layout (one column per layer and method)")
+    p.add_argument("--info-out", required=True, help="JSON to write: what the model read, the calibration choices, provenance")
+    p.set_defaults(func=cmd_zero_shot)
 
     p = sub.add_parser("plot", help="figure of the metric against layer for one model and task")
     p.add_argument("--probes", required=True, help="probe TSV")

@@ -284,3 +284,48 @@ def supervised_rows(selection: dict, model_name: str, predictions: pd.DataFrame,
         spearman, mse = merge_scores(pooled["label"], pooled["prediction"], pooled["fold"], task_table["label"], task_table["fold"])
         rows.append({**names, "Spearman": spearman, "MSE": mse})
     return rows
+
+
+# --- zero-shot scoring (plmexit zero-shot) -------------------------------------------------------
+
+
+def read_zero_shot_assay(path: str | Path, reference: str | Path, dms_id: str) -> tuple[pd.DataFrame, str, list[list[tuple[str, int, str]]]]:
+    """An assay for zero-shot scoring: ``(table, target_seq, mutations)``.
+
+    ``table`` has ``mutant``, ``mutated_sequence`` (the target with the mutant applied, checked
+    against the file's when it has one), ``DMS_score`` as float and, when the file has it,
+    ``DMS_score_bin`` as int; ``mutations`` holds each row's ``(wild, position, new)`` triples
+    (1-based positions of ``target_seq``; ProteinGym's reference table has no ``start_idx``, so
+    its ESM scoring offset is 1).
+    """
+    path = Path(path)
+    rows = read_reference(reference)
+    if dms_id not in rows:
+        raise InputError(f"{reference}: no assay {dms_id!r}; check --dms-id against the reference table's DMS_id column")
+    target = rows[dms_id]["target_seq"]
+    raw = read_csv_text(path, path)
+    if "mutant" not in raw.columns or "DMS_score" not in raw.columns:
+        raise InputError(f"{path}: a ProteinGym assay needs columns mutant and DMS_score; found {', '.join(raw.columns)}")
+    if raw.empty:
+        raise InputError(f"{path}: the assay has no variants")
+    line = np.arange(len(raw)) + 2
+    mutations = [parse_mutant(m, target, path, r, dms_id) for m, r in zip(raw["mutant"], line)]
+    sequences = [apply_mutant(target, m) for m in mutations]
+    if "mutated_sequence" in raw.columns:
+        differ = np.flatnonzero(raw["mutated_sequence"].str.strip().to_numpy() != np.array(sequences, dtype=object))
+        if differ.size:
+            i = differ[0]
+            raise InputError(
+                f"{path}: row {line[i]} ({raw['mutant'].iat[i]}): mutated_sequence is not target_seq of {dms_id} with the mutant applied; "
+                "is the reference table the assay's version?"
+            )
+    table = pd.DataFrame({"mutant": raw["mutant"].str.strip().to_numpy(), "mutated_sequence": sequences})
+    for column, kind in (("DMS_score", float), ("DMS_score_bin", int)):
+        if column not in raw.columns:
+            continue
+        values = pd.to_numeric(raw[column], errors="coerce")
+        bad = np.flatnonzero(~np.isfinite(values.to_numpy(dtype=float)))
+        if bad.size:
+            raise InputError(f"{path}: row {line[bad[0]]}: {column} {raw[column].iat[bad[0]]!r} is not a number; fix or drop the row")
+        table[column] = values.to_numpy().astype(kind)
+    return table, target, mutations

@@ -1,1 +1,1 @@
-"""Depth diagnostics from the model's own head (logit lens, layer skipping, zero-shot scoring, early exit); empty until their issues land."""
+"""What every layer already predicts, from the model's own masked-LM head: logit lens, block skipping, exit layers, zero-shot scoring."""

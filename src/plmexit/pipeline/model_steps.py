@@ -1,7 +1,7 @@
 """The pipeline steps that run a model: fetch it, embed tasks, time forward passes.
 
 Invariant: as every module of ``plmexit.pipeline`` (one function per CLI command, outputs written atomically); kept
-apart because only these (and ``export_steps``, which ships a model) need torch and fair-esm, so every other step
+apart because only these (and ``export_steps``, which ships a model, and ``depth_steps``, which reads its head) need torch and fair-esm, so every other step
 starts without loading them.
 """
 

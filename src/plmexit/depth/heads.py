@@ -1,0 +1,226 @@
+"""A masked language model seen layer by layer: the residual stream, the final norm and the LM head.
+
+Invariant: every depth diagnostic reads a model only through ``MaskedLM``: ``layer_states`` yields
+the residual stream after the embedding (state 0) and after each block (states ``1..L``), state
+``L`` *before* the final layer norm; ``final_norm`` then ``head`` turn any state into logits, so
+``head(final_norm(state L))`` is the model's own output (the logit lens at ``k = L``; tested bit
+for bit against fair-esm's ``ESM2.forward`` and transformers' ``EsmForMaskedLM``). Residue ``i`` of row ``b`` sits at token ``offset + i``.
+A backend (transformers ``EsmForMaskedLM``, ``BertForMaskedLM``, ...) is one more class with
+these members; nothing else in ``plmexit.depth`` knows which model it runs.
+"""
+
+from __future__ import annotations
+
+from typing import Iterator, Protocol
+
+import torch
+import torch.nn.functional as F
+
+from plmexit.embedding.engine import FastEncoder
+from plmexit.embedding.options import ESM2_MAX_RESIDUES
+from plmexit.models.fair_esm import LoadedModel
+
+AMINO_ACIDS = "ACDEFGHIKLMNPQRSTVWY"
+ENGINES = {
+    "exact": "fair-esm's own modules: the lens at L is the model's logits bit for bit",
+    "fused": "plmexit's fused forward (FastEncoder): faster, equal to fair-esm's to fp32 rounding",
+}
+
+
+class MaskedLM(Protocol):
+    """What the depth diagnostics need from a model with a masked-LM head."""
+
+    name: str
+    num_layers: int  # L: blocks; states are 0..L
+    max_residues: int  # residues one forward may hold (special tokens excluded)
+    offset: int  # token index of residue 0 (1: one leading BOS / CLS token)
+    mask_id: int
+    residue_ids: dict[str, int]  # token id of each of the 20 amino acids
+
+    def encode(self, residues: list[str]) -> torch.Tensor:
+        """(B, T) int64 tokens on the model's device: special tokens, residues, padding."""
+
+    def layer_states(self, tokens: torch.Tensor, skip: int | None = None) -> Iterator[torch.Tensor]:
+        """States 0..L, each (B, T, E); with ``skip = i`` (1..L) block ``i`` is left out, so state
+        ``i`` equals state ``i - 1`` (the residual stream passes through)."""
+
+    def final_norm(self, hidden: torch.Tensor) -> torch.Tensor:
+        """The norm the model applies after its last block (identity for post-norm models)."""
+
+    def head(self, hidden: torch.Tensor) -> torch.Tensor:
+        """The masked-LM head: (..., E) -> (..., V) logits."""
+
+
+def lens_logits(lm: MaskedLM, hidden: torch.Tensor, norm: bool = True) -> torch.Tensor:
+    """The logit lens: the model's own head on a state, with the final norm first (the standard
+    lens) or without it."""
+    return lm.head(lm.final_norm(hidden) if norm else hidden)
+
+
+class FairEsmMaskedLM:
+    """fair-esm's ESM2 as a ``MaskedLM``.
+
+    ``engine="exact"`` (default) calls fair-esm's own ``TransformerLayer`` modules in fair-esm's
+    (T, B, E) layout, so the lens at ``L`` equals ``model(tokens)["logits"]`` bit for bit and
+    batched masked marginals equal ProteinGym's loop to about 4e-6 (35M architecture).
+    ``engine="fused"`` runs the blocks through ``plmexit.embedding.engine.FastEncoder`` (fused QKV,
+    ``scaled_dot_product_attention``, no (B, H, T, T) scores in memory): faster, equal to fair-esm's
+    forward only to fp32 rounding (log-probabilities differ by up to about 1e-4 on a 12-layer
+    model). Both apply fair-esm's token-dropout rescaling of the embeddings (by the observed mask
+    ratio) as ``ESM2.forward`` does, in training and inference alike. (The fused engine calls
+    ``FastEncoder._block`` and ``_rotary``; a public per-layer generator there would be cleaner.)
+    """
+
+    offset = 1  # BOS
+
+    def __init__(self, loaded: LoadedModel, device: str = "cpu", engine: str = "exact"):
+        if engine not in ENGINES:
+            raise ValueError(f"unknown engine {engine!r}; use one of {', '.join(ENGINES)}")
+        self.loaded = loaded
+        self.model = loaded.model.to(device).eval()
+        self.device = device
+        self.fused = engine == "fused"
+        self.name = loaded.name
+        self.num_layers = loaded.num_layers
+        self.max_residues = ESM2_MAX_RESIDUES
+        alphabet = loaded.alphabet
+        self.alphabet = alphabet
+        self.mask_id = alphabet.mask_idx
+        self.padding_id = alphabet.padding_idx
+        self.residue_ids = {aa: alphabet.get_idx(aa) for aa in AMINO_ACIDS}
+        self._encoder = FastEncoder(loaded, device, "float32") if self.fused else None
+
+    def encode(self, residues: list[str]) -> torch.Tensor:
+        """BOS + residues + EOS, padded, as fair-esm's batch converter lays them out."""
+        T = max(len(r) for r in residues) + 2
+        tokens = torch.full((len(residues), T), self.padding_id, dtype=torch.int64)
+        for row, sequence in enumerate(residues):
+            tokens[row, 0] = self.alphabet.cls_idx
+            tokens[row, 1 : len(sequence) + 1] = torch.tensor(self.alphabet.encode(sequence), dtype=torch.int64)
+            tokens[row, len(sequence) + 1] = self.alphabet.eos_idx
+        return tokens.to(self.device)
+
+    def _embed(self, tokens: torch.Tensor) -> torch.Tensor:
+        """``ESM2.forward`` up to the first block, line for line (B, T, E)."""
+        model = self.model
+        padding_mask = tokens.eq(model.padding_idx)
+        x = model.embed_scale * model.embed_tokens(tokens)
+        if model.token_dropout:
+            x.masked_fill_((tokens == model.mask_idx).unsqueeze(-1), 0.0)
+            mask_ratio_train = 0.15 * 0.8
+            src_lengths = (~padding_mask).sum(-1)
+            mask_ratio_observed = (tokens == model.mask_idx).sum(-1).to(x.dtype) / src_lengths
+            x = x * (1 - mask_ratio_train) / (1 - mask_ratio_observed)[:, None, None]
+        return x * (1 - padding_mask.unsqueeze(-1).type_as(x))
+
+    def layer_states(self, tokens: torch.Tensor, skip: int | None = None) -> Iterator[torch.Tensor]:
+        if skip is not None and not 1 <= skip <= self.num_layers:
+            raise ValueError(f"skip must be a block in 1..{self.num_layers}, got {skip}")
+        padding = tokens.eq(self.padding_id)
+        x = self._embed(tokens)
+        yield x
+        if self.fused:
+            encoder = self._encoder
+            mask = (~padding)[:, None, None, :] if bool(padding.any()) else None
+            cos, sin_signed = encoder._rotary(tokens.shape[1])
+            for k, block in enumerate(encoder.layers, start=1):
+                if k != skip:
+                    x = encoder._block(x, block, mask, cos, sin_signed)
+                yield x
+            return
+        x = x.transpose(0, 1)  # (T, B, E), fair-esm's layout
+        padding_mask = padding if bool(padding.any()) else None
+        for k, layer in enumerate(self.model.layers, start=1):
+            if k != skip:
+                x, _ = layer(x, self_attn_padding_mask=padding_mask, need_head_weights=False)
+            yield x.transpose(0, 1)
+
+    def final_norm(self, hidden: torch.Tensor) -> torch.Tensor:
+        return self.model.emb_layer_norm_after(hidden)
+
+    def head(self, hidden: torch.Tensor) -> torch.Tensor:
+        return self.model.lm_head(hidden)
+
+
+# Where each transformers masked-LM family keeps its encoder and the norm after its last block
+# (None: a post-norm encoder such as BERT's, whose blocks end normed).
+TRANSFORMERS_FAMILIES = {"esm": ("esm", "encoder.emb_layer_norm_after"), "bert": ("bert", None)}
+
+
+class TransformersMaskedLM:
+    """A transformers masked LM (``EsmForMaskedLM``, ``BertForMaskedLM``) as a ``MaskedLM``.
+
+    Duck-typed on the model object (this module never imports transformers): states are read by
+    forward hooks on the embedding module and on every block during the model's own forward, so
+    the lens at ``L`` is ``model(...).logits`` exactly; skipping block ``i`` is a hook that returns
+    the block's input as its output. ``tokenizer`` is the model's own (a callable that adds the
+    leading CLS/BOS token); BERT-style protein tokenizers take residues separated by spaces.
+    """
+
+    offset = 1
+
+    def __init__(self, model, tokenizer, name: str, device: str = "cpu"):
+        family = model.config.model_type
+        if family not in TRANSFORMERS_FAMILIES:
+            raise ValueError(f"transformers model type {family!r} has no masked-LM mapping here; known: {', '.join(TRANSFORMERS_FAMILIES)}")
+        base, norm = TRANSFORMERS_FAMILIES[family]
+        self.model = model.to(device).eval()
+        self.tokenizer = tokenizer
+        self.device = device
+        self.name = name
+        self.spaced = family == "bert"
+        encoder = getattr(model, base)
+        self._embeddings = encoder.embeddings
+        self._layers = list(encoder.encoder.layer)
+        self._norm = _attribute(encoder, norm) if norm else None
+        self._head = model.lm_head if hasattr(model, "lm_head") else model.cls
+        self.num_layers = len(self._layers)
+        self.max_residues = ESM2_MAX_RESIDUES if family == "esm" else model.config.max_position_embeddings - 2
+        self.mask_id = tokenizer.mask_token_id
+        self.padding_id = tokenizer.pad_token_id
+        self.residue_ids = {aa: tokenizer.convert_tokens_to_ids(aa) for aa in AMINO_ACIDS}
+
+    def encode(self, residues: list[str]) -> torch.Tensor:
+        text = [" ".join(r) for r in residues] if self.spaced else list(residues)
+        return self.tokenizer(text, padding=True, return_tensors="pt")["input_ids"].to(self.device)
+
+    def layer_states(self, tokens: torch.Tensor, skip: int | None = None) -> Iterator[torch.Tensor]:
+        if skip is not None and not 1 <= skip <= self.num_layers:
+            raise ValueError(f"skip must be a block in 1..{self.num_layers}, got {skip}")
+        states: list[torch.Tensor] = []
+
+        def record(module, args, output):
+            states.append(output[0] if isinstance(output, tuple) else output)
+
+        def pass_through(module, args, kwargs, output):
+            hidden = args[0] if args else kwargs["hidden_states"]
+            return (hidden, *output[1:]) if isinstance(output, tuple) else hidden
+
+        hooks = []
+        try:
+            if skip is not None:
+                hooks.append(self._layers[skip - 1].register_forward_hook(pass_through, with_kwargs=True))
+            hooks.append(self._embeddings.register_forward_hook(record))
+            hooks += [layer.register_forward_hook(record) for layer in self._layers]
+            self.model(input_ids=tokens, attention_mask=tokens.ne(self.padding_id).long())
+        finally:
+            for hook in hooks:
+                hook.remove()
+        yield from states
+
+    def final_norm(self, hidden: torch.Tensor) -> torch.Tensor:
+        return self._norm(hidden) if self._norm is not None else hidden
+
+    def head(self, hidden: torch.Tensor) -> torch.Tensor:
+        return self._head(hidden)
+
+
+def _attribute(obj, dotted: str):
+    for part in dotted.split("."):
+        obj = getattr(obj, part)
+    return obj
+
+
+def log_probs(logits: torch.Tensor) -> torch.Tensor:
+    """float32 log-softmax over the vocabulary."""
+    return F.log_softmax(logits.float(), dim=-1)

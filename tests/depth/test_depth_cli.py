@@ -1,0 +1,77 @@
+"""`plmexit lens` and `plmexit zero-shot` end to end on a tiny model: outputs, their columns, error lines."""
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from plmexit.cli import main
+from plmexit.data import tasks
+from plmexit.models import fair_esm
+
+BLAT = "BLAT_ECOLX_Stiffler_2015"
+
+
+@pytest.fixture(scope="module")
+def manifest(tiny_model, tmp_path_factory):
+    path = tmp_path_factory.mktemp("manifest") / "tiny.json"
+    fair_esm.write_manifest({"id": "tiny", **fair_esm.resolve_model(checkpoint=tiny_model)}, path)
+    return path
+
+
+def run(capsys, *argv):
+    code = main([str(a) for a in argv])
+    return code, capsys.readouterr().err
+
+
+def test_zero_shot_writes_the_long_table_proteingyms_csv_and_info(capsys, tmp_path, manifest, shared_data):
+    root = shared_data / "proteingym"
+    assay = tmp_path / f"{BLAT}.csv"
+    pd.read_csv(root / "cv_folds_singles_substitutions" / f"{BLAT}.csv").iloc[:300:3].to_csv(assay, index=False)
+    out = {name: tmp_path / name for name in ("long.tsv", "pg.csv", "info.json")}
+    code, err = run(
+        capsys, "zero-shot", "--model", manifest, "--model-name", "tiny", "--assay", assay, "--reference", root / "reference_files" / "DMS_substitutions.csv",
+        "--dms-id", BLAT, "--calibration-fraction", "0.25", "--seed", "1", "--device", "cpu", "--threads", "1",
+        "--out-long", out["long.tsv"], "--out-proteingym", out["pg.csv"], "--info-out", out["info.json"],
+    )
+    assert code == 0, err
+    long = pd.read_csv(out["long.tsv"], sep="\t")
+    assert list(long.columns) == ["model", "dms_id", "layer", "method", "subset", "metric", "value"]
+    assert set(long["method"]) == {"masked_marginal", "wt_marginal", "dola", "dola_calibrated", "dola_jsd_calibrated", "sled_calibrated"}
+    csv = pd.read_csv(out["pg.csv"])
+    assert len(csv) == 100 and "tiny@L2:masked_marginal" in csv.columns and csv["plmexit_calibration"].sum() == 25
+    info = json.loads(out["info.json"].read_text())
+    assert info["scoring"]["contexts"] == [[0, 286]] and info["engine"] == "exact" and "dola_premature_layer" in info["calibration"]
+    spearman = long[(long["method"] == "masked_marginal") & (long["layer"] == 2) & (long["subset"] == "all") & (long["metric"] == "spearman")]["value"].item()
+    assert spearman == pytest.approx(csv[["DMS_score", "tiny@L2:masked_marginal"]].corr(method="spearman").iloc[0, 1], abs=1e-6)
+
+    code, err = run(
+        capsys, "zero-shot", "--model", manifest, "--model-name", "tiny", "--assay", assay, "--reference", root / "reference_files" / "DMS_substitutions.csv",
+        "--dms-id", "NOT_AN_ASSAY", "--out-long", out["long.tsv"], "--out-proteingym", out["pg.csv"], "--info-out", out["info.json"],
+    )
+    assert code == 1 and err.count("\n") == 1 and "no assay 'NOT_AN_ASSAY'" in err
+
+
+def test_lens_writes_its_three_tables_and_info(capsys, tmp_path, manifest):
+    rng = np.random.default_rng(0)
+    sequences = ["".join(rng.choice(list("ACDEFGHIKLMNPQRSTVWY"), n)) for n in (20, 35, 50, 28)]
+    task = tmp_path / "task.tsv"
+    tasks.write_task_table(pd.DataFrame({"id": ["a", "b", "c", "d"], "sequence": sequences, "label": ["x"] * 4, "fold": [0, 1, 0, 1]}), task)
+    out = {name: tmp_path / name for name in ("lens.tsv", "skip.tsv", "exit.tsv", "info.json")}
+    code, err = run(
+        capsys, "lens", "--model", manifest, "--model-name", "tiny", "--task", task, "--task-name", "toy", "--sample", "3", "--seed", "5",
+        "--device", "cpu", "--out", out["lens.tsv"], "--skip-out", out["skip.tsv"], "--exit-out", out["exit.tsv"], "--info-out", out["info.json"],
+    )
+    assert code == 0, err
+    assert list(pd.read_csv(out["lens.tsv"], sep="\t").columns) == ["model", "task", "lens", "layer", "metric", "value"]
+    assert list(pd.read_csv(out["skip.tsv"], sep="\t").columns) == ["model", "task", "block", "layer", "metric", "value"]
+    assert list(pd.read_csv(out["exit.tsv"], sep="\t").columns) == ["model", "task", "layer", "n_positions", "fraction", "cumulative_fraction"]
+    info = json.loads(out["info.json"].read_text())
+    assert info["n_sequences"] == 3 and info["seed"] == 5 and info["shallowest_agreeing_layer_final_norm"] is not None
+
+    code, err = run(
+        capsys, "lens", "--model", manifest, "--model-name", "tiny", "--task", task, "--task-name", "toy", "--mask-fraction", "0",
+        "--out", out["lens.tsv"], "--skip-out", out["skip.tsv"], "--exit-out", out["exit.tsv"], "--info-out", out["info.json"],
+    )
+    assert code == 1 and err.count("\n") == 1 and "--mask-fraction 0.0 must be between 0 and 1" in err
