@@ -304,3 +304,46 @@ def test_one_default_per_setting_in_the_schema_the_command_line_and_the_library(
     assert probe.inner_folds == schema["probe"]["properties"]["inner_folds"]["default"]
     assert TaskSpec.__dataclass_fields__["cv_folds"].default == schema["probe"]["properties"]["cv_folds"]["default"]
     assert TaskSpec.__dataclass_fields__["seed"].default == ProbeSettings.__dataclass_fields__["seed"].default == schema["seed"]["default"]
+
+
+def test_transformers_model_sources_and_their_fetch_flags():
+    config = load("test.yaml")
+    config["models"] = [
+        {"id": "bert_hub", "hub": "Rostlab/prot_bert", "revision": "a" * 40},
+        {"id": "ankh_dir", "path": "models/ankh_base", "family": "ankh"},
+        {"id": "t5_random", "random": {"family": "t5", "layers": 2, "dim": 32, "heads": 4, "seed": 1}},
+        {"id": "fair_random", "random": {"layers": 2, "dim": 32, "heads": 4}},
+    ]
+    validate(config, str(SCHEMA), set_default=True)
+    plan = Plan(config)
+
+    assert shlex.split(plan.model_source_flags("bert_hub")) == ["--hub", "Rostlab/prot_bert", "--revision", "a" * 40]
+    assert plan.model_checkpoint("bert_hub") == []  # downloaded by fetch-model itself
+    assert shlex.split(plan.model_source_flags("ankh_dir")) == ["--path", "models/ankh_base", "--family", "ankh"]
+    assert plan.model_checkpoint("ankh_dir") == ["models/ankh_base"]
+    assert plan.model_checkpoint("t5_random") == ["results/models/t5_random/t5_t2_32d_4h_seed1_random"]  # a directory
+    assert shlex.split(plan.model_source_flags("t5_random")) == ["--path", "results/models/t5_random/t5_t2_32d_4h_seed1_random"]
+    assert plan.model_checkpoint("fair_random") == ["results/models/fair_random/esm2_t2_32d_4h_seed0_random.pt"]
+
+
+@pytest.mark.parametrize(
+    "entry, message",
+    [
+        ({"hub": "Rostlab/prot_bert", "revision": "a" * 40, "sha256": "b" * 64}, r"sha256 applies to a fair-esm checkpoint"),
+        ({"path": "m", "url": "https://example.org/m.pt"}, r"url is a mirror for a fair-esm model given by name"),
+        ({"name": "esm2_t6_8M_UR50D", "family": "esm"}, r"family applies to a transformers model \(hub or path\)"),
+    ],
+)
+def test_model_keys_that_do_not_fit_the_source(entry, message):
+    config = load("test.yaml")
+    config["models"] = [{"id": "m", **entry}]
+    with pytest.raises(ConfigError, match=rf"^config: models\[0\] \(m\): {message}"):
+        Plan(config)
+
+
+@pytest.mark.parametrize("revision", ["main", "a" * 39])
+def test_a_hub_model_needs_a_pinned_commit(revision):
+    config = load("test.yaml")
+    config["models"] = [{"id": "m", "hub": "Rostlab/prot_bert", "revision": revision}]
+    with pytest.raises(ConfigError, match=r"models\[0\] \(m\)\.revision"):
+        check_config(config, load_schema(SCHEMA))

@@ -20,7 +20,29 @@ rule make_test_model:
         " --seed {wildcards.seed} --out $(dirname {output})"
 
 
-# A fair-esm release by name (downloaded into the torch hub cache), or a local checkpoint.
+# A random transformers model of one family, as a model directory in the published layout.
+rule make_test_model_directory:
+    output:
+        directory(
+            "<results>/models/{model}/{family}_t{layers}_{dim}d_{heads}h_seed{seed}_random"
+        ),
+    log:
+        "<results>/logs/make_test_model/{model}/{family}_t{layers}_{dim}d_{heads}h_seed{seed}_random.log",
+    wildcard_constraints:
+        family="esm|bert|albert|t5|esmc",
+        layers=r"\d+",
+        dim=r"\d+",
+        heads=r"\d+",
+        seed=r"\d+",
+    conda:
+        "../../envs/embed.yaml"
+    shell:
+        "plmexit --log {log} make-test-model --family {wildcards.family} --layers {wildcards.layers} --dim {wildcards.dim}"
+        " --heads {wildcards.heads} --seed {wildcards.seed} --out $(dirname {output})"
+
+
+# A fair-esm release by name (downloaded into the torch hub cache), a local checkpoint, a
+# transformers model pinned to a hub commit, or a local transformers directory.
 rule fetch_model:
     input:
         model_checkpoint,

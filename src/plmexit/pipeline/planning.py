@@ -60,6 +60,8 @@ class Plan:
         self.results = config.get("pathvars", {}).get("results", DEFAULT_RESULTS)
         self.data = config.get("data", {})
         self.models = _by_id(config["models"], "models")
+        for position, entry in enumerate(config["models"]):
+            _check_model(entry, position)
         self.tasks: dict[str, dict] = {}
         self.embedding_sets: dict[str, str] = {}  # embedding set -> the task whose table it embeds
         self._made_by: dict[str, int] = {}  # embedding set -> the config entry that made it
@@ -222,26 +224,37 @@ class Plan:
 
     # models ------------------------------------------------------------------------------------
     def test_model_checkpoint(self, model: str) -> str:
-        """Where ``make-test-model`` writes a config-declared random model."""
+        """Where ``make-test-model`` writes a config-declared random model: a fair-esm checkpoint file, or a transformers directory."""
         r = self.models[model]["random"]
-        return f"{self.results}/models/{model}/esm2_t{r['layers']}_{r['dim']}d_{r['heads']}h_seed{r['seed']}_random.pt"
+        family = r.get("family", "fair-esm")
+        stem = "esm2" if family == "fair-esm" else family
+        suffix = ".pt" if family == "fair-esm" else ""
+        return f"{self.results}/models/{model}/{stem}_t{r['layers']}_{r['dim']}d_{r['heads']}h_seed{r.get('seed', 0)}_random{suffix}"
 
     def model_checkpoint(self, model: str) -> list[str]:
-        """Local checkpoint the manifest depends on ([] for a fair-esm download)."""
+        """The local file or directory the manifest depends on ([] for a download)."""
         entry = self.models[model]
         if "random" in entry:
             return [self.test_model_checkpoint(model)]
-        return [entry["checkpoint"]] if "checkpoint" in entry else []
+        return [entry[key] for key in ("checkpoint", "path") if key in entry]
 
     def model_source_flags(self, model: str) -> str:
-        """``fetch-model`` flags naming where a model comes from: ``--name`` (and ``--url``), or ``--checkpoint``; and its ``--sha256``."""
+        """``fetch-model`` flags naming where a model comes from: ``--name`` (and ``--url``), ``--checkpoint``,
+        ``--hub`` with ``--revision``, or ``--path``; with ``--sha256`` or ``--family`` where the config gives them."""
         entry = self.models[model]
+        random = entry.get("random", {}).get("family", "fair-esm")
         if "name" in entry:
             args = ["--name", entry["name"]] + (["--url", entry["url"]] if "url" in entry else [])
+        elif "hub" in entry:
+            args = ["--hub", entry["hub"], "--revision", entry["revision"]]
+        elif "path" in entry or random != "fair-esm":
+            args = ["--path", self.model_checkpoint(model)[0]]
         else:
             args = ["--checkpoint", self.model_checkpoint(model)[0]]
         if "sha256" in entry:
             args += ["--sha256", entry["sha256"]]
+        if "family" in entry:
+            args += ["--family", entry["family"]]
         return shlex.join(args)
 
     # data --------------------------------------------------------------------------------------
@@ -348,6 +361,20 @@ class Plan:
     def inner_split(self, task: str) -> str:
         """A ridge probe's inner split follows the task's fold scheme (``INNER_SPLIT_OF_SCHEME``); classifiers ignore it."""
         return INNER_SPLIT_OF_SCHEME[self.task(task)["scheme"]] if self.task_type(task) == "regression" else "loo"
+
+def _check_model(entry: dict, position: int) -> None:
+    """Keys that only apply to some model sources (the schema says which source; this says which key fits it)."""
+    fair_esm = "name" in entry or "checkpoint" in entry
+    where = f"config: models[{position}] ({entry['id']})"
+    if "sha256" in entry and not fair_esm:
+        raise ConfigError(f"{where}: sha256 applies to a fair-esm checkpoint (name or checkpoint); a transformers model's files are hashed when fetched, remove it")
+    if "url" in entry and "name" not in entry:
+        raise ConfigError(f"{where}: url is a mirror for a fair-esm model given by name; remove it")
+    if "family" in entry and "hub" not in entry and "path" not in entry:
+        raise ConfigError(f"{where}: family applies to a transformers model (hub or path); a random model takes random.family; remove it")
+    if "revision" in entry and "hub" not in entry:
+        raise ConfigError(f"{where}: revision pins a hub model; remove it or add hub")
+
 
 def _check_keys(entry: dict, position: int) -> None:
     kind = entry["kind"]
