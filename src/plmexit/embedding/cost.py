@@ -3,7 +3,7 @@
 Invariant: index ``k`` of every cost array is the cost of the token embedding plus the first
 ``k`` transformer blocks (so index 0 is the embedding alone and index ``L`` the whole encoder),
 which is exactly what a model truncated after block ``k`` computes. Measured times come from
-plmexit's own encoder (``engine.FastEncoder``, the engine that embeds), at the embedding's precision
+plmexit's own encoder (``engine.make_encoder``'s, the engine that embeds, for either backend), at the embedding's precision
 and batching, stopped right after block ``k``.
 """
 
@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 if TYPE_CHECKING:
-    from plmexit.embedding.engine import EmbedSettings, FastEncoder
+    from plmexit.embedding.engine import EmbedSettings, Encoder
 
 # FLOPs per token of one ESM2 block of width d attending over T tokens: the Q, K, V and output
 # projections (4 d^2 multiply-adds) and the 4x-wide feed-forward (8 d^2) make 12 d^2
@@ -42,7 +42,7 @@ TIMED = (
 )
 
 
-def measure_depth_seconds(encoder: FastEncoder, sequences: list[str], settings: EmbedSettings, repeats: int) -> np.ndarray:
+def measure_depth_seconds(encoder: Encoder, sequences: list[str], settings: EmbedSettings, repeats: int) -> np.ndarray:
     """(L + 1,) median wall-clock seconds to embed ``sequences`` to depth k (see ``TIMED``).
 
     The batches are exactly ``engine.embed_pooled``'s (``engine.device_batches``), built once before
