@@ -11,6 +11,7 @@ hub snapshots are pinned to a 40-hex commit and downloaded only by ``resolve_tra
 
 from __future__ import annotations
 
+import fnmatch
 import hashlib
 import json
 import logging
@@ -242,9 +243,15 @@ def _check_safetensors(directory: Path) -> None:
     raise ModelError(f"{directory}: no *.safetensors weight file; not a transformers model directory")
 
 
+def model_files(directory: Path) -> list[Path]:
+    """The files of ``directory`` that loading reads (``ALLOW_PATTERNS``: config, tokenizer,
+    safetensors); others (a README, pickled weights a hub snapshot may also hold) are never read."""
+    return sorted(p for p in directory.iterdir() if p.is_file() and any(fnmatch.fnmatch(p.name, pattern) for pattern in ALLOW_PATTERNS))
+
+
 def hash_files(directory: Path) -> dict[str, str]:
-    """``{relative path: sha256}`` of every file under ``directory`` (symlinks followed, as in the hub cache)."""
-    return {str(p.relative_to(directory)): sha256_file(p) for p in sorted(directory.rglob("*")) if p.is_file() and ".cache" not in p.parts}
+    """``{file name: sha256}`` of ``model_files(directory)`` (symlinks followed, as in the hub cache)."""
+    return {p.name: sha256_file(p) for p in model_files(directory)}
 
 
 def combined_sha256(files: dict[str, str]) -> str:
@@ -253,7 +260,8 @@ def combined_sha256(files: dict[str, str]) -> str:
 
 
 def verify_files(directory: Path, files: dict[str, str]) -> None:
-    """Every recorded file is there with its recorded sha256, and no other file is; else a ``ModelError``."""
+    """Every recorded file is there with its recorded sha256, and no other file loading would read
+    is; else a ``ModelError``."""
     if not directory.is_dir():
         raise ModelError(f"model directory {directory} does not exist; rerun `plmexit fetch-model`")
     found = hash_files(directory)
@@ -264,7 +272,7 @@ def verify_files(directory: Path, files: dict[str, str]) -> None:
             raise ModelError(f"{directory / name}: sha256 is {found[name]}, expected {expected}; the file is corrupt or not the fetched model")
     extra = sorted(set(found) - set(files))
     if extra:
-        raise ModelError(f"{directory}: holds files not in its manifest ({', '.join(extra)}); remove them or rerun `plmexit fetch-model`")
+        raise ModelError(f"{directory}: holds model files not in its manifest ({', '.join(extra)}); remove them or rerun `plmexit fetch-model`")
 
 
 def load_transformers(manifest: dict, device: str = "cpu") -> HubModel:
