@@ -139,3 +139,30 @@ def test_token_budgets_count_each_family_special_tokens(tiny_hub_loaded):
     (tokens, weights), = engine.device_batches(t5, ["MKV", "GG"], settings)
     assert tokens.shape == (2, 4) and weights[:, -1].eq(0).all()  # residues, then </s> (and padding)
     np.testing.assert_array_equal(engine.piece_token_lengths(["MKV"], settings, 1), [4])
+
+
+def test_embed_and_cost_steps_run_a_transformers_model(tmp_path, tiny_hub_models):
+    """The pipeline's steps through a transformers manifest: the store records the family and its
+    versions; the cost counts T5's one special token and its own block weights."""
+    import h5py
+    import pandas as pd
+
+    from plmexit.data.tasks import TASK_COLUMNS
+    from plmexit.pipeline import model_steps
+
+    table = pd.DataFrame({"id": [f"s{i}" for i in range(len(SEQUENCES))], "sequence": SEQUENCES, "label": 0.5, "fold": 0})
+    table[TASK_COLUMNS].to_csv(tmp_path / "task.tsv", sep="\t", index=False)
+    model_steps.fetch_model(tmp_path / "t5.json", path=tiny_hub_models["t5"])
+    settings = EmbedSettings(max_tokens=64)
+    model_steps.embed_task(tmp_path / "t5.json", tmp_path / "task.tsv", tmp_path / "t5.h5", settings, "float32")
+    with h5py.File(tmp_path / "t5.h5", "r") as handle:
+        attrs = dict(handle.attrs)
+        stored = handle["embeddings"][()]
+    assert (attrs["model_family"], attrs["model_format"], attrs["engine"]) == ("t5", "transformers", HookedEncoder.engine)
+    assert "transformers_version" in attrs and "fair_esm_version" not in attrs
+    loaded = model_manifest.load(tmp_path / "t5.json")
+    assert_close(stored, reference(loaded, SEQUENCES, "raw"))
+    result = model_steps.measure_cost(tmp_path / "t5.json", tmp_path / "task.tsv", tmp_path / "cost.json", settings, 3, 1, 0)
+    assert result["tokens"] == sum(len(s) + 1 for s in SEQUENCES)
+    dim = loaded.embed_dim  # T5 block: q, k, v, o (4 d^2), relu feed-forward d x 4d twice (8 d^2)
+    assert result["flops"][1] == pytest.approx(sum((len(s) + 1) * (24.0 * dim * dim + 4.0 * (len(s) + 1) * dim) for s in SEQUENCES), rel=1e-12)

@@ -22,7 +22,7 @@ SEQUENCES = ["MKTAYIAKQRQISFVKSHFSRQ", "WYXBUZO", "G", "ACDEFGHIKLMNPQRSTVWYXBOU
 
 def model_card_input(family: str, sequence: str) -> str:
     """How each model card says to prepare a sequence for the model's tokenizer."""
-    if family in ("bert", "t5"):  # Rostlab: rare residues to X, residues separated by spaces
+    if family in ("bert", "albert", "t5"):  # Rostlab: rare residues to X, residues separated by spaces
         return " ".join(re.sub(f"[{hub.RARE_RESIDUES}]", "X", sequence))
     return sequence
 
@@ -35,7 +35,7 @@ def test_token_scheme_equals_the_model_tokenizer(tiny_hub_loaded, family):
         expected = loaded.tokenizer(model_card_input(family, sequence))["input_ids"]
         ours = [*scheme.prefix, *scheme.encode(sequence).tolist(), *scheme.suffix]
         assert ours == expected, (family, sequence)
-    assert scheme.specials == {"esm": 2, "bert": 2, "t5": 1, "esmc": 2}[family]  # T5: no BOS, </s> only
+    assert scheme.specials == {"esm": 2, "bert": 2, "albert": 2, "t5": 1, "esmc": 2}[family]  # T5: no BOS, </s> only
 
 
 def test_fair_esm_alphabet_scheme_equals_its_batch_converter(tiny_loaded):

@@ -9,6 +9,7 @@ No code path unpickles arbitrary objects. This is the only module that imports `
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import logging
 import pickle
@@ -66,13 +67,18 @@ class LoadedModel:
     def embed_dim(self) -> int:
         return self.model.embed_dim
 
-    @property
+    @functools.cached_property
     def tokens(self) -> TokenScheme:
         """fair-esm's batch converter: ``<cls>`` + residues + ``<eos>``, unknown letters as ``<unk>``."""
         a = self.alphabet
         return TokenScheme.from_mapping(
             {r: a.get_idx(r) for r in RESIDUES if r in a.tok_to_idx}, a.unk_idx, [a.cls_idx], [a.eos_idx], a.padding_idx
         )
+
+    @property
+    def block_matmul_weights(self) -> int:
+        """Entries of one block's weight matrices (Q, K, V, output, feed-forward): 12 dim^2 for ESM2."""
+        return sum(m.weight.numel() for m in self.model.layers[0].modules() if isinstance(m, torch.nn.Linear))
 
     def esm2_weights(self) -> Esm2Weights:
         return esm2_weights(self.model)

@@ -12,6 +12,7 @@ hub snapshots are pinned to a 40-hex commit and downloaded only by ``resolve_tra
 from __future__ import annotations
 
 import fnmatch
+import functools
 import hashlib
 import json
 import logging
@@ -68,6 +69,9 @@ FAMILIES = {
                "emb_layer_norm_after (as fair-esm)"),
         Family("bert", ("bert",), "BertModel", "encoder.layer", None, True,
                "none: post-LN blocks, every layer output is already normalised, so raw and final are the same"),
+        # ALBERT shares its blocks: "albert" stands for the layer order AlbertTransformer runs them in.
+        Family("albert", ("albert",), "AlbertModel", "albert", None, True,
+               "none: post-LN blocks, every layer output is already normalised, so raw and final are the same"),
         Family("t5", ("t5",), "T5EncoderModel", "encoder.block", "encoder.final_layer_norm", True,
                "encoder.final_layer_norm (T5's RMS norm)"),
         Family("ankh", ("t5",), "T5EncoderModel", "encoder.block", "encoder.final_layer_norm", False,
@@ -76,7 +80,7 @@ FAMILIES = {
     )
 }
 # A family inferred from config.json's model_type when the model entry names none.
-DEFAULT_FAMILY = {"esm": "esm", "bert": "bert", "t5": "t5", "esmc": "esmc"}
+DEFAULT_FAMILY = {"esm": "esm", "bert": "bert", "albert": "albert", "t5": "t5", "esmc": "esmc"}
 
 
 def transformers_version() -> str:
@@ -127,18 +131,28 @@ class HubModel:
     def embed_dim(self) -> int:
         return self.config.hidden_size if hasattr(self.config, "hidden_size") else self.config.d_model
 
-    @property
+    @functools.cached_property
     def tokens(self) -> TokenScheme:
         return token_scheme(self.tokenizer, FAMILIES[self.family].rare_to_x)
 
     @property
     def blocks(self) -> list:
-        return list(_attr(self.module, FAMILIES[self.family].blocks))
+        """The block modules in the order the forward runs them (ALBERT's shared ones once per use)."""
+        path = FAMILIES[self.family].blocks
+        if path == "albert":
+            c, groups = self.config, self.module.encoder.albert_layer_groups
+            return [layer for i in range(c.num_hidden_layers) for layer in groups[int(i / (c.num_hidden_layers / c.num_hidden_groups))].albert_layers]
+        return list(_attr(self.module, path))
 
     @property
     def final_norm(self):
         path = FAMILIES[self.family].final_norm
         return None if path is None else _attr(self.module, path)
+
+    @property
+    def block_matmul_weights(self) -> int:
+        """Entries of one block's weight matrices (every ``nn.Linear`` in it), for analytic FLOPs."""
+        return sum(m.weight.numel() for m in self.blocks[0].modules() if isinstance(m, torch.nn.Linear))
 
     def esm2_weights(self) -> Esm2Weights | None:
         """The fast encoder's layout when this is an ESM2 (rotary, no embedding norm), else None."""
@@ -283,7 +297,7 @@ def load_transformers(manifest: dict, device: str = "cpu") -> HubModel:
     _check_safetensors(directory)
     family = FAMILIES[manifest["family"]]
     cls = getattr(transformers, family.model_class)
-    kwargs = {"add_pooling_layer": False} if family.model_class in ("EsmModel", "BertModel") else {}
+    kwargs = {"add_pooling_layer": False} if family.model_class in ("EsmModel", "BertModel", "AlbertModel") else {}
     try:
         try:
             module, info = cls.from_pretrained(
@@ -312,7 +326,7 @@ ESM_VOCAB = ["<cls>", "<pad>", "<eos>", "<unk>", *"LAGVSERTIDPKQNFYMHWCXBUZO.-",
 PROTBERT_VOCAB = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *"LAGVESIKRDTPNQFYMHCWXUBZO"]
 # Rostlab/prot_t5_xl_uniref50's spiece.model: pad, </s>, unk, then one "▁X" piece per residue letter; 100 extra ids follow.
 PROTT5_PIECES = "ALGVSREDTIPKFQNYMHWCXBOUZ"
-TEST_FAMILIES = ("esm", "bert", "t5", "esmc")
+TEST_FAMILIES = ("esm", "bert", "albert", "t5", "esmc")
 
 
 def make_test_model(family: str, layers: int, dim: int, heads: int, seed: int, out_dir: str | Path) -> Path:
@@ -357,16 +371,31 @@ def _write_esm(layers: int, dim: int, heads: int, directory: Path):
     return transformers.EsmForMaskedLM(_esm_config(layers, dim, heads)).eval()
 
 
-def _write_bert(layers: int, dim: int, heads: int, directory: Path):
+def _write_bert_tokenizer(directory: Path) -> None:
     write_text(directory / "vocab.txt", "\n".join(PROTBERT_VOCAB) + "\n")
     write_text(directory / "tokenizer_config.json", json.dumps({"do_lower_case": False, "tokenizer_class": "BertTokenizer"}, indent=2) + "\n")
     write_text(directory / "special_tokens_map.json", json.dumps(
         {"unk_token": "[UNK]", "sep_token": "[SEP]", "pad_token": "[PAD]", "cls_token": "[CLS]", "mask_token": "[MASK]"}, indent=2) + "\n")
+
+
+def _write_bert(layers: int, dim: int, heads: int, directory: Path):
+    _write_bert_tokenizer(directory)
     config = transformers.BertConfig(
         vocab_size=len(PROTBERT_VOCAB), hidden_size=dim, num_hidden_layers=layers, num_attention_heads=heads, intermediate_size=4 * dim,
         max_position_embeddings=40000, pad_token_id=0, architectures=["BertForMaskedLM"],
     )
     return transformers.BertForMaskedLM(config).eval()
+
+
+def _write_albert(layers: int, dim: int, heads: int, directory: Path):
+    # ProtBert's vocab.txt and BertTokenizer (ProtAlbert's own tokenizer files were not available to check offline).
+    _write_bert_tokenizer(directory)
+    config = transformers.AlbertConfig(
+        vocab_size=len(PROTBERT_VOCAB), embedding_size=max(dim // 2, 1), hidden_size=dim, num_hidden_layers=layers, num_attention_heads=heads,
+        intermediate_size=4 * dim, num_hidden_groups=1, inner_group_num=1, pad_token_id=0, hidden_act="gelu",
+        max_position_embeddings=40000, architectures=["AlbertForMaskedLM"],
+    )
+    return transformers.AlbertForMaskedLM(config).eval()
 
 
 def _write_t5(layers: int, dim: int, heads: int, directory: Path):
@@ -390,7 +419,7 @@ def _write_esmc(layers: int, dim: int, heads: int, directory: Path):
     return transformers.EsmcForMaskedLM(config).eval()
 
 
-_WRITERS = {"esm": _write_esm, "bert": _write_bert, "t5": _write_t5, "esmc": _write_esmc}
+_WRITERS = {"esm": _write_esm, "bert": _write_bert, "albert": _write_albert, "t5": _write_t5, "esmc": _write_esmc}
 
 
 def prott5_sentencepiece_model() -> bytes:

@@ -43,8 +43,9 @@ def load(manifest: dict | str | Path, device: str = "cpu"):
     """Verify and load the model a manifest (or manifest file) describes, with either backend.
 
     Returns an object with ``name``, ``sha256``, ``family``, ``num_layers``, ``embed_dim``,
-    ``tokens`` (a ``TokenScheme``), ``esm2_weights()`` (the fast encoder's layout, or None) and
-    ``describe()`` (what a store records about it); transformers models also give ``module``,
+    ``tokens`` (a ``TokenScheme``), ``block_matmul_weights`` (for analytic FLOPs), ``esm2_weights()``
+    (the fast encoder's layout, or None) and ``describe()`` (what a store records about it);
+    transformers models also give ``module``,
     ``blocks`` and ``final_norm`` for ``plmexit.embedding.generic``.
     """
     if not isinstance(manifest, dict):

@@ -254,7 +254,7 @@ def measure_cost(
         "dim": loaded.embed_dim,
         "n_sequences": len(sequences),
         "tokens": int(token_lengths.sum()),
-        "flops": cost.analytic_flops(token_lengths, loaded.num_layers, loaded.embed_dim).tolist(),
+        "flops": cost.analytic_flops(token_lengths, loaded.num_layers, loaded.embed_dim, loaded.block_matmul_weights).tolist(),
         "device": settings.device,
         "device_name": torch.cuda.get_device_name(settings.device) if settings.device.startswith("cuda") else platform.processor() or platform.machine(),
         "engine": encoder.engine,
