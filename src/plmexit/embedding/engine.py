@@ -1,14 +1,18 @@
-"""Per-layer mean-pooled embeddings from an ESM2 model, all layers in one forward pass.
+"""Per-layer mean-pooled embeddings from a protein language model, all layers in one forward pass.
 
 Invariant: the vector for layer ``k`` of a sequence is the mean, over that sequence's residue
-positions only (never BOS, EOS or padding), of fair-esm's ``representations[k]`` — the token
-embedding for ``k = 0``, raw block outputs for ``0 < k < L`` and the final-layer-normed output for
-``k = L`` — after the layer-norm convention below. ``plmexit.embedding.reference.reference_pooled`` is exactly what fair-esm's
-``scripts/extract.py`` computes; ``embed_pooled`` runs plmexit's own forward over the same module
-weights (fused QKV projection, fused attention, pooling on the device) and must match it (tested
-to 1e-5 relative in fp32). Identical sequences are embedded once.
+positions only (never special tokens or padding), of hidden state ``k`` — the token embedding for
+``k = 0``, raw block outputs for ``0 < k < L`` and the final-normed output for ``k = L`` (fair-esm's
+``representations[k]`` for ESM2) — after the layer-norm convention below. Everything here is the
+same for every backend: an ``Encoder`` (``make_encoder``) owns the model side, its ``TokenScheme``
+(special tokens around each piece) and its ``pooled`` forward. ESM2 weights, from fair-esm or
+from a transformers directory, run ``FastEncoder`` (fused QKV projection, fused attention,
+pooling on the device), held to fair-esm's ``scripts/extract.py`` (``reference.reference_pooled``)
+within 1e-5 relative in fp32; other families run ``generic.HookedEncoder``. Identical sequences
+are embedded once.
 
-Every sequence becomes one or more *pieces* (BOS + residues + EOS) with a weight per residue;
+Every sequence becomes one or more *pieces* (the scheme's prefix + residues + suffix) with a weight
+per residue;
 a sequence's pooled vector is the weighted sum of its pieces' states. Truncation is one piece with
 weights ``1/n``; the sliding-window mode cuts overlapping windows whose weights ``1/(n c_r)``
 (``c_r`` windows cover residue ``r``) average each residue's states over its windows before the
@@ -43,7 +47,7 @@ log = logging.getLogger(__name__)
 PRECISIONS = dict(zip(PRECISION_NAMES, (torch.float32, torch.bfloat16, torch.float16)))
 
 Progress = Callable[[int], None]
-"""Called after every forward batch with the number of tokens (residues, BOS and EOS) it finished."""
+"""Called after every forward batch with the number of tokens (residues and special tokens) it finished."""
 
 
 # --- pieces and batches ------------------------------------------------------------------------

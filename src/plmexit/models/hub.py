@@ -294,6 +294,8 @@ def load_transformers(manifest: dict, device: str = "cpu") -> HubModel:
     attention where supported, fp32, eval mode) and tokenizer from disk, never from the network."""
     directory = Path(manifest["path"])
     verify_files(directory, manifest["files"])
+    # The library never prints: transformers' weight-loading progress bars would go to stderr.
+    transformers.utils.logging.disable_progress_bar()
     _check_safetensors(directory)
     family = FAMILIES[manifest["family"]]
     cls = getattr(transformers, family.model_class)
@@ -336,6 +338,7 @@ def make_test_model(family: str, layers: int, dim: int, heads: int, seed: int, o
         raise ModelError(f"test model: family {family!r} has no test model; use one of {', '.join(TEST_FAMILIES)}")
     if layers < 1 or dim < 1 or heads < 1 or dim % heads:
         raise ModelError(f"test model: need layers >= 1 and dim divisible by heads (got layers={layers}, dim={dim}, heads={heads})")
+    transformers.utils.logging.disable_progress_bar()
     torch.manual_seed(seed)
     out = Path(out_dir) / f"{family}_t{layers}_{dim}d_{heads}h_seed{seed}_random"
     tmp = out.with_name(f".{out.name}.tmp")
