@@ -85,7 +85,7 @@ class LoadedModel:
 
     def describe(self) -> dict:
         """What the store records about the model's code."""
-        return {"model_family": self.family, "model_format": "fair-esm", "fair_esm_version": fair_esm_version()}
+        return {"model_family": self.family, "model_format": "fair-esm", "fair_esm_version": fair_esm_version(), "final_norm": "emb_layer_norm_after"}
 
 
 def esm2_weights(model: ESM2) -> Esm2Weights:

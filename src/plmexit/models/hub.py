@@ -1,8 +1,8 @@
 """Transformers models: fetch pinned hub snapshots, verify every file, load safetensors only, and
 write tiny random models of every family in the format the real ones are published in.
 
-Invariant: a transformers model is a directory whose every file's sha256 is in its manifest and is
-checked before anything reads it; weights are loaded only from ``*.safetensors`` (never a pickle);
+Invariant: a transformers model is a directory whose every model file (config, tokenizer files,
+weights: ``ALLOW_PATTERNS``) has its sha256 in the manifest, checked before anything reads it; weights are loaded only from ``*.safetensors`` (never a pickle);
 hub snapshots are pinned to a 40-hex commit and downloaded only by ``resolve_transformers``
 (the submitting node), never by ``load_transformers``. Each family says how residues become tokens
 (one token per residue, between its special tokens) and what its final norm is, so that layer
@@ -48,7 +48,8 @@ RARE_RESIDUES = "UZOB"
 class Family:
     """How one family of transformers protein models is run.
 
-    ``blocks``/``final_norm`` are attribute paths in the loaded encoder; ``final_norm`` is None for
+    ``blocks``/``final_norm`` are attribute paths in the loaded encoder (``blocks`` is ``"albert"``
+    for ALBERT's shared blocks, listed in run order by ``HubModel.blocks``); ``final_norm`` is None for
     post-norm families (BERT, ALBERT) whose every block output is already layer-normalised, so the
     ``raw`` and ``final`` conventions coincide for them.
     """
@@ -182,7 +183,10 @@ class HubModel:
         )
 
     def describe(self) -> dict:
-        return {"model_family": self.family, "model_format": FORMAT, "transformers_version": transformers_version()}
+        return {
+            "model_family": self.family, "model_format": FORMAT, "transformers_version": transformers_version(),
+            "final_norm": FAMILIES[self.family].final_norm_description,
+        }
 
 
 # --- fetch and verify ---------------------------------------------------------------------------
@@ -314,6 +318,10 @@ def load_transformers(manifest: dict, device: str = "cpu") -> HubModel:
         raise ModelError(f"{directory}: not loadable as a {family.model_class} ({one_line(exc)})") from None
     if info.get("missing_keys"):
         raise ModelError(f"{directory}: weights missing for {', '.join(sorted(info['missing_keys']))}; the files do not fit a {family.model_class}")
+    # transformers maps safetensors files into memory; copying the weights out means a file changed
+    # on disk after verification cannot change the weights of a running job.
+    for parameter in module.parameters():
+        parameter.data = parameter.data.clone()
     module.eval().to(device)
     loaded = HubModel(module=module, tokenizer=tokenizer, family=family.name, name=manifest["name"], sha256=manifest["sha256"])
     log.info("loaded %s (%s, %d layers, width %d, sha256 %s) on %s", loaded.name, family.name, loaded.num_layers, loaded.embed_dim, loaded.sha256[:12], device)
