@@ -166,3 +166,32 @@ def test_embed_and_cost_steps_run_a_transformers_model(tmp_path, tiny_hub_models
     assert result["tokens"] == sum(len(s) + 1 for s in SEQUENCES)
     dim = loaded.embed_dim  # T5 block: q, k, v, o (4 d^2), relu feed-forward d x 4d twice (8 d^2)
     assert result["flops"][1] == pytest.approx(sum((len(s) + 1) * (24.0 * dim * dim + 4.0 * (len(s) + 1) * dim) for s in SEQUENCES), rel=1e-12)
+
+
+def test_out_of_memory_inside_a_transformers_forward_is_split_and_retried(tiny_hub_loaded, caplog):
+    """The OOM is raised inside the model's own forward (a block), as a real one would be: the batch
+    is split and retried, the results are unchanged, and plmexit's pooling hooks are all removed."""
+    loaded = tiny_hub_loaded["t5"]
+    encoder = engine.make_encoder(loaded, "cpu", "float32")
+    settings = EmbedSettings(max_tokens=4096)
+    expected = pooled(loaded, SEQUENCES, settings, encoder)
+
+    def small_memory(module, args, kwargs):
+        hidden = args[0] if args else kwargs["hidden_states"]
+        if hidden.shape[0] > 2:
+            raise torch.OutOfMemoryError("out of memory (simulated)")
+
+    def hooks() -> list[int]:  # transformers installs its own capturing hooks once output_hidden_states was asked for
+        return [len(b._forward_hooks) + len(b._forward_pre_hooks) for b in encoder.blocks]
+
+    before = hooks()
+    block = encoder.blocks[1]
+    handle = block.register_forward_pre_hook(small_memory, with_kwargs=True)
+    try:
+        with caplog.at_level("WARNING", logger="plmexit.embedding.engine"):
+            actual = pooled(loaded, SEQUENCES, settings, encoder)
+    finally:
+        handle.remove()
+    assert "retrying as two halves" in caplog.text
+    np.testing.assert_allclose(actual, expected, rtol=1e-5, atol=1e-7)
+    assert hooks() == before
