@@ -195,3 +195,17 @@ def test_out_of_memory_inside_a_transformers_forward_is_split_and_retried(tiny_h
     assert "retrying as two halves" in caplog.text
     np.testing.assert_allclose(actual, expected, rtol=1e-5, atol=1e-7)
     assert hooks() == before
+
+
+@pytest.mark.parametrize("family", ["t5", "esmc"])
+def test_generic_encoder_in_bfloat16_stays_near_float32(tiny_hub_models, tiny_hub_loaded, family):
+    """``embed.precision`` reaches the generic encoder: the model runs in bf16, pooling stays fp32
+    (same bound as the ESM2 encoder's bf16 test: 2e-2 of each vector's largest component)."""
+    expected = pooled(tiny_hub_loaded[family], SEQUENCES, EmbedSettings(max_tokens=64))
+    loaded = model_manifest.load(model_manifest.resolve(path=tiny_hub_models[family]))  # a fresh copy: the encoder casts it
+    settings = EmbedSettings(max_tokens=64, precision="bfloat16")
+    encoder = engine.make_encoder(loaded, "cpu", "bfloat16")
+    assert next(encoder.module.parameters()).dtype == torch.bfloat16
+    actual = pooled(loaded, SEQUENCES, settings, encoder)
+    scale = np.abs(expected).max(axis=-1, keepdims=True)
+    assert np.all(np.abs(actual - expected) <= 2e-2 * scale) and not np.array_equal(actual, expected)
