@@ -1,5 +1,5 @@
-"""Shared fixtures: the real data directory, a finished local pipeline run, a tiny random ESM2, a local
-HTTP server, file writers.
+"""Shared fixtures: the real data directory, a finished local pipeline run, a tiny random ESM2 and a
+tiny random transformers model of every family, a local HTTP server, file writers.
 
 Everything a test writes goes under pytest's temporary directories; the shared data is only read.
 """
@@ -15,7 +15,8 @@ from pathlib import Path
 import pytest
 
 from plmexit.download import sha256_file
-from plmexit.models import fair_esm
+from plmexit.models import fair_esm, hub
+from plmexit.models import manifest as model_manifest
 
 from workflow_runs import snakemake, write_config
 
@@ -69,6 +70,20 @@ def tiny_model_sha256(tiny_model) -> str:
 def tiny_loaded(tiny_model) -> fair_esm.LoadedModel:
     """The tiny model loaded through plmexit (eval mode, CPU). Do not mutate it in tests."""
     return fair_esm.load_model(tiny_model)
+
+
+@pytest.fixture(scope="session")
+def tiny_hub_models(tmp_path_factory) -> dict[str, Path]:
+    """A tiny random transformers model directory of every family plmexit writes (``hub.TEST_FAMILIES``),
+    in the published formats, same shape as ``TINY_MODEL``."""
+    out = tmp_path_factory.mktemp("tiny_hub_models")
+    return {family: hub.make_test_model(family, out_dir=out, **TINY_MODEL) for family in hub.TEST_FAMILIES}
+
+
+@pytest.fixture(scope="session")
+def tiny_hub_loaded(tiny_hub_models) -> dict:
+    """Each family's tiny model fetched (``--path``) and loaded through plmexit; do not mutate."""
+    return {family: model_manifest.load(model_manifest.resolve(path=path)) for family, path in tiny_hub_models.items()}
 
 
 @pytest.fixture

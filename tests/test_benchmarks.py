@@ -1,4 +1,4 @@
-"""The probe benchmark runs and writes the keys the README and the issue quote (tiny sizes)."""
+"""The benchmarks run and write the keys the README and the issue quote (tiny sizes)."""
 
 import json
 import subprocess
@@ -40,3 +40,17 @@ def test_variant_precision_writes_what_the_readme_quotes(tmp_path):
     assert set(result["stores"]) == {"float32", "float16", "float16_relative"}
     assert [result["stores"][s]["bytes_per_variant"] for s in ("float32", "float16")] == [2 * 16 * 4, 2 * 16 * 2]
     assert all(layer["max_abs_prediction_diff_from_float32"] == 0 for layer in result["stores"]["float32"]["layers"])
+
+
+def test_embed_hub_writes_its_ratios(tmp_path):
+    out = tmp_path / "embed_hub.json"
+    command = [sys.executable, str(REPO / "benchmarks" / "embed_hub.py"), "--n", "4", "--chunk", "2", "--layers", "2", "--dim", "16",
+               "--heads", "2", "--threads", "1", "--out", str(out)]
+    subprocess.run(command, check=True, capture_output=True, text=True, timeout=300)
+
+    result = json.loads(out.read_text())
+    assert set(result["tokens_per_s"]) == {"hub", "fair_esm", "hooked", "hand_sdpa", "hand_eager"}
+    assert {"hub_over_fair_esm", "hub_over_hand_sdpa", "hub_over_hand_eager"} <= set(result["ratios"])
+    assert result["max_rel_diff_to_hub"]["fair_esm"] == 0.0  # one encoder over the same weights
+    assert max(result["max_rel_diff_to_hub"].values()) < 1e-5
+    assert result["versions"]["transformers"] and result["device_name"]

@@ -37,16 +37,25 @@ def _at_least_two(text: str) -> int:
 
 
 def cmd_make_test_model(args) -> None:
-    from plmexit.models.fair_esm import make_test_model
+    from plmexit.models.manifest import make_test_model
 
-    path = make_test_model(args.layers, args.dim, args.heads, args.seed, args.out)
+    path = make_test_model(args.family, args.layers, args.dim, args.heads, args.seed, args.out)
     print(path)
+
+
+def cmd_convert_model(args) -> None:
+    from plmexit.models.hub import convert_fair_esm_checkpoint
+
+    print(convert_fair_esm_checkpoint(args.checkpoint, args.out, args.sha256))
 
 
 def cmd_fetch_model(args) -> None:
     from plmexit.pipeline.model_steps import fetch_model
 
-    fetch_model(args.out, args.id, name=args.name, checkpoint=args.checkpoint, sha256=args.sha256, url=args.url, cache_dir=args.cache_dir)
+    fetch_model(
+        args.out, args.id, name=args.name, checkpoint=args.checkpoint, sha256=args.sha256, url=args.url, cache_dir=args.cache_dir,
+        hub=args.hub, revision=args.revision, path=args.path, family=args.family,
+    )
 
 
 def cmd_fetch_data(args) -> None:
@@ -301,21 +310,33 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    p = sub.add_parser("make-test-model", help="write a randomly initialised ESM2 checkpoint in fair-esm's format (for tests and offline demos)")
+    p = sub.add_parser("make-test-model", help="write a randomly initialised model in its family's published format (for tests and offline demos)")
+    p.add_argument("--family", choices=["fair-esm", "esm", "bert", "albert", "t5", "esmc"], default="fair-esm",
+                   help="fair-esm (an ESM2 checkpoint file, the default) or a transformers family (a model directory)")
     p.add_argument("--layers", type=_positive_int, required=True, help="number of transformer layers")
     p.add_argument("--dim", type=_positive_int, required=True, help="embedding width (divisible by --heads)")
     p.add_argument("--heads", type=_positive_int, required=True, help="attention heads")
     p.add_argument("--seed", type=int, default=0, help="random seed for the weights (default 0)")
-    p.add_argument("--out", required=True, help="directory to write esm2_t{L}_{D}d_{H}h_seed{S}_random.pt into")
+    p.add_argument("--out", required=True, help="directory to write esm2_t{L}_{D}d_{H}h_seed{S}_random.pt (fair-esm) or {family}_t{L}_{D}d_{H}h_seed{S}_random/ into")
     p.set_defaults(func=cmd_make_test_model)
 
-    p = sub.add_parser("fetch-model", help="download a fair-esm model or verify a local checkpoint; write a model manifest")
+    p = sub.add_parser("convert-model", help="write a fair-esm ESM2 checkpoint as a transformers EsmForMaskedLM directory (safetensors)")
+    p.add_argument("--checkpoint", required=True, help="fair-esm checkpoint file whose name starts with esm2")
+    p.add_argument("--sha256", help="expected sha256 of the checkpoint (verified before it is read)")
+    p.add_argument("--out", required=True, help="directory to write config.json, model.safetensors and vocab.txt into")
+    p.set_defaults(func=cmd_convert_model)
+
+    p = sub.add_parser("fetch-model", help="download a fair-esm model or a pinned hub snapshot, or hash a local checkpoint or directory; write a model manifest")
     source = p.add_mutually_exclusive_group(required=True)
     source.add_argument("--name", help="fair-esm ESM2 model name, e.g. esm2_t6_8M_UR50D (downloaded into the torch hub cache)")
     source.add_argument("--checkpoint", help="local fair-esm checkpoint file whose name starts with esm2")
+    source.add_argument("--hub", help="transformers model on the Hugging Face hub, e.g. facebook/esm2_t6_8M_UR50D (needs --revision)")
+    source.add_argument("--path", help="local transformers model directory (config.json, *.safetensors, tokenizer files)")
+    p.add_argument("--revision", help="with --hub: the 40-hex commit to pin (branch names are refused)")
+    p.add_argument("--family", choices=["esm", "bert", "albert", "t5", "ankh", "esmc"], help="transformers family (default: from config.json's model_type; ankh for Ankh's T5)")
     p.add_argument("--sha256", help="expected sha256 of the checkpoint (verified before it is used)")
     p.add_argument("--url", help="download from this URL instead of fair-esm's (a mirror); only with --name")
-    p.add_argument("--cache-dir", help="torch hub directory to download into (default: torch.hub.get_dir())")
+    p.add_argument("--cache-dir", help="directory to download into (default: torch.hub.get_dir() for fair-esm, the Hugging Face cache for --hub)")
     p.add_argument("--id", help="the model's id in every output (the config's model id; default: the model's name)")
     p.add_argument("--out", required=True, help="manifest JSON to write")
     p.set_defaults(func=cmd_fetch_model)

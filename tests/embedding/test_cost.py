@@ -120,7 +120,7 @@ def test_measure_cost_writes_the_json(tiny_model, tiny_model_sha256, tmp_path):
         "engine", "precision", "max_tokens", "layer_norm", "long_sequences", "truncation", "n_truncated", "timed",
         "sample_sequences", "sample_tokens", "repeats", "seconds",
     }
-    assert (written["engine"], written["precision"], written["max_tokens"], written["layer_norm"]) == (model_steps.ENGINE, "float32", 4096, "raw")
+    assert (written["engine"], written["precision"], written["max_tokens"], written["layer_norm"]) == (engine.FastEncoder.engine, "float32", 4096, "raw")
     assert (written["model"], written["model_name"]) == ("tiny", tiny_model.stem)  # the config id, and the model's own name
     assert written["n_truncated"] == 1  # one sequence is longer than the 10-residue window (selection reports the count)
     # Truncated to 10 residues, plus BOS and EOS: T = 7, 12, 5.

@@ -3,7 +3,7 @@
 Invariant: index ``k`` of every cost array is the cost of the token embedding plus the first
 ``k`` transformer blocks (so index 0 is the embedding alone and index ``L`` the whole encoder),
 which is exactly what a model truncated after block ``k`` computes. Measured times come from
-plmexit's own encoder (``engine.FastEncoder``, the engine that embeds), at the embedding's precision
+plmexit's own encoder (``engine.make_encoder``'s, the engine that embeds, for either backend), at the embedding's precision
 and batching, stopped right after block ``k``.
 """
 
@@ -15,23 +15,27 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 if TYPE_CHECKING:
-    from plmexit.embedding.engine import EmbedSettings, FastEncoder
+    from plmexit.embedding.engine import EmbedSettings, Encoder
 
-# FLOPs per token of one ESM2 block of width d attending over T tokens: the Q, K, V and output
-# projections (4 d^2 multiply-adds) and the 4x-wide feed-forward (8 d^2) make 12 d^2
-# multiply-adds = 24 d^2 FLOPs; attention scores and the weighted sum of values add 2 T d
-# multiply-adds = 4 T d FLOPs. Layer norms, biases and softmax are lower order and left out.
-def block_flops_per_token(dim: int, tokens: np.ndarray | float) -> np.ndarray | float:
-    return 24.0 * dim * dim + 4.0 * tokens * dim
+# FLOPs per token of one block of width d attending over T tokens: every weight matrix is one
+# multiply-add per entry, 2 FLOPs; for ESM2 the Q, K, V and output projections (4 d^2) and the
+# 4x-wide feed-forward (8 d^2) make 12 d^2 weights = 24 d^2 FLOPs (other families pass their
+# block's own count: T5's wider feed-forward, ESM-C's gated one). Attention scores and the
+# weighted sum of values add 2 T d multiply-adds = 4 T d FLOPs. Layer norms, biases and softmax
+# are lower order and left out.
+def block_flops_per_token(dim: int, tokens: np.ndarray | float, matmul_weights: float | None = None) -> np.ndarray | float:
+    weights = 12.0 * dim * dim if matmul_weights is None else float(matmul_weights)
+    return 2.0 * weights + 4.0 * tokens * dim
 
 
-def analytic_flops(token_lengths: np.ndarray, n_layers: int, dim: int) -> np.ndarray:
-    """(L + 1,) FLOPs to run every sequence (``token_lengths`` include BOS/EOS) to depth k.
+def analytic_flops(token_lengths: np.ndarray, n_layers: int, dim: int, matmul_weights: float | None = None) -> np.ndarray:
+    """(L + 1,) FLOPs to run every sequence (``token_lengths`` include special tokens) to depth k.
 
-    The token embedding is a lookup (no FLOPs), so depth 0 costs 0 and depth k costs k blocks.
+    ``matmul_weights``: entries of one block's weight matrices (default ESM2's ``12 dim^2``). The
+    token embedding is a lookup (no FLOPs), so depth 0 costs 0 and depth k costs k blocks.
     """
     lengths = np.asarray(token_lengths, dtype=np.float64)
-    per_block = float(np.sum(lengths * block_flops_per_token(dim, lengths)))
+    per_block = float(np.sum(lengths * block_flops_per_token(dim, lengths, matmul_weights)))
     return np.arange(n_layers + 1, dtype=np.float64) * per_block
 
 
@@ -42,7 +46,7 @@ TIMED = (
 )
 
 
-def measure_depth_seconds(encoder: FastEncoder, sequences: list[str], settings: EmbedSettings, repeats: int) -> np.ndarray:
+def measure_depth_seconds(encoder: Encoder, sequences: list[str], settings: EmbedSettings, repeats: int) -> np.ndarray:
     """(L + 1,) median wall-clock seconds to embed ``sequences`` to depth k (see ``TIMED``).
 
     The batches are exactly ``engine.embed_pooled``'s (``engine.device_batches``), built once before

@@ -1,14 +1,18 @@
-"""Per-layer mean-pooled embeddings from an ESM2 model, all layers in one forward pass.
+"""Per-layer mean-pooled embeddings from a protein language model, all layers in one forward pass.
 
 Invariant: the vector for layer ``k`` of a sequence is the mean, over that sequence's residue
-positions only (never BOS, EOS or padding), of fair-esm's ``representations[k]`` — the token
-embedding for ``k = 0``, raw block outputs for ``0 < k < L`` and the final-layer-normed output for
-``k = L`` — after the layer-norm convention below. ``plmexit.embedding.reference.reference_pooled`` is exactly what fair-esm's
-``scripts/extract.py`` computes; ``embed_pooled`` runs plmexit's own forward over the same module
-weights (fused QKV projection, fused attention, pooling on the device) and must match it (tested
-to 1e-5 relative in fp32). Identical sequences are embedded once.
+positions only (never special tokens or padding), of hidden state ``k`` — the token embedding for
+``k = 0``, raw block outputs for ``0 < k < L`` and the final-normed output for ``k = L`` (fair-esm's
+``representations[k]`` for ESM2) — after the layer-norm convention below. Everything here is the
+same for every backend: an ``Encoder`` (``make_encoder``) owns the model side, its ``TokenScheme``
+(special tokens around each piece) and its ``pooled`` forward. ESM2 weights, from fair-esm or
+from a transformers directory, run ``FastEncoder`` (fused QKV projection, fused attention,
+pooling on the device), held to fair-esm's ``scripts/extract.py`` (``reference.reference_pooled``)
+within 1e-5 relative in fp32; other families run ``generic.HookedEncoder``. Identical sequences
+are embedded once.
 
-Every sequence becomes one or more *pieces* (BOS + residues + EOS) with a weight per residue;
+Every sequence becomes one or more *pieces* (the scheme's prefix + residues + suffix) with a weight
+per residue;
 a sequence's pooled vector is the weighted sum of its pieces' states. Truncation is one piece with
 weights ``1/n``; the sliding-window mode cuts overlapping windows whose weights ``1/(n c_r)``
 (``c_r`` windows cover residue ``r``) average each residue's states over its windows before the
@@ -21,7 +25,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, replace
-from typing import Callable, Iterator
+from typing import Callable, Iterator, Protocol
 
 import numpy as np
 import torch
@@ -36,14 +40,14 @@ from plmexit.embedding.options import (  # noqa: F401 - re-exported: the setting
     EmbedSettings,
 )
 from plmexit.errors import EmbedError
-from plmexit.models.fair_esm import LoadedModel
+from plmexit.models.tokens import TokenScheme
 
 log = logging.getLogger(__name__)
 
 PRECISIONS = dict(zip(PRECISION_NAMES, (torch.float32, torch.bfloat16, torch.float16)))
 
 Progress = Callable[[int], None]
-"""Called after every forward batch with the number of tokens (residues, BOS and EOS) it finished."""
+"""Called after every forward batch with the number of tokens (residues and special tokens) it finished."""
 
 
 # --- pieces and batches ------------------------------------------------------------------------
@@ -93,28 +97,29 @@ def _make_pieces(unique: np.ndarray, settings: EmbedSettings) -> _Pieces:
     return _Pieces(np.array(parent, dtype=np.int64), np.array(start, dtype=np.int64), np.array(length, dtype=np.int64), weights)
 
 
-def work_tokens(sequences: list[str], settings: EmbedSettings) -> int:
-    """Tokens (BOS + residues + EOS of every piece of every distinct sequence) ``embed_pooled`` runs."""
+def work_tokens(sequences: list[str], settings: EmbedSettings, specials: int = 2) -> int:
+    """Tokens (residues plus ``specials`` special tokens, such as BOS and EOS, of every piece of every
+    distinct sequence) ``embed_pooled`` runs; ``specials`` is the encoder's ``tokens.specials``."""
     pieces = _make_pieces(np.unique(np.asarray(sequences, dtype=object)), settings)
-    return int((pieces.length + 2).sum())
+    return int((pieces.length + specials).sum())
 
 
-def piece_token_lengths(sequences: list[str], settings: EmbedSettings) -> np.ndarray:
-    """Tokens (BOS + residues + EOS) of every piece of every sequence, duplicates included."""
-    return _make_pieces(np.asarray(sequences, dtype=object), settings).length + 2
+def piece_token_lengths(sequences: list[str], settings: EmbedSettings, specials: int = 2) -> np.ndarray:
+    """Tokens (residues + ``specials``) of every piece of every sequence, duplicates included."""
+    return _make_pieces(np.asarray(sequences, dtype=object), settings).length + specials
 
 
-def token_batches(lengths: np.ndarray, max_tokens: int) -> list[np.ndarray]:
+def token_batches(lengths: np.ndarray, max_tokens: int, specials: int = 2) -> list[np.ndarray]:
     """Group indices into length-sorted batches of at most ``max_tokens`` padded tokens.
 
-    A batch's padded size is ``count * (longest + 2)`` (BOS and EOS), as in fair-esm's
+    A batch's padded size is ``count * (longest + specials)`` (BOS and EOS for ESM), as in fair-esm's
     ``FastaBatchedDataset.get_batch_indices``; a sequence longer than the budget gets its own batch.
     """
     order = np.argsort(lengths, kind="stable")
     batches: list[np.ndarray] = []
     start = 0
     for end in range(1, len(order) + 1):
-        longest = int(lengths[order[end - 1]]) + 2
+        longest = int(lengths[order[end - 1]]) + specials
         if end - start > 1 and (end - start) * longest > max_tokens:
             batches.append(order[start : end - 1])
             start = end - 1
@@ -276,48 +281,52 @@ def plan_parts(sequences: list[str], budget_residues: int) -> list[np.ndarray]:
 
 
 class FastEncoder:
-    """fair-esm's ESM2 forward, rewritten for inference over the same module's weights.
+    """fair-esm's ESM2 forward, rewritten for inference over ESM2 weights from either backend.
 
-    Differences that change no result beyond rounding: Q, K and V are one matrix multiply;
-    attention is ``scaled_dot_product_attention`` (a fused kernel, no (B, H, T, T) scores in
-    memory); the batch stays (B, T, E) (no transposes); the LM head and the attention maps are
+    Built from ``Esm2Weights`` (filled by ``models.fair_esm`` from fair-esm's module or by
+    ``models.hub`` from a transformers ``EsmModel``), so both formats run this same arithmetic.
+    Differences from fair-esm that change no result beyond rounding: Q, K and V are one matrix
+    multiply; attention is ``scaled_dot_product_attention`` (a fused kernel, no (B, H, T, T) scores
+    in memory); the batch stays (B, T, E) (no transposes); the LM head and the attention maps are
     never computed; each layer is pooled as soon as it is produced, on the device.
     """
 
-    def __init__(self, loaded: LoadedModel, device: str, precision: str):
-        model = loaded.model
+    engine = "plmexit fused ESM2 forward (verified against fair-esm scripts/extract.py and transformers' EsmModel)"
+
+    def __init__(self, loaded, device: str, precision: str):
+        weights = loaded.esm2_weights()
+        self.tokens = loaded.tokens
         self.dtype = PRECISIONS[precision]
         self.device = device
-        self.alphabet = loaded.alphabet
-        self.num_layers = model.num_layers
-        self.heads = model.attention_heads
-        self.embed_dim = model.embed_dim
+        self.num_layers = len(weights.blocks)
+        self.heads = weights.heads
+        self.embed_dim = weights.embed_tokens.shape[1]
         self.head_dim = self.embed_dim // self.heads
-        self.token_dropout = model.token_dropout
-        self.mask_idx, self.padding_idx = model.mask_idx, model.padding_idx
+        self.token_dropout = weights.token_dropout
+        self.mask_idx, self.padding_idx = weights.mask_idx, weights.padding_idx
 
         def cast(t: torch.Tensor) -> torch.Tensor:
             return t.detach().to(device=device, dtype=self.dtype).contiguous()
 
-        self.embed_tokens = cast(model.embed_tokens.weight)
-        self.embed_scale = model.embed_scale
-        self.layers = []
-        for layer in model.layers:
-            attn = layer.self_attn
-            self.layers.append(
-                {
-                    "ln1": (cast(layer.self_attn_layer_norm.weight), cast(layer.self_attn_layer_norm.bias), layer.self_attn_layer_norm.eps),
-                    "qkv_w": cast(torch.cat([attn.q_proj.weight, attn.k_proj.weight, attn.v_proj.weight])),
-                    "qkv_b": cast(torch.cat([attn.q_proj.bias, attn.k_proj.bias, attn.v_proj.bias])),
-                    "out_w": cast(attn.out_proj.weight), "out_b": cast(attn.out_proj.bias),
-                    "ln2": (cast(layer.final_layer_norm.weight), cast(layer.final_layer_norm.bias), layer.final_layer_norm.eps),
-                    "fc1_w": cast(layer.fc1.weight), "fc1_b": cast(layer.fc1.bias),
-                    "fc2_w": cast(layer.fc2.weight), "fc2_b": cast(layer.fc2.bias),
-                }
-            )
-        ln = model.emb_layer_norm_after
-        self.ln_after = (cast(ln.weight), cast(ln.bias), ln.eps)
-        self.inv_freq = model.layers[0].self_attn.rot_emb.inv_freq.detach().to(device=device, dtype=torch.float32)
+        def ln(norm: tuple) -> tuple:
+            return (cast(norm[0]), cast(norm[1]), norm[2])
+
+        self.embed_tokens = cast(weights.embed_tokens)
+        self.embed_scale = weights.embed_scale
+        self.layers = [
+            {
+                "ln1": ln(b.ln1),
+                "qkv_w": cast(torch.cat([b.q[0], b.k[0], b.v[0]])),
+                "qkv_b": cast(torch.cat([b.q[1], b.k[1], b.v[1]])),
+                "out_w": cast(b.out[0]), "out_b": cast(b.out[1]),
+                "ln2": ln(b.ln2),
+                "fc1_w": cast(b.fc1[0]), "fc1_b": cast(b.fc1[1]),
+                "fc2_w": cast(b.fc2[0]), "fc2_b": cast(b.fc2[1]),
+            }
+            for b in weights.blocks
+        ]
+        self.ln_after = ln(weights.ln_after)
+        self.inv_freq = weights.inv_freq.detach().to(device=device, dtype=torch.float32)
         self._rotary_cache: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
 
     def _rotary(self, length: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -389,30 +398,59 @@ class FastEncoder:
         return x + F.linear(F.gelu(F.linear(h, p["fc1_w"], p["fc1_b"])), p["fc2_w"], p["fc2_b"])
 
 
+class Encoder(Protocol):
+    """What ``embed_pooled``, ``device_batches`` and ``cost.measure_depth_seconds`` need of a model.
+
+    ``tokens`` places each piece's residues between its special tokens; ``pooled`` runs one padded
+    batch and returns ``(depth + 1, B, E)`` float32, per layer ``k`` the sum over positions of
+    ``weights`` (zero outside residues) times hidden state ``k`` under ``layer_norm``; ``depth``
+    stops the forward after that many blocks.
+    """
+
+    engine: str
+    num_layers: int
+    embed_dim: int
+    tokens: TokenScheme
+
+    def pooled(self, tokens: torch.Tensor, weights: torch.Tensor, layer_norm: str, depth: int | None = None) -> torch.Tensor: ...
+
+
+def make_encoder(loaded, device: str, precision: str) -> Encoder:
+    """The encoder for a loaded model of either backend: ``FastEncoder`` when the model is an ESM2
+    (its model module fills ``Esm2Weights``), else the model's own forward (``generic.HookedEncoder``)."""
+    from plmexit.embedding.generic import HookedEncoder
+
+    if loaded.esm2_weights() is not None:
+        return FastEncoder(loaded, device, precision)
+    return HookedEncoder(loaded, device, precision)
+
+
 def embed_pooled(
-    loaded: LoadedModel,
+    loaded,
     sequences: list[str],
     settings: EmbedSettings,
     progress: Progress | None = None,
-    encoder: FastEncoder | None = None,
+    encoder: Encoder | None = None,
 ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
     """Yield ``(indices, pooled)`` blocks covering every input sequence exactly once.
 
     ``indices`` are sorted positions into ``sequences``; ``pooled`` is float32 of shape
     ``(L + 1, len(indices), D)``. In truncate mode sequences must already be cut to the model's
     window (``prepare_sequences``); in window mode longer ones are cut into windows here.
-    ``encoder`` reuses a ``FastEncoder`` across calls (it holds the weights in the working precision).
+    ``encoder`` reuses an encoder across calls (it holds the weights in the working precision);
+    without one, ``make_encoder(loaded, ...)`` builds it.
     """
     settings.check()
     if not sequences:
         return
-    encoder = encoder or FastEncoder(loaded, settings.device, settings.precision)
+    encoder = encoder or make_encoder(loaded, settings.device, settings.precision)
+    specials = encoder.tokens.specials
     unique, inverse = np.unique(np.asarray(sequences, dtype=object), return_inverse=True)
     owners = _group_positions(inverse.reshape(-1), len(unique))
     pieces = _make_pieces(unique, settings)
     remaining = np.bincount(pieces.parent, minlength=len(unique))
     sums = {}
-    for batch in token_batches(pieces.length, settings.max_tokens):
+    for batch in token_batches(pieces.length, settings.max_tokens, specials):
         pooled = _pooled_splitting_on_oom(encoder, unique, pieces, batch, settings)
         finished = []
         for j, piece in enumerate(batch):
@@ -422,7 +460,7 @@ def embed_pooled(
             if remaining[parent] == 0:
                 finished.append(parent)
         if progress is not None:
-            progress(int((pieces.length[batch] + 2).sum()))
+            progress(int((pieces.length[batch] + specials).sum()))
         if not finished:
             continue
         positions = np.concatenate([owners[i] for i in finished])
@@ -431,33 +469,35 @@ def embed_pooled(
         yield positions[order], block[:, order]
 
 
-def device_batches(encoder: FastEncoder, sequences: list[str], settings: EmbedSettings) -> list[tuple[torch.Tensor, torch.Tensor]]:
+def device_batches(encoder: Encoder, sequences: list[str], settings: EmbedSettings) -> list[tuple[torch.Tensor, torch.Tensor]]:
     """The ``(tokens, weights)`` batches ``embed_pooled`` runs for ``sequences`` (distinct ones,
     cut into pieces, in ``settings.max_tokens`` batches), on ``settings.device``."""
     unique = np.unique(np.asarray(sequences, dtype=object))
     pieces = _make_pieces(unique, settings)
     return [
         tuple(t.to(settings.device) for t in _batch_tensors(encoder, unique, pieces, batch))
-        for batch in token_batches(pieces.length, settings.max_tokens)
+        for batch in token_batches(pieces.length, settings.max_tokens, encoder.tokens.specials)
     ]
 
 
-def _batch_tensors(encoder: FastEncoder, unique, pieces: _Pieces, batch: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
-    """Tokens (B, T) with BOS/EOS/padding as fair-esm's batch converter, and pooling weights (B, T)."""
-    alphabet = encoder.alphabet
-    T = int(pieces.length[batch].max()) + 2
-    tokens = torch.full((len(batch), T), alphabet.padding_idx, dtype=torch.int64)
-    weights = torch.zeros((len(batch), T), dtype=torch.float32)
+def _batch_tensors(encoder: Encoder, unique, pieces: _Pieces, batch: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+    """Tokens (B, T): each piece as ``prefix + residues + suffix`` of the encoder's ``TokenScheme``
+    (fair-esm's batch converter for ESM), right-padded; and pooling weights (B, T), zero off residues."""
+    scheme = encoder.tokens
+    before, after = len(scheme.prefix), len(scheme.suffix)
+    T = int(pieces.length[batch].max()) + before + after
+    tokens = np.full((len(batch), T), scheme.padding_idx, dtype=np.int64)
+    weights = np.zeros((len(batch), T), dtype=np.float32)
     for row, piece in enumerate(batch):
         start, n = int(pieces.start[piece]), int(pieces.length[piece])
-        tokens[row, 0] = alphabet.cls_idx
-        tokens[row, 1 : n + 1] = torch.tensor(alphabet.encode(unique[pieces.parent[piece]][start : start + n]), dtype=torch.int64)
-        tokens[row, n + 1] = alphabet.eos_idx
-        weights[row, 1 : n + 1] = torch.from_numpy(pieces.weights[piece].astype(np.float32))
-    return tokens, weights
+        tokens[row, :before] = scheme.prefix
+        tokens[row, before : before + n] = scheme.encode(unique[pieces.parent[piece]][start : start + n])
+        tokens[row, before + n : before + n + after] = scheme.suffix
+        weights[row, before : before + n] = pieces.weights[piece]
+    return torch.from_numpy(tokens), torch.from_numpy(weights)
 
 
-def _pooled_splitting_on_oom(encoder: FastEncoder, unique, pieces: _Pieces, batch: np.ndarray, settings: EmbedSettings) -> np.ndarray:
+def _pooled_splitting_on_oom(encoder: Encoder, unique, pieces: _Pieces, batch: np.ndarray, settings: EmbedSettings) -> np.ndarray:
     """Pooled ``(L + 1, len(batch), E)`` for one batch; a batch that runs out of device memory is
     split in halves and retried, down to single sequences, so one long sequence does not fail a job."""
     tokens, weights = _batch_tensors(encoder, unique, pieces, batch)
@@ -479,7 +519,7 @@ def _pooled_splitting_on_oom(encoder: FastEncoder, unique, pieces: _Pieces, batc
         )
 
 
-def _forward_pooled(encoder: FastEncoder, tokens: torch.Tensor, weights: torch.Tensor, layer_norm: str) -> np.ndarray:
+def _forward_pooled(encoder: Encoder, tokens: torch.Tensor, weights: torch.Tensor, layer_norm: str) -> np.ndarray:
     return encoder.pooled(tokens, weights, layer_norm).cpu().numpy()  # (L + 1, B, E)
 
 

@@ -10,13 +10,16 @@ from dataclasses import dataclass
 
 from plmexit.errors import EmbedError
 
+# "Final norm" is each family's norm after the last block (ESM2: emb_layer_norm_after; ESM-C: norm;
+# T5: encoder.final_layer_norm); BERT and ALBERT have none (post-LN blocks), so both conventions
+# are the same for them (models.hub.FAMILIES).
 LAYER_NORM_CONVENTIONS = {
-    "raw": "fair-esm representations as returned: raw residual stream for layers 0..L-1, "
-    "emb_layer_norm_after applied to layer L only",
-    "final": "emb_layer_norm_after applied to every layer 0..L, so probing layer k equals "
-    "shipping the first k blocks plus the final layer norm",
+    "raw": "hidden states as the model returns them: raw residual stream for layers 0..L-1, "
+    "the final norm (ESM2: emb_layer_norm_after) applied to layer L only",
+    "final": "the final norm (ESM2: emb_layer_norm_after) applied to every layer 0..L, so probing layer k equals "
+    "shipping the first k blocks plus the final norm",
 }
-POOLING = "mean over residue positions (BOS, EOS and padding excluded)"
+POOLING = "mean over residue positions (special tokens such as BOS and EOS, and padding, excluded)"
 # ESM2 was trained on 1024-token crops: BOS + 1022 residues + EOS (as fair-esm's extract.py).
 ESM2_MAX_RESIDUES = 1022
 LONG_SEQUENCE_MODES = ("truncate", "window")

@@ -9,6 +9,7 @@ No code path unpickles arbitrary objects. This is the only module that imports `
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import logging
 import pickle
@@ -25,6 +26,8 @@ from esm.model.esm2 import ESM2
 from plmexit.atomic import atomic_path, write_text
 from plmexit.download import download, sha256_file
 from plmexit.errors import ModelError, one_line
+from plmexit.models.esm2 import Esm2Block, Esm2Weights
+from plmexit.models.tokens import RESIDUES, TokenScheme
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +57,7 @@ class LoadedModel:
     alphabet: esm.data.Alphabet
     name: str
     sha256: str
+    family: str = "fair-esm"
 
     @property
     def num_layers(self) -> int:
@@ -62,6 +66,49 @@ class LoadedModel:
     @property
     def embed_dim(self) -> int:
         return self.model.embed_dim
+
+    @functools.cached_property
+    def tokens(self) -> TokenScheme:
+        """fair-esm's batch converter: ``<cls>`` + residues + ``<eos>``, unknown letters as ``<unk>``."""
+        a = self.alphabet
+        return TokenScheme.from_mapping(
+            {r: a.get_idx(r) for r in RESIDUES if r in a.tok_to_idx}, a.unk_idx, [a.cls_idx], [a.eos_idx], a.padding_idx
+        )
+
+    @property
+    def block_matmul_weights(self) -> int:
+        """Entries of one block's weight matrices (Q, K, V, output, feed-forward): 12 dim^2 for ESM2."""
+        return sum(m.weight.numel() for m in self.model.layers[0].modules() if isinstance(m, torch.nn.Linear))
+
+    def esm2_weights(self) -> Esm2Weights:
+        return esm2_weights(self.model)
+
+    def describe(self) -> dict:
+        """What the store records about the model's code."""
+        return {"model_family": self.family, "model_format": "fair-esm", "fair_esm_version": fair_esm_version(), "final_norm": "emb_layer_norm_after"}
+
+
+def esm2_weights(model: ESM2) -> Esm2Weights:
+    """fair-esm's ESM2 module's weights in the fast encoder's layout (``plmexit.models.esm2``)."""
+
+    def ln(m) -> tuple:
+        return (m.weight, m.bias, m.eps)
+
+    def lin(m) -> tuple:
+        return (m.weight, m.bias)
+
+    blocks = [
+        Esm2Block(
+            ln1=ln(layer.self_attn_layer_norm), q=lin(layer.self_attn.q_proj), k=lin(layer.self_attn.k_proj), v=lin(layer.self_attn.v_proj),
+            out=lin(layer.self_attn.out_proj), ln2=ln(layer.final_layer_norm), fc1=lin(layer.fc1), fc2=lin(layer.fc2),
+        )
+        for layer in model.layers
+    ]
+    return Esm2Weights(
+        embed_tokens=model.embed_tokens.weight, embed_scale=model.embed_scale, blocks=blocks, ln_after=ln(model.emb_layer_norm_after),
+        inv_freq=model.layers[0].self_attn.rot_emb.inv_freq, heads=model.attention_heads, token_dropout=model.token_dropout,
+        mask_idx=model.mask_idx, padding_idx=model.padding_idx,
+    )
 
 
 def fair_esm_version() -> str:

@@ -20,13 +20,14 @@ from plmexit.data import proteingym, tasks
 from plmexit.depth import lens, zero_shot
 from plmexit.depth.heads import ENGINES, FairEsmMaskedLM, MaskedLM
 from plmexit.models import fair_esm
+from plmexit.models import manifest as model_manifests
 
 log = logging.getLogger(__name__)
 
 
 def load_masked_lm(manifest: str | Path, device: str = "cpu", engine: str = "exact") -> MaskedLM:
     """The model a manifest (``plmexit fetch-model``) names, verified and loaded, as a ``MaskedLM``."""
-    found = fair_esm.read_manifest(manifest)
+    found = model_manifests.read_manifest(manifest)
     loaded = fair_esm.load_model(found["checkpoint"], found["sha256"], device)
     return FairEsmMaskedLM(loaded, device, engine)
 
@@ -37,7 +38,7 @@ def _write_tsv(table: pd.DataFrame, path: str | Path) -> None:
 
 
 def _provenance(lm: MaskedLM, manifest: str | Path, device: str, engine: str) -> dict:
-    found = fair_esm.read_manifest(manifest)
+    found = model_manifests.read_manifest(manifest)
     return {
         "plmexit_version": plmexit.__version__, "torch_version": torch.__version__, "fair_esm_version": fair_esm.fair_esm_version(),
         "model": found["name"], "checkpoint_sha256": found["sha256"], "num_layers": lm.num_layers, "device": device,

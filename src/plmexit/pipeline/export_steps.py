@@ -29,6 +29,7 @@ from plmexit.download import sha256_file
 from plmexit.embedding import cost, engine, store
 from plmexit.errors import InputError, ModelError, StoreError
 from plmexit.models import fair_esm
+from plmexit.models import manifest as model_manifests
 from plmexit.pipeline.reading import read_json
 from plmexit.probing import choice, probes, tables
 from plmexit.probing.linear import LinearProbe
@@ -55,7 +56,7 @@ def export_model(
     selection = read_json(selection_file, "`plmexit select`", _SELECTION_KEYS)
     if selection["status"] != choice.STATUS_OK or selection["deployed_layer"] is None:
         raise InputError(f"{selection_file}: status {selection['status']!r}, no deployed layer to export (no layer carries a signal)")
-    manifest = fair_esm.read_manifest(model_manifest)
+    manifest = model_manifests.read_manifest(model_manifest)
     info = store.read_info(embeddings)
     if not selection["model"] == manifest["id"] == info.attrs.get("model"):
         raise InputError(

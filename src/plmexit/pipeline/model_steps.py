@@ -1,8 +1,8 @@
 """The pipeline steps that run a model: fetch it, embed tasks, time forward passes.
 
 Invariant: as every module of ``plmexit.pipeline`` (one function per CLI command, outputs written atomically); kept
-apart because only these (and ``export_steps``, which ships a model, and ``depth_steps``, which reads its head) need torch and fair-esm, so every other step
-starts without loading them.
+apart because only these (and ``export_steps``, which ships a model, and ``depth_steps``, which reads its head) need torch
+and a model backend (fair-esm or transformers), so every other step starts without loading them.
 """
 
 from __future__ import annotations
@@ -24,23 +24,21 @@ from plmexit.atomic import write_text
 from plmexit.data import tasks
 from plmexit.embedding import cost, engine, store
 from plmexit.errors import EmbedError, InputError, StoreError
-from plmexit.models import fair_esm
+from plmexit.models import manifest as model_manifests
 
 log = logging.getLogger(__name__)
 
-ENGINE = "plmexit fused forward over fair-esm's weights (verified against fair-esm scripts/extract.py)"
-
-
 def fetch_model(out: str | Path, model_id: str | None = None, **source) -> dict:
-    """Resolve a model (download by name, or verify a local checkpoint) and write its manifest.
+    """Resolve a model (a fair-esm name or checkpoint, a pinned hub snapshot or a transformers
+    directory; ``models.manifest.resolve``), hash it and write its manifest.
 
     ``model_id`` is the config's id of the model (default: the model's own name). It is the one id
     every later output carries (store, cost file, probe table, selection); the model's own name
-    (fair-esm release or checkpoint stem) travels beside it as ``model_name``, for ProteinGym's files.
+    (fair-esm release, checkpoint stem, hub id) travels beside it as ``model_name``, for ProteinGym's files.
     """
-    resolved = fair_esm.resolve_model(**source)
+    resolved = model_manifests.resolve(**source)
     manifest = {"id": model_id or resolved["name"], **resolved}
-    fair_esm.write_manifest(manifest, out)
+    model_manifests.write_manifest(manifest, out)
     return manifest
 
 
@@ -125,7 +123,7 @@ def embed_task(
     settings.check()
     if shard is not None and not 0 <= shard < shards:
         raise InputError(f"--shard {shard} is outside 0..{shards - 1} for --shards {shards}; pass a shard index below --shards")
-    manifest = fair_esm.read_manifest(model_manifest)
+    manifest = model_manifests.read_manifest(model_manifest)
     table = tasks.read_task_table(task_table)
     bounds = engine.shard_bounds(table["sequence"].str.len().to_numpy(), shards)
     start, stop = (int(bounds[shard]), int(bounds[shard + 1])) if shard is not None else (0, len(table))
@@ -137,18 +135,19 @@ def embed_task(
         log.info("%s: %s", task_table, crop.describe())
     elif truncated.any():
         log.warning("%s: %d of %d sequences longer than %d residues were truncated to their first %d", task_table, truncated.sum(), len(rows), settings.truncate, settings.truncate)
-    loaded = fair_esm.load_model(manifest["checkpoint"], manifest["sha256"], settings.device)
+    loaded = model_manifests.load(manifest, settings.device)
+    encoder = engine.make_encoder(loaded, settings.device, settings.precision)
     attrs = {
         "model": manifest["id"],
         "model_name": manifest["name"],
         "model_source": manifest["source"],
         "checkpoint_sha256": loaded.sha256,
-        "fair_esm_version": fair_esm.fair_esm_version(),
+        **loaded.describe(),
         "plmexit_version": plmexit.__version__,
         "torch_version": str(torch.__version__),  # a str subclass that HDF5 attributes cannot store
         "python_version": platform.python_version(),
         "device": settings.device,
-        "engine": ENGINE,
+        "engine": encoder.engine,
         "precision": settings.precision,
         "pooling": engine.POOLING,
         "layer_norm": settings.layer_norm,
@@ -173,8 +172,8 @@ def embed_task(
     todo = [i for i, f in enumerate(part_files) if not f.exists()]
     if len(todo) < len(parts):
         log.info("%s: resuming, %d of %d parts already embedded in %s", out, len(parts) - len(todo), len(parts), workdir)
-    tracker = _Progress(sum(engine.work_tokens([sequences[j] for j in parts[i]], embed_settings) for i in todo), progress)
-    encoder = engine.FastEncoder(loaded, settings.device, settings.precision)
+    specials = encoder.tokens.specials
+    tracker = _Progress(sum(engine.work_tokens([sequences[j] for j in parts[i]], embed_settings, specials) for i in todo), progress)
     for i in todo:
         part = parts[i]
         block = np.empty((loaded.num_layers + 1, len(part), loaded.embed_dim), dtype=np.float32)
@@ -246,17 +245,17 @@ def measure_cost(
     ``settings.precision`` in ``settings.max_tokens`` batches (``cost.measure_depth_seconds``).
     """
     settings.check()
-    manifest = fair_esm.read_manifest(model_manifest)
+    manifest = model_manifests.read_manifest(model_manifest)
     table = tasks.read_task_table(task_table)
     sequences, truncated, embed_settings, crop = embedded_sequences(table, settings, variant_crop, task_table)
-    loaded = fair_esm.load_model(manifest["checkpoint"], manifest["sha256"], settings.device)
+    loaded = model_manifests.load(manifest, settings.device)
     rng = np.random.default_rng(seed)
     sampled = np.sort(rng.choice(len(sequences), size=min(sample_sequences, len(sequences)), replace=False))
     sample = [sequences[i] for i in sampled]
-    encoder = engine.FastEncoder(loaded, settings.device, settings.precision)
+    encoder = engine.make_encoder(loaded, settings.device, settings.precision)
     seconds = cost.measure_depth_seconds(encoder, sample, embed_settings, repeats)
     log.info("%s: full forward of %d sampled sequences takes %.4f s on %s", task_table, len(sample), seconds[-1], settings.device)
-    token_lengths = engine.piece_token_lengths(sequences, embed_settings)  # + BOS and EOS, per piece
+    token_lengths = engine.piece_token_lengths(sequences, embed_settings, encoder.tokens.specials)  # + special tokens, per piece
     result = {
         "model": manifest["id"],
         "model_name": manifest["name"],
@@ -265,10 +264,10 @@ def measure_cost(
         "dim": loaded.embed_dim,
         "n_sequences": len(sequences),
         "tokens": int(token_lengths.sum()),
-        "flops": cost.analytic_flops(token_lengths, loaded.num_layers, loaded.embed_dim).tolist(),
+        "flops": cost.analytic_flops(token_lengths, loaded.num_layers, loaded.embed_dim, loaded.block_matmul_weights).tolist(),
         "device": settings.device,
         "device_name": torch.cuda.get_device_name(settings.device) if settings.device.startswith("cuda") else platform.processor() or platform.machine(),
-        "engine": ENGINE,
+        "engine": encoder.engine,
         "precision": settings.precision,
         "max_tokens": settings.max_tokens,
         "layer_norm": settings.layer_norm,
@@ -277,7 +276,7 @@ def measure_cost(
         "n_truncated": int(truncated.sum()),  # as the embedding counts them (selection reports it)
         "timed": cost.TIMED,
         "sample_sequences": len(sample),
-        "sample_tokens": int(engine.piece_token_lengths(sample, embed_settings).sum()),
+        "sample_tokens": int(engine.piece_token_lengths(sample, embed_settings, encoder.tokens.specials).sum()),
         "repeats": repeats,
         "seconds": seconds.tolist(),
         **(crop.attrs() if crop is not None else {}),

@@ -1,0 +1,88 @@
+"""Model manifests of both backends, and the one ``load`` every step that runs a model calls.
+
+Invariant: a manifest is what ``plmexit fetch-model`` wrote, and ``load`` verifies every hash in
+it before any weight is read. Every manifest has ``id``, the config's id of the model, which every
+output carries. ``format`` says the backend: ``fair-esm`` (keys name, source, checkpoint, sha256;
+manifests written before the key existed have none and are fair-esm) or
+``transformers`` (adds family, repo_id, revision, path and files, the sha256 of every file;
+``sha256`` is then the hash over those). Only ``fair_esm`` imports ``esm`` and only ``hub`` imports
+``transformers``; each is imported here only when its backend is asked for.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from plmexit.atomic import write_text
+from plmexit.errors import ModelError
+
+FORMATS = ("fair-esm", "transformers")
+_KEYS = {
+    "fair-esm": ("id", "name", "source", "checkpoint", "sha256"),
+    "transformers": ("id", "name", "source", "family", "repo_id", "revision", "path", "files", "sha256"),
+}
+
+
+def write_manifest(manifest: dict, path: str | Path) -> None:
+    write_text(path, json.dumps(manifest, indent=2) + "\n")
+
+
+def read_manifest(path: str | Path) -> dict:
+    """The manifest at ``path`` with its ``format`` (``fair-esm`` when the file names none)."""
+    try:
+        manifest = json.loads(Path(path).read_text())
+        fmt = manifest.get("format", "fair-esm")
+        if fmt not in FORMATS:
+            raise ModelError(f"{path}: model format {fmt!r} is not one of {', '.join(FORMATS)}; rerun `plmexit fetch-model`")
+        return {"format": fmt, **{key: manifest[key] for key in _KEYS[fmt]}}
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise ModelError(f"{path}: not a model manifest written by `plmexit fetch-model` ({exc}); rerun fetch-model") from None
+
+
+def load(manifest: dict | str | Path, device: str = "cpu"):
+    """Verify and load the model a manifest (or manifest file) describes, with either backend.
+
+    Returns an object with ``name``, ``sha256``, ``family``, ``num_layers``, ``embed_dim``,
+    ``tokens`` (a ``TokenScheme``), ``block_matmul_weights`` (for analytic FLOPs), ``esm2_weights()``
+    (the fast encoder's layout, or None) and ``describe()`` (what a store records about it);
+    transformers models also give ``module``,
+    ``blocks`` and ``final_norm`` for ``plmexit.embedding.generic``.
+    """
+    if not isinstance(manifest, dict):
+        manifest = read_manifest(manifest)
+    if manifest.get("format", "fair-esm") == "fair-esm":
+        from plmexit.models import fair_esm
+
+        return fair_esm.load_model(manifest["checkpoint"], manifest["sha256"], device)
+    from plmexit.models import hub
+
+    return hub.load_transformers(manifest, device)
+
+
+def resolve(**source) -> dict:
+    """A manifest dict for a model: ``hub``/``revision``/``path``/``family`` for a transformers model,
+    else fair-esm's ``name``/``checkpoint``/``sha256``/``url``; ``cache_dir`` for either."""
+    if source.get("hub") is not None or source.get("path") is not None:
+        from plmexit.models import hub
+
+        if any(source.get(k) is not None for k in ("name", "checkpoint", "sha256", "url")):
+            raise ModelError("a transformers model (hub or path) takes no fair-esm name, checkpoint, sha256 or url; give one kind of model")
+        return hub.resolve_transformers(**{k: source.get(k) for k in ("hub", "revision", "path", "family", "cache_dir")})
+    if source.get("revision") is not None or source.get("family") is not None:
+        raise ModelError("`revision` and `family` only apply to a transformers model given by hub or path")
+    from plmexit.models import fair_esm
+
+    return fair_esm.resolve_model(**{k: source.get(k) for k in ("name", "checkpoint", "sha256", "url", "cache_dir")})
+
+
+def make_test_model(family: str, layers: int, dim: int, heads: int, seed: int, out_dir: str | Path) -> Path:
+    """A tiny random model of ``family``: ``fair-esm`` writes ``esm2_t{L}_{D}d_{H}h_seed{S}_random.pt``;
+    a transformers family (``hub.TEST_FAMILIES``) writes a directory in its published format."""
+    if family == "fair-esm":
+        from plmexit.models import fair_esm
+
+        return fair_esm.make_test_model(layers, dim, heads, seed, out_dir)
+    from plmexit.models import hub
+
+    return hub.make_test_model(family, layers, dim, heads, seed, out_dir)

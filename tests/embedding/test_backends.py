@@ -1,0 +1,211 @@
+"""Every backend through the one embedding path: the same ESM2 weights give the same pooled layers
+through fair-esm and through the transformers layout, and every family's pooled layers equal its
+own ``output_hidden_states`` forward run one sequence (one window) at a time, in both conventions."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from plmexit.embedding import cost, engine
+from plmexit.embedding.engine import EmbedSettings, embed_pooled
+from plmexit.embedding.generic import HookedEncoder
+from plmexit.embedding.reference import reference_pooled
+from plmexit.models import hub
+from plmexit.models import manifest as model_manifest
+
+RTOL = 1e-5
+# Padding in a batch, duplicates, rare residues, one sequence longer than the test window.
+SEQUENCES = ["MKTAYIAKQRQISFVKSHFSRQ", "GG", "WYXBUZO", "MKTAYIAKQRQISFVKSHFSRQ", "ACDEFGHIKLMNPQRSTVWYACDEFGHIK", "GG", "MKV"]
+WINDOW, OVERLAP = 12, 4
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny models gain nothing from threads, and on a loaded 2-core machine threads wait on each other."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def pooled(loaded, sequences, settings, encoder=None) -> np.ndarray:
+    out = np.full((loaded.num_layers + 1, len(sequences), loaded.embed_dim), np.nan, dtype=np.float32)
+    for index, block in embed_pooled(loaded, sequences, settings, encoder=encoder):
+        out[:, index] = block
+    assert not np.isnan(out).any()
+    return out
+
+
+def assert_close(ours: np.ndarray, expected: np.ndarray) -> None:
+    scale = np.abs(expected).max(axis=-1, keepdims=True)  # per pooled vector
+    assert np.all(np.abs(ours - expected) <= RTOL * scale), float((np.abs(ours - expected) / scale).max())
+
+
+@torch.no_grad()
+def own_forward(loaded, sequence: str, layer_norm: str) -> np.ndarray:
+    """(L + 1, N, E) for one piece: the family's tokenizer on the model-card input, the model's own
+    ``output_hidden_states`` forward, residue positions from the tokenizer's special-token mask, the
+    final norm on layers 0..L-1 for ``final`` (transformers' ``hidden_states[L]`` is already normed)."""
+    text = " ".join(sequence.translate(str.maketrans("UZOB", "XXXX"))) if hub.FAMILIES[loaded.family].rare_to_x else sequence
+    encoded = loaded.tokenizer(text, return_tensors="pt", return_special_tokens_mask=True)
+    residues = encoded.pop("special_tokens_mask")[0] == 0
+    assert int(residues.sum()) == len(sequence)
+    output = loaded.module(**encoded, output_hidden_states=True)
+    hidden = list(output.hidden_states)
+    assert len(hidden) == loaded.num_layers + 1
+    torch.testing.assert_close(hidden[-1], output.last_hidden_state, rtol=0, atol=0)
+    norm = loaded.final_norm
+    if layer_norm == "final" and norm is not None:
+        hidden = [norm(h) for h in hidden[:-1]] + hidden[-1:]
+    return torch.stack([h[0, residues] for h in hidden]).numpy()  # (L + 1, n, E)
+
+
+def reference(loaded, sequences, layer_norm: str, window: int | None = None) -> np.ndarray:
+    """Each sequence alone; in window mode each window alone, every residue's states averaged over
+    the windows covering it, then the mean over residues."""
+    out = []
+    for sequence in sequences:
+        n = len(sequence)
+        starts = [0] if window is None or n <= window else sorted({*range(0, n - window, window - OVERLAP), n - window})
+        width = n if window is None else min(window, n)
+        total, count = 0.0, np.zeros(n)
+        for start in starts:
+            states = own_forward(loaded, sequence[start : start + width], layer_norm)
+            padded = np.zeros((states.shape[0], n, states.shape[2]))
+            padded[:, start : start + width] = states
+            total = total + padded
+            count[start : start + width] += 1
+        out.append((total / count[None, :, None]).mean(axis=1))
+    return np.stack(out, axis=1).astype(np.float32)
+
+
+@pytest.mark.parametrize("layer_norm", ["raw", "final"])
+def test_fair_esm_and_transformers_layouts_of_one_esm2_agree(tmp_path, tiny_loaded, layer_norm):
+    converted = hub.convert_fair_esm(tiny_loaded.model, tiny_loaded.alphabet, tmp_path / "hf")
+    loaded = model_manifest.load(model_manifest.resolve(path=converted))
+    settings = EmbedSettings(max_tokens=64, layer_norm=layer_norm)
+    expected = reference_pooled(tiny_loaded, SEQUENCES, layer_norm=layer_norm)  # fair-esm's extract.py
+    fast = pooled(loaded, SEQUENCES, settings)  # the transformers weights through FastEncoder
+    generic = pooled(loaded, SEQUENCES, settings, HookedEncoder(loaded, "cpu", "float32"))  # transformers' own forward
+    assert isinstance(engine.make_encoder(loaded, "cpu", "float32"), engine.FastEncoder)
+    assert_close(pooled(tiny_loaded, SEQUENCES, settings), expected)
+    assert_close(fast, expected)
+    assert_close(generic, expected)
+
+
+@pytest.mark.parametrize("layer_norm", ["raw", "final"])
+@pytest.mark.parametrize("family", hub.TEST_FAMILIES)
+def test_every_family_equals_its_own_forward(tiny_hub_loaded, family, layer_norm):
+    loaded = tiny_hub_loaded[family]
+    truncate = EmbedSettings(max_tokens=64, layer_norm=layer_norm)
+    window = EmbedSettings(max_tokens=64, layer_norm=layer_norm, long_sequences="window", window=WINDOW, overlap=OVERLAP)
+    assert_close(pooled(loaded, SEQUENCES, truncate), reference(loaded, SEQUENCES, layer_norm))
+    assert_close(pooled(loaded, SEQUENCES, window), reference(loaded, SEQUENCES, layer_norm, WINDOW))
+
+
+def test_post_norm_families_have_one_convention(tiny_hub_loaded):
+    loaded = tiny_hub_loaded["bert"]
+    assert loaded.final_norm is None
+    raw, final = (pooled(loaded, SEQUENCES[:3], EmbedSettings(layer_norm=c)) for c in ("raw", "final"))
+    np.testing.assert_array_equal(raw, final)
+
+
+@pytest.mark.parametrize("family", ["t5", "esmc"])
+def test_depth_stops_the_forward_and_keeps_the_layers_it_reached(tiny_hub_loaded, family):
+    loaded = tiny_hub_loaded[family]
+    encoder = engine.make_encoder(loaded, "cpu", "float32")
+    settings = EmbedSettings(max_tokens=64, layer_norm="final")
+    (tokens, weights), *_ = engine.device_batches(encoder, SEQUENCES, settings)
+    full = encoder.pooled(tokens, weights, "final")
+    for depth in range(loaded.num_layers + 1):
+        part = encoder.pooled(tokens, weights, "final", depth)
+        assert part.shape == (depth + 1, *full.shape[1:])
+        torch.testing.assert_close(part, full[: depth + 1], rtol=0, atol=0)
+    ran = []
+    handle = encoder.blocks[-1].register_forward_hook(lambda *args: ran.append(1))
+    encoder.pooled(tokens, weights, "raw", 1)
+    handle.remove()
+    assert ran == []  # the last block never ran
+    seconds = cost.measure_depth_seconds(encoder, SEQUENCES, settings, repeats=1)
+    assert seconds.shape == (loaded.num_layers + 1,) and np.all(seconds > 0)
+
+
+def test_token_budgets_count_each_family_special_tokens(tiny_hub_loaded):
+    settings = EmbedSettings()
+    t5 = engine.make_encoder(tiny_hub_loaded["t5"], "cpu", "float32")
+    assert engine.work_tokens(["MKV", "GG", "MKV"], settings, t5.tokens.specials) == (3 + 1) + (2 + 1)
+    (tokens, weights), = engine.device_batches(t5, ["MKV", "GG"], settings)
+    assert tokens.shape == (2, 4) and weights[:, -1].eq(0).all()  # residues, then </s> (and padding)
+    np.testing.assert_array_equal(engine.piece_token_lengths(["MKV"], settings, 1), [4])
+
+
+def test_embed_and_cost_steps_run_a_transformers_model(tmp_path, tiny_hub_models):
+    """The pipeline's steps through a transformers manifest: the store records the family and its
+    versions; the cost counts T5's one special token and its own block weights."""
+    import h5py
+    import pandas as pd
+
+    from plmexit.data.tasks import TASK_COLUMNS
+    from plmexit.pipeline import model_steps
+
+    table = pd.DataFrame({"id": [f"s{i}" for i in range(len(SEQUENCES))], "sequence": SEQUENCES, "label": 0.5, "fold": 0})
+    table[TASK_COLUMNS].to_csv(tmp_path / "task.tsv", sep="\t", index=False)
+    model_steps.fetch_model(tmp_path / "t5.json", path=tiny_hub_models["t5"])
+    settings = EmbedSettings(max_tokens=64)
+    model_steps.embed_task(tmp_path / "t5.json", tmp_path / "task.tsv", tmp_path / "t5.h5", settings, "float32")
+    with h5py.File(tmp_path / "t5.h5", "r") as handle:
+        attrs = dict(handle.attrs)
+        stored = handle["embeddings"][()]
+    assert (attrs["model_family"], attrs["model_format"], attrs["engine"]) == ("t5", "transformers", HookedEncoder.engine)
+    assert "transformers_version" in attrs and "fair_esm_version" not in attrs
+    loaded = model_manifest.load(tmp_path / "t5.json")
+    assert_close(stored, reference(loaded, SEQUENCES, "raw"))
+    result = model_steps.measure_cost(tmp_path / "t5.json", tmp_path / "task.tsv", tmp_path / "cost.json", settings, 3, 1, 0)
+    assert result["tokens"] == sum(len(s) + 1 for s in SEQUENCES)
+    dim = loaded.embed_dim  # T5 block: q, k, v, o (4 d^2), relu feed-forward d x 4d twice (8 d^2)
+    assert result["flops"][1] == pytest.approx(sum((len(s) + 1) * (24.0 * dim * dim + 4.0 * (len(s) + 1) * dim) for s in SEQUENCES), rel=1e-12)
+
+
+def test_out_of_memory_inside_a_transformers_forward_is_split_and_retried(tiny_hub_loaded, caplog):
+    """The OOM is raised inside the model's own forward (a block), as a real one would be: the batch
+    is split and retried, the results are unchanged, and plmexit's pooling hooks are all removed."""
+    loaded = tiny_hub_loaded["t5"]
+    encoder = engine.make_encoder(loaded, "cpu", "float32")
+    settings = EmbedSettings(max_tokens=4096)
+    expected = pooled(loaded, SEQUENCES, settings, encoder)
+
+    def small_memory(module, args, kwargs):
+        hidden = args[0] if args else kwargs["hidden_states"]
+        if hidden.shape[0] > 2:
+            raise torch.OutOfMemoryError("out of memory (simulated)")
+
+    def hooks() -> list[int]:  # transformers installs its own capturing hooks once output_hidden_states was asked for
+        return [len(b._forward_hooks) + len(b._forward_pre_hooks) for b in encoder.blocks]
+
+    before = hooks()
+    block = encoder.blocks[1]
+    handle = block.register_forward_pre_hook(small_memory, with_kwargs=True)
+    try:
+        with caplog.at_level("WARNING", logger="plmexit.embedding.engine"):
+            actual = pooled(loaded, SEQUENCES, settings, encoder)
+    finally:
+        handle.remove()
+    assert "retrying as two halves" in caplog.text
+    np.testing.assert_allclose(actual, expected, rtol=1e-5, atol=1e-7)
+    assert hooks() == before
+
+
+@pytest.mark.parametrize("family", ["t5", "esmc"])
+def test_generic_encoder_in_bfloat16_stays_near_float32(tiny_hub_models, tiny_hub_loaded, family):
+    """``embed.precision`` reaches the generic encoder: the model runs in bf16, pooling stays fp32
+    (same bound as the ESM2 encoder's bf16 test: 2e-2 of each vector's largest component)."""
+    expected = pooled(tiny_hub_loaded[family], SEQUENCES, EmbedSettings(max_tokens=64))
+    loaded = model_manifest.load(model_manifest.resolve(path=tiny_hub_models[family]))  # a fresh copy: the encoder casts it
+    settings = EmbedSettings(max_tokens=64, precision="bfloat16")
+    encoder = engine.make_encoder(loaded, "cpu", "bfloat16")
+    assert next(encoder.module.parameters()).dtype == torch.bfloat16
+    actual = pooled(loaded, SEQUENCES, settings, encoder)
+    scale = np.abs(expected).max(axis=-1, keepdims=True)
+    assert np.all(np.abs(actual - expected) <= 2e-2 * scale) and not np.array_equal(actual, expected)
