@@ -127,4 +127,5 @@ def test_job_environments_are_pinned_within_the_package_ranges():
         assert all("==" in d for d in pip if d != ".."), f"{path.name}: pip entries not pinned: {pip}"
         names = {d.partition("=")[0] for d in conda} | {d.partition("==")[0] for d in pip}
         assert not names & {"snakemake", "snakemake-executor-plugin-slurm"}, f"{path.name} carries the orchestrator"
-        assert set(ranges) <= {CONDA_TO_PYPI.get(n, n).lower() for n in names}, f"{path.name} lacks {set(ranges) - names}"
+        held = {CONDA_TO_PYPI.get(n, n).lower() for n in names}
+        assert set(ranges) <= held, f"{path.name} lacks {sorted(set(ranges) - held)}"

@@ -9,6 +9,7 @@ import pytest
 from plmexit.cli import main
 from plmexit.data import tasks
 from plmexit.models import fair_esm
+from plmexit.models import manifest as model_manifest
 
 BLAT = "BLAT_ECOLX_Stiffler_2015"
 
@@ -16,7 +17,7 @@ BLAT = "BLAT_ECOLX_Stiffler_2015"
 @pytest.fixture(scope="module")
 def manifest(tiny_model, tmp_path_factory):
     path = tmp_path_factory.mktemp("manifest") / "tiny.json"
-    fair_esm.write_manifest({"id": "tiny", **fair_esm.resolve_model(checkpoint=tiny_model)}, path)
+    model_manifest.write_manifest({"id": "tiny", **fair_esm.resolve_model(checkpoint=tiny_model)}, path)
     return path
 
 

@@ -13,7 +13,7 @@ import pytest
 
 from plmexit.cli import main
 from plmexit.errors import ModelError
-from plmexit.models import fair_esm, hub
+from plmexit.models import hub
 from plmexit.models import manifest as model_manifest
 
 COMMIT = "0123456789abcdef0123456789abcdef01234567"
@@ -52,16 +52,19 @@ def test_manifest_records_every_loaded_file_and_round_trips(tmp_path, tiny_hub_m
     assert manifest["format"] == "transformers" and manifest["family"] == "t5" and manifest["source"] == "directory"
     assert set(manifest["files"]) == {"config.json", "model.safetensors", "spiece.model", "tokenizer_config.json", "special_tokens_map.json"}
     assert manifest["sha256"] == hub.combined_sha256(manifest["files"])
-    model_manifest.write_manifest(manifest, tmp_path / "m.json")
-    assert model_manifest.read_manifest(tmp_path / "m.json") == manifest
+    model_manifest.write_manifest({"id": "t5_tiny", **manifest}, tmp_path / "m.json")
+    assert model_manifest.read_manifest(tmp_path / "m.json") == {"id": "t5_tiny", **manifest}
 
 
-def test_old_fair_esm_manifests_still_read(tmp_path, tiny_model, tiny_model_sha256):
-    old = {"name": tiny_model.stem, "source": "checkpoint", "checkpoint": str(tiny_model), "sha256": tiny_model_sha256}
-    (tmp_path / "old.json").write_text(json.dumps(old))
-    assert model_manifest.read_manifest(tmp_path / "old.json") == {"format": "fair-esm", **old}
-    assert fair_esm.read_manifest(tmp_path / "old.json") == old
-    assert model_manifest.load(tmp_path / "old.json").family == "fair-esm"
+def test_fair_esm_manifests_without_a_format_key_read_as_fair_esm(tmp_path, tiny_model, tiny_model_sha256):
+    written = {"id": "tiny", "name": tiny_model.stem, "source": "checkpoint", "checkpoint": str(tiny_model), "sha256": tiny_model_sha256}
+    (tmp_path / "m.json").write_text(json.dumps(written))
+    assert model_manifest.read_manifest(tmp_path / "m.json") == {"format": "fair-esm", **written}
+    assert model_manifest.load(tmp_path / "m.json").family == "fair-esm"
+    # Manifests from before models carried their config id: one line saying to fetch again.
+    (tmp_path / "old.json").write_text(json.dumps({k: v for k, v in written.items() if k != "id"}))
+    with pytest.raises(ModelError, match=r"old\.json: not a model manifest written by `plmexit fetch-model` \('id'\); rerun fetch-model"):
+        model_manifest.read_manifest(tmp_path / "old.json")
 
 
 def copy_model(tiny_hub_models, tmp_path, family="esm"):

@@ -18,6 +18,7 @@ import torch
 from plmexit.download import sha256_file
 from plmexit.errors import DownloadError, ModelError
 from plmexit.models import fair_esm
+from plmexit.models import manifest as model_manifest
 
 # A name fair-esm publishes, so resolve_model accepts it; its real weights are never fetched.
 PUBLISHED_NAME = "esm2_t6_8M_UR50D"
@@ -293,9 +294,9 @@ def test_resolve_by_name_with_a_corrupt_cache_is_refused(tiny_model_sha256, tmp_
 def test_manifest_round_trip(tiny_model, tiny_model_sha256, tmp_path):
     manifest = {"id": "tiny", **fair_esm.resolve_model(checkpoint=tiny_model, sha256=tiny_model_sha256)}
 
-    fair_esm.write_manifest(manifest, tmp_path / "models" / "tiny.json")
+    model_manifest.write_manifest(manifest, tmp_path / "models" / "tiny.json")
 
-    assert fair_esm.read_manifest(tmp_path / "models" / "tiny.json") == manifest
+    assert model_manifest.read_manifest(tmp_path / "models" / "tiny.json") == {"format": "fair-esm", **manifest}
     assert json.loads((tmp_path / "models" / "tiny.json").read_text()) == manifest
     assert [p.name for p in (tmp_path / "models").iterdir()] == ["tiny.json"]
     assert sha256_file(manifest["checkpoint"]) == manifest["sha256"]
@@ -312,4 +313,4 @@ def test_broken_manifest(tmp_path, content):
         path.write_text(content)
 
     with pytest.raises(ModelError, match=r"model\.json: not a model manifest written by `plmexit fetch-model`"):
-        fair_esm.read_manifest(path)
+        model_manifest.read_manifest(path)

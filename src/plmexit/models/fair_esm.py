@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import functools
-import json
 import logging
 import pickle
 import re
@@ -23,7 +22,7 @@ import esm
 import torch
 from esm.model.esm2 import ESM2
 
-from plmexit.atomic import atomic_path, write_text
+from plmexit.atomic import atomic_path
 from plmexit.download import download, sha256_file
 from plmexit.errors import ModelError, one_line
 from plmexit.models.esm2 import Esm2Block, Esm2Weights
@@ -163,18 +162,6 @@ def verify_checkpoint(path: Path, expected: str | None) -> str:
     if expected is not None and found != expected.lower():
         raise ModelError(f"checkpoint {path}: sha256 is {found}, expected {expected}; the file is corrupt or not the configured model")
     return found
-
-
-def write_manifest(manifest: dict, path: str | Path) -> None:
-    write_text(path, json.dumps(manifest, indent=2) + "\n")
-
-
-def read_manifest(path: str | Path) -> dict:
-    try:
-        manifest = json.loads(Path(path).read_text())
-        return {key: manifest[key] for key in ("id", "name", "source", "checkpoint", "sha256")}
-    except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise ModelError(f"{path}: not a model manifest written by `plmexit fetch-model` ({exc}); rerun fetch-model") from None
 
 
 def load_checkpoint(path: str | Path) -> dict:
