@@ -347,3 +347,18 @@ def test_a_hub_model_needs_a_pinned_commit(revision):
     config["models"] = [{"id": "m", "hub": "Rostlab/prot_bert", "revision": revision}]
     with pytest.raises(ConfigError, match=r"models\[0\] \(m\)\.revision"):
         check_config(config, load_schema(SCHEMA))
+
+
+def test_a_model_can_be_run_on_some_task_entries_only():
+    config = load("test.yaml")
+    config["models"].append({"id": "big", "name": "esm2_t33_650M_UR50D", "tasks": ["proteingym", "deepsol"]})
+    plan = Plan(config)
+    assert [t for m, t in plan.pairs() if m == "big"] == [
+        "BLAT_ECOLX_Stiffler_2015.fold_random_5", "BLAT_ECOLX_Stiffler_2015.fold_modulo_5", "BLAT_ECOLX_Stiffler_2015.fold_contiguous_5", "deepsol",
+    ]
+    assert len([t for m, t in plan.pairs() if m == "tiny_random"]) == len(plan.tasks)
+    assert "results/figures/big/deepsol.png" in plan.final_targets() and "results/figures/big/ec.png" not in plan.final_targets()
+
+    config["models"][-1]["tasks"] = ["deepsol", "deeploc"]
+    with pytest.raises(ConfigError, match=r"^config: models\[1\] \(big\)\.tasks: 'deeploc' is not the id of a config task entry \(ids: proteingym, "):
+        Plan(config)

@@ -60,8 +60,9 @@ class Plan:
         self.results = config.get("pathvars", {}).get("results", DEFAULT_RESULTS)
         self.data = config.get("data", {})
         self.models = _by_id(config["models"], "models")
+        entry_ids = [entry["id"] for entry in config["tasks"]]
         for position, entry in enumerate(config["models"]):
-            _check_model(entry, position)
+            _check_model(entry, position, entry_ids)
         self.tasks: dict[str, dict] = {}
         self.embedding_sets: dict[str, str] = {}  # embedding set -> the task whose table it embeds
         self._made_by: dict[str, int] = {}  # embedding set -> the config entry that made it
@@ -172,8 +173,12 @@ class Plan:
 
     # targets -----------------------------------------------------------------------------------
     def pairs(self) -> list[tuple[str, str]]:
+        """Every (model, task) to run: each model on every task, or on the tasks of the config entries its ``tasks`` names."""
         self.expand_chosen_assays()
-        return [(model, task) for model in self.models for task in self.tasks]
+        return [
+            (model, task) for model, entry in self.models.items() for task, plan in self.tasks.items()
+            if "tasks" not in entry or plan["entry"]["id"] in entry["tasks"]
+        ]
 
     def _proteingym_pairs(self) -> list[tuple[str, str]]:
         return [(m, t) for m, t in self.pairs() if self.task(t)["dms_id"]]
@@ -362,10 +367,14 @@ class Plan:
         """A ridge probe's inner split follows the task's fold scheme (``INNER_SPLIT_OF_SCHEME``); classifiers ignore it."""
         return INNER_SPLIT_OF_SCHEME[self.task(task)["scheme"]] if self.task_type(task) == "regression" else "loo"
 
-def _check_model(entry: dict, position: int) -> None:
-    """Keys that only apply to some model sources (the schema says which source; this says which key fits it)."""
+def _check_model(entry: dict, position: int, entry_ids: list[str]) -> None:
+    """Keys that only apply to some model sources (the schema says which source; this says which key
+    fits it), and a model's ``tasks`` naming config task entries."""
     fair_esm = "name" in entry or "checkpoint" in entry
     where = f"config: models[{position}] ({entry['id']})"
+    unknown = [t for t in entry.get("tasks", []) if t not in entry_ids]
+    if unknown:
+        raise ConfigError(f"{where}.tasks: {unknown[0]!r} is not the id of a config task entry (ids: {', '.join(entry_ids)}); fix the id")
     if "sha256" in entry and not fair_esm:
         raise ConfigError(f"{where}: sha256 applies to a fair-esm checkpoint (name or checkpoint); a transformers model's files are hashed when fetched, remove it")
     if "url" in entry and "name" not in entry:
