@@ -46,13 +46,13 @@ def _task_csv(path: Path, task_type: str, n: int = 30, seed: int = 0) -> Path:
 METRIC = {"regression": "spearman", "classification": "accuracy", "multilabel": "fmax"}
 
 
-def _chain(base: Path, model: Path, task_type: str, layer_norm: str) -> dict[str, Path]:
+def _chain(base: Path, model: Path, task_type: str, layer_norm: str, source: str = "--checkpoint") -> dict[str, Path]:
     """prepare, embed (float32), cost, probe and select one tiny task through the CLI; the files, by name."""
     base.mkdir(parents=True)
     f = {name: base / name for name in ("model.json", "task.tsv", "info.json", "store.h5", "cost.json", "probes.tsv", "predictions.tsv.gz", "selection.json")}
     csv = _task_csv(base / "task.csv", task_type)
     steps = [
-        ["fetch-model", "--id", "tiny", "--checkpoint", model, "--out", f["model.json"]],
+        ["fetch-model", "--id", "tiny", source, model, "--out", f["model.json"]],
         ["prepare", "--name", "toy", "--format", "csv", "--path", csv, "--type", task_type, "--id-column", "name", "--cv-folds", 3,
          "--out", f["task.tsv"], "--info-out", f["info.json"]],
         ["embed", "--model", f["model.json"], "--task", f["task.tsv"], "--out", f["store.h5"], "--device", "cpu", "--dtype", "float32",
@@ -182,6 +182,37 @@ def test_predict_reproduces_the_probe_steps_test_predictions(chains, tmp_path, c
         else:
             scores = predicted[[f"p_{c}" for c in classes]].to_numpy()
             np.testing.assert_allclose(scores, np.stack(expected["prediction"].to_list()), rtol=1e-4, atol=1e-6)  # stored with 6 digits
+
+
+@pytest.mark.parametrize(("family", "layer_norm"), [("t5", "raw"), ("t5", "final"), ("esm", "raw"), ("albert", "raw"), ("esmc", "final")])
+def test_a_transformers_export_is_a_cut_directory_whose_features_are_the_stores(tiny_hub_models, tmp_path, capsys, family, layer_norm):
+    """The model a user ships comes in the format it came in: a transformers directory with fewer
+    layers, loaded by transformers itself, whose pooled features are the store's at every layer and
+    whose shipped probe predicts as the probe step does."""
+    import transformers
+
+    files = _chain(tmp_path / "run", tiny_hub_models[family], "regression", layer_norm, source="--path")
+    table = tasks.read_task_table(files["task.tsv"])
+    info = store.read_info(files["store.h5"])
+    for layer in range(info.n_layers + 1):
+        out = _export(files, "regression", layer, tmp_path / f"export{layer}")
+        card, _ = export_steps.read_export(out)
+        assert (card["model"]["format"], card["model"]["family"], card["source_model"]["family"]) == ("transformers", family, family)
+        config = json.loads((out / "model" / "config.json").read_text())
+        assert config.get("num_hidden_layers", config.get("num_layers")) == max(layer, 1)
+        assert getattr(transformers, card["model"]["model_class"]).from_pretrained(out / "model", use_safetensors=True) is not None
+        loaded = export_steps.load_exported_model(out, card, "cpu")
+        settings = export_steps.recorded_settings(info.attrs, files["store.h5"])
+        features = export_steps.exported_features(loaded, list(table["sequence"]), settings, layer, info.n_layers)
+        np.testing.assert_allclose(features, store.read_layer(files["store.h5"], layer), rtol=1e-5, atol=1e-5)
+    assert "transformers" in (tmp_path / "export1" / "README.md").read_text()
+
+    # The deploy fold's probe at layer 1, through predict on every row: the same as applying it to the store's layer.
+    code, _, err = run(capsys, "predict", "--export", tmp_path / "export1", "--input", files["task.tsv"].with_name("task.csv"),
+                       "--out", tmp_path / "p.csv", "--device", "cpu")
+    assert code == 0, err
+    shipped = export_steps.read_export(tmp_path / "export1")[1]
+    np.testing.assert_allclose(pd.read_csv(tmp_path / "p.csv")["prediction"], shipped.predict(store.read_layer(files["store.h5"], 1)), rtol=1e-5, atol=1e-6)
 
 
 def test_predict_reads_fasta_and_writes_one_row_per_sequence(chains, tmp_path, capsys):

@@ -39,15 +39,19 @@ METRICS = {
     "accuracy": {"accuracy", "macro_f1", "mcc", "inner_accuracy"},
     "fmax": {"fmax", "micro_f1", "macro_f1", "inner_fmax"},
 }
-CHOICE = {"hyperparameter", "hyperparameter_edge"}  # rows of every fold, the deploy fold (-1) included
+CHOICE = {"hyperparameter", "hyperparameter_edge"}
+# config/test.yaml's transformers models (one per family, on deepsol): id -> family
+FAMILIES = {"tiny_esm_hf": "esm", "tiny_bert": "bert", "tiny_albert": "albert", "tiny_t5": "t5", "tiny_esmc": "esmc"}  # rows of every fold, the deploy fold (-1) included
 PNG = b"\x89PNG\r\n\x1a\n"
 
 
 def test_pipeline_writes_every_output(finished_run):
     workdir, _ = finished_run
     results = workdir / "results"
-    summary = pd.read_csv(results / "summary" / "best_layers.tsv", sep="\t")
-    assert list(summary.columns) == SUMMARY_COLUMNS
+    everything = pd.read_csv(results / "summary" / "best_layers.tsv", sep="\t")
+    assert list(everything.columns) == SUMMARY_COLUMNS
+    assert sorted(zip(everything["model"], everything["task"])) == sorted([("tiny_random", t) for t in TASKS] + [(m, "deepsol") for m in FAMILIES])
+    summary = everything[everything["model"] == "tiny_random"]
     assert sorted(summary["task"]) == sorted(TASKS)
     assert set(summary["n_layers"]) == {4}
     assert set(summary["status"]) == {"ok"}
@@ -65,6 +69,8 @@ def test_pipeline_writes_every_output(finished_run):
     assert truncated["deeploc_10class"] > 0 and truncated[BLAT[0]] == 0  # DeepLoc has proteins beyond the 1022-residue window
     across = pd.read_csv(results / "summary" / "across_tasks.tsv", sep="\t")
     assert list(across.columns) == ACROSS_TASK_COLUMNS
+    assert set(across.loc[across["model"] != "tiny_random", "n_tasks"]) == {1}  # each family model: deepsol
+    across = across[across["model"] == "tiny_random"]
     # One row per metric and fold scheme, each assay once; `all` averages an assay over its schemes first.
     assert dict(zip(zip(across["metric"], across["scheme"]), across["n_tasks"])) == {
         ("accuracy", "-"): 3, ("fmax", "-"): 1, ("spearman", "-"): 1, ("spearman", "all"): 2, ("spearman", "fold_contiguous_5"): 1,
@@ -121,6 +127,27 @@ def test_pipeline_writes_every_output(finished_run):
     assert multilabel["prediction"].iloc[0].startswith("1=")
 
 
+def test_every_transformers_family_runs_through_the_pipeline(finished_run):
+    """Each family's tiny model is written in its published format, fetched (every file hashed),
+    embedded with the family's own tokenisation, costed, probed and selected like an ESM2."""
+    results = finished_run[0] / "results"
+    summary = pd.read_csv(results / "summary" / "best_layers.tsv", sep="\t").set_index("model")
+    deepsol = pd.read_csv(results / "tasks" / "deepsol.tsv", sep="\t")
+    for model, family in FAMILIES.items():
+        manifest = json.loads((results / "models" / f"{model}.json").read_text())
+        assert (manifest["id"], manifest["format"], manifest["family"]) == (model, "transformers", family)
+        assert (results / "models" / model / f"{family}_t2_32d_4h_seed0_random" / "model.safetensors").is_file()
+        with h5py.File(results / "embeddings" / model / "deepsol.h5") as store:
+            assert store["embeddings"].shape == (3, len(deepsol), 32) and store.attrs["complete"]
+            assert (store.attrs["model"], store.attrs["model_family"]) == (model, family)
+        cost = json.loads((results / "cost" / model / "deepsol.json").read_text())
+        assert cost["n_layers"] == 2 and cost["flops"][0] == 0.0 and len(cost["seconds"]) == 3
+        row = summary.loc[model]
+        assert row["task"] == "deepsol" and row["n_layers"] == 2 and row["status"] in {"ok", "no_signal"}
+        assert (results / "figures" / model / "deepsol.png").read_bytes()[:8] == PNG
+    assert not (results / "embeddings" / "tiny_t5" / "ec.h5").exists()  # models[].tasks: one task each
+
+
 def test_rerun_does_nothing_and_changed_setting_reruns_only_what_it_affects(finished_run):
     workdir, config = finished_run
     nothing = snakemake(workdir, "--cores", "1", "--configfile", str(config), "--dry-run")
@@ -138,6 +165,7 @@ def test_rerun_does_nothing_and_changed_setting_reruns_only_what_it_affects(fini
 
 
 NEW_MODEL = {"id": "tiny_narrow", "random": {"layers": 2, "dim": 32, "heads": 4, "seed": 1}}
+NEW_HF_MODEL = {"id": "tiny_bert_2", "random": {"family": "bert", "layers": 2, "dim": 32, "heads": 4, "seed": 2}, "tasks": ["deepsol"]}
 NEW_DATA = "proteingym/cv_folds_singles_substitutions/DNJA1_HUMAN_Rocklin_2023_2LO1.csv"
 NEW_TASK = {
     "id": "dnja1", "kind": "csv", "type": "regression", "path": NEW_DATA, "sequence_column": "mutated_sequence",
@@ -157,28 +185,30 @@ def embedding_outputs(model: str, embedding_set: str) -> set[str]:
 
 
 def test_adding_a_model_and_a_task_runs_only_what_is_new(finished_run, shared_data, tmp_path):
-    """Config-driven reruns: Snakemake plans the new model on every task and every model on the new
-    task, then the summaries, and nothing else; making new embeddings leaves every existing
-    output, the embeddings first, with its bytes and its mtime. (Past a few new embeddings only the
-    plan is checked: running every new pair would add minutes and prove nothing more.)"""
+    """Config-driven reruns: Snakemake plans the new fair-esm model on every task, the new
+    transformers model on its task, and every model that runs every task on the new task, then the
+    summaries, and nothing else; making new embeddings leaves every existing output, the embeddings
+    first, with its bytes and its mtime. (Past a few new embeddings only the plan is checked:
+    running every new pair would add minutes and prove nothing more.)"""
     original, _ = finished_run
     workdir = tmp_path / "grown"
     shutil.copytree(original, workdir)  # copies keep mtimes, and .snakemake keeps the run's records
     before = file_stamps(workdir / "results")
 
     def grow(config):
-        config["models"].append(NEW_MODEL)
+        config["models"] += [NEW_MODEL, NEW_HF_MODEL]
         config["tasks"].append(NEW_TASK)
 
     config = write_config(workdir, shared_data, edit=grow)
-    models = ["tiny_random", "tiny_narrow"]
     sets = {task: spec[0] for task, spec in TASKS.items()} | {"dnja1": "dnja1"}
-    new_sets = {(m, s) for m in models for s in sets.values() if m == "tiny_narrow" or s == "dnja1"}
-    new_pairs = {(m, t) for m in models for t in sets if m == "tiny_narrow" or t == "dnja1"}
-    new_inputs = {
-        "results/models/tiny_narrow/esm2_t2_32d_4h_seed1_random.pt", "results/models/tiny_narrow.json", f"results/data/{NEW_DATA}",
-        "results/tasks/dnja1.tsv", "results/tasks/dnja1.json", *(p for m, s in new_sets for p in embedding_outputs(m, s)),
+    new_pairs = {(m, t) for m in ("tiny_random", "tiny_narrow") for t in sets if m == "tiny_narrow" or t == "dnja1"} | {("tiny_bert_2", "deepsol")}
+    new_sets = {(m, sets[t]) for m, t in new_pairs}
+    made = {
+        "results/models/tiny_narrow/esm2_t2_32d_4h_seed1_random.pt", "results/models/tiny_narrow.json",
+        "results/models/tiny_bert_2/bert_t2_32d_4h_seed2_random", "results/models/tiny_bert_2.json",
+        f"results/data/{NEW_DATA}", "results/tasks/dnja1.tsv", "results/tasks/dnja1.json",
     }
+    new_inputs = made | {p for m, s in new_sets for p in embedding_outputs(m, s)}
     downstream = {
         "results/summary/best_layers.tsv", "results/summary/across_tasks.tsv", "results/figures/gain_vs_compute.png",
         "results/summary/proteingym_supervised.csv", *(f"results/cost/{m}/{s}.json" for m, s in new_sets),
@@ -187,15 +217,15 @@ def test_adding_a_model_and_a_task_runs_only_what_is_new(finished_run, shared_da
         downstream |= {f"results/probes/{m}/{t}.tsv", f"results/probes/{m}/{t}.predictions.tsv.gz", f"results/selection/{m}/{t}.json", f"results/figures/{m}/{t}.png"}
     assert planned_outputs(workdir, config) == new_inputs | downstream
 
-    built = [("tiny_narrow", "deepsol"), ("tiny_random", "dnja1"), ("tiny_narrow", "dnja1")]
+    built = [("tiny_narrow", "deepsol"), ("tiny_bert_2", "deepsol"), ("tiny_random", "dnja1"), ("tiny_narrow", "dnja1")]
     targets = [f"results/embeddings/{m}/{s}.h5" for m, s in built]
     run = snakemake(workdir, *targets, "--cores", "2", "--configfile", str(config))  # targets first: --configfile takes a list
     assert run.returncode == 0, run.stderr[-5000:]
     after = file_stamps(workdir / "results")
     assert {path: after[path] for path in before} == before
-    assert "embeddings/tiny_random/BLAT_ECOLX_Stiffler_2015.h5" in before and "embeddings/tiny_random/deeploc_10class.h5" in before
+    assert "embeddings/tiny_random/BLAT_ECOLX_Stiffler_2015.h5" in before and "embeddings/tiny_bert/deepsol.h5" in before
     assert all((workdir / path).is_file() for path in targets)
-    remaining = new_inputs - {p for m, s in built for p in embedding_outputs(m, s)} - {"results/models/tiny_narrow/esm2_t2_32d_4h_seed1_random.pt", "results/models/tiny_narrow.json", f"results/data/{NEW_DATA}", "results/tasks/dnja1.tsv", "results/tasks/dnja1.json"}
+    remaining = new_inputs - {p for m, s in built for p in embedding_outputs(m, s)} - made
     assert planned_outputs(workdir, config) == remaining | downstream
 
 

@@ -293,8 +293,9 @@ class FastEncoder:
 
     engine = "plmexit fused ESM2 forward (verified against fair-esm scripts/extract.py and transformers' EsmModel)"
 
-    def __init__(self, loaded, device: str, precision: str):
+    def __init__(self, loaded, device: str, precision: str, norm_last: bool = True):
         weights = loaded.esm2_weights()
+        self.norm_last = norm_last
         self.tokens = loaded.tokens
         self.dtype = PRECISIONS[precision]
         self.device = device
@@ -371,7 +372,7 @@ class FastEncoder:
         out = torch.empty((depth + 1, B, E), dtype=torch.float32, device=tokens.device)
 
         def pool(k: int, hidden: torch.Tensor) -> None:
-            if k == self.num_layers or layer_norm == "final":
+            if (k == self.num_layers and self.norm_last) or layer_norm == "final":
                 hidden = F.layer_norm(hidden, (E,), *ln_after)
             out[k] = torch.bmm(w, hidden.to(torch.float32)).squeeze(1)
 
@@ -411,18 +412,23 @@ class Encoder(Protocol):
     num_layers: int
     embed_dim: int
     tokens: TokenScheme
+    norm_last: bool  # whether the raw convention applies the final norm to layer L (False: a model cut after a raw layer)
 
     def pooled(self, tokens: torch.Tensor, weights: torch.Tensor, layer_norm: str, depth: int | None = None) -> torch.Tensor: ...
 
 
-def make_encoder(loaded, device: str, precision: str) -> Encoder:
+def make_encoder(loaded, device: str, precision: str, norm_last: bool = True) -> Encoder:
     """The encoder for a loaded model of either backend: ``FastEncoder`` when the model is an ESM2
-    (its model module fills ``Esm2Weights``), else the model's own forward (``generic.HookedEncoder``)."""
+    (its model module fills ``Esm2Weights``), else the model's own forward (``generic.HookedEncoder``).
+
+    ``norm_last=False`` leaves the final norm off the last layer under the ``raw`` convention: a model
+    cut after block ``k`` of a deeper one (``plmexit export``) then gives block ``k``'s raw output, as
+    the deeper model's raw layer ``k`` is."""
     from plmexit.embedding.generic import HookedEncoder
 
     if loaded.esm2_weights() is not None:
-        return FastEncoder(loaded, device, precision)
-    return HookedEncoder(loaded, device, precision)
+        return FastEncoder(loaded, device, precision, norm_last)
+    return HookedEncoder(loaded, device, precision, norm_last)
 
 
 def embed_pooled(

@@ -34,7 +34,8 @@ class HookedEncoder:
 
     engine = "the model's own transformers forward, each block's output pooled on the device by forward hooks"
 
-    def __init__(self, loaded, device: str, precision: str):
+    def __init__(self, loaded, device: str, precision: str, norm_last: bool = True):
+        self.norm_last = norm_last
         self.dtype = PRECISIONS[precision]
         self.device = device
         self.module = loaded.module.to(device=device, dtype=self.dtype).eval()
@@ -57,7 +58,7 @@ class HookedEncoder:
         done = [0]  # blocks finished
 
         def pool(k: int, hidden: torch.Tensor) -> None:
-            if self.final_norm is not None and (k == self.num_layers or layer_norm == "final"):
+            if self.final_norm is not None and ((k == self.num_layers and self.norm_last) or layer_norm == "final"):
                 hidden = self.final_norm(hidden)
             out[k] = torch.bmm(w, hidden.to(torch.float32)).squeeze(1)
 

@@ -3,7 +3,8 @@
 Invariant: the output directory is the source's with ``config.json``'s layer count set to ``k``
 (``num_hidden_layers``; T5's ``num_layers``), every tensor of layers ``k`` and later dropped from a
 single ``model.safetensors``, the contact head's regression (ESM) cut to the kept layers'
-attention maps, and every other top-level file (tokenizer, generation config) copied unchanged.
+attention maps, ESM-C's residual-branch projections rescaled for its depth-dependent residual
+scaling, and every other top-level file (tokenizer, generation config) copied unchanged.
 Only safetensors are read or written: a directory holding only pickled weights
 (``pytorch_model.bin``) is refused, never unpickled. The directory appears whole or not at all.
 """
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import re
 import shutil
 from pathlib import Path
@@ -31,6 +33,8 @@ LAYER_COUNT_KEYS = ("num_hidden_layers", "num_layers")
 # A layer's tensors sit under ``<prefix>.layer.<i>.`` (BERT, ESM), ``layers.<i>.`` or ``block.<i>.`` (T5).
 _LAYER_KEY = re.compile(r"(?:^|\.)(?:layer|layers|block)\.(\d+)\.")
 _CONTACT_REGRESSION = "contact_head.regression.weight"
+# ESM-C's residual branches end in these projections (weights and biases).
+_ESMC_BRANCH_OUTPUT = re.compile(r"\.(?:self_attn\.o_proj|mlp\.down_proj)\.(?:weight|bias)$")
 # Files that hold weights: never copied (the truncated weights replace them).
 _WEIGHT_FILE = re.compile(r"(\.safetensors|\.bin|\.pt|\.pth|\.h5|\.msgpack|\.ckpt|\.index\.json)$")
 
@@ -52,6 +56,8 @@ def truncate_directory(source: str | Path, layers: int, out: str | Path) -> dict
     if config.get("num_decoder_layers") and any(name.startswith("decoder.") for name in tensors):
         raise ModelError(f"{source}: an encoder-decoder checkpoint; save its encoder alone (T5EncoderModel.save_pretrained) and export that")
     indices = {int(m.group(1)) for name in tensors if (m := _LAYER_KEY.search(name))}
+    if config.get("model_type") == "albert":
+        indices = set(range(total))  # ALBERT runs one shared group of weights num_hidden_layers times: fewer runs, the same weights
     if indices != set(range(total)):
         raise ModelError(f"{source}: the weights name layers {sorted(indices)[:5]}..., not 0..{total - 1} as config.json's {key} says; cannot tell which tensors to drop")
     kept = {}
@@ -61,6 +67,10 @@ def truncate_directory(source: str | Path, layers: int, out: str | Path) -> dict
             continue
         if name.endswith(_CONTACT_REGRESSION) and isinstance(config.get("num_attention_heads"), int):
             tensor = tensor[:, : layers * config["num_attention_heads"]]  # one weight per kept layer's attention head
+        if config.get("model_type") == "esmc" and _ESMC_BRANCH_OUTPUT.search(name):
+            # ESM-C divides each residual branch by sqrt(num_hidden_layers / 36): a model of fewer
+            # layers divides by less, so its branch outputs are scaled down to compute the same.
+            tensor = tensor * math.sqrt(layers / total)
         kept[name] = tensor.contiguous()
     with atomic_directory(out) as tmp:
         for path in sorted(source.iterdir()):

@@ -39,6 +39,7 @@ log = logging.getLogger(__name__)
 
 CARD = "card.json"
 README = "README.md"
+TRANSFORMERS_DIR = "model"  # a transformers export's model directory, inside the export
 PROBE = "probe.json"
 FORMAT = "plmexit-export"
 FORMAT_VERSION = 1
@@ -99,12 +100,23 @@ def export_model(
 def write_model(manifest: dict, blocks: int, directory: Path) -> dict:
     """Write the model's first ``blocks`` blocks into ``directory`` in the format it came in; the card's ``model`` entry.
 
-    fair-esm today. A transformers model directory is cut by ``plmexit.models.hf_truncate.truncate_directory``
-    (into ``directory / "model"``) once its manifests and stores exist; this is the one place to add it.
+    A fair-esm checkpoint file (``fair_esm.truncate_checkpoint``), or a transformers model directory
+    ``directory / "model"`` with ``config.json``'s layer count set to ``blocks`` (``hf_truncate``),
+    every file of it hashed into the card.
     """
+    if manifest["format"] == "transformers":
+        from plmexit.models import hf_truncate, hub  # transformers only for transformers models
+
+        hf_truncate.truncate_directory(manifest["path"], blocks, directory / TRANSFORMERS_DIR)
+        files = hub.hash_files(directory / TRANSFORMERS_DIR)
+        family = hub.FAMILIES[manifest["family"]]
+        tokenisation = "one token per residue, " + ("residues separated by spaces, U Z O B as X" if family.rare_to_x else "residues as given")
+        return {"family": family.name, "format": "transformers", "directory": TRANSFORMERS_DIR, "files": files,
+                "sha256": hub.combined_sha256(files), "blocks": blocks, "model_class": family.model_class, "tokenisation": tokenisation,
+                "final_norm": family.final_norm_description}
     name = f"{manifest['name']}_blocks{blocks}.pt"
     fair_esm.truncate_checkpoint(manifest["checkpoint"], manifest["sha256"], blocks, directory / name)
-    return {"family": "fair-esm", "file": name, "sha256": sha256_file(directory / name), "blocks": blocks,
+    return {"family": "fair-esm", "format": "fair-esm", "file": name, "sha256": sha256_file(directory / name), "blocks": blocks,
             "contact_regression_file": Path(name).stem + "-contact-regression.pt"}
 
 
@@ -156,9 +168,25 @@ def feature_description(layer_norm: str, layer: int, n_layers: int, blocks: int)
     )
 
 
+def transformers_feature_description(layer_norm: str, layer: int, n_layers: int, model: dict) -> tuple[str, str, bool]:
+    """``feature_description`` for a transformers export: hidden state ``layer`` (0 = what enters the first block)."""
+    normed = layer_norm == "final" or layer == n_layers
+    norm = f"the family's final norm ({model['final_norm']})"
+    what = f"hidden state {layer} of the source model (0: the embeddings entering block 1), " + (f"with {norm} applied" if normed else f"before {norm}")
+    how = (
+        f"`plmexit predict`; by hand, the output of the exported model's block {layer} (its hidden_states[{layer}], which transformers "
+        f"returns with the final norm applied to the last block){', then the final norm' if normed and layer < model['blocks'] else ''}, "
+        "mean over residue positions (special tokens and padding excluded)"
+    )
+    return what, how, normed and layer == model["blocks"]
+
+
 def _card(manifest, selection, costs, attrs, settings, probe: LinearProbe, layer, model: dict, n_rows) -> dict:
     n_layers = int(selection["n_layers"])
-    what, how, normed_last = feature_description(settings.layer_norm, layer, n_layers, model["blocks"])
+    if model["format"] == "transformers":
+        what, how, normed_last = transformers_feature_description(settings.layer_norm, layer, n_layers, model)
+    else:
+        what, how, normed_last = feature_description(settings.layer_norm, layer, n_layers, model["blocks"])
     flops, seconds = costs["flops"], costs["seconds"]
     bootstrap = selection.get("bootstrap") or {}
     return {
@@ -166,7 +194,7 @@ def _card(manifest, selection, costs, attrs, settings, probe: LinearProbe, layer
         "format_version": FORMAT_VERSION,
         "plmexit_version": plmexit.__version__,
         "created": datetime.datetime.now(datetime.timezone.utc).date().isoformat(),
-        "source_model": {"family": "fair-esm", "id": manifest["id"], "name": manifest["name"], "sha256": manifest["sha256"], "n_layers": n_layers},
+        "source_model": {"family": manifest.get("family", "fair-esm"), "id": manifest["id"], "name": manifest["name"], "sha256": manifest["sha256"], "n_layers": n_layers},
         "model": model,
         "task": {"name": selection["task"], "type": probe.task_type, "metric": selection["metric"],
                  "classes": probe.classes, "n_training_rows": n_rows},
@@ -223,42 +251,33 @@ def read_export(export_dir: str | Path) -> tuple[dict, LinearProbe]:
     return card, LinearProbe.from_dict(data, str(probe_path))
 
 
-def load_exported_model(export_dir: Path, card: dict, device: str) -> fair_esm.LoadedModel:
-    """The export's model through plmexit's safe loader (sha256 first, no arbitrary unpickling)."""
+def load_exported_model(export_dir: Path, card: dict, device: str):
+    """The export's model through plmexit's safe loaders (every hash first, no arbitrary unpickling)."""
     model = card["model"]
+    if model.get("format") == "transformers":
+        from plmexit.models import hub  # transformers only for transformers models
+
+        directory = export_dir / model["directory"]
+        manifest = {
+            "format": "transformers", "name": card["source_model"]["name"], "source": "directory", "family": model["family"], "repo_id": None,
+            "revision": None, "path": str(directory), "files": model["files"], "sha256": model["sha256"],
+        }
+        return hub.load_transformers(manifest, device)
     if model.get("family") != "fair-esm":
-        raise ModelError(f"{export_dir / CARD}: model family {model.get('family')!r}; `plmexit predict` runs fair-esm exports")
+        raise ModelError(f"{export_dir / CARD}: model family {model.get('family')!r} is not one plmexit exports; export again")
     if not (export_dir / model["file"]).is_file():
         raise ModelError(f"{export_dir / model['file']}: the export's model file is missing; export again")
     return fair_esm.load_model(export_dir / model["file"], model["sha256"], device)
 
 
-class _BlocksWithoutFinalNorm:
-    """A ``FastEncoder`` whose last block is not the model's last: ``FastEncoder`` applies
-    ``emb_layer_norm_after`` to the output of the last block it holds (fair-esm's layer ``L``), so a
-    ``k``-block export would get block ``k`` normed. Counting one block more moves that norm past
-    the blocks run; ``pooled`` stops after the ``k`` real ones, so layer ``k`` comes out raw."""
-
-    def __init__(self, encoder: engine.FastEncoder):
-        self._encoder = encoder
-        self._blocks = encoder.num_layers
-        encoder.num_layers = self._blocks + 1
-
-    def __getattr__(self, name):
-        return getattr(self._encoder, name)
-
-    def pooled(self, tokens, weights, layer_norm: str, depth: int | None = None):
-        return self._encoder.pooled(tokens, weights, layer_norm, self._blocks if depth is None else depth)
+def _encoder(loaded, settings: engine.EmbedSettings, layer: int, final_layer: int):
+    """The export's encoder: under ``raw`` a model cut after block ``k < L`` must not norm its last
+    layer (the source model's raw layer ``k`` was not normed), so ``norm_last`` is off then."""
+    raw_cut = settings.layer_norm == "raw" and layer == loaded.num_layers and layer < final_layer
+    return engine.make_encoder(loaded, settings.device, settings.precision, norm_last=not raw_cut)
 
 
-def _encoder(loaded: fair_esm.LoadedModel, settings: engine.EmbedSettings, layer: int, final_layer: int):
-    encoder = engine.FastEncoder(loaded, settings.device, settings.precision)
-    if settings.layer_norm == "raw" and layer == loaded.num_layers and layer < final_layer:
-        return _BlocksWithoutFinalNorm(encoder)
-    return encoder
-
-
-def exported_features(loaded: fair_esm.LoadedModel, sequences: list[str], settings: engine.EmbedSettings, layer: int, final_layer: int) -> np.ndarray:
+def exported_features(loaded, sequences: list[str], settings: engine.EmbedSettings, layer: int, final_layer: int) -> np.ndarray:
     """``(n, dim)`` float32: the probe's feature (layer ``layer`` of the source model, under
     ``settings.layer_norm``) for each sequence, computed with the export's ``loaded`` model."""
     prepared, _ = engine.prepare_sequences(sequences, settings)

@@ -28,17 +28,19 @@ def render_card(card: dict) -> str:
         long_sequences = f"sliding windows of {embedding['window']} residues overlapping by {embedding['overlap']}"
     else:
         long_sequences = f"truncated to the first {embedding['truncate']} residues"
-    fair_esm = _fair_esm_snippet(model["file"], layer, feature)
+    transformers = model.get("format") == "transformers"
+    snippet = _transformers_snippet(model, layer) if transformers else _fair_esm_snippet(model["file"], layer, feature)
+    where = f"`{model['directory']}/`, a transformers {model['family']} directory" if transformers else f"`{model['file']}`"
     lines = [
         f"# {source['name']}, first {_blocks(model['blocks'])}, with a {task['type']} probe for {task['name']}",
         "",
         f"Written by plmexit {card['plmexit_version']} on {card['created']}. Source model `{source['name']}` "
-        f"(fair-esm, sha256 `{source['sha256']}`, {final} layers).",
+        f"({source.get('family', 'fair-esm')}, sha256 `{source['sha256']}`, {final} layers).",
         "",
         "## What it is",
         "",
         f"- Deployed layer: **{layer}** of {final}, chosen on training rows only (the deploy fold); the model keeps its first "
-        f"{_blocks(model['blocks'])} (`{model['file']}`, sha256 `{model['sha256']}`).",
+        f"{_blocks(model['blocks'])} ({where}, sha256 `{model['sha256']}`).",
         f"- Feature the probe reads: {feature['representation']}; layer-norm convention `{feature['layer_norm']}`.",
         f"  Compute it as {feature['how_to_compute']}.",
         f"- Sequences: {long_sequences}; pooling: {feature['pooling']}; precision {embedding['precision']}.",
@@ -62,10 +64,10 @@ def render_card(card: dict) -> str:
         "plmexit predict --export THIS_DIRECTORY --input sequences.fasta --out predictions.csv",
         "```",
         "",
-        "With fair-esm directly (the probe's formula is in `probe.json`, key `formula`):",
+        ("With transformers directly" if transformers else "With fair-esm directly") + " (the probe's formula is in `probe.json`, key `formula`):",
         "",
         "```python",
-        *fair_esm,
+        *snippet,
         "```",
         "",
         "Contact prediction of the truncated model is not meaningful (its contact regression is the source's, cut to the kept blocks).",
@@ -76,6 +78,21 @@ def render_card(card: dict) -> str:
 
 def _blocks(n: int) -> str:
     return f"{n} block" + ("" if n == 1 else "s")
+
+
+def _transformers_snippet(model: dict, layer: int) -> list[str]:
+    return [
+        "import json, numpy as np, torch, transformers",
+        f'model = transformers.{model["model_class"]}.from_pretrained("{model["directory"]}", use_safetensors=True).eval()',
+        f'tokenizer = transformers.AutoTokenizer.from_pretrained("{model["directory"]}")',
+        f"# Tokenise as the family's model card says ({model['tokenisation']}) and keep residue positions only;",
+        "# the feature is the one described above (hidden state, final norm as stated), mean over residues.",
+        "with torch.no_grad():",
+        '    out = model(**tokenizer(TEXT, return_tensors="pt"), output_hidden_states=True)',
+        f"x = out.hidden_states[{layer}][0, RESIDUE_POSITIONS].mean(0).numpy()",
+        'p = json.load(open("probe.json"))',
+        'scores = ((x - np.array(p["mean"])) / np.array(p["scale"])) @ np.array(p["weights"]) + np.array(p["intercept"])',
+    ]
 
 
 def _fair_esm_snippet(file: str, layer: int, feature: dict) -> list[str]:
