@@ -222,7 +222,7 @@ def cmd_lens(args) -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     lens_task(
-        args.model, args.task, args.out, args.skip_out, args.exit_out, args.info_out, args.model_name, args.task_name,
+        args.model, args.task, args.out, args.skip_out, args.exit_out, args.info_out, args.task_name,
         args.sample, args.mask_fraction, args.seed, resolve_device(args.device), args.engine, args.max_tokens, not args.no_skip,
     )
 
@@ -236,15 +236,14 @@ def cmd_zero_shot(args) -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     zero_shot_assay(
-        args.model, args.assay, args.reference, args.dms_id, args.out_long, args.out_proteingym, args.info_out, args.model_name,
+        args.model, args.assay, args.reference, args.dms_id, args.out_long, args.out_proteingym, args.info_out,
         args.calibration_fraction, args.seed, resolve_device(args.device), args.engine, args.batch_size, args.overlap,
     )
 
 
 def _add_head_arguments(p: argparse.ArgumentParser) -> None:
     """Arguments of the commands that read a model's own head at every layer (lens, zero-shot)."""
-    p.add_argument("--model", required=True, help="model manifest JSON from fetch-model")
-    p.add_argument("--model-name", required=True, help="model name for the tables")
+    p.add_argument("--model", required=True, help="model manifest JSON from fetch-model (its id names the model in the tables)")
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default)")
     p.add_argument("--threads", type=int, default=0, help="CPU threads for torch (default: torch's choice)")
     p.add_argument(

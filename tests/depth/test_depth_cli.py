@@ -26,29 +26,29 @@ def run(capsys, *argv):
     return code, capsys.readouterr().err
 
 
-def test_zero_shot_writes_the_long_table_proteingyms_csv_and_info(capsys, tmp_path, manifest, shared_data):
+def test_zero_shot_writes_the_long_table_proteingyms_csv_and_info(capsys, tmp_path, manifest, shared_data, tiny_model):
     root = shared_data / "proteingym"
     assay = tmp_path / f"{BLAT}.csv"
     pd.read_csv(root / "cv_folds_singles_substitutions" / f"{BLAT}.csv").iloc[:300:3].to_csv(assay, index=False)
     out = {name: tmp_path / name for name in ("long.tsv", "pg.csv", "info.json")}
     code, err = run(
-        capsys, "zero-shot", "--model", manifest, "--model-name", "tiny", "--assay", assay, "--reference", root / "reference_files" / "DMS_substitutions.csv",
+        capsys, "zero-shot", "--model", manifest, "--assay", assay, "--reference", root / "reference_files" / "DMS_substitutions.csv",
         "--dms-id", BLAT, "--calibration-fraction", "0.25", "--seed", "1", "--device", "cpu", "--threads", "1",
         "--out-long", out["long.tsv"], "--out-proteingym", out["pg.csv"], "--info-out", out["info.json"],
     )
     assert code == 0, err
     long = pd.read_csv(out["long.tsv"], sep="\t")
-    assert list(long.columns) == ["model", "dms_id", "layer", "method", "subset", "metric", "value"]
+    assert list(long.columns) == ["model", "dms_id", "layer", "method", "subset", "metric", "value"] and set(long["model"]) == {"tiny"}
     assert set(long["method"]) == {"masked_marginal", "wt_marginal", "dola", "dola_calibrated", "dola_jsd_calibrated", "sled_calibrated"}
     csv = pd.read_csv(out["pg.csv"])
-    assert len(csv) == 100 and "tiny@L2:masked_marginal" in csv.columns and csv["plmexit_calibration"].sum() == 25
+    assert len(csv) == 100 and f"{tiny_model.stem}@L2:masked_marginal" in csv.columns and csv["plmexit_calibration"].sum() == 25
     info = json.loads(out["info.json"].read_text())
     assert info["scoring"]["contexts"] == [[0, 286]] and info["engine"] == "exact" and "dola_premature_layer" in info["calibration"]
     spearman = long[(long["method"] == "masked_marginal") & (long["layer"] == 2) & (long["subset"] == "all") & (long["metric"] == "spearman")]["value"].item()
-    assert spearman == pytest.approx(csv[["DMS_score", "tiny@L2:masked_marginal"]].corr(method="spearman").iloc[0, 1], abs=1e-6)
+    assert spearman == pytest.approx(csv[["DMS_score", f"{tiny_model.stem}@L2:masked_marginal"]].corr(method="spearman").iloc[0, 1], abs=1e-6)
 
     code, err = run(
-        capsys, "zero-shot", "--model", manifest, "--model-name", "tiny", "--assay", assay, "--reference", root / "reference_files" / "DMS_substitutions.csv",
+        capsys, "zero-shot", "--model", manifest, "--assay", assay, "--reference", root / "reference_files" / "DMS_substitutions.csv",
         "--dms-id", "NOT_AN_ASSAY", "--out-long", out["long.tsv"], "--out-proteingym", out["pg.csv"], "--info-out", out["info.json"],
     )
     assert code == 1 and err.count("\n") == 1 and "no assay 'NOT_AN_ASSAY'" in err
@@ -61,7 +61,7 @@ def test_lens_writes_its_three_tables_and_info(capsys, tmp_path, manifest):
     tasks.write_task_table(pd.DataFrame({"id": ["a", "b", "c", "d"], "sequence": sequences, "label": ["x"] * 4, "fold": [0, 1, 0, 1]}), task)
     out = {name: tmp_path / name for name in ("lens.tsv", "skip.tsv", "exit.tsv", "info.json")}
     code, err = run(
-        capsys, "lens", "--model", manifest, "--model-name", "tiny", "--task", task, "--task-name", "toy", "--sample", "3", "--seed", "5",
+        capsys, "lens", "--model", manifest, "--task", task, "--task-name", "toy", "--sample", "3", "--seed", "5",
         "--device", "cpu", "--out", out["lens.tsv"], "--skip-out", out["skip.tsv"], "--exit-out", out["exit.tsv"], "--info-out", out["info.json"],
     )
     assert code == 0, err
@@ -72,7 +72,19 @@ def test_lens_writes_its_three_tables_and_info(capsys, tmp_path, manifest):
     assert info["n_sequences"] == 3 and info["seed"] == 5 and info["shallowest_agreeing_layer_final_norm"] is not None
 
     code, err = run(
-        capsys, "lens", "--model", manifest, "--model-name", "tiny", "--task", task, "--task-name", "toy", "--mask-fraction", "0",
+        capsys, "lens", "--model", manifest, "--task", task, "--task-name", "toy", "--mask-fraction", "0",
         "--out", out["lens.tsv"], "--skip-out", out["skip.tsv"], "--exit-out", out["exit.tsv"], "--info-out", out["info.json"],
     )
     assert code == 1 and err.count("\n") == 1 and "--mask-fraction 0.0 must be between 0 and 1" in err
+
+
+def test_a_transformers_model_is_refused_in_one_line_until_its_head_is_wired(capsys, tmp_path, tiny_hub_models):
+    path = tmp_path / "esm_hf.json"
+    model_manifest.write_manifest({"id": "esm_hf", **model_manifest.resolve(path=tiny_hub_models["esm"])}, path)
+    tasks.write_task_table(pd.DataFrame({"id": ["a"], "sequence": ["MKTAYIAKQR"], "label": [0.0], "fold": [0]}), tmp_path / "t.tsv")
+    code, err = run(
+        capsys, "lens", "--model", path, "--task", tmp_path / "t.tsv", "--task-name", "t", "--device", "cpu",
+        "--out", tmp_path / "l.tsv", "--skip-out", tmp_path / "s.tsv", "--exit-out", tmp_path / "e.tsv", "--info-out", tmp_path / "i.json",
+    )
+    assert code == 1 and len(err.strip().splitlines()) == 1 and "not wired" in err and str(path) in err
+    assert not (tmp_path / "l.tsv").exists()

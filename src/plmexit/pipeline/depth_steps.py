@@ -19,16 +19,21 @@ from plmexit.atomic import atomic_path, write_text
 from plmexit.data import proteingym, tasks
 from plmexit.depth import lens, zero_shot
 from plmexit.depth.heads import ENGINES, FairEsmMaskedLM, MaskedLM
+from plmexit.errors import ModelError
 from plmexit.models import fair_esm
 from plmexit.models import manifest as model_manifests
 
 log = logging.getLogger(__name__)
 
 
-def load_masked_lm(manifest: str | Path, device: str = "cpu", engine: str = "exact") -> MaskedLM:
-    """The model a manifest (``plmexit fetch-model``) names, verified and loaded, as a ``MaskedLM``."""
-    found = model_manifests.read_manifest(manifest)
-    loaded = fair_esm.load_model(found["checkpoint"], found["sha256"], device)
+def load_masked_lm(manifest: dict, source: str | Path, device: str = "cpu", engine: str = "exact") -> MaskedLM:
+    """The model a manifest (``plmexit fetch-model``, read from ``source``) names, verified and loaded, as a ``MaskedLM``."""
+    if manifest["format"] != "fair-esm":
+        raise ModelError(
+            f"{source}: a {manifest['format']} {manifest.get('family')} model; lens and zero-shot read fair-esm ESM2 models' own head "
+            "(transformers models with a masked-LM head are not wired to them yet)"
+        )
+    loaded = fair_esm.load_model(manifest["checkpoint"], manifest["sha256"], device)
     return FairEsmMaskedLM(loaded, device, engine)
 
 
@@ -37,53 +42,54 @@ def _write_tsv(table: pd.DataFrame, path: str | Path) -> None:
         table.to_csv(tmp, sep="\t", index=False, float_format="%.8g")
 
 
-def _provenance(lm: MaskedLM, manifest: str | Path, device: str, engine: str) -> dict:
-    found = model_manifests.read_manifest(manifest)
+def _provenance(lm: MaskedLM, manifest: dict, device: str, engine: str) -> dict:
     return {
         "plmexit_version": plmexit.__version__, "torch_version": torch.__version__, "fair_esm_version": fair_esm.fair_esm_version(),
-        "model": found["name"], "checkpoint_sha256": found["sha256"], "num_layers": lm.num_layers, "device": device,
+        "model": manifest["id"], "model_name": manifest["name"], "checkpoint_sha256": manifest["sha256"], "num_layers": lm.num_layers, "device": device,
         "engine": engine, "engine_description": ENGINES[engine],
     }
 
 
 def lens_task(
     model: str | Path, task: str | Path, out: str | Path, skip_out: str | Path, exit_out: str | Path, info_out: str | Path,
-    model_name: str, task_name: str, sample: int = 64, mask_fraction: float = lens.DEFAULT_MASK_FRACTION, seed: int = 0,
+    task_name: str, sample: int = 64, mask_fraction: float = lens.DEFAULT_MASK_FRACTION, seed: int = 0,
     device: str = "cpu", engine: str = "exact", max_tokens: int = 4096, skip_blocks: bool = True,
 ) -> lens.LensResult:
     """Logit lens, block skipping and exit consistency on a seeded masked sample of a task's sequences.
 
-    Writes three long TSVs, each led by ``model, task``: ``out`` (``lens, layer, metric, value``),
+    Writes three long TSVs, each led by ``model, task`` (the model's id from its manifest): ``out`` (``lens, layer, metric, value``),
     ``skip_out`` (``block, layer, metric, value``; header only with ``skip_blocks=False``),
     ``exit_out`` (``layer, n_positions, fraction, cumulative_fraction``), and ``info_out`` JSON:
     the sample, the masking, the summary numbers and the model's provenance.
     """
     lens.check_sampling(sample, mask_fraction)
     table = tasks.read_task_table(task)
-    lm = load_masked_lm(model, device, engine)
+    manifest = model_manifests.read_manifest(model)
+    lm = load_masked_lm(manifest, model, device, engine)
     masked = lens.mask_sample(list(table["id"]), list(table["sequence"]), sample, mask_fraction, seed, lm.max_residues)
     result = lens.analyse(lm, masked, max_tokens, skip_blocks)
     for frame, path in ((result.lens, out), (result.skip, skip_out), (result.exit, exit_out)):
-        _write_tsv(pd.concat([pd.DataFrame({"model": model_name, "task": task_name}, index=frame.index), frame], axis=1), path)
-    info = {"model_name": model_name, "task": task_name, **result.summary, "sample_ids": masked.ids, **_provenance(lm, model, device, engine)}
+        _write_tsv(pd.concat([pd.DataFrame({"model": manifest["id"], "task": task_name}, index=frame.index), frame], axis=1), path)
+    info = {"task": task_name, **result.summary, "sample_ids": masked.ids, **_provenance(lm, manifest, device, engine)}
     write_text(info_out, json.dumps(info, indent=2) + "\n")
     return result
 
 
 def zero_shot_assay(
     model: str | Path, assay: str | Path, reference: str | Path, dms_id: str, out_long: str | Path, out_proteingym: str | Path,
-    info_out: str | Path, model_name: str, calibration_fraction: float = 0.2, seed: int = 0, device: str = "cpu",
+    info_out: str | Path, calibration_fraction: float = 0.2, seed: int = 0, device: str = "cpu",
     engine: str = "exact", batch_size: int | None = None, overlap: int = zero_shot.DEFAULT_OVERLAP,
 ) -> zero_shot.ZeroShotScores:
     """Score a ProteinGym assay at every layer (masked and wild-type marginals, calibrated DoLa and SLED).
 
-    Writes ``out_long`` (TSV ``model, dms_id, layer, method, subset, metric, value``),
-    ``out_proteingym`` (ProteinGym's per-assay zero-shot CSV, one score column per layer and method,
-    see ``zero_shot.proteingym_table``) and ``info_out`` (JSON: what the model read, the calibration
+    Writes ``out_long`` (TSV ``model, dms_id, layer, method, subset, metric, value``; the model's id
+    from its manifest), ``out_proteingym`` (ProteinGym's per-assay zero-shot CSV, one score column
+    per layer and method named from the model's own name, see ``zero_shot.proteingym_table``) and ``info_out`` (JSON: what the model read, the calibration
     choices, provenance).
     """
     table, target, mutations = proteingym.read_zero_shot_assay(assay, reference, dms_id)
-    lm = load_masked_lm(model, device, engine)
+    manifest = model_manifests.read_manifest(model)
+    lm = load_masked_lm(manifest, model, device, engine)
     batch_size = batch_size or zero_shot.default_batch_size(device)
     scores, plan = zero_shot.score_variants(
         lm, target, mutations, table["DMS_score"].to_numpy(), calibration_fraction, seed, batch_size, overlap, source=str(assay),
@@ -91,14 +97,14 @@ def zero_shot_assay(
     binary = table["DMS_score_bin"].to_numpy() if "DMS_score_bin" in table.columns else None
     long = zero_shot.metrics_table(scores, table["DMS_score"].to_numpy(), binary)
     long.insert(0, "dms_id", dms_id)
-    long.insert(0, "model", model_name)
+    long.insert(0, "model", manifest["id"])
     _write_tsv(long, out_long)
     with atomic_path(out_proteingym) as tmp:
-        zero_shot.proteingym_table(table, scores, model_name, lm.num_layers).to_csv(tmp, index=False, float_format="%.8g")
+        zero_shot.proteingym_table(table, scores, manifest["name"], lm.num_layers).to_csv(tmp, index=False, float_format="%.8g")
     info = {
-        "model_name": model_name, "dms_id": dms_id, "n_variants": len(table), "n_mutated_positions": len(plan.positions),
+        "dms_id": dms_id, "n_variants": len(table), "n_mutated_positions": len(plan.positions),
         "scoring": plan.info(), "batch_size": batch_size, "calibration": scores.choices, "has_DMS_score_bin": binary is not None,
-        **_provenance(lm, model, device, engine),
+        **_provenance(lm, manifest, device, engine),
     }
     write_text(info_out, json.dumps(info, indent=2) + "\n")
     return scores
