@@ -241,11 +241,16 @@ def cmd_zero_shot(args) -> None:
     )
 
 
+def _add_device_arguments(p: argparse.ArgumentParser) -> None:
+    """``--device`` and ``--threads`` of every command that runs a model."""
+    p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default)")
+    p.add_argument("--threads", type=int, default=0, help="CPU threads for torch (default: torch's choice)")
+
+
 def _add_head_arguments(p: argparse.ArgumentParser) -> None:
     """Arguments of the commands that read a model's own head at every layer (lens, zero-shot)."""
     p.add_argument("--model", required=True, help="model manifest JSON from fetch-model (its id names the model in the tables)")
-    p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default)")
-    p.add_argument("--threads", type=int, default=0, help="CPU threads for torch (default: torch's choice)")
+    _add_device_arguments(p)
     p.add_argument(
         "--engine", choices=["exact", "fused"], default="exact",
         help="exact (default): fair-esm's own blocks, the last layer's lens is the model's logits bit for bit; "
@@ -275,8 +280,7 @@ def _add_model_run_arguments(p: argparse.ArgumentParser, out: str) -> None:
     p.add_argument("--task", required=True, help="task table TSV from prepare")
     p.add_argument("--out", required=True, help=out)
     p.add_argument("--truncate", type=_positive_int, default=ESM2_MAX_RESIDUES, help=f"keep the first N residues (default {ESM2_MAX_RESIDUES})")
-    p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default)")
-    p.add_argument("--threads", type=int, default=0, help="CPU threads for torch (default: torch's choice)")
+    _add_device_arguments(p)
     p.add_argument("--max-tokens", type=_positive_int, default=4096, help="padded tokens per batch (default 4096)")
     p.add_argument("--layer-norm", choices=list(LAYER_NORM_CONVENTIONS), default="raw", help="layer-norm convention for intermediate layers (default raw)")
     p.add_argument("--precision", choices=list(PRECISION_NAMES), default="float32", help="compute precision of the forward pass (default float32; bfloat16 or float16 trade digits for speed on GPUs); pooling is float32")
@@ -471,8 +475,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--export", required=True, help="export directory from export")
     p.add_argument("--input", required=True, help="sequences: .csv with a 'sequence' column (and optionally 'id'), or .fasta")
     p.add_argument("--out", required=True, help="predictions CSV to write")
-    p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default)")
-    p.add_argument("--threads", type=int, default=0, help="CPU threads for torch (default: torch's choice)")
+    _add_device_arguments(p)
     p.set_defaults(func=cmd_predict)
 
     p = sub.add_parser("lens", help="logit lens, block skipping and exit layers on a seeded masked sample of a task, from the model's own head")

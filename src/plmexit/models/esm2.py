@@ -16,6 +16,16 @@ import torch
 LayerNorm = tuple[torch.Tensor, torch.Tensor, float]  # weight, bias, eps
 
 
+def layer_norm(module) -> LayerNorm:
+    """A ``torch.nn.LayerNorm``'s ``(weight, bias, eps)``."""
+    return (module.weight, module.bias, module.eps)
+
+
+def linear(module) -> tuple[torch.Tensor, torch.Tensor]:
+    """A ``torch.nn.Linear``'s ``(weight, bias)``."""
+    return (module.weight, module.bias)
+
+
 @dataclass
 class Esm2Block:
     ln1: LayerNorm  # before attention

@@ -26,6 +26,8 @@ from plmexit.atomic import atomic_path
 from plmexit.download import download, sha256_file
 from plmexit.errors import ModelError, one_line
 from plmexit.models.esm2 import Esm2Block, Esm2Weights
+from plmexit.models.esm2 import layer_norm as ln
+from plmexit.models.esm2 import linear as lin
 from plmexit.models.tokens import RESIDUES, TokenScheme
 
 log = logging.getLogger(__name__)
@@ -89,12 +91,6 @@ class LoadedModel:
 
 def esm2_weights(model: ESM2) -> Esm2Weights:
     """fair-esm's ESM2 module's weights in the fast encoder's layout (``plmexit.models.esm2``)."""
-
-    def ln(m) -> tuple:
-        return (m.weight, m.bias, m.eps)
-
-    def lin(m) -> tuple:
-        return (m.weight, m.bias)
 
     blocks = [
         Esm2Block(

@@ -28,6 +28,8 @@ from plmexit.atomic import write_text
 from plmexit.download import sha256_file
 from plmexit.errors import ModelError, one_line
 from plmexit.models.esm2 import Esm2Block, Esm2Weights
+from plmexit.models.esm2 import layer_norm as ln
+from plmexit.models.esm2 import linear as lin
 from plmexit.models.tokens import RESIDUES, TokenScheme
 
 log = logging.getLogger(__name__)
@@ -161,12 +163,6 @@ class HubModel:
         if self.family != "esm" or c.position_embedding_type != "rotary" or c.emb_layer_norm_before or c.is_decoder:
             return None
         m = self.module
-
-        def ln(n) -> tuple:
-            return (n.weight, n.bias, n.eps)
-
-        def lin(n) -> tuple:
-            return (n.weight, n.bias)
 
         blocks = [
             Esm2Block(
