@@ -197,7 +197,7 @@ def test_proteingym_filters_expand_from_the_checkpoints_assay_list(shared_data, 
     lists = []
     plan = Plan(config, chosen_assays=lambda entry: lists.append(entry) or str(tmp_path / f"{entry}.txt"))
     assert plan.tasks == {} and lists == []  # nothing is read while planning
-    assert plan.filtered_entries() == ["pg"] and plan.assay_reference("pg") == "results/data/proteingym/reference_files/DMS_substitutions.csv"
+    assert plan.assay_reference("pg") == "results/data/proteingym/reference_files/DMS_substitutions.csv"
     assert plan.assay_filter_flags("pg") == "--selection-type Stability --max-length 40"
 
     chosen = choose_assays(reference, tmp_path / "pg.txt", ["Stability"], 40)
@@ -213,6 +213,11 @@ def test_proteingym_filters_expand_from_the_checkpoints_assay_list(shared_data, 
     assert not (tmp_path / "none.txt").exists()
     with pytest.raises(ConfigError, match=r"tasks\[0\] \(pg\): its assays are chosen by filter, which the workflow's choose_assays checkpoint does"):
         Plan(config).pairs()
+    # Where the chosen assays will be read from is checked before any job runs.
+    with pytest.raises(ConfigError, match=r"^config: tasks\[0\] \(pg\)\.assay_dir: assays does not exist \(relative paths"):
+        Plan(config).check_local_files()
+    config["tasks"][0]["assay_dir"] = str(shared_data / "proteingym/cv_folds_singles_substitutions")
+    Plan(config).check_local_files()
 
 
 def test_a_task_file_that_does_not_exist_is_a_config_error(tmp_path, monkeypatch):

@@ -93,10 +93,6 @@ class Plan:
             self.tasks[task["id"]] = task
             self.embedding_sets.setdefault(name, task["id"])
 
-    def filtered_entries(self) -> list[str]:
-        """Ids of the ProteinGym entries whose assays a filter chooses (one ``choose_assays`` job each)."""
-        return [entry["id"] for entry in self.config["tasks"] if "filter" in entry]
-
     def expand_chosen_assays(self) -> None:
         """Add the tasks of every filtered entry, from the assay lists its checkpoint wrote."""
         for entry_id, (entry, position) in list(self._pending.items()):
@@ -130,6 +126,17 @@ class Plan:
                     key = role if role in entry else "assay_dir"
                     raise ConfigError(
                         f"config: tasks[{task['position']}] ({entry['id']}).{key}: file {value} does not exist "
+                        f"(relative paths are read from the directory Snakemake runs in, {Path.cwd()}); fix the path"
+                    )
+        # A filter's assays are known after its checkpoint; what can be checked now is where they will be read from.
+        for entry, position in self._pending.values():
+            for key in ("assay_dir", "reference"):
+                value = entry.get(key)
+                if value is None or value in sources.OFFICIAL_FILES:
+                    continue
+                if not (Path(value).is_dir() if key == "assay_dir" else Path(value).is_file()):
+                    raise ConfigError(
+                        f"config: tasks[{position}] ({entry['id']}).{key}: {value} does not exist "
                         f"(relative paths are read from the directory Snakemake runs in, {Path.cwd()}); fix the path"
                     )
 
