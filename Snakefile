@@ -41,6 +41,7 @@ include: "workflow/rules/probe.smk"
 include: "workflow/rules/select.smk"
 include: "workflow/rules/report.smk"
 include: "workflow/rules/export.smk"
+include: "workflow/rules/depth.smk"
 
 
 rule all:

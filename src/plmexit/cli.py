@@ -259,6 +259,18 @@ def _add_head_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=0, help="seed for the sample and masks (lens) or the calibration subset (zero-shot)")
 
 
+def cmd_summarize_depth(args) -> None:
+    from plmexit.pipeline.select_steps import summarize_depth
+
+    summarize_depth(args.lens, args.zero_shot, args.selections, args.out, args.curves_out)
+
+
+def cmd_plot_depth(args) -> None:
+    from plmexit.pipeline.report_steps import plot_depth
+
+    plot_depth(args.curves, args.summary, args.out)
+
+
 def cmd_plot(args) -> None:
     from plmexit.pipeline.report_steps import plot_task
 
@@ -505,6 +517,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out-proteingym", required=True, help="CSV to write in ProteinGym's zero-shot per-assay layout (one column per layer and method)")
     p.add_argument("--info-out", required=True, help="JSON to write: what the model read, the calibration choices, provenance")
     p.set_defaults(func=cmd_zero_shot)
+
+    p = sub.add_parser("summarize-depth", help="per model and task: the lens's agreeing layer, the best zero-shot layer and the deployed layer; the per-layer curves")
+    p.add_argument("--lens", nargs="*", default=[], help="info JSON files of lens (its tables are read from beside them)")
+    p.add_argument("--zero-shot", nargs="*", default=[], help="info JSON files of zero-shot (its long tables are read from beside them)")
+    p.add_argument("--selections", nargs="+", required=True, help="selection JSON files of the tasks the lens and zero-shot files speak of")
+    p.add_argument("--out", required=True, help="summary TSV to write (one row per model and task)")
+    p.add_argument("--curves-out", required=True, help="TSV of per-layer curves to write (what plot-depth draws)")
+    p.set_defaults(func=cmd_summarize_depth)
+
+    p = sub.add_parser("plot-depth", help="figure of what every layer already knows, against relative depth, every model")
+    p.add_argument("--curves", required=True, help="curves TSV from summarize-depth")
+    p.add_argument("--summary", required=True, help="summary TSV from summarize-depth (the deployed layers)")
+    p.add_argument("--out", required=True, help="PNG to write")
+    p.set_defaults(func=cmd_plot_depth)
 
     p = sub.add_parser("plot", help="figure of the metric against layer for one model and task")
     p.add_argument("--probes", required=True, help="probe TSV")

@@ -192,7 +192,7 @@ def test_proteingym_filters_expand_from_the_checkpoints_assay_list(shared_data, 
 
     reference = shared_data / "proteingym/reference_files/DMS_substitutions.csv"
     config = load("test.yaml")
-    config["models"] = config["models"][:1]
+    config["models"], config["depth"]["lens_tasks"] = config["models"][:1], []
     config["tasks"] = [{"id": "pg", "kind": "proteingym", "filter": {"selection_type": ["Stability"], "max_length": 40}, "assay_dir": "assays"}]
     lists = []
     plan = Plan(config, chosen_assays=lambda entry: lists.append(entry) or str(tmp_path / f"{entry}.txt"))
@@ -224,7 +224,7 @@ def test_a_task_file_that_does_not_exist_is_a_config_error(tmp_path, monkeypatch
     monkeypatch.chdir(tmp_path)
     (tmp_path / "mine.csv").write_text("sequence,label\nMKT,1\n")
     config = load("test.yaml")
-    config["models"] = config["models"][:1]
+    config["models"], config["depth"]["lens_tasks"] = config["models"][:1], []
     config["tasks"] = [{"id": "own", "kind": "csv", "type": "regression", "path": "mine.csv"}]
     Plan(config).check_local_files()
 
@@ -283,6 +283,9 @@ CLI_OF_SETTING = {
     ("probe", "logistic_cs"): [("probe", "cs")],
     ("select", "tolerance"): [("select", "tolerance")],
     ("select", "bootstrap"): [("select", "bootstrap"), ("summarize", "bootstrap")],
+    ("depth", "sample"): [("lens", "sample")],
+    ("depth", "mask_fraction"): [("lens", "mask_fraction")],
+    ("depth", "calibration_fraction"): [("zero-shot", "calibration_fraction")],
 }
 
 
@@ -304,6 +307,7 @@ def test_one_default_per_setting_in_the_schema_the_command_line_and_the_library(
         checked.add(key)
     embed_keys = set(schema["embed"]["properties"]) - {"dtype", "shards"}
     assert embed_keys <= checked and set(schema["cost"]["properties"]) | set(schema["select"]["properties"]) <= checked
+    assert set(schema["depth"]["properties"]) - {"lens_tasks", "skip_blocks", "zero_shot"} <= checked  # the rest choose jobs, not values
     for key in embed_keys:
         assert getattr(EmbedSettings(), key) == schema["embed"]["properties"][key]["default"], key
     probe = ProbeSettings("regression", "spearman")
@@ -370,3 +374,22 @@ def test_a_model_can_be_run_on_some_task_entries_only():
     config["models"][-1]["tasks"] = ["deepsol", "deeploc"]
     with pytest.raises(ConfigError, match=r"^config: models\[6\] \(big\)\.tasks: 'deeploc' is not the id of a config task entry \(ids: proteingym, "):
         Plan(config)
+
+
+def test_depth_diagnostics_are_planned_for_models_with_a_head():
+    plan = Plan(load("test.yaml"))
+    assert plan.head_models() == ["tiny_random"] and plan.depth_models() == ["tiny_random"]  # the transformers families: not wired yet
+    assert plan.lens_sets("tiny_random") == ["deeploc_membrane"]
+    assert plan.zero_shot_sets("tiny_random") == ["BLAT_ECOLX_Stiffler_2015", "NUD15_HUMAN_Suiter_2020"]
+    assert plan.assay_file("NUD15_HUMAN_Suiter_2020") == "results/data/proteingym/single_site_mutant_score/NUD15_HUMAN_Suiter_2020.csv"
+    assert plan.lens_infos() == ["results/depth/tiny_random/lens/deeploc_membrane.json"]
+    assert len(plan.all_depth_selections()) == 1 + 3 + 1  # deeploc_membrane, BLAT's three schemes, NUD15's one
+    assert plan.final_targets()[-2:] == ["results/summary/depth.tsv", "results/figures/depth.png"]
+
+    config = load("test.yaml")
+    config["depth"] = {"lens_tasks": ["deeploc"]}
+    with pytest.raises(ConfigError, match=r"^config: depth\.lens_tasks: 'deeploc' is not the id of a config task entry"):
+        Plan(config)
+    config["depth"] = {}
+    validate(config, str(SCHEMA), set_default=True)
+    assert Plan(config).depth_models() == [] and "results/summary/depth.tsv" not in Plan(config).final_targets()

@@ -148,6 +148,29 @@ def test_every_transformers_family_runs_through_the_pipeline(finished_run):
     assert not (results / "embeddings" / "tiny_t5" / "ec.h5").exists()  # models[].tasks: one task each
 
 
+def test_depth_diagnostics_read_the_models_own_head(finished_run):
+    """config/test.yaml's depth section: the lens on deeploc_membrane and zero-shot scores of both
+    assays, summarised beside the probes' deployed layers and drawn against relative depth."""
+    results = finished_run[0] / "results"
+    depth = results / "depth" / "tiny_random"
+    lens = pd.read_csv(depth / "lens" / "deeploc_membrane.tsv", sep="\t")
+    assert set(lens["lens"]) == {"final_norm", "raw"} and sorted(lens["layer"].unique()) == [0, 1, 2, 3, 4]
+    final = lens[(lens.lens == "final_norm") & (lens.layer == 4)].set_index("metric")["value"]
+    assert final["kl_to_final"] == pytest.approx(0.0, abs=1e-6) and final["top1_agreement"] == 1.0  # the lens at L is the model's output
+    for dms_id in ("BLAT_ECOLX_Stiffler_2015", "NUD15_HUMAN_Suiter_2020"):
+        scores = pd.read_csv(depth / "zero_shot" / f"{dms_id}.csv")
+        assert "esm2_t4_64d_4h_seed0_random@L4:masked_marginal" in scores.columns and scores["mutant"].is_unique
+        long = pd.read_csv(depth / "zero_shot" / f"{dms_id}.tsv", sep="\t")
+        assert set(long["model"]) == {"tiny_random"} and {"masked_marginal", "wt_marginal"} <= set(long["method"])
+    summary = pd.read_csv(results / "summary" / "depth.tsv", sep="\t")
+    assert sorted(summary["task"]) == sorted([*BLAT, NUD15, "deeploc_membrane"])
+    membrane = summary.set_index("task").loc["deeploc_membrane"]
+    assert 0 <= membrane["lens_agreeing_layer"] <= 4 and np.isnan(membrane["zero_shot_best_layer"])
+    assert summary.set_index("task").loc[BLAT[0], "zero_shot_best_layer"] in range(5)
+    assert (results / "figures" / "depth.png").read_bytes()[:8] == PNG
+    assert not (results / "depth" / "tiny_t5").exists()  # transformers models' heads are not wired to the diagnostics yet
+
+
 def test_rerun_does_nothing_and_changed_setting_reruns_only_what_it_affects(finished_run):
     workdir, config = finished_run
     nothing = snakemake(workdir, "--cores", "1", "--configfile", str(config), "--dry-run")
@@ -209,9 +232,13 @@ def test_adding_a_model_and_a_task_runs_only_what_is_new(finished_run, shared_da
         f"results/data/{NEW_DATA}", "results/tasks/dnja1.tsv", "results/tasks/dnja1.json",
     }
     new_inputs = made | {p for m, s in new_sets for p in embedding_outputs(m, s)}
+    depth = [f"results/depth/tiny_narrow/lens/deeploc_membrane{suffix}" for suffix in (".tsv", ".skip.tsv", ".exit.tsv", ".json")]
+    depth += [f"results/depth/tiny_narrow/zero_shot/{dms_id}{suffix}" for dms_id in ("BLAT_ECOLX_Stiffler_2015", "NUD15_HUMAN_Suiter_2020")
+              for suffix in (".tsv", ".csv", ".json")]
     downstream = {
         "results/summary/best_layers.tsv", "results/summary/across_tasks.tsv", "results/figures/gain_vs_compute.png",
         "results/summary/proteingym_supervised.csv", *(f"results/cost/{m}/{s}.json" for m, s in new_sets),
+        "results/summary/depth.tsv", "results/summary/depth_curves.tsv", "results/figures/depth.png", *depth,  # the new fair-esm model's head
     }
     for m, t in new_pairs:
         downstream |= {f"results/probes/{m}/{t}.tsv", f"results/probes/{m}/{t}.predictions.tsv.gz", f"results/selection/{m}/{t}.json", f"results/figures/{m}/{t}.png"}
@@ -243,11 +270,14 @@ def test_no_two_jobs_write_the_same_file(tmp_path, shared_data):
     for job in jobs:
         for key in ("output", "log"):
             written += [path for line in re.findall(rf"^    {key}: (.+)$", job, re.M) for path in line.split(", ")]
-    # Per model: test checkpoint, manifest, and per embedding set 2 shards, a gather and a cost; per
-    # model and task a probe, a selection and a figure; per task a preparation; the 11 official files;
-    # the two summaries, the summary figure and `all`.
+    # Per fair-esm model: test checkpoint, manifest, and per embedding set 2 shards, a gather and a
+    # cost; per model and task a probe, a selection and a figure; its lens (one set) and zero-shot
+    # (two assays). Each family's model the same on its one task. Per task a preparation; the 11
+    # official files; the two summaries, the summary figure and `all`; the depth summary and figure.
     n_sets, n_tasks = len({spec[0] for spec in TASKS.values()}), len(TASKS)
-    assert len(jobs) == 2 * (2 + 4 * n_sets + 3 * n_tasks) + n_tasks + 11 + 3 + 1
+    fair_esm = 2 * (2 + 4 * n_sets + 3 * n_tasks + 1 + 2)
+    families = len(FAMILIES) * (2 + 4 + 3)
+    assert len(jobs) == fair_esm + families + n_tasks + 11 + 3 + 1 + 2
     assert written and len(written) == len(set(written))
 
 

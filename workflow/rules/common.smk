@@ -102,3 +102,23 @@ def model_checkpoint(wildcards):
 
 def model_source_flags(wildcards):
     return plan.model_source_flags(wildcards.model)
+
+
+def lens_infos(wildcards):
+    return plan.lens_infos()
+
+
+def zero_shot_infos(wildcards):
+    return plan.zero_shot_infos()
+
+
+def depth_selections(wildcards):
+    return plan.all_depth_selections()
+
+
+def assay_file(wildcards):
+    return plan.assay_file(wildcards.set)
+
+
+def set_assay_reference(wildcards):
+    return plan.assay_reference_file(wildcards.set)

@@ -304,8 +304,10 @@ def read_zero_shot_assay(path: str | Path, reference: str | Path, dms_id: str) -
         raise InputError(f"{reference}: no assay {dms_id!r}; check --dms-id against the reference table's DMS_id column")
     target = rows[dms_id]["target_seq"]
     raw = read_csv_text(path, path)
-    if "mutant" not in raw.columns or "DMS_score" not in raw.columns:
-        raise InputError(f"{path}: a ProteinGym assay needs columns mutant and DMS_score; found {', '.join(raw.columns)}")
+    score = next((c for c in SCORE_COLUMNS if c in raw.columns), None)
+    if "mutant" not in raw.columns or score is None:
+        raise InputError(f"{path}: a ProteinGym assay needs columns mutant and DMS_score (or score); found {', '.join(raw.columns)}")
+    raw = raw.rename(columns={score: "DMS_score"})
     if raw.empty:
         raise InputError(f"{path}: the assay has no variants")
     line = np.arange(len(raw)) + 2

@@ -63,6 +63,9 @@ class Plan:
         entry_ids = [entry["id"] for entry in config["tasks"]]
         for position, entry in enumerate(config["models"]):
             _check_model(entry, position, entry_ids)
+        unknown = [t for t in config["depth"]["lens_tasks"] if t not in entry_ids]
+        if unknown:
+            raise ConfigError(f"config: depth.lens_tasks: {unknown[0]!r} is not the id of a config task entry (ids: {', '.join(entry_ids)}); fix the id")
         self.tasks: dict[str, dict] = {}
         self.embedding_sets: dict[str, str] = {}  # embedding set -> the task whose table it embeds
         self._made_by: dict[str, int] = {}  # embedding set -> the config entry that made it
@@ -213,12 +216,58 @@ class Plan:
             return []
         return [f"{self.results}/export/{m}/{t}" for m, t in self.pairs()]
 
+    # depth diagnostics ---------------------------------------------------------------------------
+    def head_models(self) -> list[str]:
+        """Models whose own masked-LM head the depth diagnostics read: fair-esm ESM2 models."""
+        return [
+            m for m, e in self.models.items()
+            if "name" in e or "checkpoint" in e or e.get("random", {}).get("family", "fair-esm") == "fair-esm"
+        ]
+
+    def lens_sets(self, model: str) -> list[str]:
+        """The embedding sets whose sequences feed ``model``'s logit lens (``depth.lens_tasks``, as far as the model runs them)."""
+        wanted = set(self.config["depth"]["lens_tasks"])
+        return sorted({self.task(t)["embedding_set"] for m, t in self.pairs() if m == model and self.task(t)["entry"]["id"] in wanted})
+
+    def zero_shot_sets(self, model: str) -> list[str]:
+        """The ProteinGym assays ``model`` scores zero-shot (``depth.zero_shot``: every assay the model runs)."""
+        if not self.config["depth"]["zero_shot"]:
+            return []
+        return sorted({self.task(t)["dms_id"] for m, t in self.pairs() if m == model and self.task(t)["dms_id"]})
+
+    def depth_models(self) -> list[str]:
+        """Head models with anything to diagnose under this config."""
+        return [m for m in self.head_models() if self.lens_sets(m) or self.zero_shot_sets(m)]
+
+    def depth_selections(self, model: str) -> list[str]:
+        """The selections of the tasks a model's depth files speak of (their deployed layers go beside the lens and zero-shot layers)."""
+        sets = set(self.lens_sets(model)) | set(self.zero_shot_sets(model))
+        return [f"{self.results}/selection/{m}/{t}.json" for m, t in self.pairs() if m == model and self.task(t)["embedding_set"] in sets]
+
+    def assay_file(self, embedding_set: str) -> str:
+        """A ProteinGym assay's file (for zero-shot scoring)."""
+        return self.data_path(self._set_task(embedding_set)["files"]["path"])
+
+    def assay_reference_file(self, embedding_set: str) -> str:
+        """The reference table a ProteinGym assay's target comes from."""
+        return self.data_path(self._set_task(embedding_set)["files"]["reference"])
+
     def final_targets(self) -> list[str]:
         proteingym = [f"{self.results}/summary/proteingym_supervised.csv"] if self.proteingym_selections() else []
+        depth = [f"{self.results}/summary/depth.tsv", f"{self.results}/figures/depth.png"] if self.depth_models() else []
         return [
             f"{self.results}/summary/best_layers.tsv", f"{self.results}/summary/across_tasks.tsv",
-            f"{self.results}/figures/gain_vs_compute.png", *proteingym, *self.figures(), *self.exports(),
+            f"{self.results}/figures/gain_vs_compute.png", *proteingym, *self.figures(), *self.exports(), *depth,
         ]
+
+    def lens_infos(self) -> list[str]:
+        return [f"{self.results}/depth/{m}/lens/{s}.json" for m in self.depth_models() for s in self.lens_sets(m)]
+
+    def zero_shot_infos(self) -> list[str]:
+        return [f"{self.results}/depth/{m}/zero_shot/{s}.json" for m in self.depth_models() for s in self.zero_shot_sets(m)]
+
+    def all_depth_selections(self) -> list[str]:
+        return [path for m in self.depth_models() for path in self.depth_selections(m)]
 
     def closing_lines(self) -> list[str]:
         """What a finished run tells its user: where the summary is, and one line per task of this config."""

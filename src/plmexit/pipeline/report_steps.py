@@ -29,3 +29,14 @@ def plot_summary(summary_file: str | Path, out: str | Path) -> None:
     except (OSError, pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
         raise InputError(f"{summary_file}: not a readable summary ({exc}); rerun `plmexit summarize`") from None
     figures.plot_gain_vs_compute(summary, out)
+
+
+def plot_depth(curves_file: str | Path, summary_file: str | Path, out: str | Path) -> None:
+    """Figure of what every layer already knows (lens, exit layers, skipping, zero-shot) against relative depth."""
+    tables = []
+    for path in (curves_file, summary_file):
+        try:
+            tables.append(pd.read_csv(path, sep="\t"))
+        except (OSError, pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
+            raise InputError(f"{path}: not a readable table ({exc}); rerun `plmexit summarize-depth`") from None
+    figures.plot_depth(*tables, out)

@@ -153,3 +153,77 @@ def summarize_proteingym(
     table = pd.DataFrame(rows, columns=proteingym.MERGE_COLUMNS).sort_values(["DMS_id", "fold_variable_name", "model_name"])
     write_text(out, table.to_csv(index=False, float_format="%.6g"))
     return table
+
+
+DEPTH_COLUMNS = [
+    "model", "task", "n_layers", "lens_agreeing_layer", "lens_agreeing_relative", "zero_shot_best_layer", "zero_shot_best_relative",
+    "zero_shot_best_spearman", "zero_shot_final_spearman", "deployed_layer", "deployed_relative",
+]
+DEPTH_CURVE_COLUMNS = ["model", "set", "curve", "layer", "relative_depth", "value"]
+
+
+def _sibling(path: Path, suffix: str) -> Path:
+    """``{set}.json`` -> ``{set}{suffix}``: the files ``plmexit lens`` / ``zero-shot`` write beside their info JSON."""
+    return path.with_name(path.name[: -len(".json")] + suffix)
+
+
+def _read_tsv(path: Path, why: str) -> pd.DataFrame:
+    try:
+        return pd.read_csv(path, sep="\t")
+    except (OSError, pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
+        raise InputError(f"{path}: not a readable table ({exc}); {why}") from None
+
+
+def summarize_depth(
+    lens_infos: list[str | Path], zero_shot_infos: list[str | Path], selection_files: list[str | Path], out: str | Path, curves_out: str | Path,
+) -> pd.DataFrame:
+    """Side by side per (model, task): the shallowest layer whose logit lens agrees with the final
+    top-1 on ``lens.AGREEMENT_THRESHOLD`` of masked positions (standard lens, final norm first), the
+    best zero-shot layer (masked marginal, Spearman over all variants) and the probe's deployed
+    layer, each also as relative depth (layer / L); ``out`` (TSV, ``DEPTH_COLUMNS``).
+
+    ``curves_out`` (TSV, ``DEPTH_CURVE_COLUMNS``) holds the per-layer curves the depth figure draws:
+    the lens's KL to the final distribution and top-1 agreement (``lens:<variant>:<metric>``), the
+    cumulative exit-layer distribution (``exit``), the mean KL of the final output when a block is
+    skipped (``skip:final_kl_mean``, layer = the block), and zero-shot Spearman per method
+    (``zero_shot:<method>``, all variants).
+    """
+    lens_layer, zero_best, curves = {}, {}, []
+    for path in map(Path, lens_infos):
+        info = read_json(path, "`plmexit lens`", ("model", "task", "num_layers"))
+        model, name, n = info["model"], info["task"], int(info["num_layers"])
+        lens_layer[model, name] = info.get("shallowest_agreeing_layer_final_norm")
+        table = _read_tsv(_sibling(path, ".tsv"), "rerun `plmexit lens`")
+        for (variant, metric), rows in table[table.metric.isin(["kl_to_final", "top1_agreement"])].groupby(["lens", "metric"]):
+            curves += [(model, name, f"lens:{variant}:{metric}", int(k), k / n, float(v)) for k, v in zip(rows["layer"], rows["value"])]
+        exits = _read_tsv(_sibling(path, ".exit.tsv"), "rerun `plmexit lens`")
+        curves += [(model, name, "exit", int(k), k / n, float(v)) for k, v in zip(exits["layer"], exits["cumulative_fraction"])]
+        skips = _read_tsv(_sibling(path, ".skip.tsv"), "rerun `plmexit lens`")
+        skips = skips[skips.metric == "final_kl_mean"]
+        curves += [(model, name, "skip:final_kl_mean", int(b), b / n, float(v)) for b, v in zip(skips["block"], skips["value"])]
+    for path in map(Path, zero_shot_infos):
+        info = read_json(path, "`plmexit zero-shot`", ("model", "dms_id", "num_layers"))
+        model, name, n = info["model"], info["dms_id"], int(info["num_layers"])
+        table = _read_tsv(_sibling(path, ".tsv"), "rerun `plmexit zero-shot`")
+        per_layer = table[(table.subset == "all") & (table.metric == "spearman") & table.method.isin(["masked_marginal", "wt_marginal"])]
+        curves += [(model, name, f"zero_shot:{m}", int(k), k / n, float(v)) for m, k, v in zip(per_layer["method"], per_layer["layer"], per_layer["value"])]
+        masked = per_layer[per_layer.method == "masked_marginal"].set_index("layer")["value"]
+        if len(masked):
+            best = int(masked.idxmax())
+            zero_best[model, name] = (best, float(masked[best]), float(masked.get(n, np.nan)))
+    rows = []
+    for path in selection_files:
+        selection = read_json(path, "`plmexit select`", ("model", "task", "n_layers", "deployed_layer", "task_info"))
+        model, task, n = selection["model"], selection["task"], int(selection["n_layers"])
+        name = selection["task_info"].get("dms_id") or task
+        lens = lens_layer.get((model, name))
+        best, best_spearman, final_spearman = zero_best.get((model, name), (None, np.nan, np.nan))
+        deployed = selection["deployed_layer"]
+        rows.append((
+            model, task, n, lens, None if lens is None else lens / n, best, None if best is None else best / n, best_spearman, final_spearman,
+            deployed, None if deployed is None else deployed / n,
+        ))
+    summary = pd.DataFrame(rows, columns=DEPTH_COLUMNS).sort_values(["model", "task"])
+    write_text(out, summary.to_csv(sep="\t", index=False, float_format="%.6g"))
+    write_text(curves_out, pd.DataFrame(curves, columns=DEPTH_CURVE_COLUMNS).to_csv(sep="\t", index=False, float_format="%.6g"))
+    return summary

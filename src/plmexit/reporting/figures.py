@@ -109,3 +109,43 @@ def gain_figure(summary: pd.DataFrame) -> plt.Figure:
     if key:
         fig.text(1.0, 0.5, "\n".join(key), fontsize="x-small", va="center", ha="left")
     return fig
+
+
+def plot_depth(curves: pd.DataFrame, summary: pd.DataFrame, out: str | Path) -> None:
+    """``depth_figure`` written as a PNG."""
+    _save(depth_figure(curves, summary), out)
+
+
+def depth_figure(curves: pd.DataFrame, summary: pd.DataFrame) -> plt.Figure:
+    """What every layer already knows, against relative depth (layer / L), one colour per model:
+    the logit lens's top-1 agreement with the final prediction and its KL to the final
+    distribution (standard lens), the cumulative distribution of exit layers, the final output's
+    change when one block is skipped, and zero-shot Spearman per method; the probes' deployed
+    layers are marked on the agreement panel."""
+    models = sorted(set(curves["model"]) | set(summary["model"]))
+    colour = {m: plt.get_cmap("tab10")(i % 10) for i, m in enumerate(models)}
+    fig, axes = plt.subplots(2, 2, figsize=(11, 8.5), layout="constrained")
+    panels = [
+        (axes[0, 0], "lens:final_norm:top1_agreement", "top-1 agreement with the final layer", "-"),
+        (axes[0, 1], "lens:final_norm:kl_to_final", "KL(final || lens) at masked positions (nats)", "-"),
+        (axes[1, 0], "exit", "fraction of masked positions settled (cumulative)", "-"),
+        (axes[1, 1], "zero_shot:masked_marginal", "zero-shot Spearman (all variants)", "-"),
+    ]
+    for ax, curve, label, style in panels:
+        for (model, name), rows in curves[curves.curve == curve].groupby(["model", "set"]):
+            ax.plot(rows["relative_depth"], rows["value"], style, marker=".", color=colour[model], label=f"{model} · {name}")
+        ax.set(xlabel="relative depth (layer / number of layers)", ylabel=label, xlim=(-0.02, 1.02))
+    for (model, name), rows in curves[curves.curve == "zero_shot:wt_marginal"].groupby(["model", "set"]):
+        axes[1, 1].plot(rows["relative_depth"], rows["value"], "--", color=colour[model], label=f"{model} · {name} (wild-type marginal)")
+    for (model, name), rows in curves[curves.curve == "skip:final_kl_mean"].groupby(["model", "set"]):
+        axes[0, 1].plot(rows["relative_depth"], rows["value"], ":", marker="x", color=colour[model], label=f"{model} · {name}: block skipped (x = the block)")
+    deployed = summary.dropna(subset=["deployed_relative"])
+    axes[0, 0].scatter(deployed["deployed_relative"], np.full(len(deployed), 1.03), marker="v", c=[colour[m] for m in deployed["model"]],
+                       label="probes' deployed layers")
+    axes[0, 0].axhline(0.9, color="grey", linewidth=0.8, linestyle=":")
+    axes[0, 0].set_title("logit lens (final norm first)")
+    axes[1, 1].set_title("zero-shot ProteinGym, per layer's lens")
+    for ax in axes.flat:
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize="x-small")
+    return fig

@@ -1,0 +1,81 @@
+# What every layer already knows, from the model's own masked-LM head (config depth.*; fair-esm
+# ESM2 models). Run on the device that embeds (profiles/slurm gives these rules a GPU).
+rule logit_lens:
+    input:
+        model="<results>/models/{model}.json",
+        task=set_table,
+    output:
+        lens="<results>/depth/{model}/lens/{set}.tsv",
+        skip="<results>/depth/{model}/lens/{set}.skip.tsv",
+        exit="<results>/depth/{model}/lens/{set}.exit.tsv",
+        info="<results>/depth/{model}/lens/{set}.json",
+    log:
+        "<results>/logs/logit_lens/{model}/{set}.log",
+    conda:
+        "../../envs/embed.yaml"
+    threads: 2
+    params:
+        sample=config["depth"]["sample"],
+        mask_fraction=config["depth"]["mask_fraction"],
+        skip="" if config["depth"]["skip_blocks"] else "--no-skip",
+        seed=config["seed"],
+    shell:
+        "plmexit --log {log} lens --model {input.model} --task {input.task} --task-name {wildcards.set}"
+        " --sample {params.sample} --mask-fraction {params.mask_fraction} --seed {params.seed} {params.skip}"
+        " --device auto --threads {threads} --out {output.lens} --skip-out {output.skip} --exit-out {output.exit}"
+        " --info-out {output.info}"
+
+
+rule zero_shot:
+    input:
+        model="<results>/models/{model}.json",
+        assay=assay_file,
+        reference=set_assay_reference,
+    output:
+        long="<results>/depth/{model}/zero_shot/{set}.tsv",
+        scores="<results>/depth/{model}/zero_shot/{set}.csv",
+        info="<results>/depth/{model}/zero_shot/{set}.json",
+    log:
+        "<results>/logs/zero_shot/{model}/{set}.log",
+    conda:
+        "../../envs/embed.yaml"
+    threads: 2
+    params:
+        calibration_fraction=config["depth"]["calibration_fraction"],
+        seed=config["seed"],
+    shell:
+        "plmexit --log {log} zero-shot --model {input.model} --assay {input.assay} --reference {input.reference}"
+        " --dms-id {wildcards.set} --calibration-fraction {params.calibration_fraction} --seed {params.seed}"
+        " --device auto --threads {threads} --out-long {output.long} --out-proteingym {output.scores}"
+        " --info-out {output.info}"
+
+
+rule summarize_depth:
+    input:
+        lens=lens_infos,
+        zero_shot=zero_shot_infos,
+        selections=depth_selections,
+    output:
+        summary="<results>/summary/depth.tsv",
+        curves="<results>/summary/depth_curves.tsv",
+    log:
+        "<results>/logs/summarize_depth.log",
+    conda:
+        "../../envs/probe.yaml"
+    shell:
+        "plmexit --log {log} summarize-depth --lens {input.lens} --zero-shot {input.zero_shot}"
+        " --selections {input.selections} --out {output.summary} --curves-out {output.curves}"
+
+
+rule plot_depth:
+    input:
+        curves="<results>/summary/depth_curves.tsv",
+        summary="<results>/summary/depth.tsv",
+    output:
+        "<results>/figures/depth.png",
+    log:
+        "<results>/logs/plot_depth.log",
+    conda:
+        "../../envs/probe.yaml"
+    shell:
+        "plmexit --log {log} plot-depth --curves {input.curves} --summary {input.summary} --out {output}"
