@@ -381,6 +381,7 @@ def test_bad_task_file_fails_with_one_line_and_leaves_nothing(tmp_path, shared_d
     bad.write_text("sequence,label\nMKTAYIAK,1.0\nMKT*YIAK,2.0\n")
 
     def edit(config):
+        config["models"], config["depth"] = config["models"][:1], {}
         config["tasks"] = [{"id": "bad", "kind": "csv", "path": str(bad), "type": "regression"}]
 
     config = write_config(tmp_path, shared_data, edit=edit)
