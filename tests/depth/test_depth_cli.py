@@ -78,13 +78,41 @@ def test_lens_writes_its_three_tables_and_info(capsys, tmp_path, manifest):
     assert code == 1 and err.count("\n") == 1 and "--mask-fraction 0.0 must be between 0 and 1" in err
 
 
-def test_a_transformers_model_is_refused_in_one_line_until_its_head_is_wired(capsys, tmp_path, tiny_hub_models):
-    path = tmp_path / "esm_hf.json"
-    model_manifest.write_manifest({"id": "esm_hf", **model_manifest.resolve(path=tiny_hub_models["esm"])}, path)
+@pytest.mark.parametrize("family", ["esm", "bert"])
+def test_a_transformers_masked_lm_runs_lens_and_zero_shot_and_a_headless_family_is_refused(capsys, tmp_path, tiny_hub_models, shared_data, family):
+    path = tmp_path / f"{family}.json"
+    model_manifest.write_manifest({"id": f"{family}_hf", **model_manifest.resolve(path=tiny_hub_models[family])}, path)
+    tasks.write_task_table(pd.DataFrame({"id": ["a", "b"], "sequence": ["MKTAYIAKQR", "MKKLLPTAAAG"], "label": [0.0, 1.0], "fold": [0, 1]}), tmp_path / "t.tsv")
+    out = {n: tmp_path / n for n in ("l.tsv", "s.tsv", "e.tsv", "i.json")}
+    code, err = run(
+        capsys, "lens", "--model", path, "--task", tmp_path / "t.tsv", "--task-name", "t", "--device", "cpu",
+        "--out", out["l.tsv"], "--skip-out", out["s.tsv"], "--exit-out", out["e.tsv"], "--info-out", out["i.json"],
+    )
+    assert code == 0, err
+    lens = pd.read_csv(out["l.tsv"], sep="\t")
+    final = lens[(lens.lens == "final_norm") & (lens.layer == lens.layer.max())].set_index("metric")["value"]
+    assert set(lens["model"]) == {f"{family}_hf"} and final["kl_to_final"] == pytest.approx(0.0, abs=1e-6) and final["top1_agreement"] == 1.0
+    assert json.loads(out["i.json"].read_text())["model_family"] == family
+
+    root = shared_data / "proteingym"
+    assay = tmp_path / f"{BLAT}.csv"
+    pd.read_csv(root / "cv_folds_singles_substitutions" / f"{BLAT}.csv").iloc[:60:3].to_csv(assay, index=False)
+    code, err = run(
+        capsys, "zero-shot", "--model", path, "--assay", assay, "--reference", root / "reference_files" / "DMS_substitutions.csv",
+        "--dms-id", BLAT, "--calibration-fraction", "0", "--device", "cpu", "--threads", "1",
+        "--out-long", tmp_path / "z.tsv", "--out-proteingym", tmp_path / "z.csv", "--info-out", tmp_path / "z.json",
+    )
+    assert code == 0, err
+    assert {"masked_marginal", "wt_marginal"} <= set(pd.read_csv(tmp_path / "z.tsv", sep="\t")["method"])
+
+
+def test_a_transformers_model_without_a_head_plmexit_reads_is_refused_in_one_line(capsys, tmp_path, tiny_hub_models):
+    path = tmp_path / "t5.json"
+    model_manifest.write_manifest({"id": "t5_hf", **model_manifest.resolve(path=tiny_hub_models["t5"])}, path)
     tasks.write_task_table(pd.DataFrame({"id": ["a"], "sequence": ["MKTAYIAKQR"], "label": [0.0], "fold": [0]}), tmp_path / "t.tsv")
     code, err = run(
         capsys, "lens", "--model", path, "--task", tmp_path / "t.tsv", "--task-name", "t", "--device", "cpu",
         "--out", tmp_path / "l.tsv", "--skip-out", tmp_path / "s.tsv", "--exit-out", tmp_path / "e.tsv", "--info-out", tmp_path / "i.json",
     )
-    assert code == 1 and len(err.strip().splitlines()) == 1 and "not wired" in err and str(path) in err
-    assert not (tmp_path / "l.tsv").exists()
+    assert code == 1 and len(err.strip().splitlines()) == 1 and "a t5 model; the depth diagnostics read the masked-LM head of esm, bert" in err
+    assert str(path) in err and not (tmp_path / "l.tsv").exists()

@@ -12,6 +12,7 @@ from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
 
 from plmexit.errors import ConfigError, InputError
+from plmexit.pipeline import planning
 from plmexit.pipeline.planning import Plan, check_config, load_schema
 
 from workflow_runs import REPO
@@ -260,7 +261,6 @@ def test_window_overlap_not_below_the_window_is_a_config_error():
 
 def test_planning_knows_proteingyms_fold_schemes():
     from plmexit.data import proteingym
-    from plmexit.pipeline import planning
 
     assert planning.FOLD_SCHEMES == proteingym.FOLD_SCHEMES
 
@@ -378,7 +378,11 @@ def test_a_model_can_be_run_on_some_task_entries_only():
 
 def test_depth_diagnostics_are_planned_for_models_with_a_head():
     plan = Plan(load("test.yaml"))
-    assert plan.head_models() == ["tiny_random"] and plan.depth_models() == ["tiny_random"]  # the transformers families: not wired yet
+    from plmexit.models import hub
+
+    assert planning.MASKED_LM_FAMILIES == tuple(hub.MASKED_LM_CLASSES)
+    # Models with a head the diagnostics read; the transformers ones run only deepsol, so only tiny_random has anything to diagnose.
+    assert plan.head_models() == ["tiny_random", "tiny_esm_hf", "tiny_bert"] and plan.depth_models() == ["tiny_random"]
     assert plan.lens_sets("tiny_random") == ["deeploc_membrane"]
     assert plan.zero_shot_sets("tiny_random") == ["BLAT_ECOLX_Stiffler_2015", "NUD15_HUMAN_Suiter_2020"]
     assert plan.assay_file("NUD15_HUMAN_Suiter_2020") == "results/data/proteingym/single_site_mutant_score/NUD15_HUMAN_Suiter_2020.csv"

@@ -168,7 +168,7 @@ def test_depth_diagnostics_read_the_models_own_head(finished_run):
     assert 0 <= membrane["lens_agreeing_layer"] <= 4 and np.isnan(membrane["zero_shot_best_layer"])
     assert summary.set_index("task").loc[BLAT[0], "zero_shot_best_layer"] in range(5)
     assert (results / "figures" / "depth.png").read_bytes()[:8] == PNG
-    assert not (results / "depth" / "tiny_t5").exists()  # transformers models' heads are not wired to the diagnostics yet
+    assert not (results / "depth" / "tiny_t5").exists()  # a T5 encoder has no head; the esm and bert models run deepsol only
 
 
 def test_rerun_does_nothing_and_changed_setting_reruns_only_what_it_affects(finished_run):

@@ -1,5 +1,6 @@
 # What every layer already knows, from the model's own masked-LM head (config depth.*; fair-esm
-# ESM2 models). Run on the device that embeds (profiles/slurm gives these rules a GPU).
+# ESM2 models, transformers esm and bert models). Run on the device that embeds (profiles/slurm
+# gives these rules a GPU).
 rule logit_lens:
     input:
         model="<results>/models/{model}.json",

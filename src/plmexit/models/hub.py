@@ -324,6 +324,35 @@ def load_transformers(manifest: dict, device: str = "cpu") -> HubModel:
     return loaded
 
 
+# Families whose masked-LM head the depth diagnostics read (plmexit.depth.heads.TransformersMaskedLM).
+MASKED_LM_CLASSES = {"esm": "EsmForMaskedLM", "bert": "BertForMaskedLM"}
+
+
+def load_masked_lm(manifest: dict, device: str = "cpu"):
+    """``(model, tokenizer)``: a manifest's model with its masked-LM head (``MASKED_LM_CLASSES``),
+    every file verified first, safetensors only, from disk only; a ``ModelError`` when the family
+    has no head plmexit reads or the files hold no head."""
+    directory = Path(manifest["path"])
+    if manifest["family"] not in MASKED_LM_CLASSES:
+        raise ModelError(
+            f"{directory}: a {manifest['family']} model; the depth diagnostics read the masked-LM head of {', '.join(MASKED_LM_CLASSES)} "
+            "transformers models (and fair-esm ESM2)"
+        )
+    verify_files(directory, manifest["files"])
+    transformers.utils.logging.disable_progress_bar()
+    cls = getattr(transformers, MASKED_LM_CLASSES[manifest["family"]])
+    try:
+        module, info = cls.from_pretrained(directory, use_safetensors=True, local_files_only=True, dtype=torch.float32, output_loading_info=True)
+        tokenizer = transformers.AutoTokenizer.from_pretrained(directory, local_files_only=True)
+    except (OSError, ValueError, RuntimeError, KeyError) as exc:
+        raise ModelError(f"{directory}: not loadable as a {cls.__name__} ({one_line(exc)})") from None
+    if info.get("missing_keys"):
+        raise ModelError(f"{directory}: no masked-LM head in its weights (missing {', '.join(sorted(info['missing_keys'])[:3])}); the depth diagnostics need one")
+    for parameter in module.parameters():  # copied out of the memory map, as load_transformers does
+        parameter.data = parameter.data.clone()
+    return module.eval().to(device), tokenizer
+
+
 # --- tiny random models in the published formats ------------------------------------------------
 
 # fair-esm's Alphabet.from_architecture("ESM-1b") order, as the facebook/esm2_* vocab.txt files list it.

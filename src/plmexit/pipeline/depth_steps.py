@@ -18,7 +18,7 @@ import plmexit
 from plmexit.atomic import atomic_path, write_text
 from plmexit.data import proteingym, tasks
 from plmexit.depth import lens, zero_shot
-from plmexit.depth.heads import ENGINES, FairEsmMaskedLM, MaskedLM
+from plmexit.depth.heads import ENGINES, FairEsmMaskedLM, MaskedLM, TransformersMaskedLM
 from plmexit.errors import ModelError
 from plmexit.models import fair_esm
 from plmexit.models import manifest as model_manifests
@@ -28,11 +28,16 @@ log = logging.getLogger(__name__)
 
 def load_masked_lm(manifest: dict, source: str | Path, device: str = "cpu", engine: str = "exact") -> MaskedLM:
     """The model a manifest (``plmexit fetch-model``, read from ``source``) names, verified and loaded, as a ``MaskedLM``."""
-    if manifest["format"] != "fair-esm":
-        raise ModelError(
-            f"{source}: a {manifest['format']} {manifest.get('family')} model; lens and zero-shot read fair-esm ESM2 models' own head "
-            "(transformers models with a masked-LM head are not wired to them yet)"
-        )
+    if manifest["format"] == "transformers":
+        from plmexit.models import hub  # transformers only for transformers models
+
+        try:
+            module, tokenizer = hub.load_masked_lm(manifest, device)
+        except ModelError as exc:
+            raise ModelError(f"{source}: {exc}") from None
+        if engine != "exact":
+            raise ModelError(f"{source}: --engine {engine} runs fair-esm ESM2 models; a transformers model runs its own forward (--engine exact)")
+        return TransformersMaskedLM(module, tokenizer, manifest["name"], device)
     loaded = fair_esm.load_model(manifest["checkpoint"], manifest["sha256"], device)
     return FairEsmMaskedLM(loaded, device, engine)
 
@@ -46,7 +51,8 @@ def _provenance(lm: MaskedLM, manifest: dict, device: str, engine: str) -> dict:
     return {
         "plmexit_version": plmexit.__version__, "torch_version": torch.__version__, "fair_esm_version": fair_esm.fair_esm_version(),
         "model": manifest["id"], "model_name": manifest["name"], "checkpoint_sha256": manifest["sha256"], "num_layers": lm.num_layers, "device": device,
-        "engine": engine, "engine_description": ENGINES[engine],
+        "model_format": manifest["format"], "model_family": manifest.get("family", "fair-esm"), "engine": engine,
+        "engine_description": ENGINES[engine] if manifest["format"] == "fair-esm" else "the transformers model's own forward, states read by hooks",
     }
 
 

@@ -32,6 +32,8 @@ DEFAULT_SELECTION_METRIC = {"regression": "spearman", "classification": "accurac
 DEFAULT_REFERENCE = "proteingym/reference_files/DMS_substitutions.csv"
 # Storage precision of variant sets (ProteinGym assays), whatever embed.dtype says (see Plan.embed_args).
 VARIANT_DTYPE = "float32"
+# = plmexit.models.hub.MASKED_LM_CLASSES's families, repeated because planning imports no torch (test_config checks they agree).
+MASKED_LM_FAMILIES = ("esm", "bert")
 # = plmexit.data.proteingym.FOLD_SCHEMES, repeated because planning imports no pandas (test_config checks they agree).
 FOLD_SCHEMES = ("fold_random_5", "fold_modulo_5", "fold_contiguous_5")
 
@@ -218,10 +220,11 @@ class Plan:
 
     # depth diagnostics ---------------------------------------------------------------------------
     def head_models(self) -> list[str]:
-        """Models whose own masked-LM head the depth diagnostics read: fair-esm ESM2 models."""
+        """Models whose own masked-LM head the depth diagnostics read: fair-esm ESM2 models, and
+        transformers models of a family in ``MASKED_LM_FAMILIES`` (named by ``family`` or ``random.family``)."""
         return [
             m for m, e in self.models.items()
-            if "name" in e or "checkpoint" in e or e.get("random", {}).get("family", "fair-esm") == "fair-esm"
+            if "name" in e or "checkpoint" in e or e.get("family", e.get("random", {}).get("family", "fair-esm")) in ("fair-esm", *MASKED_LM_FAMILIES)
         ]
 
     def lens_sets(self, model: str) -> list[str]:
