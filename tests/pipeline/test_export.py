@@ -200,7 +200,11 @@ def test_a_transformers_export_is_a_cut_directory_whose_features_are_the_stores(
         assert (card["model"]["format"], card["model"]["family"], card["source_model"]["family"]) == ("transformers", family, family)
         config = json.loads((out / "model" / "config.json").read_text())
         assert config.get("num_hidden_layers", config.get("num_layers")) == max(layer, 1)
-        assert getattr(transformers, card["model"]["model_class"]).from_pretrained(out / "model", use_safetensors=True) is not None
+        # transformers itself loads the cut directory, and (but for ALBERT's shared blocks) it holds fewer weights than the source.
+        cls = getattr(transformers, card["model"]["model_class"])
+        size = sum(p.numel() for p in cls.from_pretrained(out / "model", use_safetensors=True).parameters())
+        source = sum(p.numel() for p in cls.from_pretrained(tiny_hub_models[family], use_safetensors=True).parameters())
+        assert size < source if family != "albert" and max(layer, 1) < info.n_layers else size == source
         loaded = export_steps.load_exported_model(out, card, "cpu")
         settings = export_steps.recorded_settings(info.attrs, files["store.h5"])
         features = export_steps.exported_features(loaded, list(table["sequence"]), settings, layer, info.n_layers)

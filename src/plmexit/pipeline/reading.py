@@ -11,11 +11,16 @@ from plmexit.errors import InputError
 from plmexit.probing import tables
 
 
-def read_probe_table(path: str | Path) -> pd.DataFrame:
+def read_tsv(path: str | Path, what: str, writer: str) -> pd.DataFrame:
+    """A TSV another step wrote; a one-line error naming ``what`` it should be and the ``writer`` to rerun."""
     try:
-        table = pd.read_csv(path, sep="\t")
+        return pd.read_csv(path, sep="\t")
     except (OSError, pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
-        raise InputError(f"{path}: not a readable probe table ({exc}); rerun `plmexit probe`") from None
+        raise InputError(f"{path}: not a readable {what} ({exc}); rerun {writer}") from None
+
+
+def read_probe_table(path: str | Path) -> pd.DataFrame:
+    table = read_tsv(path, "probe table", "`plmexit probe`")
     if list(table.columns) != tables.PROBE_COLUMNS:
         raise InputError(f"{path}: columns {list(table.columns)} are not {tables.PROBE_COLUMNS}; rerun `plmexit probe`")
     return table

@@ -8,10 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import pandas as pd
-
-from plmexit.errors import InputError
-from plmexit.pipeline.reading import read_json, read_probe_table
+from plmexit.pipeline.reading import read_json, read_probe_table, read_tsv
 from plmexit.reporting import figures
 
 
@@ -24,19 +21,10 @@ def plot_task(probe_table: str | Path, selection_file: str | Path, cost_file: st
 
 def plot_summary(summary_file: str | Path, out: str | Path) -> None:
     """Figure of the gain (with its interval) against the compute saved, every model and task."""
-    try:
-        summary = pd.read_csv(summary_file, sep="\t")
-    except (OSError, pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
-        raise InputError(f"{summary_file}: not a readable summary ({exc}); rerun `plmexit summarize`") from None
-    figures.plot_gain_vs_compute(summary, out)
+    figures.plot_gain_vs_compute(read_tsv(summary_file, "summary", "`plmexit summarize`"), out)
 
 
 def plot_depth(curves_file: str | Path, summary_file: str | Path, out: str | Path) -> None:
     """Figure of what every layer already knows (lens, exit layers, skipping, zero-shot) against relative depth."""
-    tables = []
-    for path in (curves_file, summary_file):
-        try:
-            tables.append(pd.read_csv(path, sep="\t"))
-        except (OSError, pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
-            raise InputError(f"{path}: not a readable table ({exc}); rerun `plmexit summarize-depth`") from None
+    tables = [read_tsv(path, "depth table", "`plmexit summarize-depth`") for path in (curves_file, summary_file)]
     figures.plot_depth(*tables, out)

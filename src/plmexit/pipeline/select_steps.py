@@ -17,7 +17,7 @@ from plmexit.atomic import write_text
 from plmexit.data import proteingym, tasks
 from plmexit.embedding import cost
 from plmexit.errors import InputError
-from plmexit.pipeline.reading import read_json, read_predictions, read_probe_table
+from plmexit.pipeline.reading import read_json, read_predictions, read_probe_table, read_tsv
 from plmexit.probing import choice
 
 log = logging.getLogger(__name__)
@@ -167,13 +167,6 @@ def _sibling(path: Path, suffix: str) -> Path:
     return path.with_name(path.name[: -len(".json")] + suffix)
 
 
-def _read_tsv(path: Path, why: str) -> pd.DataFrame:
-    try:
-        return pd.read_csv(path, sep="\t")
-    except (OSError, pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
-        raise InputError(f"{path}: not a readable table ({exc}); {why}") from None
-
-
 def summarize_depth(
     lens_infos: list[str | Path], zero_shot_infos: list[str | Path], selection_files: list[str | Path], out: str | Path, curves_out: str | Path,
 ) -> pd.DataFrame:
@@ -193,18 +186,18 @@ def summarize_depth(
         info = read_json(path, "`plmexit lens`", ("model", "task", "num_layers"))
         model, name, n = info["model"], info["task"], int(info["num_layers"])
         lens_layer[model, name] = info.get("shallowest_agreeing_layer_final_norm")
-        table = _read_tsv(_sibling(path, ".tsv"), "rerun `plmexit lens`")
+        table = read_tsv(_sibling(path, ".tsv"), "lens table", "`plmexit lens`")
         for (variant, metric), rows in table[table.metric.isin(["kl_to_final", "top1_agreement"])].groupby(["lens", "metric"]):
             curves += [(model, name, f"lens:{variant}:{metric}", int(k), k / n, float(v)) for k, v in zip(rows["layer"], rows["value"])]
-        exits = _read_tsv(_sibling(path, ".exit.tsv"), "rerun `plmexit lens`")
+        exits = read_tsv(_sibling(path, ".exit.tsv"), "exit-layer table", "`plmexit lens`")
         curves += [(model, name, "exit", int(k), k / n, float(v)) for k, v in zip(exits["layer"], exits["cumulative_fraction"])]
-        skips = _read_tsv(_sibling(path, ".skip.tsv"), "rerun `plmexit lens`")
+        skips = read_tsv(_sibling(path, ".skip.tsv"), "skipping table", "`plmexit lens`")
         skips = skips[skips.metric == "final_kl_mean"]
         curves += [(model, name, "skip:final_kl_mean", int(b), b / n, float(v)) for b, v in zip(skips["block"], skips["value"])]
     for path in map(Path, zero_shot_infos):
         info = read_json(path, "`plmexit zero-shot`", ("model", "dms_id", "num_layers"))
         model, name, n = info["model"], info["dms_id"], int(info["num_layers"])
-        table = _read_tsv(_sibling(path, ".tsv"), "rerun `plmexit zero-shot`")
+        table = read_tsv(_sibling(path, ".tsv"), "zero-shot table", "`plmexit zero-shot`")
         per_layer = table[(table.subset == "all") & (table.metric == "spearman") & table.method.isin(["masked_marginal", "wt_marginal"])]
         curves += [(model, name, f"zero_shot:{m}", int(k), k / n, float(v)) for m, k, v in zip(per_layer["method"], per_layer["layer"], per_layer["value"])]
         masked = per_layer[per_layer.method == "masked_marginal"].set_index("layer")["value"]

@@ -126,14 +126,14 @@ def depth_figure(curves: pd.DataFrame, summary: pd.DataFrame) -> plt.Figure:
     colour = {m: plt.get_cmap("tab10")(i % 10) for i, m in enumerate(models)}
     fig, axes = plt.subplots(2, 2, figsize=(11, 8.5), layout="constrained")
     panels = [
-        (axes[0, 0], "lens:final_norm:top1_agreement", "top-1 agreement with the final layer", "-"),
-        (axes[0, 1], "lens:final_norm:kl_to_final", "KL(final || lens) at masked positions (nats)", "-"),
-        (axes[1, 0], "exit", "fraction of masked positions settled (cumulative)", "-"),
-        (axes[1, 1], "zero_shot:masked_marginal", "zero-shot Spearman (all variants)", "-"),
+        (axes[0, 0], "lens:final_norm:top1_agreement", "top-1 agreement with the final layer"),
+        (axes[0, 1], "lens:final_norm:kl_to_final", "KL(final || lens) at masked positions (nats)"),
+        (axes[1, 0], "exit", "fraction of masked positions settled (cumulative)"),
+        (axes[1, 1], "zero_shot:masked_marginal", "zero-shot Spearman (all variants)"),
     ]
-    for ax, curve, label, style in panels:
+    for ax, curve, label in panels:
         for (model, name), rows in curves[curves.curve == curve].groupby(["model", "set"]):
-            ax.plot(rows["relative_depth"], rows["value"], style, marker=".", color=colour[model], label=f"{model} · {name}")
+            ax.plot(rows["relative_depth"], rows["value"], "-", marker=".", color=colour[model], label=f"{model} · {name}")
         ax.set(xlabel="relative depth (layer / number of layers)", ylabel=label, xlim=(-0.02, 1.02))
     for (model, name), rows in curves[curves.curve == "zero_shot:wt_marginal"].groupby(["model", "set"]):
         axes[1, 1].plot(rows["relative_depth"], rows["value"], "--", color=colour[model], label=f"{model} · {name} (wild-type marginal)")
