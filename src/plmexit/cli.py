@@ -283,6 +283,13 @@ def cmd_plot_summary(args) -> None:
     plot_summary(args.summary, args.out)
 
 
+def cmd_install_profile(args) -> None:
+    from plmexit.pipeline.slurm_profile import install_profile
+
+    dest = install_profile(args.template, args.account, args.partition, None if args.no_gpu else args.gpu_type, args.squeue_status, args.name, args.force)
+    print(f"installed {dest}; run `snakemake --profile {args.name}`")
+
+
 def _add_model_run_arguments(p: argparse.ArgumentParser, out: str) -> None:
     """Arguments of the commands that run a model over a task (embed, cost): cost takes the
     embedding's settings so that it times and counts what the embedding ran."""
@@ -543,6 +550,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--summary", required=True, help="best_layers TSV from summarize")
     p.add_argument("--out", required=True, help="PNG to write")
     p.set_defaults(func=cmd_plot_summary)
+
+    p = sub.add_parser("install-profile", help="install the SLURM profile where Snakemake finds it by name, with your site's account, partition and GPU type")
+    p.add_argument("--account", required=True, help="SLURM account charged (sbatch -A)")
+    p.add_argument("--partition", required=True, help="SLURM partition (sbatch -p)")
+    gpu = p.add_mutually_exclusive_group(required=True)
+    gpu.add_argument("--gpu-type", help="GPU type as the site names it in its GRES (sinfo -o '%%P %%G'), or 'any' for any GPU (gpu:1)")
+    gpu.add_argument("--no-gpu", action="store_true", help="a cluster without GPUs: no job asks for one")
+    p.add_argument("--squeue-status", action="store_true", help="read job states with squeue (a cluster without SLURM accounting, no sacct)")
+    p.add_argument("--name", default="slurm", help="profile name (default slurm: `snakemake --profile slurm`)")
+    p.add_argument("--template", default="profiles/slurm/config.yaml", help="the shipped profile (default profiles/slurm/config.yaml, from the repository root)")
+    p.add_argument("--force", action="store_true", help="replace a profile of that name already installed")
+    p.set_defaults(func=cmd_install_profile)
     return parser
 
 
