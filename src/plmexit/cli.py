@@ -283,6 +283,36 @@ def cmd_plot_summary(args) -> None:
     plot_summary(args.summary, args.out)
 
 
+def _rate(text: str) -> tuple[str, float]:
+    model, _, value = text.partition("=")
+    try:
+        rate = float(value)
+    except ValueError:
+        rate = 0.0
+    if not model or rate <= 0:
+        raise argparse.ArgumentTypeError(f"expected MODEL=TOKENS_PER_SECOND with a positive number, got {text!r}")
+    return model, rate
+
+
+def cmd_estimate(args) -> None:
+    import yaml
+
+    from plmexit.errors import ConfigError
+    from plmexit.pipeline.estimate import estimate
+    from plmexit.pipeline.planning import Plan
+
+    try:
+        config = yaml.safe_load(Path(args.configfile).read_text())
+    except (OSError, yaml.YAMLError) as exc:
+        raise ConfigError(f"{args.configfile}: cannot read the config ({' '.join(str(exc).split())})") from None
+    table = estimate(Plan.from_config(config, args.schema), dict(args.tokens_per_second))
+    print(f"{'model':<16} {'sets':>6} {'sequences':>11} {'tokens':>15} {'tokens/s':>10} {'GPU-hours':>10}  throughput")
+    for row in table.itertuples():
+        print(f"{row.model:<16} {row.embedding_sets:>6,} {row.sequences:>11,} {row.tokens:>15,} {row.tokens_per_second:>10,.0f} {row.gpu_hours:>10,.1f}  {row.throughput}")
+    print(f"{'total':<16} {'':>6} {'':>11} {table['tokens'].sum():>15,} {'':>10} {table['gpu_hours'].sum(min_count=len(table)):>10,.1f}")
+    print("Embedding only (every layer, one forward per token); cost timing, zero-shot scoring and probes come on top.")
+
+
 def cmd_install_profile(args) -> None:
     from plmexit.pipeline.slurm_profile import install_profile
 
@@ -550,6 +580,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--summary", required=True, help="best_layers TSV from summarize")
     p.add_argument("--out", required=True, help="PNG to write")
     p.set_defaults(func=cmd_plot_summary)
+
+    p = sub.add_parser("estimate", help="before submitting: tokens each model will embed, and the GPU-hours they cost")
+    p.add_argument("--configfile", required=True, help="the config to plan (as given to snakemake)")
+    p.add_argument("--schema", default="workflow/schemas/config.schema.yaml", help="config schema (default: the repository's, from its root)")
+    p.add_argument("--tokens-per-second", type=_rate, action="append", default=[], metavar="MODEL=N",
+                   help="a model's embedding throughput on your GPUs (repeat per model); default: measured by a previous run's cost files")
+    p.set_defaults(func=cmd_estimate)
 
     p = sub.add_parser("install-profile", help="install the SLURM profile where Snakemake finds it by name, with your site's account, partition and GPU type")
     p.add_argument("--account", required=True, help="SLURM account charged (sbatch -A)")

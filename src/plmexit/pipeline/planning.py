@@ -32,6 +32,8 @@ DEFAULT_SELECTION_METRIC = {"regression": "spearman", "classification": "accurac
 DEFAULT_REFERENCE = "proteingym/reference_files/DMS_substitutions.csv"
 # Storage precision of variant sets (ProteinGym assays), whatever embed.dtype says (see Plan.embed_args).
 VARIANT_DTYPE = "float32"
+# Config task-entry keys that become ``prepare`` options (``--label-column`` ...), as they are spelled.
+TASK_OPTION_KEYS = ("sequence_column", "label_column", "id_column", "fold_column", "label_regex", "split", "labels", "max_sequences", "min_class_size")
 # = plmexit.models.hub.MASKED_LM_CLASSES's families, repeated because planning imports no torch (test_config checks they agree).
 MASKED_LM_FAMILIES = ("esm", "bert")
 # = plmexit.data.proteingym.FOLD_SCHEMES, repeated because planning imports no pandas (test_config checks they agree).
@@ -391,7 +393,7 @@ class Plan:
         plan = self.task(task)
         entry = plan["entry"]
         args = []
-        for key in ("sequence_column", "label_column", "id_column", "fold_column", "label_regex", "split", "labels", "max_sequences", "min_class_size"):
+        for key in TASK_OPTION_KEYS:
             if entry.get(key) is not None:
                 args += ["--" + key.replace("_", "-"), str(entry[key])]
         if plan["dms_id"]:
