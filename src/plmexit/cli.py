@@ -271,6 +271,12 @@ def cmd_plot_depth(args) -> None:
     plot_depth(args.curves, args.summary, args.out)
 
 
+def cmd_plot_study(args) -> None:
+    from plmexit.pipeline.report_steps import plot_study
+
+    plot_study(args.summary, args.across, args.probes, args.figures_dir, args.tables_dir)
+
+
 def cmd_plot(args) -> None:
     from plmexit.pipeline.report_steps import plot_task
 
@@ -568,6 +574,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--summary", required=True, help="summary TSV from summarize-depth (the deployed layers)")
     p.add_argument("--out", required=True, help="PNG to write")
     p.set_defaults(func=cmd_plot_depth)
+
+    p = sub.add_parser("plot-study", help="the paper's figures across models (relative depth, heat maps, gain vs compute, final-layer wins) and its tables")
+    p.add_argument("--summary", required=True, help="best_layers TSV from summarize")
+    p.add_argument("--across", required=True, help="across_tasks TSV from summarize")
+    p.add_argument("--probes", nargs="+", required=True, help="probe tables (TSV from probe) of every model and task in the summary")
+    p.add_argument("--figures-dir", required=True, help="directory to write the figures to (PNG and PDF), replaced whole")
+    p.add_argument("--tables-dir", required=True, help="directory to write the tables to (Markdown and LaTeX), replaced whole")
+    p.set_defaults(func=cmd_plot_study)
 
     p = sub.add_parser("plot", help="figure of the metric against layer for one model and task")
     p.add_argument("--probes", required=True, help="probe TSV")

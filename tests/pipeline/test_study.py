@@ -68,5 +68,6 @@ def test_the_study_plans_every_model_task_and_assay(tmp_path, shared_data):
         "summarize_depth": 1,
         "plot_summary": 1,
         "plot_depth": 1,
+        "plot_study": 1,
         "all": 1,
     }

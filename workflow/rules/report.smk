@@ -60,3 +60,28 @@ rule plot_summary:
         "../../envs/probe.yaml"
     shell:
         "plmexit --log {log} plot-summary --summary {input} --out {output}"
+
+
+# The paper's figures across models (relative depth, heat maps, gain against FLOPs and time saved,
+# how often the final layer wins) and its tables (Markdown and LaTeX), from summaries and probes only.
+rule plot_study:
+    input:
+        summary="<results>/summary/best_layers.tsv",
+        across="<results>/summary/across_tasks.tsv",
+        probes=probe_tables,
+    output:
+        figures=directory("<results>/figures/study"),
+        tables=directory("<results>/summary/tables"),
+    log:
+        "<results>/logs/plot_study.log",
+    conda:
+        "../../envs/probe.yaml"
+    shell:
+        "plmexit --log {log} plot-study --summary {input.summary} --across {input.across} --probes {input.probes}"
+        " --figures-dir {output.figures} --tables-dir {output.tables}"
+
+
+# Every figure and table, redrawn from the files under <results> (README, "Regenerating the figures").
+rule figures:
+    input:
+        drawn,

@@ -257,12 +257,23 @@ class Plan:
         """The reference table a ProteinGym assay's target comes from."""
         return self.data_path(self._set_task(embedding_set)["files"]["reference"])
 
+    def probe_tables(self) -> list[str]:
+        return [f"{self.results}/probes/{m}/{t}.tsv" for m, t in self.pairs()]
+
+    def drawn(self) -> list[str]:
+        """Every figure and manuscript table, all drawn from files under results/ (the ``figures`` target)."""
+        depth = [f"{self.results}/figures/depth.png"] if self.depth_models() else []
+        return [
+            f"{self.results}/figures/gain_vs_compute.png", f"{self.results}/figures/study", f"{self.results}/summary/tables",
+            *self.figures(), *depth,
+        ]
+
     def final_targets(self) -> list[str]:
         proteingym = [f"{self.results}/summary/proteingym_supervised.csv"] if self.proteingym_selections() else []
-        depth = [f"{self.results}/summary/depth.tsv", f"{self.results}/figures/depth.png"] if self.depth_models() else []
+        depth = [f"{self.results}/summary/depth.tsv"] if self.depth_models() else []
         return [
             f"{self.results}/summary/best_layers.tsv", f"{self.results}/summary/across_tasks.tsv",
-            f"{self.results}/figures/gain_vs_compute.png", *proteingym, *self.figures(), *self.exports(), *depth,
+            *proteingym, *self.drawn(), *self.exports(), *depth,
         ]
 
     def lens_infos(self) -> list[str]:
