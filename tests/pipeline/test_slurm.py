@@ -33,6 +33,7 @@ import torch
 from plmexit.errors import InputError
 from plmexit.pipeline.model_steps import resolve_device
 
+from system_programs import require
 from workflow_runs import REPO, file_stamps, snakemake_command, snakemake_env, write_config
 
 PARTITION = "plmexit_test"
@@ -45,24 +46,6 @@ CANCELLED_RULE, CANCELLED_TASK = "embed_shard", "deeploc_10class"
 CANCELLED_WILDCARDS = f"tiny_random_{CANCELLED_TASK}_0_2"  # model, task, shard, shards
 # Seconds to wait for the cluster to come up, and for a job to reach a state.
 START_TIMEOUT, JOB_TIMEOUT = 60, 600
-
-
-def _missing_programs() -> list[str]:
-    return [name for name in DAEMONS + CLIENTS if shutil.which(name, path=f"{os.environ['PATH']}:/usr/sbin:/sbin") is None]
-
-
-def _install_slurm() -> str | None:
-    """Install slurm-wlm and munge with apt-get; the reason it could not, or None."""
-    if os.geteuid() != 0 or shutil.which("apt-get") is None:
-        return "installing slurm-wlm and munge needs root and apt-get"
-    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    install = ["apt-get", "install", "-y", "slurm-wlm", "munge"]
-    if subprocess.run(install, env=env, capture_output=True).returncode != 0:
-        subprocess.run(["apt-get", "update"], env=env, capture_output=True)
-        done = subprocess.run(install, env=env, capture_output=True, text=True)
-        if done.returncode != 0:
-            return f"apt-get install slurm-wlm munge failed: {done.stderr.strip()[-500:]}"
-    return None if not _missing_programs() else f"still missing after apt-get: {', '.join(_missing_programs())}"
 
 
 def _free_port() -> int:
@@ -125,12 +108,7 @@ class Cluster:
 
 @pytest.fixture(scope="session")
 def slurm_cluster(tmp_path_factory):
-    if _missing_programs():
-        reason = _install_slurm()
-        if reason:
-            if os.environ.get("CI") == "true":
-                pytest.fail(f"the SLURM test needs slurm-wlm and munge: {reason}; CI=true requires them")
-            pytest.skip(f"no SLURM test cluster: {reason}")
+    require(("slurm-wlm", "munge"), DAEMONS + CLIENTS, "the SLURM test cluster")
     directory = tmp_path_factory.mktemp("slurm")
     for sub in ("state", "spool", "bin"):
         (directory / sub).mkdir()
