@@ -20,6 +20,11 @@ if not workflow.overwrite_configfiles:
 include: "workflow/rules/common.smk"
 
 
+# `snakemake --report results/report.html`: this page first, then every figure and table marked
+# report() in the rules, each with its caption from workflow/report/.
+report: "workflow/report/workflow.rst"
+
+
 # The config is checked against the schema (defaults filled in) and planned; every decision that
 # depends on it lives in plmexit.pipeline.planning.Plan, and rules only ask it.
 try:

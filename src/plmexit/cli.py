@@ -271,6 +271,12 @@ def cmd_plot_depth(args) -> None:
     plot_depth(args.curves, args.summary, args.out)
 
 
+def cmd_plot_study(args) -> None:
+    from plmexit.pipeline.report_steps import plot_study
+
+    plot_study(args.summary, args.across, args.probes, args.figures_dir, args.tables_dir)
+
+
 def cmd_plot(args) -> None:
     from plmexit.pipeline.report_steps import plot_task
 
@@ -281,6 +287,43 @@ def cmd_plot_summary(args) -> None:
     from plmexit.pipeline.report_steps import plot_summary
 
     plot_summary(args.summary, args.out)
+
+
+def _rate(text: str) -> tuple[str, float]:
+    model, _, value = text.partition("=")
+    try:
+        rate = float(value)
+    except ValueError:
+        rate = 0.0
+    if not model or rate <= 0:
+        raise argparse.ArgumentTypeError(f"expected MODEL=TOKENS_PER_SECOND with a positive number, got {text!r}")
+    return model, rate
+
+
+def cmd_estimate(args) -> None:
+    import yaml
+
+    from plmexit.errors import ConfigError
+    from plmexit.pipeline.estimate import estimate
+    from plmexit.pipeline.planning import Plan
+
+    try:
+        config = yaml.safe_load(Path(args.configfile).read_text())
+    except (OSError, yaml.YAMLError) as exc:
+        raise ConfigError(f"{args.configfile}: cannot read the config ({' '.join(str(exc).split())})") from None
+    table = estimate(Plan.from_config(config, args.schema), dict(args.tokens_per_second))
+    print(f"{'model':<16} {'sets':>6} {'sequences':>11} {'tokens':>15} {'tokens/s':>10} {'GPU-hours':>10}  throughput")
+    for row in table.itertuples():
+        print(f"{row.model:<16} {row.embedding_sets:>6,} {row.sequences:>11,} {row.tokens:>15,} {row.tokens_per_second:>10,.0f} {row.gpu_hours:>10,.1f}  {row.throughput}")
+    print(f"{'total':<16} {'':>6} {'':>11} {table['tokens'].sum():>15,} {'':>10} {table['gpu_hours'].sum(min_count=len(table)):>10,.1f}")
+    print("Embedding only (every layer, one forward per token); cost timing, zero-shot scoring and probes come on top.")
+
+
+def cmd_install_profile(args) -> None:
+    from plmexit.pipeline.slurm_profile import install_profile
+
+    dest = install_profile(args.template, args.account, args.partition, None if args.no_gpu else args.gpu_type, args.squeue_status, args.name, args.force)
+    print(f"installed {dest}; run `snakemake --profile {args.name}`")
 
 
 def _add_model_run_arguments(p: argparse.ArgumentParser, out: str) -> None:
@@ -532,6 +575,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="PNG to write")
     p.set_defaults(func=cmd_plot_depth)
 
+    p = sub.add_parser("plot-study", help="the paper's figures across models (relative depth, heat maps, gain vs compute, final-layer wins) and its tables")
+    p.add_argument("--summary", required=True, help="best_layers TSV from summarize")
+    p.add_argument("--across", required=True, help="across_tasks TSV from summarize")
+    p.add_argument("--probes", nargs="+", required=True, help="probe tables (TSV from probe) of every model and task in the summary")
+    p.add_argument("--figures-dir", required=True, help="directory to write the figures to (PNG and PDF), replaced whole")
+    p.add_argument("--tables-dir", required=True, help="directory to write the tables to (Markdown and LaTeX), replaced whole")
+    p.set_defaults(func=cmd_plot_study)
+
     p = sub.add_parser("plot", help="figure of the metric against layer for one model and task")
     p.add_argument("--probes", required=True, help="probe TSV")
     p.add_argument("--selection", required=True, help="selection JSON")
@@ -543,6 +594,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--summary", required=True, help="best_layers TSV from summarize")
     p.add_argument("--out", required=True, help="PNG to write")
     p.set_defaults(func=cmd_plot_summary)
+
+    p = sub.add_parser("estimate", help="before submitting: tokens each model will embed, and the GPU-hours they cost")
+    p.add_argument("--configfile", required=True, help="the config to plan (as given to snakemake)")
+    p.add_argument("--schema", default="workflow/schemas/config.schema.yaml", help="config schema (default: the repository's, from its root)")
+    p.add_argument("--tokens-per-second", type=_rate, action="append", default=[], metavar="MODEL=N",
+                   help="a model's embedding throughput on your GPUs (repeat per model); default: measured by a previous run's cost files")
+    p.set_defaults(func=cmd_estimate)
+
+    p = sub.add_parser("install-profile", help="install the SLURM profile where Snakemake finds it by name, with your site's account, partition and GPU type")
+    p.add_argument("--account", required=True, help="SLURM account charged (sbatch -A)")
+    p.add_argument("--partition", required=True, help="SLURM partition (sbatch -p)")
+    gpu = p.add_mutually_exclusive_group(required=True)
+    gpu.add_argument("--gpu-type", help="GPU type as the site names it in its GRES (sinfo -o '%%P %%G'), or 'any' for any GPU (gpu:1)")
+    gpu.add_argument("--no-gpu", action="store_true", help="a cluster without GPUs: no job asks for one")
+    p.add_argument("--squeue-status", action="store_true", help="read job states with squeue (a cluster without SLURM accounting, no sacct)")
+    p.add_argument("--name", default="slurm", help="profile name (default slurm: `snakemake --profile slurm`)")
+    p.add_argument("--template", default="profiles/slurm/config.yaml", help="the shipped profile (default profiles/slurm/config.yaml, from the repository root)")
+    p.add_argument("--force", action="store_true", help="replace a profile of that name already installed")
+    p.set_defaults(func=cmd_install_profile)
     return parser
 
 

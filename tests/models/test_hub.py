@@ -56,6 +56,14 @@ def test_manifest_records_every_loaded_file_and_round_trips(tmp_path, tiny_hub_m
     assert model_manifest.read_manifest(tmp_path / "m.json") == {"id": "t5_tiny", **manifest}
 
 
+def test_a_masked_lm_checkpoint_loads_as_its_encoder_quietly(tiny_hub_models, capfd, caplog):
+    """transformers' load report (the head's tensors are unused) stays off stderr; plmexit logs it."""
+    caplog.set_level("INFO", logger="plmexit.models.hub")
+    model_manifest.load(model_manifest.resolve(path=tiny_hub_models["esm"]))
+    assert capfd.readouterr().err == ""
+    assert any("are not part of EsmModel and are not used (lm_head." in r.getMessage() for r in caplog.records)
+
+
 def test_fair_esm_manifests_without_a_format_key_read_as_fair_esm(tmp_path, tiny_model, tiny_model_sha256):
     written = {"id": "tiny", "name": tiny_model.stem, "source": "checkpoint", "checkpoint": str(tiny_model), "sha256": tiny_model_sha256}
     (tmp_path / "m.json").write_text(json.dumps(written))

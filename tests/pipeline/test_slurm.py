@@ -6,9 +6,9 @@ job states with squeue), and stopped, with every job cancelled, when the session
 (CI=true) the packages are installed with apt-get when missing and failing to do so fails the test;
 elsewhere the test installs them when it can (root and apt-get) and otherwise skips, saying why.
 
-The run uses the shipped profile with the site values given on the command line as a user would:
-the test cluster's partition, and the profile's per-rule resources without the GPU request (this
-cluster has no GPU). It checks that the jobs went through sbatch, that a running job cancelled with
+The run uses the shipped profile as a user sets it up: `plmexit install-profile` with the test
+cluster's account and partition, no GPU (this cluster has none) and squeue for job states, into a
+temporary XDG_CONFIG_HOME, then `snakemake --profile slurm` by name. It checks that the jobs went through sbatch, that a running job cancelled with
 scancel is retried with the attempt-scaled memory and time, that a rerun after a failed run keeps
 the finished work, and that the results equal those of the local run.
 """
@@ -29,14 +29,13 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-import yaml
 
 from plmexit.errors import InputError
 from plmexit.pipeline.model_steps import resolve_device
 
+from system_programs import require
 from workflow_runs import REPO, file_stamps, snakemake_command, snakemake_env, write_config
 
-PROFILE = REPO / "profiles" / "slurm"
 PARTITION = "plmexit_test"
 ACCOUNT = "plmexit"  # any name: with accounting off, SLURM does not check accounts
 DAEMONS = ("munged", "slurmctld", "slurmd")
@@ -47,24 +46,6 @@ CANCELLED_RULE, CANCELLED_TASK = "embed_shard", "deeploc_10class"
 CANCELLED_WILDCARDS = f"tiny_random_{CANCELLED_TASK}_0_2"  # model, task, shard, shards
 # Seconds to wait for the cluster to come up, and for a job to reach a state.
 START_TIMEOUT, JOB_TIMEOUT = 60, 600
-
-
-def _missing_programs() -> list[str]:
-    return [name for name in DAEMONS + CLIENTS if shutil.which(name, path=f"{os.environ['PATH']}:/usr/sbin:/sbin") is None]
-
-
-def _install_slurm() -> str | None:
-    """Install slurm-wlm and munge with apt-get; the reason it could not, or None."""
-    if os.geteuid() != 0 or shutil.which("apt-get") is None:
-        return "installing slurm-wlm and munge needs root and apt-get"
-    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    install = ["apt-get", "install", "-y", "slurm-wlm", "munge"]
-    if subprocess.run(install, env=env, capture_output=True).returncode != 0:
-        subprocess.run(["apt-get", "update"], env=env, capture_output=True)
-        done = subprocess.run(install, env=env, capture_output=True, text=True)
-        if done.returncode != 0:
-            return f"apt-get install slurm-wlm munge failed: {done.stderr.strip()[-500:]}"
-    return None if not _missing_programs() else f"still missing after apt-get: {', '.join(_missing_programs())}"
 
 
 def _free_port() -> int:
@@ -127,12 +108,7 @@ class Cluster:
 
 @pytest.fixture(scope="session")
 def slurm_cluster(tmp_path_factory):
-    if _missing_programs():
-        reason = _install_slurm()
-        if reason:
-            if os.environ.get("CI") == "true":
-                pytest.fail(f"the SLURM test needs slurm-wlm and munge: {reason}; CI=true requires them")
-            pytest.skip(f"no SLURM test cluster: {reason}")
+    require(("slurm-wlm", "munge"), DAEMONS + CLIENTS, "the SLURM test cluster")
     directory = tmp_path_factory.mktemp("slurm")
     for sub in ("state", "spool", "bin"):
         (directory / sub).mkdir()
@@ -197,21 +173,25 @@ def slurm_cluster(tmp_path_factory):
             log.close()
 
 
+@pytest.fixture
+def profile_env(slurm_cluster, tmp_path) -> dict[str, str]:
+    """The cluster's environment with the profile installed by name, as the README tells users to."""
+    env = {**slurm_cluster.env, "XDG_CONFIG_HOME": str(tmp_path / "xdg")}
+    command = ["plmexit", "install-profile", "--account", ACCOUNT, "--partition", PARTITION, "--no-gpu", "--squeue-status"]
+    done = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert (tmp_path / "xdg" / "snakemake" / "slurm" / "config.yaml").is_file()
+    return env
+
+
 def slurm_args(config: Path, *extra: str) -> list[str]:
-    """The shipped profile with this cluster's values given on the command line, as a user would."""
-    profile = yaml.safe_load((PROFILE / "config.yaml").read_text())
-    # On the command line --set-resources replaces the profile's entry as a whole: repeat every rule's
-    # resources, without the GPU request this cluster cannot grant.
-    resources = [f"{rule}:{name}={value}" for rule, values in profile["set-resources"].items() for name, value in values.items() if name != "gres"]
+    """`--profile slurm` by name, as a user types it, plus what only this test cluster needs."""
     return [
-        "--profile", str(PROFILE), "--configfile", str(config),
-        "--default-resources", f"slurm_account={ACCOUNT}", f"slurm_partition={PARTITION}",
-        "--set-resources", *resources,
+        "--profile", "slurm", "--configfile", str(config),
         # A node of this cluster has the machine's CPUs, fewer than the profile's probe threads.
         "--set-threads", f"probe_layers={os.cpu_count()}",
-        # Accounting is off: job states come from squeue. Poll soon, this cluster is fast.
-        "--slurm-status-command", "squeue", "--slurm-init-seconds-before-status-checks", "1",
-        "--slurm-keep-successful-logs", *extra,
+        # Poll soon, this cluster is fast; keep every log for the checks below.
+        "--slurm-init-seconds-before-status-checks", "1", "--slurm-keep-successful-logs", *extra,
     ]
 
 
@@ -259,7 +239,7 @@ def two_tasks(config: dict) -> None:
     config["tasks"] = [proteingym] + [task for task in config["tasks"] if task["id"] == CANCELLED_TASK]
 
 
-def test_offline_config_through_the_slurm_profile(slurm_cluster, finished_run, shared_data, tmp_path):
+def test_offline_config_through_the_slurm_profile(slurm_cluster, profile_env, finished_run, shared_data, tmp_path):
     workdir = tmp_path / "slurm_run"
     workdir.mkdir()
     config = write_config(workdir, shared_data, edit=two_tasks)
@@ -269,7 +249,7 @@ def test_offline_config_through_the_slurm_profile(slurm_cluster, finished_run, s
     first_log = workdir / "first.log"
     with open(first_log, "w") as log:
         process = subprocess.Popen(
-            snakemake_command(workdir, *slurm_args(config, "--retries", "1")), cwd=workdir, env=slurm_cluster.env, stdout=log, stderr=subprocess.STDOUT
+            snakemake_command(workdir, *slurm_args(config, "--retries", "1")), cwd=workdir, env=profile_env, stdout=log, stderr=subprocess.STDOUT
         )
         try:
             cancelled = cancel_when_running(slurm_cluster, process, times=2)
@@ -295,7 +275,7 @@ def test_offline_config_through_the_slurm_profile(slurm_cluster, finished_run, s
 
     # 2. The rerun does what is left, nothing else, and keeps the finished work untouched.
     rerun = subprocess.run(
-        snakemake_command(workdir, *slurm_args(config)), cwd=workdir, env=slurm_cluster.env, capture_output=True, text=True, timeout=JOB_TIMEOUT
+        snakemake_command(workdir, *slurm_args(config)), cwd=workdir, env=profile_env, capture_output=True, text=True, timeout=JOB_TIMEOUT
     )
     assert rerun.returncode == 0, rerun.stderr[-5000:]
     second = submitted(rerun.stdout + rerun.stderr)

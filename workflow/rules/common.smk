@@ -20,6 +20,14 @@ def final_targets(wildcards):
     return plan.final_targets()
 
 
+def drawn(wildcards):
+    return plan.drawn()
+
+
+def probe_tables(wildcards):
+    return plan.probe_tables()
+
+
 def selections(wildcards):
     return plan.selections()
 

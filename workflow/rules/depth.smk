@@ -73,7 +73,12 @@ rule plot_depth:
         curves="<results>/summary/depth_curves.tsv",
         summary="<results>/summary/depth.tsv",
     output:
-        "<results>/figures/depth.png",
+        report(
+            "<results>/figures/depth.png",
+            caption="../report/depth.rst",
+            category="Depth diagnostics",
+            labels={"figure": "what every layer already knows"},
+        ),
     log:
         "<results>/logs/plot_depth.log",
     conda:

@@ -2,8 +2,18 @@ rule summarize_layers:
     input:
         selections,
     output:
-        best="<results>/summary/best_layers.tsv",
-        across="<results>/summary/across_tasks.tsv",
+        best=report(
+            "<results>/summary/best_layers.tsv",
+            caption="../report/best_layers.rst",
+            category="Tables",
+            labels={"table": "best layer per model and task"},
+        ),
+        across=report(
+            "<results>/summary/across_tasks.tsv",
+            caption="../report/across_tasks.rst",
+            category="Tables",
+            labels={"table": "across tasks"},
+        ),
     log:
         "<results>/logs/summarize_layers.log",
     conda:
@@ -40,7 +50,13 @@ rule plot_layers:
         selection="<results>/selection/{model}/{task}.json",
         cost=task_cost,
     output:
-        "<results>/figures/{model}/{task}.png",
+        report(
+            "<results>/figures/{model}/{task}.png",
+            caption="../report/task_layers.rst",
+            category="Per model and task",
+            subcategory="{model}",
+            labels={"model": "{model}", "task": "{task}"},
+        ),
     log:
         "<results>/logs/plot_layers/{model}/{task}.log",
     conda:
@@ -53,10 +69,45 @@ rule plot_summary:
     input:
         "<results>/summary/best_layers.tsv",
     output:
-        "<results>/figures/gain_vs_compute.png",
+        report(
+            "<results>/figures/gain_vs_compute.png",
+            caption="../report/gain_vs_compute.rst",
+            category="Across tasks",
+            labels={"figure": "gain against time saved"},
+        ),
     log:
         "<results>/logs/plot_summary.log",
     conda:
         "../../envs/probe.yaml"
     shell:
         "plmexit --log {log} plot-summary --summary {input} --out {output}"
+
+
+# The paper's figures across models (relative depth, heat maps, gain against FLOPs and time saved,
+# how often the final layer wins) and its tables (Markdown and LaTeX), from summaries and probes only.
+rule plot_study:
+    input:
+        summary="<results>/summary/best_layers.tsv",
+        across="<results>/summary/across_tasks.tsv",
+        probes=probe_tables,
+    output:
+        figures=report(
+            directory("<results>/figures/study"),
+            patterns=["{figure,[^/]+}.png", "tasks/{task,[^/]+}.png"],
+            caption="../report/study.rst",
+            category="Across models",
+        ),
+        tables=directory("<results>/summary/tables"),
+    log:
+        "<results>/logs/plot_study.log",
+    conda:
+        "../../envs/probe.yaml"
+    shell:
+        "plmexit --log {log} plot-study --summary {input.summary} --across {input.across} --probes {input.probes}"
+        " --figures-dir {output.figures} --tables-dir {output.tables}"
+
+
+# Every figure and table, redrawn from the files under <results> (README, "Regenerating the figures").
+rule figures:
+    input:
+        drawn,

@@ -11,6 +11,7 @@ hub snapshots are pinned to a 40-hex commit and downloaded only by ``resolve_tra
 
 from __future__ import annotations
 
+import contextlib
 import fnmatch
 import functools
 import hashlib
@@ -289,6 +290,18 @@ def verify_files(directory: Path, files: dict[str, str]) -> None:
         raise ModelError(f"{directory}: holds model files not in its manifest ({', '.join(extra)}); remove them or rerun `plmexit fetch-model`")
 
 
+@contextlib.contextmanager
+def quiet_transformers():
+    """transformers' own messages while loading (its weight-loading report goes to stderr through
+    its logger) held back to errors; plmexit checks the loading info itself and logs what matters."""
+    verbosity = transformers.utils.logging.get_verbosity()
+    transformers.utils.logging.set_verbosity_error()
+    try:
+        yield
+    finally:
+        transformers.utils.logging.set_verbosity(verbosity)
+
+
 def load_transformers(manifest: dict, device: str = "cpu") -> HubModel:
     """Verify every file of a manifest's directory, then load its encoder (safetensors only, SDPA
     attention where supported, fp32, eval mode) and tokenizer from disk, never from the network."""
@@ -301,19 +314,24 @@ def load_transformers(manifest: dict, device: str = "cpu") -> HubModel:
     cls = getattr(transformers, family.model_class)
     kwargs = {"add_pooling_layer": False} if family.model_class in ("EsmModel", "BertModel", "AlbertModel") else {}
     try:
-        try:
-            module, info = cls.from_pretrained(
-                directory, use_safetensors=True, local_files_only=True, dtype=torch.float32, attn_implementation="sdpa", output_loading_info=True, **kwargs
-            )
-        except ValueError as exc:
-            if "sdpa" not in str(exc).lower():
-                raise
-            module, info = cls.from_pretrained(directory, use_safetensors=True, local_files_only=True, dtype=torch.float32, output_loading_info=True, **kwargs)
+        with quiet_transformers():
+            try:
+                module, info = cls.from_pretrained(
+                    directory, use_safetensors=True, local_files_only=True, dtype=torch.float32, attn_implementation="sdpa", output_loading_info=True, **kwargs
+                )
+            except ValueError as exc:
+                if "sdpa" not in str(exc).lower():
+                    raise
+                module, info = cls.from_pretrained(directory, use_safetensors=True, local_files_only=True, dtype=torch.float32, output_loading_info=True, **kwargs)
         tokenizer = transformers.AutoTokenizer.from_pretrained(directory, local_files_only=True)
     except (OSError, ValueError, RuntimeError, KeyError) as exc:
         raise ModelError(f"{directory}: not loadable as a {family.model_class} ({one_line(exc)})") from None
     if info.get("missing_keys"):
         raise ModelError(f"{directory}: weights missing for {', '.join(sorted(info['missing_keys']))}; the files do not fit a {family.model_class}")
+    if info.get("unexpected_keys"):
+        # A ForMaskedLM checkpoint read as its encoder: the head's weights are not part of it.
+        unused = sorted(info["unexpected_keys"])
+        log.info("%s: %d checkpoint tensors are not part of %s and are not used (%s%s)", directory, len(unused), family.model_class, ", ".join(unused[:4]), ", ..." if len(unused) > 4 else "")
     # transformers maps safetensors files into memory; copying the weights out means a file changed
     # on disk after verification cannot change the weights of a running job.
     for parameter in module.parameters():

@@ -32,6 +32,8 @@ DEFAULT_SELECTION_METRIC = {"regression": "spearman", "classification": "accurac
 DEFAULT_REFERENCE = "proteingym/reference_files/DMS_substitutions.csv"
 # Storage precision of variant sets (ProteinGym assays), whatever embed.dtype says (see Plan.embed_args).
 VARIANT_DTYPE = "float32"
+# Config task-entry keys that become ``prepare`` options (``--label-column`` ...), as they are spelled.
+TASK_OPTION_KEYS = ("sequence_column", "label_column", "id_column", "fold_column", "label_regex", "split", "labels", "max_sequences", "min_class_size")
 # = plmexit.models.hub.MASKED_LM_CLASSES's families, repeated because planning imports no torch (test_config checks they agree).
 MASKED_LM_FAMILIES = ("esm", "bert")
 # = plmexit.data.proteingym.FOLD_SCHEMES, repeated because planning imports no pandas (test_config checks they agree).
@@ -255,12 +257,23 @@ class Plan:
         """The reference table a ProteinGym assay's target comes from."""
         return self.data_path(self._set_task(embedding_set)["files"]["reference"])
 
+    def probe_tables(self) -> list[str]:
+        return [f"{self.results}/probes/{m}/{t}.tsv" for m, t in self.pairs()]
+
+    def drawn(self) -> list[str]:
+        """Every figure and manuscript table, all drawn from files under results/ (the ``figures`` target)."""
+        depth = [f"{self.results}/figures/depth.png"] if self.depth_models() else []
+        return [
+            f"{self.results}/figures/gain_vs_compute.png", f"{self.results}/figures/study", f"{self.results}/summary/tables",
+            *self.figures(), *depth,
+        ]
+
     def final_targets(self) -> list[str]:
         proteingym = [f"{self.results}/summary/proteingym_supervised.csv"] if self.proteingym_selections() else []
-        depth = [f"{self.results}/summary/depth.tsv", f"{self.results}/figures/depth.png"] if self.depth_models() else []
+        depth = [f"{self.results}/summary/depth.tsv"] if self.depth_models() else []
         return [
             f"{self.results}/summary/best_layers.tsv", f"{self.results}/summary/across_tasks.tsv",
-            f"{self.results}/figures/gain_vs_compute.png", *proteingym, *self.figures(), *self.exports(), *depth,
+            *proteingym, *self.drawn(), *self.exports(), *depth,
         ]
 
     def lens_infos(self) -> list[str]:
@@ -391,7 +404,7 @@ class Plan:
         plan = self.task(task)
         entry = plan["entry"]
         args = []
-        for key in ("sequence_column", "label_column", "id_column", "fold_column", "label_regex", "split", "labels", "max_sequences", "min_class_size"):
+        for key in TASK_OPTION_KEYS:
             if entry.get(key) is not None:
                 args += ["--" + key.replace("_", "-"), str(entry[key])]
         if plan["dms_id"]:
