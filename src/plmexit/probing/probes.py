@@ -27,13 +27,8 @@ from sklearn.model_selection import StratifiedKFold
 from plmexit.errors import InputError
 from plmexit.probing import logistic
 from plmexit.probing.linear import LinearProbe
+from plmexit.probing.options import DEFAULT_LOGISTIC_CS, DEFAULT_RIDGE_ALPHAS, INNER_SPLITS  # noqa: F401 - re-exported: the probes' settings
 
-# Regularisation grids wide enough for standardised features of any ESM2 width (320 to 5120).
-# Half-decade steps, written as the config schema writes its defaults (tests/test_config.py holds
-# the schema, the command line and these to one value), so `plmexit probe` run by hand fits the
-# pipeline's grid.
-DEFAULT_RIDGE_ALPHAS = (0.1, 0.316, 1.0, 3.16, 10.0, 31.6, 100.0, 316.0, 1000.0, 3160.0, 10000.0, 31600.0, 100000.0)
-DEFAULT_LOGISTIC_CS = tuple(float(c) for c in np.logspace(-4, 1, 6))
 INNER_PREFIX = "inner_"
 # Probe-table fold of the selection procedure run on all training rows (the layer a user ships):
 # only ``inner_<metric>`` and the hyperparameter rows, no test metrics.
@@ -42,10 +37,6 @@ DEPLOY_FOLD = -1
 # on its grid (-1 lowest value, +1 highest, 0 inside).
 HYPERPARAMETER = "hyperparameter"
 HYPERPARAMETER_EDGE = "hyperparameter_edge"
-# How a ridge probe's training part is split to choose alpha and score the layer: exact
-# leave-one-out over variants, or K folds of whole mutated positions built by the rule of
-# ProteinGym's modulo or contiguous scheme (``inner_groups``).
-INNER_SPLITS = ("loo", "modulo", "contiguous")
 
 
 def spearman(y_true: np.ndarray, y_pred: np.ndarray) -> float:
