@@ -62,7 +62,7 @@ def write_task_csv(path: Path, n: int, seed: int) -> dict:
     records = [r for f in FILES for r in read_deeploc(DATA / f)]
     labels = np.array([r[2] for r in records])
     classes, counts = np.unique(labels, return_counts=True)
-    kept = set(classes[counts / len(records) * n >= MIN_CLASS])
+    kept = set(classes[counts / len(records) * n >= MIN_CLASS]) | set(classes[np.argsort(-counts)[:2]])  # two at least, for small --n
     pool = [r for r in records if r[2] in kept]
     rows = np.sort(np.random.default_rng(seed).choice(len(pool), size=min(n, len(pool)), replace=False))
     lines = ["id,sequence,label"] + [f"{pool[i][0]},{pool[i][1]},{pool[i][2]}" for i in rows]
@@ -82,6 +82,37 @@ def timed(command: list[str], env: dict, log: Path) -> float:
     return seconds
 
 
+def run_snakemake(work: Path, checkpoint: str, args, env: dict) -> dict:
+    """The chain as the pipeline runs it: one Snakemake run up to the task's selection JSON."""
+    repo = Path(__file__).resolve().parents[1]
+    config = work / "snakemake.yaml"
+    config.write_text(json.dumps({
+        "seed": args.seed,
+        "pathvars": {"results": "results"},
+        "models": [{"id": "esm2_35m_random", "checkpoint": checkpoint}],
+        "tasks": [{"id": "deeploc", "kind": "csv", "type": "classification", "metric": "accuracy", "path": str(work / "deeploc.csv"), "id_column": "id"}],
+    }))
+    target = "results/selection/esm2_35m_random/deeploc.json"
+    command = [str(Path(sys.executable).parent / "snakemake"), target, "--snakefile", str(repo / "Snakefile"), "--directory", str(work / "snakemake"),
+               "--configfile", str(config), "--cores", str(args.threads)]
+    (work / "snakemake").mkdir(exist_ok=True)
+    s_env = {**env, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"}
+    total = timed(command, s_env, work / "snakemake.out")
+    # Each job's start ("[date]" then "rule X:") and end ("[date]" then "Finished jobid: N (Rule: X)"), to the second.
+    lines = (work / "snakemake.out").read_text().splitlines()
+    started, rules = {}, {}
+    for stamp, line in zip(lines, lines[1:]):
+        if not re.fullmatch(r"\[\w{3} \w{3} +\d+ [\d:]{8} \d{4}\]", stamp.strip()):
+            continue
+        when = datetime.datetime.strptime(stamp.strip(), "[%a %b %d %H:%M:%S %Y]")
+        if (match := re.match(r"\s*(?:local)?rule (\w+):", line)):
+            started[match[1]] = when
+        elif (match := re.search(r"Finished jobid: \d+ \(Rule: (\w+)\)", line)):
+            rules[match[1]] = (when - started.pop(match[1])).total_seconds()
+    return {"command": shlex.join(command), "total_s": total, "rules_s": rules, "rules_sum_s": sum(rules.values()),
+            "note": "rule times from Snakemake's own log, to the second; total minus their sum is Snakemake's start-up, DAG and scheduling"}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, default=300, help="DeepLoc proteins (default 300)")
@@ -93,6 +124,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--src", help="plmexit source directory to run (default: this checkout's src), e.g. an older commit's for a before/after")
     parser.add_argument("--sommelier-python", help="python of a venv with PLMSommelier installed: also time `plmsommelier suggest` on the same CSV and weights")
     parser.add_argument("--sommelier-probe", default="knn", choices=["knn", "lr"], help="PLMSommelier's probe (default knn, its default)")
+    parser.add_argument("--snakemake", action="store_true",
+                        help="also run the same chain as one Snakemake run of this repository's Snakefile (a csv task, the same checkpoint) "
+                        "up to the selection, and record its wall time (Snakemake's own overhead: the difference from the steps' sum)")
     parser.add_argument("--keep", help="directory to work in and keep (default: a temporary one)")
     parser.add_argument("--out", required=True, help="JSON to write")
     args = parser.parse_args(argv)
@@ -153,6 +187,8 @@ def main(argv: list[str] | None = None) -> int:
             "cost": {key: cost.get(key) for key in ("timed", "sample_sequences", "sample_tokens", "repeats", "seconds")},
             "selection": {key: selection.get(key) for key in ("deployed_layer", "deployed_time_saved")},
         }
+        if args.snakemake:
+            result["snakemake"] = run_snakemake(work, checkpoint, args, env)
         if args.sommelier_python:
             # its launcher's flags (--json) come before the command
             sommelier = [args.sommelier_python, "-m", "plmsommelier.cli", "--json", f"{w}/sommelier.json", "suggest", f"{w}/deeploc.csv", str(hf_dir),
