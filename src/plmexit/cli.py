@@ -418,7 +418,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("cost", help="analytic FLOPs (task lengths) and measured forward time (a sample, on --device) per depth")
     _add_model_run_arguments(p, out="cost JSON to write")
     p.add_argument("--sample-sequences", type=_positive_int, default=8, help="sequences in the timed batch (default 8)")
-    p.add_argument("--repeats", type=_positive_int, default=3, help="timed repeats per depth; the median is kept (default 3)")
+    p.add_argument("--repeats", type=_positive_int, default=3, help="timed repeats, each one forward per batch timestamped after every layer; the median per depth is kept (default 3)")
     p.add_argument("--seed", type=int, default=0, help="seed for the sample")
     p.set_defaults(func=cmd_cost)
 
