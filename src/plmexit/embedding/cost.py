@@ -58,10 +58,11 @@ def measure_depth_seconds(encoder: Encoder, sequences: list[str], settings: Embe
     back after pooling each layer: the time to that callback is what a forward stopped after block
     k (``pooled(..., depth=k)``) takes, since the blocks run in order and layer k's pooling is the
     last work such a forward does, so one full forward per batch gives every depth (the separate
-    forward per depth it replaces cost about ``L / 2`` times as much for the same numbers;
-    ``benchmarks/cost_depth.py`` compares the two). On CUDA the device is synchronised before the
-    clock starts and at every timestamp, so queued kernels are counted where they run; elsewhere
-    nothing is synchronised. Every run's times rise with depth, and so do their medians.
+    forward per depth it replaces ran about ``(L + 1) / 2`` full forwards' work per repeat instead
+    of one; ``benchmarks/cost_depth.py`` compares the two). On CUDA the device is synchronised
+    before the clock starts and at every timestamp, so queued kernels are counted where they run
+    (which exposes each block's kernel launches, partly hidden in a forward that is not stopped);
+    elsewhere nothing is synchronised. Every run's times rise with depth, and so do their medians.
     """
     import torch  # here only: selection uses this module's fractions without loading torch
 
