@@ -54,3 +54,16 @@ def test_embed_hub_writes_its_ratios(tmp_path):
     assert result["max_rel_diff_to_hub"]["fair_esm"] == 0.0  # one encoder over the same weights
     assert max(result["max_rel_diff_to_hub"].values()) < 1e-5
     assert result["versions"]["transformers"] and result["device_name"]
+
+
+def test_cost_depth_compares_the_two_measurements(tmp_path):
+    out = tmp_path / "cost_depth.json"
+    command = [sys.executable, str(REPO / "benchmarks" / "cost_depth.py"), "--layers", "2", "--dim", "16", "--heads", "2", "--sample", "2",
+               "--repeats", "1", "--rounds", "1", "--threads", "1", "--out", str(out)]
+    subprocess.run(command, check=True, capture_output=True, text=True, timeout=300)
+
+    result = json.loads(out.read_text())
+    assert set(result["seconds_per_depth"]) == {"timestamps", "separate_forwards"}
+    assert all(len(v) == 3 for v in result["seconds_per_depth"].values())
+    assert len(result["relative_difference_per_depth"]) == 3 and result["separate_over_timestamps"] > 0
+    assert result["machine"]["cpus"] and result["command"] and result["date"]

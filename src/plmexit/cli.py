@@ -348,9 +348,11 @@ def _add_model_run_arguments(p: argparse.ArgumentParser, out: str) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from plmexit.data.formats import FORMATS
-    from plmexit.data.proteingym import FOLD_SCHEMES
-    from plmexit.probing.probes import DEFAULT_LOGISTIC_CS, DEFAULT_RIDGE_ALPHAS, INNER_SPLITS, METRICS
+    # Light modules only: every plmexit process builds this parser (pandas, scipy and scikit-learn
+    # are imported by the commands that use them).
+    from plmexit.data.formats import FORMATS, TASK_TYPES
+    from plmexit.pipeline.planning import FOLD_SCHEMES
+    from plmexit.probing.options import DEFAULT_LOGISTIC_CS, DEFAULT_RIDGE_ALPHAS, INNER_SPLITS
 
     parser = argparse.ArgumentParser(
         prog="plmexit",
@@ -429,7 +431,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--fold-scheme", choices=list(FOLD_SCHEMES), help="proteingym: cross-validation scheme")
     p.add_argument("--split", help="flip: split name inside splits.zip (e.g. three_vs_rest)")
     p.add_argument("--labels", choices=["location", "membrane"], default="location", help="deeploc: 10-class location or membrane-bound vs soluble")
-    p.add_argument("--type", choices=list(METRICS), required=True, help="task type: regression (numeric labels), classification (one class per row) or multilabel (classes joined by ;)")
+    p.add_argument("--type", choices=list(TASK_TYPES), required=True, help="task type: regression (numeric labels), classification (one class per row) or multilabel (classes joined by ;)")
     p.add_argument("--sequence-column", default="sequence", help="CSV column with sequences")
     p.add_argument("--label-column", default="label", help="CSV column with labels")
     p.add_argument("--id-column", help="CSV column with unique ids (default: row numbers)")
@@ -459,14 +461,14 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("cost", help="analytic FLOPs (task lengths) and measured forward time (a sample, on --device) per depth")
     _add_model_run_arguments(p, out="cost JSON to write")
     p.add_argument("--sample-sequences", type=_positive_int, default=8, help="sequences in the timed batch (default 8)")
-    p.add_argument("--repeats", type=_positive_int, default=3, help="timed repeats per depth; the median is kept (default 3)")
+    p.add_argument("--repeats", type=_positive_int, default=3, help="timed repeats, each one forward per batch timestamped after every layer; the median per depth is kept (default 3)")
     p.add_argument("--seed", type=int, default=0, help="seed for the sample")
     p.set_defaults(func=cmd_cost)
 
     p = sub.add_parser("probe", help="fit linear probes at every layer and fold; write a long TSV")
     p.add_argument("--embeddings", required=True, help="HDF5 store from embed")
     p.add_argument("--task", required=True, help="task table TSV from prepare")
-    p.add_argument("--type", choices=list(METRICS), required=True)
+    p.add_argument("--type", choices=list(TASK_TYPES), required=True)
     p.add_argument("--metric", required=True, help="metric the layer is selected by (spearman; accuracy, macro_f1 or mcc; fmax, micro_f1 or macro_f1)")
     p.add_argument("--model-id", required=True, help="the model's id (as its store records it) for the table")
     p.add_argument("--task-name", required=True, help="task name for the table")
@@ -490,7 +492,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--predictions", required=True, help="predictions TSV from probe (for the gain's interval)")
     p.add_argument("--cost", required=True, help="cost JSON from cost (time per depth; the embedding's layer-norm convention and truncation count)")
     p.add_argument("--task-info", required=True, help="task info JSON from prepare (how the task is split)")
-    p.add_argument("--type", choices=list(METRICS), required=True, help="task type")
+    p.add_argument("--type", choices=list(TASK_TYPES), required=True, help="task type")
     p.add_argument("--metric", required=True, help="metric to select by")
     p.add_argument("--tolerance", type=float, default=0.0, help="prefer the shallowest layer within this much of the best inner score")
     p.add_argument("--bootstrap", type=_positive_int, default=1000, help="bootstrap resamples for the gain's interval (default 1000)")
@@ -522,7 +524,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--task", required=True, help="task table TSV from prepare (the labels the probe is refitted on)")
     p.add_argument("--selection", required=True, help="selection JSON from select (deployed layer, its hyperparameter, scores)")
     p.add_argument("--cost", required=True, help="cost JSON from cost (FLOPs and time per depth, for the card)")
-    p.add_argument("--type", choices=list(METRICS), required=True, help="task type")
+    p.add_argument("--type", choices=list(TASK_TYPES), required=True, help="task type")
     p.add_argument("--out", required=True, help="export directory to write (replaced whole if it exists)")
     p.set_defaults(func=cmd_export)
 

@@ -120,16 +120,18 @@ def test_depth_stops_the_forward_and_keeps_the_layers_it_reached(tiny_hub_loaded
     (tokens, weights), *_ = engine.device_batches(encoder, SEQUENCES, settings)
     full = encoder.pooled(tokens, weights, "final")
     for depth in range(loaded.num_layers + 1):
-        part = encoder.pooled(tokens, weights, "final", depth)
+        seen = []
+        part = encoder.pooled(tokens, weights, "final", depth, on_layer=seen.append)
         assert part.shape == (depth + 1, *full.shape[1:])
         torch.testing.assert_close(part, full[: depth + 1], rtol=0, atol=0)
+        assert seen == list(range(depth + 1))  # called back after each layer's pooling, in order (the cost step's timestamps)
     ran = []
     handle = encoder.blocks[-1].register_forward_hook(lambda *args: ran.append(1))
     encoder.pooled(tokens, weights, "raw", 1)
     handle.remove()
     assert ran == []  # the last block never ran
     seconds = cost.measure_depth_seconds(encoder, SEQUENCES, settings, repeats=1)
-    assert seconds.shape == (loaded.num_layers + 1,) and np.all(seconds > 0)
+    assert seconds.shape == (loaded.num_layers + 1,) and np.all(seconds > 0) and np.all(np.diff(seconds) >= 0)
 
 
 def test_token_budgets_count_each_family_special_tokens(tiny_hub_loaded):

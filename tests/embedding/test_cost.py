@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from types import SimpleNamespace
 
 import numpy as np
 import pandas as pd
@@ -47,7 +48,40 @@ def test_measure_depth_seconds_on_the_tiny_model(tiny_loaded):
 
     assert seconds.shape == (3,)  # depths 0, 1, 2 of the 2-layer tiny model
     assert (seconds > 0).all()
-    assert seconds[-1] > seconds[0]  # two blocks take longer than the embedding lookup alone
+    assert (np.diff(seconds) > 0).all()  # timestamps within one forward: every block adds time
+
+
+def test_one_timed_forward_gives_what_a_forward_per_depth_gives(tiny_loaded, monkeypatch):
+    """On a clock that only blocks advance (one tick a block), the timestamps within one forward per
+    batch give exactly what the separate forward per depth gave: k ticks per batch to depth k.
+    And the measurement runs one full forward per batch and repeat (plus the warm-up), no more."""
+    encoder = engine.FastEncoder(tiny_loaded, "cpu", "float32")
+    clock, blocks = [0.0], [0]
+    block = encoder._block
+
+    def ticking_block(*args):
+        clock[0] += 1.0
+        blocks[0] += 1
+        return block(*args)
+
+    monkeypatch.setattr(encoder, "_block", ticking_block)
+    monkeypatch.setattr(cost, "time", SimpleNamespace(perf_counter=lambda: clock[0]))
+    sequences = ["MKTAYIAKQR", "QISFV", "MKTAYIAKQRQISFVKSHFSRQ"]
+    settings = EmbedSettings(device="cpu", max_tokens=40)
+    batches = engine.device_batches(encoder, sequences, settings)
+    assert len(batches) == 2
+
+    seconds = cost.measure_depth_seconds(encoder, sequences, settings, repeats=3)
+
+    assert blocks[0] == (1 + 3) * len(batches) * 2  # warm-up and three repeats, each one 2-block forward per batch
+    separate = []
+    for depth in range(3):  # what the cost step measured before: a forward stopped after block k, per depth
+        start = clock[0]
+        for tokens, weights in batches:
+            encoder.pooled(tokens, weights, "raw", depth)
+        separate.append(clock[0] - start)
+    np.testing.assert_array_equal(seconds, separate)
+    np.testing.assert_array_equal(seconds, [0.0, 2.0, 4.0])
 
 
 @pytest.fixture
@@ -70,6 +104,17 @@ def counted_encoder(tiny_loaded, monkeypatch):
     monkeypatch.setattr(torch.nn.functional, "layer_norm", counted_layer_norm)
     (tokens, weights), = engine.device_batches(encoder, ["MKTAYIAKQR", "QISFV"], EmbedSettings(device="cpu"))
     return encoder, tokens, weights, calls
+
+
+@pytest.mark.parametrize(("depth", "layer_norm"), [(0, "raw"), (2, "raw"), (2, "final")])
+def test_the_encoder_calls_back_after_each_layer_it_pools(counted_encoder, depth, layer_norm):
+    encoder, tokens, weights, calls = counted_encoder
+    seen = []  # (layer, blocks run, final norms run) at each callback
+
+    encoder.pooled(tokens, weights, layer_norm, depth, on_layer=lambda k: seen.append((k, calls["blocks"], calls["ln_after"])))
+
+    final = layer_norm == "final"  # every layer normed, else only layer L
+    assert seen == [(k, k, k + 1 if final else int(k == 2)) for k in range(depth + 1)]  # right after its pooling, before the next block
 
 
 @pytest.mark.parametrize(("depth", "blocks", "ln_after"), [(0, 0, 0), (1, 1, 0), (2, 2, 1)])

@@ -17,7 +17,7 @@ from plmexit.probing.choice import (
     summarize,
     verdict,
 )
-from plmexit.probing.probes import DEPLOY_FOLD, spearman
+from plmexit.probing.probes import CONFUSION_METRICS, DEPLOY_FOLD, METRICS, confusion, spearman
 
 from probe_tables import INNER, TEST, long_table, with_select_task_fields
 
@@ -268,6 +268,40 @@ def test_bootstrap_gain_is_deterministic_for_a_seed(selection):
     assert bootstrap_gain(predictions.sample(frac=1.0, random_state=0), selection, "regression", n_boot=40, seed=3) == first  # row order is irrelevant
     assert bootstrap_gain(predictions, selection, "regression", n_boot=40, seed=4) != first
     assert first[0] < first[1]
+
+
+LOCATIONS = np.array(["Cytoplasm", "Mitochondrion", "Nucleus", "Plastid"])
+
+
+@pytest.mark.filterwarnings("ignore:A single label was found")  # scikit-learn on the one-label case
+@pytest.mark.parametrize("metric", ["accuracy", "macro_f1", "mcc"])
+def test_confusion_metrics_equal_scikit_learns(metric):
+    rng = np.random.default_rng(0)
+    cases = [(LOCATIONS[rng.integers(0, 3, n)], LOCATIONS[rng.integers(1, 4, n)]) for n in (1, 2, 7, 50)]  # each side lacks a label the other has
+    cases += [(LOCATIONS[[0, 0, 0]], LOCATIONS[[0, 0, 0]]), (LOCATIONS[[0, 1, 2]], LOCATIONS[[3, 3, 3]])]  # one label; no hit
+    for truth, predicted in cases:
+        names, codes = np.unique(np.concatenate([truth, predicted]), return_inverse=True)
+        counts = confusion(codes[: len(truth)], codes[len(truth) :], len(names))
+        assert CONFUSION_METRICS[metric](counts) == pytest.approx(METRICS["classification"][metric](truth, predicted), rel=1e-12, abs=1e-15)
+
+
+@pytest.mark.parametrize("metric", ["accuracy", "macro_f1", "mcc"])
+def test_the_classification_bootstrap_equals_the_metric_by_metric_one(selection, metric, monkeypatch):
+    rng = np.random.default_rng(1)
+    frames = []
+    for fold in range(3):
+        truth = LOCATIONS[rng.integers(0, 4, 30)]
+        for layer in (2, 3, 4):
+            prediction = np.where(rng.random(30) < (0.8 if layer < 4 else 0.5), truth, LOCATIONS[rng.integers(0, 4, 30)])
+            frames.append(pd.DataFrame({"layer": layer, "fold": fold, "id": [f"f{fold}_{i:02d}" for i in range(30)], "label": truth, "prediction": prediction}))
+    predictions = pd.concat(frames, ignore_index=True)
+    classified = {**selection, "metric": metric}
+
+    fast = bootstrap_gain(predictions, classified, "classification", n_boot=50, seed=0)
+    monkeypatch.setattr("plmexit.probing.choice.CONFUSION_METRICS", {})  # scikit-learn's metric on every resample
+    slow = bootstrap_gain(predictions, classified, "classification", n_boot=50, seed=0)
+
+    assert fast == pytest.approx(slow, rel=1e-12, abs=1e-15)
 
 
 def test_bootstrap_interval_of_a_clear_gain_contains_the_point_gain_and_excludes_zero(selection):

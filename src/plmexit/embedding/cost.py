@@ -3,8 +3,10 @@
 Invariant: index ``k`` of every cost array is the cost of the token embedding plus the first
 ``k`` transformer blocks (so index 0 is the embedding alone and index ``L`` the whole encoder),
 which is exactly what a model truncated after block ``k`` computes. Measured times come from
-plmexit's own encoder (``engine.make_encoder``'s, the engine that embeds, for either backend), at the embedding's precision
-and batching, stopped right after block ``k``.
+plmexit's own encoder (``engine.make_encoder``'s, the engine that embeds, for either backend), at the
+embedding's precision and batching: the time until block ``k``'s output is pooled, read from
+timestamps within one forward (``Encoder.pooled``'s ``on_layer`` callback), which is the time of a
+forward stopped right after block ``k``.
 """
 
 from __future__ import annotations
@@ -41,8 +43,10 @@ def analytic_flops(token_lengths: np.ndarray, n_layers: int, dim: int, matmul_we
 
 TIMED = (
     "wall-clock median over repeats of plmexit's encoder (the engine that embeds) run over the sampled sequences' pieces "
-    "in the embedding's token-budget batches, at its precision and device, stopped after block k; includes the per-layer "
-    "pooling on the device and copying the pooled vectors to the host, excludes tokenisation and loading the model"
+    "in the embedding's token-budget batches, at its precision and device; one timed forward per batch gives every depth: "
+    "depth k is the time from the batch's start to the end of layer k's pooling on the device (the forward a model cut "
+    "after block k runs), depth L the whole forward including copying the pooled vectors to the host; summed over "
+    "batches; excludes tokenisation and loading the model"
 )
 
 
@@ -50,9 +54,15 @@ def measure_depth_seconds(encoder: Encoder, sequences: list[str], settings: Embe
     """(L + 1,) median wall-clock seconds to embed ``sequences`` to depth k (see ``TIMED``).
 
     The batches are exactly ``engine.embed_pooled``'s (``engine.device_batches``), built once before
-    the clock runs; each timed run sends every batch through ``encoder.pooled(..., depth=k)``, a
-    forward that really stops after block k. On CUDA the device is synchronised before the clock
-    starts and before it stops, so queued kernels are counted where they run.
+    the clock runs. Each timed run sends every batch once through ``encoder.pooled``, which calls
+    back after pooling each layer: the time to that callback is what a forward stopped after block
+    k (``pooled(..., depth=k)``) takes, since the blocks run in order and layer k's pooling is the
+    last work such a forward does, so one full forward per batch gives every depth (the separate
+    forward per depth it replaces ran about ``(L + 1) / 2`` full forwards' work per repeat instead
+    of one; ``benchmarks/cost_depth.py`` compares the two). On CUDA the device is synchronised
+    before the clock starts and at every timestamp, so queued kernels are counted where they run
+    (which exposes each block's kernel launches, partly hidden in a forward that is not stopped);
+    elsewhere nothing is synchronised. Every run's times rise with depth, and so do their medians.
     """
     import torch  # here only: selection uses this module's fractions without loading torch
 
@@ -60,22 +70,27 @@ def measure_depth_seconds(encoder: Encoder, sequences: list[str], settings: Embe
 
     batches = engine.device_batches(encoder, sequences, settings)
     synchronize = torch.cuda.synchronize if settings.device.startswith("cuda") else (lambda: None)
+    n_layers = encoder.num_layers
 
-    def run(depth: int) -> None:
+    def run() -> np.ndarray:
+        total = np.zeros(n_layers + 1)
         for tokens, weights in batches:
-            encoder.pooled(tokens, weights, settings.layer_norm, depth).cpu()
+            stamps = np.empty(n_layers + 1)
 
-    seconds = np.zeros((repeats, encoder.num_layers + 1))
-    run(encoder.num_layers)  # warm-up: allocator, kernels, rotary tables
-    for repeat in range(repeats):
-        # Depths interleaved within a repeat, so drifting machine load hits every depth alike.
-        for depth in range(encoder.num_layers + 1):
+            def stamp(k: int) -> None:
+                synchronize()
+                stamps[k] = time.perf_counter()
+
             synchronize()
             start = time.perf_counter()
-            run(depth)
+            encoder.pooled(tokens, weights, settings.layer_norm, on_layer=stamp).cpu()
             synchronize()
-            seconds[repeat, depth] = time.perf_counter() - start
-    return np.median(seconds, axis=0)
+            stamps[n_layers] = time.perf_counter()  # the whole forward: the model's own tail and the copy to the host too
+            total += stamps - start
+        return total
+
+    run()  # warm-up: allocator, kernels, rotary tables
+    return np.median(np.stack([run() for _ in range(repeats)]), axis=0)
 
 
 def fraction_saved(costs: np.ndarray, depth: int) -> float:

@@ -49,6 +49,11 @@ PRECISIONS = dict(zip(PRECISION_NAMES, (torch.float32, torch.bfloat16, torch.flo
 Progress = Callable[[int], None]
 """Called after every forward batch with the number of tokens (residues and special tokens) it finished."""
 
+LayerDone = Callable[[int], None]
+"""Called by ``Encoder.pooled`` with ``k`` as soon as layer ``k``'s pooling has been issued, before
+block ``k + 1`` starts: everything a forward stopped after block ``k`` does has been queued by then
+(on an asynchronous device the callback synchronises if it needs the work finished)."""
+
 
 # --- pieces and batches ------------------------------------------------------------------------
 
@@ -347,12 +352,15 @@ class FastEncoder:
         return self._rotary_cache[length]
 
     @torch.inference_mode()
-    def pooled(self, tokens: torch.Tensor, weights: torch.Tensor, layer_norm: str, depth: int | None = None) -> torch.Tensor:
+    def pooled(
+        self, tokens: torch.Tensor, weights: torch.Tensor, layer_norm: str, depth: int | None = None, on_layer: LayerDone | None = None,
+    ) -> torch.Tensor:
         """``(depth + 1, B, E)`` float32: per layer, the sum over positions of ``weights`` (B, T) times
         the hidden state, with fair-esm's layer-L norm (and every layer's, for ``final``).
 
         ``depth`` (default ``L``) stops the forward after that many blocks, as a model cut after
-        block ``depth`` would: ``plmexit cost`` times this, so the timing is of the engine that embeds.
+        block ``depth`` would. ``on_layer(k)`` is called as soon as layer ``k`` is pooled (see
+        ``LayerDone``): ``plmexit cost`` timestamps there, so the timing is of the engine that embeds.
         """
         depth = self.num_layers if depth is None else depth
         if not 0 <= depth <= self.num_layers:
@@ -377,12 +385,16 @@ class FastEncoder:
             out[k] = torch.bmm(w, hidden.to(torch.float32)).squeeze(1)
 
         pool(0, x)
+        if on_layer is not None:
+            on_layer(0)
         # SDPA's boolean mask: True where a key may be attended to; None when nothing is padded.
         mask = (~padding)[:, None, None, :] if bool(padding.any()) else None
         cos, sin_signed = self._rotary(T)
         for k, p in enumerate(self.layers[:depth], start=1):
             x = self._block(x, p, mask, cos, sin_signed)
             pool(k, x)
+            if on_layer is not None:
+                on_layer(k)
         return out
 
     def _block(self, x: torch.Tensor, p: dict, mask: torch.Tensor | None, cos: torch.Tensor, sin_signed: torch.Tensor) -> torch.Tensor:
@@ -405,7 +417,8 @@ class Encoder(Protocol):
     ``tokens`` places each piece's residues between its special tokens; ``pooled`` runs one padded
     batch and returns ``(depth + 1, B, E)`` float32, per layer ``k`` the sum over positions of
     ``weights`` (zero outside residues) times hidden state ``k`` under ``layer_norm``; ``depth``
-    stops the forward after that many blocks.
+    stops the forward after that many blocks; ``on_layer(k)`` is called right after layer ``k`` is
+    pooled, for every ``k`` from 0 to ``depth`` in order (``LayerDone``).
     """
 
     engine: str
@@ -414,7 +427,9 @@ class Encoder(Protocol):
     tokens: TokenScheme
     norm_last: bool  # whether the raw convention applies the final norm to layer L (False: a model cut after a raw layer)
 
-    def pooled(self, tokens: torch.Tensor, weights: torch.Tensor, layer_norm: str, depth: int | None = None) -> torch.Tensor: ...
+    def pooled(
+        self, tokens: torch.Tensor, weights: torch.Tensor, layer_norm: str, depth: int | None = None, on_layer: LayerDone | None = None,
+    ) -> torch.Tensor: ...
 
 
 def make_encoder(loaded, device: str, precision: str, norm_last: bool = True) -> Encoder:

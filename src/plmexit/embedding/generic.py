@@ -46,9 +46,10 @@ class HookedEncoder:
         self.embed_dim = loaded.embed_dim
 
     @torch.inference_mode()
-    def pooled(self, tokens: torch.Tensor, weights: torch.Tensor, layer_norm: str, depth: int | None = None) -> torch.Tensor:
+    def pooled(self, tokens: torch.Tensor, weights: torch.Tensor, layer_norm: str, depth: int | None = None, on_layer=None) -> torch.Tensor:
         """``(depth + 1, B, E)`` float32: per layer, the sum over positions of ``weights`` (B, T) times
-        the hidden state, the final norm on layer ``L`` (and on every layer, for ``final``)."""
+        the hidden state, the final norm on layer ``L`` (and on every layer, for ``final``);
+        ``on_layer(k)`` as soon as layer ``k`` is pooled (``engine.LayerDone``)."""
         depth = self.num_layers if depth is None else depth
         if not 0 <= depth <= self.num_layers:
             raise ValueError(f"depth {depth} is outside 0..{self.num_layers}")
@@ -61,6 +62,8 @@ class HookedEncoder:
             if self.final_norm is not None and ((k == self.num_layers and self.norm_last) or layer_norm == "final"):
                 hidden = self.final_norm(hidden)
             out[k] = torch.bmm(w, hidden.to(torch.float32)).squeeze(1)
+            if on_layer is not None:
+                on_layer(k)
 
         def before_first(module, args, kwargs):
             if done[0] == 0:

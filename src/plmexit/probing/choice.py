@@ -16,11 +16,13 @@ assay once) for the mean gain.
 
 from __future__ import annotations
 
+from functools import partial
+
 import numpy as np
 import pandas as pd
 
 from plmexit.errors import InputError
-from plmexit.probing.probes import DEPLOY_FOLD, HYPERPARAMETER, HYPERPARAMETER_EDGE, INNER_PREFIX, METRICS
+from plmexit.probing.probes import CONFUSION_METRICS, DEPLOY_FOLD, HYPERPARAMETER, HYPERPARAMETER_EDGE, INNER_PREFIX, METRICS, confusion
 
 CONFIDENCE_LEVEL = 0.95
 # Rows of a probe table that record what was fitted, not how well.
@@ -190,17 +192,28 @@ def bootstrap_gain(
                 raise InputError(f"predictions for fold {fold['fold']}: item {missing[0]!r} has no cluster; this is a bug, please report it")
             keys = pd.Series([clusters[i] for i in ids]).astype(str).to_numpy()
             units = [np.flatnonzero(keys == key) for key in dict.fromkeys(keys)]
-        pairs.append((_values(chosen["label"]), _values(chosen["prediction"]), _values(last["prediction"]), units))
+        truth, selected, last = _values(chosen["label"]), _values(chosen["prediction"]), _values(last["prediction"])
+        fold_metric = metric
+        if task_type == "classification" and selection["metric"] in CONFUSION_METRICS:
+            # Labels as integer codes, each resample scored from its confusion matrix (same values, far less overhead).
+            labels, codes = np.unique(np.concatenate([truth, selected, last]), return_inverse=True)
+            truth, selected, last = np.split(codes.reshape(-1), 3)
+            fold_metric = partial(_confusion_metric, CONFUSION_METRICS[selection["metric"]], len(labels))
+        pairs.append((truth, selected, last, units, fold_metric))
     rng = np.random.default_rng(seed)
     gains = np.empty(n_boot)
     for b in range(n_boot):
         per_fold = []
-        for truth, selected, last, units in pairs:
+        for truth, selected, last, units, fold_metric in pairs:
             draw = rng.integers(0, len(units), len(units))
             items = np.concatenate([units[u] for u in draw])
-            per_fold.append(metric(truth[items], selected[items]) - metric(truth[items], last[items]))
+            per_fold.append(fold_metric(truth[items], selected[items]) - fold_metric(truth[items], last[items]))
         gains[b] = np.mean(per_fold)
     return _percentile_interval(gains, level)
+
+
+def _confusion_metric(from_confusion, n_labels: int, truth: np.ndarray, predicted: np.ndarray) -> float:
+    return from_confusion(confusion(truth, predicted, n_labels))
 
 
 def _values(column: pd.Series) -> np.ndarray:

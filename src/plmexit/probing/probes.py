@@ -27,13 +27,8 @@ from sklearn.model_selection import StratifiedKFold
 from plmexit.errors import InputError
 from plmexit.probing import logistic
 from plmexit.probing.linear import LinearProbe
+from plmexit.probing.options import DEFAULT_LOGISTIC_CS, DEFAULT_RIDGE_ALPHAS, INNER_SPLITS  # noqa: F401 - re-exported: the probes' settings
 
-# Regularisation grids wide enough for standardised features of any ESM2 width (320 to 5120).
-# Half-decade steps, written as the config schema writes its defaults (tests/test_config.py holds
-# the schema, the command line and these to one value), so `plmexit probe` run by hand fits the
-# pipeline's grid.
-DEFAULT_RIDGE_ALPHAS = (0.1, 0.316, 1.0, 3.16, 10.0, 31.6, 100.0, 316.0, 1000.0, 3160.0, 10000.0, 31600.0, 100000.0)
-DEFAULT_LOGISTIC_CS = tuple(float(c) for c in np.logspace(-4, 1, 6))
 INNER_PREFIX = "inner_"
 # Probe-table fold of the selection procedure run on all training rows (the layer a user ships):
 # only ``inner_<metric>`` and the hyperparameter rows, no test metrics.
@@ -42,10 +37,6 @@ DEPLOY_FOLD = -1
 # on its grid (-1 lowest value, +1 highest, 0 inside).
 HYPERPARAMETER = "hyperparameter"
 HYPERPARAMETER_EDGE = "hyperparameter_edge"
-# How a ridge probe's training part is split to choose alpha and score the layer: exact
-# leave-one-out over variants, or K folds of whole mutated positions built by the rule of
-# ProteinGym's modulo or contiguous scheme (``inner_groups``).
-INNER_SPLITS = ("loo", "modulo", "contiguous")
 
 
 def spearman(y_true: np.ndarray, y_pred: np.ndarray) -> float:
@@ -106,6 +97,41 @@ METRICS = {
     # Truth is a 0/1 matrix (items x classes), predictions are per-class probabilities.
     "multilabel": {"fmax": fmax, "micro_f1": _thresholded_f1("micro"), "macro_f1": _thresholded_f1("macro")},
 }
+
+
+# The classification metrics from a confusion matrix ``C`` (rows truth, columns prediction, over
+# the labels of truth and prediction together), by scikit-learn's own formulas, so equal to
+# ``METRICS["classification"]`` (tested): the bootstrap scores thousands of resamples, and
+# scikit-learn's input checks cost ~100x the arithmetic on a few hundred items.
+def _accuracy_from_confusion(c: np.ndarray) -> float:
+    return float(np.trace(c) / c.sum())
+
+
+def _macro_f1_from_confusion(c: np.ndarray) -> float:
+    true_sum, pred_sum = c.sum(axis=1), c.sum(axis=0)
+    present = (true_sum + pred_sum) > 0  # scikit-learn averages over the labels that occur in either
+    return float(np.mean(2.0 * np.diag(c)[present] / (true_sum + pred_sum)[present]))
+
+
+def _mcc_from_confusion(c: np.ndarray) -> float:
+    t_sum, p_sum = c.sum(axis=1, dtype=np.float64), c.sum(axis=0, dtype=np.float64)
+    n = p_sum.sum()
+    cov_ytyp = np.trace(c) * n - np.dot(t_sum, p_sum)
+    cov_ypyp = n**2 - np.dot(p_sum, p_sum)
+    cov_ytyt = n**2 - np.dot(t_sum, t_sum)
+    if cov_ypyp * cov_ytyt == 0:
+        return 0.0
+    return float(cov_ytyp / np.sqrt(cov_ytyt * cov_ypyp))
+
+
+CONFUSION_METRICS = {"accuracy": _accuracy_from_confusion, "macro_f1": _macro_f1_from_confusion, "mcc": _mcc_from_confusion}
+
+
+def confusion(truth_codes: np.ndarray, predicted_codes: np.ndarray, n_labels: int) -> np.ndarray:
+    """``(n_labels, n_labels)`` counts of integer-coded labels: rows truth, columns prediction."""
+    return np.bincount(truth_codes * n_labels + predicted_codes, minlength=n_labels * n_labels).reshape(n_labels, n_labels)
+
+
 # Orientation of every metric written to a probe table; selection only ever maximises.
 HIGHER_IS_BETTER = {"spearman": True, "mse": False, "accuracy": True, "macro_f1": True, "mcc": True, "fmax": True, "micro_f1": True}
 
