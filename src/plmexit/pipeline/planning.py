@@ -33,7 +33,7 @@ DEFAULT_REFERENCE = "proteingym/reference_files/DMS_substitutions.csv"
 # Storage precision of variant sets (ProteinGym assays), whatever embed.dtype says (see Plan.embed_args).
 VARIANT_DTYPE = "float32"
 # = plmexit.models.hub.MASKED_LM_CLASSES's families, repeated because planning imports no torch (test_config checks they agree).
-MASKED_LM_FAMILIES = ("esm", "bert")
+MASKED_LM_FAMILIES = ("esm", "bert", "albert", "esmc")
 # = plmexit.data.proteingym.FOLD_SCHEMES, repeated because planning imports no pandas (test_config checks they agree).
 FOLD_SCHEMES = ("fold_random_5", "fold_modulo_5", "fold_contiguous_5")
 
