@@ -80,3 +80,23 @@ rule plot_depth:
         "../../envs/probe.yaml"
     shell:
         "plmexit --log {log} plot-depth --curves {input.curves} --summary {input.summary} --out {output}"
+
+
+# One (model, task): its probe curve beside its lens and zero-shot curves on one relative-depth
+# axis (an empty --lens or --zero-shot when the task has none).
+rule plot_task_depth:
+    input:
+        probes="<results>/probes/{model}/{task}.tsv",
+        selection="<results>/selection/{model}/{task}.json",
+        lens=task_lens,
+        zero_shot=task_zero_shot,
+    output:
+        png="<results>/figures/{model}/depth/{task}.png",
+        svg="<results>/figures/{model}/depth/{task}.svg",
+    log:
+        "<results>/logs/plot_task_depth/{model}/{task}.log",
+    conda:
+        "../../envs/probe.yaml"
+    shell:
+        "plmexit --log {log} plot-depth-task --probes {input.probes} --selection {input.selection}"
+        " --lens {input.lens} --zero-shot {input.zero_shot} --out {output.png} --svg-out {output.svg}"
