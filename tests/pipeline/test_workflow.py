@@ -185,6 +185,10 @@ def test_depth_diagnostics_read_the_models_own_head(finished_run):
     assert 0 <= membrane["lens_agreeing_layer"] <= 4 and np.isnan(membrane["zero_shot_best_layer"])
     assert summary.set_index("task").loc[BLAT[0], "zero_shot_best_layer"] in range(5)
     assert (results / "figures" / "depth.png").read_bytes()[:8] == PNG
+    # Each (model, task) with a probe and a depth diagnostic: its probe beside its lens and zero-shot curves.
+    figures = sorted(str(p.relative_to(results / "figures")) for p in (results / "figures").glob("*/depth/*.png"))
+    assert figures == sorted([f"tiny_random/depth/{t}.png" for t in [*BLAT, NUD15, "deeploc_membrane"]] + [f"{m}/depth/{NUD15}.png" for m in HEADS])
+    assert all((results / "figures" / f).read_bytes()[:8] == PNG and (results / "figures" / f).with_suffix(".svg").is_file() for f in figures)
     assert not (results / "depth" / "tiny_t5").exists()  # a T5 encoder has no head
 
 
@@ -249,9 +253,11 @@ def test_adding_a_model_and_a_task_runs_only_what_is_new(finished_run, shared_da
         f"results/data/{NEW_DATA}", "results/tasks/dnja1.tsv", "results/tasks/dnja1.json",
     }
     new_inputs = made | {p for m, s in new_sets for p in embedding_outputs(m, s)}
-    depth = [f"results/depth/tiny_narrow/lens/deeploc_membrane{suffix}" for suffix in (".tsv", ".skip.tsv", ".exit.tsv", ".json")]
+    depth = [f"results/depth/tiny_narrow/lens/{s}{suffix}" for s in ("deeploc_membrane", "NUD15_HUMAN_Suiter_2020")
+             for suffix in (".tsv", ".skip.tsv", ".exit.tsv", ".json")]
     depth += [f"results/depth/tiny_narrow/zero_shot/{dms_id}{suffix}" for dms_id in ("BLAT_ECOLX_Stiffler_2015", "NUD15_HUMAN_Suiter_2020")
               for suffix in (".tsv", ".csv", ".json")]
+    depth += [f"results/figures/tiny_narrow/depth/{t}{suffix}" for t in [*BLAT, NUD15, "deeploc_membrane"] for suffix in (".png", ".svg")]
     downstream = {
         "results/summary/best_layers.tsv", "results/summary/across_tasks.tsv", "results/figures/gain_vs_compute.png",
         "results/summary/proteingym_supervised.csv", *(f"results/cost/{m}/{s}.json" for m, s in new_sets),
@@ -288,12 +294,13 @@ def test_no_two_jobs_write_the_same_file(tmp_path, shared_data):
         for key in ("output", "log"):
             written += [path for line in re.findall(rf"^    {key}: (.+)$", job, re.M) for path in line.split(", ")]
     # Per fair-esm model: test checkpoint, manifest, and per embedding set 2 shards, a gather and a
-    # cost; per model and task a probe, a selection and a figure; its lens (one set) and zero-shot
-    # (two assays). Each family's model the same on its one task. Per task a preparation; the 11
-    # official files; the two summaries, the summary figure and `all`; the depth summary and figure.
+    # cost; per model and task a probe, a selection and a figure; its lens (two sets), zero-shot
+    # (two assays) and a depth figure per task they speak of (five). Each family's model the same on
+    # its one task, and with a head its lens, zero-shot and depth figure. Per task a preparation;
+    # the 11 official files; the two summaries, the summary figure and `all`; the depth summary and figure.
     n_sets, n_tasks = len({spec[0] for spec in TASKS.values()}), len(TASKS)
-    fair_esm = 2 * (2 + 4 * n_sets + 3 * n_tasks + 1 + 2)
-    families = len(FAMILIES) * (2 + 4 + 3)
+    fair_esm = 2 * (2 + 4 * n_sets + 3 * n_tasks + 2 + 2 + 5)
+    families = len(FAMILIES) * (2 + 4 + 3) + len(HEADS) * 3
     assert len(jobs) == fair_esm + families + n_tasks + 11 + 3 + 1 + 2
     assert written and len(written) == len(set(written))
 

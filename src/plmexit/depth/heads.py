@@ -209,11 +209,22 @@ class TransformersMaskedLM:
         self.max_residues = ESM2_MAX_RESIDUES if family == "esm" else model.config.max_position_embeddings - 2
         self.mask_id = tokenizer.mask_token_id
         self.padding_id = tokenizer.pad_token_id
-        self.residue_ids = {aa: tokenizer.convert_tokens_to_ids(aa) for aa in AMINO_ACIDS}
+        # Each residue as the tokenizer encodes it (a sentencepiece vocabulary may hold "▁A", not "A").
+        self.residue_ids = {}
+        for aa in AMINO_ACIDS:
+            found = tokenizer(aa, add_special_tokens=False)["input_ids"]
+            if len(found) != 1:
+                raise ValueError(f"tokenizer of {name}: residue {aa!r} is {len(found)} tokens, expected one; not a per-residue protein tokenizer")
+            self.residue_ids[aa] = found[0]
 
     def encode(self, residues: list[str]) -> torch.Tensor:
         text = [" ".join(r) for r in residues] if self.spaced else list(residues)
-        return self.tokenizer(text, padding=True, return_tensors="pt")["input_ids"].to(self.device)
+        tokens = self.tokenizer(text, padding=True, return_tensors="pt")["input_ids"]
+        # Residue i must sit at token offset + i: one token per residue, one special token before.
+        lengths = tokens.ne(self.padding_id).sum(dim=1).tolist()
+        if lengths != [len(r) + 2 for r in residues]:
+            raise ValueError(f"tokenizer of {self.name}: sequences became {lengths} tokens, expected one per residue plus two special tokens")
+        return tokens.to(self.device)
 
     def layer_states(self, tokens: torch.Tensor, skip: int | None = None) -> Iterator[torch.Tensor]:
         if skip is not None and not 1 <= skip <= self.num_layers:
