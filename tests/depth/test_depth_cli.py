@@ -92,7 +92,8 @@ def test_a_transformers_masked_lm_runs_lens_and_zero_shot_and_a_headless_family_
     lens = pd.read_csv(out["l.tsv"], sep="\t")
     final = lens[(lens.lens == "final_norm") & (lens.layer == lens.layer.max())].set_index("metric")["value"]
     assert set(lens["model"]) == {f"{family}_hf"} and final["kl_to_final"] == pytest.approx(0.0, abs=1e-6) and final["top1_agreement"] == 1.0
-    assert json.loads(out["i.json"].read_text())["model_family"] == family
+    info = json.loads(out["i.json"].read_text())
+    assert info["model_family"] == family and "transformers_version" in info and "fair_esm_version" not in info
 
     root = shared_data / "proteingym"
     assay = tmp_path / f"{BLAT}.csv"
