@@ -273,7 +273,7 @@ def test_adding_a_model_and_a_task_runs_only_what_is_new(finished_run, shared_da
     assert run.returncode == 0, run.stderr[-5000:]
     after = file_stamps(workdir / "results")
     assert {path: after[path] for path in before} == before
-    assert "embeddings/tiny_random/BLAT_ECOLX_Stiffler_2015.h5" in before and "embeddings/tiny_bert/deepsol.h5" in before
+    assert "embeddings/tiny_random/BLAT_ECOLX_Stiffler_2015.h5" in before and "embeddings/tiny_bert/NUD15_HUMAN_Suiter_2020.h5" in before
     assert all((workdir / path).is_file() for path in targets)
     remaining = new_inputs - {p for m, s in built for p in embedding_outputs(m, s)} - made
     assert planned_outputs(workdir, config) == remaining | downstream
