@@ -392,7 +392,11 @@ def test_depth_diagnostics_are_planned_for_models_with_a_head():
     assert plan.lens_infos()[:2] == ["results/depth/tiny_random/lens/NUD15_HUMAN_Suiter_2020.json", "results/depth/tiny_random/lens/deeploc_membrane.json"]
     assert len(plan.lens_infos()) == 2 + 4 and len(plan.zero_shot_infos()) == 2 + 4
     assert len(plan.all_depth_selections()) == 1 + 3 + 1 + 4  # deeploc_membrane, BLAT's three schemes, NUD15's one; NUD15 for each head model
-    assert plan.final_targets()[-2:] == ["results/summary/depth.tsv", "results/figures/depth.png"]
+    figures = plan.task_depth_figures()  # each (model, task) the depth files speak of: its probe beside its lens and zero-shot curves
+    assert len(figures) == 9 and "results/figures/tiny_bert/depth/NUD15_HUMAN_Suiter_2020.fold_contiguous_5.png" in figures
+    assert plan.task_lens("tiny_random", "deeploc_membrane") == ["results/depth/tiny_random/lens/deeploc_membrane.tsv"]
+    assert plan.task_zero_shot("tiny_random", "deeploc_membrane") == [] and plan.task_lens("tiny_random", "BLAT_ECOLX_Stiffler_2015.fold_random_5") == []
+    assert plan.final_targets()[-11:] == ["results/summary/depth.tsv", "results/figures/depth.png", *figures]
 
     config = load("test.yaml")
     config["depth"] = {"lens_tasks": ["deeploc"]}
