@@ -276,6 +276,11 @@ def cmd_plot_study(args) -> None:
 
     plot_study(args.summary, args.across, args.probes, args.figures_dir, args.tables_dir)
 
+def cmd_plot_depth_task(args) -> None:
+    from plmexit.pipeline.report_steps import plot_task_depth
+
+    plot_task_depth(args.probes, args.selection, args.out, args.lens, args.zero_shot, args.svg_out)
+
 
 def cmd_plot(args) -> None:
     from plmexit.pipeline.report_steps import plot_task
@@ -584,6 +589,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--figures-dir", required=True, help="directory to write the figures to (PNG and PDF), replaced whole")
     p.add_argument("--tables-dir", required=True, help="directory to write the tables to (Markdown and LaTeX), replaced whole")
     p.set_defaults(func=cmd_plot_study)
+
+    p = sub.add_parser("plot-depth-task", help="figure of one model and task: the probe curve beside the lens and zero-shot curves, against relative depth")
+    p.add_argument("--probes", required=True, help="probe TSV")
+    p.add_argument("--selection", required=True, help="selection JSON (the metric, the deployed layer, the number of layers)")
+    p.add_argument("--lens", nargs="?", help="lens TSV of the task's sequences (from lens); none: no lens curves")
+    p.add_argument("--zero-shot", nargs="?", help="long zero-shot TSV of the task's assay (from zero-shot); none: no zero-shot curves")
+    p.add_argument("--out", required=True, help="PNG to write")
+    p.add_argument("--svg-out", help="SVG to write as well")
+    p.set_defaults(func=cmd_plot_depth_task)
 
     p = sub.add_parser("plot", help="figure of the metric against layer for one model and task")
     p.add_argument("--probes", required=True, help="probe TSV")

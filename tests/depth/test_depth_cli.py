@@ -78,7 +78,7 @@ def test_lens_writes_its_three_tables_and_info(capsys, tmp_path, manifest):
     assert code == 1 and err.count("\n") == 1 and "--mask-fraction 0.0 must be between 0 and 1" in err
 
 
-@pytest.mark.parametrize("family", ["esm", "bert"])
+@pytest.mark.parametrize("family", ["esm", "bert", "albert", "esmc"])
 def test_a_transformers_masked_lm_runs_lens_and_zero_shot_and_a_headless_family_is_refused(capsys, tmp_path, tiny_hub_models, shared_data, family):
     path = tmp_path / f"{family}.json"
     model_manifest.write_manifest({"id": f"{family}_hf", **model_manifest.resolve(path=tiny_hub_models[family])}, path)
@@ -92,7 +92,8 @@ def test_a_transformers_masked_lm_runs_lens_and_zero_shot_and_a_headless_family_
     lens = pd.read_csv(out["l.tsv"], sep="\t")
     final = lens[(lens.lens == "final_norm") & (lens.layer == lens.layer.max())].set_index("metric")["value"]
     assert set(lens["model"]) == {f"{family}_hf"} and final["kl_to_final"] == pytest.approx(0.0, abs=1e-6) and final["top1_agreement"] == 1.0
-    assert json.loads(out["i.json"].read_text())["model_family"] == family
+    info = json.loads(out["i.json"].read_text())
+    assert info["model_family"] == family and "transformers_version" in info and "fair_esm_version" not in info
 
     root = shared_data / "proteingym"
     assay = tmp_path / f"{BLAT}.csv"

@@ -147,3 +147,28 @@ def test_transformers_bert_lens_at_the_last_layer_is_its_own_logits(tmp_path):
         own = model(input_ids=tokens, attention_mask=tokens.ne(tokenizer.pad_token_id).long()).logits
         lens = lens_logits(lm, states[-1])
     assert len(states) == 3 and torch.equal(lm.final_norm(states[-1]), states[-1]) and torch.equal(lens, own)
+
+
+
+@pytest.mark.parametrize("family", ["esm", "bert", "albert", "esmc"])  # every family with a head (hub_heads)
+def test_every_head_family_lens_at_the_last_layer_is_its_own_logits_and_skipping_passes_through(hub_heads, family):
+    from plmexit.depth.heads import TransformersMaskedLM
+
+    model, tokenizer = hub_heads[family]
+    assert type(model).__name__ == {"esm": "EsmForMaskedLM", "bert": "BertForMaskedLM", "albert": "AlbertForMaskedLM", "esmc": "EsmcForMaskedLM"}[family]
+    lm = TransformersMaskedLM(model, tokenizer, f"tiny_{family}")
+    tokens = masked_batch(lm)
+    assert lm.num_layers == 2 and tokens[0, 0].item() == tokenizer.cls_token_id and tokens[0, 1].item() == lm.residue_ids["M"]
+    with torch.inference_mode():
+        states = list(lm.layer_states(tokens))
+        own = model(input_ids=tokens, attention_mask=tokens.ne(tokenizer.pad_token_id).long(), output_hidden_states=True)
+        lens = lens_logits(lm, states[-1])
+        skipped = {i: list(lm.layer_states(tokens, skip=i)) for i in (1, 2)}
+    assert len(states) == 3 and torch.equal(lens, own.logits)
+    assert torch.equal(skipped[1][1], states[0]) and torch.equal(skipped[2][2], skipped[2][1]) and torch.equal(skipped[2][1], states[1])
+    assert not torch.allclose(skipped[1][2], states[2])
+    if family == "albert":
+        # One shared layer applied twice: skipping application 1 leaves application 2, which maps state 0 to state 1.
+        assert lm._blocks[0] is lm._blocks[1] and torch.equal(skipped[1][2], states[1])
+    with pytest.raises(ValueError, match="skip must be a block in 1..2"):
+        next(lm.layer_states(tokens, skip=3))

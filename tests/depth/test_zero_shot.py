@@ -217,3 +217,25 @@ def test_out_of_memory_halves_the_batch(tiny_loaded, monkeypatch, caplog):
     monkeypatch.setattr(zero_shot, "_masked_batch", no_device)
     with pytest.raises(EmbedError, match="one masked copy of 33 residues does not fit"):
         zero_shot.masked_marginal_log_probs(lm, target, plan, 4)
+
+
+@pytest.mark.parametrize("family", ["esm", "bert", "albert", "esmc"])
+def test_transformers_heads_last_layer_scores_equal_proteingyms_loop_on_their_own_forward(hub_heads, blat_subset, family):
+    """ProteinGym's ESM loop written against the transformers model's own forward and tokenizer
+    (``reference.transformers_scores``) against plmexit's batched lens at L, on real BLAT variants."""
+    from plmexit.depth.heads import TransformersMaskedLM
+
+    model, tokenizer = hub_heads[family]
+    table, target, mutations = proteingym.read_zero_shot_assay(*blat_subset, BLAT)
+    keep = list(range(8)) + [i for i, m in enumerate(table["mutant"]) if ":" in m][:2]  # a handful: singles and doubles
+    mutants, mutations = [table["mutant"].iloc[i] for i in keep], [mutations[i] for i in keep]
+    lm = TransformersMaskedLM(model, tokenizer, family)
+    plan = zero_shot.plan_scoring(target, mutations, lm.max_residues)
+    assert plan.contexts == [(0, len(target))]
+    index = zero_shot.index_mutations(mutations, plan, lm.residue_ids)
+    masked = zero_shot.variant_scores(zero_shot.masked_marginal_log_probs(lm, target, plan, batch_size=4), index)[-1]
+    wild = zero_shot.variant_scores(zero_shot.wt_marginal_log_probs(lm, target, plan), index)[-1]
+    positions = reference.mutated_token_positions(mutants)
+    np.testing.assert_allclose(masked, reference.transformers_scores(model, tokenizer, target, mutants, "masked-marginals", positions), rtol=0, atol=1e-5)
+    np.testing.assert_allclose(wild, reference.transformers_scores(model, tokenizer, target, mutants, "wt-marginals"), rtol=0, atol=1e-5)
+    assert np.ptp(masked) > 0 and not np.allclose(masked, wild)

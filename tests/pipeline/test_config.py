@@ -381,14 +381,22 @@ def test_depth_diagnostics_are_planned_for_models_with_a_head():
     from plmexit.models import hub
 
     assert planning.MASKED_LM_FAMILIES == tuple(hub.MASKED_LM_CLASSES)
-    # Models with a head the diagnostics read; the transformers ones run only deepsol, so only tiny_random has anything to diagnose.
-    assert plan.head_models() == ["tiny_random", "tiny_esm_hf", "tiny_bert"] and plan.depth_models() == ["tiny_random"]
-    assert plan.lens_sets("tiny_random") == ["deeploc_membrane"]
+    # Models with a head the diagnostics read: every family but T5; the transformers ones run only NUD15, lens and zero-shot.
+    heads = ["tiny_esm_hf", "tiny_bert", "tiny_albert", "tiny_esmc"]
+    assert plan.head_models() == ["tiny_random", *heads] and plan.depth_models() == ["tiny_random", *heads]
+    assert plan.lens_sets("tiny_random") == ["NUD15_HUMAN_Suiter_2020", "deeploc_membrane"]
     assert plan.zero_shot_sets("tiny_random") == ["BLAT_ECOLX_Stiffler_2015", "NUD15_HUMAN_Suiter_2020"]
+    for model in heads:
+        assert plan.lens_sets(model) == plan.zero_shot_sets(model) == ["NUD15_HUMAN_Suiter_2020"]
     assert plan.assay_file("NUD15_HUMAN_Suiter_2020") == "results/data/proteingym/single_site_mutant_score/NUD15_HUMAN_Suiter_2020.csv"
-    assert plan.lens_infos() == ["results/depth/tiny_random/lens/deeploc_membrane.json"]
-    assert len(plan.all_depth_selections()) == 1 + 3 + 1  # deeploc_membrane, BLAT's three schemes, NUD15's one
-    assert plan.final_targets()[-2:] == ["results/summary/depth.tsv", "results/figures/depth.png"]
+    assert plan.lens_infos()[:2] == ["results/depth/tiny_random/lens/NUD15_HUMAN_Suiter_2020.json", "results/depth/tiny_random/lens/deeploc_membrane.json"]
+    assert len(plan.lens_infos()) == 2 + 4 and len(plan.zero_shot_infos()) == 2 + 4
+    assert len(plan.all_depth_selections()) == 1 + 3 + 1 + 4  # deeploc_membrane, BLAT's three schemes, NUD15's one; NUD15 for each head model
+    figures = plan.task_depth_figures()  # each (model, task) the depth files speak of: its probe beside its lens and zero-shot curves
+    assert len(figures) == 9 and "results/figures/tiny_bert/depth/NUD15_HUMAN_Suiter_2020.fold_contiguous_5.png" in figures
+    assert plan.task_lens("tiny_random", "deeploc_membrane") == ["results/depth/tiny_random/lens/deeploc_membrane.tsv"]
+    assert plan.task_zero_shot("tiny_random", "deeploc_membrane") == [] and plan.task_lens("tiny_random", "BLAT_ECOLX_Stiffler_2015.fold_random_5") == []
+    assert plan.final_targets()[-11:] == ["results/summary/depth.tsv", "results/figures/depth.png", *figures]
 
     config = load("test.yaml")
     config["depth"] = {"lens_tasks": ["deeploc"]}

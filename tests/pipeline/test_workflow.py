@@ -40,8 +40,11 @@ METRICS = {
     "fmax": {"fmax", "micro_f1", "macro_f1", "inner_fmax"},
 }
 CHOICE = {"hyperparameter", "hyperparameter_edge"}
-# config/test.yaml's transformers models (one per family, on deepsol): id -> family
-FAMILIES = {"tiny_esm_hf": "esm", "tiny_bert": "bert", "tiny_albert": "albert", "tiny_t5": "t5", "tiny_esmc": "esmc"}  # rows of every fold, the deploy fold (-1) included
+# config/test.yaml's transformers models, one per family: id -> family; those with a masked-LM head run NUD15 (probes,
+# lens and zero-shot), T5 deepsol.
+FAMILIES = {"tiny_esm_hf": "esm", "tiny_bert": "bert", "tiny_albert": "albert", "tiny_t5": "t5", "tiny_esmc": "esmc"}
+HEADS = [m for m, family in FAMILIES.items() if family != "t5"]
+FAMILY_TASK = {m: NUD15 if m in HEADS else "deepsol" for m in FAMILIES}
 PNG = b"\x89PNG\r\n\x1a\n"
 
 
@@ -50,7 +53,7 @@ def test_pipeline_writes_every_output(finished_run):
     results = workdir / "results"
     everything = pd.read_csv(results / "summary" / "best_layers.tsv", sep="\t")
     assert list(everything.columns) == SUMMARY_COLUMNS
-    assert sorted(zip(everything["model"], everything["task"])) == sorted([("tiny_random", t) for t in TASKS] + [(m, "deepsol") for m in FAMILIES])
+    assert sorted(zip(everything["model"], everything["task"])) == sorted([("tiny_random", t) for t in TASKS] + list(FAMILY_TASK.items()))
     summary = everything[everything["model"] == "tiny_random"]
     assert sorted(summary["task"]) == sorted(TASKS)
     assert set(summary["n_layers"]) == {4}
@@ -69,7 +72,7 @@ def test_pipeline_writes_every_output(finished_run):
     assert truncated["deeploc_10class"] > 0 and truncated[BLAT[0]] == 0  # DeepLoc has proteins beyond the 1022-residue window
     across = pd.read_csv(results / "summary" / "across_tasks.tsv", sep="\t")
     assert list(across.columns) == ACROSS_TASK_COLUMNS
-    assert set(across.loc[across["model"] != "tiny_random", "n_tasks"]) == {1}  # each family model: deepsol
+    assert set(across.loc[across["model"] != "tiny_random", "n_tasks"]) == {1}  # each family model: one task
     across = across[across["model"] == "tiny_random"]
     # One row per metric and fold scheme, each assay once; `all` averages an assay over its schemes first.
     assert dict(zip(zip(across["metric"], across["scheme"]), across["n_tasks"])) == {
@@ -84,7 +87,8 @@ def test_pipeline_writes_every_output(finished_run):
     # NUD15's file has no fold columns, so its folds are built and its scheme says so.
     schemes = {**{task: task.split(".")[1] for task in BLAT}, NUD15: "fold_contiguous_5_built"}
     assert sorted(zip(merge["DMS_id"], merge["fold_variable_name"], merge["model_name"])) == sorted(
-        (task.split(".")[0], scheme, f"esm2_t4_64d_4h_seed0_random@{which}") for task, scheme in schemes.items() for which in ("final", "selected")
+        [(task.split(".")[0], scheme, f"esm2_t4_64d_4h_seed0_random@{which}") for task, scheme in schemes.items() for which in ("final", "selected")]
+        + [(NUD15.split(".")[0], schemes[NUD15], f"{FAMILIES[m]}_t2_32d_4h_seed0_random@{which}") for m in HEADS for which in ("final", "selected")]
     )
     for task, scheme in schemes.items():
         # ProteinGym's numbers: pooled over the final layer's out-of-fold predictions, standardised per fold.
@@ -132,25 +136,28 @@ def test_every_transformers_family_runs_through_the_pipeline(finished_run):
     embedded with the family's own tokenisation, costed, probed and selected like an ESM2."""
     results = finished_run[0] / "results"
     summary = pd.read_csv(results / "summary" / "best_layers.tsv", sep="\t").set_index("model")
-    deepsol = pd.read_csv(results / "tasks" / "deepsol.tsv", sep="\t")
     for model, family in FAMILIES.items():
+        task = FAMILY_TASK[model]
+        embedding_set = TASKS[task][0]
+        table = pd.read_csv(results / "tasks" / f"{task}.tsv", sep="\t")
         manifest = json.loads((results / "models" / f"{model}.json").read_text())
         assert (manifest["id"], manifest["format"], manifest["family"]) == (model, "transformers", family)
         assert (results / "models" / model / f"{family}_t2_32d_4h_seed0_random" / "model.safetensors").is_file()
-        with h5py.File(results / "embeddings" / model / "deepsol.h5") as store:
-            assert store["embeddings"].shape == (3, len(deepsol), 32) and store.attrs["complete"]
+        with h5py.File(results / "embeddings" / model / f"{embedding_set}.h5") as store:
+            assert store["embeddings"].shape == (3, len(table), 32) and store.attrs["complete"]
             assert (store.attrs["model"], store.attrs["model_family"]) == (model, family)
-        cost = json.loads((results / "cost" / model / "deepsol.json").read_text())
+        cost = json.loads((results / "cost" / model / f"{embedding_set}.json").read_text())
         assert cost["n_layers"] == 2 and cost["flops"][0] == 0.0 and len(cost["seconds"]) == 3
         row = summary.loc[model]
-        assert row["task"] == "deepsol" and row["n_layers"] == 2 and row["status"] in {"ok", "no_signal"}
-        assert (results / "figures" / model / "deepsol.png").read_bytes()[:8] == PNG
+        assert row["task"] == task and row["n_layers"] == 2 and row["status"] in {"ok", "no_signal"}
+        assert (results / "figures" / model / f"{task}.png").read_bytes()[:8] == PNG
     assert not (results / "embeddings" / "tiny_t5" / "ec.h5").exists()  # models[].tasks: one task each
 
 
 def test_depth_diagnostics_read_the_models_own_head(finished_run):
-    """config/test.yaml's depth section: the lens on deeploc_membrane and zero-shot scores of both
-    assays, summarised beside the probes' deployed layers and drawn against relative depth."""
+    """config/test.yaml's depth section: the lens on deeploc_membrane and NUD15 and zero-shot scores of both
+    assays, for the fair-esm model and each transformers family with a head (on NUD15), summarised
+    beside the probes' deployed layers and drawn against relative depth."""
     results = finished_run[0] / "results"
     depth = results / "depth" / "tiny_random"
     lens = pd.read_csv(depth / "lens" / "deeploc_membrane.tsv", sep="\t")
@@ -162,13 +169,27 @@ def test_depth_diagnostics_read_the_models_own_head(finished_run):
         assert "esm2_t4_64d_4h_seed0_random@L4:masked_marginal" in scores.columns and scores["mutant"].is_unique
         long = pd.read_csv(depth / "zero_shot" / f"{dms_id}.tsv", sep="\t")
         assert set(long["model"]) == {"tiny_random"} and {"masked_marginal", "wt_marginal"} <= set(long["method"])
-    summary = pd.read_csv(results / "summary" / "depth.tsv", sep="\t")
-    assert sorted(summary["task"]) == sorted([*BLAT, NUD15, "deeploc_membrane"])
+    everything = pd.read_csv(results / "summary" / "depth.tsv", sep="\t")
+    assert sorted(zip(everything["model"], everything["task"])) == sorted([("tiny_random", t) for t in [*BLAT, NUD15, "deeploc_membrane"]] + [(m, NUD15) for m in HEADS])
+    for model in HEADS:
+        family, dms_id = FAMILIES[model], NUD15.split(".")[0]
+        lens = pd.read_csv(results / "depth" / model / "lens" / f"{dms_id}.tsv", sep="\t")
+        final = lens[(lens.lens == "final_norm") & (lens.layer == 2)].set_index("metric")["value"]
+        assert final["kl_to_final"] == pytest.approx(0.0, abs=1e-6) and final["top1_agreement"] == 1.0
+        assert json.loads((results / "depth" / model / "lens" / f"{dms_id}.json").read_text())["model_family"] == family
+        assert f"{family}_t2_32d_4h_seed0_random@L2:masked_marginal" in pd.read_csv(results / "depth" / model / "zero_shot" / f"{dms_id}.csv").columns
+        row = everything.set_index(["model", "task"]).loc[(model, NUD15)]
+        assert row["lens_agreeing_layer"] in range(3) and row["zero_shot_best_layer"] in range(3)
+    summary = everything[everything["model"] == "tiny_random"]
     membrane = summary.set_index("task").loc["deeploc_membrane"]
     assert 0 <= membrane["lens_agreeing_layer"] <= 4 and np.isnan(membrane["zero_shot_best_layer"])
     assert summary.set_index("task").loc[BLAT[0], "zero_shot_best_layer"] in range(5)
     assert (results / "figures" / "depth.png").read_bytes()[:8] == PNG
-    assert not (results / "depth" / "tiny_t5").exists()  # a T5 encoder has no head; the esm and bert models run deepsol only
+    # Each (model, task) with a probe and a depth diagnostic: its probe beside its lens and zero-shot curves.
+    figures = sorted(str(p.relative_to(results / "figures")) for p in (results / "figures").glob("*/depth/*.png"))
+    assert figures == sorted([f"tiny_random/depth/{t}.png" for t in [*BLAT, NUD15, "deeploc_membrane"]] + [f"{m}/depth/{NUD15}.png" for m in HEADS])
+    assert all((results / "figures" / f).read_bytes()[:8] == PNG and (results / "figures" / f).with_suffix(".svg").is_file() for f in figures)
+    assert not (results / "depth" / "tiny_t5").exists()  # a T5 encoder has no head
 
 
 def test_rerun_does_nothing_and_changed_setting_reruns_only_what_it_affects(finished_run):
@@ -232,9 +253,11 @@ def test_adding_a_model_and_a_task_runs_only_what_is_new(finished_run, shared_da
         f"results/data/{NEW_DATA}", "results/tasks/dnja1.tsv", "results/tasks/dnja1.json",
     }
     new_inputs = made | {p for m, s in new_sets for p in embedding_outputs(m, s)}
-    depth = [f"results/depth/tiny_narrow/lens/deeploc_membrane{suffix}" for suffix in (".tsv", ".skip.tsv", ".exit.tsv", ".json")]
+    depth = [f"results/depth/tiny_narrow/lens/{s}{suffix}" for s in ("deeploc_membrane", "NUD15_HUMAN_Suiter_2020")
+             for suffix in (".tsv", ".skip.tsv", ".exit.tsv", ".json")]
     depth += [f"results/depth/tiny_narrow/zero_shot/{dms_id}{suffix}" for dms_id in ("BLAT_ECOLX_Stiffler_2015", "NUD15_HUMAN_Suiter_2020")
               for suffix in (".tsv", ".csv", ".json")]
+    depth += [f"results/figures/tiny_narrow/depth/{t}{suffix}" for t in [*BLAT, NUD15, "deeploc_membrane"] for suffix in (".png", ".svg")]
     downstream = {
         "results/summary/best_layers.tsv", "results/summary/across_tasks.tsv", "results/figures/gain_vs_compute.png",
         "results/summary/proteingym_supervised.csv", *(f"results/cost/{m}/{s}.json" for m, s in new_sets),
@@ -250,7 +273,7 @@ def test_adding_a_model_and_a_task_runs_only_what_is_new(finished_run, shared_da
     assert run.returncode == 0, run.stderr[-5000:]
     after = file_stamps(workdir / "results")
     assert {path: after[path] for path in before} == before
-    assert "embeddings/tiny_random/BLAT_ECOLX_Stiffler_2015.h5" in before and "embeddings/tiny_bert/deepsol.h5" in before
+    assert "embeddings/tiny_random/BLAT_ECOLX_Stiffler_2015.h5" in before and "embeddings/tiny_bert/NUD15_HUMAN_Suiter_2020.h5" in before
     assert all((workdir / path).is_file() for path in targets)
     remaining = new_inputs - {p for m, s in built for p in embedding_outputs(m, s)} - made
     assert planned_outputs(workdir, config) == remaining | downstream
@@ -271,12 +294,13 @@ def test_no_two_jobs_write_the_same_file(tmp_path, shared_data):
         for key in ("output", "log"):
             written += [path for line in re.findall(rf"^    {key}: (.+)$", job, re.M) for path in line.split(", ")]
     # Per fair-esm model: test checkpoint, manifest, and per embedding set 2 shards, a gather and a
-    # cost; per model and task a probe, a selection and a figure; its lens (one set) and zero-shot
-    # (two assays). Each family's model the same on its one task. Per task a preparation; the 11
-    # official files; the two summaries, the summary figure and `all`; the depth summary and figure.
+    # cost; per model and task a probe, a selection and a figure; its lens (two sets), zero-shot
+    # (two assays) and a depth figure per task they speak of (five). Each family's model the same on
+    # its one task, and with a head its lens, zero-shot and depth figure. Per task a preparation;
+    # the 11 official files; the two summaries, the summary figure and `all`; the depth summary and figure.
     n_sets, n_tasks = len({spec[0] for spec in TASKS.values()}), len(TASKS)
-    fair_esm = 2 * (2 + 4 * n_sets + 3 * n_tasks + 1 + 2)
-    families = len(FAMILIES) * (2 + 4 + 3)
+    fair_esm = 2 * (2 + 4 * n_sets + 3 * n_tasks + 2 + 2 + 5)
+    families = len(FAMILIES) * (2 + 4 + 3) + len(HEADS) * 3
     assert len(jobs) == fair_esm + families + n_tasks + 11 + 3 + 1 + 2
     assert written and len(written) == len(set(written))
 

@@ -130,3 +130,11 @@ def assay_file(wildcards):
 
 def set_assay_reference(wildcards):
     return plan.assay_reference_file(wildcards.set)
+
+
+def task_lens(wildcards):
+    return plan.task_lens(wildcards.model, wildcards.task)
+
+
+def task_zero_shot(wildcards):
+    return plan.task_zero_shot(wildcards.model, wildcards.task)

@@ -1,5 +1,5 @@
 # What every layer already knows, from the model's own masked-LM head (config depth.*; fair-esm
-# ESM2 models, transformers esm and bert models). Run on the device that embeds (profiles/slurm
+# ESM2 models, transformers esm, bert, albert and esmc models). Run on the device that embeds (profiles/slurm
 # gives these rules a GPU).
 rule logit_lens:
     input:
@@ -85,3 +85,29 @@ rule plot_depth:
         "../../envs/probe.yaml"
     shell:
         "plmexit --log {log} plot-depth --curves {input.curves} --summary {input.summary} --out {output}"
+
+
+# One (model, task): its probe curve beside its lens and zero-shot curves on one relative-depth
+# axis (an empty --lens or --zero-shot when the task has none).
+rule plot_task_depth:
+    input:
+        probes="<results>/probes/{model}/{task}.tsv",
+        selection="<results>/selection/{model}/{task}.json",
+        lens=task_lens,
+        zero_shot=task_zero_shot,
+    output:
+        png=report(
+            "<results>/figures/{model}/depth/{task}.png",
+            caption="../report/task_depth.rst",
+            category="Depth diagnostics",
+            subcategory="{model}",
+            labels={"model": "{model}", "task": "{task}"},
+        ),
+        svg="<results>/figures/{model}/depth/{task}.svg",
+    log:
+        "<results>/logs/plot_task_depth/{model}/{task}.log",
+    conda:
+        "../../envs/probe.yaml"
+    shell:
+        "plmexit --log {log} plot-depth-task --probes {input.probes} --selection {input.selection}"
+        " --lens {input.lens} --zero-shot {input.zero_shot} --out {output.png} --svg-out {output.svg}"

@@ -4,13 +4,15 @@ Invariant: every depth diagnostic reads a model only through ``MaskedLM``: ``lay
 the residual stream after the embedding (state 0) and after each block (states ``1..L``), state
 ``L`` *before* the final layer norm; ``final_norm`` then ``head`` turn any state into logits, so
 ``head(final_norm(state L))`` is the model's own output (the logit lens at ``k = L``; tested bit
-for bit against fair-esm's ``ESM2.forward`` and transformers' ``EsmForMaskedLM``). Residue ``i`` of row ``b`` sits at token ``offset + i``.
-A backend (transformers ``EsmForMaskedLM``, ``BertForMaskedLM``, ...) is one more class with
-these members; nothing else in ``plmexit.depth`` knows which model it runs.
+for bit against fair-esm's ``ESM2.forward`` and transformers' ``EsmForMaskedLM``,
+``BertForMaskedLM``, ``AlbertForMaskedLM`` and ``EsmcForMaskedLM``). Residue ``i`` of row ``b``
+sits at token ``offset + i``. A backend is one more class with these members; nothing else in
+``plmexit.depth`` knows which model it runs.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Iterator, Protocol
 
 import torch
@@ -142,19 +144,48 @@ class FairEsmMaskedLM:
         return self.model.lm_head(hidden)
 
 
-# Where each transformers masked-LM family keeps its encoder and the norm after its last block
-# (None: a post-norm encoder such as BERT's, whose blocks end normed).
-TRANSFORMERS_FAMILIES = {"esm": ("esm", "encoder.emb_layer_norm_after"), "bert": ("bert", None)}
+@dataclass(frozen=True)
+class HeadLayout:
+    """Where a transformers masked-LM class keeps its parts, as attribute paths from the model:
+    ``blocks`` (``"albert"``: ALBERT's shared layers, listed once per application), ``final_norm``
+    (None for post-norm encoders such as BERT's and ALBERT's, whose blocks end normed), ``head``;
+    ``spaced``: the tokenizer takes residues separated by spaces (Rostlab's BERT-style tokenizers)."""
+
+    blocks: str
+    final_norm: str | None
+    head: str
+    spaced: bool
+
+
+# By ``config.model_type``: EsmForMaskedLM, BertForMaskedLM, AlbertForMaskedLM, EsmcForMaskedLM.
+TRANSFORMERS_FAMILIES = {
+    "esm": HeadLayout("esm.encoder.layer", "esm.encoder.emb_layer_norm_after", "lm_head", False),
+    "bert": HeadLayout("bert.encoder.layer", None, "cls", True),
+    "albert": HeadLayout("albert", None, "predictions", True),
+    "esmc": HeadLayout("esmc.layers", "esmc.norm", "lm_head", False),
+}
+
+
+def run_order_blocks(model, layout: HeadLayout) -> list:
+    """The block modules in the order the forward runs them; a module ALBERT shares is listed once
+    per application (as ``AlbertTransformer.forward`` picks its group for layer ``i``)."""
+    if layout.blocks != "albert":
+        return list(_attribute(model, layout.blocks))
+    c, groups = model.config, model.albert.encoder.albert_layer_groups
+    return [layer for i in range(c.num_hidden_layers) for layer in groups[int(i / (c.num_hidden_layers / c.num_hidden_groups))].albert_layers]
 
 
 class TransformersMaskedLM:
-    """A transformers masked LM (``EsmForMaskedLM``, ``BertForMaskedLM``) as a ``MaskedLM``.
+    """A transformers masked LM (``EsmForMaskedLM``, ``BertForMaskedLM``, ``AlbertForMaskedLM``,
+    ``EsmcForMaskedLM``) as a ``MaskedLM``.
 
     Duck-typed on the model object (this module never imports transformers): states are read by
-    forward hooks on the embedding module and on every block during the model's own forward, so
-    the lens at ``L`` is ``model(...).logits`` exactly; skipping block ``i`` is a hook that returns
-    the block's input as its output. ``tokenizer`` is the model's own (a callable that adds the
-    leading CLS/BOS token); BERT-style protein tokenizers take residues separated by spaces.
+    hooks during the model's own forward, so the lens at ``L`` is ``model(...).logits`` exactly.
+    State 0 is what enters the first block (after ALBERT's embedding projection); state ``k`` is
+    what the ``k``-th block application returns, counted over every application, so each of
+    ALBERT's applications of one shared layer is its own state, and skipping block ``i`` (a hook
+    returning the block's input as its output) skips only the ``i``-th application. ``tokenizer``
+    is the model's own (a callable that adds the leading CLS/BOS token).
     """
 
     offset = 1
@@ -163,49 +194,65 @@ class TransformersMaskedLM:
         family = model.config.model_type
         if family not in TRANSFORMERS_FAMILIES:
             raise ValueError(f"transformers model type {family!r} has no masked-LM mapping here; known: {', '.join(TRANSFORMERS_FAMILIES)}")
-        base, norm = TRANSFORMERS_FAMILIES[family]
+        layout = TRANSFORMERS_FAMILIES[family]
         self.model = model.to(device).eval()
         self.tokenizer = tokenizer
         self.device = device
         self.name = name
-        self.spaced = family == "bert"
-        encoder = getattr(model, base)
-        self._embeddings = encoder.embeddings
-        self._layers = list(encoder.encoder.layer)
-        self._norm = _attribute(encoder, norm) if norm else None
-        self._head = model.lm_head if hasattr(model, "lm_head") else model.cls
-        self.num_layers = len(self._layers)
+        self.spaced = layout.spaced
+        self._blocks = run_order_blocks(model, layout)
+        self._norm = _attribute(model, layout.final_norm) if layout.final_norm else None
+        self._head = _attribute(model, layout.head)
+        self.num_layers = len(self._blocks)
+        # ESM2 was trained on at most 1022 residues (rotary positions set no limit); ESM-C on
+        # max_position_embeddings tokens (2048); BERT-style models on their absolute positions.
         self.max_residues = ESM2_MAX_RESIDUES if family == "esm" else model.config.max_position_embeddings - 2
         self.mask_id = tokenizer.mask_token_id
         self.padding_id = tokenizer.pad_token_id
-        self.residue_ids = {aa: tokenizer.convert_tokens_to_ids(aa) for aa in AMINO_ACIDS}
+        # Each residue as the tokenizer encodes it (a sentencepiece vocabulary may hold "▁A", not "A").
+        self.residue_ids = {}
+        for aa in AMINO_ACIDS:
+            found = tokenizer(aa, add_special_tokens=False)["input_ids"]
+            if len(found) != 1:
+                raise ValueError(f"tokenizer of {name}: residue {aa!r} is {len(found)} tokens, expected one; not a per-residue protein tokenizer")
+            self.residue_ids[aa] = found[0]
 
     def encode(self, residues: list[str]) -> torch.Tensor:
         text = [" ".join(r) for r in residues] if self.spaced else list(residues)
-        return self.tokenizer(text, padding=True, return_tensors="pt")["input_ids"].to(self.device)
+        tokens = self.tokenizer(text, padding=True, return_tensors="pt")["input_ids"]
+        # Residue i must sit at token offset + i: one token per residue, one special token before.
+        lengths = tokens.ne(self.padding_id).sum(dim=1).tolist()
+        if lengths != [len(r) + 2 for r in residues]:
+            raise ValueError(f"tokenizer of {self.name}: sequences became {lengths} tokens, expected one per residue plus two special tokens")
+        return tokens.to(self.device)
 
     def layer_states(self, tokens: torch.Tensor, skip: int | None = None) -> Iterator[torch.Tensor]:
         if skip is not None and not 1 <= skip <= self.num_layers:
             raise ValueError(f"skip must be a block in 1..{self.num_layers}, got {skip}")
         states: list[torch.Tensor] = []
 
-        def record(module, args, output):
+        def before(module, args, kwargs):
+            if not states:
+                states.append(args[0] if args else kwargs["hidden_states"])
+
+        def after(module, args, kwargs, output):
+            if len(states) == skip:  # this application is block `skip`: its input passes through
+                hidden = args[0] if args else kwargs["hidden_states"]
+                output = (hidden, *output[1:]) if isinstance(output, tuple) else hidden
             states.append(output[0] if isinstance(output, tuple) else output)
+            return output
 
-        def pass_through(module, args, kwargs, output):
-            hidden = args[0] if args else kwargs["hidden_states"]
-            return (hidden, *output[1:]) if isinstance(output, tuple) else hidden
-
+        unique = list({id(m): m for m in self._blocks}.values())
         hooks = []
         try:
-            if skip is not None:
-                hooks.append(self._layers[skip - 1].register_forward_hook(pass_through, with_kwargs=True))
-            hooks.append(self._embeddings.register_forward_hook(record))
-            hooks += [layer.register_forward_hook(record) for layer in self._layers]
+            hooks += [m.register_forward_pre_hook(before, with_kwargs=True) for m in unique]
+            hooks += [m.register_forward_hook(after, with_kwargs=True) for m in unique]
             self.model(input_ids=tokens, attention_mask=tokens.ne(self.padding_id).long())
         finally:
             for hook in hooks:
                 hook.remove()
+        if len(states) != self.num_layers + 1:
+            raise RuntimeError(f"the model ran {len(states) - 1} blocks, expected {self.num_layers}; its block list does not match its forward")
         yield from states
 
     def final_norm(self, hidden: torch.Tensor) -> torch.Tensor:

@@ -9,6 +9,12 @@ masked position per forward, ``offset_idx = 1`` (the reference table has no ``st
 One deliberate difference: ProteinGym masks every token position (BOS and EOS included) and
 ``label_row`` reads only the mutated ones; ``positions`` limits the loop to those, which changes no
 score and saves the forwards whose output is never read.
+
+``transformers_scores`` is the same loop written against a transformers masked LM instead of
+fair-esm: the model's own tokenizer (residues separated by spaces for Rostlab's BERT-style
+tokenizers, as their model cards do), the model's own ``model(input_ids=..., attention_mask=...).logits``,
+and ``label_row`` reading token ids from the tokenizer; every family puts one CLS/BOS token first,
+so ``label_row``'s ``1 + idx`` holds as written.
 """
 
 from __future__ import annotations
@@ -64,3 +70,44 @@ def proteingym_scores(loaded: LoadedModel, sequence: str, mutants: list[str], st
 def mutated_token_positions(mutants: list[str], offset_idx: int = 1) -> np.ndarray:
     """Token indices (BOS is token 0) of the positions the mutants name."""
     return np.unique([int(m[1:-1]) - offset_idx + 1 for mutant in mutants for m in mutant.split(":")])
+
+
+# Model types whose tokenizers take residues separated by spaces (Rostlab's ProtBert and ProtAlbert model cards).
+SPACED_MODEL_TYPES = ("bert", "albert")
+
+
+class TokenizerAlphabet:
+    """``label_row``'s ``alphabet.get_idx`` over a transformers tokenizer."""
+
+    def __init__(self, tokenizer):
+        self.tokenizer = tokenizer
+
+    def get_idx(self, token: str) -> int:
+        return self.tokenizer.convert_tokens_to_ids(token)
+
+
+@torch.no_grad()
+def transformers_scores(model, tokenizer, sequence: str, mutants: list[str], strategy: str, positions=None, offset_idx: int = 1) -> list[float]:
+    """``proteingym_scores`` with a transformers masked LM (``EsmForMaskedLM``, ``BertForMaskedLM``,
+    ``AlbertForMaskedLM``, ``EsmcForMaskedLM``) and its own tokenizer in place of fair-esm's."""
+    text = " ".join(sequence) if model.config.model_type in SPACED_MODEL_TYPES else sequence
+    batch_tokens = tokenizer([text], return_tensors="pt")["input_ids"]
+    if batch_tokens[0, 0].item() != tokenizer.cls_token_id or batch_tokens.size(1) != len(sequence) + 2:
+        raise ValueError("the reference loop needs one token per residue between one leading CLS/BOS and one trailing token")
+    device = next(model.parameters()).device
+    attention_mask = torch.ones_like(batch_tokens).to(device)
+    if strategy == "wt-marginals":
+        token_probs = torch.log_softmax(model(input_ids=batch_tokens.to(device), attention_mask=attention_mask).logits, dim=-1)
+    elif strategy == "masked-marginals":
+        loop = range(batch_tokens.size(1)) if positions is None else sorted(positions)
+        token_probs = torch.full((1, batch_tokens.size(1), model.config.vocab_size), float("nan"))
+        for i in loop:
+            batch_tokens_masked = batch_tokens.clone()
+            batch_tokens_masked[0, i] = tokenizer.mask_token_id
+            probs = torch.log_softmax(model(input_ids=batch_tokens_masked.to(device), attention_mask=attention_mask).logits, dim=-1)
+            token_probs[0, i] = probs[0, i].cpu()
+    else:
+        raise ValueError(f"unknown strategy {strategy!r}")
+    token_probs = token_probs.cpu()
+    alphabet = TokenizerAlphabet(tokenizer)
+    return [label_row(m, sequence, token_probs, alphabet, offset_idx) for m in mutants]

@@ -343,7 +343,7 @@ def load_transformers(manifest: dict, device: str = "cpu") -> HubModel:
 
 
 # Families whose masked-LM head the depth diagnostics read (plmexit.depth.heads.TransformersMaskedLM).
-MASKED_LM_CLASSES = {"esm": "EsmForMaskedLM", "bert": "BertForMaskedLM"}
+MASKED_LM_CLASSES = {"esm": "EsmForMaskedLM", "bert": "BertForMaskedLM", "albert": "AlbertForMaskedLM", "esmc": "EsmcForMaskedLM"}
 
 
 def load_masked_lm(manifest: dict, device: str = "cpu"):

@@ -48,8 +48,13 @@ def _write_tsv(table: pd.DataFrame, path: str | Path) -> None:
 
 
 def _provenance(lm: MaskedLM, manifest: dict, device: str, engine: str) -> dict:
+    versions = {"fair_esm_version": fair_esm.fair_esm_version()}
+    if manifest["format"] == "transformers":
+        from plmexit.models import hub  # loaded already: the model is a transformers one
+
+        versions = {"transformers_version": hub.transformers_version()}
     return {
-        "plmexit_version": plmexit.__version__, "torch_version": torch.__version__, "fair_esm_version": fair_esm.fair_esm_version(),
+        "plmexit_version": plmexit.__version__, "torch_version": torch.__version__, **versions,
         "model": manifest["id"], "model_name": manifest["name"], "checkpoint_sha256": manifest["sha256"], "num_layers": lm.num_layers, "device": device,
         "model_format": manifest["format"], "model_family": manifest.get("family", "fair-esm"), "engine": engine,
         "engine_description": ENGINES[engine] if manifest["format"] == "fair-esm" else "the transformers model's own forward, states read by hooks",

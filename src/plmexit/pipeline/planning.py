@@ -35,7 +35,7 @@ VARIANT_DTYPE = "float32"
 # Config task-entry keys that become ``prepare`` options (``--label-column`` ...), as they are spelled.
 TASK_OPTION_KEYS = ("sequence_column", "label_column", "id_column", "fold_column", "label_regex", "split", "labels", "max_sequences", "min_class_size")
 # = plmexit.models.hub.MASKED_LM_CLASSES's families, repeated because planning imports no torch (test_config checks they agree).
-MASKED_LM_FAMILIES = ("esm", "bert")
+MASKED_LM_FAMILIES = ("esm", "bert", "albert", "esmc")
 # = plmexit.data.proteingym.FOLD_SCHEMES, repeated because planning imports no pandas (test_config checks they agree).
 FOLD_SCHEMES = ("fold_random_5", "fold_modulo_5", "fold_contiguous_5")
 
@@ -244,10 +244,28 @@ class Plan:
         """Head models with anything to diagnose under this config."""
         return [m for m in self.head_models() if self.lens_sets(m) or self.zero_shot_sets(m)]
 
+    def depth_tasks(self, model: str) -> list[str]:
+        """The tasks a model's depth files speak of: those whose sequences feed its lens or whose assay it scores zero-shot."""
+        sets = set(self.lens_sets(model)) | set(self.zero_shot_sets(model))
+        return [t for m, t in self.pairs() if m == model and self.task(t)["embedding_set"] in sets]
+
     def depth_selections(self, model: str) -> list[str]:
         """The selections of the tasks a model's depth files speak of (their deployed layers go beside the lens and zero-shot layers)."""
-        sets = set(self.lens_sets(model)) | set(self.zero_shot_sets(model))
-        return [f"{self.results}/selection/{m}/{t}.json" for m, t in self.pairs() if m == model and self.task(t)["embedding_set"] in sets]
+        return [f"{self.results}/selection/{model}/{t}.json" for t in self.depth_tasks(model)]
+
+    def task_lens(self, model: str, task: str) -> list[str]:
+        """The lens table of a task's sequences for ``model`` ([] when its lens does not run on them)."""
+        found = self.task(task)["embedding_set"]
+        return [f"{self.results}/depth/{model}/lens/{found}.tsv"] if found in self.lens_sets(model) else []
+
+    def task_zero_shot(self, model: str, task: str) -> list[str]:
+        """The long zero-shot table of a task's assay for ``model`` ([] when it is not scored zero-shot)."""
+        found = self.task(task)["embedding_set"]
+        return [f"{self.results}/depth/{model}/zero_shot/{found}.tsv"] if found in self.zero_shot_sets(model) else []
+
+    def task_depth_figures(self) -> list[str]:
+        """Per model and task with a probe and a depth diagnostic: the probe beside the lens and zero-shot curves."""
+        return [f"{self.results}/figures/{m}/depth/{t}.png" for m in self.depth_models() for t in self.depth_tasks(m)]
 
     def assay_file(self, embedding_set: str) -> str:
         """A ProteinGym assay's file (for zero-shot scoring)."""
@@ -262,7 +280,7 @@ class Plan:
 
     def drawn(self) -> list[str]:
         """Every figure and manuscript table, all drawn from files under results/ (the ``figures`` target)."""
-        depth = [f"{self.results}/figures/depth.png"] if self.depth_models() else []
+        depth = [f"{self.results}/figures/depth.png", *self.task_depth_figures()] if self.depth_models() else []
         return [
             f"{self.results}/figures/gain_vs_compute.png", f"{self.results}/figures/study", f"{self.results}/summary/tables",
             *self.figures(), *depth,

@@ -1,4 +1,4 @@
-"""The steps that draw: a task's figure and the summary figure, from the tables other steps wrote.
+"""The steps that draw: a task's figures, the summary figure and the depth figure, from the tables other steps wrote.
 
 Invariant: as every module of ``plmexit.pipeline``: one function per CLI command, reading its
 inputs and writing its outputs atomically.
@@ -11,6 +11,7 @@ from pathlib import Path
 import pandas as pd
 
 from plmexit.atomic import atomic_directory
+from plmexit.errors import InputError
 from plmexit.pipeline.reading import read_json, read_probe_table, read_tsv
 from plmexit.reporting import figures, manuscript, study
 
@@ -43,3 +44,33 @@ def plot_study(summary_file: str | Path, across_file: str | Path, probe_tables: 
         study.plot_study(summary, probes, tmp)
     with atomic_directory(tables_dir) as tmp:
         manuscript.write_tables(summary, across, tmp)
+
+
+def plot_task_depth(
+    probe_table: str | Path, selection_file: str | Path, out: str | Path, lens_file: str | Path | None = None,
+    zero_shot_file: str | Path | None = None, svg_out: str | Path | None = None,
+) -> pd.DataFrame:
+    """Figure of one (model, task)'s probe curve beside its lens and zero-shot curves on one
+    relative-depth axis (``figures.task_depth_figure``); returns the curves it draws. The lens and
+    zero-shot tables must speak of the selection's model, its task's sequences and its layers."""
+    selection = read_json(selection_file, "`plmexit select`", ("model", "task", "metric", "n_layers", "n_folds", "deployed_layer", "task_info"))
+    model, n = selection["model"], int(selection["n_layers"])
+    name = selection["task_info"].get("dms_id") or selection["task"]
+    tables = {}
+    for kind, path, column, writer in (("lens", lens_file, "task", "`plmexit lens`"), ("zero_shot", zero_shot_file, "dms_id", "`plmexit zero-shot`")):
+        if path is None:
+            continue
+        table = read_tsv(path, f"{kind.replace('_', '-')} table", writer)
+        missing = [c for c in ("model", column, "layer", "metric", "value") if c not in table.columns]
+        if missing:
+            raise InputError(f"{path}: lacks column(s) {', '.join(missing)}; pass the TSV {writer} wrote")
+        found = (sorted(set(table["model"])), sorted(set(table[column])), int(table["layer"].max()) if len(table) else None)
+        if found != ([model], [name], n):
+            raise InputError(
+                f"{path}: speaks of model {found[0]}, {column} {found[1]}, layers up to {found[2]}; the selection {selection_file} is model "
+                f"{model!r}, {name!r}, {n} layers; pass the {kind.replace('_', '-')} table of the same model and task"
+            )
+        tables[kind] = table
+    curves = figures.task_depth_curves(read_probe_table(probe_table), selection, tables.get("lens"), tables.get("zero_shot"))
+    figures.plot_task_depth(curves, selection, out, svg_out)
+    return curves

@@ -1,4 +1,5 @@
-"""Figures: test metric against layer for one (model, task), final and deployed layers marked."""
+"""Figures: test metric against layer for one (model, task), final and deployed layers marked; gain against
+compute; what every layer already knows (all models, and one (model, task) beside its probe)."""
 
 from __future__ import annotations
 
@@ -60,9 +61,12 @@ def layers_figure(table: pd.DataFrame, selection: dict, seconds: list[float]) ->
     return fig
 
 
-def _save(fig: plt.Figure, out: str | Path) -> None:
+def _save(fig: plt.Figure, out: str | Path, svg_out: str | Path | None = None) -> None:
     with atomic_path(out) as tmp:
         fig.savefig(tmp, format="png", dpi=120, bbox_inches="tight")
+    if svg_out is not None:
+        with atomic_path(svg_out) as tmp:
+            fig.savefig(tmp, format="svg", bbox_inches="tight")
     plt.close(fig)
 
 
@@ -148,4 +152,90 @@ def depth_figure(curves: pd.DataFrame, summary: pd.DataFrame) -> plt.Figure:
     for ax in axes.flat:
         if ax.get_legend_handles_labels()[0]:
             ax.legend(fontsize="x-small")
+    return fig
+
+
+# The curves of one (model, task) on one relative-depth axis, as task_depth_curves lays them out.
+TASK_DEPTH_COLUMNS = ["source", "curve", "layer", "relative_depth", "value", "spread"]
+# Zero-shot methods drawn per layer (DoLa: Spearman of the contrast of the final layer with premature layer j, drawn at j).
+ZERO_SHOT_CURVES = ("masked_marginal", "wt_marginal", "dola")
+ZERO_SHOT_STYLE = {"masked_marginal": ("tab:green", "-"), "wt_marginal": ("tab:olive", "--"), "dola": ("tab:purple", ":")}
+
+
+def task_depth_curves(probes: pd.DataFrame, selection: dict, lens: pd.DataFrame | None = None, zero_shot: pd.DataFrame | None = None) -> pd.DataFrame:
+    """What ``task_depth_figure`` draws for one (model, task), long (``TASK_DEPTH_COLUMNS``), every
+    layer ``k`` also as relative depth ``k / L`` (``L = selection["n_layers"]``):
+
+    - ``probe``: the selection metric on the test folds (mean, ``spread`` = sd over folds);
+    - ``lens`` (a ``plmexit lens`` table): ``<variant>:top1_agreement`` with the final layer and
+      ``<variant>:kl_to_final`` (nats) for the standard lens (``final_norm``) and the ``raw`` one;
+    - ``zero_shot`` (a ``plmexit zero-shot`` long table): Spearman over all variants per layer for
+      ``ZERO_SHOT_CURVES``, and each calibrated method's held-out Spearman at its layer.
+    """
+    n = int(selection["n_layers"])
+    metric = selection["metric"]
+    rows = []
+    scores = probes[(probes.fold >= 0) & (probes.metric == metric)].groupby("layer")["value"]
+    for (k, mean), sd in zip(scores.mean().items(), scores.std().fillna(0.0).to_numpy()):
+        rows.append(("probe", metric, int(k), k / n, float(mean), float(sd)))
+    if lens is not None:
+        chosen = lens[lens.metric.isin(["top1_agreement", "kl_to_final"])]
+        for (variant, name), group in chosen.groupby(["lens", "metric"], sort=True):
+            rows += [("lens", f"{variant}:{name}", int(k), k / n, float(v), 0.0) for k, v in zip(group["layer"], group["value"])]
+    if zero_shot is not None:
+        spearman = zero_shot[(zero_shot.metric == "spearman")]
+        for method in ZERO_SHOT_CURVES:
+            group = spearman[(spearman.method == method) & (spearman.subset == "all")].sort_values("layer")
+            rows += [("zero_shot", method, int(k), k / n, float(v), 0.0) for k, v in zip(group["layer"], group["value"])]
+        calibrated = spearman[spearman.method.str.endswith("_calibrated") & (spearman.subset == "held_out")]
+        rows += [("zero_shot", f"{m} (held out)", int(k), k / n, float(v), 0.0) for m, k, v in zip(calibrated["method"], calibrated["layer"], calibrated["value"])]
+    return pd.DataFrame(rows, columns=TASK_DEPTH_COLUMNS)
+
+
+def plot_task_depth(curves: pd.DataFrame, selection: dict, out: str | Path, svg_out: str | Path | None = None) -> None:
+    """``task_depth_figure`` written as a PNG (and an SVG with ``svg_out``)."""
+    _save(task_depth_figure(curves, selection), out, svg_out)
+
+
+def task_depth_figure(curves: pd.DataFrame, selection: dict) -> plt.Figure:
+    """One (model, task) on one relative-depth axis: the probe's test metric (mean +- sd over folds,
+    deployed layer marked) beside what the model's own head says at each layer (lens top-1
+    agreement with the final layer, zero-shot Spearman per method); the lens's KL to the final
+    distribution in a panel below, on the same axis."""
+    has_lens = bool((curves.source == "lens").any())
+    fig, axes = plt.subplots(2 if has_lens else 1, 1, figsize=(7, 8 if has_lens else 5.2), sharex=True, layout="constrained", squeeze=False)
+    top = axes[0, 0]
+    probe = curves[curves.source == "probe"]
+    n_folds = selection.get("n_folds", 1)
+    top.plot(probe["relative_depth"], probe["value"], marker="o", color="black", label=f"probe: test {selection['metric']}, mean over {n_folds} fold(s)")
+    if n_folds > 1:
+        top.fill_between(probe["relative_depth"], probe["value"] - probe["spread"], probe["value"] + probe["spread"], color="grey", alpha=0.3,
+                         label="probe: +- 1 sd over folds")
+    if selection.get("status", "ok") == "ok" and selection.get("deployed_layer") is not None:
+        k = selection["deployed_layer"]
+        top.axvline(k / selection["n_layers"], color="tab:blue", label=f"probe's deployed layer {k} of {selection['n_layers']}")
+    for variant, style in (("final_norm", "-"), ("raw", "--")):
+        rows = curves[(curves.source == "lens") & (curves.curve == f"{variant}:top1_agreement")]
+        if len(rows):
+            top.plot(rows["relative_depth"], rows["value"], style, marker=".", color="tab:orange", label=f"lens ({variant}): top-1 agreement with the final layer")
+    for method, (colour, style) in ZERO_SHOT_STYLE.items():
+        rows = curves[(curves.source == "zero_shot") & (curves.curve == method)]
+        if len(rows):
+            label = "zero-shot Spearman: DoLa, final layer contrasted with layer j" if method == "dola" else f"zero-shot Spearman: {method.replace('_', ' ')}"
+            top.plot(rows["relative_depth"], rows["value"], style, marker=".", color=colour, label=label)
+    held_out = curves[(curves.source == "zero_shot") & curves.curve.str.endswith("(held out)")]
+    for (name, rows), marker in zip(held_out.groupby("curve", sort=True), "sPD"):
+        top.scatter(rows["relative_depth"], rows["value"], marker=marker, color="tab:red", label=f"zero-shot Spearman: {name.replace('_', ' ')}")
+    top.axhline(0.0, color="grey", linewidth=0.6)
+    top.set(ylabel=f"{selection['metric']} / agreement / Spearman", title=f"{selection['task']} · {selection['model']}", xlim=(-0.03, 1.03))
+    fig.legend(*top.get_legend_handles_labels(), fontsize="x-small", loc="outside lower center", ncols=2)
+    if has_lens:
+        bottom = axes[1, 0]
+        for variant, style in (("final_norm", "-"), ("raw", "--")):
+            rows = curves[(curves.source == "lens") & (curves.curve == f"{variant}:kl_to_final")]
+            if len(rows):
+                bottom.plot(rows["relative_depth"], rows["value"], style, marker=".", color="tab:orange", label=f"lens ({variant})")
+        bottom.set(ylabel="KL(final || lens), nats")
+        bottom.legend(fontsize="x-small")
+    axes[-1, 0].set_xlabel(f"relative depth (layer / {selection['n_layers']} layers; 0 = token embeddings)")
     return fig

@@ -1,0 +1,92 @@
+"""One (model, task)'s probe curve beside its lens and zero-shot curves, from hand-written results files."""
+
+from __future__ import annotations
+
+import json
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+import pytest
+
+from plmexit.cli import main
+from plmexit.pipeline.report_steps import plot_task_depth
+from plmexit.probing.choice import select_layer
+from plmexit.reporting import figures
+
+from probe_tables import INNER, TEST, long_table
+
+TASK, SET = "NUD15.fold_contiguous_5", "NUD15"
+AGREEMENT = [0.0, 0.25, 0.5, 0.95, 1.0]
+KL = [3.0, 2.0, 1.0, 0.2, 0.0]
+MASKED = [0.05, 0.10, 0.30, 0.25, 0.20]
+
+
+@pytest.fixture
+def results(tmp_path):
+    """A probe table, selection, lens table and zero-shot long table of one tiny 4-layer model, as the pipeline writes them."""
+    probes = long_table(INNER, TEST, model="tiny", task=TASK)
+    probes.to_csv(tmp_path / "probes.tsv", sep="\t", index=False)
+    selection = {**select_layer(probes, "spearman"), "task_info": {"dms_id": SET}}
+    (tmp_path / "selection.json").write_text(json.dumps(selection))
+    lens = [("tiny", SET, variant, k, metric, value + (0.01 if variant == "raw" else 0.0))
+            for variant in ("final_norm", "raw") for k in range(5)
+            for metric, value in (("kl_to_final", KL[k]), ("top1_agreement", AGREEMENT[k]), ("entropy", 2.0))]
+    pd.DataFrame(lens, columns=["model", "task", "lens", "layer", "metric", "value"]).to_csv(tmp_path / "lens.tsv", sep="\t", index=False)
+    zero = [("tiny", SET, k, method, subset, "spearman", value) for k, v in enumerate(MASKED) for subset in ("all", "held_out")
+            for method, value in (("masked_marginal", v), ("wt_marginal", v / 2))]
+    zero += [("tiny", SET, j, "dola", "all", "spearman", 0.1 * j) for j in range(4)]
+    zero += [("tiny", SET, 4, "sled_calibrated", "held_out", "spearman", 0.28), ("tiny", SET, 2, "dola_calibrated", "held_out", "spearman", 0.15),
+             ("tiny", SET, 4, "masked_marginal", "all", "ndcg", 0.9)]
+    pd.DataFrame(zero, columns=["model", "dms_id", "layer", "method", "subset", "metric", "value"]).to_csv(tmp_path / "zero.tsv", sep="\t", index=False)
+    return tmp_path, selection
+
+
+def test_the_command_writes_png_and_svg_and_draws_the_files_values_on_one_relative_depth_axis(results, capsys):
+    path, selection = results
+    code = main([str(a) for a in ("plot-depth-task", "--probes", path / "probes.tsv", "--selection", path / "selection.json", "--lens", path / "lens.tsv",
+                                  "--zero-shot", path / "zero.tsv", "--out", path / "f.png", "--svg-out", path / "f.svg")])
+    assert code == 0, capsys.readouterr().err
+    assert (path / "f.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and b"<svg" in (path / "f.svg").read_bytes()[:500]
+
+    curves = plot_task_depth(path / "probes.tsv", path / "selection.json", path / "g.png", path / "lens.tsv", path / "zero.tsv")
+    relative = [k / 4 for k in range(5)]
+    probe = curves[curves.source == "probe"]
+    assert list(probe["relative_depth"]) == relative and list(probe["value"]) == pytest.approx(np.mean(TEST, axis=1))
+    assert list(probe["spread"]) == pytest.approx(np.std(TEST, axis=1, ddof=1))
+    agreement = curves[curves.curve == "final_norm:top1_agreement"]
+    assert list(agreement["relative_depth"]) == relative and list(agreement["value"]) == AGREEMENT
+    assert list(curves[curves.curve == "final_norm:kl_to_final"]["value"]) == KL
+    assert list(curves[curves.curve == "masked_marginal"]["value"]) == MASKED  # all variants, Spearman only
+    assert list(curves[curves.curve == "dola"]["relative_depth"]) == relative[:4]
+    held_out = curves[curves.curve.str.endswith("(held out)")].set_index("curve")
+    assert held_out.loc["sled_calibrated (held out)", "value"] == 0.28 and held_out.loc["dola_calibrated (held out)", "relative_depth"] == 0.5
+
+    fig = figures.task_depth_figure(curves, selection)
+    top, bottom = fig.axes
+    lines = {line.get_label(): line for line in top.lines}
+    drawn = lines["probe: test spearman, mean over 3 fold(s)"]
+    assert list(drawn.get_xdata()) == relative and list(drawn.get_ydata()) == pytest.approx(np.mean(TEST, axis=1))
+    deployed = lines[f"probe's deployed layer {selection['deployed_layer']} of 4"]
+    assert list(deployed.get_xdata()) == [selection["deployed_layer"] / 4] * 2
+    assert list(lines["lens (final_norm): top-1 agreement with the final layer"].get_ydata()) == AGREEMENT
+    assert list(lines["zero-shot Spearman: masked marginal"].get_ydata()) == MASKED
+    assert [line.get_label() for line in bottom.lines] == ["lens (final_norm)", "lens (raw)"] and list(bottom.lines[0].get_ydata()) == KL
+    assert bottom.get_xlabel().startswith("relative depth (layer / 4 layers")
+    plt.close(fig)
+
+
+def test_without_a_lens_one_panel_and_a_table_of_another_model_is_one_line(results, capsys):
+    path, selection = results
+    curves = plot_task_depth(path / "probes.tsv", path / "selection.json", path / "h.png", zero_shot_file=path / "zero.tsv")
+    assert set(curves["source"]) == {"probe", "zero_shot"} and (path / "h.png").is_file()
+    fig = figures.task_depth_figure(curves, selection)
+    assert len(fig.axes) == 1
+    plt.close(fig)
+
+    lens = pd.read_csv(path / "lens.tsv", sep="\t").assign(model="other")
+    lens.to_csv(path / "other.tsv", sep="\t", index=False)
+    code = main([str(a) for a in ("plot-depth-task", "--probes", path / "probes.tsv", "--selection", path / "selection.json",
+                                  "--lens", path / "other.tsv", "--out", path / "x.png")])
+    err = capsys.readouterr().err
+    assert code == 1 and len(err.strip().splitlines()) == 1 and "other.tsv: speaks of model ['other']" in err and not (path / "x.png").exists()
