@@ -69,5 +69,7 @@ def test_the_study_plans_every_model_task_and_assay(tmp_path, shared_data):
         "plot_summary": 1,
         "plot_depth": 1,
         "plot_study": 1,
+        # Every task with a depth diagnostic: the lens task, and every assay's schemes (zero-shot).
+        "plot_task_depth": models * (len(config["depth"]["lens_tasks"]) + len(assays) * schemes),
         "all": 1,
     }
