@@ -179,11 +179,11 @@ def test_depth_diagnostics_read_the_models_own_head(finished_run):
         assert json.loads((results / "depth" / model / "lens" / f"{dms_id}.json").read_text())["model_family"] == family
         assert f"{family}_t2_32d_4h_seed0_random@L2:masked_marginal" in pd.read_csv(results / "depth" / model / "zero_shot" / f"{dms_id}.csv").columns
         row = everything.set_index(["model", "task"]).loc[(model, NUD15)]
-        assert row["lens_agreeing_layer"] in range(3) and row["zero_shot_best_layer"] in range(3)
+        assert row["lens_agreeing_layer"] in range(3) and row["zero_shot_oracle_layer"] in range(3) and row["zero_shot_chosen_layer"] in range(3)
     summary = everything[everything["model"] == "tiny_random"]
     membrane = summary.set_index("task").loc["deeploc_membrane"]
-    assert 0 <= membrane["lens_agreeing_layer"] <= 4 and np.isnan(membrane["zero_shot_best_layer"])
-    assert summary.set_index("task").loc[BLAT[0], "zero_shot_best_layer"] in range(5)
+    assert 0 <= membrane["lens_agreeing_layer"] <= 4 and np.isnan(membrane["zero_shot_oracle_layer"]) and np.isnan(membrane["zero_shot_chosen_layer"])
+    assert summary.set_index("task").loc[BLAT[0], "zero_shot_chosen_layer"] in range(5)
     assert (results / "figures" / "depth.png").read_bytes()[:8] == PNG
     # Each (model, task) with a probe and a depth diagnostic: its probe beside its lens and zero-shot curves.
     figures = sorted(str(p.relative_to(results / "figures")) for p in (results / "figures").glob("*/depth/*.png"))

@@ -156,8 +156,10 @@ def summarize_proteingym(
 
 
 DEPTH_COLUMNS = [
-    "model", "task", "n_layers", "lens_agreeing_layer", "lens_agreeing_relative", "zero_shot_best_layer", "zero_shot_best_relative",
-    "zero_shot_best_spearman", "zero_shot_final_spearman", "deployed_layer", "deployed_relative",
+    "model", "task", "n_layers", "lens_agreeing_layer", "lens_agreeing_relative",
+    "zero_shot_chosen_layer", "zero_shot_chosen_relative", "zero_shot_chosen_held_out_spearman", "zero_shot_final_held_out_spearman",
+    "zero_shot_oracle_layer", "zero_shot_oracle_relative", "zero_shot_oracle_spearman", "zero_shot_final_spearman",
+    "deployed_layer", "deployed_relative",
 ]
 DEPTH_CURVE_COLUMNS = ["model", "set", "curve", "layer", "relative_depth", "value"]
 
@@ -172,8 +174,11 @@ def summarize_depth(
 ) -> pd.DataFrame:
     """Side by side per (model, task): the shallowest layer whose logit lens agrees with the final
     top-1 on ``lens.AGREEMENT_THRESHOLD`` of masked positions (standard lens, final norm first), the
-    best zero-shot layer (masked marginal, Spearman over all variants) and the probe's deployed
-    layer, each also as relative depth (layer / L); ``out`` (TSV, ``DEPTH_COLUMNS``).
+    zero-shot masked-marginal layer chosen on the calibration variants with its Spearman and the
+    final layer's on the held-out variants (``chosen``: the honest estimate), the layer with the best
+    Spearman over all variants (``oracle``: chosen and scored on the same variants, optimistic, for
+    comparison only), and the probe's deployed layer, each also as relative depth (layer / L);
+    ``out`` (TSV, ``DEPTH_COLUMNS``).
 
     ``curves_out`` (TSV, ``DEPTH_CURVE_COLUMNS``) holds the per-layer curves the depth figure draws:
     the lens's KL to the final distribution and top-1 agreement (``lens:<variant>:<metric>``), the
@@ -201,20 +206,22 @@ def summarize_depth(
         per_layer = table[(table.subset == "all") & (table.metric == "spearman") & table.method.isin(["masked_marginal", "wt_marginal"])]
         curves += [(model, name, f"zero_shot:{m}", int(k), k / n, float(v)) for m, k, v in zip(per_layer["method"], per_layer["layer"], per_layer["value"])]
         masked = per_layer[per_layer.method == "masked_marginal"].set_index("layer")["value"]
-        if len(masked):
-            best = int(masked.idxmax())
-            zero_best[model, name] = (best, float(masked[best]), float(masked.get(n, np.nan)))
+        chosen = info.get("calibration", {}).get("best_layer", {}).get("masked_marginal")  # absent without calibration variants
+        chosen_row = (chosen["layer"], chosen["held_out_spearman"], chosen["final_layer_held_out_spearman"]) if chosen else (None, np.nan, np.nan)
+        oracle_row = (int(masked.idxmax()), float(masked.max()), float(masked.get(n, np.nan))) if len(masked) else (None, np.nan, np.nan)
+        zero_best[model, name] = (*chosen_row, *oracle_row)
     rows = []
     for path in selection_files:
         selection = read_json(path, "`plmexit select`", ("model", "task", "n_layers", "deployed_layer", "task_info"))
         model, task, n = selection["model"], selection["task"], int(selection["n_layers"])
         name = selection["task_info"].get("dms_id") or task
         lens = lens_layer.get((model, name))
-        best, best_spearman, final_spearman = zero_best.get((model, name), (None, np.nan, np.nan))
+        chosen, chosen_rho, final_held_out, oracle, oracle_rho, final_rho = zero_best.get((model, name), (None, np.nan, np.nan, None, np.nan, np.nan))
         deployed = selection["deployed_layer"]
+        relative = lambda layer: None if layer is None else layer / n  # noqa: E731
         rows.append((
-            model, task, n, lens, None if lens is None else lens / n, best, None if best is None else best / n, best_spearman, final_spearman,
-            deployed, None if deployed is None else deployed / n,
+            model, task, n, lens, relative(lens), chosen, relative(chosen), chosen_rho, final_held_out,
+            oracle, relative(oracle), oracle_rho, final_rho, deployed, relative(deployed),
         ))
     summary = pd.DataFrame(rows, columns=DEPTH_COLUMNS).sort_values(["model", "task"])
     write_text(out, summary.to_csv(sep="\t", index=False, float_format="%.6g"))
