@@ -35,8 +35,17 @@ PRECISION_DESCRIPTIONS = {
     "batch at run time (dynamic quantisation); embeddings, layer norms, attention and pooling in float32",
 }
 # Precisions measured to move probe results beyond fold-to-fold noise on real tasks
-# (benchmarks/precision_science.py); using one logs this warning.
-PRECISION_SCIENCE_WARNINGS: dict[str, str] = {}
+# (benchmarks/precision_science.py, benchmarks/results/precision_science_*.json); using one logs
+# this warning. Why: a single substitution moves a mean-pooled vector by about 1/length of its
+# scale (0.35% on 286-residue BLAT_ECOLX), the same size as bf16's (~0.5%) and int8's (~1%)
+# rounding of it, so variant-effect probes lose signal; whole-protein tasks (DeepLoc) differ by
+# far more than that between proteins.
+_VARIANT_RISK = (
+    "on variant sets (one target's substitutions) its rounding is as large as a substitution's effect on the pooled "
+    "vector and it moved BLAT_ECOLX probe scores and the deployed layer beyond fold-to-fold noise "
+    "(benchmarks/results/precision_science_*.json); use float32 for ProteinGym-style tasks"
+)
+PRECISION_SCIENCE_WARNINGS: dict[str, str] = {"bfloat16": _VARIANT_RISK, "int8": _VARIANT_RISK}
 
 
 @dataclass(frozen=True)
