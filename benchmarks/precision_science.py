@@ -154,7 +154,11 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{task} {name}: unchanged={entry[name]['unchanged']} max change/noise {entry[name]['max_change_over_noise']:.2f} "
                   f"deployed {entry[name]['deployed_layer']} (fp32 {ref_sel['deployed_layer']})", file=sys.stderr)
         results[task] = entry
+        write(args, argv, layers, dim, heads, datasets, compared, seconds, embeddings, results)  # after every task: a long run keeps what it finished
+    return 0
 
+
+def write(args, argv, layers, dim, heads, datasets, compared, seconds, embeddings, results) -> None:
     out = {
         "benchmark": "precision_science",
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
@@ -177,13 +181,10 @@ def main(argv: list[str] | None = None) -> int:
         "rule": agreement.__doc__,
         "tasks": results,
         "unchanged": {name: all(results[t][name]["unchanged"] for t in results) for name in compared},
+        "tasks_done": list(results),
     }
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(out, indent=2) + "\n")
-    for name in compared:
-        print(name, "unchanged on every task" if out["unchanged"][name] else "MOVES the science on: "
-              + ", ".join(t for t in results if not results[t][name]["unchanged"]))
-    return 0
 
 
 if __name__ == "__main__":
