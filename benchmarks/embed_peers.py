@@ -157,7 +157,35 @@ def main(argv: list[str] | None = None) -> int:
                          "hf_sdpa": lambda: hand("sdpa"), "hf_eager": lambda: hand("eager")})
         paths = [p for p in builders if p.startswith("plmexit_") or p in args.paths.split(",")]
         runners = {name: builders[name]() for name in paths}
+        def dump() -> None:
+            peak = float(np.median(peaks))
+            flops_per_token = 2 * n_layers * (4 * dim * dim + 2 * dim * 4 * dim)  # weight matmuls only
+            for r in results.values():
+                r["plmexit_float32_fraction_of_fp32_matmul_peak"] = r["tokens_per_s"]["plmexit_float32"] * flops_per_token / peak
+            cpu = platform.processor() or platform.machine()
+            try:
+                cpu = next(line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("model name"))
+            except (OSError, StopIteration):
+                pass
+            out = {
+                "benchmark": "embed_peers",
+                "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+                "command": " ".join(["python", "benchmarks/embed_peers.py", *(sys.argv[1:] if argv is None else argv)]),
+                "device": "cpu", "device_name": cpu,
+                "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "threads": threads, "load_average_at_end": os.getloadavg(),
+                            "cpu_capability": torch.backends.cpu.get_cpu_capability()},
+                "versions": {"python": platform.python_version(), "torch": str(torch.__version__), "transformers": transformers.__version__,
+                             "fair_esm": fair_esm.fair_esm_version(), "plmexit": plmexit.__version__, "esm_cpp": cpp_info},
+                "model": f"{args.arch} architecture, random weights ({n_layers} layers, width {dim}, {heads} heads): no real ESM2 weights exist here",
+                "plmexit_precision_ran": ran,
+                "fp32_matmul_peak_flops_per_s": peak, "fp32_matmul_peak_samples": peaks,
+                "workloads": results,
+            }
+            Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+            Path(args.out).write_text(json.dumps(out, indent=2) + "\n")
+
         results = {}
+        cpp_info = None
         for workload, sequences in workloads.items():
             size = -(-len(sequences) // args.chunks)
             chunks = [sequences[i : i + size] for i in range(0, len(sequences), size)]
@@ -168,7 +196,6 @@ def main(argv: list[str] | None = None) -> int:
             outputs = {name: [] for name in paths}
             cpp = {"esm_cpp_fp32": [], "esm_cpp_int8": []}
             cpp_seconds = {k: 0.0 for k in ("esm_cpp_fp32", "esm_cpp_int8", "esm_cpp_fp32_scheduled_logits", "esm_cpp_int8_scheduled_logits")}
-            cpp_info = None
             for i, chunk in enumerate(chunks):
                 order = paths[i % len(paths) :] + paths[: i % len(paths)]
                 for name in order[::-1] if i % 2 else order:
@@ -224,31 +251,7 @@ def main(argv: list[str] | None = None) -> int:
                 "tokens_per_s": rate, "seconds": seconds, "padding_waste": waste,
                 "max_rel_deviation_from_plmexit_float32_per_layer": dev, "ratios": ratios,
             }
-    peak = float(np.median(peaks))
-    flops_per_token = 2 * n_layers * (4 * dim * dim + 2 * dim * 4 * dim)  # weight matmuls only
-    for r in results.values():
-        r["plmexit_float32_fraction_of_fp32_matmul_peak"] = r["tokens_per_s"]["plmexit_float32"] * flops_per_token / peak
-    cpu = platform.processor() or platform.machine()
-    try:
-        cpu = next(line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    out = {
-        "benchmark": "embed_peers",
-        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "command": " ".join(["python", "benchmarks/embed_peers.py", *(sys.argv[1:] if argv is None else argv)]),
-        "device": "cpu", "device_name": cpu,
-        "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "threads": threads, "load_average_at_end": os.getloadavg(),
-                    "cpu_capability": torch.backends.cpu.get_cpu_capability()},
-        "versions": {"python": platform.python_version(), "torch": str(torch.__version__), "transformers": transformers.__version__,
-                     "fair_esm": fair_esm.fair_esm_version(), "plmexit": plmexit.__version__, "esm_cpp": cpp_info},
-        "model": f"{args.arch} architecture, random weights ({n_layers} layers, width {dim}, {heads} heads): no real ESM2 weights exist here",
-        "plmexit_precision_ran": ran,
-        "fp32_matmul_peak_flops_per_s": peak, "fp32_matmul_peak_samples": peaks,
-        "workloads": results,
-    }
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(out, indent=2) + "\n")
+            dump()  # after every workload: a long run keeps what it finished
     for workload, r in results.items():
         print(workload, json.dumps({k: round(v) for k, v in r["tokens_per_s"].items()}), json.dumps(r["ratios"]))
     return 0
