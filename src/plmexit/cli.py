@@ -343,7 +343,7 @@ def _add_model_run_arguments(p: argparse.ArgumentParser, out: str) -> None:
     _add_device_arguments(p)
     p.add_argument("--max-tokens", type=_positive_int, default=4096, help="padded tokens per batch (default 4096)")
     p.add_argument("--layer-norm", choices=list(LAYER_NORM_CONVENTIONS), default="raw", help="layer-norm convention for intermediate layers (default raw)")
-    p.add_argument("--precision", choices=list(PRECISION_NAMES), default="float32", help="compute precision of the forward pass (default float32; bfloat16 or float16 trade digits for speed on GPUs); pooling is float32")
+    p.add_argument("--precision", choices=list(PRECISION_NAMES), default="float32", help="compute precision of the forward pass (default float32; bfloat16/float16 on GPUs and on CPUs with native support, int8 dynamic quantisation on CPUs; where unsupported, float32 with a logged reason); pooling is float32")
     p.add_argument("--long-sequences", choices=list(LONG_SEQUENCE_MODES), default="truncate",
                    help="truncate (keep the first --truncate residues, default) or window (average over sliding windows)")
     p.add_argument("--window", type=_positive_int, default=ESM2_MAX_RESIDUES, help=f"window mode: residues per window (default {ESM2_MAX_RESIDUES})")

@@ -206,7 +206,7 @@ def test_generic_encoder_in_bfloat16_stays_near_float32(tiny_hub_models, tiny_hu
     expected = pooled(tiny_hub_loaded[family], SEQUENCES, EmbedSettings(max_tokens=64))
     loaded = model_manifest.load(model_manifest.resolve(path=tiny_hub_models[family]))  # a fresh copy: the encoder casts it
     settings = EmbedSettings(max_tokens=64, precision="bfloat16")
-    encoder = engine.make_encoder(loaded, "cpu", "bfloat16")
+    encoder = HookedEncoder(loaded, "cpu", "bfloat16")  # not make_encoder: it falls back to fp32 on CPUs without bf16
     assert next(encoder.module.parameters()).dtype == torch.bfloat16
     actual = pooled(loaded, SEQUENCES, settings, encoder)
     scale = np.abs(expected).max(axis=-1, keepdims=True)

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from plmexit.embedding.engine import EmbedSettings, embed_pooled, residue_weights, token_batches, truncate_sequences, window_starts
+from plmexit.embedding.engine import EmbedSettings, FastEncoder, embed_pooled, residue_weights, token_batches, truncate_sequences, window_starts
 from plmexit.embedding.reference import reference_pooled
 from plmexit.models import fair_esm
 
@@ -216,7 +216,9 @@ def test_embed_pooled_equals_extract_py_in_fp32(tiny_loaded, layer_norm):
 
 @pytest.mark.parametrize("precision", ["bfloat16", "float16"])
 def test_reduced_precision_within_its_stated_tolerance(tiny_loaded, reference, precision):
-    embedded, _ = collect(embed_pooled(tiny_loaded, SEQUENCES, EmbedSettings(precision=precision, max_tokens=30)), len(SEQUENCES))
+    # The encoder itself, so the arithmetic runs in that precision even on a CPU where embed falls back to fp32.
+    encoder = FastEncoder(tiny_loaded, "cpu", precision)
+    embedded, _ = collect(embed_pooled(tiny_loaded, SEQUENCES, EmbedSettings(precision=precision, max_tokens=30), encoder=encoder), len(SEQUENCES))
 
     error = relative_error(embedded, reference)
     assert error <= PRECISION_RTOL[precision]

@@ -31,6 +31,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from plmexit.embedding import precision as precisions
 from plmexit.embedding.options import (  # noqa: F401 - re-exported: the settings belong with the engine's API
     ESM2_MAX_RESIDUES,
     LAYER_NORM_CONVENTIONS,
@@ -44,7 +45,7 @@ from plmexit.models.tokens import TokenScheme
 
 log = logging.getLogger(__name__)
 
-PRECISIONS = dict(zip(PRECISION_NAMES, (torch.float32, torch.bfloat16, torch.float16)))
+PRECISIONS = precisions.DTYPES
 
 Progress = Callable[[int], None]
 """Called after every forward batch with the number of tokens (residues and special tokens) it finished."""
@@ -294,6 +295,10 @@ class FastEncoder:
     multiply; attention is ``scaled_dot_product_attention`` (a fused kernel, no (B, H, T, T) scores
     in memory); the batch stays (B, T, E) (no transposes); the LM head and the attention maps are
     never computed; each layer is pooled as soon as it is produced, on the device.
+
+    ``precision`` is run as given (``make_encoder`` first resolves what the device supports). int8:
+    the four linear layers of each block are torch's dynamic int8 linear op over prepacked per-channel
+    int8 weights (``precision.quantize_linear``); everything else stays float32.
     """
 
     engine = "plmexit fused ESM2 forward (verified against fair-esm scripts/extract.py and transformers' EsmModel)"
@@ -302,7 +307,12 @@ class FastEncoder:
         weights = loaded.esm2_weights()
         self.norm_last = norm_last
         self.tokens = loaded.tokens
+        self.precision = precision
         self.dtype = PRECISIONS[precision]
+        self.int8 = precision == "int8"
+        if self.int8 and device != "cpu":
+            raise ValueError(f"precision int8 runs on the CPU only, not on {device}")
+        self._reduce_range = precisions.reduce_range() if self.int8 else False
         self.device = device
         self.num_layers = len(weights.blocks)
         self.heads = weights.heads
@@ -331,6 +341,10 @@ class FastEncoder:
             }
             for b in weights.blocks
         ]
+        if self.int8:
+            for layer in self.layers:
+                for name in ("qkv", "out", "fc1", "fc2"):
+                    layer[name] = precisions.quantize_linear(layer.pop(f"{name}_w"), layer.pop(f"{name}_b"))
         self.ln_after = ln(weights.ln_after)
         self.inv_freq = weights.inv_freq.detach().to(device=device, dtype=torch.float32)
         self._rotary_cache: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
@@ -401,14 +415,20 @@ class FastEncoder:
         """One pre-norm transformer block on ``x`` (B, T, E)."""
         B, T, E = x.shape
         H, D = self.heads, self.head_dim
+        linear = self._linear
         h = F.layer_norm(x, (E,), *p["ln1"])
-        qkv = F.linear(h, p["qkv_w"], p["qkv_b"]).view(B, T, 3, H, D).permute(2, 0, 3, 1, 4)  # (3, B, H, T, D)
+        qkv = linear(h, p, "qkv").view(B, T, 3, H, D).permute(2, 0, 3, 1, 4)  # (3, B, H, T, D)
         qk = qkv[:2]
         qk = torch.addcmul(qk * cos, torch.roll(qk, D // 2, dims=-1), sin_signed)
         attn = F.scaled_dot_product_attention(qk[0], qk[1], qkv[2], attn_mask=mask)  # (B, H, T, D)
-        x = x + F.linear(attn.transpose(1, 2).reshape(B, T, E), p["out_w"], p["out_b"])
+        x = x + linear(attn.transpose(1, 2).reshape(B, T, E), p, "out")
         h = F.layer_norm(x, (E,), *p["ln2"])
-        return x + F.linear(F.gelu(F.linear(h, p["fc1_w"], p["fc1_b"])), p["fc2_w"], p["fc2_b"])
+        return x + linear(F.gelu(linear(h, p, "fc1")), p, "fc2")
+
+    def _linear(self, x: torch.Tensor, p: dict, name: str) -> torch.Tensor:
+        if self.int8:
+            return precisions.linear_int8(x, p[name], self._reduce_range)
+        return F.linear(x, p[f"{name}_w"], p[f"{name}_b"])
 
 
 class Encoder(Protocol):
@@ -422,6 +442,7 @@ class Encoder(Protocol):
     """
 
     engine: str
+    precision: str  # what the forward computes in (``precision.DTYPES``)
     num_layers: int
     embed_dim: int
     tokens: TokenScheme
@@ -438,12 +459,19 @@ def make_encoder(loaded, device: str, precision: str, norm_last: bool = True) ->
 
     ``norm_last=False`` leaves the final norm off the last layer under the ``raw`` convention: a model
     cut after block ``k`` of a deeper one (``plmexit export``) then gives block ``k``'s raw output, as
-    the deeper model's raw layer ``k`` is."""
+    the deeper model's raw layer ``k`` is.
+
+    ``precision`` is resolved for ``device`` first (``precision.resolve``): one the device does not
+    compute natively runs as float32, logged; the encoder's ``precision`` and ``resolved`` say what ran."""
     from plmexit.embedding.generic import HookedEncoder
 
+    resolved = precisions.resolve_and_log(precision, device)
     if loaded.esm2_weights() is not None:
-        return FastEncoder(loaded, device, precision, norm_last)
-    return HookedEncoder(loaded, device, precision, norm_last)
+        encoder = FastEncoder(loaded, device, resolved.ran, norm_last)
+    else:
+        encoder = HookedEncoder(loaded, device, resolved.ran, norm_last)
+    encoder.resolved = resolved
+    return encoder
 
 
 def embed_pooled(

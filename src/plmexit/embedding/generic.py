@@ -14,9 +14,9 @@ from __future__ import annotations
 
 import torch
 
-from plmexit.embedding.options import PRECISION_NAMES
+from plmexit.embedding import precision as precisions
 
-PRECISIONS = dict(zip(PRECISION_NAMES, (torch.float32, torch.bfloat16, torch.float16)))
+PRECISIONS = precisions.DTYPES
 
 
 class _Stop(Exception):
@@ -29,16 +29,23 @@ class HookedEncoder:
     ``loaded`` gives ``module`` (the transformers encoder), ``blocks`` (the block modules in order;
     a module shared by several layers, as in ALBERT, is listed once per use), ``final_norm`` (a module,
     or None for post-norm families whose every block output is already normalised), ``tokens``,
-    ``num_layers``, ``embed_dim``. The module is moved to ``device`` and ``precision`` in place.
+    ``num_layers``, ``embed_dim``. The module is moved to ``device`` and ``precision`` in place
+    (int8: float32, then every ``nn.Linear`` swapped in place for torch's dynamic int8 linear layer,
+    so the block modules the hooks sit on stay the same objects).
     """
 
     engine = "the model's own transformers forward, each block's output pooled on the device by forward hooks"
 
     def __init__(self, loaded, device: str, precision: str, norm_last: bool = True):
         self.norm_last = norm_last
+        self.precision = precision
         self.dtype = PRECISIONS[precision]
         self.device = device
         self.module = loaded.module.to(device=device, dtype=self.dtype).eval()
+        if precision == "int8":
+            if device != "cpu":
+                raise ValueError(f"precision int8 runs on the CPU only, not on {device}")
+            precisions.quantize_module(self.module)
         self.blocks = list(loaded.blocks)
         self.final_norm = loaded.final_norm
         self.tokens = loaded.tokens

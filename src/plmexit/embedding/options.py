@@ -23,7 +23,29 @@ POOLING = "mean over residue positions (special tokens such as BOS and EOS, and 
 # ESM2 was trained on 1024-token crops: BOS + 1022 residues + EOS (as fair-esm's extract.py).
 ESM2_MAX_RESIDUES = 1022
 LONG_SEQUENCE_MODES = ("truncate", "window")
-PRECISION_NAMES = ("float32", "bfloat16", "float16")
+PRECISION_NAMES = ("float32", "bfloat16", "float16", "int8")
+# What each precision computes. A reduced precision runs only where the device computes it natively
+# (``engine.resolve_precision``); elsewhere the forward runs in float32, with the reason logged and
+# recorded in the store (``precision`` is what ran, ``precision_requested`` what the config asked).
+PRECISION_DESCRIPTIONS = {
+    "float32": "every operation in float32",
+    "bfloat16": "weights and activations in bfloat16 (GPUs with bf16; CPUs with AVX512-BF16 or AMX), pooling in float32",
+    "float16": "weights and activations in float16 (GPUs; CPUs with AVX512-FP16 or AMX-FP16), pooling in float32",
+    "int8": "CPU only: the linear layers' weights int8 (per output channel), their inputs quantised to int8 per "
+    "batch at run time (dynamic quantisation); embeddings, layer norms, attention and pooling in float32",
+}
+# Precisions measured to move probe results beyond fold-to-fold noise on real tasks
+# (benchmarks/precision_science.py, benchmarks/results/precision_science_*.json); using one logs
+# this warning. Why: a single substitution moves a mean-pooled vector by about 1/length of its
+# scale (0.35% on 286-residue BLAT_ECOLX), the same size as bf16's (~0.5%) and int8's (~1%)
+# rounding of it, so variant-effect probes lose signal; whole-protein tasks (DeepLoc) differ by
+# far more than that between proteins.
+_VARIANT_RISK = (
+    "on variant sets (one target's substitutions) its rounding is as large as a substitution's effect on the pooled "
+    "vector and it moved BLAT_ECOLX probe scores and the deployed layer beyond fold-to-fold noise "
+    "(benchmarks/results/precision_science_*.json); use float32 for ProteinGym-style tasks"
+)
+PRECISION_SCIENCE_WARNINGS: dict[str, str] = {"bfloat16": _VARIANT_RISK, "int8": _VARIANT_RISK}
 
 
 @dataclass(frozen=True)

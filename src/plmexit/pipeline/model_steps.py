@@ -148,7 +148,7 @@ def embed_task(
         "python_version": platform.python_version(),
         "device": settings.device,
         "engine": encoder.engine,
-        "precision": settings.precision,
+        **encoder.resolved.attrs(),  # precision: what ran; precision_requested: what was asked
         "pooling": engine.POOLING,
         "layer_norm": settings.layer_norm,
         "layer_norm_description": engine.LAYER_NORM_CONVENTIONS[settings.layer_norm],
