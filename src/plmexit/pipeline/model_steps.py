@@ -268,7 +268,7 @@ def measure_cost(
         "device": settings.device,
         "device_name": torch.cuda.get_device_name(settings.device) if settings.device.startswith("cuda") else platform.processor() or platform.machine(),
         "engine": encoder.engine,
-        "precision": settings.precision,
+        **encoder.resolved.attrs(),  # precision: what was timed; precision_requested: what was asked
         "max_tokens": settings.max_tokens,
         "layer_norm": settings.layer_norm,
         "long_sequences": settings.long_sequences,
