@@ -81,3 +81,38 @@ def test_transformers_exiting_forward_matches_static_forward(tiny_hub_loaded, fa
     uses = sum(block is encoder.blocks[-1] for block in encoder.blocks)  # ALBERT runs one shared block L times
     assert sizes[uses - 1] == int((plan >= L).sum())  # the last block ran on the rows that reached it only
     check_exiting(encoder, "final", np.array([L, 1, 1, 0, L, 1, 0]))
+
+
+def random_probes(n_layers: int, dim: int, classes: int, seed: int) -> dict:
+    from plmexit.probing.linear import LinearProbe
+
+    rng = np.random.default_rng(seed)
+    return {
+        k: LinearProbe("classification", rng.normal(0, 0.1, dim), np.ones(dim), rng.normal(0, 3, (dim, classes)), rng.normal(0, 1, classes),
+                       "softmax", [f"c{j}" for j in range(classes)], 1.0, 10)
+        for k in range(n_layers + 1)
+    }
+
+
+@pytest.mark.parametrize("gate", ["probability", "patience"])
+def test_probe_rule_exits_where_the_offline_controller_does(tiny_hub_loaded, tiny_loaded, gate):
+    from plmexit.exit import adaptive, gates
+    from plmexit.exit.controller import Controller
+    from plmexit.exit.outputs import probe_outputs
+
+    for loaded in (tiny_loaded, tiny_hub_loaded["bert"]):
+        encoder = engine.make_encoder(loaded, "cpu", "float32")
+        L = encoder.num_layers
+        probes = random_probes(L, encoder.embed_dim, 3, 0)
+        settings = EmbedSettings(max_tokens=10_000)
+        batches = engine.device_batches(encoder, SEQUENCES, settings)
+        static = encoder.pooled(*batches[0], "raw").numpy()
+        outputs = np.stack([probe_outputs(probes[k], static[k], ["c0", "c1", "c2"]) for k in range(L + 1)])
+        scores = gates.gate_scores(outputs, gate, "classification")
+        threshold = 1.0 if gate == "patience" else float(np.median(scores[1:L]))
+        controller = Controller(gate, threshold, 1, L)
+        rule = adaptive.ProbeExitRule(probes, controller, "classification", ["c0", "c1", "c2"])
+        (layers, _), = adaptive.exit_batches(encoder, batches, rule, "raw")
+        assert layers.tolist() == controller.exit_layers(scores).tolist()
+        timing = adaptive.time_forwards(encoder, batches, rule, 1, "raw", "cpu", repeats=1)
+        assert set(timing["seconds"]) == {"full_depth", "static_layer", "adaptive"} and timing["gate_seconds"] > 0
