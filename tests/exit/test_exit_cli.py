@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from plmexit.download import sha256_file
 from plmexit.cli import main
+from plmexit.download import sha256_file
 from plmexit.pipeline.exit_steps import EXIT_COLUMNS, SUMMARY_COLUMNS
 
 
@@ -82,3 +82,31 @@ def test_exit_step_writes_per_fold_tables_a_summary_and_a_figure(tmp_path, capsy
     code, err = run(capsys, *steps[6][:-4], "--epsilon", 1.5, "--out", t / "bad.tsv", "--info-out", t / "bad.json")
     assert code == 1 and err.strip().startswith("plmexit exit: error: exit.epsilon is 1.5") and len(err.strip().splitlines()) == 1
     assert not (t / "bad.tsv").exists()
+
+
+def test_exit_is_planned_for_the_configured_tasks_only():
+    import pytest
+    import yaml
+    from snakemake.utils import validate
+
+    from plmexit.errors import ConfigError
+    from plmexit.pipeline.planning import Plan
+
+    repo = Path(__file__).resolve().parents[2]
+    schema = str(repo / "workflow" / "schemas" / "config.schema.yaml")
+    config = yaml.safe_load((repo / "config" / "test.yaml").read_text())
+    validate(config, schema, set_default=True)
+    plan = Plan(config)
+    assert plan.exit_tables() == ["results/exit/tiny_random/deeploc_membrane.tsv"]
+    assert {"results/summary/exit.tsv", "results/figures/exit/tiny_random/deeploc_membrane.png"} <= set(plan.final_targets())
+    assert config["exit"]["epsilon"] == 0.1 and config["exit"]["fallback"] == "full"  # schema defaults
+
+    config["exit"]["tasks"] = ["nope"]
+    with pytest.raises(ConfigError, match=r"^config: exit\.tasks: 'nope' is not the id of a config task entry"):
+        Plan(config)
+    config["exit"] = {"gate": "probability"}
+    with pytest.raises(Exception, match="Additional properties"):
+        validate(config, schema, set_default=True)
+    config["exit"] = {}
+    validate(config, schema, set_default=True)
+    assert Plan(config).exit_targets() == []

@@ -68,6 +68,9 @@ class Plan:
         unknown = [t for t in config["depth"]["lens_tasks"] if t not in entry_ids]
         if unknown:
             raise ConfigError(f"config: depth.lens_tasks: {unknown[0]!r} is not the id of a config task entry (ids: {', '.join(entry_ids)}); fix the id")
+        unknown = [t for t in config.get("exit", {}).get("tasks", []) if t not in entry_ids]
+        if unknown:
+            raise ConfigError(f"config: exit.tasks: {unknown[0]!r} is not the id of a config task entry (ids: {', '.join(entry_ids)}); fix the id")
         self.tasks: dict[str, dict] = {}
         self.embedding_sets: dict[str, str] = {}  # embedding set -> the task whose table it embeds
         self._made_by: dict[str, int] = {}  # embedding set -> the config entry that made it
@@ -260,8 +263,24 @@ class Plan:
         depth = [f"{self.results}/summary/depth.tsv", f"{self.results}/figures/depth.png"] if self.depth_models() else []
         return [
             f"{self.results}/summary/best_layers.tsv", f"{self.results}/summary/across_tasks.tsv",
-            f"{self.results}/figures/gain_vs_compute.png", *proteingym, *self.figures(), *self.exports(), *depth,
+            f"{self.results}/figures/gain_vs_compute.png", *proteingym, *self.figures(), *self.exports(), *self.exit_targets(), *depth,
         ]
+
+    # early exit ----------------------------------------------------------------------------------
+    def exit_pairs(self) -> list[tuple[str, str]]:
+        """Every (model, task) whose config entry ``exit.tasks`` names."""
+        wanted = set(self.config.get("exit", {}).get("tasks", []))
+        return [(m, t) for m, t in self.pairs() if self.task(t)["entry"]["id"] in wanted]
+
+    def exit_tables(self) -> list[str]:
+        return [f"{self.results}/exit/{m}/{t}.tsv" for m, t in self.exit_pairs()]
+
+    def exit_targets(self) -> list[str]:
+        """The exit summary and a figure per (model, task), when ``exit.tasks`` names any task."""
+        pairs = self.exit_pairs()
+        if not pairs:
+            return []
+        return [f"{self.results}/summary/exit.tsv", *(f"{self.results}/figures/exit/{m}/{t}.png" for m, t in pairs)]
 
     def lens_infos(self) -> list[str]:
         return [f"{self.results}/depth/{m}/lens/{s}.json" for m in self.depth_models() for s in self.lens_sets(m)]
