@@ -56,18 +56,30 @@ def learn_then_test(
 ) -> Calibration:
     """The least conservative threshold of ``grid`` (ordered most conservative first) that fixed-sequence
     testing certifies at risk ``epsilon`` with confidence ``1 - delta``, on calibration ``outputs`` ``(L + 1, n, ...)``."""
+    scores = gates.gate_scores(outputs, gate, task_type, tolerance)
+
+    def disagreeing(layers: np.ndarray) -> np.ndarray:
+        return gates.disagrees(at_layers(outputs, layers), outputs[reference], task_type, tolerance)
+
+    return learn_then_test_scores(scores, disagreeing, gate, grid, epsilon, delta, first_layer, reference)
+
+
+def learn_then_test_scores(
+    scores: np.ndarray, disagreeing, gate: str, grid: np.ndarray, epsilon: float, delta: float, first_layer: int, reference: int,
+) -> Calibration:
+    """``learn_then_test`` on gate ``scores`` ``(L + 1, n)`` of any unit (a sequence, a masked position, a
+    sequence of positions), with ``disagreeing(exit layers (n,)) -> (n,) bool`` the loss of each unit."""
     check_budget(epsilon, delta)
     grid = np.asarray(grid, dtype=np.float64)
     if len(grid) > 1 and np.any(np.diff(grid) > 0):
         raise InputError("the threshold grid must run from the most conservative (largest) threshold down")
-    scores = gates.gate_scores(outputs, gate, task_type, tolerance)
-    n = outputs.shape[1]
+    n = scores.shape[1]
     chosen = Controller(gate, float("inf"), first_layer, reference)
     tested = []
     for threshold in grid:
         controller = Controller(gate, float(threshold), first_layer, reference)
         layers = controller.exit_layers(scores)
-        wrong = int(gates.disagrees(at_layers(outputs, layers), outputs[reference], task_type, tolerance).sum())
+        wrong = int(np.sum(disagreeing(layers)))
         p = binomial_p_value(wrong, n, epsilon)
         rejected = p <= delta
         tested.append({"threshold": float(threshold), "disagreements": wrong, "risk": wrong / max(n, 1), "p_value": p,
