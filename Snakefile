@@ -47,6 +47,7 @@ include: "workflow/rules/select.smk"
 include: "workflow/rules/report.smk"
 include: "workflow/rules/export.smk"
 include: "workflow/rules/depth.smk"
+include: "workflow/rules/exit.smk"
 
 
 rule all:

@@ -20,6 +20,7 @@ LAYERS = [
     {"plmexit.embedding"},
     {"plmexit.probing"},
     {"plmexit.depth"},
+    {"plmexit.exit"},
     {"plmexit.reporting"},
     {"plmexit.pipeline"},
     {"plmexit.cli"},

@@ -276,10 +276,36 @@ def cmd_plot_study(args) -> None:
 
     plot_study(args.summary, args.across, args.probes, args.figures_dir, args.tables_dir)
 
+
 def cmd_plot_depth_task(args) -> None:
     from plmexit.pipeline.report_steps import plot_task_depth
 
     plot_task_depth(args.probes, args.selection, args.out, args.lens, args.zero_shot, args.svg_out)
+
+
+def cmd_exit(args) -> None:
+    from plmexit.pipeline.exit_steps import ExitSettings, exit_task
+
+    settings = ExitSettings(
+        gates=tuple(args.gates), epsilon=args.epsilon, delta=args.delta, fallback=args.fallback, n_thresholds=args.n_thresholds,
+        max_patience=args.max_patience, first_layer=args.first_layer, tolerance=args.tolerance, inner_folds=args.inner_folds, seed=args.seed,
+    )
+    exit_task(
+        args.embeddings, args.task, args.probes, args.selection, args.cost, args.model_id, args.task_name, args.type, args.metric,
+        settings, args.out, args.info_out,
+    )
+
+
+def cmd_summarize_exit(args) -> None:
+    from plmexit.pipeline.exit_steps import summarize_exit_tables
+
+    summarize_exit_tables(args.tables, args.epsilon, args.out)
+
+
+def cmd_plot_exit(args) -> None:
+    from plmexit.pipeline.exit_steps import plot_exit_table
+
+    plot_exit_table(args.table, args.out)
 
 
 def cmd_plot(args) -> None:
@@ -598,6 +624,41 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="PNG to write")
     p.add_argument("--svg-out", help="SVG to write as well")
     p.set_defaults(func=cmd_plot_depth_task)
+
+    p = sub.add_parser("exit", help="per-sequence early exit: calibrate each fold's controller on training rows (Learn-then-Test), report it on test rows")
+    p.add_argument("--embeddings", required=True, help="HDF5 store from embed")
+    p.add_argument("--task", required=True, help="task table from prepare")
+    p.add_argument("--probes", required=True, help="probe TSV from probe (the hyperparameter chosen per layer and fold)")
+    p.add_argument("--selection", required=True, help="selection JSON from select (each fold's deployed layer)")
+    p.add_argument("--cost", required=True, help="cost JSON from cost (measured seconds per depth)")
+    p.add_argument("--model-id", required=True, help="model id written in the table")
+    p.add_argument("--task-name", required=True, help="task name written in the table")
+    p.add_argument("--type", choices=list(METRICS), required=True, help="task type")
+    p.add_argument("--metric", required=True, help="metric to report (the task's selection metric)")
+    p.add_argument("--gates", nargs="+", default=["probability", "margin", "entropy", "patience"], help="gates to calibrate (those that fit the task type)")
+    p.add_argument("--epsilon", type=float, default=0.1, help="risk budget: rate of disagreement with the reference layer (default 0.1)")
+    p.add_argument("--delta", type=float, default=0.1, help="the guarantee holds with probability at least 1 - delta (default 0.1)")
+    p.add_argument("--fallback", choices=["full", "deployed"], default="full", help="where rows that never pass go, and what they are compared with")
+    p.add_argument("--n-thresholds", type=_at_least_two, default=50, help="probability, margin and entropy thresholds tested (default 50)")
+    p.add_argument("--max-patience", type=_positive_int, default=4, help="largest patience tested, in layers (default 4)")
+    p.add_argument("--first-layer", type=int, default=1, help="shallowest layer a row may exit at (default 1)")
+    p.add_argument("--tolerance", type=float, default=0.1, help="regression: patience and disagreement tolerance, in training-target SDs (default 0.1)")
+    p.add_argument("--inner-folds", type=_at_least_two, default=3, help="inner folds whose out-of-fold outputs calibrate (default 3)")
+    p.add_argument("--seed", type=int, default=0, help="inner split seed")
+    p.add_argument("--out", required=True, help="exit TSV to write")
+    p.add_argument("--info-out", required=True, help="exit JSON to write (thresholds tested, p-values, exit histograms)")
+    p.set_defaults(func=cmd_exit)
+
+    p = sub.add_parser("summarize-exit", help="gather exit tables into one summary (means over folds)")
+    p.add_argument("tables", nargs="+", help="exit TSV files")
+    p.add_argument("--epsilon", type=float, required=True, help="the risk budget the tables were calibrated to (counts folds over it)")
+    p.add_argument("--out", required=True, help="summary TSV to write")
+    p.set_defaults(func=cmd_summarize_exit)
+
+    p = sub.add_parser("plot-exit", help="figure of the metric against mean layers and time: static layers, calibrated controllers, Hart's point")
+    p.add_argument("--table", required=True, help="exit TSV from exit")
+    p.add_argument("--out", required=True, help="PNG to write")
+    p.set_defaults(func=cmd_plot_exit)
 
     p = sub.add_parser("plot", help="figure of the metric against layer for one model and task")
     p.add_argument("--probes", required=True, help="probe TSV")

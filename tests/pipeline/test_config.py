@@ -193,7 +193,7 @@ def test_proteingym_filters_expand_from_the_checkpoints_assay_list(shared_data, 
 
     reference = shared_data / "proteingym/reference_files/DMS_substitutions.csv"
     config = load("test.yaml")
-    config["models"], config["depth"]["lens_tasks"] = config["models"][:1], []
+    config["models"], config["depth"]["lens_tasks"], config["exit"]["tasks"] = config["models"][:1], [], []
     config["tasks"] = [{"id": "pg", "kind": "proteingym", "filter": {"selection_type": ["Stability"], "max_length": 40}, "assay_dir": "assays"}]
     lists = []
     plan = Plan(config, chosen_assays=lambda entry: lists.append(entry) or str(tmp_path / f"{entry}.txt"))
@@ -225,7 +225,7 @@ def test_a_task_file_that_does_not_exist_is_a_config_error(tmp_path, monkeypatch
     monkeypatch.chdir(tmp_path)
     (tmp_path / "mine.csv").write_text("sequence,label\nMKT,1\n")
     config = load("test.yaml")
-    config["models"], config["depth"]["lens_tasks"] = config["models"][:1], []
+    config["models"], config["depth"]["lens_tasks"], config["exit"]["tasks"] = config["models"][:1], [], []
     config["tasks"] = [{"id": "own", "kind": "csv", "type": "regression", "path": "mine.csv"}]
     Plan(config).check_local_files()
 
@@ -286,6 +286,7 @@ CLI_OF_SETTING = {
     ("depth", "sample"): [("lens", "sample")],
     ("depth", "mask_fraction"): [("lens", "mask_fraction")],
     ("depth", "calibration_fraction"): [("zero-shot", "calibration_fraction")],
+    **{("exit", key): [("exit", key)] for key in ("gates", "epsilon", "delta", "fallback", "n_thresholds", "max_patience", "first_layer", "tolerance")},
 }
 
 

@@ -262,6 +262,8 @@ def test_adding_a_model_and_a_task_runs_only_what_is_new(finished_run, shared_da
         "results/summary/best_layers.tsv", "results/summary/across_tasks.tsv", "results/figures/gain_vs_compute.png",
         "results/summary/proteingym_supervised.csv", *(f"results/cost/{m}/{s}.json" for m, s in new_sets),
         "results/summary/depth.tsv", "results/summary/depth_curves.tsv", "results/figures/depth.png", *depth,  # the new fair-esm model's head
+        "results/summary/exit.tsv", "results/exit/tiny_narrow/deeploc_membrane.tsv", "results/exit/tiny_narrow/deeploc_membrane.json",
+        "results/figures/exit/tiny_narrow/deeploc_membrane.png",  # its early exit (exit.tasks)
     }
     for m, t in new_pairs:
         downstream |= {f"results/probes/{m}/{t}.tsv", f"results/probes/{m}/{t}.predictions.tsv.gz", f"results/selection/{m}/{t}.json", f"results/figures/{m}/{t}.png"}
@@ -295,13 +297,14 @@ def test_no_two_jobs_write_the_same_file(tmp_path, shared_data):
             written += [path for line in re.findall(rf"^    {key}: (.+)$", job, re.M) for path in line.split(", ")]
     # Per fair-esm model: test checkpoint, manifest, and per embedding set 2 shards, a gather and a
     # cost; per model and task a probe, a selection and a figure; its lens (two sets), zero-shot
-    # (two assays) and a depth figure per task they speak of (five). Each family's model the same on
-    # its one task, and with a head its lens, zero-shot and depth figure. Per task a preparation;
-    # the 11 official files; the two summaries, the summary figure and `all`; the depth summary and figure.
+    # (two assays) and a depth figure per task they speak of (five); an exit table and figure (one
+    # exit task). Each family's model the same on its one task, and with a head its lens, zero-shot
+    # and depth figure. Per task a preparation; the 11 official files; the two summaries, the summary
+    # figure, the study figures and `all`; the depth summary and figure; the exit summary.
     n_sets, n_tasks = len({spec[0] for spec in TASKS.values()}), len(TASKS)
-    fair_esm = 2 * (2 + 4 * n_sets + 3 * n_tasks + 2 + 2 + 5)
+    fair_esm = 2 * (2 + 4 * n_sets + 3 * n_tasks + 2 + 2 + 5 + 2)
     families = len(FAMILIES) * (2 + 4 + 3) + len(HEADS) * 3
-    assert len(jobs) == fair_esm + families + n_tasks + 11 + 3 + 1 + 2
+    assert len(jobs) == fair_esm + families + n_tasks + 11 + 4 + 1 + 2 + 1
     assert written and len(written) == len(set(written))
 
 
@@ -405,7 +408,7 @@ def test_bad_task_file_fails_with_one_line_and_leaves_nothing(tmp_path, shared_d
     bad.write_text("sequence,label\nMKTAYIAK,1.0\nMKT*YIAK,2.0\n")
 
     def edit(config):
-        config["models"], config["depth"] = config["models"][:1], {}
+        config["models"], config["depth"], config["exit"] = config["models"][:1], {}, {}
         config["tasks"] = [{"id": "bad", "kind": "csv", "path": str(bad), "type": "regression"}]
 
     config = write_config(tmp_path, shared_data, edit=edit)
@@ -528,3 +531,17 @@ def test_an_export_directory_is_a_target_that_predict_runs(finished_run, tmp_pat
                               "--out", str(tmp_path / "predictions.csv"), "--device", "cpu"], capture_output=True, text=True)
     assert predict.returncode == 0, predict.stderr
     assert pd.read_csv(tmp_path / "predictions.csv")["id"].tolist() == table["id"].tolist()
+
+
+def test_early_exit_runs_in_the_pipeline(finished_run):
+    """config/test.yaml's exit section: deeploc_membrane's controllers calibrated per fold on training rows, a summary and a figure."""
+    workdir, _ = finished_run
+    results = workdir / "results"
+    table = pd.read_csv(results / "exit" / "tiny_random" / "deeploc_membrane.tsv", sep="\t")
+    assert sorted(table["fold"].unique()) == list(range(5))
+    assert set(table["kind"]) == {"static", "calibrated", "hart_test_swept"}
+    assert sorted(table.loc[table.kind == "calibrated", "gate"].unique()) == ["entropy", "margin", "patience", "probability"]
+    assert sorted(table.loc[table.kind == "static", "layer"].unique()) == [0, 1, 2, 3, 4]
+    summary = pd.read_csv(results / "summary" / "exit.tsv", sep="\t")
+    assert set(zip(summary["model"], summary["task"])) == {("tiny_random", "deeploc_membrane")}
+    assert (results / "figures" / "exit" / "tiny_random" / "deeploc_membrane.png").read_bytes()[:8] == PNG

@@ -112,6 +112,10 @@ def model_source_flags(wildcards):
     return plan.model_source_flags(wildcards.model)
 
 
+def exit_tables(wildcards):
+    return plan.exit_tables()
+
+
 def lens_infos(wildcards):
     return plan.lens_infos()
 

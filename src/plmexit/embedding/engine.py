@@ -32,6 +32,7 @@ import torch
 import torch.nn.functional as F
 
 from plmexit.embedding import precision as precisions
+from plmexit.embedding.exiting import ExitRule, Survivors
 from plmexit.embedding.options import (  # noqa: F401 - re-exported: the settings belong with the engine's API
     ESM2_MAX_RESIDUES,
     LAYER_NORM_CONVENTIONS,
@@ -380,7 +381,49 @@ class FastEncoder:
         if not 0 <= depth <= self.num_layers:
             raise ValueError(f"depth {depth} is outside 0..{self.num_layers}")
         B, T = tokens.shape
-        E = self.embed_dim
+        x, mask = self._embed(tokens)
+        w = weights.unsqueeze(1).to(torch.float32)  # (B, 1, T)
+        out = torch.empty((depth + 1, B, self.embed_dim), dtype=torch.float32, device=tokens.device)
+        out[0] = self._pool(0, x, w, layer_norm)
+        if on_layer is not None:
+            on_layer(0)
+        cos, sin_signed = self._rotary(T)
+        for k, p in enumerate(self.layers[:depth], start=1):
+            x = self._block(x, p, mask, cos, sin_signed)
+            out[k] = self._pool(k, x, w, layer_norm)
+            if on_layer is not None:
+                on_layer(k)
+        return out
+
+    @torch.inference_mode()
+    def pooled_exiting(
+        self, tokens: torch.Tensor, weights: torch.Tensor, layer_norm: str, rule: ExitRule, depth: int | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(exit layer (B,), pooled vector at it (B, E) float32)``: ``pooled`` run block by block, each
+        row leaving when ``rule`` says so (every row still running leaves at ``depth``, default ``L``);
+        the rows that leave are dropped from the batch (hidden states, pooling weights, mask), so later
+        blocks run on the survivors only. A row's vector is what ``pooled(..., depth=k)[k]`` gives it."""
+        depth = self.num_layers if depth is None else depth
+        if not 0 <= depth <= self.num_layers:
+            raise ValueError(f"depth {depth} is outside 0..{self.num_layers}")
+        B, T = tokens.shape
+        x, mask = self._embed(tokens)
+        w = weights.unsqueeze(1).to(torch.float32)  # (B, 1, T)
+        survivors = Survivors(B, self.embed_dim, depth, rule, tokens.device)
+        cos, sin_signed = self._rotary(T)
+        for k in range(depth + 1):
+            if k > 0:
+                x = self._block(x, self.layers[k - 1], mask, cos, sin_signed)
+            keep = survivors.leave(k, self._pool(k, x, w, layer_norm))
+            if survivors.done:
+                break
+            if keep is not None:
+                x, w = x[keep], w[keep]
+                mask = None if mask is None else mask[keep]
+        return survivors.layer, survivors.out
+
+    def _embed(self, tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Layer 0 ``(B, T, E)`` and SDPA's boolean key mask ``(B, 1, 1, T)`` (True: may be attended to; None: no padding)."""
         padding = tokens.eq(self.padding_idx)  # (B, T)
         x = self.embed_scale * F.embedding(tokens, self.embed_tokens)  # (B, T, E)
         if self.token_dropout:  # as fair-esm: rescale by the training mask ratio over the observed one
@@ -389,27 +432,14 @@ class FastEncoder:
             observed = is_mask.sum(-1).to(x.dtype) / (~padding).sum(-1)
             x = x * (1 - 0.15 * 0.8) / (1 - observed)[:, None, None]
         x = x * (1 - padding.unsqueeze(-1).type_as(x))
-        w = weights.unsqueeze(1).to(torch.float32)  # (B, 1, T)
-        ln_after = self.ln_after
-        out = torch.empty((depth + 1, B, E), dtype=torch.float32, device=tokens.device)
-
-        def pool(k: int, hidden: torch.Tensor) -> None:
-            if (k == self.num_layers and self.norm_last) or layer_norm == "final":
-                hidden = F.layer_norm(hidden, (E,), *ln_after)
-            out[k] = torch.bmm(w, hidden.to(torch.float32)).squeeze(1)
-
-        pool(0, x)
-        if on_layer is not None:
-            on_layer(0)
-        # SDPA's boolean mask: True where a key may be attended to; None when nothing is padded.
         mask = (~padding)[:, None, None, :] if bool(padding.any()) else None
-        cos, sin_signed = self._rotary(T)
-        for k, p in enumerate(self.layers[:depth], start=1):
-            x = self._block(x, p, mask, cos, sin_signed)
-            pool(k, x)
-            if on_layer is not None:
-                on_layer(k)
-        return out
+        return x, mask
+
+    def _pool(self, k: int, hidden: torch.Tensor, w: torch.Tensor, layer_norm: str) -> torch.Tensor:
+        """``(B, E)`` float32: the ``w``-weighted sum over positions of layer ``k``'s state, normed per the convention."""
+        if (k == self.num_layers and self.norm_last) or layer_norm == "final":
+            hidden = F.layer_norm(hidden, (self.embed_dim,), *self.ln_after)
+        return torch.bmm(w, hidden.to(torch.float32)).squeeze(1)
 
     def _block(self, x: torch.Tensor, p: dict, mask: torch.Tensor | None, cos: torch.Tensor, sin_signed: torch.Tensor) -> torch.Tensor:
         """One pre-norm transformer block on ``x`` (B, T, E)."""
@@ -438,7 +468,9 @@ class Encoder(Protocol):
     batch and returns ``(depth + 1, B, E)`` float32, per layer ``k`` the sum over positions of
     ``weights`` (zero outside residues) times hidden state ``k`` under ``layer_norm``; ``depth``
     stops the forward after that many blocks; ``on_layer(k)`` is called right after layer ``k`` is
-    pooled, for every ``k`` from 0 to ``depth`` in order (``LayerDone``).
+    pooled, for every ``k`` from 0 to ``depth`` in order (``LayerDone``). ``pooled_exiting`` runs the
+    same forward block by block, dropping each row from the batch after the layer where ``rule`` lets
+    it leave, and returns each row's exit layer and its pooled vector there (``embedding.exiting``).
     """
 
     engine: str
@@ -451,6 +483,10 @@ class Encoder(Protocol):
     def pooled(
         self, tokens: torch.Tensor, weights: torch.Tensor, layer_norm: str, depth: int | None = None, on_layer: LayerDone | None = None,
     ) -> torch.Tensor: ...
+
+    def pooled_exiting(
+        self, tokens: torch.Tensor, weights: torch.Tensor, layer_norm: str, rule: ExitRule, depth: int | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor]: ...
 
 
 def make_encoder(loaded, device: str, precision: str, norm_last: bool = True) -> Encoder:

@@ -6,7 +6,10 @@ plmexit applies the family's final norm itself (to layer ``L``, and to every lay
 ``final`` convention), so both conventions mean the same for every family whatever transformers
 does with ``hidden_states[-1]``. Forward hooks on the blocks pool each state on the device as it
 is produced (no list of ``L + 1`` full hidden states is ever held), and stop the forward after
-block ``depth`` so a timed shallow run really is shallow. Tested equal to the model's own
+block ``depth`` so a timed shallow run really is shallow. For an exiting forward the same hooks cut
+the batch: a block's output hook drops the rows that leave, and every block's input hook cuts the
+batch-sized tensors the model passes it (attention masks, position biases) to the survivors
+(``embedding.exiting.Survivors.shrink``), so no family needs code of its own. Tested equal to the model's own
 ``output_hidden_states=True`` forward, one sequence at a time, within 1e-5 in fp32.
 """
 
@@ -15,6 +18,7 @@ from __future__ import annotations
 import torch
 
 from plmexit.embedding import precision as precisions
+from plmexit.embedding.exiting import ExitRule, Survivors
 
 PRECISIONS = precisions.DTYPES
 
@@ -96,3 +100,53 @@ class HookedEncoder:
         if done[0] != depth:
             raise RuntimeError(f"the model ran {done[0]} blocks, expected {depth}; its block list does not match its forward")
         return out
+
+    @torch.inference_mode()
+    def pooled_exiting(
+        self, tokens: torch.Tensor, weights: torch.Tensor, layer_norm: str, rule: ExitRule, depth: int | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(exit layer (B,), pooled vector at it (B, E) float32)``, rows dropped from the batch as they leave
+        (see ``FastEncoder.pooled_exiting``)."""
+        depth = self.num_layers if depth is None else depth
+        if not 0 <= depth <= self.num_layers:
+            raise ValueError(f"depth {depth} is outside 0..{self.num_layers}")
+        B = tokens.shape[0]
+        state = {"w": weights.unsqueeze(1).to(torch.float32), "done": 0}  # (B, 1, T) pooling weights of the survivors
+        survivors = Survivors(B, self.embed_dim, depth, rule, tokens.device)
+
+        def pooled_at(k: int, hidden: torch.Tensor) -> torch.Tensor:
+            if self.final_norm is not None and ((k == self.num_layers and self.norm_last) or layer_norm == "final"):
+                hidden = self.final_norm(hidden)
+            return torch.bmm(state["w"], hidden.to(torch.float32)).squeeze(1)
+
+        def leave(k: int, hidden: torch.Tensor):
+            keep = survivors.leave(k, pooled_at(k, hidden))
+            if survivors.done:
+                raise _Stop
+            if keep is not None:
+                state["w"] = state["w"][keep]
+            return keep
+
+        def before(module, args, kwargs):
+            if state["done"] == 0:
+                leave(0, args[0] if args else kwargs["hidden_states"])
+            return survivors.shrink(args), survivors.shrink(kwargs)
+
+        def after(module, args, kwargs, output):
+            state["done"] += 1
+            hidden = output[0] if isinstance(output, tuple) else output
+            keep = leave(state["done"], hidden)
+            return output if keep is None else survivors.shrink(output)
+
+        handles = [m.register_forward_pre_hook(before, with_kwargs=True) for m in {id(m): m for m in self.blocks}.values()]
+        handles += [m.register_forward_hook(after, with_kwargs=True) for m in {id(m): m for m in self.blocks}.values()]
+        try:
+            self.module(input_ids=tokens, attention_mask=tokens.ne(self.tokens.padding_idx).to(torch.int64))
+        except _Stop:
+            pass
+        finally:
+            for handle in handles:
+                handle.remove()
+        if not survivors.done:
+            raise RuntimeError(f"the model ran {state['done']} blocks and {len(survivors.rows)} rows never left; its block list does not match its forward")
+        return survivors.layer, survivors.out

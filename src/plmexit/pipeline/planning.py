@@ -70,6 +70,9 @@ class Plan:
         unknown = [t for t in config["depth"]["lens_tasks"] if t not in entry_ids]
         if unknown:
             raise ConfigError(f"config: depth.lens_tasks: {unknown[0]!r} is not the id of a config task entry (ids: {', '.join(entry_ids)}); fix the id")
+        unknown = [t for t in config.get("exit", {}).get("tasks", []) if t not in entry_ids]
+        if unknown:
+            raise ConfigError(f"config: exit.tasks: {unknown[0]!r} is not the id of a config task entry (ids: {', '.join(entry_ids)}); fix the id")
         self.tasks: dict[str, dict] = {}
         self.embedding_sets: dict[str, str] = {}  # embedding set -> the task whose table it embeds
         self._made_by: dict[str, int] = {}  # embedding set -> the config entry that made it
@@ -283,7 +286,7 @@ class Plan:
         depth = [f"{self.results}/figures/depth.png", *self.task_depth_figures()] if self.depth_models() else []
         return [
             f"{self.results}/figures/gain_vs_compute.png", f"{self.results}/figures/study", f"{self.results}/summary/tables",
-            *self.figures(), *depth,
+            *self.figures(), *depth, *self.exit_figures(),
         ]
 
     def final_targets(self) -> list[str]:
@@ -291,8 +294,24 @@ class Plan:
         depth = [f"{self.results}/summary/depth.tsv"] if self.depth_models() else []
         return [
             f"{self.results}/summary/best_layers.tsv", f"{self.results}/summary/across_tasks.tsv",
-            *proteingym, *self.drawn(), *self.exports(), *depth,
+            *proteingym, *self.drawn(), *self.exports(), *self.exit_targets(), *depth,
         ]
+
+    # early exit ----------------------------------------------------------------------------------
+    def exit_pairs(self) -> list[tuple[str, str]]:
+        """Every (model, task) whose config entry ``exit.tasks`` names."""
+        wanted = set(self.config.get("exit", {}).get("tasks", []))
+        return [(m, t) for m, t in self.pairs() if self.task(t)["entry"]["id"] in wanted]
+
+    def exit_tables(self) -> list[str]:
+        return [f"{self.results}/exit/{m}/{t}.tsv" for m, t in self.exit_pairs()]
+
+    def exit_targets(self) -> list[str]:
+        """The exit summary, when ``exit.tasks`` names any task (its figures are in ``drawn``)."""
+        return [f"{self.results}/summary/exit.tsv"] if self.exit_pairs() else []
+
+    def exit_figures(self) -> list[str]:
+        return [f"{self.results}/figures/exit/{m}/{t}.png" for m, t in self.exit_pairs()]
 
     def lens_infos(self) -> list[str]:
         return [f"{self.results}/depth/{m}/lens/{s}.json" for m in self.depth_models() for s in self.lens_sets(m)]

@@ -1,0 +1,201 @@
+"""The early-exit step: calibrate each outer fold's controller on its training rows, report it on its test rows.
+
+Invariant: as every module of ``plmexit.pipeline``: one function per CLI command, reading its
+inputs, calling the computing modules (``plmexit.exit``) and writing its outputs atomically. For
+outer fold ``f`` the probes, the calibration and the deployed layer (fold ``f``'s own nested
+choice) see only fold ``f``'s training rows; its test rows are read once, to report. Hart's
+test-swept threshold is written beside, labelled ``hart_test_swept``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from plmexit.atomic import write_text
+from plmexit.data import tasks
+from plmexit.embedding import store
+from plmexit.errors import InputError, StoreError
+from plmexit.exit import calibration, gates
+from plmexit.exit.controller import reference_layer
+from plmexit.exit.evaluation import row_flops, summarize_exits, task_metric
+from plmexit.exit.outputs import fold_outputs
+from plmexit.pipeline.reading import read_json, read_probe_table, read_tsv
+from plmexit.probing import tables
+from plmexit.probing.probes import HYPERPARAMETER, evaluation_folds
+
+log = logging.getLogger(__name__)
+
+# What each row of an exit table describes: a static layer (every row stops there), the calibrated
+# controller, or Hart's protocol (threshold read off the test rows: optimistic).
+KINDS = ("static", "calibrated", "hart_test_swept")
+EXIT_COLUMNS = [
+    "model", "task", "fold", "gate", "kind", "layer", "threshold", "certified", "reference_layer", "n_calibration", "n_rows",
+    "metric", "score", "disagreement", "mean_layer", "median_layer", "fraction_early", "layers_saved", "flops_saved", "time_saved_estimate",
+]
+
+
+@dataclass(frozen=True)
+class ExitSettings:
+    """The config's ``exit`` section (see the schema for each key)."""
+
+    gates: tuple[str, ...] = ("probability", "margin", "entropy", "patience")
+    epsilon: float = 0.1
+    delta: float = 0.1
+    fallback: str = "full"
+    n_thresholds: int = 50
+    max_patience: int = 4
+    first_layer: int = 1
+    tolerance: float = 0.1
+    inner_folds: int = 3
+    seed: int = 0
+
+
+def exit_task(
+    embeddings: str | Path, task_table: str | Path, probe_table: str | Path, selection_file: str | Path, cost_file: str | Path,
+    model: str, task: str, task_type: str, metric: str, settings: ExitSettings, out: str | Path, info_out: str | Path,
+) -> pd.DataFrame:
+    """Per outer fold and gate: the calibrated controller and Hart's test-swept one, and every static layer, on the test rows.
+
+    Writes the long table (``EXIT_COLUMNS``) to ``out`` and, to ``info_out``, the settings and per
+    fold and gate the thresholds tested in sequence with their p-values and the exit-layer histograms.
+    """
+    calibration.check_budget(settings.epsilon, settings.delta)
+    table = tasks.read_task_table(task_table, task_type)
+    info = store.read_info(embeddings)
+    if info.attrs.get("input_sha256") != tasks.sequences_sha256(table["id"], table["sequence"]):
+        raise StoreError(f"{embeddings} was embedded from other sequences than {task_table}; delete it and rerun `plmexit embed`")
+    selection = read_json(selection_file, "`plmexit select`", ("model", "task", "n_layers", "folds"))
+    costs = read_json(cost_file, "`plmexit cost`", ("model", "n_layers", "seconds"))
+    L = info.n_layers
+    for name, found in ((selection_file, selection["n_layers"]), (cost_file, costs["n_layers"])):
+        if found != L:
+            raise InputError(f"{name} describes {found} layers but {embeddings} holds {L}; rerun the pipeline for one model")
+    hyper = _hyperparameters(probe_table, L)
+    applicable = [g for g in settings.gates if g in gates.GATES[task_type]]
+    if not applicable:
+        raise InputError(f"none of exit.gates ({', '.join(settings.gates)}) applies to {task_type} task {task!r}; add one of {', '.join(gates.GATES[task_type])}")
+    labels, folds = table["label"].to_numpy(), table["fold"].to_numpy()
+    classes = tables.classes_of(labels) if task_type == "multilabel" else sorted(set(labels)) if task_type == "classification" else None
+    y = tables.indicator(labels, classes) if task_type == "multilabel" else labels.astype(float) if task_type == "regression" else labels
+    layers = [store.read_layer(embeddings, k) for k in range(L + 1)]
+    flops = row_flops(np.array([len(s) for s in table["sequence"]]) + 2, info.dim)
+    seconds = np.asarray(costs["seconds"], dtype=float)
+    fold_layers = {f["fold"]: f["layer"] for f in selection["folds"]}
+    rows, details = [], []
+    for fold in evaluation_folds(folds):
+        if fold not in hyper.columns:
+            raise InputError(f"{probe_table} has no hyperparameter rows for fold {fold}; rerun `plmexit probe` on {task_table}")
+        train, test = np.flatnonzero(folds != fold), np.flatnonzero(folds == fold)
+        cal, tested = fold_outputs(lambda k: layers[k], y, task_type, classes, train, test, hyper[fold].to_numpy(), settings.inner_folds, settings.seed)
+        tolerance = settings.tolerance * float(np.std(y[train])) if task_type == "regression" else 0.0
+        reference = reference_layer(settings.fallback, L, fold_layers.get(fold))
+        truth = y[test]
+
+        def report(kind, gate, exits, threshold=np.nan, certified=None, n_cal=0, layer=None):
+            numbers = summarize_exits(tested, exits, reference, task_type, tolerance, truth, metric, classes, flops[test], seconds)
+            rows.append({
+                "model": model, "task": task, "fold": fold, "gate": gate, "kind": kind, "layer": layer, "threshold": threshold,
+                "certified": certified, "reference_layer": reference, "n_calibration": n_cal, **numbers,
+            })
+            return numbers
+
+        for k in range(L + 1):
+            report("static", "-", np.full(len(test), k), layer=k)
+        for gate in applicable:
+            grid = gates.threshold_grid(gate, settings.n_thresholds, settings.max_patience)
+            first = min(settings.first_layer, reference)
+            chosen = calibration.learn_then_test(cal, gate, task_type, grid, settings.epsilon, settings.delta, first, reference, tolerance)
+            exits = chosen.controller.exit_layers(gates.gate_scores(tested, gate, task_type, tolerance))
+            numbers = report("calibrated", gate, exits, chosen.controller.threshold, chosen.certified, chosen.n_calibration)
+            hart, sweep = calibration.hart_swept(
+                tested, gate, task_type, grid, first, reference, lambda out: task_metric(task_type, metric, truth, out, classes), tolerance,
+            )
+            hart_numbers = report("hart_test_swept", gate, hart.exit_layers(gates.gate_scores(tested, gate, task_type, tolerance)), hart.threshold)
+            details.append({
+                "fold": fold, "gate": gate, "reference_layer": reference, "certified": chosen.certified, "threshold": chosen.controller.threshold,
+                "tested": chosen.tested, "exit_histogram": numbers["exit_histogram"], "hart_threshold": hart.threshold,
+                "hart_exit_histogram": hart_numbers["exit_histogram"], "hart_sweep": sweep,
+            })
+    result = pd.DataFrame(rows, columns=EXIT_COLUMNS)
+    _warn_about(result, settings, f"{model}/{task}")
+    write_text(out, result.to_csv(sep="\t", index=False, float_format="%.6g"))
+    meta = {
+        "model": model, "task": task, "task_type": task_type, "metric": metric, "n_layers": L, "settings": asdict(settings),
+        "risk": "rate at which the exited prediction disagrees with the reference layer's (full depth, or the fold's deployed layer)",
+        "guarantee": "Learn-then-Test, exact binomial p-values, fixed-sequence testing from the most conservative threshold: with probability "
+                     "at least 1 - delta over the calibration rows, risk <= epsilon on rows exchangeable with them",
+        "calibration_rows": "inner-fold out-of-fold probe outputs of each outer fold's training rows",
+        "hart_test_swept": "threshold chosen on the test rows (Hart et al.'s protocol): optimistic, for comparison only",
+        "folds": details,
+    }
+    write_text(info_out, json.dumps(meta, indent=2, default=_json_number) + "\n")
+    return result
+
+
+def _json_number(value):
+    if isinstance(value, np.generic):
+        return value.item()
+    raise TypeError(f"{type(value).__name__} is not JSON serialisable")
+
+
+def _hyperparameters(probe_table: str | Path, n_layers: int) -> pd.DataFrame:
+    """``(L + 1 layers) x folds``: the hyperparameter the probe step chose per layer and fold (NaN: no signal)."""
+    table = read_probe_table(probe_table)
+    hyper = table[table.metric == HYPERPARAMETER].pivot(index="layer", columns="fold", values="value")
+    if hyper.empty or sorted(hyper.index) != list(range(n_layers + 1)):
+        raise InputError(f"{probe_table}: no hyperparameter rows for every layer 0..{n_layers}; rerun `plmexit probe`")
+    return hyper.sort_index()
+
+
+def _warn_about(result: pd.DataFrame, settings: ExitSettings, name: str) -> None:
+    calibrated = result[result.kind == "calibrated"]
+    over = calibrated[calibrated.disagreement > settings.epsilon]
+    if len(over):
+        log.warning(
+            "%s: test disagreement above epsilon %.3g in %d of %d (fold, gate) controllers; expected in about delta (%.3g) of them "
+            "when calibration and test rows are exchangeable", name, settings.epsilon, len(over), len(calibrated), settings.delta,
+        )
+    uncertified = calibrated[~calibrated.certified.astype(bool)]
+    if len(uncertified):
+        log.warning("%s: no threshold certified in %d of %d (fold, gate) controllers; those rows all run to the reference layer",
+                    name, len(uncertified), len(calibrated))
+
+
+SUMMARY_COLUMNS = [
+    "model", "task", "gate", "kind", "layer", "n_folds", "metric", "score", "disagreement", "max_fold_disagreement", "folds_over_epsilon",
+    "mean_layer", "layers_saved", "flops_saved", "time_saved_estimate", "certified_folds",
+]
+
+
+def summarize_exit_tables(exit_tables: list[str | Path], epsilon: float, out: str | Path) -> pd.DataFrame:
+    """One row per (model, task, gate, kind[, static layer]): means over outer folds, and in how many folds the
+    test disagreement exceeded ``epsilon``."""
+    parts = [read_tsv(p, "exit table", "`plmexit exit`") for p in exit_tables]
+    rows = []
+    for frame in parts:
+        frame = frame.assign(layer=frame["layer"].fillna(-1))
+        for (model, task, gate, kind, layer), g in frame.groupby(["model", "task", "gate", "kind", "layer"], sort=True):
+            rows.append({
+                "model": model, "task": task, "gate": gate, "kind": kind, "layer": None if layer < 0 else int(layer), "n_folds": len(g),
+                "metric": g["metric"].iloc[0], "score": g["score"].mean(), "disagreement": g["disagreement"].mean(),
+                "max_fold_disagreement": g["disagreement"].max(), "folds_over_epsilon": int((g["disagreement"] > epsilon).sum()),
+                "mean_layer": g["mean_layer"].mean(), "layers_saved": g["layers_saved"].mean(), "flops_saved": g["flops_saved"].mean(),
+                "time_saved_estimate": g["time_saved_estimate"].mean(),
+                "certified_folds": int(g["certified"].astype(str).str.lower().eq("true").sum()) if kind == "calibrated" else None,
+            })
+    summary = pd.DataFrame(rows, columns=SUMMARY_COLUMNS)
+    write_text(out, summary.to_csv(sep="\t", index=False, float_format="%.6g"))
+    return summary
+
+
+def plot_exit_table(exit_table: str | Path, out: str | Path) -> None:
+    """The early-exit figure of one (model, task) from its exit table."""
+    from plmexit.reporting.exit_figure import plot_exit  # matplotlib only where a figure is drawn
+
+    plot_exit(read_tsv(exit_table, "exit table", "`plmexit exit`"), out)

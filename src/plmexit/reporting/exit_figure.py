@@ -1,0 +1,53 @@
+"""The early-exit figure of one (model, task): test metric against mean layers executed and against forward time.
+
+Invariant: every point is a mean over outer folds of numbers computed on test rows: each static
+layer (a line), the calibrated controller of each gate (filled markers) and Hart's test-swept
+threshold for the same gate (open markers, labelled optimistic). Time is the fraction of the full
+depth's forward time, estimated from the cost step's measured seconds per static depth.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # figures are files; never open a window on a cluster node
+import matplotlib.pyplot as plt  # noqa: E402
+import pandas as pd  # noqa: E402
+
+from plmexit.reporting.figures import _save  # noqa: E402
+
+MARKERS = {"probability": "o", "margin": "s", "entropy": "^", "patience": "D"}
+
+
+def plot_exit(table: pd.DataFrame, out: str | Path) -> None:
+    """``exit_figure`` written as a PNG."""
+    _save(exit_figure(table), out)
+
+
+def exit_figure(table: pd.DataFrame) -> plt.Figure:
+    """Two panels from one exit table (``plmexit exit``): metric against mean layers, and against time."""
+    metric = table["metric"].iloc[0]
+    n_folds = table["fold"].nunique()
+    means = table.groupby(["gate", "kind", "layer"], dropna=False)[["score", "mean_layer", "time_saved_estimate", "disagreement"]].mean().reset_index()
+    static = means[means.kind == "static"].sort_values("mean_layer")
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.6), layout="constrained", sharey=True)
+    for ax, x, label in ((axes[0], "mean_layer", "mean layers executed"), (axes[1], "time", "forward time, fraction of full depth (estimated)")):
+        value = (lambda frame: 1.0 - frame["time_saved_estimate"]) if x == "time" else (lambda frame: frame["mean_layer"])
+        ax.plot(value(static), static["score"], marker=".", color="black", label="every static layer")
+        last = static.iloc[-1]
+        ax.scatter([value(static).iloc[-1]], [last["score"]], marker="*", s=160, color="black", label="full depth", zorder=3)
+        for gate in sorted(set(means.gate) - {"-"}):
+            marker = MARKERS.get(gate, "o")
+            for kind, face, text in (("calibrated", None, "calibrated"), ("hart_test_swept", "none", "Hart test-swept (optimistic)")):
+                point = means[(means.gate == gate) & (means.kind == kind)]
+                ax.scatter(value(point), point["score"], marker=marker, s=60, facecolors=face, edgecolors="tab:blue" if kind == "calibrated" else "tab:red",
+                           color="tab:blue" if kind == "calibrated" else None, label=f"{gate}: {text}", zorder=4)
+        ax.set_xlabel(label)
+        ax.grid(alpha=0.3)
+    axes[0].set_ylabel(f"test {metric}, mean over {n_folds} fold(s)")
+    axes[1].legend(fontsize=7, loc="best")
+    model, task = table["model"].iloc[0], table["task"].iloc[0]
+    fig.suptitle(f"{model} / {task}: early exit, thresholds calibrated on training rows only")
+    return fig

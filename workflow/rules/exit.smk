@@ -1,0 +1,71 @@
+# Per-sequence early exit from the per-layer probes (config exit.*): each outer fold's controller
+# calibrated on its training rows, reported on its test rows beside every static layer and
+# Hart et al.'s test-swept threshold.
+rule exit_task:
+    input:
+        embeddings=task_embeddings,
+        task="<results>/tasks/{task}.tsv",
+        probes="<results>/probes/{model}/{task}.tsv",
+        selection="<results>/selection/{model}/{task}.json",
+        cost=task_cost,
+    output:
+        table="<results>/exit/{model}/{task}.tsv",
+        info="<results>/exit/{model}/{task}.json",
+    log:
+        "<results>/logs/exit_task/{model}/{task}.log",
+    conda:
+        "../../envs/probe.yaml"
+    params:
+        type=task_type,
+        metric=task_metric,
+        gates=" ".join(config["exit"]["gates"]),
+        epsilon=config["exit"]["epsilon"],
+        delta=config["exit"]["delta"],
+        fallback=config["exit"]["fallback"],
+        n_thresholds=config["exit"]["n_thresholds"],
+        max_patience=config["exit"]["max_patience"],
+        first_layer=config["exit"]["first_layer"],
+        tolerance=config["exit"]["tolerance"],
+        inner_folds=config["probe"]["inner_folds"],
+        seed=config["seed"],
+    shell:
+        "plmexit --log {log} exit --embeddings {input.embeddings} --task {input.task} --probes {input.probes}"
+        " --selection {input.selection} --cost {input.cost} --model-id {wildcards.model} --task-name {wildcards.task}"
+        " --type {params.type} --metric {params.metric} --gates {params.gates} --epsilon {params.epsilon} --delta {params.delta}"
+        " --fallback {params.fallback} --n-thresholds {params.n_thresholds} --max-patience {params.max_patience}"
+        " --first-layer {params.first_layer} --tolerance {params.tolerance} --inner-folds {params.inner_folds}"
+        " --seed {params.seed} --out {output.table} --info-out {output.info}"
+
+
+rule summarize_exit:
+    input:
+        exit_tables,
+    output:
+        "<results>/summary/exit.tsv",
+    log:
+        "<results>/logs/summarize_exit.log",
+    conda:
+        "../../envs/probe.yaml"
+    params:
+        epsilon=config["exit"]["epsilon"],
+    shell:
+        "plmexit --log {log} summarize-exit {input} --epsilon {params.epsilon} --out {output}"
+
+
+rule plot_exit:
+    input:
+        "<results>/exit/{model}/{task}.tsv",
+    output:
+        report(
+            "<results>/figures/exit/{model}/{task}.png",
+            caption="../report/exit.rst",
+            category="Early exit",
+            subcategory="{model}",
+            labels={"model": "{model}", "task": "{task}"},
+        ),
+    log:
+        "<results>/logs/plot_exit/{model}/{task}.log",
+    conda:
+        "../../envs/probe.yaml"
+    shell:
+        "plmexit --log {log} plot-exit --table {input} --out {output}"
