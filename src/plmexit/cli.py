@@ -633,7 +633,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cost", required=True, help="cost JSON from cost (measured seconds per depth)")
     p.add_argument("--model-id", required=True, help="model id written in the table")
     p.add_argument("--task-name", required=True, help="task name written in the table")
-    p.add_argument("--type", choices=list(METRICS), required=True, help="task type")
+    p.add_argument("--type", choices=list(TASK_TYPES), required=True, help="task type")
     p.add_argument("--metric", required=True, help="metric to report (the task's selection metric)")
     p.add_argument("--gates", nargs="+", default=["probability", "margin", "entropy", "patience"], help="gates to calibrate (those that fit the task type)")
     p.add_argument("--epsilon", type=float, default=0.1, help="risk budget: rate of disagreement with the reference layer (default 0.1)")
