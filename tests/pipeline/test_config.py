@@ -111,10 +111,12 @@ def test_plan_targets_and_arguments():
     blat = [f"BLAT_ECOLX_Stiffler_2015.{s}" for s in ("fold_random_5", "fold_modulo_5", "fold_contiguous_5")]
     assert [p for p in plan.pairs() if p[0] == "tiny_random"] == [("tiny_random", t) for t in [*blat, "NUD15_HUMAN_Suiter_2020.fold_contiguous_5", "deeploc_10class",
                                                          "deeploc_membrane", "ec", "deepsol", "gb1_three_vs_rest"]]
-    assert plan.final_targets()[:4] == [
-        "results/summary/best_layers.tsv", "results/summary/across_tasks.tsv", "results/figures/gain_vs_compute.png",
-        "results/summary/proteingym_supervised.csv",
+    assert plan.final_targets()[:3] == [
+        "results/summary/best_layers.tsv", "results/summary/across_tasks.tsv", "results/summary/proteingym_supervised.csv",
     ]
+    # Every figure and table the `figures` target redraws from results/ is a final target too.
+    assert plan.drawn()[:3] == ["results/figures/gain_vs_compute.png", "results/figures/study", "results/summary/tables"]
+    assert set(plan.drawn()) <= set(plan.final_targets())
     assert plan.exports() == [] and not any("/export/" in t for t in plan.final_targets())  # opt-in
     config = load("test.yaml")
     config["export"]["enabled"] = True
@@ -397,7 +399,10 @@ def test_depth_diagnostics_are_planned_for_models_with_a_head():
     assert len(figures) == 9 and "results/figures/tiny_bert/depth/NUD15_HUMAN_Suiter_2020.fold_contiguous_5.png" in figures
     assert plan.task_lens("tiny_random", "deeploc_membrane") == ["results/depth/tiny_random/lens/deeploc_membrane.tsv"]
     assert plan.task_zero_shot("tiny_random", "deeploc_membrane") == [] and plan.task_lens("tiny_random", "BLAT_ECOLX_Stiffler_2015.fold_random_5") == []
-    assert plan.final_targets()[-11:] == ["results/summary/depth.tsv", "results/figures/depth.png", *figures]
+    assert plan.final_targets()[-1] == "results/summary/depth.tsv"
+    drawn = plan.drawn()
+    start = drawn.index("results/figures/depth.png")
+    assert drawn[start : start + 1 + len(figures)] == ["results/figures/depth.png", *figures]
 
     config = load("test.yaml")
     config["depth"] = {"lens_tasks": ["deeploc"]}
