@@ -234,7 +234,8 @@ def two_tasks(config: dict) -> None:
     twenty submissions, so the test stays within CI's time; the local run has every task, and these
     two must equal it."""
     config["models"] = config["models"][:1]
-    config.pop("depth", None)  # the head's diagnostics run in the local run; here they would only add submissions
+    config.pop("depth", None)  # the head's diagnostics and early exit run in the local run; here they would only add submissions
+    config.pop("exit", None)
     proteingym = {**config["tasks"][0], "fold_schemes": ["fold_random_5"]}
     config["tasks"] = [proteingym] + [task for task in config["tasks"] if task["id"] == CANCELLED_TASK]
 

@@ -260,6 +260,7 @@ def test_adding_a_model_and_a_task_runs_only_what_is_new(finished_run, shared_da
     depth += [f"results/figures/tiny_narrow/depth/{t}{suffix}" for t in [*BLAT, NUD15, "deeploc_membrane"] for suffix in (".png", ".svg")]
     downstream = {
         "results/summary/best_layers.tsv", "results/summary/across_tasks.tsv", "results/figures/gain_vs_compute.png",
+        "results/figures/study", "results/summary/tables",  # the study figures and tables redraw every model
         "results/summary/proteingym_supervised.csv", *(f"results/cost/{m}/{s}.json" for m, s in new_sets),
         "results/summary/depth.tsv", "results/summary/depth_curves.tsv", "results/figures/depth.png", *depth,  # the new fair-esm model's head
         "results/summary/exit.tsv", "results/exit/tiny_narrow/deeploc_membrane.tsv", "results/exit/tiny_narrow/deeploc_membrane.json",
