@@ -283,7 +283,7 @@ def test_offline_config_through_the_slurm_profile(slurm_cluster, profile_env, fi
     assert sorted(second.values()) == sorted(
         [(CANCELLED_RULE, CANCELLED_WILDCARDS)]
         + [(rule, f"tiny_random_{CANCELLED_TASK}") for rule in ("gather_embeddings", "plot_layers", "probe_layers", "select_layer")]
-        + [("plot_summary", ""), ("summarize_layers", "")]
+        + [("plot_study", ""), ("plot_summary", ""), ("summarize_layers", "")]
     )
     after = output_stamps(results)
     assert {path: after[path] for path in finished} == finished
