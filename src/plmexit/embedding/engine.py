@@ -40,6 +40,7 @@ from plmexit.embedding.options import (  # noqa: F401 - re-exported: the setting
     POOLING,
     PRECISION_NAMES,
     EmbedSettings,
+    check_depth,
 )
 from plmexit.errors import EmbedError
 from plmexit.models.tokens import TokenScheme
@@ -377,9 +378,7 @@ class FastEncoder:
         block ``depth`` would. ``on_layer(k)`` is called as soon as layer ``k`` is pooled (see
         ``LayerDone``): ``plmexit cost`` timestamps there, so the timing is of the engine that embeds.
         """
-        depth = self.num_layers if depth is None else depth
-        if not 0 <= depth <= self.num_layers:
-            raise ValueError(f"depth {depth} is outside 0..{self.num_layers}")
+        depth = check_depth(depth, self.num_layers)
         B, T = tokens.shape
         x, mask = self._embed(tokens)
         w = weights.unsqueeze(1).to(torch.float32)  # (B, 1, T)
@@ -403,9 +402,7 @@ class FastEncoder:
         row leaving when ``rule`` says so (every row still running leaves at ``depth``, default ``L``);
         the rows that leave are dropped from the batch (hidden states, pooling weights, mask), so later
         blocks run on the survivors only. A row's vector is what ``pooled(..., depth=k)[k]`` gives it."""
-        depth = self.num_layers if depth is None else depth
-        if not 0 <= depth <= self.num_layers:
-            raise ValueError(f"depth {depth} is outside 0..{self.num_layers}")
+        depth = check_depth(depth, self.num_layers)
         B, T = tokens.shape
         x, mask = self._embed(tokens)
         w = weights.unsqueeze(1).to(torch.float32)  # (B, 1, T)

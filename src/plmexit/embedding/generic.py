@@ -19,6 +19,7 @@ import torch
 
 from plmexit.embedding import precision as precisions
 from plmexit.embedding.exiting import ExitRule, Survivors
+from plmexit.embedding.options import check_depth
 
 PRECISIONS = precisions.DTYPES
 
@@ -61,18 +62,14 @@ class HookedEncoder:
         """``(depth + 1, B, E)`` float32: per layer, the sum over positions of ``weights`` (B, T) times
         the hidden state, the final norm on layer ``L`` (and on every layer, for ``final``);
         ``on_layer(k)`` as soon as layer ``k`` is pooled (``engine.LayerDone``)."""
-        depth = self.num_layers if depth is None else depth
-        if not 0 <= depth <= self.num_layers:
-            raise ValueError(f"depth {depth} is outside 0..{self.num_layers}")
+        depth = check_depth(depth, self.num_layers)
         B = tokens.shape[0]
         w = weights.unsqueeze(1).to(torch.float32)  # (B, 1, T)
         out = torch.empty((depth + 1, B, self.embed_dim), dtype=torch.float32, device=tokens.device)
         done = [0]  # blocks finished
 
         def pool(k: int, hidden: torch.Tensor) -> None:
-            if self.final_norm is not None and ((k == self.num_layers and self.norm_last) or layer_norm == "final"):
-                hidden = self.final_norm(hidden)
-            out[k] = torch.bmm(w, hidden.to(torch.float32)).squeeze(1)
+            out[k] = self._pool(k, hidden, w, layer_norm)
             if on_layer is not None:
                 on_layer(k)
 
@@ -90,6 +87,19 @@ class HookedEncoder:
 
         handles = [self.blocks[0].register_forward_pre_hook(before_first, with_kwargs=True)]
         handles += [m.register_forward_hook(after, with_kwargs=True) for m in {id(m): m for m in self.blocks}.values()]
+        self._run(tokens, handles)
+        if done[0] != depth:
+            raise RuntimeError(f"the model ran {done[0]} blocks, expected {depth}; its block list does not match its forward")
+        return out
+
+    def _pool(self, k: int, hidden: torch.Tensor, w: torch.Tensor, layer_norm: str) -> torch.Tensor:
+        """``(B, E)`` float32: the ``w``-weighted sum over positions of layer ``k``'s state, normed per the convention."""
+        if self.final_norm is not None and ((k == self.num_layers and self.norm_last) or layer_norm == "final"):
+            hidden = self.final_norm(hidden)
+        return torch.bmm(w, hidden.to(torch.float32)).squeeze(1)
+
+    def _run(self, tokens: torch.Tensor, handles: list) -> None:
+        """The model's own forward with ``handles``' hooks in place (a hook may end it early with ``_Stop``); the hooks removed after."""
         try:
             self.module(input_ids=tokens, attention_mask=tokens.ne(self.tokens.padding_idx).to(torch.int64))
         except _Stop:
@@ -97,9 +107,6 @@ class HookedEncoder:
         finally:
             for handle in handles:
                 handle.remove()
-        if done[0] != depth:
-            raise RuntimeError(f"the model ran {done[0]} blocks, expected {depth}; its block list does not match its forward")
-        return out
 
     @torch.inference_mode()
     def pooled_exiting(
@@ -107,20 +114,13 @@ class HookedEncoder:
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """``(exit layer (B,), pooled vector at it (B, E) float32)``, rows dropped from the batch as they leave
         (see ``FastEncoder.pooled_exiting``)."""
-        depth = self.num_layers if depth is None else depth
-        if not 0 <= depth <= self.num_layers:
-            raise ValueError(f"depth {depth} is outside 0..{self.num_layers}")
+        depth = check_depth(depth, self.num_layers)
         B = tokens.shape[0]
         state = {"w": weights.unsqueeze(1).to(torch.float32), "done": 0}  # (B, 1, T) pooling weights of the survivors
         survivors = Survivors(B, self.embed_dim, depth, rule, tokens.device)
 
-        def pooled_at(k: int, hidden: torch.Tensor) -> torch.Tensor:
-            if self.final_norm is not None and ((k == self.num_layers and self.norm_last) or layer_norm == "final"):
-                hidden = self.final_norm(hidden)
-            return torch.bmm(state["w"], hidden.to(torch.float32)).squeeze(1)
-
         def leave(k: int, hidden: torch.Tensor):
-            keep = survivors.leave(k, pooled_at(k, hidden))
+            keep = survivors.leave(k, self._pool(k, hidden, state["w"], layer_norm))
             if survivors.done:
                 raise _Stop
             if keep is not None:
@@ -140,13 +140,7 @@ class HookedEncoder:
 
         handles = [m.register_forward_pre_hook(before, with_kwargs=True) for m in {id(m): m for m in self.blocks}.values()]
         handles += [m.register_forward_hook(after, with_kwargs=True) for m in {id(m): m for m in self.blocks}.values()]
-        try:
-            self.module(input_ids=tokens, attention_mask=tokens.ne(self.tokens.padding_idx).to(torch.int64))
-        except _Stop:
-            pass
-        finally:
-            for handle in handles:
-                handle.remove()
+        self._run(tokens, handles)
         if not survivors.done:
             raise RuntimeError(f"the model ran {state['done']} blocks and {len(survivors.rows)} rows never left; its block list does not match its forward")
         return survivors.layer, survivors.out

@@ -80,3 +80,11 @@ class EmbedSettings:
                 "per-residue states averaged over the windows covering them, then pooled"
             )
         return f"truncated to the first {self.truncate} residues"
+
+
+def check_depth(depth: int | None, num_layers: int) -> int:
+    """The depth an encoder's forward stops at: ``num_layers`` when None, else ``depth`` within ``0..num_layers``."""
+    depth = num_layers if depth is None else depth
+    if not 0 <= depth <= num_layers:
+        raise ValueError(f"depth {depth} is outside 0..{num_layers}")
+    return depth
