@@ -308,6 +308,28 @@ def cmd_plot_exit(args) -> None:
     plot_exit_table(args.table, args.out)
 
 
+def cmd_lens_exit(args) -> None:
+    import torch
+
+    from plmexit.pipeline.lens_exit_steps import LensExitSettings, lens_exit_task
+    from plmexit.pipeline.model_steps import resolve_device
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    settings = LensExitSettings(
+        gates=tuple(args.gates), epsilon=args.epsilon, delta=args.delta, n_thresholds=args.n_thresholds, max_patience=args.max_patience,
+        first_layer=args.first_layer, sample=args.sample, mask_fraction=args.mask_fraction, calibration_fraction=args.calibration_fraction,
+        seed=args.seed,
+    )
+    lens_exit_task(args.model, args.task, args.out, args.info_out, args.task_name, settings, resolve_device(args.device), args.engine, args.max_tokens)
+
+
+def cmd_summarize_lens_exit(args) -> None:
+    from plmexit.pipeline.lens_exit_steps import summarize_lens_exit_tables
+
+    summarize_lens_exit_tables(args.tables, args.epsilon, args.out)
+
+
 def cmd_plot(args) -> None:
     from plmexit.pipeline.report_steps import plot_task
 
@@ -659,6 +681,32 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--table", required=True, help="exit TSV from exit")
     p.add_argument("--out", required=True, help="PNG to write")
     p.set_defaults(func=cmd_plot_exit)
+
+    p = sub.add_parser("lens-exit", help="early exit of the model's own head: the exit gates calibrated (Learn-then-Test) on the logit lens "
+                       "of a masked sample, per position and per sequence, against the final layer")
+    _add_head_arguments(p)
+    p.add_argument("--task", required=True, help="task table TSV from prepare (its sequences are sampled)")
+    p.add_argument("--task-name", required=True, help="task (or embedding set) name for the table")
+    p.add_argument("--sample", type=_positive_int, default=256, help="distinct sequences to sample (default 256)")
+    p.add_argument("--mask-fraction", type=float, default=0.15, help="fraction of each sequence's residues masked (default 0.15, as ESM2 was trained)")
+    p.add_argument("--calibration-fraction", type=float, default=0.5,
+                   help="seeded fraction of the sampled sequences that calibrates; the others are reported on (default 0.5)")
+    p.add_argument("--max-tokens", type=_positive_int, default=4096, help="padded tokens per batch (default 4096)")
+    p.add_argument("--gates", nargs="+", default=["probability", "margin", "entropy", "patience"], help="gates to calibrate")
+    p.add_argument("--epsilon", type=float, default=0.1, help="risk budget: rate of disagreement with the final layer (default 0.1)")
+    p.add_argument("--delta", type=float, default=0.1, help="the guarantee holds with probability at least 1 - delta (default 0.1)")
+    p.add_argument("--n-thresholds", type=_at_least_two, default=50, help="probability, margin and entropy thresholds tested (default 50)")
+    p.add_argument("--max-patience", type=_positive_int, default=4, help="largest patience tested, in layers (default 4)")
+    p.add_argument("--first-layer", type=int, default=1, help="shallowest layer a position or sequence may exit at (default 1)")
+    p.add_argument("--out", required=True, help="TSV to write: every static layer and each calibrated controller on the test sequences")
+    p.add_argument("--info-out", required=True, help="JSON to write: settings, sample, calibration split, thresholds tested, provenance")
+    p.set_defaults(func=cmd_lens_exit)
+
+    p = sub.add_parser("summarize-lens-exit", help="gather head-exit tables into one summary (the calibrated controllers)")
+    p.add_argument("tables", nargs="+", help="TSV files from lens-exit")
+    p.add_argument("--epsilon", type=float, required=True, help="the risk budget the tables were calibrated to (flags controllers over it)")
+    p.add_argument("--out", required=True, help="summary TSV to write")
+    p.set_defaults(func=cmd_summarize_lens_exit)
 
     p = sub.add_parser("plot", help="figure of the metric against layer for one model and task")
     p.add_argument("--probes", required=True, help="probe TSV")

@@ -10,6 +10,7 @@ import pandas as pd
 
 from plmexit.cli import main
 from plmexit.download import sha256_file
+from plmexit.pipeline import lens_exit_steps
 from plmexit.pipeline.exit_steps import EXIT_COLUMNS, SUMMARY_COLUMNS
 
 
@@ -110,3 +111,44 @@ def test_exit_is_planned_for_the_configured_tasks_only():
     config["exit"] = {}
     validate(config, schema, set_default=True)
     assert Plan(config).exit_targets() == []
+
+
+def test_lens_exit_calibrates_the_heads_exit_on_other_sequences_than_it_reports(tmp_path, capsys, tiny_model):
+    t = tmp_path
+    steps = [
+        ["fetch-model", "--id", "tiny", "--checkpoint", tiny_model, "--sha256", sha256_file(tiny_model), "--out", t / "model.json"],
+        ["prepare", "--name", "toy", "--format", "csv", "--path", toy_classes(t / "toy.csv", n=30), "--type", "classification", "--id-column", "name",
+         "--label-column", "kind", "--cv-folds", 3, "--seed", 1, "--out", t / "toy.tsv", "--info-out", t / "toy.json"],
+        ["lens-exit", "--model", t / "model.json", "--task", t / "toy.tsv", "--task-name", "toy", "--sample", 20, "--mask-fraction", 0.3,
+         "--gates", "probability", "patience", "--epsilon", 0.3, "--delta", 0.2, "--n-thresholds", 10, "--max-patience", 1, "--device", "cpu",
+         "--out", t / "lens.tsv", "--info-out", t / "lens.json"],
+        ["summarize-lens-exit", t / "lens.tsv", "--epsilon", 0.3, "--out", t / "summary.tsv"],
+    ]
+    for argv in steps:
+        code, err = run(capsys, *argv)
+        assert code == 0, (argv[0], err)
+
+    table = pd.read_csv(t / "lens.tsv", sep="\t")
+    assert list(table.columns) == lens_exit_steps.LENS_EXIT_COLUMNS
+    static = table[table.kind == "static"]
+    assert static["layer"].tolist() == [0, 1, 2] and (static["mean_layer"] == static["layer"]).all()
+    assert static.iloc[-1]["disagreement"] == 0 and static.iloc[-1]["accuracy"] == static.iloc[-1]["final_accuracy"]
+    calibrated = table[table.kind == "calibrated"]
+    assert sorted(zip(calibrated.gate, calibrated.unit)) == [(g, u) for g in ("patience", "probability") for u in ("position", "sequence")]
+    assert ((calibrated.mean_layer >= 1) & (calibrated.mean_layer <= 2)).all()
+    assert (calibrated.loc[calibrated.unit == "sequence", ["n_calibration", "n_test"]] == [10, 10]).all().all()
+
+    info = json.loads((t / "lens.json").read_text())
+    assert info["n_sequences"] == 20 and info["model"] == "tiny" and info["num_layers"] == 2
+    assert len(info["calibration_ids"]) == len(info["test_ids"]) == 10 and not set(info["calibration_ids"]) & set(info["test_ids"])
+    assert info["n_calibration_positions"] + info["n_test_positions"] == info["n_masked_positions"]
+    assert {(c["gate"], c["unit"]) for c in info["controllers"]} == set(zip(calibrated.gate, calibrated.unit))
+    summary = pd.read_csv(t / "summary.tsv", sep="\t")
+    assert list(summary.columns) == lens_exit_steps.SUMMARY_COLUMNS and len(summary) == 4
+    sequence_rows = summary[summary.unit == "sequence"]
+    assert (sequence_rows["risk"] == sequence_rows["sequence_disagreement"]).all()
+
+    code, err = run(capsys, "lens-exit", "--model", t / "model.json", "--task", t / "toy.tsv", "--task-name", "toy", "--sample", 1,
+                    "--device", "cpu", "--out", t / "one.tsv", "--info-out", t / "one.json")
+    assert code == 1 and err.strip().endswith("head exit needs at least 2 sampled sequences (one to calibrate, one to test), found 1; raise exit.lens_sample")
+    assert len(err.strip().splitlines()) == 1 and not (t / "one.tsv").exists()

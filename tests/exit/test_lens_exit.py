@@ -7,6 +7,7 @@ import pytest
 
 from plmexit.depth import lens
 from plmexit.depth.heads import FairEsmMaskedLM
+from plmexit.errors import InputError
 from plmexit.exit import gates, lens_exit
 from plmexit.exit.controller import Controller
 
@@ -45,3 +46,31 @@ def test_lens_exit_on_a_tiny_esm2(tiny_loaded):
     alone = controller.exit_layers(scores)
     together = controller.exit_layers(lens_exit.sequence_scores(scores, sequence, len(SEQUENCES)))
     assert np.all(together[sequence] >= alone)
+
+
+def test_lens_exit_reports_every_static_layer_and_calibrates_on_other_sequences(tiny_loaded):
+    lm = FairEsmMaskedLM(tiny_loaded)
+    sample = lens.mask_sample([f"s{i}" for i in range(len(SEQUENCES))], SEQUENCES, 6, 0.3, 0, 1022)
+    probs, truth, sequence = lens_exit.lens_outputs(lm, sample, max_tokens=150)
+    L = lm.num_layers
+    is_cal = lens_exit.calibration_split(len(SEQUENCES), 0.5, 0)
+    assert is_cal.sum() == 3 and np.array_equal(is_cal, lens_exit.calibration_split(len(SEQUENCES), 0.5, 0))
+    static = lens_exit.static_lens_layers(probs, truth, sequence, is_cal)
+    assert [s["layer"] for s in static] == list(range(L + 1))
+    assert static[L]["disagreement"] == static[L]["sequence_disagreement"] == 0 and static[L]["accuracy"] == static[L]["final_accuracy"]
+    report = lens_exit.calibrate_lens_exit(probs, truth, sequence, "margin", 0.3, 0.2, 0.5, seed=0, n_thresholds=10)
+    assert report["calibration_sequences"] == np.flatnonzero(is_cal).tolist()
+    assert report["sequence"]["n_calibration"] == 3 and report["position"]["n_test"] == int((~is_cal[sequence]).sum())
+    for unit in ("position", "sequence"):
+        tested = report[unit]["tested"]
+        assert all(step["rejected"] for step in tested[:-1]) and report[unit]["certified"] == tested[0]["rejected"]
+    # a threshold no score reaches: every unit runs to the final layer, and nothing disagrees
+    never = lens_exit.calibrate_lens_exit(probs, truth, sequence, "probability", 0.01, 0.01, 0.5, seed=0, n_thresholds=10)
+    assert not never["sequence"]["certified"] and never["sequence"]["mean_layer"] == L and never["sequence"]["sequence_disagreement"] == 0
+
+
+def test_a_calibration_split_needs_a_sequence_on_each_side():
+    with pytest.raises(InputError, match=r"at least 2 sampled sequences .* raise exit\.lens_sample"):
+        lens_exit.calibration_split(1, 0.5, 0)
+    with pytest.raises(InputError, match=r"strictly between 0 and 1 \(exit\.lens_calibration_fraction\)"):
+        lens_exit.calibration_split(10, 1.0, 0)

@@ -286,9 +286,12 @@ CLI_OF_SETTING = {
     ("select", "tolerance"): [("select", "tolerance")],
     ("select", "bootstrap"): [("select", "bootstrap"), ("summarize", "bootstrap")],
     ("depth", "sample"): [("lens", "sample")],
-    ("depth", "mask_fraction"): [("lens", "mask_fraction")],
+    ("depth", "mask_fraction"): [("lens", "mask_fraction"), ("lens-exit", "mask_fraction")],
     ("depth", "calibration_fraction"): [("zero-shot", "calibration_fraction")],
-    **{("exit", key): [("exit", key)] for key in ("gates", "epsilon", "delta", "fallback", "n_thresholds", "max_patience", "first_layer", "tolerance")},
+    **{("exit", key): [("exit", key)] for key in ("fallback", "tolerance")},
+    **{("exit", key): [("exit", key), ("lens-exit", key)] for key in ("gates", "epsilon", "delta", "n_thresholds", "max_patience", "first_layer")},
+    ("exit", "lens_sample"): [("lens-exit", "sample")],
+    ("exit", "lens_calibration_fraction"): [("lens-exit", "calibration_fraction")],
 }
 
 
@@ -411,3 +414,21 @@ def test_depth_diagnostics_are_planned_for_models_with_a_head():
     config["depth"] = {}
     validate(config, str(SCHEMA), set_default=True)
     assert Plan(config).depth_models() == [] and "results/summary/depth.tsv" not in Plan(config).final_targets()
+
+
+def test_the_heads_exit_is_planned_on_every_lens_set_of_every_head_model():
+    plan = Plan(load("test.yaml"))
+    tables = plan.exit_lens_tables()
+    assert tables[:2] == ["results/exit/tiny_random/lens/NUD15_HUMAN_Suiter_2020.tsv", "results/exit/tiny_random/lens/deeploc_membrane.tsv"]
+    assert len(tables) == len(plan.lens_infos()) == 2 + 4
+    assert plan.exit_targets() == ["results/summary/exit.tsv", "results/summary/exit_lens.tsv"]
+    assert "results/summary/exit_lens.tsv" in plan.final_targets()
+
+    config = load("test.yaml")
+    config["exit"]["lens"] = False
+    assert Plan(config).exit_lens_tables() == [] and "results/summary/exit_lens.tsv" not in Plan(config).final_targets()
+    config["exit"] = {"lens": True}  # the head's exit alone, without probe exit
+    validate(config, str(SCHEMA), set_default=True)
+    assert Plan(config).exit_targets() == ["results/summary/exit_lens.tsv"]
+    config["depth"]["lens_tasks"] = []  # as exit.tasks: [] plans no probe exit
+    assert Plan(config).exit_lens_tables() == [] and Plan(config).exit_targets() == []

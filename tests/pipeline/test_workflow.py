@@ -265,6 +265,8 @@ def test_adding_a_model_and_a_task_runs_only_what_is_new(finished_run, shared_da
         "results/summary/depth.tsv", "results/summary/depth_curves.tsv", "results/figures/depth.png", *depth,  # the new fair-esm model's head
         "results/summary/exit.tsv", "results/exit/tiny_narrow/deeploc_membrane.tsv", "results/exit/tiny_narrow/deeploc_membrane.json",
         "results/figures/exit/tiny_narrow/deeploc_membrane.png",  # its early exit (exit.tasks)
+        "results/summary/exit_lens.tsv", *(f"results/exit/tiny_narrow/lens/{s}{suffix}" for s in ("deeploc_membrane", "NUD15_HUMAN_Suiter_2020")
+                                           for suffix in (".tsv", ".json")),  # its head's exit on its lens sets (exit.lens)
     }
     for m, t in new_pairs:
         downstream |= {f"results/probes/{m}/{t}.tsv", f"results/probes/{m}/{t}.predictions.tsv.gz", f"results/selection/{m}/{t}.json", f"results/figures/{m}/{t}.png"}
@@ -299,13 +301,14 @@ def test_no_two_jobs_write_the_same_file(tmp_path, shared_data):
     # Per fair-esm model: test checkpoint, manifest, and per embedding set 2 shards, a gather and a
     # cost; per model and task a probe, a selection and a figure; its lens (two sets), zero-shot
     # (two assays) and a depth figure per task they speak of (five); an exit table and figure (one
-    # exit task). Each family's model the same on its one task, and with a head its lens, zero-shot
-    # and depth figure. Per task a preparation; the 11 official files; the two summaries, the summary
-    # figure, the study figures and `all`; the depth summary and figure; the exit summary.
+    # exit task) and a head exit per lens set (two). Each family's model the same on its one task, and
+    # with a head its lens, zero-shot, depth figure and head exit. Per task a preparation; the 11
+    # official files; the two summaries, the summary figure, the study figures and `all`; the depth
+    # summary and figure; the exit summary and the head exit summary.
     n_sets, n_tasks = len({spec[0] for spec in TASKS.values()}), len(TASKS)
-    fair_esm = 2 * (2 + 4 * n_sets + 3 * n_tasks + 2 + 2 + 5 + 2)
-    families = len(FAMILIES) * (2 + 4 + 3) + len(HEADS) * 3
-    assert len(jobs) == fair_esm + families + n_tasks + 11 + 4 + 1 + 2 + 1
+    fair_esm = 2 * (2 + 4 * n_sets + 3 * n_tasks + 2 + 2 + 5 + 2 + 2)
+    families = len(FAMILIES) * (2 + 4 + 3) + len(HEADS) * 4
+    assert len(jobs) == fair_esm + families + n_tasks + 11 + 4 + 1 + 2 + 2
     assert written and len(written) == len(set(written))
 
 
@@ -373,6 +376,9 @@ def test_rules_show_every_setting_in_their_commands(tmp_path, shared_data):
     prepare = command("prepare_task", "--name deeploc_10class ")
     assert prepare[prepare.index("--format"):prepare.index("--format") + 4] == ["--format", "deeploc", "--type", "classification"]
     assert prepare[prepare.index("--cv-folds") + 1] == "5"
+    head_exit = command("exit_lens", "exit/tiny_random/lens/deeploc_membrane.tsv")
+    assert head_exit[head_exit.index("--sample"):head_exit.index("--sample") + 6] == ["--sample", "32", "--mask-fraction", "0.15", "--calibration-fraction", "0.5"]
+    assert head_exit[head_exit.index("--n-thresholds") + 1] == "20" and head_exit[head_exit.index("--seed") + 1] == "0"
 
 
 def test_the_workflow_is_lint_and_format_clean(tmp_path, shared_data):
@@ -546,3 +552,20 @@ def test_early_exit_runs_in_the_pipeline(finished_run):
     summary = pd.read_csv(results / "summary" / "exit.tsv", sep="\t")
     assert set(zip(summary["model"], summary["task"])) == {("tiny_random", "deeploc_membrane")}
     assert (results / "figures" / "exit" / "tiny_random" / "deeploc_membrane.png").read_bytes()[:8] == PNG
+
+
+def test_the_heads_early_exit_runs_in_the_pipeline(finished_run):
+    """config/test.yaml's exit.lens: every head model's own head exits on the logit lens of its lens sets, calibrated on
+    half of the sampled sequences and reported on the other half, and one summary of the calibrated controllers."""
+    workdir, _ = finished_run
+    results = workdir / "results"
+    table = pd.read_csv(results / "exit" / "tiny_random" / "lens" / "deeploc_membrane.tsv", sep="\t")
+    assert sorted(table.loc[table.kind == "static", "layer"]) == [0, 1, 2, 3, 4]
+    calibrated = table[table.kind == "calibrated"]
+    assert set(zip(calibrated.gate, calibrated.unit)) == {(g, u) for g in ("probability", "margin", "entropy", "patience") for u in ("position", "sequence")}
+    assert (calibrated.loc[calibrated.unit == "sequence", ["n_calibration", "n_test"]] == [16, 16]).all().all()
+    info = json.loads((results / "exit" / "tiny_random" / "lens" / "deeploc_membrane.json").read_text())
+    assert info["n_sequences"] == 32 and not set(info["calibration_ids"]) & set(info["test_ids"])
+    summary = pd.read_csv(results / "summary" / "exit_lens.tsv", sep="\t")
+    pairs = {("tiny_random", "deeploc_membrane"), ("tiny_random", "NUD15_HUMAN_Suiter_2020"), *((m, "NUD15_HUMAN_Suiter_2020") for m in HEADS)}
+    assert set(zip(summary["model"], summary["set"])) == pairs and len(summary) == len(pairs) * 4 * 2

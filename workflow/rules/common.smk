@@ -116,6 +116,10 @@ def exit_tables(wildcards):
     return plan.exit_tables()
 
 
+def exit_lens_tables(wildcards):
+    return plan.exit_lens_tables()
+
+
 def lens_infos(wildcards):
     return plan.lens_infos()
 

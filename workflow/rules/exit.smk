@@ -37,6 +37,55 @@ rule exit_task:
         " --seed {params.seed} --out {output.table} --info-out {output.info}"
 
 
+# Early exit of the model's own head (config exit.lens): the same gates and calibration on the logit
+# lens of a masked sample of a lens set's sequences, per position and per sequence, against the
+# final layer. Loads the model as logit_lens does (profiles/slurm gives it a GPU).
+rule exit_lens:
+    input:
+        model="<results>/models/{model}.json",
+        task=set_table,
+    output:
+        table="<results>/exit/{model}/lens/{set}.tsv",
+        info="<results>/exit/{model}/lens/{set}.json",
+    log:
+        "<results>/logs/exit_lens/{model}/{set}.log",
+    conda:
+        "../../envs/embed.yaml"
+    threads: 2
+    params:
+        sample=config["exit"]["lens_sample"],
+        mask_fraction=config["depth"]["mask_fraction"],
+        calibration_fraction=config["exit"]["lens_calibration_fraction"],
+        gates=" ".join(config["exit"]["gates"]),
+        epsilon=config["exit"]["epsilon"],
+        delta=config["exit"]["delta"],
+        n_thresholds=config["exit"]["n_thresholds"],
+        max_patience=config["exit"]["max_patience"],
+        first_layer=config["exit"]["first_layer"],
+        seed=config["seed"],
+    shell:
+        "plmexit --log {log} lens-exit --model {input.model} --task {input.task} --task-name {wildcards.set}"
+        " --sample {params.sample} --mask-fraction {params.mask_fraction} --calibration-fraction {params.calibration_fraction}"
+        " --gates {params.gates} --epsilon {params.epsilon} --delta {params.delta} --n-thresholds {params.n_thresholds}"
+        " --max-patience {params.max_patience} --first-layer {params.first_layer} --seed {params.seed}"
+        " --device auto --threads {threads} --out {output.table} --info-out {output.info}"
+
+
+rule summarize_exit_lens:
+    input:
+        exit_lens_tables,
+    output:
+        "<results>/summary/exit_lens.tsv",
+    log:
+        "<results>/logs/summarize_exit_lens.log",
+    conda:
+        "../../envs/probe.yaml"
+    params:
+        epsilon=config["exit"]["epsilon"],
+    shell:
+        "plmexit --log {log} summarize-lens-exit {input} --epsilon {params.epsilon} --out {output}"
+
+
 rule summarize_exit:
     input:
         exit_tables,

@@ -18,7 +18,6 @@ from plmexit.depth.lens import MaskedSample
 from plmexit.embedding.engine import token_batches
 from plmexit.errors import InputError
 from plmexit.exit import calibration, gates
-from plmexit.exit.controller import at_layers
 
 
 @torch.inference_mode()
@@ -50,64 +49,93 @@ def sequence_scores(scores: np.ndarray, sequence: np.ndarray, n_sequences: int) 
     return out
 
 
-def _report(exited_top: np.ndarray, final_top: np.ndarray, truth: np.ndarray, layers: np.ndarray, L: int) -> dict:
+def calibration_split(n_sequences: int, calibration_fraction: float, seed: int) -> np.ndarray:
+    """``(S,)`` bool: the seeded ``calibration_fraction`` of the sequences that calibrates (at least one on each side)."""
+    if not 0 < calibration_fraction < 1:
+        raise InputError(f"calibration fraction {calibration_fraction} must lie strictly between 0 and 1 (exit.lens_calibration_fraction)")
+    if n_sequences < 2:
+        raise InputError(f"head exit needs at least 2 sampled sequences (one to calibrate, one to test), found {n_sequences}; raise exit.lens_sample")
+    order = np.random.default_rng(seed).permutation(n_sequences)
+    is_cal = np.zeros(n_sequences, dtype=bool)
+    is_cal[order[: max(1, min(n_sequences - 1, round(calibration_fraction * n_sequences)))]] = True
+    return is_cal
+
+
+def _sequence_loss(top: np.ndarray, sequence: np.ndarray, units: np.ndarray):
+    """``disagreeing(exit layers of units (n,)) -> (n,) bool``: a sequence of ``units`` (sorted ids) disagrees when any of
+    its positions, read at the sequence's exit layer, predicts another residue than the final layer."""
+    L = top.shape[0] - 1
+    positions = np.flatnonzero(np.isin(sequence, units))
+    unit_of = np.searchsorted(units, sequence[positions])
+
+    def disagreeing(unit_layers: np.ndarray) -> np.ndarray:
+        wrong = top[np.asarray(unit_layers)[unit_of], positions] != top[L, positions]
+        return np.bincount(unit_of, weights=wrong, minlength=len(units)) > 0
+
+    return disagreeing
+
+
+def _report(top: np.ndarray, truth: np.ndarray, sequence: np.ndarray, positions: np.ndarray, position_layers: np.ndarray,
+            unit_layers: np.ndarray) -> dict:
+    """Test numbers of exit ``position_layers`` at ``positions``; ``unit_layers`` are the exit layers of the unit the
+    controller decides for (positions or sequences), whose mean is the layers executed."""
+    L = top.shape[0] - 1
+    exited = top[position_layers, positions]
+    wrong = exited != top[L, positions]
+    _, seq_index = np.unique(sequence[positions], return_inverse=True)
     return {
-        "disagreement": float((exited_top != final_top).mean()), "accuracy": float((exited_top == truth).mean()),
-        "final_accuracy": float((final_top == truth).mean()), "mean_layer": float(layers.mean()), "layers_saved": float(1 - layers.mean() / L),
+        "disagreement": float(wrong.mean()), "sequence_disagreement": float((np.bincount(seq_index, weights=wrong) > 0).mean()),
+        "accuracy": float((exited == truth[positions]).mean()), "final_accuracy": float((top[L, positions] == truth[positions]).mean()),
+        "mean_layer": float(np.mean(unit_layers)), "layers_saved": float(1 - np.mean(unit_layers) / L),
+        "fraction_early": float(np.mean(np.asarray(unit_layers) < L)),
     }
+
+
+def static_lens_layers(probs: np.ndarray, truth: np.ndarray, sequence: np.ndarray, is_calibration: np.ndarray) -> list[dict]:
+    """Per layer ``k``: every test position read at ``k`` (the static exits the controllers are compared with)."""
+    top = probs.argmax(axis=-1)
+    positions = np.flatnonzero(~is_calibration[sequence])
+    return [{"layer": k, **_report(top, truth, sequence, positions, np.full(len(positions), k), np.full(len(positions), k))}
+            for k in range(probs.shape[0])]
 
 
 def calibrate_lens_exit(
     probs: np.ndarray, truth: np.ndarray, sequence: np.ndarray, gate: str, epsilon: float, delta: float,
     calibration_fraction: float = 0.5, seed: int = 0, n_thresholds: int = 50, max_patience: int = 4, first_layer: int = 1,
 ) -> dict:
-    """Per-position and per-sequence controllers calibrated on a seeded ``calibration_fraction`` of the sequences,
-    reported on the others: disagreement with the final layer, accuracy against the true residue, layers saved."""
-    if not 0 < calibration_fraction < 1:
-        raise InputError(f"calibration fraction {calibration_fraction} must lie strictly between 0 and 1")
+    """Per-position and per-sequence controllers calibrated on a seeded ``calibration_fraction`` of the sequences
+    (``calibration_split``), reported on the others: disagreement with the final layer (per position, and per sequence:
+    any of its positions), accuracy against the true residue, mean exit layer of the unit and layers saved.
+
+    Only the per-sequence unit saves forward compute (a sequence leaves the network); a position's exit
+    layer says when its prediction settled. ``tested`` lists each threshold tested in sequence (p-values).
+    """
     L = probs.shape[0] - 1
     n_sequences = int(sequence.max()) + 1
-    order = np.random.default_rng(seed).permutation(n_sequences)
-    n_cal = max(1, min(n_sequences - 1, round(calibration_fraction * n_sequences)))
-    is_cal = np.zeros(n_sequences, dtype=bool)
-    is_cal[order[:n_cal]] = True
+    is_cal = calibration_split(n_sequences, calibration_fraction, seed)
+    first_layer = min(first_layer, L)
     grid = gates.threshold_grid(gate, n_thresholds, max_patience)
     top = probs.argmax(axis=-1)  # (L + 1, N)
-    result = {"gate": gate, "epsilon": epsilon, "delta": delta, "n_layers": L, "n_calibration_sequences": n_cal,
-              "n_test_sequences": n_sequences - n_cal}
+    result = {"gate": gate, "epsilon": epsilon, "delta": delta, "n_layers": L, "n_calibration_sequences": int(is_cal.sum()),
+              "n_test_sequences": int((~is_cal).sum()), "calibration_sequences": np.flatnonzero(is_cal).tolist()}
 
-    cal, test = is_cal[sequence], ~is_cal[sequence]
+    cal, test = np.flatnonzero(is_cal[sequence]), np.flatnonzero(~is_cal[sequence])
+    scores = gates.gate_scores(probs, gate, "classification")
     chosen = calibration.learn_then_test(probs[:, cal], gate, "classification", grid, epsilon, delta, first_layer, L)
-    layers = chosen.controller.exit_layers(gates.gate_scores(probs[:, test], gate, "classification"))
-    result["position"] = {"threshold": chosen.controller.threshold, "certified": chosen.certified, "n_calibration": int(cal.sum()),
-                          "n_test": int(test.sum()), **_report(at_layers(top[:, test], layers), top[L, test], truth[test], layers, L)}
+    layers = chosen.controller.exit_layers(scores[:, test])
+    result["position"] = {"threshold": chosen.controller.threshold, "certified": chosen.certified, "n_calibration": len(cal),
+                          "n_test": len(test), **_report(top, truth, sequence, test, layers, layers), "tested": chosen.tested}
 
-    scores = sequence_scores(gates.gate_scores(probs, gate, "classification"), sequence, n_sequences)
-
-    def per_sequence(sequences: np.ndarray):
-        """Each of ``sequences``' positions' exit layer is its sequence's; a sequence disagrees when any position does."""
-        def disagreeing(seq_layers: np.ndarray) -> np.ndarray:
-            layer_of = dict(zip(sequences.tolist(), seq_layers.tolist()))
-            wrong = np.zeros(len(sequences), dtype=bool)
-            index = {s: j for j, s in enumerate(sequences.tolist())}
-            for p in np.flatnonzero(np.isin(sequence, sequences)):
-                s = int(sequence[p])
-                wrong[index[s]] |= top[layer_of[s], p] != top[L, p]
-            return wrong
-        return disagreeing
-
+    per_sequence = sequence_scores(scores, sequence, n_sequences)
     cal_seq, test_seq = np.flatnonzero(is_cal), np.flatnonzero(~is_cal)
-    chosen = calibration.learn_then_test_scores(scores[:, cal_seq], per_sequence(cal_seq), gate, grid, epsilon, delta, first_layer, L)
-    seq_layers = chosen.controller.exit_layers(scores[:, test_seq])
+    chosen = calibration.learn_then_test_scores(
+        per_sequence[:, cal_seq], _sequence_loss(top, sequence, cal_seq), gate, grid, epsilon, delta, first_layer, L,
+    )
+    seq_layers = chosen.controller.exit_layers(per_sequence[:, test_seq])
     layer_of = np.zeros(n_sequences, dtype=int)
     layer_of[test_seq] = seq_layers
-    position_layers = layer_of[sequence[test]]
-    exited = at_layers(top[:, test], position_layers)
     result["sequence"] = {
         "threshold": chosen.controller.threshold, "certified": chosen.certified, "n_calibration": len(cal_seq), "n_test": len(test_seq),
-        "sequence_disagreement": float(per_sequence(test_seq)(seq_layers).mean()),
-        **_report(exited, top[L, test], truth[test], position_layers, L),
-        "mean_sequence_layer": float(seq_layers.mean()),
+        **_report(top, truth, sequence, test, layer_of[sequence[test]], seq_layers), "tested": chosen.tested,
     }
     return result
-

@@ -47,7 +47,7 @@ def _write_tsv(table: pd.DataFrame, path: str | Path) -> None:
         table.to_csv(tmp, sep="\t", index=False, float_format="%.8g")
 
 
-def _provenance(lm: MaskedLM, manifest: dict, device: str, engine: str) -> dict:
+def provenance(lm: MaskedLM, manifest: dict, device: str, engine: str) -> dict:
     versions = {"fair_esm_version": fair_esm.fair_esm_version()}
     if manifest["format"] == "transformers":
         from plmexit.models import hub  # loaded already: the model is a transformers one
@@ -81,7 +81,7 @@ def lens_task(
     result = lens.analyse(lm, masked, max_tokens, skip_blocks)
     for frame, path in ((result.lens, out), (result.skip, skip_out), (result.exit, exit_out)):
         _write_tsv(pd.concat([pd.DataFrame({"model": manifest["id"], "task": task_name}, index=frame.index), frame], axis=1), path)
-    info = {"task": task_name, **result.summary, "sample_ids": masked.ids, **_provenance(lm, manifest, device, engine)}
+    info = {"task": task_name, **result.summary, "sample_ids": masked.ids, **provenance(lm, manifest, device, engine)}
     write_text(info_out, json.dumps(info, indent=2) + "\n")
     return result
 
@@ -115,7 +115,7 @@ def zero_shot_assay(
     info = {
         "dms_id": dms_id, "n_variants": len(table), "n_mutated_positions": len(plan.positions),
         "scoring": plan.info(), "batch_size": batch_size, "calibration": scores.choices, "has_DMS_score_bin": binary is not None,
-        **_provenance(lm, manifest, device, engine),
+        **provenance(lm, manifest, device, engine),
     }
     write_text(info_out, json.dumps(info, indent=2) + "\n")
     return scores

@@ -307,8 +307,17 @@ class Plan:
         return [f"{self.results}/exit/{m}/{t}.tsv" for m, t in self.exit_pairs()]
 
     def exit_targets(self) -> list[str]:
-        """The exit summary, when ``exit.tasks`` names any task (its figures are in ``drawn``)."""
-        return [f"{self.results}/summary/exit.tsv"] if self.exit_pairs() else []
+        """The exit summary, when ``exit.tasks`` names any task (its figures are in ``drawn``), and the head's exit
+        summary, when ``exit.lens`` is on and a model's head runs the lens."""
+        lens = [f"{self.results}/summary/exit_lens.tsv"] if self.exit_lens_tables() else []
+        return ([f"{self.results}/summary/exit.tsv"] if self.exit_pairs() else []) + lens
+
+    def exit_lens_tables(self) -> list[str]:
+        """With ``exit.lens``: the head's exit on the logit lens of every model and lens set the depth diagnostics read
+        (none when ``depth.lens_tasks`` is empty or no model has a head, as ``exit.tasks: []`` plans no probe exit)."""
+        if not self.config.get("exit", {}).get("lens"):
+            return []
+        return [f"{self.results}/exit/{m}/lens/{s}.tsv" for m in self.depth_models() for s in self.lens_sets(m)]
 
     def exit_figures(self) -> list[str]:
         return [f"{self.results}/figures/exit/{m}/{t}.png" for m, t in self.exit_pairs()]
