@@ -296,16 +296,29 @@ def cmd_exit(args) -> None:
     )
 
 
+def cmd_exit_timing(args) -> None:
+    import torch
+
+    from plmexit.pipeline.exit_timing_steps import time_exit_task
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    time_exit_task(
+        args.model, args.task, args.embeddings, args.probes, args.selection, args.exit_info, args.out, args.info_out, _embed_settings(args),
+        args.sample_sequences, args.repeats, args.seed, args.variant_crop,
+    )
+
+
 def cmd_summarize_exit(args) -> None:
     from plmexit.pipeline.exit_steps import summarize_exit_tables
 
-    summarize_exit_tables(args.tables, args.epsilon, args.out)
+    summarize_exit_tables(args.tables, args.epsilon, args.out, args.timings)
 
 
 def cmd_plot_exit(args) -> None:
     from plmexit.pipeline.exit_steps import plot_exit_table
 
-    plot_exit_table(args.table, args.out)
+    plot_exit_table(args.table, args.out, args.timing)
 
 
 def cmd_lens_exit(args) -> None:
@@ -671,14 +684,29 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--info-out", required=True, help="exit JSON to write (thresholds tested, p-values, exit histograms)")
     p.set_defaults(func=cmd_exit)
 
+    p = sub.add_parser("exit-timing", help="measured wall clock of full depth, the deployed layer and each calibrated controller (rows dropped "
+                       "as they exit) on one fold's test sequences, with the embedding's settings")
+    _add_model_run_arguments(p, out="timing TSV to write: per gate full_depth, static_layer, adaptive and adaptive_one_deep")
+    p.add_argument("--embeddings", required=True, help="HDF5 store from embed (the probes are refitted on the fold's training rows)")
+    p.add_argument("--probes", required=True, help="probe TSV from probe (the hyperparameter chosen per layer and fold)")
+    p.add_argument("--selection", required=True, help="selection JSON from select (the deployed layer, timed as the static layer)")
+    p.add_argument("--exit-info", required=True, help="exit JSON from exit (the calibrated thresholds)")
+    p.add_argument("--info-out", required=True, help="JSON to write: device, precision, batches, exit histograms")
+    p.add_argument("--sample-sequences", type=_positive_int, default=64, help="test sequences timed, a seeded sample (default 64)")
+    p.add_argument("--repeats", type=_positive_int, default=3, help="timed repeats after one warm-up; the median is kept (default 3)")
+    p.add_argument("--seed", type=int, default=0, help="seed for the sample")
+    p.set_defaults(func=cmd_exit_timing)
+
     p = sub.add_parser("summarize-exit", help="gather exit tables into one summary (means over folds)")
     p.add_argument("tables", nargs="+", help="exit TSV files")
+    p.add_argument("--timings", nargs="*", default=[], help="timing TSVs from exit-timing (measured seconds beside the estimated ones)")
     p.add_argument("--epsilon", type=float, required=True, help="the risk budget the tables were calibrated to (counts folds over it)")
     p.add_argument("--out", required=True, help="summary TSV to write")
     p.set_defaults(func=cmd_summarize_exit)
 
     p = sub.add_parser("plot-exit", help="figure of the metric against mean layers and time: static layers, calibrated controllers, Hart's point")
     p.add_argument("--table", required=True, help="exit TSV from exit")
+    p.add_argument("--timing", nargs="?", help="timing TSV from exit-timing; none: the time panel shows estimated time only")
     p.add_argument("--out", required=True, help="PNG to write")
     p.set_defaults(func=cmd_plot_exit)
 

@@ -12,6 +12,7 @@ from plmexit.cli import main
 from plmexit.download import sha256_file
 from plmexit.pipeline import lens_exit_steps
 from plmexit.pipeline.exit_steps import EXIT_COLUMNS, SUMMARY_COLUMNS
+from plmexit.pipeline.exit_timing_steps import TIMING_COLUMNS
 
 
 def toy_classes(path: Path, n: int = 60, seed: int = 0) -> Path:
@@ -47,8 +48,11 @@ def test_exit_step_writes_per_fold_tables_a_summary_and_a_figure(tmp_path, capsy
         ["exit", "--embeddings", t / "toy.h5", "--task", t / "toy.tsv", "--probes", t / "probes.tsv", "--selection", t / "selection.json",
          "--cost", t / "cost.json", "--model-id", "tiny", "--task-name", "toy", "--type", "classification", "--metric", "accuracy",
          "--epsilon", 0.2, "--delta", 0.2, "--n-thresholds", 10, "--max-patience", 1, "--out", t / "exit.tsv", "--info-out", t / "exit.json"],
-        ["summarize-exit", t / "exit.tsv", "--epsilon", 0.2, "--out", t / "summary.tsv"],
-        ["plot-exit", "--table", t / "exit.tsv", "--out", t / "exit.png"],
+        ["exit-timing", "--model", t / "model.json", "--task", t / "toy.tsv", "--embeddings", t / "toy.h5", "--probes", t / "probes.tsv",
+         "--selection", t / "selection.json", "--exit-info", t / "exit.json", "--device", "cpu", "--max-tokens", 400, "--sample-sequences", 100,
+         "--repeats", 1, "--out", t / "timing.tsv", "--info-out", t / "timing.json"],
+        ["summarize-exit", t / "exit.tsv", "--timings", t / "timing.tsv", "--epsilon", 0.2, "--out", t / "summary.tsv"],
+        ["plot-exit", "--table", t / "exit.tsv", "--timing", t / "timing.tsv", "--out", t / "exit.png"],
     ]
     for argv in steps:
         code, err = run(capsys, *argv)
@@ -79,6 +83,28 @@ def test_exit_step_writes_per_fold_tables_a_summary_and_a_figure(tmp_path, capsy
     summary = pd.read_csv(t / "summary.tsv", sep="\t")
     assert list(summary.columns) == SUMMARY_COLUMNS and set(summary.kind) == {"static", "calibrated", "hart_test_swept"}
     assert (t / "exit.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+    # Measured wall clock: per gate, full depth, the deployed layer and the calibrated controller inside the forward, on
+    # the first fold's test sequences (all 20 of them here); the adaptive forward exits where the exit table's controller does.
+    timing = pd.read_csv(t / "timing.tsv", sep="\t")
+    assert list(timing.columns) == TIMING_COLUMNS
+    assert len(timing) == len(gates) * 4 and set(timing.run) == {"full_depth", "static_layer", "adaptive", "adaptive_one_deep"}
+    assert (timing.seconds > 0).all() and (timing.fold == 0).all() and (timing.n_sequences == 20).all()
+    selection = json.loads((t / "selection.json").read_text())
+    assert (timing.loc[timing.run == "static_layer", "layer"] == selection["deployed_layer"]).all()
+    assert (timing.loc[timing.run == "full_depth", "time_saved"] == 0).all()
+    adaptive = timing[timing.run.str.startswith("adaptive")]
+    assert ((adaptive.gate_overhead > 0) & (adaptive.gate_overhead < 1)).all() and ((adaptive.mean_layer >= 0) & (adaptive.mean_layer <= 2)).all()
+    timed = json.loads((t / "timing.json").read_text())
+    assert timed["fold"] == 0 and len(timed["sequence_ids"]) == 20 and timed["static_layer"] == selection["deployed_layer"]
+    fold0 = table[(table.kind == "calibrated") & (table.fold == 0)].set_index("gate")
+    plain = adaptive[adaptive.run == "adaptive"].set_index("gate")
+    assert np.allclose(plain.loc[gates, "mean_layer"], fold0.loc[gates, "mean_layer"])
+    calibrated_summary = summary[summary.kind == "calibrated"].set_index("gate")
+    one_fold = adaptive[adaptive.run == "adaptive"].set_index("gate")
+    assert np.allclose(calibrated_summary.loc[gates, "time_saved_measured"], one_fold.loc[gates, "time_saved"])
+    assert summary.loc[(summary.kind == "static") & (summary.layer == 2), "time_saved_measured"].iloc[0] == 0
+    assert summary.loc[(summary.kind == "static") & (summary.layer == 1) & (selection["deployed_layer"] != 1), "time_saved_measured"].isna().all()
 
     code, err = run(capsys, *steps[6][:-4], "--epsilon", 1.5, "--out", t / "bad.tsv", "--info-out", t / "bad.json")
     assert code == 1 and err.strip().startswith("plmexit exit: error: exit.epsilon is 1.5") and len(err.strip().splitlines()) == 1

@@ -18,6 +18,7 @@ from plmexit.pipeline.planning import Plan, check_config, load_schema
 from workflow_runs import REPO
 
 SCHEMA = REPO / "workflow" / "schemas" / "config.schema.yaml"
+NUD15_TASK = "NUD15_HUMAN_Suiter_2020.fold_contiguous_5"
 
 
 def load(name: str) -> dict:
@@ -290,6 +291,8 @@ CLI_OF_SETTING = {
     ("depth", "calibration_fraction"): [("zero-shot", "calibration_fraction")],
     **{("exit", key): [("exit", key)] for key in ("fallback", "tolerance")},
     **{("exit", key): [("exit", key), ("lens-exit", key)] for key in ("gates", "epsilon", "delta", "n_thresholds", "max_patience", "first_layer")},
+    ("exit", "timing_sequences"): [("exit-timing", "sample_sequences")],
+    ("exit", "timing_repeats"): [("exit-timing", "repeats")],
     ("exit", "lens_sample"): [("lens-exit", "sample")],
     ("exit", "lens_calibration_fraction"): [("lens-exit", "calibration_fraction")],
 }
@@ -432,3 +435,13 @@ def test_the_heads_exit_is_planned_on_every_lens_set_of_every_head_model():
     assert Plan(config).exit_targets() == ["results/summary/exit_lens.tsv"]
     config["depth"]["lens_tasks"] = []  # as exit.tasks: [] plans no probe exit
     assert Plan(config).exit_lens_tables() == [] and Plan(config).exit_targets() == []
+
+
+def test_measured_exit_timing_is_planned_per_exit_task_unless_switched_off():
+    plan = Plan(load("test.yaml"))
+    assert plan.exit_timings() == ["results/exit/tiny_random/timing/deeploc_membrane.tsv"]
+    assert plan.exit_timing("tiny_random", "deeploc_membrane") == plan.exit_timings()
+    assert plan.task_variant_crop_flag("deeploc_membrane") == "" and plan.task_variant_crop_flag(NUD15_TASK) == "--variant-crop"
+    config = load("test.yaml")
+    config["exit"]["timing_sequences"] = 0  # estimated time only
+    assert Plan(config).exit_timings() == [] and Plan(config).exit_timing("tiny_random", "deeploc_membrane") == []

@@ -264,7 +264,8 @@ def test_adding_a_model_and_a_task_runs_only_what_is_new(finished_run, shared_da
         "results/summary/proteingym_supervised.csv", *(f"results/cost/{m}/{s}.json" for m, s in new_sets),
         "results/summary/depth.tsv", "results/summary/depth_curves.tsv", "results/figures/depth.png", *depth,  # the new fair-esm model's head
         "results/summary/exit.tsv", "results/exit/tiny_narrow/deeploc_membrane.tsv", "results/exit/tiny_narrow/deeploc_membrane.json",
-        "results/figures/exit/tiny_narrow/deeploc_membrane.png",  # its early exit (exit.tasks)
+        "results/figures/exit/tiny_narrow/deeploc_membrane.png",  # its early exit (exit.tasks), timed (exit.timing_sequences)
+        "results/exit/tiny_narrow/timing/deeploc_membrane.tsv", "results/exit/tiny_narrow/timing/deeploc_membrane.json",
         "results/summary/exit_lens.tsv", *(f"results/exit/tiny_narrow/lens/{s}{suffix}" for s in ("deeploc_membrane", "NUD15_HUMAN_Suiter_2020")
                                            for suffix in (".tsv", ".json")),  # its head's exit on its lens sets (exit.lens)
     }
@@ -300,13 +301,13 @@ def test_no_two_jobs_write_the_same_file(tmp_path, shared_data):
             written += [path for line in re.findall(rf"^    {key}: (.+)$", job, re.M) for path in line.split(", ")]
     # Per fair-esm model: test checkpoint, manifest, and per embedding set 2 shards, a gather and a
     # cost; per model and task a probe, a selection and a figure; its lens (two sets), zero-shot
-    # (two assays) and a depth figure per task they speak of (five); an exit table and figure (one
-    # exit task) and a head exit per lens set (two). Each family's model the same on its one task, and
+    # (two assays) and a depth figure per task they speak of (five); an exit table, its timing and
+    # figure (one exit task) and a head exit per lens set (two). Each family's model the same on its one task, and
     # with a head its lens, zero-shot, depth figure and head exit. Per task a preparation; the 11
     # official files; the two summaries, the summary figure, the study figures and `all`; the depth
     # summary and figure; the exit summary and the head exit summary.
     n_sets, n_tasks = len({spec[0] for spec in TASKS.values()}), len(TASKS)
-    fair_esm = 2 * (2 + 4 * n_sets + 3 * n_tasks + 2 + 2 + 5 + 2 + 2)
+    fair_esm = 2 * (2 + 4 * n_sets + 3 * n_tasks + 2 + 2 + 5 + 3 + 2)
     families = len(FAMILIES) * (2 + 4 + 3) + len(HEADS) * 4
     assert len(jobs) == fair_esm + families + n_tasks + 11 + 4 + 1 + 2 + 2
     assert written and len(written) == len(set(written))
@@ -376,6 +377,9 @@ def test_rules_show_every_setting_in_their_commands(tmp_path, shared_data):
     prepare = command("prepare_task", "--name deeploc_10class ")
     assert prepare[prepare.index("--format"):prepare.index("--format") + 4] == ["--format", "deeploc", "--type", "classification"]
     assert prepare[prepare.index("--cv-folds") + 1] == "5"
+    timed = command("time_exit", "exit/tiny_random/timing/deeploc_membrane.tsv")
+    assert timed[timed.index("--max-tokens"):timed.index("--max-tokens") + len(settings)] == settings
+    assert timed[timed.index("--sample-sequences"):timed.index("--sample-sequences") + 6] == ["--sample-sequences", "64", "--repeats", "3", "--seed", "0"]
     head_exit = command("exit_lens", "exit/tiny_random/lens/deeploc_membrane.tsv")
     assert head_exit[head_exit.index("--sample"):head_exit.index("--sample") + 6] == ["--sample", "32", "--mask-fraction", "0.15", "--calibration-fraction", "0.5"]
     assert head_exit[head_exit.index("--n-thresholds") + 1] == "20" and head_exit[head_exit.index("--seed") + 1] == "0"
@@ -552,6 +556,12 @@ def test_early_exit_runs_in_the_pipeline(finished_run):
     summary = pd.read_csv(results / "summary" / "exit.tsv", sep="\t")
     assert set(zip(summary["model"], summary["task"])) == {("tiny_random", "deeploc_membrane")}
     assert (results / "figures" / "exit" / "tiny_random" / "deeploc_membrane.png").read_bytes()[:8] == PNG
+    # measured wall clock (exit.timing_sequences) beside the estimate: full depth, the deployed layer, each calibrated controller
+    timing = pd.read_csv(results / "exit" / "tiny_random" / "timing" / "deeploc_membrane.tsv", sep="\t")
+    assert set(timing["run"]) == {"full_depth", "static_layer", "adaptive", "adaptive_one_deep"} and (timing["seconds"] > 0).all()
+    calibrated = summary[summary.kind == "calibrated"]
+    assert calibrated["time_saved_measured"].notna().all() and calibrated["time_saved_estimate"].notna().all()
+    assert calibrated["gate_overhead"].between(0, 1, inclusive="neither").all()
 
 
 def test_the_heads_early_exit_runs_in_the_pipeline(finished_run):

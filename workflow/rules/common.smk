@@ -116,6 +116,18 @@ def exit_tables(wildcards):
     return plan.exit_tables()
 
 
+def exit_timings(wildcards):
+    return plan.exit_timings()
+
+
+def exit_timing(wildcards):
+    return plan.exit_timing(wildcards.model, wildcards.task)
+
+
+def task_variant_crop_flag(wildcards):
+    return plan.task_variant_crop_flag(wildcards.task)
+
+
 def exit_lens_tables(wildcards):
     return plan.exit_lens_tables()
 

@@ -37,6 +37,47 @@ rule exit_task:
         " --seed {params.seed} --out {output.table} --info-out {output.info}"
 
 
+# The calibrated controllers inside a real forward (rows dropped as they exit), timed against full
+# depth and the deployed layer on one fold's test sequences, with the embedding's settings and on
+# its kind of device (give this rule the embedding rule's resources; profiles/slurm does).
+rule time_exit:
+    input:
+        model="<results>/models/{model}.json",
+        task="<results>/tasks/{task}.tsv",
+        embeddings=task_embeddings,
+        probes="<results>/probes/{model}/{task}.tsv",
+        selection="<results>/selection/{model}/{task}.json",
+        exit="<results>/exit/{model}/{task}.json",
+    output:
+        table="<results>/exit/{model}/timing/{task}.tsv",
+        info="<results>/exit/{model}/timing/{task}.json",
+    log:
+        "<results>/logs/time_exit/{model}/{task}.log",
+    conda:
+        "../../envs/embed.yaml"
+    threads: 2
+    params:
+        max_tokens=config["embed"]["max_tokens"],
+        truncate=config["embed"]["truncate"],
+        layer_norm=config["embed"]["layer_norm"],
+        precision=config["embed"]["precision"],
+        long_sequences=config["embed"]["long_sequences"],
+        window=config["embed"]["window"],
+        overlap=config["embed"]["overlap"],
+        variant_crop=task_variant_crop_flag,
+        sample_sequences=config["exit"]["timing_sequences"],
+        repeats=config["exit"]["timing_repeats"],
+        seed=config["seed"],
+    shell:
+        "plmexit --log {log} exit-timing --model {input.model} --task {input.task} --embeddings {input.embeddings}"
+        " --probes {input.probes} --selection {input.selection} --exit-info {input.exit}"
+        " --max-tokens {params.max_tokens} --truncate {params.truncate} --layer-norm {params.layer_norm}"
+        " --precision {params.precision} --long-sequences {params.long_sequences} --window {params.window}"
+        " --overlap {params.overlap} {params.variant_crop} --sample-sequences {params.sample_sequences}"
+        " --repeats {params.repeats} --seed {params.seed} --device auto --threads {threads}"
+        " --out {output.table} --info-out {output.info}"
+
+
 # Early exit of the model's own head (config exit.lens): the same gates and calibration on the logit
 # lens of a masked sample of a lens set's sequences, per position and per sequence, against the
 # final layer. Loads the model as logit_lens does (profiles/slurm gives it a GPU).
@@ -88,7 +129,8 @@ rule summarize_exit_lens:
 
 rule summarize_exit:
     input:
-        exit_tables,
+        tables=exit_tables,
+        timings=exit_timings,
     output:
         "<results>/summary/exit.tsv",
     log:
@@ -98,12 +140,14 @@ rule summarize_exit:
     params:
         epsilon=config["exit"]["epsilon"],
     shell:
-        "plmexit --log {log} summarize-exit {input} --epsilon {params.epsilon} --out {output}"
+        "plmexit --log {log} summarize-exit {input.tables} --timings {input.timings} --epsilon {params.epsilon}"
+        " --out {output}"
 
 
 rule plot_exit:
     input:
-        "<results>/exit/{model}/{task}.tsv",
+        table="<results>/exit/{model}/{task}.tsv",
+        timing=exit_timing,
     output:
         report(
             "<results>/figures/exit/{model}/{task}.png",
@@ -117,4 +161,4 @@ rule plot_exit:
     conda:
         "../../envs/probe.yaml"
     shell:
-        "plmexit --log {log} plot-exit --table {input} --out {output}"
+        "plmexit --log {log} plot-exit --table {input.table} --timing {input.timing} --out {output}"

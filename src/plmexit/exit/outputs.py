@@ -11,6 +11,7 @@ fitted on. Outputs are class or label probabilities ``(n, K)`` in ``classes`` or
 from __future__ import annotations
 
 import warnings
+from dataclasses import dataclass
 
 import numpy as np
 from sklearn.model_selection import KFold, StratifiedKFold
@@ -58,12 +59,44 @@ def _constant_outputs(y: np.ndarray, task_type: str, classes: list[str] | None, 
     return np.tile(freq, (n, 1))
 
 
+@dataclass(frozen=True)
+class ConstantProbe:
+    """A layer with no signal as a probe (``LinearProbe``'s interface for ``probe_outputs``): its fit rows' mean or
+    class (label) frequencies, whatever the features."""
+
+    task_type: str
+    outputs: np.ndarray  # (K,) probabilities in ``classes`` order, or (1,) the mean value
+    classes: list[str]
+
+    def probabilities(self, X: np.ndarray) -> np.ndarray:
+        return np.tile(self.outputs, (len(X), 1))
+
+    def predict(self, X: np.ndarray) -> np.ndarray:
+        return np.full(len(X), float(self.outputs[0]))
+
+
+def fitted_probe(X: np.ndarray, y: np.ndarray, task_type: str, classes: list[str] | None, hyperparameter: float, max_iter: int = 2000):
+    """The probe fitted on every row of ``X`` at ``hyperparameter`` (``refit_probe``), or a ``ConstantProbe`` for a layer
+    with no signal (NaN) or a classification fit with one class."""
+    if not np.isfinite(hyperparameter) or (task_type == "classification" and len(np.unique(y)) < 2):
+        constant = np.atleast_1d(_constant_outputs(y, task_type, classes, 1)[0])
+        return ConstantProbe(task_type, constant, list(classes) if task_type != "regression" else [])
+    return refit_probe(X, y, task_type, hyperparameter, classes if task_type == "multilabel" else None, max_iter)
+
+
 def _fit_predict(X, y, fit, predict, task_type, classes, hyperparameter, max_iter):
-    labels = y[fit]
-    if not np.isfinite(hyperparameter) or (task_type == "classification" and len(np.unique(labels)) < 2):
-        return _constant_outputs(labels, task_type, classes, len(predict))
-    probe = refit_probe(X[fit], labels, task_type, hyperparameter, classes if task_type == "multilabel" else None, max_iter)
-    return probe_outputs(probe, X[predict], classes)
+    return probe_outputs(fitted_probe(X[fit], y[fit], task_type, classes, hyperparameter, max_iter), X[predict], classes)
+
+
+def fold_probes(
+    layer_features, y: np.ndarray, task_type: str, classes: list[str] | None, train: np.ndarray, hyperparameters: np.ndarray, max_iter: int = 2000,
+) -> dict:
+    """``{layer: probe}`` refitted on an outer fold's training rows at its chosen hyperparameters: the probes whose
+    outputs ``fold_outputs`` gives for the fold's test rows, to run inside a forward (``exit.adaptive``)."""
+    return {
+        k: fitted_probe(np.asarray(layer_features(k), dtype=np.float64)[train], y[train], task_type, classes, h, max_iter)
+        for k, h in enumerate(hyperparameters)
+    }
 
 
 def fold_outputs(

@@ -76,13 +76,12 @@ def exit_task(
     for name, found in ((selection_file, selection["n_layers"]), (cost_file, costs["n_layers"])):
         if found != L:
             raise InputError(f"{name} describes {found} layers but {embeddings} holds {L}; rerun the pipeline for one model")
-    hyper = _hyperparameters(probe_table, L)
+    hyper = read_hyperparameters(probe_table, L)
     applicable = [g for g in settings.gates if g in gates.GATES[task_type]]
     if not applicable:
         raise InputError(f"none of exit.gates ({', '.join(settings.gates)}) applies to {task_type} task {task!r}; add one of {', '.join(gates.GATES[task_type])}")
-    labels, folds = table["label"].to_numpy(), table["fold"].to_numpy()
-    classes = tables.classes_of(labels) if task_type == "multilabel" else sorted(set(labels)) if task_type == "classification" else None
-    y = tables.indicator(labels, classes) if task_type == "multilabel" else labels.astype(float) if task_type == "regression" else labels
+    y, classes = task_targets(table, task_type)
+    folds = table["fold"].to_numpy()
     layers = [store.read_layer(embeddings, k) for k in range(L + 1)]
     flops = row_flops(np.array([len(s) for s in table["sequence"]]) + 2, info.dim)
     seconds = np.asarray(costs["seconds"], dtype=float)
@@ -138,13 +137,21 @@ def exit_task(
     return result
 
 
+def task_targets(table: pd.DataFrame, task_type: str) -> tuple[np.ndarray, list[str] | None]:
+    """``(y, classes)`` as the probes take them: class names, a multi-label 0/1 matrix (columns ``classes``) or values."""
+    labels = table["label"].to_numpy()
+    classes = tables.classes_of(labels) if task_type == "multilabel" else sorted(set(labels)) if task_type == "classification" else None
+    y = tables.indicator(labels, classes) if task_type == "multilabel" else labels.astype(float) if task_type == "regression" else labels
+    return y, classes
+
+
 def _json_number(value):
     if isinstance(value, np.generic):
         return value.item()
     raise TypeError(f"{type(value).__name__} is not JSON serialisable")
 
 
-def _hyperparameters(probe_table: str | Path, n_layers: int) -> pd.DataFrame:
+def read_hyperparameters(probe_table: str | Path, n_layers: int) -> pd.DataFrame:
     """``(L + 1 layers) x folds``: the hyperparameter the probe step chose per layer and fold (NaN: no signal)."""
     table = read_probe_table(probe_table)
     hyper = table[table.metric == HYPERPARAMETER].pivot(index="layer", columns="fold", values="value")
@@ -170,13 +177,39 @@ def _warn_about(result: pd.DataFrame, settings: ExitSettings, name: str) -> None
 SUMMARY_COLUMNS = [
     "model", "task", "gate", "kind", "layer", "n_folds", "metric", "score", "disagreement", "max_fold_disagreement", "folds_over_epsilon",
     "mean_layer", "layers_saved", "flops_saved", "time_saved_estimate", "certified_folds",
+    "time_saved_measured", "time_saved_measured_one_deep", "gate_overhead", "timed_layers_saved",
 ]
+# Measured columns (``plmexit exit-timing``, one fold's test sequences): a calibrated row gets its gate's
+# adaptive forward; the static row of the timed static layer its static forward, full depth 0; other rows none.
+MEASURED = ("time_saved_measured", "time_saved_measured_one_deep", "gate_overhead", "timed_layers_saved")
 
 
-def summarize_exit_tables(exit_tables: list[str | Path], epsilon: float, out: str | Path) -> pd.DataFrame:
+def _measured(timings: pd.DataFrame, model: str, task: str, gate: str, kind: str, layer: int | None) -> dict:
+    mine = timings[(timings.model == model) & (timings.task == task)]
+    found = dict.fromkeys(MEASURED, None)
+    if mine.empty:
+        return found
+    if kind == "calibrated":
+        runs = mine[mine.gate == gate].set_index("run")
+        if "adaptive" in runs.index:
+            found.update(time_saved_measured=runs.at["adaptive", "time_saved"], gate_overhead=runs.at["adaptive", "gate_overhead"],
+                         timed_layers_saved=runs.at["adaptive", "layers_saved"])
+        if "adaptive_one_deep" in runs.index:
+            found["time_saved_measured_one_deep"] = runs.at["adaptive_one_deep", "time_saved"]
+    elif kind == "static":
+        for run in ("full_depth", "static_layer"):
+            rows = mine[(mine.run == run) & (mine.layer == layer)]
+            if len(rows):
+                found.update(time_saved_measured=float(rows["time_saved"].mean()), timed_layers_saved=float(rows["layers_saved"].mean()))
+    return found
+
+
+def summarize_exit_tables(exit_tables: list[str | Path], epsilon: float, out: str | Path, timing_tables: list[str | Path] = ()) -> pd.DataFrame:
     """One row per (model, task, gate, kind[, static layer]): means over outer folds, and in how many folds the
-    test disagreement exceeded ``epsilon``."""
+    test disagreement exceeded ``epsilon``; with ``timing_tables`` (``plmexit exit-timing``), the measured time saved
+    beside the estimated one."""
     parts = [read_tsv(p, "exit table", "`plmexit exit`") for p in exit_tables]
+    timings = pd.concat([read_tsv(p, "timing table", "`plmexit exit-timing`") for p in timing_tables], ignore_index=True) if timing_tables else None
     rows = []
     for frame in parts:
         frame = frame.assign(layer=frame["layer"].fillna(-1))
@@ -188,14 +221,16 @@ def summarize_exit_tables(exit_tables: list[str | Path], epsilon: float, out: st
                 "mean_layer": g["mean_layer"].mean(), "layers_saved": g["layers_saved"].mean(), "flops_saved": g["flops_saved"].mean(),
                 "time_saved_estimate": g["time_saved_estimate"].mean(),
                 "certified_folds": int(g["certified"].astype(str).str.lower().eq("true").sum()) if kind == "calibrated" else None,
+                **(_measured(timings, model, task, gate, kind, None if layer < 0 else int(layer)) if timings is not None else {}),
             })
     summary = pd.DataFrame(rows, columns=SUMMARY_COLUMNS)
     write_text(out, summary.to_csv(sep="\t", index=False, float_format="%.6g"))
     return summary
 
 
-def plot_exit_table(exit_table: str | Path, out: str | Path) -> None:
-    """The early-exit figure of one (model, task) from its exit table."""
+def plot_exit_table(exit_table: str | Path, out: str | Path, timing_table: str | Path | None = None) -> None:
+    """The early-exit figure of one (model, task) from its exit table (and its measured timing, when given)."""
     from plmexit.reporting.exit_figure import plot_exit  # matplotlib only where a figure is drawn
 
-    plot_exit(read_tsv(exit_table, "exit table", "`plmexit exit`"), out)
+    timing = read_tsv(timing_table, "timing table", "`plmexit exit-timing`") if timing_table else None
+    plot_exit(read_tsv(exit_table, "exit table", "`plmexit exit`"), out, timing)

@@ -319,6 +319,18 @@ class Plan:
             return []
         return [f"{self.results}/exit/{m}/lens/{s}.tsv" for m in self.depth_models() for s in self.lens_sets(m)]
 
+    def exit_timings(self) -> list[str]:
+        """Each exit (model, task)'s measured timing, unless ``exit.timing_sequences`` is 0."""
+        return [path for m, t in self.exit_pairs() for path in self.exit_timing(m, t)]
+
+    def exit_timing(self, model: str, task: str) -> list[str]:
+        """The measured timing of one exit (model, task) ([] when ``exit.timing_sequences`` is 0: estimated time only)."""
+        return [f"{self.results}/exit/{model}/timing/{task}.tsv"] if self.config.get("exit", {}).get("timing_sequences", 0) else []
+
+    def task_variant_crop_flag(self, task: str) -> str:
+        """``variant_crop_flag`` of the embedding set a task's sequences are embedded in."""
+        return self.variant_crop_flag(self.task(task)["embedding_set"])
+
     def exit_figures(self) -> list[str]:
         return [f"{self.results}/figures/exit/{m}/{t}.png" for m, t in self.exit_pairs()]
 
