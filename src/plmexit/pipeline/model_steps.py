@@ -1,8 +1,8 @@
 """The pipeline steps that run a model: fetch it, embed tasks, time forward passes.
 
 Invariant: as every module of ``plmexit.pipeline`` (one function per CLI command, outputs written atomically); kept
-apart because only these (and ``export_steps``, which ships a model, and ``depth_steps``, which reads its head) need torch
-and a model backend (fair-esm or transformers), so every other step starts without loading them.
+apart because only these (and ``export_steps``, which ships a model, ``depth_steps`` and ``lens_exit_steps``, which read
+its head, and ``exit_timing_steps``, which times exits inside its forward) need torch and a model backend (fair-esm or transformers), so every other step starts without loading them.
 """
 
 from __future__ import annotations

@@ -21,6 +21,8 @@ import pandas as pd  # noqa: E402
 from plmexit.reporting.figures import _save  # noqa: E402
 
 MARKERS = {"probability": "o", "margin": "s", "entropy": "^", "patience": "D"}
+# Above this ratio between the slowest measured point and the quickest static layer, time is drawn on a log axis.
+SPREAD_FOR_LOG_SCALE = 20.0
 
 
 def plot_exit(table: pd.DataFrame, out: str | Path, timing: pd.DataFrame | None = None) -> None:
@@ -52,6 +54,8 @@ def exit_figure(table: pd.DataFrame, timing: pd.DataFrame | None = None) -> plt.
                            color="tab:blue" if kind == "calibrated" else None, label=f"{gate}: {text}", zorder=4)
         if x == "time" and timing is not None:
             _measured_points(ax, means, static, timing)
+            if (1.0 - timing["time_saved"]).max() > SPREAD_FOR_LOG_SCALE * max(value(static).min(), 1e-6):
+                ax.set_xscale("log")  # gates that cost more than the forward (tiny models) would squash every other point
         ax.set_xlabel(label)
         ax.grid(alpha=0.3)
     axes[0].set_ylabel(f"test {metric}, mean over {n_folds} fold(s)")
