@@ -165,3 +165,9 @@ def test_hart_sweep_reads_the_threshold_off_the_test_rows():
         task_metric("classification", "accuracy", names[truth], at_layers(test, controller.exit_layers(gates.gate_scores(test, "probability", "classification"))), list("abc"))
     )
     assert len(sweep) == 31
+
+
+def test_the_fewest_calibration_units_that_can_certify():
+    n = calibration.smallest_certifiable(0.1, 0.1)
+    assert n == 22 and calibration.binomial_p_value(0, n, 0.1) <= 0.1 < calibration.binomial_p_value(0, n - 1, 0.1)
+    assert calibration.smallest_certifiable(0.5, 0.25) == 2  # 0.5^2 = 0.25 exactly

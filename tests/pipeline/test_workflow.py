@@ -379,9 +379,9 @@ def test_rules_show_every_setting_in_their_commands(tmp_path, shared_data):
     assert prepare[prepare.index("--cv-folds") + 1] == "5"
     timed = command("time_exit", "exit/tiny_random/timing/deeploc_membrane.tsv")
     assert timed[timed.index("--max-tokens"):timed.index("--max-tokens") + len(settings)] == settings
-    assert timed[timed.index("--sample-sequences"):timed.index("--sample-sequences") + 6] == ["--sample-sequences", "64", "--repeats", "3", "--seed", "0"]
+    assert timed[timed.index("--sample-sequences"):timed.index("--sample-sequences") + 6] == ["--sample-sequences", "16", "--repeats", "1", "--seed", "0"]
     head_exit = command("exit_lens", "exit/tiny_random/lens/deeploc_membrane.tsv")
-    assert head_exit[head_exit.index("--sample"):head_exit.index("--sample") + 6] == ["--sample", "32", "--mask-fraction", "0.15", "--calibration-fraction", "0.5"]
+    assert head_exit[head_exit.index("--sample"):head_exit.index("--sample") + 6] == ["--sample", "64", "--mask-fraction", "0.15", "--calibration-fraction", "0.5"]
     assert head_exit[head_exit.index("--n-thresholds") + 1] == "20" and head_exit[head_exit.index("--seed") + 1] == "0"
 
 
@@ -573,9 +573,9 @@ def test_the_heads_early_exit_runs_in_the_pipeline(finished_run):
     assert sorted(table.loc[table.kind == "static", "layer"]) == [0, 1, 2, 3, 4]
     calibrated = table[table.kind == "calibrated"]
     assert set(zip(calibrated.gate, calibrated.unit)) == {(g, u) for g in ("probability", "margin", "entropy", "patience") for u in ("position", "sequence")}
-    assert (calibrated.loc[calibrated.unit == "sequence", ["n_calibration", "n_test"]] == [16, 16]).all().all()
+    assert (calibrated.loc[calibrated.unit == "sequence", ["n_calibration", "n_test"]] == [32, 32]).all().all()
     info = json.loads((results / "exit" / "tiny_random" / "lens" / "deeploc_membrane.json").read_text())
-    assert info["n_sequences"] == 32 and not set(info["calibration_ids"]) & set(info["test_ids"])
+    assert info["n_sequences"] == 64 and not set(info["calibration_ids"]) & set(info["test_ids"])
     summary = pd.read_csv(results / "summary" / "exit_lens.tsv", sep="\t")
     pairs = {("tiny_random", "deeploc_membrane"), ("tiny_random", "NUD15_HUMAN_Suiter_2020"), *((m, "NUD15_HUMAN_Suiter_2020") for m in HEADS)}
     assert set(zip(summary["model"], summary["set"])) == pairs and len(summary) == len(pairs) * 4 * 2

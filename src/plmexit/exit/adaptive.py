@@ -90,11 +90,14 @@ def exit_batches(encoder, batches, rule: ProbeExitRule, layer_norm: str) -> list
     return results
 
 
-def time_forwards(encoder, batches, rule: ProbeExitRule, static_layer: int, layer_norm: str, device: str, repeats: int) -> dict:
-    """Median wall-clock seconds over ``repeats`` of the same ``batches``: full depth, the static layer and the
-    exiting forward; the exiting forward's gate seconds; and its mean exit layer (one warm-up run first)."""
+def time_runs(encoder, batches, rules: dict[str, ProbeExitRule], static_layer: int, layer_norm: str, device: str, repeats: int) -> dict:
+    """Median wall-clock seconds over ``repeats`` of the same ``batches``: ``full_depth``, ``static_layer`` and one
+    exiting forward per entry of ``rules``, interleaved so drifting load hits each alike (one warm-up run of each first).
+
+    Returns ``seconds`` (per run), ``gate_seconds`` (per rule, inside its forward) and ``layers`` (per rule, each
+    batch row's exit layer in the last repeat).
+    """
     sync = synchronizer(device)
-    rule.synchronize = sync
 
     def full():
         for tokens, weights in batches:
@@ -104,30 +107,45 @@ def time_forwards(encoder, batches, rule: ProbeExitRule, static_layer: int, laye
         for tokens, weights in batches:
             encoder.pooled(tokens, weights, layer_norm, static_layer).cpu()
 
-    def adaptive():
-        return exit_batches(encoder, batches, rule, layer_norm)
+    def exiting(rule):
+        return lambda: exit_batches(encoder, batches, rule, layer_norm)
 
-    runs = {"full_depth": full, "static_layer": static, "adaptive": adaptive}
+    for rule in rules.values():
+        rule.synchronize = sync
+    runs = {"full_depth": full, "static_layer": static, **{name: exiting(rule) for name, rule in rules.items()}}
     for run in runs.values():
         run()  # warm-up
     seconds = {name: [] for name in runs}
-    gate = []
-    layers = None
+    gate = {name: [] for name in rules}
+    layers = {}
     for _ in range(repeats):
-        for name, run in runs.items():  # interleaved, so drifting load hits each alike
-            rule.gate_seconds = 0.0
+        for name, run in runs.items():
+            if name in rules:
+                rules[name].gate_seconds = 0.0
             sync()
             start = time.perf_counter()
             result = run()
             sync()
             seconds[name].append(time.perf_counter() - start)
-            if name == "adaptive":
-                gate.append(rule.gate_seconds)
-                layers = np.concatenate([r[0] for r in result])
-    median = {name: float(np.median(v)) for name, v in seconds.items()}
+            if name in rules:
+                gate[name].append(rules[name].gate_seconds)
+                layers[name] = np.concatenate([r[0] for r in result])
+    return {
+        "seconds": {name: float(np.median(v)) for name, v in seconds.items()},
+        "gate_seconds": {name: float(np.median(v)) for name, v in gate.items()},
+        "layers": layers,
+        "repeats": repeats,
+    }
+
+
+def time_forwards(encoder, batches, rule: ProbeExitRule, static_layer: int, layer_norm: str, device: str, repeats: int) -> dict:
+    """Median wall-clock seconds over ``repeats`` of the same ``batches``: full depth, the static layer and the
+    exiting forward; the exiting forward's gate seconds; and its mean exit layer (one warm-up run first)."""
+    timed = time_runs(encoder, batches, {"adaptive": rule}, static_layer, layer_norm, device, repeats)
+    median, layers = timed["seconds"], timed["layers"]["adaptive"]
     return {
         "seconds": median,
-        "gate_seconds": float(np.median(gate)),
+        "gate_seconds": timed["gate_seconds"]["adaptive"],
         "time_saved": {name: 1.0 - median[name] / median["full_depth"] for name in ("static_layer", "adaptive")},
         "mean_exit_layer": float(layers.mean()),
         "layers_saved": float(1.0 - layers.mean() / encoder.num_layers),

@@ -43,6 +43,12 @@ def binomial_p_value(disagreements: int, n: int, epsilon: float) -> float:
     return float(binom.cdf(disagreements, n, epsilon))
 
 
+def smallest_certifiable(epsilon: float, delta: float) -> int:
+    """The fewest calibration units with which any threshold can be certified: ``(1 - epsilon)^n <= delta``, the
+    p-value of zero disagreements (fewer units and every controller falls back, whatever the model)."""
+    return int(np.ceil(np.log(delta) / np.log1p(-epsilon) - 1e-9))
+
+
 def check_budget(epsilon: float, delta: float) -> None:
     if not 0.0 < epsilon < 1.0:
         raise InputError(f"exit.epsilon is {epsilon}; the risk budget must lie strictly between 0 and 1")

@@ -35,9 +35,10 @@ from plmexit.pipeline.reading import read_json
 
 log = logging.getLogger(__name__)
 
-# One row per gate and forward: each gate's adaptive runs are timed interleaved with their own full-depth and
-# static runs (so drifting load hits all alike); ``adaptive_one_deep`` is the same controller with the first
-# sequence of every batch held to the reference layer (one deep sequence per batch).
+# One row per gate and forward: full depth, the static layer and every gate's adaptive forwards are timed
+# interleaved (so drifting load hits all alike; full depth and the static layer once, repeated in each gate's
+# rows); ``adaptive_one_deep`` is the same controller with the first sequence of every batch held to the
+# reference layer (one deep sequence per batch).
 RUNS = ("full_depth", "static_layer", "adaptive", "adaptive_one_deep")
 TIMING_COLUMNS = [
     "model", "task", "fold", "gate", "run", "layer", "threshold", "certified", "n_sequences", "n_batches", "repeats", "seconds",
@@ -93,26 +94,30 @@ def time_exit_task(
     loaded = model_manifests.load(manifest, settings.device)
     encoder = engine.make_encoder(loaded, settings.device, settings.precision)
     batches = engine.device_batches(encoder, [sequences[i] for i in timed_rows], embed_settings)
-    rows, details = [], []
+    rules, chosen = {}, {}
     for c in controllers:
         controller = Controller(c["gate"], float(c["threshold"]), min(first_layer, c["reference_layer"]), int(c["reference_layer"]))
-        found = {}
-        for name, forced in (("adaptive", frozenset()), ("adaptive_one_deep", frozenset({0}))):
-            rule = adaptive.ProbeExitRule(probes, controller, task_type, classes, tolerance, forced=forced)
-            found[name] = adaptive.time_forwards(encoder, batches, rule, static_layer, settings.layer_norm, settings.device, repeats)
-        base = {"model": manifest["id"], "task": meta["task"], "fold": fold, "gate": c["gate"], "threshold": controller.threshold,
-                "certified": c["certified"], "n_sequences": len(timed_rows), "n_batches": len(batches), "repeats": repeats, "device": settings.device}
-        plain = found["adaptive"]
-        for run, layer, seconds, mean_layer in (("full_depth", L, plain["seconds"]["full_depth"], L),
-                                                ("static_layer", static_layer, plain["seconds"]["static_layer"], static_layer)):
-            rows.append({**base, "run": run, "layer": layer, "seconds": seconds, "time_saved": 1.0 - seconds / plain["seconds"]["full_depth"],
-                         "mean_layer": mean_layer, "layers_saved": 1.0 - mean_layer / L, "gate_seconds": 0.0, "gate_overhead": 0.0})
-        for run, result in found.items():
-            seconds = result["seconds"]["adaptive"]
-            rows.append({**base, "run": run, "layer": controller.reference_layer, "seconds": seconds, "time_saved": result["time_saved"]["adaptive"],
-                         "mean_layer": result["mean_exit_layer"], "layers_saved": result["layers_saved"], "gate_seconds": result["gate_seconds"],
-                         "gate_overhead": result["gate_seconds"] / seconds if seconds > 0 else float("nan")})
-            details.append({"gate": c["gate"], "run": run, "exit_histogram": result["exit_histogram"], "seconds": result["seconds"]})
+        chosen[c["gate"]] = (controller, c["certified"])
+        for run, forced in (("adaptive", frozenset()), ("adaptive_one_deep", frozenset({0}))):
+            rules[f"{c['gate']}:{run}"] = adaptive.ProbeExitRule(probes, controller, task_type, classes, tolerance, forced=forced)
+    timed = adaptive.time_runs(encoder, batches, rules, static_layer, settings.layer_norm, settings.device, repeats)
+    seconds = timed["seconds"]
+    full = seconds["full_depth"]
+    rows, details = [], []
+    for gate, (controller, certified) in chosen.items():
+        base = {"model": manifest["id"], "task": meta["task"], "fold": fold, "gate": gate, "threshold": controller.threshold, "certified": certified,
+                "n_sequences": len(timed_rows), "n_batches": len(batches), "repeats": repeats, "device": settings.device}
+        # full depth and the static layer are timed once, interleaved with every controller; each gate's rows repeat them
+        for run, layer in (("full_depth", L), ("static_layer", static_layer)):
+            rows.append({**base, "run": run, "layer": layer, "seconds": seconds[run], "time_saved": 1.0 - seconds[run] / full,
+                         "mean_layer": layer, "layers_saved": 1.0 - layer / L, "gate_seconds": 0.0, "gate_overhead": 0.0})
+        for run in ("adaptive", "adaptive_one_deep"):
+            name = f"{gate}:{run}"
+            layers, spent, gate_spent = timed["layers"][name], seconds[name], timed["gate_seconds"][name]
+            rows.append({**base, "run": run, "layer": controller.reference_layer, "seconds": spent, "time_saved": 1.0 - spent / full,
+                         "mean_layer": float(layers.mean()), "layers_saved": float(1.0 - layers.mean() / L), "gate_seconds": gate_spent,
+                         "gate_overhead": gate_spent / spent if spent > 0 else float("nan")})
+            details.append({"gate": gate, "run": run, "exit_histogram": [int(c) for c in np.bincount(layers, minlength=L + 1)]})
     result = pd.DataFrame(rows, columns=TIMING_COLUMNS)
     write_text(out, result.to_csv(sep="\t", index=False, float_format="%.6g"))
     meta_out = {
@@ -122,12 +127,12 @@ def time_exit_task(
         "batch_sizes": [int(t.shape[0]) for t, _ in batches], "max_tokens": settings.max_tokens, "layer_norm": settings.layer_norm,
         "long_sequences": settings.long_sequences, "truncation": crop.describe() if crop is not None else settings.long_sequence_description(),
         "pieces": "a sequence cut into windows is timed piece by piece; each piece exits on its own vectors",
-        "timing": "median seconds over repeats after one warm-up, device synchronised around each run; full depth, the static layer and the "
-                  "adaptive forward interleaved per gate; gate seconds (probe, gate, copy of pooled vectors to the host) inside the adaptive forward",
+        "timing": "median seconds over repeats after one warm-up, device synchronised around each run; full depth, the static layer and "
+                  "every gate's adaptive forwards interleaved; gate seconds (probe, gate, copy of pooled vectors to the host) inside the adaptive forward",
         "device": settings.device,
         "device_name": torch.cuda.get_device_name(settings.device) if settings.device.startswith("cuda") else platform.processor() or platform.machine(),
         "torch_threads": torch.get_num_threads(), "engine": encoder.engine, **encoder.resolved.attrs(),
-        "plmexit_version": plmexit.__version__, "torch_version": torch.__version__, "runs": details,
+        "seconds": seconds, "plmexit_version": plmexit.__version__, "torch_version": torch.__version__, "runs": details,
     }
     write_text(info_out, json.dumps(meta_out, indent=2) + "\n")
     return result

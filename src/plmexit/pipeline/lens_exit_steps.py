@@ -79,6 +79,10 @@ def lens_exit_task(
     probs, truth, sequence = lens_exit.lens_outputs(lm, masked, max_tokens)
     L = lm.num_layers
     first_layer = min(settings.first_layer, L)
+    needed = calibration.smallest_certifiable(settings.epsilon, settings.delta)
+    if is_cal.sum() < needed:
+        log.warning("%s/%s: %d calibration sequences cannot certify any per-sequence threshold at epsilon %.3g, delta %.3g (it takes %d); "
+                    "raise exit.lens_sample", manifest["id"], set_name, is_cal.sum(), settings.epsilon, settings.delta, needed)
     n_cal_positions, n_test_positions = int(is_cal[sequence].sum()), int((~is_cal[sequence]).sum())
     rows = [
         {"model": manifest["id"], "set": set_name, "gate": "-", "unit": "-", "kind": "static", "n_calibration": 0, "n_test": n_test_positions, **numbers}
@@ -99,7 +103,7 @@ def lens_exit_task(
     write_text(out, result.to_csv(sep="\t", index=False, float_format="%.6g"))
     info = {
         "set": set_name, "n_layers": L, "settings": asdict(settings), **masked.info(),
-        "n_calibration_positions": n_cal_positions, "n_test_positions": n_test_positions,
+        "n_calibration_positions": n_cal_positions, "n_test_positions": n_test_positions, "smallest_certifiable": needed,
         "calibration_ids": [masked.ids[i] for i in np.flatnonzero(is_cal)], "test_ids": [masked.ids[i] for i in np.flatnonzero(~is_cal)],
         "reference": "the final layer's top-1 residue at each masked position (the model's own output)",
         "lens": "standard logit lens: the final norm, then the model's own head, on each layer's state at a masked position",

@@ -40,7 +40,7 @@ def exit_figure(table: pd.DataFrame, timing: pd.DataFrame | None = None) -> plt.
     n_folds = table["fold"].nunique()
     means = table.groupby(["gate", "kind", "layer"], dropna=False)[["score", "mean_layer", "time_saved_estimate", "disagreement"]].mean().reset_index()
     static = means[means.kind == "static"].sort_values("mean_layer")
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4.6), layout="constrained", sharey=True)
+    fig, axes = plt.subplots(1, 2, figsize=(13.5, 4.6), layout="constrained", sharey=True)
     for ax, x, label in ((axes[0], "mean_layer", "mean layers executed"), (axes[1], "time", "forward time, fraction of full depth" + (" (line: estimated; green: measured)" if timing is not None else " (estimated)"))):
         value = (lambda frame: 1.0 - frame["time_saved_estimate"]) if x == "time" else (lambda frame: frame["mean_layer"])
         ax.plot(value(static), static["score"], marker=".", color="black", label="every static layer")
@@ -59,7 +59,7 @@ def exit_figure(table: pd.DataFrame, timing: pd.DataFrame | None = None) -> plt.
         ax.set_xlabel(label)
         ax.grid(alpha=0.3)
     axes[0].set_ylabel(f"test {metric}, mean over {n_folds} fold(s)")
-    axes[1].legend(fontsize=7, loc="best")
+    axes[1].legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1.0))  # outside: measured points crowd the panel
     model, task = table["model"].iloc[0], table["task"].iloc[0]
     fig.suptitle(f"{model} / {task}: early exit, thresholds calibrated on training rows only")
     return fig
