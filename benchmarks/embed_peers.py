@@ -21,7 +21,8 @@ Two workloads: equal-length BLAT_ECOLX variants and mixed-length DeepLoc protein
 esm-cpp worker runs each chunk right after, each path warmed up first. Reported per workload:
 tokens/s (residues + 2 specials), padded tokens per real token (``padding_waste``: padded / real -
 1 under each path's batching), the deviation from ``plmexit_float32`` per layer (max over vectors
-of |x - ref| / max|ref|), and the issue's ratios. The fp32 matmul peak is measured before and after.
+of |x - ref| / max|ref|), and the issue's ratios. The fp32 matmul peak is measured before the run and
+after every chunk, through torch.mm (MKL) and through oneDNN (``onednn_*``: the faster on an AMD EPYC).
 
     python benchmarks/embed_peers.py --out benchmarks/results/embed_peers.json                 # 400 variants, 200 DeepLoc
     python benchmarks/embed_peers.py --quick --out embed_peers_quick.json                      # 56 variants, 24 DeepLoc
@@ -77,6 +78,21 @@ def esm_cpp_safetensors(directory: Path, out: Path) -> Path:
     return out
 
 
+def onednn_gemm_peak(n: int, repeats: int) -> float:
+    """``gemm_peak`` through oneDNN over a prepacked matrix (plmexit's CPU fp32 matmul): on an AVX-512
+    EPYC it beat torch.mm's MKL by 1.2-1.3x (benchmarks/fp32_levers.py), so the machine's fp32 peak
+    is the larger of the two."""
+    a = torch.randn(n, n)
+    packed = torch.ops.mkldnn._reorder_linear_weight(a, None)
+    torch.ops.mkldnn._linear_pointwise(a, packed, None, "none", [], "")
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        torch.ops.mkldnn._linear_pointwise(a, packed, None, "none", [], "")
+        best = min(best, time.perf_counter() - start)
+    return 2.0 * n**3 / best
+
+
 def read_deeploc(n: int, seed: int) -> list[str]:
     sequences = ["".join(block.strip().splitlines()[1:]) for block in DEEPLOC.read_text().split(">")[1:]]
     rng = np.random.default_rng(seed)
@@ -129,6 +145,7 @@ def main(argv: list[str] | None = None) -> int:
     use_esm_cpp = esm_cpp.exists()
     settings = engine.EmbedSettings(max_tokens=args.max_tokens)
     peaks = [gemm_peak("cpu", torch.float32, 2048, 3)]
+    onednn_peaks = [onednn_gemm_peak(2048, 3)]
 
     with tempfile.TemporaryDirectory() as tmp:
         checkpoint = fair_esm.make_test_model(n_layers, dim, heads, 0, tmp)
@@ -162,6 +179,8 @@ def main(argv: list[str] | None = None) -> int:
             flops_per_token = 2 * n_layers * (4 * dim * dim + 2 * dim * 4 * dim)  # weight matmuls only
             for r in results.values():
                 r["plmexit_float32_fraction_of_fp32_matmul_peak"] = r["tokens_per_s"]["plmexit_float32"] * flops_per_token / peak
+                r["plmexit_float32_fraction_of_onednn_fp32_matmul_peak"] = (
+                    r["tokens_per_s"]["plmexit_float32"] * flops_per_token / float(np.median(onednn_peaks)))
             cpu = platform.processor() or platform.machine()
             try:
                 cpu = next(line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("model name"))
@@ -179,6 +198,7 @@ def main(argv: list[str] | None = None) -> int:
                 "model": f"{args.arch} architecture, random weights ({n_layers} layers, width {dim}, {heads} heads): no real ESM2 weights exist here",
                 "plmexit_precision_ran": ran,
                 "fp32_matmul_peak_flops_per_s": peak, "fp32_matmul_peak_samples": peaks,
+                "onednn_fp32_matmul_peak_flops_per_s": float(np.median(onednn_peaks)), "onednn_fp32_matmul_peak_samples": onednn_peaks,
                 "workloads": results,
             }
             Path(args.out).parent.mkdir(parents=True, exist_ok=True)
@@ -215,6 +235,7 @@ def main(argv: list[str] | None = None) -> int:
                         cpp_seconds[f"esm_cpp_{mode}_scheduled_logits"] += reply[mode]["scheduled_logits_s"]
                     print(f"{workload} chunk {i + 1}/{len(chunks)} esm-cpp: {json.dumps({m: reply[m]['hidden_states_s'] for m in ('fp32', 'int8')})}", file=sys.stderr)
                 peaks.append(gemm_peak("cpu", torch.float32, 2048, 3))
+                onednn_peaks.append(onednn_gemm_peak(2048, 3))
             tokens = sum(len(s) + 2 for s in sequences)
             pooled = {k: np.concatenate(v, axis=1) for k, v in outputs.items()}
             if use_esm_cpp:

@@ -56,6 +56,19 @@ def test_embed_hub_writes_its_ratios(tmp_path):
     assert result["versions"]["transformers"] and result["device_name"]
 
 
+def test_fp32_levers_writes_its_ratios_and_the_roofline(tmp_path):
+    out = tmp_path / "fp32_levers.json"
+    command = [sys.executable, str(REPO / "benchmarks" / "fp32_levers.py"), "--sequences", "3", "--rounds", "2", "--layers", "2", "--dim", "16",
+               "--heads", "2", "--threads", "1", "--out", str(out)]
+    subprocess.run(command, check=True, capture_output=True, text=True, timeout=300)
+
+    result = json.loads(out.read_text())
+    assert {"before", "plmexit", "hf_sdpa", "weight_gemms", "weight_gemms_onednn"} <= set(result["speedup_over_before_paired_wall"])
+    assert max(max(layers) for layers in result["max_rel_deviation_from_before_per_layer"].values()) < 1e-5
+    assert {"needed_fraction_of_peak", "needed_fraction_of_weight_gemm_roofline"} <= set(result["target_1_3x_hf_sdpa"])
+    assert result["plmexit_matmul"] in ("onednn", "addmm")
+
+
 def test_cost_depth_compares_the_two_measurements(tmp_path):
     out = tmp_path / "cost_depth.json"
     command = [sys.executable, str(REPO / "benchmarks" / "cost_depth.py"), "--layers", "2", "--dim", "16", "--heads", "2", "--sample", "2",

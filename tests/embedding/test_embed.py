@@ -225,6 +225,26 @@ def test_reduced_precision_within_its_stated_tolerance(tiny_loaded, reference, p
     assert error > RTOL  # it really computed in reduced precision
 
 
+def test_both_fp32_matmul_paths_equal_fair_esm_and_the_one_not_taken_says_why(tiny_loaded, reference, caplog, monkeypatch):
+    """CPU float32 runs its linear layers as oneDNN matmuls over prepacked weights where torch has
+    them; with oneDNN switched off it runs addmm, and logs why. Both equal fair-esm to 1e-5."""
+    import plmexit.embedding.engine as embed_module
+
+    reason = embed_module.onednn_unavailable_reason("cpu", torch.float32)
+    if reason:
+        pytest.skip(f"this torch cannot run the oneDNN path: {reason}")
+    fused = FastEncoder(tiny_loaded, "cpu", "float32")
+    monkeypatch.setattr(torch.backends.mkldnn, "enabled", False)
+    with caplog.at_level("INFO", logger="plmexit.embedding.engine"):
+        plain = FastEncoder(tiny_loaded, "cpu", "float32")
+    monkeypatch.undo()
+    assert (fused.matmul, plain.matmul) == ("onednn", "addmm")
+    assert "not oneDNN: torch.backends.mkldnn.enabled is False" in caplog.text
+    for encoder in (fused, plain):
+        embedded, _ = collect(embed_pooled(tiny_loaded, SEQUENCES, EmbedSettings(max_tokens=30), encoder=encoder), len(SEQUENCES))
+        assert relative_error(embedded, reference) <= RTOL
+
+
 def test_unknown_layer_norm_convention(tiny_loaded):
     with pytest.raises(ValueError, match=r"unknown layer_norm 'pre'"):
         list(embed_pooled(tiny_loaded, ["MKV"], EmbedSettings(layer_norm="pre")))

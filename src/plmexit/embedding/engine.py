@@ -288,6 +288,39 @@ def plan_parts(sequences: list[str], budget_residues: int) -> list[np.ndarray]:
 # --- the forward pass ---------------------------------------------------------------------------
 
 
+# Rows of the check run through oneDNN's linear before an encoder trusts it (a few ms once).
+_ONEDNN_CHECK_ROWS = 64
+
+
+def onednn_unavailable_reason(device: str, dtype: torch.dtype) -> str:
+    """Why ``FastEncoder`` cannot run its linear layers as oneDNN matmuls over prepacked weights here
+    ("" when it can): CPU and float32 only (other precisions keep their own kernels), torch built with
+    oneDNN and not switched off (``torch.backends.mkldnn.enabled = False`` turns the lever off), the
+    private ops inductor uses present, and one small linear through them equal to ``F.linear``."""
+    if device != "cpu":
+        return f"device {device} (oneDNN matmuls are the CPU path)"
+    if dtype != torch.float32:
+        return f"{dtype} (the oneDNN path is float32 only)"
+    if not torch.backends.mkldnn.is_available():
+        return "this torch was built without oneDNN (MKLDNN)"
+    if not torch.backends.mkldnn.enabled:
+        return "torch.backends.mkldnn.enabled is False"
+    ops = torch.ops.mkldnn
+    if not (hasattr(ops, "_linear_pointwise") and hasattr(ops, "_reorder_linear_weight")):
+        return f"torch {torch.__version__} lacks mkldnn::_linear_pointwise or mkldnn::_reorder_linear_weight"
+    generator = torch.Generator().manual_seed(0)
+    x, w, b = (torch.randn(*shape, generator=generator) for shape in ((_ONEDNN_CHECK_ROWS, 32), (48, 32), (48,)))
+    try:
+        with torch.inference_mode():
+            y = ops._linear_pointwise(x, ops._reorder_linear_weight(w, None), b, "gelu", [], "none")
+    except RuntimeError as error:
+        return f"mkldnn::_linear_pointwise failed on a test input ({str(error).splitlines()[0]})"
+    expected = F.gelu(F.linear(x, w, b))
+    if not torch.allclose(y, expected, rtol=1e-5, atol=1e-5):
+        return f"mkldnn::_linear_pointwise differs from F.linear by {float((y - expected).abs().max()):.2g} on a test input"
+    return ""
+
+
 class FastEncoder:
     """fair-esm's ESM2 forward, rewritten for inference over ESM2 weights from either backend.
 
@@ -296,7 +329,9 @@ class FastEncoder:
     Differences from fair-esm that change no result beyond rounding: Q, K and V are one matrix
     multiply; attention is ``scaled_dot_product_attention`` (a fused kernel, no (B, H, T, T) scores
     in memory); the batch stays (B, T, E) (no transposes); the LM head and the attention maps are
-    never computed; each layer is pooled as soon as it is produced, on the device.
+    never computed; each layer is pooled as soon as it is produced, on the device. In float32 on a
+    CPU the four projections are oneDNN matmuls over weights prepacked once, with GELU and the
+    residual adds fused into them (``_block_onednn``; ``onednn_unavailable_reason`` says when not).
 
     ``precision`` is run as given (``make_encoder`` first resolves what the device supports). int8:
     the four linear layers of each block are torch's dynamic int8 linear op over prepacked per-channel
@@ -347,9 +382,23 @@ class FastEncoder:
             for layer in self.layers:
                 for name in ("qkv", "out", "fc1", "fc2"):
                     layer[name] = precisions.quantize_linear(layer.pop(f"{name}_w"), layer.pop(f"{name}_b"))
+        # How the linear layers run (``_block``): "onednn" (CPU float32 wherever it works) or "addmm"
+        # (other float32); "linear" (one op per projection) for int8, bfloat16 and float16.
+        self.matmul = "addmm" if self.dtype == torch.float32 and not self.int8 else "linear"
+        if self.matmul == "addmm":
+            reason = onednn_unavailable_reason(device, self.dtype)
+            if reason:
+                log.info("%s linear layers: torch.addmm into reused buffers (not oneDNN: %s)", precision, reason)
+            else:
+                self.matmul = "onednn"
+                for layer in self.layers:
+                    for name in ("qkv", "out", "fc1", "fc2"):
+                        layer[f"{name}_packed"] = torch.ops.mkldnn._reorder_linear_weight(layer.pop(f"{name}_w"), None)
+                log.info("%s linear layers: oneDNN matmuls over weights prepacked once, GELU and residual adds fused into them", precision)
         self.ln_after = ln(weights.ln_after)
         self.inv_freq = weights.inv_freq.detach().to(device=device, dtype=torch.float32)
         self._rotary_cache: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
+        self._buffers: dict[str, torch.Tensor] = {}
 
     def _rotary(self, length: int) -> tuple[torch.Tensor, torch.Tensor]:
         """cos and signed sin tables (T, head_dim), computed in fp32 as fair-esm's RotaryEmbedding.
@@ -439,7 +488,64 @@ class FastEncoder:
         return torch.bmm(w, hidden.to(torch.float32)).squeeze(1)
 
     def _block(self, x: torch.Tensor, p: dict, mask: torch.Tensor | None, cos: torch.Tensor, sin_signed: torch.Tensor) -> torch.Tensor:
-        """One pre-norm transformer block on ``x`` (B, T, E)."""
+        """One pre-norm transformer block on ``x`` (B, T, E); ``x`` itself is left as it was (callers keep it).
+
+        CPU float32 runs ``_block_onednn`` where it can (``matmul == "onednn"``); int8, bfloat16 and
+        float16 run ``_block_linear``. Otherwise float32 writes the QKV projection and the
+        feed-forward's hidden layer into buffers the encoder keeps (``_workspace``) and accumulates
+        the residuals in the matmuls (beta = 1): a
+        fresh (B*T, 4E) tensor per block costs page faults and a bias copy that took about a tenth
+        of a CPU forward (benchmarks/fp32_levers.py). Only the order of the bias and residual
+        additions differs from ``x + linear(...)`` (rounding, about 1e-7 relative).
+        """
+        if self.matmul == "linear":
+            return self._block_linear(x, p, mask, cos, sin_signed)
+        if self.matmul == "onednn":
+            return self._block_onednn(x, p, mask, cos, sin_signed)
+        B, T, E = x.shape
+        H, D = self.heads, self.head_dim
+        N = B * T
+        h = F.layer_norm(x, (E,), *p["ln1"]).view(N, E)
+        qkv = torch.addmm(p["qkv_b"], h, p["qkv_w"].t(), out=self._workspace("qkv", (N, 3 * E)))
+        qkv = qkv.view(B, T, 3, H, D).permute(2, 0, 3, 1, 4)  # (3, B, H, T, D)
+        qk = qkv[:2]
+        qk = torch.addcmul(qk * cos, torch.roll(qk, D // 2, dims=-1), sin_signed)
+        attn = F.scaled_dot_product_attention(qk[0], qk[1], qkv[2], attn_mask=mask)  # (B, H, T, D)
+        # x + (attn W^T + b) as one GEMM accumulating onto a copy of x (beta = 1), then the bias.
+        x = torch.addmm(x.reshape(N, E), attn.transpose(1, 2).reshape(N, E), p["out_w"].t()).add_(p["out_b"])
+        h = F.layer_norm(x, (E,), *p["ln2"])
+        hidden = torch.addmm(p["fc1_b"], h, p["fc1_w"].t(), out=self._workspace("fc1", (N, p["fc1_w"].shape[0])))
+        torch.ops.aten.gelu_(hidden)
+        return x.addmm_(hidden, p["fc2_w"].t()).add_(p["fc2_b"]).view(B, T, E)
+
+    def _block_onednn(self, x: torch.Tensor, p: dict, mask: torch.Tensor | None, cos: torch.Tensor, sin_signed: torch.Tensor) -> torch.Tensor:
+        """``_block`` with oneDNN's matmul over prepacked weights, GELU and the residual adds fused into
+        it (``mkldnn::_linear_pointwise``, what inductor's CPU freezing emits): on an AVX-512 EPYC it ran
+        the forward's weight matmuls 1.1-1.2x faster than MKL's ``addmm`` (benchmarks/fp32_levers.py)."""
+        B, T, E = x.shape
+        H, D = self.heads, self.head_dim
+        N = B * T
+        linear, linear_add = torch.ops.mkldnn._linear_pointwise, torch.ops.mkldnn._linear_pointwise.binary
+        h = F.layer_norm(x, (E,), *p["ln1"]).view(N, E)
+        qkv = linear(h, p["qkv_packed"], p["qkv_b"], "none", [], "").view(B, T, 3, H, D).permute(2, 0, 3, 1, 4)  # (3, B, H, T, D)
+        qk = qkv[:2]
+        qk = torch.addcmul(qk * cos, torch.roll(qk, D // 2, dims=-1), sin_signed)
+        attn = F.scaled_dot_product_attention(qk[0], qk[1], qkv[2], attn_mask=mask)  # (B, H, T, D)
+        x = linear_add(attn.transpose(1, 2).reshape(N, E), x.reshape(N, E), p["out_packed"], p["out_b"], "add")  # x + attn W^T + b
+        hidden = linear(F.layer_norm(x, (E,), *p["ln2"]), p["fc1_packed"], p["fc1_b"], "gelu", [], "none")  # exact (erf) GELU
+        return linear_add(hidden, x, p["fc2_packed"], p["fc2_b"], "add").view(B, T, E)
+
+    def _workspace(self, name: str, shape: tuple[int, ...]) -> torch.Tensor:
+        """A buffer of ``shape`` that lives as long as the encoder (grown, never shrunk), for one
+        intermediate of ``_block`` that is dead before the next block writes it."""
+        size = shape[0] * shape[1]
+        buffer = self._buffers.get(name)
+        if buffer is None or buffer.numel() < size:
+            buffer = self._buffers[name] = torch.empty(size, dtype=self.dtype, device=self.device)
+        return buffer[:size].view(shape)
+
+    def _block_linear(self, x: torch.Tensor, p: dict, mask: torch.Tensor | None, cos: torch.Tensor, sin_signed: torch.Tensor) -> torch.Tensor:
+        """``_block`` with one linear op per projection (``_linear``): int8, bfloat16, float16."""
         B, T, E = x.shape
         H, D = self.heads, self.head_dim
         linear = self._linear
