@@ -52,6 +52,30 @@ def test_binomial_p_value_is_the_exact_lower_tail():
         calibration.check_budget(0.0, 0.1)
 
 
+def test_hoeffding_bentkus_p_value_against_a_direct_computation():
+    import math
+
+    for mean, n, epsilon in [(0.03, 60, 0.1), (0.07, 200, 0.1), (0.0, 30, 0.2), (0.15, 100, 0.2), (0.25, 40, 0.2), (0.02, 500, 0.05)]:
+        a = min(mean, epsilon)
+        h = (a * math.log(a / epsilon) if a > 0 else 0.0) + (1 - a) * math.log((1 - a) / (1 - epsilon))
+        k = math.ceil(round(n * mean, 9))
+        bentkus = math.e * sum(math.comb(n, i) * epsilon**i * (1 - epsilon) ** (n - i) for i in range(k + 1))
+        assert calibration.hoeffding_bentkus_p_value(mean, n, epsilon) == pytest.approx(min(1.0, math.exp(-n * h), bentkus), rel=1e-9)
+    assert calibration.hoeffding_bentkus_p_value(0.0, 30, 0.2) == pytest.approx(0.8**30)  # zero loss: as the binomial
+    assert calibration.hoeffding_bentkus_p_value(0.2, 30, 0.2) == 1.0 and calibration.hoeffding_bentkus_p_value(0.5, 0, 0.2) == 1.0
+    for wrong in range(0, 20):  # on 0/1 losses it is never below the exact binomial
+        assert calibration.hoeffding_bentkus_p_value(wrong / 100, 100, 0.1) >= calibration.binomial_p_value(wrong, 100, 0.1) * (1 - 1e-12)
+
+
+def test_hoeffding_bentkus_p_value_is_valid_for_bounded_losses_at_the_null():
+    """Losses in [0, 1] with mean exactly epsilon (a Beta, and a two-point law): p <= delta in at most delta of the draws."""
+    rng = np.random.default_rng(0)
+    epsilon, delta, n, draws = 0.1, 0.1, 50, 4000
+    for losses in (rng.beta(0.5, 4.5, (draws, n)), 0.5 * (rng.random((draws, n)) < 2 * epsilon)):
+        p = np.array([calibration.hoeffding_bentkus_p_value(row.mean(), n, epsilon) for row in losses])
+        assert np.mean(p <= delta) <= delta
+
+
 def test_fixed_sequence_stops_at_the_first_threshold_not_rejected():
     # Layer 1 is right on rows 0..89 and wrong on 90..99; confidence 0.99 on the right ones and on
     # 5 wrong ones, 0.6 on the other 5 wrong ones.
@@ -171,3 +195,4 @@ def test_the_fewest_calibration_units_that_can_certify():
     n = calibration.smallest_certifiable(0.1, 0.1)
     assert n == 22 and calibration.binomial_p_value(0, n, 0.1) <= 0.1 < calibration.binomial_p_value(0, n - 1, 0.1)
     assert calibration.smallest_certifiable(0.5, 0.25) == 2  # 0.5^2 = 0.25 exactly
+    assert calibration.hoeffding_bentkus_p_value(0.0, n, 0.1) <= 0.1 < calibration.hoeffding_bentkus_p_value(0.0, n - 1, 0.1)

@@ -8,7 +8,7 @@ import pytest
 from plmexit.depth import lens
 from plmexit.depth.heads import FairEsmMaskedLM
 from plmexit.errors import InputError
-from plmexit.exit import gates, lens_exit
+from plmexit.exit import calibration, gates, lens_exit
 from plmexit.exit.controller import Controller
 
 SEQUENCES = ["MKTAYIAKQRQISFVKSHFSRQLEERLGLIEVQ", "GGSGGSAAKLLVVWYTRE", "ACDEFGHIKLMNPQRSTVWYACDEFGHIK", "MKVLAAGIVALLLAAGCSSQ",
@@ -60,7 +60,8 @@ def test_lens_exit_reports_every_static_layer_and_calibrates_on_other_sequences(
     assert static[L]["disagreement"] == static[L]["sequence_disagreement"] == 0 and static[L]["accuracy"] == static[L]["final_accuracy"]
     report = lens_exit.calibrate_lens_exit(probs, truth, sequence, "margin", 0.3, 0.2, 0.5, seed=0, n_thresholds=10)
     assert report["calibration_sequences"] == np.flatnonzero(is_cal).tolist()
-    assert report["sequence"]["n_calibration"] == 3 and report["position"]["n_test"] == int((~is_cal[sequence]).sum())
+    assert report["sequence"]["n_calibration"] == report["position"]["n_calibration"] == 3  # both calibrate on sequences
+    assert report["position"]["n_test"] == len(np.unique(sequence[~is_cal[sequence]]))
     for unit in ("position", "sequence"):
         tested = report[unit]["tested"]
         assert all(step["rejected"] for step in tested[:-1]) and report[unit]["certified"] == tested[0]["rejected"]
@@ -74,3 +75,38 @@ def test_a_calibration_split_needs_a_sequence_on_each_side():
         lens_exit.calibration_split(1, 0.5, 0)
     with pytest.raises(InputError, match=r"strictly between 0 and 1 \(exit\.lens_calibration_fraction\)"):
         lens_exit.calibration_split(10, 1.0, 0)
+
+
+def dependent_positions(n_sequences: int, per_sequence: int, rng) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(probs (3, N, 2), truth, sequence)``: a sequence's masked positions settle together. Each sequence has one
+    margin ``s`` (uniform) at layer 1 shared by all its positions, and all of them are wrong there with probability
+    ``1 - s``; layers 0 and 2 are right. The exact per-position risk of margin threshold ``t`` is ``(1 - t)^2 / 2``
+    (per sequence mean of the fraction of disagreeing positions, and position-weighted alike)."""
+    s = np.repeat(rng.random(n_sequences), per_sequence)
+    wrong = np.repeat(rng.random(n_sequences), per_sequence) < 1 - s
+    early = np.where(wrong[:, None], np.column_stack([(1 - s) / 2, (1 + s) / 2]), np.column_stack([(1 + s) / 2, (1 - s) / 2]))
+    final = np.tile([1.0, 0.0], (len(s), 1))
+    return np.stack([final, early, final]), np.zeros(len(s), dtype=int), np.repeat(np.arange(n_sequences), per_sequence)
+
+
+def test_per_position_guarantee_holds_when_positions_of_a_sequence_are_dependent():
+    """Over 200 seeded splits, the per-position controller's true risk exceeds epsilon in at most about delta of them;
+    the old bound (exact binomial over positions, as if independent) exceeds it far more often on the same data."""
+    epsilon, delta, draws = 0.1, 0.1, 200
+
+    def true_risk(t):
+        return (1 - min(t, 1.0)) ** 2 / 2
+
+    new_over, old_over, new_thresholds = 0, 0, []
+    for seed in range(draws):
+        probs, truth, sequence = dependent_positions(200, 30, np.random.default_rng(seed))
+        report = lens_exit.calibrate_lens_exit(probs, truth, sequence, "margin", epsilon, delta, 0.5, seed=seed, n_thresholds=60)
+        new_over += true_risk(report["position"]["threshold"]) > epsilon
+        new_thresholds.append(report["position"]["threshold"])
+        cal = np.isin(sequence, report["calibration_sequences"])
+        old = calibration.learn_then_test(probs[:, cal], "margin", "classification", gates.threshold_grid("margin", 60, 4), epsilon, delta, 1, 2)
+        old_over += true_risk(old.controller.threshold) > epsilon
+    assert new_over / draws <= delta
+    assert old_over / draws > 3 * delta  # counting 3000 dependent positions as independent over-certifies
+    # valid without never exiting: most splits certify a threshold, near the risk-epsilon one (1 - sqrt(2 epsilon) = 0.553)
+    assert np.mean(np.isfinite(new_thresholds)) > 0.9 and np.median(new_thresholds) < 0.8

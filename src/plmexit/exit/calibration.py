@@ -8,7 +8,11 @@ tested in fixed sequence from the most conservative, and the walk stops at the f
 at level ``delta``. Fixed-sequence testing controls the family-wise error at ``delta`` without any
 monotonicity assumption (Angelopoulos et al., Learn then Test, 2021), so with probability at least
 ``1 - delta`` over the calibration rows, the chosen threshold's risk on new rows exchangeable with
-them is at most ``epsilon``. ``hart_swept`` is Hart et al.'s protocol (the threshold read off the
+them is at most ``epsilon``. That needs the units to be exchangeable (independent draws): when the loss
+is a mean over dependent parts of one unit (the masked positions of one sequence), the unit is the
+sequence and its loss its fraction of disagreeing parts, a bounded mean in [0, 1] that the exact
+binomial does not cover; ``hoeffding_bentkus_p_value`` (Bates et al. 2021, RCPS; the p-value of
+Learn then Test) is valid for it, and ``learn_then_test_scores(..., bounded=True)`` uses it. ``hart_swept`` is Hart et al.'s protocol (the threshold read off the
 test rows) and is optimistic by construction: it is reported beside, never used.
 """
 
@@ -17,6 +21,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import numpy as np
+from scipy.special import xlogy
 from scipy.stats import binom
 
 from plmexit.errors import InputError
@@ -43,9 +48,24 @@ def binomial_p_value(disagreements: int, n: int, epsilon: float) -> float:
     return float(binom.cdf(disagreements, n, epsilon))
 
 
+def hoeffding_bentkus_p_value(mean: float, n: int, epsilon: float) -> float:
+    """Valid p-value of "risk > epsilon" given the ``mean`` loss of ``n`` independent units with losses in [0, 1]:
+    ``min(exp(-n h(min(mean, epsilon), epsilon)), e P(Binom(n, epsilon) <= ceil(n mean)))``, ``h(a, b)`` the Bernoulli
+    relative entropy ``a log(a/b) + (1-a) log((1-a)/(1-b))`` (Hoeffding's bound in its relative-entropy form, and
+    Bentkus's). For 0/1 losses it is never smaller than ``binomial_p_value``; at ``mean`` 0 both are ``(1 - epsilon)^n``,
+    so ``smallest_certifiable`` holds for it too."""
+    if n == 0:
+        return 1.0
+    a = min(float(mean), epsilon)
+    relative_entropy = xlogy(a, a / epsilon) + xlogy(1 - a, (1 - a) / (1 - epsilon))
+    hoeffding = float(np.exp(-n * relative_entropy))
+    bentkus = float(np.e * binom.cdf(np.ceil(n * float(mean) - 1e-9), n, epsilon))
+    return min(1.0, hoeffding, bentkus)
+
+
 def smallest_certifiable(epsilon: float, delta: float) -> int:
     """The fewest calibration units with which any threshold can be certified: ``(1 - epsilon)^n <= delta``, the
-    p-value of zero disagreements (fewer units and every controller falls back, whatever the model)."""
+    p-value of zero disagreements, binomial or Hoeffding-Bentkus (fewer units and every controller falls back, whatever the model)."""
     return int(np.ceil(np.log(delta) / np.log1p(-epsilon) - 1e-9))
 
 
@@ -72,21 +92,29 @@ def learn_then_test(
 
 def learn_then_test_scores(
     scores: np.ndarray, disagreeing, gate: str, grid: np.ndarray, epsilon: float, delta: float, first_layer: int, reference: int,
+    bounded: bool = False,
 ) -> Calibration:
-    """``learn_then_test`` on gate ``scores`` ``(L + 1, n)`` of any unit (a sequence, a masked position, a
-    sequence of positions), with ``disagreeing(exit layers (n,)) -> (n,) bool`` the loss of each unit."""
+    """``learn_then_test`` on gate ``scores`` ``(L + 1, m)`` of what the controller decides for (a row, a sequence, a masked
+    position), with ``disagreeing(exit layers (m,)) -> (n,)`` the loss of each of ``n`` exchangeable units: bool and the exact
+    binomial p-value; or with ``bounded``, losses in [0, 1] (e.g. the fraction of a sequence's positions that disagree when
+    each position exits on its own) and ``hoeffding_bentkus_p_value`` over the ``n`` units."""
     check_budget(epsilon, delta)
     grid = np.asarray(grid, dtype=np.float64)
     if len(grid) > 1 and np.any(np.diff(grid) > 0):
         raise InputError("the threshold grid must run from the most conservative (largest) threshold down")
-    n = scores.shape[1]
     chosen = Controller(gate, float("inf"), first_layer, reference)
+    n = len(disagreeing(chosen.exit_layers(scores)))
     tested = []
     for threshold in grid:
         controller = Controller(gate, float(threshold), first_layer, reference)
         layers = controller.exit_layers(scores)
-        wrong = int(np.sum(disagreeing(layers)))
-        p = binomial_p_value(wrong, n, epsilon)
+        losses = np.asarray(disagreeing(layers), dtype=np.float64)
+        if bounded:
+            wrong = float(losses.sum())
+            p = hoeffding_bentkus_p_value(wrong / max(n, 1), n, epsilon)
+        else:
+            wrong = int(losses.sum())
+            p = binomial_p_value(wrong, n, epsilon)
         rejected = p <= delta
         tested.append({"threshold": float(threshold), "disagreements": wrong, "risk": wrong / max(n, 1), "p_value": p,
                        "rejected": bool(rejected), "mean_layer": float(layers.mean()) if n else float("nan")})

@@ -2,10 +2,15 @@
 
 Invariant: the reference is the model's own output at a masked position (the standard lens at
 layer ``L``, ``depth.lens``); a layer's output is the standard logit lens there (final norm, then
-the head). Two units: a masked position (exits at the first layer whose gate passes), and a
-sequence (exits at the first layer where the gate passes at every one of its masked positions;
-it disagrees when any of them predicts another residue than the final layer). Calibration and test
-sequences are disjoint (a seeded split by sequence), so no sequence's positions sit on both sides.
+the head). Two controllers: per masked position (each exits at the first layer whose gate passes),
+and per sequence (exits at the first layer where the gate passes at every one of its masked
+positions; it disagrees when any of them predicts another residue than the final layer). Calibration
+and test sequences are disjoint (a seeded split by sequence), so no sequence's positions sit on both
+sides. The exchangeable unit is the sequence for both: positions of one sequence are dependent (they
+tend to settle together), so the per-position risk is the mean over sequences of each sequence's
+fraction of disagreeing masked positions (``position_risk``; every sequence weighs the same, however
+many positions it has), certified with the Hoeffding-Bentkus p-value over calibration sequences; the
+per-sequence risk (0/1 per sequence) keeps the exact binomial.
 """
 
 from __future__ import annotations
@@ -75,6 +80,20 @@ def _sequence_loss(top: np.ndarray, sequence: np.ndarray, units: np.ndarray):
     return disagreeing
 
 
+def _position_loss(top: np.ndarray, sequence: np.ndarray, positions: np.ndarray):
+    """``(units (S,), fractions(exit layers of positions (n,)) -> (S,) floats)``: the sequences of ``positions`` and, per
+    sequence, the fraction of its ``positions`` whose top-1 at their own exit layer differs from the final layer's."""
+    L = top.shape[0] - 1
+    units, unit_of = np.unique(sequence[positions], return_inverse=True)
+    counts = np.bincount(unit_of, minlength=len(units))
+
+    def fractions(position_layers: np.ndarray) -> np.ndarray:
+        wrong = top[np.asarray(position_layers), positions] != top[L, positions]
+        return np.bincount(unit_of, weights=wrong, minlength=len(units)) / counts
+
+    return units, fractions
+
+
 def _report(top: np.ndarray, truth: np.ndarray, sequence: np.ndarray, positions: np.ndarray, position_layers: np.ndarray,
             unit_layers: np.ndarray) -> dict:
     """Test numbers of exit ``position_layers`` at ``positions``; ``unit_layers`` are the exit layers of the unit the
@@ -83,8 +102,10 @@ def _report(top: np.ndarray, truth: np.ndarray, sequence: np.ndarray, positions:
     exited = top[position_layers, positions]
     wrong = exited != top[L, positions]
     _, seq_index = np.unique(sequence[positions], return_inverse=True)
+    per_sequence = np.bincount(seq_index, weights=wrong)
     return {
-        "disagreement": float(wrong.mean()), "sequence_disagreement": float((np.bincount(seq_index, weights=wrong) > 0).mean()),
+        "disagreement": float(wrong.mean()), "position_risk": float(np.mean(per_sequence / np.bincount(seq_index))),
+        "sequence_disagreement": float((per_sequence > 0).mean()),
         "accuracy": float((exited == truth[positions]).mean()), "final_accuracy": float((top[L, positions] == truth[positions]).mean()),
         "mean_layer": float(np.mean(unit_layers)), "layers_saved": float(1 - np.mean(unit_layers) / L),
         "fraction_early": float(np.mean(np.asarray(unit_layers) < L)),
@@ -104,8 +125,9 @@ def calibrate_lens_exit(
     calibration_fraction: float = 0.5, seed: int = 0, n_thresholds: int = 50, max_patience: int = 4, first_layer: int = 1,
 ) -> dict:
     """Per-position and per-sequence controllers calibrated on a seeded ``calibration_fraction`` of the sequences
-    (``calibration_split``), reported on the others: disagreement with the final layer (per position, and per sequence:
-    any of its positions), accuracy against the true residue, mean exit layer of the unit and layers saved.
+    (``calibration_split``), reported on the others: disagreement with the final layer (over positions; ``position_risk``,
+    the mean over sequences of each one's fraction of disagreeing positions, which the per-position controller is certified
+    on; and per sequence: any of its positions), accuracy against the true residue, mean exit layer of the unit and layers saved.
 
     Only the per-sequence unit saves forward compute (a sequence leaves the network); a position's exit
     layer says when its prediction settled. ``tested`` lists each threshold tested in sequence (p-values).
@@ -121,10 +143,11 @@ def calibrate_lens_exit(
 
     cal, test = np.flatnonzero(is_cal[sequence]), np.flatnonzero(~is_cal[sequence])
     scores = gates.gate_scores(probs, gate, "classification")
-    chosen = calibration.learn_then_test(probs[:, cal], gate, "classification", grid, epsilon, delta, first_layer, L)
+    units, fractions = _position_loss(top, sequence, cal)
+    chosen = calibration.learn_then_test_scores(scores[:, cal], fractions, gate, grid, epsilon, delta, first_layer, L, bounded=True)
     layers = chosen.controller.exit_layers(scores[:, test])
-    result["position"] = {"threshold": chosen.controller.threshold, "certified": chosen.certified, "n_calibration": len(cal),
-                          "n_test": len(test), **_report(top, truth, sequence, test, layers, layers), "tested": chosen.tested}
+    result["position"] = {"threshold": chosen.controller.threshold, "certified": chosen.certified, "n_calibration": len(units),
+                          "n_test": len(np.unique(sequence[test])), **_report(top, truth, sequence, test, layers, layers), "tested": chosen.tested}
 
     per_sequence = sequence_scores(scores, sequence, n_sequences)
     cal_seq, test_seq = np.flatnonzero(is_cal), np.flatnonzero(~is_cal)

@@ -27,9 +27,11 @@ from plmexit.pipeline.reading import read_tsv
 log = logging.getLogger(__name__)
 
 # One row per static layer (every test position read there) and per gate and unit (position or sequence) calibrated.
+# n_calibration, n_test: sequences (the exchangeable unit of both controllers); position_risk: the mean over test
+# sequences of each one's fraction of disagreeing masked positions (the per-position controller's certified risk).
 LENS_EXIT_COLUMNS = [
     "model", "set", "gate", "unit", "kind", "layer", "threshold", "certified", "n_calibration", "n_test", "disagreement",
-    "sequence_disagreement", "accuracy", "final_accuracy", "mean_layer", "layers_saved", "fraction_early",
+    "position_risk", "sequence_disagreement", "accuracy", "final_accuracy", "mean_layer", "layers_saved", "fraction_early",
 ]
 UNITS = ("position", "sequence")
 
@@ -81,11 +83,12 @@ def lens_exit_task(
     first_layer = min(settings.first_layer, L)
     needed = calibration.smallest_certifiable(settings.epsilon, settings.delta)
     if is_cal.sum() < needed:
-        log.warning("%s/%s: %d calibration sequences cannot certify any per-sequence threshold at epsilon %.3g, delta %.3g (it takes %d); "
+        log.warning("%s/%s: %d calibration sequences cannot certify any threshold, per position or per sequence, at epsilon %.3g, delta %.3g (it takes %d); "
                     "raise exit.lens_sample", manifest["id"], set_name, is_cal.sum(), settings.epsilon, settings.delta, needed)
     n_cal_positions, n_test_positions = int(is_cal[sequence].sum()), int((~is_cal[sequence]).sum())
+    n_test_sequences = len(np.unique(sequence[~is_cal[sequence]]))
     rows = [
-        {"model": manifest["id"], "set": set_name, "gate": "-", "unit": "-", "kind": "static", "n_calibration": 0, "n_test": n_test_positions, **numbers}
+        {"model": manifest["id"], "set": set_name, "gate": "-", "unit": "-", "kind": "static", "n_calibration": 0, "n_test": n_test_sequences, **numbers}
         for numbers in lens_exit.static_lens_layers(probs, truth, sequence, is_cal)
     ]
     details = []
@@ -108,12 +111,15 @@ def lens_exit_task(
         "reference": "the final layer's top-1 residue at each masked position (the model's own output)",
         "lens": "standard logit lens: the final norm, then the model's own head, on each layer's state at a masked position",
         "units": {
-            "position": "each masked position exits at the first layer whose gate passes there; it disagrees when its top-1 differs from the final layer's",
+            "position": "each masked position exits at the first layer whose gate passes there; it disagrees when its top-1 differs from the final layer's; "
+                        "its risk (position_risk) is the mean over sequences of each sequence's fraction of disagreeing masked positions",
             "sequence": "a sequence exits at the first layer where the gate passes at every one of its masked positions; it disagrees when any of them does",
         },
-        "guarantee": "Learn-then-Test, exact binomial p-values, fixed-sequence testing from the most conservative threshold: with probability "
-                     "at least 1 - delta over the calibration sequences, the unit's risk <= epsilon on units exchangeable with them "
-                     "(positions of one sequence are not independent: the per-position bound treats them as if they were)",
+        "guarantee": "Learn-then-Test, fixed-sequence testing from the most conservative threshold over the calibration sequences (the "
+                     "exchangeable unit; positions of one sequence are dependent): exact binomial p-values for the per-sequence risk (0/1 per "
+                     "sequence), Hoeffding-Bentkus p-values for the per-position risk (a [0, 1] fraction per sequence); with probability at "
+                     "least 1 - delta over the calibration sequences, each controller's risk <= epsilon on sequences exchangeable with them "
+                     "(not the position-weighted disagreement, nor any one sequence's)",
         "compute": "only the sequence unit saves forward compute (a sequence leaves the network); layers_saved = 1 - mean exit layer / L of the unit",
         "controllers": details,
         **provenance(lm, manifest, device, engine),
@@ -130,7 +136,7 @@ def _json_number(value):
 
 def _warn_about(result: pd.DataFrame, settings: LensExitSettings, name: str) -> None:
     calibrated = result[result.kind == "calibrated"]
-    risk = np.where(calibrated.unit == "sequence", calibrated.sequence_disagreement, calibrated.disagreement)
+    risk = np.where(calibrated.unit == "sequence", calibrated.sequence_disagreement, calibrated.position_risk)
     over = int((risk > settings.epsilon).sum())
     if over:
         log.warning("%s: test disagreement above epsilon %.3g in %d of %d head-exit controllers; expected in about delta (%.3g) of them",
@@ -142,13 +148,13 @@ def _warn_about(result: pd.DataFrame, settings: LensExitSettings, name: str) -> 
 
 SUMMARY_COLUMNS = [
     "model", "set", "gate", "unit", "threshold", "certified", "n_calibration", "n_test", "risk", "over_epsilon", "disagreement",
-    "sequence_disagreement", "accuracy", "final_accuracy", "mean_layer", "layers_saved", "fraction_early",
+    "position_risk", "sequence_disagreement", "accuracy", "final_accuracy", "mean_layer", "layers_saved", "fraction_early",
 ]
 
 
 def summarize_lens_exit_tables(tables: list[str | Path], epsilon: float, out: str | Path) -> pd.DataFrame:
     """The calibrated controllers of every head-exit table, one row each, with the risk they were calibrated to
-    (per position: ``disagreement``; per sequence: ``sequence_disagreement``) and whether it exceeds ``epsilon`` on test."""
+    (per position: ``position_risk``; per sequence: ``sequence_disagreement``) and whether it exceeds ``epsilon`` on test."""
     parts = []
     for path in tables:
         part = read_tsv(path, "head-exit table", "`plmexit lens-exit`")
@@ -157,7 +163,7 @@ def summarize_lens_exit_tables(tables: list[str | Path], epsilon: float, out: st
         parts.append(part)
     frame = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=LENS_EXIT_COLUMNS)
     calibrated = frame[frame["kind"] == "calibrated"].copy()
-    calibrated["risk"] = np.where(calibrated["unit"] == "sequence", calibrated["sequence_disagreement"], calibrated["disagreement"])
+    calibrated["risk"] = np.where(calibrated["unit"] == "sequence", calibrated["sequence_disagreement"], calibrated["position_risk"])
     calibrated["over_epsilon"] = calibrated["risk"] > epsilon
     summary = calibrated.sort_values(["model", "set", "gate", "unit"])[SUMMARY_COLUMNS]
     write_text(out, summary.to_csv(sep="\t", index=False, float_format="%.6g"))
