@@ -265,6 +265,8 @@ def test_adding_a_model_and_a_task_runs_only_what_is_new(finished_run, shared_da
         "results/summary/depth.tsv", "results/summary/depth_curves.tsv", "results/figures/depth.png", *depth,  # the new fair-esm model's head
         "results/summary/exit.tsv", "results/exit/tiny_narrow/deeploc_membrane.tsv", "results/exit/tiny_narrow/deeploc_membrane.json",
         "results/figures/exit/tiny_narrow/deeploc_membrane.png",  # its early exit (exit.tasks)
+        # Each model's depth and exit figure: the new model's, and the old one's, whose summaries changed.
+        *(f"results/figures/{m}.depth_exit.{fmt}" for m in ("tiny_random", "tiny_narrow") for fmt in ("png", "pdf")),
     }
     for m, t in new_pairs:
         downstream |= {f"results/probes/{m}/{t}.tsv", f"results/probes/{m}/{t}.predictions.tsv.gz", f"results/selection/{m}/{t}.json", f"results/figures/{m}/{t}.png"}
@@ -299,11 +301,11 @@ def test_no_two_jobs_write_the_same_file(tmp_path, shared_data):
     # Per fair-esm model: test checkpoint, manifest, and per embedding set 2 shards, a gather and a
     # cost; per model and task a probe, a selection and a figure; its lens (two sets), zero-shot
     # (two assays) and a depth figure per task they speak of (five); an exit table and figure (one
-    # exit task). Each family's model the same on its one task, and with a head its lens, zero-shot
+    # exit task); its depth and exit figure. Each family's model the same on its one task, and with a head its lens, zero-shot
     # and depth figure. Per task a preparation; the 11 official files; the two summaries, the summary
     # figure, the study figures and `all`; the depth summary and figure; the exit summary.
     n_sets, n_tasks = len({spec[0] for spec in TASKS.values()}), len(TASKS)
-    fair_esm = 2 * (2 + 4 * n_sets + 3 * n_tasks + 2 + 2 + 5 + 2)
+    fair_esm = 2 * (2 + 4 * n_sets + 3 * n_tasks + 2 + 2 + 5 + 2 + 1)
     families = len(FAMILIES) * (2 + 4 + 3) + len(HEADS) * 3
     assert len(jobs) == fair_esm + families + n_tasks + 11 + 4 + 1 + 2 + 1
     assert written and len(written) == len(set(written))
@@ -546,3 +548,7 @@ def test_early_exit_runs_in_the_pipeline(finished_run):
     summary = pd.read_csv(results / "summary" / "exit.tsv", sep="\t")
     assert set(zip(summary["model"], summary["task"])) == {("tiny_random", "deeploc_membrane")}
     assert (results / "figures" / "exit" / "tiny_random" / "deeploc_membrane.png").read_bytes()[:8] == PNG
+    # The one model with depth diagnostics and early exit: both laid out in one figure, PNG and PDF.
+    assert sorted(p.name for p in (results / "figures").glob("*.depth_exit.*")) == ["tiny_random.depth_exit.pdf", "tiny_random.depth_exit.png"]
+    assert (results / "figures" / "tiny_random.depth_exit.png").read_bytes()[:8] == PNG
+    assert (results / "figures" / "tiny_random.depth_exit.pdf").read_bytes()[:4] == b"%PDF"

@@ -116,6 +116,10 @@ def exit_tables(wildcards):
     return plan.exit_tables()
 
 
+def model_exit_tables(wildcards):
+    return plan.model_exit_tables(wildcards.model)
+
+
 def lens_infos(wildcards):
     return plan.lens_infos()
 
