@@ -98,7 +98,7 @@ def test_the_figure_in_png_and_pdf_from_the_command_at_journal_width(tmp_path):
     assert main([str(a) for a in [*args, "--out", tmp_path / "f.png", "--pdf-out", tmp_path / "f.pdf"]]) == 0
     assert (tmp_path / "f.pdf").read_bytes().startswith(b"%PDF")
     width, height = Image.open(tmp_path / "f.png").size
-    assert 6.5 * 300 <= width <= 7.6 * 300 and height > 4 * 300  # 7.2 in wide at 300 dpi, a dot chart above two exit panels
+    assert 6.5 * 300 <= width <= 7.3 * 300 and height > 4 * 300  # 7.2 in wide at 300 dpi, a dot chart above two exit panels
     best, depth = (pd.read_csv(tmp_path / f, sep="\t") for f in ("best.tsv", "depth.tsv"))
     fig = depth_exit.depth_exit_figure("m", best, depth, pd.concat([pd.read_csv(f, sep="\t") for f in files]))
     shown = [ax for ax in fig.axes if ax.get_visible() and ax.get_title(loc="left")]

@@ -32,10 +32,10 @@ AGREEMENT_THRESHOLD = 0.9
 # Panel a's marks, in the order of their lanes within a row: the column of a dot-chart row, the
 # legend label, the colour and the marker. The controller's marker is its gate's (GATE_MARKERS).
 MARKS = {
-    "deployed": ("probe's deployed layer (nested selection on training rows)", OKABE_ITO[7], "*"),
-    "lens": (f"logit lens: shallowest layer with top-1 agreement >= {AGREEMENT_THRESHOLD:.0%} with the final layer", OKABE_ITO[1], "v"),
-    "zero_shot": ("zero-shot: masked-marginal layer chosen on calibration variants", OKABE_ITO[2], "P"),
-    "controller": ("calibrated early-exit controller: mean exit layer on test rows", OKABE_ITO[0], None),
+    "deployed": ("deployed layer (probe, nested selection)", OKABE_ITO[7], "*"),
+    "lens": (f"lens: first layer with \u2265{AGREEMENT_THRESHOLD:.0%} top-1 agreement", OKABE_ITO[1], "v"),
+    "zero_shot": ("zero-shot layer chosen on calibration variants", OKABE_ITO[2], "P"),
+    "controller": ("calibrated controller: mean exit layer (filled)", OKABE_ITO[0], None),
 }
 HART_COLOUR = OKABE_ITO[5]
 # Panel a's marks drawn across an exit panel: a vertical line each, told apart by style as well as colour.
@@ -150,9 +150,9 @@ def depth_exit_figure(model: str, best: pd.DataFrame, depth: pd.DataFrame, exits
             for ax in list(axes.flat)[len(shown):]:
                 ax.set_visible(False)
         gates = [g for g in GATE_MARKERS if (dots["gate"] == g).any() or (exits.loc[exits["model"] == model, "gate"] == g).any()]
-        fig.legend(handles=_legend(gates, bool(shown)), loc="outside lower center", ncols=2, frameon=False)
-        more = f"; exit panels for the first {len(shown)} of {len(exit_tasks)} exit tasks" if len(exit_tasks) > len(shown) else ""
-        fig.suptitle(f"{model}: where each task's signal lives, and what early exit buys (relative depth k / L, L = blocks){more}")
+        fig.legend(handles=_legend(gates, bool(shown)), loc="outside lower center", ncols=3, frameon=False)
+        more = f"\n(exit panels: the first {len(shown)} of {len(exit_tasks)} exit tasks)" if len(exit_tasks) > len(shown) else ""
+        fig.suptitle(f"{model}: depth diagnostics and early exit on relative depth k / L (L = blocks){more}", fontsize=9)
     return fig
 
 
@@ -182,8 +182,8 @@ def _dot_chart(ax: plt.Axes, dots: pd.DataFrame, n_rows: int) -> None:
     ax.set_axisbelow(True)
     ax.tick_params(axis="y", length=0)
     ax.set_xlabel("relative depth k / L (0 = token embeddings, 1 = final layer)")
-    folded = " Folded rows: median, bar = interquartile range over assays." if (dots["n"] > 1).any() else ""
-    ax.set_title(f"a   Per task, the layer each method points to.{folded}", loc="left")
+    folded = "\n     folded rows: median over assays, bar = interquartile range" if (dots["n"] > 1).any() else ""
+    ax.set_title(f"a   The layer each method points to, per task{folded}", loc="left")
 
 
 def _exit_panel(ax: plt.Axes, table: pd.DataFrame, marks: pd.Series, task: str, letter: str) -> None:
@@ -215,15 +215,17 @@ def _exit_panel(ax: plt.Axes, table: pd.DataFrame, marks: pd.Series, task: str, 
 
 
 def _legend(gates: list[str], with_exit: bool) -> list:
-    handles = [Line2D([], [], linestyle=REFERENCE_STYLES[m] if with_exit else "none", linewidth=1.0, marker=MARKS[m][2], color=MARKS[m][1],
-                      markersize=6 if m == "deployed" else 4, label=MARKS[m][0]) for m in ("deployed", "lens", "zero_shot")]
-    handles.append(Line2D([], [], marker="o", linewidth=0.6, color=MARKS["controller"][1], markersize=4,
-                          label=MARKS["controller"][0] + " (filled; line: range over gates)"))
+    """Three columns (filled column by column): the layers chosen, the exit results, the gates' markers."""
+    blank = Line2D([], [], linestyle="none", label=" ")
+    chosen = [Line2D([], [], linestyle=REFERENCE_STYLES[m] if with_exit else "none", linewidth=1.0, marker=MARKS[m][2], color=MARKS[m][1],
+                     markersize=6 if m == "deployed" else 4, label=MARKS[m][0]) for m in ("deployed", "lens", "zero_shot")]
+    chosen.append(Line2D([], [], color="grey", linestyle="--", linewidth=0.8, label="final layer (k / L = 1)"))
+    exits = [Line2D([], [], marker="o", linewidth=0.6, color=MARKS["controller"][1], markersize=4, label=MARKS["controller"][0])]
     if with_exit:
-        handles.append(Line2D([], [], linestyle="none", marker="o", markerfacecolor="none", color=HART_COLOUR, markersize=4.5,
-                              label="Hart: threshold swept on the test rows (open; optimistic, for comparison)"))
-        handles.append(Line2D([], [], color="0.2", marker=".", linewidth=1.0, label="every static layer (band: +-1 sd over folds)"))
-    handles += [Line2D([], [], linestyle="none", marker=GATE_MARKERS[g], color="0.35", markerfacecolor="none", markersize=4.5, label=f"gate: {g}")
-                for g in gates]
-    handles.append(Line2D([], [], color="grey", linestyle="--", linewidth=0.8, label="final layer (k / L = 1)"))
-    return handles
+        exits.append(Line2D([], [], linestyle="none", marker="o", markerfacecolor="none", color=HART_COLOUR, markersize=4.5,
+                            label="Hart: swept on test rows (open, optimistic)"))
+        exits.append(Line2D([], [], color="0.2", marker=".", linewidth=1.0, label="static layers (band: \u00b11 sd over folds)"))
+    shapes = [Line2D([], [], linestyle="none", marker=GATE_MARKERS[g], color="0.35", markerfacecolor="none", markersize=4.5, label=f"gate: {g}")
+              for g in gates]
+    rows = max(len(chosen), len(exits), len(shapes))
+    return [h for column in (chosen, exits, shapes) for h in column + [blank] * (rows - len(column))]
