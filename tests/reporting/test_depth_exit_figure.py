@@ -93,12 +93,13 @@ def test_many_assays_fold_into_one_row_per_scheme_with_median_and_iqr(tmp_path):
 
 
 def test_the_figure_in_png_and_pdf_from_the_command_at_journal_width(tmp_path):
-    files = write(tmp_path)
+    files = write(tmp_path, assays=[f"A{i:03d}" for i in range(30)])  # folded rows: the longest row labels and panel a's two-line title
     args = ["plot-depth-exit", "--model", "m", "--summary", tmp_path / "best.tsv", "--depth", tmp_path / "depth.tsv", "--exit-tables", *files]
     assert main([str(a) for a in [*args, "--out", tmp_path / "f.png", "--pdf-out", tmp_path / "f.pdf"]]) == 0
     assert (tmp_path / "f.pdf").read_bytes().startswith(b"%PDF")
     width, height = Image.open(tmp_path / "f.png").size
-    assert 6.5 * 300 <= width <= 7.3 * 300 and height > 4 * 300  # 7.2 in wide at 300 dpi, a dot chart above two exit panels
+    # 7.2 in wide at 300 dpi (and the tight bounding box's 0.1 in padding), a dot chart above two exit panels.
+    assert 7.2 * 300 <= width <= 7.4 * 300 and height > 4 * 300
     best, depth = (pd.read_csv(tmp_path / f, sep="\t") for f in ("best.tsv", "depth.tsv"))
     fig = depth_exit.depth_exit_figure("m", best, depth, pd.concat([pd.read_csv(f, sep="\t") for f in files]))
     shown = [ax for ax in fig.axes if ax.get_visible() and ax.get_title(loc="left")]
