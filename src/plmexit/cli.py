@@ -283,6 +283,12 @@ def cmd_plot_depth_task(args) -> None:
     plot_task_depth(args.probes, args.selection, args.out, args.lens, args.zero_shot, args.svg_out)
 
 
+def cmd_plot_depth_exit(args) -> None:
+    from plmexit.pipeline.report_steps import plot_depth_exit
+
+    plot_depth_exit(args.model, args.summary, args.depth, args.exit_tables, args.out, args.pdf_out)
+
+
 def cmd_exit(args) -> None:
     from plmexit.pipeline.exit_steps import ExitSettings, exit_task
 
@@ -659,6 +665,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="PNG to write")
     p.add_argument("--svg-out", help="SVG to write as well")
     p.set_defaults(func=cmd_plot_depth_task)
+
+    p = sub.add_parser("plot-depth-exit", help="figure of one model: per task the layer each depth diagnostic and the exit controller point to, beside its exit trade-offs")
+    p.add_argument("--model", required=True, help="model id (as in the summaries)")
+    p.add_argument("--summary", required=True, help="best_layers TSV from summarize (deployed layers, number of layers, ProteinGym assay and scheme)")
+    p.add_argument("--depth", required=True, help="summary TSV from summarize-depth (lens agreement layer, zero-shot layer chosen on calibration)")
+    p.add_argument("--exit-tables", nargs="*", default=[], help="the model's exit TSVs from exit")
+    p.add_argument("--out", required=True, help="PNG to write (300 dpi, 7.2 in wide)")
+    p.add_argument("--pdf-out", required=True, help="PDF to write")
+    p.set_defaults(func=cmd_plot_depth_exit)
 
     p = sub.add_parser("exit", help="per-sequence early exit: calibrate each fold's controller on training rows (Learn-then-Test), report it on test rows")
     p.add_argument("--embeddings", required=True, help="HDF5 store from embed")

@@ -445,3 +445,21 @@ def test_measured_exit_timing_is_planned_per_exit_task_unless_switched_off():
     config = load("test.yaml")
     config["exit"]["timing_sequences"] = 0  # estimated time only
     assert Plan(config).exit_timings() == [] and Plan(config).exit_timing("tiny_random", "deeploc_membrane") == []
+
+
+def test_the_depth_and_exit_figure_is_planned_per_model_that_has_both():
+    # config/test.yaml: tiny_random runs the lens and zero-shot, and early exit on deeploc_membrane; the
+    # transformers models have a head but no exit task, T5 neither.
+    plan = Plan(load("test.yaml"))
+    assert plan.depth_exit_figures() == ["results/figures/tiny_random.depth_exit.png"]
+    assert plan.model_exit_tables("tiny_random") == ["results/exit/tiny_random/deeploc_membrane.tsv"] and plan.model_exit_tables("tiny_bert") == []
+    assert plan.drawn()[-1] == "results/figures/tiny_random.depth_exit.png"
+
+    config = load("test.yaml")
+    config["exit"]["tasks"] = ["deeploc_membrane", "proteingym_built"]  # now the transformers models exit on their task too
+    assert Plan(config).depth_exit_figures() == [f"results/figures/{m}.depth_exit.png" for m in ("tiny_random", "tiny_esm_hf", "tiny_bert", "tiny_albert", "tiny_esmc")]
+    config["depth"]["lens_tasks"], config["depth"]["zero_shot"] = [], False  # exit without depth diagnostics: nothing to lay beside it
+    assert Plan(config).depth_exit_figures() == []
+    config = load("test.yaml")
+    config["exit"]["tasks"] = []
+    assert Plan(config).depth_exit_figures() == [] and Plan(config).depth_models()

@@ -71,5 +71,10 @@ def test_the_study_plans_every_model_task_and_assay(tmp_path, shared_data):
         "plot_study": 1,
         # Every task with a depth diagnostic: the lens task, and every assay's schemes (zero-shot).
         "plot_task_depth": models * (len(config["depth"]["lens_tasks"]) + len(assays) * schemes),
+        # Early exit on every task but ProteinGym's, and per model its depth diagnostics and exit in one figure.
+        "exit_task": models * len(config["exit"]["tasks"]),
+        "summarize_exit": 1,
+        "plot_exit": models * len(config["exit"]["tasks"]),
+        "plot_depth_exit": models,
         "all": 1,
     }

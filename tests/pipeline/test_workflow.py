@@ -268,6 +268,8 @@ def test_adding_a_model_and_a_task_runs_only_what_is_new(finished_run, shared_da
         "results/exit/tiny_narrow/timing/deeploc_membrane.tsv", "results/exit/tiny_narrow/timing/deeploc_membrane.json",
         "results/summary/exit_lens.tsv", *(f"results/exit/tiny_narrow/lens/{s}{suffix}" for s in ("deeploc_membrane", "NUD15_HUMAN_Suiter_2020")
                                            for suffix in (".tsv", ".json")),  # its head's exit on its lens sets (exit.lens)
+        # Each model's depth and exit figure: the new model's, and the old one's, whose summaries changed.
+        *(f"results/figures/{m}.depth_exit.{fmt}" for m in ("tiny_random", "tiny_narrow") for fmt in ("png", "pdf")),
     }
     for m, t in new_pairs:
         downstream |= {f"results/probes/{m}/{t}.tsv", f"results/probes/{m}/{t}.predictions.tsv.gz", f"results/selection/{m}/{t}.json", f"results/figures/{m}/{t}.png"}
@@ -302,12 +304,12 @@ def test_no_two_jobs_write_the_same_file(tmp_path, shared_data):
     # Per fair-esm model: test checkpoint, manifest, and per embedding set 2 shards, a gather and a
     # cost; per model and task a probe, a selection and a figure; its lens (two sets), zero-shot
     # (two assays) and a depth figure per task they speak of (five); an exit table, its timing and
-    # figure (one exit task) and a head exit per lens set (two). Each family's model the same on its one task, and
+    # figure (one exit task), a head exit per lens set (two) and its depth and exit figure. Each family's model the same on its one task, and
     # with a head its lens, zero-shot, depth figure and head exit. Per task a preparation; the 11
     # official files; the two summaries, the summary figure, the study figures and `all`; the depth
     # summary and figure; the exit summary and the head exit summary.
     n_sets, n_tasks = len({spec[0] for spec in TASKS.values()}), len(TASKS)
-    fair_esm = 2 * (2 + 4 * n_sets + 3 * n_tasks + 2 + 2 + 5 + 3 + 2)
+    fair_esm = 2 * (2 + 4 * n_sets + 3 * n_tasks + 2 + 2 + 5 + 3 + 2 + 1)
     families = len(FAMILIES) * (2 + 4 + 3) + len(HEADS) * 4
     assert len(jobs) == fair_esm + families + n_tasks + 11 + 4 + 1 + 2 + 2
     assert written and len(written) == len(set(written))
@@ -562,6 +564,11 @@ def test_early_exit_runs_in_the_pipeline(finished_run):
     calibrated = summary[summary.kind == "calibrated"]
     assert calibrated["time_saved_measured"].notna().all() and calibrated["time_saved_estimate"].notna().all()
     assert calibrated["gate_overhead"].between(0, 1, inclusive="neither").all()
+
+    # The one model with depth diagnostics and early exit: both laid out in one figure, PNG and PDF.
+    assert sorted(p.name for p in (results / "figures").glob("*.depth_exit.*")) == ["tiny_random.depth_exit.pdf", "tiny_random.depth_exit.png"]
+    assert (results / "figures" / "tiny_random.depth_exit.png").read_bytes()[:8] == PNG
+    assert (results / "figures" / "tiny_random.depth_exit.pdf").read_bytes()[:4] == b"%PDF"
 
 
 def test_the_heads_early_exit_runs_in_the_pipeline(finished_run):

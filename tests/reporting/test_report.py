@@ -67,10 +67,10 @@ def test_the_report_renders_in_chromium_with_its_figures_and_no_console_errors(r
     browser.implicitly_wait(10)
     body = browser.find_element("tag name", "body").text
     assert "plmexit: how deep do you need to go?" in body, body[:500]  # the front page
-    for category in ("Across models", "Across tasks", "Depth diagnostics", "Per model and task", "Tables"):
+    for category in ("Across models", "Across tasks", "Depth and early exit", "Depth diagnostics", "Early exit", "Per model and task", "Tables"):
         assert category in body, category
     # Open a figure as a reader does: its category, then the eye beside its first entry.
-    for category, shots in (("Across tasks", "across_tasks"), ("Across models", "across_models")):
+    for category, shots in (("Across tasks", "across_tasks"), ("Across models", "across_models"), ("Depth and early exit", "depth_exit")):
         browser.get(html.as_uri())
         browser.find_element("link text", category).click()
         browser.find_element("css selector", "a[iconname=eye]").click()

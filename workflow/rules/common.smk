@@ -132,6 +132,10 @@ def exit_lens_tables(wildcards):
     return plan.exit_lens_tables()
 
 
+def model_exit_tables(wildcards):
+    return plan.model_exit_tables(wildcards.model)
+
+
 def lens_infos(wildcards):
     return plan.lens_infos()
 

@@ -107,6 +107,31 @@ rule plot_study:
         " --figures-dir {output.figures} --tables-dir {output.tables}"
 
 
+# One model's depth diagnostics and early exit laid out together on the relative-depth axis, for
+# a model with both (depth.* and exit.tasks); from the summaries and its exit tables only.
+rule plot_depth_exit:
+    input:
+        summary="<results>/summary/best_layers.tsv",
+        depth="<results>/summary/depth.tsv",
+        exits=model_exit_tables,
+    output:
+        png=report(
+            "<results>/figures/{model}.depth_exit.png",
+            caption="../report/depth_exit.rst",
+            category="Depth and early exit",
+            subcategory="{model}",
+            labels={"model": "{model}", "figure": "depth diagnostics and early exit"},
+        ),
+        pdf="<results>/figures/{model}.depth_exit.pdf",
+    log:
+        "<results>/logs/plot_depth_exit/{model}.log",
+    conda:
+        "../../envs/probe.yaml"
+    shell:
+        "plmexit --log {log} plot-depth-exit --model {wildcards.model} --summary {input.summary} --depth {input.depth}"
+        " --exit-tables {input.exits} --out {output.png} --pdf-out {output.pdf}"
+
+
 # Every figure and table, redrawn from the files under <results> (README, "Regenerating the figures").
 rule figures:
     input:

@@ -286,7 +286,7 @@ class Plan:
         depth = [f"{self.results}/figures/depth.png", *self.task_depth_figures()] if self.depth_models() else []
         return [
             f"{self.results}/figures/gain_vs_compute.png", f"{self.results}/figures/study", f"{self.results}/summary/tables",
-            *self.figures(), *depth, *self.exit_figures(),
+            *self.figures(), *depth, *self.exit_figures(), *self.depth_exit_figures(),
         ]
 
     def final_targets(self) -> list[str]:
@@ -333,6 +333,15 @@ class Plan:
 
     def exit_figures(self) -> list[str]:
         return [f"{self.results}/figures/exit/{m}/{t}.png" for m, t in self.exit_pairs()]
+
+    def model_exit_tables(self, model: str) -> list[str]:
+        """One model's exit tables (its ``exit.tasks``)."""
+        return [f"{self.results}/exit/{m}/{t}.tsv" for m, t in self.exit_pairs() if m == model]
+
+    def depth_exit_figures(self) -> list[str]:
+        """Per model with both depth diagnostics and early exit: the two laid out together (PNG; its PDF is made beside it)."""
+        exiting = {m for m, _ in self.exit_pairs()}
+        return [f"{self.results}/figures/{m}.depth_exit.png" for m in self.depth_models() if m in exiting]
 
     def lens_infos(self) -> list[str]:
         return [f"{self.results}/depth/{m}/lens/{s}.json" for m in self.depth_models() for s in self.lens_sets(m)]

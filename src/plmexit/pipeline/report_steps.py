@@ -74,3 +74,31 @@ def plot_task_depth(
     curves = figures.task_depth_curves(read_probe_table(probe_table), selection, tables.get("lens"), tables.get("zero_shot"))
     figures.plot_task_depth(curves, selection, out, svg_out)
     return curves
+
+
+def plot_depth_exit(
+    model: str, summary_file: str | Path, depth_file: str | Path, exit_tables: list[str | Path], out: str | Path, pdf_out: str | Path,
+) -> pd.DataFrame:
+    """One model's depth diagnostics and early exit in one figure (``depth_exit.depth_exit_figure``), PNG
+    and PDF; returns the dot chart's rows. Every exit table must be ``model``'s, and every task the depth
+    summary or an exit table names for it must be in the best-layer summary."""
+    from plmexit.reporting import depth_exit  # its own module: the other figures never need it
+
+    best = read_tsv(summary_file, "summary", "`plmexit summarize`")
+    depth = read_tsv(depth_file, "depth summary", "`plmexit summarize-depth`")
+    exits = []
+    for path in exit_tables:
+        table = read_tsv(path, "exit table", "`plmexit exit`")
+        found = sorted(set(table["model"].astype(str)))
+        if found != [model]:
+            raise InputError(f"{path}: holds model(s) {', '.join(found) or 'none'}; pass the exit tables of model {model}")
+        exits.append(table)
+    exits = pd.concat(exits, ignore_index=True) if exits else pd.DataFrame(columns=["model", "task", "fold", "gate", "kind", "mean_layer", "score"])
+    wanted = set(depth.loc[depth["model"] == model, "task"]) | set(exits["task"])
+    if not wanted:
+        raise InputError(f"{depth_file} and the exit tables name no task of model {model}; pass the depth summary and exit tables of a run that has it")
+    missing = sorted(wanted - set(best.loc[best["model"] == model, "task"]))
+    if missing:
+        raise InputError(f"{summary_file}: no row for model {model}, task {missing[0]}, which the depth summary or an exit table names; "
+                         "pass the best-layer summary of the same run")
+    return depth_exit.plot_depth_exit(model, best, depth, exits, out, pdf_out)
