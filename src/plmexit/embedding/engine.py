@@ -299,8 +299,9 @@ class FastEncoder:
     never computed; each layer is pooled as soon as it is produced, on the device.
 
     ``precision`` is run as given (``make_encoder`` first resolves what the device supports). int8:
-    the four linear layers of each block are torch's dynamic int8 linear op over prepacked per-channel
-    int8 weights (``precision.quantize_linear``); everything else stays float32.
+    the QKV and the two FFN linear layers of each block are torch's dynamic int8 linear op over
+    prepacked per-channel int8 weights (``precision.quantize_linear``); the attention output
+    projection (``precision.INT8_FLOAT32_LINEARS``) and everything else stay float32.
     """
 
     engine = "plmexit fused ESM2 forward (verified against fair-esm scripts/extract.py and transformers' EsmModel)"
@@ -346,7 +347,8 @@ class FastEncoder:
         if self.int8:
             for layer in self.layers:
                 for name in ("qkv", "out", "fc1", "fc2"):
-                    layer[name] = precisions.quantize_linear(layer.pop(f"{name}_w"), layer.pop(f"{name}_b"))
+                    if name not in precisions.INT8_FLOAT32_LINEARS:
+                        layer[name] = precisions.quantize_linear(layer.pop(f"{name}_w"), layer.pop(f"{name}_b"))
         self.ln_after = ln(weights.ln_after)
         self.inv_freq = weights.inv_freq.detach().to(device=device, dtype=torch.float32)
         self._rotary_cache: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
@@ -453,7 +455,7 @@ class FastEncoder:
         return x + linear(F.gelu(linear(h, p, "fc1")), p, "fc2")
 
     def _linear(self, x: torch.Tensor, p: dict, name: str) -> torch.Tensor:
-        if self.int8:
+        if name in p:
             return precisions.linear_int8(x, p[name], self._reduce_range)
         return F.linear(x, p[f"{name}_w"], p[f"{name}_b"])
 

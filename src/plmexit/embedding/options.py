@@ -32,7 +32,8 @@ PRECISION_DESCRIPTIONS = {
     "bfloat16": "weights and activations in bfloat16 (GPUs with bf16; CPUs with AVX512-BF16 or AMX), pooling in float32",
     "float16": "weights and activations in float16 (GPUs; CPUs with AVX512-FP16 or AMX-FP16), pooling in float32",
     "int8": "CPU only: the linear layers' weights int8 (per output channel), their inputs quantised to int8 per "
-    "batch at run time (dynamic quantisation); embeddings, layer norms, attention and pooling in float32",
+    "batch at run time (dynamic quantisation), except each block's attention output projection; embeddings, "
+    "layer norms, attention, the attention output projection and pooling in float32",
 }
 # Precisions measured to move probe results beyond fold-to-fold noise on real tasks
 # (benchmarks/precision_science.py, benchmarks/results/precision_science_*.json); using one logs
