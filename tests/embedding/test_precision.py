@@ -90,6 +90,7 @@ def test_a_precision_that_moves_the_science_says_so(monkeypatch, caplog, precisi
     with caplog.at_level("WARNING"):
         assert precisions.resolve_and_log(precision, "cpu").ran == precision
     assert f"embed.precision {precision}: on variant sets" in caplog.text and "use float32 for ProteinGym-style tasks" in caplog.text
+    assert ("on DeepLoc (membrane vs soluble) it also moved the deployed layer" in caplog.text) == (precision == "int8")
 
 
 # --- int8: deviation from fp32 per layer ---------------------------------------------------------
