@@ -8,8 +8,9 @@ from ``../shared/data``:
 - ProteinGym ``BLAT_ECOLX_Stiffler_2015`` (regression, Spearman) under its three fold schemes,
   ``fold_random_5`` (ridge inner split leave-one-out), ``fold_modulo_5`` and ``fold_contiguous_5``
   (inner folds grouped by position), as the pipeline probes them;
-- DeepLoc (``deeploc_our_val_set.fasta``, 10-class location, accuracy), 5 stratified folds, mixed
-  lengths truncated to 1022 residues.
+- DeepLoc (``deeploc_our_val_set.fasta``, a seeded random subset, mixed lengths truncated to 1022
+  residues): 10-class location and membrane-bound vs soluble (its ``U`` rows left out), accuracy,
+  5 folds stratified by each label (logistic probes, as ``plmexit probe``).
 
 Each precision runs ``engine.FastEncoder`` at exactly that precision (so the arithmetic is measured
 even where ``plmexit embed`` would fall back to float32; ``runs_natively_here`` says which would).
@@ -21,6 +22,7 @@ standard error), with the verdict ``unchanged``.
 
     python benchmarks/precision_science.py --out benchmarks/results/precision_science.json          # ESM2-35M arch, all 4,996 variants, 600 DeepLoc
     python benchmarks/precision_science.py --quick --out precision_science_quick.json               # ESM2-8M arch, 600 variants, 200 DeepLoc
+    python benchmarks/precision_science.py --quick --variants 0 --out deeploc.json                  # DeepLoc only
 """
 
 from __future__ import annotations
@@ -38,10 +40,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
+from threadpoolctl import threadpool_limits
 
 import plmexit
 from plmexit.data import proteingym
-from plmexit.data.datasets import DEEPLOC_HEADER
+from plmexit.data.datasets import DEEPLOC_HEADER, DEEPLOC_MEMBRANE
 from plmexit.data.loading import assign_folds
 from plmexit.embedding import engine
 from plmexit.embedding import precision as precisions
@@ -57,14 +60,12 @@ ARCHITECTURES = {"ESM2-35M": (12, 480, 20), "ESM2-8M": (6, 320, 20)}
 
 
 def read_deeploc(path: Path) -> pd.DataFrame:
-    ids, labels, sequences = [], [], []
+    rows = []
     for block in path.read_text().split(">")[1:]:
         header, *lines = block.strip().splitlines()
         match = DEEPLOC_HEADER.match(header)
-        ids.append(match["id"])
-        labels.append(match["location"])
-        sequences.append("".join(lines))
-    return pd.DataFrame({"id": ids, "label": labels, "sequence": sequences})
+        rows.append((match["id"], match["location"], DEEPLOC_MEMBRANE.get(match["membrane"]), "".join(lines)))
+    return pd.DataFrame(rows, columns=["id", "label", "membrane", "sequence"])
 
 
 def embed(encoder, sequences: list[str], settings: engine.EmbedSettings) -> tuple[np.ndarray, float]:
@@ -82,17 +83,20 @@ def deviation(X: np.ndarray, reference: np.ndarray) -> dict:
 
 
 def probe_table(X: np.ndarray, y, folds, settings: probes.ProbeSettings, task: str, positions=None) -> pd.DataFrame:
+    """The task's probe table, each layer's probes on one BLAS thread as ``plmexit probe`` runs them
+    (a multi-threaded BLAS made the small logistic fits about 20x slower on this 2-core machine)."""
     rows = []
-    for layer in range(X.shape[0]):
-        fits = probes.probe_layer(X[layer], y, folds, settings, positions)
-        rows.extend(("model", task, layer, fold, metric, value) for fold, metric, value in probes.fold_metrics(fits, y, settings))
+    with threadpool_limits(1, user_api="blas"):
+        for layer in range(X.shape[0]):
+            fits = probes.probe_layer(X[layer], y, folds, settings, positions)
+            rows.extend(("model", task, layer, fold, metric, value) for fold, metric, value in probes.fold_metrics(fits, y, settings))
     return pd.DataFrame(rows, columns=tables.PROBE_COLUMNS)
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--arch", choices=list(ARCHITECTURES), default="ESM2-35M")
-    parser.add_argument("--variants", type=int, default=0, help="BLAT_ECOLX variants, a seeded random subset (default 0: all 4,996)")
+    parser.add_argument("--variants", type=int, default=-1, help="BLAT_ECOLX variants, a seeded random subset (default -1: all 4,996; 0 skips BLAT_ECOLX)")
     parser.add_argument("--deeploc", type=int, default=600, help="DeepLoc proteins, a seeded random subset (default 600; 0 skips DeepLoc)")
     parser.add_argument("--precisions", default=",".join(engine.PRECISION_NAMES[1:]), help="compared with float32 (default: all)")
     parser.add_argument("--quick", action="store_true", help="ESM2-8M arch, 600 variants, 200 DeepLoc proteins")
@@ -101,24 +105,29 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", required=True)
     args = parser.parse_args(argv)
     if args.quick:
-        args.arch, args.variants, args.deeploc = "ESM2-8M", args.variants or 600, min(args.deeploc, 200)
+        args.arch, args.variants, args.deeploc = "ESM2-8M", 600 if args.variants < 0 else args.variants, min(args.deeploc, 200)
     if args.threads:
         torch.set_num_threads(args.threads)
     rng = np.random.default_rng(args.seed)
     compared = [p for p in args.precisions.split(",") if p]
 
-    blat = pd.read_csv(BLAT)
+    datasets = {}
+    blat = None
     if args.variants:
-        blat = blat.iloc[np.sort(rng.choice(len(blat), size=min(args.variants, len(blat)), replace=False))].reset_index(drop=True)
-    positions = np.array([proteingym.mutated_positions(m)[0] for m in blat["mutant"]])
-    datasets = {"BLAT_ECOLX_Stiffler_2015": blat["mutated_sequence"].tolist()}
+        blat = pd.read_csv(BLAT)
+        if args.variants > 0:
+            blat = blat.iloc[np.sort(rng.choice(len(blat), size=min(args.variants, len(blat)), replace=False))].reset_index(drop=True)
+        positions = np.array([proteingym.mutated_positions(m)[0] for m in blat["mutant"]])
+        datasets["BLAT_ECOLX_Stiffler_2015"] = blat["mutated_sequence"].tolist()
     deeploc = None
     if args.deeploc:
         deeploc = read_deeploc(DEEPLOC)
         deeploc = deeploc.iloc[np.sort(rng.choice(len(deeploc), size=min(args.deeploc, len(deeploc)), replace=False))].reset_index(drop=True)
         deeploc["sequence"] = [s[: engine.ESM2_MAX_RESIDUES] for s in deeploc["sequence"]]
         deeploc["fold"] = assign_folds(deeploc["label"].to_numpy(), "classification", 5, args.seed)
-        datasets["deeploc_location"] = deeploc["sequence"].tolist()
+        membrane = deeploc["membrane"].notna().to_numpy()
+        membrane_folds = assign_folds(deeploc.loc[membrane, "membrane"].to_numpy(), "classification", 5, args.seed)
+        datasets["deeploc"] = deeploc["sequence"].tolist()
 
     layers, dim, heads = ARCHITECTURES[args.arch]
     settings = engine.EmbedSettings()
@@ -134,31 +143,37 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{name} {dataset}: {seconds[name][dataset]:.1f} s", file=sys.stderr)
 
     regression = {scheme: probes.ProbeSettings("regression", "spearman", inner_split=split) for scheme, split in SCHEMES.items()}
-    tasks = {
-        f"BLAT_ECOLX_Stiffler_2015/{scheme}": ("BLAT_ECOLX_Stiffler_2015", blat["DMS_score"].to_numpy(), blat[scheme].to_numpy(), regression[scheme],
-                                               None if split == "loo" else positions)
-        for scheme, split in SCHEMES.items()
-    }
+    tasks = {}  # task: (dataset, rows of it (None: all), y, folds, probe settings, positions)
+    if blat is not None:
+        tasks.update({
+            f"BLAT_ECOLX_Stiffler_2015/{scheme}": ("BLAT_ECOLX_Stiffler_2015", None, blat["DMS_score"].to_numpy(), blat[scheme].to_numpy(),
+                                                   regression[scheme], None if split == "loo" else positions)
+            for scheme, split in SCHEMES.items()
+        })
     if deeploc is not None:
-        tasks["deeploc_location"] = ("deeploc_location", deeploc["label"].to_numpy(), deeploc["fold"].to_numpy(),
-                                     probes.ProbeSettings("classification", "accuracy"), None)
+        classification = probes.ProbeSettings("classification", "accuracy")
+        tasks["deeploc_membrane"] = ("deeploc", membrane, deeploc.loc[membrane, "membrane"].to_numpy(), membrane_folds, classification, None)
+        tasks["deeploc_location"] = ("deeploc", None, deeploc["label"].to_numpy(), deeploc["fold"].to_numpy(), classification, None)
     results = {}
-    for task, (dataset, y, folds, probe_settings, pos) in tasks.items():
-        reference = probe_table(embeddings["float32"][dataset], y, folds, probe_settings, task, pos)
+    for task, (dataset, rows, y, folds, probe_settings, pos) in tasks.items():
+        def X(name: str, dataset=dataset, rows=rows) -> np.ndarray:
+            return embeddings[name][dataset] if rows is None else embeddings[name][dataset][:, rows]
+
+        reference = probe_table(X("float32"), y, folds, probe_settings, task, pos)
         ref_sel = choice.select_layer(reference, probe_settings.selection_metric)
         entry = {"float32": {"deployed_layer": ref_sel["deployed_layer"], "gain": ref_sel["gain"], "nested_score": ref_sel["nested_score"],
                              "final_score": ref_sel["final_score"], "scores_by_layer": ref_sel["mean_test_score_by_layer"]}}
         for name in compared:
-            table = probe_table(embeddings[name][dataset], y, folds, probe_settings, task, pos)
+            table = probe_table(X(name), y, folds, probe_settings, task, pos)
             entry[name] = agreement.compare(reference, table, probe_settings.selection_metric)
             print(f"{task} {name}: unchanged={entry[name]['unchanged']} max change/noise {entry[name]['max_change_over_noise']:.2f} "
                   f"deployed {entry[name]['deployed_layer']} (fp32 {ref_sel['deployed_layer']})", file=sys.stderr)
         results[task] = entry
-        write(args, argv, layers, dim, heads, datasets, compared, seconds, embeddings, results)  # after every task: a long run keeps what it finished
+        write(args, argv, layers, dim, heads, datasets, compared, seconds, embeddings, results, tasks)  # after every task: a long run keeps what it finished
     return 0
 
 
-def write(args, argv, layers, dim, heads, datasets, compared, seconds, embeddings, results) -> None:
+def write(args, argv, layers, dim, heads, datasets, compared, seconds, embeddings, results, tasks) -> None:
     out = {
         "benchmark": "precision_science",
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
@@ -168,6 +183,7 @@ def write(args, argv, layers, dim, heads, datasets, compared, seconds, embedding
         "versions": {"plmexit": plmexit.__version__, "torch": str(torch.__version__), "python": platform.python_version()},
         "model": f"{args.arch} architecture, random weights ({layers} layers, width {dim}, {heads} heads): no real ESM2 weights exist on this machine",
         "rows": {dataset: len(sequences) for dataset, sequences in datasets.items()},
+        "task_rows": {task: len(y) for task, (_, _, y, *_) in tasks.items()},
         "precisions": {
             name: {
                 "description": PRECISION_DESCRIPTIONS[name],
@@ -181,6 +197,7 @@ def write(args, argv, layers, dim, heads, datasets, compared, seconds, embedding
         "rule": agreement.__doc__,
         "tasks": results,
         "unchanged": {name: all(results[t][name]["unchanged"] for t in results) for name in compared},
+        "unchanged_by_task": {name: {t: results[t][name]["unchanged"] for t in results} for name in compared},
         "tasks_done": list(results),
     }
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)

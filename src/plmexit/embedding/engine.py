@@ -334,8 +334,9 @@ class FastEncoder:
     residual adds fused into them (``_block_onednn``; ``onednn_unavailable_reason`` says when not).
 
     ``precision`` is run as given (``make_encoder`` first resolves what the device supports). int8:
-    the four linear layers of each block are torch's dynamic int8 linear op over prepacked per-channel
-    int8 weights (``precision.quantize_linear``); everything else stays float32.
+    the QKV and the two FFN linear layers of each block are torch's dynamic int8 linear op over
+    prepacked per-channel int8 weights (``precision.quantize_linear``); the attention output
+    projection (``precision.INT8_FLOAT32_LINEARS``) and everything else stay float32.
     """
 
     engine = "plmexit fused ESM2 forward (verified against fair-esm scripts/extract.py and transformers' EsmModel)"
@@ -381,7 +382,8 @@ class FastEncoder:
         if self.int8:
             for layer in self.layers:
                 for name in ("qkv", "out", "fc1", "fc2"):
-                    layer[name] = precisions.quantize_linear(layer.pop(f"{name}_w"), layer.pop(f"{name}_b"))
+                    if name not in precisions.INT8_FLOAT32_LINEARS:
+                        layer[name] = precisions.quantize_linear(layer.pop(f"{name}_w"), layer.pop(f"{name}_b"))
         # How the linear layers run (``_block``): "onednn" (CPU float32 wherever it works) or "addmm"
         # (other float32); "linear" (one op per projection) for int8, bfloat16 and float16.
         self.matmul = "addmm" if self.dtype == torch.float32 and not self.int8 else "linear"
@@ -559,7 +561,7 @@ class FastEncoder:
         return x + linear(F.gelu(linear(h, p, "fc1")), p, "fc2")
 
     def _linear(self, x: torch.Tensor, p: dict, name: str) -> torch.Tensor:
-        if self.int8:
+        if name in p:
             return precisions.linear_int8(x, p[name], self._reduce_range)
         return F.linear(x, p[f"{name}_w"], p[f"{name}_b"])
 

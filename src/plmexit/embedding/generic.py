@@ -35,8 +35,8 @@ class HookedEncoder:
     a module shared by several layers, as in ALBERT, is listed once per use), ``final_norm`` (a module,
     or None for post-norm families whose every block output is already normalised), ``tokens``,
     ``num_layers``, ``embed_dim``. The module is moved to ``device`` and ``precision`` in place
-    (int8: float32, then every ``nn.Linear`` swapped in place for torch's dynamic int8 linear layer,
-    so the block modules the hooks sit on stay the same objects).
+    (int8: float32, then every ``nn.Linear`` but the attention output projections swapped in place
+    for ``precision.Int8Linear``, so the block modules the hooks sit on stay the same objects).
     """
 
     engine = "the model's own transformers forward, each block's output pooled on the device by forward hooks"

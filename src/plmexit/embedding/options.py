@@ -32,7 +32,8 @@ PRECISION_DESCRIPTIONS = {
     "bfloat16": "weights and activations in bfloat16 (GPUs with bf16; CPUs with AVX512-BF16 or AMX), pooling in float32",
     "float16": "weights and activations in float16 (GPUs; CPUs with AVX512-FP16 or AMX-FP16), pooling in float32",
     "int8": "CPU only: the linear layers' weights int8 (per output channel), their inputs quantised to int8 per "
-    "batch at run time (dynamic quantisation); embeddings, layer norms, attention and pooling in float32",
+    "batch at run time (dynamic quantisation), except each block's attention output projection; embeddings, "
+    "layer norms, attention, the attention output projection and pooling in float32",
 }
 # Precisions measured to move probe results beyond fold-to-fold noise on real tasks
 # (benchmarks/precision_science.py, benchmarks/results/precision_science_*.json); using one logs
@@ -45,7 +46,15 @@ _VARIANT_RISK = (
     "vector and it moved BLAT_ECOLX probe scores and the deployed layer beyond fold-to-fold noise "
     "(benchmarks/results/precision_science_*.json); use float32 for ProteinGym-style tasks"
 )
-PRECISION_SCIENCE_WARNINGS: dict[str, str] = {"bfloat16": _VARIANT_RISK, "int8": _VARIANT_RISK}
+# int8 also moved DeepLoc membrane-vs-soluble's deployed layer (0 to 2, outside fp32's one-standard-error
+# ties; per-layer scores and the gain within fold noise) on a quick run (random ESM2-8M architecture,
+# 69 proteins: benchmarks/results/precision_science_deeploc_quick_2026-11-30_cpu2_loaded.json);
+# bf16 and fp16 left both DeepLoc tasks unchanged.
+_INT8_WHOLE_PROTEIN_RISK = (
+    "; on DeepLoc (membrane vs soluble) it also moved the deployed layer outside fp32's ties, though no layer's score "
+    "or the gain moved beyond fold noise: check the chosen layer against a float32 run before relying on it"
+)
+PRECISION_SCIENCE_WARNINGS: dict[str, str] = {"bfloat16": _VARIANT_RISK, "int8": _VARIANT_RISK + _INT8_WHOLE_PROTEIN_RISK}
 
 
 @dataclass(frozen=True)

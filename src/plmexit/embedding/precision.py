@@ -26,6 +26,21 @@ DTYPES = dict(zip(PRECISION_NAMES, (torch.float32, torch.bfloat16, torch.float16
 # CPU feature flags (Linux /proc/cpuinfo names) that compute each reduced precision natively.
 CPU_FLAGS = {"bfloat16": ("avx512_bf16", "amx_bf16"), "float16": ("avx512_fp16", "amx_fp16")}
 QUANTIZED_ENGINES = ("x86", "fbgemm", "onednn", "qnnpack")
+# int8 keeps each block's attention output projection in float32 (``FastEncoder``'s "out"; in a
+# transformers model, the module paths ending in ATTENTION_OUTPUT_PROJECTIONS). Its input, the
+# attention output, has the widest spread of scales between tokens, so one int8 scale per batch
+# (dynamic quantisation) rounds most tokens coarsely; keeping it float32 took the largest deviation
+# from fp32 over 13 layers from 1.52% to 1.04% (BLAT_ECOLX variants) and 1.62% to 1.10% (DeepLoc),
+# below esm-cpp int8's 1.27% / 1.39%, for 1/12 of the block's matmul work in float32 (about 10% of
+# int8's throughput), on a random ESM2-35M architecture (benchmarks/results/int8_choice_*.json).
+# Keeping the FFN output (fc2) float32 instead barely helped (1.49% / 1.58%) at a third of the work.
+INT8_FLOAT32_LINEARS = ("out",)
+ATTENTION_OUTPUT_PROJECTIONS = (
+    "attention.output.dense",  # ESM, BERT
+    "attention.dense",  # ALBERT
+    "SelfAttention.o",  # T5, Ankh
+    "self_attn.o_proj",  # ESM-C
+)
 
 
 @dataclass(frozen=True)
@@ -124,8 +139,34 @@ def linear_int8(x: torch.Tensor, packed: torch.Tensor, reduce: bool) -> torch.Te
     return torch.ops.quantized.linear_dynamic(x, packed, reduce)
 
 
+class Int8Linear(torch.nn.Module):
+    """An ``nn.Linear`` as ``linear_int8`` over its weights packed by ``quantize_linear`` (the int8 of
+    ``FastEncoder``). ``weight()`` is a method returning the int8 weight, as on torch's dynamic
+    quantised ``Linear``, which transformers' code already tells apart from a float weight."""
+
+    def __init__(self, linear: torch.nn.Linear):
+        super().__init__()
+        self.in_features, self.out_features = linear.in_features, linear.out_features
+        self.packed = quantize_linear(linear.weight, linear.bias)
+        self.reduce = reduce_range()
+
+    def weight(self) -> torch.Tensor:
+        return torch.ops.quantized.linear_unpack(self.packed)[0]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return linear_int8(x, self.packed, self.reduce)
+
+
+def keeps_float32(name: str) -> bool:
+    """Whether the linear layer at module path ``name`` stays float32 under int8 (an attention output projection)."""
+    return name.endswith(ATTENTION_OUTPUT_PROJECTIONS)
+
+
 def quantize_module(module: torch.nn.Module) -> torch.nn.Module:
-    """Every ``nn.Linear`` in ``module`` replaced in place by torch's dynamic int8 linear layer."""
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=r".*(deprecated|torchao).*")
-        return torch.ao.quantization.quantize_dynamic(module, {torch.nn.Linear}, dtype=torch.qint8, inplace=True)
+    """Every ``nn.Linear`` in ``module`` replaced in place by ``Int8Linear``, except the attention output
+    projections (``INT8_FLOAT32_LINEARS``)."""
+    for name, child in list(module.named_modules()):
+        for attr, linear in list(child.named_children()):
+            if type(linear) is torch.nn.Linear and not keeps_float32(f"{name}.{attr}" if name else attr):
+                setattr(child, attr, Int8Linear(linear))
+    return module
