@@ -10,7 +10,9 @@ The run uses the shipped profile as a user sets it up: `plmexit install-profile`
 cluster's account and partition, no GPU (this cluster has none) and squeue for job states, into a
 temporary XDG_CONFIG_HOME, then `snakemake --profile slurm` by name. It checks that the jobs went through sbatch, that a running job cancelled with
 scancel is retried with the attempt-scaled memory and time, that a rerun after a failed run keeps
-the finished work, and that the results equal those of the local run.
+the finished work, and that the results equal those of the local run. A task's probe, selection and
+figure go as the profile's job group; a second test shows that when one job of a group fails, the rerun submits
+that job alone and keeps what the others wrote.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import re
 import shutil
 import socket
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -102,8 +105,8 @@ class Cluster:
     def jobs(self) -> list[dict[str, str]]:
         """Every job slurmctld still knows: id, state, comment (the plugin's rule_<rule>_wildcards_...),
         minimum memory and time limit."""
-        out = self.run("squeue", "--noheader", "--states=all", "--format=%i|%T|%k|%m|%l")
-        return [dict(zip(("id", "state", "comment", "memory", "time_limit"), line.split("|"))) for line in out.splitlines() if line]
+        out = self.run("squeue", "--noheader", "--states=all", "--format=%i|%T|%k|%m|%l|%C")
+        return [dict(zip(("id", "state", "comment", "memory", "time_limit", "cpus"), line.split("|"))) for line in out.splitlines() if line]
 
 
 @pytest.fixture(scope="session")
@@ -196,9 +199,17 @@ def slurm_args(config: Path, *extra: str) -> list[str]:
 
 
 def submitted(log: str) -> dict[str, tuple[str, str]]:
-    """SLURM job id -> (rule, wildcards) for every job the plugin reported submitted in ``log``."""
-    pattern = r"has been submitted with SLURM jobid (\d+) \(log: \S*/slurm_logs/rule_(\w+)/(?:(\S+)/)?\1\.log\)"
-    return {jobid: (rule, wildcards) for jobid, rule, wildcards in re.findall(pattern, log)}
+    """SLURM job id -> (rule, wildcards) for every job the plugin reported submitted in ``log``; a
+    group of jobs as ('group <group>_<its rules>', '')."""
+    pattern = r"has been submitted with SLURM jobid (\d+) \(log: \S*/slurm_logs/(rule|group)_(\w+)/(?:(\S+)/)?\1\.log\)"
+    return {
+        jobid: (name if kind == "rule" else f"group {name}", wildcards) for jobid, kind, name, wildcards in re.findall(pattern, log)
+    }
+
+
+def slurm_log(workdir: Path, jobid: str, name: str, wildcards: str) -> Path:
+    kind, name = ("group", name.split()[1]) if name.startswith("group ") else ("rule", name)
+    return workdir / ".snakemake" / "slurm_logs" / f"{kind}_{name}" / wildcards / f"{jobid}.log"
 
 
 def megabytes(memory: str) -> int:
@@ -268,7 +279,14 @@ def test_offline_config_through_the_slurm_profile(slurm_cluster, profile_env, fi
     # The model manifest is written by a local rule (the login node), never through sbatch.
     assert "localrule fetch_model:" in first and "fetch_model" not in {rule for rule, _ in jobs.values()}
     for jobid, (rule, wildcards) in jobs.items():
-        assert (workdir / ".snakemake" / "slurm_logs" / f"rule_{rule}" / wildcards / f"{jobid}.log").is_file()
+        assert slurm_log(workdir, jobid, rule, wildcards).is_file()
+    # The other task's probe, selection and figure went as one group: the probe's CPUs and memory
+    # (its figure and selection run after it), and the sum of the three run times (profile: the probe
+    # 15 minutes plus a minute per 15 MB of input, the selection 30, the figure 10).
+    task_group = "group task_plot_layers_probe_layers_select_layer"
+    assert [name for name, _ in jobs.values() if name.startswith("group ")] == [task_group]
+    group_job = next(job for job in slurm_cluster.jobs() if jobs.get(job["id"], ("",))[0] == task_group)
+    assert (group_job["cpus"], megabytes(group_job["memory"]), group_job["time_limit"]) == (str(min(os.cpu_count(), 8)), 16000, "55:00")
     # keep-going: the other task went all the way; the cancelled one left no embedding behind.
     assert (results / "selection" / "tiny_random" / "BLAT_ECOLX_Stiffler_2015.fold_random_5.json").is_file()
     assert not (results / "embeddings" / "tiny_random" / f"{CANCELLED_TASK}.h5").exists()
@@ -282,7 +300,7 @@ def test_offline_config_through_the_slurm_profile(slurm_cluster, profile_env, fi
     second = submitted(rerun.stdout + rerun.stderr)
     assert sorted(second.values()) == sorted(
         [(CANCELLED_RULE, CANCELLED_WILDCARDS)]
-        + [(rule, f"tiny_random_{CANCELLED_TASK}") for rule in ("gather_embeddings", "plot_layers", "probe_layers", "select_layer")]
+        + [("gather_embeddings", f"tiny_random_{CANCELLED_TASK}"), (task_group, "")]
         + [("plot_study", ""), ("plot_summary", ""), ("summarize_layers", "")]
     )
     after = output_stamps(results)
@@ -339,3 +357,44 @@ def test_auto_device_takes_a_visible_gpu_else_the_cpu(monkeypatch):
     assert resolve_device("auto") == "cpu"
     with pytest.raises(InputError, match=r"--device cuda: no CUDA device is visible; use --device cpu or auto"):
         resolve_device("cuda")
+
+
+GROUP_SNAKEFILE = """\
+rule all:
+    input: "out/summary.txt"
+
+rule part:
+    output: "out/{i}.txt"
+    resources: runtime=5
+    shell: "echo {wildcards.i} > {output}"
+
+rule summary:
+    input: "out/0.txt", "out/1.txt"
+    output: "out/summary.txt"
+    resources: runtime=5
+    shell: "test -e fixed && cat {input} > {output}"
+"""
+
+
+def test_a_failed_job_of_a_group_reruns_alone(slurm_cluster, profile_env, tmp_path):
+    """One job of a group fails after the others finished: their outputs stay (the profile's
+    keep-incomplete; Snakemake's default deletes them) and the rerun submits the failed job alone."""
+    (tmp_path / "Snakefile").write_text(GROUP_SNAKEFILE)
+    # No retries: Snakemake retries a failed group whole, in the same run.
+    command = [sys.executable, "-m", "snakemake", "--profile", "slurm", "--retries", "0", "--groups", "part=g", "summary=g",
+               "--slurm-init-seconds-before-status-checks", "1", "--latency-wait", "5"]
+    first = subprocess.run(command, cwd=tmp_path, env=profile_env, capture_output=True, text=True, timeout=JOB_TIMEOUT)
+    assert first.returncode != 0
+    log = first.stdout + first.stderr
+    assert list(submitted(log).values()) == [("group g_part_summary", "")]
+    assert "Removing output files" not in log
+    parts = {name: (tmp_path / "out" / name).stat().st_mtime_ns for name in ("0.txt", "1.txt")}
+    assert not (tmp_path / "out" / "summary.txt").exists()
+
+    (tmp_path / "fixed").touch()
+    second = subprocess.run(command, cwd=tmp_path, env=profile_env, capture_output=True, text=True, timeout=JOB_TIMEOUT)
+    assert second.returncode == 0, second.stderr[-5000:]
+    log = second.stdout + second.stderr
+    assert list(submitted(log).values()) == [("group g_summary", "")]
+    assert {name: (tmp_path / "out" / name).stat().st_mtime_ns for name in parts} == parts
+    assert (tmp_path / "out" / "summary.txt").read_text() == "0\n1\n"
