@@ -168,10 +168,16 @@ def blat_probe_table(loaded, blat: pd.DataFrame, precision: str) -> pd.DataFrame
     sequences = blat["mutated_sequence"].tolist()
     y, folds, positions = blat["DMS_score"].to_numpy(), blat["fold_modulo_5"].to_numpy(), blat["position"].to_numpy()
     settings = probes.ProbeSettings("regression", "spearman", inner_split="modulo")
-    encoder = engine.FastEncoder(loaded, "cpu", precision)  # that precision even where embed would fall back
+    return probe_table(loaded, "blat", sequences, y, folds, settings, precision, positions)
+
+
+def probe_table(loaded, task: str, sequences: list[str], y, folds, settings, precision: str, positions=None) -> pd.DataFrame:
+    """Every layer's fold metrics from ``precision`` embeddings (that precision even where embed would fall back)."""
+    encoder = engine.FastEncoder(loaded, "cpu", precision)
     X, _ = collect(engine.embed_pooled(loaded, sequences, EmbedSettings(max_tokens=2000), encoder=encoder), len(sequences))
-    rows = [("m", "blat", k, f, metric, v) for k in range(X.shape[0]) for f, metric, v in
-            probes.fold_metrics(probes.probe_layer(X[k], y, folds, settings, positions), y, settings)]
+    with threadpool_limits(1, user_api="blas"):  # as plmexit probe: small logistic fits are many times slower on a threaded BLAS
+        rows = [("m", task, k, f, metric, v) for k in range(X.shape[0]) for f, metric, v in
+                probes.fold_metrics(probes.probe_layer(X[k], y, folds, settings, positions), y, settings)]
     return pd.DataFrame(rows, columns=tables.PROBE_COLUMNS)
 
 
@@ -213,13 +219,7 @@ def deeploc(shared_data) -> pd.DataFrame:
 
 def deeploc_probe_table(loaded, deeploc: pd.DataFrame, precision: str) -> pd.DataFrame:
     sequences, y, folds = deeploc["sequence"].tolist(), deeploc["membrane"].to_numpy(), deeploc["fold"].to_numpy()
-    settings = probes.ProbeSettings("classification", "accuracy")
-    encoder = engine.FastEncoder(loaded, "cpu", precision)
-    X, _ = collect(engine.embed_pooled(loaded, sequences, EmbedSettings(max_tokens=2000), encoder=encoder), len(sequences))
-    with threadpool_limits(1, user_api="blas"):  # as plmexit probe: small logistic fits are many times slower on a threaded BLAS
-        rows = [("m", "deeploc", k, f, metric, v) for k in range(X.shape[0]) for f, metric, v in
-                probes.fold_metrics(probes.probe_layer(X[k], y, folds, settings), y, settings)]
-    return pd.DataFrame(rows, columns=tables.PROBE_COLUMNS)
+    return probe_table(loaded, "deeploc", sequences, y, folds, probes.ProbeSettings("classification", "accuracy"), precision)
 
 
 @pytest.fixture(scope="module")

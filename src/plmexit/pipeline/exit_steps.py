@@ -41,19 +41,25 @@ EXIT_COLUMNS = [
 
 
 @dataclass(frozen=True)
-class ExitSettings:
-    """The config's ``exit`` section (see the schema for each key)."""
+class ControllerSettings:
+    """The config's ``exit`` keys every controller reads, the probes' and the head's: gates, grid and risk budget."""
 
     gates: tuple[str, ...] = ("probability", "margin", "entropy", "patience")
     epsilon: float = 0.1
     delta: float = 0.1
-    fallback: str = "full"
     n_thresholds: int = 50
     max_patience: int = 4
     first_layer: int = 1
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class ExitSettings(ControllerSettings):
+    """The config's ``exit`` section for the probes' exit (see the schema for each key)."""
+
+    fallback: str = "full"
     tolerance: float = 0.1
     inner_folds: int = 3
-    seed: int = 0
 
 
 def exit_task(

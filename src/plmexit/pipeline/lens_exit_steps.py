@@ -22,6 +22,7 @@ from plmexit.atomic import write_text
 from plmexit.data import tasks
 from plmexit.errors import InputError
 from plmexit.exit import calibration, gates
+from plmexit.pipeline.exit_steps import ControllerSettings
 from plmexit.pipeline.reading import read_tsv
 
 log = logging.getLogger(__name__)
@@ -37,20 +38,13 @@ UNITS = ("position", "sequence")
 
 
 @dataclass(frozen=True)
-class LensExitSettings:
+class LensExitSettings(ControllerSettings):
     """The config's ``exit`` keys the head's exit reads (``lens_sample``, ``lens_calibration_fraction``, the gates and
     the budget) and ``depth.mask_fraction``; see the schema for each."""
 
-    gates: tuple[str, ...] = ("probability", "margin", "entropy", "patience")
-    epsilon: float = 0.1
-    delta: float = 0.1
-    n_thresholds: int = 50
-    max_patience: int = 4
-    first_layer: int = 1
     sample: int = 256
     mask_fraction: float = 0.15  # = depth.lens.DEFAULT_MASK_FRACTION (that module imports torch; the summary step does not)
     calibration_fraction: float = 0.5
-    seed: int = 0
 
 
 def lens_exit_task(
