@@ -29,6 +29,16 @@ def _positive_int(text: str) -> int:
     return value
 
 
+
+def _add_controller_arguments(p: argparse.ArgumentParser, reference: str, unit: str) -> None:
+    """The gates, grid and risk budget every early-exit controller takes (``exit`` and ``lens-exit``)."""
+    p.add_argument("--gates", nargs="+", default=["probability", "margin", "entropy", "patience"], help="gates to calibrate (those that fit the outputs)")
+    p.add_argument("--epsilon", type=float, default=0.1, help=f"risk budget: rate of disagreement with {reference} (default 0.1)")
+    p.add_argument("--delta", type=float, default=0.1, help="the guarantee holds with probability at least 1 - delta (default 0.1)")
+    p.add_argument("--n-thresholds", type=_at_least_two, default=50, help="probability, margin and entropy thresholds tested (default 50)")
+    p.add_argument("--max-patience", type=_positive_int, default=4, help="largest patience tested, in layers (default 4)")
+    p.add_argument("--first-layer", type=int, default=1, help=f"shallowest layer {unit} may exit at (default 1)")
+
 def _at_least_two(text: str) -> int:
     value = int(text)
     if value < 2:
@@ -685,13 +695,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--task-name", required=True, help="task name written in the table")
     p.add_argument("--type", choices=list(TASK_TYPES), required=True, help="task type")
     p.add_argument("--metric", required=True, help="metric to report (the task's selection metric)")
-    p.add_argument("--gates", nargs="+", default=["probability", "margin", "entropy", "patience"], help="gates to calibrate (those that fit the task type)")
-    p.add_argument("--epsilon", type=float, default=0.1, help="risk budget: rate of disagreement with the reference layer (default 0.1)")
-    p.add_argument("--delta", type=float, default=0.1, help="the guarantee holds with probability at least 1 - delta (default 0.1)")
+    _add_controller_arguments(p, "the reference layer", "a row")
     p.add_argument("--fallback", choices=["full", "deployed"], default="full", help="where rows that never pass go, and what they are compared with")
-    p.add_argument("--n-thresholds", type=_at_least_two, default=50, help="probability, margin and entropy thresholds tested (default 50)")
-    p.add_argument("--max-patience", type=_positive_int, default=4, help="largest patience tested, in layers (default 4)")
-    p.add_argument("--first-layer", type=int, default=1, help="shallowest layer a row may exit at (default 1)")
     p.add_argument("--tolerance", type=float, default=0.1, help="regression: patience and disagreement tolerance, in training-target SDs (default 0.1)")
     p.add_argument("--inner-folds", type=_at_least_two, default=3, help="inner folds whose out-of-fold outputs calibrate (default 3)")
     p.add_argument("--seed", type=int, default=0, help="inner split seed")
@@ -735,12 +740,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--calibration-fraction", type=float, default=0.5,
                    help="seeded fraction of the sampled sequences that calibrates; the others are reported on (default 0.5)")
     p.add_argument("--max-tokens", type=_positive_int, default=4096, help="padded tokens per batch (default 4096)")
-    p.add_argument("--gates", nargs="+", default=["probability", "margin", "entropy", "patience"], help="gates to calibrate")
-    p.add_argument("--epsilon", type=float, default=0.1, help="risk budget: rate of disagreement with the final layer (default 0.1)")
-    p.add_argument("--delta", type=float, default=0.1, help="the guarantee holds with probability at least 1 - delta (default 0.1)")
-    p.add_argument("--n-thresholds", type=_at_least_two, default=50, help="probability, margin and entropy thresholds tested (default 50)")
-    p.add_argument("--max-patience", type=_positive_int, default=4, help="largest patience tested, in layers (default 4)")
-    p.add_argument("--first-layer", type=int, default=1, help="shallowest layer a position or sequence may exit at (default 1)")
+    _add_controller_arguments(p, "the final layer", "a position or sequence")
     p.add_argument("--out", required=True, help="TSV to write: every static layer and each calibrated controller on the test sequences")
     p.add_argument("--info-out", required=True, help="JSON to write: settings, sample, calibration split, thresholds tested, provenance")
     p.set_defaults(func=cmd_lens_exit)
