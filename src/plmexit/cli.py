@@ -582,10 +582,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="selection JSON to write")
     p.set_defaults(func=cmd_select)
 
-    p = sub.add_parser("summarize", help="gather selections into best_layers.tsv")
+    p = sub.add_parser("summarize", help="gather selections into best_layers.tsv (or a cluster batch's best layers)")
     p.add_argument("selections", nargs="+", help="selection JSON files")
     p.add_argument("--out", required=True, help="best_layers TSV to write")
-    p.add_argument("--across-out", required=True, help="per-model across-task TSV to write")
+    p.add_argument("--across-out", help="per-model across-task TSV to write (default: none)")
     p.add_argument("--bootstrap", type=_positive_int, default=1000, help="bootstrap resamples over tasks (default 1000)")
     p.add_argument("--seed", type=int, default=0, help="bootstrap seed")
     p.set_defaults(func=cmd_summarize)

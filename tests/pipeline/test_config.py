@@ -5,7 +5,9 @@ from __future__ import annotations
 import copy
 import re
 import shlex
+from pathlib import Path
 
+import pandas as pd
 import pytest
 import yaml
 from snakemake.exceptions import WorkflowError
@@ -199,13 +201,16 @@ def test_proteingym_filters_expand_from_the_checkpoints_assay_list(shared_data, 
     config["models"], config["depth"]["lens_tasks"], config["exit"]["tasks"] = config["models"][:1], [], []
     config["tasks"] = [{"id": "pg", "kind": "proteingym", "filter": {"selection_type": ["Stability"], "max_length": 40}, "assay_dir": "assays"}]
     lists = []
-    plan = Plan(config, chosen_assays=lambda entry: lists.append(entry) or str(tmp_path / f"{entry}.txt"))
+    plan = Plan(config, chosen_assays=lambda entry: lists.append(entry) or str(tmp_path / f"{entry}.tsv"))
     assert plan.tasks == {} and lists == []  # nothing is read while planning
     assert plan.assay_reference("pg") == "results/data/proteingym/reference_files/DMS_substitutions.csv"
     assert plan.assay_filter_flags("pg") == "--selection-type Stability --max-length 40"
 
-    chosen = choose_assays(reference, tmp_path / "pg.txt", ["Stability"], 40)
-    assert "TCRG1_MOUSE_Tsuboyama_2023_1E0L" in chosen and (tmp_path / "pg.txt").read_text().split() == chosen
+    chosen = choose_assays(reference, tmp_path / "pg.tsv", ["Stability"], 40)
+    listed = pd.read_csv(tmp_path / "pg.tsv", sep="\t")
+    assert "TCRG1_MOUSE_Tsuboyama_2023_1E0L" in chosen and listed["DMS_id"].tolist() == chosen
+    singles = pd.read_csv(reference).set_index("DMS_id")["DMS_number_single_mutants"]
+    assert listed["single_mutants"].tolist() == singles[chosen].tolist()
     assert plan.task_inputs("TCRG1_MOUSE_Tsuboyama_2023_1E0L.fold_random_5") == [
         "results/data/proteingym/reference_files/DMS_substitutions.csv", "assays/TCRG1_MOUSE_Tsuboyama_2023_1E0L.csv",
     ]
@@ -213,8 +218,8 @@ def test_proteingym_filters_expand_from_the_checkpoints_assay_list(shared_data, 
     assert len(plan.pairs()) == 3 * len(chosen) and lists == ["pg"]  # expanded once
 
     with pytest.raises(InputError, match=r"DMS_substitutions.csv: no assay passes the filter \(max_length=5\); loosen the task's filter"):
-        choose_assays(reference, tmp_path / "none.txt", max_length=5)
-    assert not (tmp_path / "none.txt").exists()
+        choose_assays(reference, tmp_path / "none.tsv", max_length=5)
+    assert not (tmp_path / "none.tsv").exists()
     with pytest.raises(ConfigError, match=r"tasks\[0\] \(pg\): its assays are chosen by filter, which the workflow's choose_assays checkpoint does"):
         Plan(config).pairs()
     # Where the chosen assays will be read from is checked before any job runs.
@@ -222,6 +227,56 @@ def test_proteingym_filters_expand_from_the_checkpoints_assay_list(shared_data, 
         Plan(config).check_local_files()
     config["tasks"][0]["assay_dir"] = str(shared_data / "proteingym/cv_folds_singles_substitutions")
     Plan(config).check_local_files()
+
+
+def test_a_cluster_batches_assays_by_their_rows_and_times_probes_by_their_embeddings(tmp_path, monkeypatch):
+    """schedule: the chosen assays (their single mutants from the checkpoint's list) are packed first fit,
+    largest first, within batch_rows and batch_sets; sets of unknown size, and larger ones, run alone."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "pg.tsv").write_text("DMS_id\tsingle_mutants\nA\t100\nB\t500\nC\t300\nD\t2000\nE\t100\nF\t50\n")
+    (tmp_path / "own.csv").write_text("sequence,label\nMKT,1\n")
+    config = load("test.yaml")
+    config["models"], config["depth"]["lens_tasks"], config["exit"]["tasks"] = config["models"][:1], [], []
+    config["tasks"] = [
+        {"id": "pg", "kind": "proteingym", "filter": {"max_length": 40}, "assay_dir": "assays", "fold_schemes": ["fold_random_5", "fold_modulo_5"]},
+        {"id": "own", "kind": "csv", "type": "regression", "path": "own.csv"},
+    ]
+    config["schedule"] = {"batch_rows": 1600, "batch_sets": 3}  # rows times 2 schemes
+    plan = Plan(config, chosen_assays=lambda entry: str(tmp_path / f"{entry}.tsv"))
+    model = config["models"][0]["id"]
+    # D (4,000 rows read) is over the budget; B 1,000, C 600 (1,600); A 200, E 200, F 100 (500); own unknown.
+    assert plan.batches(model) == [["D"], ["B", "C"], ["A", "E", "F"], ["own"]]
+    assert plan.task_group(model, "C.fold_modulo_5") == plan.set_group(model, "B") == f"batch.{model}.1"
+    assert plan.batch_selections(model, 2) == [f"results/selection/{model}/{t}.{s}.json" for t in "AEF" for s in ("fold_random_5", "fold_modulo_5")]
+    # Only a batch of several sets needs its table to tie it together.
+    assert plan.batch_tables() == [f"results/summary/batches/{model}/{k}.tsv" for k in (1, 2)]
+    assert f"results/summary/batches/{model}/1.tsv" in plan.final_targets()
+
+    # A probe's run time: 5 minutes and one per 15 MB of its embeddings, from its shards until they are gathered.
+    with pytest.raises(FileNotFoundError) as missing:
+        plan.probe_minutes(model, "B.fold_random_5")
+    assert missing.value.filename == plan.embeddings(model, "B.fold_random_5")  # Snakemake: not known yet
+    for shard in plan.embedding_shards(model, "B"):
+        Path(shard).parent.mkdir(parents=True, exist_ok=True)
+        with open(shard, "wb") as handle:
+            handle.truncate(10_000_000)
+    shards = len(plan.embedding_shards(model, "B"))
+    assert plan.probe_minutes(model, "B.fold_random_5") == 5 + -(-10 * shards // 15)
+    with open(plan.embeddings(model, "B.fold_random_5"), "wb") as handle:
+        handle.truncate(150_000_000)
+    assert plan.probe_minutes(model, "B.fold_random_5") == 5 + 10
+
+
+def test_the_chosen_list_needs_the_reference_tables_counts(shared_data, tmp_path):
+    from plmexit.pipeline.task_steps import choose_assays
+
+    reference = pd.read_csv(shared_data / "proteingym/reference_files/DMS_substitutions.csv")
+    singles = reference["DMS_number_single_mutants"].astype("Int64")
+    reference["DMS_number_single_mutants"] = singles.mask(reference["DMS_id"] == "TCRG1_MOUSE_Tsuboyama_2023_1E0L")
+    reference.to_csv(tmp_path / "reference.csv", index=False)
+    with pytest.raises(InputError, match=r"reference.csv: assay TCRG1_MOUSE_Tsuboyama_2023_1E0L: DMS_number_single_mutants is '', not a count; use ProteinGym's own"):
+        choose_assays(tmp_path / "reference.csv", tmp_path / "pg.tsv", ["Stability"], 40)
+    assert not (tmp_path / "pg.tsv").exists()
 
 
 def test_a_task_file_that_does_not_exist_is_a_config_error(tmp_path, monkeypatch):

@@ -10,9 +10,10 @@ The run uses the shipped profile as a user sets it up: `plmexit install-profile`
 cluster's account and partition, no GPU (this cluster has none) and squeue for job states, into a
 temporary XDG_CONFIG_HOME, then `snakemake --profile slurm` by name. It checks that the jobs went through sbatch, that a running job cancelled with
 scancel is retried with the attempt-scaled memory and time, that a rerun after a failed run keeps
-the finished work, and that the results equal those of the local run. A task's probe, selection and
-figure go as the profile's job group; a second test shows that when one job of a group fails, the rerun submits
-that job alone and keeps what the others wrote.
+the finished work, and that the results equal those of the local run. An embedding set's gathering and
+its task's probe, selection and figure go as one job group, the set's batch (config schedule); a second
+test shows that when one job of a group fails, the rerun submits that job alone and keeps what the
+others wrote.
 """
 
 from __future__ import annotations
@@ -201,7 +202,7 @@ def slurm_args(config: Path, *extra: str) -> list[str]:
 def submitted(log: str) -> dict[str, tuple[str, str]]:
     """SLURM job id -> (rule, wildcards) for every job the plugin reported submitted in ``log``; a
     group of jobs as ('group <group>_<its rules>', '')."""
-    pattern = r"has been submitted with SLURM jobid (\d+) \(log: \S*/slurm_logs/(rule|group)_(\w+)/(?:(\S+)/)?\1\.log\)"
+    pattern = r"has been submitted with SLURM jobid (\d+) \(log: \S*/slurm_logs/(rule|group)_([\w.]+)/(?:(\S+)/)?\1\.log\)"
     return {
         jobid: (name if kind == "rule" else f"group {name}", wildcards) for jobid, kind, name, wildcards in re.findall(pattern, log)
     }
@@ -280,13 +281,16 @@ def test_offline_config_through_the_slurm_profile(slurm_cluster, profile_env, fi
     assert "localrule fetch_model:" in first and "fetch_model" not in {rule for rule, _ in jobs.values()}
     for jobid, (rule, wildcards) in jobs.items():
         assert slurm_log(workdir, jobid, rule, wildcards).is_file()
-    # The other task's probe, selection and figure went as one group: the probe's CPUs and memory
-    # (its figure and selection run after it), and the sum of the three run times (profile: the probe
-    # 15 minutes plus a minute per 15 MB of input, the selection 30, the figure 10).
-    task_group = "group task_plot_layers_probe_layers_select_layer"
-    assert [name for name, _ in jobs.values() if name.startswith("group ")] == [task_group]
-    group_job = next(job for job in slurm_cluster.jobs() if jobs.get(job["id"], ("",))[0] == task_group)
-    assert (group_job["cpus"], megabytes(group_job["memory"]), group_job["time_limit"]) == (str(min(os.cpu_count(), 8)), 16000, "55:00")
+    # The other task's gathering, probe, selection and figure went as one group, its batch: the probe's
+    # CPUs and memory (the rest run before or after it), and the sum of the four run times: the gathering
+    # 10 minutes (profile), the probe 5 and a minute per 15 MB of its embeddings (Plan.probe_minutes,
+    # from the shards it is gathered from), the selection 10, the figure 5.
+    batch = "group batch.tiny_random.0_gather_embeddings_plot_layers_probe_layers_select_layer"
+    assert [name for name, _ in jobs.values() if name.startswith("group ")] == [batch]
+    group_job = next(job for job in slurm_cluster.jobs() if jobs.get(job["id"], ("",))[0] == batch)
+    assert (group_job["cpus"], megabytes(group_job["memory"]), group_job["time_limit"]) == (str(min(os.cpu_count(), 8)), 16000, "31:00")
+    # Reading the task's files is a local rule too: seconds, not a submission.
+    assert "localrule prepare_task:" in first and "prepare_task" not in {rule for rule, _ in jobs.values()}
     # keep-going: the other task went all the way; the cancelled one left no embedding behind.
     assert (results / "selection" / "tiny_random" / "BLAT_ECOLX_Stiffler_2015.fold_random_5.json").is_file()
     assert not (results / "embeddings" / "tiny_random" / f"{CANCELLED_TASK}.h5").exists()
@@ -300,7 +304,7 @@ def test_offline_config_through_the_slurm_profile(slurm_cluster, profile_env, fi
     second = submitted(rerun.stdout + rerun.stderr)
     assert sorted(second.values()) == sorted(
         [(CANCELLED_RULE, CANCELLED_WILDCARDS)]
-        + [("gather_embeddings", f"tiny_random_{CANCELLED_TASK}"), (task_group, "")]
+        + [("group batch.tiny_random.1_gather_embeddings_plot_layers_probe_layers_select_layer", "")]
         + [("plot_study", ""), ("plot_summary", ""), ("summarize_layers", "")]
     )
     after = output_stamps(results)

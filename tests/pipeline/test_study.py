@@ -39,7 +39,8 @@ def test_the_study_plans_every_model_task_and_assay(tmp_path, shared_data, monke
     config["data"] = {"local_dir": str(shared_data)}
     (tmp_path / "config.yaml").write_text(yaml.safe_dump(config))
     proteingym = next(t for t in config["tasks"] if t["kind"] == "proteingym")
-    assays = pd.read_csv(shared_data / "proteingym" / "reference_files" / "DMS_substitutions.csv")["DMS_id"].tolist()
+    reference = pd.read_csv(shared_data / "proteingym" / "reference_files" / "DMS_substitutions.csv")
+    assays = reference["DMS_id"].tolist()
     staged = tmp_path / proteingym["assay_dir"]
     staged.mkdir(parents=True)
     for dms_id in assays:
@@ -51,15 +52,18 @@ def test_the_study_plans_every_model_task_and_assay(tmp_path, shared_data, monke
                 (tmp_path / task[key]).touch()
 
     results = config["pathvars"]["results"]
-    chosen = snakemake(tmp_path, "--configfile", str(tmp_path / "config.yaml"), "--cores", "1", f"{results}/assays/proteingym.txt")
+    chosen = snakemake(tmp_path, "--configfile", str(tmp_path / "config.yaml"), "--cores", "1", f"{results}/assays/proteingym.tsv")
     assert chosen.returncode == 0, chosen.stderr[-3000:]
-    assert (tmp_path / results / "assays" / "proteingym.txt").read_text().split() == assays
+    chosen = pd.read_csv(tmp_path / results / "assays" / "proteingym.tsv", sep="\t")
+    assert chosen["DMS_id"].tolist() == assays
+    assert chosen["single_mutants"].tolist() == reference["DMS_number_single_mutants"].tolist()
     started = time.monotonic()
     dry = snakemake(tmp_path, "--configfile", str(tmp_path / "config.yaml"), "--dry-run", "--quiet", "rules")
     plain_seconds = time.monotonic() - started
     assert dry.returncode == 0, dry.stderr[-3000:]
 
     models, schemes, others = len(config["models"]), 3, len(config["tasks"]) - 1
+    assay_batches = batches_of(reference["DMS_number_single_mutants"].tolist(), schemes, **config["schedule"])
     tasks = len(assays) * schemes + others  # a ProteinGym task is an assay under one fold scheme
     stores = len(assays) + others  # an assay's three schemes share one embedding
     assert len(assays) == 217
@@ -89,13 +93,24 @@ def test_the_study_plans_every_model_task_and_assay(tmp_path, shared_data, monke
         "plot_exit": models * len(config["exit"]["tasks"]),
         "time_exit": models * len(config["exit"]["tasks"]),  # measured wall clock (exit.timing_sequences)
         "plot_depth_exit": models,
+        # A cluster batch of several assays (schedule) has a best-layer table; every other set is a batch of its own.
+        "summarize_batch": models * sum(len(b) > 1 for b in assay_batches),
         "all": 1,
     }
 
-    # On SLURM (the profile as installed, by name): a task's probe, selection and figures are one group
-    # of jobs, one submission; everything else one submission a job, but the local rules.
+    # On SLURM (the profile as installed, by name): a model's CPU steps run in batches (schedule), one
+    # group of jobs each: the gathering of each set's shards, and its tasks' probes, selections and figures.
+    # ESM2-3B's shards are there, sparse, at the size its embeddings will have, so that the batches' run
+    # times are the ones a real run asks for.
     monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "xdg"))
     install_profile(REPO / "profiles" / "slurm" / "config.yaml", "lab", "gpu", "a100")
+    shards = config["embed"]["shards"]
+    for dms_id, rows in zip(assays, reference["DMS_number_single_mutants"]):
+        for k in range(shards):  # 37 layers (the embeddings and 36 blocks), 2,560 wide, float32
+            shard = tmp_path / results / "embeddings" / "esm2_3B" / f"{dms_id}.shards" / f"{k}-of-{shards}.h5"
+            shard.parent.mkdir(parents=True, exist_ok=True)
+            with open(shard, "wb") as handle:
+                handle.truncate(rows * 37 * 2560 * 4 // shards)
     out = tmp_path / "submissions.jsonl"
     started = time.monotonic()
     grouped = subprocess.run(
@@ -109,23 +124,49 @@ def test_the_study_plans_every_model_task_and_assay(tmp_path, shared_data, monke
     submissions = [s for s in submissions if not s["local"]]
     groups = [s for s in submissions if s["group"]]
     depth_tasks = len(config["depth"]["lens_tasks"]) + len(assays) * schemes
-    assert Counter(s["group"] for s in groups) == {"task": models * tasks}
-    assert Counter(tuple(sorted(s["rules"])) for s in groups) == {
-        ("plot_layers", "plot_task_depth", "probe_layers", "select_layer"): models * depth_tasks,
-        ("plot_layers", "probe_layers", "select_layer"): models * (tasks - depth_tasks),
+    batches = len(assay_batches) + others  # per model; the other tasks' sets are batches of their own
+    assert Counter(s["group"].rsplit(".", 1)[0] for s in groups) == {f"batch.{m['id']}": batches for m in config["models"]}
+    assert sorted(s["rules"]["gather_embeddings"] for s in groups) == sorted(
+        [len(b) for b in assay_batches] * models + [1] * others * models
+    )
+    in_groups = Counter()
+    for s in groups:
+        in_groups.update(s["rules"])
+    assert in_groups == {
+        "gather_embeddings": models * stores, "probe_layers": models * tasks, "select_layer": models * tasks,
+        "plot_layers": models * tasks, "plot_task_depth": models * depth_tasks, "summarize_batch": models * sum(len(b) > 1 for b in assay_batches),
     }
-    assert all(set(s["rules"].values()) == {1} for s in groups)  # one probe a group: its run time is one probe's
-    # Each group asks for the probe's CPUs and memory (its selection and figures run after it):
-    # the jobs are layered within the profile's 8 cores, not summed.
-    assert {(s["cpus"], s["mem_mb"]) for s in groups} == {(8, 16000)}
+    # Each group asks for the probe's CPUs (8, layered within the profile's 8 cores) and the memory of its
+    # widest layer; for as long as its jobs take one after another.
+    assert {s["cpus"] for s in groups} == {8}
+    hours = {s["group"]: s["runtime"] / 60 for s in groups if s["group"].startswith("batch.esm2_3B.")}
+    longest = max(hours.values())
+    # The largest assay alone (16,897 variants, 6.4 GB: three probes of 7.2 hours) sets the longest; within a day.
+    assert 21 < longest < 24, hours
+
     ungrouped = Counter(rule for s in submissions if not s["group"] for rule in s["rules"])
-    assert ungrouped == {
-        rule: count for rule, count in job_counts(dry.stdout + dry.stderr).items()
-        if rule not in ("fetch_model", "fetch_data", "all", "probe_layers", "select_layer", "plot_layers", "plot_task_depth")
-    }
+    local = ("fetch_model", "fetch_data", "prepare_task", "all")
+    assert ungrouped == {rule: count for rule, count in job_counts(dry.stdout + dry.stderr).items() if rule not in (*local, *in_groups)}
+    gpu = ("embed_shard", "measure_cost", "logit_lens", "zero_shot", "time_exit", "exit_lens")
+    cpu = len(groups) + sum(count for rule, count in ungrouped.items() if rule not in gpu)
+    assert cpu < 400, cpu  # a few hundred CPU submissions
     jobs = sum(job_counts(dry.stdout + dry.stderr).values())
-    assert (jobs, len(submissions)) == (21665, 21665 - 11 - 2 * models * tasks - models * depth_tasks)
-    # Grouping costs the planning little (both timed here; on a 2-core machine under a load of 10,
-    # 195 s and 408 s; quiet, 40 s and 60 s: the recording of 11,824 submissions included).
+    # Grouping costs the planning little (both timed here; quiet, 40 s and 60 s, the recording of every
+    # submission included).
     assert grouped_seconds < 3 * plain_seconds + 60, (plain_seconds, grouped_seconds)
-    print(f"planned in {plain_seconds:.0f} s, with the profile's groups in {grouped_seconds:.0f} s; {len(submissions)} submissions")
+    print(
+        f"planned {jobs} jobs in {plain_seconds:.0f} s, with the profile's groups in {grouped_seconds:.0f} s; {len(submissions)} submissions, "
+        f"{cpu} of them on CPU nodes ({len(groups)} batches, ESM2-3B's longest asks for {longest:.1f} h)"
+    )
+
+
+def batches_of(rows: list[int], tasks_per_set: int, batch_rows: int, batch_sets: int) -> list[list[int]]:
+    """The assays' batches (their rows) as config schedule describes them: first fit, largest first."""
+    batches = []
+    for n in sorted(rows, reverse=True):
+        fits = [b for b in batches if tasks_per_set * (sum(b) + n) <= batch_rows and len(b) < batch_sets]
+        if fits:
+            fits[0].append(n)
+        else:
+            batches.append([n])
+    return batches

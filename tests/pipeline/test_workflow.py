@@ -492,15 +492,15 @@ def test_two_configs_with_their_own_results_directories_keep_their_summaries_apa
 def test_assays_chosen_by_a_filter_run_in_one_invocation(tmp_path, shared_data):
     """A filter on the reference table is a checkpoint: the dry run stops at it (nothing is read
     while planning), and one real run chooses the assays, then prepares, embeds, probes and
-    summarises exactly the chosen ones."""
+    summarises exactly the chosen ones; the chosen assays are one batch (config schedule), with its table."""
     reference = pd.read_csv(shared_data / "proteingym/reference_files/DMS_substitutions.csv")
-    kept = ["A0A1I9GEU1_NEIME_Kennouche_2019", "BLAT_ECOLX_Stiffler_2015"]  # 161 and 286 residues
+    kept = ["A0A1I9GEU1_NEIME_Kennouche_2019", "BLAT_ECOLX_Stiffler_2015", "GFP_AEQVI_Sarkisyan_2016"]  # 161, 286 and 238 residues
     reference[reference["DMS_id"].isin(kept)].to_csv(tmp_path / "reference.csv", index=False)
     config = {
         "seed": 0,
         "models": [{"id": "tiny", "random": {"layers": 2, "dim": 32, "heads": 4, "seed": 0}}],
         "tasks": [{
-            "id": "short", "kind": "proteingym", "filter": {"max_length": 200}, "reference": "reference.csv",
+            "id": "short", "kind": "proteingym", "filter": {"max_length": 240}, "reference": "reference.csv",
             "assay_dir": str(shared_data / "proteingym/cv_folds_singles_substitutions"), "fold_schemes": ["fold_random_5"], "max_sequences": 60,
         }],
     }
@@ -508,16 +508,22 @@ def test_assays_chosen_by_a_filter_run_in_one_invocation(tmp_path, shared_data):
 
     planned = snakemake(tmp_path, "--cores", "1", "--configfile", str(tmp_path / "config.yaml"), "--dry-run")
     assert planned.returncode == 0, planned.stderr[-3000:]
-    assert "checkpoint choose_assays:" in planned.stdout and "results/assays/short.txt" in planned.stdout
+    assert "checkpoint choose_assays:" in planned.stdout and "results/assays/short.tsv" in planned.stdout
     assert not (tmp_path / "results").exists()
 
     run = snakemake(tmp_path, "--cores", "2", "--configfile", str(tmp_path / "config.yaml"))
     assert run.returncode == 0, run.stderr[-5000:]
-    assert (tmp_path / "results/assays/short.txt").read_text() == "A0A1I9GEU1_NEIME_Kennouche_2019\n"
+    # The list carries each assay's single mutants: they size the batches a cluster runs (config schedule).
+    chosen = ["A0A1I9GEU1_NEIME_Kennouche_2019", "GFP_AEQVI_Sarkisyan_2016"]
+    assert (tmp_path / "results/assays/short.tsv").read_text() == f"DMS_id\tsingle_mutants\n{chosen[0]}\t922\n{chosen[1]}\t1084\n"
+    tasks = [f"{dms_id}.fold_random_5" for dms_id in chosen]
     summary = pd.read_csv(tmp_path / "results/summary/best_layers.tsv", sep="\t")
-    assert summary["task"].tolist() == ["A0A1I9GEU1_NEIME_Kennouche_2019.fold_random_5"]
+    assert summary["task"].tolist() == tasks
+    # Both fit one batch (1,084 and 922 rows): its table holds their rows of the summary.
+    batch = pd.read_csv(tmp_path / "results/summary/batches/tiny/0.tsv", sep="\t")
+    pd.testing.assert_frame_equal(batch.sort_values("task", ignore_index=True), summary.sort_values("task", ignore_index=True))
     assert (tmp_path / "results/summary/proteingym_supervised.csv").is_file()
-    assert "A0A1I9GEU1_NEIME_Kennouche_2019.fold_random_5" in run.stdout + run.stderr  # the closing lines name it
+    assert tasks[0] in run.stdout + run.stderr  # the closing lines name it
     again = snakemake(tmp_path, "--cores", "1", "--configfile", str(tmp_path / "config.yaml"), "--dry-run")
     assert again.returncode == 0 and "Nothing to be done" in again.stdout + again.stderr
 

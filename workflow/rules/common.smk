@@ -5,6 +5,7 @@ wildcard_constraints:
     set=r"[A-Za-z0-9][A-Za-z0-9_.-]*",
     shard=r"\d+",
     shards=r"\d+",
+    batch=r"\d+",
 
 
 # Input and parameter functions: each takes a job's wildcards and asks the plan
@@ -162,3 +163,26 @@ def task_lens(wildcards):
 
 def task_zero_shot(wildcards):
     return plan.task_zero_shot(wildcards.model, wildcards.task)
+
+
+# Cluster batches (config schedule): the job group of a model's embedding set, of a task (its set's),
+# and of a batch ({batch}: its index among the model's batches); the selections a batch summarizes.
+def set_batch(wildcards):
+    return plan.set_group(wildcards.model, wildcards.set)
+
+
+def task_batch(wildcards):
+    return plan.task_group(wildcards.model, wildcards.task)
+
+
+def batch_group(wildcards):
+    return plan.batch_group(wildcards.model, wildcards.batch)
+
+
+def batch_selections(wildcards):
+    return plan.batch_selections(wildcards.model, int(wildcards.batch))
+
+
+# A probe's run time in minutes, from its embeddings' size (or its shards', gathered in the same batch).
+def probe_runtime(wildcards, attempt):
+    return plan.probe_minutes(wildcards.model, wildcards.task) * attempt

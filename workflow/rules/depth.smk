@@ -106,6 +106,8 @@ rule plot_task_depth:
         svg="<results>/figures/{model}/depth/{task}.svg",
     log:
         "<results>/logs/plot_task_depth/{model}/{task}.log",
+    group:
+        task_batch
     conda:
         "../../envs/probe.yaml"
     shell:

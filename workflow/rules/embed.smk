@@ -32,6 +32,7 @@ rule embed_shard:
         " --device auto --threads {threads} --out {output}"
 
 
+# On a cluster, in the batch's job group with the set's probes (config schedule).
 rule gather_embeddings:
     input:
         set_shards,
@@ -39,6 +40,8 @@ rule gather_embeddings:
         "<results>/embeddings/{model}/{set}.h5",
     log:
         "<results>/logs/gather_embeddings/{model}/{set}.log",
+    group:
+        set_batch
     conda:
         "../../envs/embed.yaml"
     shell:

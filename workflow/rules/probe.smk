@@ -1,6 +1,7 @@
 # A ridge probe's inner split follows the task's fold scheme (whole mutated positions under
 # ProteinGym's modulo and contiguous schemes, leave-one-out otherwise); classifiers always use
-# stratified inner folds.
+# stratified inner folds. On a cluster it runs in its batch's job group (config schedule), for as long
+# as its embeddings' size says (Plan.probe_minutes; memory from the profile).
 rule probe_layers:
     input:
         embeddings=task_embeddings,
@@ -10,10 +11,14 @@ rule probe_layers:
         predictions="<results>/probes/{model}/{task}.predictions.tsv.gz",
     log:
         "<results>/logs/probe_layers/{model}/{task}.log",
+    group:
+        task_batch
     conda:
         "../../envs/probe.yaml"
     # Layers are probed in parallel, one process per thread (profiles/slurm: set-threads).
     threads: 2
+    resources:
+        runtime=probe_runtime,
     params:
         type=task_type,
         metric=task_metric,

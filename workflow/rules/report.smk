@@ -59,6 +59,8 @@ rule plot_layers:
         ),
     log:
         "<results>/logs/plot_layers/{model}/{task}.log",
+    group:
+        task_batch
     conda:
         "../../envs/probe.yaml"
     shell:

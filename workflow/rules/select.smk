@@ -8,6 +8,8 @@ rule select_layer:
         "<results>/selection/{model}/{task}.json",
     log:
         "<results>/logs/select_layer/{model}/{task}.log",
+    group:
+        task_batch
     conda:
         "../../envs/probe.yaml"
     params:
@@ -20,3 +22,21 @@ rule select_layer:
         "plmexit --log {log} select --probes {input.probes} --predictions {input.predictions} --cost {input.cost}"
         " --task-info {input.info} --type {params.type} --metric {params.metric}"
         " --tolerance {params.tolerance} --bootstrap {params.bootstrap} --seed {params.seed} --out {output}"
+
+
+# The best layers of one cluster batch's tasks (config schedule), as soon as the batch is done, for a
+# batch of more than one embedding set: it needs every selection of the batch, which makes the batch
+# one job group, one submission.
+rule summarize_batch:
+    input:
+        batch_selections,
+    output:
+        "<results>/summary/batches/{model}/{batch}.tsv",
+    log:
+        "<results>/logs/summarize_batch/{model}/{batch}.log",
+    group:
+        batch_group
+    conda:
+        "../../envs/probe.yaml"
+    shell:
+        "plmexit --log {log} summarize {input} --out {output}"

@@ -1,15 +1,18 @@
 # ProteinGym assays chosen by a filter on the reference table: the list decides which tasks exist,
 # so it is a checkpoint (Snakemake re-evaluates the DAG once it is written) and nothing is read
-# while planning. Cheap, so it runs on the submitting node.
+# while planning; its list carries each assay's single mutants, which size the cluster batches.
+# Cheap, as is reading a task's files into its table (seconds, one CSV or FASTA): both run on the
+# submitting node, not as hundreds of cluster jobs.
 localrules:
     choose_assays,
+    prepare_task,
 
 
 checkpoint choose_assays:
     input:
         assay_reference,
     output:
-        "<results>/assays/{entry}.txt",
+        "<results>/assays/{entry}.tsv",
     log:
         "<results>/logs/choose_assays/{entry}.log",
     conda:

@@ -6,14 +6,19 @@ exist, where their inputs are, a task's type, metric, inner split, files and opt
 storage precision and crop) is made here, from the
 config as validated by ``workflow/schemas/config.schema.yaml`` (defaults already filled in). Only
 the standard library is imported, so building the DAG stays fast; no data file is read while
-planning (ProteinGym assays chosen by a filter come from the ``choose_assays`` checkpoint's list).
+planning (ProteinGym assays chosen by a filter come from the ``choose_assays`` checkpoint's list,
+with their sizes), only the sizes of a probe's embeddings when its run time is asked for.
 """
 
 from __future__ import annotations
 
+import csv
 import difflib
+import errno
+import math
 import re
 import shlex
+from collections import Counter
 from pathlib import Path
 from typing import Callable
 
@@ -34,6 +39,11 @@ DEFAULT_REFERENCE = "proteingym/reference_files/DMS_substitutions.csv"
 VARIANT_DTYPE = "float32"
 # Config task-entry keys that become ``prepare`` options (``--label-column`` ...), as they are spelled.
 TASK_OPTION_KEYS = ("sequence_column", "label_column", "id_column", "fold_column", "label_regex", "split", "labels", "max_sequences", "min_class_size")
+# A probe's run time on a cluster (``Plan.probe_minutes``): a minute per 15 MB of embeddings on 8 CPUs is
+# the slowest probe measured (benchmarks/README.md: logistic, 10 classes, 3,000 x 320 float32, 4.7 s
+# per MB on one core) over 8 layers at once, times about 7 (float16 stores, slower nodes); plus 5
+# minutes to start and read. ESM2-3B on ProteinGym's largest assay (16,897 variants, 6.4 GB): 7.2 hours.
+PROBE_MINUTES, PROBE_MB_PER_MINUTE = 5, 15
 # = plmexit.models.hub.MASKED_LM_CLASSES's families, repeated because planning imports no torch (test_config checks they agree).
 MASKED_LM_FAMILIES = ("esm", "bert", "albert", "esmc")
 # = plmexit.data.proteingym.FOLD_SCHEMES, repeated because planning imports no pandas (test_config checks they agree).
@@ -81,6 +91,10 @@ class Plan:
         # Snakemake it asks the checkpoint, which stops the DAG there until the list exists).
         self.chosen_assays = chosen_assays
         self._pending: dict[str, tuple[dict, int]] = {}
+        # Rows of the embedding sets whose size is known while planning: the assays a checkpoint chose
+        # (its list carries each one's single mutants); they size the cluster batches (``batches``).
+        self._set_rows: dict[str, int] = {}
+        self._batches: dict[str, list[list[str]]] = {}
         for position, entry in enumerate(config["tasks"]):
             _check_keys(entry, position)
             if entry["kind"] == "proteingym" and ("assays" in entry) == ("filter" in entry):
@@ -112,7 +126,10 @@ class Plan:
                     "checkpoint does; plan it under Snakemake, or list the assays by DMS_id"
                 )
             path = self.chosen_assays(entry_id)
-            self._add(self._expand(entry, position, Path(path).read_text().split()), position)
+            with open(path, newline="") as handle:
+                chosen = {row["DMS_id"]: int(row["single_mutants"]) for row in csv.DictReader(handle, delimiter="\t")}
+            self._add(self._expand(entry, position, list(chosen)), position)
+            self._set_rows.update(chosen)
             del self._pending[entry_id]
 
     def task(self, task: str) -> dict:
@@ -294,8 +311,70 @@ class Plan:
         depth = [f"{self.results}/summary/depth.tsv"] if self.depth_models() else []
         return [
             f"{self.results}/summary/best_layers.tsv", f"{self.results}/summary/across_tasks.tsv",
-            *proteingym, *self.drawn(), *self.exports(), *self.exit_targets(), *depth,
+            *proteingym, *self.drawn(), *self.exports(), *self.exit_targets(), *depth, *self.batch_tables(),
         ]
+
+    # cluster batches ------------------------------------------------------------------------------
+    def batches(self, model: str) -> list[list[str]]:
+        """A model's embedding sets as the job groups a cluster runs them in.
+
+        The sets whose rows are known while planning (the assays a filter chose) are packed first fit,
+        largest first: a batch takes a set while the rows its probes read (each set's rows times its
+        tasks) stay within ``schedule.batch_rows`` and it holds fewer than ``schedule.batch_sets``
+        sets; a set over the budget is a batch of its own. Every other set follows as a batch of its
+        own. The grouping is the same on every run of one config.
+        """
+        if model not in self._batches:
+            s = self.config["schedule"]
+            tasks = Counter(self.task(t)["embedding_set"] for m, t in self.pairs() if m == model)
+            work = {name: self._set_rows[name] * n for name, n in tasks.items() if name in self._set_rows}
+            batches: list[list[str]] = []
+            loads: list[int] = []
+            for name in sorted(work, key=work.get, reverse=True):  # stable: ties keep planning order
+                k = next((k for k, b in enumerate(batches) if loads[k] + work[name] <= s["batch_rows"] and len(b) < s["batch_sets"]), None)
+                if k is None:
+                    batches.append([name])
+                    loads.append(work[name])
+                else:
+                    batches[k].append(name)
+                    loads[k] += work[name]
+            self._batches[model] = batches + [[name] for name in tasks if name not in work]
+        return self._batches[model]
+
+    def batch_of_set(self, model: str, embedding_set: str) -> int:
+        return next(k for k, sets in enumerate(self.batches(model)) if embedding_set in sets)
+
+    @staticmethod
+    def batch_group(model: str, batch: int | str) -> str:
+        """The job group of one batch: its sets' gathering, and their tasks' probes, selections and figures."""
+        return f"batch.{model}.{batch}"
+
+    def set_group(self, model: str, embedding_set: str) -> str:
+        return self.batch_group(model, self.batch_of_set(model, embedding_set))
+
+    def task_group(self, model: str, task: str) -> str:
+        return self.set_group(model, self.task(task)["embedding_set"])
+
+    def batch_selections(self, model: str, batch: int) -> list[str]:
+        """The selections of one batch's tasks: its summary needs them all, which ties the batch's jobs into one group."""
+        sets = set(self.batches(model)[batch])
+        return [f"{self.results}/selection/{m}/{t}.json" for m, t in self.pairs() if m == model and self.task(t)["embedding_set"] in sets]
+
+    def batch_tables(self) -> list[str]:
+        """The best-layer table of every batch of more than one set: it needs the selections of all its sets, which
+        ties their jobs into one group (one set's jobs are tied by its gathering already)."""
+        return [f"{self.results}/summary/batches/{m}/{k}.tsv" for m in self.models for k, sets in enumerate(self.batches(m)) if len(sets) > 1]
+
+    def probe_minutes(self, model: str, task: str) -> int:
+        """Run time of one probe on one attempt: ``PROBE_MINUTES`` plus a minute per ``PROBE_MB_PER_MINUTE``
+        of the task's embeddings, read from the store, or from its shards while they are not gathered
+        yet (a cluster batch gathers and probes in one job). Not embedded yet: ``FileNotFoundError``
+        naming the store, which Snakemake reads as "not known yet" while it plans."""
+        store = self.embeddings(model, task)
+        paths = [Path(store)] if Path(store).exists() else [Path(p) for p in self.embedding_shards(model, self.task(task)["embedding_set"])]
+        if not all(p.exists() for p in paths):
+            raise FileNotFoundError(errno.ENOENT, "not embedded yet", store)
+        return PROBE_MINUTES + math.ceil(sum(p.stat().st_size for p in paths) / 1e6 / PROBE_MB_PER_MINUTE)
 
     # early exit ----------------------------------------------------------------------------------
     def exit_pairs(self) -> list[tuple[str, str]]:

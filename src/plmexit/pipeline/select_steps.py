@@ -106,11 +106,15 @@ def _position_clusters(info: dict, ids: pd.Series) -> dict[str, tuple[int, ...]]
     return {i: proteingym.mutated_positions(i) for i in ids.unique()}
 
 
-def summarize_selections(selection_files: list[str | Path], out: str | Path, across_out: str | Path, n_boot: int, seed: int) -> pd.DataFrame:
-    """Gather every selection into ``best_layers.tsv``, and the per-model view across tasks."""
+def summarize_selections(
+    selection_files: list[str | Path], out: str | Path, across_out: str | Path | None = None, n_boot: int = 1000, seed: int = 0,
+) -> pd.DataFrame:
+    """Gather selections into a best-layers table (``best_layers.tsv``, or one cluster batch's), and
+    when ``across_out`` is given the per-model view across tasks."""
     summary = choice.summarize([read_json(p, "`plmexit select`", tuple(choice.SUMMARY_COLUMNS)) for p in selection_files])
     write_text(out, summary.to_csv(sep="\t", index=False, float_format="%.6g"))
-    write_text(across_out, choice.across_tasks(summary, n_boot, seed).to_csv(sep="\t", index=False, float_format="%.6g"))
+    if across_out is not None:
+        write_text(across_out, choice.across_tasks(summary, n_boot, seed).to_csv(sep="\t", index=False, float_format="%.6g"))
     return summary
 
 

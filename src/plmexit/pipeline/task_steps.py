@@ -16,6 +16,9 @@ from plmexit.atomic import write_text
 from plmexit.data import loading, proteingym, sources, tasks
 from plmexit.errors import InputError
 
+# The reference table's column the chosen list carries beside each DMS_id (the rows its tasks probe).
+SINGLES_COLUMN = "DMS_number_single_mutants"
+
 
 def fetch_data(key: str, out: str | Path, local_dir: str | Path | None = None, base_url: str | None = None) -> str:
     """Put one official data file in place, hash-verified (downloaded, or from local copies)."""
@@ -25,15 +28,23 @@ def fetch_data(key: str, out: str | Path, local_dir: str | Path | None = None, b
 def choose_assays(
     reference: str | Path, out: str | Path, selection_types: list[str] | None = None, max_length: int | None = None, max_variants: int | None = None,
 ) -> list[str]:
-    """Write the DMS_ids of ``reference`` (``DMS_substitutions.csv``) that pass the filters, one per
-    line in the table's order: the workflow's ``choose_assays`` checkpoint, whose list the planner
-    expands into one task per assay and fold scheme."""
-    chosen = proteingym.select_assays(proteingym.read_reference(reference), selection_types, max_length, max_variants)
+    """Write the DMS_ids of ``reference`` (``DMS_substitutions.csv``) that pass the filters, in the
+    table's order, as a TSV with each assay's number of single mutants (``DMS_id``,
+    ``single_mutants``): the workflow's ``choose_assays`` checkpoint, whose list the planner expands
+    into one task per assay and fold scheme, and whose counts size the cluster batches."""
+    rows = proteingym.read_reference(reference)
+    chosen = proteingym.select_assays(rows, selection_types, max_length, max_variants)
     if not chosen:
         wanted = {"selection_type": selection_types, "max_length": max_length, "max_variants": max_variants}
         said = ", ".join(f"{k}={v}" for k, v in wanted.items() if v)
         raise InputError(f"{reference}: no assay passes the filter ({said or 'none'}); loosen the task's filter in the config")
-    write_text(out, "".join(f"{dms_id}\n" for dms_id in chosen))
+    counts = {}
+    for dms_id in chosen:
+        value = rows[dms_id].get(SINGLES_COLUMN, "")
+        if not value.isdigit():
+            raise InputError(f"{reference}: assay {dms_id}: {SINGLES_COLUMN} is {value!r}, not a count; use ProteinGym's own DMS_substitutions.csv")
+        counts[dms_id] = int(value)
+    write_text(out, "DMS_id\tsingle_mutants\n" + "".join(f"{dms_id}\t{n}\n" for dms_id, n in counts.items()))
     return chosen
 
 
