@@ -211,6 +211,7 @@ def test_proteingym_filters_expand_from_the_checkpoints_assay_list(shared_data, 
     assert "TCRG1_MOUSE_Tsuboyama_2023_1E0L" in chosen and listed["DMS_id"].tolist() == chosen
     singles = pd.read_csv(reference).set_index("DMS_id")["DMS_number_single_mutants"]
     assert listed["single_mutants"].tolist() == singles[chosen].tolist()
+    assert listed["seq_len"].tolist() == pd.read_csv(reference).set_index("DMS_id")["seq_len"][chosen].tolist()
     assert plan.task_inputs("TCRG1_MOUSE_Tsuboyama_2023_1E0L.fold_random_5") == [
         "results/data/proteingym/reference_files/DMS_substitutions.csv", "assays/TCRG1_MOUSE_Tsuboyama_2023_1E0L.csv",
     ]
@@ -233,7 +234,7 @@ def test_a_cluster_batches_assays_by_their_rows_and_times_probes_by_their_embedd
     """schedule: the chosen assays (their single mutants from the checkpoint's list) are packed first fit,
     largest first, within batch_rows and batch_sets; sets of unknown size, and larger ones, run alone."""
     monkeypatch.chdir(tmp_path)
-    (tmp_path / "pg.tsv").write_text("DMS_id\tsingle_mutants\nA\t100\nB\t500\nC\t300\nD\t2000\nE\t100\nF\t50\n")
+    (tmp_path / "pg.tsv").write_text("DMS_id\tsingle_mutants\tseq_len\nA\t100\t98\nB\t500\t98\nC\t300\t98\nD\t2000\t98\nE\t100\t98\nF\t50\t98\n")
     (tmp_path / "own.csv").write_text("sequence,label\nMKT,1\n")
     config = load("test.yaml")
     config["models"], config["depth"]["lens_tasks"], config["exit"]["tasks"] = config["models"][:1], [], []
@@ -242,6 +243,7 @@ def test_a_cluster_batches_assays_by_their_rows_and_times_probes_by_their_embedd
         {"id": "own", "kind": "csv", "type": "regression", "path": "own.csv"},
     ]
     config["schedule"] = {"batch_rows": 1600, "batch_sets": 3}  # rows times 2 schemes
+    config["embed"].update(shards=4, shard_tokens=60_000)
     plan = Plan(config, chosen_assays=lambda entry: str(tmp_path / f"{entry}.tsv"))
     model = config["models"][0]["id"]
     # D (4,000 rows read) is over the budget; B 1,000, C 600 (1,600); A 200, E 200, F 100 (500); own unknown.
@@ -251,6 +253,10 @@ def test_a_cluster_batches_assays_by_their_rows_and_times_probes_by_their_embedd
     # Only a batch of several sets needs its table to tie it together.
     assert plan.batch_tables() == [f"results/summary/batches/{model}/{k}.tsv" for k in (1, 2)]
     assert f"results/summary/batches/{model}/1.tsv" in plan.final_targets()
+    # Shards by tokens (rows times 98 + 2): D 200,000 (4, the most), B 50,000 (1), C 30,000 (1); own embed.shards.
+    assert [plan.shards(name) for name in ("D", "B", "C", "own")] == [4, 1, 1, 4]
+    config["embed"]["shard_tokens"] = 20_000
+    assert [plan.shards(name) for name in ("D", "B", "C", "F")] == [4, 3, 2, 1]
 
     # A probe's run time: 5 minutes and one per 15 MB of its embeddings, from its shards until they are gathered.
     with pytest.raises(FileNotFoundError) as missing:
@@ -369,7 +375,7 @@ def test_one_default_per_setting_in_the_schema_the_command_line_and_the_library(
             value = commands[command].get_default(dest)
             assert (list(value) if isinstance(value, tuple) else value) == default, f"{section}.{key}: plmexit {command} --{dest} defaults to {value}"
         checked.add(key)
-    embed_keys = set(schema["embed"]["properties"]) - {"dtype", "shards"}
+    embed_keys = set(schema["embed"]["properties"]) - {"dtype", "shards", "shard_tokens"}  # these choose jobs, not values
     assert embed_keys <= checked and set(schema["cost"]["properties"]) | set(schema["select"]["properties"]) <= checked
     assert set(schema["depth"]["properties"]) - {"lens_tasks", "skip_blocks", "zero_shot"} <= checked  # the rest choose jobs, not values
     for key in embed_keys:

@@ -57,6 +57,7 @@ def test_the_study_plans_every_model_task_and_assay(tmp_path, shared_data, monke
     chosen = pd.read_csv(tmp_path / results / "assays" / "proteingym.tsv", sep="\t")
     assert chosen["DMS_id"].tolist() == assays
     assert chosen["single_mutants"].tolist() == reference["DMS_number_single_mutants"].tolist()
+    assert chosen["seq_len"].tolist() == reference["seq_len"].tolist()
     started = time.monotonic()
     dry = snakemake(tmp_path, "--configfile", str(tmp_path / "config.yaml"), "--dry-run", "--quiet", "rules")
     plain_seconds = time.monotonic() - started
@@ -64,6 +65,10 @@ def test_the_study_plans_every_model_task_and_assay(tmp_path, shared_data, monke
 
     models, schemes, others = len(config["models"]), 3, len(config["tasks"]) - 1
     assay_batches = batches_of(reference["DMS_number_single_mutants"].tolist(), schemes, **config["schedule"])
+    # An assay's shards: a shard per embed.shard_tokens of its tokens (single mutants times length plus two), 1 to embed.shards.
+    e = config["embed"]
+    tokens = reference["DMS_number_single_mutants"] * (reference["seq_len"] + 2)
+    assay_shards = dict(zip(assays, (-(-tokens // e["shard_tokens"])).clip(1, e["shards"])))
     tasks = len(assays) * schemes + others  # a ProteinGym task is an assay under one fold scheme
     stores = len(assays) + others  # an assay's three schemes share one embedding
     assert len(assays) == 217
@@ -71,7 +76,7 @@ def test_the_study_plans_every_model_task_and_assay(tmp_path, shared_data, monke
         "fetch_model": models,
         "fetch_data": 5,  # DeepLoc's test set, DeepFRI's three EC files, FLIP's GB1 splits (the reference table is in place)
         "prepare_task": tasks,
-        "embed_shard": models * stores * config["embed"]["shards"],
+        "embed_shard": models * (sum(assay_shards.values()) + others * e["shards"]),
         "gather_embeddings": models * stores,
         "measure_cost": models * stores,
         "probe_layers": models * tasks,
@@ -104,8 +109,8 @@ def test_the_study_plans_every_model_task_and_assay(tmp_path, shared_data, monke
     # times are the ones a real run asks for.
     monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "xdg"))
     install_profile(REPO / "profiles" / "slurm" / "config.yaml", "lab", "gpu", "a100")
-    shards = config["embed"]["shards"]
     for dms_id, rows in zip(assays, reference["DMS_number_single_mutants"]):
+        shards = assay_shards[dms_id]
         for k in range(shards):  # 37 layers (the embeddings and 36 blocks), 2,560 wide, float32
             shard = tmp_path / results / "embeddings" / "esm2_3B" / f"{dms_id}.shards" / f"{k}-of-{shards}.h5"
             shard.parent.mkdir(parents=True, exist_ok=True)

@@ -503,6 +503,8 @@ def test_assays_chosen_by_a_filter_run_in_one_invocation(tmp_path, shared_data):
             "id": "short", "kind": "proteingym", "filter": {"max_length": 240}, "reference": "reference.csv",
             "assay_dir": str(shared_data / "proteingym/cv_folds_singles_substitutions"), "fold_schemes": ["fold_random_5"], "max_sequences": 60,
         }],
+        # An assay's shards by its tokens: 922 x 163 = 150,286 is one shard, 1,084 x 240 = 260,160 two.
+        "embed": {"shards": 3, "shard_tokens": 200_000},
     }
     (tmp_path / "config.yaml").write_text(yaml.safe_dump(config))
 
@@ -513,9 +515,12 @@ def test_assays_chosen_by_a_filter_run_in_one_invocation(tmp_path, shared_data):
 
     run = snakemake(tmp_path, "--cores", "2", "--configfile", str(tmp_path / "config.yaml"))
     assert run.returncode == 0, run.stderr[-5000:]
-    # The list carries each assay's single mutants: they size the batches a cluster runs (config schedule).
+    # The list carries each assay's single mutants and length: they size its shards and the batches a cluster runs.
     chosen = ["A0A1I9GEU1_NEIME_Kennouche_2019", "GFP_AEQVI_Sarkisyan_2016"]
-    assert (tmp_path / "results/assays/short.tsv").read_text() == f"DMS_id\tsingle_mutants\n{chosen[0]}\t922\n{chosen[1]}\t1084\n"
+    assert (tmp_path / "results/assays/short.tsv").read_text() == f"DMS_id\tsingle_mutants\tseq_len\n{chosen[0]}\t922\t161\n{chosen[1]}\t1084\t238\n"
+    for dms_id, shards in zip(chosen, (1, 2)):
+        with h5py.File(tmp_path / f"results/embeddings/tiny/{dms_id}.h5", "r") as store:
+            assert store.attrs["shards"] == shards
     tasks = [f"{dms_id}.fold_random_5" for dms_id in chosen]
     summary = pd.read_csv(tmp_path / "results/summary/best_layers.tsv", sep="\t")
     assert summary["task"].tolist() == tasks

@@ -91,9 +91,9 @@ class Plan:
         # Snakemake it asks the checkpoint, which stops the DAG there until the list exists).
         self.chosen_assays = chosen_assays
         self._pending: dict[str, tuple[dict, int]] = {}
-        # Rows of the embedding sets whose size is known while planning: the assays a checkpoint chose
-        # (its list carries each one's single mutants); they size the cluster batches (``batches``).
-        self._set_rows: dict[str, int] = {}
+        # (rows, sequence length) of the embedding sets whose size is known while planning: the assays a
+        # checkpoint chose (its list carries them); they set the sets' shards and cluster batches.
+        self._set_size: dict[str, tuple[int, int]] = {}
         self._batches: dict[str, list[list[str]]] = {}
         for position, entry in enumerate(config["tasks"]):
             _check_keys(entry, position)
@@ -127,9 +127,9 @@ class Plan:
                 )
             path = self.chosen_assays(entry_id)
             with open(path, newline="") as handle:
-                chosen = {row["DMS_id"]: int(row["single_mutants"]) for row in csv.DictReader(handle, delimiter="\t")}
+                chosen = {row["DMS_id"]: (int(row["single_mutants"]), int(row["seq_len"])) for row in csv.DictReader(handle, delimiter="\t")}
             self._add(self._expand(entry, position, list(chosen)), position)
-            self._set_rows.update(chosen)
+            self._set_size.update(chosen)
             del self._pending[entry_id]
 
     def task(self, task: str) -> dict:
@@ -327,7 +327,7 @@ class Plan:
         if model not in self._batches:
             s = self.config["schedule"]
             tasks = Counter(self.task(t)["embedding_set"] for m, t in self.pairs() if m == model)
-            work = {name: self._set_rows[name] * n for name, n in tasks.items() if name in self._set_rows}
+            work = {name: self._set_size[name][0] * n for name, n in tasks.items() if name in self._set_size}
             batches: list[list[str]] = []
             loads: list[int] = []
             for name in sorted(work, key=work.get, reverse=True):  # stable: ties keep planning order
@@ -572,9 +572,19 @@ class Plan:
         """``--variant-crop`` for a variant set (embed and cost: one crop over its mutations), else nothing."""
         return "--variant-crop" if self.is_variant_set(embedding_set) else ""
 
+    def shards(self, embedding_set: str) -> int:
+        """How many embedding jobs a set is cut into: ``embed.shards``, or for a set of known size (an assay a filter
+        chose) as many as its tokens need at ``embed.shard_tokens`` a shard (rows times the target's length and
+        two special tokens: the most a crop embeds), at most ``embed.shards``."""
+        e = self.config["embed"]
+        if embedding_set not in self._set_size:
+            return e["shards"]
+        rows, length = self._set_size[embedding_set]
+        return max(1, min(e["shards"], math.ceil(rows * (length + 2) / e["shard_tokens"])))
+
     def embedding_shards(self, model: str, embedding_set: str) -> list[str]:
         """Shard stores of one (model, embedding set), one Snakemake job each; gathered into its store."""
-        n = self.config["embed"]["shards"]
+        n = self.shards(embedding_set)
         return [f"{self.results}/embeddings/{model}/{embedding_set}.shards/{k}-of-{n}.h5" for k in range(n)]
 
     def grid(self, key: str) -> str:

@@ -16,7 +16,7 @@ from plmexit.atomic import write_text
 from plmexit.data import loading, proteingym, sources, tasks
 from plmexit.errors import InputError
 
-# The reference table's column the chosen list carries beside each DMS_id (the rows its tasks probe).
+# The reference table's column the chosen list carries beside each DMS_id and its seq_len (the rows its tasks probe).
 SINGLES_COLUMN = "DMS_number_single_mutants"
 
 
@@ -29,22 +29,24 @@ def choose_assays(
     reference: str | Path, out: str | Path, selection_types: list[str] | None = None, max_length: int | None = None, max_variants: int | None = None,
 ) -> list[str]:
     """Write the DMS_ids of ``reference`` (``DMS_substitutions.csv``) that pass the filters, in the
-    table's order, as a TSV with each assay's number of single mutants (``DMS_id``,
-    ``single_mutants``): the workflow's ``choose_assays`` checkpoint, whose list the planner expands
-    into one task per assay and fold scheme, and whose counts size the cluster batches."""
+    table's order, as a TSV with each assay's number of single mutants and target length (``DMS_id``,
+    ``single_mutants``, ``seq_len``): the workflow's ``choose_assays`` checkpoint, whose list the
+    planner expands into one task per assay and fold scheme, and whose sizes set the assay's
+    embedding shards and cluster batch."""
     rows = proteingym.read_reference(reference)
     chosen = proteingym.select_assays(rows, selection_types, max_length, max_variants)
     if not chosen:
         wanted = {"selection_type": selection_types, "max_length": max_length, "max_variants": max_variants}
         said = ", ".join(f"{k}={v}" for k, v in wanted.items() if v)
         raise InputError(f"{reference}: no assay passes the filter ({said or 'none'}); loosen the task's filter in the config")
-    counts = {}
+    listed = []
     for dms_id in chosen:
-        value = rows[dms_id].get(SINGLES_COLUMN, "")
-        if not value.isdigit():
-            raise InputError(f"{reference}: assay {dms_id}: {SINGLES_COLUMN} is {value!r}, not a count; use ProteinGym's own DMS_substitutions.csv")
-        counts[dms_id] = int(value)
-    write_text(out, "DMS_id\tsingle_mutants\n" + "".join(f"{dms_id}\t{n}\n" for dms_id, n in counts.items()))
+        counts = [rows[dms_id].get(column, "") for column in (SINGLES_COLUMN, "seq_len")]
+        for column, value in zip((SINGLES_COLUMN, "seq_len"), counts):
+            if not value.isdigit():
+                raise InputError(f"{reference}: assay {dms_id}: {column} is {value!r}, not a count; use ProteinGym's own DMS_substitutions.csv")
+        listed.append(f"{dms_id}\t{counts[0]}\t{counts[1]}\n")
+    write_text(out, "DMS_id\tsingle_mutants\tseq_len\n" + "".join(listed))
     return chosen
 
 
