@@ -218,10 +218,10 @@ NEW_TASK = {
 
 
 def planned_outputs(workdir, config) -> set[str]:
-    """Every output a dry run of the whole workflow would write."""
+    """Every output a dry run of the whole workflow would write (a job of a group is printed indented further)."""
     plan = snakemake(workdir, "--cores", "2", "--configfile", str(config), "--dry-run")
     assert plan.returncode == 0, plan.stderr
-    return {path for line in re.findall(r"^    output: (.+)$", plan.stdout, re.M) for path in line.split(", ")}
+    return {path for line in re.findall(r"^\s+output: (.+)$", plan.stdout, re.M) for path in line.split(", ")}
 
 
 def embedding_outputs(model: str, embedding_set: str) -> set[str]:
@@ -296,11 +296,11 @@ def test_no_two_jobs_write_the_same_file(tmp_path, shared_data):
     config = write_config(tmp_path, shared_data, edit=two_models)
     plan = snakemake(tmp_path, "--cores", "1", "--configfile", str(config), "--dry-run")
     assert plan.returncode == 0, plan.stderr
-    jobs = re.split(r"^(?:local)?rule \w+:$", plan.stdout, flags=re.M)[1:]
+    jobs = re.split(r"^\s*(?:local)?rule \w+:$", plan.stdout, flags=re.M)[1:]  # a job of a group is indented
     written = []
     for job in jobs:
         for key in ("output", "log"):
-            written += [path for line in re.findall(rf"^    {key}: (.+)$", job, re.M) for path in line.split(", ")]
+            written += [path for line in re.findall(rf"^\s+{key}: (.+)$", job, re.M) for path in line.split(", ")]
     # Per fair-esm model: test checkpoint, manifest, and per embedding set 2 shards, a gather and a
     # cost; per model and task a probe, a selection and a figure; its lens (two sets), zero-shot
     # (two assays) and a depth figure per task they speak of (five); an exit table, its timing and
@@ -340,6 +340,7 @@ def dry_run_commands(workdir, config) -> dict[str, list[str]]:
     commands: dict[str, list[str]] = {}
     rule = None
     for line in (run.stdout + run.stderr).splitlines():
+        line = line.strip()  # a job of a group is printed indented
         if line.startswith("rule ") and line.endswith(":"):
             rule = line[5:-1]
         elif line.startswith("Shell command: ") and rule:
