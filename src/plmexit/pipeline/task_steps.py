@@ -16,8 +16,8 @@ from plmexit.atomic import write_text
 from plmexit.data import loading, proteingym, sources, tasks
 from plmexit.errors import InputError
 
-# The reference table's column the chosen list carries beside each DMS_id and its seq_len (the rows its tasks probe).
-SINGLES_COLUMN = "DMS_number_single_mutants"
+# The chosen list's columns beside DMS_id -> the reference table's columns they copy: an assay's size.
+LISTED_COLUMNS = {"single_mutants": "DMS_number_single_mutants", "seq_len": "seq_len"}
 
 
 def fetch_data(key: str, out: str | Path, local_dir: str | Path | None = None, base_url: str | None = None) -> str:
@@ -39,14 +39,14 @@ def choose_assays(
         wanted = {"selection_type": selection_types, "max_length": max_length, "max_variants": max_variants}
         said = ", ".join(f"{k}={v}" for k, v in wanted.items() if v)
         raise InputError(f"{reference}: no assay passes the filter ({said or 'none'}); loosen the task's filter in the config")
-    listed = []
+    lines = ["\t".join(["DMS_id", *LISTED_COLUMNS])]
     for dms_id in chosen:
-        counts = [rows[dms_id].get(column, "") for column in (SINGLES_COLUMN, "seq_len")]
-        for column, value in zip((SINGLES_COLUMN, "seq_len"), counts):
+        values = [rows[dms_id].get(column, "") for column in LISTED_COLUMNS.values()]
+        for column, value in zip(LISTED_COLUMNS.values(), values):
             if not value.isdigit():
                 raise InputError(f"{reference}: assay {dms_id}: {column} is {value!r}, not a count; use ProteinGym's own DMS_substitutions.csv")
-        listed.append(f"{dms_id}\t{counts[0]}\t{counts[1]}\n")
-    write_text(out, "DMS_id\tsingle_mutants\tseq_len\n" + "".join(listed))
+        lines.append("\t".join([dms_id, *values]))
+    write_text(out, "".join(f"{line}\n" for line in lines))
     return chosen
 
 
