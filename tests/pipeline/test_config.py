@@ -249,6 +249,9 @@ def test_a_cluster_batches_assays_by_their_rows_and_times_probes_by_their_embedd
     # D (4,000 rows read) is over the budget; B 1,000, C 600 (1,600); A 200, E 200, F 100 (500); own unknown.
     assert plan.batches(model) == [["D"], ["B", "C"], ["A", "E", "F"], ["own"]]
     assert plan.task_group(model, "C.fold_modulo_5") == plan.set_group(model, "B") == f"batch.{model}.1"
+    # A set over the budget is gathered on its own: its tasks are then a group each.
+    assert plan.set_group(model, "D") is None and plan.task_group(model, "D.fold_random_5") == f"batch.{model}.0"
+    assert plan.set_group(model, "own") == f"batch.{model}.3"  # unknown size: its gathering joins its tasks
     assert plan.batch_selections(model, 2) == [f"results/selection/{model}/{t}.{s}.json" for t in "AEF" for s in ("fold_random_5", "fold_modulo_5")]
     # Only a batch of several sets needs its table to tie it together.
     assert plan.batch_tables() == [f"results/summary/batches/{model}/{k}.tsv" for k in (1, 2)]

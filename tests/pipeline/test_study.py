@@ -129,16 +129,19 @@ def test_the_study_plans_every_model_task_and_assay(tmp_path, shared_data, monke
     submissions = [s for s in submissions if not s["local"]]
     groups = [s for s in submissions if s["group"]]
     depth_tasks = len(config["depth"]["lens_tasks"]) + len(assays) * schemes
+    # An assay over the row budget is a batch of its own, gathered on its own, each of its tasks a group:
+    # no submission grows past what one task needs.
+    alone = [b for b in assay_batches if schemes * sum(b) > config["schedule"]["batch_rows"]]
     batches = len(assay_batches) + others  # per model; the other tasks' sets are batches of their own
-    assert Counter(s["group"].rsplit(".", 1)[0] for s in groups) == {f"batch.{m['id']}": batches for m in config["models"]}
-    assert sorted(s["rules"]["gather_embeddings"] for s in groups) == sorted(
-        [len(b) for b in assay_batches] * models + [1] * others * models
+    assert Counter(s["group"].rsplit(".", 1)[0] for s in groups) == {f"batch.{m['id']}": batches + (schemes - 1) * len(alone) for m in config["models"]}
+    assert sorted(s["rules"].get("gather_embeddings", 0) for s in groups) == sorted(
+        [len(b) for b in assay_batches if b not in alone] * models + [1] * others * models + [0] * schemes * len(alone) * models
     )
     in_groups = Counter()
     for s in groups:
         in_groups.update(s["rules"])
     assert in_groups == {
-        "gather_embeddings": models * stores, "probe_layers": models * tasks, "select_layer": models * tasks,
+        "gather_embeddings": models * (stores - len(alone)), "probe_layers": models * tasks, "select_layer": models * tasks,
         "plot_layers": models * tasks, "plot_task_depth": models * depth_tasks, "summarize_batch": models * sum(len(b) > 1 for b in assay_batches),
     }
     # Each group asks for the probe's CPUs (8, layered within the profile's 8 cores) and the memory of its
@@ -146,15 +149,17 @@ def test_the_study_plans_every_model_task_and_assay(tmp_path, shared_data, monke
     assert {s["cpus"] for s in groups} == {8}
     hours = {s["group"]: s["runtime"] / 60 for s in groups if s["group"].startswith("batch.esm2_3B.")}
     longest = max(hours.values())
-    # The largest assay alone (16,897 variants, 6.4 GB: three probes of 7.2 hours) sets the longest; within a day.
-    assert 21 < longest < 24, hours
+    # Within a day, the time limit of many clusters' CPU partitions (a lower limit: lower schedule.batch_rows).
+    assert longest < 24, hours
 
     ungrouped = Counter(rule for s in submissions if not s["group"] for rule in s["rules"])
     local = ("fetch_model", "fetch_data", "prepare_task", "all")
-    assert ungrouped == {rule: count for rule, count in job_counts(dry.stdout + dry.stderr).items() if rule not in (*local, *in_groups)}
+    assert ungrouped == {rule: count for rule, count in job_counts(dry.stdout + dry.stderr).items() if rule not in (*local, *in_groups)} | {
+        "gather_embeddings": models * len(alone),
+    }
     gpu = ("embed_shard", "measure_cost", "logit_lens", "zero_shot", "time_exit", "exit_lens")
     cpu = len(groups) + sum(count for rule, count in ungrouped.items() if rule not in gpu)
-    assert cpu < 400, cpu  # a few hundred CPU submissions
+    assert cpu < 500, cpu  # a few hundred CPU submissions
     jobs = sum(job_counts(dry.stdout + dry.stderr).values())
     # Grouping costs the planning little (both timed here: 56 s and 90 s on 2 cores beside a CI run, the
     # recording of every submission included).

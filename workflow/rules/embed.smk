@@ -32,7 +32,8 @@ rule embed_shard:
         " --device auto --threads {threads} --out {output}"
 
 
-# On a cluster, in the batch's job group with the set's probes (config schedule).
+# On a cluster, in the batch's job group with the set's probes (config schedule), but for a set over the
+# batch's row budget, gathered on its own.
 rule gather_embeddings:
     input:
         set_shards,

@@ -95,6 +95,7 @@ class Plan:
         # checkpoint chose (its list carries them); they set the sets' shards and cluster batches.
         self._set_size: dict[str, tuple[int, int]] = {}
         self._batches: dict[str, list[list[str]]] = {}
+        self._batch_rows: dict[str, list[int]] = {}  # the rows each batch's probes read (0: not known)
         for position, entry in enumerate(config["tasks"]):
             _check_keys(entry, position)
             if entry["kind"] == "proteingym" and ("assays" in entry) == ("filter" in entry):
@@ -321,8 +322,8 @@ class Plan:
         The sets whose rows are known while planning (the assays a filter chose) are packed first fit,
         largest first: a batch takes a set while the rows its probes read (each set's rows times its
         tasks) stay within ``schedule.batch_rows`` and it holds fewer than ``schedule.batch_sets``
-        sets; a set over the budget is a batch of its own. Every other set follows as a batch of its
-        own. The grouping is the same on every run of one config.
+        sets; a set over the budget is a batch of its own (``set_group``: split by task). Every other
+        set follows as a batch of its own. The grouping is the same on every run of one config.
         """
         if model not in self._batches:
             s = self.config["schedule"]
@@ -338,7 +339,9 @@ class Plan:
                 else:
                     batches[k].append(name)
                     loads[k] += work[name]
-            self._batches[model] = batches + [[name] for name in tasks if name not in work]
+            unknown = [name for name in tasks if name not in work]
+            self._batches[model] = batches + [[name] for name in unknown]
+            self._batch_rows[model] = loads + [0] * len(unknown)
         return self._batches[model]
 
     def batch_of_set(self, model: str, embedding_set: str) -> int:
@@ -349,11 +352,17 @@ class Plan:
         """The job group of one batch: its sets' gathering, and their tasks' probes, selections and figures."""
         return f"batch.{model}.{batch}"
 
-    def set_group(self, model: str, embedding_set: str) -> str:
-        return self.batch_group(model, self.batch_of_set(model, embedding_set))
+    def set_group(self, model: str, embedding_set: str) -> str | None:
+        """The group of a set's gathering: its batch's, but none for a set whose probes alone read more rows than
+        ``schedule.batch_rows``: gathered on its own, its tasks' jobs are then a group each (one batch id, not
+        connected), so no submission grows past what one task needs."""
+        k = self.batch_of_set(model, embedding_set)
+        if self._batch_rows[model][k] > self.config["schedule"]["batch_rows"]:
+            return None
+        return self.batch_group(model, k)
 
     def task_group(self, model: str, task: str) -> str:
-        return self.set_group(model, self.task(task)["embedding_set"])
+        return self.batch_group(model, self.batch_of_set(model, self.task(task)["embedding_set"]))
 
     def batch_selections(self, model: str, batch: int) -> list[str]:
         """The selections of one batch's tasks: its summary needs them all, which ties the batch's jobs into one group."""
