@@ -190,7 +190,7 @@ def cmd_select(args) -> None:
 def cmd_summarize(args) -> None:
     from plmexit.pipeline.select_steps import summarize_selections
 
-    summarize_selections(args.selections, args.out, args.across_out, args.bootstrap, args.seed)
+    summarize_selections(args.selections, args.out, args.bootstrap, args.seed, args.across_out)
 
 
 def cmd_summarize_proteingym(args) -> None:

@@ -52,12 +52,12 @@ def test_the_study_plans_every_model_task_and_assay(tmp_path, shared_data, monke
                 (tmp_path / task[key]).touch()
 
     results = config["pathvars"]["results"]
-    chosen = snakemake(tmp_path, "--configfile", str(tmp_path / "config.yaml"), "--cores", "1", f"{results}/assays/proteingym.tsv")
-    assert chosen.returncode == 0, chosen.stderr[-3000:]
-    chosen = pd.read_csv(tmp_path / results / "assays" / "proteingym.tsv", sep="\t")
-    assert chosen["DMS_id"].tolist() == assays
-    assert chosen["single_mutants"].tolist() == reference["DMS_number_single_mutants"].tolist()
-    assert chosen["seq_len"].tolist() == reference["seq_len"].tolist()
+    choice = snakemake(tmp_path, "--configfile", str(tmp_path / "config.yaml"), "--cores", "1", f"{results}/assays/proteingym.tsv")
+    assert choice.returncode == 0, choice.stderr[-3000:]
+    listed = pd.read_csv(tmp_path / results / "assays" / "proteingym.tsv", sep="\t")
+    assert listed["DMS_id"].tolist() == assays
+    assert listed["single_mutants"].tolist() == reference["DMS_number_single_mutants"].tolist()
+    assert listed["seq_len"].tolist() == reference["seq_len"].tolist()
     started = time.monotonic()
     dry = snakemake(tmp_path, "--configfile", str(tmp_path / "config.yaml"), "--dry-run", "--quiet", "rules")
     plain_seconds = time.monotonic() - started
@@ -164,9 +164,12 @@ def test_the_study_plans_every_model_task_and_assay(tmp_path, shared_data, monke
     # Grouping costs the planning little (both timed here: 56 s and 90 s on 2 cores beside a CI run, the
     # recording of every submission included).
     assert grouped_seconds < 3 * plain_seconds + 60, (plain_seconds, grouped_seconds)
+    # The numbers the README quotes (`pytest -s tests/pipeline/test_study.py`).
     print(
-        f"planned {jobs} jobs in {plain_seconds:.0f} s, with the profile's groups in {grouped_seconds:.0f} s; {len(submissions)} submissions, "
-        f"{cpu} of them on CPU nodes ({len(groups)} batches, ESM2-3B's longest asks for {longest:.1f} h)"
+        f"planned {jobs} jobs in {plain_seconds:.0f} s, with the profile's groups in {grouped_seconds:.0f} s; {len(submissions)} submissions: "
+        f"{cpu} on CPU nodes ({len(groups)} groups, ungrouped {dict(sorted((r, n) for r, n in ungrouped.items() if r not in gpu))}), "
+        f"{len(submissions) - cpu} on GPU nodes ({dict(sorted((r, n) for r, n in ungrouped.items() if r in gpu))}); "
+        f"{in_groups['summarize_batch']} batch tables; ESM2-3B's longest submission asks for {longest:.1f} h"
     )
 
 

@@ -107,7 +107,7 @@ def _position_clusters(info: dict, ids: pd.Series) -> dict[str, tuple[int, ...]]
 
 
 def summarize_selections(
-    selection_files: list[str | Path], out: str | Path, across_out: str | Path | None = None, n_boot: int = 1000, seed: int = 0,
+    selection_files: list[str | Path], out: str | Path, n_boot: int, seed: int, across_out: str | Path | None = None,
 ) -> pd.DataFrame:
     """Gather selections into a best-layers table (``best_layers.tsv``, or one cluster batch's), and
     when ``across_out`` is given the per-model view across tasks."""
