@@ -99,7 +99,7 @@ def main(argv: list[str] | None = None) -> int:
         lm = FairEsmMaskedLM(loaded, device=args.device, engine=engine)
         plan = zero_shot.plan_scoring(target, mutations, lm.max_residues)
         index = zero_shot.index_mutations(mutations, plan, lm.residue_ids)
-        zero_shot.masked_marginal_log_probs(lm, target, zero_shot.ScoringPlan(plan.crop, plan.positions[:1], plan.contexts, plan.context_of[:1]), 1)  # warm-up
+        zero_shot.masked_marginal_log_probs(lm, target, zero_shot.ScoringPlan(plan.length, plan.window, plan.positions[:1], plan.masked_windows[:1], plan.wt_windows), 1)  # warm-up
         _sync(args.device)
         start = time.perf_counter()
         log_probs = zero_shot.masked_marginal_log_probs(lm, target, plan, batch_size)

@@ -247,7 +247,7 @@ def cmd_zero_shot(args) -> None:
         torch.set_num_threads(args.threads)
     zero_shot_assay(
         args.model, args.assay, args.reference, args.dms_id, args.out_long, args.out_proteingym, args.info_out,
-        args.calibration_fraction, args.seed, resolve_device(args.device), args.engine, args.batch_size, args.overlap,
+        args.calibration_fraction, args.seed, resolve_device(args.device), args.engine, args.batch_size,
     )
 
 
@@ -639,7 +639,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--calibration-fraction", type=_fraction, default=0.2,
                    help="seeded fraction of variants that chooses DoLa's premature layer and SLED's weights, never scored by them (default 0.2; 0 skips both)")
     p.add_argument("--batch-size", type=_positive_int, help="masked copies of the wild type per forward (default 32 on a GPU, 1 on a CPU, where batching does not pay)")
-    p.add_argument("--overlap", type=int, default=256, help="residues shared by windows when the mutated span is wider than the model (default 256)")
     p.add_argument("--out-long", required=True, help="TSV to write: model, dms_id, layer, method, subset, metric, value")
     p.add_argument("--out-proteingym", required=True, help="CSV to write in ProteinGym's zero-shot per-assay layout (one column per layer and method)")
     p.add_argument("--info-out", required=True, help="JSON to write: what the model read, the calibration choices, provenance")

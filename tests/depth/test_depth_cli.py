@@ -43,7 +43,7 @@ def test_zero_shot_writes_the_long_table_proteingyms_csv_and_info(capsys, tmp_pa
     csv = pd.read_csv(out["pg.csv"])
     assert len(csv) == 100 and f"{tiny_model.stem}@L2:masked_marginal" in csv.columns and csv["plmexit_calibration"].sum() == 25
     info = json.loads(out["info.json"].read_text())
-    assert info["scoring"]["contexts"] == [[0, 286]] and info["engine"] == "exact" and "dola_premature_layer" in info["calibration"]
+    assert not info["scoring"]["windowed"] and info["scoring"]["wt_marginal_windows"] == [[0, 288]] and info["engine"] == "exact" and "dola_premature_layer" in info["calibration"]
     spearman = long[(long["method"] == "masked_marginal") & (long["layer"] == 2) & (long["subset"] == "all") & (long["metric"] == "spearman")]["value"].item()
     assert spearman == pytest.approx(csv[["DMS_score", f"{tiny_model.stem}@L2:masked_marginal"]].corr(method="spearman").iloc[0, 1], abs=1e-6)
 

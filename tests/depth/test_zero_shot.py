@@ -1,4 +1,6 @@
-"""Zero-shot scores per layer: ProteinGym's ESM loop at the last layer, batching, crops, calibration, tables."""
+"""Zero-shot scores per layer: ProteinGym's ESM loop at the last layer, batching, long-target windows, calibration, tables."""
+
+import math
 
 import numpy as np
 import pandas as pd
@@ -47,7 +49,7 @@ def test_last_layer_scores_equal_proteingyms_loop(tiny_loaded, blat_subset, prot
     assert any(":" in m for m in table["mutant"])
     lm = FairEsmMaskedLM(tiny_loaded)
     plan = zero_shot.plan_scoring(target, mutations, lm.max_residues)
-    assert plan.contexts == [(0, len(target))]  # BLAT (286 residues) fits: ProteinGym's input exactly
+    assert not plan.windowed and plan.wt_windows == [(0, len(target) + 2)]  # BLAT (286 residues) fits: ProteinGym's input exactly
     index = zero_shot.index_mutations(mutations, plan, lm.residue_ids)
     expected_masked, expected_wild = proteingym_loop
     L = lm.num_layers
@@ -71,37 +73,67 @@ def test_fused_engine_scores_equal_the_loop_to_rounding(tiny_loaded, blat_subset
     np.testing.assert_allclose(masked[-1], proteingym_loop[0], rtol=0, atol=1e-4)
 
 
-def test_a_long_target_is_scored_through_the_variant_crop(tiny_loaded, monkeypatch):
+def test_proteingyms_window_rules_at_its_own_1024_tokens():
+    """plmexit's windows are ProteinGym's: ``get_optimal_window`` as copied in ``reference``, and the
+    ``overlapping`` loop's weights and numbers, written out here with ProteinGym's literals."""
+    literal = np.ones(1024)
+    for i in range(1, 257):
+        literal[i] = 1 / (1 + math.exp(-(i - 128) / 16))
+    for i in range(1022 - 256, 1023):
+        literal[i] = 1 / (1 + math.exp((i - 1022 + 128) / 16))
+    np.testing.assert_array_equal(zero_shot.overlap_weights(1024), literal)
+    assert vars(reference.overlapping_literals(1024)) == {"last": 1022, "ramp": 256, "midpoint": 128, "scale": 16, "step": 511, "half": 512}
+    assert zero_shot.overlap_constants(1024) == {"ramp": 256, "midpoint": 128, "scale": 16, "step": 511, "half": 512}
+    for tokens, window in ((1302, 1024), (2002, 1024), (5000, 1024), (2002, 64), (300, 64), (64, 64), (65, 64), (101, 33)):
+        for i in range(tokens):
+            assert list(zero_shot.optimal_window(i, tokens, window)) == reference.get_optimal_window(i, tokens, window)
+    # 2,002 tokens: the first and last 1024 meet with a 46-token overlap, under 511, so a central window is added
+    assert zero_shot.overlapping_windows(2002, 1024) == [(0, 1024), (978, 2002), (489, 1513)]
+    assert zero_shot.overlapping_windows(1302, 1024) == [(0, 1024), (278, 1302)]
+
+
+def _mutant(target, position, rng):
+    new = rng.choice([a for a in "ACDEFGHIKLMNPQRSTVWY" if a != target[position - 1]])
+    return f"{target[position - 1]}{position}{new}"
+
+
+@pytest.mark.parametrize("length, window", [(2000, 64), (1300, 1024), (2000, 1024)])
+def test_a_long_target_is_scored_through_proteingyms_windows_at_every_layer(tiny_loaded, length, window):
+    """On a target longer than the model, every layer's masked and wild-type marginals equal
+    ``reference.proteingym_scores``, ProteinGym's loop transcribed step by step with the layer's
+    lens in place of the logits (``--scoring-window optimal`` and ``overlapping``): positions
+    at both ends and on either side of the half-window boundaries, and a triple mutant whose span
+    is wider than the window."""
+    rng = np.random.default_rng(length + window)
+    target = "".join(rng.choice(list("ACDEFGHIKLMNPQRSTVWY"), length))
+    half, tokens = window // 2, length + 2
+    # token i is residue i (1-based): the first window holds tokens < half, the last tokens >= tokens - half
+    positions = [1, 2, half - 1, half, half + 1, length // 2, tokens - half - 2, tokens - half - 1, tokens - half, length - 1, length]
+    mutants = [_mutant(target, p, rng) for p in positions]
+    mutants += [":".join(_mutant(target, p, rng) for p in (5, length // 2 + 3, length - 4)), ":".join(_mutant(target, p, rng) for p in (half + 7, half + 9))]
+    mutations = [proteingym.parse_mutant(m, target, "synthetic.csv", 2, "synthetic") for m in mutants]
     lm = FairEsmMaskedLM(tiny_loaded)
-    rng = np.random.default_rng(1)
-    target = "".join(rng.choice(list("ACDEFGHIKLMNPQRSTVWY"), 120))
-    mutations = [[(target[p - 1], p, "W" if target[p - 1] != "W" else "A")] for p in (50, 55, 61, 70)]
-    plan = zero_shot.plan_scoring(target, mutations, 40)
-    assert plan.contexts == [(39, 79)] and not plan.crop.windowed  # a 40-residue window centred on 0-based 49..69
-    # the crop's scores are the scores of the cropped target with the positions moved
+    lm.max_residues = window - 2
+    plan = zero_shot.plan_scoring(target, mutations, lm.max_residues)
+    assert plan.windowed and plan.info()["model_window_tokens"] == window and plan.info()["target_tokens"] == tokens
+    assert all(stop - start in (window, 2 * half) for start, stop in plan.masked_windows)
+    assert plan.masked_windows[0].tolist() == [0, window] and plan.masked_windows[-1].tolist() == [tokens - window, tokens]
     index = zero_shot.index_mutations(mutations, plan, lm.residue_ids)
-    cropped = [[(w, p - 39, m) for w, p, m in v] for v in mutations]
-    crop_plan = zero_shot.plan_scoring(target[39:79], cropped, 40)
-    np.testing.assert_array_equal(
-        zero_shot.variant_scores(zero_shot.masked_marginal_log_probs(lm, target, plan), index),
-        zero_shot.variant_scores(zero_shot.masked_marginal_log_probs(lm, target[39:79], crop_plan), zero_shot.index_mutations(cropped, crop_plan, lm.residue_ids)),
-    )
-    # a span wider than the window: overlapping windows, each position in the window where it is most central
-    wide = [[(target[p - 1], p, "W" if target[p - 1] != "W" else "A")] for p in (3, 30, 60, 90, 118)]
-    plan = zero_shot.plan_scoring(target, wide, 40, overlap=10)
-    assert plan.crop.windowed and all(stop - start == 40 for start, stop in plan.contexts)
-    for p, c in zip(plan.positions, plan.context_of):
-        start, stop = plan.contexts[c]
-        assert start <= p < stop
-        assert min(p - start, stop - 1 - p) == max(min(p - s, t - 1 - p) for s, t in plan.contexts)
-    # each position's log-probabilities are those of its window read as a target of its own
-    wild = zero_shot.wt_marginal_log_probs(lm, target, plan)
-    masked = zero_shot.masked_marginal_log_probs(lm, target, plan, 2)
-    for i, (p, c) in enumerate(zip(plan.positions, plan.context_of)):
-        start, stop = plan.contexts[c]
-        alone = zero_shot.ScoringPlan(plan.crop, np.array([p - start]), [(0, stop - start)], np.array([0]))
-        np.testing.assert_allclose(wild[:, i], zero_shot.wt_marginal_log_probs(lm, target[start:stop], alone)[:, 0], atol=1e-6)
-        np.testing.assert_allclose(masked[:, i], zero_shot.masked_marginal_log_probs(lm, target[start:stop], alone)[:, 0], atol=1e-6)
+    masked = zero_shot.variant_scores(zero_shot.masked_marginal_log_probs(lm, target, plan, 7), index)
+    wild = zero_shot.variant_scores(zero_shot.wt_marginal_log_probs(lm, target, plan, 3), index)
+    np.testing.assert_allclose(zero_shot.variant_scores(zero_shot.masked_marginal_log_probs(lm, target, plan, 1), index), masked, rtol=0, atol=1e-5)
+    np.testing.assert_allclose(zero_shot.variant_scores(zero_shot.wt_marginal_log_probs(lm, target, plan, 1), index), wild, rtol=0, atol=1e-5)
+    token_positions = reference.mutated_token_positions(mutants)
+    for k in range(lm.num_layers + 1):
+        logits = reference.lens_logits_fn(tiny_loaded.model, k)
+        expected = reference.proteingym_scores(tiny_loaded, target, mutants, "masked-marginals", token_positions, model_window=window, logits=logits)
+        np.testing.assert_allclose(masked[k], expected, rtol=0, atol=1e-5)
+        expected = reference.proteingym_scores(tiny_loaded, target, mutants, "wt-marginals", model_window=window, logits=logits)
+        np.testing.assert_allclose(wild[k], expected, rtol=0, atol=1e-5)
+    # the whole target read at once (no window) gives other numbers: the windows are what differs
+    whole = zero_shot.plan_scoring(target, mutations, length)
+    assert not whole.windowed
+    assert not np.allclose(zero_shot.variant_scores(zero_shot.masked_marginal_log_probs(lm, target, whole, 7), index), masked, atol=1e-3)
 
 
 def test_calibrated_methods_choose_on_the_calibration_subset_only(tiny_loaded, blat_subset):
@@ -202,20 +234,20 @@ def test_out_of_memory_halves_the_batch(tiny_loaded, monkeypatch, caplog):
     expected = zero_shot.masked_marginal_log_probs(lm, target, plan, 6)
     real = zero_shot._masked_batch
 
-    def small_device(lm, wild, positions):
+    def small_device(lm, whole, positions, windows):
         if len(positions) > 3:
             raise torch.OutOfMemoryError("pretend")
-        return real(lm, wild, positions)
+        return real(lm, whole, positions, windows)
 
     monkeypatch.setattr(zero_shot, "_masked_batch", small_device)
     np.testing.assert_allclose(zero_shot.masked_marginal_log_probs(lm, target, plan, 6), expected, atol=1e-6)
     assert "retrying with 3" in caplog.text and "retrying with 1" not in caplog.text
 
-    def no_device(lm, wild, positions):
+    def no_device(lm, whole, positions, windows):
         raise torch.OutOfMemoryError("pretend")
 
     monkeypatch.setattr(zero_shot, "_masked_batch", no_device)
-    with pytest.raises(EmbedError, match="one masked copy of 33 residues does not fit"):
+    with pytest.raises(EmbedError, match="one masked copy of 35 tokens does not fit"):
         zero_shot.masked_marginal_log_probs(lm, target, plan, 4)
 
 
@@ -231,7 +263,7 @@ def test_transformers_heads_last_layer_scores_equal_proteingyms_loop_on_their_ow
     mutants, mutations = [table["mutant"].iloc[i] for i in keep], [mutations[i] for i in keep]
     lm = TransformersMaskedLM(model, tokenizer, family)
     plan = zero_shot.plan_scoring(target, mutations, lm.max_residues)
-    assert plan.contexts == [(0, len(target))]
+    assert not plan.windowed and plan.wt_windows == [(0, len(target) + 2)]
     index = zero_shot.index_mutations(mutations, plan, lm.residue_ids)
     masked = zero_shot.variant_scores(zero_shot.masked_marginal_log_probs(lm, target, plan, batch_size=4), index)[-1]
     wild = zero_shot.variant_scores(zero_shot.wt_marginal_log_probs(lm, target, plan), index)[-1]

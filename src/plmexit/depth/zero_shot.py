@@ -7,17 +7,23 @@ model's logits: the sum over the variant's mutations of ``log p_k(mutant) - log 
 at the mutated position, where ``p_k`` is the softmax of ``head(final_norm(state k))`` (at
 ``k = L`` the model's own output). *Masked marginal*: the position is masked in the wild type
 (one masked copy per distinct mutated position; copies are batched and one forward gives every
-layer). *Wild-type marginal*: one forward of the unmasked wild type. Tested equal to a
+layer). *Wild-type marginal*: the unmasked wild type, one forward when it fits. Tested equal to a
 re-implementation of ProteinGym's one-position-per-forward loop (``plmexit.depth.reference``).
 
-What the model reads (``plan_scoring``): the whole target when it fits the model's window
-(``max_residues``, 1022 for ESM2; then exactly ProteinGym's input); else the embedding's
-``VariantCrop`` (``plmexit.embedding.engine.variant_crop``): a window of ``max_residues`` centred on
-the span of mutated positions, or, when the span is wider, overlapping windows over it with each
-position scored in the window where it is most central. Nothing is cut silently: the plan is
-logged and written to the run's info. (ProteinGym instead centres a window on each masked position
-and averages overlapping windows for wild-type marginals; the two agree on every target up to 1022
-residues.)
+What the model reads (``plan_scoring``): the whole target, BOS + residues + EOS, when it fits the
+model's window (``max_residues + 2`` tokens, 1024 for ESM2; ProteinGym's input exactly). A longer
+target is read through ProteinGym's own windows (``compute_fitness.py`` and
+``proteingym/utils/scoring_utils.py`` at the same commit), with the model's window in place of
+ProteinGym's 1024 tokens (the same for ESM2): a masked marginal masks one position of BOS + target +
+EOS and reads the ``get_optimal_window`` slice around it (``optimal_window``: the first window for a
+position within half a window of the start, the last near the end, else a window centred on the
+position, so BOS and EOS are read only by windows touching the ends; ESM2's and ESM-1v's
+``--scoring-window optimal``); a wild-type marginal is, per token, the sigmoid-weighted mean of the
+log-probabilities of ProteinGym's overlapping windows (``overlapping_windows``, ``overlap_weights``;
+ESM-1b's ``--scoring-window overlapping``, the only windowing ProteinGym has for wild-type marginals).
+Per layer, the lens of layer ``k`` takes the place of the logits in each window. Tested equal to
+``plmexit.depth.reference``'s transcription of ProteinGym's loops on a 2,000-residue target. The
+plan is logged and written to the run's info.
 
 Calibrated methods, whose one choice is made on a seeded calibration subset of variants
 (``calibration_split``) and scored only on the others (``held_out``; a held-out variant may share
@@ -45,6 +51,7 @@ The same calibration subset picks, per layer-wise method, the layer a user would
 from __future__ import annotations
 
 import logging
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -53,8 +60,6 @@ import torch
 
 from plmexit.depth import metrics
 from plmexit.depth.heads import MaskedLM, lens_logits, log_probs
-from plmexit.embedding.engine import VariantCrop, variant_crop, window_starts
-from plmexit.embedding.options import EmbedSettings
 from plmexit.errors import EmbedError, InputError
 
 log = logging.getLogger(__name__)
@@ -75,97 +80,177 @@ MIN_CALIBRATION = 20
 # Temperatures for the SLED-style weights softmax(rho / tau): from nearly all weight on the best
 # calibration layer (0.01 on Spearman differences of a few hundredths) to nearly uniform (1.0).
 SLED_TEMPERATURES = (0.01, 0.03, 0.1, 0.3, 1.0)
-# Windows over a mutated span wider than the model window overlap by this many residues (as embed.overlap).
-DEFAULT_OVERLAP = 256
 
 
 @dataclass(frozen=True)
 class ScoringPlan:
-    """Which stretches of the target the model reads, and where each mutated position is scored.
+    """Where each mutated position is read, in ProteinGym's windows (see the module docstring).
 
-    ``positions`` are the distinct 0-based mutated positions (sorted); ``contexts`` are 0-based
-    half-open ``(start, stop)`` stretches of the target, each one forward's residues;
-    ``context_of[i]`` is the context position ``i`` is scored in.
+    Coordinates are token positions of the whole target as the model encodes it, BOS + residues +
+    EOS (token ``i`` is residue ``i - 1``, ``tokens = length + 2``), 0-based half-open, as
+    ProteinGym slices ``batch_tokens``. ``positions`` are the distinct 0-based mutated residue
+    positions (sorted); ``masked_windows[i]`` is the ``(start, stop)`` the masked copy of position
+    ``i`` is read through; ``wt_windows`` are the windows whose log-probabilities the wild-type
+    marginals average (one, the whole target, when it fits the model's ``window`` tokens).
     """
 
-    crop: VariantCrop
+    length: int
+    window: int
     positions: np.ndarray
-    contexts: list[tuple[int, int]]
-    context_of: np.ndarray
+    masked_windows: np.ndarray
+    wt_windows: list[tuple[int, int]]
+
+    @property
+    def tokens(self) -> int:
+        return self.length + 2
+
+    @property
+    def windowed(self) -> bool:
+        return self.tokens > self.window
 
     def describe(self) -> str:
-        if self.contexts == [(0, self.crop.length)]:
-            return f"the whole {self.crop.length}-residue target in one context"
-        return self.crop.describe() + (
-            f"; {len(self.contexts)} windows, each mutated position scored in the window where it is most central" if self.crop.windowed else ""
+        if not self.windowed:
+            return f"the whole {self.length}-residue target in one context (BOS + target + EOS, {self.tokens} tokens, the model's window is {self.window})"
+        first, last = (self.masked_windows[:, 0] == 0).sum(), (self.masked_windows[:, 1] == self.tokens).sum()
+        return (
+            f"ProteinGym's windows over BOS + target + EOS ({self.tokens} tokens, longer than the model's {self.window}): "
+            f"masked marginals read each position through get_optimal_window, the first {self.window} tokens (with BOS) for "
+            f"{first} positions, the last {self.window} (with EOS) for {last}, and a {self.window}-token window centred on the "
+            f"position (no BOS or EOS) for {len(self.positions) - first - last}; wild-type marginals are the sigmoid-weighted "
+            f"mean of the log-probabilities of {len(self.wt_windows)} overlapping {self.window}-token windows "
+            "(ProteinGym's --scoring-window overlapping)"
         )
 
     def info(self) -> dict:
-        return {**self.crop.attrs(), "contexts": [list(c) for c in self.contexts], "description": self.describe()}
+        return {
+            "target_residues": self.length, "target_tokens": self.tokens, "model_window_tokens": self.window, "windowed": self.windowed,
+            "convention": "token positions of BOS + target + EOS, 0-based half-open (token i is residue i - 1)",
+            "masked_marginal_windows": {
+                "rule": "whole target" if not self.windowed else "ProteinGym get_optimal_window (scoring_utils.py), per masked position",
+                "n_positions": len(self.positions),
+                "n_first_window": int((self.masked_windows[:, 0] == 0).sum()),
+                "n_last_window": int((self.masked_windows[:, 1] == self.tokens).sum()) if self.windowed else 0,
+            },
+            "wt_marginal_windows": [list(w) for w in self.wt_windows],
+            "wt_marginal_rule": "whole target" if not self.windowed else "ProteinGym --scoring-window overlapping: sigmoid-weighted mean of log-probabilities",
+            "description": self.describe(),
+        }
 
 
-def plan_scoring(target: str, mutations: list[list[tuple[str, int, str]]], max_residues: int, overlap: int = DEFAULT_OVERLAP, source: str = "assay") -> ScoringPlan:
-    """The contexts a variant set is scored through (see the module docstring)."""
-    sequences = [target] + [_apply(target, m) for m in mutations]  # wild type first: the span is where variants differ from it
-    crop = variant_crop(sequences, EmbedSettings(truncate=max_residues, overlap=overlap), source)
+def optimal_window(position: int, tokens: int, window: int) -> tuple[int, int]:
+    """ProteinGym's ``get_optimal_window(mutation_position_relative, seq_len_wo_special,
+    model_window)`` as ``compute_fitness.py`` calls it: ``position`` is a token index of BOS +
+    target + EOS and ``tokens`` its length (special tokens included, despite the name)."""
+    half = window // 2
+    if tokens <= window:
+        return 0, tokens
+    if position < half:
+        return 0, window
+    if position >= tokens - half:
+        return tokens - window, tokens
+    return max(0, position - half), min(tokens, position + half)
+
+
+def overlap_constants(window: int) -> dict:
+    """ProteinGym's ``overlapping`` wild-type loop is written for ``window = 1024`` tokens; its
+    numbers as fractions of the window (at 1024 exactly its literals: ramp 256, midpoint 128, scale
+    16, step 511, half 512), so a model with another window gets the same shape."""
+    return {"ramp": window // 4, "midpoint": window // 8, "scale": window / 64, "step": window // 2 - 1, "half": window // 2}
+
+
+def overlap_weights(window: int) -> np.ndarray:
+    """(window,) float64: the weight of each token of an ``overlapping`` window (1 in the middle,
+    sigmoid ramps over the first and last quarter; token 0 and the last token keep 1, as written)."""
+    c = overlap_constants(window)
+    weights = np.ones(window)
+    for i in range(1, c["ramp"] + 1):
+        weights[i] = 1 / (1 + math.exp(-(i - c["midpoint"]) / c["scale"]))
+    for i in range(window - 2 - c["ramp"], window - 1):
+        weights[i] = 1 / (1 + math.exp((i - (window - 2) + c["midpoint"]) / c["scale"]))
+    return weights
+
+
+def overlapping_windows(tokens: int, window: int) -> list[tuple[int, int]]:
+    """The half-open windows of ProteinGym's ``overlapping`` loop, in its order: pairs moving in
+    from both ends by ``step`` until they meet, then a central one if the last pair overlaps by
+    less than ``step``."""
+    c = overlap_constants(window)
+    start_left, end_left = 0, window - 1  # inclusive ends, as ProteinGym writes them
+    start_right, end_right = tokens - window, tokens - 1
+    windows = []
+    while True:
+        windows += [(start_left, end_left + 1), (start_right, end_right + 1)]
+        if end_left > start_right:
+            break
+        start_left, end_left = start_left + c["step"], end_left + c["step"]
+        start_right, end_right = start_right - c["step"], end_right - c["step"]
+    if end_left - start_right + 1 < c["step"]:
+        start = int(tokens / 2) - c["half"]
+        windows.append((start, start + window))
+    return windows
+
+
+def plan_scoring(target: str, mutations: list[list[tuple[str, int, str]]], max_residues: int, source: str = "assay") -> ScoringPlan:
+    """Where each mutated position of ``target`` is read by a model of ``max_residues`` residues
+    (``max_residues + 2`` tokens, ProteinGym's ``model_window``; see the module docstring)."""
+    window = max_residues + 2
+    tokens = len(target) + 2
     positions = np.unique([p - 1 for m in mutations for _, p, _ in m]).astype(np.int64)
-    if crop.windowed:
-        starts = [crop.start + s for s in window_starts(crop.stop - crop.start, crop.window, crop.overlap)]
-        contexts = [(s, s + crop.window) for s in starts]
-        # Most central: the largest distance to the nearer edge of the window.
-        margin = np.array([[min(p - s, s + crop.window - 1 - p) for s in starts] for p in positions])
-        context_of = margin.argmax(axis=1)
-    else:
-        contexts = [(crop.start, crop.stop)]
-        context_of = np.zeros(len(positions), dtype=np.int64)
-    plan = ScoringPlan(crop, positions, contexts, np.asarray(context_of, dtype=np.int64))
-    if plan.contexts != [(0, len(target))]:
+    masked = np.array([optimal_window(int(p) + 1, tokens, window) for p in positions], dtype=np.int64).reshape(-1, 2)
+    wt = [(0, tokens)] if tokens <= window else overlapping_windows(tokens, window)
+    plan = ScoringPlan(len(target), window, positions, masked, wt)
+    if plan.windowed:
         log.warning("%s: target of %d residues is longer than the model's %d: %s", source, len(target), max_residues, plan.describe())
     return plan
 
 
-def _apply(target: str, mutations: list[tuple[str, int, str]]) -> str:
-    residues = list(target)
-    for _, position, new in mutations:
-        residues[position - 1] = new
-    return "".join(residues)
+def _whole_tokens(lm: MaskedLM, target: str) -> torch.Tensor:
+    """(1, length + 2) tokens of the whole target, BOS + residues + EOS, the array ProteinGym slices."""
+    tokens = lm.encode([target])
+    if lm.offset != 1 or tokens.shape[1] != len(target) + 2:
+        raise EmbedError(f"{lm.name}: the target became {tokens.shape[1]} tokens with residue 0 at token {lm.offset}; ProteinGym's windows need BOS + one token per residue + EOS")
+    return tokens
 
 
 @torch.inference_mode()
 def masked_marginal_log_probs(lm: MaskedLM, target: str, plan: ScoringPlan, batch_size: int = DEFAULT_BATCH) -> np.ndarray:
     """``(L + 1, P, V)`` float32: each layer's lens log-probabilities at each mutated position with
-    that position masked, ``batch_size`` masked copies of a context per forward."""
+    that position masked, read through its window (``plan.masked_windows``), ``batch_size`` masked
+    copies per forward (copies of one length share a forward: no padding, so batching changes
+    nothing but rounding)."""
+    whole = _whole_tokens(lm, target)
+    token_index = plan.positions + 1
+    widths = plan.masked_windows[:, 1] - plan.masked_windows[:, 0]
     out = None
-    for c, (start, stop) in enumerate(plan.contexts):
-        wild = lm.encode([target[start:stop]])  # (1, T)
-        chosen = np.flatnonzero(plan.context_of == c)
-        first = 0
-        while first < len(chosen):
-            index = chosen[first : first + batch_size]
-            try:
-                found = _masked_batch(lm, wild, plan.positions[index] - start)
-            except torch.OutOfMemoryError:
-                if batch_size == 1:
-                    raise EmbedError(
-                        f"one masked copy of {stop - start} residues does not fit in device memory; use a device with more memory"
-                    ) from None
-                batch_size //= 2
-                log.warning("out of device memory with %d masked copies per forward; retrying with %d", len(index), batch_size)
-                if torch.cuda.is_available():
-                    torch.cuda.empty_cache()
-                continue
-            if out is None:
-                out = np.empty((found.shape[0], len(plan.positions), found.shape[-1]), dtype=np.float32)
-            out[:, index] = found
-            first += len(index)
+    first = 0
+    while first < len(plan.positions):
+        stop = min(first + batch_size, len(plan.positions))
+        stop = first + int(np.argmax(np.append(widths[first:stop] != widths[first], True)))  # one width per forward
+        index = np.arange(first, stop)
+        try:
+            found = _masked_batch(lm, whole, token_index[index], plan.masked_windows[index])
+        except torch.OutOfMemoryError:
+            if batch_size == 1:
+                raise EmbedError(
+                    f"one masked copy of {int(widths[first])} tokens does not fit in device memory; use a device with more memory"
+                ) from None
+            batch_size //= 2
+            log.warning("out of device memory with %d masked copies per forward; retrying with %d", len(index), batch_size)
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
+            continue
+        if out is None:
+            out = np.empty((found.shape[0], len(plan.positions), found.shape[-1]), dtype=np.float32)
+        out[:, index] = found
+        first = stop
     return out
 
 
-def _masked_batch(lm: MaskedLM, wild: torch.Tensor, positions: np.ndarray) -> np.ndarray:
-    """(L + 1, b, V): one masked copy of ``wild`` (1, T) per 0-based residue position, one forward."""
-    rows = torch.arange(len(positions), device=wild.device)
-    columns = torch.as_tensor(lm.offset + positions, device=wild.device)
-    tokens = wild.expand(len(positions), -1).clone()
+def _masked_batch(lm: MaskedLM, whole: torch.Tensor, token_index: np.ndarray, windows: np.ndarray) -> np.ndarray:
+    """(L + 1, b, V): per token index, the window ``whole[0, start:stop]`` with that token masked, one forward."""
+    tokens = torch.stack([whole[0, start:stop] for start, stop in windows]).clone()  # (b, W)
+    rows = torch.arange(len(token_index), device=whole.device)
+    columns = torch.as_tensor(token_index - windows[:, 0], device=whole.device)
     tokens[rows, columns] = lm.mask_id
     # The head runs on every position, as in the model's forward: on one gathered row it would be a
     # matrix-vector product, whose rounding differs from the forward's by up to ~5e-5.
@@ -173,22 +258,30 @@ def _masked_batch(lm: MaskedLM, wild: torch.Tensor, positions: np.ndarray) -> np
 
 
 @torch.inference_mode()
-def wt_marginal_log_probs(lm: MaskedLM, target: str, plan: ScoringPlan) -> np.ndarray:
-    """``(L + 1, P, V)`` float32: each layer's lens log-probabilities at each mutated position, one
-    forward of the unmasked wild type per context."""
-    out = None
-    for c, (start, stop) in enumerate(plan.contexts):
-        index = np.flatnonzero(plan.context_of == c)
-        if index.size == 0:
-            continue
-        tokens = lm.encode([target[start:stop]])
-        columns = torch.as_tensor(lm.offset + plan.positions[index] - start, device=tokens.device)
+def wt_marginal_log_probs(lm: MaskedLM, target: str, plan: ScoringPlan, batch_size: int = DEFAULT_BATCH) -> np.ndarray:
+    """``(L + 1, P, V)`` float32: each layer's lens log-probabilities at each mutated position of the
+    unmasked wild type: one forward of the whole target when it fits, else, per layer, the
+    ``overlap_weights``-weighted mean over ``plan.wt_windows`` of each window's log-probabilities
+    (ProteinGym's ``overlapping`` loop), ``batch_size`` windows per forward."""
+    whole = _whole_tokens(lm, target)
+    token_index = plan.positions + 1
+    weights = overlap_weights(plan.window) if plan.windowed else np.ones(plan.tokens)
+    total = weight = None
+    for first in range(0, len(plan.wt_windows), batch_size):
+        windows = plan.wt_windows[first : first + batch_size]
+        tokens = torch.stack([whole[0, start:stop] for start, stop in windows])
         for k, state in enumerate(lm.layer_states(tokens)):
-            lp = log_probs(lens_logits(lm, state)[0, columns]).cpu().numpy()
-            if out is None:
-                out = np.empty((lm.num_layers + 1, len(plan.positions), lp.shape[-1]), dtype=np.float32)
-            out[k, index] = lp
-    return out
+            lp = log_probs(lens_logits(lm, state)).cpu().numpy().astype(np.float64)  # (b, W, V)
+            if total is None:
+                total = np.zeros((lm.num_layers + 1, len(plan.positions), lp.shape[-1]))
+                weight = np.zeros(len(plan.positions))
+            for b, (start, stop) in enumerate(windows):
+                inside = np.flatnonzero((token_index >= start) & (token_index < stop))
+                w = weights[token_index[inside] - start]
+                total[k, inside] += lp[b, token_index[inside] - start] * w[:, None]
+                if k == 0:
+                    weight[inside] += w
+    return (total / weight[None, :, None]).astype(np.float32)
 
 
 @dataclass(frozen=True)
@@ -297,16 +390,15 @@ def score_variants(
     calibration_fraction: float = 0.2,
     seed: int = 0,
     batch_size: int = DEFAULT_BATCH,
-    overlap: int = DEFAULT_OVERLAP,
     source: str = "assay",
 ) -> tuple[ZeroShotScores, ScoringPlan]:
     """Score every variant at every layer by masked and wild-type marginals, and by DoLa and SLED
     calibrated on a seeded subset (``truth``, the assay's ``DMS_score``, is read only on it)."""
-    plan = plan_scoring(target, mutations, lm.max_residues, overlap, source)
+    plan = plan_scoring(target, mutations, lm.max_residues, source)
     index = index_mutations(mutations, plan, lm.residue_ids)
     L = lm.num_layers
     masked = masked_marginal_log_probs(lm, target, plan, batch_size)
-    wild = wt_marginal_log_probs(lm, target, plan)
+    wild = wt_marginal_log_probs(lm, target, plan, batch_size)
     columns: dict[tuple[str, int], np.ndarray] = {}
     masked_scores = variant_scores(masked, index)
     for method, scores in (("masked_marginal", masked_scores), ("wt_marginal", variant_scores(wild, index))):

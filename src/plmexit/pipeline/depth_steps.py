@@ -89,7 +89,7 @@ def lens_task(
 def zero_shot_assay(
     model: str | Path, assay: str | Path, reference: str | Path, dms_id: str, out_long: str | Path, out_proteingym: str | Path,
     info_out: str | Path, calibration_fraction: float = 0.2, seed: int = 0, device: str = "cpu",
-    engine: str = "exact", batch_size: int | None = None, overlap: int = zero_shot.DEFAULT_OVERLAP,
+    engine: str = "exact", batch_size: int | None = None,
 ) -> zero_shot.ZeroShotScores:
     """Score a ProteinGym assay at every layer (masked and wild-type marginals, calibrated DoLa and SLED).
 
@@ -103,7 +103,7 @@ def zero_shot_assay(
     lm = load_masked_lm(manifest, model, device, engine)
     batch_size = batch_size or zero_shot.default_batch_size(device)
     scores, plan = zero_shot.score_variants(
-        lm, target, mutations, table["DMS_score"].to_numpy(), calibration_fraction, seed, batch_size, overlap, source=str(assay),
+        lm, target, mutations, table["DMS_score"].to_numpy(), calibration_fraction, seed, batch_size, source=str(assay),
     )
     binary = table["DMS_score_bin"].to_numpy() if "DMS_score_bin" in table.columns else None
     long = zero_shot.metrics_table(scores, table["DMS_score"].to_numpy(), binary)
