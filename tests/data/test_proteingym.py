@@ -4,6 +4,7 @@ schema that circulates, and the supervised merge format."""
 from __future__ import annotations
 
 import io
+import re
 from dataclasses import replace
 from pathlib import Path
 
@@ -35,6 +36,59 @@ def test_mutants_are_applied_to_target_seq_and_checked():
         proteingym.parse_mutant("K9R", target, "f.csv", 3, "TOY")
     with pytest.raises(InputError, match=r"row 4: mutant 'K2' is not ProteinGym's form"):
         proteingym.parse_mutant("K2", target, "f.csv", 4, "TOY")
+
+
+# Every form of mutant a DMS file can hold, as ProteinGym's DMS_file_cleanup and get_mutated_sequence
+# treat it: an error naming the file, row and mutant, or (where ProteinGym takes it) the substitutions.
+MUTANT_FORMS = [
+    ("K2R:K2W", r"names position 2 twice \(K2R and K2W\)"),  # ProteinGym's checks pass each part alone
+    ("K2R:K2R", r"names position 2 twice"),
+    ("K2R:R2W", r"names position 2 twice \(K2R and R2W\)"),  # a from-residue contradicting the earlier mutation
+    ("K2X", r"has to-residue X in K2X, not one of the 20 amino acids"),  # get_mutated_sequence asserts to_AA in AA_vocab
+    ("K2B", r"has to-residue B in K2B"),
+    ("X2R", r"has from-residue X in X2R"),
+    ("K0R", r"names position 0, but target_seq of TOY has 6 residues"),
+    ("K7R", r"names position 7, but target_seq of TOY has 6 residues"),
+    ("K-1R", r"is not ProteinGym's form"),
+    ("k2r", r"is not ProteinGym's form"),
+    ("K2r", r"is not ProteinGym's form"),
+    ("K2R: A5W", r"is not ProteinGym's form"),
+    ("K 2R", r"is not ProteinGym's form"),
+    ("K2R::A5W", r"is not ProteinGym's form"),
+    ("K2R:", r"is not ProteinGym's form"),
+    (":K2R", r"is not ProteinGym's form"),
+    ("", r"is not ProteinGym's form"),
+    ("_wt", r"is not ProteinGym's form"),
+    ("WT", r"is not ProteinGym's form"),
+    ("K2*", r"is not ProteinGym's form"),
+    ("K\u0662R", r"is not ProteinGym's form"),  # an Arabic-Indic 2: a digit to a regex's \d, not to ASCII
+    ("K2", r"is not ProteinGym's form"),
+    ("V2R", r"says position 2 is V, but target_seq of TOY has K there"),
+    ("K2K", [("K", 2, "K")]),  # synonymous: ProteinGym keeps it
+    ("K02R", [("K", 2, "R")]),  # int("02") is 2 to ProteinGym
+    (" K2R ", [("K", 2, "R")]),  # spaces around the whole mutant (the table's id is stripped too)
+    ("K2R:A5W", [("K", 2, "R"), ("A", 5, "W")]),
+]
+
+
+@pytest.mark.parametrize("mutant, expected", MUTANT_FORMS)
+def test_every_mutant_form_is_parsed_as_proteingym_does_or_is_a_one_line_error(mutant, expected):
+    if isinstance(expected, list):
+        assert proteingym.parse_mutant(mutant, "MKVLAG", "f.csv", 5, "TOY") == expected
+        return
+    with pytest.raises(InputError, match=r"^f\.csv: row 5: mutant " + re.escape(repr(mutant.strip())) + ".* " + expected) as caught:
+        proteingym.parse_mutant(mutant, "MKVLAG", "f.csv", 5, "TOY")
+    assert "\n" not in str(caught.value)
+
+
+def test_a_self_contradictory_mutant_in_an_assay_file_is_an_error_naming_file_and_row(write_file, tmp_path):
+    reference = write_file("ref.csv", REFERENCE)
+    assay = write_file("TOY.csv", "mutant,DMS_score\nK2R,0.1\nK2R:K2W,0.2\n")
+    with pytest.raises(InputError, match=r"TOY\.csv: row 3: mutant 'K2R:K2W' names position 2 twice"):
+        proteingym.read_zero_shot_assay(assay, reference, "TOY")
+    with pytest.raises(InputError, match=r"TOY\.csv: row 3: mutant 'K2R:K2W' names position 2 twice"):
+        proteingym.read_assay(TaskSpec(name="TOY.fold_random_5", format="proteingym", path=assay, type="regression", reference=reference,
+                                       dms_id="TOY", fold_scheme="fold_random_5"))
 
 
 def test_fold_schemes_as_proteingym_defines_them():

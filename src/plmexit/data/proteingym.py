@@ -35,7 +35,12 @@ BUILT_SUFFIX = "_built"
 SCORE_COLUMNS = ("DMS_score", "score")  # ProteinGym's name, and the `mutant,score` re-exports'
 SEQUENCE_COLUMNS = ("mutated_sequence", "sequence")
 REFERENCE_FILTERS = {"selection_type": "coarse_selection_type", "max_length": "seq_len", "max_variants": "DMS_total_number_mutants"}
-_MUTATION = re.compile(r"^([A-Z])(\d+)([A-Z])$")
+# One substitution as ProteinGym writes it: from-residue, 1-based position, to-residue (ASCII digits:
+# ProteinGym's ``isnumeric`` test would also pass other scripts' digits, which no assay holds).
+_MUTATION = re.compile(r"^([A-Z])([0-9]+)([A-Z])$")
+# The residues ProteinGym's DMS_file_cleanup keeps on either side of a mutant and get_mutated_sequence
+# accepts as a to-residue (AA_vocab in proteingym/utils/scoring_utils.py and data_utils.py).
+AA_VOCAB = "ACDEFGHIKLMNPQRSTVWY"
 
 
 # --- reference table (the choose_assays checkpoint reads it when assays are chosen by filters) ---
@@ -119,15 +124,38 @@ def read_assay(spec: TaskSpec) -> tuple[pd.DataFrame, str]:
 
 
 def parse_mutant(text: str, target: str, path: Path, row: int, dms_id: str) -> list[tuple[str, int, str]]:
-    """``A24C:G30D`` as ``[(A, 24, C), (G, 30, D)]``, each wild type checked against ``target``."""
+    """``A24C:G30D`` as ``[(A, 24, C), (G, 30, D)]``, checked as ProteinGym checks a mutant.
+
+    ProteinGym's ``DMS_file_cleanup`` (``proteingym/utils/data_utils.py``) keeps a mutant only when
+    every ``:``-separated part is a from-residue in ``AA_VOCAB``, a number and a to-residue in
+    ``AA_VOCAB``, the position lies in ``target_seq`` and the from-residue is ``target_seq``'s there;
+    ``get_mutated_sequence`` asserts the from-residue and the to-residue again. Each of those is an
+    ``InputError`` here (ProteinGym drops such rows silently). Also an error, though ProteinGym's code
+    would take it: a position named twice in one mutant (``A24C:A24D`` says position 24 becomes two
+    residues; ``A24C:C24D`` contradicts itself). Taken as ProteinGym takes them: a synonymous
+    mutant (``A24A``), leading zeros (``A024C`` is position 24), and spaces around the whole mutant.
+    """
     mutations = []
+    named: dict[int, str] = {}
     for part in text.strip().split(":"):
         match = _MUTATION.match(part)
         if match is None:
-            raise InputError(f"{path}: row {row}: mutant {text!r} is not ProteinGym's form (e.g. A24C or A24C:G30D)")
+            raise InputError(f"{path}: row {row}: mutant {text!r} is not ProteinGym's form (e.g. A24C or A24C:G30D); fix or drop the row")
         wild, position, new = match[1], int(match[2]), match[3]
+        for side, residue in (("from", wild), ("to", new)):
+            if residue not in AA_VOCAB:
+                raise InputError(
+                    f"{path}: row {row}: mutant {text!r} has {side}-residue {residue} in {part}, not one of the 20 amino acids {AA_VOCAB} "
+                    "ProteinGym scores; fix or drop the row"
+                )
         if not 1 <= position <= len(target):
             raise InputError(f"{path}: row {row}: mutant {text!r} names position {position}, but target_seq of {dms_id} has {len(target)} residues")
+        if position in named:
+            raise InputError(
+                f"{path}: row {row}: mutant {text!r} names position {position} twice ({named[position]} and {part}); "
+                "a mutant gives each position one substitution: fix or drop the row"
+            )
+        named[position] = part
         if target[position - 1] != wild:
             raise InputError(
                 f"{path}: row {row}: mutant {text!r} says position {position} is {wild}, but target_seq of {dms_id} has "
