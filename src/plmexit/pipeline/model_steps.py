@@ -67,23 +67,27 @@ def check_crop_covers(crop: engine.VariantCrop, ids: list[str], source: str | Pa
     """Every position named by a mutant id (``A24C:G30D``) lies inside the crop, else an ``EmbedError``.
 
     The crop covers every position where variants differ by construction; this catches what that
-    cannot see, such as a substitution every variant shares. Ids that are not mutants (a table that
-    is not ProteinGym's) are not checked.
+    cannot see, such as a substitution every variant shares. Every id is read: ids that are not
+    mutants (a table that is not ProteinGym's, or a wild-type row) are skipped, and counted in one log line.
     """
     from plmexit.data import proteingym  # pandas, only for variant sets
 
+    not_mutants = []
     for row, mutant in enumerate(ids, start=1):
         try:
             positions = proteingym.mutated_positions(mutant)
         except InputError:
-            log.info("%s: id %r is not a ProteinGym mutant; the crop is checked against where sequences differ only", source, mutant)
-            return
+            not_mutants.append(mutant)
+            continue
         for position in positions:
             if not crop.covers(position - 1):
                 raise EmbedError(
                     f"{source}: row {row} ({mutant}) mutates position {position}, outside residues {crop.start + 1}..{crop.stop} "
                     "that are embedded; set embed.long_sequences: window, which embeds every residue"
                 )
+    if not_mutants:
+        log.info("%s: %d of %d ids are not ProteinGym mutants (first %r); the crop is checked against where sequences differ only for those",
+                 source, len(not_mutants), len(ids), not_mutants[0])
 
 
 # Forward batches per resumable part: a killed run loses at most this much work, and every this
