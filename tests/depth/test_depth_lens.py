@@ -1,5 +1,7 @@
 """Logit lens, block skipping and exit layers, checked against fair-esm's own forward."""
 
+import copy
+
 import numpy as np
 import pytest
 import torch
@@ -90,3 +92,30 @@ def test_skipping_the_last_block_is_the_lens_of_the_layer_before(tiny_loaded, se
     assert sorted(result.skip.loc[result.skip["block"] == 1, "layer"].unique()) == list(range(1, L + 1))
     assert (result.skip.loc[result.skip["metric"] == "hidden_relative_change", "value"] > 0).all()
     assert lens.analyse(lm, sample, skip_blocks=False).skip.empty
+
+
+def test_layer_0s_lens_at_masked_positions_is_constant_and_the_final_norms_bias_sets_it(tiny_loaded, sequences):
+    """Token dropout zeroes a masked position's state 0, so its lens is ``head(0)`` raw and
+    ``head(bias)`` through the final norm: equal only while the bias is zero."""
+    from plmexit.depth.heads import lens_logits
+
+    loaded = copy.deepcopy(tiny_loaded)  # the session's model stays as it is
+    lm = FairEsmMaskedLM(loaded)
+    sample = lens.mask_sample([f"s{i}" for i in range(len(sequences))], sequences, 2, 0.3, 4, 1022)
+    tokens = lm.encode(sample.residues[:1])
+    columns = torch.as_tensor(sample.masked[0] + lm.offset)
+    tokens[0, columns] = lm.mask_id
+    norm = loaded.model.emb_layer_norm_after
+    with torch.no_grad():
+        state0 = next(lm.layer_states(tokens))[0, columns]
+        assert torch.count_nonzero(state0) == 0 and torch.count_nonzero(norm.bias) == 0  # a fresh model's norm has a zero bias
+        torch.testing.assert_close(lens_logits(lm, state0, norm=True), lens_logits(lm, state0, norm=False), rtol=0, atol=0)
+        unbiased = lens.analyse(lm, sample, skip_blocks=False).lens.set_index(["lens", "layer", "metric"])["value"]
+        norm.bias.copy_(torch.linspace(-2, 2, norm.bias.numel()))
+        normed, raw = lens_logits(lm, state0, norm=True), lens_logits(lm, state0, norm=False)
+        torch.testing.assert_close(normed, lm.head(norm.bias).expand_as(normed))  # head(bias) at every masked position
+        torch.testing.assert_close(raw, lm.head(torch.zeros_like(norm.bias)).expand_as(raw))  # head(0)
+        assert (normed - raw).abs().max() > 0.1
+        biased = lens.analyse(lm, sample, skip_blocks=False).lens.set_index(["lens", "layer", "metric"])["value"]
+    assert unbiased[("final_norm", 0, "kl_to_final")] == pytest.approx(unbiased[("raw", 0, "kl_to_final")], abs=1e-6)
+    assert abs(biased[("final_norm", 0, "kl_to_final")] - biased[("raw", 0, "kl_to_final")]) > 1e-3

@@ -16,8 +16,11 @@ dropout then rescales the embeddings by the observed mask ratio, as it does for 
   through): ``final_kl_mean`` / ``final_kl_max`` of KL(final || final without block i) over masked
   positions, and ``hidden_relative_change`` ``||h'_k - h_k|| / ||h_k||`` at every later state
   ``k >= i``, averaged over residue positions that were not masked.
-- Under ESM's token dropout a masked position's state 0 is the zero vector, so layer 0's lens
-  there is the head's constant output (the same with or without the final norm).
+- Under ESM's token dropout a masked position's state 0 is the zero vector, so layer 0's lens is
+  the same at every masked position: ``head(0)`` raw, and ``head(b)`` through the final norm, which
+  maps the zero vector to its bias ``b`` (a LayerNorm's ``(x - mean) / std * w + b``). The two lenses
+  differ whenever the norm has a nonzero bias, as trained ESM2 models' ``emb_layer_norm_after`` has;
+  only a zero bias (a freshly initialised model) makes them equal.
 - Exit consistency (arXiv:2412.01455; standard lens): a masked position's exit layer is the
   earliest ``k`` from which the lens top-1 equals the final top-1 at every later layer.
 """
