@@ -271,3 +271,34 @@ def test_transformers_heads_last_layer_scores_equal_proteingyms_loop_on_their_ow
     np.testing.assert_allclose(masked, reference.transformers_scores(model, tokenizer, target, mutants, "masked-marginals", positions), rtol=0, atol=1e-5)
     np.testing.assert_allclose(wild, reference.transformers_scores(model, tokenizer, target, mutants, "wt-marginals"), rtol=0, atol=1e-5)
     assert np.ptp(masked) > 0 and not np.allclose(masked, wild)
+
+
+def test_a_transformers_esm_reads_a_long_target_through_proteingyms_windows(hub_heads):
+    """The windows are cut from the model's own tokens, so a transformers masked LM reads them as
+    fair-esm's does: ``EsmForMaskedLM`` (fair-esm's vocabulary) against ProteinGym's loop run on its
+    own forward, last layer, a 300-residue target and a 64-token window."""
+    import esm
+    from types import SimpleNamespace
+
+    from plmexit.depth.heads import TransformersMaskedLM
+
+    model, tokenizer = hub_heads["esm"]
+    rng = np.random.default_rng(5)
+    target = "".join(rng.choice(list("ACDEFGHIKLMNPQRSTVWY"), 300))
+    mutants = [_mutant(target, p, rng) for p in (1, 31, 32, 150, 269, 270, 300)] + [":".join(_mutant(target, p, rng) for p in (3, 150, 298))]
+    mutations = [proteingym.parse_mutant(m, target, "synthetic.csv", 2, "synthetic") for m in mutants]
+    lm = TransformersMaskedLM(model, tokenizer, "esm")
+    lm.max_residues = 62
+    plan = zero_shot.plan_scoring(target, mutations, lm.max_residues)
+    index = zero_shot.index_mutations(mutations, plan, lm.residue_ids)
+    masked = zero_shot.variant_scores(zero_shot.masked_marginal_log_probs(lm, target, plan, 4), index)[-1]
+    wild = zero_shot.variant_scores(zero_shot.wt_marginal_log_probs(lm, target, plan, 4), index)[-1]
+    loaded = SimpleNamespace(model=model, alphabet=esm.data.Alphabet.from_architecture("ESM-1b"))
+    assert all(tokenizer.convert_tokens_to_ids(t) == loaded.alphabet.get_idx(t) for t in ("<cls>", "<eos>", "<mask>", *"ACDEFGHIKLMNPQRSTVWY"))
+
+    def logits(tokens):
+        return model(input_ids=tokens, attention_mask=torch.ones_like(tokens)).logits
+
+    positions = reference.mutated_token_positions(mutants)
+    np.testing.assert_allclose(masked, reference.proteingym_scores(loaded, target, mutants, "masked-marginals", positions, model_window=64, logits=logits), atol=1e-5)
+    np.testing.assert_allclose(wild, reference.proteingym_scores(loaded, target, mutants, "wt-marginals", model_window=64, logits=logits), atol=1e-5)
