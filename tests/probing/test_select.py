@@ -155,7 +155,7 @@ def test_hyperparameters_on_the_edge_of_their_grid_are_reported():
 def test_a_probe_table_without_deploy_rows_is_an_error():
     table = long_table(INNER, TEST)
 
-    with pytest.raises(InputError, match=r"no 'inner_spearman' rows for fold -1 \(all training rows\), so no deployed layer; rerun `plmexit probe`"):
+    with pytest.raises(InputError, match=r"no 'inner_spearman' rows for fold -1 \(the deploy rows\), so no deployed layer; rerun `plmexit probe`"):
         select_layer(table[table.fold != DEPLOY_FOLD], "spearman")
 
 

@@ -4,7 +4,7 @@ Invariant: the layer for evaluation fold ``f`` is chosen from the ``inner_<metri
 which probes compute on fold ``f``'s training rows only; the *nested score* is the mean over
 folds of the test score of each fold's own chosen layer, so it estimates how well the selection
 procedure does on data it has not seen. The *deployed layer* is the same procedure run on all
-training rows (probe-table fold ``DEPLOY_FOLD``): the layer a user ships, whose savings are
+rows that are never test rows (``probes.deploy_rows``; probe-table fold ``DEPLOY_FOLD``): the layer a user ships, whose savings are
 reported beside the nested estimate, with the folds' choices and how often they agree with it.
 A layer whose inner score is NaN (its training features carry no variation) is never chosen; a
 task where no layer can be chosen is reported as ``no_signal``, never as a saving. The
@@ -67,7 +67,7 @@ def select_layer(table: pd.DataFrame, metric: str, tolerance: float = 0.0) -> di
 
     Within each evaluation fold the shallowest layer whose inner score is within ``tolerance``
     of that fold's best inner score wins, so equal accuracy goes to the cheaper model; the
-    deployed layer is chosen the same way from the inner scores over all training rows.
+    deployed layer is chosen the same way from the inner scores on the deploy rows (``probes.deploy_rows``).
     """
     if table["model"].nunique() != 1 or table["task"].nunique() != 1:
         raise InputError("a probe table must hold one model and one task; select each (model, task) on its own")
@@ -76,7 +76,7 @@ def select_layer(table: pd.DataFrame, metric: str, tolerance: float = 0.0) -> di
         if not (table["metric"] == name).any():
             raise InputError(f"no {name!r} rows (metrics: {', '.join(sorted(table['metric'].unique()))}); select by the metric the probes were run with")
     if not ((table["metric"] == inner_metric) & (table["fold"] == DEPLOY_FOLD)).any():
-        raise InputError(f"no {inner_metric!r} rows for fold {DEPLOY_FOLD} (all training rows), so no deployed layer; rerun `plmexit probe`")
+        raise InputError(f"no {inner_metric!r} rows for fold {DEPLOY_FOLD} (the deploy rows), so no deployed layer; rerun `plmexit probe`")
     evaluated = table[table.fold != DEPLOY_FOLD]
     test = evaluated[evaluated.metric == metric].pivot(index="layer", columns="fold", values="value")
     inner = table[table.metric == inner_metric].pivot(index="layer", columns="fold", values="value")
@@ -104,7 +104,7 @@ def select_layer(table: pd.DataFrame, metric: str, tolerance: float = 0.0) -> di
         )
     deployed = choose_layer(inner[DEPLOY_FOLD], tolerance)
     mean_test = test.mean(axis=1)
-    # A layer with no signal on all training rows is no candidate, not even for the oracle.
+    # A layer with no signal on the deploy rows is no candidate, not even for the oracle.
     candidates = mean_test[inner[DEPLOY_FOLD].reindex(mean_test.index).notna()]
     no_signal = deployed is None or any(f["layer"] is None for f in folds)
     fold_layers = [f["layer"] for f in folds]
