@@ -31,6 +31,7 @@ from plmexit.errors import InputError, ModelError, StoreError
 from plmexit.models import fair_esm
 from plmexit.models import manifest as model_manifests
 from plmexit.pipeline.reading import read_json
+from plmexit.pipeline.select_steps import TEST_UNIT_POSITIONS
 from plmexit.probing import choice, probes, tables
 from plmexit.probing.linear import LinearProbe
 from plmexit.reporting.card import render_card
@@ -211,6 +212,8 @@ def _card(manifest, selection, costs, attrs, settings, probe: LinearProbe, layer
             "interval_of": "the gain (nested score minus the final layer's score), not the nested score itself",
             "interval_covers": (
                 f"a percentile bootstrap over {bootstrap.get('unit', 'test items')}, so it covers the test sample's variability only"
+                + ("; resampling mutated positions, it speaks about the assay's positions, not only further variants at the positions tested"
+                   if selection.get("test_unit") == TEST_UNIT_POSITIONS else "")
             ),
             "nested_score_covers": "mean over evaluation folds of each fold's test score at the layer chosen on that fold's training rows only",
             "verdict": selection.get("verdict"), "fold_layers": selection.get("fold_layers"), "fold_agreement": selection.get("fold_agreement"),
