@@ -3,9 +3,10 @@
 Invariant: the layer for evaluation fold ``f`` is chosen from the ``inner_<metric>`` scores,
 which probes compute on fold ``f``'s training rows only; the *nested score* is the mean over
 folds of the test score of each fold's own chosen layer, so it estimates how well the selection
-procedure does on data it has not seen. The *deployed layer* is the same procedure run on all
-rows that are never test rows (``probes.deploy_rows``; probe-table fold ``DEPLOY_FOLD``): the layer a user ships, whose savings are
-reported beside the nested estimate, with the folds' choices and how often they agree with it.
+procedure does on data it has not seen. The *deployed layer* is the same procedure run on the
+rows that are never test rows (``probes.deploy_rows``; probe-table fold ``DEPLOY_FOLD``): the
+layer a user ships, whose savings are reported beside the nested estimate, with the folds'
+choices and how often they agree with it.
 A layer whose inner score is NaN (its training features carry no variation) is never chosen; a
 task where no layer can be chosen is reported as ``no_signal``, never as a saving. The
 ``oracle`` layer (best mean test score) is reported too and is optimistic by construction.
