@@ -600,7 +600,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="CSV to write")
     p.set_defaults(func=cmd_summarize_proteingym)
 
-    p = sub.add_parser("export", help="ship the deployed layer: the model's first k blocks, the probe refitted on all training rows, a model card")
+    p = sub.add_parser("export", help="ship the deployed layer: the model's first k blocks, the probe refitted on the rows that are never test rows, a model card")
     p.add_argument("--model", required=True, help="model manifest JSON from fetch-model (the model the store was embedded with)")
     p.add_argument("--embeddings", required=True, help="HDF5 store from embed (the deployed layer's features and the embedding settings)")
     p.add_argument("--task", required=True, help="task table TSV from prepare (the labels the probe is refitted on)")

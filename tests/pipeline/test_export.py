@@ -184,6 +184,30 @@ def test_predict_reproduces_the_probe_steps_test_predictions(chains, tmp_path, c
             np.testing.assert_allclose(scores, np.stack(expected["prediction"].to_list()), rtol=1e-4, atol=1e-6)  # stored with 6 digits
 
 
+@pytest.mark.parametrize("task_type", ["regression", "classification", "multilabel"])
+def test_the_shipped_probe_of_a_train_test_split_never_fits_a_test_row(chains, tmp_path, task_type):
+    """With an official test file (its rows fold 0, the training file's fold -1) the shipped probe is
+    fitted on the training file's rows only (``probes.deploy_rows``), as the deploy fold was."""
+    files = chains(task_type, "raw")
+    table = tasks.read_task_table(files["task.tsv"])
+    table["fold"] = np.where(np.arange(len(table)) < 12, tasks.TEST_FOLD, tasks.TRAIN_ONLY_FOLD)
+    split = tmp_path / "split.tsv"
+    table.to_csv(split, sep="\t", index=False)  # same ids and sequences: the store still matches
+    argv = ["export", "--model", files["model.json"], "--embeddings", files["store.h5"], "--task", split,
+            "--selection", _deploy_at(files, 1), "--cost", files["cost.json"], "--type", task_type, "--out", tmp_path / "export"]
+    assert main([str(a) for a in argv]) == 0
+
+    card, shipped = export_steps.read_export(tmp_path / "export")
+    labels = tasks.read_task_table(split, task_type)["label"].to_numpy()
+    classes = tables.classes_of(labels) if task_type == "multilabel" else None
+    y = tables.indicator(labels, classes) if classes else labels
+    train = table["fold"].to_numpy() == tasks.TRAIN_ONLY_FOLD
+    expected = probes.refit_probe(store.read_layer(files["store.h5"], 1)[train], y[train], task_type, shipped.hyperparameter, classes)
+    assert shipped.n_training_rows == card["task"]["n_training_rows"] == train.sum() == len(table) - 12
+    np.testing.assert_allclose(np.asarray(shipped.weights), np.asarray(expected.weights), rtol=1e-6, atol=1e-9)
+    np.testing.assert_allclose(np.asarray(shipped.intercept), np.asarray(expected.intercept), rtol=1e-6, atol=1e-9)
+
+
 @pytest.mark.parametrize(("family", "layer_norm"), [("t5", "raw"), ("t5", "final"), ("esm", "raw"), ("albert", "raw"), ("esmc", "final")])
 def test_a_transformers_export_is_a_cut_directory_whose_features_are_the_stores(tiny_hub_models, tmp_path, capsys, family, layer_norm):
     """The model a user ships comes in the format it came in: a transformers directory with fewer

@@ -35,6 +35,11 @@ def expected_rows(folds, test_metrics, inner) -> set[tuple[int, str]]:
     return {(f, m) for f in folds for m in (*test_metrics, *choice)} | {(DEPLOY_FOLD, m) for m in choice}
 
 
+def deploy_mask(folds) -> np.ndarray:
+    """The rows the deploy fold fits, by its definition: the train-only rows (fold -1) if there are any, else every row."""
+    return folds == -1 if (folds == -1).any() else np.full(len(folds), True)
+
+
 def as_dict(rows) -> dict[tuple[int, str], float]:
     return {(fold, metric): value for fold, metric, value in rows}
 
@@ -126,7 +131,7 @@ def test_train_only_rows_are_never_tested():
     fits = probe_layer(X, y, folds, ProbeSettings("regression", "spearman"))
 
     assert [fit.fold for fit in fits] == [0, 1, 2, DEPLOY_FOLD]
-    assert len(fits[-1].test) == 0 and len(fits[-1].predictions) == 0  # the deploy probe is fitted on every row, tested on none
+    assert len(fits[-1].test) == 0 and len(fits[-1].predictions) == 0  # the deploy probe is fitted on the train-only rows, tested on none
     for fit in fits[:-1]:
         assert isinstance(fit, FoldFit)
         np.testing.assert_array_equal(fit.test, np.flatnonzero(folds == fit.fold))  # never a train-only row
@@ -228,8 +233,8 @@ def test_ridge_folds_equals_the_scikit_learn_reference(case):
 
     assert [fit.fold for fit in fits] == [*evaluation_folds(folds), DEPLOY_FOLD]
     for fit in fits:
-        # The deploy probe trains on every row and has no test rows (scikit-learn needs one to predict).
-        train, test = (folds != fit.fold, folds == fit.fold) if fit.fold != DEPLOY_FOLD else (np.full(len(y), True), np.full(len(y), False))
+        # The deploy probe trains on the deploy rows and has no test rows (scikit-learn needs one to predict).
+        train, test = (folds != fit.fold, folds == fit.fold) if fit.fold != DEPLOY_FOLD else (deploy_mask(folds), np.full(len(y), False))
         predictions, inner_score, alpha = reference_ridge(X[train], y[train], X[test] if test.any() else X[:1], DEFAULT_RIDGE_ALPHAS, spearman)
         np.testing.assert_array_equal(fit.test, np.flatnonzero(test))
         assert fit.hyperparameter == alpha
@@ -290,7 +295,7 @@ def test_grouped_ridge_equals_grid_search_on_the_same_splits(case, split):
 
     assert [fit.fold for fit in fits] == [*evaluation_folds(folds), DEPLOY_FOLD]
     for fit in fits:
-        train = folds != fit.fold if fit.fold != DEPLOY_FOLD else np.full(len(y), True)
+        train = folds != fit.fold if fit.fold != DEPLOY_FOLD else deploy_mask(folds)
         X_test = X[fit.test] if len(fit.test) else X[:1]  # the deploy probe has no test rows; scikit-learn needs one to predict
         groups = inner_groups(positions[train], split, 3)
         predictions, inner_score, alpha = reference_ridge_grouped(X[train], y[train], X_test, DEFAULT_RIDGE_ALPHAS, spearman, groups)

@@ -9,6 +9,7 @@ import pytest
 from plmexit.errors import InputError
 from plmexit.probing.choice import (
     ACROSS_TASK_COLUMNS,
+    MIN_ACROSS_TASKS,
     SUMMARY_COLUMNS,
     across_tasks,
     bootstrap_gain,
@@ -155,7 +156,7 @@ def test_hyperparameters_on_the_edge_of_their_grid_are_reported():
 def test_a_probe_table_without_deploy_rows_is_an_error():
     table = long_table(INNER, TEST)
 
-    with pytest.raises(InputError, match=r"no 'inner_spearman' rows for fold -1 \(all training rows\), so no deployed layer; rerun `plmexit probe`"):
+    with pytest.raises(InputError, match=r"no 'inner_spearman' rows for fold -1 \(the deploy rows\), so no deployed layer; rerun `plmexit probe`"):
         select_layer(table[table.fold != DEPLOY_FOLD], "spearman")
 
 
@@ -393,6 +394,30 @@ def test_a_cluster_bootstrap_resamples_positions_and_is_wider_when_positions_are
     assert positions[1] - positions[0] > 1.5 * (items[1] - items[0])
 
 
+def test_clusters_that_cross_folds_are_drawn_once_for_all_folds(selection):
+    """Random folds test each position in several folds; its error is shared across them. Drawn within each
+    fold (as nested clusters are) positions would be resampled independently per fold, as items are."""
+    rng = np.random.default_rng(1)
+    positions = np.repeat(np.arange(24), 6)  # 24 positions x 6 variants, spread over the 3 folds at random
+    ids = np.array([f"p{p}_{i}" for i, p in enumerate(positions)])
+    folds = rng.permutation(np.arange(len(ids)) % 3)
+    truth = rng.normal(size=24)[positions] + 0.3 * rng.normal(size=len(ids))
+    frames = [
+        pd.DataFrame({"layer": layer, "fold": folds, "id": ids, "label": truth, "prediction": truth + rng.normal(size=24)[positions]})
+        for layer in (2, 3, 4)
+    ]
+    predictions = pd.concat(frames, ignore_index=True)
+    clusters = {i: int(p) for i, p in zip(ids, positions)}
+    within_folds = {i: f"{f}:{p}" for i, p, f in zip(ids, positions, folds)}  # the same positions, as if each fold's were its own
+
+    items = bootstrap_gain(predictions, selection, "regression", n_boot=300, seed=0)
+    crossing = bootstrap_gain(predictions, selection, "regression", n_boot=300, seed=0, clusters=clusters)
+    nested = bootstrap_gain(predictions, selection, "regression", n_boot=300, seed=0, clusters=within_folds)
+
+    # Widths with this seed: items 0.25, positions drawn within folds 0.38, drawn once for all folds 0.54.
+    assert crossing[1] - crossing[0] > 1.3 * (nested[1] - nested[0]) and nested[1] - nested[0] > items[1] - items[0]
+
+
 # --- across tasks --------------------------------------------------------------------------------------
 
 
@@ -425,7 +450,7 @@ def test_across_tasks_exact():
     # One task: every resample is that task, so the interval is a point.
     assert b == {
         "model": "esm2_b", "metric": "accuracy", "scheme": "-", "n_tasks": 1, "n_no_signal": 0, "final_selected_fraction": 0.0,
-        "final_oracle_fraction": 1.0, "mean_gain": 0.25, "mean_gain_ci_low": 0.25, "mean_gain_ci_high": 0.25,
+        "final_oracle_fraction": 1.0, "mean_gain": 0.25, "mean_gain_ci_low": 0.25, "mean_gain_ci_high": 0.25, "verdict": "too_little_data",
         "mean_deployed_compute_saved": pytest.approx(2 / 3), "mean_deployed_time_saved": 0.5,
     }
 
@@ -450,12 +475,54 @@ def test_across_tasks_never_mixes_metrics_and_counts_each_assay_once():
     ])
     assert across.loc[("spearman", "fold_random_5"), ["n_tasks", "n_no_signal", "mean_gain"]].tolist() == [3, 1, pytest.approx(0.1)]
     assert across.loc[("spearman", "fold_contiguous_5"), "mean_gain"] == pytest.approx(0.05)
-    # Each assay once: A's three schemes average to 0.1, B's to 0; GB1 (no scheme) is not mixed in.
+    # Each assay once: A's three schemes average to 0.1, B's to 0; GB1 (no scheme) is not mixed in, nor C (one scheme only).
     everything = across.loc[("spearman", "all")]
-    assert (everything["n_tasks"], everything["mean_gain"]) == (3, pytest.approx(0.05))
+    assert (everything["n_tasks"], everything["n_no_signal"], everything["mean_gain"]) == (2, 0, pytest.approx(0.05))
     assert everything["final_selected_fraction"] == pytest.approx((1 / 3 + 1) / 2)
     assert across.loc[("spearman", "-"), "mean_gain"] == pytest.approx(0.3)
     assert across.loc[("accuracy", "-"), "mean_gain"] == pytest.approx(0.1)
+
+
+def _scheme_rows(assay: str, gains: dict[str, float | None]) -> list[tuple]:
+    """An assay's summary rows, one per scheme: a gain, or None for no_signal."""
+    return [("m", f"{assay}.{scheme}", assay, scheme, "spearman", "ok" if gain is not None else "no_signal", 4,
+             None if gain is None else 2, None if gain is None else 4, gain, None if gain is None else 0.5, None if gain is None else 0.4)
+            for scheme, gain in gains.items()]
+
+
+def test_the_all_row_holds_only_assays_seen_under_every_scheme_and_counts_assays():
+    """Before: ``all`` averaged BLAT over three schemes beside NUD15 over one, and counted NUD15's no_signal
+    rows (3) against assays (2)."""
+    rows = [
+        *_scheme_rows("BLAT", {"fold_random_5": 0.3, "fold_modulo_5": 0.0, "fold_contiguous_5": 0.0}),
+        *_scheme_rows("NUD15", {"fold_contiguous_5_built": -0.3}),  # a built scheme counts as the published one
+        *_scheme_rows("SPG1", {"fold_random_5": None, "fold_modulo_5": None, "fold_contiguous_5": 0.2}),
+        *_scheme_rows("GFP", {"fold_random_5": 0.0, "fold_modulo_5_built": 0.3, "fold_contiguous_5": 0.0}),
+    ]
+
+    across = across_tasks(pd.DataFrame(rows, columns=COLUMNS), n_boot=50, seed=0).set_index(["metric", "scheme"])
+    everything = across.loc[("spearman", "all")]
+
+    # BLAT and GFP (0.1 each over their three schemes) and SPG1, no_signal under two schemes, counted once; NUD15 left out.
+    assert (everything["n_tasks"], everything["n_no_signal"], everything["mean_gain"]) == (3, 1, pytest.approx(0.1))
+    assert across.loc[("spearman", "fold_random_5"), ["n_tasks", "n_no_signal"]].tolist() == [3, 1]
+    assert across.loc[("spearman", "fold_contiguous_5_built"), ["n_tasks", "n_no_signal"]].tolist() == [1, 0]
+    assert everything["verdict"] == "too_little_data"  # two assays with a signal
+
+
+@pytest.mark.parametrize(("gains", "expected"), [
+    ([0.05 + 0.001 * k for k in range(MIN_ACROSS_TASKS)], "better_than_final"),
+    ([-0.05 - 0.001 * k for k in range(MIN_ACROSS_TASKS)], "worse_than_final"),
+    ([0.05 * (-1) ** k for k in range(MIN_ACROSS_TASKS)], "not_distinguishable"),
+    ([0.05 + 0.001 * k for k in range(MIN_ACROSS_TASKS - 1)], "too_little_data"),  # a clear interval over too few tasks
+    ([0.9 * (-1) ** k for k in range(MIN_ACROSS_TASKS)], "too_little_data"),  # wider than MAX_INTERVAL_WIDTH
+])
+def test_an_across_task_interval_gets_the_small_sample_guard_of_a_task(gains, expected):
+    rows = [("m", f"t{k}", None, None, "accuracy", "ok", 4, 2, 4, gain, 0.5, 0.4) for k, gain in enumerate(gains)]
+
+    across = across_tasks(pd.DataFrame(rows, columns=COLUMNS), n_boot=200, seed=0)
+
+    assert across["verdict"].tolist() == [expected]
 
 
 def test_across_tasks_is_deterministic_for_a_seed():

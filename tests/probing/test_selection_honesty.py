@@ -105,6 +105,51 @@ def test_equal_signal_at_two_layers_goes_to_the_shallowest_within_tolerance():
     assert tolerant["nested_score"] == pytest.approx(strict["nested_score"], abs=0.02)
 
 
+# --- an official train/test split: the test file never chooses the deployed layer -------------------
+
+N_TRAIN, N_TEST = 40, 80  # two test rows for every training row, as GB1's three-vs-rest demo task has
+
+
+@pytest.mark.parametrize("task_type", ["regression", "classification"])
+def test_signal_only_in_the_test_rows_does_not_move_the_deployed_layer(task_type):
+    """Layer 0 carries the label on the training rows only, layer 1 on the test rows only, layer 2 nowhere.
+
+    Fitted on every row, the deploy fold would see layer 1's signal on twice as many rows and deploy
+    it; fitted on the rows that are never test rows, as fold 0 is, it deploys layer 0.
+    """
+    rng = np.random.default_rng(7)
+    n = N_TRAIN + N_TEST
+    folds = np.r_[np.full(N_TRAIN, -1), np.zeros(N_TEST, dtype=int)]
+    latent = rng.normal(size=n)
+    y = latent if task_type == "regression" else np.where(latent > 0, "up", "down").astype(object)
+    train, test = folds == -1, folds == 0
+    layers = [rng.normal(size=(n, 4)) for _ in range(3)]
+    layers[0][train, 0] += 3 * latent[train]
+    layers[1][test, 0] += 3 * latent[test]
+    settings = RIDGE if task_type == "regression" else probes.ProbeSettings("classification", "accuracy", logistic_cs=(0.1, 1.0), inner_folds=3)
+    metric = settings.selection_metric
+
+    table, _ = probe_every_layer(layers, y, folds, settings)
+    selection = choice.select_layer(table, metric)
+
+    inner = table[table.metric == f"inner_{metric}"].pivot(index="layer", columns="fold", values="value")
+    hyper = table[table.metric == probes.HYPERPARAMETER].pivot(index="layer", columns="fold", values="value")
+    # The deploy fold is fold 0's fit: the same rows, so the same inner scores and hyperparameters at every layer.
+    np.testing.assert_array_equal(inner[probes.DEPLOY_FOLD], inner[0])
+    np.testing.assert_array_equal(hyper[probes.DEPLOY_FOLD], hyper[0])
+    assert selection["folds"][0]["layer"] == 0 and selection["deployed_layer"] == 0
+    # The premise: the same procedure on every row (the test file included) would deploy layer 1.
+    every_row, _ = probe_every_layer(layers, y, np.full(n, -1), settings)
+    assert every_row[every_row.metric == f"inner_{metric}"].set_index("layer")["value"].idxmax() == 1
+
+
+def test_deploy_rows_are_the_rows_never_tested():
+    np.testing.assert_array_equal(probes.deploy_rows(np.array([-1, 0, -1, 0, 0])), [0, 2])  # a train/test split: the training file
+    np.testing.assert_array_equal(probes.deploy_rows(np.array([2, 0, 1, 0])), [0, 1, 2, 3])  # cross-validation: every row
+    np.testing.assert_array_equal(probes.deploy_rows(np.array([-1, -1])), [0, 1])  # no test file
+    np.testing.assert_array_equal(probes.deploy_rows(np.array([-1, 1, 0, -1])), [0, 3])  # train-only rows beside folds: those only
+
+
 # --- pure noise: the nested gain is zero on average, the oracle's is not -------------------------------
 
 N_SEEDS = 20

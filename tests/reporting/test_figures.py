@@ -23,7 +23,7 @@ def test_the_layer_figure_shows_the_scores_that_chose_the_layer_and_the_time_sav
 
     drawn = labels(fig)
     assert "training-only score, mean over folds" in drawn  # what the folds chose by
-    assert "training-only score on all training rows (chooses the deployed layer)" in drawn
+    assert "training-only score on the deploy rows (chooses the deployed layer)" in drawn
     assert any(label.startswith("deployed layer 2 (nested score 0.467; folds chose 2,2,3)") for label in drawn)
     assert "final layer 4" in drawn and "+- 1 sd over folds" in drawn
     time_axis = fig.axes[1]

@@ -122,7 +122,7 @@ def time_exit_task(
     write_text(out, result.to_csv(sep="\t", index=False, float_format="%.6g"))
     meta_out = {
         "model": manifest["id"], "task": meta["task"], "fold": fold, "n_layers": L, "static_layer": static_layer,
-        "static_layer_is": "the deployed layer (plmexit select, all training rows)" if selection["deployed_layer"] is not None else "none deployed: full depth",
+        "static_layer_is": "the deployed layer (plmexit select, on the rows that are never test rows)" if selection["deployed_layer"] is not None else "none deployed: full depth",
         "n_sequences": len(timed_rows), "sequence_ids": [str(i) for i in table["id"].to_numpy()[timed_rows]], "seed": seed, "repeats": repeats,
         "batch_sizes": [int(t.shape[0]) for t, _ in batches], "max_tokens": settings.max_tokens, "layer_norm": settings.layer_norm,
         "long_sequences": settings.long_sequences, "truncation": crop.describe() if crop is not None else settings.long_sequence_description(),

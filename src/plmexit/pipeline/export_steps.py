@@ -31,6 +31,7 @@ from plmexit.errors import InputError, ModelError, StoreError
 from plmexit.models import fair_esm
 from plmexit.models import manifest as model_manifests
 from plmexit.pipeline.reading import read_json
+from plmexit.pipeline.select_steps import TEST_UNIT_POSITIONS
 from plmexit.probing import choice, probes, tables
 from plmexit.probing.linear import LinearProbe
 from plmexit.reporting.card import render_card
@@ -52,8 +53,8 @@ def export_model(
     task_type: str, out: str | Path,
 ) -> dict:
     """Write ``out/``: the model's first ``k`` blocks (``k`` the selection's deployed layer), the probe
-    refitted on every training row at the deploy fold's hyperparameter (``probes.refit_probe``),
-    ``card.json`` and ``README.md``. Returns the card."""
+    refitted on the deploy rows (``probes.deploy_rows``: never an official test row) at the deploy
+    fold's hyperparameter (``probes.refit_probe``), ``card.json`` and ``README.md``. Returns the card."""
     selection = read_json(selection_file, "`plmexit select`", _SELECTION_KEYS)
     if selection["status"] != choice.STATUS_OK or selection["deployed_layer"] is None:
         raise InputError(f"{selection_file}: status {selection['status']!r}, no deployed layer to export (no layer carries a signal)")
@@ -84,13 +85,15 @@ def export_model(
     labels = table["label"].to_numpy()
     classes = tables.classes_of(labels) if task_type == "multilabel" else None
     y = tables.indicator(labels, classes) if classes else labels
-    probe = probes.refit_probe(store.read_layer(embeddings, layer), y, task_type, float(selection["deployed_hyperparameter"]), classes)
+    # The deploy fold's rows (never an official test row), as the probe step fitted the deploy fold.
+    rows = probes.deploy_rows(table["fold"].to_numpy())
+    probe = probes.refit_probe(store.read_layer(embeddings, layer)[rows], y[rows], task_type, float(selection["deployed_hyperparameter"]), classes)
 
     blocks = max(layer, 1)  # fair-esm's ESM2 needs one block; layer 0 (token embeddings) is read before it
     with atomic_directory(out) as tmp:
         model = write_model(manifest, blocks, tmp)
         write_text(tmp / PROBE, probe.to_json())
-        card = _card(manifest, selection, costs, info.attrs, settings, probe, layer, model, len(table))
+        card = _card(manifest, selection, costs, info.attrs, settings, probe, layer, model, len(rows))
         write_text(tmp / CARD, json.dumps(card, indent=2) + "\n")
         write_text(tmp / README, render_card(card))
     log.info("exported %s: layer %d of %d (a %d-block model) with its %s probe to %s", manifest["name"], layer, n_layers, blocks, task_type, out)
@@ -209,6 +212,8 @@ def _card(manifest, selection, costs, attrs, settings, probe: LinearProbe, layer
             "interval_of": "the gain (nested score minus the final layer's score), not the nested score itself",
             "interval_covers": (
                 f"a percentile bootstrap over {bootstrap.get('unit', 'test items')}, so it covers the test sample's variability only"
+                + ("; resampling mutated positions, it speaks about the assay's positions, not only further variants at the positions tested"
+                   if selection.get("test_unit") == TEST_UNIT_POSITIONS else "")
             ),
             "nested_score_covers": "mean over evaluation folds of each fold's test score at the layer chosen on that fold's training rows only",
             "verdict": selection.get("verdict"), "fold_layers": selection.get("fold_layers"), "fold_agreement": selection.get("fold_agreement"),
@@ -228,7 +233,8 @@ def _card(manifest, selection, costs, attrs, settings, probe: LinearProbe, layer
             "n_truncated_in_training": attrs.get("n_truncated"),
         },
         "probe": {"file": PROBE, "link": probe.link, "hyperparameter": probe.hyperparameter,
-                  "fit": "refitted on every training row at the hyperparameter the deploy fold chose by inner cross-validation"},
+                  "fit": ("refitted on the deploy rows (the training file's rows where the task has an official test file, which never "
+                          "fits it; every row of a cross-validated task) at the hyperparameter the deploy fold chose by inner cross-validation")},
     }
 
 

@@ -22,6 +22,10 @@ from plmexit.probing import choice
 
 log = logging.getLogger(__name__)
 
+# What ``min_test_fold_size`` counts and the gain's bootstrap resamples (the selection's ``test_unit``).
+TEST_UNIT_POSITIONS = "positions"
+TEST_UNIT_ITEMS = "items"
+
 
 def select_task(
     probe_table: str | Path, predictions: str | Path, cost_file: str | Path, task_info: str | Path,
@@ -50,9 +54,10 @@ def select_task(
     ok = selection["status"] == choice.STATUS_OK
 
     clusters = _position_clusters(info, table["id"])
+    selection["test_unit"] = TEST_UNIT_POSITIONS if clusters else TEST_UNIT_ITEMS
     selection["bootstrap"] = {
         "resamples": n_boot, "seed": seed, "level": choice.CONFIDENCE_LEVEL,
-        "unit": ("mutated positions" if clusters else "test items") + ", paired within folds; probes not refitted, layers not re-chosen",
+        "unit": ("mutated positions with their variants" if clusters else "test items") + ", paired within folds; probes not refitted, layers not re-chosen",
     }
     selection["gain_ci_low"] = selection["gain_ci_high"] = None
     if ok:
@@ -63,7 +68,9 @@ def select_task(
     seconds = np.array(costs["seconds"])
     selection["deployed_time_saved"] = cost.fraction_saved(seconds, selection["deployed_layer"]) if ok else None
     selection["folds_time_saved"] = float(np.mean([cost.fraction_saved(seconds, f["layer"]) for f in selection["folds"]])) if ok else None
-    sizes = table[table.layer == selection["n_layers"]].groupby("fold").size()
+    # Counted in the unit the bootstrap resamples: distinct mutated positions where it draws positions.
+    final_rows = table[table.layer == selection["n_layers"]]
+    sizes = final_rows.groupby("fold")["id"].agg(lambda ids: len({clusters[i] for i in ids})) if clusters else final_rows.groupby("fold").size()
     selection["min_test_fold_size"] = int(sizes.min()) if len(sizes) else 0
     selection["model_name"] = costs["model_name"]
     selection["layer_norm"] = costs["layer_norm"]
@@ -86,8 +93,8 @@ def _warn_about(selection: dict, task_type: str) -> None:
         )
     if selection["verdict"] == "too_little_data":
         log.warning(
-            "%s: the smallest test fold has %d items and the gain's interval is %.2f wide; too little data to tell a layer from the final one",
-            name, selection["min_test_fold_size"], selection["gain_ci_high"] - selection["gain_ci_low"],
+            "%s: the smallest test fold has %d %s and the gain's interval is %.2f wide; too little data to tell a layer from the final one",
+            name, selection["min_test_fold_size"], selection["test_unit"], selection["gain_ci_high"] - selection["gain_ci_low"],
         )
     edges = selection["hyperparameters_on_grid_edge"]
     if edges:
@@ -99,9 +106,16 @@ def _warn_about(selection: dict, task_type: str) -> None:
 
 
 def _position_clusters(info: dict, ids: pd.Series) -> dict[str, tuple[int, ...]] | None:
-    """Under ProteinGym schemes that hold out whole positions, each id's mutated positions (the bootstrap's units); else None."""
-    scheme = info.get("fold_scheme") or ""
-    if not scheme.startswith(proteingym.POSITION_SCHEMES):
+    """For a ProteinGym assay (any fold scheme, published or built), each id's mutated positions (the bootstrap's units); else None.
+
+    Variants at one position share error under every scheme, random folds included (a random
+    fold tests positions its training part has seen, and the probe's error there is shared by
+    all of them): resampled singly they make the interval too narrow. In
+    ``benchmarks/interval_coverage.py`` (true gain 0, position-level effects) the per-variant
+    interval under fold_random_5 covers 0 in far fewer draws than its level; the position one does.
+    A multi-mutant's unit is its set of positions.
+    """
+    if not info.get("fold_scheme"):
         return None
     return {i: proteingym.mutated_positions(i) for i in ids.unique()}
 

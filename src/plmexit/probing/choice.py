@@ -3,15 +3,16 @@
 Invariant: the layer for evaluation fold ``f`` is chosen from the ``inner_<metric>`` scores,
 which probes compute on fold ``f``'s training rows only; the *nested score* is the mean over
 folds of the test score of each fold's own chosen layer, so it estimates how well the selection
-procedure does on data it has not seen. The *deployed layer* is the same procedure run on all
-training rows (probe-table fold ``DEPLOY_FOLD``): the layer a user ships, whose savings are
-reported beside the nested estimate, with the folds' choices and how often they agree with it.
+procedure does on data it has not seen. The *deployed layer* is the same procedure run on the
+rows that are never test rows (``probes.deploy_rows``; probe-table fold ``DEPLOY_FOLD``): the
+layer a user ships, whose savings are reported beside the nested estimate, with the folds'
+choices and how often they agree with it.
 A layer whose inner score is NaN (its training features carry no variation) is never chosen; a
 task where no layer can be chosen is reported as ``no_signal``, never as a saving. The
 ``oracle`` layer (best mean test score) is reported too and is optimistic by construction.
-Intervals are percentile bootstraps with a fixed seed: over test items or, where folds hold out
-whole positions, over positions (paired, within folds) for one task's gain; over tasks (each
-assay once) for the mean gain.
+Intervals are percentile bootstraps with a fixed seed: over test items or, for a ProteinGym
+assay under any fold scheme, over mutated positions (paired) for one task's gain; over tasks
+(each assay once) for the mean gain.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from functools import partial
 import numpy as np
 import pandas as pd
 
+from plmexit.data.proteingym import BUILT_SUFFIX
 from plmexit.errors import InputError
 from plmexit.probing.probes import CONFUSION_METRICS, DEPLOY_FOLD, HYPERPARAMETER, HYPERPARAMETER_EDGE, INNER_PREFIX, METRICS, confusion
 
@@ -31,8 +33,13 @@ STATUS_OK = "ok"
 STATUS_NO_SIGNAL = "no_signal"
 # Below this many items in a test fold one item moves accuracy by 5 points or more and a Spearman
 # by as much; 30 noise labels in 5 folds of 6 gave a "gain" of 0.16. Such tasks get a warning and
-# the verdict ``too_little_data`` whatever their interval says.
+# the verdict ``too_little_data`` whatever their interval says. Counted in the unit the bootstrap
+# resamples (the selection's ``test_unit``): mutated positions for a ProteinGym assay, else items.
 MIN_TEST_FOLD_ITEMS = 20
+# Below this many tasks (assays) an across-task interval gets the verdict ``too_little_data``: a 95%
+# percentile bootstrap of a mean over n normal values covers the true mean in 73% of draws at n = 3,
+# 83% at 5 and 90% at 10 (2,000 draws of 1,000 resamples), and an interval over fewer says little.
+MIN_ACROSS_TASKS = 10
 # An interval wider than this (in the metric's units: Spearman, accuracy, Fmax, F1 and MCC all
 # span at most 2) cannot separate a real gain from none at the sizes reported in the literature
 # (+0.4 to +7 points), so the verdict is ``too_little_data``.
@@ -67,7 +74,7 @@ def select_layer(table: pd.DataFrame, metric: str, tolerance: float = 0.0) -> di
 
     Within each evaluation fold the shallowest layer whose inner score is within ``tolerance``
     of that fold's best inner score wins, so equal accuracy goes to the cheaper model; the
-    deployed layer is chosen the same way from the inner scores over all training rows.
+    deployed layer is chosen the same way from the inner scores on the deploy rows (``probes.deploy_rows``).
     """
     if table["model"].nunique() != 1 or table["task"].nunique() != 1:
         raise InputError("a probe table must hold one model and one task; select each (model, task) on its own")
@@ -76,7 +83,7 @@ def select_layer(table: pd.DataFrame, metric: str, tolerance: float = 0.0) -> di
         if not (table["metric"] == name).any():
             raise InputError(f"no {name!r} rows (metrics: {', '.join(sorted(table['metric'].unique()))}); select by the metric the probes were run with")
     if not ((table["metric"] == inner_metric) & (table["fold"] == DEPLOY_FOLD)).any():
-        raise InputError(f"no {inner_metric!r} rows for fold {DEPLOY_FOLD} (all training rows), so no deployed layer; rerun `plmexit probe`")
+        raise InputError(f"no {inner_metric!r} rows for fold {DEPLOY_FOLD} (the deploy rows), so no deployed layer; rerun `plmexit probe`")
     evaluated = table[table.fold != DEPLOY_FOLD]
     test = evaluated[evaluated.metric == metric].pivot(index="layer", columns="fold", values="value")
     inner = table[table.metric == inner_metric].pivot(index="layer", columns="fold", values="value")
@@ -104,7 +111,7 @@ def select_layer(table: pd.DataFrame, metric: str, tolerance: float = 0.0) -> di
         )
     deployed = choose_layer(inner[DEPLOY_FOLD], tolerance)
     mean_test = test.mean(axis=1)
-    # A layer with no signal on all training rows is no candidate, not even for the oracle.
+    # A layer with no signal on the deploy rows is no candidate, not even for the oracle.
     candidates = mean_test[inner[DEPLOY_FOLD].reindex(mean_test.index).notna()]
     no_signal = deployed is None or any(f["layer"] is None for f in folds)
     fold_layers = [f["layer"] for f in folds]
@@ -165,10 +172,14 @@ def bootstrap_gain(
     Within each fold the same resampled units score both the fold's chosen layer and the final
     layer (a paired bootstrap); the gain of a resample is the mean over folds, as ``nested_score -
     final_score`` is. A unit is one test item, or with ``clusters`` (item id -> cluster key, e.g.
-    the mutated position) all items of one cluster, drawn together: where folds hold out whole
-    positions, variants at one position are correlated and resampling them singly would make
-    the interval too narrow. The probes are not refitted and the layers not re-chosen, so the
-    interval covers the test sample's variability only.
+    the mutated position) all items of one cluster, drawn together: variants at one position
+    share error, and resampling them singly makes the interval too narrow. Where every cluster
+    lies in one fold (folds that hold out whole positions) clusters are drawn within each fold;
+    where clusters cross folds (random folds test every position in several folds) a resample
+    draws clusters once for all folds and each fold scores its items of the drawn clusters, so a
+    position's shared error moves every fold of the resample alike (a fold left with no item in
+    a resample is left out of that resample's mean). The probes are not refitted and the layers
+    not re-chosen, so the interval covers the test sample's variability only.
     """
     if selection["metric"] not in METRICS.get(task_type, {}):
         raise InputError(f"metric {selection['metric']!r} is not a {task_type} metric ({', '.join(METRICS.get(task_type, {}))})")
@@ -176,7 +187,7 @@ def bootstrap_gain(
         raise InputError(f"task {selection['task']!r} has no layer to compare with the final one ({selection['status']})")
     metric = METRICS[task_type][selection["metric"]]
     final = selection["n_layers"]
-    pairs = []
+    pairs, fold_keys = [], []
     for fold in selection["folds"]:
         rows = predictions[predictions.fold == fold["fold"]]
         chosen = rows[rows.layer == fold["layer"]].sort_values("id")
@@ -192,6 +203,7 @@ def bootstrap_gain(
                 raise InputError(f"predictions for fold {fold['fold']}: item {missing[0]!r} has no cluster; this is a bug, please report it")
             keys = pd.Series([clusters[i] for i in ids]).astype(str).to_numpy()
             units = [np.flatnonzero(keys == key) for key in dict.fromkeys(keys)]
+            fold_keys.append(keys)
         truth, selected, last = _values(chosen["label"]), _values(chosen["prediction"]), _values(last["prediction"])
         fold_metric = metric
         if task_type == "classification" and selection["metric"] in CONFUSION_METRICS:
@@ -202,6 +214,8 @@ def bootstrap_gain(
         pairs.append((truth, selected, last, units, fold_metric))
     rng = np.random.default_rng(seed)
     gains = np.empty(n_boot)
+    if fold_keys and sum(len(set(k)) for k in fold_keys) > len(set().union(*map(set, fold_keys))):
+        return _percentile_interval(_crossing_cluster_gains(pairs, fold_keys, n_boot, rng), level)
     for b in range(n_boot):
         per_fold = []
         for truth, selected, last, units, fold_metric in pairs:
@@ -210,6 +224,23 @@ def bootstrap_gain(
             per_fold.append(fold_metric(truth[items], selected[items]) - fold_metric(truth[items], last[items]))
         gains[b] = np.mean(per_fold)
     return _percentile_interval(gains, level)
+
+
+def _crossing_cluster_gains(pairs: list[tuple], fold_keys: list[np.ndarray], n_boot: int, rng) -> np.ndarray:
+    """``n_boot`` resampled gains drawing clusters once for all folds (clusters that cross folds; see ``bootstrap_gain``)."""
+    distinct = list(dict.fromkeys(np.concatenate(fold_keys)))
+    position = {key: k for k, key in enumerate(distinct)}
+    item_cluster = [np.array([position[key] for key in keys]) for keys in fold_keys]
+    gains = np.empty(n_boot)
+    for b in range(n_boot):
+        counts = np.bincount(rng.integers(0, len(distinct), len(distinct)), minlength=len(distinct))
+        per_fold = []
+        for (truth, selected, last, _, fold_metric), cluster in zip(pairs, item_cluster):
+            items = np.repeat(np.arange(len(cluster)), counts[cluster])  # each item as often as its cluster was drawn
+            if len(items):
+                per_fold.append(fold_metric(truth[items], selected[items]) - fold_metric(truth[items], last[items]))
+        gains[b] = np.mean(per_fold)
+    return gains
 
 
 def _confusion_metric(from_confusion, n_labels: int, truth: np.ndarray, predicted: np.ndarray) -> float:
@@ -228,7 +259,7 @@ def _values(column: pd.Series) -> np.ndarray:
 SUMMARY_COLUMNS = [
     "model", "task", "dms_id", "fold_scheme", "metric", "status", "verdict", "n_layers", "deployed_layer", "deployed_compute_saved",
     "deployed_time_saved", "fold_layers", "fold_agreement", "nested_score", "final_score", "gain", "gain_ci_low", "gain_ci_high",
-    "folds_compute_saved", "folds_time_saved", "oracle_layer", "oracle_score", "n_folds", "min_test_fold_size", "split", "n_sequences",
+    "folds_compute_saved", "folds_time_saved", "oracle_layer", "oracle_score", "n_folds", "min_test_fold_size", "test_unit", "split", "n_sequences",
     "n_truncated", "layer_norm",
 ]
 
@@ -237,8 +268,14 @@ def verdict(selection: dict) -> str:
     """What the gain's interval says, in one of ``VERDICTS``' keys; small test folds or a wide interval say nothing."""
     if selection["status"] != STATUS_OK:
         return selection["status"]
-    low, high = selection["gain_ci_low"], selection["gain_ci_high"]
-    if selection["min_test_fold_size"] < MIN_TEST_FOLD_ITEMS or high - low > MAX_INTERVAL_WIDTH:
+    if selection["min_test_fold_size"] < MIN_TEST_FOLD_ITEMS:
+        return "too_little_data"
+    return _interval_verdict(selection["gain_ci_low"], selection["gain_ci_high"])
+
+
+def _interval_verdict(low: float, high: float) -> str:
+    """An interval of a gain, in one of ``VERDICTS``' keys: wider than ``MAX_INTERVAL_WIDTH`` says nothing."""
+    if not high - low <= MAX_INTERVAL_WIDTH:  # NaN too: no interval
         return "too_little_data"
     if low > 0:
         return "better_than_final"
@@ -274,7 +311,7 @@ def summarize(selections: list[dict]) -> pd.DataFrame:
 
 ACROSS_TASK_COLUMNS = [
     "model", "metric", "scheme", "n_tasks", "n_no_signal", "final_selected_fraction", "final_oracle_fraction", "mean_gain",
-    "mean_gain_ci_low", "mean_gain_ci_high", "mean_deployed_compute_saved", "mean_deployed_time_saved",
+    "mean_gain_ci_low", "mean_gain_ci_high", "verdict", "mean_deployed_compute_saved", "mean_deployed_time_saved",
 ]
 # ``scheme`` of tasks that have no ProteinGym fold scheme, and of the row that averages each assay over its schemes.
 NO_SCHEME = "-"
@@ -285,13 +322,17 @@ def across_tasks(summary: pd.DataFrame, n_boot: int, seed: int, level: float = C
     """Per model, metric and ProteinGym fold scheme: how often the final layer wins, and the mean gain over tasks.
 
     Gains in different metrics are never averaged together. Within a (model, metric, scheme)
-    group each assay counts once; the ``all`` scheme row first averages each assay over its
-    schemes (as ProteinGym's overall score averages the three), then over assays, so an assay is
-    still counted once. ``final_selected_fraction`` counts tasks whose deployed layer is the
-    final one; ``final_oracle_fraction`` those whose best test score is at the final layer, the
-    figure same-split studies report (17.9% over 13 PLMs x 15 tasks in PLMSommelier). Means and
-    fractions leave out ``no_signal`` tasks, counted in ``n_no_signal``; the interval resamples
-    tasks (assays, for the ``all`` row).
+    group each assay counts once. The ``all`` scheme row holds only the assays seen under every
+    scheme present for that model and metric (a scheme plmexit built counts as the published one
+    it rebuilds), each averaged over its schemes (as ProteinGym's overall score averages the
+    three), then over assays, so every assay in it is averaged over the same schemes.
+    ``final_selected_fraction`` counts tasks whose deployed layer is the final one;
+    ``final_oracle_fraction`` those whose best test score is at the final layer, the figure
+    same-split studies report (17.9% over 13 PLMs x 15 tasks in PLMSommelier). ``n_tasks`` and
+    ``n_no_signal`` count assays (tasks, outside ProteinGym); an assay is ``no_signal`` in a row
+    when any of its tasks there is, and means and fractions leave it out. The interval resamples
+    assays; ``verdict`` is ``too_little_data`` below ``MIN_ACROSS_TASKS`` of them with a signal
+    or when the interval is wider than ``MAX_INTERVAL_WIDTH``.
     """
     summary = summary.copy()
     def column(name: str) -> pd.Series:
@@ -306,13 +347,17 @@ def across_tasks(summary: pd.DataFrame, n_boot: int, seed: int, level: float = C
     rows = []
     for (model, metric), group in summary.groupby(["model", "metric"], sort=True):
         parts = [(scheme, g) for scheme, g in group.groupby("scheme", sort=True)]
-        if (group["scheme"] != NO_SCHEME).any() and group.loc[group.scheme != NO_SCHEME, "scheme"].nunique() > 1:
-            parts.append((ALL_SCHEMES, group[group.scheme != NO_SCHEME]))
+        schemed = group[group.scheme != NO_SCHEME]
+        kinds = schemed["scheme"].str.removesuffix(BUILT_SUFFIX)
+        if kinds.nunique() > 1:
+            seen = kinds.groupby(schemed["unit"]).nunique()
+            parts.append((ALL_SCHEMES, schemed[schemed["unit"].isin(seen.index[seen == kinds.nunique()])]))
         for scheme, part in parts:
-            ok = part[part["status"] == STATUS_OK]
+            no_signal = (part["status"] != STATUS_OK).groupby(part["unit"]).any()
+            ok = part[part["unit"].isin(no_signal.index[~no_signal])]
             # Each unit (assay, or task) once: its schemes' values averaged.
             per_unit = ok.groupby("unit")[["gain", "final_selected", "final_oracle", "deployed_compute_saved", "deployed_time_saved"]].mean()
-            rows.append(_across_row(model, metric, scheme, part["unit"].nunique(), int((part["status"] != STATUS_OK).sum()), per_unit, n_boot, rng, level))
+            rows.append(_across_row(model, metric, scheme, len(no_signal), int(no_signal.sum()), per_unit, n_boot, rng, level))
     return pd.DataFrame(rows, columns=ACROSS_TASK_COLUMNS)
 
 
@@ -326,5 +371,6 @@ def _across_row(model, metric, scheme, n_tasks, n_no_signal, per_unit: pd.DataFr
         "model": model, "metric": metric, "scheme": scheme, "n_tasks": n_tasks, "n_no_signal": n_no_signal,
         "final_selected_fraction": mean("final_selected"), "final_oracle_fraction": mean("final_oracle"),
         "mean_gain": mean("gain"), "mean_gain_ci_low": low, "mean_gain_ci_high": high,
+        "verdict": "too_little_data" if len(gains) < MIN_ACROSS_TASKS else _interval_verdict(low, high),
         "mean_deployed_compute_saved": mean("deployed_compute_saved"), "mean_deployed_time_saved": mean("deployed_time_saved"),
     }

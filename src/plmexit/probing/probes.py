@@ -24,14 +24,15 @@ from scipy.stats import spearmanr
 from sklearn.metrics import accuracy_score, f1_score, matthews_corrcoef, mean_squared_error
 from sklearn.model_selection import StratifiedKFold
 
+from plmexit.data.tasks import TRAIN_ONLY_FOLD
 from plmexit.errors import InputError
 from plmexit.probing import logistic
 from plmexit.probing.linear import LinearProbe
 from plmexit.probing.options import DEFAULT_LOGISTIC_CS, DEFAULT_RIDGE_ALPHAS, INNER_SPLITS  # noqa: F401 - re-exported: the probes' settings
 
 INNER_PREFIX = "inner_"
-# Probe-table fold of the selection procedure run on all training rows (the layer a user ships):
-# only ``inner_<metric>`` and the hyperparameter rows, no test metrics.
+# Probe-table fold of the selection procedure run on the deploy rows (``deploy_rows``; the layer a
+# user ships): only ``inner_<metric>`` and the hyperparameter rows, no test metrics.
 DEPLOY_FOLD = -1
 # Probe-table metrics that are not scores: the chosen ridge alpha / logistic C, and where it sits
 # on its grid (-1 lowest value, +1 highest, 0 inside).
@@ -170,12 +171,26 @@ def evaluation_folds(folds: np.ndarray) -> list[int]:
     return sorted(int(f) for f in np.unique(folds) if f >= 0)
 
 
+def deploy_rows(folds: np.ndarray) -> np.ndarray:
+    """Indices of the rows the deployed layer and the shipped probe are fitted on: rows that are never a test row.
+
+    Where some rows are train-only (fold ``-1``: an official train/test split's training file)
+    those rows, so an official test file never chooses the deployed layer or fits its probe (for
+    a train/test split this is fold 0's training part). Where every row is a test row of some fold
+    (cross-validation) there are no such rows, and every row is used: each then trains the
+    shipped probe, and the nested score, not this fit, is the held-out estimate.
+    """
+    folds = np.asarray(folds)
+    train_only = np.flatnonzero(folds == TRAIN_ONLY_FOLD)
+    return train_only if len(train_only) else np.arange(len(folds))
+
+
 @dataclass
 class FoldFit:
     """One fold's probe: test-row predictions and what was chosen on the training rows.
 
-    The fold ``DEPLOY_FOLD`` is the same procedure on every row (the probe a user ships): it has
-    no test rows, so ``test`` and ``predictions`` are empty.
+    The fold ``DEPLOY_FOLD`` is the same procedure on the deploy rows (``deploy_rows``; the probe a
+    user ships): it has no test rows, so ``test`` and ``predictions`` are empty.
     """
 
     fold: int
@@ -201,11 +216,11 @@ def _constant_rows(X: np.ndarray) -> bool:
 
 
 def probe_layer(X: np.ndarray, y: np.ndarray, folds: np.ndarray, settings: ProbeSettings, positions: np.ndarray | None = None) -> list[FoldFit]:
-    """Fit one probe per evaluation fold on features ``X`` (training rows only), then the deploy probe on every row.
+    """Fit one probe per evaluation fold on features ``X`` (training rows only), then the deploy probe on the deploy rows.
 
     Returns one ``FoldFit`` per evaluation fold, in fold order, followed by the ``DEPLOY_FOLD``
-    fit (every row is training: rows of fold -1 always are, and a cross-validated task's rows
-    all are). ``positions`` (one mutated position per row) is needed when
+    fit on ``deploy_rows(folds)`` (the train-only rows of fold -1 where there are any, so an
+    official test file never chooses the deployed layer; every row of a cross-validated task). ``positions`` (one mutated position per row) is needed when
     ``settings.inner_split`` groups by position.
     """
     if settings.task_type == "regression":
@@ -213,7 +228,7 @@ def probe_layer(X: np.ndarray, y: np.ndarray, folds: np.ndarray, settings: Probe
         return ridge_folds(X, y, folds, settings.ridge_alphas, score, settings.inner_split, settings.inner_folds, positions)
     fits = []
     parts = [(fold, np.flatnonzero(folds != fold), np.flatnonzero(folds == fold)) for fold in evaluation_folds(folds)]
-    parts.append((DEPLOY_FOLD, np.arange(len(folds)), np.arange(0)))
+    parts.append((DEPLOY_FOLD, deploy_rows(folds), np.arange(0)))
     for fold, train, test in parts:
         fit = _one_vs_rest if settings.task_type == "multilabel" else _logistic
         predict, inner_score, c = fit(X[train], y[train], settings)
@@ -297,7 +312,7 @@ def ridge_folds(X: np.ndarray, y: np.ndarray, folds: np.ndarray, alphas, score, 
     alphas = np.asarray(alphas, dtype=np.float64)
     path = _RidgePath(X, offset, alphas)
     parts = [(fold, np.flatnonzero(folds != fold), np.flatnonzero(folds == fold)) for fold in evaluation_folds(folds)]
-    parts.append((DEPLOY_FOLD, np.arange(len(y)), np.arange(0)))
+    parts.append((DEPLOY_FOLD, deploy_rows(folds), np.arange(0)))
     fits = []
     for fold, train, test in parts:
         y_train = y[train]
@@ -559,8 +574,8 @@ def refit_probe(X: np.ndarray, y: np.ndarray, task_type: str, hyperparameter: fl
 
     This is the refit step of ``probe_layer``'s procedure, by the same code: given the training
     rows of fold ``f`` and fold ``f``'s chosen hyperparameter (a probe table's ``hyperparameter``
-    row) it predicts fold ``f``'s test rows as the probe step did (up to rounding), and given every
-    row with the ``DEPLOY_FOLD`` hyperparameter it is the probe a user ships. ``y`` is as
+    row) it predicts fold ``f``'s test rows as the probe step did (up to rounding), and given the
+    deploy rows (``deploy_rows``) with the ``DEPLOY_FOLD`` hyperparameter it is the probe a user ships. ``y`` is as
     ``probe_layer`` takes it (values, classes, or a multi-label 0/1 matrix whose columns are
     ``classes``).
     """

@@ -39,7 +39,7 @@ def render_card(card: dict) -> str:
         "",
         "## What it is",
         "",
-        f"- Deployed layer: **{layer}** of {final}, chosen on training rows only (the deploy fold); the model keeps its first "
+        f"- Deployed layer: **{layer}** of {final}, chosen on rows that are never test rows (the deploy fold: a train/test split's training file, every row of a cross-validated task); the model keeps its first "
         f"{_blocks(model['blocks'])} ({where}, sha256 `{model['sha256']}`).",
         f"- Feature the probe reads: {feature['representation']}; layer-norm convention `{feature['layer_norm']}`.",
         f"  Compute it as {feature['how_to_compute']}.",

@@ -39,7 +39,7 @@ def layers_figure(table: pd.DataFrame, selection: dict, seconds: list[float]) ->
         ax.fill_between(mean.index, mean - sd, mean + sd, color="grey", alpha=0.3, label="+- 1 sd over folds")
     ax.plot(inner.index, inner.values, marker=".", linestyle="--", color="tab:green", label="training-only score, mean over folds")
     if len(deployed):
-        ax.plot(deployed.index, deployed.values, linestyle=":", color="tab:blue", label="training-only score on all training rows (chooses the deployed layer)")
+        ax.plot(deployed.index, deployed.values, linestyle=":", color="tab:blue", label="training-only score on the deploy rows (chooses the deployed layer)")
     if selection.get("status", "ok") == "ok":
         ax.axvline(
             selection["deployed_layer"], color="tab:blue", linestyle="-",
