@@ -159,3 +159,13 @@ def test_onehot_baseline_equals_a_grouped_stock_pipeline():
 def test_unknown_features_are_an_error():
     with pytest.raises(InputError, match="baseline features 'kmers'"):
         baselines.probe_baselines(["AC"], np.array([1.0]), np.array([0]), probes.ProbeSettings("regression", "spearman"), "kmers")
+
+
+def test_spearman_ties_predictions_equal_up_to_rounding():
+    """A one-hot probe predicts every variant at an unseen position as the intercept, with rounding noise: that is a tie, not a rank."""
+    truth = np.arange(8.0)
+    noise = np.array([0, 1, -1, 2, -2, 3, -3, 1]) * 2.0**-55
+    assert probes.spearman(truth, 0.4 + noise) == 0.0
+    partial = np.array([1.0, 1.0, 2.0, 2.0, 3.0, 3.0, 4.0, 0.5]) + noise
+    assert probes.spearman(truth, partial) == pytest.approx(probes.spearman(truth, np.array([1.0, 1.0, 2.0, 2.0, 3.0, 3.0, 4.0, 0.5])), abs=1e-15)
+    assert probes.spearman(truth, truth * 1e-3) == 1.0  # a real spread, however small in absolute terms, is ranked
