@@ -29,6 +29,9 @@ CONFIDENCE_LEVEL = 0.95
 NOT_SCORES = (HYPERPARAMETER, HYPERPARAMETER_EDGE)
 STATUS_OK = "ok"
 STATUS_NO_SIGNAL = "no_signal"
+# The verdict of a task where neither the nested selection nor the final layer beats the chance
+# predictor beyond its interval (``not_above_chance``, README "Baselines"): no saving is reported for it.
+NOT_ABOVE_CHANCE = "not_above_chance"
 # Below this many items in a test fold one item moves accuracy by 5 points or more and a Spearman
 # by as much; 30 noise labels in 5 folds of 6 gave a "gain" of 0.16. Such tasks get a warning and
 # the verdict ``too_little_data`` whatever their interval says.
@@ -43,11 +46,8 @@ VERDICTS = {
     "not_distinguishable": "not distinguishable from the final layer",
     "too_little_data": "too little data to tell",
     STATUS_NO_SIGNAL: "no layer carries a signal",
-    "not_above_chance": "no layer beats chance",
+    NOT_ABOVE_CHANCE: "no layer beats chance",
 }
-# The verdict of a task where neither the nested selection nor the final layer beats the chance
-# predictor beyond its interval (``not_above_chance``): no saving is reported for it.
-NOT_ABOVE_CHANCE = "not_above_chance"
 
 
 def _percentile_interval(values: np.ndarray, level: float) -> tuple[float, float]:
