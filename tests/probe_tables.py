@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from plmexit.probing.choice import BASELINE_SUMMARY_COLUMNS
 from plmexit.probing.probes import DEPLOY_FOLD, HYPERPARAMETER, HYPERPARAMETER_EDGE
 from plmexit.probing.tables import PROBE_COLUMNS
 
@@ -51,4 +52,4 @@ def with_select_task_fields(selection: dict, dms_id=None, fold_scheme=None) -> d
     return {**selection, "gain_ci_low": selection["gain"] - 0.1, "gain_ci_high": selection["gain"] + 0.1,
             "deployed_time_saved": saved / 2, "folds_time_saved": selection["folds_compute_saved"] / 2, "layer_norm": "raw",
             "split": "3-fold cross-validation, seed 0", "n_sequences": 30, "n_truncated": 0, "dms_id": dms_id, "fold_scheme": fold_scheme,
-            "min_test_fold_size": 10, "test_unit": "items", "verdict": "too_little_data"}
+            "min_test_fold_size": 10, "test_unit": "items", "verdict": "too_little_data", **dict.fromkeys(BASELINE_SUMMARY_COLUMNS)}

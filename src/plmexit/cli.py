@@ -175,7 +175,10 @@ def cmd_probe(args) -> None:
         task_type=args.type, selection_metric=args.metric, ridge_alphas=args.alphas, logistic_cs=args.cs,
         inner_folds=args.inner_folds, seed=args.seed, inner_split=args.inner_split,
     )
-    probe_task(args.embeddings, args.task, args.model_id, args.task_name, settings, args.out, args.predictions, args.threads)
+    probe_task(
+        args.embeddings, args.task, args.model_id, args.task_name, settings, args.out, args.predictions, args.threads,
+        args.baseline_features, args.baselines_out, args.baseline_predictions,
+    )
 
 
 def cmd_select(args) -> None:
@@ -183,7 +186,7 @@ def cmd_select(args) -> None:
 
     select_task(
         args.probes, args.predictions, args.cost, args.task_info, args.type, args.metric, args.tolerance,
-        args.bootstrap, args.seed, args.out,
+        args.bootstrap, args.seed, args.out, args.baselines, args.baseline_predictions,
     )
 
 
@@ -567,6 +570,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="probe TSV to write")
     p.add_argument("--predictions", required=True, help="gzipped TSV of every test prediction to write")
     p.add_argument("--threads", type=_positive_int, default=1, help="layers probed at once, one process and one BLAS thread each (default 1)")
+    p.add_argument(
+        "--baseline-features", choices=["onehot", "composition"],
+        help="also fit the chance predictor and a probe on these features (onehot: the variant's one-hot, for variant sets; "
+        "composition: amino-acid composition and length) through the same folds; needs --baselines-out and --baseline-predictions",
+    )
+    p.add_argument("--baselines-out", help="baseline TSV to write (as the probe TSV, with a baseline column for the layer)")
+    p.add_argument("--baseline-predictions", help="gzipped TSV of every baseline test prediction to write")
     p.set_defaults(func=cmd_probe)
 
     p = sub.add_parser("select", help="choose the layer from inner (training-only) scores; write JSON")
@@ -580,6 +590,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--bootstrap", type=_positive_int, default=1000, help="bootstrap resamples for the gain's interval (default 1000)")
     p.add_argument("--seed", type=int, default=0, help="bootstrap seed")
     p.add_argument("--out", required=True, help="selection JSON to write")
+    p.add_argument("--baselines", help="baseline TSV from probe --baselines-out (scores the baselines and the final layer's gain over each)")
+    p.add_argument("--baseline-predictions", help="baseline predictions from probe --baseline-predictions (for those gains' intervals)")
     p.set_defaults(func=cmd_select)
 
     p = sub.add_parser("summarize", help="gather selections into best_layers.tsv (or a cluster batch's best layers)")

@@ -20,6 +20,7 @@ from plmexit.embedding import store
 from plmexit.models import fair_esm
 from plmexit.pipeline import export_steps
 from plmexit.probing import probes, tables
+from plmexit.reporting.card import render_card
 
 RESIDUES = np.array(list("ACDEFGHIKLMNPQRSTVWY"))
 
@@ -367,3 +368,19 @@ def test_truncating_to_more_blocks_than_the_model_has_is_an_error(tiny_model, tm
     with pytest.raises(fair_esm.ModelError, match="must start with 'esm2'"):
         fair_esm.truncate_checkpoint(tiny_model, None, 1, tmp_path / "model.pt")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_the_card_says_what_the_layer_had_to_beat_and_claims_no_saving_below_chance(chains, tmp_path):
+    files = chains("regression", "raw")
+    card = json.loads((_export(files, "regression", 1, tmp_path / "export") / "card.json").read_text())
+    assert card["scores"]["chance_score"] is None and "Baselines" not in render_card(card)  # a selection without baselines
+    card["scores"].update({
+        "chance_score": 0.0, "baseline_features": "onehot", "baseline_score": 0.21, "final_gain_over_chance": 0.05,
+        "final_gain_over_chance_ci_low": -0.02, "final_gain_over_chance_ci_high": 0.12, "final_gain_over_baseline": -0.16,
+        "final_gain_over_baseline_ci_low": -0.25, "final_gain_over_baseline_ci_high": -0.07, "nested_gain_over_chance": 0.03,
+        "nested_gain_over_chance_ci_low": -0.04, "nested_gain_over_chance_ci_high": 0.1, "verdict": "not_above_chance",
+    })
+    text = render_card(card)
+    assert ("- Baselines (same folds, inner selection and metric): chance 0, onehot probe 0.21; the final layer's gain over chance "
+            "0.05 [-0.02, 0.12], over the onehot probe -0.16 [-0.25, -0.07]; the nested selection's over chance 0.03 [-0.04, 0.1]") in text
+    assert "Verdict: no layer beats chance" in text and "not a saving, since no layer beats chance." in text

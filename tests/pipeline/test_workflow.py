@@ -16,7 +16,7 @@ import yaml
 
 from plmexit.data import proteingym
 from plmexit.probing.choice import ACROSS_TASK_COLUMNS, SUMMARY_COLUMNS
-from plmexit.probing.tables import PROBE_COLUMNS
+from plmexit.probing.tables import BASELINE_COLUMNS, PROBE_COLUMNS
 
 from workflow_runs import REPO, file_stamps, snakemake, write_config
 
@@ -59,14 +59,26 @@ def test_pipeline_writes_every_output(finished_run):
     assert set(summary["n_layers"]) == {4}
     assert set(summary["status"]) == {"ok"}
     assert summary["deployed_layer"].between(0, 4).all()
-    assert (summary["deployed_compute_saved"] == (4 - summary["deployed_layer"]) / 4).all()
+    # A task no layer lifts above chance keeps its deployed layer but claims no saving.
+    above = summary[summary["verdict"] != "not_above_chance"]
+    below = summary[summary["verdict"] == "not_above_chance"]
+    assert (above["deployed_compute_saved"] == (4 - above["deployed_layer"]) / 4).all()
+    assert below[["deployed_compute_saved", "deployed_time_saved", "folds_compute_saved", "folds_time_saved"]].isna().all().all()
+    assert ((below["nested_gain_over_chance_ci_low"] <= 0) & (below["final_gain_over_chance_ci_low"] <= 0)).all()
+    assert ((above["nested_gain_over_chance_ci_low"] > 0) | (above["final_gain_over_chance_ci_low"] > 0)).all()
+    # The baselines: chance and the task kind's feature baseline, scored on the same folds.
+    features = {task: "onehot" if task in [*BLAT, NUD15] else "composition" for task in TASKS}
+    assert dict(zip(summary["task"], summary["baseline_features"])) == features
+    assert summary[["chance_score", "baseline_score"]].notna().all().all()
+    assert (summary["final_gain_over_chance"] - (summary["final_score"] - summary["chance_score"])).abs().max() < 1e-5
+    assert (summary["final_gain_over_baseline_ci_low"] <= summary["final_gain_over_baseline_ci_high"]).all()
     assert (summary["gain"] - (summary["nested_score"] - summary["final_score"])).abs().max() < 1e-5
     assert dict(zip(summary["task"], summary["metric"])) == {task: spec[1] for task, spec in TASKS.items()}
     assert dict(zip(summary["task"], summary["split"])) == {task: spec[3] for task, spec in TASKS.items()}
     assert (summary["gain_ci_low"] <= summary["gain_ci_high"]).all()
     # Measured: a tiny model's forward takes milliseconds, so on a loaded machine a shallow depth can time
     # slower than the full one; the fraction is finite and at most 1, not necessarily positive.
-    assert np.isfinite(summary["deployed_time_saved"]).all() and (summary["deployed_time_saved"] <= 1.0).all()
+    assert np.isfinite(above["deployed_time_saved"]).all() and (above["deployed_time_saved"] <= 1.0).all()
     assert set(summary["layer_norm"]) == {"raw"}
     truncated = dict(zip(summary["task"], summary["n_truncated"]))
     assert truncated["deeploc_10class"] > 0 and truncated[BLAT[0]] == 0  # DeepLoc has proteins beyond the 1022-residue window
@@ -80,7 +92,8 @@ def test_pipeline_writes_every_output(finished_run):
         ("accuracy", "-"): 3, ("fmax", "-"): 1, ("spearman", "-"): 1, ("spearman", "all"): 1, ("spearman", "fold_contiguous_5"): 1,
         ("spearman", "fold_contiguous_5_built"): 1, ("spearman", "fold_modulo_5"): 1, ("spearman", "fold_random_5"): 1,
     }
-    assert set(summary["verdict"]) <= {"better_than_final", "worse_than_final", "not_distinguishable", "too_little_data"}
+    assert set(summary["verdict"]) <= {"better_than_final", "worse_than_final", "not_distinguishable", "too_little_data", "not_above_chance"}
+    assert across.loc[across.scheme != "all", "n_not_above_chance"].sum() == len(below)  # each task in one row besides `all`
     assert (results / "figures" / "gain_vs_compute.png").read_bytes()[:8] == PNG
 
     merge = pd.read_csv(results / "summary" / "proteingym_supervised.csv")
@@ -115,6 +128,11 @@ def test_pipeline_writes_every_output(finished_run):
         cost = json.loads((results / "cost" / "tiny_random" / f"{embedding_set}.json").read_text())
         assert len(cost["flops"]) == len(cost["seconds"]) == 5 and cost["flops"][0] == 0.0
         assert (results / "figures" / "tiny_random" / f"{task}.png").read_bytes()[:8] == PNG
+        baselines = pd.read_csv(results / "probes" / "tiny_random" / f"{task}.baselines.tsv", sep="\t")
+        assert list(baselines.columns) == BASELINE_COLUMNS and set(baselines["baseline"]) == {"chance", features[task]}
+        assert set(baselines.loc[baselines.fold >= 0, "fold"]) == set(probes.loc[probes.fold >= 0, "fold"])
+        baseline_predictions = pd.read_csv(results / "probes" / "tiny_random" / f"{task}.baselines.predictions.tsv.gz", sep="\t")
+        assert len(baseline_predictions) == 2 * (table["fold"] >= 0).sum()  # every test item once per baseline
         with h5py.File(results / "embeddings" / "tiny_random" / f"{embedding_set}.h5") as store:
             embeddings = store["embeddings"]
             assert embeddings.shape == (5, len(table), 64)
@@ -273,7 +291,8 @@ def test_adding_a_model_and_a_task_runs_only_what_is_new(finished_run, shared_da
         *(f"results/figures/{m}.depth_exit.{fmt}" for m in ("tiny_random", "tiny_narrow") for fmt in ("png", "pdf")),
     }
     for m, t in new_pairs:
-        downstream |= {f"results/probes/{m}/{t}.tsv", f"results/probes/{m}/{t}.predictions.tsv.gz", f"results/selection/{m}/{t}.json", f"results/figures/{m}/{t}.png"}
+        downstream |= {f"results/probes/{m}/{t}.tsv", f"results/probes/{m}/{t}.predictions.tsv.gz", f"results/selection/{m}/{t}.json", f"results/figures/{m}/{t}.png",
+                       f"results/probes/{m}/{t}.baselines.tsv", f"results/probes/{m}/{t}.baselines.predictions.tsv.gz"}
     assert planned_outputs(workdir, config) == new_inputs | downstream
 
     built = [("tiny_narrow", "deepsol"), ("tiny_bert_2", "deepsol"), ("tiny_random", "dnja1"), ("tiny_narrow", "dnja1")]

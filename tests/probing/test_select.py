@@ -451,7 +451,7 @@ def test_across_tasks_exact():
     assert b == {
         "model": "esm2_b", "metric": "accuracy", "scheme": "-", "n_tasks": 1, "n_no_signal": 0, "final_selected_fraction": 0.0,
         "final_oracle_fraction": 1.0, "mean_gain": 0.25, "mean_gain_ci_low": 0.25, "mean_gain_ci_high": 0.25, "verdict": "too_little_data",
-        "mean_deployed_compute_saved": pytest.approx(2 / 3), "mean_deployed_time_saved": 0.5,
+        "mean_deployed_compute_saved": pytest.approx(2 / 3), "mean_deployed_time_saved": 0.5, "n_not_above_chance": 0,
     }
 
 

@@ -59,3 +59,29 @@ def test_the_summary_figure_has_a_panel_per_metric_on_a_0_to_100_percent_axis():
     key = fig.texts[-1].get_text().splitlines()
     assert len(key) == 9 and key[0] == "1: esm2_tiny / accuracy_0 (layer 2 of 4)"
     plt.close(fig)
+
+
+def test_the_layer_figure_draws_the_baselines_as_horizontal_lines():
+    table = long_table(INNER, TEST)
+    selection = {**select_layer(table, "spearman"), "chance_score": 0.0, "baseline_features": "onehot", "baseline_score": 0.25}
+    fig = figures.layers_figure(table, selection, SECONDS)
+
+    drawn = labels(fig)
+    assert "chance baseline: test spearman 0.000, mean over folds" in drawn
+    assert "onehot baseline: test spearman 0.250, mean over folds" in drawn
+    horizontal = [line for line in fig.axes[0].lines if len(set(line.get_ydata())) == 1 and list(line.get_xdata()) == [0, 1]]
+    assert sorted(line.get_ydata()[0] for line in horizontal) == [0.0, 0.25]
+    plt.close(fig)
+    # Without baselines (a probe step run without them) no line is promised.
+    fig = figures.layers_figure(table, {**select_layer(table, "spearman"), "chance_score": None, "baseline_score": None}, SECONDS)
+    assert not any("baseline" in label for label in labels(fig))
+    plt.close(fig)
+
+
+def test_a_task_not_above_chance_has_no_point_in_the_gain_figure():
+    rows = [with_select_task_fields(select_layer(long_table(INNER, TEST, task=t), "spearman")) for t in ("a", "b")]
+    rows[1]["verdict"] = "not_above_chance"
+    fig = figures.gain_figure(summarize(rows))
+    assert [len(c.get_offsets()) for c in fig.axes[0].collections if hasattr(c, "get_offsets")] in ([1], [])
+    assert len(fig.axes[0].lines[0].get_xdata()) == 1  # one errorbar point: task a
+    plt.close(fig)

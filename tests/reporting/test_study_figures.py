@@ -84,3 +84,14 @@ def test_every_figure_in_png_and_pdf_and_the_tables_from_the_command(tmp_path):
 def test_latex_escapes_what_task_names_contain():
     table = pd.DataFrame([{"Task": "BLAT_ECOLX_Stiffler_2015.fold_random_5", "Gain": "+0.1 [0, 1]"}])
     assert r"BLAT\_ECOLX\_Stiffler\_2015.fold\_random\_5 & +0.1 [0, 1] \\" in manuscript.latex(table, "c", "tab:x")
+
+
+def test_a_task_not_above_chance_claims_no_layer_or_saving_in_the_tables_and_no_point_in_the_gain_figure():
+    table = summary().assign(verdict=["better_than_final", "not_above_chance", "not_distinguishable", "no_signal"])
+    table.loc[1, ["deployed_compute_saved", "deployed_time_saved"]] = float("nan")
+    rows = manuscript.best_layers_table(table).set_index(["Model", "Task"])
+    assert rows.loc[("small", "fit"), ["Layer", "FLOPs saved", "Time saved"]].tolist() == ["not above chance", "", ""]
+    assert rows.loc[("small", "loc"), "Layer"] == "2/4" and rows.loc[("big", "fit"), "Layer"] == "no signal"
+    fig = study.gain_vs_compute_figure(table, {"small": {"marker": "o", "color": "k"}, "big": {"marker": "s", "color": "r"}})
+    titles = {ax.get_ylabel() for ax in fig.axes}
+    assert "gain over final layer (spearman)" not in titles  # the only spearman task left is not above chance

@@ -81,6 +81,10 @@ def inner_split(wildcards):
     return plan.inner_split(wildcards.task)
 
 
+def baseline_features(wildcards):
+    return plan.baseline_features(wildcards.task)
+
+
 def task_embeddings(wildcards):
     return plan.embeddings(wildcards.model, wildcards.task)
 

@@ -1,7 +1,9 @@
 # A ridge probe's inner split follows the task's fold scheme (whole mutated positions under
 # ProteinGym's modulo and contiguous schemes, leave-one-out otherwise); classifiers always use
 # stratified inner folds. On a cluster it runs in its batch's job group (config schedule), for as long
-# as its embeddings' size says (Plan.probe_minutes; memory from the profile).
+# as its embeddings' size says (Plan.probe_minutes; memory from the profile). The chance predictor and a
+# feature baseline (plan.baseline_features: the variant's one-hot for ProteinGym sets, amino-acid
+# composition and length otherwise) go through the same folds in the same job.
 rule probe_layers:
     input:
         embeddings=task_embeddings,
@@ -9,6 +11,8 @@ rule probe_layers:
     output:
         scores="<results>/probes/{model}/{task}.tsv",
         predictions="<results>/probes/{model}/{task}.predictions.tsv.gz",
+        baselines="<results>/probes/{model}/{task}.baselines.tsv",
+        baseline_predictions="<results>/probes/{model}/{task}.baselines.predictions.tsv.gz",
     log:
         "<results>/logs/probe_layers/{model}/{task}.log",
     group:
@@ -27,8 +31,11 @@ rule probe_layers:
         inner_folds=config["probe"]["inner_folds"],
         inner_split=inner_split,
         seed=config["seed"],
+        baseline_features=baseline_features,
     shell:
         "plmexit --log {log} probe --embeddings {input.embeddings} --task {input.task} --type {params.type}"
         " --metric {params.metric} --alphas {params.alphas} --cs {params.cs} --inner-folds {params.inner_folds}"
         " --inner-split {params.inner_split} --seed {params.seed} --model-id {wildcards.model}"
         " --task-name {wildcards.task} --threads {threads} --out {output.scores} --predictions {output.predictions}"
+        " --baseline-features {params.baseline_features} --baselines-out {output.baselines}"
+        " --baseline-predictions {output.baseline_predictions}"

@@ -2,6 +2,8 @@ rule select_layer:
     input:
         probes="<results>/probes/{model}/{task}.tsv",
         predictions="<results>/probes/{model}/{task}.predictions.tsv.gz",
+        baselines="<results>/probes/{model}/{task}.baselines.tsv",
+        baseline_predictions="<results>/probes/{model}/{task}.baselines.predictions.tsv.gz",
         cost=task_cost,
         info="<results>/tasks/{task}.json",
     output:
@@ -22,6 +24,7 @@ rule select_layer:
         "plmexit --log {log} select --probes {input.probes} --predictions {input.predictions} --cost {input.cost}"
         " --task-info {input.info} --type {params.type} --metric {params.metric}"
         " --tolerance {params.tolerance} --bootstrap {params.bootstrap} --seed {params.seed} --out {output}"
+        " --baselines {input.baselines} --baseline-predictions {input.baseline_predictions}"
 
 
 # The best layers of one cluster batch's tasks (config schedule), as soon as the batch is done, for a

@@ -19,6 +19,8 @@ class Format:
     file_roles: tuple[str, ...]  # config keys (and `prepare` flags) naming its files; values are local paths or official file keys
     options: tuple[str, ...]  # other config keys it accepts, beyond COMMON_KEYS
     reader: str  # "module:function" returning (reader's table, split description or None)
+    # The feature baseline its probes must beat (plmexit.probing.baselines): "onehot" for a variant set, else "composition".
+    baseline: str = "composition"
 
 
 FORMATS = {
@@ -26,7 +28,7 @@ FORMATS = {
     for f in (
         Format("csv", None, ("path", "test_path"), ("sequence_column", "label_column", "id_column", "fold_column"), "plmexit.data.tasks:read_csv_task"),
         Format("fasta", None, ("path", "test_path"), ("label_regex",), "plmexit.data.tasks:read_fasta_task"),
-        Format("proteingym", "regression", ("reference",), ("assays", "filter", "assay_dir", "fold_schemes"), "plmexit.data.proteingym:read_assay"),
+        Format("proteingym", "regression", ("reference",), ("assays", "filter", "assay_dir", "fold_schemes"), "plmexit.data.proteingym:read_assay", "onehot"),
         Format("deeploc", "classification", ("path", "test_path"), ("labels",), "plmexit.data.datasets:read_deeploc"),
         Format("deepfri_ec", "multilabel", ("path", "annotations", "ids_path", "test_ids_path"), (), "plmexit.data.datasets:read_deepfri_ec"),
         Format("deepsol", "classification", ("path", "labels_path", "test_path", "test_labels_path"), (), "plmexit.data.datasets:read_deepsol"),

@@ -600,6 +600,10 @@ class Plan:
         """A probe grid of the config (``ridge_alphas``, ``logistic_cs``) as ``probe`` takes it: comma-separated."""
         return ",".join(str(value) for value in self.config["probe"][key])
 
+    def baseline_features(self, task: str) -> str:
+        """The feature baseline of a task's probes (``probe --baseline-features``), by its kind (``FORMATS``)."""
+        return FORMATS[self.task_kind(task)].baseline
+
     def inner_split(self, task: str) -> str:
         """A ridge probe's inner split follows the task's fold scheme (``INNER_SPLIT_OF_SCHEME``); classifiers ignore it."""
         return INNER_SPLIT_OF_SCHEME[self.task(task)["scheme"]] if self.task_type(task) == "regression" else "loo"

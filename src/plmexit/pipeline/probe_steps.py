@@ -20,7 +20,7 @@ from plmexit.atomic import atomic_path, write_text
 from plmexit.data import proteingym, tasks
 from plmexit.embedding import store
 from plmexit.errors import InputError, StoreError
-from plmexit.probing import probes, tables
+from plmexit.probing import baselines, probes, tables
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +36,7 @@ def gather_embeddings(shards: list[str | Path], out: str | Path) -> None:
 def probe_task(
     embeddings: str | Path, task_table: str | Path, model: str, task: str, settings: probes.ProbeSettings,
     out: str | Path, predictions_out: str | Path, threads: int = 1,
+    baseline_features: str | None = None, baselines_out: str | Path | None = None, baseline_predictions_out: str | Path | None = None,
 ) -> pd.DataFrame:
     """Fit probes at every layer and fold, ``threads`` layers at a time.
 
@@ -45,7 +46,17 @@ def probe_task(
     task, layer, fold, id, label, prediction``, gzipped) to ``predictions_out``. With an inner split
     grouped by position, positions come from the ids (ProteinGym mutants). Logs one warning when
     chosen hyperparameters sit on the grid's edge.
+
+    With ``baseline_features`` (``onehot`` or ``composition``, ``plmexit.probing.baselines``) it also
+    fits the chance predictor and that feature baseline through the same folds, inner selection and
+    metric, and writes their table (``tables.BASELINE_COLUMNS``) to ``baselines_out`` and their test
+    predictions (``tables.BASELINE_PREDICTION_COLUMNS``, gzipped) to ``baseline_predictions_out``.
     """
+    wanted = (baseline_features, baselines_out, baseline_predictions_out)
+    if any(w is not None for w in wanted) and not all(w is not None for w in wanted):
+        raise InputError("--baseline-features, --baselines-out and --baseline-predictions go together; give all three or none")
+    if baseline_features is not None and baseline_features not in baselines.FEATURES:
+        raise InputError(f"baseline features {baseline_features!r} are not one of {', '.join(baselines.FEATURES)} (--baseline-features)")
     table = tasks.read_task_table(task_table, settings.task_type)
     info = store.read_info(embeddings)
     if info.attrs.get("input_sha256") != tasks.sequences_sha256(table["id"], table["sequence"]):
@@ -70,7 +81,31 @@ def probe_task(
     write_text(out, result.to_csv(sep="\t", index=False, float_format="%.10g"))
     with atomic_path(predictions_out) as tmp:
         pd.concat(predictions).to_csv(tmp, sep="\t", index=False, float_format="%.10g", compression="gzip")
+    if baseline_features is not None:
+        _probe_baselines(table, y, classes, model, task, settings, positions, baseline_features, baselines_out, baseline_predictions_out)
     return result
+
+
+def _probe_baselines(
+    table: pd.DataFrame, y: np.ndarray, classes: list[str] | None, model: str, task: str, settings: probes.ProbeSettings,
+    positions: np.ndarray | None, features: str, out: str | Path, predictions_out: str | Path,
+) -> None:
+    """The chance predictor and the feature baseline of one task, written as the layers' tables are."""
+    labels, folds, ids = table["label"].to_numpy(), table["fold"].to_numpy(), table["id"].to_numpy()
+    started = time.monotonic()
+    with threadpool_limits(1, user_api="blas"):
+        fitted = baselines.probe_baselines(table["sequence"].to_numpy(), y, folds, settings, features, positions)
+    rows, predictions = [], []
+    for name, fits in fitted.items():
+        rows.extend((model, task, name, fold, metric, value) for fold, metric, value in probes.fold_metrics(fits, y, settings))
+        for fit in fits:
+            shown = tables.encode_scores(fit.predictions, classes) if classes else fit.predictions
+            columns = (model, task, name, fit.fold, ids[fit.test], labels[fit.test], shown)
+            predictions.append(pd.DataFrame(dict(zip(tables.BASELINE_PREDICTION_COLUMNS, columns))))
+    log.info("%s/%s: probed the baselines %s (%.1f s)", model, task, ", ".join(fitted), time.monotonic() - started)
+    write_text(out, pd.DataFrame(rows, columns=tables.BASELINE_COLUMNS).to_csv(sep="\t", index=False, float_format="%.10g"))
+    with atomic_path(predictions_out) as tmp:
+        pd.concat(predictions).to_csv(tmp, sep="\t", index=False, float_format="%.10g", compression="gzip")
 
 
 def _inner_positions(ids: np.ndarray, inner_split: str, task_table: str | Path) -> np.ndarray | None:

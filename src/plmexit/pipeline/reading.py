@@ -46,3 +46,25 @@ def read_json(path: str | Path, writer: str, keys: tuple[str, ...]) -> dict:
     if missing:
         raise InputError(f"{path}: lacks {', '.join(missing)}; pass a file written by {writer}")
     return data
+
+
+def read_baseline_table(path: str | Path) -> pd.DataFrame:
+    table = read_tsv(path, "baseline table", "`plmexit probe --baseline-features ...`")
+    if list(table.columns) != tables.BASELINE_COLUMNS:
+        raise InputError(f"{path}: columns {list(table.columns)} are not {tables.BASELINE_COLUMNS}; rerun `plmexit probe --baseline-features ...`")
+    return table
+
+
+def read_baseline_predictions(path: str | Path, task_type: str) -> pd.DataFrame:
+    """A baseline predictions table, its ``baseline`` column where a predictions table has ``layer``, decoded as ``read_predictions`` does."""
+    text = {"label": str, "prediction": str} if task_type != "regression" else {}
+    try:
+        table = pd.read_csv(path, sep="\t", dtype={"id": str, "baseline": str, **text}, keep_default_na=False)
+    except (OSError, pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, EOFError) as exc:
+        raise InputError(f"{path}: not a readable baseline predictions table ({exc}); rerun `plmexit probe --baseline-features ...`") from None
+    if list(table.columns) != tables.BASELINE_PREDICTION_COLUMNS:
+        raise InputError(
+            f"{path}: columns {list(table.columns)} are not {tables.BASELINE_PREDICTION_COLUMNS}; "
+            "pass the baseline predictions written by `plmexit probe --baseline-predictions`"
+        )
+    return tables.decode_multilabel(table) if task_type == "multilabel" else table

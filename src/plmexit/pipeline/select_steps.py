@@ -17,7 +17,9 @@ from plmexit.atomic import write_text
 from plmexit.data import proteingym, tasks
 from plmexit.embedding import cost
 from plmexit.errors import InputError
-from plmexit.pipeline.reading import read_json, read_predictions, read_probe_table, read_tsv
+from plmexit.pipeline.reading import (
+    read_baseline_predictions, read_baseline_table, read_json, read_predictions, read_probe_table, read_tsv,
+)
 from plmexit.probing import choice
 
 log = logging.getLogger(__name__)
@@ -30,8 +32,16 @@ TEST_UNIT_ITEMS = "items"
 def select_task(
     probe_table: str | Path, predictions: str | Path, cost_file: str | Path, task_info: str | Path,
     task_type: str, metric: str, tolerance: float, n_boot: int, seed: int, out: str | Path,
+    baselines: str | Path | None = None, baseline_predictions: str | Path | None = None,
 ) -> dict:
-    """Choose the layer for one (model, task), add the gain's interval, the cost saved, a verdict and how the task was split; write JSON."""
+    """Choose the layer for one (model, task), add the gain's interval, the cost saved, a verdict and how the task was split; write JSON.
+
+    With ``baselines`` and ``baseline_predictions`` (``plmexit probe --baseline-features``) it adds the
+    baselines' scores and the gains over them (``choice.baseline_gains``); a task where neither the
+    nested selection nor the final layer beats chance gets the verdict ``not_above_chance`` and no saving.
+    """
+    if (baselines is None) != (baseline_predictions is None):
+        raise InputError("--baselines and --baseline-predictions go together; give both (from `plmexit probe --baseline-features`) or neither")
     try:
         selection = choice.select_layer(read_probe_table(probe_table), metric, tolerance)
     except InputError as exc:
@@ -77,10 +87,30 @@ def select_task(
     selection["n_truncated"] = int(costs["n_truncated"])
     selection["split"], selection["n_sequences"], selection["task_info"] = info["split"], info["n_sequences"], info
     selection["dms_id"], selection["fold_scheme"] = info["dms_id"], info["fold_scheme"]
+    selection.update(dict.fromkeys(choice.BASELINE_SUMMARY_COLUMNS))
+    if baselines is not None:
+        selection.update(_baseline_gains(baselines, baseline_predictions, table, selection, task_type, n_boot, seed, clusters))
     selection["verdict"] = choice.verdict(selection)
+    if selection["verdict"] == choice.NOT_ABOVE_CHANCE:
+        # No layer is shown to beat a predictor that reads no sequence: a saving of compute that buys nothing is no saving.
+        for key in ("deployed_compute_saved", "deployed_time_saved", "folds_compute_saved", "folds_time_saved"):
+            selection[key] = None
     _warn_about(selection, task_type)
     write_text(out, json.dumps(selection, indent=2) + "\n")
     return selection
+
+
+def _baseline_gains(
+    baselines: str | Path, baseline_predictions: str | Path, predictions: pd.DataFrame, selection: dict, task_type: str,
+    n_boot: int, seed: int, clusters: dict | None,
+) -> dict:
+    """``choice.baseline_gains`` from the probe step's baseline files, errors naming them."""
+    try:
+        scores = choice.baseline_scores(read_baseline_table(baselines), selection["metric"])
+        table = read_baseline_predictions(baseline_predictions, task_type)
+        return choice.baseline_gains(predictions, table, scores, selection, task_type, n_boot, seed, clusters)
+    except InputError as exc:
+        raise InputError(f"{baselines} with {baseline_predictions}: {exc}") from None
 
 
 def _warn_about(selection: dict, task_type: str) -> None:
@@ -90,6 +120,12 @@ def _warn_about(selection: dict, task_type: str) -> None:
         log.warning(
             "%s: no layer carries a signal on some training part (every inner score is NaN: the embedded features do not vary); "
             "reported as %s, with no gain or saving", name, selection["status"],
+        )
+    if selection["verdict"] == choice.NOT_ABOVE_CHANCE:
+        log.warning(
+            "%s: neither the nested selection (%s %.3f) nor the final layer (%.3f) beats chance (%.3f) beyond its interval; "
+            "reported as %s, with no saving", name, selection["metric"], selection["nested_score"], selection["final_score"],
+            selection["chance_score"], choice.NOT_ABOVE_CHANCE,
         )
     if selection["verdict"] == "too_little_data":
         log.warning(

@@ -31,6 +31,9 @@ CONFIDENCE_LEVEL = 0.95
 NOT_SCORES = (HYPERPARAMETER, HYPERPARAMETER_EDGE)
 STATUS_OK = "ok"
 STATUS_NO_SIGNAL = "no_signal"
+# The verdict of a task where neither the nested selection nor the final layer beats the chance
+# predictor beyond its interval (``not_above_chance``, README "Baselines"): no saving is reported for it.
+NOT_ABOVE_CHANCE = "not_above_chance"
 # Below this many items in a test fold one item moves accuracy by 5 points or more and a Spearman
 # by as much; 30 noise labels in 5 folds of 6 gave a "gain" of 0.16. Such tasks get a warning and
 # the verdict ``too_little_data`` whatever their interval says. Counted in the unit the bootstrap
@@ -50,6 +53,7 @@ VERDICTS = {
     "not_distinguishable": "not distinguishable from the final layer",
     "too_little_data": "too little data to tell",
     STATUS_NO_SIGNAL: "no layer carries a signal",
+    NOT_ABOVE_CHANCE: "no layer beats chance",
 }
 
 
@@ -262,12 +266,24 @@ SUMMARY_COLUMNS = [
     "folds_compute_saved", "folds_time_saved", "oracle_layer", "oracle_score", "n_folds", "min_test_fold_size", "test_unit", "split", "n_sequences",
     "n_truncated", "layer_norm",
 ]
+# The baselines (``plmexit.probing.baselines``), appended: their scores (mean test score over the
+# folds, as ``final_score``), the gain of the final layer and of the nested selection over chance,
+# and of the final layer over the feature baseline (``baseline_features``: onehot or composition),
+# each with its paired bootstrap interval (``baseline_gains``). Empty where the probe step ran none.
+BASELINE_SUMMARY_COLUMNS = [
+    "chance_score", "baseline_features", "baseline_score", "nested_gain_over_chance", "nested_gain_over_chance_ci_low",
+    "nested_gain_over_chance_ci_high", "final_gain_over_chance", "final_gain_over_chance_ci_low", "final_gain_over_chance_ci_high",
+    "final_gain_over_baseline", "final_gain_over_baseline_ci_low", "final_gain_over_baseline_ci_high",
+]
+SUMMARY_COLUMNS += BASELINE_SUMMARY_COLUMNS
 
 
 def verdict(selection: dict) -> str:
     """What the gain's interval says, in one of ``VERDICTS``' keys; small test folds or a wide interval say nothing."""
     if selection["status"] != STATUS_OK:
         return selection["status"]
+    if not_above_chance(selection):
+        return NOT_ABOVE_CHANCE
     if selection["min_test_fold_size"] < MIN_TEST_FOLD_ITEMS:
         return "too_little_data"
     return _interval_verdict(selection["gain_ci_low"], selection["gain_ci_high"])
@@ -288,6 +304,12 @@ def describe(row: dict) -> str:
     """One line a person reads at the end of a run: the deployed layer, its score against the final one, the verdict."""
     if row["status"] != STATUS_OK:
         return f"{row['model']} / {row['task']}: {VERDICTS[row['status']]} (see its selection JSON)"
+    if row["verdict"] == NOT_ABOVE_CHANCE:
+        return (
+            f"{row['model']} / {row['task']}: {VERDICTS[NOT_ABOVE_CHANCE]}: {row['metric']} {row['nested_score']:.3f} (nested) and "
+            f"{row['final_score']:.3f} (final layer) against {row['chance_score']:.3f} by chance (95% intervals of the gains over chance "
+            f"start at {row['nested_gain_over_chance_ci_low']:+.3f} and {row['final_gain_over_chance_ci_low']:+.3f}); no layer to deploy, no saving"
+        )
     return (
         f"{row['model']} / {row['task']}: layer {int(row['deployed_layer'])} of {int(row['n_layers'])}, "
         f"{row['metric']} {row['nested_score']:.3f} against {row['final_score']:.3f} at the final layer "
@@ -313,6 +335,8 @@ ACROSS_TASK_COLUMNS = [
     "model", "metric", "scheme", "n_tasks", "n_no_signal", "final_selected_fraction", "final_oracle_fraction", "mean_gain",
     "mean_gain_ci_low", "mean_gain_ci_high", "verdict", "mean_deployed_compute_saved", "mean_deployed_time_saved",
 ]
+# Appended: tasks whose verdict is ``not_above_chance``, left out of the means and fractions as ``no_signal`` ones are.
+ACROSS_TASK_COLUMNS += ["n_not_above_chance"]
 # ``scheme`` of tasks that have no ProteinGym fold scheme, and of the row that averages each assay over its schemes.
 NO_SCHEME = "-"
 ALL_SCHEMES = "all"
@@ -330,7 +354,8 @@ def across_tasks(summary: pd.DataFrame, n_boot: int, seed: int, level: float = C
     ``final_oracle_fraction`` those whose best test score is at the final layer, the figure
     same-split studies report (17.9% over 13 PLMs x 15 tasks in PLMSommelier). ``n_tasks`` and
     ``n_no_signal`` count assays (tasks, outside ProteinGym); an assay is ``no_signal`` in a row
-    when any of its tasks there is, and means and fractions leave it out. The interval resamples
+    when any of its tasks there is, and means and fractions leave it out; so are assays with a
+    ``not_above_chance`` task there (and none ``no_signal``), counted in ``n_not_above_chance``. The interval resamples
     assays; ``verdict`` is ``too_little_data`` below ``MIN_ACROSS_TASKS`` of them with a signal
     or when the interval is wider than ``MAX_INTERVAL_WIDTH``.
     """
@@ -343,6 +368,7 @@ def across_tasks(summary: pd.DataFrame, n_boot: int, seed: int, level: float = C
     summary["unit"] = column("dms_id").fillna(summary["task"])
     summary["final_selected"] = (summary["deployed_layer"] == summary["n_layers"]).astype(float)
     summary["final_oracle"] = (summary["oracle_layer"] == summary["n_layers"]).astype(float)
+    summary["not_above_chance"] = (column("verdict") == NOT_ABOVE_CHANCE).astype(bool)
     rng = np.random.default_rng(seed)
     rows = []
     for (model, metric), group in summary.groupby(["model", "metric"], sort=True):
@@ -354,10 +380,12 @@ def across_tasks(summary: pd.DataFrame, n_boot: int, seed: int, level: float = C
             parts.append((ALL_SCHEMES, schemed[schemed["unit"].isin(seen.index[seen == kinds.nunique()])]))
         for scheme, part in parts:
             no_signal = (part["status"] != STATUS_OK).groupby(part["unit"]).any()
-            ok = part[part["unit"].isin(no_signal.index[~no_signal])]
+            at_chance = part["not_above_chance"].groupby(part["unit"]).any() & ~no_signal
+            ok = part[part["unit"].isin(no_signal.index[~no_signal & ~at_chance])]
             # Each unit (assay, or task) once: its schemes' values averaged.
             per_unit = ok.groupby("unit")[["gain", "final_selected", "final_oracle", "deployed_compute_saved", "deployed_time_saved"]].mean()
             rows.append(_across_row(model, metric, scheme, len(no_signal), int(no_signal.sum()), per_unit, n_boot, rng, level))
+            rows[-1]["n_not_above_chance"] = int(at_chance.sum())
     return pd.DataFrame(rows, columns=ACROSS_TASK_COLUMNS)
 
 
@@ -374,3 +402,62 @@ def _across_row(model, metric, scheme, n_tasks, n_no_signal, per_unit: pd.DataFr
         "verdict": "too_little_data" if len(gains) < MIN_ACROSS_TASKS else _interval_verdict(low, high),
         "mean_deployed_compute_saved": mean("deployed_compute_saved"), "mean_deployed_time_saved": mean("deployed_time_saved"),
     }
+
+
+def not_above_chance(selection: dict) -> bool:
+    """True when neither the nested selection nor the final layer beats chance: both gains' 95% intervals start at or below 0.
+
+    False where no chance predictor was fitted (its intervals are None).
+    """
+    lows = (selection.get("nested_gain_over_chance_ci_low"), selection.get("final_gain_over_chance_ci_low"))
+    return all(low is not None and not pd.isna(low) for low in lows) and all(low <= 0 for low in lows)
+
+
+# The layer number a baseline's predictions take while ``bootstrap_gain`` compares it with a layer (never a real layer).
+_BASELINE_AS_LAYER = -1
+
+
+def baseline_scores(table: pd.DataFrame, metric: str) -> dict[str, float]:
+    """Each baseline's mean test ``metric`` over the evaluation folds (as ``final_score`` is the final layer's)."""
+    if not (table["metric"] == metric).any():
+        raise InputError(f"no {metric!r} rows (metrics: {', '.join(sorted(table['metric'].unique()))}); rerun `plmexit probe` with this metric")
+    rows = table[(table.metric == metric) & (table.fold != DEPLOY_FOLD)]
+    return {str(name): float(values.mean()) for name, values in rows.groupby("baseline", sort=True)["value"]}
+
+
+def baseline_gains(
+    predictions: pd.DataFrame, baseline_predictions: pd.DataFrame, scores: dict[str, float], selection: dict, task_type: str,
+    n_boot: int, seed: int, clusters: dict[str, object] | None = None,
+) -> dict:
+    """The baselines' scores and the gains over them: ``BASELINE_SUMMARY_COLUMNS``' values.
+
+    Gains are of the final layer over chance and over the feature baseline, and of the nested
+    selection (each fold's chosen layer) over chance; each point value is a difference of
+    means over folds, as ``gain`` is, and each interval is ``bootstrap_gain``'s paired
+    bootstrap, same units, resamples and seed as the gain's, with the baseline's predictions in
+    place of the final layer's. ``scores`` are ``baseline_scores``' (chance and one feature
+    baseline). Nested gains are None where the selection has no signal.
+    """
+    features = [name for name in scores if name != "chance"]
+    if "chance" not in scores or len(features) != 1:
+        raise InputError(f"baselines {', '.join(scores)} are not chance and one feature baseline; rerun `plmexit probe --baseline-features ...`")
+    (feature,) = features
+    final = selection["n_layers"]
+    out = dict.fromkeys(BASELINE_SUMMARY_COLUMNS)
+    out.update(chance_score=scores["chance"], baseline_features=feature, baseline_score=scores[feature])
+    out["final_gain_over_chance"] = selection["final_score"] - scores["chance"]
+    out["final_gain_over_baseline"] = selection["final_score"] - scores[feature]
+    comparisons = [("final_gain_over_chance", "chance", [final] * len(selection["folds"])),
+                   ("final_gain_over_baseline", feature, [final] * len(selection["folds"]))]
+    if selection.get("status", STATUS_OK) == STATUS_OK:
+        out["nested_gain_over_chance"] = selection["nested_score"] - scores["chance"]
+        comparisons.append(("nested_gain_over_chance", "chance", [f["layer"] for f in selection["folds"]]))
+    for column, baseline, layers in comparisons:
+        rows = baseline_predictions[baseline_predictions.baseline == baseline].drop(columns="baseline").assign(layer=_BASELINE_AS_LAYER)
+        paired = pd.concat([predictions[predictions.layer.isin(set(layers))], rows[predictions.columns]], ignore_index=True)
+        versus = {
+            "task": selection["task"], "metric": selection["metric"], "status": STATUS_OK, "n_layers": _BASELINE_AS_LAYER,
+            "folds": [{"fold": f["fold"], "layer": layer} for f, layer in zip(selection["folds"], layers)],
+        }
+        out[column + "_ci_low"], out[column + "_ci_high"] = bootstrap_gain(paired, versus, task_type, n_boot, seed, clusters=clusters)
+    return out

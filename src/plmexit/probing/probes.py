@@ -40,11 +40,31 @@ HYPERPARAMETER = "hyperparameter"
 HYPERPARAMETER_EDGE = "hyperparameter_edge"
 
 
+# Predictions closer than this, relative to their largest magnitude, are one tied value to Spearman.
+# Probes that predict exactly equal values (a one-hot's rows whose every varying column is unseen
+# in training, e.g. all variants at a held-out position) return them with rounding noise of
+# ~1e-16 relative, and ranking that noise gives a random correlation instead of the ties' 0.
+PREDICTION_TIE_TOLERANCE = 1e-10
+
+
 def spearman(y_true: np.ndarray, y_pred: np.ndarray) -> float:
-    """Spearman's rho; 0.0 when either side is constant (no rank information, no correlation)."""
+    """Spearman's rho, predictions within ``PREDICTION_TIE_TOLERANCE`` tied; 0.0 when either side is constant (no rank information)."""
+    y_pred = _snap_ties(np.asarray(y_pred, dtype=np.float64))
     if np.ptp(y_true) == 0 or np.ptp(y_pred) == 0:
         return 0.0
     return float(spearmanr(y_true, y_pred).statistic)
+
+
+def _snap_ties(values: np.ndarray) -> np.ndarray:
+    """``values`` with each run of sorted neighbours closer than the tolerance replaced by the run's first value."""
+    if len(values) < 2 or not np.all(np.isfinite(values)):
+        return values
+    order = np.argsort(values, kind="stable")
+    ordered = values[order]
+    new_run = np.concatenate([[True], np.diff(ordered) > PREDICTION_TIE_TOLERANCE * np.max(np.abs(ordered))])
+    snapped = np.empty_like(values)
+    snapped[order] = ordered[np.flatnonzero(new_run)[np.cumsum(new_run) - 1]]
+    return snapped
 
 
 # Protein-centric Fmax as DeepFRI scores EC numbers (``Method._cafa_ec_aupr`` of its evaluation

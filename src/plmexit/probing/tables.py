@@ -17,6 +17,10 @@ from plmexit.errors import InputError
 
 PROBE_COLUMNS = ["model", "task", "layer", "fold", "metric", "value"]
 PREDICTION_COLUMNS = ["model", "task", "layer", "fold", "id", "label", "prediction"]
+# The baselines' tables (``plmexit.probing.baselines``): as the probe and predictions tables, with the
+# baseline's name (``chance``, ``onehot``, ``composition``) where those have the layer.
+BASELINE_COLUMNS = ["model", "task", "baseline", "fold", "metric", "value"]
+BASELINE_PREDICTION_COLUMNS = ["model", "task", "baseline", "fold", "id", "label", "prediction"]
 
 
 def classes_of(labels) -> list[str]:

@@ -53,8 +53,10 @@ def render_card(card: dict) -> str:
         f"gain {_number(scores['gain'])}, {level} interval {interval}.",
         f"- The nested score is the {scores['nested_score_covers']}. The interval is of {scores['interval_of']}: {scores['interval_covers']}.",
         f"- Verdict: {VERDICTS.get(scores['verdict'], 'n/a')}; layers chosen per fold: {scores['fold_layers']}.",
+        *_baseline_lines(scores),
         f"- Compute saved against the full model: {_percent(compute['flops_saved'])} of FLOPs, {_percent(compute['time_saved'])} of "
-        f"measured forward time (on {compute['measured_on'].get('device_name') or compute['measured_on'].get('device')}).",
+        f"measured forward time (on {compute['measured_on'].get('device_name') or compute['measured_on'].get('device')})"
+        + (": not a saving, since no layer beats chance." if scores.get("verdict") == "not_above_chance" else "."),
         "",
         "## How to use it",
         "",
@@ -74,6 +76,19 @@ def render_card(card: dict) -> str:
         "",
     ]
     return "\n".join(lines)
+
+
+def _baseline_lines(scores: dict) -> list[str]:
+    """What a layer had to beat (README, "Baselines"): nothing where the probe step fitted no baselines."""
+    if scores.get("chance_score") is None:
+        return []
+    gain = lambda name: f"{_number(scores[name])} [{_number(scores[name + '_ci_low'])}, {_number(scores[name + '_ci_high'])}]"  # noqa: E731
+    return [
+        f"- Baselines (same folds, inner selection and metric): chance {_number(scores['chance_score'])}, "
+        f"{scores['baseline_features']} probe {_number(scores['baseline_score'])}; the final layer's gain over chance {gain('final_gain_over_chance')}, "
+        f"over the {scores['baseline_features']} probe {gain('final_gain_over_baseline')}; the nested selection's over chance "
+        f"{gain('nested_gain_over_chance')} (paired bootstrap intervals, as the gain's).",
+    ]
 
 
 def _blocks(n: int) -> str:

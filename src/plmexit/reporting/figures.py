@@ -47,6 +47,12 @@ def layers_figure(table: pd.DataFrame, selection: dict, seconds: list[float]) ->
         )
     else:
         ax.text(0.02, 0.02, f"{selection['status']}: no layer carries a signal", transform=ax.transAxes, fontsize="small")
+    if selection.get("verdict") == "not_above_chance":
+        ax.text(0.02, 0.08, "not_above_chance: no layer beats chance, no saving", transform=ax.transAxes, fontsize="small")
+    # The baselines (plmexit.probing.baselines), where the probe step fitted them: what a layer must beat.
+    for key, name, color in (("chance_score", "chance", "tab:purple"), ("baseline_score", selection.get("baseline_features"), "tab:brown")):
+        if selection.get(key) is not None:
+            ax.axhline(selection[key], color=color, linestyle="-.", linewidth=1, label=f"{name} baseline: test {metric} {selection[key]:.3f}, mean over folds")
     # The final-layer line is drawn last and dashed so it stays visible when the deployed layer is the final one.
     ax.axvline(selection["n_layers"], color="tab:red", linestyle="--", label=f"final layer {selection['n_layers']}")
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
@@ -90,7 +96,9 @@ def gain_figure(summary: pd.DataFrame) -> plt.Figure:
     One panel per metric (gains in different units are never on one axis), one point per task,
     numbered, with the key beside the panels.
     """
-    summary = summary[summary["status"] == "ok"].sort_values(["metric", "model", "task"])
+    # A task with no signal, or none above chance, has no saving to plot.
+    summary = summary[(summary["status"] == "ok") & (summary.get("verdict", pd.Series(index=summary.index, dtype=object)) != "not_above_chance")]
+    summary = summary.sort_values(["metric", "model", "task"])
     metrics = sorted(summary["metric"].unique()) or ["(no task with a signal)"]
     fig, axes = plt.subplots(1, len(metrics), figsize=(4.2 * len(metrics) + 2.5, 4.2), layout="constrained", squeeze=False)
     key = []

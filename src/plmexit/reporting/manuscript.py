@@ -35,12 +35,15 @@ def best_layers_table(summary: pd.DataFrame) -> pd.DataFrame:
     rows = []
     for r in summary.itertuples():
         ok = r.status == "ok"
+        # A task no layer lifts above chance keeps its scores and gain but claims no layer and no saving.
+        above_chance = getattr(r, "verdict", None) != "not_above_chance"
         rows.append({
             "Model": r.model, "Task": r.task, "Metric": r.metric,
-            "Layer": f"{int(r.deployed_layer)}/{int(r.n_layers)}" if ok else "no signal",
+            "Layer": ("no signal" if not ok else f"{int(r.deployed_layer)}/{int(r.n_layers)}" if above_chance else "not above chance"),
             "Nested": _score(r.nested_score), "Final layer": _score(r.final_score),
             "Gain [95% CI]": _gain(r.gain, r.gain_ci_low, r.gain_ci_high) if ok else "",
-            "FLOPs saved": _percent(r.deployed_compute_saved) if ok else "", "Time saved": _percent(r.deployed_time_saved) if ok else "",
+            "FLOPs saved": _percent(r.deployed_compute_saved) if ok and above_chance else "",
+            "Time saved": _percent(r.deployed_time_saved) if ok and above_chance else "",
         })
     return pd.DataFrame(rows)
 

@@ -121,7 +121,7 @@ def gain_heat_figure(summary: pd.DataFrame, models: list[str]) -> plt.Figure:
 def gain_vs_compute_figure(summary: pd.DataFrame, styles: dict[str, dict]) -> plt.Figure:
     """Nested gain (95% interval) against compute saved at the deployed layer, by FLOPs and by measured
     time, every task of every model; one panel pair per metric."""
-    ok = summary[summary["status"] == "ok"]
+    ok = summary[(summary["status"] == "ok") & (summary.get("verdict", pd.Series(index=summary.index, dtype=object)) != "not_above_chance")]
     metrics = sorted(ok["metric"].unique()) or ["(no task with a signal)"]
     with plt.rc_context(STYLE):
         fig, axes = plt.subplots(len(metrics), 2, figsize=(DOUBLE, 2.6 * len(metrics)), layout="constrained", squeeze=False)
