@@ -213,6 +213,8 @@ def _card(manifest, selection, costs, attrs, settings, probe: LinearProbe, layer
             "nested_score_covers": "mean over evaluation folds of each fold's test score at the layer chosen on that fold's training rows only",
             "verdict": selection.get("verdict"), "fold_layers": selection.get("fold_layers"), "fold_agreement": selection.get("fold_agreement"),
             "split": selection.get("split"),
+            # Homology folds: how MMseqs2 clustered the task (whole clusters per fold); None for other splits.
+            "clustering": (selection.get("task_info") or {}).get("clustering"),
         },
         "compute": {
             # Of the exported depth, from the cost file itself (the selection's figures are for its deployed layer, the same one).

@@ -50,9 +50,13 @@ def select_task(
     ok = selection["status"] == choice.STATUS_OK
 
     clusters = _position_clusters(info, table["id"])
+    unit = "mutated positions" if clusters else "test items"
+    if clusters is None and info.get("clusters"):
+        # Homology folds: sequences of one MMseqs2 cluster share their errors, so the cluster is the unit (no cluster spans two folds).
+        clusters, unit = info["clusters"], "MMseqs2 sequence clusters"
     selection["bootstrap"] = {
         "resamples": n_boot, "seed": seed, "level": choice.CONFIDENCE_LEVEL,
-        "unit": ("mutated positions" if clusters else "test items") + ", paired within folds; probes not refitted, layers not re-chosen",
+        "unit": unit + ", paired within folds; probes not refitted, layers not re-chosen",
     }
     selection["gain_ci_low"] = selection["gain_ci_high"] = None
     if ok:
@@ -69,6 +73,7 @@ def select_task(
     selection["layer_norm"] = costs["layer_norm"]
     selection["n_truncated"] = int(costs["n_truncated"])
     selection["split"], selection["n_sequences"], selection["task_info"] = info["split"], info["n_sequences"], info
+    selection["task_info"] = {k: v for k, v in info.items() if k != "clusters"}  # the clustering's summary stays; each id's cluster is in the task info
     selection["dms_id"], selection["fold_scheme"] = info["dms_id"], info["fold_scheme"]
     selection["verdict"] = choice.verdict(selection)
     _warn_about(selection, task_type)
