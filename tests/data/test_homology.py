@@ -193,3 +193,32 @@ def test_a_failing_mmseqs_is_one_line(tmp_path, monkeypatch):
     monkeypatch.setenv("PATH", f"{fake.parent}{os.pathsep}{os.environ['PATH']}")
     with pytest.raises(ToolError, match=r"^MMseqs2 failed \(clustering 24 sequences, exit 3\): Error: out of memory in prefilter; run `\S+ easy-cluster -h`"):
         homology.cluster_sequences([s for _, s, _ in families()])
+
+
+def test_select_resamples_clusters_under_homology_folds(tmp_path, mmseqs, tiny_model, tiny_model_sha256, capsys):
+    from plmexit.pipeline.reading import read_predictions
+    from plmexit.probing import choice
+
+    path = write_fasta(tmp_path / "toy.fasta", families())
+    t = tmp_path
+    steps = [
+        ["fetch-model", "--id", "tiny", "--checkpoint", tiny_model, "--sha256", tiny_model_sha256, "--out", t / "model.json"],
+        ["prepare", "--name", "toy", "--format", "fasta", "--path", path, "--type", "classification", "--label-regex", r"class=(\w+)",
+         "--folds", "homology", "--cv-folds", 3, "--out", t / "toy.tsv", "--info-out", t / "toy.json"],
+        ["embed", "--model", t / "model.json", "--task", t / "toy.tsv", "--out", t / "toy.h5", "--device", "cpu", "--dtype", "float32", "--no-progress"],
+        ["cost", "--model", t / "model.json", "--task", t / "toy.tsv", "--out", t / "cost.json", "--device", "cpu", "--sample-sequences", 4, "--repeats", 1],
+        ["probe", "--embeddings", t / "toy.h5", "--task", t / "toy.tsv", "--type", "classification", "--metric", "accuracy", "--model-id", "tiny",
+         "--task-name", "toy", "--cs", "0.1,1", "--out", t / "probes.tsv", "--predictions", t / "predictions.tsv.gz"],
+        ["select", "--probes", t / "probes.tsv", "--predictions", t / "predictions.tsv.gz", "--cost", t / "cost.json", "--task-info", t / "toy.json",
+         "--type", "classification", "--metric", "accuracy", "--bootstrap", 200, "--seed", 2, "--out", t / "selection.json"],
+    ]
+    for argv in steps:
+        assert main([str(a) for a in argv]) == 0, (argv[0], capsys.readouterr().err)
+
+    selection = json.loads((t / "selection.json").read_text())
+    info = json.loads((t / "toy.json").read_text())
+    assert selection["bootstrap"]["unit"] == "MMseqs2 sequence clusters, paired within folds; probes not refitted, layers not re-chosen"
+    assert "clusters" not in selection["task_info"] and selection["task_info"]["clustering"]["n_clusters"] == FAMILIES
+    predictions = read_predictions(t / "predictions.tsv.gz", "classification")
+    by_cluster = choice.bootstrap_gain(predictions, selection, "classification", 200, 2, clusters=info["clusters"])
+    assert [selection["gain_ci_low"], selection["gain_ci_high"]] == list(by_cluster)
