@@ -80,3 +80,23 @@ def test_cost_depth_compares_the_two_measurements(tmp_path):
     assert all(len(v) == 3 for v in result["seconds_per_depth"].values())
     assert len(result["relative_difference_per_depth"]) == 3 and result["separate_over_timestamps"] > 0
     assert result["machine"]["cpus"] and result["command"] and result["date"]
+
+
+def test_homology_folds_ec_writes_both_splits_and_their_moves(tmp_path, shared_data):
+    from system_programs import require
+
+    require(("mmseqs2",), ("mmseqs",), "the homology folds benchmark (MMseqs2)")
+    out = tmp_path / "homology_folds_ec.json"
+    command = [sys.executable, str(REPO / "benchmarks" / "homology_folds_ec.py"), "--data", str(shared_data / "deepfri_ec"), "--max-sequences", "60",
+               "--layers", "2", "--dim", "16", "--heads", "2", "--cv-folds", "3", "--bootstrap", "20", "--fold-seeds", "0", "--out", str(out)]
+    subprocess.run(command, check=True, capture_output=True, text=True, timeout=600)
+
+    size = json.loads(out.read_text())["sizes"]["60"]
+    random, homology = size["random"][0], size["homology"][0]
+    assert random["split"] == "3-fold cross-validation (stratified), seed 0"
+    assert homology["split"] == "3-fold cross-validation by MMseqs2 clusters at 0.3 identity (stratified), seed 0"
+    assert homology["leak"]["test_chains_with_a_homolog_trained_on"] == 0  # whole clusters per fold
+    assert homology["bootstrap_unit"].startswith("MMseqs2 sequence clusters") and random["bootstrap_unit"].startswith("test items")
+    assert size["moves"]["gain"] == homology["gain"] - random["gain"]
+    assert size["clustering"]["n_sequences"] == 60 == size["chains"] and sum(homology["fold_sizes"]) == 60
+    assert size["homology_over_fold_seeds"]["deployed_layers"] == [homology["deployed_layer"]]
