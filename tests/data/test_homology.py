@@ -191,7 +191,7 @@ def test_a_failing_mmseqs_is_one_line(tmp_path, monkeypatch):
     fake.write_text('#!/bin/sh\nif [ "$1" = version ]; then echo 14-7e284; exit 0; fi\necho "Error: out of memory\n  in prefilter" >&2\nexit 3\n')
     fake.chmod(fake.stat().st_mode | stat.S_IEXEC)
     monkeypatch.setenv("PATH", f"{fake.parent}{os.pathsep}{os.environ['PATH']}")
-    with pytest.raises(ToolError, match=r"^MMseqs2 failed \(clustering 24 sequences, exit 3\): Error: out of memory in prefilter; run `\S+ easy-cluster -h`"):
+    with pytest.raises(ToolError, match=r"^MMseqs2 failed \(clustering 24 sequences, exit 3\): Error: out of memory in prefilter; fix what it says \(`\S+ easy-cluster -h` lists its options\) or set the task's folds: random$"):
         homology.cluster_sequences([s for _, s, _ in families()])
 
 

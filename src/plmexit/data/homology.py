@@ -81,7 +81,7 @@ def _run(arguments: list[str], what: str) -> str:
         raise ToolError(f"MMseqs2 ({arguments[0]}) could not be started for {what}: {one_line(exc)}") from None
     if done.returncode != 0:
         said = one_line(done.stderr or done.stdout or "no output", 300)
-        raise ToolError(f"MMseqs2 failed ({what}, exit {done.returncode}): {said}; run `{' '.join(arguments[:2])} -h` to check the installation")
+        raise ToolError(f"MMseqs2 failed ({what}, exit {done.returncode}): {said}; fix what it says (`{' '.join(arguments[:2])} -h` lists its options) or set the task's folds: random")
     return done.stdout
 
 
