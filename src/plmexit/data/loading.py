@@ -2,7 +2,8 @@
 
 Invariant: every task table leaves here with exactly ``TASK_COLUMNS``, ids unique, sequences in
 the ESM alphabet, labels parsed for the task type, and folds assigned (the official split, the
-file's folds, or seeded cross-validation). The readers (``plmexit.data.tasks`` for csv and
+file's folds, or seeded cross-validation of sequences or, with homology folds, of whole MMseqs2
+clusters: ``plmexit.data.homology``). The readers (``plmexit.data.tasks`` for csv and
 fasta, ``datasets``, ``proteingym``) only read; this module sits above them, so no reader imports it.
 """
 
