@@ -18,6 +18,7 @@ from plmexit.download import sha256_file
 from plmexit.models import fair_esm, hub
 from plmexit.models import manifest as model_manifest
 
+from system_programs import require
 from workflow_runs import snakemake, write_config
 
 # The real data sits next to the repository (../shared/data), read-only; it is never copied in.
@@ -45,6 +46,7 @@ def finished_run(tmp_path_factory, shared_data) -> tuple[Path, Path]:
     Session-wide because several test modules compare against it (the SLURM run must equal it).
     Tests only read it; a test that changes config works on a copy.
     """
+    require(("mmseqs2",), ("mmseqs",), "config/test.yaml's ec task (homology folds, deepfri_ec's default)")
     workdir = tmp_path_factory.mktemp("e2e")
     config = write_config(workdir, shared_data)
     # One layer at a time per probe job: worker processes cost seconds to start and the test's

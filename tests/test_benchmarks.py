@@ -96,3 +96,23 @@ def test_interval_coverage_position_clusters_cover_a_zero_gain_and_variants_do_n
     assert result["positions"]["coverage_of_0"] >= 0.8
     assert result["variants"]["coverage_of_0"] <= 0.65
     assert result["positions"]["mean_width"] > 1.5 * result["variants"]["mean_width"]
+
+
+def test_homology_folds_ec_writes_both_splits_and_their_moves(tmp_path, shared_data):
+    from system_programs import require
+
+    require(("mmseqs2",), ("mmseqs",), "the homology folds benchmark (MMseqs2)")
+    out = tmp_path / "homology_folds_ec.json"
+    command = [sys.executable, str(REPO / "benchmarks" / "homology_folds_ec.py"), "--data", str(shared_data / "deepfri_ec"), "--max-sequences", "60",
+               "--layers", "2", "--dim", "16", "--heads", "2", "--cv-folds", "3", "--bootstrap", "20", "--fold-seeds", "0", "--out", str(out)]
+    subprocess.run(command, check=True, capture_output=True, text=True, timeout=600)
+
+    size = json.loads(out.read_text())["sizes"]["60"]
+    random, homology = size["random"][0], size["homology"][0]
+    assert random["split"] == "3-fold cross-validation (stratified), seed 0"
+    assert homology["split"] == "3-fold cross-validation by MMseqs2 clusters at 0.3 identity (stratified), seed 0"
+    assert homology["leak"]["test_chains_with_a_homolog_trained_on"] == 0  # whole clusters per fold
+    assert homology["bootstrap_unit"].startswith("MMseqs2 sequence clusters") and random["bootstrap_unit"].startswith("test items")
+    assert size["moves"]["gain"] == homology["gain"] - random["gain"]
+    assert size["clustering"]["n_sequences"] == 60 == size["chains"] and sum(homology["fold_sizes"]) == 60
+    assert size["homology_over_fold_seeds"]["deployed_layers"] == [homology["deployed_layer"]]

@@ -39,6 +39,13 @@ def _add_controller_arguments(p: argparse.ArgumentParser, reference: str, unit: 
     p.add_argument("--max-patience", type=_positive_int, default=4, help="largest patience tested, in layers (default 4)")
     p.add_argument("--first-layer", type=int, default=1, help=f"shallowest layer {unit} may exit at (default 1)")
 
+def _fraction(text: str) -> float:
+    value = float(text)
+    if not 0 < value <= 1:
+        raise argparse.ArgumentTypeError(f"expected a fraction in (0, 1], got {text!r}")
+    return value
+
+
 def _at_least_two(text: str) -> int:
     value = int(text)
     if value < 2:
@@ -91,7 +98,8 @@ def cmd_prepare(args) -> None:
         sequence_column=args.sequence_column, label_column=args.label_column, id_column=args.id_column,
         fold_column=args.fold_column, label_regex=args.label_regex, dms_id=args.dms_id, fold_scheme=args.fold_scheme,
         split=args.split, localization=args.labels, max_sequences=args.max_sequences,
-        min_class_size=args.min_class_size, cv_folds=args.cv_folds, seed=args.seed, **paths,
+        min_class_size=args.min_class_size, cv_folds=args.cv_folds, seed=args.seed, folds=args.folds,
+        homology_identity=args.homology_identity, **paths,
     )
     prepare_task(spec, args.out, args.info_out)
 
@@ -435,7 +443,7 @@ def _add_model_run_arguments(p: argparse.ArgumentParser, out: str) -> None:
 def build_parser() -> argparse.ArgumentParser:
     # Light modules only: every plmexit process builds this parser (pandas, scipy and scikit-learn
     # are imported by the commands that use them).
-    from plmexit.data.formats import FORMATS, TASK_TYPES
+    from plmexit.data.formats import DEFAULT_HOMOLOGY_IDENTITY, FOLD_METHODS, FORMATS, TASK_TYPES
     from plmexit.pipeline.planning import FOLD_SCHEMES
     from plmexit.probing.options import DEFAULT_LOGISTIC_CS, DEFAULT_RIDGE_ALPHAS, INNER_SPLITS
 
@@ -526,6 +534,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--min-class-size", type=int, default=0, help="classification: drop classes with fewer members (logged)")
     p.add_argument("--cv-folds", type=_at_least_two, default=5, help="folds when the file has none (default 5)")
     p.add_argument("--seed", type=int, default=0, help="seed for subsampling and folds")
+    p.add_argument(
+        "--folds", choices=list(FOLD_METHODS),
+        help="cross-validated tasks: random (seeded k-fold) or homology (whole MMseqs2 sequence clusters per fold; needs mmseqs); "
+        "default: the format's (homology for deepfri_ec, random for the others)",
+    )
+    p.add_argument("--homology-identity", type=_fraction, help=f"--folds homology: MMseqs2's minimum sequence identity within a cluster (default {DEFAULT_HOMOLOGY_IDENTITY})")
     p.add_argument("--out", required=True, help="task table TSV to write")
     p.add_argument("--info-out", required=True, help="JSON to write: how the task is split, and its ProteinGym assay and scheme")
     p.set_defaults(func=cmd_prepare)

@@ -37,3 +37,7 @@ class DownloadError(PlmexitError):
 
 class ConfigError(PlmexitError):
     """The config passes its schema but is inconsistent (for example two entries share an id)."""
+
+
+class ToolError(PlmexitError):
+    """A system program plmexit runs (MMseqs2) is missing or failed."""

@@ -188,6 +188,8 @@ CHAINS = ">A-1 nrPDB\nMKVA\n>B-1 nrPDB\nMKVC\n>C-1 nrPDB\nMKVD\n>D-1 nrPDB\nMKVE
 def ec_spec(write_file, **overrides) -> TaskSpec:
     settings = {"name": "ec", "format": "deepfri_ec", "path": write_file("seq.fasta", CHAINS), "annotations": write_file("annot.tsv", ANNOT),
                 "ids_path": write_file("ids.txt", "A-1\nB-1\nC-1\nD-1\n"), "type": "multilabel", "cv_folds": 2}
+    # The reader's tests: random folds (homology folds, deepfri_ec's default, are tested in test_homology.py); none with a test part.
+    settings["folds"] = None if "test_ids_path" in overrides else "random"
     return TaskSpec(**{**settings, **overrides})
 
 
@@ -220,7 +222,7 @@ def test_deepfri_ec_errors(write_file):
 def test_deepfri_ec_real_test_chains(shared_data):
     root = shared_data / "deepfri_ec"
     spec = TaskSpec(name="ec", format="deepfri_ec", path=root / "nrPDB-EC_2020.04_test_sequences.fasta",
-                    annotations=root / "nrPDB-EC_2020.04_annot.tsv", ids_path=root / "nrPDB-EC_2020.04_test.txt", type="multilabel")
+                    annotations=root / "nrPDB-EC_2020.04_annot.tsv", ids_path=root / "nrPDB-EC_2020.04_test.txt", type="multilabel", folds="random")
 
     table = load_task(spec)
 

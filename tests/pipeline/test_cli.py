@@ -532,6 +532,7 @@ def test_prepare_writes_the_split_it_used(tmp_path, capsys, write_file):
     assert json.loads((tmp_path / "t.json").read_text()) == {
         "task": "TOY.fold_modulo_5", "format": "proteingym", "type": "regression", "n_sequences": 5, "dms_id": "TOY",
         "fold_scheme": "fold_modulo_5_built", "split": "fold_modulo_5_built: fold_modulo_5 made by plmexit, not ProteinGym's published column",
+        "folds": None, "clustering": None, "clusters": None,  # ProteinGym's own schemes: no random or homology folds
     }
     assert pd.read_csv(tmp_path / "t.tsv", sep="\t")["fold"].tolist() == [2, 3, 4, 0, 1]
 

@@ -272,6 +272,23 @@ def test_the_card_says_what_was_shipped(chains, tmp_path):
         assert text in readme
 
 
+def test_the_card_of_a_homology_folded_task_says_its_scores_are_of_sequences_without_a_trained_homolog(chains, tmp_path):
+    files = dict(chains("regression", "raw"))
+    selection = json.loads(files["selection.json"].read_text())
+    clustering = {"method": "mmseqs easy-cluster", "mmseqs_version": "14-7e284", "min_seq_id": 0.3, "coverage": 0.8, "cov_mode": 0, "cluster_mode": 1,
+                  "n_sequences": 30, "n_clusters": 21, "largest_cluster": 4, "singletons": 15}
+    selection["task_info"] = {**selection["task_info"], "folds": "homology", "clustering": clustering}
+    files["selection.json"] = tmp_path / "selection.json"
+    files["selection.json"].write_text(json.dumps(selection))
+    out = _export(files, "regression", 1, tmp_path / "export")
+
+    assert json.loads((out / "card.json").read_text())["scores"]["clustering"] == clustering
+    assert ("- Folds: whole MMseqs2 clusters (0.3 identity, 0.8 coverage of both sequences; 21 clusters, the largest 4): no test sequence has "
+            "a homolog at that identity in its fold's training rows, and the interval resamples whole clusters.") in (out / "README.md").read_text()
+    plain = _export(chains("regression", "raw"), "regression", 1, tmp_path / "plain")
+    assert "MMseqs2" not in (plain / "README.md").read_text()
+
+
 def test_an_export_of_the_selection_as_it_stands(chains, tmp_path):
     files = chains("classification", "final")
     selection = json.loads(files["selection.json"].read_text())

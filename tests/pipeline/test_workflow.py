@@ -30,7 +30,7 @@ TASKS = {
     NUD15: ("NUD15_HUMAN_Suiter_2020", "spearman", 5, "fold_contiguous_5_built: fold_contiguous_5 made by plmexit, not ProteinGym's published column"),
     "deeploc_10class": ("deeploc_10class", "accuracy", 1, "train deeploc_our_val_set.fasta / test deeploc_test_set.fasta"),
     "deeploc_membrane": ("deeploc_membrane", "accuracy", 5, "5-fold cross-validation (stratified), seed 0"),
-    "ec": ("ec", "fmax", 5, "5-fold cross-validation (stratified), seed 0"),
+    "ec": ("ec", "fmax", 5, "5-fold cross-validation by MMseqs2 clusters at 0.3 identity (stratified), seed 0"),
     "deepsol": ("deepsol", "accuracy", 5, "5-fold cross-validation (stratified), seed 0"),
     "gb1_three_vs_rest": ("gb1_three_vs_rest", "spearman", 1, "FLIP three_vs_rest train/test"),
 }

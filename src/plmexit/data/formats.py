@@ -21,17 +21,31 @@ class Format:
     reader: str  # "module:function" returning (reader's table, split description or None)
     # The feature baseline its probes must beat (plmexit.probing.baselines): "onehot" for a variant set, else "composition".
     baseline: str = "composition"
+    # How a cross-validated task of this kind is folded unless its entry says (plmexit.data.homology.FOLD_METHODS):
+    # DeepFRI's EC chains are only 95%-identity non-redundant, so random folds would put close homologs on both sides.
+    default_folds: str = "random"
+
+
+# Options of the kinds that can be cross-validated (no official split in their files): how folds are made.
+FOLD_KEYS = ("folds", "homology_identity")
+# The values of ``folds``: seeded k-fold of sequences, or of whole MMseqs2 clusters (plmexit.data.homology).
+FOLD_METHODS = ("random", "homology")
+# Minimum sequence identity for two sequences to share a cluster: 30%, the threshold of GraphPart
+# (the homology partitioning tool of the DeepLoc 2.0 group; graph-part/graph-part README and its
+# MMseqs2 baseline benchmarking/baselines/homology_partition_mmseqs2.py, easy-cluster --min-seq-id 0.3),
+# about where sequence identity stops implying homology (the "twilight zone").
+DEFAULT_HOMOLOGY_IDENTITY = 0.3
 
 
 FORMATS = {
     f.kind: f
     for f in (
-        Format("csv", None, ("path", "test_path"), ("sequence_column", "label_column", "id_column", "fold_column"), "plmexit.data.tasks:read_csv_task"),
-        Format("fasta", None, ("path", "test_path"), ("label_regex",), "plmexit.data.tasks:read_fasta_task"),
-        Format("proteingym", "regression", ("reference",), ("assays", "filter", "assay_dir", "fold_schemes"), "plmexit.data.proteingym:read_assay", "onehot"),
-        Format("deeploc", "classification", ("path", "test_path"), ("labels",), "plmexit.data.datasets:read_deeploc"),
-        Format("deepfri_ec", "multilabel", ("path", "annotations", "ids_path", "test_ids_path"), (), "plmexit.data.datasets:read_deepfri_ec"),
-        Format("deepsol", "classification", ("path", "labels_path", "test_path", "test_labels_path"), (), "plmexit.data.datasets:read_deepsol"),
+        Format("csv", None, ("path", "test_path"), ("sequence_column", "label_column", "id_column", "fold_column", *FOLD_KEYS), "plmexit.data.tasks:read_csv_task"),
+        Format("fasta", None, ("path", "test_path"), ("label_regex", *FOLD_KEYS), "plmexit.data.tasks:read_fasta_task"),
+        Format("proteingym", "regression", ("reference",), ("assays", "filter", "assay_dir", "fold_schemes"), "plmexit.data.proteingym:read_assay", baseline="onehot"),
+        Format("deeploc", "classification", ("path", "test_path"), ("labels", *FOLD_KEYS), "plmexit.data.datasets:read_deeploc"),
+        Format("deepfri_ec", "multilabel", ("path", "annotations", "ids_path", "test_ids_path"), FOLD_KEYS, "plmexit.data.datasets:read_deepfri_ec", default_folds="homology"),
+        Format("deepsol", "classification", ("path", "labels_path", "test_path", "test_labels_path"), FOLD_KEYS, "plmexit.data.datasets:read_deepsol"),
         Format("flip", "regression", ("path",), ("split",), "plmexit.data.datasets:read_flip"),
     )
 }

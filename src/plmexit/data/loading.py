@@ -2,7 +2,8 @@
 
 Invariant: every task table leaves here with exactly ``TASK_COLUMNS``, ids unique, sequences in
 the ESM alphabet, labels parsed for the task type, and folds assigned (the official split, the
-file's folds, or seeded cross-validation). The readers (``plmexit.data.tasks`` for csv and
+file's folds, or seeded cross-validation of sequences or, with homology folds, of whole MMseqs2
+clusters: ``plmexit.data.homology``). The readers (``plmexit.data.tasks`` for csv and
 fasta, ``datasets``, ``proteingym``) only read; this module sits above them, so no reader imports it.
 """
 
@@ -18,6 +19,7 @@ import numpy as np
 import pandas as pd
 from sklearn.model_selection import KFold, StratifiedKFold
 
+from plmexit.data import homology
 from plmexit.data.formats import FILE_FIELDS, FORMATS, TASK_TYPES
 from plmexit.data.tasks import (
     AMBIGUOUS_RESIDUES,
@@ -52,7 +54,16 @@ def load_task(spec: TaskSpec) -> pd.DataFrame:
     table = _subsample(table, spec)
     if spec.type == "classification":
         table = _drop_rare_classes(table, spec)
-    if split is None:
+    folds = _fold_method(spec, split)
+    clustering = clusters = None
+    if split is None and folds == "homology":
+        table["fold"], clustering = _homology_folds(table, spec)
+        clusters = dict(zip(table["id"], table.pop("cluster").tolist()))
+        split = (
+            f"{spec.cv_folds}-fold cross-validation by MMseqs2 clusters at {clustering.min_seq_id:g} identity"
+            + (" (stratified)" if spec.type != "regression" else "") + f", seed {spec.seed}"
+        )
+    elif split is None:
         table["fold"] = assign_folds(_stratification_labels(table, spec.type), spec.type, spec.cv_folds, spec.seed)
         split = f"{spec.cv_folds}-fold cross-validation" + (" (stratified)" if spec.type != "regression" else "") + f", seed {spec.seed}"
     elif spec.type != "regression" and (table["fold"] == TRAIN_ONLY_FOLD).any():
@@ -64,7 +75,39 @@ def load_task(spec: TaskSpec) -> pd.DataFrame:
     table.attrs["split"] = split
     # A ProteinGym reader says whether it read the scheme's folds or built them (``*_built``).
     table.attrs["fold_scheme"] = raw.attrs.get("fold_scheme", spec.fold_scheme)
+    # Homology folds: how the sequences were clustered, and each id's cluster (the gain's bootstrap resamples clusters).
+    table.attrs["folds"] = folds
+    table.attrs["clustering"] = clustering.to_json() if clustering else None
+    table.attrs["clusters"] = clusters
     return table
+
+
+def _fold_method(spec: TaskSpec, split: str | None) -> str | None:
+    """How a cross-validated task is folded: the task's ``folds``, else its format's default; None for a fixed split."""
+    if split is not None:
+        for key in ("folds", "homology_identity"):
+            if getattr(spec, key) is not None:
+                raise InputError(f"task {spec.name!r}: {key} applies to cross-validated tasks, but this one is split by {split}; remove tasks.{spec.name}.{key}")
+        return None
+    folds = spec.folds or FORMATS[spec.format].default_folds
+    if folds not in homology.FOLD_METHODS:
+        raise InputError(f"task {spec.name!r}: folds {folds!r} is not one of {', '.join(homology.FOLD_METHODS)}; fix tasks.{spec.name}.folds")
+    if folds != "homology" and spec.homology_identity is not None:
+        raise InputError(f"task {spec.name!r}: homology_identity applies to folds: homology, but the task's folds are {folds}; remove it or set folds: homology")
+    return folds
+
+
+def _homology_folds(table: pd.DataFrame, spec: TaskSpec) -> tuple[np.ndarray, homology.Clustering]:
+    """Folds of whole MMseqs2 clusters, stratified by class where possible; the table gains a ``cluster`` column."""
+    identity = homology.DEFAULT_IDENTITY if spec.homology_identity is None else spec.homology_identity
+    table["cluster"], clustering = homology.cluster_sequences(table["sequence"], identity)
+    labels = _stratification_labels(table, spec.type) if spec.type != "regression" else None
+    folds = homology.assign_cluster_folds(table["cluster"].to_numpy(), labels, spec.cv_folds, spec.seed)
+    log.info(
+        "task %s: %d sequences in %d MMseqs2 clusters at %g identity (largest %d, %d singletons), whole clusters in %d folds",
+        spec.name, len(table), clustering.n_clusters, identity, clustering.largest_cluster, clustering.singletons, spec.cv_folds,
+    )
+    return folds, clustering
 
 
 def _finish_table(raw: pd.DataFrame, spec: TaskSpec) -> pd.DataFrame:

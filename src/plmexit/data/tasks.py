@@ -72,6 +72,8 @@ class TaskSpec:
     min_class_size: int = 0
     cv_folds: int = 5
     seed: int = 0
+    folds: str | None = None  # cross-validated tasks: random or homology (plmexit.data.homology); None: the format's default_folds
+    homology_identity: float | None = None  # folds homology: MMseqs2's --min-seq-id; None: plmexit.data.homology.DEFAULT_IDENTITY
 
 
 def read_csv_task(spec: TaskSpec) -> tuple[pd.DataFrame, str | None]:

@@ -220,6 +220,8 @@ def _card(manifest, selection, costs, attrs, settings, probe: LinearProbe, layer
             "split": selection.get("split"),
             # The baselines (README, "Baselines"); None where the probe step fitted none.
             **{k: selection.get(k) for k in choice.BASELINE_SUMMARY_COLUMNS},
+            # Homology folds: how MMseqs2 clustered the task (whole clusters per fold); None for other splits.
+            "clustering": (selection.get("task_info") or {}).get("clustering"),
         },
         "compute": {
             # Of the exported depth, from the cost file itself (the selection's figures are for its deployed layer, the same one).

@@ -38,7 +38,7 @@ DEFAULT_REFERENCE = "proteingym/reference_files/DMS_substitutions.csv"
 # Storage precision of variant sets (ProteinGym assays), whatever embed.dtype says (see Plan.embed_args).
 VARIANT_DTYPE = "float32"
 # Config task-entry keys that become ``prepare`` options (``--label-column`` ...), as they are spelled.
-TASK_OPTION_KEYS = ("sequence_column", "label_column", "id_column", "fold_column", "label_regex", "split", "labels", "max_sequences", "min_class_size")
+TASK_OPTION_KEYS = ("sequence_column", "label_column", "id_column", "fold_column", "label_regex", "split", "labels", "max_sequences", "min_class_size", "folds", "homology_identity")
 # A probe's run time on a cluster (``Plan.probe_minutes``): a minute per 15 MB of embeddings on 8 CPUs is
 # the slowest probe measured (benchmarks/README.md: logistic, 10 classes, 3,000 x 320 float32, 4.7 s
 # per MB on one core) over 8 layers at once, times about 7 (float16 stores, slower nodes); plus 5

@@ -27,6 +27,7 @@ log = logging.getLogger(__name__)
 # What ``min_test_fold_size`` counts and the gain's bootstrap resamples (the selection's ``test_unit``).
 TEST_UNIT_POSITIONS = "positions"
 TEST_UNIT_ITEMS = "items"
+TEST_UNIT_CLUSTERS = "clusters"  # MMseqs2 sequence clusters of a homology-folded task
 
 
 def select_task(
@@ -65,9 +66,14 @@ def select_task(
 
     clusters = _position_clusters(info, table["id"])
     selection["test_unit"] = TEST_UNIT_POSITIONS if clusters else TEST_UNIT_ITEMS
+    unit = "mutated positions with their variants" if clusters else "test items"
+    if clusters is None and info.get("clusters"):
+        # Homology folds: sequences of one MMseqs2 cluster share their errors, so the cluster is the unit (no cluster spans two folds).
+        clusters, unit = info["clusters"], "MMseqs2 sequence clusters"
+        selection["test_unit"] = TEST_UNIT_CLUSTERS
     selection["bootstrap"] = {
         "resamples": n_boot, "seed": seed, "level": choice.CONFIDENCE_LEVEL,
-        "unit": ("mutated positions with their variants" if clusters else "test items") + ", paired within folds; probes not refitted, layers not re-chosen",
+        "unit": unit + ", paired within folds; probes not refitted, layers not re-chosen",
     }
     selection["gain_ci_low"] = selection["gain_ci_high"] = None
     if ok:
@@ -86,6 +92,7 @@ def select_task(
     selection["layer_norm"] = costs["layer_norm"]
     selection["n_truncated"] = int(costs["n_truncated"])
     selection["split"], selection["n_sequences"], selection["task_info"] = info["split"], info["n_sequences"], info
+    selection["task_info"] = {k: v for k, v in info.items() if k != "clusters"}  # the clustering's summary stays; each id's cluster is in the task info
     selection["dms_id"], selection["fold_scheme"] = info["dms_id"], info["fold_scheme"]
     selection.update(dict.fromkeys(choice.BASELINE_SUMMARY_COLUMNS))
     if baselines is not None:

@@ -56,11 +56,14 @@ def prepare_task(spec: tasks.TaskSpec, out: str | Path, info_out: str | Path) ->
     ``info_out`` (JSON) records the split (official, the file's folds, or seeded
     cross-validation) and, for ProteinGym, the assay and fold scheme, for the summaries; a scheme
     whose folds plmexit built is named with ``proteingym.BUILT_SUFFIX`` (``fold_modulo_5_built``).
+    A cross-validated task records how its folds were made (``folds``: random or homology); with
+    homology folds, how MMseqs2 clustered it (``clustering``) and each id's cluster (``clusters``).
     """
     table = loading.load_task(spec)
     info = {
         "task": spec.name, "format": spec.format, "type": spec.type, "split": table.attrs["split"], "n_sequences": len(table),
         "dms_id": spec.dms_id, "fold_scheme": table.attrs["fold_scheme"],
+        "folds": table.attrs["folds"], "clustering": table.attrs["clustering"], "clusters": table.attrs["clusters"],
     }
     tasks.write_task_table(table, out)
     write_text(info_out, json.dumps(info, indent=2) + "\n")

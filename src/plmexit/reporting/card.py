@@ -17,6 +17,17 @@ def _percent(value) -> str:
     return "n/a" if value is None else f"{100 * value:.1f}%"
 
 
+def _homology_lines(clustering: dict | None) -> list[str]:
+    """Under homology folds, what the scores are of: sequences with no MMseqs2 homolog trained on."""
+    if not clustering:
+        return []
+    return [
+        f"- Folds: whole MMseqs2 clusters ({clustering['min_seq_id']:g} identity, {clustering['coverage']:g} coverage of both "
+        f"sequences; {clustering['n_clusters']} clusters, the largest {clustering['largest_cluster']}): no test sequence has a homolog "
+        "at that identity in its fold's training rows, and the interval resamples whole clusters.",
+    ]
+
+
 def render_card(card: dict) -> str:
     source, model, task, feature, scores, compute, embedding, probe = (
         card[k] for k in ("source_model", "model", "task", "feature", "scores", "compute", "embedding", "probe")
@@ -52,6 +63,7 @@ def render_card(card: dict) -> str:
         f"- Nested score ({task['metric']}): {_number(scores['nested_score'])}; final layer: {_number(scores['final_score'])}; "
         f"gain {_number(scores['gain'])}, {level} interval {interval}.",
         f"- The nested score is the {scores['nested_score_covers']}. The interval is of {scores['interval_of']}: {scores['interval_covers']}.",
+        *_homology_lines(scores.get("clustering")),
         f"- Verdict: {VERDICTS.get(scores['verdict'], 'n/a')}; layers chosen per fold: {scores['fold_layers']}.",
         *_baseline_lines(scores),
         f"- Compute saved against the full model: {_percent(compute['flops_saved'])} of FLOPs, {_percent(compute['time_saved'])} of "
