@@ -27,13 +27,19 @@ def read_probe_table(path: str | Path) -> pd.DataFrame:
 
 
 def read_predictions(path: str | Path, task_type: str) -> pd.DataFrame:
+    """A predictions table of ``plmexit probe``; errors do not name ``path`` (callers say which table it belongs to)."""
+    return _read_prediction_rows(path, task_type, tables.PREDICTION_COLUMNS, {}, "predictions file", "`plmexit probe`")
+
+
+def _read_prediction_rows(path, task_type: str, columns: list[str], dtypes: dict, what: str, writer: str) -> pd.DataFrame:
+    """Predictions-shaped rows (ids and, but for regression, labels and predictions as text), multi-label ones decoded."""
     text = {"label": str, "prediction": str} if task_type != "regression" else {}
     try:
-        table = pd.read_csv(path, sep="\t", dtype={"id": str, **text}, keep_default_na=False)
+        table = pd.read_csv(path, sep="\t", dtype={"id": str, **dtypes, **text}, keep_default_na=False)
     except (OSError, pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, EOFError) as exc:
-        raise InputError(f"not a readable predictions table ({exc}); rerun `plmexit probe`") from None
-    if list(table.columns) != tables.PREDICTION_COLUMNS:
-        raise InputError(f"columns {list(table.columns)} are not {tables.PREDICTION_COLUMNS}; pass the predictions file written by `plmexit probe`")
+        raise InputError(f"not a readable {what} ({exc}); rerun {writer}") from None
+    if list(table.columns) != columns:
+        raise InputError(f"columns {list(table.columns)} are not {columns}; pass the {what} written by {writer}")
     return tables.decode_multilabel(table) if task_type == "multilabel" else table
 
 
@@ -57,14 +63,9 @@ def read_baseline_table(path: str | Path) -> pd.DataFrame:
 
 def read_baseline_predictions(path: str | Path, task_type: str) -> pd.DataFrame:
     """A baseline predictions table, its ``baseline`` column where a predictions table has ``layer``, decoded as ``read_predictions`` does."""
-    text = {"label": str, "prediction": str} if task_type != "regression" else {}
     try:
-        table = pd.read_csv(path, sep="\t", dtype={"id": str, "baseline": str, **text}, keep_default_na=False)
-    except (OSError, pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, EOFError) as exc:
-        raise InputError(f"{path}: not a readable baseline predictions table ({exc}); rerun `plmexit probe --baseline-features ...`") from None
-    if list(table.columns) != tables.BASELINE_PREDICTION_COLUMNS:
-        raise InputError(
-            f"{path}: columns {list(table.columns)} are not {tables.BASELINE_PREDICTION_COLUMNS}; "
-            "pass the baseline predictions written by `plmexit probe --baseline-predictions`"
+        return _read_prediction_rows(
+            path, task_type, tables.BASELINE_PREDICTION_COLUMNS, {"baseline": str}, "baseline predictions", "`plmexit probe --baseline-predictions`",
         )
-    return tables.decode_multilabel(table) if task_type == "multilabel" else table
+    except InputError as exc:
+        raise InputError(f"{path}: {exc}") from None
