@@ -74,14 +74,12 @@ FEATURES = {ONEHOT: onehot_features, COMPOSITION: composition_features}
 def chance_fits(y: np.ndarray, folds: np.ndarray, settings: probes.ProbeSettings) -> list[probes.FoldFit]:
     """The chance predictor per evaluation fold and on the deploy fold, in ``probes.probe_layer``'s layout.
 
-    Fitted on the training rows only: their mean (regression), their most frequent class, the
+    Fitted on the training rows only (the deploy fold on ``probes.deploy_rows``, as a layer's): their mean (regression), their most frequent class, the
     smallest label among ties as ``DummyClassifier`` breaks them (classification), or their
     frequency of each class as every row's probability (multi-label).
     """
-    parts = [(fold, np.flatnonzero(folds != fold), np.flatnonzero(folds == fold)) for fold in probes.evaluation_folds(folds)]
-    parts.append((probes.DEPLOY_FOLD, np.arange(len(folds)), np.arange(0)))
     fits = []
-    for fold, train, test in parts:
+    for fold, train, test in probes.fit_parts(folds):
         if settings.task_type == "regression":
             predictions = np.full(len(test), np.asarray(y[train], dtype=np.float64).mean())
         elif settings.task_type == "classification":

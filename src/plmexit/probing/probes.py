@@ -191,6 +191,13 @@ def evaluation_folds(folds: np.ndarray) -> list[int]:
     return sorted(int(f) for f in np.unique(folds) if f >= 0)
 
 
+def fit_parts(folds: np.ndarray) -> list[tuple[int, np.ndarray, np.ndarray]]:
+    """``(fold, training rows, test rows)`` of every evaluation fold, in fold order, then the deploy fold's
+    (``DEPLOY_FOLD``: ``deploy_rows``, no test rows): what every probe and baseline is fitted on."""
+    parts = [(fold, np.flatnonzero(folds != fold), np.flatnonzero(folds == fold)) for fold in evaluation_folds(folds)]
+    return parts + [(DEPLOY_FOLD, deploy_rows(folds), np.arange(0))]
+
+
 def deploy_rows(folds: np.ndarray) -> np.ndarray:
     """Indices of the rows the deployed layer and the shipped probe are fitted on: rows that are never a test row.
 
@@ -247,8 +254,7 @@ def probe_layer(X: np.ndarray, y: np.ndarray, folds: np.ndarray, settings: Probe
         score = METRICS["regression"][settings.selection_metric]
         return ridge_folds(X, y, folds, settings.ridge_alphas, score, settings.inner_split, settings.inner_folds, positions)
     fits = []
-    parts = [(fold, np.flatnonzero(folds != fold), np.flatnonzero(folds == fold)) for fold in evaluation_folds(folds)]
-    parts.append((DEPLOY_FOLD, deploy_rows(folds), np.arange(0)))
+    parts = fit_parts(folds)
     for fold, train, test in parts:
         fit = _one_vs_rest if settings.task_type == "multilabel" else _logistic
         predict, inner_score, c = fit(X[train], y[train], settings)
@@ -331,8 +337,7 @@ def ridge_folds(X: np.ndarray, y: np.ndarray, folds: np.ndarray, alphas, score, 
     y = np.asarray(y, dtype=np.float64)
     alphas = np.asarray(alphas, dtype=np.float64)
     path = _RidgePath(X, offset, alphas)
-    parts = [(fold, np.flatnonzero(folds != fold), np.flatnonzero(folds == fold)) for fold in evaluation_folds(folds)]
-    parts.append((DEPLOY_FOLD, deploy_rows(folds), np.arange(0)))
+    parts = fit_parts(folds)
     fits = []
     for fold, train, test in parts:
         y_train = y[train]
