@@ -70,11 +70,7 @@ def probe_task(
     rows, predictions = [], []
     started = time.monotonic()
     for layer, fits in _probe_layers(embeddings, info.n_layers + 1, y, folds, settings, threads, positions):
-        rows.extend((model, task, layer, fold, metric, value) for fold, metric, value in probes.fold_metrics(fits, y, settings))
-        for fit in fits:
-            shown = tables.encode_scores(fit.predictions, classes) if classes else fit.predictions
-            columns = (model, task, layer, fit.fold, ids[fit.test], labels[fit.test], shown)
-            predictions.append(pd.DataFrame(dict(zip(tables.PREDICTION_COLUMNS, columns))))
+        _add_fits(rows, predictions, (model, task, layer), fits, y, settings, ids, labels, classes, tables.PREDICTION_COLUMNS)
         log.info("%s/%s: probed layer %d of %d (%.1f s)", model, task, layer, info.n_layers, time.monotonic() - started)
     result = pd.DataFrame(rows, columns=tables.PROBE_COLUMNS)
     _warn_on_grid_edges(result, settings, f"{model}/{task}")
@@ -84,6 +80,15 @@ def probe_task(
     if baseline_features is not None:
         _probe_baselines(table, y, classes, model, task, settings, positions, baseline_features, baselines_out, baseline_predictions_out)
     return result
+
+
+def _add_fits(rows: list, predictions: list, key: tuple, fits: list[probes.FoldFit], y: np.ndarray, settings: probes.ProbeSettings,
+              ids: np.ndarray, labels: np.ndarray, classes: list[str] | None, columns: list[str]) -> None:
+    """Append one layer's (or baseline's) fits, ``key`` = (model, task, layer or baseline): its table rows and its test predictions."""
+    rows.extend((*key, fold, metric, value) for fold, metric, value in probes.fold_metrics(fits, y, settings))
+    for fit in fits:
+        shown = tables.encode_scores(fit.predictions, classes) if classes else fit.predictions
+        predictions.append(pd.DataFrame(dict(zip(columns, (*key, fit.fold, ids[fit.test], labels[fit.test], shown)))))
 
 
 def _probe_baselines(
@@ -97,11 +102,7 @@ def _probe_baselines(
         fitted = baselines.probe_baselines(table["sequence"].to_numpy(), y, folds, settings, features, positions)
     rows, predictions = [], []
     for name, fits in fitted.items():
-        rows.extend((model, task, name, fold, metric, value) for fold, metric, value in probes.fold_metrics(fits, y, settings))
-        for fit in fits:
-            shown = tables.encode_scores(fit.predictions, classes) if classes else fit.predictions
-            columns = (model, task, name, fit.fold, ids[fit.test], labels[fit.test], shown)
-            predictions.append(pd.DataFrame(dict(zip(tables.BASELINE_PREDICTION_COLUMNS, columns))))
+        _add_fits(rows, predictions, (model, task, name), fits, y, settings, ids, labels, classes, tables.BASELINE_PREDICTION_COLUMNS)
     log.info("%s/%s: probed the baselines %s (%.1f s)", model, task, ", ".join(fitted), time.monotonic() - started)
     write_text(out, pd.DataFrame(rows, columns=tables.BASELINE_COLUMNS).to_csv(sep="\t", index=False, float_format="%.10g"))
     with atomic_path(predictions_out) as tmp:

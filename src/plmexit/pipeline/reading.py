@@ -20,9 +20,14 @@ def read_tsv(path: str | Path, what: str, writer: str) -> pd.DataFrame:
 
 
 def read_probe_table(path: str | Path) -> pd.DataFrame:
-    table = read_tsv(path, "probe table", "`plmexit probe`")
-    if list(table.columns) != tables.PROBE_COLUMNS:
-        raise InputError(f"{path}: columns {list(table.columns)} are not {tables.PROBE_COLUMNS}; rerun `plmexit probe`")
+    return _read_columns(path, tables.PROBE_COLUMNS, "probe table", "`plmexit probe`")
+
+
+def _read_columns(path: str | Path, columns: list[str], what: str, writer: str) -> pd.DataFrame:
+    """``read_tsv``, and a one-line error unless its columns are ``columns``."""
+    table = read_tsv(path, what, writer)
+    if list(table.columns) != columns:
+        raise InputError(f"{path}: columns {list(table.columns)} are not {columns}; rerun {writer}")
     return table
 
 
@@ -55,10 +60,7 @@ def read_json(path: str | Path, writer: str, keys: tuple[str, ...]) -> dict:
 
 
 def read_baseline_table(path: str | Path) -> pd.DataFrame:
-    table = read_tsv(path, "baseline table", "`plmexit probe --baseline-features ...`")
-    if list(table.columns) != tables.BASELINE_COLUMNS:
-        raise InputError(f"{path}: columns {list(table.columns)} are not {tables.BASELINE_COLUMNS}; rerun `plmexit probe --baseline-features ...`")
-    return table
+    return _read_columns(path, tables.BASELINE_COLUMNS, "baseline table", "`plmexit probe --baseline-features ...`")
 
 
 def read_baseline_predictions(path: str | Path, task_type: str) -> pd.DataFrame:
