@@ -95,14 +95,6 @@ def test_every_reader_the_registry_names_exists():
         assert callable(getattr(importlib.import_module(module), function)), f.kind
 
 
-def test_the_readme_tree_names_every_module():
-    readme = (REPO / "README.md").read_text()
-    tree = readme[readme.index("## Development"):]
-    for path in sorted(PACKAGE.rglob("*.py")):
-        if path.name != "__init__.py":
-            assert f" {path.name} " in tree, f"{path.relative_to(PACKAGE)} is not in the README's Development tree"
-
-
 # conda-forge name -> PyPI name, where they differ.
 CONDA_TO_PYPI = {"pytorch": "torch", "matplotlib-base": "matplotlib"}
 

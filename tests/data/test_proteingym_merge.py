@@ -49,7 +49,7 @@ def test_merge_scores_are_not_the_mean_over_folds_nor_raw():
 
 
 def merge_supervised_reference(dms: pd.DataFrame, fold_predictions: list[pd.DataFrame]) -> tuple[float, float]:
-    """ProteinGym's pipeline re-implemented as its own code writes it (commits in README).
+    """ProteinGym's pipeline re-implemented as its own code writes it (commits in docs/results.md).
 
     ProteinNPT ``get_train_val_test_data`` / ``preprocess_training_targets`` /
     ``preprocess_test_targets``: per test fold, the training split's ``np.nanmean`` and
