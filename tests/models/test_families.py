@@ -35,6 +35,7 @@ def test_the_derived_sets():
     assert families.HUB_TEST_MODEL_FAMILIES == ("esm", "bert", "albert", "t5", "esmc")
     # Ankh's config.json says t5: a t5 model is ProtT5 unless the config names ankh.
     assert families.INFERRED_FAMILY == {"esm": "esm", "bert": "bert", "albert": "albert", "t5": "t5", "esmc": "esmc"}
+    assert families.for_model_type("t5").name == "t5" and families.for_model_type("llama") is None and families.for_model_type(None) is None
     assert planning.MASKED_LM_FAMILIES is families.MASKED_LM_FAMILIES
 
 

@@ -161,23 +161,22 @@ class TransformersMaskedLM:
 
     def __init__(self, model, tokenizer, name: str, device: str = "cpu"):
         # Where the parts sit, by config.model_type (plmexit.models.families: encoder, blocks, final norm, head).
-        family = families.INFERRED_FAMILY.get(model.config.model_type)
-        if family not in families.MASKED_LM_FAMILIES:
+        entry = families.for_model_type(model.config.model_type)
+        if entry is None or entry.name not in families.MASKED_LM_FAMILIES:
             raise ValueError(f"transformers model type {model.config.model_type!r} has no masked-LM mapping here; known: {', '.join(families.MASKED_LM_FAMILIES)}")
-        entry = families.get(family)
         encoder = families.attribute(model, entry.masked_lm.encoder)
         self.model = model.to(device).eval()
         self.tokenizer = tokenizer
         self.device = device
         self.name = name
         self.spaced = entry.spaced
-        self._blocks = families.run_order_blocks(encoder, family)
+        self._blocks = families.run_order_blocks(encoder, entry.name)
         self._norm = families.attribute(encoder, entry.final_norm) if entry.final_norm else None
         self._head = families.attribute(model, entry.masked_lm.head)
         self.num_layers = len(self._blocks)
         # ESM2 was trained on at most 1022 residues (rotary positions set no limit); ESM-C on
         # max_position_embeddings tokens (2048); BERT-style models on their absolute positions.
-        self.max_residues = ESM2_MAX_RESIDUES if family == "esm" else model.config.max_position_embeddings - 2
+        self.max_residues = entry.max_residues or model.config.max_position_embeddings - 2
         self.mask_id = tokenizer.mask_token_id
         self.padding_id = tokenizer.pad_token_id
         # Each residue as the tokenizer encodes it (a sentencepiece vocabulary may hold "▁A", not "A").

@@ -177,8 +177,8 @@ class TokenizerAlphabet:
 def transformers_scores(model, tokenizer, sequence: str, mutants: list[str], strategy: str, positions=None, offset_idx: int = 1) -> list[float]:
     """``proteingym_scores`` with a transformers masked LM (``EsmForMaskedLM``, ``BertForMaskedLM``,
     ``AlbertForMaskedLM``, ``EsmcForMaskedLM``) and its own tokenizer in place of fair-esm's."""
-    family = families.INFERRED_FAMILY.get(model.config.model_type)
-    text = " ".join(sequence) if family is not None and families.get(family).spaced else sequence  # Rostlab's tokenizers
+    family = families.for_model_type(model.config.model_type)
+    text = " ".join(sequence) if family is not None and family.spaced else sequence  # Rostlab's tokenizers
     batch_tokens = tokenizer([text], return_tensors="pt")["input_ids"]
     if batch_tokens[0, 0].item() != tokenizer.cls_token_id or batch_tokens.size(1) != len(sequence) + 2:
         raise ValueError("the reference loop needs one token per residue between one leading CLS/BOS and one trailing token")

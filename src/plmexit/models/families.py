@@ -1,6 +1,7 @@
 """Model families: the one registry every part of plmexit reads what it knows about a family from.
 
-Invariant: this module imports only the standard library (and ``plmexit.errors``), so the command
+Invariant: this module imports only the standard library (and plmexit's torch-free ``errors`` and
+``embedding.options``), so the command
 line, the workflow's planning and the tests can list families without importing torch or
 transformers. A family's loader code (``loader``, a module path) is imported by whoever runs the
 model; here a family is plain data: how its checkpoints are recognised, where its blocks, final
@@ -15,6 +16,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from plmexit.embedding.options import ESM2_MAX_RESIDUES
 from plmexit.errors import ModelError
 
 # The two backends; a model manifest's ``format`` is its family's backend.
@@ -51,6 +53,9 @@ class Family:
     families (BERT, ALBERT) whose every block output is already normalised, so the ``raw`` and
     ``final`` layer conventions coincide for them. ``rare_to_x``: the model card maps U Z O B to X;
     ``spaced``: its tokenizer takes residues separated by spaces (Rostlab's model cards).
+    ``max_residues``: residues one forward may hold where its positions set no limit (ESM2's rotary
+    positions: it was trained on 1024-token crops); None: ``max_position_embeddings`` minus two
+    special tokens.
     ``masked_lm``: the head the depth diagnostics read (None: none). ``test_model``: ``make-test-model``
     writes a random one (``test_model_name``).
     """
@@ -69,6 +74,7 @@ class Family:
     final_norm_description: str = ""
     rare_to_x: bool = False
     spaced: bool = False
+    max_residues: int | None = None
     masked_lm: MaskedLM | None = None
     test_model: bool = False
 
@@ -82,12 +88,13 @@ REGISTRY: dict[str, Family] = {
         Family(
             "fair-esm", FAIR_ESM, "plmexit.models.fair_esm", "an ESM2 checkpoint file in fair-esm's format",
             blocks="layers", final_norm="emb_layer_norm_after", final_norm_description="emb_layer_norm_after",
-            masked_lm=MaskedLM("ESM2", "", "lm_head"), test_model=True,
+            max_residues=ESM2_MAX_RESIDUES, masked_lm=MaskedLM("ESM2", "", "lm_head"), test_model=True,
         ),
         Family(
             "esm", TRANSFORMERS, "plmexit.models.hub", "ESM2 in transformers' layout (facebook/esm2_*)", ("esm",),
             encoder_class="EsmModel", pooler=True, blocks="encoder.layer", final_norm="encoder.emb_layer_norm_after",
-            final_norm_description="emb_layer_norm_after (as fair-esm)", masked_lm=MaskedLM("EsmForMaskedLM", "esm", "lm_head"), test_model=True,
+            final_norm_description="emb_layer_norm_after (as fair-esm)", max_residues=ESM2_MAX_RESIDUES,
+            masked_lm=MaskedLM("EsmForMaskedLM", "esm", "lm_head"), test_model=True,
         ),
         Family(
             "bert", TRANSFORMERS, "plmexit.models.hub", "ProtBert (Rostlab/prot_bert)", ("bert",),
@@ -136,6 +143,12 @@ def get(name: str) -> Family:
     if name not in REGISTRY:
         raise ModelError(f"model family {name!r} is not known; use one of {', '.join(FAMILIES)}")
     return REGISTRY[name]
+
+
+def for_model_type(model_type: str | None) -> Family | None:
+    """The family a transformers ``config.json`` ``model_type`` implies (``INFERRED_FAMILY``), or None."""
+    name = INFERRED_FAMILY.get(model_type)
+    return None if name is None else REGISTRY[name]
 
 
 def test_model_name(family: str, layers, dim, heads, seed) -> str:
