@@ -1,9 +1,8 @@
 """Model families: the one registry every part of plmexit reads what it knows about a family from.
 
 Invariant: this module imports only the standard library (and plmexit's torch-free ``errors`` and
-``embedding.options``), so the command
-line, the workflow's planning and the tests can list families without importing torch or
-transformers. A family's loader code (``loader``, a module path) is imported by whoever runs the
+``embedding.options``), so the command line, the workflow's planning and the tests can list
+families without importing torch or transformers. A family's loader code (``loader``, a module path) is imported by whoever runs the
 model; here a family is plain data: how its checkpoints are recognised, where its blocks, final
 norm and masked-LM head sit, how its tokenizer wants residues, and what test model it has.
 Adding a family is one ``Family`` below plus its loading (and test-model writing) code in
@@ -55,15 +54,13 @@ class Family:
     ``spaced``: its tokenizer takes residues separated by spaces (Rostlab's model cards).
     ``max_residues``: residues one forward may hold where its positions set no limit (ESM2's rotary
     positions: it was trained on 1024-token crops); None: ``max_position_embeddings`` minus two
-    special tokens.
-    ``masked_lm``: the head the depth diagnostics read (None: none). ``test_model``: ``make-test-model``
-    writes a random one (``test_model_name``).
+    special tokens. ``masked_lm``: the head the depth diagnostics read (None: none).
+    ``test_model``: ``make-test-model`` writes a random one (``test_model_name``).
     """
 
     name: str
     backend: str
     loader: str
-    description: str
     model_types: tuple[str, ...] = ()
     inferred: bool = True
     encoder_class: str | None = None
@@ -86,38 +83,39 @@ REGISTRY: dict[str, Family] = {
     f.name: f
     for f in (
         Family(
-            "fair-esm", FAIR_ESM, "plmexit.models.fair_esm", "an ESM2 checkpoint file in fair-esm's format",
+            "fair-esm", FAIR_ESM, "plmexit.models.fair_esm",
             blocks="layers", final_norm="emb_layer_norm_after", final_norm_description="emb_layer_norm_after",
             max_residues=ESM2_MAX_RESIDUES, masked_lm=MaskedLM("ESM2", "", "lm_head"), test_model=True,
         ),
         Family(
-            "esm", TRANSFORMERS, "plmexit.models.hub", "ESM2 in transformers' layout (facebook/esm2_*)", ("esm",),
+            "esm", TRANSFORMERS, "plmexit.models.hub", ("esm",),
             encoder_class="EsmModel", pooler=True, blocks="encoder.layer", final_norm="encoder.emb_layer_norm_after",
             final_norm_description="emb_layer_norm_after (as fair-esm)", max_residues=ESM2_MAX_RESIDUES,
             masked_lm=MaskedLM("EsmForMaskedLM", "esm", "lm_head"), test_model=True,
         ),
         Family(
-            "bert", TRANSFORMERS, "plmexit.models.hub", "ProtBert (Rostlab/prot_bert)", ("bert",),
+            "bert", TRANSFORMERS, "plmexit.models.hub", ("bert",),
             encoder_class="BertModel", pooler=True, blocks="encoder.layer", final_norm_description=_POST_NORM, rare_to_x=True, spaced=True,
             masked_lm=MaskedLM("BertForMaskedLM", "bert", "cls"), test_model=True,
         ),
         Family(
-            "albert", TRANSFORMERS, "plmexit.models.hub", "ProtAlbert (Rostlab/prot_albert)", ("albert",),
+            "albert", TRANSFORMERS, "plmexit.models.hub", ("albert",),
             encoder_class="AlbertModel", pooler=True, blocks="encoder.albert_layer_groups", shared_blocks=True, final_norm_description=_POST_NORM,
             rare_to_x=True, spaced=True, masked_lm=MaskedLM("AlbertForMaskedLM", "albert", "predictions"), test_model=True,
         ),
         Family(
-            "t5", TRANSFORMERS, "plmexit.models.hub", "ProtT5's encoder (Rostlab/prot_t5_xl_*)", ("t5",),
+            "t5", TRANSFORMERS, "plmexit.models.hub", ("t5",),
             encoder_class="T5EncoderModel", blocks="encoder.block", final_norm="encoder.final_layer_norm", final_norm_description=_T5_NORM,
             rare_to_x=True, spaced=True, test_model=True,
         ),
+        # Ankh's config.json says t5, so a t5 model is ProtT5 unless the config names ankh.
         Family(
-            "ankh", TRANSFORMERS, "plmexit.models.hub", "Ankh's T5 encoder (ElnaggarLab/ankh-*; name it: its config says t5)", ("t5",),
+            "ankh", TRANSFORMERS, "plmexit.models.hub", ("t5",),
             inferred=False, encoder_class="T5EncoderModel", blocks="encoder.block", final_norm="encoder.final_layer_norm",
             final_norm_description=_T5_NORM,
         ),
         Family(
-            "esmc", TRANSFORMERS, "plmexit.models.hub", "ESM-C in transformers' layout", ("esmc",),
+            "esmc", TRANSFORMERS, "plmexit.models.hub", ("esmc",),
             encoder_class="EsmcModel", blocks="layers", final_norm="norm", final_norm_description="norm (ESM-C's final layer norm)",
             masked_lm=MaskedLM("EsmcForMaskedLM", "esmc", "lm_head"), test_model=True,
         ),
