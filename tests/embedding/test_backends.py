@@ -12,7 +12,7 @@ from plmexit.embedding import cost, engine
 from plmexit.embedding.engine import EmbedSettings, embed_pooled
 from plmexit.embedding.generic import HookedEncoder
 from plmexit.embedding.reference import reference_pooled
-from plmexit.models import hub
+from plmexit.models import families, hub
 from plmexit.models import manifest as model_manifest
 
 RTOL = 1e-5
@@ -48,7 +48,7 @@ def own_forward(loaded, sequence: str, layer_norm: str) -> np.ndarray:
     """(L + 1, N, E) for one piece: the family's tokenizer on the model-card input, the model's own
     ``output_hidden_states`` forward, residue positions from the tokenizer's special-token mask, the
     final norm on layers 0..L-1 for ``final`` (transformers' ``hidden_states[L]`` is already normed)."""
-    text = " ".join(sequence.translate(str.maketrans("UZOB", "XXXX"))) if hub.FAMILIES[loaded.family].rare_to_x else sequence
+    text = " ".join(sequence.translate(str.maketrans("UZOB", "XXXX"))) if families.get(loaded.family).rare_to_x else sequence
     encoded = loaded.tokenizer(text, return_tensors="pt", return_special_tokens_mask=True)
     residues = encoded.pop("special_tokens_mask")[0] == 0
     assert int(residues.sum()) == len(sequence)
@@ -96,7 +96,7 @@ def test_fair_esm_and_transformers_layouts_of_one_esm2_agree(tmp_path, tiny_load
 
 
 @pytest.mark.parametrize("layer_norm", ["raw", "final"])
-@pytest.mark.parametrize("family", hub.TEST_FAMILIES)
+@pytest.mark.parametrize("family", families.HUB_TEST_MODEL_FAMILIES)
 def test_every_family_equals_its_own_forward(tiny_hub_loaded, family, layer_norm):
     loaded = tiny_hub_loaded[family]
     truncate = EmbedSettings(max_tokens=64, layer_norm=layer_norm)

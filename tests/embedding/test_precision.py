@@ -21,6 +21,7 @@ from plmexit.data.loading import assign_folds
 from plmexit.embedding import engine, generic, store
 from plmexit.embedding import precision as precisions
 from plmexit.embedding.engine import EmbedSettings
+from plmexit.models import families
 from plmexit.models import manifest as model_manifest
 from plmexit.pipeline import model_steps
 from plmexit.probing import agreement, probes, tables
@@ -108,7 +109,7 @@ def test_int8_stays_within_its_stated_deviation_at_every_layer(tiny_loaded, tiny
     assert np.all(per_layer[1:] <= INT8_RTOL) and np.all(per_layer[1:] > 1e-5)  # it really ran in int8
 
 
-@pytest.mark.parametrize("family", ["esm", "bert", "albert", "t5", "esmc"])
+@pytest.mark.parametrize("family", families.HUB_TEST_MODEL_FAMILIES)
 def test_int8_reaches_the_generic_encoder(tiny_hub_models, tiny_hub_loaded, family):
     """transformers models: every ``nn.Linear`` but the attention output projections becomes an int8 linear, hooks still pool each block."""
     settings = EmbedSettings(max_tokens=64)

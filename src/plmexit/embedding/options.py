@@ -12,7 +12,7 @@ from plmexit.errors import EmbedError
 
 # "Final norm" is each family's norm after the last block (ESM2: emb_layer_norm_after; ESM-C: norm;
 # T5: encoder.final_layer_norm); BERT and ALBERT have none (post-LN blocks), so both conventions
-# are the same for them (models.hub.FAMILIES).
+# are the same for them (models.families: final_norm).
 LAYER_NORM_CONVENTIONS = {
     "raw": "hidden states as the model returns them: raw residual stream for layers 0..L-1, "
     "the final norm (ESM2: emb_layer_norm_after) applied to layer L only",

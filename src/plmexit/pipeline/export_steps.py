@@ -108,14 +108,14 @@ def write_model(manifest: dict, blocks: int, directory: Path) -> dict:
     every file of it hashed into the card.
     """
     if manifest["format"] == "transformers":
-        from plmexit.models import hf_truncate, hub  # transformers only for transformers models
+        from plmexit.models import families, hf_truncate, hub  # transformers only for transformers models
 
         hf_truncate.truncate_directory(manifest["path"], blocks, directory / TRANSFORMERS_DIR)
         files = hub.hash_files(directory / TRANSFORMERS_DIR)
-        family = hub.FAMILIES[manifest["family"]]
+        family = families.get(manifest["family"])
         tokenisation = "one token per residue, " + ("residues separated by spaces, U Z O B as X" if family.rare_to_x else "residues as given")
         return {"family": family.name, "format": "transformers", "directory": TRANSFORMERS_DIR, "files": files,
-                "sha256": hub.combined_sha256(files), "blocks": blocks, "model_class": family.model_class, "tokenisation": tokenisation,
+                "sha256": hub.combined_sha256(files), "blocks": blocks, "model_class": family.encoder_class, "tokenisation": tokenisation,
                 "final_norm": family.final_norm_description}
     name = f"{manifest['name']}_blocks{blocks}.pt"
     fair_esm.truncate_checkpoint(manifest["checkpoint"], manifest["sha256"], blocks, directory / name)

@@ -25,6 +25,8 @@ from typing import Callable
 from plmexit.data import sources
 from plmexit.data.formats import COMMON_KEYS, FORMATS
 from plmexit.errors import ConfigError
+from plmexit.models import families
+from plmexit.models.families import MASKED_LM_FAMILIES
 
 # Where outputs go unless the config sets pathvars.results (Snakemake's own path variable <results>).
 DEFAULT_RESULTS = "results"
@@ -44,8 +46,6 @@ TASK_OPTION_KEYS = ("sequence_column", "label_column", "id_column", "fold_column
 # per MB on one core) over 8 layers at once, times about 7 (float16 stores, slower nodes); plus 5
 # minutes to start and read. ESM2-3B on ProteinGym's largest assay (16,897 variants, 6.4 GB): 7.2 hours.
 PROBE_MINUTES, PROBE_MB_PER_MINUTE = 5, 15
-# = plmexit.models.hub.MASKED_LM_CLASSES's families, repeated because planning imports no torch (test_config checks they agree).
-MASKED_LM_FAMILIES = ("esm", "bert", "albert", "esmc")
 # = plmexit.data.proteingym.FOLD_SCHEMES, repeated because planning imports no pandas (test_config checks they agree).
 FOLD_SCHEMES = ("fold_random_5", "fold_modulo_5", "fold_contiguous_5")
 
@@ -458,10 +458,8 @@ class Plan:
     def test_model_checkpoint(self, model: str) -> str:
         """Where ``make-test-model`` writes a config-declared random model: a fair-esm checkpoint file, or a transformers directory."""
         r = self.models[model]["random"]
-        family = r.get("family", "fair-esm")
-        stem = "esm2" if family == "fair-esm" else family
-        suffix = ".pt" if family == "fair-esm" else ""
-        return f"{self.results}/models/{model}/{stem}_t{r['layers']}_{r['dim']}d_{r['heads']}h_seed{r.get('seed', 0)}_random{suffix}"
+        name = families.test_model_name(r.get("family", families.DEFAULT_TEST_MODEL_FAMILY), r["layers"], r["dim"], r["heads"], r.get("seed", 0))
+        return f"{self.results}/models/{model}/{name}"
 
     def model_checkpoint(self, model: str) -> list[str]:
         """The local file or directory the manifest depends on ([] for a download)."""
