@@ -158,13 +158,14 @@ class Selection:
 
 def _build(cls: type, data: object, source: str | Path, prefix: str):
     if not isinstance(data, dict):
-        raise SelectionError(f"{source}: {prefix or 'the file'} is not a JSON object; rerun {WRITER}")
+        raise SelectionError(f"{source}: the file is not a JSON object; rerun {WRITER}")
     hints = typing.get_type_hints(cls)
     values = {}
     for field in dataclasses.fields(cls):
         key = prefix + field.name
         if field.name not in data:
-            # An older plmexit wrote fewer keys (``test_unit`` came in a later release): the file cannot say what it lacks.
+            # Selections of older releases lack keys (``test_unit`` among them). No default is guessed: the test unit
+            # decides what the gain's interval and an export's card say, and select reruns from files the run keeps.
             raise SelectionError(f"{source}: lacks key {key!r} (written by an older plmexit, or by hand); rerun {WRITER}")
         values[field.name] = _convert(data[field.name], hints[field.name], source, key)
     return cls(**values)
@@ -178,7 +179,7 @@ def _convert(value, hint, source: str | Path, key: str):
             return None
         (hint,) = [a for a in typing.get_args(hint) if a is not type(None)]
     origin, args = typing.get_origin(hint), typing.get_args(hint)
-    if dataclasses.is_dataclass(hint):
+    if dataclasses.is_dataclass(hint) and isinstance(value, dict):
         return _build(hint, value, source, key + ".")
     if origin is tuple and isinstance(value, (list, tuple)):
         return tuple(_convert(v, args[0], source, f"{key}[{i}]") for i, v in enumerate(value))
