@@ -122,3 +122,14 @@ def test_job_environments_are_pinned_within_the_package_ranges():
         assert not names & {"snakemake", "snakemake-executor-plugin-slurm"}, f"{path.name} carries the orchestrator"
         held = {CONDA_TO_PYPI.get(n, n).lower() for n in names}
         assert set(ranges) <= held, f"{path.name} lacks {sorted(set(ranges) - held)}"
+
+
+def test_no_step_module_imports_another():
+    """A step module's helpers that another step needs live one floor down (a library module or
+    ``pipeline.reading``), so reading a step never means following a chain of other steps."""
+    steps = {name for name in imports() if name.startswith("plmexit.pipeline.") and name.endswith("_steps")}
+    assert steps
+    for module, imported in imports().items():
+        if module in steps or module == "plmexit.pipeline.estimate":
+            borrowed = (imported & steps) - {module}
+            assert not borrowed, f"{module} imports {', '.join(sorted(borrowed))}; move what it needs one floor down"

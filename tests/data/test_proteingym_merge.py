@@ -16,6 +16,8 @@ from plmexit.errors import InputError
 from plmexit.pipeline import select_steps
 from plmexit.probing import probes, tables
 
+from probe_tables import hand_selection
+
 # Hand example: 4 variants, 2 folds. Fold 0 trains on c, d (labels 2, 6: mean 4, population sd 2);
 # fold 1 on a, b (labels 1, 3: mean 2, sd 1).
 IDS, LABELS, FOLDS = ["a", "b", "c", "d"], [1.0, 3.0, 2.0, 6.0], [0, 0, 1, 1]
@@ -131,8 +133,8 @@ def write_hand_example(tmp_path, scheme: str = "fold_modulo_5") -> tuple:
     rows = [("m", task, layer, fold, i, label, p) for layer, values in ((0, layer0), (1, FINAL))
             for i, label, fold, p in zip(IDS, LABELS, FOLDS, values)]
     pd.DataFrame(rows, columns=tables.PREDICTION_COLUMNS).to_csv(tmp_path / "p.tsv.gz", sep="\t", index=False, compression="gzip")
-    selection = {"model": "m", "model_name": "esm2_t6_8M_UR50D", "task": task, "n_layers": 1, "folds": [{"fold": 0, "layer": 0}, {"fold": 1, "layer": 1}],
-                 "task_info": {"dms_id": "TOY", "fold_scheme": scheme}}
+    selection = hand_selection("m", task, 1, [0, 1], model_name="esm2_t6_8M_UR50D", dms_id="TOY", fold_scheme=scheme,
+                               task_info={"dms_id": "TOY", "fold_scheme": scheme})
     (tmp_path / "sel.json").write_text(json.dumps(selection))
     return tmp_path / "sel.json", tmp_path / "p.tsv.gz", tmp_path / "task.tsv"
 
@@ -156,7 +158,7 @@ def test_summarize_proteingym_pools_each_layer_choice(tmp_path):
 def test_a_no_signal_task_has_a_selected_row_without_a_score(tmp_path):
     selection, predictions, table = write_hand_example(tmp_path)
     data = json.loads(selection.read_text())
-    data.update(status="no_signal", folds=[{"fold": 0, "layer": None}, {"fold": 1, "layer": None}])
+    data.update(status="no_signal", folds=[{**f, "layer": None} for f in data["folds"]])
     selection.write_text(json.dumps(data))
 
     final, selected = select_steps.summarize_proteingym([selection], [predictions], [table], tmp_path / "merge.csv").to_dict("records")
@@ -177,7 +179,7 @@ def test_summarize_proteingym_rejects_a_task_table_of_another_scheme(tmp_path):
 def test_summarize_proteingym_rejects_a_non_proteingym_selection(tmp_path):
     selection, predictions, table = write_hand_example(tmp_path)
     data = json.loads(selection.read_text())
-    (tmp_path / "sel2.json").write_text(json.dumps({**data, "task_info": {"dms_id": None}}))
+    (tmp_path / "sel2.json").write_text(json.dumps({**data, "task_info": {"dms_id": None}, "dms_id": None, "fold_scheme": None}))
 
     with pytest.raises(InputError, match=r"sel2\.json: not a ProteinGym task's selection"):
         select_steps.summarize_proteingym([tmp_path / "sel2.json"], [predictions], [table], tmp_path / "merge.csv")

@@ -17,7 +17,7 @@ import pytest
 
 from plmexit.cli import main
 from plmexit.data.tasks import TASK_COLUMNS
-from plmexit.embedding import engine, store
+from plmexit.embedding import engine, inputs, store
 from plmexit.embedding.engine import EmbedSettings
 from plmexit.errors import EmbedError
 from plmexit.pipeline import model_steps, probe_steps
@@ -165,12 +165,12 @@ def test_a_mutation_outside_the_crop_is_an_error(tmp_path, manifest):
 
 def test_every_mutant_id_is_checked_against_the_crop_not_only_those_before_a_non_mutant(caplog):
     crop = engine.VariantCrop(LENGTH, 65, 105, 30, False, WINDOW, 8)
-    caplog.set_level(logging.INFO, logger=model_steps.log.name)
-    model_steps.check_crop_covers(crop, ["A70C", "WT", "p3", "G80D:K71W"], "t.tsv")  # inside: no error
+    caplog.set_level(logging.INFO, logger=inputs.log.name)
+    inputs.check_crop_covers(crop, ["A70C", "WT", "p3", "G80D:K71W"], "t.tsv")  # inside: no error
     assert "2 of 4 ids are not ProteinGym mutants (first 'WT')" in caplog.text
     for ids in (["WT", "A70C", "A5W"], ["A70C", "_wt", "G80D:A5W"], ["p1", "p2", "A5W"]):
         with pytest.raises(EmbedError, match=rf"^t\.tsv: row 3 \({re.escape(ids[2])}\) mutates position 5, outside residues 66..105"):
-            model_steps.check_crop_covers(crop, ids, "t.tsv")
+            inputs.check_crop_covers(crop, ids, "t.tsv")
 
 
 def test_the_cli_names_the_assay_and_position_in_one_line(tmp_path, manifest, capsys):

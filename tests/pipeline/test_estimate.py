@@ -10,8 +10,8 @@ import yaml
 from plmexit.cli import main
 from plmexit.data.tasks import read_task_table
 from plmexit.embedding import engine
+from plmexit.embedding.inputs import embedded_sequences
 from plmexit.pipeline import estimate
-from plmexit.pipeline.model_steps import embedded_sequences
 from plmexit.pipeline.planning import Plan
 
 from workflow_runs import REPO

@@ -1,7 +1,7 @@
 """Before anything is submitted: the tokens each model will embed, and the GPU-hours they cost.
 
 Invariant: the tokens are those ``embed`` will run, counted by the embedding's own functions
-(``model_steps.embedded_sequences`` for truncation, windows and a ProteinGym assay's crop, then
+(``embedding.inputs.embedded_sequences`` for truncation, windows and a ProteinGym assay's crop, then
 ``engine.work_tokens``) on the tasks as ``prepare`` reads them; only the task files are read,
 nothing is embedded. Hours are tokens over a throughput the user gives or that a previous run's
 cost files measured (``sample_tokens / seconds`` at full depth, on the device that run used).
@@ -18,8 +18,8 @@ import pandas as pd
 from plmexit.data import loading, proteingym, sources
 from plmexit.data.tasks import TaskSpec
 from plmexit.embedding import engine
+from plmexit.embedding.inputs import embedded_sequences
 from plmexit.errors import ConfigError
-from plmexit.pipeline.model_steps import embedded_sequences
 from plmexit.pipeline.planning import DEFAULT_REFERENCE, TASK_OPTION_KEYS, Plan
 
 # A config entry's option key -> the TaskSpec field it sets (the rest are spelled alike).

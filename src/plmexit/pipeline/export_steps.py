@@ -31,9 +31,9 @@ from plmexit.errors import InputError, ModelError, StoreError
 from plmexit.models import fair_esm
 from plmexit.models import manifest as model_manifests
 from plmexit.pipeline.reading import read_json
-from plmexit.pipeline.select_steps import TEST_UNIT_POSITIONS
 from plmexit.probing import choice, probes, tables
 from plmexit.probing.linear import LinearProbe
+from plmexit.probing.selection import TEST_UNIT_POSITIONS, Selection
 from plmexit.reporting.card import render_card
 
 log = logging.getLogger(__name__)
@@ -44,7 +44,6 @@ TRANSFORMERS_DIR = "model"  # a transformers export's model directory, inside th
 PROBE = "probe.json"
 FORMAT = "plmexit-export"
 FORMAT_VERSION = 1
-_SELECTION_KEYS = ("model", "task", "metric", "status", "n_layers", "deployed_layer", "deployed_hyperparameter", "nested_score", "final_score", "gain")
 _OLD_TRUNCATION = re.compile(r"truncated to the first (\d+) residues")
 
 
@@ -55,24 +54,22 @@ def export_model(
     """Write ``out/``: the model's first ``k`` blocks (``k`` the selection's deployed layer), the probe
     refitted on the deploy rows (``probes.deploy_rows``: never an official test row) at the deploy
     fold's hyperparameter (``probes.refit_probe``), ``card.json`` and ``README.md``. Returns the card."""
-    selection = read_json(selection_file, "`plmexit select`", _SELECTION_KEYS)
-    if selection["status"] != choice.STATUS_OK or selection["deployed_layer"] is None:
-        raise InputError(f"{selection_file}: status {selection['status']!r}, no deployed layer to export (no layer carries a signal)")
+    selection = Selection.from_json(selection_file)
+    if selection.status != choice.STATUS_OK or selection.deployed_layer is None or selection.deployed_hyperparameter is None:
+        raise InputError(f"{selection_file}: status {selection.status!r}, no deployed layer to export (no layer carries a signal)")
     manifest = model_manifests.read_manifest(model_manifest)
-    info = store.read_info(embeddings)
-    if not selection["model"] == manifest["id"] == info.attrs.get("model"):
+    table = tasks.read_task_table(task_table, task_type)
+    info = store.read_task_info(embeddings, table, task_table)
+    if not selection.model == manifest["id"] == info.attrs.get("model"):
         raise InputError(
-            f"{selection_file} selects for model {selection['model']!r}, {model_manifest} is {manifest['id']!r} and {embeddings} holds "
+            f"{selection_file} selects for model {selection.model!r}, {model_manifest} is {manifest['id']!r} and {embeddings} holds "
             f"{info.attrs.get('model')!r}; pass one model's manifest, store and selection"
         )
     if info.attrs.get("checkpoint_sha256") != manifest["sha256"]:
         raise StoreError(f"{embeddings} was embedded with checkpoint {info.attrs.get('checkpoint_sha256')}, not {model_manifest}'s {manifest['sha256']}; pass the model the store was made with")
-    layer, n_layers = int(selection["deployed_layer"]), int(selection["n_layers"])
+    layer, n_layers = selection.deployed_layer, selection.n_layers
     if n_layers != info.n_layers or not 0 <= layer <= n_layers:
         raise InputError(f"{selection_file}: deployed layer {layer} of {n_layers} does not fit {embeddings} (layers 0..{info.n_layers}); pass the selection made from this store")
-    table = tasks.read_task_table(task_table, task_type)
-    if info.attrs.get("input_sha256") != tasks.sequences_sha256(table["id"], table["sequence"]):
-        raise StoreError(f"{embeddings} was embedded from other sequences than {task_table}; pass the task table the store was made from")
     settings = recorded_settings(info.attrs, embeddings)
     costs = read_json(cost_file, "`plmexit cost`", ("model", "n_layers", "flops", "seconds"))
     if costs["model"] != manifest["id"]:
@@ -87,7 +84,7 @@ def export_model(
     y = tables.indicator(labels, classes) if classes else labels
     # The deploy fold's rows (never an official test row), as the probe step fitted the deploy fold.
     rows = probes.deploy_rows(table["fold"].to_numpy())
-    probe = probes.refit_probe(store.read_layer(embeddings, layer)[rows], y[rows], task_type, float(selection["deployed_hyperparameter"]), classes)
+    probe = probes.refit_probe(store.read_layer(embeddings, layer)[rows], y[rows], task_type, selection.deployed_hyperparameter, classes)
 
     blocks = max(layer, 1)  # fair-esm's ESM2 needs one block; layer 0 (token embeddings) is read before it
     with atomic_directory(out) as tmp:
@@ -184,14 +181,13 @@ def transformers_feature_description(layer_norm: str, layer: int, n_layers: int,
     return what, how, normed and layer == model["blocks"]
 
 
-def _card(manifest, selection, costs, attrs, settings, probe: LinearProbe, layer, model: dict, n_rows) -> dict:
-    n_layers = int(selection["n_layers"])
+def _card(manifest, selection: Selection, costs, attrs, settings, probe: LinearProbe, layer, model: dict, n_rows) -> dict:
+    n_layers = selection.n_layers
     if model["format"] == "transformers":
         what, how, normed_last = transformers_feature_description(settings.layer_norm, layer, n_layers, model)
     else:
         what, how, normed_last = feature_description(settings.layer_norm, layer, n_layers, model["blocks"])
     flops, seconds = costs["flops"], costs["seconds"]
-    bootstrap = selection.get("bootstrap") or {}
     return {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
@@ -199,29 +195,29 @@ def _card(manifest, selection, costs, attrs, settings, probe: LinearProbe, layer
         "created": datetime.datetime.now(datetime.timezone.utc).date().isoformat(),
         "source_model": {"family": manifest.get("family", "fair-esm"), "id": manifest["id"], "name": manifest["name"], "sha256": manifest["sha256"], "n_layers": n_layers},
         "model": model,
-        "task": {"name": selection["task"], "type": probe.task_type, "metric": selection["metric"],
+        "task": {"name": selection.task, "type": probe.task_type, "metric": selection.metric,
                  "classes": probe.classes, "n_training_rows": n_rows},
         "deployed_layer": layer,
         "final_layer": n_layers,
         "feature": {"layer": layer, "layer_norm": settings.layer_norm, "representation": what, "how_to_compute": how,
                     "is_exported_models_last_output": normed_last, "pooling": engine.POOLING},
         "scores": {
-            "nested_score": selection["nested_score"], "final_score": selection["final_score"], "gain": selection["gain"],
-            "gain_ci_low": selection.get("gain_ci_low"), "gain_ci_high": selection.get("gain_ci_high"),
-            "interval_level": bootstrap.get("level"), "interval_resamples": bootstrap.get("resamples"),
+            "nested_score": selection.nested_score, "final_score": selection.final_score, "gain": selection.gain,
+            "gain_ci_low": selection.gain_ci_low, "gain_ci_high": selection.gain_ci_high,
+            "interval_level": selection.bootstrap.level, "interval_resamples": selection.bootstrap.resamples,
             "interval_of": "the gain (nested score minus the final layer's score), not the nested score itself",
             "interval_covers": (
-                f"a percentile bootstrap over {bootstrap.get('unit', 'test items')}, so it covers the test sample's variability only"
+                f"a percentile bootstrap over {selection.bootstrap.unit}, so it covers the test sample's variability only"
                 + ("; resampling mutated positions, it speaks about the assay's positions, not only further variants at the positions tested"
-                   if selection.get("test_unit") == TEST_UNIT_POSITIONS else "")
+                   if selection.test_unit == TEST_UNIT_POSITIONS else "")
             ),
             "nested_score_covers": "mean over evaluation folds of each fold's test score at the layer chosen on that fold's training rows only",
-            "verdict": selection.get("verdict"), "fold_layers": selection.get("fold_layers"), "fold_agreement": selection.get("fold_agreement"),
-            "split": selection.get("split"),
+            "verdict": selection.verdict, "fold_layers": list(selection.fold_layers), "fold_agreement": selection.fold_agreement,
+            "split": selection.split,
             # The baselines (README, "Baselines"); None where the probe step fitted none.
-            **{k: selection.get(k) for k in choice.BASELINE_SUMMARY_COLUMNS},
+            **{k: getattr(selection, k) for k in choice.BASELINE_SUMMARY_COLUMNS},
             # Homology folds: how MMseqs2 clustered the task (whole clusters per fold); None for other splits.
-            "clustering": (selection.get("task_info") or {}).get("clustering"),
+            "clustering": selection.task_info.get("clustering"),
         },
         "compute": {
             # Of the exported depth, from the cost file itself (the selection's figures are for its deployed layer, the same one).

@@ -22,8 +22,8 @@ import torch
 import plmexit
 from plmexit.atomic import write_text
 from plmexit.data import tasks
-from plmexit.embedding import cost, engine, store
-from plmexit.errors import EmbedError, InputError, StoreError
+from plmexit.embedding import cost, engine, inputs, store
+from plmexit.errors import InputError, StoreError
 from plmexit.models import manifest as model_manifests
 
 log = logging.getLogger(__name__)
@@ -40,54 +40,6 @@ def fetch_model(out: str | Path, model_id: str | None = None, **source) -> dict:
     manifest = {"id": model_id or resolved["name"], **resolved}
     model_manifests.write_manifest(manifest, out)
     return manifest
-
-
-def embedded_sequences(
-    table, settings: engine.EmbedSettings, variant_crop: bool, source: str | Path
-) -> tuple[list[str], np.ndarray, engine.EmbedSettings, engine.VariantCrop | None]:
-    """What the model sees of a task table's sequences: ``(sequences, truncated, settings, crop)``.
-
-    Without ``variant_crop``, as ``engine.prepare_sequences``. With it, the table is one target's
-    variants: all are cut through one ``engine.VariantCrop`` computed from the whole table (so every
-    shard of it gets the same), with the settings that embed the crop; every position a ProteinGym
-    mutant id names must lie inside it (``check_crop_covers``). ``truncated`` marks sequences not
-    embedded whole.
-    """
-    sequences = list(table["sequence"])
-    if not variant_crop or not sequences:
-        prepared, truncated = engine.prepare_sequences(sequences, settings)
-        return prepared, truncated, settings, None
-    crop = engine.variant_crop(sequences, settings, str(source))
-    check_crop_covers(crop, list(table["id"]), source)
-    truncated = np.full(len(sequences), crop.stop - crop.start < crop.length, dtype=bool)
-    return crop.apply(sequences), truncated, crop.settings(settings), crop
-
-
-def check_crop_covers(crop: engine.VariantCrop, ids: list[str], source: str | Path) -> None:
-    """Every position named by a mutant id (``A24C:G30D``) lies inside the crop, else an ``EmbedError``.
-
-    The crop covers every position where variants differ by construction; this catches what that
-    cannot see, such as a substitution every variant shares. Every id is read: ids that are not
-    mutants (a table that is not ProteinGym's, or a wild-type row) are skipped, and counted in one log line.
-    """
-    from plmexit.data import proteingym  # pandas, only for variant sets
-
-    not_mutants = []
-    for row, mutant in enumerate(ids, start=1):
-        try:
-            positions = proteingym.mutated_positions(mutant)
-        except InputError:
-            not_mutants.append(mutant)
-            continue
-        for position in positions:
-            if not crop.covers(position - 1):
-                raise EmbedError(
-                    f"{source}: row {row} ({mutant}) mutates position {position}, outside residues {crop.start + 1}..{crop.stop} "
-                    "that are embedded; set embed.long_sequences: window, which embeds every residue"
-                )
-    if not_mutants:
-        log.info("%s: %d of %d ids are not ProteinGym mutants (first %r); the crop is checked against where sequences differ only for those",
-                 source, len(not_mutants), len(ids), not_mutants[0])
 
 
 # Forward batches per resumable part: a killed run loses at most this much work, and every this
@@ -122,7 +74,7 @@ def embed_task(
     ``PART_BATCHES`` batches, each written atomically to ``parts_dir(out)`` as it finishes; a rerun
     after a kill (even SIGKILL) skips finished parts, and the store is then streamed from the parts,
     so it is identical to an uninterrupted run's. ``variant_crop``: the table is one target's
-    substitution variants, embedded through one crop over the mutated positions (``embedded_sequences``).
+    substitution variants, embedded through one crop over the mutated positions (``inputs.embedded_sequences``).
     """
     settings.check()
     if shard is not None and not 0 <= shard < shards:
@@ -133,7 +85,7 @@ def embed_task(
     start, stop = (int(bounds[shard]), int(bounds[shard + 1])) if shard is not None else (0, len(table))
     rows = table.iloc[start:stop]
     # The crop is computed over the whole table before the shard's rows are taken, so every shard agrees.
-    all_sequences, all_truncated, embed_settings, crop = embedded_sequences(table, settings, variant_crop, task_table)
+    all_sequences, all_truncated, embed_settings, crop = inputs.embedded_sequences(table, settings, variant_crop, task_table)
     sequences, truncated = all_sequences[start:stop], all_truncated[start:stop]
     if crop is not None:
         log.info("%s: %s", task_table, crop.describe())
@@ -251,7 +203,7 @@ def measure_cost(
     settings.check()
     manifest = model_manifests.read_manifest(model_manifest)
     table = tasks.read_task_table(task_table)
-    sequences, truncated, embed_settings, crop = embedded_sequences(table, settings, variant_crop, task_table)
+    sequences, truncated, embed_settings, crop = inputs.embedded_sequences(table, settings, variant_crop, task_table)
     loaded = model_manifests.load(manifest, settings.device)
     rng = np.random.default_rng(seed)
     sampled = np.sort(rng.choice(len(sequences), size=min(sample_sequences, len(sequences)), replace=False))

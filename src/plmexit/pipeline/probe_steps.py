@@ -58,9 +58,7 @@ def probe_task(
     if baseline_features is not None and baseline_features not in baselines.FEATURES:
         raise InputError(f"baseline features {baseline_features!r} are not one of {', '.join(baselines.FEATURES)} (--baseline-features)")
     table = tasks.read_task_table(task_table, settings.task_type)
-    info = store.read_info(embeddings)
-    if info.attrs.get("input_sha256") != tasks.sequences_sha256(table["id"], table["sequence"]):
-        raise StoreError(f"{embeddings} was embedded from other sequences than {task_table}; delete it and rerun `plmexit embed`")
+    info = store.read_task_info(embeddings, table, task_table)
     if info.attrs.get("model", model) != model:
         raise StoreError(f"{embeddings} holds model {info.attrs['model']!r}, not {model!r}; pass that model's store, or --model-id {info.attrs['model']}")
     labels, folds, ids = table["label"].to_numpy(), table["fold"].to_numpy(), table["id"].to_numpy()

@@ -25,6 +25,7 @@ import pandas as pd
 from plmexit.data.proteingym import BUILT_SUFFIX
 from plmexit.errors import InputError
 from plmexit.probing.probes import CONFUSION_METRICS, DEPLOY_FOLD, HYPERPARAMETER, HYPERPARAMETER_EDGE, INNER_PREFIX, METRICS, confusion
+from plmexit.probing.selection import Selection
 
 CONFIDENCE_LEVEL = 0.95
 # Rows of a probe table that record what was fitted, not how well.
@@ -320,12 +321,12 @@ def describe(row: dict) -> str:
 FOLD_LAYER_SEPARATOR = ";"
 
 
-def summarize(selections: list[dict]) -> pd.DataFrame:
+def summarize(selections: list[Selection]) -> pd.DataFrame:
     """One row per (model, task) selection, sorted; ``fold_layers`` as ``2;2;6;6;5``."""
     rows = []
     for s in selections:
-        row = {key: s[key] for key in SUMMARY_COLUMNS}
-        row["fold_layers"] = FOLD_LAYER_SEPARATOR.join("-" if layer is None else str(layer) for layer in s["fold_layers"])
+        row = {key: getattr(s, key) for key in SUMMARY_COLUMNS}
+        row["fold_layers"] = FOLD_LAYER_SEPARATOR.join("-" if layer is None else str(layer) for layer in s.fold_layers)
         rows.append(row)
     rows = pd.DataFrame(rows, columns=SUMMARY_COLUMNS)
     return rows.sort_values(["model", "task"]).reset_index(drop=True)
