@@ -1,7 +1,6 @@
 """Model families: the one registry every part of plmexit reads what it knows about a family from.
 
-Invariant: this module imports only the standard library (and plmexit's torch-free ``errors`` and
-``embedding.options``), so the command line, the workflow's planning and the tests can list
+Invariant: this module imports only the standard library (and plmexit's torch-free ``errors``), so the command line, the workflow's planning and the tests can list
 families without importing torch or transformers. A family's loader code (``loader``, a module path) is imported by whoever runs the
 model; here a family is plain data: how its checkpoints are recognised, where its blocks, final
 norm and masked-LM head sit, how its tokenizer wants residues, and what test model it has.
@@ -15,8 +14,10 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from plmexit.embedding.options import ESM2_MAX_RESIDUES
 from plmexit.errors import ModelError
+
+# ESM2 was trained on 1024-token crops: BOS + 1022 residues + EOS (as fair-esm's extract.py).
+ESM2_MAX_RESIDUES = 1022
 
 # The two backends; a model manifest's ``format`` is its family's backend.
 FAIR_ESM, TRANSFORMERS = "fair-esm", "transformers"
