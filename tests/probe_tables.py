@@ -6,7 +6,8 @@ import numpy as np
 import pandas as pd
 
 from plmexit.probing.choice import BASELINE_SUMMARY_COLUMNS
-from plmexit.probing.probes import DEPLOY_FOLD, HYPERPARAMETER, HYPERPARAMETER_EDGE
+from plmexit.probing.folds import DEPLOY_FOLD
+from plmexit.probing.probes import HYPERPARAMETER, HYPERPARAMETER_EDGE
 from plmexit.probing.tables import PROBE_COLUMNS
 
 # Rows are layers 0..4, columns are folds 0..2. Layer 0 has the best *test* scores but poor inner

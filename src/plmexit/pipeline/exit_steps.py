@@ -27,7 +27,8 @@ from plmexit.exit.evaluation import row_flops, summarize_exits, task_metric
 from plmexit.exit.outputs import fold_outputs
 from plmexit.pipeline.reading import read_json, read_probe_table, read_tsv
 from plmexit.probing import tables
-from plmexit.probing.probes import HYPERPARAMETER, evaluation_folds
+from plmexit.probing.folds import evaluation_folds
+from plmexit.probing.probes import HYPERPARAMETER
 
 log = logging.getLogger(__name__)
 
