@@ -18,12 +18,7 @@ from plmexit.data import proteingym, tasks
 from plmexit.embedding import cost
 from plmexit.errors import InputError
 from plmexit.pipeline.reading import (
-    read_baseline_predictions,
-    read_baseline_table,
-    read_json,
-    read_predictions,
-    read_probe_table,
-    read_tsv,
+    read_baseline_predictions, read_baseline_table, read_json, read_predictions, read_probe_table, read_tsv,
 )
 from plmexit.probing import choice
 

@@ -1,6 +1,6 @@
 """The probe settings the command line offers, in a module that imports nothing heavy.
 
-Invariant: ``probes`` takes these from here (and re-exports them), so the two never differ; the
+Invariant: ``probes.ProbeSettings`` and ``ridge`` take these from here, so the two never differ; the
 command line builds every subcommand's parser in every ``plmexit`` process, and importing scipy
 and scikit-learn for these defaults cost each pipeline step over a second of start-up.
 """
