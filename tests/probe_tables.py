@@ -6,7 +6,8 @@ import numpy as np
 import pandas as pd
 
 from plmexit.probing.choice import BASELINE_SUMMARY_COLUMNS
-from plmexit.probing.probes import DEPLOY_FOLD, HYPERPARAMETER, HYPERPARAMETER_EDGE
+from plmexit.probing.folds import DEPLOY_FOLD
+from plmexit.probing.probes import HYPERPARAMETER, HYPERPARAMETER_EDGE
 from plmexit.probing.selection import Selection
 from plmexit.probing.tables import PROBE_COLUMNS
 

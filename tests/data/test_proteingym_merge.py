@@ -14,7 +14,7 @@ from plmexit.cli import main
 from plmexit.data import proteingym
 from plmexit.errors import InputError
 from plmexit.pipeline import select_steps
-from plmexit.probing import probes, tables
+from plmexit.probing import metrics, options, ridge, tables
 
 from probe_tables import hand_selection
 
@@ -43,11 +43,11 @@ def test_merge_scores_are_not_the_mean_over_folds_nor_raw():
     """The old merge file averaged per-fold Spearmans (here 1.0: each fold's two points agree) and
     took MSE in raw units (here 1.75); pooling raw values would give yet another Spearman."""
     spearman, mse = proteingym.merge_scores(LABELS, FINAL, FOLDS, LABELS, FOLDS)
-    per_fold = [probes.spearman(np.array(LABELS)[f], np.array(FINAL)[f]) for f in ([0, 1], [2, 3])]
+    per_fold = [metrics.spearman(np.array(LABELS)[f], np.array(FINAL)[f]) for f in ([0, 1], [2, 3])]
 
     assert np.mean(per_fold) == pytest.approx(1.0) and spearman != pytest.approx(1.0)
-    assert probes.METRICS["regression"]["mse"](LABELS, FINAL) == pytest.approx(1.75) and mse != pytest.approx(1.75)
-    assert probes.spearman(np.array(LABELS), np.array(FINAL)) != pytest.approx(spearman)
+    assert metrics.METRICS["regression"]["mse"](LABELS, FINAL) == pytest.approx(1.75) and mse != pytest.approx(1.75)
+    assert metrics.spearman(np.array(LABELS), np.array(FINAL)) != pytest.approx(spearman)
 
 
 def merge_supervised_reference(dms: pd.DataFrame, fold_predictions: list[pd.DataFrame]) -> tuple[float, float]:
@@ -106,12 +106,12 @@ def test_standardising_afterwards_equals_training_on_standardised_targets(width)
     X = rng.normal(size=(60, width)) * rng.uniform(0.5, 3.0, width) + rng.normal(size=width)
     y = X[:, :3].sum(axis=1) * 2.0 + rng.normal(0, 1.0, 60) + 7.0
     folds = np.repeat(np.arange(5), 12)
-    raw = probes.ridge_folds(X, y, folds, probes.DEFAULT_RIDGE_ALPHAS, probes.spearman)
+    raw = ridge.ridge_folds(X, y, folds, options.DEFAULT_RIDGE_ALPHAS, metrics.spearman)
 
     for fit in raw:
         train = y[folds != fit.fold]
         mean, std = train.mean(), train.std()
-        standardised = probes.ridge_folds(X, (y - mean) / std, folds, probes.DEFAULT_RIDGE_ALPHAS, probes.spearman)[fit.fold]
+        standardised = ridge.ridge_folds(X, (y - mean) / std, folds, options.DEFAULT_RIDGE_ALPHAS, metrics.spearman)[fit.fold]
         assert standardised.hyperparameter == fit.hyperparameter
         np.testing.assert_allclose(standardised.predictions, (fit.predictions - mean) / std, rtol=1e-9, atol=1e-9)
 

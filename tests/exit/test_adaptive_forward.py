@@ -7,8 +7,8 @@ import pytest
 import torch
 
 from plmexit.embedding import engine
-from plmexit.embedding.engine import EmbedSettings
 from plmexit.embedding.generic import HookedEncoder
+from plmexit.embedding.options import EmbedSettings
 from plmexit.models import families
 
 RTOL = 1e-5

@@ -18,7 +18,8 @@ from plmexit.probing.choice import (
     summarize,
     verdict,
 )
-from plmexit.probing.probes import CONFUSION_METRICS, DEPLOY_FOLD, METRICS, confusion, spearman
+from plmexit.probing.folds import DEPLOY_FOLD
+from plmexit.probing.metrics import CONFUSION_METRICS, METRICS, confusion, spearman
 
 from probe_tables import INNER, TEST, as_selection, long_table
 

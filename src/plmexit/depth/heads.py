@@ -17,7 +17,7 @@ from typing import Iterator, Protocol
 import torch
 import torch.nn.functional as F
 
-from plmexit.embedding.engine import FastEncoder
+from plmexit.embedding.fast_esm2 import FastEncoder
 from plmexit.embedding.options import ESM2_MAX_RESIDUES
 from plmexit.models import families
 from plmexit.models.fair_esm import LoadedModel
@@ -65,7 +65,7 @@ class FairEsmMaskedLM:
     ``engine="exact"`` (default) calls fair-esm's own ``TransformerLayer`` modules in fair-esm's
     (T, B, E) layout, so the lens at ``L`` equals ``model(tokens)["logits"]`` bit for bit and
     batched masked marginals equal ProteinGym's loop to about 4e-6 (35M architecture).
-    ``engine="fused"`` runs the blocks through ``plmexit.embedding.engine.FastEncoder`` (fused QKV,
+    ``engine="fused"`` runs the blocks through ``plmexit.embedding.fast_esm2.FastEncoder`` (fused QKV,
     ``scaled_dot_product_attention``, no (B, H, T, T) scores in memory): faster, equal to fair-esm's
     forward only to fp32 rounding (log-probabilities differ by up to about 1e-4 on a 12-layer
     model). Both apply fair-esm's token-dropout rescaling of the embeddings (by the observed mask

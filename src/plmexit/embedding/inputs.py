@@ -11,34 +11,34 @@ from pathlib import Path
 
 import numpy as np
 
-from plmexit.embedding import engine
+from plmexit.embedding import crops, options, pieces
 from plmexit.errors import EmbedError, InputError
 
 log = logging.getLogger(__name__)
 
 
 def embedded_sequences(
-    table, settings: engine.EmbedSettings, variant_crop: bool, source: str | Path
-) -> tuple[list[str], np.ndarray, engine.EmbedSettings, engine.VariantCrop | None]:
+    table, settings: options.EmbedSettings, variant_crop: bool, source: str | Path
+) -> tuple[list[str], np.ndarray, options.EmbedSettings, crops.VariantCrop | None]:
     """What the model sees of a task table's sequences: ``(sequences, truncated, settings, crop)``.
 
-    Without ``variant_crop``, as ``engine.prepare_sequences``. With it, the table is one target's
-    variants: all are cut through one ``engine.VariantCrop`` computed from the whole table (so every
+    Without ``variant_crop``, as ``pieces.prepare_sequences``. With it, the table is one target's
+    variants: all are cut through one ``crops.VariantCrop`` computed from the whole table (so every
     shard of it gets the same), with the settings that embed the crop; every position a ProteinGym
     mutant id names must lie inside it (``check_crop_covers``). ``truncated`` marks sequences not
     embedded whole.
     """
     sequences = list(table["sequence"])
     if not variant_crop or not sequences:
-        prepared, truncated = engine.prepare_sequences(sequences, settings)
+        prepared, truncated = pieces.prepare_sequences(sequences, settings)
         return prepared, truncated, settings, None
-    crop = engine.variant_crop(sequences, settings, str(source))
+    crop = crops.variant_crop(sequences, settings, str(source))
     check_crop_covers(crop, list(table["id"]), source)
     truncated = np.full(len(sequences), crop.stop - crop.start < crop.length, dtype=bool)
     return crop.apply(sequences), truncated, crop.settings(settings), crop
 
 
-def check_crop_covers(crop: engine.VariantCrop, ids: list[str], source: str | Path) -> None:
+def check_crop_covers(crop: crops.VariantCrop, ids: list[str], source: str | Path) -> None:
     """Every position named by a mutant id (``A24C:G30D``) lies inside the crop, else an ``EmbedError``.
 
     The crop covers every position where variants differ by construction; this catches what that

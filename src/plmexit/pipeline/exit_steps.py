@@ -26,7 +26,7 @@ from plmexit.exit.controller import ControllerSettings, reference_layer
 from plmexit.exit.evaluation import row_flops, summarize_exits, task_metric
 from plmexit.exit.outputs import fold_outputs
 from plmexit.pipeline.reading import read_hyperparameters, read_json, read_tsv
-from plmexit.probing.probes import evaluation_folds
+from plmexit.probing.folds import evaluation_folds
 from plmexit.probing.selection import Selection
 from plmexit.probing.tables import task_targets
 

@@ -26,12 +26,12 @@ from plmexit.atomic import atomic_directory, atomic_path, write_text
 from plmexit.data import tasks
 from plmexit.data.sequences import read_sequences
 from plmexit.download import sha256_file
-from plmexit.embedding import cost, engine, store
+from plmexit.embedding import cost, engine, options, pieces, store
 from plmexit.errors import InputError, ModelError, StoreError
 from plmexit.models import fair_esm
 from plmexit.models import manifest as model_manifests
 from plmexit.pipeline.reading import read_json
-from plmexit.probing import choice, probes, tables
+from plmexit.probing import choice, folds, metrics, probes, tables
 from plmexit.probing.linear import LinearProbe
 from plmexit.probing.selection import TEST_UNIT_POSITIONS, Selection
 from plmexit.reporting.card import render_card
@@ -52,7 +52,7 @@ def export_model(
     task_type: str, out: str | Path,
 ) -> dict:
     """Write ``out/``: the model's first ``k`` blocks (``k`` the selection's deployed layer), the probe
-    refitted on the deploy rows (``probes.deploy_rows``: never an official test row) at the deploy
+    refitted on the deploy rows (``folds.deploy_rows``: never an official test row) at the deploy
     fold's hyperparameter (``probes.refit_probe``), ``card.json`` and ``README.md``. Returns the card."""
     selection = Selection.from_json(selection_file)
     if selection.status != choice.STATUS_OK or selection.deployed_layer is None or selection.deployed_hyperparameter is None:
@@ -83,7 +83,7 @@ def export_model(
     classes = tables.classes_of(labels) if task_type == "multilabel" else None
     y = tables.indicator(labels, classes) if classes else labels
     # The deploy fold's rows (never an official test row), as the probe step fitted the deploy fold.
-    rows = probes.deploy_rows(table["fold"].to_numpy())
+    rows = folds.deploy_rows(table["fold"].to_numpy())
     probe = probes.refit_probe(store.read_layer(embeddings, layer)[rows], y[rows], task_type, selection.deployed_hyperparameter, classes)
 
     blocks = max(layer, 1)  # fair-esm's ESM2 needs one block; layer 0 (token embeddings) is read before it
@@ -120,7 +120,7 @@ def write_model(manifest: dict, blocks: int, directory: Path) -> dict:
             "contact_regression_file": Path(name).stem + "-contact-regression.pt"}
 
 
-def recorded_settings(attrs: dict, source: str | Path) -> engine.EmbedSettings:
+def recorded_settings(attrs: dict, source: str | Path) -> options.EmbedSettings:
     """The ``EmbedSettings`` a store records (device left to the caller)."""
     if attrs.get("variant_crop") and attrs.get("n_truncated", 0):
         raise StoreError(
@@ -133,9 +133,9 @@ def recorded_settings(attrs: dict, source: str | Path) -> engine.EmbedSettings:
         if found is None:
             raise StoreError(f"{source}: records no truncation length; rerun `plmexit embed`")
         truncate = int(found.group(1))
-    defaults = engine.EmbedSettings()
+    defaults = options.EmbedSettings()
     try:
-        settings = engine.EmbedSettings(
+        settings = options.EmbedSettings(
             max_tokens=int(attrs.get("max_tokens", defaults.max_tokens)), truncate=int(truncate or defaults.truncate),
             layer_norm=attrs["layer_norm"], precision=attrs.get("precision", defaults.precision), long_sequences=attrs["long_sequences"],
             window=int(attrs.get("window") or defaults.window), overlap=int(attrs.get("overlap") or defaults.overlap),
@@ -200,7 +200,7 @@ def _card(manifest, selection: Selection, costs, attrs, settings, probe: LinearP
         "deployed_layer": layer,
         "final_layer": n_layers,
         "feature": {"layer": layer, "layer_norm": settings.layer_norm, "representation": what, "how_to_compute": how,
-                    "is_exported_models_last_output": normed_last, "pooling": engine.POOLING},
+                    "is_exported_models_last_output": normed_last, "pooling": options.POOLING},
         "scores": {
             "nested_score": selection.nested_score, "final_score": selection.final_score, "gain": selection.gain,
             "gain_ci_low": selection.gain_ci_low, "gain_ci_high": selection.gain_ci_high,
@@ -276,17 +276,17 @@ def load_exported_model(export_dir: Path, card: dict, device: str):
     return fair_esm.load_model(export_dir / model["file"], model["sha256"], device)
 
 
-def _encoder(loaded, settings: engine.EmbedSettings, layer: int, final_layer: int):
+def _encoder(loaded, settings: options.EmbedSettings, layer: int, final_layer: int):
     """The export's encoder: under ``raw`` a model cut after block ``k < L`` must not norm its last
     layer (the source model's raw layer ``k`` was not normed), so ``norm_last`` is off then."""
     raw_cut = settings.layer_norm == "raw" and layer == loaded.num_layers and layer < final_layer
     return engine.make_encoder(loaded, settings.device, settings.precision, norm_last=not raw_cut)
 
 
-def exported_features(loaded, sequences: list[str], settings: engine.EmbedSettings, layer: int, final_layer: int) -> np.ndarray:
+def exported_features(loaded, sequences: list[str], settings: options.EmbedSettings, layer: int, final_layer: int) -> np.ndarray:
     """``(n, dim)`` float32: the probe's feature (layer ``layer`` of the source model, under
     ``settings.layer_norm``) for each sequence, computed with the export's ``loaded`` model."""
-    prepared, _ = engine.prepare_sequences(sequences, settings)
+    prepared, _ = pieces.prepare_sequences(sequences, settings)
     features = np.empty((len(prepared), loaded.embed_dim), dtype=np.float32)
     encoder = _encoder(loaded, settings, layer, final_layer)
     for index, pooled in engine.embed_pooled(loaded, prepared, settings, encoder=encoder):
@@ -296,12 +296,12 @@ def exported_features(loaded, sequences: list[str], settings: engine.EmbedSettin
 
 def predict(export_dir: str | Path, input_file: str | Path, out: str | Path, device: str = "cpu") -> pd.DataFrame:
     """One row per input sequence: ``id``, ``prediction`` (a value, a class, or the labels called at
-    ``probes.MULTILABEL_THRESHOLD`` joined by ``;``) and, for classifiers, ``p_<class>`` per class; CSV, atomically."""
+    ``metrics.MULTILABEL_THRESHOLD`` joined by ``;``) and, for classifiers, ``p_<class>`` per class; CSV, atomically."""
     export_dir = Path(export_dir)
     card, probe = read_export(export_dir)
     ids, sequences = read_sequences(input_file)
     recorded = card["embedding"]
-    settings = engine.EmbedSettings(
+    settings = options.EmbedSettings(
         max_tokens=recorded["max_tokens"], truncate=recorded["truncate"], layer_norm=card["feature"]["layer_norm"], device=device,
         precision=recorded["precision"], long_sequences=recorded["long_sequences"], window=recorded["window"], overlap=recorded["overlap"],
     )
@@ -315,7 +315,7 @@ def predict(export_dir: str | Path, input_file: str | Path, out: str | Path, dev
         if probe.task_type == "classification":
             result["prediction"] = probe.predict(features)
         else:
-            result["prediction"] = [tasks.LABEL_SEPARATOR.join(c for c, q in zip(probe.classes, row) if q >= probes.MULTILABEL_THRESHOLD) for row in p]
+            result["prediction"] = [tasks.LABEL_SEPARATOR.join(c for c, q in zip(probe.classes, row) if q >= metrics.MULTILABEL_THRESHOLD) for row in p]
         for j, c in enumerate(probe.classes):
             result[f"p_{c}"] = p[:, j]
     with atomic_path(out) as tmp:

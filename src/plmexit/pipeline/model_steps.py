@@ -22,7 +22,8 @@ import torch
 import plmexit
 from plmexit.atomic import write_text
 from plmexit.data import tasks
-from plmexit.embedding import cost, engine, inputs, store
+from plmexit.embedding import cost, engine, inputs, options, pieces, store
+from plmexit.embedding.parts import plan_parts, shard_bounds
 from plmexit.errors import InputError, StoreError
 from plmexit.models import manifest as model_manifests
 
@@ -60,7 +61,7 @@ def embed_task(
     model_manifest: str | Path,
     task_table: str | Path,
     out: str | Path,
-    settings: engine.EmbedSettings,
+    settings: options.EmbedSettings,
     dtype: str,
     shard: int | None = None,
     shards: int = 1,
@@ -69,7 +70,7 @@ def embed_task(
 ) -> None:
     """Embed every sequence of a task, or of shard ``shard`` of ``shards``, at every layer into a store.
 
-    Shards are contiguous row ranges of about equal residues (``engine.shard_bounds``); a shard's
+    Shards are contiguous row ranges of about equal residues (``parts.shard_bounds``); a shard's
     store is gathered with the others by ``gather_embeddings``. Work is done in parts of
     ``PART_BATCHES`` batches, each written atomically to ``parts_dir(out)`` as it finishes; a rerun
     after a kill (even SIGKILL) skips finished parts, and the store is then streamed from the parts,
@@ -81,7 +82,7 @@ def embed_task(
         raise InputError(f"--shard {shard} is outside 0..{shards - 1} for --shards {shards}; pass a shard index below --shards")
     manifest = model_manifests.read_manifest(model_manifest)
     table = tasks.read_task_table(task_table)
-    bounds = engine.shard_bounds(table["sequence"].str.len().to_numpy(), shards)
+    bounds = shard_bounds(table["sequence"].str.len().to_numpy(), shards)
     start, stop = (int(bounds[shard]), int(bounds[shard + 1])) if shard is not None else (0, len(table))
     rows = table.iloc[start:stop]
     # The crop is computed over the whole table before the shard's rows are taken, so every shard agrees.
@@ -105,9 +106,9 @@ def embed_task(
         "device": settings.device,
         "engine": encoder.engine,
         **encoder.resolved.attrs(),  # precision: what ran; precision_requested: what was asked
-        "pooling": engine.POOLING,
+        "pooling": options.POOLING,
         "layer_norm": settings.layer_norm,
-        "layer_norm_description": engine.LAYER_NORM_CONVENTIONS[settings.layer_norm],
+        "layer_norm_description": options.LAYER_NORM_CONVENTIONS[settings.layer_norm],
         "long_sequences": settings.long_sequences,
         "truncation": crop.describe() if crop is not None else settings.long_sequence_description(),
         "truncate": settings.truncate if settings.long_sequences == "truncate" else None,
@@ -121,7 +122,7 @@ def embed_task(
     }
     if shard is not None:
         attrs.update(shard=shard, row_start=start, row_stop=stop, task_input_sha256=tasks.sequences_sha256(table["id"], table["sequence"]))
-    parts = engine.plan_parts(sequences, PART_BATCHES * settings.max_tokens)
+    parts = plan_parts(sequences, PART_BATCHES * settings.max_tokens)
     workdir = parts_dir(out)
     _open_parts_dir(workdir, {"attrs": attrs, "dtype": dtype, "parts": [p.tolist() for p in parts]})
     part_files = [workdir / f"part-{i:06d}.h5" for i in range(len(parts))]
@@ -129,7 +130,7 @@ def embed_task(
     if len(todo) < len(parts):
         log.info("%s: resuming, %d of %d parts already embedded in %s", out, len(parts) - len(todo), len(parts), workdir)
     specials = encoder.tokens.specials
-    tracker = _Progress(sum(engine.work_tokens([sequences[j] for j in parts[i]], embed_settings, specials) for i in todo), progress)
+    tracker = _Progress(sum(pieces.work_tokens([sequences[j] for j in parts[i]], embed_settings, specials) for i in todo), progress)
     for i in todo:
         part = parts[i]
         block = np.empty((loaded.num_layers + 1, len(part), loaded.embed_dim), dtype=np.float32)
@@ -188,7 +189,7 @@ def measure_cost(
     model_manifest: str | Path,
     task_table: str | Path,
     out: str | Path,
-    settings: engine.EmbedSettings,
+    settings: options.EmbedSettings,
     sample_sequences: int,
     repeats: int,
     seed: int,
@@ -211,7 +212,7 @@ def measure_cost(
     encoder = engine.make_encoder(loaded, settings.device, settings.precision)
     seconds = cost.measure_depth_seconds(encoder, sample, embed_settings, repeats)
     log.info("%s: full forward of %d sampled sequences takes %.4f s on %s", task_table, len(sample), seconds[-1], settings.device)
-    token_lengths = engine.piece_token_lengths(sequences, embed_settings, encoder.tokens.specials)  # + special tokens, per piece
+    token_lengths = pieces.piece_token_lengths(sequences, embed_settings, encoder.tokens.specials)  # + special tokens, per piece
     result = {
         "model": manifest["id"],
         "model_name": manifest["name"],
@@ -232,7 +233,7 @@ def measure_cost(
         "n_truncated": int(truncated.sum()),  # as the embedding counts them (selection reports it)
         "timed": cost.TIMED,
         "sample_sequences": len(sample),
-        "sample_tokens": int(engine.piece_token_lengths(sample, embed_settings, encoder.tokens.specials).sum()),
+        "sample_tokens": int(pieces.piece_token_lengths(sample, embed_settings, encoder.tokens.specials).sum()),
         "repeats": repeats,
         "seconds": seconds.tolist(),
         **(crop.attrs() if crop is not None else {}),
