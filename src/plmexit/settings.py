@@ -14,7 +14,7 @@ from __future__ import annotations
 import argparse
 import shlex
 from dataclasses import dataclass, field, fields
-from typing import Any, Callable, ClassVar
+from typing import Any, Callable
 
 from plmexit.errors import EmbedError
 from plmexit.models.families import ESM2_MAX_RESIDUES
@@ -103,11 +103,22 @@ def seed_setting(help: str) -> Any:
     return setting(0, help, key="seed")
 
 
+# A setting two steps read is declared once, here, and each dataclass that takes it calls its function.
+def mask_fraction_setting() -> Any:
+    return setting(0.15, "fraction of each sequence's residues masked (as ESM2 was trained)", key="depth.mask_fraction")
+
+
+def inner_folds_setting() -> Any:
+    return setting(
+        3, "inner CV folds: the probes' (classification, and --inner-split modulo/contiguous), whose out-of-fold outputs calibrate the exit",
+        key="probe.inner_folds", type=at_least_two,
+    )
+
+
 class Settings:
     """What every settings dataclass can do with the fields ``setting`` made (others, such as a device, are left out)."""
 
     # What the section is called in messages, e.g. "embed".
-    name: ClassVar[str] = ""
 
     @classmethod
     def settings_fields(cls, only: tuple[str, ...] | None = None) -> list:
@@ -196,8 +207,6 @@ class EmbedSettings(Settings):
     """How to embed (config ``embed``); every field is recorded in the store. ``device`` is no config
     setting (the profile and the command line choose it) and has no flag here."""
 
-    name: ClassVar[str] = "embed"
-
     max_tokens: int = setting(4096, "padded tokens per batch", key="embed.max_tokens", type=positive_int)
     truncate: int = setting(ESM2_MAX_RESIDUES, "keep the first N residues", key="embed.truncate", type=positive_int)
     layer_norm: str = setting(
@@ -241,12 +250,9 @@ class EmbedSettings(Settings):
 class CostSettings(Settings):
     """The measured forward time per depth (config ``cost``)."""
 
-    name: ClassVar[str] = "cost"
-
     sample_sequences: int = setting(8, "sequences in the timed batch", key="cost.sample_sequences", type=positive_int)
     repeats: int = setting(
-        3, "timed repeats, each one forward per batch timestamped after every layer; the median per depth is kept",
-        key="cost.repeats", type=positive_int,
+        3, "timed repeats, each one forward per batch timestamped after every layer; the median per depth is kept", key="cost.repeats", type=positive_int,
     )
     seed: int = seed_setting("seed for the sample")
 
@@ -254,8 +260,6 @@ class CostSettings(Settings):
 @dataclass(frozen=True)
 class PrepareSettings(Settings):
     """How a task without folds of its own is cut into folds (config ``probe.cv_folds``, ``seed``)."""
-
-    name: ClassVar[str] = "prepare"
 
     cv_folds: int = setting(5, "folds when the file has none", key="probe.cv_folds", type=at_least_two)
     seed: int = seed_setting("seed for subsampling and folds")
@@ -265,8 +269,6 @@ class PrepareSettings(Settings):
 class ProbeGrid(Settings):
     """The probes' hyperparameter grids and inner folds (config ``probe``); the task chooses type, metric and inner split."""
 
-    name: ClassVar[str] = "probe"
-
     ridge_alphas: tuple[float, ...] = setting(
         DEFAULT_RIDGE_ALPHAS, "ridge regularisation grid, comma-separated", key="probe.ridge_alphas", flag="--alphas",
         type=floats, comma=True,
@@ -274,9 +276,7 @@ class ProbeGrid(Settings):
     logistic_cs: tuple[float, ...] = setting(
         DEFAULT_LOGISTIC_CS, "logistic regression C grid, comma-separated", key="probe.logistic_cs", flag="--cs", type=floats, comma=True,
     )
-    inner_folds: int = setting(
-        3, "inner CV folds for classification and for --inner-split modulo/contiguous", key="probe.inner_folds", type=at_least_two,
-    )
+    inner_folds: int = inner_folds_setting()
     seed: int = seed_setting("seed for the inner splits")
 
 
@@ -284,12 +284,8 @@ class ProbeGrid(Settings):
 class SelectSettings(Settings):
     """How the layer is chosen and its uncertainty reported (config ``select``)."""
 
-    name: ClassVar[str] = "select"
-
     tolerance: float = setting(0.0, "prefer the shallowest layer within this much of the best inner score", key="select.tolerance")
-    bootstrap: int = setting(
-        1000, "bootstrap resamples for the gain's interval (select) or over tasks (summarize)", key="select.bootstrap", type=positive_int,
-    )
+    bootstrap: int = setting(1000, "bootstrap resamples for the gain's interval (select) or over tasks (summarize)", key="select.bootstrap", type=positive_int)
     seed: int = seed_setting("bootstrap seed")
 
 
@@ -297,12 +293,8 @@ class SelectSettings(Settings):
 class LensSettings(Settings):
     """The logit lens's sample (config ``depth``)."""
 
-    name: ClassVar[str] = "depth"
-
     sample: int = setting(64, "distinct sequences to sample", key="depth.sample", type=positive_int)
-    mask_fraction: float = setting(
-        0.15, "fraction of each sequence's residues masked (as ESM2 was trained)", key="depth.mask_fraction",
-    )
+    mask_fraction: float = mask_fraction_setting()
     skip_blocks: bool = setting(
         True, "leave out the block-skipping runs (one extra forward per block)", key="depth.skip_blocks", flag="--no-skip",
     )
@@ -312,8 +304,6 @@ class LensSettings(Settings):
 @dataclass(frozen=True)
 class ZeroShotSettings(Settings):
     """Zero-shot scoring's calibration subset (config ``depth``)."""
-
-    name: ClassVar[str] = "depth"
 
     calibration_fraction: float = setting(
         0.2, "seeded fraction of variants that chooses DoLa's premature layer and SLED's weights, never scored by them (0 skips both)",
@@ -325,8 +315,6 @@ class ZeroShotSettings(Settings):
 @dataclass(frozen=True)
 class ControllerSettings(Settings):
     """The config's ``exit`` keys every controller reads, the probes' and the head's: gates, grid and risk budget."""
-
-    name: ClassVar[str] = "exit"
 
     gates: tuple[str, ...] = setting(EXIT_GATES, "gates to calibrate (those that fit the outputs)", key="exit.gates")
     epsilon: float = setting(
@@ -350,7 +338,7 @@ class ExitSettings(ControllerSettings):
     tolerance: float = setting(
         0.1, "regression: patience and disagreement tolerance, in training-target SDs", key="exit.tolerance",
     )
-    inner_folds: int = setting(3, "inner folds whose out-of-fold outputs calibrate", key="probe.inner_folds", type=at_least_two)
+    inner_folds: int = inner_folds_setting()
 
 
 @dataclass(frozen=True)
@@ -359,9 +347,7 @@ class LensExitSettings(ControllerSettings):
     the budget) and ``depth.mask_fraction``; see the schema for each."""
 
     sample: int = setting(256, "distinct sequences to sample", key="exit.lens_sample", type=positive_int)
-    mask_fraction: float = setting(
-        0.15, "fraction of each sequence's residues masked (as ESM2 was trained)", key="depth.mask_fraction",
-    )
+    mask_fraction: float = mask_fraction_setting()
     calibration_fraction: float = setting(
         0.5, "seeded fraction of the sampled sequences that calibrates; the others are reported on",
         key="exit.lens_calibration_fraction",
@@ -371,8 +357,6 @@ class LensExitSettings(ControllerSettings):
 @dataclass(frozen=True)
 class TimingSettings(Settings):
     """The exit controllers' measured wall clock (config ``exit.timing_*``)."""
-
-    name: ClassVar[str] = "exit"
 
     sample_sequences: int = setting(64, "test sequences timed, a seeded sample", key="exit.timing_sequences", type=positive_int)
     repeats: int = setting(3, "timed repeats after one warm-up; the median is kept", key="exit.timing_repeats", type=positive_int)

@@ -392,18 +392,7 @@ RULE_COMMANDS = {
 
 
 def test_every_flag_a_rule_emits_is_taken_by_its_command_and_reads_back_as_the_config():
-    from plmexit.settings import (
-        CostSettings,
-        EmbedSettings,
-        ExitSettings,
-        LensExitSettings,
-        LensSettings,
-        PrepareSettings,
-        ProbeGrid,
-        SelectSettings,
-        TimingSettings,
-        ZeroShotSettings,
-    )
+    from plmexit import settings as S
 
     config = load("test.yaml")
     # Values off their defaults, so a flag that is dropped or misread shows.
@@ -420,12 +409,13 @@ def test_every_flag_a_rule_emits_is_taken_by_its_command_and_reads_back_as_the_c
         extra = shlex.split(flags.embed) if command in ("cost", "exit-timing") else []
         read[name] = _parse(command, *required.split(), *extra, *shlex.split(getattr(flags, name)))
     expected = {
-        "prepare": PrepareSettings, "embed": EmbedSettings, "cost": CostSettings, "probe": ProbeGrid, "select": SelectSettings,
-        "lens": LensSettings, "zero_shot": ZeroShotSettings, "exit": ExitSettings, "exit_timing": TimingSettings, "lens_exit": LensExitSettings,
+        "prepare": S.PrepareSettings, "embed": S.EmbedSettings, "cost": S.CostSettings, "probe": S.ProbeGrid, "select": S.SelectSettings,
+        "lens": S.LensSettings, "zero_shot": S.ZeroShotSettings, "exit": S.ExitSettings, "exit_timing": S.TimingSettings,
+        "lens_exit": S.LensExitSettings,
     }
     for name, settings in expected.items():
         assert settings.from_args(read[name]) == settings.from_config(config), name
-    assert EmbedSettings.from_args(read["cost"]) == EmbedSettings.from_config(config)
+    assert S.EmbedSettings.from_args(read["cost"]) == S.EmbedSettings.from_config(config)
     assert (read["summarize"].bootstrap, read["summarize"].seed, read["summarize_exit"].epsilon) == (200, 7, 0.05)
     assert read["lens"].skip_blocks is False and read["exit"].gates == ["margin", "patience"]
 

@@ -51,6 +51,13 @@ def add_head_arguments(p: argparse.ArgumentParser) -> None:
     )
 
 
+def add_task_type(p: argparse.ArgumentParser) -> None:
+    """``--type``: the task type (as prepare wrote the table), required."""
+    from plmexit.data.formats import TASK_TYPES
+
+    p.add_argument("--type", choices=list(TASK_TYPES), required=True, help="task type")
+
+
 def dispatch(commands: dict, args: argparse.Namespace) -> None:
     """Run the function of ``args.command`` from a stage's ``{command: function}``."""
     commands[args.command](args)

@@ -4,14 +4,12 @@ from __future__ import annotations
 
 import argparse
 
-from plmexit.cli.common import add_head_arguments, dispatch, positive_int, set_up_device
+from plmexit.cli.common import add_head_arguments, add_task_type, dispatch, positive_int, set_up_device
 from plmexit.cli.embed import add_model_run_arguments
 from plmexit.settings import EmbedSettings, ExitSettings, LensExitSettings, TimingSettings
 
 
 def register(subparsers) -> None:
-    from plmexit.data.formats import TASK_TYPES
-
     p = subparsers.add_parser("exit", help="per-sequence early exit: calibrate each fold's controller on training rows (Learn-then-Test), report it on test rows")
     p.add_argument("--embeddings", required=True, help="HDF5 store from embed")
     p.add_argument("--task", required=True, help="task table from prepare")
@@ -20,7 +18,7 @@ def register(subparsers) -> None:
     p.add_argument("--cost", required=True, help="cost JSON from cost (measured seconds per depth)")
     p.add_argument("--model-id", required=True, help="model id written in the table")
     p.add_argument("--task-name", required=True, help="task name written in the table")
-    p.add_argument("--type", choices=list(TASK_TYPES), required=True, help="task type")
+    add_task_type(p)
     p.add_argument("--metric", required=True, help="metric to report (the task's selection metric)")
     ExitSettings.add_arguments(p)
     p.add_argument("--out", required=True, help="exit TSV to write")

@@ -4,19 +4,17 @@ from __future__ import annotations
 
 import argparse
 
-from plmexit.cli.common import add_device_arguments, dispatch, set_up_device
+from plmexit.cli.common import add_device_arguments, add_task_type, dispatch, set_up_device
 
 
 def register(subparsers) -> None:
-    from plmexit.data.formats import TASK_TYPES
-
     p = subparsers.add_parser("export", help="ship the deployed layer: the model's first k blocks, the probe refitted on the rows that are never test rows, a model card")
     p.add_argument("--model", required=True, help="model manifest JSON from fetch-model (the model the store was embedded with)")
     p.add_argument("--embeddings", required=True, help="HDF5 store from embed (the deployed layer's features and the embedding settings)")
     p.add_argument("--task", required=True, help="task table TSV from prepare (the labels the probe is refitted on)")
     p.add_argument("--selection", required=True, help="selection JSON from select (deployed layer, its hyperparameter, scores)")
     p.add_argument("--cost", required=True, help="cost JSON from cost (FLOPs and time per depth, for the card)")
-    p.add_argument("--type", choices=list(TASK_TYPES), required=True, help="task type")
+    add_task_type(p)
     p.add_argument("--out", required=True, help="export directory to write (replaced whole if it exists)")
 
     p = subparsers.add_parser("predict", help="run an export (truncated model and probe) on new sequences; one row per sequence")

@@ -4,17 +4,15 @@ from __future__ import annotations
 
 import argparse
 
-from plmexit.cli.common import dispatch, positive_int
+from plmexit.cli.common import add_task_type, dispatch, positive_int
 from plmexit.settings import INNER_SPLITS, ProbeGrid, SelectSettings
 
 
 def register(subparsers) -> None:
-    from plmexit.data.formats import TASK_TYPES
-
     p = subparsers.add_parser("probe", help="fit linear probes at every layer and fold; write a long TSV")
     p.add_argument("--embeddings", required=True, help="HDF5 store from embed")
     p.add_argument("--task", required=True, help="task table TSV from prepare")
-    p.add_argument("--type", choices=list(TASK_TYPES), required=True)
+    add_task_type(p)
     p.add_argument("--metric", required=True, help="metric the layer is selected by (spearman; accuracy, macro_f1 or mcc; fmax, micro_f1 or macro_f1)")
     p.add_argument("--model-id", required=True, help="the model's id (as its store records it) for the table")
     p.add_argument("--task-name", required=True, help="task name for the table")
@@ -41,7 +39,7 @@ def register(subparsers) -> None:
     p.add_argument("--predictions", required=True, help="predictions TSV from probe (for the gain's interval)")
     p.add_argument("--cost", required=True, help="cost JSON from cost (time per depth; the embedding's layer-norm convention and truncation count)")
     p.add_argument("--task-info", required=True, help="task info JSON from prepare (how the task is split)")
-    p.add_argument("--type", choices=list(TASK_TYPES), required=True, help="task type")
+    add_task_type(p)
     p.add_argument("--metric", required=True, help="metric to select by")
     SelectSettings.add_arguments(p)
     p.add_argument("--out", required=True, help="selection JSON to write")
