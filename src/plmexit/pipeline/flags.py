@@ -45,7 +45,3 @@ class RuleFlags:
         self.summarize = select.flags(only=("bootstrap", "seed"))
         self.exit = exit_.flags()
         self.summarize_exit = exit_.flags(only=("epsilon",))
-
-    def as_dict(self) -> dict[str, str]:
-        """Rule flags by name (for tests that run each through the command line's parser)."""
-        return dict(vars(self))
