@@ -15,6 +15,7 @@ import numpy as np
 from plmexit.errors import InputError
 from plmexit.settings import FALLBACKS, ControllerSettings  # noqa: F401 - re-exported: declared with the other settings
 
+
 @dataclass(frozen=True)
 class Controller:
     """One gate at one threshold over layers ``first_layer .. reference_layer``."""
