@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -22,13 +22,14 @@ from plmexit.data import tasks
 from plmexit.embedding import store
 from plmexit.errors import InputError
 from plmexit.exit import calibration, gates
-from plmexit.exit.controller import ControllerSettings, reference_layer
+from plmexit.exit.controller import reference_layer
 from plmexit.exit.evaluation import row_flops, summarize_exits, task_metric
 from plmexit.exit.outputs import fold_outputs
 from plmexit.pipeline.reading import read_hyperparameters, read_json, read_tsv
 from plmexit.probing.folds import evaluation_folds
 from plmexit.probing.selection import Selection
 from plmexit.probing.tables import task_targets
+from plmexit.settings import ExitSettings  # noqa: F401 - re-exported: declared with the other settings
 
 log = logging.getLogger(__name__)
 
@@ -39,15 +40,6 @@ EXIT_COLUMNS = [
     "model", "task", "fold", "gate", "kind", "layer", "threshold", "certified", "reference_layer", "n_calibration", "n_rows",
     "metric", "score", "disagreement", "mean_layer", "median_layer", "fraction_early", "layers_saved", "flops_saved", "time_saved_estimate",
 ]
-
-
-@dataclass(frozen=True)
-class ExitSettings(ControllerSettings):
-    """The config's ``exit`` section for the probes' exit (see the schema for each key)."""
-
-    fallback: str = "full"
-    tolerance: float = 0.1
-    inner_folds: int = 3
 
 
 def exit_task(

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 import logging
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -22,8 +22,8 @@ from plmexit.atomic import write_text
 from plmexit.data import tasks
 from plmexit.errors import InputError
 from plmexit.exit import calibration, gates
-from plmexit.exit.controller import ControllerSettings
 from plmexit.pipeline.reading import read_tsv
+from plmexit.settings import LensExitSettings  # noqa: F401 - re-exported: declared with the other settings
 
 log = logging.getLogger(__name__)
 
@@ -35,16 +35,6 @@ LENS_EXIT_COLUMNS = [
     "position_risk", "sequence_disagreement", "accuracy", "final_accuracy", "mean_layer", "layers_saved", "fraction_early",
 ]
 UNITS = ("position", "sequence")
-
-
-@dataclass(frozen=True)
-class LensExitSettings(ControllerSettings):
-    """The config's ``exit`` keys the head's exit reads (``lens_sample``, ``lens_calibration_fraction``, the gates and
-    the budget) and ``depth.mask_fraction``; see the schema for each."""
-
-    sample: int = 256
-    mask_fraction: float = 0.15  # = depth.lens.DEFAULT_MASK_FRACTION (that module imports torch; the summary step does not)
-    calibration_fraction: float = 0.5
 
 
 def lens_exit_task(

@@ -27,6 +27,7 @@ from plmexit.data.formats import COMMON_KEYS, FORMATS
 from plmexit.errors import ConfigError
 from plmexit.models import families
 from plmexit.models.families import MASKED_LM_FAMILIES
+from plmexit.pipeline.flags import RuleFlags
 
 # Where outputs go unless the config sets pathvars.results (Snakemake's own path variable <results>).
 DEFAULT_RESULTS = "results"
@@ -104,10 +105,7 @@ class Plan:
                 self._pending[entry["id"]] = (entry, position)
             else:
                 self._add(self._expand(entry, position, entry.get("assays")), position)
-        e = config["embed"]
-        # Checked here, not in a rule's params, so a bad config stops the DAG before any job runs.
-        if e["long_sequences"] == "window" and e["overlap"] >= e["window"]:
-            raise ConfigError(f"config: embed.overlap {e['overlap']} must be less than embed.window {e['window']}; lower embed.overlap")
+        self.flags = RuleFlags(config)  # every rule's settings flags; their checks stop a bad config before any job
 
     def _add(self, tasks: list[dict], position: int) -> None:
         for task in tasks:
