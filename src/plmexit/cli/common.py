@@ -51,6 +51,29 @@ def add_head_arguments(p: argparse.ArgumentParser) -> None:
     )
 
 
+# The files one step writes and later steps read, each described once; a command adds those it reads
+# with ``add_inputs``, saying in a note what it takes from one where that helps.
+INPUTS = {
+    "model": "model manifest JSON from fetch-model",
+    "embeddings": "HDF5 store from embed",
+    "task": "task table TSV from prepare",
+    "probes": "probe TSV from probe",
+    "predictions": "predictions TSV from probe",
+    "selection": "selection JSON from select",
+    "cost": "cost JSON from cost",
+    "summary": "best_layers TSV from summarize",
+    "model_id": "the model's id, written in the table",
+    "task_name": "the task's name, written in the table",
+}
+
+
+def add_inputs(p: argparse.ArgumentParser, *names: str, **notes: str) -> None:
+    """Required ``--NAME`` arguments for the ``INPUTS`` named, in that order; ``notes`` adds to a name's help."""
+    for name in names:
+        note = f" ({notes[name]})" if name in notes else ""
+        p.add_argument("--" + name.replace("_", "-"), required=True, help=INPUTS[name] + note)
+
+
 def add_task_type(p: argparse.ArgumentParser) -> None:
     """``--type``: the task type (as prepare wrote the table), required."""
     from plmexit.data.formats import TASK_TYPES

@@ -4,15 +4,14 @@ from __future__ import annotations
 
 import argparse
 
-from plmexit.cli.common import add_head_arguments, dispatch, positive_int, set_up_device
+from plmexit.cli.common import add_head_arguments, add_inputs, dispatch, positive_int, set_up_device
 from plmexit.settings import LensSettings, ZeroShotSettings
 
 
 def register(subparsers) -> None:
     p = subparsers.add_parser("lens", help="logit lens, block skipping and exit layers on a seeded masked sample of a task, from the model's own head")
     add_head_arguments(p)
-    p.add_argument("--task", required=True, help="task table TSV from prepare (its sequences are sampled)")
-    p.add_argument("--task-name", required=True, help="task name for the tables")
+    add_inputs(p, "task", "task_name", task="its sequences are sampled")
     LensSettings.add_arguments(p)
     p.add_argument("--max-tokens", type=positive_int, default=4096, help="padded tokens per batch (default 4096)")
     p.add_argument("--out", required=True, help="lens TSV to write: model, task, lens, layer, metric, value")
@@ -44,8 +43,7 @@ def register(subparsers) -> None:
     p.add_argument("--out", required=True, help="PNG to write")
 
     p = subparsers.add_parser("plot-depth-task", help="figure of one model and task: the probe curve beside the lens and zero-shot curves, against relative depth")
-    p.add_argument("--probes", required=True, help="probe TSV")
-    p.add_argument("--selection", required=True, help="selection JSON (the metric, the deployed layer, the number of layers)")
+    add_inputs(p, "probes", "selection", selection="the metric, the deployed layer, the number of layers")
     p.add_argument("--lens", nargs="?", help="lens TSV of the task's sequences (from lens); none: no lens curves")
     p.add_argument("--zero-shot", nargs="?", help="long zero-shot TSV of the task's assay (from zero-shot); none: no zero-shot curves")
     p.add_argument("--out", required=True, help="PNG to write")

@@ -4,20 +4,17 @@ from __future__ import annotations
 
 import argparse
 
-from plmexit.cli.common import add_head_arguments, add_task_type, dispatch, positive_int, set_up_device
+from plmexit.cli.common import add_head_arguments, add_inputs, add_task_type, dispatch, positive_int, set_up_device
 from plmexit.cli.embed import add_model_run_arguments
 from plmexit.settings import EmbedSettings, ExitSettings, LensExitSettings, TimingSettings
 
 
 def register(subparsers) -> None:
     p = subparsers.add_parser("exit", help="per-sequence early exit: calibrate each fold's controller on training rows (Learn-then-Test), report it on test rows")
-    p.add_argument("--embeddings", required=True, help="HDF5 store from embed")
-    p.add_argument("--task", required=True, help="task table from prepare")
-    p.add_argument("--probes", required=True, help="probe TSV from probe (the hyperparameter chosen per layer and fold)")
-    p.add_argument("--selection", required=True, help="selection JSON from select (each fold's deployed layer)")
-    p.add_argument("--cost", required=True, help="cost JSON from cost (measured seconds per depth)")
-    p.add_argument("--model-id", required=True, help="model id written in the table")
-    p.add_argument("--task-name", required=True, help="task name written in the table")
+    add_inputs(
+        p, "embeddings", "task", "probes", "selection", "cost", "model_id", "task_name",
+        probes="the hyperparameter chosen per layer and fold", selection="each fold's deployed layer", cost="measured seconds per depth",
+    )
     add_task_type(p)
     p.add_argument("--metric", required=True, help="metric to report (the task's selection metric)")
     ExitSettings.add_arguments(p)
@@ -27,9 +24,10 @@ def register(subparsers) -> None:
     p = subparsers.add_parser("exit-timing", help="measured wall clock of full depth, the deployed layer and each calibrated controller (rows dropped "
                               "as they exit) on one fold's test sequences, with the embedding's settings")
     add_model_run_arguments(p, out="timing TSV to write: per gate full_depth, static_layer, adaptive and adaptive_one_deep")
-    p.add_argument("--embeddings", required=True, help="HDF5 store from embed (the probes are refitted on the fold's training rows)")
-    p.add_argument("--probes", required=True, help="probe TSV from probe (the hyperparameter chosen per layer and fold)")
-    p.add_argument("--selection", required=True, help="selection JSON from select (the deployed layer, timed as the static layer)")
+    add_inputs(
+        p, "embeddings", "probes", "selection", embeddings="the probes are refitted on the fold's training rows",
+        probes="the hyperparameter chosen per layer and fold", selection="the deployed layer, timed as the static layer",
+    )
     p.add_argument("--exit-info", required=True, help="exit JSON from exit (the calibrated thresholds)")
     p.add_argument("--info-out", required=True, help="JSON to write: device, precision, batches, exit histograms")
     TimingSettings.add_arguments(p)
@@ -48,8 +46,7 @@ def register(subparsers) -> None:
     p = subparsers.add_parser("lens-exit", help="early exit of the model's own head: the exit gates calibrated (Learn-then-Test) on the logit lens "
                               "of a masked sample, per position and per sequence, against the final layer")
     add_head_arguments(p)
-    p.add_argument("--task", required=True, help="task table TSV from prepare (its sequences are sampled)")
-    p.add_argument("--task-name", required=True, help="task (or embedding set) name for the table")
+    add_inputs(p, "task", "task_name", task="its sequences are sampled", task_name="or the embedding set's")
     p.add_argument("--max-tokens", type=positive_int, default=4096, help="padded tokens per batch (default 4096)")
     LensExitSettings.add_arguments(p)
     p.add_argument("--out", required=True, help="TSV to write: every static layer and each calibrated controller on the test sequences")

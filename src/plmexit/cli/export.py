@@ -4,16 +4,16 @@ from __future__ import annotations
 
 import argparse
 
-from plmexit.cli.common import add_device_arguments, add_task_type, dispatch, set_up_device
+from plmexit.cli.common import add_device_arguments, add_inputs, add_task_type, dispatch, set_up_device
 
 
 def register(subparsers) -> None:
     p = subparsers.add_parser("export", help="ship the deployed layer: the model's first k blocks, the probe refitted on the rows that are never test rows, a model card")
-    p.add_argument("--model", required=True, help="model manifest JSON from fetch-model (the model the store was embedded with)")
-    p.add_argument("--embeddings", required=True, help="HDF5 store from embed (the deployed layer's features and the embedding settings)")
-    p.add_argument("--task", required=True, help="task table TSV from prepare (the labels the probe is refitted on)")
-    p.add_argument("--selection", required=True, help="selection JSON from select (deployed layer, its hyperparameter, scores)")
-    p.add_argument("--cost", required=True, help="cost JSON from cost (FLOPs and time per depth, for the card)")
+    add_inputs(
+        p, "model", "embeddings", "task", "selection", "cost", model="the model the store was embedded with",
+        embeddings="the deployed layer's features and the embedding settings", task="the labels the probe is refitted on",
+        selection="deployed layer, its hyperparameter, scores", cost="FLOPs and time per depth, for the card",
+    )
     add_task_type(p)
     p.add_argument("--out", required=True, help="export directory to write (replaced whole if it exists)")
 

@@ -4,18 +4,15 @@ from __future__ import annotations
 
 import argparse
 
-from plmexit.cli.common import add_task_type, dispatch, positive_int
+from plmexit.cli.common import add_inputs, add_task_type, dispatch, positive_int
 from plmexit.settings import INNER_SPLITS, ProbeGrid, SelectSettings
 
 
 def register(subparsers) -> None:
     p = subparsers.add_parser("probe", help="fit linear probes at every layer and fold; write a long TSV")
-    p.add_argument("--embeddings", required=True, help="HDF5 store from embed")
-    p.add_argument("--task", required=True, help="task table TSV from prepare")
+    add_inputs(p, "embeddings", "task", "model_id", "task_name", model_id="as its store records it")
     add_task_type(p)
     p.add_argument("--metric", required=True, help="metric the layer is selected by (spearman; accuracy, macro_f1 or mcc; fmax, micro_f1 or macro_f1)")
-    p.add_argument("--model-id", required=True, help="the model's id (as its store records it) for the table")
-    p.add_argument("--task-name", required=True, help="task name for the table")
     ProbeGrid.add_arguments(p)
     p.add_argument(
         "--inner-split", choices=list(INNER_SPLITS), default="loo",
@@ -35,9 +32,10 @@ def register(subparsers) -> None:
     p.add_argument("--baseline-predictions", help="gzipped TSV of every baseline test prediction to write")
 
     p = subparsers.add_parser("select", help="choose the layer from inner (training-only) scores; write JSON")
-    p.add_argument("--probes", required=True, help="probe TSV from probe")
-    p.add_argument("--predictions", required=True, help="predictions TSV from probe (for the gain's interval)")
-    p.add_argument("--cost", required=True, help="cost JSON from cost (time per depth; the embedding's layer-norm convention and truncation count)")
+    add_inputs(
+        p, "probes", "predictions", "cost", predictions="for the gain's interval",
+        cost="time per depth; the embedding's layer-norm convention and truncation count",
+    )
     p.add_argument("--task-info", required=True, help="task info JSON from prepare (how the task is split)")
     add_task_type(p)
     p.add_argument("--metric", required=True, help="metric to select by")

@@ -4,22 +4,20 @@ from __future__ import annotations
 
 import argparse
 
-from plmexit.cli.common import dispatch
+from plmexit.cli.common import add_inputs, dispatch
 
 
 def register(subparsers) -> None:
     p = subparsers.add_parser("plot", help="figure of the metric against layer for one model and task")
-    p.add_argument("--probes", required=True, help="probe TSV")
-    p.add_argument("--selection", required=True, help="selection JSON")
-    p.add_argument("--cost", required=True, help="cost JSON from cost (measured time per depth, drawn as time saved)")
+    add_inputs(p, "probes", "selection", "cost", cost="measured time per depth, drawn as time saved")
     p.add_argument("--out", required=True, help="PNG to write")
 
     p = subparsers.add_parser("plot-summary", help="figure of gain (with intervals) against compute saved, all tasks")
-    p.add_argument("--summary", required=True, help="best_layers TSV from summarize")
+    add_inputs(p, "summary")
     p.add_argument("--out", required=True, help="PNG to write")
 
     p = subparsers.add_parser("plot-study", help="the paper's figures across models (relative depth, heat maps, gain vs compute, final-layer wins) and its tables")
-    p.add_argument("--summary", required=True, help="best_layers TSV from summarize")
+    add_inputs(p, "summary")
     p.add_argument("--across", required=True, help="across_tasks TSV from summarize")
     p.add_argument("--probes", nargs="+", required=True, help="probe tables (TSV from probe) of every model and task in the summary")
     p.add_argument("--figures-dir", required=True, help="directory to write the figures to (PNG and PDF), replaced whole")
@@ -27,7 +25,7 @@ def register(subparsers) -> None:
 
     p = subparsers.add_parser("plot-depth-exit", help="figure of one model: per task the layer each depth diagnostic and the exit controller point to, beside its exit trade-offs")
     p.add_argument("--model", required=True, help="model id (as in the summaries)")
-    p.add_argument("--summary", required=True, help="best_layers TSV from summarize (deployed layers, number of layers, ProteinGym assay and scheme)")
+    add_inputs(p, "summary", summary="deployed layers, number of layers, ProteinGym assay and scheme")
     p.add_argument("--depth", required=True, help="summary TSV from summarize-depth (lens agreement layer, zero-shot layer chosen on calibration)")
     p.add_argument("--exit-tables", nargs="*", default=[], help="the model's exit TSVs from exit")
     p.add_argument("--out", required=True, help="PNG to write (300 dpi, 7.2 in wide)")
