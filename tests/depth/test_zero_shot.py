@@ -277,8 +277,9 @@ def test_a_transformers_esm_reads_a_long_target_through_proteingyms_windows(hub_
     """The windows are cut from the model's own tokens, so a transformers masked LM reads them as
     fair-esm's does: ``EsmForMaskedLM`` (fair-esm's vocabulary) against ProteinGym's loop run on its
     own forward, last layer, a 300-residue target and a 64-token window."""
-    import esm
     from types import SimpleNamespace
+
+    import esm
 
     from plmexit.depth.heads import TransformersMaskedLM
 

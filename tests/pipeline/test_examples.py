@@ -8,6 +8,7 @@ import shutil
 import subprocess
 
 import pandas as pd
+import pytest
 
 from plmexit.probing.choice import SUMMARY_COLUMNS
 
@@ -42,6 +43,7 @@ def fresh_clone(tmp_path):
     return clone
 
 
+@pytest.mark.workflow
 def test_the_example_runs_on_a_fresh_clone_without_shared_data(tmp_path):
     clone = fresh_clone(tmp_path)
 

@@ -252,6 +252,8 @@ def two_tasks(config: dict) -> None:
     config["tasks"] = [proteingym] + [task for task in config["tasks"] if task["id"] == CANCELLED_TASK]
 
 
+@pytest.mark.workflow
+@pytest.mark.cluster
 def test_offline_config_through_the_slurm_profile(slurm_cluster, profile_env, finished_run, shared_data, tmp_path):
     workdir = tmp_path / "slurm_run"
     workdir.mkdir()
@@ -380,6 +382,8 @@ rule summary:
 """
 
 
+@pytest.mark.workflow
+@pytest.mark.cluster
 def test_a_failed_job_of_a_group_reruns_alone(slurm_cluster, profile_env, tmp_path):
     """One job of a group fails after the others finished: their outputs stay (the profile's
     keep-incomplete; Snakemake's default deletes them) and the rerun submits the failed job alone."""

@@ -19,11 +19,14 @@ import time
 from collections import Counter
 
 import pandas as pd
+import pytest
 import yaml
 
 from plmexit.pipeline.slurm_profile import install_profile
 
 from workflow_runs import REPO, snakemake, snakemake_env
+
+pytestmark = pytest.mark.workflow
 
 STUDY = REPO / "config" / "study.yaml"
 
