@@ -6,10 +6,13 @@ Everything a test writes goes under pytest's temporary directories; the shared d
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import http.server
 import os
+import re
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -39,12 +42,44 @@ def shared_data() -> Path:
     return SHARED_DATA
 
 
-@pytest.fixture(scope="session")
-def finished_run(tmp_path_factory, shared_data) -> tuple[Path, Path]:
-    """The real Snakefile run to the end on config/test.yaml with the local executor: (workdir, config).
+@dataclasses.dataclass
+class PipelineRun:
+    """The shared run's working directory and config, or why it failed: Snakemake's exit status and log tail."""
 
-    Session-wide because several test modules compare against it (the SLURM run must equal it).
-    Tests only read it; a test that changes config works on a copy.
+    workdir: Path
+    config: Path
+    error: str | None = None
+    reported: bool = False
+
+    def result(self) -> tuple[Path, Path]:
+        """(workdir, config), or the run's failure: its log in full for the first test that asks, one line for the rest."""
+        if self.error is None:
+            return self.workdir, self.config
+        if self.reported:
+            pytest.fail("the shared pipeline run (conftest.py's pipeline_run) failed; Snakemake's log is in the first error that used it", pytrace=False)
+        self.reported = True
+        pytest.fail(self.error, pytrace=False)
+
+
+def failed_jobs_logs(workdir: Path, log: str, lines: int = 20) -> str:
+    """The last ``lines`` of each failed job's own log that Snakemake's ``log`` names (where the real error is)."""
+    tails = []
+    for name in dict.fromkeys(re.findall(r"^\s+log: (.+?) \(check log file", log, re.M)):
+        for path in name.split(", "):
+            file = workdir / path
+            if file.is_file():
+                tails.append(f"--- {path} (last {lines} lines) ---\n" + "\n".join(file.read_text(errors="replace").splitlines()[-lines:]))
+    return "\n".join(tails)
+
+
+@pytest.fixture(scope="session")
+def pipeline_run(tmp_path_factory, shared_data) -> PipelineRun:
+    """The real Snakefile run to the end on config/test.yaml with the local executor, once per session.
+
+    No wall-clock limit: on a machine loaded by other work it takes longer, and a limit that a slow
+    machine exceeds would fail every test reading it with a timeout instead of the run's own error.
+    ``--keep-going`` runs every job that can run, so a failure's log names every failed job.
+    Tests read it through ``finished_run``.
     """
     require(("mmseqs2",), ("mmseqs",), "config/test.yaml's ec task (homology folds, deepfri_ec's default)")
     workdir = tmp_path_factory.mktemp("e2e")
@@ -52,9 +87,26 @@ def finished_run(tmp_path_factory, shared_data) -> tuple[Path, Path]:
     # One layer at a time per probe job: worker processes cost seconds to start and the test's
     # probes take less than that. The SLURM run, compared equal to this one, probes with two
     # worker processes per job, so the parallel path runs end to end too.
-    run = snakemake(workdir, "--cores", "2", "--configfile", str(config), "--set-threads", "probe_layers=1")
-    assert run.returncode == 0, run.stderr[-5000:]
-    return workdir, config
+    started = time.monotonic()
+    run = snakemake(workdir, "--cores", "2", "--keep-going", "--configfile", str(config), "--set-threads", "probe_layers=1")
+    if run.returncode == 0:
+        return PipelineRun(workdir, config)
+    log = run.stdout + run.stderr
+    error = (
+        f"the shared pipeline run (config/test.yaml in {workdir}) failed: snakemake exited {run.returncode} after {time.monotonic() - started:.0f} s.\n"
+        f"The last 60 lines of its log:\n" + "\n".join(log.splitlines()[-60:]) + "\n" + failed_jobs_logs(workdir, log)
+    )
+    return PipelineRun(workdir, config, error)
+
+
+@pytest.fixture
+def finished_run(pipeline_run) -> tuple[Path, Path]:
+    """(workdir, config) of the shared pipeline run, or its failure reported (see ``PipelineRun.result``).
+
+    Session-wide because several test modules compare against it (the SLURM run must equal it).
+    Tests only read it; a test that changes config works on a copy. A test using it is a workflow test.
+    """
+    return pipeline_run.result()
 
 
 @pytest.fixture(scope="session")
