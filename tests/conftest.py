@@ -6,11 +6,9 @@ Everything a test writes goes under pytest's temporary directories; the shared d
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import http.server
 import os
-import re
 import threading
 import time
 from pathlib import Path
@@ -22,7 +20,7 @@ from plmexit.models import fair_esm, hub
 from plmexit.models import manifest as model_manifest
 
 from system_programs import require
-from workflow_runs import snakemake, write_config
+from workflow_runs import PipelineRun, snakemake, write_config
 
 # The real data sits next to the repository (../shared/data), read-only; it is never copied in.
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
@@ -42,36 +40,6 @@ def shared_data() -> Path:
     return SHARED_DATA
 
 
-@dataclasses.dataclass
-class PipelineRun:
-    """The shared run's working directory and config, or why it failed: Snakemake's exit status and log tail."""
-
-    workdir: Path
-    config: Path
-    error: str | None = None
-    reported: bool = False
-
-    def result(self) -> tuple[Path, Path]:
-        """(workdir, config), or the run's failure: its log in full for the first test that asks, one line for the rest."""
-        if self.error is None:
-            return self.workdir, self.config
-        if self.reported:
-            pytest.fail("the shared pipeline run (conftest.py's pipeline_run) failed; Snakemake's log is in the first error that used it", pytrace=False)
-        self.reported = True
-        pytest.fail(self.error, pytrace=False)
-
-
-def failed_jobs_logs(workdir: Path, log: str, lines: int = 20) -> str:
-    """The last ``lines`` of each failed job's own log that Snakemake's ``log`` names (where the real error is)."""
-    tails = []
-    for name in dict.fromkeys(re.findall(r"^\s+log: (.+?) \(check log file", log, re.M)):
-        for path in name.split(", "):
-            file = workdir / path
-            if file.is_file():
-                tails.append(f"--- {path} (last {lines} lines) ---\n" + "\n".join(file.read_text(errors="replace").splitlines()[-lines:]))
-    return "\n".join(tails)
-
-
 @pytest.fixture(scope="session")
 def pipeline_run(tmp_path_factory, shared_data) -> PipelineRun:
     """The real Snakefile run to the end on config/test.yaml with the local executor, once per session.
@@ -89,21 +57,14 @@ def pipeline_run(tmp_path_factory, shared_data) -> PipelineRun:
     # worker processes per job, so the parallel path runs end to end too.
     started = time.monotonic()
     run = snakemake(workdir, "--cores", "2", "--keep-going", "--configfile", str(config), "--set-threads", "probe_layers=1")
-    if run.returncode == 0:
-        return PipelineRun(workdir, config)
-    log = run.stdout + run.stderr
-    error = (
-        f"the shared pipeline run (config/test.yaml in {workdir}) failed: snakemake exited {run.returncode} after {time.monotonic() - started:.0f} s.\n"
-        f"The last 60 lines of its log:\n" + "\n".join(log.splitlines()[-60:]) + "\n" + failed_jobs_logs(workdir, log)
-    )
-    return PipelineRun(workdir, config, error)
+    return PipelineRun.of(run, workdir, config, time.monotonic() - started)
 
 
 @pytest.fixture
 def finished_run(pipeline_run) -> tuple[Path, Path]:
     """(workdir, config) of the shared pipeline run, or its failure reported (see ``PipelineRun.result``).
 
-    Session-wide because several test modules compare against it (the SLURM run must equal it).
+    The run is session-wide because several test modules compare against it (the SLURM run must equal it).
     Tests only read it; a test that changes config works on a copy. A test using it is a workflow test.
     """
     return pipeline_run.result()

@@ -3,11 +3,14 @@ data, and snakemake as a subprocess of this interpreter (so it finds this enviro
 
 from __future__ import annotations
 
+import dataclasses
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import yaml
 
 REPO = Path(__file__).resolve().parents[1]
@@ -50,3 +53,46 @@ def file_stamps(results: Path, kept=lambda parts: True) -> dict[str, tuple[int, 
         str(p.relative_to(results)): (p.stat().st_mtime_ns, p.read_bytes())
         for p in sorted(results.rglob("*")) if p.is_file() and kept(p.relative_to(results).parts)
     }
+
+
+@dataclasses.dataclass
+class PipelineRun:
+    """The shared run's working directory and config, or why it failed: Snakemake's exit status and log tail."""
+
+    workdir: Path
+    config: Path
+    error: str | None = None
+    reported: bool = False
+
+    def result(self) -> tuple[Path, Path]:
+        """(workdir, config), or the run's failure: its log in full for the first test that asks, one line for the rest."""
+        if self.error is None:
+            return self.workdir, self.config
+        if self.reported:
+            pytest.fail("the shared pipeline run (conftest.py's pipeline_run) failed; Snakemake's log is in the first error that used it", pytrace=False)
+        self.reported = True
+        pytest.fail(self.error, pytrace=False)
+
+    @classmethod
+    def of(cls, run: subprocess.CompletedProcess, workdir: Path, config: Path, seconds: float) -> PipelineRun:
+        """The outcome of ``run``, Snakemake on ``config`` in ``workdir``; when it failed, the last 60 lines of its
+        log and the tail of each failed job's own log (the real error) make the message."""
+        if run.returncode == 0:
+            return cls(workdir, config)
+        log = run.stdout + run.stderr
+        error = (
+            f"the shared pipeline run (snakemake --configfile {config}) failed: snakemake exited {run.returncode} after {seconds:.0f} s.\n"
+            "The last 60 lines of its log:\n" + "\n".join(log.splitlines()[-60:]) + "\n" + failed_jobs_logs(workdir, log)
+        )
+        return cls(workdir, config, error)
+
+
+def failed_jobs_logs(workdir: Path, log: str, lines: int = 20) -> str:
+    """The last ``lines`` of each failed job's own log that Snakemake's ``log`` names (where the real error is)."""
+    tails = []
+    for name in dict.fromkeys(re.findall(r"^\s+log: (.+?) \(check log file", log, re.M)):
+        for path in name.split(", "):
+            file = workdir / path
+            if file.is_file():
+                tails.append(f"--- {path} (last {lines} lines) ---\n" + "\n".join(file.read_text(errors="replace").splitlines()[-lines:]))
+    return "\n".join(tails)
