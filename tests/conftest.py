@@ -14,6 +14,8 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
+from threadpoolctl import threadpool_limits
 
 from plmexit.download import sha256_file
 from plmexit.models import fair_esm, hub
@@ -27,6 +29,19 @@ SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
 # Small enough to run everywhere in milliseconds, big enough to have intermediate layers.
 TINY_MODEL = {"layers": 2, "dim": 32, "heads": 4, "seed": 0}
+
+
+@pytest.fixture(scope="session", autouse=True)
+def one_thread():
+    """Every test in this process on one BLAS, one OpenMP and one torch thread, as ``plmexit probe`` fits its
+    layers: the tests' arrays and models are tiny, and a thread pool only spins on them, the more so on a
+    loaded machine (tests/probing's baselines, honesty and logistic files: 42 s of CPU, 11 s on one thread).
+    Processes a test starts (the CLI, benchmarks, Snakemake and its jobs) keep their own settings."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    with threadpool_limits(1):
+        yield
+    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="session")
