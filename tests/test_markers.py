@@ -11,6 +11,7 @@ its own or a module constant's.
 from __future__ import annotations
 
 import ast
+import functools
 import tomllib
 from pathlib import Path
 
@@ -18,6 +19,7 @@ from workflow_runs import REPO
 
 TESTS = REPO / "tests"
 MARKERS = ("workflow", "cluster", "browser")
+RUNS = {"workflow": "Snakemake", "cluster": "the SLURM cluster", "browser": "a browser"}
 # Calls by name (a function of tests/workflow_runs.py, a selenium object): what running them needs.
 CALLS = {"snakemake": "workflow", "snakemake_command": "workflow", "webdriver": "browser"}
 SPAWNS = {"run", "Popen", "call", "check_call", "check_output"}
@@ -118,6 +120,11 @@ def conftest_chain(path: Path) -> list[Path]:
         directory = directory.parent
 
 
+@functools.cache
+def conftest_module(path: Path) -> Module:
+    return Module(path)
+
+
 def needed_markers(module: Module, conftests: list[Module]) -> dict[str, set[str]]:
     """Each test's markers, as its body, the module's helpers and the visible fixtures call for them."""
     scopes = [module, *conftests]  # a name resolves in the module first, then the nearest conftest
@@ -146,12 +153,13 @@ def unmarked() -> list[str]:
     problems = []
     for path in sorted(TESTS.rglob("test_*.py")):
         module = Module(path)
-        conftests = [Module(p) for p in conftest_chain(path)]
+        conftests = [conftest_module(p) for p in conftest_chain(path)]
         for test, needed in needed_markers(module, conftests).items():
             missing = sorted(needed - module.tests[test])
             if missing:
                 marks = " ".join(f"@pytest.mark.{m}" for m in missing)
-                problems.append(f"{path.relative_to(REPO)}::{test}: add {marks} (it runs {', '.join(missing)} steps; see pyproject's markers)")
+                runs = " and ".join(RUNS[m] for m in missing)
+                problems.append(f"{path.relative_to(REPO)}::{test}: add {marks} (it runs {runs}, itself or through a helper or fixture; see pyproject's markers)")
     return problems
 
 
