@@ -7,9 +7,9 @@ import sys
 
 from workflow_runs import REPO
 
-# One BLAS and OpenMP thread for a benchmark's reference computations: at these tiny sizes the default
-# thread pool only spins (probe_speed: 56 s of CPU against 10 s on one thread on a loaded 2-core machine),
-# and these tests check what the benchmark writes, not its timings.
+# One BLAS and OpenMP thread for every benchmark (the torch ones take --threads 1 as well): at these tiny
+# sizes a thread pool only spins (probe_speed: 56 s of CPU against 10 s on one thread on a loaded 2-core
+# machine), and these tests check what the benchmark writes, not its timings.
 ONE_THREAD = {**os.environ, "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
 
 
@@ -40,7 +40,7 @@ def test_variant_precision_writes_what_the_readme_quotes(tmp_path):
     out = tmp_path / "variant_precision.json"
     command = [sys.executable, str(REPO / "benchmarks" / "variant_precision.py"), "--length", "60", "--variants", "30", "--layers", "1",
                "--dim", "16", "--heads", "2", "--out", str(out)]
-    subprocess.run(command, check=True, capture_output=True, text=True)
+    subprocess.run(command, check=True, capture_output=True, text=True, env=ONE_THREAD)
 
     result = json.loads(out.read_text())
     assert set(result["stores"]) == {"float32", "float16", "float16_relative"}
@@ -52,7 +52,7 @@ def test_embed_hub_writes_its_ratios(tmp_path):
     out = tmp_path / "embed_hub.json"
     command = [sys.executable, str(REPO / "benchmarks" / "embed_hub.py"), "--n", "4", "--chunk", "2", "--layers", "2", "--dim", "16",
                "--heads", "2", "--threads", "1", "--out", str(out)]
-    subprocess.run(command, check=True, capture_output=True, text=True)
+    subprocess.run(command, check=True, capture_output=True, text=True, env=ONE_THREAD)
 
     result = json.loads(out.read_text())
     assert set(result["tokens_per_s"]) == {"hub", "fair_esm", "hooked", "hand_sdpa", "hand_eager"}
@@ -66,7 +66,7 @@ def test_fp32_levers_writes_its_ratios_and_the_roofline(tmp_path):
     out = tmp_path / "fp32_levers.json"
     command = [sys.executable, str(REPO / "benchmarks" / "fp32_levers.py"), "--sequences", "3", "--rounds", "2", "--layers", "2", "--dim", "16",
                "--heads", "2", "--threads", "1", "--out", str(out)]
-    subprocess.run(command, check=True, capture_output=True, text=True)
+    subprocess.run(command, check=True, capture_output=True, text=True, env=ONE_THREAD)
 
     result = json.loads(out.read_text())
     assert {"before", "plmexit", "hf_sdpa", "weight_gemms", "weight_gemms_onednn"} <= set(result["speedup_over_before_paired_wall"])
@@ -79,7 +79,7 @@ def test_cost_depth_compares_the_two_measurements(tmp_path):
     out = tmp_path / "cost_depth.json"
     command = [sys.executable, str(REPO / "benchmarks" / "cost_depth.py"), "--layers", "2", "--dim", "16", "--heads", "2", "--sample", "2",
                "--repeats", "1", "--rounds", "1", "--threads", "1", "--out", str(out)]
-    subprocess.run(command, check=True, capture_output=True, text=True)
+    subprocess.run(command, check=True, capture_output=True, text=True, env=ONE_THREAD)
 
     result = json.loads(out.read_text())
     assert set(result["seconds_per_depth"]) == {"timestamps", "separate_forwards"}
@@ -111,7 +111,7 @@ def test_homology_folds_ec_writes_both_splits_and_their_moves(tmp_path, shared_d
     out = tmp_path / "homology_folds_ec.json"
     command = [sys.executable, str(REPO / "benchmarks" / "homology_folds_ec.py"), "--data", str(shared_data / "deepfri_ec"), "--max-sequences", "60",
                "--layers", "2", "--dim", "16", "--heads", "2", "--cv-folds", "3", "--bootstrap", "20", "--fold-seeds", "0", "--out", str(out)]
-    subprocess.run(command, check=True, capture_output=True, text=True)
+    subprocess.run(command, check=True, capture_output=True, text=True, env=ONE_THREAD)
 
     size = json.loads(out.read_text())["sizes"]["60"]
     random, homology = size["random"][0], size["homology"][0]
