@@ -76,13 +76,13 @@ def pipeline_run(tmp_path_factory, shared_data) -> PipelineRun:
 
 
 @pytest.fixture
-def finished_run(pipeline_run) -> tuple[Path, Path]:
+def finished_run(pipeline_run, request) -> tuple[Path, Path]:
     """(workdir, config) of the shared pipeline run, or its failure reported (see ``PipelineRun.result``).
 
     The run is session-wide because several test modules compare against it (the SLURM run must equal it).
     Tests only read it; a test that changes config works on a copy. A test using it is a workflow test.
     """
-    return pipeline_run.result()
+    return pipeline_run.result(request.node.nodeid)
 
 
 @pytest.fixture(scope="session")

@@ -27,15 +27,15 @@ def test_a_failed_run_is_reported_in_full_to_the_first_test_and_in_one_line_to_t
     outcome = PipelineRun.of(run, tmp_path, tmp_path / "config.yaml", 12.3)
 
     with pytest.raises(pytest.fail.Exception) as first:
-        outcome.result()
+        outcome.result("tests/x.py::test_first")
     message = str(first.value)
     assert message.startswith(f"the shared pipeline run (snakemake --configfile {tmp_path / 'config.yaml'}) failed: snakemake exited 1 after 12 s.")
     assert "Exiting because a job execution failed" in message  # Snakemake's own log
     assert "--- results/logs/prepare_task/bad.log (last 20 lines) ---\nreading bad.csv\nplmexit prepare: error: bad.csv: row 3" in message  # the job's
-    with pytest.raises(pytest.fail.Exception, match=r"^the shared pipeline run \(conftest.py's pipeline_run\) failed; Snakemake's log is in the first error that used it$"):
-        outcome.result()
+    with pytest.raises(pytest.fail.Exception, match=r"^the shared pipeline run \(conftest.py's pipeline_run\) failed; Snakemake's log is in the error of tests/x.py::test_first$"):
+        outcome.result("tests/x.py::test_second")
 
 
 def test_a_finished_run_is_its_directory_and_config(tmp_path):
     run = subprocess.CompletedProcess(["snakemake"], 0, stdout="", stderr="")
-    assert PipelineRun.of(run, tmp_path, tmp_path / "config.yaml", 1.0).result() == (tmp_path, tmp_path / "config.yaml")
+    assert PipelineRun.of(run, tmp_path, tmp_path / "config.yaml", 1.0).result("tests/x.py::test_first") == (tmp_path, tmp_path / "config.yaml")

@@ -62,15 +62,16 @@ class PipelineRun:
     workdir: Path
     config: Path
     error: str | None = None
-    reported: bool = False
+    reported_to: str | None = None
 
-    def result(self) -> tuple[Path, Path]:
-        """(workdir, config), or the run's failure: its log in full for the first test that asks, one line for the rest."""
+    def result(self, user: str) -> tuple[Path, Path]:
+        """(workdir, config), or the run's failure: its log in full for the first ``user`` (a test's or a
+        fixture's id) that asks, and for the rest one line naming that first one."""
         if self.error is None:
             return self.workdir, self.config
-        if self.reported:
-            pytest.fail("the shared pipeline run (conftest.py's pipeline_run) failed; Snakemake's log is in the first error that used it", pytrace=False)
-        self.reported = True
+        if self.reported_to is not None:
+            pytest.fail(f"the shared pipeline run (conftest.py's pipeline_run) failed; Snakemake's log is in the error of {self.reported_to}", pytrace=False)
+        self.reported_to = user
         pytest.fail(self.error, pytrace=False)
 
     @classmethod

@@ -18,8 +18,8 @@ BROWSER, DRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
 
 
 @pytest.fixture(scope="module")
-def report(pipeline_run, tmp_path_factory):
-    workdir, config = pipeline_run.result()
+def report(pipeline_run, tmp_path_factory, request):
+    workdir, config = pipeline_run.result(request.node.nodeid)
     out = tmp_path_factory.mktemp("report") / "report.html"
     done = snakemake(workdir, "--configfile", str(config), "--cores", "1", "--report", str(out))
     assert done.returncode == 0, done.stderr[-3000:]
