@@ -31,9 +31,9 @@ import numpy as np
 import torch
 
 from plmexit.embedding import cost, engine, pieces
-from plmexit.embedding.options import EmbedSettings
 from plmexit.models import fair_esm, hub
 from plmexit.models import manifest as model_manifest
+from plmexit.settings import EmbedSettings
 
 DEEPLOC = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "deeploc" / "deeploc_test_set.fasta"
 

@@ -50,10 +50,12 @@ from embed_throughput import gemm_peak
 from safetensors.torch import load_file, save_file
 
 import plmexit
-from plmexit.embedding import engine, options, pieces
+from plmexit.embedding import engine, pieces
 from plmexit.embedding.reference import REFERENCE_EXTRA_TOKS_PER_SEQ, REFERENCE_TOKS_PER_BATCH, reference_pooled
 from plmexit.models import fair_esm, hub
 from plmexit.models import manifest as model_manifest
+from plmexit.models.families import ESM2_MAX_RESIDUES
+from plmexit.settings import EmbedSettings
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 BLAT = DATA / "proteingym" / "cv_folds_singles_substitutions" / "BLAT_ECOLX_Stiffler_2015.csv"
@@ -97,7 +99,7 @@ def read_deeploc(n: int, seed: int) -> list[str]:
     sequences = ["".join(block.strip().splitlines()[1:]) for block in DEEPLOC.read_text().split(">")[1:]]
     rng = np.random.default_rng(seed)
     chosen = np.sort(rng.choice(len(sequences), size=min(n, len(sequences)), replace=False))
-    return [sequences[i][: options.ESM2_MAX_RESIDUES] for i in chosen]
+    return [sequences[i][: ESM2_MAX_RESIDUES] for i in chosen]
 
 
 def padded(batches, lengths) -> int:
@@ -143,7 +145,7 @@ def main(argv: list[str] | None = None) -> int:
         workloads["deeploc_mixed_lengths"] = read_deeploc(args.deeploc, args.seed)
     esm_cpp = Path(args.esm_cpp_python)
     use_esm_cpp = esm_cpp.exists()
-    settings = options.EmbedSettings(max_tokens=args.max_tokens)
+    settings = EmbedSettings(max_tokens=args.max_tokens)
     peaks = [gemm_peak("cpu", torch.float32, 2048, 3)]
     onednn_peaks = [onednn_gemm_peak(2048, 3)]
 

@@ -34,10 +34,11 @@ import pandas as pd
 import torch
 
 import plmexit
-from plmexit.embedding import cost, engine, fast_esm2, options, pieces
+from plmexit.embedding import cost, engine, fast_esm2, pieces
 from plmexit.embedding import precision as precisions
 from plmexit.embedding.reference import REFERENCE_EXTRA_TOKS_PER_SEQ, REFERENCE_TOKS_PER_BATCH, reference_pooled
 from plmexit.models import fair_esm
+from plmexit.settings import EmbedSettings
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 BLAT = DATA / "proteingym" / "cv_folds_singles_substitutions" / "BLAT_ECOLX_Stiffler_2015.csv"
@@ -147,7 +148,7 @@ def main(argv: list[str] | None = None) -> int:
         loaded = fair_esm.load_model(path, device=args.device)
         load_s = time.perf_counter() - start
 
-        settings = options.EmbedSettings(max_tokens=args.max_tokens, device=args.device, precision=precision)
+        settings = EmbedSettings(max_tokens=args.max_tokens, device=args.device, precision=precision)
         times = {"reference": [], "ours": []}
         outputs = {"reference": [], "ours": []}
         encoder_s = 0.0

@@ -39,12 +39,12 @@ import plmexit
 from plmexit.data.datasets import read_deeploc
 from plmexit.data.tasks import TaskSpec
 from plmexit.embedding import engine
-from plmexit.embedding.options import EmbedSettings
 from plmexit.exit import adaptive, calibration, gates
 from plmexit.exit.controller import Controller
 from plmexit.exit.outputs import fold_outputs
 from plmexit.models import fair_esm
 from plmexit.probing.probes import refit_probe
+from plmexit.settings import EmbedSettings
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "deeploc" / "deeploc_test_set.fasta"
 

@@ -52,9 +52,10 @@ import transformers
 from embed_hub import hand_written
 
 import plmexit
-from plmexit.embedding import engine, fast_esm2, options
+from plmexit.embedding import engine, fast_esm2
 from plmexit.models import fair_esm, hub
 from plmexit.models import manifest as model_manifest
+from plmexit.settings import EmbedSettings
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 BLAT = DATA / "proteingym" / "cv_folds_singles_substitutions" / "BLAT_ECOLX_Stiffler_2015.csv"
@@ -206,7 +207,7 @@ def main(argv: list[str] | None = None) -> int:
     transformers.utils.logging.disable_progress_bar()
     sequences = pd.read_csv(BLAT)["mutated_sequence"].tolist()[: args.sequences]
     tokens = sum(len(s) + 2 for s in sequences)
-    settings = options.EmbedSettings(max_tokens=args.max_tokens)
+    settings = EmbedSettings(max_tokens=args.max_tokens)
     L, E = args.layers, args.dim
     paths = args.paths.split(",")
 

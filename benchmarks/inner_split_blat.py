@@ -25,8 +25,9 @@ import pandas as pd
 
 from plmexit.data import proteingym
 from plmexit.pipeline.planning import INNER_SPLIT_OF_SCHEME
-from plmexit.probing import metrics, options, ridge
+from plmexit.probing import metrics, ridge
 from plmexit.probing.folds import DEPLOY_FOLD
+from plmexit.settings import DEFAULT_RIDGE_ALPHAS, INNER_SPLITS
 
 AMINO_ACIDS = "ACDEFGHIKLMNPQRSTVWY"
 
@@ -53,9 +54,9 @@ def run(assay: str, dim: int, seed: int, inner_folds: int) -> dict:
     for scheme in proteingym.FOLD_SCHEMES:
         folds = raw[scheme].to_numpy()
         splits = {}
-        for split in options.INNER_SPLITS:
+        for split in INNER_SPLITS:
             fits = {
-                name: [f for f in ridge.ridge_folds(X, y, folds, options.DEFAULT_RIDGE_ALPHAS, metrics.spearman, split, inner_folds, positions)
+                name: [f for f in ridge.ridge_folds(X, y, folds, DEFAULT_RIDGE_ALPHAS, metrics.spearman, split, inner_folds, positions)
                        if f.fold != DEPLOY_FOLD]
                 for name, X in features.items()
             }

@@ -40,9 +40,10 @@ import torch
 from embed_peers import ARCHITECTURES, BLAT, DEFAULT_ESM_CPP_PYTHON, deviation, esm_cpp_safetensors, read_deeploc
 
 import plmexit
-from plmexit.embedding import engine, fast_esm2, options
+from plmexit.embedding import engine, fast_esm2
 from plmexit.embedding import precision as precisions
 from plmexit.models import fair_esm, hub
+from plmexit.settings import EmbedSettings
 
 LINEARS = ("qkv", "out", "fc1", "fc2")
 
@@ -92,7 +93,7 @@ def main(argv: list[str] | None = None) -> int:
         workloads["blat_ecolx_variants"] = pd.read_csv(BLAT)["mutated_sequence"].tolist()[: args.variants]
     if args.deeploc:
         workloads["deeploc_mixed_lengths"] = read_deeploc(args.deeploc, args.seed)
-    settings = options.EmbedSettings()
+    settings = EmbedSettings()
     esm_cpp = Path(args.esm_cpp_python)
     results, cpp_info = {}, None
     with tempfile.TemporaryDirectory() as tmp:

@@ -46,11 +46,13 @@ import plmexit
 from plmexit.data import proteingym
 from plmexit.data.datasets import DEEPLOC_HEADER, DEEPLOC_MEMBRANE
 from plmexit.data.loading import assign_folds
-from plmexit.embedding import engine, fast_esm2, options
+from plmexit.embedding import engine, fast_esm2
 from plmexit.embedding import precision as precisions
 from plmexit.embedding.options import PRECISION_DESCRIPTIONS
 from plmexit.models import fair_esm
+from plmexit.models.families import ESM2_MAX_RESIDUES
 from plmexit.probing import agreement, choice, probes, tables
+from plmexit.settings import PRECISION_NAMES, EmbedSettings
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 BLAT = DATA / "proteingym" / "cv_folds_singles_substitutions" / "BLAT_ECOLX_Stiffler_2015.csv"
@@ -68,7 +70,7 @@ def read_deeploc(path: Path) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["id", "label", "membrane", "sequence"])
 
 
-def embed(encoder, sequences: list[str], settings: options.EmbedSettings) -> tuple[np.ndarray, float]:
+def embed(encoder, sequences: list[str], settings: EmbedSettings) -> tuple[np.ndarray, float]:
     out = np.empty((encoder.num_layers + 1, len(sequences), encoder.embed_dim), dtype=np.float32)
     start = time.perf_counter()
     for index, block in engine.embed_pooled(None, sequences, settings, encoder=encoder):
@@ -98,7 +100,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--arch", choices=list(ARCHITECTURES), default="ESM2-35M")
     parser.add_argument("--variants", type=int, default=-1, help="BLAT_ECOLX variants, a seeded random subset (default -1: all 4,996; 0 skips BLAT_ECOLX)")
     parser.add_argument("--deeploc", type=int, default=600, help="DeepLoc proteins, a seeded random subset (default 600; 0 skips DeepLoc)")
-    parser.add_argument("--precisions", default=",".join(options.PRECISION_NAMES[1:]), help="compared with float32 (default: all)")
+    parser.add_argument("--precisions", default=",".join(PRECISION_NAMES[1:]), help="compared with float32 (default: all)")
     parser.add_argument("--quick", action="store_true", help="ESM2-8M arch, 600 variants, 200 DeepLoc proteins")
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (default: torch's choice)")
     parser.add_argument("--seed", type=int, default=0)
@@ -123,14 +125,14 @@ def main(argv: list[str] | None = None) -> int:
     if args.deeploc:
         deeploc = read_deeploc(DEEPLOC)
         deeploc = deeploc.iloc[np.sort(rng.choice(len(deeploc), size=min(args.deeploc, len(deeploc)), replace=False))].reset_index(drop=True)
-        deeploc["sequence"] = [s[: options.ESM2_MAX_RESIDUES] for s in deeploc["sequence"]]
+        deeploc["sequence"] = [s[: ESM2_MAX_RESIDUES] for s in deeploc["sequence"]]
         deeploc["fold"] = assign_folds(deeploc["label"].to_numpy(), "classification", 5, args.seed)
         membrane = deeploc["membrane"].notna().to_numpy()
         membrane_folds = assign_folds(deeploc.loc[membrane, "membrane"].to_numpy(), "classification", 5, args.seed)
         datasets["deeploc"] = deeploc["sequence"].tolist()
 
     layers, dim, heads = ARCHITECTURES[args.arch]
-    settings = options.EmbedSettings()
+    settings = EmbedSettings()
     embeddings: dict[str, dict[str, np.ndarray]] = {}
     seconds: dict[str, dict[str, float]] = {}
     with tempfile.TemporaryDirectory() as tmp:

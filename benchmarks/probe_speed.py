@@ -50,9 +50,10 @@ from threadpoolctl import threadpool_limits
 from plmexit.data import tasks
 from plmexit.embedding import store
 from plmexit.pipeline import probe_steps
-from plmexit.probing import metrics, options, probes, ridge
+from plmexit.probing import metrics, probes, ridge
 from plmexit.probing.folds import DEPLOY_FOLD, inner_groups
 from plmexit.probing.reference import reference_logistic, reference_one_vs_rest, reference_ridge, reference_ridge_grouped
+from plmexit.settings import DEFAULT_RIDGE_ALPHAS
 
 
 def layer_features(rng: np.random.Generator, n: int, dim: int, latent: np.ndarray) -> np.ndarray:
@@ -67,7 +68,7 @@ def ridge_section(n: int, dim: int, layers: int, seed: int) -> dict:
     latent = rng.normal(size=(n, 32))
     y = latent[:, :4].sum(axis=1) + rng.normal(size=n)
     folds = rng.permutation(np.arange(n) % 5)
-    alphas = options.DEFAULT_RIDGE_ALPHAS
+    alphas = DEFAULT_RIDGE_ALPHAS
     ours_s = reference_s = 0.0
     max_abs_diff = max_inner_diff = 0.0
     alpha_mismatches = 0
@@ -115,7 +116,7 @@ def grouped_section(n: int, dim: int, layers: int, inner_folds: int, seed: int) 
     distinct = np.unique(positions)
     y = latent[:, :4].sum(axis=1) + rng.normal(size=len(distinct))[positions - 1] + rng.normal(size=n)
     folds = inner_groups(positions, "contiguous", 5)  # the outer rule is the inner rule with k = 5
-    alphas = options.DEFAULT_RIDGE_ALPHAS
+    alphas = DEFAULT_RIDGE_ALPHAS
     ours_s = reference_s = loo_s = 0.0
     max_abs_diff = max_inner_diff = 0.0
     alpha_mismatches = fits_compared = 0

@@ -22,8 +22,9 @@ import pandas as pd
 from threadpoolctl import threadpool_limits
 
 from plmexit.data import proteingym
-from plmexit.probing import metrics, options, ridge
+from plmexit.probing import metrics, ridge
 from plmexit.probing.folds import DEPLOY_FOLD
+from plmexit.settings import DEFAULT_RIDGE_ALPHAS
 
 ASSAY = Path(__file__).resolve().parents[2] / "shared" / "data" / "proteingym" / "cv_folds_singles_substitutions" / "BLAT_ECOLX_Stiffler_2015.csv"
 
@@ -44,7 +45,7 @@ def main() -> None:
         for scheme in proteingym.FOLD_SCHEMES:
             start = time.perf_counter()
             folds = source[scheme].to_numpy()
-            fits = [f for f in ridge.ridge_folds(X, y, folds, options.DEFAULT_RIDGE_ALPHAS, metrics.spearman) if f.fold != DEPLOY_FOLD]
+            fits = [f for f in ridge.ridge_folds(X, y, folds, DEFAULT_RIDGE_ALPHAS, metrics.spearman) if f.fold != DEPLOY_FOLD]
             test = np.concatenate([f.test for f in fits])
             predictions = np.concatenate([f.predictions for f in fits])
             spearman, mse = proteingym.merge_scores(y[test], predictions, folds[test], y, folds)

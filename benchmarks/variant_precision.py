@@ -34,10 +34,9 @@ import torch
 
 import plmexit
 from plmexit.embedding import engine
-from plmexit.embedding.options import EmbedSettings
 from plmexit.models import fair_esm
 from plmexit.probing import metrics, ridge
-from plmexit.probing.options import DEFAULT_RIDGE_ALPHAS
+from plmexit.settings import DEFAULT_RIDGE_ALPHAS, EmbedSettings
 
 RESIDUES = np.array(list("ACDEFGHIKLMNPQRSTVWY"))
 

@@ -45,9 +45,9 @@ import plmexit
 from plmexit.depth import reference, zero_shot
 from plmexit.depth.heads import AMINO_ACIDS, FairEsmMaskedLM
 from plmexit.embedding.crops import variant_crop
-from plmexit.embedding.options import EmbedSettings
 from plmexit.embedding.pieces import window_starts
 from plmexit.models import fair_esm
+from plmexit.settings import EmbedSettings
 
 OLD_OVERLAP = 256  # the old zero-shot --overlap default (as embed.overlap)
 REGION = 200  # residues of the "region" placement

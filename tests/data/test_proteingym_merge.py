@@ -14,7 +14,8 @@ from plmexit.cli import main
 from plmexit.data import proteingym
 from plmexit.errors import InputError
 from plmexit.pipeline import select_steps
-from plmexit.probing import metrics, options, ridge, tables
+from plmexit.probing import metrics, ridge, tables
+from plmexit.settings import DEFAULT_RIDGE_ALPHAS
 
 from probe_tables import hand_selection
 
@@ -106,12 +107,12 @@ def test_standardising_afterwards_equals_training_on_standardised_targets(width)
     X = rng.normal(size=(60, width)) * rng.uniform(0.5, 3.0, width) + rng.normal(size=width)
     y = X[:, :3].sum(axis=1) * 2.0 + rng.normal(0, 1.0, 60) + 7.0
     folds = np.repeat(np.arange(5), 12)
-    raw = ridge.ridge_folds(X, y, folds, options.DEFAULT_RIDGE_ALPHAS, metrics.spearman)
+    raw = ridge.ridge_folds(X, y, folds, DEFAULT_RIDGE_ALPHAS, metrics.spearman)
 
     for fit in raw:
         train = y[folds != fit.fold]
         mean, std = train.mean(), train.std()
-        standardised = ridge.ridge_folds(X, (y - mean) / std, folds, options.DEFAULT_RIDGE_ALPHAS, metrics.spearman)[fit.fold]
+        standardised = ridge.ridge_folds(X, (y - mean) / std, folds, DEFAULT_RIDGE_ALPHAS, metrics.spearman)[fit.fold]
         assert standardised.hyperparameter == fit.hyperparameter
         np.testing.assert_allclose(standardised.predictions, (fit.predictions - mean) / std, rtol=1e-9, atol=1e-9)
 

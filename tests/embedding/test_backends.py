@@ -11,10 +11,10 @@ import torch
 from plmexit.embedding import cost, engine, fast_esm2, pieces
 from plmexit.embedding.engine import embed_pooled
 from plmexit.embedding.generic import HookedEncoder
-from plmexit.embedding.options import EmbedSettings
 from plmexit.embedding.reference import reference_pooled
 from plmexit.models import families, hub
 from plmexit.models import manifest as model_manifest
+from plmexit.settings import EmbedSettings
 
 RTOL = 1e-5
 # Padding in a batch, duplicates, rare residues, one sequence longer than the test window.

@@ -12,8 +12,8 @@ import torch
 
 from plmexit.data import tasks
 from plmexit.embedding import cost, engine, fast_esm2
-from plmexit.embedding.options import EmbedSettings
 from plmexit.pipeline import model_steps
+from plmexit.settings import EmbedSettings
 
 
 def test_analytic_flops_by_hand():

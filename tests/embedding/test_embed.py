@@ -11,10 +11,10 @@ import torch
 
 from plmexit.embedding.engine import embed_pooled
 from plmexit.embedding.fast_esm2 import FastEncoder, onednn_unavailable_reason
-from plmexit.embedding.options import EmbedSettings
 from plmexit.embedding.pieces import residue_weights, token_batches, truncate_sequences, window_starts
 from plmexit.embedding.reference import reference_pooled
 from plmexit.models import fair_esm
+from plmexit.settings import EmbedSettings
 
 # Different lengths so a batch needs padding; a duplicate; the rare codes X, B, U, Z, O.
 SEQUENCES = [

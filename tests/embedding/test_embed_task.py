@@ -15,13 +15,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from plmexit.cli import ProgressBar
+from plmexit.cli.common import ProgressBar
 from plmexit.data.tasks import TASK_COLUMNS, sequences_sha256
 from plmexit.embedding import store
-from plmexit.embedding.options import EmbedSettings
 from plmexit.embedding.parts import shard_bounds
 from plmexit.errors import StoreError
 from plmexit.pipeline import model_steps, probe_steps
+from plmexit.settings import EmbedSettings
 
 
 def write_task(path: Path, n: int, seed: int = 0, duplicates: bool = True) -> Path:

@@ -20,12 +20,12 @@ from plmexit.data.datasets import DEEPLOC_HEADER, DEEPLOC_MEMBRANE
 from plmexit.data.loading import assign_folds
 from plmexit.embedding import engine, fast_esm2, generic, store
 from plmexit.embedding import precision as precisions
-from plmexit.embedding.options import EmbedSettings
 from plmexit.models import families
 from plmexit.models import manifest as model_manifest
 from plmexit.pipeline import model_steps
 from plmexit.probing import agreement, probes, tables
 from plmexit.probing.folds import DEPLOY_FOLD
+from plmexit.settings import EmbedSettings
 
 # int8 (per-channel weights, per-batch activations, attention output projections float32) measured
 # at most 1.1% of a pooled vector's largest component on a random ESM2-35M architecture (1.5% with

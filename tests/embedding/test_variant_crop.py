@@ -18,10 +18,10 @@ import pytest
 from plmexit.cli import main
 from plmexit.data.tasks import TASK_COLUMNS
 from plmexit.embedding import crops, engine, inputs, store
-from plmexit.embedding.options import EmbedSettings
 from plmexit.errors import EmbedError
 from plmexit.pipeline import model_steps, probe_steps
-from plmexit.probing import metrics, options, ridge
+from plmexit.probing import metrics, ridge
+from plmexit.settings import DEFAULT_RIDGE_ALPHAS, EmbedSettings
 
 RESIDUES = "ACDEFGHIKLMNPQRSTVWY"
 LENGTH, WINDOW = 120, 40
@@ -208,7 +208,7 @@ def test_probe_predictions_from_the_variant_store_equal_fp32_ones_on_a_long_targ
     y, folds = table["label"].to_numpy(), table["fold"].to_numpy()
 
     def predictions(X):
-        return np.concatenate([fit.predictions for fit in ridge.ridge_folds(X, y, folds, options.DEFAULT_RIDGE_ALPHAS, metrics.spearman)])
+        return np.concatenate([fit.predictions for fit in ridge.ridge_folds(X, y, folds, DEFAULT_RIDGE_ALPHAS, metrics.spearman)])
 
     for layer in (1, 2):
         direct = predictions(fp32[layer])

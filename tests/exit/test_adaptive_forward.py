@@ -8,8 +8,8 @@ import torch
 
 from plmexit.embedding import engine
 from plmexit.embedding.generic import HookedEncoder
-from plmexit.embedding.options import EmbedSettings
 from plmexit.models import families
+from plmexit.settings import EmbedSettings
 
 RTOL = 1e-5
 SEQUENCES = ["MKTAYIAKQRQISFVKSHFSRQ", "GG", "WYXBUZO", "ACDEFGHIKLMNPQRSTVWYACDEFGHIK", "MKV", "MKTAYIAKQ", "ACDEFG"]

@@ -10,10 +10,10 @@ from plmexit.errors import InputError
 from plmexit.probing.classifiers import logistic_probe
 from plmexit.probing.folds import DEPLOY_FOLD, FoldFit, evaluation_folds, grid_edge, inner_groups
 from plmexit.probing.metrics import spearman
-from plmexit.probing.options import DEFAULT_RIDGE_ALPHAS
 from plmexit.probing.probes import HYPERPARAMETER, HYPERPARAMETER_EDGE, ProbeSettings, fold_metrics, probe_layer
 from plmexit.probing.reference import reference_ridge, reference_ridge_grouped
 from plmexit.probing.ridge import ridge_folds
+from plmexit.settings import DEFAULT_RIDGE_ALPHAS
 
 # A short grid keeps the suite fast; the defaults are exercised by the CLI test.
 FAST_CS = (0.01, 1.0)

@@ -19,7 +19,6 @@ import sys
 from plmexit import __version__
 from plmexit.cli import cluster, data, depth, embed, export, models, probe, report
 from plmexit.cli import exit as exit_stage
-from plmexit.cli.common import ProgressBar  # noqa: F401 - re-exported
 from plmexit.errors import PlmexitError
 
 STAGES = (models, data, embed, probe, export, depth, exit_stage, report, cluster)

@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import argparse
 
-from plmexit.settings import at_least_two, floats, fraction_above_zero, fraction_below_one, positive_int  # noqa: F401 - re-exported
-
 
 def rate(text: str) -> tuple[str, float]:
     """``MODEL=TOKENS_PER_SECOND`` (estimate --tokens-per-second)."""

@@ -5,8 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from plmexit.cli.common import dispatch, fraction_above_zero, positive_int
-from plmexit.settings import PrepareSettings
+from plmexit.cli.common import dispatch
+from plmexit.settings import PrepareSettings, fraction_above_zero, positive_int
 
 
 def register(subparsers) -> None:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import argparse
 
-from plmexit.cli.common import add_head_arguments, add_inputs, dispatch, positive_int, set_up_device
-from plmexit.settings import LensSettings, ZeroShotSettings
+from plmexit.cli.common import add_head_arguments, add_inputs, dispatch, set_up_device
+from plmexit.settings import LensSettings, ZeroShotSettings, positive_int
 
 
 def register(subparsers) -> None:

@@ -5,9 +5,9 @@ from __future__ import annotations
 import argparse
 import sys
 
-from plmexit.cli.common import ProgressBar, add_device_arguments, dispatch, positive_int, set_up_device
+from plmexit.cli.common import ProgressBar, add_device_arguments, dispatch, set_up_device
 from plmexit.errors import PlmexitError
-from plmexit.settings import CostSettings, EmbedSettings
+from plmexit.settings import CostSettings, EmbedSettings, positive_int
 
 
 def add_model_run_arguments(p: argparse.ArgumentParser, out: str) -> None:

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import argparse
 
-from plmexit.cli.common import add_head_arguments, add_inputs, add_task_type, dispatch, positive_int, set_up_device
+from plmexit.cli.common import add_head_arguments, add_inputs, add_task_type, dispatch, set_up_device
 from plmexit.cli.embed import add_model_run_arguments
-from plmexit.settings import EmbedSettings, ExitSettings, LensExitSettings, TimingSettings
+from plmexit.settings import EmbedSettings, ExitSettings, LensExitSettings, TimingSettings, positive_int
 
 
 def register(subparsers) -> None:

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import argparse
 
-from plmexit.cli.common import dispatch, positive_int
+from plmexit.cli.common import dispatch
 from plmexit.models import families
+from plmexit.settings import positive_int
 
 
 def register(subparsers) -> None:

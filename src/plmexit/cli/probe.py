@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import argparse
 
-from plmexit.cli.common import add_inputs, add_task_type, dispatch, positive_int
-from plmexit.settings import INNER_SPLITS, ProbeGrid, SelectSettings
+from plmexit.cli.common import add_inputs, add_task_type, dispatch
+from plmexit.settings import INNER_SPLITS, ProbeGrid, SelectSettings, positive_int
 
 
 def register(subparsers) -> None:

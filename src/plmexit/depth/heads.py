@@ -18,9 +18,9 @@ import torch
 import torch.nn.functional as F
 
 from plmexit.embedding.fast_esm2 import FastEncoder
-from plmexit.embedding.options import ESM2_MAX_RESIDUES
 from plmexit.models import families
 from plmexit.models.fair_esm import LoadedModel
+from plmexit.models.families import ESM2_MAX_RESIDUES
 
 AMINO_ACIDS = "ACDEFGHIKLMNPQRSTVWY"
 ENGINES = {

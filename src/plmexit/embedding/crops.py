@@ -12,8 +12,8 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from plmexit.embedding.options import EmbedSettings
 from plmexit.errors import EmbedError
+from plmexit.settings import EmbedSettings
 
 # Rows compared at once when finding where variants differ: bounds memory to this many x length bytes.
 _DIFF_CHUNK_ROWS = 4096

@@ -21,9 +21,9 @@ import torch
 from plmexit.embedding import precision as precisions
 from plmexit.embedding.encoder import Encoder
 from plmexit.embedding.fast_esm2 import FastEncoder
-from plmexit.embedding.options import EmbedSettings
 from plmexit.embedding.pieces import Pieces, group_positions, make_pieces, token_batches
 from plmexit.errors import EmbedError
+from plmexit.settings import EmbedSettings
 
 log = logging.getLogger(__name__)
 

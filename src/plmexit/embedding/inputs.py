@@ -11,15 +11,16 @@ from pathlib import Path
 
 import numpy as np
 
-from plmexit.embedding import crops, options, pieces
+from plmexit.embedding import crops, pieces
 from plmexit.errors import EmbedError, InputError
+from plmexit.settings import EmbedSettings
 
 log = logging.getLogger(__name__)
 
 
 def embedded_sequences(
-    table, settings: options.EmbedSettings, variant_crop: bool, source: str | Path
-) -> tuple[list[str], np.ndarray, options.EmbedSettings, crops.VariantCrop | None]:
+    table, settings: EmbedSettings, variant_crop: bool, source: str | Path
+) -> tuple[list[str], np.ndarray, EmbedSettings, crops.VariantCrop | None]:
     """What the model sees of a task table's sequences: ``(sequences, truncated, settings, crop)``.
 
     Without ``variant_crop``, as ``pieces.prepare_sequences``. With it, the table is one target's

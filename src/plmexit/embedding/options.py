@@ -6,14 +6,6 @@ embedding settings without loading it; ``plmexit.embedding.engine`` does the wor
 
 from __future__ import annotations
 
-from plmexit.settings import (  # noqa: F401 - re-exported: declared once with the other settings
-    ESM2_MAX_RESIDUES,
-    LAYER_NORM_CONVENTIONS,
-    LONG_SEQUENCE_MODES,
-    PRECISION_NAMES,
-    EmbedSettings,
-)
-
 POOLING = "mean over residue positions (special tokens such as BOS and EOS, and padding, excluded)"
 # What each precision computes. A reduced precision runs only where the device computes it natively
 # (``engine.resolve_precision``); elsewhere the forward runs in float32, with the reason logged and

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from plmexit.embedding.options import EmbedSettings
+from plmexit.settings import EmbedSettings
 
 
 def window_starts(length: int, window: int, overlap: int) -> list[int]:

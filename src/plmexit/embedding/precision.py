@@ -17,7 +17,8 @@ from pathlib import Path
 
 import torch
 
-from plmexit.embedding.options import PRECISION_NAMES, PRECISION_SCIENCE_WARNINGS
+from plmexit.embedding.options import PRECISION_SCIENCE_WARNINGS
+from plmexit.settings import PRECISION_NAMES
 
 log = logging.getLogger(__name__)
 

@@ -9,9 +9,9 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from plmexit.embedding.options import ESM2_MAX_RESIDUES
 from plmexit.models import fair_esm
 from plmexit.models.fair_esm import LoadedModel
+from plmexit.models.families import ESM2_MAX_RESIDUES
 
 # fair-esm's extract.py: 4096 tokens per batch, counting each sequence as its length + 1.
 REFERENCE_TOKS_PER_BATCH = 4096

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from plmexit.errors import InputError
-from plmexit.settings import FALLBACKS, ControllerSettings  # noqa: F401 - re-exported: declared with the other settings
+from plmexit.settings import FALLBACKS, ControllerSettings
 
 log = logging.getLogger(__name__)
 

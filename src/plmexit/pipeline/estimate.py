@@ -19,9 +19,9 @@ from plmexit.data import loading, proteingym, sources
 from plmexit.data.tasks import TaskSpec
 from plmexit.embedding import pieces
 from plmexit.embedding.inputs import embedded_sequences
-from plmexit.embedding.options import EmbedSettings
 from plmexit.errors import ConfigError
 from plmexit.pipeline.planning import DEFAULT_REFERENCE, TASK_OPTION_KEYS, Plan
+from plmexit.settings import EmbedSettings
 
 # A config entry's option key -> the TaskSpec field it sets (the rest are spelled alike).
 SPEC_FIELD = {"labels": "localization"}

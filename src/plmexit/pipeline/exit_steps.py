@@ -28,7 +28,7 @@ from plmexit.pipeline.reading import read_hyperparameters, read_json, read_tsv
 from plmexit.probing.folds import evaluation_folds
 from plmexit.probing.selection import Selection
 from plmexit.probing.tables import task_targets
-from plmexit.settings import ExitSettings  # noqa: F401 - re-exported: declared with the other settings
+from plmexit.settings import ExitSettings
 
 log = logging.getLogger(__name__)
 

@@ -23,7 +23,7 @@ import torch
 import plmexit
 from plmexit.atomic import write_text
 from plmexit.data import tasks
-from plmexit.embedding import engine, options, store
+from plmexit.embedding import engine, store
 from plmexit.embedding.inputs import embedded_sequences
 from plmexit.errors import InputError
 from plmexit.exit import adaptive
@@ -33,6 +33,7 @@ from plmexit.models import manifest as model_manifests
 from plmexit.pipeline.reading import read_hyperparameters, read_json
 from plmexit.probing.selection import Selection
 from plmexit.probing.tables import task_targets
+from plmexit.settings import EmbedSettings
 
 log = logging.getLogger(__name__)
 
@@ -49,7 +50,7 @@ TIMING_COLUMNS = [
 
 def time_exit_task(
     model_manifest: str | Path, task_table: str | Path, embeddings: str | Path, probe_table: str | Path, selection_file: str | Path,
-    exit_info: str | Path, out: str | Path, info_out: str | Path, settings: options.EmbedSettings, sample_sequences: int, repeats: int,
+    exit_info: str | Path, out: str | Path, info_out: str | Path, settings: EmbedSettings, sample_sequences: int, repeats: int,
     seed: int, variant_crop: bool = False,
 ) -> pd.DataFrame:
     """Measured wall clock of full depth, the deployed layer and each calibrated controller on one fold's test sequences.

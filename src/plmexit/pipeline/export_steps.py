@@ -35,6 +35,7 @@ from plmexit.probing import choice, folds, metrics, probes, tables
 from plmexit.probing.linear import LinearProbe
 from plmexit.probing.selection import TEST_UNIT_POSITIONS, Selection
 from plmexit.reporting.card import render_card
+from plmexit.settings import EmbedSettings
 
 log = logging.getLogger(__name__)
 
@@ -120,7 +121,7 @@ def write_model(manifest: dict, blocks: int, directory: Path) -> dict:
             "contact_regression_file": Path(name).stem + "-contact-regression.pt"}
 
 
-def recorded_settings(attrs: dict, source: str | Path) -> options.EmbedSettings:
+def recorded_settings(attrs: dict, source: str | Path) -> EmbedSettings:
     """The ``EmbedSettings`` a store records (device left to the caller)."""
     if attrs.get("variant_crop") and attrs.get("n_truncated", 0):
         raise StoreError(
@@ -133,9 +134,9 @@ def recorded_settings(attrs: dict, source: str | Path) -> options.EmbedSettings:
         if found is None:
             raise StoreError(f"{source}: records no truncation length; rerun `plmexit embed`")
         truncate = int(found.group(1))
-    defaults = options.EmbedSettings()
+    defaults = EmbedSettings()
     try:
-        settings = options.EmbedSettings(
+        settings = EmbedSettings(
             max_tokens=int(attrs.get("max_tokens", defaults.max_tokens)), truncate=int(truncate or defaults.truncate),
             layer_norm=attrs["layer_norm"], precision=attrs.get("precision", defaults.precision), long_sequences=attrs["long_sequences"],
             window=int(attrs.get("window") or defaults.window), overlap=int(attrs.get("overlap") or defaults.overlap),
@@ -276,14 +277,14 @@ def load_exported_model(export_dir: Path, card: dict, device: str):
     return fair_esm.load_model(export_dir / model["file"], model["sha256"], device)
 
 
-def _encoder(loaded, settings: options.EmbedSettings, layer: int, final_layer: int):
+def _encoder(loaded, settings: EmbedSettings, layer: int, final_layer: int):
     """The export's encoder: under ``raw`` a model cut after block ``k < L`` must not norm its last
     layer (the source model's raw layer ``k`` was not normed), so ``norm_last`` is off then."""
     raw_cut = settings.layer_norm == "raw" and layer == loaded.num_layers and layer < final_layer
     return engine.make_encoder(loaded, settings.device, settings.precision, norm_last=not raw_cut)
 
 
-def exported_features(loaded, sequences: list[str], settings: options.EmbedSettings, layer: int, final_layer: int) -> np.ndarray:
+def exported_features(loaded, sequences: list[str], settings: EmbedSettings, layer: int, final_layer: int) -> np.ndarray:
     """``(n, dim)`` float32: the probe's feature (layer ``layer`` of the source model, under
     ``settings.layer_norm``) for each sequence, computed with the export's ``loaded`` model."""
     prepared, _ = pieces.prepare_sequences(sequences, settings)
@@ -301,7 +302,7 @@ def predict(export_dir: str | Path, input_file: str | Path, out: str | Path, dev
     card, probe = read_export(export_dir)
     ids, sequences = read_sequences(input_file)
     recorded = card["embedding"]
-    settings = options.EmbedSettings(
+    settings = EmbedSettings(
         max_tokens=recorded["max_tokens"], truncate=recorded["truncate"], layer_norm=card["feature"]["layer_norm"], device=device,
         precision=recorded["precision"], long_sequences=recorded["long_sequences"], window=recorded["window"], overlap=recorded["overlap"],
     )

@@ -23,7 +23,7 @@ from plmexit.errors import InputError
 from plmexit.exit import calibration, gates
 from plmexit.exit.controller import warn_calibration
 from plmexit.pipeline.reading import read_tsv
-from plmexit.settings import LensExitSettings  # noqa: F401 - re-exported: declared with the other settings
+from plmexit.settings import LensExitSettings
 
 log = logging.getLogger(__name__)
 

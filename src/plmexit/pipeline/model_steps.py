@@ -26,6 +26,7 @@ from plmexit.embedding import cost, engine, inputs, options, pieces, store
 from plmexit.embedding.parts import plan_parts, shard_bounds
 from plmexit.errors import InputError, StoreError
 from plmexit.models import manifest as model_manifests
+from plmexit.settings import LAYER_NORM_CONVENTIONS, EmbedSettings
 
 log = logging.getLogger(__name__)
 
@@ -61,7 +62,7 @@ def embed_task(
     model_manifest: str | Path,
     task_table: str | Path,
     out: str | Path,
-    settings: options.EmbedSettings,
+    settings: EmbedSettings,
     dtype: str,
     shard: int | None = None,
     shards: int = 1,
@@ -108,7 +109,7 @@ def embed_task(
         **encoder.resolved.attrs(),  # precision: what ran; precision_requested: what was asked
         "pooling": options.POOLING,
         "layer_norm": settings.layer_norm,
-        "layer_norm_description": options.LAYER_NORM_CONVENTIONS[settings.layer_norm],
+        "layer_norm_description": LAYER_NORM_CONVENTIONS[settings.layer_norm],
         "long_sequences": settings.long_sequences,
         "truncation": crop.describe() if crop is not None else settings.long_sequence_description(),
         "truncate": settings.truncate if settings.long_sequences == "truncate" else None,
@@ -189,7 +190,7 @@ def measure_cost(
     model_manifest: str | Path,
     task_table: str | Path,
     out: str | Path,
-    settings: options.EmbedSettings,
+    settings: EmbedSettings,
     sample_sequences: int,
     repeats: int,
     seed: int,

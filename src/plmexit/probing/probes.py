@@ -21,8 +21,8 @@ from plmexit.probing.classifiers import logistic_probe, logistic_refit, one_vs_r
 from plmexit.probing.folds import DEPLOY_FOLD, FoldFit, constant_rows, fit_parts, grid_edge
 from plmexit.probing.linear import LinearProbe
 from plmexit.probing.metrics import HIGHER_IS_BETTER, METRICS
-from plmexit.probing.options import DEFAULT_LOGISTIC_CS, DEFAULT_RIDGE_ALPHAS, INNER_SPLITS
 from plmexit.probing.ridge import RidgePath, ridge_folds
+from plmexit.settings import DEFAULT_LOGISTIC_CS, DEFAULT_RIDGE_ALPHAS, INNER_SPLITS
 
 INNER_PREFIX = "inner_"
 # Probe-table metrics that are not scores: the chosen ridge alpha / logistic C, and where it sits

@@ -17,7 +17,7 @@ from scipy import linalg
 from plmexit.errors import InputError
 from plmexit.probing import logistic
 from plmexit.probing.folds import FoldFit, constant_rows, fit_parts, grid_edge, inner_groups
-from plmexit.probing.options import INNER_SPLITS
+from plmexit.settings import INNER_SPLITS
 
 
 def ridge_folds(X: np.ndarray, y: np.ndarray, folds: np.ndarray, alphas, score, inner_split: str = "loo", inner_folds: int = 3,
