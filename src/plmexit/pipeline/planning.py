@@ -283,6 +283,21 @@ class Plan(TargetPaths, StepArguments):
         return plan_batches.probe_minutes(self.embeddings(model, task), self.embedding_shards(model, self.task(task).embedding_set))
 
 
+def remember_signatures(functions) -> None:
+    """Record each input function's parameters once, where Snakemake looks for them first.
+
+    Snakemake inspects an input, params, resources or group function's signature every time it calls
+    it (to pass only the arguments it names, ``snakemake.common.get_input_function_aux_params``): the
+    study calls them about 100,000 times while planning, and the inspection cost more than the
+    functions. ``overwrite_function_params`` is Snakemake's own hook for wrapped functions (its
+    ``ioutils`` use it); the parameters recorded are the function's own.
+    """
+    from snakemake.common import get_function_params, overwrite_function_params  # planning runs under Snakemake
+
+    for function in functions:
+        overwrite_function_params(function, get_function_params(function))
+
+
 def load_schema(path: str | Path) -> dict:
     import yaml  # installed with Snakemake
 
