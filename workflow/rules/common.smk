@@ -193,4 +193,4 @@ def probe_runtime(wildcards, attempt):
 
 
 # Snakemake reads an input function's signature on every call; read each of the above once.
-remember_signatures(f for f in list(globals().values()) if getattr(f, "__code__", None) and f.__code__.co_varnames[:1] == ("wildcards",))
+remember_signatures(globals())

@@ -22,6 +22,7 @@ import csv
 import difflib
 import math
 from pathlib import Path
+from types import FunctionType
 from typing import Callable
 
 from plmexit.data import sources
@@ -283,8 +284,9 @@ class Plan(TargetPaths, StepArguments):
         return plan_batches.probe_minutes(self.embeddings(model, task), self.embedding_shards(model, self.task(task).embedding_set))
 
 
-def remember_signatures(functions) -> None:
-    """Record each input function's parameters once, where Snakemake looks for them first.
+def remember_signatures(namespace: dict) -> None:
+    """Record the parameters of every input function in ``namespace`` (a function whose first parameter
+    is ``wildcards``) once, where Snakemake looks for them first.
 
     Snakemake inspects an input, params, resources or group function's signature every time it calls
     it (to pass only the arguments it names, ``snakemake.common.get_input_function_aux_params``): the
@@ -294,8 +296,9 @@ def remember_signatures(functions) -> None:
     """
     from snakemake.common import get_function_params, overwrite_function_params  # planning runs under Snakemake
 
-    for function in functions:
-        overwrite_function_params(function, get_function_params(function))
+    for value in list(namespace.values()):
+        if isinstance(value, FunctionType) and value.__code__.co_varnames[:1] == ("wildcards",):
+            overwrite_function_params(value, get_function_params(value))
 
 
 def load_schema(path: str | Path) -> dict:
