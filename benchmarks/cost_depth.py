@@ -30,8 +30,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from plmexit.embedding import cost, engine
-from plmexit.embedding.engine import EmbedSettings
+from plmexit.embedding import cost, engine, pieces
+from plmexit.embedding.options import EmbedSettings
 from plmexit.models import fair_esm, hub
 from plmexit.models import manifest as model_manifest
 
@@ -93,7 +93,7 @@ def main(argv: list[str] | None = None) -> int:
     settings = EmbedSettings(device=args.device, precision=args.precision)
     pool = deeploc_sequences()
     chosen = np.random.default_rng(args.seed).choice(len(pool), size=args.sample, replace=False)
-    sample, _ = engine.prepare_sequences([pool[i] for i in np.sort(chosen)], settings)
+    sample, _ = pieces.prepare_sequences([pool[i] for i in np.sort(chosen)], settings)
     with tempfile.TemporaryDirectory() as tmp:
         checkpoint = fair_esm.make_test_model(args.layers, args.dim, args.heads, args.seed, tmp)
         if args.hooked:

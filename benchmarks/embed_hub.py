@@ -41,7 +41,7 @@ import torch
 import transformers
 
 import plmexit
-from plmexit.embedding import engine
+from plmexit.embedding import engine, options
 from plmexit.models import fair_esm, hub
 from plmexit.models import manifest as model_manifest
 
@@ -88,7 +88,7 @@ def main(argv: list[str] | None = None) -> int:
     arch = ARCH[0] if (n_layers, dim, heads) == ARCH[1:] else "custom"
     sequences = pd.read_csv(BLAT)["mutated_sequence"].tolist()[: args.n]
     chunks = [sequences[i : i + args.chunk] for i in range(0, len(sequences), args.chunk)]
-    settings = engine.EmbedSettings(max_tokens=args.max_tokens)
+    settings = options.EmbedSettings(max_tokens=args.max_tokens)
     batch_size = args.max_tokens // (len(sequences[0]) + 2)  # all variants share one length: ours puts this many in a batch
 
     with tempfile.TemporaryDirectory() as tmp:

@@ -50,7 +50,7 @@ from embed_throughput import gemm_peak
 from safetensors.torch import load_file, save_file
 
 import plmexit
-from plmexit.embedding import engine
+from plmexit.embedding import engine, options, pieces
 from plmexit.embedding.reference import REFERENCE_EXTRA_TOKS_PER_SEQ, REFERENCE_TOKS_PER_BATCH, reference_pooled
 from plmexit.models import fair_esm, hub
 from plmexit.models import manifest as model_manifest
@@ -97,7 +97,7 @@ def read_deeploc(n: int, seed: int) -> list[str]:
     sequences = ["".join(block.strip().splitlines()[1:]) for block in DEEPLOC.read_text().split(">")[1:]]
     rng = np.random.default_rng(seed)
     chosen = np.sort(rng.choice(len(sequences), size=min(n, len(sequences)), replace=False))
-    return [sequences[i][: engine.ESM2_MAX_RESIDUES] for i in chosen]
+    return [sequences[i][: options.ESM2_MAX_RESIDUES] for i in chosen]
 
 
 def padded(batches, lengths) -> int:
@@ -143,7 +143,7 @@ def main(argv: list[str] | None = None) -> int:
         workloads["deeploc_mixed_lengths"] = read_deeploc(args.deeploc, args.seed)
     esm_cpp = Path(args.esm_cpp_python)
     use_esm_cpp = esm_cpp.exists()
-    settings = engine.EmbedSettings(max_tokens=args.max_tokens)
+    settings = options.EmbedSettings(max_tokens=args.max_tokens)
     peaks = [gemm_peak("cpu", torch.float32, 2048, 3)]
     onednn_peaks = [onednn_gemm_peak(2048, 3)]
 
@@ -246,7 +246,7 @@ def main(argv: list[str] | None = None) -> int:
             lengths = [len(s) for s in sequences]
             real = tokens
             waste = {
-                "plmexit": padded(engine.token_batches(np.array(lengths), args.max_tokens), lengths) / real - 1,
+                "plmexit": padded(pieces.token_batches(np.array(lengths), args.max_tokens), lengths) / real - 1,
                 "fair_esm_extract": padded(fair_esm.fair_esm_batch_indices(sequences, REFERENCE_TOKS_PER_BATCH, REFERENCE_EXTRA_TOKS_PER_SEQ), lengths) / real - 1,
                 "hf_hand_written": padded(fixed_batches(lengths), lengths) / real - 1,
                 "esm_cpp_hidden_states": 0.0,

@@ -34,7 +34,8 @@ import pandas as pd
 import torch
 
 import plmexit
-from plmexit.embedding import cost, engine
+from plmexit.embedding import cost, engine, fast_esm2, options, pieces
+from plmexit.embedding import precision as precisions
 from plmexit.embedding.reference import REFERENCE_EXTRA_TOKS_PER_SEQ, REFERENCE_TOKS_PER_BATCH, reference_pooled
 from plmexit.models import fair_esm
 
@@ -81,7 +82,7 @@ def levers(loaded, sequences: list[str], device: str, precision: str, repeats: i
     """
     from torch.nn.attention import SDPBackend, sdpa_kernel
 
-    encoder = engine.FastEncoder(loaded, device, precision)
+    encoder = fast_esm2.FastEncoder(loaded, device, precision)
     _, _, tokens = loaded.alphabet.get_batch_converter()([(str(i), s) for i, s in enumerate(sequences)])
     tokens = tokens.to(device)
     residues = (tokens != loaded.alphabet.padding_idx) & (tokens != loaded.alphabet.cls_idx) & (tokens != loaded.alphabet.eos_idx)
@@ -122,7 +123,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--chunk", type=int, default=56, help="sequences per alternating chunk (default 56: 4 batches of 14)")
     parser.add_argument("--warmup-sequences", type=int, default=14, help="sequences in each path's cold warm-up call (default 14: one batch)")
     parser.add_argument("--lever-repeats", type=int, default=3, help="repeats of the one-batch lever comparison (default 3; 0 skips it)")
-    parser.add_argument("--precision", choices=list(engine.PRECISIONS), help="our compute precision (default fp32 on CPU, bf16 on CUDA)")
+    parser.add_argument("--precision", choices=list(precisions.DTYPES), help="our compute precision (default fp32 on CPU, bf16 on CUDA)")
     parser.add_argument("--max-tokens", type=int, default=4096, help="our padded tokens per batch (default 4096)")
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (default: torch's choice)")
     parser.add_argument("--gemm-n", type=int, default=0, help="size of the peak matmul (default 2048 on CPU, 8192 on CUDA)")
@@ -134,7 +135,7 @@ def main(argv: list[str] | None = None) -> int:
         torch.set_num_threads(args.threads)
     arch, n_layers, dim, heads, default_precision = ARCHITECTURES[args.device]
     precision = args.precision or default_precision
-    peak_dtype = engine.PRECISIONS["float32" if precision == "float32" else precision]
+    peak_dtype = precisions.DTYPES["float32" if precision == "float32" else precision]
     gemm_n = args.gemm_n or (2048 if args.device == "cpu" else 8192)
     sequences = pd.read_csv(BLAT)["mutated_sequence"].tolist()[: args.n]
     chunks = [sequences[i : i + args.chunk] for i in range(0, len(sequences), args.chunk)]
@@ -146,7 +147,7 @@ def main(argv: list[str] | None = None) -> int:
         loaded = fair_esm.load_model(path, device=args.device)
         load_s = time.perf_counter() - start
 
-        settings = engine.EmbedSettings(max_tokens=args.max_tokens, device=args.device, precision=precision)
+        settings = options.EmbedSettings(max_tokens=args.max_tokens, device=args.device, precision=precision)
         times = {"reference": [], "ours": []}
         outputs = {"reference": [], "ours": []}
         encoder_s = 0.0
@@ -159,7 +160,7 @@ def main(argv: list[str] | None = None) -> int:
                 result = reference_pooled(loaded, chunk, device=args.device)
             else:
                 if run.encoder is None:  # building the encoder (weights in working precision) is warm-up
-                    run.encoder = engine.FastEncoder(loaded, args.device, precision)
+                    run.encoder = fast_esm2.FastEncoder(loaded, args.device, precision)
                     encoder_s = time.perf_counter() - begin
                 result = np.zeros((n_layers + 1, len(chunk), dim), dtype=np.float32)
                 for index, block in engine.embed_pooled(loaded, chunk, settings, encoder=run.encoder):
@@ -191,7 +192,7 @@ def main(argv: list[str] | None = None) -> int:
     achieved = flops(sequences, n_layers, dim) / sum(times["ours"][1:])
     ref_batches = fair_esm.fair_esm_batch_indices(sequences, REFERENCE_TOKS_PER_BATCH, REFERENCE_EXTRA_TOKS_PER_SEQ)
     lengths = np.array([len(s) for s in sequences])
-    ours_batches = engine.token_batches(lengths, args.max_tokens)
+    ours_batches = pieces.token_batches(lengths, args.max_tokens)
     result = {
         "benchmark": "embed_throughput",
         "date": datetime.date.today().isoformat(),

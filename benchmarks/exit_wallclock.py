@@ -39,7 +39,7 @@ import plmexit
 from plmexit.data.datasets import read_deeploc
 from plmexit.data.tasks import TaskSpec
 from plmexit.embedding import engine
-from plmexit.embedding.engine import EmbedSettings
+from plmexit.embedding.options import EmbedSettings
 from plmexit.exit import adaptive, calibration, gates
 from plmexit.exit.controller import Controller
 from plmexit.exit.outputs import fold_outputs

@@ -52,7 +52,7 @@ import transformers
 from embed_hub import hand_written
 
 import plmexit
-from plmexit.embedding import engine
+from plmexit.embedding import engine, fast_esm2, options
 from plmexit.models import fair_esm, hub
 from plmexit.models import manifest as model_manifest
 
@@ -62,7 +62,7 @@ ARCH = ("ESM2-35M", 12, 480, 20)
 FFN_CHUNK_TOKENS = 1024
 
 
-class Before(engine.FastEncoder):
+class Before(fast_esm2.FastEncoder):
     """The fp32 block as of 66e3c0d: ``F.linear`` per projection, every intermediate a fresh tensor."""
 
     def __init__(self, loaded):
@@ -86,7 +86,7 @@ class Before(engine.FastEncoder):
         return x + linear(F.gelu(linear(h, "fc1")), "fc2")
 
 
-class Lever(engine.FastEncoder):
+class Lever(fast_esm2.FastEncoder):
     """``FastEncoder`` with one candidate lever: ``rotary_halves``, ``ffn_chunks`` or ``pretransposed``."""
 
     def __init__(self, loaded, lever: str):
@@ -206,7 +206,7 @@ def main(argv: list[str] | None = None) -> int:
     transformers.utils.logging.disable_progress_bar()
     sequences = pd.read_csv(BLAT)["mutated_sequence"].tolist()[: args.sequences]
     tokens = sum(len(s) + 2 for s in sequences)
-    settings = engine.EmbedSettings(max_tokens=args.max_tokens)
+    settings = options.EmbedSettings(max_tokens=args.max_tokens)
     L, E = args.layers, args.dim
     paths = args.paths.split(",")
 

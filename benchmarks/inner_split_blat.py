@@ -4,7 +4,7 @@ Two feature sets stand in for two layers: ``position`` gives every variant at a 
 same random vector (a probe on it can only learn each position's mean effect, which is useless
 on positions it never saw), ``amino_acid`` is the one-hot wild-type and mutant residue (it
 carries substitution effects to new positions). For each of the assay's fold schemes and each
-inner split (``loo``, ``modulo``, ``contiguous``), the ridge probe (``probes.ridge_folds``) gives
+inner split (``loo``, ``modulo``, ``contiguous``), the ridge probe (``ridge.ridge_folds``) gives
 per evaluation fold the training-only inner Spearman and the test Spearman; the JSON reports
 their means over folds and which feature set the inner score picks per fold. Under modulo and
 contiguous folds leave-one-out rewards memorising positions; the inner split of the scheme
@@ -25,7 +25,8 @@ import pandas as pd
 
 from plmexit.data import proteingym
 from plmexit.pipeline.planning import INNER_SPLIT_OF_SCHEME
-from plmexit.probing import probes
+from plmexit.probing import metrics, options, ridge
+from plmexit.probing.folds import DEPLOY_FOLD
 
 AMINO_ACIDS = "ACDEFGHIKLMNPQRSTVWY"
 
@@ -52,17 +53,17 @@ def run(assay: str, dim: int, seed: int, inner_folds: int) -> dict:
     for scheme in proteingym.FOLD_SCHEMES:
         folds = raw[scheme].to_numpy()
         splits = {}
-        for split in probes.INNER_SPLITS:
+        for split in options.INNER_SPLITS:
             fits = {
-                name: [f for f in probes.ridge_folds(X, y, folds, probes.DEFAULT_RIDGE_ALPHAS, probes.spearman, split, inner_folds, positions)
-                       if f.fold != probes.DEPLOY_FOLD]
+                name: [f for f in ridge.ridge_folds(X, y, folds, options.DEFAULT_RIDGE_ALPHAS, metrics.spearman, split, inner_folds, positions)
+                       if f.fold != DEPLOY_FOLD]
                 for name, X in features.items()
             }
             picks = [max(fits, key=lambda name: fits[name][k].inner_score) for k in range(len(fits["position"]))]
             splits[split] = {
                 name: {
                     "inner_spearman": float(np.mean([f.inner_score for f in fs])),
-                    "test_spearman": float(np.mean([probes.spearman(y[f.test], f.predictions) for f in fs])),
+                    "test_spearman": float(np.mean([metrics.spearman(y[f.test], f.predictions) for f in fs])),
                 }
                 for name, fs in fits.items()
             } | {"picked_per_fold": picks}

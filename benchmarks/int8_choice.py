@@ -40,7 +40,7 @@ import torch
 from embed_peers import ARCHITECTURES, BLAT, DEFAULT_ESM_CPP_PYTHON, deviation, esm_cpp_safetensors, read_deeploc
 
 import plmexit
-from plmexit.embedding import engine
+from plmexit.embedding import engine, fast_esm2, options
 from plmexit.embedding import precision as precisions
 from plmexit.models import fair_esm, hub
 
@@ -59,7 +59,7 @@ def choices(layers: int) -> dict[str, set[tuple[int, str]]]:
     }
 
 
-class ChoiceEncoder(engine.FastEncoder):
+class ChoiceEncoder(fast_esm2.FastEncoder):
     """``FastEncoder`` in float32 with int8 on every linear layer not in ``keep``."""
 
     def __init__(self, loaded, keep: set[tuple[int, str]]):
@@ -92,13 +92,13 @@ def main(argv: list[str] | None = None) -> int:
         workloads["blat_ecolx_variants"] = pd.read_csv(BLAT)["mutated_sequence"].tolist()[: args.variants]
     if args.deeploc:
         workloads["deeploc_mixed_lengths"] = read_deeploc(args.deeploc, args.seed)
-    settings = engine.EmbedSettings()
+    settings = options.EmbedSettings()
     esm_cpp = Path(args.esm_cpp_python)
     results, cpp_info = {}, None
     with tempfile.TemporaryDirectory() as tmp:
         checkpoint = fair_esm.make_test_model(n_layers, dim, heads, args.seed, tmp)
         loaded = fair_esm.load_model(checkpoint)
-        encoders = {"float32": engine.FastEncoder(loaded, "cpu", "float32")}
+        encoders = {"float32": fast_esm2.FastEncoder(loaded, "cpu", "float32")}
         chosen = {name: keep for name, keep in choices(n_layers).items() if not args.choices or name in args.choices.split(",")}
         encoders.update({name: ChoiceEncoder(loaded, keep) for name, keep in chosen.items()})
         encoders["plmexit_int8"] = engine.make_encoder(loaded, "cpu", "int8")

@@ -12,7 +12,7 @@ from ``../shared/data``:
   residues): 10-class location and membrane-bound vs soluble (its ``U`` rows left out), accuracy,
   5 folds stratified by each label (logistic probes, as ``plmexit probe``).
 
-Each precision runs ``engine.FastEncoder`` at exactly that precision (so the arithmetic is measured
+Each precision runs ``fast_esm2.FastEncoder`` at exactly that precision (so the arithmetic is measured
 even where ``plmexit embed`` would fall back to float32; ``runs_natively_here`` says which would).
 Per layer: the deviation from fp32 relative to each pooled vector's scale (max and median over
 vectors). Per task: the probe table (``probes.probe_layer``, as ``plmexit probe``), the selection
@@ -46,7 +46,7 @@ import plmexit
 from plmexit.data import proteingym
 from plmexit.data.datasets import DEEPLOC_HEADER, DEEPLOC_MEMBRANE
 from plmexit.data.loading import assign_folds
-from plmexit.embedding import engine
+from plmexit.embedding import engine, fast_esm2, options
 from plmexit.embedding import precision as precisions
 from plmexit.embedding.options import PRECISION_DESCRIPTIONS
 from plmexit.models import fair_esm
@@ -68,7 +68,7 @@ def read_deeploc(path: Path) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["id", "label", "membrane", "sequence"])
 
 
-def embed(encoder, sequences: list[str], settings: engine.EmbedSettings) -> tuple[np.ndarray, float]:
+def embed(encoder, sequences: list[str], settings: options.EmbedSettings) -> tuple[np.ndarray, float]:
     out = np.empty((encoder.num_layers + 1, len(sequences), encoder.embed_dim), dtype=np.float32)
     start = time.perf_counter()
     for index, block in engine.embed_pooled(None, sequences, settings, encoder=encoder):
@@ -98,7 +98,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--arch", choices=list(ARCHITECTURES), default="ESM2-35M")
     parser.add_argument("--variants", type=int, default=-1, help="BLAT_ECOLX variants, a seeded random subset (default -1: all 4,996; 0 skips BLAT_ECOLX)")
     parser.add_argument("--deeploc", type=int, default=600, help="DeepLoc proteins, a seeded random subset (default 600; 0 skips DeepLoc)")
-    parser.add_argument("--precisions", default=",".join(engine.PRECISION_NAMES[1:]), help="compared with float32 (default: all)")
+    parser.add_argument("--precisions", default=",".join(options.PRECISION_NAMES[1:]), help="compared with float32 (default: all)")
     parser.add_argument("--quick", action="store_true", help="ESM2-8M arch, 600 variants, 200 DeepLoc proteins")
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (default: torch's choice)")
     parser.add_argument("--seed", type=int, default=0)
@@ -123,20 +123,20 @@ def main(argv: list[str] | None = None) -> int:
     if args.deeploc:
         deeploc = read_deeploc(DEEPLOC)
         deeploc = deeploc.iloc[np.sort(rng.choice(len(deeploc), size=min(args.deeploc, len(deeploc)), replace=False))].reset_index(drop=True)
-        deeploc["sequence"] = [s[: engine.ESM2_MAX_RESIDUES] for s in deeploc["sequence"]]
+        deeploc["sequence"] = [s[: options.ESM2_MAX_RESIDUES] for s in deeploc["sequence"]]
         deeploc["fold"] = assign_folds(deeploc["label"].to_numpy(), "classification", 5, args.seed)
         membrane = deeploc["membrane"].notna().to_numpy()
         membrane_folds = assign_folds(deeploc.loc[membrane, "membrane"].to_numpy(), "classification", 5, args.seed)
         datasets["deeploc"] = deeploc["sequence"].tolist()
 
     layers, dim, heads = ARCHITECTURES[args.arch]
-    settings = engine.EmbedSettings()
+    settings = options.EmbedSettings()
     embeddings: dict[str, dict[str, np.ndarray]] = {}
     seconds: dict[str, dict[str, float]] = {}
     with tempfile.TemporaryDirectory() as tmp:
         loaded = fair_esm.load_model(fair_esm.make_test_model(layers, dim, heads, args.seed, tmp))
     for name in ["float32", *compared]:
-        encoder = engine.FastEncoder(loaded, "cpu", name)
+        encoder = fast_esm2.FastEncoder(loaded, "cpu", name)
         embeddings[name], seconds[name] = {}, {}
         for dataset, sequences in datasets.items():
             embeddings[name][dataset], seconds[name][dataset] = embed(encoder, sequences, settings)

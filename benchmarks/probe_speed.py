@@ -2,9 +2,9 @@
 
 Both paths fit, for every layer and each of 5 folds, standardise + ridge with the regularisation
 chosen by leave-one-out on the training rows, and predict the test rows; then the deploy fit on
-every row (``probes.DEPLOY_FOLD``; every section times it, on both sides). The reference is
+every row (``folds.DEPLOY_FOLD``; every section times it, on both sides). The reference is
 ``make_pipeline(StandardScaler(), RidgeCV(alphas, scoring=spearman))`` per layer and fold
-(``plmexit.probing.reference_ridge``); ours is ``plmexit.probing.probes.ridge_folds``. Layers are
+(``plmexit.probing.reference_ridge``); ours is ``plmexit.probing.ridge.ridge_folds``. Layers are
 interleaved (reference, then ours, layer by layer), so machine load hits both paths alike.
 
 The grouped section times the ridge probe of ProteinGym's modulo and contiguous schemes, whose
@@ -50,7 +50,8 @@ from threadpoolctl import threadpool_limits
 from plmexit.data import tasks
 from plmexit.embedding import store
 from plmexit.pipeline import probe_steps
-from plmexit.probing import probes
+from plmexit.probing import metrics, options, probes, ridge
+from plmexit.probing.folds import DEPLOY_FOLD, inner_groups
 from plmexit.probing.reference import reference_logistic, reference_one_vs_rest, reference_ridge, reference_ridge_grouped
 
 
@@ -66,18 +67,18 @@ def ridge_section(n: int, dim: int, layers: int, seed: int) -> dict:
     latent = rng.normal(size=(n, 32))
     y = latent[:, :4].sum(axis=1) + rng.normal(size=n)
     folds = rng.permutation(np.arange(n) % 5)
-    alphas = probes.DEFAULT_RIDGE_ALPHAS
+    alphas = options.DEFAULT_RIDGE_ALPHAS
     ours_s = reference_s = 0.0
     max_abs_diff = max_inner_diff = 0.0
     alpha_mismatches = 0
     for layer in range(layers):
         X = layer_features(rng, n, dim, latent)
         start = time.perf_counter()
-        reference = [reference_ridge(X[folds != f], y[folds != f], X[folds == f], alphas, probes.spearman) for f in range(5)]
-        reference.append(reference_ridge(X, y, X[:1], alphas, probes.spearman))  # the deploy fit, on every row
+        reference = [reference_ridge(X[folds != f], y[folds != f], X[folds == f], alphas, metrics.spearman) for f in range(5)]
+        reference.append(reference_ridge(X, y, X[:1], alphas, metrics.spearman))  # the deploy fit, on every row
         reference_s += time.perf_counter() - start
         start = time.perf_counter()
-        fits = probes.ridge_folds(X, y, folds, alphas, probes.spearman)
+        fits = ridge.ridge_folds(X, y, folds, alphas, metrics.spearman)
         ours_s += time.perf_counter() - start
         diff, inner_diff, mismatches, _ = compare_ridge(fits, reference)
         max_abs_diff, max_inner_diff, alpha_mismatches = max(max_abs_diff, diff), max(max_inner_diff, inner_diff), alpha_mismatches + mismatches
@@ -106,15 +107,15 @@ def grouped_section(n: int, dim: int, layers: int, inner_folds: int, seed: int) 
 
     Variants sit 19 to a position (every substitution, as in a deep mutational scan); outer folds
     are ProteinGym's contiguous blocks of positions; inner folds the same rule on each training
-    part's positions (``probes.inner_groups``).
+    part's positions (``folds.inner_groups``).
     """
     rng = np.random.default_rng(seed)
     latent = rng.normal(size=(n, 32))
     positions = np.arange(n) // 19 + 1
     distinct = np.unique(positions)
     y = latent[:, :4].sum(axis=1) + rng.normal(size=len(distinct))[positions - 1] + rng.normal(size=n)
-    folds = probes.inner_groups(positions, "contiguous", 5)  # the outer rule is the inner rule with k = 5
-    alphas = probes.DEFAULT_RIDGE_ALPHAS
+    folds = inner_groups(positions, "contiguous", 5)  # the outer rule is the inner rule with k = 5
+    alphas = options.DEFAULT_RIDGE_ALPHAS
     ours_s = reference_s = loo_s = 0.0
     max_abs_diff = max_inner_diff = 0.0
     alpha_mismatches = fits_compared = 0
@@ -122,18 +123,18 @@ def grouped_section(n: int, dim: int, layers: int, inner_folds: int, seed: int) 
         X = layer_features(rng, n, dim, latent)
         with threadpool_limits(1, user_api="blas"):
             start = time.perf_counter()
-            fits = probes.ridge_folds(X, y, folds, alphas, probes.spearman, "contiguous", inner_folds, positions)
+            fits = ridge.ridge_folds(X, y, folds, alphas, metrics.spearman, "contiguous", inner_folds, positions)
             ours_s += time.perf_counter() - start
             start = time.perf_counter()
             reference = []
             for fit in fits:
-                train = folds != fit.fold if fit.fold != probes.DEPLOY_FOLD else np.full(n, True)
-                groups = probes.inner_groups(positions[train], "contiguous", inner_folds)
+                train = folds != fit.fold if fit.fold != DEPLOY_FOLD else np.full(n, True)
+                groups = inner_groups(positions[train], "contiguous", inner_folds)
                 X_test = X[fit.test] if len(fit.test) else X[:1]  # the deploy fit has no test rows; scikit-learn needs one
-                reference.append(reference_ridge_grouped(X[train], y[train], X_test, alphas, probes.spearman, groups))
+                reference.append(reference_ridge_grouped(X[train], y[train], X_test, alphas, metrics.spearman, groups))
             reference_s += time.perf_counter() - start
             start = time.perf_counter()
-            probes.ridge_folds(X, y, folds, alphas, probes.spearman)
+            ridge.ridge_folds(X, y, folds, alphas, metrics.spearman)
             loo_s += time.perf_counter() - start
         diff, inner_diff, mismatches, compared = compare_ridge(fits, reference)
         max_abs_diff, max_inner_diff = max(max_abs_diff, diff), max(max_inner_diff, inner_diff)

@@ -22,7 +22,8 @@ import pandas as pd
 from threadpoolctl import threadpool_limits
 
 from plmexit.data import proteingym
-from plmexit.probing import probes
+from plmexit.probing import metrics, options, ridge
+from plmexit.probing.folds import DEPLOY_FOLD
 
 ASSAY = Path(__file__).resolve().parents[2] / "shared" / "data" / "proteingym" / "cv_folds_singles_substitutions" / "BLAT_ECOLX_Stiffler_2015.csv"
 
@@ -43,13 +44,13 @@ def main() -> None:
         for scheme in proteingym.FOLD_SCHEMES:
             start = time.perf_counter()
             folds = source[scheme].to_numpy()
-            fits = [f for f in probes.ridge_folds(X, y, folds, probes.DEFAULT_RIDGE_ALPHAS, probes.spearman) if f.fold != probes.DEPLOY_FOLD]
+            fits = [f for f in ridge.ridge_folds(X, y, folds, options.DEFAULT_RIDGE_ALPHAS, metrics.spearman) if f.fold != DEPLOY_FOLD]
             test = np.concatenate([f.test for f in fits])
             predictions = np.concatenate([f.predictions for f in fits])
             spearman, mse = proteingym.merge_scores(y[test], predictions, folds[test], y, folds)
             rows.append({
                 "scheme": scheme,
-                "mean_of_folds_spearman": float(np.mean([probes.spearman(y[f.test], f.predictions) for f in fits])),
+                "mean_of_folds_spearman": float(np.mean([metrics.spearman(y[f.test], f.predictions) for f in fits])),
                 "mean_of_folds_mse_raw": float(np.mean([np.mean((y[f.test] - f.predictions) ** 2) for f in fits])),
                 "merge_spearman": spearman,
                 "merge_mse_standardised": mse,

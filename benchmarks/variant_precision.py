@@ -5,7 +5,7 @@ resolution for a long protein. On a synthetic target (random residues) with a ti
 every single substitution at random positions is embedded in float32 (``plmexit.embedding.engine.embed_pooled``);
 the planted label is a random direction of the final layer's shift from the wild type, plus noise
 (so it is fully in the fp32 embeddings and only rounding can hide it). Each storage scheme is then
-probed layer by layer exactly as ``plmexit probe`` does (``probes.ridge_folds``, 5 random folds,
+probed layer by layer exactly as ``plmexit probe`` does (``ridge.ridge_folds``, 5 random folds,
 the default alpha grid), and reports the Spearman of the pooled test predictions, the largest
 difference from the fp32 predictions, and bytes stored per variant:
 
@@ -34,13 +34,15 @@ import torch
 
 import plmexit
 from plmexit.embedding import engine
+from plmexit.embedding.options import EmbedSettings
 from plmexit.models import fair_esm
-from plmexit.probing import probes
+from plmexit.probing import metrics, ridge
+from plmexit.probing.options import DEFAULT_RIDGE_ALPHAS
 
 RESIDUES = np.array(list("ACDEFGHIKLMNPQRSTVWY"))
 
 
-def embedded(loaded, sequences: list[str], settings: engine.EmbedSettings) -> np.ndarray:
+def embedded(loaded, sequences: list[str], settings: EmbedSettings) -> np.ndarray:
     out = np.empty((loaded.num_layers + 1, len(sequences), loaded.embed_dim), dtype=np.float32)
     for index, block in engine.embed_pooled(loaded, sequences, settings):
         out[:, index] = block
@@ -50,7 +52,7 @@ def embedded(loaded, sequences: list[str], settings: engine.EmbedSettings) -> np
 def probe(X: np.ndarray, y: np.ndarray, folds: np.ndarray) -> np.ndarray:
     """Test predictions of every row, as ``plmexit probe`` makes them."""
     predictions = np.empty(len(y))
-    for fit in probes.ridge_folds(X, y, folds, probes.DEFAULT_RIDGE_ALPHAS, probes.spearman):
+    for fit in ridge.ridge_folds(X, y, folds, DEFAULT_RIDGE_ALPHAS, metrics.spearman):
         predictions[fit.test] = fit.predictions
     return predictions
 
@@ -79,7 +81,7 @@ def main(argv: list[str] | None = None) -> int:
         checkpoint = fair_esm.make_test_model(out_dir=Path(tmp), layers=args.layers, dim=args.dim, heads=args.heads, seed=args.seed)
         loaded = fair_esm.load_model(checkpoint)
         start = time.perf_counter()
-        fp32 = embedded(loaded, [target] + sequences, engine.EmbedSettings())
+        fp32 = embedded(loaded, [target] + sequences, EmbedSettings())
         embed_seconds = time.perf_counter() - start
     wild, fp32 = fp32[:, :1], fp32[:, 1:]  # (L + 1, 1, E), (L + 1, N, E)
     direction = rng.normal(size=args.dim)
@@ -106,7 +108,7 @@ def main(argv: list[str] | None = None) -> int:
             predictions = probe(X[k], y, folds)
             per_layer.append({
                 "layer": k,
-                "spearman": probes.spearman(y, predictions),
+                "spearman": metrics.spearman(y, predictions),
                 "max_abs_prediction_diff_from_float32": float(np.abs(predictions - reference[k]).max()),
                 "max_abs_embedding_error": float(np.abs(X[k] - fp32[k]).max()),
             })

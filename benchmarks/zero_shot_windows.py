@@ -1,7 +1,7 @@
 """Zero-shot scores on targets longer than the model: the old one-crop scoring against ProteinGym's windows.
 
 Until commit 2266859, ``plmexit zero-shot`` read a target longer than the model's window through
-one crop per assay (``plmexit.embedding.engine.variant_crop``: ``max_residues`` residues centred on
+one crop per assay (``plmexit.embedding.crops.variant_crop``: ``max_residues`` residues centred on
 the span of mutated positions, or, for a wider span, overlapping windows of ``max_residues`` with
 ``embed.overlap`` 256, each position in its most central window), each crop with its own BOS and
 EOS. It now reads ProteinGym's windows (``plmexit.depth.zero_shot``): per masked position the
@@ -44,8 +44,9 @@ from scipy.stats import spearmanr
 import plmexit
 from plmexit.depth import reference, zero_shot
 from plmexit.depth.heads import AMINO_ACIDS, FairEsmMaskedLM
-from plmexit.embedding.engine import variant_crop, window_starts
+from plmexit.embedding.crops import variant_crop
 from plmexit.embedding.options import EmbedSettings
+from plmexit.embedding.pieces import window_starts
 from plmexit.models import fair_esm
 
 OLD_OVERLAP = 256  # the old zero-shot --overlap default (as embed.overlap)

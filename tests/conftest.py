@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from plmexit.download import sha256_file
-from plmexit.models import fair_esm, hub
+from plmexit.models import fair_esm, families, hub
 from plmexit.models import manifest as model_manifest
 
 from system_programs import require
@@ -76,10 +76,10 @@ def tiny_loaded(tiny_model) -> fair_esm.LoadedModel:
 
 @pytest.fixture(scope="session")
 def tiny_hub_models(tmp_path_factory) -> dict[str, Path]:
-    """A tiny random transformers model directory of every family plmexit writes (``hub.TEST_FAMILIES``),
+    """A tiny random transformers model directory of every family plmexit writes (``families.HUB_TEST_MODEL_FAMILIES``),
     in the published formats, same shape as ``TINY_MODEL``."""
     out = tmp_path_factory.mktemp("tiny_hub_models")
-    return {family: hub.make_test_model(family, out_dir=out, **TINY_MODEL) for family in hub.TEST_FAMILIES}
+    return {family: hub.make_test_model(family, out_dir=out, **TINY_MODEL) for family in families.HUB_TEST_MODEL_FAMILIES}
 
 
 @pytest.fixture(scope="session")

@@ -32,13 +32,31 @@ def module_name(path: Path) -> str:
     return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
 
 
-def imports() -> dict[str, set[str]]:
-    """Every plmexit module and the plmexit modules it imports, at the top or inside a function."""
+def _is_type_checking(node: ast.AST) -> bool:
+    test = getattr(node, "test", None)
+    return isinstance(node, ast.If) and (getattr(test, "id", None) == "TYPE_CHECKING" or getattr(test, "attr", None) == "TYPE_CHECKING")
+
+
+def _nodes(tree: ast.AST, type_only: bool):
+    """``ast.walk``, without what sits under ``if TYPE_CHECKING:`` unless ``type_only``."""
+    stack = [tree]
+    while stack:
+        node = stack.pop()
+        yield node
+        if not type_only and _is_type_checking(node):
+            stack.extend(node.orelse)
+            continue
+        stack.extend(ast.iter_child_nodes(node))
+
+
+def imports(type_only: bool = True) -> dict[str, set[str]]:
+    """Every plmexit module and the plmexit modules it imports, at the top or inside a function;
+    with ``type_only=False``, not those imported only for annotations (under ``if TYPE_CHECKING:``)."""
     modules = {module_name(p): p for p in PACKAGE.rglob("*.py")}
     graph = {}
     for name, path in modules.items():
         found = set()
-        for node in ast.walk(ast.parse(path.read_text())):
+        for node in _nodes(ast.parse(path.read_text()), type_only):
             if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("plmexit"):
                 for alias in node.names:
                     child = f"{node.module}.{alias.name}"
@@ -63,7 +81,9 @@ def test_no_module_imports_a_higher_layer():
 
 
 def test_no_import_cycles():
-    graph = imports()
+    """No cycle among the imports that run: an annotation may name a type from a module that imports
+    this one (``probing.classifiers`` takes a ``probes.ProbeSettings``) without a cycle at import time."""
+    graph = imports(type_only=False)
     state: dict[str, int] = {}
 
     def visit(module: str, path: list[str]) -> None:
@@ -95,14 +115,6 @@ def test_every_reader_the_registry_names_exists():
         assert callable(getattr(importlib.import_module(module), function)), f.kind
 
 
-def test_the_readme_tree_names_every_module():
-    readme = (REPO / "README.md").read_text()
-    tree = readme[readme.index("## Development"):]
-    for path in sorted(PACKAGE.rglob("*.py")):
-        if path.name != "__init__.py":
-            assert f" {path.name} " in tree, f"{path.relative_to(PACKAGE)} is not in the README's Development tree"
-
-
 # conda-forge name -> PyPI name, where they differ.
 CONDA_TO_PYPI = {"pytorch": "torch", "matplotlib-base": "matplotlib"}
 
@@ -130,3 +142,14 @@ def test_job_environments_are_pinned_within_the_package_ranges():
         assert not names & {"snakemake", "snakemake-executor-plugin-slurm"}, f"{path.name} carries the orchestrator"
         held = {CONDA_TO_PYPI.get(n, n).lower() for n in names}
         assert set(ranges) <= held, f"{path.name} lacks {sorted(set(ranges) - held)}"
+
+
+def test_no_step_module_imports_another():
+    """A step module's helpers that another step needs live one floor down (a library module or
+    ``pipeline.reading``), so reading a step never means following a chain of other steps."""
+    steps = {name for name in imports() if name.startswith("plmexit.pipeline.") and name.endswith("_steps")}
+    assert steps
+    for module, imported in imports().items():
+        if module in steps or module == "plmexit.pipeline.estimate":
+            borrowed = (imported & steps) - {module}
+            assert not borrowed, f"{module} imports {', '.join(sorted(borrowed))}; move what it needs one floor down"

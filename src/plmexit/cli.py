@@ -13,6 +13,7 @@ from pathlib import Path
 
 from plmexit import __version__
 from plmexit.errors import PlmexitError
+from plmexit.models import families
 
 
 def _floats(text: str) -> tuple[float, ...]:
@@ -464,7 +465,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser("make-test-model", help="write a randomly initialised model in its family's published format (for tests and offline demos)")
-    p.add_argument("--family", choices=["fair-esm", "esm", "bert", "albert", "t5", "esmc"], default="fair-esm",
+    p.add_argument("--family", choices=families.TEST_MODEL_FAMILIES, default=families.DEFAULT_TEST_MODEL_FAMILY,
                    help="fair-esm (an ESM2 checkpoint file, the default) or a transformers family (a model directory)")
     p.add_argument("--layers", type=_positive_int, required=True, help="number of transformer layers")
     p.add_argument("--dim", type=_positive_int, required=True, help="embedding width (divisible by --heads)")
@@ -486,7 +487,7 @@ def build_parser() -> argparse.ArgumentParser:
     source.add_argument("--hub", help="transformers model on the Hugging Face hub, e.g. facebook/esm2_t6_8M_UR50D (needs --revision)")
     source.add_argument("--path", help="local transformers model directory (config.json, *.safetensors, tokenizer files)")
     p.add_argument("--revision", help="with --hub: the 40-hex commit to pin (branch names are refused)")
-    p.add_argument("--family", choices=["esm", "bert", "albert", "t5", "ankh", "esmc"], help="transformers family (default: from config.json's model_type; ankh for Ankh's T5)")
+    p.add_argument("--family", choices=families.HUB_FAMILIES, help="transformers family (default: from config.json's model_type; ankh for Ankh's T5)")
     p.add_argument("--sha256", help="expected sha256 of the checkpoint (verified before it is used)")
     p.add_argument("--url", help="download from this URL instead of fair-esm's (a mirror); only with --name")
     p.add_argument("--cache-dir", help="directory to download into (default: torch.hub.get_dir() for fair-esm, the Hugging Face cache for --hub)")

@@ -41,3 +41,7 @@ class ConfigError(PlmexitError):
 
 class ToolError(PlmexitError):
     """A system program plmexit runs (MMseqs2) is missing or failed."""
+
+
+class SelectionError(InputError):
+    """A selection JSON (``plmexit select``) is unreadable, lacks a key or holds a value of another type."""

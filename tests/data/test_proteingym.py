@@ -196,7 +196,7 @@ def test_built_folds_equal_proteingyms_published_ones(shared_data, tmp_path, sch
 
 
 # Share of rows whose built fold equals the published column, measured on the staged files: the
-# README's caveat that built folds are not ProteinGym's for every assay rests on these.
+# docs/configuration.md's caveat that built folds are not ProteinGym's for every assay rests on these.
 BUILT_VS_PUBLISHED = [
     ("cv_folds_singles_substitutions/BLAT_ECOLX_Stiffler_2015.csv", "fold_modulo_5", 1.0),
     ("cv_folds_singles_substitutions/BLAT_ECOLX_Stiffler_2015.csv", "fold_contiguous_5", 1.0),

@@ -14,7 +14,9 @@ from plmexit.cli import main
 from plmexit.data import proteingym
 from plmexit.errors import InputError
 from plmexit.pipeline import select_steps
-from plmexit.probing import probes, tables
+from plmexit.probing import metrics, options, ridge, tables
+
+from probe_tables import hand_selection
 
 # Hand example: 4 variants, 2 folds. Fold 0 trains on c, d (labels 2, 6: mean 4, population sd 2);
 # fold 1 on a, b (labels 1, 3: mean 2, sd 1).
@@ -41,15 +43,15 @@ def test_merge_scores_are_not_the_mean_over_folds_nor_raw():
     """The old merge file averaged per-fold Spearmans (here 1.0: each fold's two points agree) and
     took MSE in raw units (here 1.75); pooling raw values would give yet another Spearman."""
     spearman, mse = proteingym.merge_scores(LABELS, FINAL, FOLDS, LABELS, FOLDS)
-    per_fold = [probes.spearman(np.array(LABELS)[f], np.array(FINAL)[f]) for f in ([0, 1], [2, 3])]
+    per_fold = [metrics.spearman(np.array(LABELS)[f], np.array(FINAL)[f]) for f in ([0, 1], [2, 3])]
 
     assert np.mean(per_fold) == pytest.approx(1.0) and spearman != pytest.approx(1.0)
-    assert probes.METRICS["regression"]["mse"](LABELS, FINAL) == pytest.approx(1.75) and mse != pytest.approx(1.75)
-    assert probes.spearman(np.array(LABELS), np.array(FINAL)) != pytest.approx(spearman)
+    assert metrics.METRICS["regression"]["mse"](LABELS, FINAL) == pytest.approx(1.75) and mse != pytest.approx(1.75)
+    assert metrics.spearman(np.array(LABELS), np.array(FINAL)) != pytest.approx(spearman)
 
 
 def merge_supervised_reference(dms: pd.DataFrame, fold_predictions: list[pd.DataFrame]) -> tuple[float, float]:
-    """ProteinGym's pipeline re-implemented as its own code writes it (commits in README).
+    """ProteinGym's pipeline re-implemented as its own code writes it (commits in docs/results.md).
 
     ProteinNPT ``get_train_val_test_data`` / ``preprocess_training_targets`` /
     ``preprocess_test_targets``: per test fold, the training split's ``np.nanmean`` and
@@ -104,12 +106,12 @@ def test_standardising_afterwards_equals_training_on_standardised_targets(width)
     X = rng.normal(size=(60, width)) * rng.uniform(0.5, 3.0, width) + rng.normal(size=width)
     y = X[:, :3].sum(axis=1) * 2.0 + rng.normal(0, 1.0, 60) + 7.0
     folds = np.repeat(np.arange(5), 12)
-    raw = probes.ridge_folds(X, y, folds, probes.DEFAULT_RIDGE_ALPHAS, probes.spearman)
+    raw = ridge.ridge_folds(X, y, folds, options.DEFAULT_RIDGE_ALPHAS, metrics.spearman)
 
     for fit in raw:
         train = y[folds != fit.fold]
         mean, std = train.mean(), train.std()
-        standardised = probes.ridge_folds(X, (y - mean) / std, folds, probes.DEFAULT_RIDGE_ALPHAS, probes.spearman)[fit.fold]
+        standardised = ridge.ridge_folds(X, (y - mean) / std, folds, options.DEFAULT_RIDGE_ALPHAS, metrics.spearman)[fit.fold]
         assert standardised.hyperparameter == fit.hyperparameter
         np.testing.assert_allclose(standardised.predictions, (fit.predictions - mean) / std, rtol=1e-9, atol=1e-9)
 
@@ -131,8 +133,8 @@ def write_hand_example(tmp_path, scheme: str = "fold_modulo_5") -> tuple:
     rows = [("m", task, layer, fold, i, label, p) for layer, values in ((0, layer0), (1, FINAL))
             for i, label, fold, p in zip(IDS, LABELS, FOLDS, values)]
     pd.DataFrame(rows, columns=tables.PREDICTION_COLUMNS).to_csv(tmp_path / "p.tsv.gz", sep="\t", index=False, compression="gzip")
-    selection = {"model": "m", "model_name": "esm2_t6_8M_UR50D", "task": task, "n_layers": 1, "folds": [{"fold": 0, "layer": 0}, {"fold": 1, "layer": 1}],
-                 "task_info": {"dms_id": "TOY", "fold_scheme": scheme}}
+    selection = hand_selection("m", task, 1, [0, 1], model_name="esm2_t6_8M_UR50D", dms_id="TOY", fold_scheme=scheme,
+                               task_info={"dms_id": "TOY", "fold_scheme": scheme})
     (tmp_path / "sel.json").write_text(json.dumps(selection))
     return tmp_path / "sel.json", tmp_path / "p.tsv.gz", tmp_path / "task.tsv"
 
@@ -156,7 +158,7 @@ def test_summarize_proteingym_pools_each_layer_choice(tmp_path):
 def test_a_no_signal_task_has_a_selected_row_without_a_score(tmp_path):
     selection, predictions, table = write_hand_example(tmp_path)
     data = json.loads(selection.read_text())
-    data.update(status="no_signal", folds=[{"fold": 0, "layer": None}, {"fold": 1, "layer": None}])
+    data.update(status="no_signal", folds=[{**f, "layer": None} for f in data["folds"]])
     selection.write_text(json.dumps(data))
 
     final, selected = select_steps.summarize_proteingym([selection], [predictions], [table], tmp_path / "merge.csv").to_dict("records")
@@ -177,7 +179,7 @@ def test_summarize_proteingym_rejects_a_task_table_of_another_scheme(tmp_path):
 def test_summarize_proteingym_rejects_a_non_proteingym_selection(tmp_path):
     selection, predictions, table = write_hand_example(tmp_path)
     data = json.loads(selection.read_text())
-    (tmp_path / "sel2.json").write_text(json.dumps({**data, "task_info": {"dms_id": None}}))
+    (tmp_path / "sel2.json").write_text(json.dumps({**data, "task_info": {"dms_id": None}, "dms_id": None, "fold_scheme": None}))
 
     with pytest.raises(InputError, match=r"sel2\.json: not a ProteinGym task's selection"):
         select_steps.summarize_proteingym([tmp_path / "sel2.json"], [predictions], [table], tmp_path / "merge.csv")

@@ -4,6 +4,8 @@ second thread makes each one tens of times slower, not faster); the tiny transfo
 import pytest
 import torch
 
+from plmexit.models import families
+
 
 @pytest.fixture(autouse=True, scope="module")
 def one_torch_thread():
@@ -14,7 +16,7 @@ def one_torch_thread():
 
 
 # Every transformers family with a masked-LM head, as make-test-model writes it and load_masked_lm loads it.
-HEAD_FAMILIES = ("esm", "bert", "albert", "esmc")
+HEAD_FAMILIES = families.MASKED_LM_FAMILIES
 
 
 @pytest.fixture(scope="session")

@@ -8,7 +8,7 @@ import pytest
 
 from plmexit.cli import main
 from plmexit.data import tasks
-from plmexit.models import fair_esm
+from plmexit.models import fair_esm, families
 from plmexit.models import manifest as model_manifest
 
 BLAT = "BLAT_ECOLX_Stiffler_2015"
@@ -78,7 +78,7 @@ def test_lens_writes_its_three_tables_and_info(capsys, tmp_path, manifest):
     assert code == 1 and err.count("\n") == 1 and "--mask-fraction 0.0 must be between 0 and 1" in err
 
 
-@pytest.mark.parametrize("family", ["esm", "bert", "albert", "esmc"])
+@pytest.mark.parametrize("family", families.MASKED_LM_FAMILIES)
 def test_a_transformers_masked_lm_runs_lens_and_zero_shot_and_a_headless_family_is_refused(capsys, tmp_path, tiny_hub_models, shared_data, family):
     path = tmp_path / f"{family}.json"
     model_manifest.write_manifest({"id": f"{family}_hf", **model_manifest.resolve(path=tiny_hub_models[family])}, path)

@@ -5,6 +5,7 @@ import pytest
 import torch
 
 from plmexit.depth.heads import FairEsmMaskedLM, lens_logits
+from plmexit.models import families
 
 
 def masked_batch(lm):
@@ -150,7 +151,7 @@ def test_transformers_bert_lens_at_the_last_layer_is_its_own_logits(tmp_path):
 
 
 
-@pytest.mark.parametrize("family", ["esm", "bert", "albert", "esmc"])  # every family with a head (hub_heads)
+@pytest.mark.parametrize("family", families.MASKED_LM_FAMILIES)  # every family with a head (hub_heads)
 def test_every_head_family_lens_at_the_last_layer_is_its_own_logits_and_skipping_passes_through(hub_heads, family):
     from plmexit.depth.heads import TransformersMaskedLM
 

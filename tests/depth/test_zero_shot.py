@@ -12,6 +12,7 @@ from plmexit.data import proteingym
 from plmexit.depth import metrics, reference, zero_shot
 from plmexit.depth.heads import FairEsmMaskedLM
 from plmexit.errors import EmbedError, InputError
+from plmexit.models import families
 
 BLAT = "BLAT_ECOLX_Stiffler_2015"
 
@@ -251,7 +252,7 @@ def test_out_of_memory_halves_the_batch(tiny_loaded, monkeypatch, caplog):
         zero_shot.masked_marginal_log_probs(lm, target, plan, 4)
 
 
-@pytest.mark.parametrize("family", ["esm", "bert", "albert", "esmc"])
+@pytest.mark.parametrize("family", families.MASKED_LM_FAMILIES)
 def test_transformers_heads_last_layer_scores_equal_proteingyms_loop_on_their_own_forward(hub_heads, blat_subset, family):
     """ProteinGym's ESM loop written against the transformers model's own forward and tokenizer
     (``reference.transformers_scores``) against plmexit's batched lens at L, on real BLAT variants."""
@@ -277,8 +278,9 @@ def test_a_transformers_esm_reads_a_long_target_through_proteingyms_windows(hub_
     """The windows are cut from the model's own tokens, so a transformers masked LM reads them as
     fair-esm's does: ``EsmForMaskedLM`` (fair-esm's vocabulary) against ProteinGym's loop run on its
     own forward, last layer, a 300-residue target and a 64-token window."""
-    import esm
     from types import SimpleNamespace
+
+    import esm
 
     from plmexit.depth.heads import TransformersMaskedLM
 

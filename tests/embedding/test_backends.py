@@ -8,11 +8,12 @@ import numpy as np
 import pytest
 import torch
 
-from plmexit.embedding import cost, engine
-from plmexit.embedding.engine import EmbedSettings, embed_pooled
+from plmexit.embedding import cost, engine, fast_esm2, pieces
+from plmexit.embedding.engine import embed_pooled
 from plmexit.embedding.generic import HookedEncoder
+from plmexit.embedding.options import EmbedSettings
 from plmexit.embedding.reference import reference_pooled
-from plmexit.models import hub
+from plmexit.models import families, hub
 from plmexit.models import manifest as model_manifest
 
 RTOL = 1e-5
@@ -48,7 +49,7 @@ def own_forward(loaded, sequence: str, layer_norm: str) -> np.ndarray:
     """(L + 1, N, E) for one piece: the family's tokenizer on the model-card input, the model's own
     ``output_hidden_states`` forward, residue positions from the tokenizer's special-token mask, the
     final norm on layers 0..L-1 for ``final`` (transformers' ``hidden_states[L]`` is already normed)."""
-    text = " ".join(sequence.translate(str.maketrans("UZOB", "XXXX"))) if hub.FAMILIES[loaded.family].rare_to_x else sequence
+    text = " ".join(sequence.translate(str.maketrans("UZOB", "XXXX"))) if families.get(loaded.family).rare_to_x else sequence
     encoded = loaded.tokenizer(text, return_tensors="pt", return_special_tokens_mask=True)
     residues = encoded.pop("special_tokens_mask")[0] == 0
     assert int(residues.sum()) == len(sequence)
@@ -89,14 +90,14 @@ def test_fair_esm_and_transformers_layouts_of_one_esm2_agree(tmp_path, tiny_load
     expected = reference_pooled(tiny_loaded, SEQUENCES, layer_norm=layer_norm)  # fair-esm's extract.py
     fast = pooled(loaded, SEQUENCES, settings)  # the transformers weights through FastEncoder
     generic = pooled(loaded, SEQUENCES, settings, HookedEncoder(loaded, "cpu", "float32"))  # transformers' own forward
-    assert isinstance(engine.make_encoder(loaded, "cpu", "float32"), engine.FastEncoder)
+    assert isinstance(engine.make_encoder(loaded, "cpu", "float32"), fast_esm2.FastEncoder)
     assert_close(pooled(tiny_loaded, SEQUENCES, settings), expected)
     assert_close(fast, expected)
     assert_close(generic, expected)
 
 
 @pytest.mark.parametrize("layer_norm", ["raw", "final"])
-@pytest.mark.parametrize("family", hub.TEST_FAMILIES)
+@pytest.mark.parametrize("family", families.HUB_TEST_MODEL_FAMILIES)
 def test_every_family_equals_its_own_forward(tiny_hub_loaded, family, layer_norm):
     loaded = tiny_hub_loaded[family]
     truncate = EmbedSettings(max_tokens=64, layer_norm=layer_norm)
@@ -137,10 +138,10 @@ def test_depth_stops_the_forward_and_keeps_the_layers_it_reached(tiny_hub_loaded
 def test_token_budgets_count_each_family_special_tokens(tiny_hub_loaded):
     settings = EmbedSettings()
     t5 = engine.make_encoder(tiny_hub_loaded["t5"], "cpu", "float32")
-    assert engine.work_tokens(["MKV", "GG", "MKV"], settings, t5.tokens.specials) == (3 + 1) + (2 + 1)
+    assert pieces.work_tokens(["MKV", "GG", "MKV"], settings, t5.tokens.specials) == (3 + 1) + (2 + 1)
     (tokens, weights), = engine.device_batches(t5, ["MKV", "GG"], settings)
     assert tokens.shape == (2, 4) and weights[:, -1].eq(0).all()  # residues, then </s> (and padding)
-    np.testing.assert_array_equal(engine.piece_token_lengths(["MKV"], settings, 1), [4])
+    np.testing.assert_array_equal(pieces.piece_token_lengths(["MKV"], settings, 1), [4])
 
 
 def test_embed_and_cost_steps_run_a_transformers_model(tmp_path, tiny_hub_models):

@@ -11,8 +11,8 @@ import pytest
 import torch
 
 from plmexit.data import tasks
-from plmexit.embedding import cost, engine
-from plmexit.embedding.engine import EmbedSettings
+from plmexit.embedding import cost, engine, fast_esm2
+from plmexit.embedding.options import EmbedSettings
 from plmexit.pipeline import model_steps
 
 
@@ -44,7 +44,7 @@ def test_measure_depth_seconds_on_the_tiny_model(tiny_loaded):
     sequences = ["MKTAYIAKQRQISFVKSHFSRQLEERLGLIEVQAPILSRVGDGTQDNLSGAEKAVQVKVKALPDAQ"] * 4
     settings = EmbedSettings(device="cpu")
 
-    seconds = cost.measure_depth_seconds(engine.FastEncoder(tiny_loaded, "cpu", "float32"), sequences, settings, repeats=3)
+    seconds = cost.measure_depth_seconds(fast_esm2.FastEncoder(tiny_loaded, "cpu", "float32"), sequences, settings, repeats=3)
 
     assert seconds.shape == (3,)  # depths 0, 1, 2 of the 2-layer tiny model
     assert (seconds > 0).all()
@@ -55,7 +55,7 @@ def test_one_timed_forward_gives_what_a_forward_per_depth_gives(tiny_loaded, mon
     """On a clock that only blocks advance (one tick a block), the timestamps within one forward per
     batch give exactly what the separate forward per depth gave: k ticks per batch to depth k.
     And the measurement runs one full forward per batch and repeat (plus the warm-up), no more."""
-    encoder = engine.FastEncoder(tiny_loaded, "cpu", "float32")
+    encoder = fast_esm2.FastEncoder(tiny_loaded, "cpu", "float32")
     clock, blocks = [0.0], [0]
     block = encoder._block
 
@@ -88,7 +88,7 @@ def test_one_timed_forward_gives_what_a_forward_per_depth_gives(tiny_loaded, mon
 def counted_encoder(tiny_loaded, monkeypatch):
     """plmexit's encoder on the tiny model, counting the blocks and final layer norms it runs, with
     the batches embedding would run for two sequences of different lengths (so padding is masked)."""
-    encoder = engine.FastEncoder(tiny_loaded, "cpu", "float32")
+    encoder = fast_esm2.FastEncoder(tiny_loaded, "cpu", "float32")
     calls = {"blocks": 0, "ln_after": 0}
     block, layer_norm = encoder._block, torch.nn.functional.layer_norm
 
@@ -130,7 +130,7 @@ def test_the_timed_forward_stops_after_block_k(counted_encoder, depth, blocks, l
 def test_the_timed_forward_computes_what_the_embedding_computes(tiny_loaded):
     sequences = ["MKTAYIAKQR", "QISFV", "MKTAYIAKQRQISFVKSHFSRQ"]
     settings = EmbedSettings(device="cpu", max_tokens=40)  # several batches, as the embedding cuts them
-    encoder = engine.FastEncoder(tiny_loaded, "cpu", "float32")
+    encoder = fast_esm2.FastEncoder(tiny_loaded, "cpu", "float32")
     batches = engine.device_batches(encoder, sequences, settings)
     assert len(batches) > 1
 
@@ -166,7 +166,7 @@ def test_measure_cost_writes_the_json(tiny_model, tiny_model_sha256, tmp_path):
         "truncation", "n_truncated", "timed", "sample_sequences", "sample_tokens", "repeats", "seconds",
     }
     assert (written["precision"], written["precision_requested"], written["precision_fallback_reason"]) == ("float32", "float32", "")
-    assert (written["engine"], written["precision"], written["max_tokens"], written["layer_norm"]) == (engine.FastEncoder.engine, "float32", 4096, "raw")
+    assert (written["engine"], written["precision"], written["max_tokens"], written["layer_norm"]) == (fast_esm2.FastEncoder.engine, "float32", 4096, "raw")
     assert (written["model"], written["model_name"]) == ("tiny", tiny_model.stem)  # the config id, and the model's own name
     assert written["n_truncated"] == 1  # one sequence is longer than the 10-residue window (selection reports the count)
     # Truncated to 10 residues, plus BOS and EOS: T = 7, 12, 5.

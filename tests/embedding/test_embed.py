@@ -9,7 +9,10 @@ import numpy as np
 import pytest
 import torch
 
-from plmexit.embedding.engine import EmbedSettings, FastEncoder, embed_pooled, residue_weights, token_batches, truncate_sequences, window_starts
+from plmexit.embedding.engine import embed_pooled
+from plmexit.embedding.fast_esm2 import FastEncoder, onednn_unavailable_reason
+from plmexit.embedding.options import EmbedSettings
+from plmexit.embedding.pieces import residue_weights, token_batches, truncate_sequences, window_starts
 from plmexit.embedding.reference import reference_pooled
 from plmexit.models import fair_esm
 
@@ -228,14 +231,12 @@ def test_reduced_precision_within_its_stated_tolerance(tiny_loaded, reference, p
 def test_both_fp32_matmul_paths_equal_fair_esm_and_the_one_not_taken_says_why(tiny_loaded, reference, caplog, monkeypatch):
     """CPU float32 runs its linear layers as oneDNN matmuls over prepacked weights where torch has
     them; with oneDNN switched off it runs addmm, and logs why. Both equal fair-esm to 1e-5."""
-    import plmexit.embedding.engine as embed_module
-
-    reason = embed_module.onednn_unavailable_reason("cpu", torch.float32)
+    reason = onednn_unavailable_reason("cpu", torch.float32)
     if reason:
         pytest.skip(f"this torch cannot run the oneDNN path: {reason}")
     fused = FastEncoder(tiny_loaded, "cpu", "float32")
     monkeypatch.setattr(torch.backends.mkldnn, "enabled", False)
-    with caplog.at_level("INFO", logger="plmexit.embedding.engine"):
+    with caplog.at_level("INFO", logger="plmexit.embedding.fast_esm2"):
         plain = FastEncoder(tiny_loaded, "cpu", "float32")
     monkeypatch.undo()
     assert (fused.matmul, plain.matmul) == ("onednn", "addmm")

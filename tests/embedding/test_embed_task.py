@@ -18,7 +18,8 @@ import pytest
 from plmexit.cli import ProgressBar
 from plmexit.data.tasks import TASK_COLUMNS, sequences_sha256
 from plmexit.embedding import store
-from plmexit.embedding.engine import EmbedSettings, shard_bounds
+from plmexit.embedding.options import EmbedSettings
+from plmexit.embedding.parts import shard_bounds
 from plmexit.errors import StoreError
 from plmexit.pipeline import model_steps, probe_steps
 

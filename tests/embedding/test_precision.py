@@ -18,12 +18,14 @@ from threadpoolctl import threadpool_limits
 from plmexit.data import proteingym
 from plmexit.data.datasets import DEEPLOC_HEADER, DEEPLOC_MEMBRANE
 from plmexit.data.loading import assign_folds
-from plmexit.embedding import engine, generic, store
+from plmexit.embedding import engine, fast_esm2, generic, store
 from plmexit.embedding import precision as precisions
-from plmexit.embedding.engine import EmbedSettings
+from plmexit.embedding.options import EmbedSettings
+from plmexit.models import families
 from plmexit.models import manifest as model_manifest
 from plmexit.pipeline import model_steps
 from plmexit.probing import agreement, probes, tables
+from plmexit.probing.folds import DEPLOY_FOLD
 
 # int8 (per-channel weights, per-batch activations, attention output projections float32) measured
 # at most 1.1% of a pooled vector's largest component on a random ESM2-35M architecture (1.5% with
@@ -108,7 +110,7 @@ def test_int8_stays_within_its_stated_deviation_at_every_layer(tiny_loaded, tiny
     assert np.all(per_layer[1:] <= INT8_RTOL) and np.all(per_layer[1:] > 1e-5)  # it really ran in int8
 
 
-@pytest.mark.parametrize("family", ["esm", "bert", "albert", "t5", "esmc"])
+@pytest.mark.parametrize("family", families.HUB_TEST_MODEL_FAMILIES)
 def test_int8_reaches_the_generic_encoder(tiny_hub_models, tiny_hub_loaded, family):
     """transformers models: every ``nn.Linear`` but the attention output projections becomes an int8 linear, hooks still pool each block."""
     settings = EmbedSettings(max_tokens=64)
@@ -132,7 +134,7 @@ def test_agreement_calls_a_tie_a_tie_and_a_move_a_move():
     def table(scores):  # scores[layer][fold] -> a probe table with deploy-fold inner scores = mean test score
         rows = [("m", "t", k, f, "spearman", v) for k, row in enumerate(scores) for f, v in enumerate(row)]
         rows += [("m", "t", k, f, "inner_spearman", v) for k, row in enumerate(scores) for f, v in enumerate(row)]
-        rows += [("m", "t", k, probes.DEPLOY_FOLD, "inner_spearman", float(np.mean(row))) for k, row in enumerate(scores)]
+        rows += [("m", "t", k, DEPLOY_FOLD, "inner_spearman", float(np.mean(row))) for k, row in enumerate(scores)]
         return pd.DataFrame(rows, columns=tables.PROBE_COLUMNS)
 
     reference = [[0.10, 0.12, 0.08], [0.50, 0.40, 0.60], [0.48, 0.42, 0.57], [0.30, 0.31, 0.29]]  # deploys layer 1
@@ -173,7 +175,7 @@ def blat_probe_table(loaded, blat: pd.DataFrame, precision: str) -> pd.DataFrame
 
 def probe_table(loaded, task: str, sequences: list[str], y, folds, settings, precision: str, positions=None) -> pd.DataFrame:
     """Every layer's fold metrics from ``precision`` embeddings (that precision even where embed would fall back)."""
-    encoder = engine.FastEncoder(loaded, "cpu", precision)
+    encoder = fast_esm2.FastEncoder(loaded, "cpu", precision)
     X, _ = collect(engine.embed_pooled(loaded, sequences, EmbedSettings(max_tokens=2000), encoder=encoder), len(sequences))
     with threadpool_limits(1, user_api="blas"):  # as plmexit probe: small logistic fits are many times slower on a threaded BLAS
         rows = [("m", task, k, f, metric, v) for k in range(X.shape[0]) for f, metric, v in

@@ -17,11 +17,11 @@ import pytest
 
 from plmexit.cli import main
 from plmexit.data.tasks import TASK_COLUMNS
-from plmexit.embedding import engine, store
-from plmexit.embedding.engine import EmbedSettings
+from plmexit.embedding import crops, engine, inputs, store
+from plmexit.embedding.options import EmbedSettings
 from plmexit.errors import EmbedError
 from plmexit.pipeline import model_steps, probe_steps
-from plmexit.probing import probes
+from plmexit.probing import metrics, options, ridge
 
 RESIDUES = "ACDEFGHIKLMNPQRSTVWY"
 LENGTH, WINDOW = 120, 40
@@ -88,7 +88,7 @@ def sequences_mutated_at(*positions, length: int = LENGTH) -> list[str]:
     ],
 )
 def test_the_crop_covers_the_mutated_span(positions, expected):
-    crop = engine.variant_crop(sequences_mutated_at(*positions), EmbedSettings(truncate=WINDOW, overlap=8), "t.tsv")
+    crop = crops.variant_crop(sequences_mutated_at(*positions), EmbedSettings(truncate=WINDOW, overlap=8), "t.tsv")
 
     assert (crop.start, crop.stop, crop.windowed) == expected
     assert all(crop.covers(p) for p in positions)
@@ -96,8 +96,8 @@ def test_the_crop_covers_the_mutated_span(positions, expected):
 
 
 def test_a_target_that_fits_and_window_mode_keep_the_whole_target():
-    short = engine.variant_crop(sequences_mutated_at(3, length=30), EmbedSettings(truncate=WINDOW), "t.tsv")
-    window = engine.variant_crop(sequences_mutated_at(100), EmbedSettings(long_sequences="window", window=WINDOW, overlap=8), "t.tsv")
+    short = crops.variant_crop(sequences_mutated_at(3, length=30), EmbedSettings(truncate=WINDOW), "t.tsv")
+    window = crops.variant_crop(sequences_mutated_at(100), EmbedSettings(long_sequences="window", window=WINDOW, overlap=8), "t.tsv")
 
     assert (short.start, short.stop, short.windowed) == (0, 30, False)
     assert (window.start, window.stop, window.windowed, window.settings(EmbedSettings(long_sequences="window", window=WINDOW, overlap=8)).window) == (
@@ -107,7 +107,7 @@ def test_a_target_that_fits_and_window_mode_keep_the_whole_target():
 
 def test_variants_of_unequal_length_are_an_error():
     with pytest.raises(EmbedError, match=r"^t.tsv: row 3 has 119 residues but row 1 has 120; .* drop --variant-crop"):
-        engine.variant_crop(sequences_mutated_at(5) + ["A" * 119], EmbedSettings(truncate=WINDOW), "t.tsv")
+        crops.variant_crop(sequences_mutated_at(5) + ["A" * 119], EmbedSettings(truncate=WINDOW), "t.tsv")
 
 
 # --- embedding through the crop ------------------------------------------------------------------
@@ -164,13 +164,13 @@ def test_a_mutation_outside_the_crop_is_an_error(tmp_path, manifest):
 
 
 def test_every_mutant_id_is_checked_against_the_crop_not_only_those_before_a_non_mutant(caplog):
-    crop = engine.VariantCrop(LENGTH, 65, 105, 30, False, WINDOW, 8)
-    caplog.set_level(logging.INFO, logger=model_steps.log.name)
-    model_steps.check_crop_covers(crop, ["A70C", "WT", "p3", "G80D:K71W"], "t.tsv")  # inside: no error
+    crop = crops.VariantCrop(LENGTH, 65, 105, 30, False, WINDOW, 8)
+    caplog.set_level(logging.INFO, logger=inputs.log.name)
+    inputs.check_crop_covers(crop, ["A70C", "WT", "p3", "G80D:K71W"], "t.tsv")  # inside: no error
     assert "2 of 4 ids are not ProteinGym mutants (first 'WT')" in caplog.text
     for ids in (["WT", "A70C", "A5W"], ["A70C", "_wt", "G80D:A5W"], ["p1", "p2", "A5W"]):
         with pytest.raises(EmbedError, match=rf"^t\.tsv: row 3 \({re.escape(ids[2])}\) mutates position 5, outside residues 66..105"):
-            model_steps.check_crop_covers(crop, ids, "t.tsv")
+            inputs.check_crop_covers(crop, ids, "t.tsv")
 
 
 def test_the_cli_names_the_assay_and_position_in_one_line(tmp_path, manifest, capsys):
@@ -208,7 +208,7 @@ def test_probe_predictions_from_the_variant_store_equal_fp32_ones_on_a_long_targ
     y, folds = table["label"].to_numpy(), table["fold"].to_numpy()
 
     def predictions(X):
-        return np.concatenate([fit.predictions for fit in probes.ridge_folds(X, y, folds, probes.DEFAULT_RIDGE_ALPHAS, probes.spearman)])
+        return np.concatenate([fit.predictions for fit in ridge.ridge_folds(X, y, folds, options.DEFAULT_RIDGE_ALPHAS, metrics.spearman)])
 
     for layer in (1, 2):
         direct = predictions(fp32[layer])

@@ -7,8 +7,9 @@ import pytest
 import torch
 
 from plmexit.embedding import engine
-from plmexit.embedding.engine import EmbedSettings
 from plmexit.embedding.generic import HookedEncoder
+from plmexit.embedding.options import EmbedSettings
+from plmexit.models import families
 
 RTOL = 1e-5
 SEQUENCES = ["MKTAYIAKQRQISFVKSHFSRQ", "GG", "WYXBUZO", "ACDEFGHIKLMNPQRSTVWYACDEFGHIK", "MKV", "MKTAYIAKQ", "ACDEFG"]
@@ -62,7 +63,7 @@ def test_fair_esm_exiting_forward_matches_static_forward(tiny_loaded, layer_norm
     check_exiting(encoder, layer_norm, np.full(len(SEQUENCES), L), depth=1)  # everyone stops at the given depth
 
 
-@pytest.mark.parametrize("family", ["esm", "bert", "albert", "t5", "esmc"])
+@pytest.mark.parametrize("family", families.HUB_TEST_MODEL_FAMILIES)
 def test_transformers_exiting_forward_matches_static_forward(tiny_hub_loaded, family):
     loaded = tiny_hub_loaded[family]
     encoder = engine.make_encoder(loaded, "cpu", "float32")

@@ -13,7 +13,7 @@ import pytest
 
 from plmexit.cli import main
 from plmexit.errors import ModelError
-from plmexit.models import hub
+from plmexit.models import families, hub
 from plmexit.models import manifest as model_manifest
 
 COMMIT = "0123456789abcdef0123456789abcdef01234567"
@@ -27,7 +27,7 @@ def model_card_input(family: str, sequence: str) -> str:
     return sequence
 
 
-@pytest.mark.parametrize("family", hub.TEST_FAMILIES)
+@pytest.mark.parametrize("family", families.HUB_TEST_MODEL_FAMILIES)
 def test_token_scheme_equals_the_model_tokenizer(tiny_hub_loaded, family):
     loaded = tiny_hub_loaded[family]
     scheme = loaded.tokens

@@ -9,9 +9,9 @@ import yaml
 
 from plmexit.cli import main
 from plmexit.data.tasks import read_task_table
-from plmexit.embedding import engine
+from plmexit.embedding import pieces
+from plmexit.embedding.inputs import embedded_sequences
 from plmexit.pipeline import estimate
-from plmexit.pipeline.model_steps import embedded_sequences
 from plmexit.pipeline.planning import Plan
 
 from workflow_runs import REPO
@@ -34,7 +34,7 @@ def test_tokens_are_what_the_run_embedded_and_hours_use_its_measured_throughput(
             task_table = workdir / plan.embedding_table(s)
             sequences, _, cut, _ = embedded_sequences(read_task_table(task_table), settings, plan.is_variant_set(s), task_table)
             expected_sequences += len(sequences)
-            expected_tokens += engine.work_tokens(sequences, cut)
+            expected_tokens += pieces.work_tokens(sequences, cut)
         assert (row["embedding_sets"], row["sequences"], row["tokens"]) == (len(sets), expected_sequences, expected_tokens), model
 
     # Hours: the given throughput, else the one the run's cost files measured at full depth.

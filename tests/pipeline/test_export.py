@@ -19,7 +19,7 @@ from plmexit.data import tasks
 from plmexit.embedding import store
 from plmexit.models import fair_esm
 from plmexit.pipeline import export_steps
-from plmexit.probing import probes, tables
+from plmexit.probing import folds, probes, tables
 from plmexit.reporting.card import render_card
 
 RESIDUES = np.array(list("ACDEFGHIKLMNPQRSTVWY"))
@@ -75,7 +75,7 @@ def _deploy_at(files: dict[str, Path], layer: int) -> Path:
     """A copy of the selection that deploys ``layer``, with that layer's deploy-fold hyperparameter from the probe table."""
     selection = json.loads(files["selection.json"].read_text())
     table = pd.read_csv(files["probes.tsv"], sep="\t")
-    row = table[(table.layer == layer) & (table.fold == probes.DEPLOY_FOLD) & (table.metric == probes.HYPERPARAMETER)]
+    row = table[(table.layer == layer) & (table.fold == folds.DEPLOY_FOLD) & (table.metric == probes.HYPERPARAMETER)]
     selection.update(deployed_layer=layer, deployed_hyperparameter=float(row["value"].iloc[0]))
     path = files["selection.json"].with_name(f"selection_layer{layer}.json")
     path.write_text(json.dumps(selection))
@@ -155,7 +155,7 @@ def test_predict_reproduces_the_probe_steps_test_predictions(chains, tmp_path, c
 
     # The shipped probe is the deploy fold's: refitted on every row at the hyperparameter that fold chose.
     shipped = json.loads((out / "probe.json").read_text())
-    deploy = probe_table[(probe_table.layer == layer) & (probe_table.fold == probes.DEPLOY_FOLD) & (probe_table.metric == probes.HYPERPARAMETER)]
+    deploy = probe_table[(probe_table.layer == layer) & (probe_table.fold == folds.DEPLOY_FOLD) & (probe_table.metric == probes.HYPERPARAMETER)]
     assert shipped["hyperparameter"]["value"] == deploy["value"].iloc[0] and shipped["n_training_rows"] == len(table)
 
     # Each fold's probe, shipped the same way, predicts that fold's test rows as the probe step did.
@@ -164,7 +164,7 @@ def test_predict_reproduces_the_probe_steps_test_predictions(chains, tmp_path, c
     classes = tables.classes_of(labels) if task_type == "multilabel" else None
     y = tables.indicator(labels, classes) if classes else labels
     X = store.read_layer(files["store.h5"], layer)
-    for fold in probes.evaluation_folds(table["fold"].to_numpy()):
+    for fold in folds.evaluation_folds(table["fold"].to_numpy()):
         train, test = table["fold"].to_numpy() != fold, table[table.fold == fold]
         chosen = probe_table[(probe_table.layer == layer) & (probe_table.fold == fold) & (probe_table.metric == probes.HYPERPARAMETER)]
         probe = probes.refit_probe(X[train], y[train], task_type, float(chosen["value"].iloc[0]), classes)
@@ -188,7 +188,7 @@ def test_predict_reproduces_the_probe_steps_test_predictions(chains, tmp_path, c
 @pytest.mark.parametrize("task_type", ["regression", "classification", "multilabel"])
 def test_the_shipped_probe_of_a_train_test_split_never_fits_a_test_row(chains, tmp_path, task_type):
     """With an official test file (its rows fold 0, the training file's fold -1) the shipped probe is
-    fitted on the training file's rows only (``probes.deploy_rows``), as the deploy fold was."""
+    fitted on the training file's rows only (``folds.deploy_rows``), as the deploy fold was."""
     files = chains(task_type, "raw")
     table = tasks.read_task_table(files["task.tsv"])
     table["fold"] = np.where(np.arange(len(table)) < 12, tasks.TEST_FOLD, tasks.TRAIN_ONLY_FOLD)

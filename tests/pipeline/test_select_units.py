@@ -48,10 +48,10 @@ def test_a_proteingym_assay_resamples_and_counts_mutated_positions_under_every_s
     predictions = pd.read_csv(tmp_path / "predictions.tsv.gz", sep="\t")
     final = predictions[predictions.layer == 2]
     positions = final.groupby("fold")["id"].agg(lambda ids: ids.str[1:-1].nunique())
-    assert selection["test_unit"] == "positions" and selection["bootstrap"]["unit"].startswith("mutated positions")
-    assert selection["min_test_fold_size"] == positions.min() < final.groupby("fold").size().min()
+    assert selection.test_unit == "positions" and selection.bootstrap.unit.startswith("mutated positions")
+    assert selection.min_test_fold_size == positions.min() < final.groupby("fold").size().min()
     # 18 variants but fewer than MIN_TEST_FOLD_ITEMS positions in the smallest fold: too few units to tell.
-    assert final.groupby("fold").size().min() < choice.MIN_TEST_FOLD_ITEMS and selection["verdict"] == "too_little_data"
+    assert final.groupby("fold").size().min() < choice.MIN_TEST_FOLD_ITEMS and selection.verdict == "too_little_data"
     assert json.loads((tmp_path / "selection.json").read_text())["test_unit"] == "positions"
 
 
@@ -60,12 +60,12 @@ def test_enough_variants_on_too_few_positions_is_too_little_data(tmp_path):
     (before) the verdict came from the interval; counted as positions, the unit the interval resamples, it is too little data."""
     selection = _select(tmp_path, "fold_random_5", n_positions=8, per_position=15)
 
-    assert selection["test_unit"] == "positions" and selection["min_test_fold_size"] <= 8
-    assert selection["verdict"] == "too_little_data"
+    assert selection.test_unit == "positions" and selection.min_test_fold_size <= 8
+    assert selection.verdict == "too_little_data"
 
 
 def test_a_task_without_positions_counts_items(tmp_path):
     selection = _select(tmp_path, None)
 
-    assert selection["test_unit"] == "items" and selection["bootstrap"]["unit"].startswith("test items")
-    assert selection["min_test_fold_size"] == 18  # 90 rows in five folds of 18
+    assert selection.test_unit == "items" and selection.bootstrap.unit.startswith("test items")
+    assert selection.min_test_fold_size == 18  # 90 rows in five folds of 18

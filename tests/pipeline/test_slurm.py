@@ -179,7 +179,7 @@ def slurm_cluster(tmp_path_factory):
 
 @pytest.fixture
 def profile_env(slurm_cluster, tmp_path) -> dict[str, str]:
-    """The cluster's environment with the profile installed by name, as the README tells users to."""
+    """The cluster's environment with the profile installed by name, as docs/slurm.md tells users to."""
     env = {**slurm_cluster.env, "XDG_CONFIG_HOME": str(tmp_path / "xdg")}
     command = ["plmexit", "install-profile", "--account", ACCOUNT, "--partition", PARTITION, "--no-gpu", "--squeue-status"]
     done = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=60)

@@ -164,7 +164,7 @@ def test_the_study_plans_every_model_task_and_assay(tmp_path, shared_data, monke
     # Grouping costs the planning little (both timed here: 56 s and 90 s on 2 cores beside a CI run, the
     # recording of every submission included).
     assert grouped_seconds < 3 * plain_seconds + 60, (plain_seconds, grouped_seconds)
-    # The numbers the README quotes (`pytest -s tests/pipeline/test_study.py`).
+    # The numbers docs/slurm.md quotes (`pytest -s tests/pipeline/test_study.py`).
     print(
         f"planned {jobs} jobs in {plain_seconds:.0f} s, with the profile's groups in {grouped_seconds:.0f} s; {len(submissions)} submissions: "
         f"{cpu} on CPU nodes ({len(groups)} groups, ungrouped {dict(sorted((r, n) for r, n in ungrouped.items() if r not in gpu))}), "

@@ -21,7 +21,7 @@ from plmexit.probing.choice import (
     select_layer,
     verdict,
 )
-from plmexit.probing.probes import DEPLOY_FOLD
+from plmexit.probing.folds import DEPLOY_FOLD
 from plmexit.probing.tables import BASELINE_COLUMNS
 
 from probe_tables import INNER, TEST, long_table

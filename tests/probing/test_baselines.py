@@ -10,7 +10,8 @@ import pytest
 from sklearn.dummy import DummyClassifier, DummyRegressor
 
 from plmexit.errors import InputError
-from plmexit.probing import baselines, probes
+from plmexit.probing import baselines, metrics, probes
+from plmexit.probing.folds import DEPLOY_FOLD, inner_groups
 from plmexit.probing.reference import reference_logistic, reference_ridge, reference_ridge_grouped
 
 AA = "ACDEFGHIKLMNPQRSTVWY"
@@ -98,19 +99,19 @@ def test_chance_equals_scikit_learn_dummies():
     settings = probes.ProbeSettings("regression", "spearman")
     y = rng.normal(size=len(folds))
     for fit in baselines.chance_fits(y, folds, settings):
-        train = folds != fit.fold if fit.fold != probes.DEPLOY_FOLD else np.ones(len(folds), bool)
+        train = folds != fit.fold if fit.fold != DEPLOY_FOLD else np.ones(len(folds), bool)
         dummy = DummyRegressor(strategy="mean").fit(np.zeros((train.sum(), 1)), y[train])
         np.testing.assert_allclose(fit.predictions, dummy.predict(np.zeros((len(fit.test), 1))))
         assert np.isnan(fit.inner_score) and np.isnan(fit.hyperparameter)
     # A tie between the two most frequent classes goes to the smaller label, as DummyClassifier breaks it.
     labels = np.array(["b", "a", "c", "b", "a", "c", "b", "a", "a", "b", "c", "c", "a", "b", "c", "b", "a", "c", "a", "b"])
     for fit in baselines.chance_fits(labels, folds, probes.ProbeSettings("classification", "accuracy")):
-        train = folds != fit.fold if fit.fold != probes.DEPLOY_FOLD else np.ones(len(folds), bool)
+        train = folds != fit.fold if fit.fold != DEPLOY_FOLD else np.ones(len(folds), bool)
         dummy = DummyClassifier(strategy="most_frequent").fit(np.zeros((train.sum(), 1)), labels[train])
         assert list(fit.predictions) == list(dummy.predict(np.zeros((len(fit.test), 1))))
     Y = (rng.random((len(folds), 4)) < [0.1, 0.5, 0.8, 0.3]).astype(int)
     for fit in baselines.chance_fits(Y, folds, probes.ProbeSettings("multilabel", "fmax")):
-        train = folds != fit.fold if fit.fold != probes.DEPLOY_FOLD else np.ones(len(folds), bool)
+        train = folds != fit.fold if fit.fold != DEPLOY_FOLD else np.ones(len(folds), bool)
         dummy = DummyClassifier(strategy="prior").fit(np.zeros((train.sum(), 1)), Y[train])
         expected = np.stack([p[:, 1] for p in dummy.predict_proba(np.zeros((len(fit.test), 1)))], axis=1) if len(fit.test) else np.zeros((0, 4))
         np.testing.assert_allclose(fit.predictions, expected)
@@ -127,7 +128,7 @@ def test_feature_baselines_equal_stock_pipelines():
     assert set(fits) == {"chance", "composition"}
     for fit in fits["composition"][:-1]:
         train = folds != fit.fold
-        predictions, inner, alpha = reference_ridge(counts[train], y[train], counts[~train], settings.ridge_alphas, probes.spearman)
+        predictions, inner, alpha = reference_ridge(counts[train], y[train], counts[~train], settings.ridge_alphas, metrics.spearman)
         np.testing.assert_allclose(fit.predictions, predictions, rtol=1e-7, atol=1e-9)
         assert fit.hyperparameter == alpha and fit.inner_score == pytest.approx(inner, abs=1e-9)
     labels = np.where(y > np.median(y), "soluble", "insoluble")
@@ -150,8 +151,8 @@ def test_onehot_baseline_equals_a_grouped_stock_pipeline():
     features = varying_columns(proteinnpt_one_hot(sequences))
     for fit in baselines.probe_baselines(sequences, y, folds, settings, "onehot", positions)["onehot"][:-1]:
         train = folds != fit.fold
-        groups = probes.inner_groups(positions[train], "contiguous", settings.inner_folds)
-        predictions, inner, alpha = reference_ridge_grouped(features[train], y[train], features[~train], settings.ridge_alphas, probes.spearman, groups)
+        groups = inner_groups(positions[train], "contiguous", settings.inner_folds)
+        predictions, inner, alpha = reference_ridge_grouped(features[train], y[train], features[~train], settings.ridge_alphas, metrics.spearman, groups)
         np.testing.assert_allclose(fit.predictions, predictions, rtol=1e-6, atol=1e-8)
         assert fit.hyperparameter == alpha and fit.inner_score == pytest.approx(inner, abs=1e-8)
 
@@ -165,7 +166,7 @@ def test_spearman_ties_predictions_equal_up_to_rounding():
     """A one-hot probe predicts every variant at an unseen position as the intercept, with rounding noise: that is a tie, not a rank."""
     truth = np.arange(8.0)
     noise = np.array([0, 1, -1, 2, -2, 3, -3, 1]) * 2.0**-55
-    assert probes.spearman(truth, 0.4 + noise) == 0.0
+    assert metrics.spearman(truth, 0.4 + noise) == 0.0
     partial = np.array([1.0, 1.0, 2.0, 2.0, 3.0, 3.0, 4.0, 0.5]) + noise
-    assert probes.spearman(truth, partial) == pytest.approx(probes.spearman(truth, np.array([1.0, 1.0, 2.0, 2.0, 3.0, 3.0, 4.0, 0.5])), abs=1e-15)
-    assert probes.spearman(truth, truth * 1e-3) == 1.0  # a real spread, however small in absolute terms, is ranked
+    assert metrics.spearman(truth, partial) == pytest.approx(metrics.spearman(truth, np.array([1.0, 1.0, 2.0, 2.0, 3.0, 3.0, 4.0, 0.5])), abs=1e-15)
+    assert metrics.spearman(truth, truth * 1e-3) == 1.0  # a real spread, however small in absolute terms, is ranked

@@ -27,7 +27,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from plmexit.probing.probes import fmax
+from plmexit.probing.metrics import fmax
 
 # ---- DeepFRI's EC scoring, after ZhonghuiGu/HEAL evaluation_matrics.py @ d4dd92f -------------
 

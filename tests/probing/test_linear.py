@@ -9,6 +9,7 @@ import pytest
 
 from plmexit.errors import InputError
 from plmexit.probing import probes
+from plmexit.probing.folds import DEPLOY_FOLD
 from plmexit.probing.linear import LinearProbe
 
 
@@ -34,7 +35,7 @@ def test_a_refit_at_the_chosen_hyperparameter_predicts_as_the_probe_step(task_ty
     settings = probes.ProbeSettings(task_type, metric, ridge_alphas=(0.1, 10.0, 1000.0), logistic_cs=(0.01, 1.0, 100.0))
     classes = ["x", "y", "z"] if task_type == "multilabel" else None
     for fit in probes.probe_layer(X, y, folds, settings):
-        train = np.flatnonzero(folds != fit.fold) if fit.fold != probes.DEPLOY_FOLD else np.arange(len(y))
+        train = np.flatnonzero(folds != fit.fold) if fit.fold != DEPLOY_FOLD else np.arange(len(y))
         probe = probes.refit_probe(X[train], y[train], task_type, fit.hyperparameter, classes)
         shipped = LinearProbe.from_dict(json.loads(probe.to_json()))
         assert json.loads(probe.to_json()) == probe.to_dict()

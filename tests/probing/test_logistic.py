@@ -7,7 +7,8 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 from plmexit.probing import logistic
-from plmexit.probing.probes import ProbeSettings, _logistic, _one_vs_rest
+from plmexit.probing.classifiers import logistic_probe, one_vs_rest_probe
+from plmexit.probing.probes import ProbeSettings
 from plmexit.probing.reference import reference_logistic, reference_one_vs_rest
 
 TIGHT = 1e-10  # both solvers run to the optimum, so they must agree far beyond their default stopping rule
@@ -78,7 +79,7 @@ def test_logistic_probe_agrees_with_scikit_learns_grid_search(n, d):
     train, test = np.arange(n) < 0.8 * n, np.arange(n) >= 0.8 * n
     settings = ProbeSettings("classification", "accuracy", logistic_cs=(0.001, 0.01, 0.1, 1.0))
 
-    predict, inner_score, c = _logistic(X[train], y[train], settings)
+    predict, inner_score, c = logistic_probe(X[train], y[train], settings)
 
     predictions, reference_score, reference_c = reference_logistic(X[train], y[train], X[test], settings)
     assert (c, inner_score) == (reference_c, pytest.approx(reference_score))
@@ -89,7 +90,7 @@ def test_one_vs_rest_probe_gives_constant_probability_to_a_constant_class():
     X, y = _data(60, 20, 3)
     Y = np.column_stack([y == "c0", y == "c1", np.ones(60, dtype=bool)]).astype(int)  # the third class is on every row
 
-    predict, _, c = _one_vs_rest(X, Y, ProbeSettings("multilabel", "fmax", logistic_cs=(0.01, 1.0)))
+    predict, _, c = one_vs_rest_probe(X, Y, ProbeSettings("multilabel", "fmax", logistic_cs=(0.01, 1.0)))
 
     probabilities = predict(X[:5])
     assert probabilities.shape == (5, 3) and np.all(probabilities[:, 2] == 1.0)
@@ -103,7 +104,7 @@ def test_one_vs_rest_probe_agrees_with_scikit_learns_grid_search():
     train, test = np.arange(90) < 72, np.arange(90) >= 72
     settings = ProbeSettings("multilabel", "fmax", logistic_cs=(0.001, 0.01, 0.1, 1.0))
 
-    predict, inner_score, c = _one_vs_rest(X[train], Y[train], settings)
+    predict, inner_score, c = one_vs_rest_probe(X[train], Y[train], settings)
 
     probabilities, reference_score, reference_c = reference_one_vs_rest(X[train], Y[train], X[test], settings)
     assert (c, inner_score) == (reference_c, pytest.approx(reference_score, abs=1e-3))

@@ -8,7 +8,9 @@ import pandas as pd
 import pytest
 
 from plmexit.probing import tables
-from plmexit.probing.probes import DEPLOY_FOLD, METRICS, ProbeSettings, fmax, probe_layer
+from plmexit.probing.folds import DEPLOY_FOLD
+from plmexit.probing.metrics import METRICS, fmax
+from plmexit.probing.probes import ProbeSettings, probe_layer
 
 
 def test_fmax_worked_example():

@@ -7,23 +7,13 @@ import numpy as np
 import pytest
 
 from plmexit.errors import InputError
-from plmexit.probing.probes import (
-    DEFAULT_RIDGE_ALPHAS,
-    DEPLOY_FOLD,
-    HYPERPARAMETER,
-    HYPERPARAMETER_EDGE,
-    FoldFit,
-    ProbeSettings,
-    _logistic,
-    evaluation_folds,
-    fold_metrics,
-    grid_edge,
-    inner_groups,
-    probe_layer,
-    ridge_folds,
-    spearman,
-)
+from plmexit.probing.classifiers import logistic_probe
+from plmexit.probing.folds import DEPLOY_FOLD, FoldFit, evaluation_folds, grid_edge, inner_groups
+from plmexit.probing.metrics import spearman
+from plmexit.probing.options import DEFAULT_RIDGE_ALPHAS
+from plmexit.probing.probes import HYPERPARAMETER, HYPERPARAMETER_EDGE, ProbeSettings, fold_metrics, probe_layer
 from plmexit.probing.reference import reference_ridge, reference_ridge_grouped
+from plmexit.probing.ridge import ridge_folds
 
 # A short grid keeps the suite fast; the defaults are exercised by the CLI test.
 FAST_CS = (0.01, 1.0)
@@ -395,7 +385,7 @@ def test_logistic_ties_go_to_the_strongest_regularisation():
     y = np.array(["a", "a", "b"] * 15, dtype=object)
     settings = ProbeSettings("classification", "accuracy", logistic_cs=(1.0, 0.01, 0.1))  # unsorted on purpose
 
-    predict, inner_score, c = _logistic(X, y, settings)
+    predict, inner_score, c = logistic_probe(X, y, settings)
 
     assert c == 0.01
     assert inner_score == pytest.approx(2 / 3)  # every stratified inner fold holds 10 'a' and 5 'b'
@@ -406,7 +396,7 @@ def test_logistic_with_a_single_class_is_an_error():
     X = np.random.default_rng(0).normal(size=(12, 3))
 
     with pytest.raises(InputError, match=r"a training part holds only class 'a'; a classifier needs at least two classes"):
-        _logistic(X, np.array(["a"] * 12, dtype=object), ProbeSettings("classification", "accuracy", logistic_cs=FAST_CS))
+        logistic_probe(X, np.array(["a"] * 12, dtype=object), ProbeSettings("classification", "accuracy", logistic_cs=FAST_CS))
 
 
 def test_logistic_with_a_class_of_one_training_member_is_handled():
@@ -415,7 +405,7 @@ def test_logistic_with_a_class_of_one_training_member_is_handled():
     X = np.random.default_rng(0).normal(size=(21, 3))
     y = np.array(["a"] * 20 + ["b"], dtype=object)
 
-    predict, inner_score, c = _logistic(X, y, ProbeSettings("classification", "accuracy", logistic_cs=FAST_CS))
+    predict, inner_score, c = logistic_probe(X, y, ProbeSettings("classification", "accuracy", logistic_cs=FAST_CS))
 
     assert c in FAST_CS and 0.0 <= inner_score <= 1.0
     assert len(predict(X)) == 21 and set(predict(X)) <= {"a", "b"}

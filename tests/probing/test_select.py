@@ -18,9 +18,10 @@ from plmexit.probing.choice import (
     summarize,
     verdict,
 )
-from plmexit.probing.probes import CONFUSION_METRICS, DEPLOY_FOLD, METRICS, confusion, spearman
+from plmexit.probing.folds import DEPLOY_FOLD
+from plmexit.probing.metrics import CONFUSION_METRICS, METRICS, confusion, spearman
 
-from probe_tables import INNER, TEST, long_table, with_select_task_fields
+from probe_tables import INNER, TEST, as_selection, long_table
 
 
 def test_select_layer_exact():
@@ -176,9 +177,9 @@ def test_missing_metric_rows():
 
 
 def test_summarize_column_order_and_sorting():
-    first = with_select_task_fields(select_layer(long_table(INNER, TEST, model="esm2_b", task="x"), "spearman"))
-    second = with_select_task_fields(select_layer(long_table(INNER, TEST, model="esm2_a", task="y"), "spearman"))
-    third = with_select_task_fields(select_layer(long_table(INNER, TEST, model="esm2_a", task="b"), "spearman"))
+    first = as_selection(select_layer(long_table(INNER, TEST, model="esm2_b", task="x"), "spearman"))
+    second = as_selection(select_layer(long_table(INNER, TEST, model="esm2_a", task="y"), "spearman"))
+    third = as_selection(select_layer(long_table(INNER, TEST, model="esm2_a", task="b"), "spearman"))
 
     summary = summarize([first, second, third])
 
@@ -189,7 +190,7 @@ def test_summarize_column_order_and_sorting():
     assert summary["fold_layers"].tolist() == ["2;2;3"] * 3
     assert list(summary.index) == [0, 1, 2]
     assert summary["deployed_compute_saved"].tolist() == [0.5, 0.5, 0.5] and summary["layer_norm"].tolist() == ["raw"] * 3
-    assert summary["gain_ci_low"].tolist() == pytest.approx([first["gain"] - 0.1] * 3)
+    assert summary["gain_ci_low"].tolist() == pytest.approx([first.gain - 0.1] * 3)
 
 
 @pytest.mark.parametrize(

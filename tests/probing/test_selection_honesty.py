@@ -14,6 +14,7 @@ import pytest
 
 from plmexit.pipeline.planning import INNER_SPLIT_OF_SCHEME
 from plmexit.probing import choice, probes, tables
+from plmexit.probing.folds import DEPLOY_FOLD, deploy_rows
 
 N_LAYERS = 8  # layers 0..N_LAYERS, as an 8-block model with its token embedding
 N_ITEMS = 250
@@ -135,8 +136,8 @@ def test_signal_only_in_the_test_rows_does_not_move_the_deployed_layer(task_type
     inner = table[table.metric == f"inner_{metric}"].pivot(index="layer", columns="fold", values="value")
     hyper = table[table.metric == probes.HYPERPARAMETER].pivot(index="layer", columns="fold", values="value")
     # The deploy fold is fold 0's fit: the same rows, so the same inner scores and hyperparameters at every layer.
-    np.testing.assert_array_equal(inner[probes.DEPLOY_FOLD], inner[0])
-    np.testing.assert_array_equal(hyper[probes.DEPLOY_FOLD], hyper[0])
+    np.testing.assert_array_equal(inner[DEPLOY_FOLD], inner[0])
+    np.testing.assert_array_equal(hyper[DEPLOY_FOLD], hyper[0])
     assert selection["folds"][0]["layer"] == 0 and selection["deployed_layer"] == 0
     # The premise: the same procedure on every row (the test file included) would deploy layer 1.
     every_row, _ = probe_every_layer(layers, y, np.full(n, -1), settings)
@@ -144,10 +145,10 @@ def test_signal_only_in_the_test_rows_does_not_move_the_deployed_layer(task_type
 
 
 def test_deploy_rows_are_the_rows_never_tested():
-    np.testing.assert_array_equal(probes.deploy_rows(np.array([-1, 0, -1, 0, 0])), [0, 2])  # a train/test split: the training file
-    np.testing.assert_array_equal(probes.deploy_rows(np.array([2, 0, 1, 0])), [0, 1, 2, 3])  # cross-validation: every row
-    np.testing.assert_array_equal(probes.deploy_rows(np.array([-1, -1])), [0, 1])  # no test file
-    np.testing.assert_array_equal(probes.deploy_rows(np.array([-1, 1, 0, -1])), [0, 3])  # train-only rows beside folds: those only
+    np.testing.assert_array_equal(deploy_rows(np.array([-1, 0, -1, 0, 0])), [0, 2])  # a train/test split: the training file
+    np.testing.assert_array_equal(deploy_rows(np.array([2, 0, 1, 0])), [0, 1, 2, 3])  # cross-validation: every row
+    np.testing.assert_array_equal(deploy_rows(np.array([-1, -1])), [0, 1])  # no test file
+    np.testing.assert_array_equal(deploy_rows(np.array([-1, 1, 0, -1])), [0, 3])  # train-only rows beside folds: those only
 
 
 # --- pure noise: the nested gain is zero on average, the oracle's is not -------------------------------
@@ -247,10 +248,10 @@ def test_position_grouped_inner_folds_pick_the_features_that_reach_new_positions
     test = table[table.metric == "spearman"].pivot(index="layer", columns="fold", values="value")
     assert (test.loc[RESIDUE_LAYER] > test.loc[POSITION_LAYER]).all()  # on held-out positions only residues help
     assert test.loc[RESIDUE_LAYER].mean() > test.loc[POSITION_LAYER].mean() + 0.2
-    assert grouped == {fold: RESIDUE_LAYER for fold in [probes.DEPLOY_FOLD, 0, 1, 2, 3, 4]}
+    assert grouped == {fold: RESIDUE_LAYER for fold in [DEPLOY_FOLD, 0, 1, 2, 3, 4]}
     # Leave-one-out over variants keeps each held-out variant's position in training, so memorising wins:
     # the wrong layer, in every fold and for the deployed probe.
-    assert loo == {fold: POSITION_LAYER for fold in [probes.DEPLOY_FOLD, 0, 1, 2, 3, 4]}
+    assert loo == {fold: POSITION_LAYER for fold in [DEPLOY_FOLD, 0, 1, 2, 3, 4]}
     assert choice.select_layer(table, "spearman")["deployed_layer"] == RESIDUE_LAYER
 
 
@@ -263,4 +264,4 @@ def test_under_random_folds_leave_one_out_picks_what_the_test_rewards():
     # Random folds test positions that training has seen, so memorising them is what generalises.
     test = table[table.metric == "spearman"].pivot(index="layer", columns="fold", values="value")
     assert (test.loc[POSITION_LAYER] > test.loc[RESIDUE_LAYER]).all()
-    assert chosen == {fold: POSITION_LAYER for fold in [probes.DEPLOY_FOLD, 0, 1, 2, 3, 4]}
+    assert chosen == {fold: POSITION_LAYER for fold in [DEPLOY_FOLD, 0, 1, 2, 3, 4]}

@@ -8,7 +8,7 @@ import pytest
 from plmexit.probing.choice import select_layer, summarize
 from plmexit.reporting import figures
 
-from probe_tables import INNER, TEST, long_table, with_select_task_fields
+from probe_tables import INNER, TEST, as_selection, long_table
 
 SECONDS = [0.1, 0.3, 0.5, 0.7, 0.9]
 
@@ -19,7 +19,7 @@ def labels(fig) -> list[str]:
 
 def test_the_layer_figure_shows_the_scores_that_chose_the_layer_and_the_time_saved():
     table = long_table(INNER, TEST)
-    fig = figures.layers_figure(table, select_layer(table, "spearman"), SECONDS)
+    fig = figures.layers_figure(table, as_selection(select_layer(table, "spearman")), SECONDS)
 
     drawn = labels(fig)
     assert "training-only score, mean over folds" in drawn  # what the folds chose by
@@ -34,7 +34,7 @@ def test_the_layer_figure_shows_the_scores_that_chose_the_layer_and_the_time_sav
 
 def test_with_one_fold_no_band_is_promised():
     table = long_table([[0.1], [0.5], [0.3]], [[0.2], [0.6], [0.4]], metric="accuracy")
-    fig = figures.layers_figure(table, select_layer(table, "accuracy"), SECONDS[:3])
+    fig = figures.layers_figure(table, as_selection(select_layer(table, "accuracy")), SECONDS[:3])
 
     assert "+- 1 sd over folds" not in labels(fig) and "test accuracy, mean over 1 fold(s)" in labels(fig)
     plt.close(fig)
@@ -44,8 +44,8 @@ def test_the_summary_figure_has_a_panel_per_metric_on_a_0_to_100_percent_axis():
     rows = []
     for metric in ("spearman", "accuracy", "fmax"):
         for j in range(3):
-            row = with_select_task_fields(select_layer(long_table(INNER, TEST, task=f"{metric}_{j}", metric=metric), metric))
-            rows.append({**row, "deployed_time_saved": 1.0 if j == 2 else 0.1 * j})
+            choice = select_layer(long_table(INNER, TEST, task=f"{metric}_{j}", metric=metric), metric)
+            rows.append(as_selection(choice, deployed_time_saved=1.0 if j == 2 else 0.1 * j))
     fig = figures.gain_figure(summarize(rows))
 
     panels = [ax for ax in fig.axes if ax.get_title()]
@@ -63,7 +63,7 @@ def test_the_summary_figure_has_a_panel_per_metric_on_a_0_to_100_percent_axis():
 
 def test_the_layer_figure_draws_the_baselines_as_horizontal_lines():
     table = long_table(INNER, TEST)
-    selection = {**select_layer(table, "spearman"), "chance_score": 0.0, "baseline_features": "onehot", "baseline_score": 0.25}
+    selection = as_selection(select_layer(table, "spearman"), chance_score=0.0, baseline_features="onehot", baseline_score=0.25)
     fig = figures.layers_figure(table, selection, SECONDS)
 
     drawn = labels(fig)
@@ -73,14 +73,13 @@ def test_the_layer_figure_draws_the_baselines_as_horizontal_lines():
     assert sorted(line.get_ydata()[0] for line in horizontal) == [0.0, 0.25]
     plt.close(fig)
     # Without baselines (a probe step run without them) no line is promised.
-    fig = figures.layers_figure(table, {**select_layer(table, "spearman"), "chance_score": None, "baseline_score": None}, SECONDS)
+    fig = figures.layers_figure(table, as_selection(select_layer(table, "spearman")), SECONDS)
     assert not any("baseline" in label for label in labels(fig))
     plt.close(fig)
 
 
 def test_a_task_not_above_chance_has_no_point_in_the_gain_figure():
-    rows = [with_select_task_fields(select_layer(long_table(INNER, TEST, task=t), "spearman")) for t in ("a", "b")]
-    rows[1]["verdict"] = "not_above_chance"
+    rows = [as_selection(select_layer(long_table(INNER, TEST, task=t), "spearman"), verdict=v) for t, v in (("a", "too_little_data"), ("b", "not_above_chance"))]
     fig = figures.gain_figure(summarize(rows))
     assert [len(c.get_offsets()) for c in fig.axes[0].collections if hasattr(c, "get_offsets")] in ([1], [])
     assert len(fig.axes[0].lines[0].get_xdata()) == 1  # one errorbar point: task a

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
@@ -14,7 +12,7 @@ from plmexit.pipeline.report_steps import plot_task_depth
 from plmexit.probing.choice import select_layer
 from plmexit.reporting import figures
 
-from probe_tables import INNER, TEST, long_table
+from probe_tables import INNER, TEST, as_selection, long_table
 
 TASK, SET = "NUD15.fold_contiguous_5", "NUD15"
 AGREEMENT = [0.0, 0.25, 0.5, 0.95, 1.0]
@@ -27,8 +25,8 @@ def results(tmp_path):
     """A probe table, selection, lens table and zero-shot long table of one tiny 4-layer model, as the pipeline writes them."""
     probes = long_table(INNER, TEST, model="tiny", task=TASK)
     probes.to_csv(tmp_path / "probes.tsv", sep="\t", index=False)
-    selection = {**select_layer(probes, "spearman"), "task_info": {"dms_id": SET}}
-    (tmp_path / "selection.json").write_text(json.dumps(selection))
+    selection = as_selection(select_layer(probes, "spearman"), dms_id=SET, fold_scheme="fold_contiguous_5")
+    selection.to_json(tmp_path / "selection.json")
     lens = [("tiny", SET, variant, k, metric, value + (0.01 if variant == "raw" else 0.0))
             for variant in ("final_norm", "raw") for k in range(5)
             for metric, value in (("kl_to_final", KL[k]), ("top1_agreement", AGREEMENT[k]), ("entropy", 2.0))]
@@ -67,8 +65,8 @@ def test_the_command_writes_png_and_svg_and_draws_the_files_values_on_one_relati
     lines = {line.get_label(): line for line in top.lines}
     drawn = lines["probe: test spearman, mean over 3 fold(s)"]
     assert list(drawn.get_xdata()) == relative and list(drawn.get_ydata()) == pytest.approx(np.mean(TEST, axis=1))
-    deployed = lines[f"probe's deployed layer {selection['deployed_layer']} of 4"]
-    assert list(deployed.get_xdata()) == [selection["deployed_layer"] / 4] * 2
+    deployed = lines[f"probe's deployed layer {selection.deployed_layer} of 4"]
+    assert list(deployed.get_xdata()) == [selection.deployed_layer / 4] * 2
     assert list(lines["lens (final_norm): top-1 agreement with the final layer"].get_ydata()) == AGREEMENT
     assert list(lines["zero-shot Spearman: masked marginal"].get_ydata()) == MASKED
     assert [line.get_label() for line in bottom.lines] == ["lens (final_norm)", "lens (raw)"] and list(bottom.lines[0].get_ydata()) == KL

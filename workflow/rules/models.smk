@@ -1,3 +1,6 @@
+from plmexit.models import families  # the family registry (no torch)
+
+
 # Downloads run on the submitting (login) node: compute nodes are often offline.
 localrules:
     fetch_model,
@@ -29,7 +32,7 @@ rule make_test_model_directory:
     log:
         "<results>/logs/make_test_model/{model}/{family}_t{layers}_{dim}d_{heads}h_seed{seed}_random.log",
     wildcard_constraints:
-        family="esm|bert|albert|t5|esmc",
+        family=families.wildcard_pattern(families.HUB_TEST_MODEL_FAMILIES),
         layers=r"\d+",
         dim=r"\d+",
         heads=r"\d+",

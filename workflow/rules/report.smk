@@ -134,7 +134,7 @@ rule plot_depth_exit:
         " --exit-tables {input.exits} --out {output.png} --pdf-out {output.pdf}"
 
 
-# Every figure and table, redrawn from the files under <results> (README, "Regenerating the figures").
+# Every figure and table, redrawn from the files under <results> (docs/figures.md).
 rule figures:
     input:
         drawn,

@@ -273,7 +273,10 @@ def merge_scores(label, prediction, fold, task_label, task_fold) -> tuple[float,
     return float(rho), float(np.mean((truth - predicted) ** 2))
 
 
-def supervised_rows(selection: dict, model_name: str, predictions: pd.DataFrame, task_table: pd.DataFrame) -> list[dict]:
+def supervised_rows(
+    dms_id: str, fold_scheme: str, final_layer: int, fold_layers: dict[int, int | None], has_signal: bool, model_name: str,
+    predictions: pd.DataFrame, task_table: pd.DataFrame,
+) -> list[dict]:
     """Rows of ProteinGym's supervised merge format for one assay and scheme: the final and the selected layer.
 
     ``@final`` scores every variant by the final layer's probe of its fold, ``@selected`` by the
@@ -281,9 +284,17 @@ def supervised_rows(selection: dict, model_name: str, predictions: pd.DataFrame,
 
     Parameters
     ----------
-    selection : dict
-        A selection JSON (``plmexit select``): ``folds`` (each with its ``layer``), ``n_layers``
-        (the final layer) and ``task_info`` (``dms_id``, ``fold_scheme``).
+    dms_id, fold_scheme : str
+        The assay and its fold scheme (``fold_variable_name``), as the task's selection records them.
+    final_layer : int
+        The final layer ``L``.
+    fold_layers : dict
+        Each evaluation fold's chosen layer (the selection's ``folds``).
+    has_signal : bool
+        False where no layer could be chosen (status ``no_signal``): the ``@selected`` row then
+        has no score rather than a made-up one.
+    model_name : str
+        The model's own name; ``@final`` and ``@selected`` are appended.
     predictions : DataFrame
         The task's predictions table (``plmexit probe``): layer, fold, id, label, prediction.
     task_table : DataFrame
@@ -292,17 +303,16 @@ def supervised_rows(selection: dict, model_name: str, predictions: pd.DataFrame,
     test_rows = task_table[task_table["fold"] >= 0].set_index("id")["fold"]
     rows = []
     for suffix in ("final", "selected"):
-        names = {"DMS_id": selection["task_info"]["dms_id"], "model_name": f"{model_name}@{suffix}", "fold_variable_name": selection["task_info"]["fold_scheme"]}
-        if suffix == "selected" and selection.get("status", "ok") != "ok":
-            # No layer could be chosen (no_signal): the row says so with no score rather than a made-up one.
+        names = {"DMS_id": dms_id, "model_name": f"{model_name}@{suffix}", "fold_variable_name": fold_scheme}
+        if suffix == "selected" and not has_signal:
             rows.append({**names, "Spearman": float("nan"), "MSE": float("nan")})
             continue
         parts = []
-        for f in selection["folds"]:
-            if f["fold"] < 0:  # a train-only (deploy) choice has no test rows to score
+        for fold, chosen in fold_layers.items():
+            if fold < 0:  # a train-only (deploy) choice has no test rows to score
                 continue
-            layer = selection["n_layers"] if suffix == "final" else f["layer"]
-            parts.append(predictions[(predictions["fold"] == f["fold"]) & (predictions["layer"] == layer)])
+            layer = final_layer if suffix == "final" else chosen
+            parts.append(predictions[(predictions["fold"] == fold) & (predictions["layer"] == layer)])
         pooled = pd.concat(parts)
         if len(pooled) != len(test_rows) or not pooled["id"].is_unique or not (pooled.set_index("id")["fold"].reindex(test_rows.index) == test_rows).all():
             raise InputError(

@@ -12,14 +12,14 @@ sits at token ``offset + i``. A backend is one more class with these members; no
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Iterator, Protocol
 
 import torch
 import torch.nn.functional as F
 
-from plmexit.embedding.engine import FastEncoder
+from plmexit.embedding.fast_esm2 import FastEncoder
 from plmexit.embedding.options import ESM2_MAX_RESIDUES
+from plmexit.models import families
 from plmexit.models.fair_esm import LoadedModel
 
 AMINO_ACIDS = "ACDEFGHIKLMNPQRSTVWY"
@@ -65,7 +65,7 @@ class FairEsmMaskedLM:
     ``engine="exact"`` (default) calls fair-esm's own ``TransformerLayer`` modules in fair-esm's
     (T, B, E) layout, so the lens at ``L`` equals ``model(tokens)["logits"]`` bit for bit and
     batched masked marginals equal ProteinGym's loop to about 4e-6 (35M architecture).
-    ``engine="fused"`` runs the blocks through ``plmexit.embedding.engine.FastEncoder`` (fused QKV,
+    ``engine="fused"`` runs the blocks through ``plmexit.embedding.fast_esm2.FastEncoder`` (fused QKV,
     ``scaled_dot_product_attention``, no (B, H, T, T) scores in memory): faster, equal to fair-esm's
     forward only to fp32 rounding (log-probabilities differ by up to about 1e-4 on a 12-layer
     model). Both apply fair-esm's token-dropout rescaling of the embeddings (by the observed mask
@@ -144,37 +144,6 @@ class FairEsmMaskedLM:
         return self.model.lm_head(hidden)
 
 
-@dataclass(frozen=True)
-class HeadLayout:
-    """Where a transformers masked-LM class keeps its parts, as attribute paths from the model:
-    ``blocks`` (``"albert"``: ALBERT's shared layers, listed once per application), ``final_norm``
-    (None for post-norm encoders such as BERT's and ALBERT's, whose blocks end normed), ``head``;
-    ``spaced``: the tokenizer takes residues separated by spaces (Rostlab's BERT-style tokenizers)."""
-
-    blocks: str
-    final_norm: str | None
-    head: str
-    spaced: bool
-
-
-# By ``config.model_type``: EsmForMaskedLM, BertForMaskedLM, AlbertForMaskedLM, EsmcForMaskedLM.
-TRANSFORMERS_FAMILIES = {
-    "esm": HeadLayout("esm.encoder.layer", "esm.encoder.emb_layer_norm_after", "lm_head", False),
-    "bert": HeadLayout("bert.encoder.layer", None, "cls", True),
-    "albert": HeadLayout("albert", None, "predictions", True),
-    "esmc": HeadLayout("esmc.layers", "esmc.norm", "lm_head", False),
-}
-
-
-def run_order_blocks(model, layout: HeadLayout) -> list:
-    """The block modules in the order the forward runs them; a module ALBERT shares is listed once
-    per application (as ``AlbertTransformer.forward`` picks its group for layer ``i``)."""
-    if layout.blocks != "albert":
-        return list(_attribute(model, layout.blocks))
-    c, groups = model.config, model.albert.encoder.albert_layer_groups
-    return [layer for i in range(c.num_hidden_layers) for layer in groups[int(i / (c.num_hidden_layers / c.num_hidden_groups))].albert_layers]
-
-
 class TransformersMaskedLM:
     """A transformers masked LM (``EsmForMaskedLM``, ``BertForMaskedLM``, ``AlbertForMaskedLM``,
     ``EsmcForMaskedLM``) as a ``MaskedLM``.
@@ -191,22 +160,23 @@ class TransformersMaskedLM:
     offset = 1
 
     def __init__(self, model, tokenizer, name: str, device: str = "cpu"):
-        family = model.config.model_type
-        if family not in TRANSFORMERS_FAMILIES:
-            raise ValueError(f"transformers model type {family!r} has no masked-LM mapping here; known: {', '.join(TRANSFORMERS_FAMILIES)}")
-        layout = TRANSFORMERS_FAMILIES[family]
+        # Where the parts sit, by config.model_type (plmexit.models.families: encoder, blocks, final norm, head).
+        entry = families.for_model_type(model.config.model_type)
+        if entry is None or entry.name not in families.MASKED_LM_FAMILIES:
+            raise ValueError(f"transformers model type {model.config.model_type!r} has no masked-LM mapping here; known: {', '.join(families.MASKED_LM_FAMILIES)}")
+        encoder = families.attribute(model, entry.masked_lm.encoder)
         self.model = model.to(device).eval()
         self.tokenizer = tokenizer
         self.device = device
         self.name = name
-        self.spaced = layout.spaced
-        self._blocks = run_order_blocks(model, layout)
-        self._norm = _attribute(model, layout.final_norm) if layout.final_norm else None
-        self._head = _attribute(model, layout.head)
+        self.spaced = entry.spaced
+        self._blocks = families.run_order_blocks(encoder, entry.name)
+        self._norm = families.attribute(encoder, entry.final_norm) if entry.final_norm else None
+        self._head = families.attribute(model, entry.masked_lm.head)
         self.num_layers = len(self._blocks)
         # ESM2 was trained on at most 1022 residues (rotary positions set no limit); ESM-C on
         # max_position_embeddings tokens (2048); BERT-style models on their absolute positions.
-        self.max_residues = ESM2_MAX_RESIDUES if family == "esm" else model.config.max_position_embeddings - 2
+        self.max_residues = entry.max_residues or model.config.max_position_embeddings - 2
         self.mask_id = tokenizer.mask_token_id
         self.padding_id = tokenizer.pad_token_id
         # Each residue as the tokenizer encodes it (a sentencepiece vocabulary may hold "▁A", not "A").
@@ -260,12 +230,6 @@ class TransformersMaskedLM:
 
     def head(self, hidden: torch.Tensor) -> torch.Tensor:
         return self._head(hidden)
-
-
-def _attribute(obj, dotted: str):
-    for part in dotted.split("."):
-        obj = getattr(obj, part)
-    return obj
 
 
 def log_probs(logits: torch.Tensor) -> torch.Tensor:

@@ -35,7 +35,7 @@ import pandas as pd
 import torch
 
 from plmexit.depth.heads import MaskedLM, lens_logits, log_probs
-from plmexit.embedding.engine import token_batches
+from plmexit.embedding.pieces import token_batches
 from plmexit.errors import InputError
 
 log = logging.getLogger(__name__)

@@ -32,6 +32,7 @@ from types import SimpleNamespace
 import numpy as np
 import torch
 
+from plmexit.models import families
 from plmexit.models.fair_esm import LoadedModel
 
 
@@ -162,10 +163,6 @@ def mutated_token_positions(mutants: list[str], offset_idx: int = 1) -> np.ndarr
     return np.unique([int(m[1:-1]) - offset_idx + 1 for mutant in mutants for m in mutant.split(":")])
 
 
-# Model types whose tokenizers take residues separated by spaces (Rostlab's ProtBert and ProtAlbert model cards).
-SPACED_MODEL_TYPES = ("bert", "albert")
-
-
 class TokenizerAlphabet:
     """``label_row``'s ``alphabet.get_idx`` over a transformers tokenizer."""
 
@@ -180,7 +177,8 @@ class TokenizerAlphabet:
 def transformers_scores(model, tokenizer, sequence: str, mutants: list[str], strategy: str, positions=None, offset_idx: int = 1) -> list[float]:
     """``proteingym_scores`` with a transformers masked LM (``EsmForMaskedLM``, ``BertForMaskedLM``,
     ``AlbertForMaskedLM``, ``EsmcForMaskedLM``) and its own tokenizer in place of fair-esm's."""
-    text = " ".join(sequence) if model.config.model_type in SPACED_MODEL_TYPES else sequence
+    family = families.for_model_type(model.config.model_type)
+    text = " ".join(sequence) if family is not None and family.spaced else sequence  # Rostlab's tokenizers
     batch_tokens = tokenizer([text], return_tensors="pt")["input_ids"]
     if batch_tokens[0, 0].item() != tokenizer.cls_token_id or batch_tokens.size(1) != len(sequence) + 2:
         raise ValueError("the reference loop needs one token per residue between one leading CLS/BOS and one trailing token")

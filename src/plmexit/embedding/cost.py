@@ -17,7 +17,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 if TYPE_CHECKING:
-    from plmexit.embedding.engine import EmbedSettings, Encoder
+    from plmexit.embedding.encoder import Encoder
+    from plmexit.embedding.options import EmbedSettings
 
 # FLOPs per token of one block of width d attending over T tokens: every weight matrix is one
 # multiply-add per entry, 2 FLOPs; for ESM2 the Q, K, V and output projections (4 d^2) and the

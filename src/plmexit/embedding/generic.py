@@ -61,7 +61,7 @@ class HookedEncoder:
     def pooled(self, tokens: torch.Tensor, weights: torch.Tensor, layer_norm: str, depth: int | None = None, on_layer=None) -> torch.Tensor:
         """``(depth + 1, B, E)`` float32: per layer, the sum over positions of ``weights`` (B, T) times
         the hidden state, the final norm on layer ``L`` (and on every layer, for ``final``);
-        ``on_layer(k)`` as soon as layer ``k`` is pooled (``engine.LayerDone``)."""
+        ``on_layer(k)`` as soon as layer ``k`` is pooled (``encoder.LayerDone``)."""
         depth = check_depth(depth, self.num_layers)
         B = tokens.shape[0]
         w = weights.unsqueeze(1).to(torch.float32)  # (B, 1, T)

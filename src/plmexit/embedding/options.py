@@ -9,10 +9,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from plmexit.errors import EmbedError
+from plmexit.models.families import ESM2_MAX_RESIDUES
 
 # "Final norm" is each family's norm after the last block (ESM2: emb_layer_norm_after; ESM-C: norm;
 # T5: encoder.final_layer_norm); BERT and ALBERT have none (post-LN blocks), so both conventions
-# are the same for them (models.hub.FAMILIES).
+# are the same for them (models.families: final_norm).
 LAYER_NORM_CONVENTIONS = {
     "raw": "hidden states as the model returns them: raw residual stream for layers 0..L-1, "
     "the final norm (ESM2: emb_layer_norm_after) applied to layer L only",
@@ -20,8 +21,6 @@ LAYER_NORM_CONVENTIONS = {
     "shipping the first k blocks plus the final norm",
 }
 POOLING = "mean over residue positions (special tokens such as BOS and EOS, and padding, excluded)"
-# ESM2 was trained on 1024-token crops: BOS + 1022 residues + EOS (as fair-esm's extract.py).
-ESM2_MAX_RESIDUES = 1022
 LONG_SEQUENCE_MODES = ("truncate", "window")
 PRECISION_NAMES = ("float32", "bfloat16", "float16", "int8")
 # What each precision computes. A reduced precision runs only where the device computes it natively

@@ -31,6 +31,7 @@ import h5py
 import numpy as np
 
 from plmexit.atomic import atomic_path
+from plmexit.data.tasks import sequences_sha256
 from plmexit.errors import StoreError
 
 FORMAT_VERSION = 1
@@ -208,6 +209,21 @@ def read_info(path: str | Path) -> StoreInfo:
         ids = handle["ids"].asstr()[()]
         attrs = {k: (v.item() if isinstance(v, np.generic) else v) for k, v in handle.attrs.items()}
     return StoreInfo(ids=np.asarray(ids, dtype=object), n_layers=shape[0] - 1, dim=shape[2], attrs=attrs)
+
+
+def read_task_info(path: str | Path, table, task_table: str | Path) -> StoreInfo:
+    """``read_info``, and a ``StoreError`` unless the store was embedded from exactly ``table``'s (id, sequence) pairs, in order.
+
+    ``table`` is the task table read from ``task_table`` (``id`` and ``sequence`` columns); every
+    step that lines a store's rows up with a task table's labels and folds checks this first.
+    """
+    info = read_info(path)
+    if info.attrs.get("input_sha256") != sequences_sha256(table["id"], table["sequence"]):
+        raise StoreError(
+            f"{path} was embedded from other sequences than {task_table}; pass the task table the store was made from, "
+            "or delete the store and rerun `plmexit embed`"
+        )
+    return info
 
 
 def read_layer(path: str | Path, layer: int) -> np.ndarray:

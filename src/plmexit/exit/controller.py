@@ -18,6 +18,19 @@ FALLBACKS = ("full", "deployed")
 
 
 @dataclass(frozen=True)
+class ControllerSettings:
+    """The config's ``exit`` keys every controller reads, the probes' and the head's: gates, grid and risk budget."""
+
+    gates: tuple[str, ...] = ("probability", "margin", "entropy", "patience")
+    epsilon: float = 0.1
+    delta: float = 0.1
+    n_thresholds: int = 50
+    max_patience: int = 4
+    first_layer: int = 1
+    seed: int = 0
+
+
+@dataclass(frozen=True)
 class Controller:
     """One gate at one threshold over layers ``first_layer .. reference_layer``."""
 

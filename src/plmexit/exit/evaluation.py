@@ -14,11 +14,11 @@ import numpy as np
 from plmexit.embedding.cost import block_flops_per_token
 from plmexit.exit import gates
 from plmexit.exit.controller import at_layers
-from plmexit.probing.probes import METRICS
+from plmexit.probing.metrics import METRICS
 
 
 def task_metric(task_type: str, metric: str, truth: np.ndarray, outputs: np.ndarray, classes: list[str] | None = None) -> float:
-    """The probes' metric (``probing.probes.METRICS``) of per-row outputs: class probabilities become
+    """The probes' metric (``probing.metrics.METRICS``) of per-row outputs: class probabilities become
     the top class's name, multi-label probabilities are scored as they are, regression values as values."""
     if task_type == "classification":
         predicted = np.asarray(classes, dtype=object)[np.argmax(outputs, axis=-1)]

@@ -20,7 +20,7 @@ import torch
 
 from plmexit.depth.heads import MaskedLM, lens_logits, log_probs
 from plmexit.depth.lens import MaskedSample
-from plmexit.embedding.engine import token_batches
+from plmexit.embedding.pieces import token_batches
 from plmexit.errors import InputError
 from plmexit.exit import calibration, gates
 

@@ -25,6 +25,7 @@ from esm.model.esm2 import ESM2
 from plmexit.atomic import atomic_path
 from plmexit.download import download, sha256_file
 from plmexit.errors import ModelError, one_line
+from plmexit.models import families
 from plmexit.models.esm2 import Esm2Block, Esm2Weights
 from plmexit.models.esm2 import layer_norm as ln
 from plmexit.models.esm2 import linear as lin
@@ -235,7 +236,7 @@ def make_test_model(layers: int, dim: int, heads: int, seed: int, out_dir: str |
         }
     }
     out_dir = Path(out_dir)
-    path = out_dir / f"esm2_t{layers}_{dim}d_{heads}h_seed{seed}_random.pt"
+    path = out_dir / families.test_model_name(families.FAIR_ESM, layers, dim, heads, seed)
     for dest, payload in ((path.with_name(path.stem + "-contact-regression.pt"), regression), (path, data)):
         with atomic_path(dest) as tmp:
             torch.save(payload, tmp)

@@ -23,6 +23,7 @@ from safetensors.torch import save_file
 
 from plmexit.atomic import atomic_directory
 from plmexit.errors import ModelError, one_line
+from plmexit.models import families
 
 log = logging.getLogger(__name__)
 
@@ -56,7 +57,8 @@ def truncate_directory(source: str | Path, layers: int, out: str | Path) -> dict
     if config.get("num_decoder_layers") and any(name.startswith("decoder.") for name in tensors):
         raise ModelError(f"{source}: an encoder-decoder checkpoint; save its encoder alone (T5EncoderModel.save_pretrained) and export that")
     indices = {int(m.group(1)) for name in tensors if (m := _LAYER_KEY.search(name))}
-    if config.get("model_type") == "albert":
+    family = families.for_model_type(config.get("model_type"))
+    if family is not None and family.shared_blocks:
         indices = set(range(total))  # ALBERT runs one shared group of weights num_hidden_layers times: fewer runs, the same weights
     if indices != set(range(total)):
         raise ModelError(f"{source}: the weights name layers {sorted(indices)[:5]}..., not 0..{total - 1} as config.json's {key} says; cannot tell which tensors to drop")

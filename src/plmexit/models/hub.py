@@ -4,9 +4,10 @@ write tiny random models of every family in the format the real ones are publish
 Invariant: a transformers model is a directory whose every model file (config, tokenizer files,
 weights: ``ALLOW_PATTERNS``) has its sha256 in the manifest, checked before anything reads it; weights are loaded only from ``*.safetensors`` (never a pickle);
 hub snapshots are pinned to a 40-hex commit and downloaded only by ``resolve_transformers``
-(the submitting node), never by ``load_transformers``. Each family says how residues become tokens
-(one token per residue, between its special tokens) and what its final norm is, so that layer
-``k`` means the same for every family (``plmexit.embedding.generic``).
+(the submitting node), never by ``load_transformers``. Each family (``plmexit.models.families``) says
+how residues become tokens (one token per residue, between its special tokens) and what its final
+norm is, so that layer ``k`` means the same for every family (``plmexit.embedding.generic``); this
+module holds the code that loads and writes them, looked up by family name.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ import transformers
 from plmexit.atomic import write_text
 from plmexit.download import sha256_file
 from plmexit.errors import ModelError, one_line
+from plmexit.models import families
 from plmexit.models.esm2 import Esm2Block, Esm2Weights
 from plmexit.models.esm2 import layer_norm as ln
 from plmexit.models.esm2 import linear as lin
@@ -35,7 +37,7 @@ from plmexit.models.tokens import RESIDUES, TokenScheme
 
 log = logging.getLogger(__name__)
 
-FORMAT = "transformers"
+FORMAT = families.TRANSFORMERS
 # What a hub snapshot needs: config, tokenizer files, safetensors weights. Never *.bin / *.pt / *.ckpt.
 ALLOW_PATTERNS = [
     "config.json", "*.safetensors", "model.safetensors.index.json", "tokenizer.json", "tokenizer_config.json",
@@ -47,54 +49,8 @@ _COMMIT = re.compile(r"[0-9a-f]{40}")
 RARE_RESIDUES = "UZOB"
 
 
-@dataclass(frozen=True)
-class Family:
-    """How one family of transformers protein models is run.
-
-    ``blocks``/``final_norm`` are attribute paths in the loaded encoder (``blocks`` is ``"albert"``
-    for ALBERT's shared blocks, listed in run order by ``HubModel.blocks``); ``final_norm`` is None for
-    post-norm families (BERT, ALBERT) whose every block output is already layer-normalised, so the
-    ``raw`` and ``final`` conventions coincide for them.
-    """
-
-    name: str
-    model_types: tuple[str, ...]
-    model_class: str
-    blocks: str
-    final_norm: str | None
-    rare_to_x: bool
-    final_norm_description: str
-
-
-FAMILIES = {
-    f.name: f
-    for f in (
-        Family("esm", ("esm",), "EsmModel", "encoder.layer", "encoder.emb_layer_norm_after", False,
-               "emb_layer_norm_after (as fair-esm)"),
-        Family("bert", ("bert",), "BertModel", "encoder.layer", None, True,
-               "none: post-LN blocks, every layer output is already normalised, so raw and final are the same"),
-        # ALBERT shares its blocks: "albert" stands for the layer order AlbertTransformer runs them in.
-        Family("albert", ("albert",), "AlbertModel", "albert", None, True,
-               "none: post-LN blocks, every layer output is already normalised, so raw and final are the same"),
-        Family("t5", ("t5",), "T5EncoderModel", "encoder.block", "encoder.final_layer_norm", True,
-               "encoder.final_layer_norm (T5's RMS norm)"),
-        Family("ankh", ("t5",), "T5EncoderModel", "encoder.block", "encoder.final_layer_norm", False,
-               "encoder.final_layer_norm (T5's RMS norm)"),
-        Family("esmc", ("esmc",), "EsmcModel", "layers", "norm", False, "norm (ESM-C's final layer norm)"),
-    )
-}
-# A family inferred from config.json's model_type when the model entry names none.
-DEFAULT_FAMILY = {"esm": "esm", "bert": "bert", "albert": "albert", "t5": "t5", "esmc": "esmc"}
-
-
 def transformers_version() -> str:
     return transformers.__version__
-
-
-def _attr(obj, path: str):
-    for part in path.split("."):
-        obj = getattr(obj, part)
-    return obj
 
 
 def token_scheme(tokenizer, rare_to_x: bool) -> TokenScheme:
@@ -137,21 +93,17 @@ class HubModel:
 
     @functools.cached_property
     def tokens(self) -> TokenScheme:
-        return token_scheme(self.tokenizer, FAMILIES[self.family].rare_to_x)
+        return token_scheme(self.tokenizer, families.get(self.family).rare_to_x)
 
     @property
     def blocks(self) -> list:
         """The block modules in the order the forward runs them (ALBERT's shared ones once per use)."""
-        path = FAMILIES[self.family].blocks
-        if path == "albert":
-            c, groups = self.config, self.module.encoder.albert_layer_groups
-            return [layer for i in range(c.num_hidden_layers) for layer in groups[int(i / (c.num_hidden_layers / c.num_hidden_groups))].albert_layers]
-        return list(_attr(self.module, path))
+        return families.run_order_blocks(self.module, self.family)
 
     @property
     def final_norm(self):
-        path = FAMILIES[self.family].final_norm
-        return None if path is None else _attr(self.module, path)
+        path = families.get(self.family).final_norm
+        return None if path is None else families.attribute(self.module, path)
 
     @property
     def block_matmul_weights(self) -> int:
@@ -182,7 +134,7 @@ class HubModel:
     def describe(self) -> dict:
         return {
             "model_family": self.family, "model_format": FORMAT, "transformers_version": transformers_version(),
-            "final_norm": FAMILIES[self.family].final_norm_description,
+            "final_norm": families.get(self.family).final_norm_description,
         }
 
 
@@ -227,11 +179,11 @@ def resolve_transformers(
         name, source = directory.name, "directory"
     _check_safetensors(directory)
     model_type = _read_config(directory).get("model_type")
-    family = family or DEFAULT_FAMILY.get(model_type)
-    if family not in FAMILIES:
-        raise ModelError(f"{directory}: model_type {model_type!r} with family {family!r} is not supported; use a family of {', '.join(FAMILIES)}")
-    if model_type not in FAMILIES[family].model_types:
-        raise ModelError(f"{directory}: model_type {model_type!r} is not a {family} model (expected {', '.join(FAMILIES[family].model_types)}); fix the family")
+    family = family or families.INFERRED_FAMILY.get(model_type)
+    if family not in families.HUB_FAMILIES:
+        raise ModelError(f"{directory}: model_type {model_type!r} with family {family!r} is not supported; use a family of {', '.join(families.HUB_FAMILIES)}")
+    if model_type not in families.get(family).model_types:
+        raise ModelError(f"{directory}: model_type {model_type!r} is not a {family} model (expected {', '.join(families.get(family).model_types)}); fix the family")
     files = hash_files(directory)
     return {
         "name": name, "source": source, "format": FORMAT, "family": family, "repo_id": hub, "revision": revision,
@@ -310,9 +262,9 @@ def load_transformers(manifest: dict, device: str = "cpu") -> HubModel:
     # The library never prints: transformers' weight-loading progress bars would go to stderr.
     transformers.utils.logging.disable_progress_bar()
     _check_safetensors(directory)
-    family = FAMILIES[manifest["family"]]
-    cls = getattr(transformers, family.model_class)
-    kwargs = {"add_pooling_layer": False} if family.model_class in ("EsmModel", "BertModel", "AlbertModel") else {}
+    family = families.get(manifest["family"])
+    cls = getattr(transformers, family.encoder_class)
+    kwargs = {"add_pooling_layer": False} if family.pooler else {}
     try:
         with quiet_transformers():
             try:
@@ -325,13 +277,13 @@ def load_transformers(manifest: dict, device: str = "cpu") -> HubModel:
                 module, info = cls.from_pretrained(directory, use_safetensors=True, local_files_only=True, dtype=torch.float32, output_loading_info=True, **kwargs)
         tokenizer = transformers.AutoTokenizer.from_pretrained(directory, local_files_only=True)
     except (OSError, ValueError, RuntimeError, KeyError) as exc:
-        raise ModelError(f"{directory}: not loadable as a {family.model_class} ({one_line(exc)})") from None
+        raise ModelError(f"{directory}: not loadable as a {family.encoder_class} ({one_line(exc)})") from None
     if info.get("missing_keys"):
-        raise ModelError(f"{directory}: weights missing for {', '.join(sorted(info['missing_keys']))}; the files do not fit a {family.model_class}")
+        raise ModelError(f"{directory}: weights missing for {', '.join(sorted(info['missing_keys']))}; the files do not fit a {family.encoder_class}")
     if info.get("unexpected_keys"):
         # A ForMaskedLM checkpoint read as its encoder: the head's weights are not part of it.
         unused = sorted(info["unexpected_keys"])
-        log.info("%s: %d checkpoint tensors are not part of %s and are not used (%s%s)", directory, len(unused), family.model_class, ", ".join(unused[:4]), ", ..." if len(unused) > 4 else "")
+        log.info("%s: %d checkpoint tensors are not part of %s and are not used (%s%s)", directory, len(unused), family.encoder_class, ", ".join(unused[:4]), ", ..." if len(unused) > 4 else "")
     # transformers maps safetensors files into memory; copying the weights out means a file changed
     # on disk after verification cannot change the weights of a running job.
     for parameter in module.parameters():
@@ -342,23 +294,19 @@ def load_transformers(manifest: dict, device: str = "cpu") -> HubModel:
     return loaded
 
 
-# Families whose masked-LM head the depth diagnostics read (plmexit.depth.heads.TransformersMaskedLM).
-MASKED_LM_CLASSES = {"esm": "EsmForMaskedLM", "bert": "BertForMaskedLM", "albert": "AlbertForMaskedLM", "esmc": "EsmcForMaskedLM"}
-
-
 def load_masked_lm(manifest: dict, device: str = "cpu"):
-    """``(model, tokenizer)``: a manifest's model with its masked-LM head (``MASKED_LM_CLASSES``),
+    """``(model, tokenizer)``: a manifest's model with its masked-LM head (``families.MASKED_LM_FAMILIES``),
     every file verified first, safetensors only, from disk only; a ``ModelError`` when the family
     has no head plmexit reads or the files hold no head."""
     directory = Path(manifest["path"])
-    if manifest["family"] not in MASKED_LM_CLASSES:
+    if manifest["family"] not in families.MASKED_LM_FAMILIES:
         raise ModelError(
-            f"{directory}: a {manifest['family']} model; the depth diagnostics read the masked-LM head of {', '.join(MASKED_LM_CLASSES)} "
+            f"{directory}: a {manifest['family']} model; the depth diagnostics read the masked-LM head of {', '.join(families.MASKED_LM_FAMILIES)} "
             "transformers models (and fair-esm ESM2)"
         )
     verify_files(directory, manifest["files"])
     transformers.utils.logging.disable_progress_bar()
-    cls = getattr(transformers, MASKED_LM_CLASSES[manifest["family"]])
+    cls = getattr(transformers, families.get(manifest["family"]).masked_lm.cls)
     try:
         module, info = cls.from_pretrained(directory, use_safetensors=True, local_files_only=True, dtype=torch.float32, output_loading_info=True)
         tokenizer = transformers.AutoTokenizer.from_pretrained(directory, local_files_only=True)
@@ -379,19 +327,18 @@ ESM_VOCAB = ["<cls>", "<pad>", "<eos>", "<unk>", *"LAGVSERTIDPKQNFYMHWCXBUZO.-",
 PROTBERT_VOCAB = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *"LAGVESIKRDTPNQFYMHCWXUBZO"]
 # Rostlab/prot_t5_xl_uniref50's spiece.model: pad, </s>, unk, then one "▁X" piece per residue letter; 100 extra ids follow.
 PROTT5_PIECES = "ALGVSREDTIPKFQNYMHWCXBOUZ"
-TEST_FAMILIES = ("esm", "bert", "albert", "t5", "esmc")
 
 
 def make_test_model(family: str, layers: int, dim: int, heads: int, seed: int, out_dir: str | Path) -> Path:
     """Write a randomly initialised model of ``family`` as the real ones are published (config.json,
     model.safetensors, tokenizer files); returns its directory. Never a real model."""
-    if family not in TEST_FAMILIES:
-        raise ModelError(f"test model: family {family!r} has no test model; use one of {', '.join(TEST_FAMILIES)}")
+    if family not in families.HUB_TEST_MODEL_FAMILIES:
+        raise ModelError(f"test model: family {family!r} has no transformers test model; use one of {', '.join(families.HUB_TEST_MODEL_FAMILIES)}")
     if layers < 1 or dim < 1 or heads < 1 or dim % heads:
         raise ModelError(f"test model: need layers >= 1 and dim divisible by heads (got layers={layers}, dim={dim}, heads={heads})")
     transformers.utils.logging.disable_progress_bar()
     torch.manual_seed(seed)
-    out = Path(out_dir) / f"{family}_t{layers}_{dim}d_{heads}h_seed{seed}_random"
+    out = Path(out_dir) / families.test_model_name(family, layers, dim, heads, seed)
     tmp = out.with_name(f".{out.name}.tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
@@ -473,6 +420,7 @@ def _write_esmc(layers: int, dim: int, heads: int, directory: Path):
     return transformers.EsmcForMaskedLM(config).eval()
 
 
+# One writer per family of families.HUB_TEST_MODEL_FAMILIES (test_families checks they agree).
 _WRITERS = {"esm": _write_esm, "bert": _write_bert, "albert": _write_albert, "t5": _write_t5, "esmc": _write_esmc}
 
 

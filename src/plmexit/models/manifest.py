@@ -11,13 +11,15 @@ manifests written before the key existed have none and are fair-esm) or
 
 from __future__ import annotations
 
+import importlib
 import json
 from pathlib import Path
 
 from plmexit.atomic import write_text
 from plmexit.errors import ModelError
+from plmexit.models import families
 
-FORMATS = ("fair-esm", "transformers")
+FORMATS = (families.FAIR_ESM, families.TRANSFORMERS)  # a manifest's format is its family's backend
 _KEYS = {
     "fair-esm": ("id", "name", "source", "checkpoint", "sha256"),
     "transformers": ("id", "name", "source", "family", "repo_id", "revision", "path", "files", "sha256"),
@@ -77,12 +79,13 @@ def resolve(**source) -> dict:
 
 
 def make_test_model(family: str, layers: int, dim: int, heads: int, seed: int, out_dir: str | Path) -> Path:
-    """A tiny random model of ``family``: ``fair-esm`` writes ``esm2_t{L}_{D}d_{H}h_seed{S}_random.pt``;
-    a transformers family (``hub.TEST_FAMILIES``) writes a directory in its published format."""
-    if family == "fair-esm":
-        from plmexit.models import fair_esm
-
-        return fair_esm.make_test_model(layers, dim, heads, seed, out_dir)
-    from plmexit.models import hub
-
-    return hub.make_test_model(family, layers, dim, heads, seed, out_dir)
+    """A tiny random model of ``family`` (``families.TEST_MODEL_FAMILIES``), written by the family's
+    loader as ``families.test_model_name`` says: a fair-esm checkpoint file, or a transformers
+    directory in its published format."""
+    entry = families.get(family)
+    if not entry.test_model:
+        raise ModelError(f"test model: family {family!r} has no test model; use one of {', '.join(families.TEST_MODEL_FAMILIES)}")
+    loader = importlib.import_module(entry.loader)  # torch, and esm or transformers, only now
+    if entry.backend == families.FAIR_ESM:
+        return loader.make_test_model(layers, dim, heads, seed, out_dir)
+    return loader.make_test_model(family, layers, dim, heads, seed, out_dir)

@@ -2,7 +2,7 @@
 
 Invariant: as every module of ``plmexit.pipeline`` (one function per CLI command, reading inputs,
 calling the computing modules in ``plmexit.depth``, writing outputs atomically); the model is
-loaded only by ``load_masked_lm``, the one place that knows which backend a manifest names.
+loaded only by ``depth.loading.load_masked_lm``, the one place that knows which backend a manifest names.
 """
 
 from __future__ import annotations
@@ -12,53 +12,19 @@ import logging
 from pathlib import Path
 
 import pandas as pd
-import torch
 
-import plmexit
 from plmexit.atomic import atomic_path, write_text
 from plmexit.data import proteingym, tasks
 from plmexit.depth import lens, zero_shot
-from plmexit.depth.heads import ENGINES, FairEsmMaskedLM, MaskedLM, TransformersMaskedLM
-from plmexit.errors import ModelError
-from plmexit.models import fair_esm
+from plmexit.depth.loading import load_masked_lm, provenance
 from plmexit.models import manifest as model_manifests
 
 log = logging.getLogger(__name__)
 
 
-def load_masked_lm(manifest: dict, source: str | Path, device: str = "cpu", engine: str = "exact") -> MaskedLM:
-    """The model a manifest (``plmexit fetch-model``, read from ``source``) names, verified and loaded, as a ``MaskedLM``."""
-    if manifest["format"] == "transformers":
-        from plmexit.models import hub  # transformers only for transformers models
-
-        try:
-            module, tokenizer = hub.load_masked_lm(manifest, device)
-        except ModelError as exc:
-            raise ModelError(f"{source}: {exc}") from None
-        if engine != "exact":
-            raise ModelError(f"{source}: --engine {engine} runs fair-esm ESM2 models; a transformers model runs its own forward (--engine exact)")
-        return TransformersMaskedLM(module, tokenizer, manifest["name"], device)
-    loaded = fair_esm.load_model(manifest["checkpoint"], manifest["sha256"], device)
-    return FairEsmMaskedLM(loaded, device, engine)
-
-
 def _write_tsv(table: pd.DataFrame, path: str | Path) -> None:
     with atomic_path(path) as tmp:
         table.to_csv(tmp, sep="\t", index=False, float_format="%.8g")
-
-
-def provenance(lm: MaskedLM, manifest: dict, device: str, engine: str) -> dict:
-    versions = {"fair_esm_version": fair_esm.fair_esm_version()}
-    if manifest["format"] == "transformers":
-        from plmexit.models import hub  # loaded already: the model is a transformers one
-
-        versions = {"transformers_version": hub.transformers_version()}
-    return {
-        "plmexit_version": plmexit.__version__, "torch_version": torch.__version__, **versions,
-        "model": manifest["id"], "model_name": manifest["name"], "checkpoint_sha256": manifest["sha256"], "num_layers": lm.num_layers, "device": device,
-        "model_format": manifest["format"], "model_family": manifest.get("family", "fair-esm"), "engine": engine,
-        "engine_description": ENGINES[engine] if manifest["format"] == "fair-esm" else "the transformers model's own forward, states read by hooks",
-    }
 
 
 def lens_task(

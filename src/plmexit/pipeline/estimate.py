@@ -1,8 +1,8 @@
 """Before anything is submitted: the tokens each model will embed, and the GPU-hours they cost.
 
 Invariant: the tokens are those ``embed`` will run, counted by the embedding's own functions
-(``model_steps.embedded_sequences`` for truncation, windows and a ProteinGym assay's crop, then
-``engine.work_tokens``) on the tasks as ``prepare`` reads them; only the task files are read,
+(``embedding.inputs.embedded_sequences`` for truncation, windows and a ProteinGym assay's crop, then
+``pieces.work_tokens``) on the tasks as ``prepare`` reads them; only the task files are read,
 nothing is embedded. Hours are tokens over a throughput the user gives or that a previous run's
 cost files measured (``sample_tokens / seconds`` at full depth, on the device that run used).
 """
@@ -17,9 +17,10 @@ import pandas as pd
 
 from plmexit.data import loading, proteingym, sources
 from plmexit.data.tasks import TaskSpec
-from plmexit.embedding import engine
+from plmexit.embedding import pieces
+from plmexit.embedding.inputs import embedded_sequences
+from plmexit.embedding.options import EmbedSettings
 from plmexit.errors import ConfigError
-from plmexit.pipeline.model_steps import embedded_sequences
 from plmexit.pipeline.planning import DEFAULT_REFERENCE, TASK_OPTION_KEYS, Plan
 
 # A config entry's option key -> the TaskSpec field it sets (the rest are spelled alike).
@@ -54,9 +55,9 @@ def task_spec(plan: Plan, task: str) -> TaskSpec:
     )
 
 
-def embed_settings(plan: Plan) -> engine.EmbedSettings:
+def embed_settings(plan: Plan) -> EmbedSettings:
     e = plan.config["embed"]
-    return engine.EmbedSettings(
+    return EmbedSettings(
         max_tokens=e["max_tokens"], truncate=e["truncate"], layer_norm=e["layer_norm"], precision=e["precision"],
         long_sequences=e["long_sequences"], window=e["window"], overlap=e["overlap"],
     )
@@ -68,7 +69,7 @@ def set_tokens(plan: Plan, embedding_set: str) -> tuple[int, int]:
     spec = task_spec(plan, task)
     table = loading.load_task(spec)
     sequences, _, settings, _ = embedded_sequences(table, embed_settings(plan), plan.is_variant_set(embedding_set), spec.path)
-    return len(sequences), engine.work_tokens(sequences, settings)
+    return len(sequences), pieces.work_tokens(sequences, settings)
 
 
 def choose_now(plan: Plan, directory: Path):

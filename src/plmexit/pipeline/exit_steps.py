@@ -20,14 +20,15 @@ import pandas as pd
 from plmexit.atomic import write_text
 from plmexit.data import tasks
 from plmexit.embedding import store
-from plmexit.errors import InputError, StoreError
+from plmexit.errors import InputError
 from plmexit.exit import calibration, gates
-from plmexit.exit.controller import reference_layer
+from plmexit.exit.controller import ControllerSettings, reference_layer
 from plmexit.exit.evaluation import row_flops, summarize_exits, task_metric
 from plmexit.exit.outputs import fold_outputs
-from plmexit.pipeline.reading import read_json, read_probe_table, read_tsv
-from plmexit.probing import tables
-from plmexit.probing.probes import HYPERPARAMETER, evaluation_folds
+from plmexit.pipeline.reading import read_hyperparameters, read_json, read_tsv
+from plmexit.probing.folds import evaluation_folds
+from plmexit.probing.selection import Selection
+from plmexit.probing.tables import task_targets
 
 log = logging.getLogger(__name__)
 
@@ -38,19 +39,6 @@ EXIT_COLUMNS = [
     "model", "task", "fold", "gate", "kind", "layer", "threshold", "certified", "reference_layer", "n_calibration", "n_rows",
     "metric", "score", "disagreement", "mean_layer", "median_layer", "fraction_early", "layers_saved", "flops_saved", "time_saved_estimate",
 ]
-
-
-@dataclass(frozen=True)
-class ControllerSettings:
-    """The config's ``exit`` keys every controller reads, the probes' and the head's: gates, grid and risk budget."""
-
-    gates: tuple[str, ...] = ("probability", "margin", "entropy", "patience")
-    epsilon: float = 0.1
-    delta: float = 0.1
-    n_thresholds: int = 50
-    max_patience: int = 4
-    first_layer: int = 1
-    seed: int = 0
 
 
 @dataclass(frozen=True)
@@ -73,13 +61,11 @@ def exit_task(
     """
     calibration.check_budget(settings.epsilon, settings.delta)
     table = tasks.read_task_table(task_table, task_type)
-    info = store.read_info(embeddings)
-    if info.attrs.get("input_sha256") != tasks.sequences_sha256(table["id"], table["sequence"]):
-        raise StoreError(f"{embeddings} was embedded from other sequences than {task_table}; delete it and rerun `plmexit embed`")
-    selection = read_json(selection_file, "`plmexit select`", ("model", "task", "n_layers", "folds"))
+    info = store.read_task_info(embeddings, table, task_table)
+    selection = Selection.from_json(selection_file)
     costs = read_json(cost_file, "`plmexit cost`", ("model", "n_layers", "seconds"))
     L = info.n_layers
-    for name, found in ((selection_file, selection["n_layers"]), (cost_file, costs["n_layers"])):
+    for name, found in ((selection_file, selection.n_layers), (cost_file, costs["n_layers"])):
         if found != L:
             raise InputError(f"{name} describes {found} layers but {embeddings} holds {L}; rerun the pipeline for one model")
     hyper = read_hyperparameters(probe_table, L)
@@ -91,7 +77,7 @@ def exit_task(
     layers = [store.read_layer(embeddings, k) for k in range(L + 1)]
     flops = row_flops(np.array([len(s) for s in table["sequence"]]) + 2, info.dim)
     seconds = np.asarray(costs["seconds"], dtype=float)
-    fold_layers = {f["fold"]: f["layer"] for f in selection["folds"]}
+    fold_layers = {f.fold: f.layer for f in selection.folds}
     rows, details = [], []
     for fold in evaluation_folds(folds):
         if fold not in hyper.columns:
@@ -143,27 +129,10 @@ def exit_task(
     return result
 
 
-def task_targets(table: pd.DataFrame, task_type: str) -> tuple[np.ndarray, list[str] | None]:
-    """``(y, classes)`` as the probes take them: class names, a multi-label 0/1 matrix (columns ``classes``) or values."""
-    labels = table["label"].to_numpy()
-    classes = tables.classes_of(labels) if task_type == "multilabel" else sorted(set(labels)) if task_type == "classification" else None
-    y = tables.indicator(labels, classes) if task_type == "multilabel" else labels.astype(float) if task_type == "regression" else labels
-    return y, classes
-
-
 def _json_number(value):
     if isinstance(value, np.generic):
         return value.item()
     raise TypeError(f"{type(value).__name__} is not JSON serialisable")
-
-
-def read_hyperparameters(probe_table: str | Path, n_layers: int) -> pd.DataFrame:
-    """``(L + 1 layers) x folds``: the hyperparameter the probe step chose per layer and fold (NaN: no signal)."""
-    table = read_probe_table(probe_table)
-    hyper = table[table.metric == HYPERPARAMETER].pivot(index="layer", columns="fold", values="value")
-    if hyper.empty or sorted(hyper.index) != list(range(n_layers + 1)):
-        raise InputError(f"{probe_table}: no hyperparameter rows for every layer 0..{n_layers}; rerun `plmexit probe`")
-    return hyper.sort_index()
 
 
 def _warn_about(result: pd.DataFrame, settings: ExitSettings, name: str) -> None:

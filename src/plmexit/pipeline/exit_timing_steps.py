@@ -23,15 +23,16 @@ import torch
 import plmexit
 from plmexit.atomic import write_text
 from plmexit.data import tasks
-from plmexit.embedding import engine, store
-from plmexit.errors import InputError, StoreError
+from plmexit.embedding import engine, options, store
+from plmexit.embedding.inputs import embedded_sequences
+from plmexit.errors import InputError
 from plmexit.exit import adaptive
 from plmexit.exit.controller import Controller
 from plmexit.exit.outputs import fold_probes
 from plmexit.models import manifest as model_manifests
-from plmexit.pipeline.exit_steps import read_hyperparameters, task_targets
-from plmexit.pipeline.model_steps import embedded_sequences
-from plmexit.pipeline.reading import read_json
+from plmexit.pipeline.reading import read_hyperparameters, read_json
+from plmexit.probing.selection import Selection
+from plmexit.probing.tables import task_targets
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +49,7 @@ TIMING_COLUMNS = [
 
 def time_exit_task(
     model_manifest: str | Path, task_table: str | Path, embeddings: str | Path, probe_table: str | Path, selection_file: str | Path,
-    exit_info: str | Path, out: str | Path, info_out: str | Path, settings: engine.EmbedSettings, sample_sequences: int, repeats: int,
+    exit_info: str | Path, out: str | Path, info_out: str | Path, settings: options.EmbedSettings, sample_sequences: int, repeats: int,
     seed: int, variant_crop: bool = False,
 ) -> pd.DataFrame:
     """Measured wall clock of full depth, the deployed layer and each calibrated controller on one fold's test sequences.
@@ -64,9 +65,7 @@ def time_exit_task(
     meta = read_json(exit_info, "`plmexit exit`", ("model", "task", "task_type", "n_layers", "settings", "folds"))
     task_type = meta["task_type"]
     table = tasks.read_task_table(task_table, task_type)
-    info = store.read_info(embeddings)
-    if info.attrs.get("input_sha256") != tasks.sequences_sha256(table["id"], table["sequence"]):
-        raise StoreError(f"{embeddings} was embedded from other sequences than {task_table}; delete it and rerun `plmexit embed`")
+    info = store.read_task_info(embeddings, table, task_table)
     if info.attrs.get("layer_norm", settings.layer_norm) != settings.layer_norm:
         raise InputError(f"{embeddings} holds layer norm convention {info.attrs['layer_norm']!r}, not --layer-norm {settings.layer_norm}; "
                          "time with the embedding's settings")
@@ -75,8 +74,8 @@ def time_exit_task(
         raise InputError(f"{exit_info} describes {meta['n_layers']} layers but {embeddings} holds {L}; rerun the pipeline for one model")
     if not meta["folds"]:
         raise InputError(f"{exit_info} holds no calibrated controller; rerun `plmexit exit`")
-    selection = read_json(selection_file, "`plmexit select`", ("deployed_layer", "n_layers"))
-    static_layer = L if selection["deployed_layer"] is None else int(selection["deployed_layer"])
+    selection = Selection.from_json(selection_file)
+    static_layer = L if selection.deployed_layer is None else selection.deployed_layer
     fold = meta["folds"][0]["fold"]
     controllers = [c for c in meta["folds"] if c["fold"] == fold]
     y, classes = task_targets(table, task_type)
@@ -122,7 +121,7 @@ def time_exit_task(
     write_text(out, result.to_csv(sep="\t", index=False, float_format="%.6g"))
     meta_out = {
         "model": manifest["id"], "task": meta["task"], "fold": fold, "n_layers": L, "static_layer": static_layer,
-        "static_layer_is": "the deployed layer (plmexit select, on the rows that are never test rows)" if selection["deployed_layer"] is not None else "none deployed: full depth",
+        "static_layer_is": "the deployed layer (plmexit select, on the rows that are never test rows)" if selection.deployed_layer is not None else "none deployed: full depth",
         "n_sequences": len(timed_rows), "sequence_ids": [str(i) for i in table["id"].to_numpy()[timed_rows]], "seed": seed, "repeats": repeats,
         "batch_sizes": [int(t.shape[0]) for t, _ in batches], "max_tokens": settings.max_tokens, "layer_norm": settings.layer_norm,
         "long_sequences": settings.long_sequences, "truncation": crop.describe() if crop is not None else settings.long_sequence_description(),

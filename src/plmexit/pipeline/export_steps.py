@@ -26,14 +26,14 @@ from plmexit.atomic import atomic_directory, atomic_path, write_text
 from plmexit.data import tasks
 from plmexit.data.sequences import read_sequences
 from plmexit.download import sha256_file
-from plmexit.embedding import cost, engine, store
+from plmexit.embedding import cost, engine, options, pieces, store
 from plmexit.errors import InputError, ModelError, StoreError
 from plmexit.models import fair_esm
 from plmexit.models import manifest as model_manifests
 from plmexit.pipeline.reading import read_json
-from plmexit.pipeline.select_steps import TEST_UNIT_POSITIONS
-from plmexit.probing import choice, probes, tables
+from plmexit.probing import choice, folds, metrics, probes, tables
 from plmexit.probing.linear import LinearProbe
+from plmexit.probing.selection import TEST_UNIT_POSITIONS, Selection
 from plmexit.reporting.card import render_card
 
 log = logging.getLogger(__name__)
@@ -44,7 +44,6 @@ TRANSFORMERS_DIR = "model"  # a transformers export's model directory, inside th
 PROBE = "probe.json"
 FORMAT = "plmexit-export"
 FORMAT_VERSION = 1
-_SELECTION_KEYS = ("model", "task", "metric", "status", "n_layers", "deployed_layer", "deployed_hyperparameter", "nested_score", "final_score", "gain")
 _OLD_TRUNCATION = re.compile(r"truncated to the first (\d+) residues")
 
 
@@ -53,26 +52,24 @@ def export_model(
     task_type: str, out: str | Path,
 ) -> dict:
     """Write ``out/``: the model's first ``k`` blocks (``k`` the selection's deployed layer), the probe
-    refitted on the deploy rows (``probes.deploy_rows``: never an official test row) at the deploy
+    refitted on the deploy rows (``folds.deploy_rows``: never an official test row) at the deploy
     fold's hyperparameter (``probes.refit_probe``), ``card.json`` and ``README.md``. Returns the card."""
-    selection = read_json(selection_file, "`plmexit select`", _SELECTION_KEYS)
-    if selection["status"] != choice.STATUS_OK or selection["deployed_layer"] is None:
-        raise InputError(f"{selection_file}: status {selection['status']!r}, no deployed layer to export (no layer carries a signal)")
+    selection = Selection.from_json(selection_file)
+    if selection.status != choice.STATUS_OK or selection.deployed_layer is None or selection.deployed_hyperparameter is None:
+        raise InputError(f"{selection_file}: status {selection.status!r}, no deployed layer to export (no layer carries a signal)")
     manifest = model_manifests.read_manifest(model_manifest)
-    info = store.read_info(embeddings)
-    if not selection["model"] == manifest["id"] == info.attrs.get("model"):
+    table = tasks.read_task_table(task_table, task_type)
+    info = store.read_task_info(embeddings, table, task_table)
+    if not selection.model == manifest["id"] == info.attrs.get("model"):
         raise InputError(
-            f"{selection_file} selects for model {selection['model']!r}, {model_manifest} is {manifest['id']!r} and {embeddings} holds "
+            f"{selection_file} selects for model {selection.model!r}, {model_manifest} is {manifest['id']!r} and {embeddings} holds "
             f"{info.attrs.get('model')!r}; pass one model's manifest, store and selection"
         )
     if info.attrs.get("checkpoint_sha256") != manifest["sha256"]:
         raise StoreError(f"{embeddings} was embedded with checkpoint {info.attrs.get('checkpoint_sha256')}, not {model_manifest}'s {manifest['sha256']}; pass the model the store was made with")
-    layer, n_layers = int(selection["deployed_layer"]), int(selection["n_layers"])
+    layer, n_layers = selection.deployed_layer, selection.n_layers
     if n_layers != info.n_layers or not 0 <= layer <= n_layers:
         raise InputError(f"{selection_file}: deployed layer {layer} of {n_layers} does not fit {embeddings} (layers 0..{info.n_layers}); pass the selection made from this store")
-    table = tasks.read_task_table(task_table, task_type)
-    if info.attrs.get("input_sha256") != tasks.sequences_sha256(table["id"], table["sequence"]):
-        raise StoreError(f"{embeddings} was embedded from other sequences than {task_table}; pass the task table the store was made from")
     settings = recorded_settings(info.attrs, embeddings)
     costs = read_json(cost_file, "`plmexit cost`", ("model", "n_layers", "flops", "seconds"))
     if costs["model"] != manifest["id"]:
@@ -86,8 +83,8 @@ def export_model(
     classes = tables.classes_of(labels) if task_type == "multilabel" else None
     y = tables.indicator(labels, classes) if classes else labels
     # The deploy fold's rows (never an official test row), as the probe step fitted the deploy fold.
-    rows = probes.deploy_rows(table["fold"].to_numpy())
-    probe = probes.refit_probe(store.read_layer(embeddings, layer)[rows], y[rows], task_type, float(selection["deployed_hyperparameter"]), classes)
+    rows = folds.deploy_rows(table["fold"].to_numpy())
+    probe = probes.refit_probe(store.read_layer(embeddings, layer)[rows], y[rows], task_type, selection.deployed_hyperparameter, classes)
 
     blocks = max(layer, 1)  # fair-esm's ESM2 needs one block; layer 0 (token embeddings) is read before it
     with atomic_directory(out) as tmp:
@@ -108,14 +105,14 @@ def write_model(manifest: dict, blocks: int, directory: Path) -> dict:
     every file of it hashed into the card.
     """
     if manifest["format"] == "transformers":
-        from plmexit.models import hf_truncate, hub  # transformers only for transformers models
+        from plmexit.models import families, hf_truncate, hub  # transformers only for transformers models
 
         hf_truncate.truncate_directory(manifest["path"], blocks, directory / TRANSFORMERS_DIR)
         files = hub.hash_files(directory / TRANSFORMERS_DIR)
-        family = hub.FAMILIES[manifest["family"]]
+        family = families.get(manifest["family"])
         tokenisation = "one token per residue, " + ("residues separated by spaces, U Z O B as X" if family.rare_to_x else "residues as given")
         return {"family": family.name, "format": "transformers", "directory": TRANSFORMERS_DIR, "files": files,
-                "sha256": hub.combined_sha256(files), "blocks": blocks, "model_class": family.model_class, "tokenisation": tokenisation,
+                "sha256": hub.combined_sha256(files), "blocks": blocks, "model_class": family.encoder_class, "tokenisation": tokenisation,
                 "final_norm": family.final_norm_description}
     name = f"{manifest['name']}_blocks{blocks}.pt"
     fair_esm.truncate_checkpoint(manifest["checkpoint"], manifest["sha256"], blocks, directory / name)
@@ -123,7 +120,7 @@ def write_model(manifest: dict, blocks: int, directory: Path) -> dict:
             "contact_regression_file": Path(name).stem + "-contact-regression.pt"}
 
 
-def recorded_settings(attrs: dict, source: str | Path) -> engine.EmbedSettings:
+def recorded_settings(attrs: dict, source: str | Path) -> options.EmbedSettings:
     """The ``EmbedSettings`` a store records (device left to the caller)."""
     if attrs.get("variant_crop") and attrs.get("n_truncated", 0):
         raise StoreError(
@@ -136,9 +133,9 @@ def recorded_settings(attrs: dict, source: str | Path) -> engine.EmbedSettings:
         if found is None:
             raise StoreError(f"{source}: records no truncation length; rerun `plmexit embed`")
         truncate = int(found.group(1))
-    defaults = engine.EmbedSettings()
+    defaults = options.EmbedSettings()
     try:
-        settings = engine.EmbedSettings(
+        settings = options.EmbedSettings(
             max_tokens=int(attrs.get("max_tokens", defaults.max_tokens)), truncate=int(truncate or defaults.truncate),
             layer_norm=attrs["layer_norm"], precision=attrs.get("precision", defaults.precision), long_sequences=attrs["long_sequences"],
             window=int(attrs.get("window") or defaults.window), overlap=int(attrs.get("overlap") or defaults.overlap),
@@ -184,14 +181,13 @@ def transformers_feature_description(layer_norm: str, layer: int, n_layers: int,
     return what, how, normed and layer == model["blocks"]
 
 
-def _card(manifest, selection, costs, attrs, settings, probe: LinearProbe, layer, model: dict, n_rows) -> dict:
-    n_layers = int(selection["n_layers"])
+def _card(manifest, selection: Selection, costs, attrs, settings, probe: LinearProbe, layer, model: dict, n_rows) -> dict:
+    n_layers = selection.n_layers
     if model["format"] == "transformers":
         what, how, normed_last = transformers_feature_description(settings.layer_norm, layer, n_layers, model)
     else:
         what, how, normed_last = feature_description(settings.layer_norm, layer, n_layers, model["blocks"])
     flops, seconds = costs["flops"], costs["seconds"]
-    bootstrap = selection.get("bootstrap") or {}
     return {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
@@ -199,29 +195,29 @@ def _card(manifest, selection, costs, attrs, settings, probe: LinearProbe, layer
         "created": datetime.datetime.now(datetime.timezone.utc).date().isoformat(),
         "source_model": {"family": manifest.get("family", "fair-esm"), "id": manifest["id"], "name": manifest["name"], "sha256": manifest["sha256"], "n_layers": n_layers},
         "model": model,
-        "task": {"name": selection["task"], "type": probe.task_type, "metric": selection["metric"],
+        "task": {"name": selection.task, "type": probe.task_type, "metric": selection.metric,
                  "classes": probe.classes, "n_training_rows": n_rows},
         "deployed_layer": layer,
         "final_layer": n_layers,
         "feature": {"layer": layer, "layer_norm": settings.layer_norm, "representation": what, "how_to_compute": how,
-                    "is_exported_models_last_output": normed_last, "pooling": engine.POOLING},
+                    "is_exported_models_last_output": normed_last, "pooling": options.POOLING},
         "scores": {
-            "nested_score": selection["nested_score"], "final_score": selection["final_score"], "gain": selection["gain"],
-            "gain_ci_low": selection.get("gain_ci_low"), "gain_ci_high": selection.get("gain_ci_high"),
-            "interval_level": bootstrap.get("level"), "interval_resamples": bootstrap.get("resamples"),
+            "nested_score": selection.nested_score, "final_score": selection.final_score, "gain": selection.gain,
+            "gain_ci_low": selection.gain_ci_low, "gain_ci_high": selection.gain_ci_high,
+            "interval_level": selection.bootstrap.level, "interval_resamples": selection.bootstrap.resamples,
             "interval_of": "the gain (nested score minus the final layer's score), not the nested score itself",
             "interval_covers": (
-                f"a percentile bootstrap over {bootstrap.get('unit', 'test items')}, so it covers the test sample's variability only"
+                f"a percentile bootstrap over {selection.bootstrap.unit}, so it covers the test sample's variability only"
                 + ("; resampling mutated positions, it speaks about the assay's positions, not only further variants at the positions tested"
-                   if selection.get("test_unit") == TEST_UNIT_POSITIONS else "")
+                   if selection.test_unit == TEST_UNIT_POSITIONS else "")
             ),
             "nested_score_covers": "mean over evaluation folds of each fold's test score at the layer chosen on that fold's training rows only",
-            "verdict": selection.get("verdict"), "fold_layers": selection.get("fold_layers"), "fold_agreement": selection.get("fold_agreement"),
-            "split": selection.get("split"),
+            "verdict": selection.verdict, "fold_layers": list(selection.fold_layers), "fold_agreement": selection.fold_agreement,
+            "split": selection.split,
             # The baselines (README, "Baselines"); None where the probe step fitted none.
-            **{k: selection.get(k) for k in choice.BASELINE_SUMMARY_COLUMNS},
+            **{k: getattr(selection, k) for k in choice.BASELINE_SUMMARY_COLUMNS},
             # Homology folds: how MMseqs2 clustered the task (whole clusters per fold); None for other splits.
-            "clustering": (selection.get("task_info") or {}).get("clustering"),
+            "clustering": selection.task_info.get("clustering"),
         },
         "compute": {
             # Of the exported depth, from the cost file itself (the selection's figures are for its deployed layer, the same one).
@@ -280,17 +276,17 @@ def load_exported_model(export_dir: Path, card: dict, device: str):
     return fair_esm.load_model(export_dir / model["file"], model["sha256"], device)
 
 
-def _encoder(loaded, settings: engine.EmbedSettings, layer: int, final_layer: int):
+def _encoder(loaded, settings: options.EmbedSettings, layer: int, final_layer: int):
     """The export's encoder: under ``raw`` a model cut after block ``k < L`` must not norm its last
     layer (the source model's raw layer ``k`` was not normed), so ``norm_last`` is off then."""
     raw_cut = settings.layer_norm == "raw" and layer == loaded.num_layers and layer < final_layer
     return engine.make_encoder(loaded, settings.device, settings.precision, norm_last=not raw_cut)
 
 
-def exported_features(loaded, sequences: list[str], settings: engine.EmbedSettings, layer: int, final_layer: int) -> np.ndarray:
+def exported_features(loaded, sequences: list[str], settings: options.EmbedSettings, layer: int, final_layer: int) -> np.ndarray:
     """``(n, dim)`` float32: the probe's feature (layer ``layer`` of the source model, under
     ``settings.layer_norm``) for each sequence, computed with the export's ``loaded`` model."""
-    prepared, _ = engine.prepare_sequences(sequences, settings)
+    prepared, _ = pieces.prepare_sequences(sequences, settings)
     features = np.empty((len(prepared), loaded.embed_dim), dtype=np.float32)
     encoder = _encoder(loaded, settings, layer, final_layer)
     for index, pooled in engine.embed_pooled(loaded, prepared, settings, encoder=encoder):
@@ -300,12 +296,12 @@ def exported_features(loaded, sequences: list[str], settings: engine.EmbedSettin
 
 def predict(export_dir: str | Path, input_file: str | Path, out: str | Path, device: str = "cpu") -> pd.DataFrame:
     """One row per input sequence: ``id``, ``prediction`` (a value, a class, or the labels called at
-    ``probes.MULTILABEL_THRESHOLD`` joined by ``;``) and, for classifiers, ``p_<class>`` per class; CSV, atomically."""
+    ``metrics.MULTILABEL_THRESHOLD`` joined by ``;``) and, for classifiers, ``p_<class>`` per class; CSV, atomically."""
     export_dir = Path(export_dir)
     card, probe = read_export(export_dir)
     ids, sequences = read_sequences(input_file)
     recorded = card["embedding"]
-    settings = engine.EmbedSettings(
+    settings = options.EmbedSettings(
         max_tokens=recorded["max_tokens"], truncate=recorded["truncate"], layer_norm=card["feature"]["layer_norm"], device=device,
         precision=recorded["precision"], long_sequences=recorded["long_sequences"], window=recorded["window"], overlap=recorded["overlap"],
     )
@@ -319,7 +315,7 @@ def predict(export_dir: str | Path, input_file: str | Path, out: str | Path, dev
         if probe.task_type == "classification":
             result["prediction"] = probe.predict(features)
         else:
-            result["prediction"] = [tasks.LABEL_SEPARATOR.join(c for c, q in zip(probe.classes, row) if q >= probes.MULTILABEL_THRESHOLD) for row in p]
+            result["prediction"] = [tasks.LABEL_SEPARATOR.join(c for c, q in zip(probe.classes, row) if q >= metrics.MULTILABEL_THRESHOLD) for row in p]
         for j, c in enumerate(probe.classes):
             result[f"p_{c}"] = p[:, j]
     with atomic_path(out) as tmp:

@@ -2,7 +2,7 @@
 
 Invariant: as every module of ``plmexit.pipeline`` (one function per CLI command, reading inputs,
 calling the computing modules in ``plmexit.exit`` and ``plmexit.depth``, writing outputs
-atomically); the model is loaded by ``depth_steps.load_masked_lm`` and the sample drawn by
+atomically); the model is loaded by ``depth.loading.load_masked_lm`` and the sample drawn by
 ``depth.lens.mask_sample``, as the lens diagnostics do (same seed and size: the same positions).
 The controllers are calibrated on a seeded part of the sampled sequences and reported on the
 others, never on a sequence they were calibrated on; the reference is the final layer's prediction.
@@ -22,7 +22,7 @@ from plmexit.atomic import write_text
 from plmexit.data import tasks
 from plmexit.errors import InputError
 from plmexit.exit import calibration, gates
-from plmexit.pipeline.exit_steps import ControllerSettings
+from plmexit.exit.controller import ControllerSettings
 from plmexit.pipeline.reading import read_tsv
 
 log = logging.getLogger(__name__)
@@ -58,9 +58,9 @@ def lens_exit_task(
     the thresholds tested in sequence with their p-values, provenance).
     """
     from plmexit.depth import lens  # torch and the model only in this step, not in the summary
+    from plmexit.depth.loading import load_masked_lm, provenance
     from plmexit.exit import lens_exit
     from plmexit.models import manifest as model_manifests
-    from plmexit.pipeline.depth_steps import load_masked_lm, provenance
 
     lens.check_sampling(settings.sample, settings.mask_fraction)
     calibration.check_budget(settings.epsilon, settings.delta)

@@ -22,8 +22,9 @@ import torch
 import plmexit
 from plmexit.atomic import write_text
 from plmexit.data import tasks
-from plmexit.embedding import cost, engine, store
-from plmexit.errors import EmbedError, InputError, StoreError
+from plmexit.embedding import cost, engine, inputs, options, pieces, store
+from plmexit.embedding.parts import plan_parts, shard_bounds
+from plmexit.errors import InputError, StoreError
 from plmexit.models import manifest as model_manifests
 
 log = logging.getLogger(__name__)
@@ -40,54 +41,6 @@ def fetch_model(out: str | Path, model_id: str | None = None, **source) -> dict:
     manifest = {"id": model_id or resolved["name"], **resolved}
     model_manifests.write_manifest(manifest, out)
     return manifest
-
-
-def embedded_sequences(
-    table, settings: engine.EmbedSettings, variant_crop: bool, source: str | Path
-) -> tuple[list[str], np.ndarray, engine.EmbedSettings, engine.VariantCrop | None]:
-    """What the model sees of a task table's sequences: ``(sequences, truncated, settings, crop)``.
-
-    Without ``variant_crop``, as ``engine.prepare_sequences``. With it, the table is one target's
-    variants: all are cut through one ``engine.VariantCrop`` computed from the whole table (so every
-    shard of it gets the same), with the settings that embed the crop; every position a ProteinGym
-    mutant id names must lie inside it (``check_crop_covers``). ``truncated`` marks sequences not
-    embedded whole.
-    """
-    sequences = list(table["sequence"])
-    if not variant_crop or not sequences:
-        prepared, truncated = engine.prepare_sequences(sequences, settings)
-        return prepared, truncated, settings, None
-    crop = engine.variant_crop(sequences, settings, str(source))
-    check_crop_covers(crop, list(table["id"]), source)
-    truncated = np.full(len(sequences), crop.stop - crop.start < crop.length, dtype=bool)
-    return crop.apply(sequences), truncated, crop.settings(settings), crop
-
-
-def check_crop_covers(crop: engine.VariantCrop, ids: list[str], source: str | Path) -> None:
-    """Every position named by a mutant id (``A24C:G30D``) lies inside the crop, else an ``EmbedError``.
-
-    The crop covers every position where variants differ by construction; this catches what that
-    cannot see, such as a substitution every variant shares. Every id is read: ids that are not
-    mutants (a table that is not ProteinGym's, or a wild-type row) are skipped, and counted in one log line.
-    """
-    from plmexit.data import proteingym  # pandas, only for variant sets
-
-    not_mutants = []
-    for row, mutant in enumerate(ids, start=1):
-        try:
-            positions = proteingym.mutated_positions(mutant)
-        except InputError:
-            not_mutants.append(mutant)
-            continue
-        for position in positions:
-            if not crop.covers(position - 1):
-                raise EmbedError(
-                    f"{source}: row {row} ({mutant}) mutates position {position}, outside residues {crop.start + 1}..{crop.stop} "
-                    "that are embedded; set embed.long_sequences: window, which embeds every residue"
-                )
-    if not_mutants:
-        log.info("%s: %d of %d ids are not ProteinGym mutants (first %r); the crop is checked against where sequences differ only for those",
-                 source, len(not_mutants), len(ids), not_mutants[0])
 
 
 # Forward batches per resumable part: a killed run loses at most this much work, and every this
@@ -108,7 +61,7 @@ def embed_task(
     model_manifest: str | Path,
     task_table: str | Path,
     out: str | Path,
-    settings: engine.EmbedSettings,
+    settings: options.EmbedSettings,
     dtype: str,
     shard: int | None = None,
     shards: int = 1,
@@ -117,23 +70,23 @@ def embed_task(
 ) -> None:
     """Embed every sequence of a task, or of shard ``shard`` of ``shards``, at every layer into a store.
 
-    Shards are contiguous row ranges of about equal residues (``engine.shard_bounds``); a shard's
+    Shards are contiguous row ranges of about equal residues (``parts.shard_bounds``); a shard's
     store is gathered with the others by ``gather_embeddings``. Work is done in parts of
     ``PART_BATCHES`` batches, each written atomically to ``parts_dir(out)`` as it finishes; a rerun
     after a kill (even SIGKILL) skips finished parts, and the store is then streamed from the parts,
     so it is identical to an uninterrupted run's. ``variant_crop``: the table is one target's
-    substitution variants, embedded through one crop over the mutated positions (``embedded_sequences``).
+    substitution variants, embedded through one crop over the mutated positions (``inputs.embedded_sequences``).
     """
     settings.check()
     if shard is not None and not 0 <= shard < shards:
         raise InputError(f"--shard {shard} is outside 0..{shards - 1} for --shards {shards}; pass a shard index below --shards")
     manifest = model_manifests.read_manifest(model_manifest)
     table = tasks.read_task_table(task_table)
-    bounds = engine.shard_bounds(table["sequence"].str.len().to_numpy(), shards)
+    bounds = shard_bounds(table["sequence"].str.len().to_numpy(), shards)
     start, stop = (int(bounds[shard]), int(bounds[shard + 1])) if shard is not None else (0, len(table))
     rows = table.iloc[start:stop]
     # The crop is computed over the whole table before the shard's rows are taken, so every shard agrees.
-    all_sequences, all_truncated, embed_settings, crop = embedded_sequences(table, settings, variant_crop, task_table)
+    all_sequences, all_truncated, embed_settings, crop = inputs.embedded_sequences(table, settings, variant_crop, task_table)
     sequences, truncated = all_sequences[start:stop], all_truncated[start:stop]
     if crop is not None:
         log.info("%s: %s", task_table, crop.describe())
@@ -153,9 +106,9 @@ def embed_task(
         "device": settings.device,
         "engine": encoder.engine,
         **encoder.resolved.attrs(),  # precision: what ran; precision_requested: what was asked
-        "pooling": engine.POOLING,
+        "pooling": options.POOLING,
         "layer_norm": settings.layer_norm,
-        "layer_norm_description": engine.LAYER_NORM_CONVENTIONS[settings.layer_norm],
+        "layer_norm_description": options.LAYER_NORM_CONVENTIONS[settings.layer_norm],
         "long_sequences": settings.long_sequences,
         "truncation": crop.describe() if crop is not None else settings.long_sequence_description(),
         "truncate": settings.truncate if settings.long_sequences == "truncate" else None,
@@ -169,7 +122,7 @@ def embed_task(
     }
     if shard is not None:
         attrs.update(shard=shard, row_start=start, row_stop=stop, task_input_sha256=tasks.sequences_sha256(table["id"], table["sequence"]))
-    parts = engine.plan_parts(sequences, PART_BATCHES * settings.max_tokens)
+    parts = plan_parts(sequences, PART_BATCHES * settings.max_tokens)
     workdir = parts_dir(out)
     _open_parts_dir(workdir, {"attrs": attrs, "dtype": dtype, "parts": [p.tolist() for p in parts]})
     part_files = [workdir / f"part-{i:06d}.h5" for i in range(len(parts))]
@@ -177,7 +130,7 @@ def embed_task(
     if len(todo) < len(parts):
         log.info("%s: resuming, %d of %d parts already embedded in %s", out, len(parts) - len(todo), len(parts), workdir)
     specials = encoder.tokens.specials
-    tracker = _Progress(sum(engine.work_tokens([sequences[j] for j in parts[i]], embed_settings, specials) for i in todo), progress)
+    tracker = _Progress(sum(pieces.work_tokens([sequences[j] for j in parts[i]], embed_settings, specials) for i in todo), progress)
     for i in todo:
         part = parts[i]
         block = np.empty((loaded.num_layers + 1, len(part), loaded.embed_dim), dtype=np.float32)
@@ -236,7 +189,7 @@ def measure_cost(
     model_manifest: str | Path,
     task_table: str | Path,
     out: str | Path,
-    settings: engine.EmbedSettings,
+    settings: options.EmbedSettings,
     sample_sequences: int,
     repeats: int,
     seed: int,
@@ -251,7 +204,7 @@ def measure_cost(
     settings.check()
     manifest = model_manifests.read_manifest(model_manifest)
     table = tasks.read_task_table(task_table)
-    sequences, truncated, embed_settings, crop = embedded_sequences(table, settings, variant_crop, task_table)
+    sequences, truncated, embed_settings, crop = inputs.embedded_sequences(table, settings, variant_crop, task_table)
     loaded = model_manifests.load(manifest, settings.device)
     rng = np.random.default_rng(seed)
     sampled = np.sort(rng.choice(len(sequences), size=min(sample_sequences, len(sequences)), replace=False))
@@ -259,7 +212,7 @@ def measure_cost(
     encoder = engine.make_encoder(loaded, settings.device, settings.precision)
     seconds = cost.measure_depth_seconds(encoder, sample, embed_settings, repeats)
     log.info("%s: full forward of %d sampled sequences takes %.4f s on %s", task_table, len(sample), seconds[-1], settings.device)
-    token_lengths = engine.piece_token_lengths(sequences, embed_settings, encoder.tokens.specials)  # + special tokens, per piece
+    token_lengths = pieces.piece_token_lengths(sequences, embed_settings, encoder.tokens.specials)  # + special tokens, per piece
     result = {
         "model": manifest["id"],
         "model_name": manifest["name"],
@@ -280,7 +233,7 @@ def measure_cost(
         "n_truncated": int(truncated.sum()),  # as the embedding counts them (selection reports it)
         "timed": cost.TIMED,
         "sample_sequences": len(sample),
-        "sample_tokens": int(engine.piece_token_lengths(sample, embed_settings, encoder.tokens.specials).sum()),
+        "sample_tokens": int(pieces.piece_token_lengths(sample, embed_settings, encoder.tokens.specials).sum()),
         "repeats": repeats,
         "seconds": seconds.tolist(),
         **(crop.attrs() if crop is not None else {}),

@@ -13,6 +13,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from plmexit.data import sources
+from plmexit.models import families
 from plmexit.pipeline.plan_tasks import DEFAULT_REFERENCE
 
 
@@ -80,10 +81,8 @@ class TargetPaths:
     def test_model_checkpoint(self, model: str) -> str:
         """Where ``make-test-model`` writes a config-declared random model: a fair-esm checkpoint file, or a transformers directory."""
         r = self.models[model]["random"]
-        family = r.get("family", "fair-esm")
-        stem = "esm2" if family == "fair-esm" else family
-        suffix = ".pt" if family == "fair-esm" else ""
-        return f"{self.results}/models/{model}/{stem}_t{r['layers']}_{r['dim']}d_{r['heads']}h_seed{r.get('seed', 0)}_random{suffix}"
+        name = families.test_model_name(r.get("family", families.DEFAULT_TEST_MODEL_FAMILY), r["layers"], r["dim"], r["heads"], r.get("seed", 0))
+        return f"{self.results}/models/{model}/{name}"
 
     def model_checkpoint(self, model: str) -> list[str]:
         """The local file or directory the manifest depends on ([] for a download)."""

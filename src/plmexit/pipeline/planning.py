@@ -27,6 +27,7 @@ from typing import Callable
 
 from plmexit.data import sources
 from plmexit.errors import ConfigError
+from plmexit.models.families import MASKED_LM_FAMILIES
 from plmexit.pipeline import plan_batches
 from plmexit.pipeline.plan_batches import PROBE_MB_PER_MINUTE, PROBE_MINUTES, BatchLayout  # noqa: F401 (re-exported)
 from plmexit.pipeline.plan_flags import INNER_SPLIT_OF_SCHEME, TASK_OPTION_KEYS, VARIANT_DTYPE, StepArguments  # noqa: F401 (re-exported)
@@ -44,8 +45,6 @@ from plmexit.pipeline.plan_tasks import (  # noqa: F401 (re-exported)
 
 # Where outputs go unless the config sets pathvars.results (Snakemake's own path variable <results>).
 DEFAULT_RESULTS = "results"
-# = plmexit.models.hub.MASKED_LM_CLASSES's families, repeated because planning imports no torch (test_config checks they agree).
-MASKED_LM_FAMILIES = ("esm", "bert", "albert", "esmc")
 
 
 def _by_id(entries: list[dict], section: str) -> dict[str, dict]:

@@ -21,6 +21,7 @@ from plmexit.data import proteingym, tasks
 from plmexit.embedding import store
 from plmexit.errors import InputError, StoreError
 from plmexit.probing import baselines, probes, tables
+from plmexit.probing.folds import FoldFit
 
 log = logging.getLogger(__name__)
 
@@ -42,7 +43,7 @@ def probe_task(
 
     Writes the long table ``model, task, layer, fold, metric, value`` to ``out`` (test metrics,
     ``inner_<metric>`` and the chosen hyperparameter per evaluation fold, and the deploy fold's
-    inner score and hyperparameter, ``probes.DEPLOY_FOLD``) and every test prediction (``model,
+    inner score and hyperparameter, ``folds.DEPLOY_FOLD``) and every test prediction (``model,
     task, layer, fold, id, label, prediction``, gzipped) to ``predictions_out``. With an inner split
     grouped by position, positions come from the ids (ProteinGym mutants). Logs one warning when
     chosen hyperparameters sit on the grid's edge.
@@ -58,9 +59,7 @@ def probe_task(
     if baseline_features is not None and baseline_features not in baselines.FEATURES:
         raise InputError(f"baseline features {baseline_features!r} are not one of {', '.join(baselines.FEATURES)} (--baseline-features)")
     table = tasks.read_task_table(task_table, settings.task_type)
-    info = store.read_info(embeddings)
-    if info.attrs.get("input_sha256") != tasks.sequences_sha256(table["id"], table["sequence"]):
-        raise StoreError(f"{embeddings} was embedded from other sequences than {task_table}; delete it and rerun `plmexit embed`")
+    info = store.read_task_info(embeddings, table, task_table)
     if info.attrs.get("model", model) != model:
         raise StoreError(f"{embeddings} holds model {info.attrs['model']!r}, not {model!r}; pass that model's store, or --model-id {info.attrs['model']}")
     labels, folds, ids = table["label"].to_numpy(), table["fold"].to_numpy(), table["id"].to_numpy()
@@ -82,7 +81,7 @@ def probe_task(
     return result
 
 
-def _add_fits(rows: list, predictions: list, key: tuple, fits: list[probes.FoldFit], y: np.ndarray, settings: probes.ProbeSettings,
+def _add_fits(rows: list, predictions: list, key: tuple, fits: list[FoldFit], y: np.ndarray, settings: probes.ProbeSettings,
               ids: np.ndarray, labels: np.ndarray, classes: list[str] | None, columns: list[str]) -> None:
     """Append one layer's (or baseline's) fits, ``key`` = (model, task, layer or baseline): its table rows and its test predictions."""
     rows.extend((*key, fold, metric, value) for fold, metric, value in probes.fold_metrics(fits, y, settings))
@@ -177,5 +176,5 @@ def _one_blas_thread() -> None:
 
 def _probe_one_layer(
     embeddings: str | Path, layer: int, y: np.ndarray, folds: np.ndarray, settings: probes.ProbeSettings, positions: np.ndarray | None = None,
-) -> list[probes.FoldFit]:
+) -> list[FoldFit]:
     return probes.probe_layer(store.read_layer(embeddings, layer), y, folds, settings, positions)

@@ -9,6 +9,7 @@ import pandas as pd
 
 from plmexit.errors import InputError
 from plmexit.probing import tables
+from plmexit.probing.probes import HYPERPARAMETER
 
 
 def read_tsv(path: str | Path, what: str, writer: str) -> pd.DataFrame:
@@ -21,6 +22,15 @@ def read_tsv(path: str | Path, what: str, writer: str) -> pd.DataFrame:
 
 def read_probe_table(path: str | Path) -> pd.DataFrame:
     return _read_columns(path, tables.PROBE_COLUMNS, "probe table", "`plmexit probe`")
+
+
+def read_hyperparameters(probe_table: str | Path, n_layers: int) -> pd.DataFrame:
+    """``(L + 1 layers) x folds``: the hyperparameter the probe step chose per layer and fold (NaN: no signal)."""
+    table = read_probe_table(probe_table)
+    hyper = table[table.metric == HYPERPARAMETER].pivot(index="layer", columns="fold", values="value")
+    if hyper.empty or sorted(hyper.index) != list(range(n_layers + 1)):
+        raise InputError(f"{probe_table}: no hyperparameter rows for every layer 0..{n_layers}; rerun `plmexit probe`")
+    return hyper.sort_index()
 
 
 def _read_columns(path: str | Path, columns: list[str], what: str, writer: str) -> pd.DataFrame:

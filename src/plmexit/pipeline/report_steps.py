@@ -13,12 +13,13 @@ import pandas as pd
 from plmexit.atomic import atomic_directory
 from plmexit.errors import InputError
 from plmexit.pipeline.reading import read_json, read_probe_table, read_tsv
+from plmexit.probing.selection import Selection
 from plmexit.reporting import figures, manuscript, study
 
 
 def plot_task(probe_table: str | Path, selection_file: str | Path, cost_file: str | Path, out: str | Path) -> None:
     """Figure of the selection metric (test and training-only) against layer for one (model, task), time saved beside it."""
-    selection = read_json(selection_file, "`plmexit select`", ("metric", "n_layers", "n_folds", "status", "deployed_layer", "nested_score", "fold_layers"))
+    selection = Selection.from_json(selection_file)
     costs = read_json(cost_file, "`plmexit cost`", ("n_layers", "seconds"))
     figures.plot_layers(read_probe_table(probe_table), selection, costs["seconds"], out)
 
@@ -53,9 +54,8 @@ def plot_task_depth(
     """Figure of one (model, task)'s probe curve beside its lens and zero-shot curves on one
     relative-depth axis (``figures.task_depth_figure``); returns the curves it draws. The lens and
     zero-shot tables must speak of the selection's model, its task's sequences and its layers."""
-    selection = read_json(selection_file, "`plmexit select`", ("model", "task", "metric", "n_layers", "n_folds", "deployed_layer", "task_info"))
-    model, n = selection["model"], int(selection["n_layers"])
-    name = selection["task_info"].get("dms_id") or selection["task"]
+    selection = Selection.from_json(selection_file)
+    model, n, name = selection.model, selection.n_layers, selection.task_name
     tables = {}
     for kind, path, column, writer in (("lens", lens_file, "task", "`plmexit lens`"), ("zero_shot", zero_shot_file, "dms_id", "`plmexit zero-shot`")):
         if path is None:

@@ -6,7 +6,6 @@ inputs, calling the computing modules and writing its outputs atomically.
 
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
 
@@ -18,23 +17,24 @@ from plmexit.data import proteingym, tasks
 from plmexit.embedding import cost
 from plmexit.errors import InputError
 from plmexit.pipeline.reading import (
-    read_baseline_predictions, read_baseline_table, read_json, read_predictions, read_probe_table, read_tsv,
+    read_baseline_predictions,
+    read_baseline_table,
+    read_json,
+    read_predictions,
+    read_probe_table,
+    read_tsv,
 )
 from plmexit.probing import choice
+from plmexit.probing.selection import TEST_UNIT_CLUSTERS, TEST_UNIT_ITEMS, TEST_UNIT_POSITIONS, Selection
 
 log = logging.getLogger(__name__)
-
-# What ``min_test_fold_size`` counts and the gain's bootstrap resamples (the selection's ``test_unit``).
-TEST_UNIT_POSITIONS = "positions"
-TEST_UNIT_ITEMS = "items"
-TEST_UNIT_CLUSTERS = "clusters"  # MMseqs2 sequence clusters of a homology-folded task
 
 
 def select_task(
     probe_table: str | Path, predictions: str | Path, cost_file: str | Path, task_info: str | Path,
     task_type: str, metric: str, tolerance: float, n_boot: int, seed: int, out: str | Path,
     baselines: str | Path | None = None, baseline_predictions: str | Path | None = None,
-) -> dict:
+) -> Selection:
     """Choose the layer for one (model, task), add the gain's interval, the cost saved, a verdict and how the task was split; write JSON.
 
     With ``baselines`` and ``baseline_predictions`` (``plmexit probe --baseline-features``) it adds the
@@ -103,8 +103,9 @@ def select_task(
         for key in ("deployed_compute_saved", "deployed_time_saved", "folds_compute_saved", "folds_time_saved"):
             selection[key] = None
     _warn_about(selection, task_type)
-    write_text(out, json.dumps(selection, indent=2) + "\n")
-    return selection
+    record = Selection.from_dict(selection, out)  # every field the record declares, typed: what each reader relies on
+    record.to_json(out)
+    return record
 
 
 def _baseline_gains(
@@ -168,7 +169,7 @@ def summarize_selections(
 ) -> pd.DataFrame:
     """Gather selections into a best-layers table (``best_layers.tsv``, or one cluster batch's), and
     when ``across_out`` is given the per-model view across tasks."""
-    summary = choice.summarize([read_json(p, "`plmexit select`", tuple(choice.SUMMARY_COLUMNS)) for p in selection_files])
+    summary = choice.summarize([Selection.from_json(p) for p in selection_files])
     write_text(out, summary.to_csv(sep="\t", index=False, float_format="%.6g"))
     if across_out is not None:
         write_text(across_out, choice.across_tasks(summary, n_boot, seed).to_csv(sep="\t", index=False, float_format="%.6g"))
@@ -193,22 +194,25 @@ def summarize_proteingym(
         )
     rows = []
     for path, predictions_file, task_table in zip(selection_files, predictions_files, task_tables):
-        selection = read_json(path, "`plmexit select`", ("model", "model_name", "task", "n_layers", "folds", "task_info"))
-        if not selection["task_info"].get("dms_id"):
+        selection = Selection.from_json(path)
+        if not selection.dms_id or not selection.fold_scheme:
             raise InputError(f"{path}: not a ProteinGym task's selection; pass only ProteinGym selections")
         try:
             predictions = read_predictions(predictions_file, "regression")
         except InputError as exc:
             raise InputError(f"{predictions_file}: {exc}") from None
         found = sorted(set(zip(predictions["model"].astype(str), predictions["task"].astype(str))))
-        if found != [(selection["model"], selection["task"])]:
+        if found != [(selection.model, selection.task)]:
             raise InputError(
-                f"{predictions_file} holds (model, task) {found}, but {path} is {selection['model']}/{selection['task']}; "
+                f"{predictions_file} holds (model, task) {found}, but {path} is {selection.model}/{selection.task}; "
                 "pass each selection's own predictions, in the same order"
             )
         table = tasks.read_task_table(task_table, "regression")
         try:
-            rows.extend(proteingym.supervised_rows(selection, selection["model_name"], predictions, table))
+            rows.extend(proteingym.supervised_rows(
+                selection.dms_id, selection.fold_scheme, selection.n_layers, {f.fold: f.layer for f in selection.folds},
+                selection.status == choice.STATUS_OK, selection.model_name, predictions, table,
+            ))
         except InputError as exc:
             raise InputError(f"{predictions_file} with {task_table}: {exc}") from None
     table = pd.DataFrame(rows, columns=proteingym.MERGE_COLUMNS).sort_values(["DMS_id", "fold_variable_name", "model_name"])
@@ -273,12 +277,11 @@ def summarize_depth(
         zero_best[model, name] = (*chosen_row, *oracle_row)
     rows = []
     for path in selection_files:
-        selection = read_json(path, "`plmexit select`", ("model", "task", "n_layers", "deployed_layer", "task_info"))
-        model, task, n = selection["model"], selection["task"], int(selection["n_layers"])
-        name = selection["task_info"].get("dms_id") or task
+        selection = Selection.from_json(path)
+        model, task, n, name = selection.model, selection.task, selection.n_layers, selection.task_name
         lens = lens_layer.get((model, name))
         chosen, chosen_rho, final_held_out, oracle, oracle_rho, final_rho = zero_best.get((model, name), (None, np.nan, np.nan, None, np.nan, np.nan))
-        deployed = selection["deployed_layer"]
+        deployed = selection.deployed_layer
         relative = lambda layer: None if layer is None else layer / n  # noqa: E731
         rows.append((
             model, task, n, lens, relative(lens), chosen, relative(chosen), chosen_rho, final_held_out,

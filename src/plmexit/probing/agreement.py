@@ -24,7 +24,7 @@ import numpy as np
 import pandas as pd
 
 from plmexit.probing.choice import select_layer
-from plmexit.probing.probes import DEPLOY_FOLD
+from plmexit.probing.folds import DEPLOY_FOLD
 
 
 def _test_scores(table: pd.DataFrame, metric: str) -> pd.DataFrame:

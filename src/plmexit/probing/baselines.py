@@ -16,6 +16,7 @@ import numpy as np
 
 from plmexit.errors import InputError
 from plmexit.probing import probes
+from plmexit.probing.folds import FoldFit, fit_parts
 
 CHANCE = "chance"
 ONEHOT = "onehot"
@@ -71,15 +72,15 @@ def composition_features(sequences) -> np.ndarray:
 FEATURES = {ONEHOT: onehot_features, COMPOSITION: composition_features}
 
 
-def chance_fits(y: np.ndarray, folds: np.ndarray, settings: probes.ProbeSettings) -> list[probes.FoldFit]:
+def chance_fits(y: np.ndarray, folds: np.ndarray, settings: probes.ProbeSettings) -> list[FoldFit]:
     """The chance predictor per evaluation fold and on the deploy fold, in ``probes.probe_layer``'s layout.
 
-    Fitted on the training rows only (the deploy fold on ``probes.deploy_rows``, as a layer's): their mean (regression), their most frequent class, the
+    Fitted on the training rows only (the deploy fold on ``folds.deploy_rows``, as a layer's): their mean (regression), their most frequent class, the
     smallest label among ties as ``DummyClassifier`` breaks them (classification), or their
     frequency of each class as every row's probability (multi-label).
     """
     fits = []
-    for fold, train, test in probes.fit_parts(folds):
+    for fold, train, test in fit_parts(folds):
         if settings.task_type == "regression":
             predictions = np.full(len(test), np.asarray(y[train], dtype=np.float64).mean())
         elif settings.task_type == "classification":
@@ -87,13 +88,13 @@ def chance_fits(y: np.ndarray, folds: np.ndarray, settings: probes.ProbeSettings
             predictions = np.repeat(classes[np.argmax(counts)], len(test))
         else:
             predictions = np.tile(np.asarray(y[train], dtype=np.float64).mean(axis=0), (len(test), 1))
-        fits.append(probes.FoldFit(fold, test, predictions, float("nan"), float("nan"), float("nan")))
+        fits.append(FoldFit(fold, test, predictions, float("nan"), float("nan"), float("nan")))
     return fits
 
 
 def probe_baselines(
     sequences, y: np.ndarray, folds: np.ndarray, settings: probes.ProbeSettings, features: str, positions: np.ndarray | None = None,
-) -> dict[str, list[probes.FoldFit]]:
+) -> dict[str, list[FoldFit]]:
     """``{CHANCE: fits, features: fits}``: the chance predictor and the ``features`` baseline probed as a layer is."""
     if features not in FEATURES:
         raise InputError(f"baseline features {features!r} are not one of {', '.join(FEATURES)} (--baseline-features)")

@@ -4,7 +4,7 @@ Invariant: the layer for evaluation fold ``f`` is chosen from the ``inner_<metri
 which probes compute on fold ``f``'s training rows only; the *nested score* is the mean over
 folds of the test score of each fold's own chosen layer, so it estimates how well the selection
 procedure does on data it has not seen. The *deployed layer* is the same procedure run on the
-rows that are never test rows (``probes.deploy_rows``; probe-table fold ``DEPLOY_FOLD``): the
+rows that are never test rows (``folds.deploy_rows``; probe-table fold ``DEPLOY_FOLD``): the
 layer a user ships, whose savings are reported beside the nested estimate, with the folds'
 choices and how often they agree with it.
 A layer whose inner score is NaN (its training features carry no variation) is never chosen; a
@@ -24,7 +24,10 @@ import pandas as pd
 
 from plmexit.data.proteingym import BUILT_SUFFIX
 from plmexit.errors import InputError
-from plmexit.probing.probes import CONFUSION_METRICS, DEPLOY_FOLD, HYPERPARAMETER, HYPERPARAMETER_EDGE, INNER_PREFIX, METRICS, confusion
+from plmexit.probing.folds import DEPLOY_FOLD
+from plmexit.probing.metrics import CONFUSION_METRICS, METRICS, confusion
+from plmexit.probing.probes import HYPERPARAMETER, HYPERPARAMETER_EDGE, INNER_PREFIX
+from plmexit.probing.selection import Selection
 
 CONFIDENCE_LEVEL = 0.95
 # Rows of a probe table that record what was fitted, not how well.
@@ -78,7 +81,7 @@ def select_layer(table: pd.DataFrame, metric: str, tolerance: float = 0.0) -> di
 
     Within each evaluation fold the shallowest layer whose inner score is within ``tolerance``
     of that fold's best inner score wins, so equal accuracy goes to the cheaper model; the
-    deployed layer is chosen the same way from the inner scores on the deploy rows (``probes.deploy_rows``).
+    deployed layer is chosen the same way from the inner scores on the deploy rows (``folds.deploy_rows``).
     """
     if table["model"].nunique() != 1 or table["task"].nunique() != 1:
         raise InputError("a probe table must hold one model and one task; select each (model, task) on its own")
@@ -320,12 +323,12 @@ def describe(row: dict) -> str:
 FOLD_LAYER_SEPARATOR = ";"
 
 
-def summarize(selections: list[dict]) -> pd.DataFrame:
+def summarize(selections: list[Selection]) -> pd.DataFrame:
     """One row per (model, task) selection, sorted; ``fold_layers`` as ``2;2;6;6;5``."""
     rows = []
     for s in selections:
-        row = {key: s[key] for key in SUMMARY_COLUMNS}
-        row["fold_layers"] = FOLD_LAYER_SEPARATOR.join("-" if layer is None else str(layer) for layer in s["fold_layers"])
+        row = {key: getattr(s, key) for key in SUMMARY_COLUMNS}
+        row["fold_layers"] = FOLD_LAYER_SEPARATOR.join("-" if layer is None else str(layer) for layer in s.fold_layers)
         rows.append(row)
     rows = pd.DataFrame(rows, columns=SUMMARY_COLUMNS)
     return rows.sort_values(["model", "task"]).reset_index(drop=True)

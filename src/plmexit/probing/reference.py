@@ -17,7 +17,9 @@ from sklearn.multiclass import OneVsRestClassifier
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from plmexit.probing.probes import METRICS, ProbeSettings, _multilabel_splits
+from plmexit.probing.classifiers import multilabel_splits
+from plmexit.probing.metrics import METRICS
+from plmexit.probing.probes import ProbeSettings
 
 
 def reference_ridge(X_train: np.ndarray, y_train: np.ndarray, X_test: np.ndarray, alphas, score) -> tuple[np.ndarray, float, float]:
@@ -41,7 +43,7 @@ def reference_ridge_grouped(X_train: np.ndarray, y_train: np.ndarray, X_test: np
 
 
 def reference_logistic(X_train: np.ndarray, y_train: np.ndarray, X_test: np.ndarray, settings: ProbeSettings) -> tuple[np.ndarray, float, float]:
-    """The straightforward scikit-learn probe ``_logistic`` must agree with: (test predictions, inner score, C)."""
+    """The straightforward scikit-learn probe ``classifiers.logistic_probe`` must agree with: (test predictions, inner score, C)."""
     search = GridSearchCV(
         make_pipeline(StandardScaler(), LogisticRegression(max_iter=settings.max_iter)),
         {"logisticregression__C": sorted(settings.logistic_cs)},
@@ -52,13 +54,13 @@ def reference_logistic(X_train: np.ndarray, y_train: np.ndarray, X_test: np.ndar
 
 
 def reference_one_vs_rest(X_train: np.ndarray, Y_train: np.ndarray, X_test: np.ndarray, settings: ProbeSettings) -> tuple[np.ndarray, float, float]:
-    """The straightforward scikit-learn probe ``_one_vs_rest`` must agree with: (test probabilities, inner score, C)."""
+    """The straightforward scikit-learn probe ``classifiers.one_vs_rest_probe`` must agree with: (test probabilities, inner score, C)."""
     Y_train = np.asarray(Y_train, dtype=int)
     search = GridSearchCV(
         make_pipeline(StandardScaler(), OneVsRestClassifier(LogisticRegression(max_iter=settings.max_iter))),
         {"onevsrestclassifier__estimator__C": sorted(settings.logistic_cs)},
         scoring=make_scorer(METRICS["multilabel"][settings.selection_metric], response_method="predict_proba"),
-        cv=_multilabel_splits(Y_train, settings),
+        cv=multilabel_splits(Y_train, settings),
     )
     with warnings.catch_warnings():
         # A class on every (or no) row of a fitting part gets a constant predictor, as ours does.

@@ -52,3 +52,11 @@ def decode_multilabel(table: pd.DataFrame) -> pd.DataFrame:
         raise InputError(f"multi-label predictions are not 'class=probability;...' ({exc}); rerun `plmexit probe`") from None
     truth = list(indicator(table["label"].to_numpy(), classes)) if classes else []
     return table.assign(label=truth, prediction=scores)
+
+
+def task_targets(table: pd.DataFrame, task_type: str) -> tuple[np.ndarray, list[str] | None]:
+    """``(y, classes)`` of a task table as the probes take them: class names, a multi-label 0/1 matrix (columns ``classes``) or values."""
+    labels = table["label"].to_numpy()
+    classes = classes_of(labels) if task_type == "multilabel" else sorted(set(labels)) if task_type == "classification" else None
+    y = indicator(labels, classes) if task_type == "multilabel" else labels.astype(float) if task_type == "regression" else labels
+    return y, classes

@@ -14,49 +14,50 @@ import pandas as pd  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 from plmexit.atomic import atomic_path  # noqa: E402
+from plmexit.probing.selection import Selection  # noqa: E402
 
 
-def plot_layers(table: pd.DataFrame, selection: dict, seconds: list[float], out: str | Path) -> None:
+def plot_layers(table: pd.DataFrame, selection: Selection, seconds: list[float], out: str | Path) -> None:
     """``layers_figure`` written as a PNG."""
     _save(layers_figure(table, selection, seconds), out)
 
 
-def layers_figure(table: pd.DataFrame, selection: dict, seconds: list[float]) -> plt.Figure:
+def layers_figure(table: pd.DataFrame, selection: Selection, seconds: list[float]) -> plt.Figure:
     """The test metric and the training-only (inner) scores that chose the layer, against layer; time saved on a second axis.
 
     ``seconds[k]`` is the measured forward time to depth k (``results/cost/``), drawn as the fraction
     of the full depth's time saved.
     """
-    metric = selection["metric"]
+    metric = selection.metric
     scored = table[table.fold >= 0]
     scores = scored[scored.metric == metric].groupby("layer")["value"]
     mean, sd = scores.mean(), scores.std()
     inner = scored[scored.metric == f"inner_{metric}"].groupby("layer")["value"].mean()
     deployed = table[(table.fold < 0) & (table.metric == f"inner_{metric}")].set_index("layer")["value"].sort_index()
     fig, ax = plt.subplots(figsize=(6.5, 5.2), layout="constrained")
-    ax.plot(mean.index, mean.values, marker="o", color="black", label=f"test {metric}, mean over {selection['n_folds']} fold(s)")
-    if selection["n_folds"] > 1:
+    ax.plot(mean.index, mean.values, marker="o", color="black", label=f"test {metric}, mean over {selection.n_folds} fold(s)")
+    if selection.n_folds > 1:
         ax.fill_between(mean.index, mean - sd, mean + sd, color="grey", alpha=0.3, label="+- 1 sd over folds")
     ax.plot(inner.index, inner.values, marker=".", linestyle="--", color="tab:green", label="training-only score, mean over folds")
     if len(deployed):
         ax.plot(deployed.index, deployed.values, linestyle=":", color="tab:blue", label="training-only score on the deploy rows (chooses the deployed layer)")
-    if selection.get("status", "ok") == "ok":
+    if selection.status == "ok":
         ax.axvline(
-            selection["deployed_layer"], color="tab:blue", linestyle="-",
-            label=f"deployed layer {selection['deployed_layer']} (nested score {selection['nested_score']:.3f}; folds chose {_layers(selection)})",
+            selection.deployed_layer, color="tab:blue", linestyle="-",
+            label=f"deployed layer {selection.deployed_layer} (nested score {selection.nested_score:.3f}; folds chose {_layers(selection)})",
         )
     else:
-        ax.text(0.02, 0.02, f"{selection['status']}: no layer carries a signal", transform=ax.transAxes, fontsize="small")
-    if selection.get("verdict") == "not_above_chance":
+        ax.text(0.02, 0.02, f"{selection.status}: no layer carries a signal", transform=ax.transAxes, fontsize="small")
+    if selection.verdict == "not_above_chance":
         ax.text(0.02, 0.08, "not_above_chance: no layer beats chance, no saving", transform=ax.transAxes, fontsize="small")
     # The baselines (plmexit.probing.baselines), where the probe step fitted them: what a layer must beat.
-    for key, name, color in (("chance_score", "chance", "tab:purple"), ("baseline_score", selection.get("baseline_features"), "tab:brown")):
-        if selection.get(key) is not None:
-            ax.axhline(selection[key], color=color, linestyle="-.", linewidth=1, label=f"{name} baseline: test {metric} {selection[key]:.3f}, mean over folds")
+    for score, name, color in ((selection.chance_score, "chance", "tab:purple"), (selection.baseline_score, selection.baseline_features, "tab:brown")):
+        if score is not None:
+            ax.axhline(score, color=color, linestyle="-.", linewidth=1, label=f"{name} baseline: test {metric} {score:.3f}, mean over folds")
     # The final-layer line is drawn last and dashed so it stays visible when the deployed layer is the final one.
-    ax.axvline(selection["n_layers"], color="tab:red", linestyle="--", label=f"final layer {selection['n_layers']}")
+    ax.axvline(selection.n_layers, color="tab:red", linestyle="--", label=f"final layer {selection.n_layers}")
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    ax.set(xlabel="layer (0 = token embeddings)", ylabel=metric, title=f"{selection['task']} · {selection['model']}")
+    ax.set(xlabel="layer (0 = token embeddings)", ylabel=metric, title=f"{selection.task} · {selection.model}")
     saved = ax.twinx()
     seconds = np.asarray(seconds, dtype=float)
     saved.plot(np.arange(len(seconds)), 100 * (1 - seconds / seconds[-1]), color="tab:orange", alpha=0.6, linewidth=1)
@@ -76,8 +77,8 @@ def _save(fig: plt.Figure, out: str | Path, svg_out: str | Path | None = None) -
     plt.close(fig)
 
 
-def _layers(selection: dict) -> str:
-    return ",".join(str(layer) for layer in selection["fold_layers"])
+def _layers(selection: Selection) -> str:
+    return ",".join(str(layer) for layer in selection.fold_layers)
 
 
 # Points labelled by number with a key beside the axes, up to this many per panel; more would
@@ -170,9 +171,9 @@ ZERO_SHOT_CURVES = ("masked_marginal", "wt_marginal", "dola")
 ZERO_SHOT_STYLE = {"masked_marginal": ("tab:green", "-"), "wt_marginal": ("tab:olive", "--"), "dola": ("tab:purple", ":")}
 
 
-def task_depth_curves(probes: pd.DataFrame, selection: dict, lens: pd.DataFrame | None = None, zero_shot: pd.DataFrame | None = None) -> pd.DataFrame:
+def task_depth_curves(probes: pd.DataFrame, selection: Selection, lens: pd.DataFrame | None = None, zero_shot: pd.DataFrame | None = None) -> pd.DataFrame:
     """What ``task_depth_figure`` draws for one (model, task), long (``TASK_DEPTH_COLUMNS``), every
-    layer ``k`` also as relative depth ``k / L`` (``L = selection["n_layers"]``):
+    layer ``k`` also as relative depth ``k / L`` (``L = selection.n_layers``):
 
     - ``probe``: the selection metric on the test folds (mean, ``spread`` = sd over folds);
     - ``lens`` (a ``plmexit lens`` table): ``<variant>:top1_agreement`` with the final layer and
@@ -180,8 +181,7 @@ def task_depth_curves(probes: pd.DataFrame, selection: dict, lens: pd.DataFrame 
     - ``zero_shot`` (a ``plmexit zero-shot`` long table): Spearman over all variants per layer for
       ``ZERO_SHOT_CURVES``, and each calibrated method's held-out Spearman at its layer.
     """
-    n = int(selection["n_layers"])
-    metric = selection["metric"]
+    n, metric = selection.n_layers, selection.metric
     rows = []
     scores = probes[(probes.fold >= 0) & (probes.metric == metric)].groupby("layer")["value"]
     for (k, mean), sd in zip(scores.mean().items(), scores.std().fillna(0.0).to_numpy()):
@@ -200,12 +200,12 @@ def task_depth_curves(probes: pd.DataFrame, selection: dict, lens: pd.DataFrame 
     return pd.DataFrame(rows, columns=TASK_DEPTH_COLUMNS)
 
 
-def plot_task_depth(curves: pd.DataFrame, selection: dict, out: str | Path, svg_out: str | Path | None = None) -> None:
+def plot_task_depth(curves: pd.DataFrame, selection: Selection, out: str | Path, svg_out: str | Path | None = None) -> None:
     """``task_depth_figure`` written as a PNG (and an SVG with ``svg_out``)."""
     _save(task_depth_figure(curves, selection), out, svg_out)
 
 
-def task_depth_figure(curves: pd.DataFrame, selection: dict) -> plt.Figure:
+def task_depth_figure(curves: pd.DataFrame, selection: Selection) -> plt.Figure:
     """One (model, task) on one relative-depth axis: the probe's test metric (mean +- sd over folds,
     deployed layer marked) beside what the model's own head says at each layer (lens top-1
     agreement with the final layer, zero-shot Spearman per method); the lens's KL to the final
@@ -214,14 +214,14 @@ def task_depth_figure(curves: pd.DataFrame, selection: dict) -> plt.Figure:
     fig, axes = plt.subplots(2 if has_lens else 1, 1, figsize=(7, 8 if has_lens else 5.2), sharex=True, layout="constrained", squeeze=False)
     top = axes[0, 0]
     probe = curves[curves.source == "probe"]
-    n_folds = selection.get("n_folds", 1)
-    top.plot(probe["relative_depth"], probe["value"], marker="o", color="black", label=f"probe: test {selection['metric']}, mean over {n_folds} fold(s)")
+    n_folds = selection.n_folds
+    top.plot(probe["relative_depth"], probe["value"], marker="o", color="black", label=f"probe: test {selection.metric}, mean over {n_folds} fold(s)")
     if n_folds > 1:
         top.fill_between(probe["relative_depth"], probe["value"] - probe["spread"], probe["value"] + probe["spread"], color="grey", alpha=0.3,
                          label="probe: +- 1 sd over folds")
-    if selection.get("status", "ok") == "ok" and selection.get("deployed_layer") is not None:
-        k = selection["deployed_layer"]
-        top.axvline(k / selection["n_layers"], color="tab:blue", label=f"probe's deployed layer {k} of {selection['n_layers']}")
+    if selection.status == "ok" and selection.deployed_layer is not None:
+        k = selection.deployed_layer
+        top.axvline(k / selection.n_layers, color="tab:blue", label=f"probe's deployed layer {k} of {selection.n_layers}")
     for variant, style in (("final_norm", "-"), ("raw", "--")):
         rows = curves[(curves.source == "lens") & (curves.curve == f"{variant}:top1_agreement")]
         if len(rows):
@@ -235,7 +235,7 @@ def task_depth_figure(curves: pd.DataFrame, selection: dict) -> plt.Figure:
     for (name, rows), marker in zip(held_out.groupby("curve", sort=True), "sPD"):
         top.scatter(rows["relative_depth"], rows["value"], marker=marker, color="tab:red", label=f"zero-shot Spearman: {name.replace('_', ' ')}")
     top.axhline(0.0, color="grey", linewidth=0.6)
-    top.set(ylabel=f"{selection['metric']} / agreement / Spearman", title=f"{selection['task']} · {selection['model']}", xlim=(-0.03, 1.03))
+    top.set(ylabel=f"{selection.metric} / agreement / Spearman", title=f"{selection.task} · {selection.model}", xlim=(-0.03, 1.03))
     fig.legend(*top.get_legend_handles_labels(), fontsize="x-small", loc="outside lower center", ncols=2)
     if has_lens:
         bottom = axes[1, 0]
@@ -245,5 +245,5 @@ def task_depth_figure(curves: pd.DataFrame, selection: dict) -> plt.Figure:
                 bottom.plot(rows["relative_depth"], rows["value"], style, marker=".", color="tab:orange", label=f"lens ({variant})")
         bottom.set(ylabel="KL(final || lens), nats")
         bottom.legend(fontsize="x-small")
-    axes[-1, 0].set_xlabel(f"relative depth (layer / {selection['n_layers']} layers; 0 = token embeddings)")
+    axes[-1, 0].set_xlabel(f"relative depth (layer / {selection.n_layers} layers; 0 = token embeddings)")
     return fig

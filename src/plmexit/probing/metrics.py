@@ -1,0 +1,130 @@
+"""The metrics every probe table holds, per task type, and which way each is better.
+
+Invariant: every metric is a function of (truth, prediction) on test rows alone, and
+``HIGHER_IS_BETTER`` gives each one's orientation (layer selection only ever maximises, so a
+selection metric is always a higher-is-better one). ``CONFUSION_METRICS`` compute the
+classification metrics from a confusion matrix by scikit-learn's own formulas, equal to
+``METRICS["classification"]`` (tested).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy.stats import spearmanr
+from sklearn.metrics import accuracy_score, f1_score, matthews_corrcoef, mean_squared_error
+
+# Predictions closer than this, relative to their largest magnitude, are one tied value to Spearman.
+# Probes that predict exactly equal values (a one-hot's rows whose every varying column is unseen
+# in training, e.g. all variants at a held-out position) return them with rounding noise of
+# ~1e-16 relative, and ranking that noise gives a random correlation instead of the ties' 0.
+PREDICTION_TIE_TOLERANCE = 1e-10
+
+
+def spearman(y_true: np.ndarray, y_pred: np.ndarray) -> float:
+    """Spearman's rho, predictions within ``PREDICTION_TIE_TOLERANCE`` tied; 0.0 when either side is constant (no rank information)."""
+    y_pred = _snap_ties(np.asarray(y_pred, dtype=np.float64))
+    if np.ptp(y_true) == 0 or np.ptp(y_pred) == 0:
+        return 0.0
+    return float(spearmanr(y_true, y_pred).statistic)
+
+
+def _snap_ties(values: np.ndarray) -> np.ndarray:
+    """``values`` with each run of sorted neighbours closer than the tolerance replaced by the run's first value."""
+    if len(values) < 2 or not np.all(np.isfinite(values)):
+        return values
+    order = np.argsort(values, kind="stable")
+    ordered = values[order]
+    new_run = np.concatenate([[True], np.diff(ordered) > PREDICTION_TIE_TOLERANCE * np.max(np.abs(ordered))])
+    snapped = np.empty_like(values)
+    snapped[order] = ordered[np.flatnonzero(new_run)[np.cumsum(new_run) - 1]]
+    return snapped
+
+
+# Protein-centric Fmax as DeepFRI scores EC numbers (``Method._cafa_ec_aupr`` of its evaluation
+# script; tests/probing/test_fmax_deepfri.py holds a line-by-line copy): thresholds 0.01, ..., 0.99
+# (``t / 100.0`` for t in 1..99) and a class is called when its score is strictly above the
+# threshold. CAFA's evaluator (BioComputingUP/CAFA-evaluator) calls at ``>=`` on a 0.01 grid up to
+# 0.99; DeepFRI's numbers follow ``>``.
+FMAX_THRESHOLDS = np.arange(1, 100) / 100
+# Micro and macro F1 of a multi-label probe call a class when its probability reaches this.
+MULTILABEL_THRESHOLD = 0.5
+
+
+def fmax(truth: np.ndarray, scores: np.ndarray) -> float:
+    """Protein-centric maximum F-measure of per-class scores ``(n, K)`` against 0/1 truth ``(n, K)``.
+
+    DeepFRI's published EC scoring: at each threshold ``t`` in ``FMAX_THRESHOLDS`` a class is
+    called when its score is ``> t``; precision is averaged over the items with at least one class
+    called, recall is summed over the items with at least one true class and divided by all ``n``
+    items (an item with no true class counts as recall 0). Fmax is the best harmonic mean over the
+    thresholds where something is called. Where nothing is ever called or no call is right,
+    DeepFRI's script has no threshold to take the maximum over (it raises); this returns 0.0.
+    Scores are compared in their own floating precision, as NumPy compares DeepFRI's
+    ``preds > t / 100.0``.
+    """
+    truth = np.asarray(truth, dtype=bool)
+    scores = np.asarray(scores)
+    if not np.issubdtype(scores.dtype, np.floating):
+        scores = scores.astype(np.float64)
+    called = scores[None, :, :] > FMAX_THRESHOLDS.astype(scores.dtype)[:, None, None]  # (T, n, K)
+    hits = (called & truth[None]).sum(axis=2)
+    n_called = called.sum(axis=2)
+    n_true = truth.sum(axis=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        precision = np.where(n_called > 0, hits / n_called, 0.0).sum(axis=1) / np.maximum((n_called > 0).sum(axis=1), 1)
+        recall = np.where(n_true > 0, hits / n_true, 0.0).sum(axis=1) / max(len(truth), 1)
+        f = np.where(precision + recall > 0, 2 * precision * recall / (precision + recall), 0.0)
+    return float(f.max())
+
+
+def _thresholded_f1(average: str):
+    return lambda truth, scores: f1_score(np.asarray(truth, dtype=int), np.asarray(scores) >= MULTILABEL_THRESHOLD, average=average, zero_division=0.0)
+
+
+METRICS = {
+    "regression": {"spearman": spearman, "mse": mean_squared_error},
+    "classification": {
+        "accuracy": accuracy_score,
+        "macro_f1": lambda t, p: f1_score(t, p, average="macro", zero_division=0.0),
+        "mcc": matthews_corrcoef,
+    },
+    # Truth is a 0/1 matrix (items x classes), predictions are per-class probabilities.
+    "multilabel": {"fmax": fmax, "micro_f1": _thresholded_f1("micro"), "macro_f1": _thresholded_f1("macro")},
+}
+
+
+# The classification metrics from a confusion matrix ``C`` (rows truth, columns prediction, over
+# the labels of truth and prediction together), by scikit-learn's own formulas, so equal to
+# ``METRICS["classification"]`` (tested): the bootstrap scores thousands of resamples, and
+# scikit-learn's input checks cost ~100x the arithmetic on a few hundred items.
+def _accuracy_from_confusion(c: np.ndarray) -> float:
+    return float(np.trace(c) / c.sum())
+
+
+def _macro_f1_from_confusion(c: np.ndarray) -> float:
+    true_sum, pred_sum = c.sum(axis=1), c.sum(axis=0)
+    present = (true_sum + pred_sum) > 0  # scikit-learn averages over the labels that occur in either
+    return float(np.mean(2.0 * np.diag(c)[present] / (true_sum + pred_sum)[present]))
+
+
+def _mcc_from_confusion(c: np.ndarray) -> float:
+    t_sum, p_sum = c.sum(axis=1, dtype=np.float64), c.sum(axis=0, dtype=np.float64)
+    n = p_sum.sum()
+    cov_ytyp = np.trace(c) * n - np.dot(t_sum, p_sum)
+    cov_ypyp = n**2 - np.dot(p_sum, p_sum)
+    cov_ytyt = n**2 - np.dot(t_sum, t_sum)
+    if cov_ypyp * cov_ytyt == 0:
+        return 0.0
+    return float(cov_ytyp / np.sqrt(cov_ytyt * cov_ypyp))
+
+
+CONFUSION_METRICS = {"accuracy": _accuracy_from_confusion, "macro_f1": _macro_f1_from_confusion, "mcc": _mcc_from_confusion}
+
+
+def confusion(truth_codes: np.ndarray, predicted_codes: np.ndarray, n_labels: int) -> np.ndarray:
+    """``(n_labels, n_labels)`` counts of integer-coded labels: rows truth, columns prediction."""
+    return np.bincount(truth_codes * n_labels + predicted_codes, minlength=n_labels * n_labels).reshape(n_labels, n_labels)
+
+
+# Orientation of every metric written to a probe table; selection only ever maximises.
+HIGHER_IS_BETTER = {"spearman": True, "mse": False, "accuracy": True, "macro_f1": True, "mcc": True, "fmax": True, "micro_f1": True}
