@@ -171,18 +171,16 @@ def task_zero_shot(wildcards):
 
 # Cluster batches (config schedule): the job group of a model's embedding set, of a task (its set's),
 # and of a batch ({batch}: its index among the model's batches); the selections a batch summarizes.
-# Groups are submissions: executed locally Snakemake ignores them, but still builds and checks them,
-# a quarter of the study's planning time, so a local run (a dry run included) has none.
 def set_batch(wildcards):
-    return None if workflow.local_exec else plan.set_group(wildcards.model, wildcards.set)
+    return plan.set_group(wildcards.model, wildcards.set)
 
 
 def task_batch(wildcards):
-    return None if workflow.local_exec else plan.task_group(wildcards.model, wildcards.task)
+    return plan.task_group(wildcards.model, wildcards.task)
 
 
 def batch_group(wildcards):
-    return None if workflow.local_exec else plan.batch_group(wildcards.model, wildcards.batch)
+    return plan.batch_group(wildcards.model, wildcards.batch)
 
 
 def batch_selections(wildcards):
