@@ -17,6 +17,7 @@ LAYERS = [
     {"plmexit", "plmexit.errors", "plmexit.atomic", "plmexit.download"},
     {"plmexit.data"},
     {"plmexit.models"},
+    {"plmexit.settings"},  # standard library, errors and the families registry (ESM2's window) only
     {"plmexit.embedding"},
     {"plmexit.probing"},
     {"plmexit.depth"},

@@ -8,6 +8,7 @@ Invariant: a path handed out by ``atomic_path`` either becomes the destination i
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import shutil
 import socket
@@ -42,6 +43,17 @@ def write_text(dest: str | os.PathLike, text: str) -> None:
     """Write ``text`` to ``dest`` atomically."""
     with atomic_path(dest) as tmp:
         tmp.write_text(text)
+
+
+def write_json(dest: str | os.PathLike, data) -> None:
+    """Write ``data`` to ``dest`` atomically as indented JSON; numpy scalars (anything with ``item()``) as Python numbers."""
+    write_text(dest, json.dumps(data, indent=2, default=_json_scalar) + "\n")
+
+
+def _json_scalar(value):
+    if callable(getattr(value, "item", None)):
+        return value.item()
+    raise TypeError(f"{type(value).__name__} is not JSON serialisable")
 
 
 @contextlib.contextmanager

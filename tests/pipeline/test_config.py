@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import copy
 import dataclasses
 import re
@@ -323,7 +324,7 @@ def test_proteingym_sets_are_embedded_through_a_variant_crop_in_float32():
 def test_window_overlap_not_below_the_window_is_a_config_error():
     config = load("test.yaml")
     config["embed"].update(long_sequences="window", window=100, overlap=100)
-    with pytest.raises(ConfigError, match=r"embed.overlap 100 must be less than embed.window 100; lower embed.overlap"):
+    with pytest.raises(ConfigError, match=r"^config: embed.overlap 100 must be at least 0 and less than embed.window 100; lower embed.overlap$"):
         Plan(config)
 
 
@@ -333,63 +334,113 @@ def test_planning_knows_proteingyms_fold_schemes():
     assert planning.FOLD_SCHEMES == proteingym.FOLD_SCHEMES
 
 
-# Config key -> the (command, option destination) pairs that take it; their defaults must be the schema's.
-CLI_OF_SETTING = {
-    ("embed", "dtype"): [("embed", "dtype")],
-    ("embed", "max_tokens"): [("embed", "max_tokens"), ("cost", "max_tokens")],
-    ("embed", "truncate"): [("embed", "truncate"), ("cost", "truncate")],
-    ("embed", "layer_norm"): [("embed", "layer_norm"), ("cost", "layer_norm")],
-    ("embed", "precision"): [("embed", "precision"), ("cost", "precision")],
-    ("embed", "long_sequences"): [("embed", "long_sequences"), ("cost", "long_sequences")],
-    ("embed", "window"): [("embed", "window"), ("cost", "window")],
-    ("embed", "overlap"): [("embed", "overlap"), ("cost", "overlap")],
-    ("cost", "sample_sequences"): [("cost", "sample_sequences")],
-    ("cost", "repeats"): [("cost", "repeats")],
-    ("probe", "cv_folds"): [("prepare", "cv_folds")],
-    ("probe", "inner_folds"): [("probe", "inner_folds")],
-    ("probe", "ridge_alphas"): [("probe", "alphas")],
-    ("probe", "logistic_cs"): [("probe", "cs")],
-    ("select", "tolerance"): [("select", "tolerance")],
-    ("select", "bootstrap"): [("select", "bootstrap"), ("summarize", "bootstrap")],
-    ("depth", "sample"): [("lens", "sample")],
-    ("depth", "mask_fraction"): [("lens", "mask_fraction"), ("lens-exit", "mask_fraction")],
-    ("depth", "calibration_fraction"): [("zero-shot", "calibration_fraction")],
-    **{("exit", key): [("exit", key)] for key in ("fallback", "tolerance")},
-    **{("exit", key): [("exit", key), ("lens-exit", key)] for key in ("gates", "epsilon", "delta", "n_thresholds", "max_patience", "first_layer")},
-    ("exit", "timing_sequences"): [("exit-timing", "sample_sequences")],
-    ("exit", "timing_repeats"): [("exit-timing", "repeats")],
-    ("exit", "lens_sample"): [("lens-exit", "sample")],
-    ("exit", "lens_calibration_fraction"): [("lens-exit", "calibration_fraction")],
+# Config keys that choose which jobs run (or how they are cut), not a value any command takes.
+JOB_KEYS = {"embed.dtype", "embed.shards", "embed.shard_tokens", "depth.lens_tasks", "depth.zero_shot", "exit.tasks", "exit.lens"}
+
+
+def test_the_schema_defaults_are_the_settings_defaults():
+    """One declaration per setting: the schema's default of every setting a command takes is its settings field's
+    default (the ridge grid once drifted: 0.316 against 10**-0.5), and the library's own defaults are the same."""
+    from dataclasses import fields
+
+    from plmexit.data.tasks import TaskSpec
+    from plmexit.probing.probes import ProbeSettings
+    from plmexit.settings import ALL_SETTINGS, PrepareSettings, ProbeGrid
+
+    schema = yaml.safe_load(SCHEMA.read_text())["properties"]
+    declared = set()
+    for settings in ALL_SETTINGS:
+        for f in settings.settings_fields():
+            key = f.metadata["key"]
+            node = schema
+            for part in key.split("."):
+                node = node[part]
+                node = node.get("properties", node)
+            default = list(f.default) if isinstance(f.default, tuple) else f.default
+            assert default == node["default"], f"{settings.__name__}.{f.name}: {default!r}, but the schema's {key} defaults to {node['default']!r}"
+            declared.add(key)
+    sections = ("embed", "cost", "probe", "select", "depth", "exit")
+    in_schema = {f"{section}.{key}" for section in sections for key in schema[section]["properties"]} | {"seed"}
+    assert in_schema - JOB_KEYS == declared, "a setting of the schema has no settings field (or the other way round)"
+    assert {f.name for f in fields(ProbeSettings)} >= {f.name for f in fields(ProbeGrid)}
+    for f in fields(ProbeGrid):
+        assert ProbeSettings.__dataclass_fields__[f.name].default == f.default, f.name
+    for f in fields(PrepareSettings):
+        assert TaskSpec.__dataclass_fields__[f.name].default == f.default, f.name
+
+
+def _parse(command: str, *words: str):
+    from plmexit.cli import build_parser
+
+    return build_parser().parse_args([command, *words])
+
+
+# Each rule's settings flags (``RuleFlags``), the command that takes them and its other required arguments.
+RULE_COMMANDS = {
+    "prepare": ("prepare", "--name n --format csv --path p --type regression --out o --info-out i"),
+    "embed": ("embed", "--model m --task t --out o"),
+    "cost": ("cost", "--model m --task t --out o"),
+    "probe": ("probe", "--embeddings e --task t --type regression --metric spearman --model-id m --task-name n --out o --predictions p"),
+    "select": ("select", "--probes p --predictions q --cost c --task-info i --type regression --metric spearman --out o"),
+    "summarize": ("summarize", "s.json --out o"),
+    "lens": ("lens", "--model m --task t --task-name n --out o --skip-out s --exit-out x --info-out i"),
+    "zero_shot": ("zero-shot", "--model m --assay a --reference r --dms-id d --out-long o --out-proteingym g --info-out i"),
+    "exit": ("exit", "--embeddings e --task t --probes p --selection s --cost c --model-id m --task-name n --type regression --metric spearman --out o --info-out i"),
+    "exit_timing": ("exit-timing", "--model m --task t --out o --embeddings e --probes p --selection s --exit-info x --info-out i"),
+    "lens_exit": ("lens-exit", "--model m --task t --task-name n --out o --info-out i"),
+    "summarize_exit": ("summarize-exit", "t.tsv --out o"),
 }
 
 
-def test_one_default_per_setting_in_the_schema_the_command_line_and_the_library():
-    """`plmexit` run by hand computes what the pipeline computes: the ridge grid once drifted (0.316 against 10**-0.5)."""
-    from plmexit.cli import build_parser
-    from plmexit.data.tasks import TaskSpec
-    from plmexit.embedding.options import EmbedSettings
-    from plmexit.probing.probes import ProbeSettings
+def test_every_flag_a_rule_emits_is_taken_by_its_command_and_reads_back_as_the_config():
+    from plmexit import settings as S
 
-    schema = yaml.safe_load(SCHEMA.read_text())["properties"]
-    commands = {name: sub for action in build_parser()._subparsers._group_actions for name, sub in action.choices.items()}
-    checked = set()
-    for (section, key), places in CLI_OF_SETTING.items():
-        default = schema[section]["properties"][key]["default"]
-        for command, dest in places:
-            value = commands[command].get_default(dest)
-            assert (list(value) if isinstance(value, tuple) else value) == default, f"{section}.{key}: plmexit {command} --{dest} defaults to {value}"
-        checked.add(key)
-    embed_keys = set(schema["embed"]["properties"]) - {"dtype", "shards", "shard_tokens"}  # these choose jobs, not values
-    assert embed_keys <= checked and set(schema["cost"]["properties"]) | set(schema["select"]["properties"]) <= checked
-    assert set(schema["depth"]["properties"]) - {"lens_tasks", "skip_blocks", "zero_shot"} <= checked  # the rest choose jobs, not values
-    for key in embed_keys:
-        assert getattr(EmbedSettings(), key) == schema["embed"]["properties"][key]["default"], key
-    probe = ProbeSettings("regression", "spearman")
-    assert list(probe.ridge_alphas) == schema["probe"]["properties"]["ridge_alphas"]["default"]
-    assert list(probe.logistic_cs) == schema["probe"]["properties"]["logistic_cs"]["default"]
-    assert probe.inner_folds == schema["probe"]["properties"]["inner_folds"]["default"]
-    assert TaskSpec.__dataclass_fields__["cv_folds"].default == schema["probe"]["properties"]["cv_folds"]["default"]
-    assert TaskSpec.__dataclass_fields__["seed"].default == ProbeSettings.__dataclass_fields__["seed"].default == schema["seed"]["default"]
+    config = load("test.yaml")
+    # Values off their defaults, so a flag that is dropped or misread shows.
+    config["seed"] = 7
+    config["embed"].update(long_sequences="window", window=500, overlap=50, precision="bfloat16")
+    config["exit"].update(gates=["margin", "patience"], epsilon=0.05, timing_sequences=5, lens_sample=9)
+    config["depth"].update(skip_blocks=False, mask_fraction=0.2, calibration_fraction=0.1)
+    config["probe"].update(ridge_alphas=[1.0, 10.0], inner_folds=4, cv_folds=3)
+    config["select"].update(bootstrap=200, tolerance=0.01)
+    flags = Plan(config).flags
+    assert set(vars(flags)) == set(RULE_COMMANDS)
+    read = {}
+    for name, (command, required) in RULE_COMMANDS.items():
+        extra = shlex.split(flags.embed) if command in ("cost", "exit-timing") else []
+        read[name] = _parse(command, *required.split(), *extra, *shlex.split(getattr(flags, name)))
+    expected = {
+        "prepare": S.PrepareSettings, "embed": S.EmbedSettings, "cost": S.CostSettings, "probe": S.ProbeGrid, "select": S.SelectSettings,
+        "lens": S.LensSettings, "zero_shot": S.ZeroShotSettings, "exit": S.ExitSettings, "exit_timing": S.TimingSettings,
+        "lens_exit": S.LensExitSettings,
+    }
+    for name, settings in expected.items():
+        assert settings.from_args(read[name]) == settings.from_config(config), name
+    assert S.EmbedSettings.from_args(read["cost"]) == S.EmbedSettings.from_config(config)
+    assert (read["summarize"].bootstrap, read["summarize"].seed, read["summarize_exit"].epsilon) == (200, 7, 0.05)
+    assert read["lens"].skip_blocks is False and read["exit"].gates == ["margin", "patience"]
+
+
+def test_settings_flags_round_trip_their_defaults():
+    from plmexit.settings import ALL_SETTINGS
+
+    for settings in ALL_SETTINGS:
+        parser = argparse.ArgumentParser()
+        settings.add_arguments(parser)
+        assert settings.from_args(parser.parse_args([])) == settings()
+        assert settings.from_args(parser.parse_args(shlex.split(settings().flags()))) == settings()
+
+
+def test_no_function_in_the_package_is_over_120_lines():
+    """Long functions hide several jobs; 120 lines is the house limit."""
+    import ast
+
+    long = []
+    for path in sorted((REPO / "src" / "plmexit").rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.end_lineno - node.lineno + 1 > 120:
+                long.append(f"{path.relative_to(REPO)}:{node.lineno} {node.name} ({node.end_lineno - node.lineno + 1} lines)")
+    assert not long, "functions over 120 lines: " + ", ".join(long)
 
 
 def test_transformers_model_sources_and_their_fetch_flags():

@@ -12,20 +12,9 @@ rule measure_cost:
         "../../envs/embed.yaml"
     threads: 2
     params:
-        max_tokens=config["embed"]["max_tokens"],
-        truncate=config["embed"]["truncate"],
-        layer_norm=config["embed"]["layer_norm"],
-        precision=config["embed"]["precision"],
-        long_sequences=config["embed"]["long_sequences"],
-        window=config["embed"]["window"],
-        overlap=config["embed"]["overlap"],
+        embed=plan.flags.embed,
         variant_crop=variant_crop_flag,
-        sample_sequences=config["cost"]["sample_sequences"],
-        repeats=config["cost"]["repeats"],
-        seed=config["seed"],
+        cost=plan.flags.cost,
     shell:
         "plmexit --log {log} cost --model {input.model} --task {input.task}"
-        " --max-tokens {params.max_tokens} --truncate {params.truncate} --layer-norm {params.layer_norm}"
-        " --precision {params.precision} --long-sequences {params.long_sequences} --window {params.window}"
-        " --overlap {params.overlap} {params.variant_crop} --sample-sequences {params.sample_sequences}"
-        " --repeats {params.repeats} --seed {params.seed} --device auto --threads {threads} --out {output}"
+        " {params.embed} {params.variant_crop} {params.cost} --device auto --threads {threads} --out {output}"

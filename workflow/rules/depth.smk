@@ -16,14 +16,10 @@ rule logit_lens:
         "../../envs/embed.yaml"
     threads: 2
     params:
-        sample=config["depth"]["sample"],
-        mask_fraction=config["depth"]["mask_fraction"],
-        skip="" if config["depth"]["skip_blocks"] else "--no-skip",
-        seed=config["seed"],
+        lens=plan.flags.lens,
     shell:
         "plmexit --log {log} lens --model {input.model} --task {input.task} --task-name {wildcards.set}"
-        " --sample {params.sample} --mask-fraction {params.mask_fraction} --seed {params.seed} {params.skip}"
-        " --device auto --threads {threads} --out {output.lens} --skip-out {output.skip} --exit-out {output.exit}"
+        " {params.lens} --device auto --threads {threads} --out {output.lens} --skip-out {output.skip} --exit-out {output.exit}"
         " --info-out {output.info}"
 
 
@@ -42,11 +38,10 @@ rule zero_shot:
         "../../envs/embed.yaml"
     threads: 2
     params:
-        calibration_fraction=config["depth"]["calibration_fraction"],
-        seed=config["seed"],
+        zero_shot=plan.flags.zero_shot,
     shell:
         "plmexit --log {log} zero-shot --model {input.model} --assay {input.assay} --reference {input.reference}"
-        " --dms-id {wildcards.set} --calibration-fraction {params.calibration_fraction} --seed {params.seed}"
+        " --dms-id {wildcards.set} {params.zero_shot}"
         " --device auto --threads {threads} --out-long {output.long} --out-proteingym {output.scores}"
         " --info-out {output.info}"
 

@@ -16,19 +16,11 @@ rule embed_shard:
     threads: 2
     params:
         dtype=store_dtype,
-        max_tokens=config["embed"]["max_tokens"],
-        truncate=config["embed"]["truncate"],
-        layer_norm=config["embed"]["layer_norm"],
-        precision=config["embed"]["precision"],
-        long_sequences=config["embed"]["long_sequences"],
-        window=config["embed"]["window"],
-        overlap=config["embed"]["overlap"],
+        embed=plan.flags.embed,
         variant_crop=variant_crop_flag,
     shell:
         "plmexit --log {log} embed --model {input.model} --task {input.task} --dtype {params.dtype}"
-        " --max-tokens {params.max_tokens} --truncate {params.truncate} --layer-norm {params.layer_norm}"
-        " --precision {params.precision} --long-sequences {params.long_sequences} --window {params.window}"
-        " --overlap {params.overlap} {params.variant_crop} --shard {wildcards.shard} --shards {wildcards.shards}"
+        " {params.embed} {params.variant_crop} --shard {wildcards.shard} --shards {wildcards.shards}"
         " --device auto --threads {threads} --out {output}"
 
 

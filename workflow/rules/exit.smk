@@ -18,23 +18,11 @@ rule exit_task:
     params:
         type=task_type,
         metric=task_metric,
-        gates=" ".join(config["exit"]["gates"]),
-        epsilon=config["exit"]["epsilon"],
-        delta=config["exit"]["delta"],
-        fallback=config["exit"]["fallback"],
-        n_thresholds=config["exit"]["n_thresholds"],
-        max_patience=config["exit"]["max_patience"],
-        first_layer=config["exit"]["first_layer"],
-        tolerance=config["exit"]["tolerance"],
-        inner_folds=config["probe"]["inner_folds"],
-        seed=config["seed"],
+        exit=plan.flags.exit,
     shell:
         "plmexit --log {log} exit --embeddings {input.embeddings} --task {input.task} --probes {input.probes}"
         " --selection {input.selection} --cost {input.cost} --model-id {wildcards.model} --task-name {wildcards.task}"
-        " --type {params.type} --metric {params.metric} --gates {params.gates} --epsilon {params.epsilon} --delta {params.delta}"
-        " --fallback {params.fallback} --n-thresholds {params.n_thresholds} --max-patience {params.max_patience}"
-        " --first-layer {params.first_layer} --tolerance {params.tolerance} --inner-folds {params.inner_folds}"
-        " --seed {params.seed} --out {output.table} --info-out {output.info}"
+        " --type {params.type} --metric {params.metric} {params.exit} --out {output.table} --info-out {output.info}"
 
 
 # The calibrated controllers inside a real forward (rows dropped as they exit), timed against full
@@ -57,24 +45,13 @@ rule time_exit:
         "../../envs/embed.yaml"
     threads: 2
     params:
-        max_tokens=config["embed"]["max_tokens"],
-        truncate=config["embed"]["truncate"],
-        layer_norm=config["embed"]["layer_norm"],
-        precision=config["embed"]["precision"],
-        long_sequences=config["embed"]["long_sequences"],
-        window=config["embed"]["window"],
-        overlap=config["embed"]["overlap"],
+        embed=plan.flags.embed,
         variant_crop=task_variant_crop_flag,
-        sample_sequences=config["exit"]["timing_sequences"],
-        repeats=config["exit"]["timing_repeats"],
-        seed=config["seed"],
+        timing=plan.flags.exit_timing,
     shell:
         "plmexit --log {log} exit-timing --model {input.model} --task {input.task} --embeddings {input.embeddings}"
         " --probes {input.probes} --selection {input.selection} --exit-info {input.exit}"
-        " --max-tokens {params.max_tokens} --truncate {params.truncate} --layer-norm {params.layer_norm}"
-        " --precision {params.precision} --long-sequences {params.long_sequences} --window {params.window}"
-        " --overlap {params.overlap} {params.variant_crop} --sample-sequences {params.sample_sequences}"
-        " --repeats {params.repeats} --seed {params.seed} --device auto --threads {threads}"
+        " {params.embed} {params.variant_crop} {params.timing} --device auto --threads {threads}"
         " --out {output.table} --info-out {output.info}"
 
 
@@ -94,22 +71,10 @@ rule exit_lens:
         "../../envs/embed.yaml"
     threads: 2
     params:
-        sample=config["exit"]["lens_sample"],
-        mask_fraction=config["depth"]["mask_fraction"],
-        calibration_fraction=config["exit"]["lens_calibration_fraction"],
-        gates=" ".join(config["exit"]["gates"]),
-        epsilon=config["exit"]["epsilon"],
-        delta=config["exit"]["delta"],
-        n_thresholds=config["exit"]["n_thresholds"],
-        max_patience=config["exit"]["max_patience"],
-        first_layer=config["exit"]["first_layer"],
-        seed=config["seed"],
+        lens_exit=plan.flags.lens_exit,
     shell:
         "plmexit --log {log} lens-exit --model {input.model} --task {input.task} --task-name {wildcards.set}"
-        " --sample {params.sample} --mask-fraction {params.mask_fraction} --calibration-fraction {params.calibration_fraction}"
-        " --gates {params.gates} --epsilon {params.epsilon} --delta {params.delta} --n-thresholds {params.n_thresholds}"
-        " --max-patience {params.max_patience} --first-layer {params.first_layer} --seed {params.seed}"
-        " --device auto --threads {threads} --out {output.table} --info-out {output.info}"
+        " {params.lens_exit} --device auto --threads {threads} --out {output.table} --info-out {output.info}"
 
 
 rule summarize_exit_lens:
@@ -122,9 +87,9 @@ rule summarize_exit_lens:
     conda:
         "../../envs/probe.yaml"
     params:
-        epsilon=config["exit"]["epsilon"],
+        epsilon=plan.flags.summarize_exit,
     shell:
-        "plmexit --log {log} summarize-lens-exit {input} --epsilon {params.epsilon} --out {output}"
+        "plmexit --log {log} summarize-lens-exit {input} {params.epsilon} --out {output}"
 
 
 rule summarize_exit:
@@ -138,9 +103,9 @@ rule summarize_exit:
     conda:
         "../../envs/probe.yaml"
     params:
-        epsilon=config["exit"]["epsilon"],
+        epsilon=plan.flags.summarize_exit,
     shell:
-        "plmexit --log {log} summarize-exit {input.tables} --timings {input.timings} --epsilon {params.epsilon}"
+        "plmexit --log {log} summarize-exit {input.tables} --timings {input.timings} {params.epsilon}"
         " --out {output}"
 
 

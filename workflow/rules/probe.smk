@@ -26,16 +26,12 @@ rule probe_layers:
     params:
         type=task_type,
         metric=task_metric,
-        alphas=plan.grid("ridge_alphas"),
-        cs=plan.grid("logistic_cs"),
-        inner_folds=config["probe"]["inner_folds"],
+        grid=plan.flags.probe,
         inner_split=inner_split,
-        seed=config["seed"],
         baseline_features=baseline_features,
     shell:
         "plmexit --log {log} probe --embeddings {input.embeddings} --task {input.task} --type {params.type}"
-        " --metric {params.metric} --alphas {params.alphas} --cs {params.cs} --inner-folds {params.inner_folds}"
-        " --inner-split {params.inner_split} --seed {params.seed} --model-id {wildcards.model}"
+        " --metric {params.metric} {params.grid} --inner-split {params.inner_split} --model-id {wildcards.model}"
         " --task-name {wildcards.task} --threads {threads} --out {output.scores} --predictions {output.predictions}"
         " --baseline-features {params.baseline_features} --baselines-out {output.baselines}"
         " --baseline-predictions {output.baseline_predictions}"

@@ -19,10 +19,9 @@ rule summarize_layers:
     conda:
         "../../envs/probe.yaml"
     params:
-        bootstrap=config["select"]["bootstrap"],
-        seed=config["seed"],
+        summarize=plan.flags.summarize,
     shell:
-        "plmexit --log {log} summarize {input} --bootstrap {params.bootstrap} --seed {params.seed}"
+        "plmexit --log {log} summarize {input} {params.summarize}"
         " --out {output.best} --across-out {output.across}"
 
 

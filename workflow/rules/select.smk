@@ -17,13 +17,11 @@ rule select_layer:
     params:
         type=task_type,
         metric=task_metric,
-        tolerance=config["select"]["tolerance"],
-        bootstrap=config["select"]["bootstrap"],
-        seed=config["seed"],
+        select=plan.flags.select,
     shell:
         "plmexit --log {log} select --probes {input.probes} --predictions {input.predictions} --cost {input.cost}"
         " --task-info {input.info} --type {params.type} --metric {params.metric}"
-        " --tolerance {params.tolerance} --bootstrap {params.bootstrap} --seed {params.seed} --out {output}"
+        " {params.select} --out {output}"
         " --baselines {input.baselines} --baseline-predictions {input.baseline_predictions}"
 
 

@@ -41,8 +41,7 @@ rule prepare_task:
         type=task_type,
         files=task_file_flags,
         options=task_option_flags,
-        cv_folds=config["probe"]["cv_folds"],
-        seed=config["seed"],
+        prepare=plan.flags.prepare,
     shell:
         "plmexit --log {log} prepare --name {wildcards.task} --format {params.kind} --type {params.type} {params.files}"
-        " {params.options} --cv-folds {params.cv_folds} --seed {params.seed} --out {output.table} --info-out {output.info}"
+        " {params.options} {params.prepare} --out {output.table} --info-out {output.info}"

@@ -1,4 +1,4 @@
-"""How embeddings are made: the settings every store records, and their allowed values.
+"""How embeddings are made: what every store records beside its settings (``plmexit.settings.EmbedSettings``).
 
 Invariant: nothing here imports torch, so the command line and the workflow can name and check
 embedding settings without loading it; ``plmexit.embedding.engine`` does the work.
@@ -6,23 +6,15 @@ embedding settings without loading it; ``plmexit.embedding.engine`` does the wor
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from plmexit.settings import (  # noqa: F401 - re-exported: declared once with the other settings
+    ESM2_MAX_RESIDUES,
+    LAYER_NORM_CONVENTIONS,
+    LONG_SEQUENCE_MODES,
+    PRECISION_NAMES,
+    EmbedSettings,
+)
 
-from plmexit.errors import EmbedError
-from plmexit.models.families import ESM2_MAX_RESIDUES
-
-# "Final norm" is each family's norm after the last block (ESM2: emb_layer_norm_after; ESM-C: norm;
-# T5: encoder.final_layer_norm); BERT and ALBERT have none (post-LN blocks), so both conventions
-# are the same for them (models.families: final_norm).
-LAYER_NORM_CONVENTIONS = {
-    "raw": "hidden states as the model returns them: raw residual stream for layers 0..L-1, "
-    "the final norm (ESM2: emb_layer_norm_after) applied to layer L only",
-    "final": "the final norm (ESM2: emb_layer_norm_after) applied to every layer 0..L, so probing layer k equals "
-    "shipping the first k blocks plus the final norm",
-}
 POOLING = "mean over residue positions (special tokens such as BOS and EOS, and padding, excluded)"
-LONG_SEQUENCE_MODES = ("truncate", "window")
-PRECISION_NAMES = ("float32", "bfloat16", "float16", "int8")
 # What each precision computes. A reduced precision runs only where the device computes it natively
 # (``engine.resolve_precision``); elsewhere the forward runs in float32, with the reason logged and
 # recorded in the store (``precision`` is what ran, ``precision_requested`` what the config asked).
@@ -54,40 +46,6 @@ _INT8_WHOLE_PROTEIN_RISK = (
     "or the gain moved beyond fold noise: check the chosen layer against a float32 run before relying on it"
 )
 PRECISION_SCIENCE_WARNINGS: dict[str, str] = {"bfloat16": _VARIANT_RISK, "int8": _VARIANT_RISK + _INT8_WHOLE_PROTEIN_RISK}
-
-
-@dataclass(frozen=True)
-class EmbedSettings:
-    """How to embed; every field is recorded in the store."""
-
-    max_tokens: int = 4096
-    truncate: int = ESM2_MAX_RESIDUES
-    layer_norm: str = "raw"
-    device: str = "cpu"
-    precision: str = "float32"
-    long_sequences: str = "truncate"
-    window: int = ESM2_MAX_RESIDUES
-    overlap: int = 256
-
-    def check(self) -> None:
-        if self.layer_norm not in LAYER_NORM_CONVENTIONS:
-            raise ValueError(f"unknown layer_norm {self.layer_norm!r}")
-        if self.precision not in PRECISION_NAMES:
-            raise ValueError(f"unknown precision {self.precision!r}; use one of {', '.join(PRECISION_NAMES)}")
-        if self.long_sequences not in LONG_SEQUENCE_MODES:
-            raise ValueError(f"unknown long_sequences mode {self.long_sequences!r}; use one of {', '.join(LONG_SEQUENCE_MODES)}")
-        if self.long_sequences == "window" and not 0 <= self.overlap < self.window:
-            raise EmbedError(
-                f"embed.overlap {self.overlap} must be at least 0 and less than embed.window {self.window}; lower embed.overlap"
-            )
-
-    def long_sequence_description(self) -> str:
-        if self.long_sequences == "window":
-            return (
-                f"sliding windows of {self.window} residues overlapping by {self.overlap} (each with its own BOS/EOS); "
-                "per-residue states averaged over the windows covering them, then pooled"
-            )
-        return f"truncated to the first {self.truncate} residues"
 
 
 def check_depth(depth: int | None, num_layers: int) -> int:

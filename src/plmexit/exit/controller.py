@@ -8,26 +8,15 @@ disagrees. A threshold of ``inf`` never exits early (every row falls back). Only
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 
 import numpy as np
 
 from plmexit.errors import InputError
+from plmexit.settings import FALLBACKS, ControllerSettings  # noqa: F401 - re-exported: declared with the other settings
 
-FALLBACKS = ("full", "deployed")
-
-
-@dataclass(frozen=True)
-class ControllerSettings:
-    """The config's ``exit`` keys every controller reads, the probes' and the head's: gates, grid and risk budget."""
-
-    gates: tuple[str, ...] = ("probability", "margin", "entropy", "patience")
-    epsilon: float = 0.1
-    delta: float = 0.1
-    n_thresholds: int = 50
-    max_patience: int = 4
-    first_layer: int = 1
-    seed: int = 0
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -68,3 +57,16 @@ def reference_layer(fallback: str, n_layers: int, deployed_layer: int | None) ->
 def at_layers(outputs: np.ndarray, layers: np.ndarray) -> np.ndarray:
     """Each row's output at its own layer: ``outputs[layers[i], i]``."""
     return outputs[np.asarray(layers, dtype=int), np.arange(outputs.shape[1])]
+
+
+def warn_calibration(name: str, controllers: str, over: int, uncertified: int, total: int, settings: ControllerSettings, fallback: str) -> None:
+    """Log what a reader of a test table must know: how many of ``total`` calibrated ``controllers`` went over the
+    risk budget on test units (about ``delta`` of them may, when calibration and test units are exchangeable), and
+    how many certified no threshold (their units all take ``fallback``)."""
+    if over:
+        log.warning(
+            "%s: test disagreement above epsilon %.3g in %d of %d %s; expected in about delta (%.3g) of them "
+            "when calibration and test units are exchangeable", name, settings.epsilon, over, total, controllers, settings.delta,
+        )
+    if uncertified:
+        log.warning("%s: no threshold certified in %d of %d %s; %s", name, uncertified, total, controllers, fallback)

@@ -9,26 +9,26 @@ test-swept threshold is written beside, labelled ``hart_test_swept``.
 
 from __future__ import annotations
 
-import json
 import logging
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from plmexit.atomic import write_text
+from plmexit.atomic import write_json, write_text
 from plmexit.data import tasks
 from plmexit.embedding import store
 from plmexit.errors import InputError
 from plmexit.exit import calibration, gates
-from plmexit.exit.controller import ControllerSettings, reference_layer
+from plmexit.exit.controller import reference_layer, warn_calibration
 from plmexit.exit.evaluation import row_flops, summarize_exits, task_metric
 from plmexit.exit.outputs import fold_outputs
 from plmexit.pipeline.reading import read_hyperparameters, read_json, read_tsv
 from plmexit.probing.folds import evaluation_folds
 from plmexit.probing.selection import Selection
 from plmexit.probing.tables import task_targets
+from plmexit.settings import ExitSettings  # noqa: F401 - re-exported: declared with the other settings
 
 log = logging.getLogger(__name__)
 
@@ -40,14 +40,11 @@ EXIT_COLUMNS = [
     "metric", "score", "disagreement", "mean_layer", "median_layer", "fraction_early", "layers_saved", "flops_saved", "time_saved_estimate",
 ]
 
-
-@dataclass(frozen=True)
-class ExitSettings(ControllerSettings):
-    """The config's ``exit`` section for the probes' exit (see the schema for each key)."""
-
-    fallback: str = "full"
-    tolerance: float = 0.1
-    inner_folds: int = 3
+SUMMARY_COLUMNS = [
+    "model", "task", "gate", "kind", "layer", "n_folds", "metric", "score", "disagreement", "max_fold_disagreement", "folds_over_epsilon",
+    "mean_layer", "layers_saved", "flops_saved", "time_saved_estimate", "certified_folds",
+    "time_saved_measured", "time_saved_measured_one_deep", "gate_overhead", "timed_layers_saved",
+]
 
 
 def exit_task(
@@ -114,7 +111,11 @@ def exit_task(
                 "hart_exit_histogram": hart_numbers["exit_histogram"], "hart_sweep": sweep,
             })
     result = pd.DataFrame(rows, columns=EXIT_COLUMNS)
-    _warn_about(result, settings, f"{model}/{task}")
+    calibrated = result[result.kind == "calibrated"]
+    warn_calibration(
+        f"{model}/{task}", "(fold, gate) controllers", int((calibrated.disagreement > settings.epsilon).sum()),
+        int((~calibrated.certified.astype(bool)).sum()), len(calibrated), settings, "those rows all run to the reference layer",
+    )
     write_text(out, result.to_csv(sep="\t", index=False, float_format="%.6g"))
     meta = {
         "model": model, "task": task, "task_type": task_type, "metric": metric, "n_layers": L, "settings": asdict(settings),
@@ -125,35 +126,9 @@ def exit_task(
         "hart_test_swept": "threshold chosen on the test rows (Hart et al.'s protocol): optimistic, for comparison only",
         "folds": details,
     }
-    write_text(info_out, json.dumps(meta, indent=2, default=_json_number) + "\n")
+    write_json(info_out, meta)
     return result
 
-
-def _json_number(value):
-    if isinstance(value, np.generic):
-        return value.item()
-    raise TypeError(f"{type(value).__name__} is not JSON serialisable")
-
-
-def _warn_about(result: pd.DataFrame, settings: ExitSettings, name: str) -> None:
-    calibrated = result[result.kind == "calibrated"]
-    over = calibrated[calibrated.disagreement > settings.epsilon]
-    if len(over):
-        log.warning(
-            "%s: test disagreement above epsilon %.3g in %d of %d (fold, gate) controllers; expected in about delta (%.3g) of them "
-            "when calibration and test rows are exchangeable", name, settings.epsilon, len(over), len(calibrated), settings.delta,
-        )
-    uncertified = calibrated[~calibrated.certified.astype(bool)]
-    if len(uncertified):
-        log.warning("%s: no threshold certified in %d of %d (fold, gate) controllers; those rows all run to the reference layer",
-                    name, len(uncertified), len(calibrated))
-
-
-SUMMARY_COLUMNS = [
-    "model", "task", "gate", "kind", "layer", "n_folds", "metric", "score", "disagreement", "max_fold_disagreement", "folds_over_epsilon",
-    "mean_layer", "layers_saved", "flops_saved", "time_saved_estimate", "certified_folds",
-    "time_saved_measured", "time_saved_measured_one_deep", "gate_overhead", "timed_layers_saved",
-]
 # Measured columns (``plmexit exit-timing``, one fold's test sequences): a calibrated row gets its gate's
 # adaptive forward; the static row of the timed static layer its static forward, full depth 0; other rows none.
 MEASURED = ("time_saved_measured", "time_saved_measured_one_deep", "gate_overhead", "timed_layers_saved")

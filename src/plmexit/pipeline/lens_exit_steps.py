@@ -10,20 +10,20 @@ others, never on a sequence they were calibrated on; the reference is the final 
 
 from __future__ import annotations
 
-import json
 import logging
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from plmexit.atomic import write_text
+from plmexit.atomic import write_json, write_text
 from plmexit.data import tasks
 from plmexit.errors import InputError
 from plmexit.exit import calibration, gates
-from plmexit.exit.controller import ControllerSettings
+from plmexit.exit.controller import warn_calibration
 from plmexit.pipeline.reading import read_tsv
+from plmexit.settings import LensExitSettings  # noqa: F401 - re-exported: declared with the other settings
 
 log = logging.getLogger(__name__)
 
@@ -34,17 +34,12 @@ LENS_EXIT_COLUMNS = [
     "model", "set", "gate", "unit", "kind", "layer", "threshold", "certified", "n_calibration", "n_test", "disagreement",
     "position_risk", "sequence_disagreement", "accuracy", "final_accuracy", "mean_layer", "layers_saved", "fraction_early",
 ]
+
+SUMMARY_COLUMNS = [
+    "model", "set", "gate", "unit", "threshold", "certified", "n_calibration", "n_test", "risk", "over_epsilon", "disagreement",
+    "position_risk", "sequence_disagreement", "accuracy", "final_accuracy", "mean_layer", "layers_saved", "fraction_early",
+]
 UNITS = ("position", "sequence")
-
-
-@dataclass(frozen=True)
-class LensExitSettings(ControllerSettings):
-    """The config's ``exit`` keys the head's exit reads (``lens_sample``, ``lens_calibration_fraction``, the gates and
-    the budget) and ``depth.mask_fraction``; see the schema for each."""
-
-    sample: int = 256
-    mask_fraction: float = 0.15  # = depth.lens.DEFAULT_MASK_FRACTION (that module imports torch; the summary step does not)
-    calibration_fraction: float = 0.5
 
 
 def lens_exit_task(
@@ -96,7 +91,12 @@ def lens_exit_task(
             details.append({"gate": gate, "unit": unit, "certified": numbers["certified"], "threshold": numbers["threshold"], "tested": numbers.pop("tested")})
             rows.append({"model": manifest["id"], "set": set_name, "gate": gate, "unit": unit, "kind": "calibrated", **numbers})
     result = pd.DataFrame(rows, columns=LENS_EXIT_COLUMNS)
-    _warn_about(result, settings, f"{manifest['id']}/{set_name}")
+    calibrated = result[result.kind == "calibrated"]
+    risk = np.where(calibrated.unit == "sequence", calibrated.sequence_disagreement, calibrated.position_risk)
+    warn_calibration(
+        f"{manifest['id']}/{set_name}", "head-exit controllers", int((risk > settings.epsilon).sum()),
+        int((~calibrated.certified.astype(bool)).sum()), len(calibrated), settings, "those units all run to the final layer",
+    )
     write_text(out, result.to_csv(sep="\t", index=False, float_format="%.6g"))
     info = {
         "set": set_name, "n_layers": L, "settings": asdict(settings), **masked.info(),
@@ -118,32 +118,9 @@ def lens_exit_task(
         "controllers": details,
         **provenance(lm, manifest, device, engine),
     }
-    write_text(info_out, json.dumps(info, indent=2, default=_json_number) + "\n")
+    write_json(info_out, info)
     return result
 
-
-def _json_number(value):
-    if isinstance(value, np.generic):
-        return value.item()
-    raise TypeError(f"{type(value).__name__} is not JSON serialisable")
-
-
-def _warn_about(result: pd.DataFrame, settings: LensExitSettings, name: str) -> None:
-    calibrated = result[result.kind == "calibrated"]
-    risk = np.where(calibrated.unit == "sequence", calibrated.sequence_disagreement, calibrated.position_risk)
-    over = int((risk > settings.epsilon).sum())
-    if over:
-        log.warning("%s: test disagreement above epsilon %.3g in %d of %d head-exit controllers; expected in about delta (%.3g) of them",
-                    name, settings.epsilon, over, len(calibrated), settings.delta)
-    uncertified = int((~calibrated.certified.astype(bool)).sum())
-    if uncertified:
-        log.warning("%s: no threshold certified in %d of %d head-exit controllers; those units all run to the final layer", name, uncertified, len(calibrated))
-
-
-SUMMARY_COLUMNS = [
-    "model", "set", "gate", "unit", "threshold", "certified", "n_calibration", "n_test", "risk", "over_epsilon", "disagreement",
-    "position_risk", "sequence_disagreement", "accuracy", "final_accuracy", "mean_layer", "layers_saved", "fraction_early",
-]
 
 
 def summarize_lens_exit_tables(tables: list[str | Path], epsilon: float, out: str | Path) -> pd.DataFrame:

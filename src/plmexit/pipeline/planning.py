@@ -29,6 +29,7 @@ from plmexit.data import sources
 from plmexit.errors import ConfigError
 from plmexit.models.families import MASKED_LM_FAMILIES
 from plmexit.pipeline import plan_batches
+from plmexit.pipeline.flags import RuleFlags
 from plmexit.pipeline.plan_batches import PROBE_MB_PER_MINUTE, PROBE_MINUTES, BatchLayout  # noqa: F401 (re-exported)
 from plmexit.pipeline.plan_flags import INNER_SPLIT_OF_SCHEME, TASK_OPTION_KEYS, VARIANT_DTYPE, StepArguments  # noqa: F401 (re-exported)
 from plmexit.pipeline.plan_targets import TargetPaths
@@ -106,10 +107,7 @@ class Plan(TargetPaths, StepArguments):
                 self._pending[entry["id"]] = (entry, position)
             else:
                 self._add(expand_entry(entry, position, entry.get("assays")), position)
-        e = config["embed"]
-        # Checked here, not in a rule's params, so a bad config stops the DAG before any job runs.
-        if e["long_sequences"] == "window" and e["overlap"] >= e["window"]:
-            raise ConfigError(f"config: embed.overlap {e['overlap']} must be less than embed.window {e['window']}; lower embed.overlap")
+        self.flags = RuleFlags(config)  # every rule's settings flags; their checks stop a bad config before any job
 
     def _add(self, tasks: list[PlannedTask], position: int) -> None:
         for task in tasks:
