@@ -10,22 +10,38 @@ import functools
 import http.server
 import os
 import threading
+import time
 from pathlib import Path
 
 import pytest
+import torch
+from threadpoolctl import threadpool_limits
 
 from plmexit.download import sha256_file
 from plmexit.models import fair_esm, families, hub
 from plmexit.models import manifest as model_manifest
 
 from system_programs import require
-from workflow_runs import snakemake, write_config
+from workflow_runs import PipelineRun, snakemake, write_config
 
 # The real data sits next to the repository (../shared/data), read-only; it is never copied in.
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
 # Small enough to run everywhere in milliseconds, big enough to have intermediate layers.
 TINY_MODEL = {"layers": 2, "dim": 32, "heads": 4, "seed": 0}
+
+
+@pytest.fixture(scope="session", autouse=True)
+def one_thread():
+    """Every test in this process on one BLAS, one OpenMP and one torch thread, as ``plmexit probe`` fits its
+    layers: the tests' arrays and models are tiny, and a thread pool only spins on them, the more so on a
+    loaded machine (tests/probing's baselines, honesty and logistic files: 42 s of CPU, 11 s on one thread).
+    Processes a test starts (the CLI, benchmarks, Snakemake and its jobs) keep their own settings."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    with threadpool_limits(1):
+        yield
+    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="session")
@@ -40,11 +56,13 @@ def shared_data() -> Path:
 
 
 @pytest.fixture(scope="session")
-def finished_run(tmp_path_factory, shared_data) -> tuple[Path, Path]:
-    """The real Snakefile run to the end on config/test.yaml with the local executor: (workdir, config).
+def pipeline_run(tmp_path_factory, shared_data) -> PipelineRun:
+    """The real Snakefile run to the end on config/test.yaml with the local executor, once per session.
 
-    Session-wide because several test modules compare against it (the SLURM run must equal it).
-    Tests only read it; a test that changes config works on a copy.
+    No wall-clock limit: on a machine loaded by other work it takes longer, and a limit that a slow
+    machine exceeds would fail every test reading it with a timeout instead of the run's own error.
+    ``--keep-going`` runs every job that can run, so a failure's log names every failed job.
+    Tests read it through ``finished_run``.
     """
     require(("mmseqs2",), ("mmseqs",), "config/test.yaml's ec task (homology folds, deepfri_ec's default)")
     workdir = tmp_path_factory.mktemp("e2e")
@@ -52,9 +70,19 @@ def finished_run(tmp_path_factory, shared_data) -> tuple[Path, Path]:
     # One layer at a time per probe job: worker processes cost seconds to start and the test's
     # probes take less than that. The SLURM run, compared equal to this one, probes with two
     # worker processes per job, so the parallel path runs end to end too.
-    run = snakemake(workdir, "--cores", "2", "--configfile", str(config), "--set-threads", "probe_layers=1")
-    assert run.returncode == 0, run.stderr[-5000:]
-    return workdir, config
+    started = time.monotonic()
+    run = snakemake(workdir, "--cores", "2", "--keep-going", "--configfile", str(config), "--set-threads", "probe_layers=1")
+    return PipelineRun.of(run, workdir, config, time.monotonic() - started)
+
+
+@pytest.fixture
+def finished_run(pipeline_run, request) -> tuple[Path, Path]:
+    """(workdir, config) of the shared pipeline run, or its failure reported (see ``PipelineRun.result``).
+
+    The run is session-wide because several test modules compare against it (the SLURM run must equal it).
+    Tests only read it; a test that changes config works on a copy. A test using it is a workflow test.
+    """
+    return pipeline_run.result(request.node.nodeid)
 
 
 @pytest.fixture(scope="session")

@@ -3,11 +3,14 @@ data, and snakemake as a subprocess of this interpreter (so it finds this enviro
 
 from __future__ import annotations
 
+import dataclasses
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import yaml
 
 REPO = Path(__file__).resolve().parents[1]
@@ -24,8 +27,12 @@ def snakemake_command(workdir: Path, *args: str) -> list[str]:
 
 
 def snakemake(workdir: Path, *args: str) -> subprocess.CompletedProcess:
-    """Run the repository's Snakefile in ``workdir`` with this interpreter's snakemake and plmexit."""
-    return subprocess.run(snakemake_command(workdir, *args), capture_output=True, text=True, env=snakemake_env(), timeout=1200)
+    """Run the repository's Snakefile in ``workdir`` with this interpreter's snakemake and plmexit.
+
+    No timeout: a run takes what the machine's load makes it take, and its failure is its own log,
+    not an expired limit; CI's job limit catches a hang.
+    """
+    return subprocess.run(snakemake_command(workdir, *args), capture_output=True, text=True, env=snakemake_env())
 
 
 def write_config(workdir: Path, shared_data: Path, edit=None, name: str = "test.yaml") -> Path:
@@ -46,3 +53,47 @@ def file_stamps(results: Path, kept=lambda parts: True) -> dict[str, tuple[int, 
         str(p.relative_to(results)): (p.stat().st_mtime_ns, p.read_bytes())
         for p in sorted(results.rglob("*")) if p.is_file() and kept(p.relative_to(results).parts)
     }
+
+
+@dataclasses.dataclass
+class PipelineRun:
+    """The shared run's working directory and config, or why it failed: Snakemake's exit status and log tail."""
+
+    workdir: Path
+    config: Path
+    error: str | None = None
+    reported_to: str | None = None
+
+    def result(self, user: str) -> tuple[Path, Path]:
+        """(workdir, config), or the run's failure: its log in full for the first ``user`` (a test's or a
+        fixture's id) that asks, and for the rest one line naming that first one."""
+        if self.error is None:
+            return self.workdir, self.config
+        if self.reported_to is not None:
+            pytest.fail(f"the shared pipeline run (conftest.py's pipeline_run) failed; Snakemake's log is in the error of {self.reported_to}", pytrace=False)
+        self.reported_to = user
+        pytest.fail(self.error, pytrace=False)
+
+    @classmethod
+    def of(cls, run: subprocess.CompletedProcess, workdir: Path, config: Path, seconds: float) -> PipelineRun:
+        """The outcome of ``run``, Snakemake on ``config`` in ``workdir``; when it failed, the last 60 lines of its
+        log and the tail of each failed job's own log (the real error) make the message."""
+        if run.returncode == 0:
+            return cls(workdir, config)
+        log = run.stdout + run.stderr
+        error = (
+            f"the shared pipeline run (snakemake --configfile {config}) failed: snakemake exited {run.returncode} after {seconds:.0f} s.\n"
+            "The last 60 lines of its log:\n" + "\n".join(log.splitlines()[-60:]) + "\n" + failed_jobs_logs(workdir, log)
+        )
+        return cls(workdir, config, error)
+
+
+def failed_jobs_logs(workdir: Path, log: str, lines: int = 20) -> str:
+    """The last ``lines`` of each failed job's own log that Snakemake's ``log`` names (where the real error is)."""
+    tails = []
+    for name in dict.fromkeys(re.findall(r"^\s+log: (.+?) \(check log file", log, re.M)):
+        for path in name.split(", "):
+            file = workdir / path
+            if file.is_file():
+                tails.append(f"--- {path} (last {lines} lines) ---\n" + "\n".join(file.read_text(errors="replace").splitlines()[-lines:]))
+    return "\n".join(tails)

@@ -33,6 +33,26 @@ def mmseqs():
     require(("mmseqs2",), ("mmseqs",), "homology folds (MMseqs2)")
 
 
+_CLUSTERINGS: dict[tuple, tuple] = {}
+
+
+@pytest.fixture
+def clustered_once(mmseqs, monkeypatch):
+    """MMseqs2 run once per input and identity in this module, its result reused: a run costs seconds even
+    on 24 sequences. For tests whose subject is what is done with the clusters; that two runs on one input
+    agree is test_near_duplicates_form_one_cluster_and_one_fold's, which runs it twice."""
+    real = homology.cluster_sequences
+
+    def cluster_sequences(sequences, identity=DEFAULT_HOMOLOGY_IDENTITY):
+        key = (tuple(sequences), identity)
+        if key not in _CLUSTERINGS:
+            _CLUSTERINGS[key] = real(sequences, identity)
+        clusters, clustering = _CLUSTERINGS[key]
+        return clusters.copy(), clustering
+
+    monkeypatch.setattr(homology, "cluster_sequences", cluster_sequences)
+
+
 def families(seed: int = 0) -> list[tuple[str, str, int]]:
     """(id, sequence, family): ``FAMILIES`` unrelated random sequences, each with ``MEMBERS - 1`` near-duplicates
     (3 of 120 residues changed, 97.5% identity), interleaved so that a family's members are not neighbours."""
@@ -61,6 +81,7 @@ def fasta_spec(path, **overrides) -> TaskSpec:
 def test_near_duplicates_form_one_cluster_and_one_fold(tmp_path, mmseqs):
     rows = families()
     clusters, clustering = homology.cluster_sequences([s for _, s, _ in rows])
+    _CLUSTERINGS.setdefault((tuple(s for _, s, _ in rows), DEFAULT_HOMOLOGY_IDENTITY), (clusters.copy(), clustering))  # for clustered_once
 
     family = np.array([f for _, _, f in rows])
     # Exactly the families: members of a family together, different families apart.
@@ -99,13 +120,14 @@ def test_whole_clusters_stratified_balanced_and_seeded():
         homology.assign_cluster_folds(np.array([0, 0, 0, 0, 1, 1, 1]), None, 3, seed=0)
 
 
-def test_folds_are_deterministic_under_a_seed(tmp_path, mmseqs):
+def test_folds_are_deterministic_under_a_seed(tmp_path, clustered_once):
     path = write_fasta(tmp_path / "toy.fasta", families())
     first, again = load_task(fasta_spec(path, seed=3)), load_task(fasta_spec(path, seed=3))
-    assert first["fold"].tolist() == again["fold"].tolist()  # the seed's effect: test_whole_clusters_stratified_balanced_and_seeded
+    # MMseqs2's own determinism: test_near_duplicates_form_one_cluster_and_one_fold; the seed's effect: test_whole_clusters_stratified_balanced_and_seeded
+    assert first["fold"].tolist() == again["fold"].tolist()
 
 
-def test_the_task_info_records_the_clustering(tmp_path, mmseqs):
+def test_the_task_info_records_the_clustering(tmp_path, clustered_once):
     path = write_fasta(tmp_path / "toy.fasta", families())
     prepare_task(fasta_spec(path, homology_identity=0.5), tmp_path / "toy.tsv", tmp_path / "toy.json")
 
@@ -126,7 +148,7 @@ def test_the_task_info_records_the_clustering(tmp_path, mmseqs):
     assert (info["folds"], info["clustering"], info["clusters"]) == ("random", None, None)
 
 
-def test_deepfri_ec_defaults_to_homology_folds_and_the_others_to_random(tmp_path, mmseqs):
+def test_deepfri_ec_defaults_to_homology_folds_and_the_others_to_random(tmp_path, clustered_once):
     assert {kind: f.default_folds for kind, f in FORMATS.items()} == {
         "csv": "random", "fasta": "random", "proteingym": "random", "deeploc": "random", "deepfri_ec": "homology", "deepsol": "random", "flip": "random",
     }
@@ -195,7 +217,7 @@ def test_a_failing_mmseqs_is_one_line(tmp_path, monkeypatch):
         homology.cluster_sequences([s for _, s, _ in families()])
 
 
-def test_select_resamples_clusters_under_homology_folds(tmp_path, mmseqs, tiny_model, tiny_model_sha256, capsys):
+def test_select_resamples_clusters_under_homology_folds(tmp_path, clustered_once, tiny_model, tiny_model_sha256, capsys):
     from plmexit.pipeline.reading import read_predictions
     from plmexit.probing import choice
 

@@ -13,7 +13,7 @@ def test_zero_shot_speed_writes_its_ratios(tmp_path, shared_data):
     out = tmp_path / "zero_shot_speed.json"
     command = [sys.executable, str(REPO / "benchmarks" / "zero_shot_speed.py"), "--layers", "2", "--dim", "16", "--heads", "2",
                "--positions", "3", "--batch-sizes", "1,3", "--out", str(out)]
-    subprocess.run(command, check=True, capture_output=True, text=True, timeout=300)
+    subprocess.run(command, check=True, capture_output=True, text=True)
     result = json.loads(out.read_text())
     assert {"loop_s", "runs", "best_exact", "machine", "versions", "variants", "mutated_positions"} <= set(result)
     assert result["mutated_positions"] == 3 and [(r["engine"], r["batch_size"]) for r in result["runs"]] == [("exact", 1), ("exact", 3), ("fused", 3)]
@@ -24,7 +24,7 @@ def test_zero_shot_windows_writes_old_and_new_differences(tmp_path):
     out = tmp_path / "zero_shot_windows.json"
     command = [sys.executable, str(REPO / "benchmarks" / "zero_shot_windows.py"), "--lengths", "1300", "--layers", "1", "--dim", "16", "--heads", "2",
                "--positions", "6", "--out", str(out)]
-    subprocess.run(command, check=True, capture_output=True, text=True, timeout=300)
+    subprocess.run(command, check=True, capture_output=True, text=True)
     result = json.loads(out.read_text())
     assert [(c["target_residues"], c["placement"]) for c in result["cases"]] == [(1300, "whole"), (1300, "region")]
     for case in result["cases"]:

@@ -19,6 +19,7 @@ from workflow_runs import REPO
 SCHEMA = REPO / "workflow" / "schemas" / "config.schema.yaml"
 
 
+@pytest.mark.workflow
 def test_tokens_are_what_the_run_embedded_and_hours_use_its_measured_throughput(finished_run, monkeypatch):
     workdir, config_path = finished_run
     monkeypatch.chdir(workdir)

@@ -8,6 +8,7 @@ import shutil
 import subprocess
 
 import pandas as pd
+import pytest
 
 from plmexit.probing.choice import SUMMARY_COLUMNS
 
@@ -42,10 +43,11 @@ def fresh_clone(tmp_path):
     return clone
 
 
+@pytest.mark.workflow
 def test_the_example_runs_on_a_fresh_clone_without_shared_data(tmp_path):
     clone = fresh_clone(tmp_path)
 
-    run = subprocess.run(EXAMPLE_COMMAND.split(), cwd=clone, capture_output=True, text=True, env=snakemake_env(), timeout=900)
+    run = subprocess.run(EXAMPLE_COMMAND.split(), cwd=clone, capture_output=True, text=True, env=snakemake_env())
 
     assert run.returncode == 0, run.stderr[-3000:]
     summary = pd.read_csv(clone / "results" / "example" / "summary" / "best_layers.tsv", sep="\t")

@@ -48,8 +48,12 @@ CLIENTS = ("sbatch", "squeue", "scancel", "sinfo", "srun", "mungekey")
 # is 2 there), so it is seen RUNNING.
 CANCELLED_RULE, CANCELLED_TASK = "embed_shard", "deeploc_10class"
 CANCELLED_WILDCARDS = f"tiny_random_{CANCELLED_TASK}_0_2"  # model, task, shard, shards
-# Seconds to wait for the cluster to come up, and for a job to reach a state.
-START_TIMEOUT, JOB_TIMEOUT = 60, 600
+# Seconds to wait for the cluster to come up, and for a job to reach a state: generous, as on a loaded machine
+# the jobs before it take minutes; only a cluster that stopped scheduling takes longer.
+START_TIMEOUT, JOB_TIMEOUT = 300, 1200
+# Seconds a whole Snakemake run through the cluster may take: a cluster that stops scheduling hangs it
+# forever, and an hour is far past what the run takes on a loaded machine (minutes).
+RUN_TIMEOUT = 3600
 
 
 def _free_port() -> int:
@@ -252,6 +256,8 @@ def two_tasks(config: dict) -> None:
     config["tasks"] = [proteingym] + [task for task in config["tasks"] if task["id"] == CANCELLED_TASK]
 
 
+@pytest.mark.workflow
+@pytest.mark.cluster
 def test_offline_config_through_the_slurm_profile(slurm_cluster, profile_env, finished_run, shared_data, tmp_path):
     workdir = tmp_path / "slurm_run"
     workdir.mkdir()
@@ -266,7 +272,7 @@ def test_offline_config_through_the_slurm_profile(slurm_cluster, profile_env, fi
         )
         try:
             cancelled = cancel_when_running(slurm_cluster, process, times=2)
-            assert process.wait(timeout=JOB_TIMEOUT) != 0
+            assert process.wait(timeout=RUN_TIMEOUT) != 0
         finally:
             if process.poll() is None:
                 process.kill()
@@ -298,7 +304,7 @@ def test_offline_config_through_the_slurm_profile(slurm_cluster, profile_env, fi
 
     # 2. The rerun does what is left, nothing else, and keeps the finished work untouched.
     rerun = subprocess.run(
-        snakemake_command(workdir, *slurm_args(config)), cwd=workdir, env=profile_env, capture_output=True, text=True, timeout=JOB_TIMEOUT
+        snakemake_command(workdir, *slurm_args(config)), cwd=workdir, env=profile_env, capture_output=True, text=True, timeout=RUN_TIMEOUT
     )
     assert rerun.returncode == 0, rerun.stderr[-5000:]
     second = submitted(rerun.stdout + rerun.stderr)
@@ -380,6 +386,8 @@ rule summary:
 """
 
 
+@pytest.mark.workflow
+@pytest.mark.cluster
 def test_a_failed_job_of_a_group_reruns_alone(slurm_cluster, profile_env, tmp_path):
     """One job of a group fails after the others finished: their outputs stay (the profile's
     keep-incomplete; Snakemake's default deletes them) and the rerun submits the failed job alone."""
@@ -387,7 +395,7 @@ def test_a_failed_job_of_a_group_reruns_alone(slurm_cluster, profile_env, tmp_pa
     # No retries: Snakemake retries a failed group whole, in the same run.
     command = [sys.executable, "-m", "snakemake", "--profile", "slurm", "--retries", "0", "--groups", "part=g", "summary=g",
                "--slurm-init-seconds-before-status-checks", "1", "--latency-wait", "5"]
-    first = subprocess.run(command, cwd=tmp_path, env=profile_env, capture_output=True, text=True, timeout=JOB_TIMEOUT)
+    first = subprocess.run(command, cwd=tmp_path, env=profile_env, capture_output=True, text=True, timeout=RUN_TIMEOUT)
     assert first.returncode != 0
     log = first.stdout + first.stderr
     assert list(submitted(log).values()) == [("group g_part_summary", "")]
@@ -396,7 +404,7 @@ def test_a_failed_job_of_a_group_reruns_alone(slurm_cluster, profile_env, tmp_pa
     assert not (tmp_path / "out" / "summary.txt").exists()
 
     (tmp_path / "fixed").touch()
-    second = subprocess.run(command, cwd=tmp_path, env=profile_env, capture_output=True, text=True, timeout=JOB_TIMEOUT)
+    second = subprocess.run(command, cwd=tmp_path, env=profile_env, capture_output=True, text=True, timeout=RUN_TIMEOUT)
     assert second.returncode == 0, second.stderr[-5000:]
     log = second.stdout + second.stderr
     assert list(submitted(log).values()) == [("group g_summary", "")]

@@ -19,11 +19,14 @@ import time
 from collections import Counter
 
 import pandas as pd
+import pytest
 import yaml
 
 from plmexit.pipeline.slurm_profile import install_profile
 
 from workflow_runs import REPO, snakemake, snakemake_env
+
+pytestmark = pytest.mark.workflow
 
 STUDY = REPO / "config" / "study.yaml"
 
@@ -121,7 +124,7 @@ def test_the_study_plans_every_model_task_and_assay(tmp_path, shared_data, monke
     grouped = subprocess.run(
         [sys.executable, str(REPO / "tests" / "submissions.py"), str(out), "--snakefile", str(REPO / "Snakefile"), "--directory", str(tmp_path),
          "--profile", "slurm", "--configfile", str(tmp_path / "config.yaml"), "--dry-run", "--quiet", "rules"],
-        cwd=tmp_path, capture_output=True, text=True, env=snakemake_env(), timeout=1200,
+        cwd=tmp_path, capture_output=True, text=True, env=snakemake_env(),
     )
     grouped_seconds = time.monotonic() - started
     assert grouped.returncode == 0, grouped.stderr[-3000:]

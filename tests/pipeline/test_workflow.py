@@ -20,6 +20,8 @@ from plmexit.probing.tables import BASELINE_COLUMNS, PROBE_COLUMNS
 
 from workflow_runs import REPO, file_stamps, snakemake, write_config
 
+pytestmark = pytest.mark.workflow
+
 BLAT = [f"BLAT_ECOLX_Stiffler_2015.{s}" for s in ("fold_random_5", "fold_modulo_5", "fold_contiguous_5")]
 NUD15 = "NUD15_HUMAN_Suiter_2020.fold_contiguous_5"
 # task -> (embedding set, metric, folds, split)

@@ -18,8 +18,8 @@ BROWSER, DRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
 
 
 @pytest.fixture(scope="module")
-def report(finished_run, tmp_path_factory):
-    workdir, config = finished_run
+def report(pipeline_run, tmp_path_factory, request):
+    workdir, config = pipeline_run.result(request.node.nodeid)
     out = tmp_path_factory.mktemp("report") / "report.html"
     done = snakemake(workdir, "--configfile", str(config), "--cores", "1", "--report", str(out))
     assert done.returncode == 0, done.stderr[-3000:]
@@ -42,6 +42,7 @@ def browser():
     driver.quit()
 
 
+@pytest.mark.workflow
 def test_every_marked_figure_and_table_is_in_the_report(report, finished_run):
     html, log = report
     text = html.read_text()
@@ -61,6 +62,8 @@ def shown_png_widths(browser) -> list[int]:
     return browser.execute_script(script)
 
 
+@pytest.mark.workflow
+@pytest.mark.browser
 def test_the_report_renders_in_chromium_with_its_figures_and_no_console_errors(report, browser, tmp_path):
     html, _ = report
     browser.get(html.as_uri())
