@@ -4,7 +4,7 @@ import sys
 from snakemake.utils import min_version
 
 from plmexit.errors import ConfigError
-from plmexit.pipeline.planning import Plan
+from plmexit.pipeline.planning import Plan, remember_signatures
 
 min_version("9.13")  # path variables (<results>)
 

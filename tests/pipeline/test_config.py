@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import dataclasses
 import re
 import shlex
 from pathlib import Path
@@ -575,3 +576,30 @@ def test_the_depth_and_exit_figure_is_planned_per_model_that_has_both():
     config = load("test.yaml")
     config["exit"]["tasks"] = []
     assert Plan(config).depth_exit_figures() == [] and Plan(config).depth_models()
+
+
+def test_the_plans_per_job_lookups_agree_with_its_grid_and_follow_a_checkpoint(tmp_path):
+    """Each per-job answer (lens and zero-shot tables, depth tasks, batch selections) is a lookup in an index built
+    once; it says what a scan over every (model, task) pair says, and is rebuilt when a checkpoint adds tasks."""
+    plan = Plan(load("test.yaml"))
+    pairs = plan.pairs()
+    for model in plan.models:
+        runs = [t for m, t in pairs if m == model]
+        lens = sorted({plan.task(t).embedding_set for t in runs if plan.task(t).entry_id in plan.config["depth"]["lens_tasks"]})
+        zero_shot = sorted({plan.task(t).dms_id for t in runs if plan.task(t).dms_id})
+        assert plan.lens_sets(model) == lens and plan.zero_shot_sets(model) == zero_shot
+        assert plan.depth_tasks(model) == [t for t in runs if plan.task(t).embedding_set in {*lens, *zero_shot}]
+        for t in runs:
+            assert plan.task_lens(model, t) == ([f"results/depth/{model}/lens/{plan.task(t).embedding_set}.tsv"] if plan.task(t).embedding_set in lens else [])
+            assert bool(plan.task_zero_shot(model, t)) == (plan.task(t).embedding_set in zero_shot)
+        for k, sets in enumerate(plan.batches(model)):
+            assert plan.batch_selections(model, k) == [f"results/selection/{model}/{t}.json" for t in runs if plan.task(t).embedding_set in sets]
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        plan.task(NUD15_TASK).type = "classification"
+
+    (tmp_path / "pg.tsv").write_text("DMS_id\tsingle_mutants\tseq_len\nA\t100\t98\n")
+    config = load("test.yaml")
+    config["tasks"].append({"id": "pg", "kind": "proteingym", "filter": {"max_length": 100}, "assay_dir": "assays"})
+    plan = Plan(config, chosen_assays=lambda entry: str(tmp_path / f"{entry}.tsv"))
+    assert plan.task(NUD15_TASK).dms_id == "NUD15_HUMAN_Suiter_2020" and not plan._index  # known without the checkpoint
+    assert plan.zero_shot_sets("tiny_random")[0] == "A" and plan.task_zero_shot("tiny_random", "A.fold_random_5") == ["results/depth/tiny_random/zero_shot/A.tsv"]

@@ -190,3 +190,7 @@ def batch_selections(wildcards):
 # A probe's run time in minutes, from its embeddings' size (or its shards', gathered in the same batch).
 def probe_runtime(wildcards, attempt):
     return plan.probe_minutes(wildcards.model, wildcards.task) * attempt
+
+
+# Snakemake reads an input function's signature on every call; read each of the above once.
+remember_signatures(globals())

@@ -45,11 +45,11 @@ def local_file(plan: Plan, value: str) -> Path:
 def task_spec(plan: Plan, task: str) -> TaskSpec:
     """The ``TaskSpec`` the ``prepare`` rule builds for ``task`` (same files, options, folds and seed)."""
     t = plan.task(task)
-    entry = t["entry"]
-    files = {role: local_file(plan, value) for role, value in t["files"].items()}
+    entry = t.entry
+    files = {role: local_file(plan, value) for role, value in t.files.items()}
     options = {SPEC_FIELD.get(key, key): entry[key] for key in TASK_OPTION_KEYS if entry.get(key) is not None}
     return TaskSpec(
-        name=task, format=entry["kind"], type=t["type"], dms_id=t["dms_id"], fold_scheme=t["scheme"],
+        name=task, format=t.kind, type=t.type, dms_id=t.dms_id, fold_scheme=t.scheme,
         cv_folds=plan.config["probe"]["cv_folds"], seed=plan.config["seed"],
         **files, **options,
     )
@@ -112,7 +112,7 @@ def estimate(plan: Plan, throughput: dict[str, float]) -> pd.DataFrame:
     counted: dict[str, tuple[int, int]] = {}
     rows = []
     for model in plan.models:
-        sets = sorted({plan.task(t)["embedding_set"] for m, t in pairs if m == model})
+        sets = sorted({plan.task(t).embedding_set for m, t in pairs if m == model})
         for s in sets:
             if s not in counted:
                 counted[s] = set_tokens(plan, s)
