@@ -118,8 +118,6 @@ def inner_folds_setting() -> Any:
 class Settings:
     """What every settings dataclass can do with the fields ``setting`` made (others, such as a device, are left out)."""
 
-    # What the section is called in messages, e.g. "embed".
-
     @classmethod
     def settings_fields(cls, only: tuple[str, ...] | None = None) -> list:
         found = [f for f in fields(cls) if "key" in f.metadata]

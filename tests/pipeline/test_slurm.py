@@ -316,14 +316,21 @@ def test_offline_config_through_the_slurm_profile(slurm_cluster, profile_env, fi
     after = output_stamps(results)
     assert {path: after[path] for path in finished} == finished
 
-    # 3. The same results as the local run of the whole test config: identical embeddings, equal
-    # probes, selections and summary rows for the two tasks.
+    # 3. The same results as the local run of the whole test config: identical embeddings (the cancelled
+    # task's float16 store to float32 rounding, below), equal probes, selections and summary rows for the two
+    # tasks. On AVX-512 hosts oneDNN's float32 kernels inside a SLURM job have rounded a few pooled values
+    # differently from the local run (66 of 69,120, at most 4.9e-4: one float16 step), which the probes,
+    # selections and summary did not see.
     local = finished_run[0] / "results"
     stores = sorted((results / "embeddings").rglob("*.h5"))
     assert [p.stem for p in stores] == ["BLAT_ECOLX_Stiffler_2015", CANCELLED_TASK]
     for store in stores:
         with h5py.File(local / store.relative_to(results), "r") as expected, h5py.File(store, "r") as got:
-            assert np.array_equal(expected["embeddings"][()], got["embeddings"][()]), store.name
+            want, have = expected["embeddings"][()], got["embeddings"][()]
+            if want.dtype == np.float16:
+                np.testing.assert_allclose(have.astype(np.float32), want.astype(np.float32), rtol=2**-10, atol=1e-5, err_msg=store.name)
+            else:
+                assert np.array_equal(want, have), store.name
             assert list(expected["ids"].asstr()[()]) == list(got["ids"].asstr()[()])
     for probes in sorted((results / "probes").rglob("*.tsv")):
         pd.testing.assert_frame_equal(pd.read_csv(probes, sep="\t"), pd.read_csv(local / probes.relative_to(results), sep="\t"))
