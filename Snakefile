@@ -11,7 +11,7 @@ min_version("9.13")  # path variables (<results>)
 
 # Job environments (`--sdm conda`, envs/*.yaml) install plmexit editable from this checkout, whose
 # path pip reads from here: jobs run the code Snakemake plans with.
-os.environ["PLMEXIT_CHECKOUT"] = os.path.abspath(workflow.basedir)
+os.environ.update(PLMEXIT_CHECKOUT=os.path.abspath(workflow.basedir))
 
 
 # The default config, unless the command line names one: configs are not merged, so a config

@@ -33,7 +33,7 @@ EXTRA_MODULES = {
     "hub": {"plmexit.models.hub", "plmexit.models.hf_truncate"},
     "workflow": {"plmexit.pipeline.planning"},  # the Snakefile's planning, also behind `plmexit estimate`
 }
-EDITABLE = "-e ${PLMEXIT_CHECKOUT}"
+EDITABLE = "-e ${PLMEXIT_CHECKOUT}[hub]"
 
 
 def normalise(name: str) -> str:
@@ -74,25 +74,34 @@ def test_every_module_the_package_imports_is_a_declared_dependency():
     assert not problems, "; ".join(problems)
 
 
+def test_planning_without_the_workflow_extra_is_one_line_naming_it(monkeypatch, capsys):
+    from plmexit.cli import main
+
+    for name in ("snakemake", "snakemake.utils"):
+        monkeypatch.setitem(sys.modules, name, None)  # importing it raises ModuleNotFoundError
+    assert main(["estimate", "--configfile", str(REPO / "config" / "test.yaml"), "--schema", str(REPO / "workflow" / "schemas" / "config.schema.yaml")]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "need plmexit's workflow extra, and snakemake is not installed: pip install 'plmexit[workflow]'" in err
+
+
 def pip_entries(path: Path) -> list[str]:
     return next(d["pip"] for d in yaml.safe_load(path.read_text())["dependencies"] if isinstance(d, dict))
 
 
 def test_one_version_of_plmexit_and_each_job_environment_pins_it():
-    """plmexit.__version__ is the one version (pyproject reads it); every env pins exactly it, with
-    the hub extra, next to the editable install from the checkout the Snakefile names."""
+    """plmexit.__version__ is the one version (pyproject reads it); every env installs plmexit with
+    its hub extra editable from the checkout the Snakefile names, then pins exactly that version."""
     assert "version" not in PYPROJECT and "version" in PYPROJECT["dynamic"]
     setuptools = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]
     assert setuptools["dynamic"]["version"] == {"attr": "plmexit.__version__"}
     assert ENVS
     for path in ENVS:
         entries = pip_entries(path)
-        pins = [Requirement(e) for e in entries if not e.startswith("-e ") and Requirement(e).name == "plmexit"]
-        assert [(str(p.specifier), p.extras) for p in pins] == [(f"=={plmexit.__version__}", {"hub"})], (
-            f"{path.name}: plmexit's pin is not plmexit[hub]=={plmexit.__version__}; bump it with plmexit.__version__"
-        )
+        pins = [e for e in entries if not e.startswith("-e ") and Requirement(e).name == "plmexit"]
+        assert pins == [f"plmexit=={plmexit.__version__}"], f"{path.name}: plmexit's pin {pins} is not plmexit=={plmexit.__version__}; bump it with plmexit.__version__"
         assert EDITABLE in entries, f"{path.name}: plmexit is not installed editable from the checkout ({EDITABLE})"
-    assert 'os.environ["PLMEXIT_CHECKOUT"] = os.path.abspath(workflow.basedir)' in (REPO / "Snakefile").read_text()
+        assert entries.index(EDITABLE) < entries.index(pins[0]), f"{path.name}: name the checkout before the pin (pip 25 looks a pin named first up in the index)"
+    assert 'os.environ.update(PLMEXIT_CHECKOUT=os.path.abspath(workflow.basedir))' in (REPO / "Snakefile").read_text()
 
 
 def snakemake_env_hash(env_file: Path, conda_prefix: Path) -> str:
@@ -121,9 +130,9 @@ def snakemake_env_hash(env_file: Path, conda_prefix: Path) -> str:
 @pytest.mark.parametrize("env", [p.name for p in ENVS])
 def test_a_new_plmexit_version_is_a_new_environment_for_snakemake(tmp_path, env):
     text = (REPO / "envs" / env).read_text()
-    pin = f"plmexit[hub]=={plmexit.__version__}"
+    pin = f"plmexit=={plmexit.__version__}"
     assert text.count(pin) == 1
-    for name, content in {"same": text, "bumped": text.replace(pin, "plmexit[hub]==999.0.0")}.items():
+    for name, content in {"same": text, "bumped": text.replace(pin, "plmexit==999.0.0")}.items():
         (tmp_path / name).mkdir()
         (tmp_path / name / env).write_text(content)
     prefix = tmp_path / ".snakemake" / "conda"
@@ -134,7 +143,8 @@ def test_a_new_plmexit_version_is_a_new_environment_for_snakemake(tmp_path, env)
 
 def test_pip_installs_the_checkout_only_as_the_release_the_environment_pins(tmp_path):
     """The env's plmexit entries, as conda hands them to pip (a requirements file, PLMEXIT_CHECKOUT
-    expanded by pip), resolve to the checkout editable; a checkout of another release is refused."""
+    expanded by pip), resolve to the checkout, editable, offline; a checkout of another release is
+    refused. (pip 25.3, the envs' pip, was checked by hand to do the same.)"""
     checkout = tmp_path / "checkout"
     shutil.copytree(REPO / "src", checkout / "src", ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
     for name in ("pyproject.toml", "README.md"):
@@ -151,7 +161,7 @@ def test_pip_installs_the_checkout_only_as_the_release_the_environment_pins(tmp_
     [installed] = json.loads(done.stdout)["install"]
     assert installed["metadata"]["name"] == "plmexit" and installed["metadata"]["version"] == plmexit.__version__
     assert installed["download_info"]["dir_info"] == {"editable": True}
-    assert installed["download_info"]["url"] == checkout.as_uri()
+    assert installed["download_info"]["url"] == checkout.as_uri() and installed["requested_extras"] == ["hub"]
     init = checkout / "src" / "plmexit" / "__init__.py"
     init.write_text(init.read_text().replace(f'"{plmexit.__version__}"', '"999.0.0"'))
     refused = pip_dry_run()

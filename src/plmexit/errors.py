@@ -48,9 +48,10 @@ class SelectionError(InputError):
 
 
 class MissingExtraError(PlmexitError):
-    """Code that needs one of plmexit's pip extras (``hub``: transformers models) ran without its packages."""
+    """Code that needs one of plmexit's pip extras (``hub``: transformers models; ``workflow``: planning) ran without its packages."""
 
     @classmethod
     def of(cls, extra: str, needs: str, exc: ModuleNotFoundError) -> "MissingExtraError":
         """The one line for ``exc`` (an import of the extra's packages failed): what needs them and how to install them."""
-        return cls(f"{needs} need plmexit's {extra} extra, and {exc.name} is not installed: pip install 'plmexit[{extra}]' (in a checkout: pip install -e '.[{extra}]')")
+        missing = (exc.name or "a package it names").split(".")[0]
+        return cls(f"{needs} need plmexit's {extra} extra, and {missing} is not installed: pip install 'plmexit[{extra}]' (in a checkout: pip install -e '.[{extra}]')")
