@@ -101,7 +101,7 @@ def test_one_version_of_plmexit_and_each_job_environment_pins_it():
         assert pins == [f"plmexit=={plmexit.__version__}"], f"{path.name}: plmexit's pin {pins} is not plmexit=={plmexit.__version__}; bump it with plmexit.__version__"
         assert EDITABLE in entries, f"{path.name}: plmexit is not installed editable from the checkout ({EDITABLE})"
         assert entries.index(EDITABLE) < entries.index(pins[0]), f"{path.name}: name the checkout before the pin (pip 25 looks a pin named first up in the index)"
-    assert 'os.environ.update(PLMEXIT_CHECKOUT=os.path.abspath(workflow.basedir))' in (REPO / "Snakefile").read_text()
+    assert "os.environ.update(PLMEXIT_CHECKOUT=os.path.abspath(workflow.basedir))" in (REPO / "Snakefile").read_text()
 
 
 def snakemake_env_hash(env_file: Path, conda_prefix: Path) -> str:
