@@ -1,4 +1,5 @@
 # plmexit: how deep do you need to go? Embed every layer, probe it, choose the layer honestly.
+import os
 import sys
 
 from snakemake.utils import min_version
@@ -7,6 +8,10 @@ from plmexit.errors import ConfigError
 from plmexit.pipeline.planning import Plan, remember_signatures
 
 min_version("9.13")  # path variables (<results>)
+
+# Job environments (`--sdm conda`, envs/*.yaml) install plmexit editable from this checkout, whose
+# path pip reads from here: jobs run the code Snakemake plans with.
+os.environ.update(PLMEXIT_CHECKOUT=os.path.abspath(workflow.basedir))
 
 
 # The default config, unless the command line names one: configs are not merged, so a config

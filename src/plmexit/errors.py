@@ -45,3 +45,13 @@ class ToolError(PlmexitError):
 
 class SelectionError(InputError):
     """A selection JSON (``plmexit select``) is unreadable, lacks a key or holds a value of another type."""
+
+
+class MissingExtraError(PlmexitError):
+    """Code that needs one of plmexit's pip extras (``hub``: transformers models; ``workflow``: planning) ran without its packages."""
+
+    @classmethod
+    def of(cls, extra: str, needs: str, exc: ModuleNotFoundError) -> "MissingExtraError":
+        """The one line for ``exc`` (an import of the extra's packages failed): what needs them and how to install them."""
+        missing = (exc.name or "a package it names").split(".")[0]
+        return cls(f"{needs} need plmexit's {extra} extra, and {missing} is not installed: pip install 'plmexit[{extra}]' (in a checkout: pip install -e '.[{extra}]')")

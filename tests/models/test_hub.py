@@ -4,15 +4,17 @@ pinned hub snapshot is fetched through huggingface_hub's real code from a prepar
 
 from __future__ import annotations
 
+import importlib
 import json
 import re
 import shutil
+import sys
 
 import huggingface_hub
 import pytest
 
 from plmexit.cli import main
-from plmexit.errors import ModelError
+from plmexit.errors import MissingExtraError, ModelError
 from plmexit.models import families, hub
 from plmexit.models import manifest as model_manifest
 
@@ -145,3 +147,35 @@ def test_cli_makes_fetches_and_converts_models(tmp_path, tiny_model, capsys):
     assert main(["fetch-model", "--path", str(tmp_path / "converted"), "--out", str(tmp_path / "esm.json")]) == 0
     assert main(["fetch-model", "--hub", "org/model", "--revision", "main", "--out", str(tmp_path / "x.json")]) == 1
     assert "not a 40-hex commit" in capsys.readouterr().err
+
+
+@pytest.fixture
+def without_hub_extra(monkeypatch):
+    """plmexit as installed without ``[hub]``: importing transformers or safetensors fails, and the
+    modules that import them are imported afresh."""
+    import plmexit.models
+
+    for name in ("transformers", "safetensors"):
+        monkeypatch.setitem(sys.modules, name, None)  # `import name` raises ModuleNotFoundError
+    for module in ("hub", "hf_truncate"):
+        monkeypatch.delitem(sys.modules, f"plmexit.models.{module}", raising=False)
+        monkeypatch.delattr(plmexit.models, module, raising=False)
+
+
+def test_without_the_hub_extra_a_transformers_model_is_one_line_naming_the_extra(tiny_hub_models, without_hub_extra, tmp_path, capsys):
+    install = "pip install 'plmexit[hub]'"
+    assert main(["make-test-model", "--family", "bert", "--layers", "1", "--dim", "8", "--heads", "2", "--out", str(tmp_path)]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "model bert (test model): " in err and "transformers is not installed" in err and install in err
+    assert main(["fetch-model", "--path", str(tiny_hub_models["bert"]), "--out", str(tmp_path / "bert.json")]) == 1
+    assert f"model {tiny_hub_models['bert']}: " in capsys.readouterr().err
+    with pytest.raises(MissingExtraError, match=rf"^model bert_tiny: transformers models need plmexit's hub extra.*{re.escape(install)}"):
+        model_manifest.load({"format": "transformers", "id": "bert_tiny", "name": "bert"})
+    with pytest.raises(MissingExtraError, match="safetensors is not installed"):
+        importlib.import_module("plmexit.models.hf_truncate")
+    assert not (tmp_path / "bert_t1_8d_2h_seed0_random").exists() and not (tmp_path / "bert.json").exists()
+
+
+def test_without_the_hub_extra_fair_esm_models_load(tiny_model, tiny_model_sha256, without_hub_extra):
+    loaded = model_manifest.load({"format": "fair-esm", "id": "tiny", "name": "tiny", "checkpoint": str(tiny_model), "sha256": tiny_model_sha256})
+    assert loaded.num_layers > 0 and "plmexit.models.hub" not in sys.modules

@@ -18,12 +18,15 @@ import re
 import shutil
 from pathlib import Path
 
-from safetensors import safe_open
-from safetensors.torch import save_file
-
 from plmexit.atomic import atomic_directory
-from plmexit.errors import ModelError, one_line
+from plmexit.errors import MissingExtraError, ModelError, one_line
 from plmexit.models import families
+
+try:
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+except ModuleNotFoundError as exc:  # plmexit installed without the hub extra
+    raise MissingExtraError.of("hub", "transformers models", exc) from None
 
 log = logging.getLogger(__name__)
 

@@ -24,16 +24,20 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-import transformers
 
 from plmexit.atomic import write_text
 from plmexit.download import sha256_file
-from plmexit.errors import ModelError, one_line
+from plmexit.errors import MissingExtraError, ModelError, one_line
 from plmexit.models import families
 from plmexit.models.esm2 import Esm2Block, Esm2Weights
 from plmexit.models.esm2 import layer_norm as ln
 from plmexit.models.esm2 import linear as lin
 from plmexit.models.tokens import RESIDUES, TokenScheme
+
+try:
+    import transformers
+except ModuleNotFoundError as exc:  # plmexit installed without the hub extra
+    raise MissingExtraError.of("hub", "transformers models", exc) from None
 
 log = logging.getLogger(__name__)
 

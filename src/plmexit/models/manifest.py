@@ -16,7 +16,7 @@ import json
 from pathlib import Path
 
 from plmexit.atomic import write_text
-from plmexit.errors import ModelError
+from plmexit.errors import MissingExtraError, ModelError
 from plmexit.models import families
 
 FORMATS = (families.FAIR_ESM, families.TRANSFORMERS)  # a manifest's format is its family's backend
@@ -57,17 +57,22 @@ def load(manifest: dict | str | Path, device: str = "cpu"):
         from plmexit.models import fair_esm
 
         return fair_esm.load_model(manifest["checkpoint"], manifest["sha256"], device)
-    from plmexit.models import hub
+    return backend("plmexit.models.hub", manifest.get("id") or manifest["name"]).load_transformers(manifest, device)
 
-    return hub.load_transformers(manifest, device)
+
+def backend(module: str, model: str):
+    """A backend's loader module, imported for ``model``: without its pip extra, one line naming the model."""
+    try:
+        return importlib.import_module(module)
+    except MissingExtraError as exc:
+        raise MissingExtraError(f"model {model}: {exc}") from None
 
 
 def resolve(**source) -> dict:
     """A manifest dict for a model: ``hub``/``revision``/``path``/``family`` for a transformers model,
     else fair-esm's ``name``/``checkpoint``/``sha256``/``url``; ``cache_dir`` for either."""
     if source.get("hub") is not None or source.get("path") is not None:
-        from plmexit.models import hub
-
+        hub = backend("plmexit.models.hub", source.get("hub") or source.get("path"))
         if any(source.get(k) is not None for k in ("name", "checkpoint", "sha256", "url")):
             raise ModelError("a transformers model (hub or path) takes no fair-esm name, checkpoint, sha256 or url; give one kind of model")
         return hub.resolve_transformers(**{k: source.get(k) for k in ("hub", "revision", "path", "family", "cache_dir")})
@@ -85,7 +90,7 @@ def make_test_model(family: str, layers: int, dim: int, heads: int, seed: int, o
     entry = families.get(family)
     if not entry.test_model:
         raise ModelError(f"test model: family {family!r} has no test model; use one of {', '.join(families.TEST_MODEL_FAMILIES)}")
-    loader = importlib.import_module(entry.loader)  # torch, and esm or transformers, only now
+    loader = backend(entry.loader, f"{family} (test model)")  # torch, and esm or transformers, only now
     if entry.backend == families.FAIR_ESM:
         return loader.make_test_model(layers, dim, heads, seed, out_dir)
     return loader.make_test_model(family, layers, dim, heads, seed, out_dir)

@@ -26,7 +26,7 @@ from types import FunctionType
 from typing import Callable
 
 from plmexit.data import sources
-from plmexit.errors import ConfigError
+from plmexit.errors import ConfigError, MissingExtraError
 from plmexit.models.families import MASKED_LM_FAMILIES
 from plmexit.pipeline import plan_batches
 from plmexit.pipeline.flags import RuleFlags
@@ -185,7 +185,10 @@ class Plan(TargetPaths, StepArguments):
     @classmethod
     def from_config(cls, config: dict, schema_path: str | Path, chosen_assays: Callable[[str], str] | None = None) -> Plan:
         """Check ``config`` against the schema (one line per mistake, see ``check_config``), fill in its defaults, and plan it."""
-        from snakemake.utils import validate  # planning runs under Snakemake
+        try:
+            from snakemake.utils import validate  # planning runs under Snakemake
+        except ModuleNotFoundError as exc:
+            raise MissingExtraError.of("workflow", "commands that plan a run (plmexit estimate)", exc) from None
 
         check_config(config, load_schema(schema_path))
         validate(config, str(schema_path), set_default=True)
@@ -299,7 +302,7 @@ def remember_signatures(namespace: dict) -> None:
 
 
 def load_schema(path: str | Path) -> dict:
-    import yaml  # installed with Snakemake
+    import yaml
 
     return yaml.safe_load(Path(path).read_text())
 
