@@ -231,7 +231,7 @@ def read_info(path: str | Path) -> StoreInfo:
         ids = handle["ids"].asstr()[()]
         attrs = {k: (v.item() if isinstance(v, np.generic) else v) for k, v in handle.attrs.items()}
         layers = _stored_layers(handle)
-    n_layers = int(attrs.get("n_layers", shape[0] - 1))
+    n_layers = int(attrs["n_layers"]) if "layers" in attrs else shape[0] - 1
     return StoreInfo(ids=np.asarray(ids, dtype=object), n_layers=n_layers, dim=shape[2], attrs=attrs, layers=layers)
 
 

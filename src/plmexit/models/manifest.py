@@ -99,6 +99,8 @@ def source_of(text: str) -> dict:
     repo, pin, revision = text.partition(HUB_PIN)
     if pin:
         return {"hub": repo, "revision": revision}
+    if "/" in text:
+        raise ModelError(f"model {text!r}: no such file or directory, and a hub model needs its commit: {text}{HUB_PIN}COMMIT (the 40-hex commit on the hub)")
     from plmexit.models import fair_esm  # the releases' list; the fair-esm backend is what a bare name asks for
 
     if text not in fair_esm.ESM2_SHA256:
