@@ -2,7 +2,8 @@
 
 Invariant: scan decides nothing the workflow decides. It writes an ordinary config (``<results>/config.yaml``,
 checked against the schema and planned before Snakemake starts, so ``snakemake --cores N --configfile
-<results>/config.yaml`` reruns exactly this run), runs the repository's Snakefile through Snakemake's API,
+<results>/config.yaml`` in the checkout reruns exactly this run), runs the checkout's Snakefile through Snakemake's API
+in the current directory (as ``snakemake`` run there would),
 and returns the workflow's own closing lines (``Plan.closing_lines``); ``--export`` copies the workflow's
 export directory (``export.enabled``).
 """
@@ -54,7 +55,7 @@ def scan_config(
 
     Columns are checked here (a one-line ``InputError`` naming the file, the flag and the columns there are), the
     rest of the file by the workflow's ``prepare`` step. ``task_type`` None: regression when every label is a
-    number, else classification (logged). Paths are absolute, so the config runs from any directory.
+    number, else classification (logged). Paths (results too) are absolute, so the config runs from any directory.
     """
     path = Path(data)
     if not path.is_file():
@@ -73,18 +74,20 @@ def scan_config(
             "path": str(path.resolve()), "label_column": label, "sequence_column": sequence_column}
     if id_column is not None:
         task["id_column"] = id_column
-    config = {"pathvars": {"results": str(results)}, "models": [{"id": model_manifests.model_id(source), **source}], "tasks": [task]}
+    config = {"pathvars": {"results": str(Path(results).resolve())}, "models": [{"id": model_manifests.model_id(source), **source}], "tasks": [task]}
     if export:
         config["export"] = {"enabled": True}
     return config
 
 
 def _all_numbers(values) -> bool:
+    """Whether every label given is a number (empty cells are the prepare step's to report)."""
+    given = [v for v in values if v.strip()]
     try:
-        [float(v) for v in values]
+        [float(v) for v in given]
     except ValueError:
         return False
-    return True
+    return bool(given)
 
 
 def scan(
@@ -107,12 +110,12 @@ def scan(
     plan = Plan.from_config(copy.deepcopy(config), root / "workflow" / "schemas" / "config.schema.yaml")  # one line per mistake, before any job
     config_file = Path(results) / "config.yaml"
     write_text(config_file, yaml.safe_dump(config, sort_keys=False))
-    log.info("wrote %s; `snakemake --cores %d --configfile %s` reruns this scan", config_file, cores, config_file)
+    log.info("wrote %s; `snakemake --snakefile %s --cores %d --configfile %s` reruns this scan", config_file, root / "Snakefile", cores, config_file)
     run_workflow(root / "Snakefile", config_file, cores, Path(results))
     if export is not None:
-        (model_id,), (task_id,) = plan.models, [t for _, t in plan.pairs()]
+        (exported,) = plan.exports()
         with atomic_directory(export) as tmp:
-            shutil.copytree(Path(results) / "export" / model_id / task_id, tmp, dirs_exist_ok=True)
+            shutil.copytree(exported, tmp, dirs_exist_ok=True)
     return plan.closing_lines()
 
 
