@@ -64,12 +64,12 @@ def scan_config(
     for flag, column in (("--label", label), ("--sequence-column", sequence_column), ("--id-column", id_column)):
         if column is not None and column not in raw.columns:
             raise InputError(f"{path}: no column {column!r} for {flag} (columns: {', '.join(raw.columns)}); name one of them")
+    source = model_manifests.source_of(model)
+    source = {key: (str(Path(value).resolve()) if key in ("checkpoint", "path") else value) for key, value in source.items()}
     if task_type is None:
         task_type = "regression" if _all_numbers(raw[label]) else "classification"
         log.info("%s: labels in column %r are %s, so the task is %s (--type to say otherwise)", path, label,
                  "numbers" if task_type == "regression" else "not all numbers", task_type)
-    source = model_manifests.source_of(model)
-    source = {key: (str(Path(value).resolve()) if key in ("checkpoint", "path") else value) for key, value in source.items()}
     task = {"id": _ID_CHARACTERS.sub("_", f"{path.stem}_{label}").lstrip("_.-") or "task", "kind": "csv", "type": task_type,
             "path": str(path.resolve()), "label_column": label, "sequence_column": sequence_column}
     if id_column is not None:
