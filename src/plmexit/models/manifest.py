@@ -5,7 +5,8 @@ it before any weight is read. Every manifest has ``id``, the config's id of the 
 output carries. ``format`` says the backend: ``fair-esm`` (keys name, source, checkpoint, sha256;
 manifests written before the key existed have none and are fair-esm) or
 ``transformers`` (adds family, repo_id, revision, path and files, the sha256 of every file;
-``sha256`` is then the hash over those). Only ``fair_esm`` imports ``esm`` and only ``hub`` imports
+``sha256`` is then the hash over those). ``source_of`` reads a model named on the command line as the
+config's ``models`` entry keys that ``resolve`` takes. Only ``fair_esm`` imports ``esm`` and only ``hub`` imports
 ``transformers``; each is imported here only when its backend is asked for.
 """
 
@@ -119,8 +120,8 @@ def model_id(source: dict) -> str:
     elif "hub" in source:
         name = source["hub"].split("/")[-1]
     else:
-        name = Path(source.get("checkpoint") or source["path"]).resolve()
-        name = name.stem if "checkpoint" in source else name.name
+        path = Path(source.get("checkpoint") or source["path"]).resolve()
+        name = path.stem if "checkpoint" in source else path.name
     return _ID_CHARACTERS.sub("_", name).lstrip("_.-") or "model"
 
 
