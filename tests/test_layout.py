@@ -26,6 +26,9 @@ LAYERS = [
     {"plmexit.pipeline"},
     {"plmexit.cli"},
 ]
+# The package's public function (``plmexit.read_layer``), the one upward arrow: imported by the package's
+# module ``__getattr__`` on first use, so ``import plmexit`` (every module's, for ``__version__``) loads nothing above it.
+PUBLIC_REEXPORTS = {"plmexit": {"plmexit.embedding.store"}}
 
 
 def module_name(path: Path) -> str:
@@ -77,7 +80,7 @@ def layer(module: str) -> int:
 
 def test_no_module_imports_a_higher_layer():
     for module, imported in imports().items():
-        for target in imported:
+        for target in imported - PUBLIC_REEXPORTS.get(module, set()):
             assert layer(target) <= layer(module), f"{module} imports {target}, a higher layer"
 
 

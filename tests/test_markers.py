@@ -4,7 +4,7 @@
 Read from the test files' source, not by running them: a test needs a marker when its body, a module-level
 helper it calls or a fixture it requests (conftest's included, followed to the end) calls ``snakemake()`` /
 ``snakemake_command()`` or selenium's ``webdriver``, imports selenium, or starts a process (``subprocess``)
-with a ``snakemake ...``, ``python -m snakemake``, tests/submissions.py or ``sbatch ...`` command line,
+with a ``snakemake ...``, ``python -m snakemake``, ``plmexit scan`` (it runs the workflow), tests/submissions.py or ``sbatch ...`` command line,
 its own or a module constant's.
 """
 
@@ -37,7 +37,7 @@ def command_markers(node: ast.AST) -> set[str]:
                 found.add("cluster")
         elif isinstance(child, (ast.List, ast.Tuple)):
             words = [e.value if isinstance(e, ast.Constant) else None for e in child.elts]
-            if any(a == "-m" and b == "snakemake" for a, b in zip(words, words[1:])):
+            if any(a == "-m" and b == "snakemake" or a in ("plmexit", "plmexit.cli") and b == "scan" for a, b in zip(words, words[1:])):
                 found.add("workflow")
     return found
 

@@ -6,7 +6,7 @@ import h5py
 import numpy as np
 import pytest
 
-from plmexit.embedding.store import FORMAT_VERSION, create_store, read_info, read_layer
+from plmexit.embedding.store import FORMAT_VERSION, create_store, read_embedded_layer, read_info, read_layer
 from plmexit.errors import StoreError
 
 IDS = ["a", "b", "c", "d", "ε"]  # a non-ASCII id survives the utf-8 round trip
@@ -145,3 +145,37 @@ def test_stores_are_written_and_read_without_hdf5_file_locks(tmp_path, data, mon
     read_layer(tmp_path / "store.h5", 1)
 
     assert locking == [False, False, False]
+
+
+def test_a_store_of_chosen_layers_is_read_by_layer_number(tmp_path, data):
+    """``layers``: rows of /embeddings are those layers; reads ask by layer number, as for a full store."""
+    path = tmp_path / "chosen.h5"
+    with create_store(path, IDS[:5], 4, 8, "float32", ATTRS, lengths=np.arange(5), truncated=np.zeros(5, bool), layers=[0, 2, 4]) as writer:
+        writer.write(np.arange(5), data)
+
+    info = read_info(path)
+    assert (info.n_layers, info.layers, info.dim) == (4, (0, 2, 4), 8)
+    for row, layer in enumerate((0, 2, 4)):
+        np.testing.assert_array_equal(read_layer(path, layer), data[row])
+        got = read_embedded_layer(path, layer)
+        assert got.ids == IDS[:5]
+        np.testing.assert_array_equal(got.embeddings, data[row])
+    with pytest.raises(StoreError, match=r"chosen\.h5: layer 3 is not in the store, which holds layers 0, 2, 4 only \(embed --layers\)"):
+        read_layer(path, 3)
+
+
+def test_a_full_store_lists_every_layer_and_read_embedded_layer_gives_its_ids(tmp_path, data):
+    make_store(tmp_path / "store.h5", data)
+
+    assert read_info(tmp_path / "store.h5").layers == (0, 1, 2)
+    ids, embeddings = read_embedded_layer(tmp_path / "store.h5", 1)
+    assert ids == IDS and embeddings.dtype == np.float32
+    np.testing.assert_array_equal(embeddings, data[1])
+
+
+@pytest.mark.parametrize("layers", [[2, 0], [0, 0], [5], []], ids=["unsorted", "repeated", "out-of-range", "none"])
+def test_chosen_layers_must_be_ascending_layers_of_the_model(tmp_path, layers):
+    with pytest.raises(StoreError, match="are not ascending distinct layers of 0..4"):
+        with create_store(tmp_path / "s.h5", ["a"], 4, 8, "float32", {}, np.ones(1), np.zeros(1, bool), layers=layers):
+            pass
+    assert list(tmp_path.iterdir()) == []

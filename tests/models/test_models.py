@@ -314,3 +314,23 @@ def test_broken_manifest(tmp_path, content):
 
     with pytest.raises(ModelError, match=r"model\.json: not a model manifest written by `plmexit fetch-model`"):
         model_manifest.read_manifest(path)
+
+
+def test_a_model_named_on_the_command_line_is_a_config_entrys_source(tmp_path, monkeypatch):
+    """``source_of``: what `plmexit scan --model` and `embed --fasta --model` take, as a config's models entry names it."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "esm2_mine.pt").write_bytes(b"")
+    (tmp_path / "my model").mkdir()
+    commit = "0" * 40
+
+    assert model_manifest.source_of("esm2_t6_8M_UR50D") == {"name": "esm2_t6_8M_UR50D"}
+    assert model_manifest.source_of("esm2_mine.pt") == {"checkpoint": "esm2_mine.pt"}
+    assert model_manifest.source_of("my model") == {"path": "my model"}
+    assert model_manifest.source_of(f"Rostlab/prot_bert@{commit}") == {"hub": "Rostlab/prot_bert", "revision": commit}
+    ids = [model_manifest.model_id(model_manifest.source_of(text)) for text in ("esm2_t6_8M_UR50D", "esm2_mine.pt", "my model", f"Rostlab/prot_bert@{commit}")]
+    assert ids == ["esm2_t6_8M_UR50D", "esm2_mine", "my_model", "prot_bert"]
+    for text in ("esm2_t99_1T", "missing.pt"):
+        with pytest.raises(ModelError, match=rf"model '{re.escape(text)}' is not a fair-esm ESM2 release \(esm2_t6_8M_UR50D, .*ORG/NAME@COMMIT"):
+            model_manifest.source_of(text)
+    with pytest.raises(ModelError, match=r"model 'Rostlab/prot_bert': no such file or directory, and a hub model needs its commit: Rostlab/prot_bert@COMMIT"):
+        model_manifest.source_of("Rostlab/prot_bert")

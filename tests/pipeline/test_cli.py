@@ -19,7 +19,7 @@ from plmexit.probing.choice import ACROSS_TASK_COLUMNS, SUMMARY_COLUMNS
 from plmexit.probing.tables import PREDICTION_COLUMNS, PROBE_COLUMNS
 
 SUBCOMMANDS = [
-    "make-test-model", "fetch-model", "fetch-data", "choose-assays", "prepare", "embed", "gather-embeddings", "cost", "probe", "select", "summarize",
+    "scan", "make-test-model", "fetch-model", "fetch-data", "choose-assays", "prepare", "embed", "gather-embeddings", "cost", "probe", "select", "summarize",
     "summarize-proteingym", "export", "predict", "plot", "plot-summary", "lens", "zero-shot", "summarize-depth", "plot-depth", "plot-depth-task",
     "exit", "summarize-exit", "plot-exit", "plot-depth-exit",
 ]

@@ -17,11 +17,11 @@ import logging
 import sys
 
 from plmexit import __version__
-from plmexit.cli import cluster, data, depth, embed, export, models, probe, report
+from plmexit.cli import cluster, data, depth, embed, export, models, probe, report, scan
 from plmexit.cli import exit as exit_stage
 from plmexit.errors import PlmexitError
 
-STAGES = (models, data, embed, probe, export, depth, exit_stage, report, cluster)
+STAGES = (scan, models, data, embed, probe, export, depth, exit_stage, report, cluster)
 
 
 def build_parser() -> argparse.ArgumentParser:

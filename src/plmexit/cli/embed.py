@@ -1,4 +1,4 @@
-"""Stage: embed (embed, gather-embeddings, cost): run a model over a task with the embedding's settings."""
+"""Stage: embed (embed, gather-embeddings, cost): run a model over a task (or, embed --fasta, a FASTA file's sequences) with the embedding's settings."""
 
 from __future__ import annotations
 
@@ -10,11 +10,21 @@ from plmexit.errors import PlmexitError
 from plmexit.settings import CostSettings, EmbedSettings, positive_int
 
 
-def add_model_run_arguments(p: argparse.ArgumentParser, out: str) -> None:
+def add_model_run_arguments(p: argparse.ArgumentParser, out: str, fasta: bool = False) -> None:
     """Arguments of the commands that run a model over a task (embed, cost, exit-timing): they take the
-    embedding's settings so that they time and count what the embedding ran."""
-    p.add_argument("--model", required=True, help="model manifest JSON from fetch-model")
-    p.add_argument("--task", required=True, help="task table TSV from prepare")
+    embedding's settings so that they time and count what the embedding ran. ``fasta``: a FASTA file may
+    stand in for the task table (embed)."""
+    if fasta:
+        p.add_argument("--model", required=True, help=(
+            "model manifest JSON from fetch-model; with --fasta also a model as a config names it: a fair-esm release "
+            "(esm2_t6_8M_UR50D), a checkpoint file, a transformers model directory, or a hub model ORG/NAME@COMMIT"
+        ))
+        source = p.add_mutually_exclusive_group(required=True)
+        source.add_argument("--task", help="task table TSV from prepare (the workflow's embed step)")
+        source.add_argument("--fasta", help="embed these sequences instead of a task table: FASTA (.fasta, .fa, .faa; ids from the headers) or a .csv with a sequence column")
+    else:
+        p.add_argument("--model", required=True, help="model manifest JSON from fetch-model")
+        p.add_argument("--task", required=True, help="task table TSV from prepare")
     p.add_argument("--out", required=True, help=out)
     add_device_arguments(p)
     EmbedSettings.add_arguments(p)
@@ -23,8 +33,10 @@ def add_model_run_arguments(p: argparse.ArgumentParser, out: str) -> None:
 
 
 def register(subparsers) -> None:
-    p = subparsers.add_parser("embed", help="embed a task at every layer into an HDF5 store")
-    add_model_run_arguments(p, out="HDF5 store to write")
+    p = subparsers.add_parser("embed", help="embed a task (or the sequences of a FASTA file) at every layer into an HDF5 store")
+    add_model_run_arguments(p, out="HDF5 store to write (plmexit.read_layer reads a layer of it)", fasta=True)
+    p.add_argument("--layers", type=int, nargs="+", metavar="K",
+                   help="with --fasta: store only these layers (0 the token embeddings, -1 the final layer; default every layer)")
     p.add_argument("--dtype", choices=["float16", "float32"], default="float16", help="storage precision (default float16)")
     p.add_argument("--shard", type=int, help="embed only this shard (0-based) of --shards; writes a shard store for gather-embeddings")
     p.add_argument("--shards", type=positive_int, help="number of shards the task is cut into")
@@ -40,14 +52,23 @@ def register(subparsers) -> None:
 
 
 def run_embed(args: argparse.Namespace) -> None:
-    from plmexit.pipeline.model_steps import embed_task
+    from plmexit.pipeline.model_steps import embed_fasta, embed_task
 
     if (args.shard is None) != (args.shards is None):
         raise PlmexitError("--shard and --shards go together; give both (a shard index and the task's shard count) or neither")
+    task_only = [flag for flag, given in (("--shard", args.shard is not None), ("--variant-crop", args.variant_crop)) if given]
+    if args.fasta is not None and task_only:
+        raise PlmexitError(f"{task_only[0]} applies to a task table (--task), not to --fasta; drop it")
+    if args.task is not None and args.layers is not None:
+        raise PlmexitError("--layers applies to --fasta; the workflow's steps read every layer of a task's store, so drop it")
     settings = EmbedSettings.from_args(args, device=set_up_device(args))
+    progress = None if args.no_progress else ProgressBar(sys.stderr)
+    if args.fasta is not None:
+        embed_fasta(fasta=args.fasta, model=args.model, out=args.out, settings=settings, dtype=args.dtype, layers=args.layers, progress=progress)
+        return
     embed_task(
         model_manifest=args.model, task_table=args.task, out=args.out, settings=settings, dtype=args.dtype, shard=args.shard,
-        shards=args.shards or 1, progress=None if args.no_progress else ProgressBar(sys.stderr), variant_crop=args.variant_crop,
+        shards=args.shards or 1, progress=progress, variant_crop=args.variant_crop,
     )
 
 

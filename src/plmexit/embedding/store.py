@@ -9,6 +9,11 @@ Layout::
     attrs: model, checkpoint_sha256, versions, pooling, layer_norm, long_sequences, precision,
            input_sha256, shards, ...
 
+A store of chosen layers only (``plmexit embed --fasta ... --layers``) holds ``len(layers)`` rows in
+``/embeddings`` and says which in the ``layers`` attribute (ascending layer numbers); a store without
+it holds every layer 0..L, row k being layer k. ``read_layer`` takes a layer number either way; the
+workflow's steps, which read every layer, refuse a store of chosen layers (``read_task_info``).
+
 A *shard store* has the same layout for a contiguous row range of a task (attrs ``shard``,
 ``row_start``, ``row_stop``); ``gather`` streams shard stores into the task's store. A *part* is a
 small file of finished rows (``/indices``, ``/embeddings``) that lets an interrupted embedding
@@ -25,7 +30,7 @@ from __future__ import annotations
 import contextlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
+from typing import Iterator, NamedTuple
 
 import h5py
 import numpy as np
@@ -54,9 +59,17 @@ DTYPES = {"float16": np.float16, "float32": np.float32}
 @dataclass
 class StoreInfo:
     ids: np.ndarray
-    n_layers: int  # transformer layers L; the store holds L + 1 layers (0 = token embeddings)
+    n_layers: int  # transformer layers L of the model; a full store holds L + 1 layers (0 = token embeddings)
     dim: int
     attrs: dict
+    layers: tuple[int, ...] = ()  # the layers the store holds (0..L unless it holds chosen layers only)
+
+
+class EmbeddedLayer(NamedTuple):
+    """One layer of a store, as ``plmexit.read_layer`` returns it."""
+
+    ids: list[str]  # the sequence ids, in the store's (task table's or FASTA file's) order
+    embeddings: np.ndarray  # (n_sequences, dim) float32, row i the mean-pooled embedding of ids[i]
 
 
 class StoreWriter:
@@ -91,18 +104,25 @@ def create_store(
     attrs: dict,
     lengths: np.ndarray,
     truncated: np.ndarray,
+    layers: list[int] | None = None,
 ) -> Iterator[StoreWriter]:
-    """Create a store atomically; the caller writes every sequence through the yielded writer."""
+    """Create a store atomically; the caller writes every sequence through the yielded writer.
+
+    ``layers``: store only these layers (ascending, each in 0..n_layers), whose rows the writer's
+    blocks then hold; None: every layer."""
     if dtype not in DTYPES:
         raise StoreError(f"embedding dtype {dtype!r} is not one of {', '.join(DTYPES)}")
     n = len(ids)
     itemsize = np.dtype(DTYPES[dtype]).itemsize
     rows = int(min(max(n, 1), max(1, _CHUNK_BYTES // (dim * itemsize))))
+    if layers is not None and (list(layers) != sorted(set(layers)) or not all(0 <= k <= n_layers for k in layers) or not layers):
+        raise StoreError(f"{path}: layers {list(layers)} are not ascending distinct layers of 0..{n_layers}; this is a bug, please report it")
+    stored = n_layers + 1 if layers is None else len(layers)
     with atomic_path(path) as tmp:
         with h5py.File(tmp, "w", locking=_FILE_LOCKING) as handle:
             # An empty shard (more shards than rows) has no chunks: HDF5 chunks may not exceed the shape.
             chunks = (1, rows, dim) if n else None
-            handle.create_dataset("embeddings", shape=(n_layers + 1, n, dim), dtype=DTYPES[dtype], chunks=chunks)
+            handle.create_dataset("embeddings", shape=(stored, n, dim), dtype=DTYPES[dtype], chunks=chunks)
             handle.create_dataset("ids", data=np.asarray(ids, dtype=object), dtype=h5py.string_dtype("utf-8"))
             handle.create_dataset("lengths", data=np.asarray(lengths, dtype=np.int64))
             handle.create_dataset("truncated", data=np.asarray(truncated, dtype=bool))
@@ -110,6 +130,8 @@ def create_store(
             handle.attrs["format_version"] = FORMAT_VERSION
             handle.attrs["dtype"] = dtype
             handle.attrs["n_layers"] = n_layers
+            if layers is not None:
+                handle.attrs["layers"] = np.asarray(layers, dtype=np.int64)
             writer = StoreWriter(handle, n)
             yield writer
             if writer.missing:
@@ -208,7 +230,16 @@ def read_info(path: str | Path) -> StoreInfo:
         shape = handle["embeddings"].shape
         ids = handle["ids"].asstr()[()]
         attrs = {k: (v.item() if isinstance(v, np.generic) else v) for k, v in handle.attrs.items()}
-    return StoreInfo(ids=np.asarray(ids, dtype=object), n_layers=shape[0] - 1, dim=shape[2], attrs=attrs)
+        layers = _stored_layers(handle)
+    n_layers = int(attrs["n_layers"]) if "layers" in attrs else shape[0] - 1
+    return StoreInfo(ids=np.asarray(ids, dtype=object), n_layers=n_layers, dim=shape[2], attrs=attrs, layers=layers)
+
+
+def _stored_layers(handle: h5py.File) -> tuple[int, ...]:
+    """The layer number of each row of ``/embeddings``: the ``layers`` attribute, or 0..L."""
+    if "layers" in handle.attrs:
+        return tuple(int(k) for k in handle.attrs["layers"])
+    return tuple(range(handle["embeddings"].shape[0]))
 
 
 def read_task_info(path: str | Path, table, task_table: str | Path) -> StoreInfo:
@@ -218,6 +249,11 @@ def read_task_info(path: str | Path, table, task_table: str | Path) -> StoreInfo
     step that lines a store's rows up with a task table's labels and folds checks this first.
     """
     info = read_info(path)
+    if len(info.layers) != info.n_layers + 1:
+        raise StoreError(
+            f"{path} holds layers {', '.join(map(str, info.layers))} of 0..{info.n_layers} only (embed --layers); "
+            "the workflow's steps read every layer: embed the task without --layers"
+        )
     if info.attrs.get("input_sha256") != sequences_sha256(table["id"], table["sequence"]):
         raise StoreError(
             f"{path} was embedded from other sequences than {task_table}; pass the task table the store was made from, "
@@ -229,7 +265,25 @@ def read_task_info(path: str | Path, table, task_table: str | Path) -> StoreInfo
 def read_layer(path: str | Path, layer: int) -> np.ndarray:
     """One layer's embeddings, ``(n_sequences, dim)`` float32; reads no other layer's chunks."""
     with _open(path) as handle:
-        data = handle["embeddings"]
-        if not 0 <= layer < data.shape[0]:
-            raise StoreError(f"{path}: layer {layer} out of range 0..{data.shape[0] - 1}")
-        return data[layer].astype(np.float32)
+        return _layer_rows(handle, path, layer)
+
+
+def _layer_rows(handle: h5py.File, path: str | Path, layer: int) -> np.ndarray:
+    layers = _stored_layers(handle)
+    if layer not in layers:
+        if layers == tuple(range(len(layers))):
+            raise StoreError(f"{path}: layer {layer} out of range 0..{layers[-1]}")
+        raise StoreError(f"{path}: layer {layer} is not in the store, which holds layers {', '.join(map(str, layers))} only (embed --layers)")
+    return handle["embeddings"][layers.index(layer)].astype(np.float32)
+
+
+def read_embedded_layer(path: str | Path, layer: int) -> EmbeddedLayer:
+    """The sequence ids and one layer's mean-pooled embeddings, ``(n_sequences, dim)`` float32, of a store
+    written by ``plmexit embed`` (from a task table or a FASTA file); ``plmexit.read_layer``.
+
+    ``layer`` is a layer number: 0 the token embeddings, k the output of block k (under the store's
+    ``layer_norm`` convention), whether the store holds every layer or chosen ones. Only that layer's
+    chunks are read. A ``StoreError`` names the file if it is not a complete store or lacks the layer.
+    """
+    with _open(path) as handle:
+        return EmbeddedLayer(ids=list(handle["ids"].asstr()[()]), embeddings=_layer_rows(handle, path, layer))

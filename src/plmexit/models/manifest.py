@@ -5,7 +5,8 @@ it before any weight is read. Every manifest has ``id``, the config's id of the 
 output carries. ``format`` says the backend: ``fair-esm`` (keys name, source, checkpoint, sha256;
 manifests written before the key existed have none and are fair-esm) or
 ``transformers`` (adds family, repo_id, revision, path and files, the sha256 of every file;
-``sha256`` is then the hash over those). Only ``fair_esm`` imports ``esm`` and only ``hub`` imports
+``sha256`` is then the hash over those). ``source_of`` reads a model named on the command line as the
+config's ``models`` entry keys that ``resolve`` takes. Only ``fair_esm`` imports ``esm`` and only ``hub`` imports
 ``transformers``; each is imported here only when its backend is asked for.
 """
 
@@ -13,6 +14,7 @@ from __future__ import annotations
 
 import importlib
 import json
+import re
 from pathlib import Path
 
 from plmexit.atomic import write_text
@@ -81,6 +83,51 @@ def resolve(**source) -> dict:
     from plmexit.models import fair_esm
 
     return fair_esm.resolve_model(**{k: source.get(k) for k in ("name", "checkpoint", "sha256", "url", "cache_dir")})
+
+
+# A model named on the command line (`plmexit scan --model`, `plmexit embed --fasta --model`) is what one
+# config model entry names: a fair-esm release, a local checkpoint file or transformers directory, or a hub
+# repository pinned to a commit, written ORG/NAME@COMMIT.
+HUB_PIN = "@"
+_ID_CHARACTERS = re.compile(r"[^A-Za-z0-9_.-]+")
+
+
+def source_of(text: str) -> dict:
+    """The config model entry keys ``text`` stands for (``resolve`` and the config's ``models`` take them):
+    ``checkpoint`` for a file that exists, ``path`` for a directory that exists, ``hub`` and ``revision`` for
+    ``ORG/NAME@COMMIT``, else ``name``, a fair-esm ESM2 release; a ``ModelError`` naming ``text`` when it is none of these.
+    Hashes and downloads are ``resolve``'s."""
+    path = Path(text)
+    if path.is_file():
+        return {"checkpoint": text}
+    if path.is_dir():
+        return {"path": text}
+    repo, pin, revision = text.partition(HUB_PIN)
+    if pin:
+        return {"hub": repo, "revision": revision}
+    if "/" in text:
+        raise ModelError(f"model {text!r}: no such file or directory, and a hub model needs its commit: {text}{HUB_PIN}COMMIT (the 40-hex commit on the hub)")
+    from plmexit.models import fair_esm  # the releases' list; the fair-esm backend is what a bare name asks for
+
+    if text not in fair_esm.ESM2_SHA256:
+        raise ModelError(
+            f"model {text!r} is not a fair-esm ESM2 release ({', '.join(fair_esm.ESM2_SHA256)}), an existing checkpoint file or "
+            f"model directory, or a hub model pinned as ORG/NAME{HUB_PIN}COMMIT; give one of those"
+        )
+    return {"name": text}
+
+
+def model_id(source: dict) -> str:
+    """A config model id for a ``source_of`` source: the model's own name as ``resolve`` gives it (release,
+    checkpoint stem, directory or hub repository name), with characters an id may not hold replaced by ``_``."""
+    if "name" in source:
+        name = source["name"]
+    elif "hub" in source:
+        name = source["hub"].split("/")[-1]
+    else:
+        path = Path(source.get("checkpoint") or source["path"]).resolve()
+        name = path.stem if "checkpoint" in source else path.name
+    return _ID_CHARACTERS.sub("_", name).lstrip("_.-") or "model"
 
 
 def make_test_model(family: str, layers: int, dim: int, heads: int, seed: int, out_dir: str | Path) -> Path:

@@ -1,4 +1,4 @@
-"""The pipeline steps that run a model: fetch it, embed tasks, time forward passes.
+"""The pipeline steps that run a model: fetch it, embed tasks (or a FASTA file's sequences), time forward passes.
 
 Invariant: as every module of ``plmexit.pipeline`` (one function per CLI command, outputs written atomically); kept
 apart because only these (and ``export_steps``, which ships a model, ``depth_steps`` and ``lens_exit_steps``, which read
@@ -17,11 +17,13 @@ from pathlib import Path
 from typing import Callable
 
 import numpy as np
+import pandas as pd
 import torch
 
 import plmexit
 from plmexit.atomic import write_text
 from plmexit.data import tasks
+from plmexit.data.sequences import read_sequences
 from plmexit.embedding import cost, engine, inputs, options, pieces, store
 from plmexit.embedding.parts import plan_parts, shard_bounds
 from plmexit.errors import InputError, StoreError
@@ -69,7 +71,65 @@ def embed_task(
     progress: ProgressCallback | None = None,
     variant_crop: bool = False,
 ) -> None:
-    """Embed every sequence of a task, or of shard ``shard`` of ``shards``, at every layer into a store.
+    """Embed the task table ``task_table`` with the model its manifest file ``model_manifest`` names (``embed_table``)."""
+    embed_table(
+        manifest=model_manifests.read_manifest(model_manifest), table=tasks.read_task_table(task_table), task_table=task_table, out=out,
+        settings=settings, dtype=dtype, shard=shard, shards=shards, progress=progress, variant_crop=variant_crop,
+    )
+
+
+def embed_fasta(
+    fasta: str | Path,
+    model: str,
+    out: str | Path,
+    settings: EmbedSettings,
+    dtype: str,
+    layers: list[int] | None = None,
+    progress: ProgressCallback | None = None,
+) -> None:
+    """Embed every sequence of a FASTA (or CSV) file, ``data.sequences.read_sequences``, into a store, as a task table's are.
+
+    ``model`` is a model manifest JSON from fetch-model, or a model as a config names it (``manifest.source_of``: a
+    fair-esm release, a checkpoint file, a transformers directory, ORG/NAME@COMMIT), resolved and hashed here.
+    ``layers``: store only these (negative numbers count from the end, -1 the final layer, as fair-esm's extract.py).
+    """
+    settings.check()
+    ids, sequences = read_sequences(fasta)
+    if Path(model).suffix == ".json" and Path(model).is_file():
+        manifest = model_manifests.read_manifest(model)
+    else:
+        source = model_manifests.source_of(model)
+        manifest = {"id": model_manifests.model_id(source), **model_manifests.resolve(**source)}
+    table = pd.DataFrame({"id": ids, "sequence": sequences, "label": "", "fold": tasks.TRAIN_ONLY_FOLD})
+    embed_table(manifest=manifest, table=table, task_table=fasta, out=out, settings=settings, dtype=dtype, progress=progress, layers=layers)
+
+
+def stored_layers(layers: list[int] | None, n_layers: int, model: str) -> list[int] | None:
+    """``--layers`` as ascending layer numbers of 0..``n_layers`` (negative ones count from the end); None: every layer."""
+    if layers is None:
+        return None
+    bad = [k for k in layers if not -(n_layers + 1) <= k <= n_layers]
+    if bad:
+        raise InputError(f"--layers {bad[0]}: {model} has layers 0..{n_layers} (-1 the final one); ask for layers in that range")
+    return sorted({k % (n_layers + 1) for k in layers})
+
+
+def embed_table(
+    manifest: dict,
+    table: pd.DataFrame,
+    task_table: str | Path,
+    out: str | Path,
+    settings: EmbedSettings,
+    dtype: str,
+    shard: int | None = None,
+    shards: int = 1,
+    progress: ProgressCallback | None = None,
+    variant_crop: bool = False,
+    layers: list[int] | None = None,
+) -> None:
+    """Embed every sequence of a task, or of shard ``shard`` of ``shards``, at every layer (or ``layers``) into a store.
+
+    ``manifest`` is a model manifest (``models.manifest``), ``table`` a task table, ``task_table`` the file it was read from.
 
     Shards are contiguous row ranges of about equal residues (``parts.shard_bounds``); a shard's
     store is gathered with the others by ``gather_embeddings``. Work is done in parts of
@@ -81,8 +141,6 @@ def embed_task(
     settings.check()
     if shard is not None and not 0 <= shard < shards:
         raise InputError(f"--shard {shard} is outside 0..{shards - 1} for --shards {shards}; pass a shard index below --shards")
-    manifest = model_manifests.read_manifest(model_manifest)
-    table = tasks.read_task_table(task_table)
     bounds = shard_bounds(table["sequence"].str.len().to_numpy(), shards)
     start, stop = (int(bounds[shard]), int(bounds[shard + 1])) if shard is not None else (0, len(table))
     rows = table.iloc[start:stop]
@@ -94,6 +152,7 @@ def embed_task(
     elif truncated.any():
         log.warning("%s: %d of %d sequences longer than %d residues were truncated to their first %d", task_table, truncated.sum(), len(rows), settings.truncate, settings.truncate)
     loaded = model_manifests.load(manifest, settings.device)
+    layers = stored_layers(layers, loaded.num_layers, manifest["id"])
     encoder = engine.make_encoder(loaded, settings.device, settings.precision)
     attrs = {
         "model": manifest["id"],
@@ -140,12 +199,12 @@ def embed_task(
         store.write_part(part_files[i], part, block, dtype)
     tracker.finish()
     lengths = rows["sequence"].str.len().to_numpy()
-    with store.create_store(out, list(rows["id"]), loaded.num_layers, loaded.embed_dim, dtype, attrs, lengths, truncated) as writer:
+    with store.create_store(out, list(rows["id"]), loaded.num_layers, loaded.embed_dim, dtype, attrs, lengths, truncated, layers) as writer:
         for part, path in zip(parts, part_files):
             index, block = store.read_part(path)
             if not np.array_equal(index, part):
                 raise StoreError(f"{path}: holds other rows than planned; delete {workdir} and rerun `plmexit embed`")
-            writer.write(index, block)
+            writer.write(index, block if layers is None else block[layers])
     shutil.rmtree(workdir)
 
 
