@@ -304,7 +304,8 @@ def test_an_export_of_the_selection_as_it_stands(chains, tmp_path):
 @pytest.mark.parametrize(("attrs", "expected"), [
     ({"layer_norm": "raw", "long_sequences": "window", "window": 100, "overlap": 10, "max_tokens": 500, "precision": "bfloat16"},
      {"long_sequences": "window", "window": 100, "overlap": 10, "max_tokens": 500, "precision": "bfloat16"}),
-    ({"layer_norm": "final", "long_sequences": "truncate", "truncation": "truncated to the first 300 residues"}, {"truncate": 300}),
+    ({"layer_norm": "final", "long_sequences": "truncate", "truncation": "truncated to the first 300 residues"}, {"truncate": 300, "engine": "fast"}),
+    ({"layer_norm": "raw", "long_sequences": "truncate", "truncate": 50, "embed_engine": "reference"}, {"engine": "reference"}),
 ])
 def test_the_recorded_settings_of_a_store(attrs, expected):
     settings = export_steps.recorded_settings(attrs, "store.h5")
