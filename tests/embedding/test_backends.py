@@ -282,3 +282,33 @@ def test_the_reference_engine_runs_int8_as_the_fast_one_does(tiny_model):
     scale = np.abs(expected).max(axis=-1, keepdims=True)
     deviation = (np.abs(actual - expected) / scale).max(axis=(1, 2))
     assert deviation[0] < 1e-6 and np.all(deviation[1:] <= 2.5e-2) and deviation.max() > 1e-5 and precisions.keeps_float32(kept[0])
+
+
+@pytest.mark.parametrize("backend", ["fair-esm", "esm"])
+def test_the_reference_engine_keeps_rotary_angles_float32_at_reduced_precision(tiny_model, tiny_hub_models, backend):
+    """In bfloat16 the model's own rotary code would round its frequencies (transformers) or its positions
+    (fair-esm: past 256 they are no longer whole numbers apart); the reference engine computes the angles in
+    float32 from float32 frequencies and casts cos and sin, as the fast engine does."""
+    from plmexit.models import fair_esm
+
+    def load():  # fresh copies: the encoder casts its model in place
+        return fair_esm.load_model(tiny_model) if backend == "fair-esm" else model_manifest.load(model_manifest.resolve(path=tiny_hub_models["esm"]))
+
+    loaded, plain = load(), load()
+    long = "".join(np.random.default_rng(0).choice(list("ACDEFGHIKLMNPQRSTVWY"), size=700))
+    settings = EmbedSettings(max_tokens=4096)
+    expected = pooled(plain, [long, *SEQUENCES], settings)
+    encoder_type = FairEsmHookedEncoder if backend == "fair-esm" else HookedEncoder
+    encoder = encoder_type(loaded, "cpu", "bfloat16")  # built directly: bfloat16 runs (emulated) whatever the CPU
+    actual = pooled(loaded, [long, *SEQUENCES], settings, encoder)
+    frequencies = [m.inv_freq for m in (plain.model if backend == "fair-esm" else plain.module).modules() if hasattr(m, "inv_freq")]
+    assert len(encoder.rotary) == loaded.num_layers if backend == "fair-esm" else len(encoder.rotary) >= 1
+    for rotary, inv_freq in zip(encoder.rotary, frequencies):
+        assert rotary.inv_freq.dtype == torch.float32 and torch.equal(rotary.inv_freq, inv_freq)
+    if backend == "fair-esm":  # the tables its forward used: float32 angles of whole positions, cast once
+        positions = torch.arange(len(long) + 2, dtype=torch.float32)
+        angles = torch.cat([positions[:, None] * frequencies[0][None, :]] * 2, dim=-1)
+        for rotary in encoder.rotary:
+            assert rotary._cos_cached.dtype == torch.bfloat16 and torch.equal(rotary._cos_cached[0], angles.cos().to(torch.bfloat16))
+    scale = np.abs(expected).max(axis=-1, keepdims=True)
+    assert np.all(np.abs(actual - expected) <= 2e-2 * scale)

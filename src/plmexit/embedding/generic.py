@@ -27,6 +27,10 @@ from plmexit.embedding.exiting import ExitRule, Survivors
 from plmexit.embedding.options import check_depth
 
 PRECISIONS = precisions.DTYPES
+# Rotary embeddings whose ``inv_freq`` buffer is kept float32 at every precision: transformers' ESM
+# (its forward computes the angles in float32 and casts cos and sin to the states' dtype) and
+# fair-esm's (``FairEsmHookedEncoder`` casts its float32 tables to the working precision itself).
+FLOAT32_ROTARY = ("transformers.models.esm.modeling_esm.EsmRotaryEmbedding", "esm.rotary_embedding.RotaryEmbedding")
 
 
 class _Stop(Exception):
@@ -54,7 +58,16 @@ class HookedEncoder:
         self.precision = precision
         self.dtype = PRECISIONS[precision]
         self.device = device
+        # Rotary frequencies stay float32 whatever the precision, as in FastEncoder: cast to bfloat16 they
+        # would turn position p's angle p * f into p * round(f), off by up to 0.4% of it (radians at p ~ 1000).
+        rotary = {
+            m: m.inv_freq.detach().to(device=device, dtype=torch.float32)
+            for m in loaded.module.modules() if f"{type(m).__module__}.{type(m).__qualname__}" in FLOAT32_ROTARY
+        }
         self.module = loaded.module.to(device=device, dtype=self.dtype).eval()
+        for module, inv_freq in rotary.items():
+            module.inv_freq = inv_freq
+        self.rotary = list(rotary)
         if precision == "int8":
             if device != "cpu":
                 raise ValueError(f"precision int8 runs on the CPU only, not on {device}")
@@ -193,7 +206,18 @@ class FairEsmHookedEncoder(HookedEncoder):
         return hidden.transpose(0, 1)  # (T, B, E) -> (B, T, E)
 
     def _forward(self, tokens: torch.Tensor) -> None:
+        if self.dtype != torch.float32:
+            self._rotary_tables(tokens.shape[1], tokens.device)
         self.module(tokens, repr_layers=[])  # fair-esm derives the padding mask from the tokens itself
+
+    def _rotary_tables(self, length: int, device) -> None:
+        """fair-esm's cached cos and sin tables for ``length`` positions, computed in float32 from the float32
+        frequencies and cast to the working precision (as ``FastEncoder._rotary``): fair-esm would compute
+        them in its buffer's dtype, and in bfloat16 positions past 256 are not whole numbers apart. Its
+        forward finds them cached for this length and device and uses them as they are."""
+        for rotary in self.rotary:
+            cos, sin = rotary._update_cos_sin_tables(torch.empty((1, length, 0), device=device), seq_dimension=1)
+            rotary._cos_cached, rotary._sin_cached = cos.to(self.dtype), sin.to(self.dtype)
 
     def _shrink_states(self, survivors: Survivors, hidden: torch.Tensor) -> torch.Tensor:
         return survivors.shrink(hidden.transpose(0, 1)).transpose(0, 1)
