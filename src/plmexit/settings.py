@@ -20,6 +20,14 @@ from plmexit.errors import EmbedError
 from plmexit.models.families import ESM2_MAX_RESIDUES
 
 LONG_SEQUENCE_MODES = ("truncate", "window")
+# Which forward computes the hidden states (``embedding.engine.make_encoder``); both pool, window, batch,
+# store and time the same way. ``reference`` is the way around the fused encoder until it has been run
+# on a lab's accelerator: fair-esm's own ESM2 modules, or transformers' own forward for a hub model.
+EMBED_ENGINES = {
+    "fast": "plmexit's fused ESM2 encoder for ESM2 weights (either format), the model's own forward for other families",
+    "reference": "the model's own forward for every model: fair-esm's ESM2 modules (as scripts/extract.py runs them) "
+    "or the transformers model's, each block's output pooled by forward hooks",
+}
 PRECISION_NAMES = ("float32", "bfloat16", "float16", "int8")
 # "Final norm" is each family's norm after the last block (ESM2: emb_layer_norm_after; ESM-C: norm;
 # T5: encoder.final_layer_norm); BERT and ALBERT have none (post-LN blocks), so both conventions
@@ -222,8 +230,14 @@ class EmbedSettings(Settings):
     )
     window: int = setting(ESM2_MAX_RESIDUES, "window mode: residues per window", key="embed.window", type=positive_int)
     overlap: int = setting(256, "window mode: residues shared by consecutive windows", key="embed.overlap", type=int)
+    engine: str = setting(
+        "fast", "fast: plmexit's fused ESM2 encoder where it applies; reference: the model's own forward (fair-esm's or transformers'), "
+        "pooled, windowed and timed the same way", key="embed.engine", choices=tuple(EMBED_ENGINES),
+    )
 
     def check(self) -> None:
+        if self.engine not in EMBED_ENGINES:
+            raise ValueError(f"unknown engine {self.engine!r}; use one of {', '.join(EMBED_ENGINES)}")
         if self.layer_norm not in LAYER_NORM_CONVENTIONS:
             raise ValueError(f"unknown layer_norm {self.layer_norm!r}")
         if self.precision not in PRECISION_NAMES:

@@ -4,13 +4,15 @@ own ``output_hidden_states`` forward run one sequence (one window) at a time, in
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
 
 from plmexit.embedding import cost, engine, fast_esm2, pieces
 from plmexit.embedding.engine import embed_pooled
-from plmexit.embedding.generic import HookedEncoder
+from plmexit.embedding.generic import FairEsmHookedEncoder, HookedEncoder
 from plmexit.embedding.reference import reference_pooled
 from plmexit.models import families, hub
 from plmexit.models import manifest as model_manifest
@@ -212,3 +214,101 @@ def test_generic_encoder_in_bfloat16_stays_near_float32(tiny_hub_models, tiny_hu
     actual = pooled(loaded, SEQUENCES, settings, encoder)
     scale = np.abs(expected).max(axis=-1, keepdims=True)
     assert np.all(np.abs(actual - expected) <= 2e-2 * scale) and not np.array_equal(actual, expected)
+
+
+# --- the reference engine (embed.engine: reference): every model's own forward -------------------
+
+
+@pytest.mark.parametrize("long_sequences", ["truncate", "window"])
+@pytest.mark.parametrize("layer_norm", ["raw", "final"])
+@pytest.mark.parametrize("backend", ["fair-esm", "esm"])
+def test_the_reference_engine_equals_the_fast_one_at_every_layer(tiny_loaded, tiny_hub_loaded, backend, layer_norm, long_sequences):
+    """fair-esm's own ESM2 modules, and transformers' own EsmModel, through the same pieces, batches and
+    pooling as the fused encoder: equal to it (and to fair-esm's extract.py) within 1e-5 relative in fp32,
+    windows of a sequence longer than the window included."""
+    loaded = tiny_loaded if backend == "fair-esm" else tiny_hub_loaded["esm"]
+    window = {"window": WINDOW, "overlap": OVERLAP} if long_sequences == "window" else {}
+    fast = EmbedSettings(max_tokens=64, layer_norm=layer_norm, long_sequences=long_sequences, **window)
+    reference_engine = dataclasses.replace(fast, engine="reference")
+    assert isinstance(engine.make_encoder(loaded, "cpu", "float32"), fast_esm2.FastEncoder)
+    expected_type = FairEsmHookedEncoder if backend == "fair-esm" else HookedEncoder
+    assert type(engine.make_encoder(loaded, "cpu", "float32", engine="reference")) is expected_type
+    ours = pooled(loaded, SEQUENCES, reference_engine)  # embed_pooled makes the encoder from the settings' engine
+    assert_close(ours, pooled(loaded, SEQUENCES, fast))
+    if backend == "fair-esm" and long_sequences == "truncate":
+        assert_close(ours, reference_pooled(tiny_loaded, SEQUENCES, layer_norm=layer_norm))  # fair-esm's extract.py
+    assert long_sequences == "truncate" or any(len(s) > WINDOW for s in SEQUENCES)
+
+
+def test_the_reference_engine_stops_at_depth_and_times_every_depth(tiny_loaded):
+    """fair-esm's forward ends after block ``depth`` (after the last block too: its LM head never runs),
+    calls back after each layer, and ``plmexit cost``'s timing runs on it."""
+    encoder = engine.make_encoder(tiny_loaded, "cpu", "float32", engine="reference")
+    settings = EmbedSettings(max_tokens=64, layer_norm="final", engine="reference")
+    (tokens, weights), *_ = engine.device_batches(encoder, SEQUENCES, settings)
+    heads = []
+    handles = [tiny_loaded.model.lm_head.register_forward_hook(lambda *args: heads.append(1))]
+    handles.append(tiny_loaded.model.layers[-1].register_forward_hook(lambda *args: heads.append("last block")))
+    try:
+        full = encoder.pooled(tokens, weights, "final")
+        assert heads == ["last block"]
+        heads.clear()
+        for depth in range(tiny_loaded.num_layers + 1):
+            seen = []
+            part = encoder.pooled(tokens, weights, "final", depth, on_layer=seen.append)
+            torch.testing.assert_close(part, full[: depth + 1], rtol=0, atol=0)
+            assert seen == list(range(depth + 1))
+        assert heads == ["last block"]  # only the full-depth run reached it
+        seconds = cost.measure_depth_seconds(encoder, SEQUENCES, settings, repeats=1)
+    finally:
+        for handle in handles:
+            handle.remove()
+    assert seconds.shape == (tiny_loaded.num_layers + 1,) and np.all(seconds > 0) and np.all(np.diff(seconds) >= 0)
+    assert all(not b._forward_hooks and not b._forward_pre_hooks for b in tiny_loaded.model.layers)
+
+
+def test_the_reference_engine_runs_int8_as_the_fast_one_does(tiny_model):
+    """Precision goes through the same resolution; int8 quantises fair-esm's own linear layers but the
+    attention output projections, which stay float32 as in the fused encoder."""
+    from plmexit.embedding import precision as precisions
+    from plmexit.models import fair_esm
+
+    loaded = fair_esm.load_model(tiny_model)  # a fresh copy: the encoder quantises it in place
+    expected = pooled(loaded, SEQUENCES, EmbedSettings(max_tokens=64))
+    encoder = engine.make_encoder(loaded, "cpu", "int8", engine="reference")
+    kept = [name for name, m in encoder.module.layers.named_modules() if type(m) is torch.nn.Linear]
+    assert encoder.resolved.ran == "int8" and kept == [f"{i}.self_attn.out_proj" for i in range(loaded.num_layers)]
+    actual = pooled(loaded, SEQUENCES, EmbedSettings(max_tokens=64, precision="int8", engine="reference"), encoder)
+    scale = np.abs(expected).max(axis=-1, keepdims=True)
+    deviation = (np.abs(actual - expected) / scale).max(axis=(1, 2))
+    assert deviation[0] < 1e-6 and np.all(deviation[1:] <= 2.5e-2) and deviation.max() > 1e-5 and precisions.keeps_float32(kept[0])
+
+
+@pytest.mark.parametrize("backend", ["fair-esm", "esm"])
+def test_the_reference_engine_keeps_rotary_angles_float32_at_reduced_precision(tiny_model, tiny_hub_models, backend):
+    """In bfloat16 the model's own rotary code would round its frequencies (transformers) or its positions
+    (fair-esm: past 256 they are no longer whole numbers apart); the reference engine computes the angles in
+    float32 from float32 frequencies and casts cos and sin, as the fast engine does."""
+    from plmexit.models import fair_esm
+
+    def load():  # fresh copies: the encoder casts its model in place
+        return fair_esm.load_model(tiny_model) if backend == "fair-esm" else model_manifest.load(model_manifest.resolve(path=tiny_hub_models["esm"]))
+
+    loaded, plain = load(), load()
+    long = "".join(np.random.default_rng(0).choice(list("ACDEFGHIKLMNPQRSTVWY"), size=700))
+    settings = EmbedSettings(max_tokens=4096)
+    expected = pooled(plain, [long, *SEQUENCES], settings)
+    encoder_type = FairEsmHookedEncoder if backend == "fair-esm" else HookedEncoder
+    encoder = encoder_type(loaded, "cpu", "bfloat16")  # built directly: bfloat16 runs (emulated) whatever the CPU
+    actual = pooled(loaded, [long, *SEQUENCES], settings, encoder)
+    frequencies = [m.inv_freq for m in (plain.model if backend == "fair-esm" else plain.module).modules() if hasattr(m, "inv_freq")]
+    assert len(encoder.rotary) == loaded.num_layers if backend == "fair-esm" else len(encoder.rotary) >= 1
+    for rotary, inv_freq in zip(encoder.rotary, frequencies):
+        assert rotary.inv_freq.dtype == torch.float32 and torch.equal(rotary.inv_freq, inv_freq)
+    if backend == "fair-esm":  # the tables its forward used: float32 angles of whole positions, cast once
+        positions = torch.arange(len(long) + 2, dtype=torch.float32)
+        angles = torch.cat([positions[:, None] * frequencies[0][None, :]] * 2, dim=-1)
+        for rotary in encoder.rotary:
+            assert rotary._cos_cached.dtype == torch.bfloat16 and torch.equal(rotary._cos_cached[0], angles.cos().to(torch.bfloat16))
+    scale = np.abs(expected).max(axis=-1, keepdims=True)
+    assert np.all(np.abs(actual - expected) <= 2e-2 * scale)

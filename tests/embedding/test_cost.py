@@ -162,11 +162,13 @@ def test_measure_cost_writes_the_json(tiny_model, tiny_model_sha256, tmp_path):
     assert written == result
     assert set(written) == {
         "model", "model_name", "checkpoint_sha256", "n_layers", "dim", "n_sequences", "tokens", "flops", "device", "device_name",
-        "engine", "precision", "precision_requested", "precision_fallback_reason", "max_tokens", "layer_norm", "long_sequences",
+        "engine", "embed_engine", "precision", "precision_requested", "precision_fallback_reason", "max_tokens", "layer_norm", "long_sequences",
         "truncation", "n_truncated", "timed", "sample_sequences", "sample_tokens", "repeats", "seconds",
     }
     assert (written["precision"], written["precision_requested"], written["precision_fallback_reason"]) == ("float32", "float32", "")
-    assert (written["engine"], written["precision"], written["max_tokens"], written["layer_norm"]) == (fast_esm2.FastEncoder.engine, "float32", 4096, "raw")
+    assert (written["engine"], written["embed_engine"], written["precision"], written["max_tokens"], written["layer_norm"]) == (
+        fast_esm2.FastEncoder.engine, "fast", "float32", 4096, "raw",
+    )
     assert (written["model"], written["model_name"]) == ("tiny", tiny_model.stem)  # the config id, and the model's own name
     assert written["n_truncated"] == 1  # one sequence is longer than the 10-residue window (selection reports the count)
     # Truncated to 10 residues, plus BOS and EOS: T = 7, 12, 5.

@@ -191,6 +191,73 @@ def test_the_store_records_the_long_sequence_mode(tmp_path, task, manifest):
     assert w["truncation"].startswith("sliding windows of 16 residues overlapping by 4")
 
 
+# --- the engine (embed.engine) ------------------------------------------------------------------
+
+
+def test_the_reference_engine_fills_the_same_store_and_records_itself(tmp_path, task, manifest):
+    """Windows, store and cost through fair-esm's own forward: the same rows within 1e-5 relative of the
+    fast engine's, every attribute the same but the two that name the engine."""
+    from plmexit.embedding import fast_esm2, generic
+
+    fast = EmbedSettings(max_tokens=100, long_sequences="window", window=16, overlap=4)  # most sequences are longer than 16
+    reference = EmbedSettings(max_tokens=100, long_sequences="window", window=16, overlap=4, engine="reference")
+    model_steps.embed_task(manifest, task, tmp_path / "fast.h5", fast, "float32")
+    model_steps.embed_task(manifest, task, tmp_path / "reference.h5", reference, "float32")
+
+    (data_f, attrs_f), (data_r, attrs_r) = read_all(tmp_path / "fast.h5"), read_all(tmp_path / "reference.h5")
+    assert (attrs_f["embed_engine"], attrs_f["engine"]) == ("fast", fast_esm2.FastEncoder.engine)
+    assert (attrs_r["embed_engine"], attrs_r["engine"]) == ("reference", generic.FairEsmHookedEncoder.engine)
+    assert {k for k in attrs_f.keys() | attrs_r.keys() if attrs_f.get(k) != attrs_r.get(k)} == {"embed_engine", "engine"}
+    np.testing.assert_array_equal(data_f["ids"], data_r["ids"])
+    scale = np.abs(data_f["embeddings"]).max(axis=-1, keepdims=True)
+    assert np.all(np.abs(data_r["embeddings"] - data_f["embeddings"]) <= 1e-5 * scale)
+
+    result = model_steps.measure_cost(manifest, task, tmp_path / "cost.json", reference, sample_sequences=5, repeats=1, seed=0)
+    assert (result["embed_engine"], result["engine"]) == ("reference", generic.FairEsmHookedEncoder.engine)
+    assert np.all(np.diff(result["seconds"]) >= 0) and result["seconds"][0] > 0
+
+
+class _Killed(Exception):
+    pass
+
+
+def test_parts_of_the_other_engine_are_refused(tmp_path, task, manifest, monkeypatch):
+    """An embedding killed under one engine is not resumed, nor silently redone, under the other: a
+    one-line error says which engine made the parts and how to go on."""
+    out = tmp_path / "toy.h5"
+    write_part = store.write_part
+
+    def killed_after_one_part(path, *args):
+        if list(path.parent.glob("part-*.h5")):
+            raise _Killed
+        write_part(path, *args)
+
+    monkeypatch.setattr(store, "write_part", killed_after_one_part)
+    with pytest.raises(_Killed):
+        model_steps.embed_task(manifest, task, out, EmbedSettings(max_tokens=40), "float32")
+    monkeypatch.setattr(store, "write_part", write_part)
+    parts = model_steps.parts_dir(out)
+    assert len(list(parts.glob("part-*.h5"))) == 1
+
+    with pytest.raises(StoreError) as refused:
+        model_steps.embed_task(manifest, task, out, EmbedSettings(max_tokens=40, engine="reference"), "float32")
+    assert str(refused.value) == (
+        f"{parts}: holds parts embedded with embed.engine fast, not reference; resume with embed.engine: fast (--engine fast), "
+        f"or delete {parts} to embed with reference"
+    )
+    assert len(list(parts.glob("part-*.h5"))) == 1 and not out.exists()
+    model_steps.embed_task(manifest, task, out, EmbedSettings(max_tokens=40), "float32")  # the same engine resumes
+    assert store.read_info(out).attrs["embed_engine"] == "fast" and not parts.exists()
+
+
+def test_shards_of_two_engines_are_not_gathered(tmp_path, task, manifest):
+    model_steps.embed_task(manifest, task, tmp_path / "s0.h5", EmbedSettings(), "float16", shard=0, shards=2)
+    model_steps.embed_task(manifest, task, tmp_path / "s1.h5", EmbedSettings(engine="reference"), "float16", shard=1, shards=2)
+
+    with pytest.raises(StoreError, match=r"s1.h5: shard differs from shard 0 in embed_engine, engine; re-embed the shards with one configuration"):
+        probe_steps.gather_embeddings([tmp_path / "s0.h5", tmp_path / "s1.h5"], tmp_path / "out.h5")
+
+
 # --- progress ----------------------------------------------------------------------------------
 
 

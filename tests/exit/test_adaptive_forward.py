@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from plmexit.embedding import engine
-from plmexit.embedding.generic import HookedEncoder
+from plmexit.embedding.generic import FairEsmHookedEncoder, HookedEncoder
 from plmexit.models import families
 from plmexit.settings import EmbedSettings
 
@@ -61,6 +61,26 @@ def test_fair_esm_exiting_forward_matches_static_forward(tiny_loaded, layer_norm
     seen = check_exiting(encoder, layer_norm, plan)
     assert [len(rows) for _, rows in seen] == [7, 5, 3][: len(seen)]  # the batch shrinks as rows leave
     check_exiting(encoder, layer_norm, np.full(len(SEQUENCES), L), depth=1)  # everyone stops at the given depth
+
+
+@pytest.mark.parametrize("layer_norm", ["raw", "final"])
+def test_fair_esm_reference_engine_exiting_forward_matches_static_forward(tiny_loaded, layer_norm):
+    """fair-esm's own forward (embed.engine: reference), whose blocks pass (T, B, E) states: the rows that
+    leave are cut from the state's second dimension and from the padding mask, and the last block runs
+    on the rows that reach it only."""
+    encoder = engine.make_encoder(tiny_loaded, "cpu", "float32", engine="reference")
+    assert isinstance(encoder, FairEsmHookedEncoder)
+    L = encoder.num_layers
+    sizes = []
+    last = tiny_loaded.model.layers[-1].register_forward_hook(lambda module, args, output: sizes.append(output[0].shape[1]))
+    try:
+        plan = np.array([0, 1, L, 1, 2, L, 0])[: len(SEQUENCES)]
+        seen = check_exiting(encoder, layer_norm, plan)
+    finally:
+        last.remove()
+    assert [len(rows) for _, rows in seen] == [7, 5, 3][: len(seen)]
+    assert sizes[0] == int((plan >= L).sum())
+    check_exiting(encoder, layer_norm, np.full(len(SEQUENCES), L), depth=1)
 
 
 @pytest.mark.parametrize("family", families.HUB_TEST_MODEL_FAMILIES)

@@ -50,7 +50,7 @@ def test_exit_step_writes_per_fold_tables_a_summary_and_a_figure(tmp_path, capsy
          "--epsilon", 0.2, "--delta", 0.2, "--n-thresholds", 10, "--max-patience", 1, "--out", t / "exit.tsv", "--info-out", t / "exit.json"],
         ["exit-timing", "--model", t / "model.json", "--task", t / "toy.tsv", "--embeddings", t / "toy.h5", "--probes", t / "probes.tsv",
          "--selection", t / "selection.json", "--exit-info", t / "exit.json", "--device", "cpu", "--max-tokens", 400, "--sample-sequences", 100,
-         "--repeats", 1, "--out", t / "timing.tsv", "--info-out", t / "timing.json"],
+         "--repeats", 1, "--engine", "reference", "--out", t / "timing.tsv", "--info-out", t / "timing.json"],  # fair-esm's own forward
         ["summarize-exit", t / "exit.tsv", "--timings", t / "timing.tsv", "--epsilon", 0.2, "--out", t / "summary.tsv"],
         ["plot-exit", "--table", t / "exit.tsv", "--timing", t / "timing.tsv", "--out", t / "exit.png"],
     ]
@@ -97,6 +97,7 @@ def test_exit_step_writes_per_fold_tables_a_summary_and_a_figure(tmp_path, capsy
     assert ((adaptive.gate_overhead > 0) & (adaptive.gate_overhead < 1)).all() and ((adaptive.mean_layer >= 0) & (adaptive.mean_layer <= 2)).all()
     timed = json.loads((t / "timing.json").read_text())
     assert timed["fold"] == 0 and len(timed["sequence_ids"]) == 20 and timed["static_layer"] == selection["deployed_layer"]
+    assert timed["embed_engine"] == "reference" and timed["engine"].startswith("fair-esm's own ESM2 forward")
     fold0 = table[(table.kind == "calibrated") & (table.fold == 0)].set_index("gate")
     plain = adaptive[adaptive.run == "adaptive"].set_index("gate")
     assert np.allclose(plain.loc[gates, "mean_layer"], fold0.loc[gates, "mean_layer"])

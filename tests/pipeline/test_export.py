@@ -255,6 +255,25 @@ def test_predict_reads_fasta_and_writes_one_row_per_sequence(chains, tmp_path, c
     assert predicted["prediction"][1] == predicted["prediction"][2]
 
 
+def test_predict_embeds_with_the_engine_the_store_was_made_with(chains, tmp_path, capsys):
+    """The card records ``embed.engine``; predict runs that engine, here fair-esm's own forward on a model cut after
+    block 1 of 2 under ``raw`` (its last layer left un-normed, as the source's layer 1 was): the fast engine's predictions."""
+    files = chains("regression", "raw")
+    out = _export(files, "regression", 1, tmp_path / "export")
+    card = json.loads((out / "card.json").read_text())
+    assert card["embedding"]["engine"] == "fast"
+    predictions = {}
+    for engine in ("fast", "reference"):
+        card["embedding"]["engine"] = engine
+        (out / "card.json").write_text(json.dumps(card))
+        code, _, err = run(capsys, "predict", "--export", out, "--input", files["task.tsv"].with_name("task.csv"), "--out", tmp_path / f"{engine}.csv", "--device", "cpu")
+        assert code == 0, err
+        predictions[engine] = pd.read_csv(tmp_path / f"{engine}.csv")["prediction"].to_numpy()
+    np.testing.assert_allclose(predictions["reference"], predictions["fast"], rtol=1e-5, atol=1e-6)
+    shipped = export_steps.read_export(out)[1]
+    np.testing.assert_allclose(predictions["reference"], shipped.predict(store.read_layer(files["store.h5"], 1)), rtol=1e-5, atol=1e-6)
+
+
 def test_the_card_says_what_was_shipped(chains, tmp_path):
     files = chains("regression", "raw")
     out = _export(files, "regression", 1, tmp_path / "export")
@@ -304,7 +323,8 @@ def test_an_export_of_the_selection_as_it_stands(chains, tmp_path):
 @pytest.mark.parametrize(("attrs", "expected"), [
     ({"layer_norm": "raw", "long_sequences": "window", "window": 100, "overlap": 10, "max_tokens": 500, "precision": "bfloat16"},
      {"long_sequences": "window", "window": 100, "overlap": 10, "max_tokens": 500, "precision": "bfloat16"}),
-    ({"layer_norm": "final", "long_sequences": "truncate", "truncation": "truncated to the first 300 residues"}, {"truncate": 300}),
+    ({"layer_norm": "final", "long_sequences": "truncate", "truncation": "truncated to the first 300 residues"}, {"truncate": 300, "engine": "fast"}),
+    ({"layer_norm": "raw", "long_sequences": "truncate", "truncate": 50, "embed_engine": "reference"}, {"engine": "reference"}),
 ])
 def test_the_recorded_settings_of_a_store(attrs, expected):
     settings = export_steps.recorded_settings(attrs, "store.h5")

@@ -382,7 +382,7 @@ def test_rules_show_every_setting_in_their_commands(tmp_path, shared_data):
         return found.split()
 
     settings = ["--max-tokens", "4096", "--truncate", "1022", "--layer-norm", "raw", "--precision", "float32",
-                "--long-sequences", "truncate", "--window", "1022", "--overlap", "256"]
+                "--long-sequences", "truncate", "--window", "1022", "--overlap", "256", "--engine", "fast"]
     embed = command("embed_shard", "deeploc_10class.shards/0-of-2")
     assert embed[embed.index("--dtype"):embed.index("--dtype") + 2] == ["--dtype", "float16"] and "--variant-crop" not in embed
     assert embed[embed.index("--max-tokens"):embed.index("--max-tokens") + len(settings)] == settings

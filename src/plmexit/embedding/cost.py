@@ -3,7 +3,7 @@
 Invariant: index ``k`` of every cost array is the cost of the token embedding plus the first
 ``k`` transformer blocks (so index 0 is the embedding alone and index ``L`` the whole encoder),
 which is exactly what a model truncated after block ``k`` computes. Measured times come from
-plmexit's own encoder (``engine.make_encoder``'s, the engine that embeds, for either backend), at the
+the encoder that embeds (``engine.make_encoder``'s under ``embed.engine``, for either backend), at the
 embedding's precision and batching: the time until block ``k``'s output is pooled, read from
 timestamps within one forward (``Encoder.pooled``'s ``on_layer`` callback), which is the time of a
 forward stopped right after block ``k``.
@@ -43,7 +43,7 @@ def analytic_flops(token_lengths: np.ndarray, n_layers: int, dim: int, matmul_we
 
 
 TIMED = (
-    "wall-clock median over repeats of plmexit's encoder (the engine that embeds) run over the sampled sequences' pieces "
+    "wall-clock median over repeats of the encoder that embeds (embed.engine's) run over the sampled sequences' pieces "
     "in the embedding's token-budget batches, at its precision and device; one timed forward per batch gives every depth: "
     "depth k is the time from the batch's start to the end of layer k's pooling on the device (the forward a model cut "
     "after block k runs), depth L the whole forward including copying the pooled vectors to the host; summed over "

@@ -5,7 +5,8 @@ the pooling weights (zero off residues) times hidden state ``k`` — the token e
 ``k = 0``, raw block outputs for ``0 < k < L`` and the final-normed output for ``k = L``
 (fair-esm's ``representations[k]`` for ESM2), every layer normed under the ``final`` convention —
 whatever the backend (``fast_esm2.FastEncoder`` for ESM2 weights, ``generic.HookedEncoder`` for
-any other family; ``engine.make_encoder`` picks one).
+any other family; under ``embed.engine: reference`` the model's own forward for every model,
+``generic.FairEsmHookedEncoder`` for fair-esm's ESM2; ``engine.make_encoder`` picks one).
 """
 
 from __future__ import annotations

@@ -3,8 +3,9 @@
 Invariant: the vector for layer ``k`` of a sequence is the mean, over that sequence's residue
 positions only (never special tokens or padding), of hidden state ``k`` (see ``encoder.Encoder``)
 after the layer-norm convention, the same for every backend: ``make_encoder`` picks the encoder
-(``fast_esm2.FastEncoder`` for ESM2 weights, from fair-esm or a transformers directory; else
-``generic.HookedEncoder``), and ``embed_pooled`` runs it over length-sorted token batches of
+(under ``embed.engine: fast``, ``fast_esm2.FastEncoder`` for ESM2 weights, from fair-esm or a
+transformers directory, else ``generic.HookedEncoder``; under ``reference``, the model's own forward
+for every model: ``generic.FairEsmHookedEncoder`` or ``generic.HookedEncoder``), and ``embed_pooled`` runs it over length-sorted token batches of
 pieces (``pieces``: truncation, sliding windows, pooling weights), summing each sequence's pieces
 so only pooled vectors leave the device. Identical sequences are embedded once; a batch that runs
 out of device memory is split and retried.
@@ -23,7 +24,7 @@ from plmexit.embedding.encoder import Encoder
 from plmexit.embedding.fast_esm2 import FastEncoder
 from plmexit.embedding.pieces import Pieces, group_positions, make_pieces, token_batches
 from plmexit.errors import EmbedError
-from plmexit.settings import EmbedSettings
+from plmexit.settings import EMBED_ENGINES, EmbedSettings
 
 log = logging.getLogger(__name__)
 
@@ -31,9 +32,11 @@ Progress = Callable[[int], None]
 """Called after every forward batch with the number of tokens (residues and special tokens) it finished."""
 
 
-def make_encoder(loaded, device: str, precision: str, norm_last: bool = True) -> Encoder:
-    """The encoder for a loaded model of either backend: ``FastEncoder`` when the model is an ESM2
-    (its model module fills ``Esm2Weights``), else the model's own forward (``generic.HookedEncoder``).
+def make_encoder(loaded, device: str, precision: str, norm_last: bool = True, engine: str = "fast") -> Encoder:
+    """The encoder for a loaded model of either backend. ``engine="fast"`` (``settings.EMBED_ENGINES``):
+    ``FastEncoder`` when the model is an ESM2 (its model module fills ``Esm2Weights``), else the model's
+    own forward (``generic.HookedEncoder``); ``engine="reference"``: the model's own forward always,
+    fair-esm's ESM2 modules (``generic.FairEsmHookedEncoder``) or the transformers model's.
 
     ``norm_last=False`` leaves the final norm off the last layer under the ``raw`` convention: a model
     cut after block ``k`` of a deeper one (``plmexit export``) then gives block ``k``'s raw output, as
@@ -41,13 +44,17 @@ def make_encoder(loaded, device: str, precision: str, norm_last: bool = True) ->
 
     ``precision`` is resolved for ``device`` first (``precision.resolve``): one the device does not
     compute natively runs as float32, logged; the encoder's ``precision`` and ``resolved`` say what ran."""
-    from plmexit.embedding.generic import HookedEncoder
+    from plmexit.embedding.generic import FairEsmHookedEncoder, HookedEncoder
 
+    if engine not in EMBED_ENGINES:
+        raise ValueError(f"unknown engine {engine!r}; use one of {', '.join(EMBED_ENGINES)}")
     resolved = precisions.resolve_and_log(precision, device)
-    if loaded.esm2_weights() is not None:
+    if engine == "fast" and loaded.esm2_weights() is not None:
         encoder = FastEncoder(loaded, device, resolved.ran, norm_last)
-    else:
+    elif hasattr(loaded, "module"):  # a transformers model (models.hub.HubModel)
         encoder = HookedEncoder(loaded, device, resolved.ran, norm_last)
+    else:  # a fair-esm ESM2 (models.fair_esm.LoadedModel)
+        encoder = FairEsmHookedEncoder(loaded, device, resolved.ran, norm_last)
     encoder.resolved = resolved
     return encoder
 
@@ -70,7 +77,7 @@ def embed_pooled(
     settings.check()
     if not sequences:
         return
-    encoder = encoder or make_encoder(loaded, settings.device, settings.precision)
+    encoder = encoder or make_encoder(loaded, settings.device, settings.precision, engine=settings.engine)
     specials = encoder.tokens.specials
     unique, inverse = np.unique(np.asarray(sequences, dtype=object), return_inverse=True)
     owners = group_positions(inverse.reshape(-1), len(unique))

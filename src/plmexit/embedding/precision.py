@@ -28,7 +28,7 @@ DTYPES = dict(zip(PRECISION_NAMES, (torch.float32, torch.bfloat16, torch.float16
 CPU_FLAGS = {"bfloat16": ("avx512_bf16", "amx_bf16"), "float16": ("avx512_fp16", "amx_fp16")}
 QUANTIZED_ENGINES = ("x86", "fbgemm", "onednn", "qnnpack")
 # int8 keeps each block's attention output projection in float32 (``FastEncoder``'s "out"; in a
-# transformers model, the module paths ending in ATTENTION_OUTPUT_PROJECTIONS). Its input, the
+# model run through its own forward, the module paths ending in ATTENTION_OUTPUT_PROJECTIONS). Its input, the
 # attention output, has the widest spread of scales between tokens, so one int8 scale per batch
 # (dynamic quantisation) rounds most tokens coarsely; keeping it float32 took the largest deviation
 # from fp32 over 13 layers from 1.52% to 1.04% (BLAT_ECOLX variants) and 1.62% to 1.10% (DeepLoc),
@@ -41,6 +41,7 @@ ATTENTION_OUTPUT_PROJECTIONS = (
     "attention.dense",  # ALBERT
     "SelfAttention.o",  # T5, Ankh
     "self_attn.o_proj",  # ESM-C
+    "self_attn.out_proj",  # fair-esm ESM2 (embed.engine: reference)
 )
 
 

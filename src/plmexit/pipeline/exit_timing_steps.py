@@ -92,7 +92,7 @@ def time_exit_task(
     manifest = model_manifests.read_manifest(model_manifest)
     sequences, _, embed_settings, crop = embedded_sequences(table, settings, variant_crop, task_table)
     loaded = model_manifests.load(manifest, settings.device)
-    encoder = engine.make_encoder(loaded, settings.device, settings.precision)
+    encoder = engine.make_encoder(loaded, settings.device, settings.precision, engine=settings.engine)
     batches = engine.device_batches(encoder, [sequences[i] for i in timed_rows], embed_settings)
     rules, chosen = {}, {}
     for c in controllers:
@@ -131,7 +131,7 @@ def time_exit_task(
                   "every gate's adaptive forwards interleaved; gate seconds (probe, gate, copy of pooled vectors to the host) inside the adaptive forward",
         "device": settings.device,
         "device_name": torch.cuda.get_device_name(settings.device) if settings.device.startswith("cuda") else platform.processor() or platform.machine(),
-        "torch_threads": torch.get_num_threads(), "engine": encoder.engine, **encoder.resolved.attrs(),
+        "torch_threads": torch.get_num_threads(), "engine": encoder.engine, "embed_engine": settings.engine, **encoder.resolved.attrs(),
         "seconds": seconds, "plmexit_version": plmexit.__version__, "torch_version": torch.__version__, "runs": details,
     }
     write_text(info_out, json.dumps(meta_out, indent=2) + "\n")

@@ -140,6 +140,7 @@ def recorded_settings(attrs: dict, source: str | Path) -> EmbedSettings:
             max_tokens=int(attrs.get("max_tokens", defaults.max_tokens)), truncate=int(truncate or defaults.truncate),
             layer_norm=attrs["layer_norm"], precision=attrs.get("precision", defaults.precision), long_sequences=attrs["long_sequences"],
             window=int(attrs.get("window") or defaults.window), overlap=int(attrs.get("overlap") or defaults.overlap),
+            engine=attrs.get("embed_engine", defaults.engine),  # stores made before the setting ran the fast engine
         )
         settings.check()
     except (KeyError, ValueError) as exc:
@@ -230,7 +231,7 @@ def _card(manifest, selection: Selection, costs, attrs, settings, probe: LinearP
         },
         "embedding": {
             "long_sequences": settings.long_sequences, "truncate": settings.truncate, "window": settings.window, "overlap": settings.overlap,
-            "max_tokens": settings.max_tokens, "precision": settings.precision, "truncation": attrs.get("truncation"),
+            "max_tokens": settings.max_tokens, "precision": settings.precision, "engine": settings.engine, "truncation": attrs.get("truncation"),
             "n_truncated_in_training": attrs.get("n_truncated"),
         },
         "probe": {"file": PROBE, "link": probe.link, "hyperparameter": probe.hyperparameter,
@@ -281,7 +282,7 @@ def _encoder(loaded, settings: EmbedSettings, layer: int, final_layer: int):
     """The export's encoder: under ``raw`` a model cut after block ``k < L`` must not norm its last
     layer (the source model's raw layer ``k`` was not normed), so ``norm_last`` is off then."""
     raw_cut = settings.layer_norm == "raw" and layer == loaded.num_layers and layer < final_layer
-    return engine.make_encoder(loaded, settings.device, settings.precision, norm_last=not raw_cut)
+    return engine.make_encoder(loaded, settings.device, settings.precision, norm_last=not raw_cut, engine=settings.engine)
 
 
 def exported_features(loaded, sequences: list[str], settings: EmbedSettings, layer: int, final_layer: int) -> np.ndarray:
@@ -305,6 +306,7 @@ def predict(export_dir: str | Path, input_file: str | Path, out: str | Path, dev
     settings = EmbedSettings(
         max_tokens=recorded["max_tokens"], truncate=recorded["truncate"], layer_norm=card["feature"]["layer_norm"], device=device,
         precision=recorded["precision"], long_sequences=recorded["long_sequences"], window=recorded["window"], overlap=recorded["overlap"],
+        engine=recorded.get("engine", "fast"),  # the engine the probe's training features came from (cards before the setting: fast)
     )
     loaded = load_exported_model(export_dir, card, device)
     features = exported_features(loaded, sequences, settings, card["feature"]["layer"], card["final_layer"])

@@ -153,7 +153,7 @@ def embed_table(
         log.warning("%s: %d of %d sequences longer than %d residues were truncated to their first %d", task_table, truncated.sum(), len(rows), settings.truncate, settings.truncate)
     loaded = model_manifests.load(manifest, settings.device)
     layers = stored_layers(layers, loaded.num_layers, manifest["id"])
-    encoder = engine.make_encoder(loaded, settings.device, settings.precision)
+    encoder = engine.make_encoder(loaded, settings.device, settings.precision, engine=settings.engine)
     attrs = {
         "model": manifest["id"],
         "model_name": manifest["name"],
@@ -165,6 +165,7 @@ def embed_table(
         "python_version": platform.python_version(),
         "device": settings.device,
         "engine": encoder.engine,
+        "embed_engine": settings.engine,  # the embed.engine setting: fast or reference
         **encoder.resolved.attrs(),  # precision: what ran; precision_requested: what was asked
         "pooling": options.POOLING,
         "layer_norm": settings.layer_norm,
@@ -184,7 +185,7 @@ def embed_table(
         attrs.update(shard=shard, row_start=start, row_stop=stop, task_input_sha256=tasks.sequences_sha256(table["id"], table["sequence"]))
     parts = plan_parts(sequences, PART_BATCHES * settings.max_tokens)
     workdir = parts_dir(out)
-    _open_parts_dir(workdir, {"attrs": attrs, "dtype": dtype, "parts": [p.tolist() for p in parts]})
+    _open_parts_dir(workdir, {"attrs": attrs, "dtype": dtype, "parts": [p.tolist() for p in parts]}, settings.engine)
     part_files = [workdir / f"part-{i:06d}.h5" for i in range(len(parts))]
     todo = [i for i, f in enumerate(part_files) if not f.exists()]
     if len(todo) < len(parts):
@@ -208,16 +209,24 @@ def embed_table(
     shutil.rmtree(workdir)
 
 
-def _open_parts_dir(workdir: Path, plan: dict) -> None:
+def _open_parts_dir(workdir: Path, plan: dict, embed_engine: str) -> None:
     """Make ``workdir`` hold parts of exactly this plan: parts of any other run (other model,
-    settings, sequences or versions) are discarded, with a warning, so they are never mixed in."""
+    settings, sequences or versions) are discarded, with a warning, so they are never mixed in;
+    parts made by the other ``embed.engine`` are refused, with a one-line error, so that a switch of
+    engine is a choice made knowingly, never a silent re-embedding or a store of two engines."""
     fingerprint = hashlib.sha256(json.dumps(plan, sort_keys=True, default=str).encode()).hexdigest()
-    stamp = workdir / "fingerprint"
+    stamp, made_by = workdir / "fingerprint", workdir / "engine"
+    if workdir.exists() and made_by.is_file() and (found := made_by.read_text().strip()) != embed_engine:
+        raise StoreError(
+            f"{workdir}: holds parts embedded with embed.engine {found}, not {embed_engine}; resume with embed.engine: {found} "
+            f"(--engine {found}), or delete {workdir} to embed with {embed_engine}"
+        )
     if workdir.exists() and (not stamp.is_file() or stamp.read_text().strip() != fingerprint):
         log.warning("%s: holds parts of another run (other model, settings, sequences or versions); discarding them", workdir)
         shutil.rmtree(workdir)
     if not workdir.exists():
         workdir.mkdir(parents=True)
+        write_text(made_by, embed_engine + "\n")
         write_text(stamp, fingerprint + "\n")
 
 
@@ -269,7 +278,7 @@ def measure_cost(
     rng = np.random.default_rng(seed)
     sampled = np.sort(rng.choice(len(sequences), size=min(sample_sequences, len(sequences)), replace=False))
     sample = [sequences[i] for i in sampled]
-    encoder = engine.make_encoder(loaded, settings.device, settings.precision)
+    encoder = engine.make_encoder(loaded, settings.device, settings.precision, engine=settings.engine)
     seconds = cost.measure_depth_seconds(encoder, sample, embed_settings, repeats)
     log.info("%s: full forward of %d sampled sequences takes %.4f s on %s", task_table, len(sample), seconds[-1], settings.device)
     token_lengths = pieces.piece_token_lengths(sequences, embed_settings, encoder.tokens.specials)  # + special tokens, per piece
@@ -285,6 +294,7 @@ def measure_cost(
         "device": settings.device,
         "device_name": torch.cuda.get_device_name(settings.device) if settings.device.startswith("cuda") else platform.processor() or platform.machine(),
         "engine": encoder.engine,
+        "embed_engine": settings.engine,  # the embed.engine setting: fast or reference
         **encoder.resolved.attrs(),  # precision: what was timed; precision_requested: what was asked
         "max_tokens": settings.max_tokens,
         "layer_norm": settings.layer_norm,
