@@ -591,6 +591,10 @@ def main(argv: list[str] | None = None) -> int:
         torch.set_num_threads(args.threads)
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     log.setLevel(logging.INFO)
+    import transformers
+
+    transformers.logging.set_verbosity_error()
+    transformers.utils.logging.disable_progress_bar()
     torch.set_float32_matmul_precision("highest")  # float32 means float32 (no TF32): the equality check needs it
     plan = SMOKE if args.smoke else FULL
     out = Path(args.out or default_out())

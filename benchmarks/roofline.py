@@ -153,13 +153,15 @@ def cpu_flops_per_cycle(dtype: str, vendor: str, family: int, flags: frozenset[s
 
 
 def cpu_theoretical(dtype: str) -> dict:
+    """Cores torch runs on (its threads, at most the physical cores) x clock x FLOPs per cycle per core."""
     info = _cpuinfo()
     cores = physical_cores()
+    used = min(cores, torch.get_num_threads())
     clock, clock_source = cpu_clock_hz()
     per_cycle, basis = cpu_flops_per_cycle(dtype, info.get("vendor_id", ""), int(info.get("cpu family", "0") or 0), cpu_flags())
-    flops = cores * clock * per_cycle if clock and per_cycle else None
-    return {"flops_per_s": flops, "cores": cores, "clock_hz": clock, "clock_source": clock_source, "flops_per_cycle_per_core": per_cycle,
-            "basis": basis, "model_name": info.get("model name")}
+    flops = used * clock * per_cycle if clock and per_cycle else None
+    return {"flops_per_s": flops, "cores_used": used, "physical_cores": cores, "clock_hz": clock, "clock_source": clock_source,
+            "flops_per_cycle_per_core": per_cycle, "basis": basis, "model_name": info.get("model name")}
 
 
 def gpu_theoretical(dtype: str, device: str) -> dict:
