@@ -10,7 +10,7 @@
 # checkout's .venv, else python3 (a GPU image's, with torch and transformers). fair-esm and Biopython,
 # missing from such images, are installed from the wheels in $PLMEXIT_WHEELS (default .whl/) into a
 # temporary folder (the message below says how to download them where pip reaches an index).
-# The whole run is stopped after $PLMEXIT_GPU_TIMEOUT seconds (default 470: an H100 needs about 7 minutes);
+# The whole run is stopped after $PLMEXIT_GPU_TIMEOUT seconds (default 470: its time budgets add up to under 7 minutes on an H100);
 # each measurement writes its JSON as it ends, so a stopped run keeps what it finished.
 set -euo pipefail
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
