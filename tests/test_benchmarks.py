@@ -166,6 +166,24 @@ def test_the_gpu_script_runs_every_measurement_on_the_cpu(tmp_path):
     assert {"full_depth", "static_layer", "adaptive"} <= set(results["exit"]["calibrated"]["seconds"])
 
 
+def test_a_failing_gpu_measurement_is_recorded_and_the_run_goes_on(tmp_path):
+    """A measurement that raises writes its JSON with status failed and the traceback; ``run_one`` returns normally."""
+    code = (
+        "import gpu, json, pathlib, sys\n"
+        "def broken(ctx):\n    raise RuntimeError('CUDA error: simulated')\n"
+        "gpu.MEASUREMENTS['equality'] = broken\n"
+        "out = pathlib.Path(sys.argv[1])\n"
+        "record = gpu.run_one(gpu.Context('cpu', gpu.SMOKE, 0), 'equality', {'device': 'cpu'}, out)\n"
+        "print(record['status'])\n"
+    )
+    env = {**ONE_THREAD, "PYTHONPATH": os.pathsep.join([str(REPO / "benchmarks"), str(REPO / "src"), os.environ.get("PYTHONPATH", "")])}
+    done = subprocess.run([sys.executable, "-c", code, str(tmp_path)], capture_output=True, text=True, env=env, check=True)
+    assert done.stdout.split() == ["failed"]
+    record = json.loads((tmp_path / "equality.json").read_text())
+    assert record["status"] == "failed" and record["device"] == "cpu" and record["budget_s"] == 60
+    assert record["result"]["error"] == "RuntimeError: CUDA error: simulated" and "in broken" in record["result"]["traceback"]
+
+
 def load_benchmark(name: str):
     spec = importlib.util.spec_from_file_location(name, REPO / "benchmarks" / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
