@@ -72,6 +72,36 @@ def separate_forwards(encoder, sequences: list[str], settings: EmbedSettings, re
     return np.median(seconds, axis=0)
 
 
+def compare(encoder, sample: list[str], settings: EmbedSettings, repeats: int, rounds: int) -> dict:
+    """Both measurements on ``encoder`` over ``sample``, taking turns ``rounds`` times: each one's seconds per
+    depth (median over rounds), their round-to-round spread and relative difference, and each one's wall time."""
+    methods = {"timestamps": lambda: cost.measure_depth_seconds(encoder, sample, settings, repeats),
+               "separate_forwards": lambda: separate_forwards(encoder, sample, settings, repeats)}
+    seconds = {name: [] for name in methods}
+    wall = {name: [] for name in methods}
+    for round_ in range(rounds):
+        for name in (list(methods) if round_ % 2 == 0 else list(methods)[::-1]):
+            start = time.perf_counter()
+            seconds[name].append(methods[name]())
+            wall[name].append(time.perf_counter() - start)
+    median = {name: np.median(np.stack(v), axis=0) for name, v in seconds.items()}
+    spread = {name: ((np.max(v, axis=0) - np.min(v, axis=0)) / np.median(v, axis=0)) for name, v in seconds.items()}
+    rel_diff = (median["timestamps"] - median["separate_forwards"]) / median["separate_forwards"]
+    full = median["separate_forwards"][-1]
+    return {
+        "precision": settings.precision, "max_tokens": settings.max_tokens, "encoder": encoder.engine,
+        "sample_sequences": len(sample), "sample_residues": int(sum(map(len, sample))), "repeats": repeats, "rounds": rounds,
+        "seconds_per_depth": {name: v.tolist() for name, v in median.items()},
+        "round_spread_per_depth": {name: v.tolist() for name, v in spread.items()},
+        "relative_difference_per_depth": rel_diff.tolist(),
+        "max_abs_relative_difference_depth_1_to_L": float(np.max(np.abs(rel_diff[1:]))),
+        "max_abs_difference_as_fraction_of_full_forward": float(np.max(np.abs(median["timestamps"] - median["separate_forwards"])) / full),
+        "time_saved_fraction": {name: [cost.fraction_saved(v, k) for k in range(len(v))] for name, v in median.items()},
+        "measurement_wall_s": {name: float(np.median(v)) for name, v in wall.items()},
+        "separate_over_timestamps": float(np.median(wall["separate_forwards"]) / np.median(wall["timestamps"])),
+    }
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--layers", type=int, default=12)
@@ -103,19 +133,7 @@ def main(argv: list[str] | None = None) -> int:
             encoder = HookedEncoder(model_manifest.load(model_manifest.resolve(path=directory)), args.device, args.precision)
         else:
             encoder = engine.make_encoder(model_manifest.load(model_manifest.resolve(checkpoint=checkpoint)), args.device, args.precision)
-        methods = {"timestamps": lambda: cost.measure_depth_seconds(encoder, sample, settings, args.repeats),
-                   "separate_forwards": lambda: separate_forwards(encoder, sample, settings, args.repeats)}
-        seconds = {name: [] for name in methods}
-        wall = {name: [] for name in methods}
-        for round_ in range(args.rounds):
-            for name in (list(methods) if round_ % 2 == 0 else list(methods)[::-1]):
-                start = time.perf_counter()
-                seconds[name].append(methods[name]())
-                wall[name].append(time.perf_counter() - start)
-    median = {name: np.median(np.stack(v), axis=0) for name, v in seconds.items()}
-    spread = {name: ((np.max(v, axis=0) - np.min(v, axis=0)) / np.median(v, axis=0)) for name, v in seconds.items()}
-    rel_diff = (median["timestamps"] - median["separate_forwards"]) / median["separate_forwards"]
-    full = median["separate_forwards"][-1]
+        measured = compare(encoder, sample, settings, args.repeats, args.rounds)
     result = {
         "benchmark": "cost_depth",
         "command": shlex.join([sys.executable, *sys.argv] if argv is None else [sys.executable, __file__, *argv]),
@@ -126,16 +144,7 @@ def main(argv: list[str] | None = None) -> int:
         "threads": torch.get_num_threads(),
         "versions": {"torch": torch.__version__, "python": platform.python_version()},
         "model": {"layers": args.layers, "dim": args.dim, "heads": args.heads, "weights": "random", "encoder": encoder.engine},
-        "precision": args.precision,
-        "sample_sequences": len(sample), "sample_residues": int(sum(map(len, sample))), "repeats": args.repeats, "rounds": args.rounds,
-        "seconds_per_depth": {name: v.tolist() for name, v in median.items()},
-        "round_spread_per_depth": {name: v.tolist() for name, v in spread.items()},
-        "relative_difference_per_depth": rel_diff.tolist(),
-        "max_abs_relative_difference_depth_1_to_L": float(np.max(np.abs(rel_diff[1:]))),
-        "max_abs_difference_as_fraction_of_full_forward": float(np.max(np.abs(median["timestamps"] - median["separate_forwards"])) / full),
-        "time_saved_fraction": {name: [cost.fraction_saved(v, k) for k in range(len(v))] for name, v in median.items()},
-        "measurement_wall_s": {name: float(np.median(v)) for name, v in wall.items()},
-        "separate_over_timestamps": float(np.median(wall["separate_forwards"]) / np.median(wall["timestamps"])),
+        **measured,
     }
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(result, indent=2) + "\n")

@@ -51,20 +51,22 @@ BLAT = DATA / "proteingym" / "cv_folds_singles_substitutions" / "BLAT_ECOLX_Stif
 ARCH = ("ESM2-35M", 12, 480, 20)
 
 
-def hand_written(directory: Path, attn: str):
-    """What a user writes with transformers alone: returns ``embed(sequences) -> (L + 1, N, E)``."""
+def hand_written(directory: Path, attn: str, device: str = "cpu", dtype: torch.dtype | None = None):
+    """What a user writes with transformers alone: returns ``embed(sequences) -> (L + 1, N, E)`` float32 on the host;
+    ``dtype`` (default the checkpoint's, float32) is the model's, the pooling is float32."""
     tokenizer = transformers.AutoTokenizer.from_pretrained(directory)
-    model = transformers.EsmModel.from_pretrained(directory, attn_implementation=attn, add_pooling_layer=False).eval()
+    model = transformers.EsmModel.from_pretrained(directory, attn_implementation=attn, add_pooling_layer=False,
+                                               **({"dtype": dtype} if dtype else {})).eval().to(device)
 
     @torch.inference_mode()
     def embed(sequences: list[str]) -> np.ndarray:
-        inputs = tokenizer(sequences, return_tensors="pt", padding=True)
-        hidden = torch.stack(model(**inputs, output_hidden_states=True).hidden_states)  # (L + 1, B, T, E)
+        inputs = tokenizer(sequences, return_tensors="pt", padding=True).to(device)
+        hidden = torch.stack(model(**inputs, output_hidden_states=True).hidden_states).float()  # (L + 1, B, T, E)
         mask = inputs["attention_mask"].clone()
         mask[:, 0] = 0  # <cls>
-        mask[torch.arange(len(sequences)), inputs["attention_mask"].sum(1) - 1] = 0  # <eos>
+        mask[torch.arange(len(sequences), device=mask.device), inputs["attention_mask"].sum(1) - 1] = 0  # <eos>
         mask = mask[None, :, :, None].to(hidden.dtype)
-        return ((hidden * mask).sum(2) / mask.sum(2)).numpy()
+        return ((hidden * mask).sum(2) / mask.sum(2)).cpu().numpy()
 
     return embed
 

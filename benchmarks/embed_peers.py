@@ -46,7 +46,7 @@ import pandas as pd
 import torch
 import transformers
 from embed_hub import hand_written
-from embed_throughput import gemm_peak
+from roofline import gemm_rate, onednn_rate
 from safetensors.torch import load_file, save_file
 
 import plmexit
@@ -80,21 +80,6 @@ def esm_cpp_safetensors(directory: Path, out: Path) -> Path:
     return out
 
 
-def onednn_gemm_peak(n: int, repeats: int) -> float:
-    """``gemm_peak`` through oneDNN over a prepacked matrix (plmexit's CPU fp32 matmul): on an AVX-512
-    EPYC it beat torch.mm's MKL by 1.2-1.3x (benchmarks/fp32_levers.py), so the machine's fp32 peak
-    is the larger of the two."""
-    a = torch.randn(n, n)
-    packed = torch.ops.mkldnn._reorder_linear_weight(a, None)
-    torch.ops.mkldnn._linear_pointwise(a, packed, None, "none", [], "")
-    best = float("inf")
-    for _ in range(repeats):
-        start = time.perf_counter()
-        torch.ops.mkldnn._linear_pointwise(a, packed, None, "none", [], "")
-        best = min(best, time.perf_counter() - start)
-    return 2.0 * n**3 / best
-
-
 def read_deeploc(n: int, seed: int) -> list[str]:
     sequences = ["".join(block.strip().splitlines()[1:]) for block in DEEPLOC.read_text().split(">")[1:]]
     rng = np.random.default_rng(seed)
@@ -106,9 +91,9 @@ def padded(batches, lengths) -> int:
     return int(sum(len(b) * (max(lengths[i] for i in b) + 2) for b in batches))
 
 
-def fixed_batches(lengths: list[int]) -> list[list[int]]:
-    """Input order, as many sequences per batch as the longest of the workload allows in HAND_BATCH_TOKENS."""
-    size = max(1, HAND_BATCH_TOKENS // (max(lengths) + 2))
+def fixed_batches(lengths: list[int], budget: int = HAND_BATCH_TOKENS) -> list[list[int]]:
+    """Input order, as many sequences per batch as the longest of the workload allows in ``budget`` tokens."""
+    size = max(1, budget // (max(lengths) + 2))
     return [list(range(i, min(i + size, len(lengths)))) for i in range(0, len(lengths), size)]
 
 
@@ -146,8 +131,8 @@ def main(argv: list[str] | None = None) -> int:
     esm_cpp = Path(args.esm_cpp_python)
     use_esm_cpp = esm_cpp.exists()
     settings = EmbedSettings(max_tokens=args.max_tokens)
-    peaks = [gemm_peak("cpu", torch.float32, 2048, 3)]
-    onednn_peaks = [onednn_gemm_peak(2048, 3)]
+    peaks = [gemm_rate("cpu", torch.float32, 2048, 3)]
+    onednn_peaks = [onednn_rate(2048, 3)]
 
     with tempfile.TemporaryDirectory() as tmp:
         checkpoint = fair_esm.make_test_model(n_layers, dim, heads, 0, tmp)
@@ -236,8 +221,8 @@ def main(argv: list[str] | None = None) -> int:
                         cpp_seconds[f"esm_cpp_{mode}"] += reply[mode]["hidden_states_s"]
                         cpp_seconds[f"esm_cpp_{mode}_scheduled_logits"] += reply[mode]["scheduled_logits_s"]
                     print(f"{workload} chunk {i + 1}/{len(chunks)} esm-cpp: {json.dumps({m: reply[m]['hidden_states_s'] for m in ('fp32', 'int8')})}", file=sys.stderr)
-                peaks.append(gemm_peak("cpu", torch.float32, 2048, 3))
-                onednn_peaks.append(onednn_gemm_peak(2048, 3))
+                peaks.append(gemm_rate("cpu", torch.float32, 2048, 3))
+                onednn_peaks.append(onednn_rate(2048, 3))
             tokens = sum(len(s) + 2 for s in sequences)
             pooled = {k: np.concatenate(v, axis=1) for k, v in outputs.items()}
             if use_esm_cpp:

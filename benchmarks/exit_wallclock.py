@@ -36,8 +36,6 @@ import numpy as np
 import torch
 
 import plmexit
-from plmexit.data.datasets import read_deeploc
-from plmexit.data.tasks import TaskSpec
 from plmexit.embedding import engine
 from plmexit.exit import adaptive, calibration, gates
 from plmexit.exit.controller import Controller
@@ -49,47 +47,19 @@ from plmexit.settings import EmbedSettings
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "deeploc" / "deeploc_test_set.fasta"
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--fasta", default=str(DATA))
-    parser.add_argument("--labels", default="membrane", help="DeepLoc labels: membrane or location")
-    parser.add_argument("--n", type=int, default=400, help="sequences (half train, half test)")
-    parser.add_argument("--truncate", type=int, default=400)
-    parser.add_argument("--layers", type=int, default=12)
-    parser.add_argument("--dim", type=int, default=480)
-    parser.add_argument("--heads", type=int, default=20)
-    parser.add_argument("--c", type=float, default=0.1, help="logistic C of every probe")
-    parser.add_argument("--gate", default="probability")
-    parser.add_argument("--epsilon", type=float, default=0.1)
-    parser.add_argument("--delta", type=float, default=0.1)
-    parser.add_argument("--max-tokens", type=int, default=4096)
-    parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--device", default="cpu")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--quick", action="store_true", help="6 x 320 model, 120 sequences, 3 repeats")
-    parser.add_argument("--out", required=True)
-    args = parser.parse_args(argv)
-    if args.quick:
-        args.layers, args.dim, args.heads, args.n, args.repeats = 6, 320, 20, 120, 3
-    torch.set_num_threads(args.threads)
-
-    table, _ = read_deeploc(TaskSpec(name="deeploc", format="deeploc", path=Path(args.fasta), type="classification", localization=args.labels))
-    rng = np.random.default_rng(args.seed)
-    table = table.iloc[rng.permutation(len(table))[: args.n]].reset_index(drop=True)
-    sequences = [s[: args.truncate] for s in table["sequence"]]
-    labels = table["label"].astype(str).to_numpy()
+def measure(loaded, sequences: list[str], labels: np.ndarray, args) -> dict:
+    """Embed ``sequences`` (even rows train, odd rows test), fit a probe per layer and calibrate the controller on the
+    training half, then time full depth, the static layer, the adaptive forward and the sweep on the test half's
+    batches. ``args`` carries ``device``, ``precision``, ``max_tokens``, ``c``, ``gate``, ``epsilon``, ``delta``,
+    ``repeats`` and ``seed`` (this script's options)."""
     classes = sorted(set(labels))
-    train, test = np.arange(len(table)) % 2 == 0, np.arange(len(table)) % 2 == 1
-    with tempfile.TemporaryDirectory() as tmp:
-        checkpoint = fair_esm.make_test_model(out_dir=Path(tmp), layers=args.layers, dim=args.dim, heads=args.heads, seed=args.seed)
-        loaded = fair_esm.load_model(checkpoint, device=args.device)
+    train, test = np.arange(len(sequences)) % 2 == 0, np.arange(len(sequences)) % 2 == 1
     settings = EmbedSettings(max_tokens=args.max_tokens, device=args.device)
-    encoder = engine.make_encoder(loaded, args.device, "float32")
-    X = np.zeros((args.layers + 1, len(sequences), args.dim), dtype=np.float32)
+    encoder = engine.make_encoder(loaded, args.device, args.precision)
+    L = encoder.num_layers
+    X = np.zeros((L + 1, len(sequences), encoder.embed_dim), dtype=np.float32)
     for index, block in engine.embed_pooled(loaded, sequences, settings, encoder=encoder):
         X[:, index] = block
-    L = args.layers
     rows_train, rows_test = np.flatnonzero(train), np.flatnonzero(test)
     cal, test_outputs = fold_outputs(lambda k: X[k], labels, "classification", classes, rows_train, rows_test, np.full(L + 1, args.c), 3, args.seed)
     oof_accuracy = [(np.asarray(classes)[cal[k].argmax(axis=1)] == labels[rows_train]).mean() for k in range(L + 1)]
@@ -113,25 +83,70 @@ def main(argv: list[str] | None = None) -> int:
         sweep.append({"threshold": threshold, "mean_exit_layer": run["mean_exit_layer"], "layers_saved": run["layers_saved"],
                       "time_saved": run["time_saved"]["adaptive"], "gate_seconds": run["gate_seconds"], "seconds": run["seconds"]["adaptive"]})
     offline_layers = chosen.controller.exit_layers(scores)
-    result = {
-        "benchmark": "exit_wallclock", "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "command": " ".join(["python", *sys.argv]),
-        "task": {"fasta": args.fasta, "labels": args.labels, "n_train": int(train.sum()), "n_test": int(test.sum()), "truncate": args.truncate},
-        "model": {"layers": L, "dim": args.dim, "heads": args.heads, "random_init_seed": args.seed},
-        "device": args.device, "max_tokens": args.max_tokens, "batches": len(batches), "batch_sizes": [int(t.shape[0]) for t, _ in batches],
+    return {
+        "n_train": int(train.sum()), "n_test": int(test.sum()),
+        "device": args.device, "precision": encoder.precision, "max_tokens": args.max_tokens, "batches": len(batches),
+        "batch_sizes": [int(t.shape[0]) for t, _ in batches], "batch_tokens": [int(t.numel()) for t, _ in batches],
         "probe_c": args.c, "gate": args.gate, "epsilon": args.epsilon, "delta": args.delta,
         "calibration": {"certified": chosen.certified, "threshold": chosen.controller.threshold, "n": chosen.n_calibration,
                         "tested": len(chosen.tested), "static_layer": static, "oof_accuracy_by_layer": [float(a) for a in oof_accuracy]},
         "test_disagreement_with_full_depth": float(gates.disagrees(test_outputs[offline_layers, np.arange(len(offline_layers))], test_outputs[L], "classification").mean()),
         "calibrated": calibrated, "one_deep_per_batch": one_deep, "sweep": sweep,
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--fasta", default=str(DATA))
+    parser.add_argument("--labels", default="membrane", help="DeepLoc labels: membrane or location")
+    parser.add_argument("--n", type=int, default=400, help="sequences (half train, half test)")
+    parser.add_argument("--truncate", type=int, default=400)
+    parser.add_argument("--layers", type=int, default=12)
+    parser.add_argument("--dim", type=int, default=480)
+    parser.add_argument("--heads", type=int, default=20)
+    parser.add_argument("--c", type=float, default=0.1, help="logistic C of every probe")
+    parser.add_argument("--gate", default="probability")
+    parser.add_argument("--epsilon", type=float, default=0.1)
+    parser.add_argument("--delta", type=float, default=0.1)
+    parser.add_argument("--max-tokens", type=int, default=4096)
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--precision", default="float32", help="the encoder's precision (default float32)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--quick", action="store_true", help="6 x 320 model, 120 sequences, 3 repeats")
+    parser.add_argument("--out", required=True)
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.layers, args.dim, args.heads, args.n, args.repeats = 6, 320, 20, 120, 3
+    torch.set_num_threads(args.threads)
+    from plmexit.data.datasets import read_deeploc  # here only: the data readers need Biopython, which gpu.py's GPU image may lack
+    from plmexit.data.tasks import TaskSpec
+
+    table, _ = read_deeploc(TaskSpec(name="deeploc", format="deeploc", path=Path(args.fasta), type="classification", localization=args.labels))
+    rng = np.random.default_rng(args.seed)
+    table = table.iloc[rng.permutation(len(table))[: args.n]].reset_index(drop=True)
+    sequences = [s[: args.truncate] for s in table["sequence"]]
+    labels = table["label"].astype(str).to_numpy()
+    with tempfile.TemporaryDirectory() as tmp:
+        checkpoint = fair_esm.make_test_model(out_dir=Path(tmp), layers=args.layers, dim=args.dim, heads=args.heads, seed=args.seed)
+        loaded = fair_esm.load_model(checkpoint, device=args.device)
+    measured = measure(loaded, sequences, labels, args)
+    result = {
+        "benchmark": "exit_wallclock", "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "command": " ".join(["python", *sys.argv]),
+        "task": {"fasta": args.fasta, "labels": args.labels, "n_train": measured.pop("n_train"), "n_test": measured.pop("n_test"), "truncate": args.truncate},
+        "model": {"layers": args.layers, "dim": args.dim, "heads": args.heads, "random_init_seed": args.seed},
+        **measured,
         "machine": {"platform": platform.platform(), "processor": platform.processor() or platform.machine(), "cpus": os.cpu_count(),
                     "torch_threads": torch.get_num_threads(), "cuda": torch.cuda.get_device_name() if args.device.startswith("cuda") else None},
         "versions": {"python": platform.python_version(), "torch": str(torch.__version__), "fair_esm": fair_esm.fair_esm_version(), "plmexit": plmexit.__version__},
     }
     Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
+    calibrated, one_deep = result["calibrated"], result["one_deep_per_batch"]
     print(json.dumps({k: result[k] for k in ("calibration", "test_disagreement_with_full_depth")} | {
         "calibrated": calibrated["time_saved"] | {"layers_saved": calibrated["layers_saved"], "gate_s": calibrated["gate_seconds"]},
-        "one_deep": one_deep["time_saved"] | {"layers_saved": one_deep["layers_saved"]}, "sweep": sweep}, indent=1))
+        "one_deep": one_deep["time_saved"] | {"layers_saved": one_deep["layers_saved"]}, "sweep": result["sweep"]}, indent=1))
     return 0
 
 

@@ -35,7 +35,6 @@ import numpy as np
 import torch
 
 import plmexit
-from plmexit.data import proteingym
 from plmexit.depth import reference, zero_shot
 from plmexit.depth.heads import FairEsmMaskedLM
 from plmexit.models import fair_esm
@@ -47,6 +46,37 @@ DMS_ID = "BLAT_ECOLX_Stiffler_2015"
 def _sync(device: str) -> None:
     if device.startswith("cuda"):
         torch.cuda.synchronize()
+
+
+def time_paths(loaded, target: str, mutants: list[str], mutations: list[list[tuple[str, int, str]]], batch_sizes: list[int], device: str) -> dict:
+    """ProteinGym's loop, then the batched path at each batch size (exact engine) and the largest (fused), on the
+    same variants: each one's seconds, its ratio to the loop and its largest score difference at the last layer."""
+    token_positions = reference.mutated_token_positions(mutants)
+    reference.proteingym_scores(loaded, target, mutants[:1], "masked-marginals", token_positions[:1])  # warm-up
+    _sync(device)
+    start = time.perf_counter()
+    expected = np.array(reference.proteingym_scores(loaded, target, mutants, "masked-marginals", token_positions))
+    _sync(device)
+    loop_s = time.perf_counter() - start
+    result = {"mutated_positions": len(token_positions), "loop_s": loop_s, "loop_forwards": len(token_positions), "runs": []}
+    runs = [("exact", b) for b in batch_sizes] + [("fused", max(batch_sizes))]
+    for engine, batch_size in runs:
+        lm = FairEsmMaskedLM(loaded, device=device, engine=engine)
+        plan = zero_shot.plan_scoring(target, mutations, lm.max_residues)
+        index = zero_shot.index_mutations(mutations, plan, lm.residue_ids)
+        zero_shot.masked_marginal_log_probs(lm, target, zero_shot.ScoringPlan(plan.length, plan.window, plan.positions[:1], plan.masked_windows[:1], plan.wt_windows), 1)  # warm-up
+        _sync(device)
+        start = time.perf_counter()
+        log_probs = zero_shot.masked_marginal_log_probs(lm, target, plan, batch_size)
+        _sync(device)
+        seconds = time.perf_counter() - start
+        scores = zero_shot.variant_scores(log_probs, index)
+        result["runs"].append({
+            "engine": engine, "batch_size": batch_size, "batched_s": seconds, "ratio": loop_s / seconds,
+            "max_abs_score_diff_last_layer": float(np.abs(scores[-1] - expected).max()), "layers_read": int(scores.shape[0]),
+        })
+    result["best_exact"] = max((r for r in result["runs"] if r["engine"] == "exact"), key=lambda r: r["ratio"])
+    return result
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -66,6 +96,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
 
+    from plmexit.data import proteingym  # here only: the data readers need Biopython, which gpu.py's GPU image may lack
+
     table, target, mutations = proteingym.read_zero_shot_assay(args.assay, args.reference, args.dms_id)
     if args.positions:
         kept = set(sorted({p for m in mutations for _, p, _ in m})[: args.positions])
@@ -77,41 +109,15 @@ def main(argv: list[str] | None = None) -> int:
         loaded = fair_esm.load_model(checkpoint, device=args.device)
     batch_sizes = [int(b) for b in args.batch_sizes.split(",")]
 
-    token_positions = reference.mutated_token_positions(mutants)
-    reference.proteingym_scores(loaded, target, mutants[:1], "masked-marginals", token_positions[:1])  # warm-up
-    _sync(args.device)
-    start = time.perf_counter()
-    expected = np.array(reference.proteingym_scores(loaded, target, mutants, "masked-marginals", token_positions))
-    _sync(args.device)
-    loop_s = time.perf_counter() - start
-
     result = {
         "benchmark": "zero_shot_speed", "date": datetime.date.today().isoformat(), "command": " ".join(["python", *sys.argv]),
-        "dms_id": args.dms_id, "target_residues": len(target), "variants": len(mutants), "mutated_positions": len(token_positions),
+        "dms_id": args.dms_id, "target_residues": len(target), "variants": len(mutants),
         "model": {"layers": args.layers, "dim": args.dim, "heads": args.heads, "random_init_seed": args.seed},
-        "device": args.device, "loop_s": loop_s, "loop_forwards": len(token_positions),
+        "device": args.device,
         "machine": {"platform": platform.platform(), "processor": platform.processor() or platform.machine(), "cpus": os.cpu_count(), "torch_threads": torch.get_num_threads()},
         "versions": {"python": platform.python_version(), "torch": str(torch.__version__), "fair_esm": fair_esm.fair_esm_version(), "plmexit": plmexit.__version__},
-        "runs": [],
+        **time_paths(loaded, target, mutants, mutations, batch_sizes, args.device),
     }
-    runs = [("exact", b) for b in batch_sizes] + [("fused", max(batch_sizes))]
-    for engine, batch_size in runs:
-        lm = FairEsmMaskedLM(loaded, device=args.device, engine=engine)
-        plan = zero_shot.plan_scoring(target, mutations, lm.max_residues)
-        index = zero_shot.index_mutations(mutations, plan, lm.residue_ids)
-        zero_shot.masked_marginal_log_probs(lm, target, zero_shot.ScoringPlan(plan.length, plan.window, plan.positions[:1], plan.masked_windows[:1], plan.wt_windows), 1)  # warm-up
-        _sync(args.device)
-        start = time.perf_counter()
-        log_probs = zero_shot.masked_marginal_log_probs(lm, target, plan, batch_size)
-        _sync(args.device)
-        seconds = time.perf_counter() - start
-        scores = zero_shot.variant_scores(log_probs, index)
-        result["runs"].append({
-            "engine": engine, "batch_size": batch_size, "batched_s": seconds, "ratio": loop_s / seconds,
-            "max_abs_score_diff_last_layer": float(np.abs(scores[-1] - expected).max()), "layers_read": int(scores.shape[0]),
-        })
-    best = max((r for r in result["runs"] if r["engine"] == "exact"), key=lambda r: r["ratio"])
-    result["best_exact"] = best
     Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps({k: result[k] for k in ("variants", "mutated_positions", "loop_s", "runs")}, indent=2))
     return 0

@@ -1,9 +1,12 @@
 """The benchmarks run and write the keys the README and the issue quote (tiny sizes)."""
 
+import importlib.util
 import json
 import os
 import subprocess
 import sys
+
+import pytest
 
 from workflow_runs import REPO
 
@@ -122,3 +125,82 @@ def test_homology_folds_ec_writes_both_splits_and_their_moves(tmp_path, shared_d
     assert size["moves"]["gain"] == homology["gain"] - random["gain"]
     assert size["clustering"]["n_sequences"] == 60 == size["chains"] and sum(homology["fold_sizes"]) == 60
     assert size["homology_over_fold_seeds"]["deployed_layers"] == [homology["deployed_layer"]]
+
+
+GPU_MEASUREMENTS = ["equality", "throughput", "memory", "cost_depth", "zero_shot", "exit"]
+GPU_PATHS = {"plmexit_bfloat16", "plmexit_float32", "plmexit_bfloat16_max_tokens_4096", "fair_esm_extract", "hf_sdpa_bfloat16"}
+
+
+def test_the_gpu_script_runs_every_measurement_on_the_cpu(tmp_path):
+    """`bash benchmarks/gpu.sh --smoke`: every path of the GPU run at tiny shapes on the CPU, one JSON per measurement
+    headed by the device, versions and measured matmul peaks, so the script a GPU session runs first cannot rot."""
+    done = subprocess.run(["bash", str(REPO / "benchmarks" / "gpu.sh"), "--smoke", "--threads", "1", "--out", str(tmp_path)],
+                          capture_output=True, text=True, env={**ONE_THREAD, "PLMEXIT_PYTHON": sys.executable}, timeout=600)
+    assert done.returncode == 0, done.stderr[-4000:]
+
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert list(summary["measurements"]) == GPU_MEASUREMENTS
+    results = {}
+    for name in GPU_MEASUREMENTS:
+        record = json.loads((tmp_path / f"{name}.json").read_text())
+        assert record["status"] == "ok", record["result"]
+        assert record["device"] == "cpu" and record["device_name"] and record["versions"]["torch"] and record["versions"]["fair_esm"]
+        assert "random" in record["weights"] and "synthetic" in record["sequences"]
+        for dtype in ("bfloat16", "float32"):
+            peak = record["peaks"][dtype]
+            assert peak["measured"]["flops_per_s"] == max(peak["measured"]["rates"].values()) > 0 and "theoretical" in peak
+        results[name] = record["result"]
+    assert results["equality"]["precisions"]["float32"]["max_rel_deviation"] <= 1e-5
+    assert set(results["equality"]["precisions"]) == {"float32", "bfloat16", "float16"}
+    for workload in ("proteingym_like", "deeploc_like"):
+        w = results["throughput"]["workloads"][workload]
+        assert set(w["tokens_per_s"]) == GPU_PATHS and max(w["fraction_of_own_precision_peak"].values()) <= 1
+        assert w["max_rel_deviation_from_fair_esm_extract"]["plmexit_float32"] <= 1e-5
+    assert set(results["throughput"]["targets"]) == {f"{w}.{t}" for w in ("proteingym_like", "deeploc_like")
+                                                     for t in ("bfloat16_over_extract", "bfloat16_over_hf_sdpa_bfloat16", "bfloat16_fraction_of_bfloat16_peak")}
+    memory = results["memory"]
+    assert 0 < memory["largest_fitting_tokens"] <= memory["simulated_device_tokens"] < memory["smallest_failing_tokens"]
+    assert memory["confirmed_at_full_depth"] and memory["oom_split"]["recovered"] and memory["oom_split"]["splits"] >= 1
+    assert all(len(v) == 3 for r in results["cost_depth"].values() for v in r["seconds_per_depth"].values())  # 2 layers: depths 0, 1, 2
+    assert results["zero_shot"]["identical_scores_max_abs_diff"] < 1e-4 and "zero_shot_batched_over_loop" in results["zero_shot"]["targets"]
+    assert {"full_depth", "static_layer", "adaptive"} <= set(results["exit"]["calibrated"]["seconds"])
+
+
+def test_a_failing_gpu_measurement_is_recorded_and_the_run_goes_on(tmp_path):
+    """A measurement that raises writes its JSON with status failed and the traceback; ``run_one`` returns normally."""
+    code = (
+        "import gpu, json, pathlib, sys\n"
+        "def broken(ctx):\n    raise RuntimeError('CUDA error: simulated')\n"
+        "gpu.MEASUREMENTS['equality'] = broken\n"
+        "out = pathlib.Path(sys.argv[1])\n"
+        "record = gpu.run_one(gpu.Context('cpu', gpu.SMOKE, 0), 'equality', {'device': 'cpu'}, out)\n"
+        "print(record['status'])\n"
+    )
+    env = {**ONE_THREAD, "PYTHONPATH": os.pathsep.join([str(REPO / "benchmarks"), str(REPO / "src"), os.environ.get("PYTHONPATH", "")])}
+    done = subprocess.run([sys.executable, "-c", code, str(tmp_path)], capture_output=True, text=True, env=env, check=True)
+    assert done.stdout.split() == ["failed"]
+    record = json.loads((tmp_path / "equality.json").read_text())
+    assert record["status"] == "failed" and record["device"] == "cpu" and record["budget_s"] == 60
+    assert record["result"]["error"] == "RuntimeError: CUDA error: simulated" and "in broken" in record["result"]["traceback"]
+
+
+def load_benchmark(name: str):
+    spec = importlib.util.spec_from_file_location(name, REPO / "benchmarks" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_the_roofline_fails_above_the_measured_peak_and_knows_its_cpus():
+    roofline = load_benchmark("roofline")
+    roofline.check_fraction(0.99, "plmexit")
+    with pytest.raises(roofline.RooflineError, match=r"plmexit ran at 150% of the measured matmul peak, above 100%"):
+        roofline.check_fraction(1.5, "plmexit")
+    spr = frozenset({"avx512f", "avx512_bf16", "amx_bf16", "fma", "avx2"})
+    assert roofline.cpu_flops_per_cycle("float32", "GenuineIntel", 6, spr)[0] == 64
+    assert roofline.cpu_flops_per_cycle("bfloat16", "GenuineIntel", 6, spr)[0] == 1024  # AMX
+    genoa = frozenset({"avx512f", "avx512_bf16", "fma", "avx2"})
+    assert [roofline.cpu_flops_per_cycle(d, "AuthenticAMD", 0x19, genoa)[0] for d in ("float32", "bfloat16")] == [32, 64]
+    assert roofline.cpu_flops_per_cycle("bfloat16", "AuthenticAMD", 0x19, frozenset({"fma", "avx2"}))[0] is None
+    peak = roofline.measured_peak("cpu", __import__("torch").float32, sizes=(64, 128), repeats=1)
+    assert peak["flops_per_s"] == max(peak["rates"].values()) and {"torch.mm 64", "torch.mm 128"} <= set(peak["rates"])

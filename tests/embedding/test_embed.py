@@ -279,6 +279,29 @@ def test_a_batch_out_of_memory_is_split_and_retried(tiny_loaded, monkeypatch, ca
     assert "retrying as two halves" in caplog.text
 
 
+def test_the_halves_run_after_the_failed_forward_has_let_go_of_its_memory(tiny_loaded, monkeypatch):
+    """On a GPU the halves need the memory the failed forward held; while an ``except`` block runs, the
+    exception's traceback keeps that forward's tensors alive, so the retry must come after the block."""
+    import weakref
+
+    import plmexit.embedding.engine as embed_module
+
+    real_forward = embed_module._forward_pooled
+    failed = []
+
+    def forward(encoder, tokens, weights, layer_norm):
+        assert all(ref() is None for ref in failed), "a failed forward's activations are still alive during the retry"
+        if tokens.shape[0] > 2:
+            activations = torch.empty(1024)  # what the failed forward had allocated
+            failed.append(weakref.ref(activations))
+            raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
+        return real_forward(encoder, tokens, weights, layer_norm)
+
+    monkeypatch.setattr(embed_module, "_forward_pooled", forward)
+    actual, _ = collect(embed_pooled(tiny_loaded, SEQUENCES, EmbedSettings(max_tokens=4096)), len(SEQUENCES))
+    assert len(failed) == 2 and np.isfinite(actual).all()
+
+
 def test_a_single_sequence_out_of_memory_is_a_clear_error(tiny_loaded, monkeypatch):
     import plmexit.embedding.engine as embed_module
     from plmexit.errors import EmbedError

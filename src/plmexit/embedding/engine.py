@@ -138,19 +138,20 @@ def _pooled_splitting_on_oom(encoder: Encoder, unique, pieces: Pieces, batch: np
     try:
         return _forward_pooled(encoder, tokens.to(settings.device), weights.to(settings.device), settings.layer_norm)
     except torch.OutOfMemoryError:
-        if settings.device.startswith("cuda"):
-            torch.cuda.empty_cache()
-        if len(batch) == 1:
-            raise EmbedError(
-                f"one sequence of {int(pieces.length[batch[0]])} residues does not fit in {settings.device} memory even alone; "
-                "lower embed.truncate (or embed.window) or max_tokens, or use a device with more memory"
-            ) from None
-        half = len(batch) // 2
-        log.warning("out of %s memory on a batch of %d sequences (%d tokens); retrying as two halves", settings.device, len(batch), tokens.numel())
-        return np.concatenate(
-            [_pooled_splitting_on_oom(encoder, unique, pieces, part, settings) for part in (batch[:half], batch[half:])],
-            axis=1,
-        )
+        pass  # retried below, after the except block: until it ends, the traceback keeps the failed forward's tensors alive
+    if settings.device.startswith("cuda"):
+        torch.cuda.empty_cache()
+    if len(batch) == 1:
+        raise EmbedError(
+            f"one sequence of {int(pieces.length[batch[0]])} residues does not fit in {settings.device} memory even alone; "
+            "lower embed.truncate (or embed.window) or max_tokens, or use a device with more memory"
+        ) from None
+    half = len(batch) // 2
+    log.warning("out of %s memory on a batch of %d sequences (%d tokens); retrying as two halves", settings.device, len(batch), tokens.numel())
+    return np.concatenate(
+        [_pooled_splitting_on_oom(encoder, unique, pieces, part, settings) for part in (batch[:half], batch[half:])],
+        axis=1,
+    )
 
 
 def _forward_pooled(encoder: Encoder, tokens: torch.Tensor, weights: torch.Tensor, layer_norm: str) -> np.ndarray:
