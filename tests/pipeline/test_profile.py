@@ -20,7 +20,20 @@ from workflow_runs import REPO
 TEMPLATE = REPO / "profiles" / "slurm" / "config.yaml"
 WORKFLOW_PROFILE = REPO / "profiles" / "default" / "config.yaml"
 # The site profile's keys: the executor and its settings, the account, the partitions; no rule's.
-SITE_KEYS = {"executor", "jobs", "retries", "keep-going", "latency-wait", "rerun-incomplete", "keep-incomplete", "printshellcmds", "default-resources", "slurm-partition-config"}
+SITE_KEYS = {
+    "executor",
+    "jobs",
+    "retries",
+    "keep-going",
+    "latency-wait",
+    "rerun-incomplete",
+    "keep-incomplete",
+    "printshellcmds",
+    "default-resources",
+    "slurm-partition-config",
+    "resources",
+    "set-resource-scopes",
+}
 
 
 @pytest.fixture
@@ -70,8 +83,10 @@ def test_installed_where_snakemake_finds_the_profile_by_name_with_only_the_site(
     assert got["default-resources"] == {"slurm_account": "lab42"}
     assert got["slurm-status-command"] == "squeue"
     assert yaml.safe_load((config_home / "slurm" / "partitions.yaml").read_text()) == {"partitions": {"cpu": {"max_gpu": 0}, "gpu": {"max_gpu": 4}}}
+    # A job or group asks for at most the GPUs of a node, a pool per submission (not a limit on the run).
+    assert (got["resources"], got["set-resource-scopes"]) == ({"gpu": 4}, {"gpu": "local"})
     # Exactly the placeholder and the asked-for line change.
-    shipped = TEMPLATE.read_text().replace("YOUR_ACCOUNT", "lab42").replace("# slurm-status-command: squeue", "slurm-status-command: squeue")
+    shipped = TEMPLATE.read_text().replace("YOUR_ACCOUNT", "lab42").replace("YOUR_GPUS", "4").replace("# slurm-status-command: squeue", "slurm-status-command: squeue")
     assert installed.read_text() == shipped
 
 
@@ -81,15 +96,15 @@ def test_snakemake_reads_the_workflow_profile_and_the_site_profile_together(conf
     assert install("--account", "lab42", "--cpu-partition", "cpu", "--gpu-partition", "gpu") == 0
     args = snakemake_arguments("--profile", "slurm")
     workflow = yaml.safe_load(WORKFLOW_PROFILE.read_text())
-    assert sorted(args.set_resources) == sorted(f"{rule}:{key}={value}" for rule, entry in workflow["set-resources"].items() for key, value in entry.items())
-    assert args.set_threads == [f"{rule}={n}" for rule, n in workflow["set-threads"].items()]
+    assert {rule: {k: r.raw for k, r in entry.items()} for rule, entry in args.set_resources.items()} == workflow["set-resources"]
+    assert {rule: r.raw for rule, r in args.set_threads.items()} == workflow["set-threads"]
     assert args.cores == workflow["cores"]
-    assert args.default_resources == ["slurm_account=lab42"]
+    assert args.default_resources["slurm_account"].raw == "lab42" and "slurm_partition" not in args.default_resources
     assert args.executor == "slurm"
     assert args.slurm_partition_config == config_home / "slurm" / "partitions.yaml"
-    assert args.resources == {} or not args.resources  # GPUs allowed
+    assert ({k: r.raw for k, r in args.resources.items()}, dict(args.set_resource_scopes)) == ({"gpu": 1}, {"gpu": "local"})
     # The command line replaces a key whole (docs/slurm.md says so): here the workflow's threads.
-    assert snakemake_arguments("--profile", "slurm", "--set-threads", "probe_layers=2").set_threads == ["probe_layers=2"]
+    assert {rule: r.raw for rule, r in snakemake_arguments("--profile", "slurm", "--set-threads", "probe_layers=2").set_threads.items()} == {"probe_layers": 2}
 
 
 class Logger:
@@ -128,7 +143,7 @@ def test_one_partition_for_both_and_a_cluster_without_gpus(config_home):
     assert got["resources"] == {"gpu": 0}  # every job's GPUs capped at 0
     assert "slurm-status-command" not in got  # sacct, the plugin's default, unless asked
     assert yaml.safe_load((config_home / "cpu_only" / "partitions.yaml").read_text()) == {"partitions": {"cpu": {"max_gpu": 0}}}
-    assert snakemake_arguments("--profile", "cpu_only").resources == ["gpu=0"]
+    assert snakemake_arguments("--profile", "cpu_only").resources["gpu"].raw == 0
 
 
 def test_an_installed_profile_is_replaced_only_when_asked(config_home, capsys):

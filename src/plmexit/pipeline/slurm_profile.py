@@ -3,8 +3,8 @@
 Invariant: the installed profile holds only the site (executor settings, account, partitions);
 every rule's threads, memory, run time and GPUs stay in the workflow's own profile
 (``profiles/default/``), which Snakemake loads by itself and which wins over this one key by key.
-So ``config.yaml`` is the repository's ``profiles/slurm/config.yaml`` with exactly its account
-placeholder filled in and its optional lines uncommented as asked, and ``partitions.yaml`` beside it
+So ``config.yaml`` is the repository's ``profiles/slurm/config.yaml`` with exactly its placeholders
+(account, GPUs per node) filled in and its squeue line uncommented if asked, and ``partitions.yaml`` beside it
 names the CPU and GPU partitions for the plugin's partition selection; both are written atomically,
 never over an installed profile unless asked, and must parse with no placeholder left.
 """
@@ -19,14 +19,12 @@ import yaml
 from plmexit.atomic import write_text
 from plmexit.errors import ConfigError
 
-ACCOUNT_PLACEHOLDER = "YOUR_ACCOUNT"
+PLACEHOLDERS = {"account": "YOUR_ACCOUNT", "gpus": "YOUR_GPUS"}
 PARTITIONS_FILE = "partitions.yaml"
 # What a site value may contain: SLURM account and partition names.
 SITE_VALUE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]*$")
-# Commented-out lines of the template, uncommented on request: job states from squeue (no
-# accounting), and a cap of 0 GPUs per job (a cluster without a GPU partition).
-STATUS_LINES = ("# slurm-status-command: squeue",)
-NO_GPU_LINES = ("# resources:", "#   gpu: 0")
+# The template's commented-out line for job states from squeue (a cluster without accounting).
+STATUS_LINE = "# slurm-status-command: squeue"
 
 
 def user_profile_dir(name: str) -> Path:
@@ -59,29 +57,21 @@ def partitions(cpu_partition: str, gpu_partition: str | None, gpus: int | None) 
     return {"partitions": table}
 
 
-def _uncomment(lines: list[str], wanted: tuple[str, ...], template: Path) -> list[str]:
-    found = [line.strip() for line in lines if line.strip() in wanted]
-    if sorted(found) != sorted(wanted):
-        raise ConfigError(f"{template}: the lines {' / '.join(wanted)} are missing; restore them from the repository's profiles/slurm/config.yaml")
-    return [line.replace(line.strip(), line.strip()[2:]) if line.strip() in wanted else line for line in lines]
-
-
-def fill_profile(template: str | Path, account: str, gpu: bool, squeue_status: bool) -> str:
-    """The profile text with the site's account; ``gpu`` False caps every job's GPUs at 0 (a cluster
-    without GPUs); ``squeue_status`` reads job states with squeue (a cluster without SLURM accounting)."""
+def fill_profile(template: str | Path, account: str, gpus: int, squeue_status: bool) -> str:
+    """The profile text with the site's account and the GPUs one job or group may ask for (0: a
+    cluster without GPUs, where no job asks for one); ``squeue_status`` reads job states with squeue
+    (a cluster without SLURM accounting)."""
     template = Path(template)
     if not template.is_file():
         raise ConfigError(f"{template}: no profile template there; run this from the plmexit repository or give --template profiles/slurm/config.yaml")
     _check("--account", account)
-    shipped = template.read_text()
-    if ACCOUNT_PLACEHOLDER not in shipped:
-        raise ConfigError(f"{template}: no {ACCOUNT_PLACEHOLDER} placeholder to fill; restore `default-resources: slurm_account: {ACCOUNT_PLACEHOLDER}`")
-    lines = shipped.splitlines()
+    text = template.read_text()
+    missing = [p for p in (*PLACEHOLDERS.values(), *([STATUS_LINE] if squeue_status else [])) if p not in text]
+    if missing:
+        raise ConfigError(f"{template}: {', '.join(missing)} missing; restore the template from the repository's profiles/slurm/config.yaml")
     if squeue_status:
-        lines = _uncomment(lines, STATUS_LINES, template)
-    if not gpu:
-        lines = _uncomment(lines, NO_GPU_LINES, template)
-    text = "\n".join(lines).replace(ACCOUNT_PLACEHOLDER, account) + "\n"
+        text = text.replace(STATUS_LINE, STATUS_LINE[2:])
+    text = text.replace(PLACEHOLDERS["account"], account).replace(PLACEHOLDERS["gpus"], str(gpus))
     try:
         parsed = yaml.safe_load(text)
     except yaml.YAMLError as exc:
@@ -104,7 +94,7 @@ def install_profile(
     """Write the filled profile to ``user_profile_dir(name)/config.yaml`` and its partitions to
     ``partitions.yaml`` beside it; returns the profile's path."""
     table = partitions(cpu_partition, gpu_partition, gpus)
-    text = fill_profile(template, account, gpu=gpu_partition is not None, squeue_status=squeue_status)
+    text = fill_profile(template, account, gpus=max(entry["max_gpu"] for entry in table["partitions"].values()), squeue_status=squeue_status)
     directory = user_profile_dir(name)
     dest = directory / "config.yaml"
     if dest.exists() and not force:
