@@ -6,7 +6,7 @@ job states with squeue), and stopped, with every job cancelled, when the session
 (CI=true) the packages are installed with apt-get when missing and failing to do so fails the test;
 elsewhere the test installs them when it can (root and apt-get) and otherwise skips, saying why.
 Its one node is in two partitions, a CPU one and a GPU one, and declares two GPUs as generic
-resources counted only (no device file): SLURM schedules them, the jobs still run on the CPU.
+resources backed by placeholder files, not devices: SLURM schedules them, the jobs run on the CPU.
 
 The run uses the shipped profiles as a user sets them up: `plmexit install-profile` with the test
 cluster's account, CPU and GPU partitions and squeue for job states, into a temporary
@@ -47,7 +47,7 @@ from system_programs import require
 from workflow_runs import REPO, file_stamps, snakemake_command, snakemake_env, write_config
 
 CPU_PARTITION, GPU_PARTITION = "plmexit_cpu", "plmexit_gpu"
-GPUS = 2  # on the node, counted only
+GPUS = 2  # on the node, placeholder files for devices
 # The rules that ask for a GPU: the workflow profile's, as the plugin reads them.
 GPU_RULES = {rule for rule, entry in yaml.safe_load((REPO / "profiles" / "default" / "config.yaml").read_text())["set-resources"].items() if entry.get("gpu")}
 ACCOUNT = "plmexit"  # any name: with accounting off, SLURM does not check accounts
@@ -105,8 +105,8 @@ MinJobAge=3600
 # CPUs as the machine has them; memory declared large and not consumable, so the profile's
 # real-cluster requests (tens of GB, doubled on a retry) schedule on a small CI machine.
 SlurmdParameters=config_overrides
-# GPUs as generic resources counted only (gres.conf: no File), which SLURM allows: the GPU
-# partition's jobs are scheduled against them and run on the CPU.
+# GPUs as generic resources (gres.conf: placeholder files, no devices): the GPU partition's jobs
+# are scheduled against them and run on the CPU.
 GresTypes=gpu
 NodeName={host} NodeAddr=127.0.0.1 CPUs={os.cpu_count()} RealMemory=1000000 Gres=gpu:{GPUS} State=UNKNOWN
 PartitionName={CPU_PARTITION} Nodes={host} Default=YES MaxTime=INFINITE State=UP
@@ -143,7 +143,12 @@ def slurm_cluster(tmp_path_factory):
     host = socket.gethostname().split(".")[0]
     conf = directory / "slurm.conf"
     conf.write_text(_slurm_conf(directory, host))
-    (directory / "gres.conf").write_text(f"Name=gpu Count={GPUS}\n")
+    # SLURM's gpu GRES needs a File per GPU: slurmd 22.05 reports a file-less gpu GRES as 0 and the
+    # node goes INVAL. Empty files stand in for the device nodes (slurmd logs that they are not
+    # devices and counts them); without cgroups nothing is confined to them, no CUDA_VISIBLE_DEVICES.
+    for k in range(GPUS):
+        (directory / f"gpu{k}").touch()
+    (directory / "gres.conf").write_text(f"Name=gpu File={directory}/gpu[0-{GPUS - 1}]\n")
     # The jobstep plugin strips SLURM_* (SLURM_CONF too) before the srun inside each job; a real
     # cluster's srun then reads /etc/slurm/slurm.conf. This one lives in a temporary directory, so
     # srun is found through a wrapper that sets SLURM_CONF and runs the real srun.
@@ -174,7 +179,7 @@ def slurm_cluster(tmp_path_factory):
         deadline = time.monotonic() + START_TIMEOUT
         while True:
             state = subprocess.run(["sinfo", "--noheader", "--format=%T"], env=env, capture_output=True, text=True).stdout.strip()
-            if state.split() == ["idle", "idle"]:  # the node, once per partition
+            if state and set(state.split()) == {"idle"}:  # the node, in each partition
                 break
             dead = [p.args[0] for p in daemons if p.poll() is not None]
             if dead or time.monotonic() > deadline:
