@@ -121,7 +121,7 @@ def main(argv: list[str] | None = None) -> int:
         config = stage(repo, workdir, args.shared_data.resolve())
         results = yaml.safe_load(config.read_text())["pathvars"]["results"]
         subprocess.run(
-            [sys.executable, "-c", "import sys; from plmexit.pipeline.slurm_profile import install_profile; install_profile(*sys.argv[1:], 'lab', 'gpu', 'a100')",
+            [sys.executable, "-c", "import sys; from plmexit.pipeline.slurm_profile import install_profile; install_profile(*sys.argv[1:], 'lab', 'cpu', 'gpu')",
              str(repo / "profiles" / "slurm" / "config.yaml")],
             env=env, check=True,
         )

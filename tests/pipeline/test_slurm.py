@@ -1,14 +1,19 @@
-"""SLURM for real: a one-node cluster on localhost runs the offline test config through profiles/slurm.
+"""SLURM for real: a one-node cluster on localhost runs the offline test config through the profiles.
 
 The cluster is Debian's slurm-wlm and munge: munged, slurmctld and slurmd started by the fixture
 below from a configuration written to a temporary directory (accounting off, so the plugin reads
 job states with squeue), and stopped, with every job cancelled, when the session ends. Under CI
 (CI=true) the packages are installed with apt-get when missing and failing to do so fails the test;
 elsewhere the test installs them when it can (root and apt-get) and otherwise skips, saying why.
+Its one node is in two partitions, a CPU one and a GPU one, and declares two GPUs as generic
+resources backed by placeholder files, not devices: SLURM schedules them, the jobs run on the CPU.
 
-The run uses the shipped profile as a user sets it up: `plmexit install-profile` with the test
-cluster's account and partition, no GPU (this cluster has none) and squeue for job states, into a
-temporary XDG_CONFIG_HOME, then `snakemake --profile slurm` by name. It checks that the jobs went through sbatch, that a running job cancelled with
+The run uses the shipped profiles as a user sets them up: `plmexit install-profile` with the test
+cluster's account, CPU and GPU partitions and squeue for job states, into a temporary
+XDG_CONFIG_HOME, then `snakemake --profile slurm` by name, the workflow's own profile
+(profiles/default) loaded by Snakemake beside it. It checks that the jobs went through sbatch, each
+to its partition (the model rules to the GPU one with one GPU, every other job to the CPU one with
+none, read back with scontrol), that a running job cancelled with
 scancel is retried with the attempt-scaled memory and time, that a rerun after a failed run keeps
 the finished work, and that the results equal those of the local run. An embedding set's gathering and
 its task's probe, selection and figure go as one job group, the set's batch (config schedule); a second
@@ -33,6 +38,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+import yaml
 
 from plmexit.errors import InputError
 from plmexit.pipeline.model_steps import resolve_device
@@ -40,7 +46,10 @@ from plmexit.pipeline.model_steps import resolve_device
 from system_programs import require
 from workflow_runs import REPO, file_stamps, snakemake_command, snakemake_env, write_config
 
-PARTITION = "plmexit_test"
+CPU_PARTITION, GPU_PARTITION = "plmexit_cpu", "plmexit_gpu"
+GPUS = 2  # on the node, placeholder files for devices
+# The rules that ask for a GPU: the workflow profile's, as the plugin reads them.
+GPU_RULES = {rule for rule, entry in yaml.safe_load((REPO / "profiles" / "default" / "config.yaml").read_text())["set-resources"].items() if entry.get("gpu")}
 ACCOUNT = "plmexit"  # any name: with accounting off, SLURM does not check accounts
 DAEMONS = ("munged", "slurmctld", "slurmd")
 CLIENTS = ("sbatch", "squeue", "scancel", "sinfo", "srun", "mungekey")
@@ -63,7 +72,7 @@ def _free_port() -> int:
 
 
 def _slurm_conf(directory: Path, host: str) -> str:
-    """One node, one partition, no accounting, no cgroups (process groups track the jobs)."""
+    """One node in two partitions, no accounting, no cgroups (process groups track the jobs)."""
     return f"""\
 ClusterName=plmexit
 SlurmctldHost={host}(127.0.0.1)
@@ -90,13 +99,18 @@ SelectType=select/cons_tres
 SelectTypeParameters=CR_Core
 SchedulerType=sched/builtin
 ReturnToService=2
-# Finished jobs stay visible to squeue this long: the plugin reads their final state from it.
-MinJobAge=600
+# Finished jobs stay visible to squeue this long: the plugin reads their final state from it, and
+# the test every job's partition and GPUs after a run.
+MinJobAge=3600
 # CPUs as the machine has them; memory declared large and not consumable, so the profile's
 # real-cluster requests (tens of GB, doubled on a retry) schedule on a small CI machine.
 SlurmdParameters=config_overrides
-NodeName={host} NodeAddr=127.0.0.1 CPUs={os.cpu_count()} RealMemory=1000000 State=UNKNOWN
-PartitionName={PARTITION} Nodes={host} Default=YES MaxTime=INFINITE State=UP
+# GPUs as generic resources (gres.conf: placeholder files, no devices): the GPU partition's jobs
+# are scheduled against them and run on the CPU.
+GresTypes=gpu
+NodeName={host} NodeAddr=127.0.0.1 CPUs={os.cpu_count()} RealMemory=1000000 Gres=gpu:{GPUS} State=UNKNOWN
+PartitionName={CPU_PARTITION} Nodes={host} Default=YES MaxTime=INFINITE State=UP
+PartitionName={GPU_PARTITION} Nodes={host} MaxTime=INFINITE State=UP
 """
 
 
@@ -106,6 +120,12 @@ class Cluster:
 
     def run(self, *command: str) -> str:
         return subprocess.run(command, env=self.env, capture_output=True, text=True, check=True, timeout=60).stdout
+
+    def placement(self, jobid: str) -> tuple[str, int]:
+        """A job's partition and the GPUs it asked for, as slurmctld records them."""
+        fields = dict(item.split("=", 1) for item in self.run("scontrol", "show", "job", "--oneliner", jobid).split() if "=" in item)
+        gpus = re.search(r"gpu:(?:[^:,]+:)?(\d+)", fields.get("TresPerJob", "") + " " + fields.get("TresPerNode", ""))
+        return fields["Partition"], int(gpus.group(1)) if gpus else 0
 
     def jobs(self) -> list[dict[str, str]]:
         """Every job slurmctld still knows: id, state, comment (the plugin's rule_<rule>_wildcards_...),
@@ -123,6 +143,12 @@ def slurm_cluster(tmp_path_factory):
     host = socket.gethostname().split(".")[0]
     conf = directory / "slurm.conf"
     conf.write_text(_slurm_conf(directory, host))
+    # SLURM's gpu GRES needs a File per GPU: slurmd 22.05 reports a file-less gpu GRES as 0 and the
+    # node goes INVAL. Empty files stand in for the device nodes (slurmd logs that they are not
+    # devices and counts them); without cgroups nothing is confined to them, no CUDA_VISIBLE_DEVICES.
+    for k in range(GPUS):
+        (directory / f"gpu{k}").touch()
+    (directory / "gres.conf").write_text(f"Name=gpu File={directory}/gpu[0-{GPUS - 1}]\n")
     # The jobstep plugin strips SLURM_* (SLURM_CONF too) before the srun inside each job; a real
     # cluster's srun then reads /etc/slurm/slurm.conf. This one lives in a temporary directory, so
     # srun is found through a wrapper that sets SLURM_CONF and runs the real srun.
@@ -153,7 +179,7 @@ def slurm_cluster(tmp_path_factory):
         deadline = time.monotonic() + START_TIMEOUT
         while True:
             state = subprocess.run(["sinfo", "--noheader", "--format=%T"], env=env, capture_output=True, text=True).stdout.strip()
-            if state == "idle":
+            if state and set(state.split()) == {"idle"}:  # the node, in each partition
                 break
             dead = [p.args[0] for p in daemons if p.poll() is not None]
             if dead or time.monotonic() > deadline:
@@ -185,7 +211,8 @@ def slurm_cluster(tmp_path_factory):
 def profile_env(slurm_cluster, tmp_path) -> dict[str, str]:
     """The cluster's environment with the profile installed by name, as docs/slurm.md tells users to."""
     env = {**slurm_cluster.env, "XDG_CONFIG_HOME": str(tmp_path / "xdg")}
-    command = ["plmexit", "install-profile", "--account", ACCOUNT, "--partition", PARTITION, "--no-gpu", "--squeue-status"]
+    command = ["plmexit", "install-profile", "--account", ACCOUNT, "--cpu-partition", CPU_PARTITION, "--gpu-partition", GPU_PARTITION,
+               "--gpus", str(GPUS), "--squeue-status"]
     done = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
     assert (tmp_path / "xdg" / "snakemake" / "slurm" / "config.yaml").is_file()
@@ -215,6 +242,14 @@ def submitted(log: str) -> dict[str, tuple[str, str]]:
 def slurm_log(workdir: Path, jobid: str, name: str, wildcards: str) -> Path:
     kind, name = ("group", name.split()[1]) if name.startswith("group ") else ("rule", name)
     return workdir / ".snakemake" / "slurm_logs" / f"{kind}_{name}" / wildcards / f"{jobid}.log"
+
+
+def assert_placed(cluster: Cluster, jobs: dict[str, tuple[str, str]]) -> None:
+    """Every submitted job in its partition: a model rule's on the GPU partition with one GPU, every
+    other job (a group of CPU steps too) on the CPU partition with none."""
+    placed = {jobid: cluster.placement(jobid) for jobid in jobs}
+    expected = {jobid: (GPU_PARTITION, 1) if name in GPU_RULES else (CPU_PARTITION, 0) for jobid, (name, _) in jobs.items()}
+    assert placed == expected
 
 
 def megabytes(memory: str) -> int:
@@ -295,6 +330,9 @@ def test_offline_config_through_the_slurm_profile(slurm_cluster, profile_env, fi
     assert [name for name, _ in jobs.values() if name.startswith("group ")] == [batch]
     group_job = next(job for job in slurm_cluster.jobs() if jobs.get(job["id"], ("",))[0] == batch)
     assert (group_job["cpus"], megabytes(group_job["memory"]), group_job["time_limit"]) == (str(min(os.cpu_count(), 8)), 16000, "31:00")
+    # Each job in its partition: embedding shards and cost timings on the GPU one, with one GPU each.
+    assert {"embed_shard", "measure_cost"} <= {name for name, _ in jobs.values()} and "embed_shard" in GPU_RULES
+    assert_placed(slurm_cluster, jobs)
     # Reading the task's files is a local rule too: seconds, not a submission.
     assert "localrule prepare_task:" in first and "prepare_task" not in {rule for rule, _ in jobs.values()}
     # keep-going: the other task went all the way; the cancelled one left no embedding behind.
@@ -313,6 +351,7 @@ def test_offline_config_through_the_slurm_profile(slurm_cluster, profile_env, fi
         + [("group batch.tiny_random.1_gather_embeddings_plot_layers_probe_layers_select_layer", "")]
         + [("plot_study", ""), ("plot_summary", ""), ("summarize_layers", "")]
     )
+    assert_placed(slurm_cluster, second)
     after = output_stamps(results)
     assert {path: after[path] for path in finished} == finished
 
@@ -406,6 +445,7 @@ def test_a_failed_job_of_a_group_reruns_alone(slurm_cluster, profile_env, tmp_pa
     assert first.returncode != 0
     log = first.stdout + first.stderr
     assert list(submitted(log).values()) == [("group g_part_summary", "")]
+    assert_placed(slurm_cluster, submitted(log))  # no GPU asked: the CPU partition
     assert "Removing output files" not in log
     parts = {name: (tmp_path / "out" / name).stat().st_mtime_ns for name in ("0.txt", "1.txt")}
     assert not (tmp_path / "out" / "summary.txt").exists()

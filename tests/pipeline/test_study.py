@@ -111,7 +111,7 @@ def test_the_study_plans_every_model_task_and_assay(tmp_path, shared_data, monke
     # ESM2-3B's shards are there, sparse, at the size its embeddings will have, so that the batches' run
     # times are the ones a real run asks for.
     monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "xdg"))
-    install_profile(REPO / "profiles" / "slurm" / "config.yaml", "lab", "gpu", "a100")
+    install_profile(REPO / "profiles" / "slurm" / "config.yaml", account="lab", cpu_partition="cpu", gpu_partition="gpu")
     for dms_id, rows in zip(assays, reference["DMS_number_single_mutants"]):
         shards = assay_shards[dms_id]
         for k in range(shards):  # 37 layers (the embeddings and 36 blocks), 2,560 wide, float32

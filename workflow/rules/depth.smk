@@ -1,5 +1,5 @@
 # What every layer already knows, from the model's own masked-LM head (config depth.*; fair-esm
-# ESM2 models, transformers esm, bert, albert and esmc models). Run on the device that embeds (profiles/slurm
+# ESM2 models, transformers esm, bert, albert and esmc models). Run on the device that embeds (profiles/default
 # gives these rules a GPU).
 rule logit_lens:
     input:

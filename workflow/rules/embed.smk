@@ -1,7 +1,7 @@
 # One job per shard of an embedding set (embed.shards); a killed job resumes from its finished
 # parts when rerun; the shards are gathered into the set's store. A ProteinGym assay is stored in
 # float32 and embedded through one crop over its mutations (--variant-crop).
-# GPU, memory and time come from the profile (profiles/slurm puts this rule on a GPU node);
+# GPU, memory and time come from the workflow profile (profiles/default gives this rule a GPU);
 # --device auto embeds on the GPU the job is given, on the CPU when there is none.
 rule embed_shard:
     input:

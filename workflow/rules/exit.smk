@@ -27,7 +27,7 @@ rule exit_task:
 
 # The calibrated controllers inside a real forward (rows dropped as they exit), timed against full
 # depth and the deployed layer on one fold's test sequences, with the embedding's settings and on
-# its kind of device (give this rule the embedding rule's resources; profiles/slurm does).
+# its kind of device (give this rule the embedding rule's resources; profiles/default does).
 rule time_exit:
     input:
         model="<results>/models/{model}.json",
@@ -57,7 +57,7 @@ rule time_exit:
 
 # Early exit of the model's own head (config exit.lens): the same gates and calibration on the logit
 # lens of a masked sample of a lens set's sequences, per position and per sequence, against the
-# final layer. Loads the model as logit_lens does (profiles/slurm gives it a GPU).
+# final layer. Loads the model as logit_lens does (profiles/default gives it a GPU).
 rule exit_lens:
     input:
         model="<results>/models/{model}.json",

@@ -19,7 +19,7 @@ rule probe_layers:
         task_batch
     conda:
         "../../envs/probe.yaml"
-    # Layers are probed in parallel, one process per thread (profiles/slurm: set-threads).
+    # Layers are probed in parallel, one process per thread (profiles/default: set-threads).
     threads: 2
     resources:
         runtime=probe_runtime,

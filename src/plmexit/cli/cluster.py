@@ -15,12 +15,14 @@ def register(subparsers) -> None:
     p.add_argument("--tokens-per-second", type=rate, action="append", default=[], metavar="MODEL=N",
                    help="a model's embedding throughput on your GPUs (repeat per model); default: measured by a previous run's cost files")
 
-    p = subparsers.add_parser("install-profile", help="install the SLURM profile where Snakemake finds it by name, with your site's account, partition and GPU type")
+    p = subparsers.add_parser(
+        "install-profile", help="install the SLURM profile where Snakemake finds it by name, with your site's account and partitions (CPU, and GPU if any)"
+    )
     p.add_argument("--account", required=True, help="SLURM account charged (sbatch -A)")
-    p.add_argument("--partition", required=True, help="SLURM partition (sbatch -p)")
-    gpu = p.add_mutually_exclusive_group(required=True)
-    gpu.add_argument("--gpu-type", help="GPU type as the site names it in its GRES (sinfo -o '%%P %%G'), or 'any' for any GPU (gpu:1)")
-    gpu.add_argument("--no-gpu", action="store_true", help="a cluster without GPUs: no job asks for one")
+    p.add_argument("--cpu-partition", required=True, help="partition of every job that asks for no GPU (sinfo -o '%%P %%G')")
+    p.add_argument("--gpu-partition", help="partition of the jobs that run a model, one GPU each (the same name as --cpu-partition if one takes both); "
+                                           "without it no job asks for a GPU and every job goes to the CPU partition")
+    p.add_argument("--gpus", type=int, help="GPUs a node of the GPU partition has, the most one job may ask for (default 1)")
     p.add_argument("--squeue-status", action="store_true", help="read job states with squeue (a cluster without SLURM accounting, no sacct)")
     p.add_argument("--name", default="slurm", help="profile name (default slurm: `snakemake --profile slurm`)")
     p.add_argument("--template", default="profiles/slurm/config.yaml", help="the shipped profile (default profiles/slurm/config.yaml, from the repository root)")
@@ -50,10 +52,10 @@ def run_install_profile(args: argparse.Namespace) -> None:
     from plmexit.pipeline.slurm_profile import install_profile
 
     dest = install_profile(
-        template=args.template, account=args.account, partition=args.partition, gpu_type=None if args.no_gpu else args.gpu_type,
+        template=args.template, account=args.account, cpu_partition=args.cpu_partition, gpu_partition=args.gpu_partition, gpus=args.gpus,
         squeue_status=args.squeue_status, name=args.name, force=args.force,
     )
-    print(f"installed {dest}; run `snakemake --profile {args.name}`")
+    print(f"installed {dest} and {dest.parent / 'partitions.yaml'}; run `snakemake --profile {args.name}`")
 
 
 COMMANDS = {"estimate": run_estimate, "install-profile": run_install_profile}
