@@ -27,8 +27,34 @@ from workflow_runs import PipelineRun, snakemake, write_config
 # The real data sits next to the repository (../shared/data), read-only; it is never copied in.
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
+# Session fixtures that one group of tests shares: the local pipeline run (the SLURM run is compared
+# to it) and the SLURM test cluster. Under pytest-xdist every test needing one runs on one worker.
+SHARED_RUN_FIXTURES = frozenset({"pipeline_run", "slurm_cluster"})
+SHARED_RUN_GROUP = "shared_pipeline_run"
+
 # Small enough to run everywhere in milliseconds, big enough to have intermediate layers.
 TINY_MODEL = {"layers": 2, "dim": 32, "heads": 4, "seed": 0}
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(config, items):
+    """Work units for pytest-xdist's ``--dist loadgroup`` (pyproject's addopts run two workers).
+
+    Every test that needs a shared run (``SHARED_RUN_FIXTURES``, followed through the fixtures it
+    requests) is one unit, so the pipeline runs once and the SLURM cluster starts once, and it is
+    queued first: it is the longest unit, and the other worker takes the rest meanwhile. Every other
+    test file is a unit of its own, so a module-scoped fixture is built once. Tests that run Snakemake
+    come next (each is minutes on a loaded machine), then the rest in collection order, so the last
+    units are short. Without xdist the groups are inert marks.
+    """
+    def rank(item) -> int:
+        if SHARED_RUN_FIXTURES & set(item.fixturenames):
+            return 0
+        return 1 if item.get_closest_marker("workflow") else 2
+
+    for item in items:
+        item.add_marker(pytest.mark.xdist_group(SHARED_RUN_GROUP if rank(item) == 0 else item.nodeid.split("::")[0]))
+    items.sort(key=rank)  # stable: collection order within each rank
 
 
 @pytest.fixture(scope="session", autouse=True)
