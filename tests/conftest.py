@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import http.server
+import json
 import os
 import threading
 import time
@@ -17,6 +18,7 @@ import pytest
 import torch
 from threadpoolctl import threadpool_limits
 
+from plmexit.atomic import write_json
 from plmexit.download import sha256_file
 from plmexit.models import fair_esm, families, hub
 from plmexit.models import manifest as model_manifest
@@ -36,25 +38,43 @@ SHARED_RUN_GROUP = "shared_pipeline_run"
 TINY_MODEL = {"layers": 2, "dim": 32, "heads": 4, "seed": 0}
 
 
-@pytest.hookimpl(tryfirst=True)
+def _unit(item) -> tuple[int, str]:
+    """(rank, work unit) of a test under pytest-xdist: the tests needing a shared run (``SHARED_RUN_FIXTURES``,
+    followed through the fixtures they request) are one unit, ranked first; every other test file is a unit,
+    its tests running Snakemake ranked next."""
+    if SHARED_RUN_FIXTURES & set(item.fixturenames):
+        return 0, SHARED_RUN_GROUP
+    return (1 if item.get_closest_marker("workflow") else 2), item.nodeid.split("::")[0]
+
+
+def _units_file(basetemp: Path) -> Path:
+    return basetemp / "xdist_units.json"
+
+
 def pytest_collection_modifyitems(config, items):
-    """Work units for pytest-xdist's ``--dist loadgroup`` (pyproject's addopts run two workers).
+    """Order the tests by ``_unit``'s rank (stable within a rank) and, on an xdist worker, write each test's work
+    unit beside the workers' temporary directories for ``UnitScheduling`` to read. pytest-xdist's own
+    ``--dist loadgroup`` cannot carry them: it renames node ids, which pytest 9 no longer lets a plugin do."""
+    items.sort(key=lambda item: _unit(item)[0])
+    if hasattr(config, "workerinput"):
+        write_json(_units_file(Path(config.option.basetemp).parent), {item.nodeid: _unit(item)[1] for item in items})
 
-    Every test that needs a shared run (``SHARED_RUN_FIXTURES``, followed through the fixtures it
-    requests) is one unit, so the pipeline runs once and the SLURM cluster starts once, and it is
-    queued first: it is the longest unit, and the other worker takes the rest meanwhile. Every other
-    test file is a unit of its own, so a module-scoped fixture is built once. Tests that run Snakemake
-    come next (each is minutes on a loaded machine), then the rest in collection order, so the last
-    units are short. Without xdist the groups are inert marks.
-    """
-    def rank(item) -> int:
-        if SHARED_RUN_FIXTURES & set(item.fixturenames):
-            return 0
-        return 1 if item.get_closest_marker("workflow") else 2
 
-    for item in items:
-        item.add_marker(pytest.mark.xdist_group(SHARED_RUN_GROUP if rank(item) == 0 else item.nodeid.split("::")[0]))
-    items.sort(key=rank)  # stable: collection order within each rank
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config, log):
+    """Two workers (pyproject's addopts) share the tests by work unit: the shared run's tests on one worker,
+    queued first as the longest unit while the other worker takes the rest, file by file."""
+    from xdist.scheduler import LoadScopeScheduling
+
+    class UnitScheduling(LoadScopeScheduling):
+        units: dict[str, str] | None = None
+
+        def _split_scope(self, nodeid: str) -> str:
+            if self.units is None:
+                self.units = json.loads(_units_file(config._tmp_path_factory.getbasetemp()).read_text())
+            return self.units[nodeid]
+
+    return UnitScheduling(config, log)
 
 
 @pytest.fixture(scope="session", autouse=True)
