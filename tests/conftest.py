@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import http.server
+import json
 import os
 import threading
 import time
@@ -17,6 +18,7 @@ import pytest
 import torch
 from threadpoolctl import threadpool_limits
 
+from plmexit.atomic import write_json
 from plmexit.download import sha256_file
 from plmexit.models import fair_esm, families, hub
 from plmexit.models import manifest as model_manifest
@@ -27,8 +29,52 @@ from workflow_runs import PipelineRun, snakemake, write_config
 # The real data sits next to the repository (../shared/data), read-only; it is never copied in.
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
+# Session fixtures that one group of tests shares: the local pipeline run (the SLURM run is compared
+# to it) and the SLURM test cluster. Under pytest-xdist every test needing one runs on one worker.
+SHARED_RUN_FIXTURES = frozenset({"pipeline_run", "slurm_cluster"})
+SHARED_RUN_GROUP = "shared_pipeline_run"
+
 # Small enough to run everywhere in milliseconds, big enough to have intermediate layers.
 TINY_MODEL = {"layers": 2, "dim": 32, "heads": 4, "seed": 0}
+
+
+def _unit(item) -> tuple[int, str]:
+    """(rank, work unit) of a test under pytest-xdist: the tests needing a shared run (``SHARED_RUN_FIXTURES``,
+    followed through the fixtures they request) are one unit, ranked first; every other test file is a unit,
+    its tests running Snakemake ranked next."""
+    if SHARED_RUN_FIXTURES & set(item.fixturenames):
+        return 0, SHARED_RUN_GROUP
+    return (1 if item.get_closest_marker("workflow") else 2), item.nodeid.split("::")[0]
+
+
+def _units_file(basetemp: Path) -> Path:
+    return basetemp / "xdist_units.json"
+
+
+def pytest_collection_modifyitems(config, items):
+    """Order the tests by ``_unit``'s rank (stable within a rank) and, on an xdist worker, write each test's work
+    unit beside the workers' temporary directories for ``UnitScheduling`` to read. pytest-xdist's own
+    ``--dist loadgroup`` cannot carry them: it renames node ids, which pytest 9 no longer lets a plugin do."""
+    items.sort(key=lambda item: _unit(item)[0])
+    if hasattr(config, "workerinput"):
+        write_json(_units_file(Path(config.option.basetemp).parent), {item.nodeid: _unit(item)[1] for item in items})
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config, log):
+    """Two workers (pyproject's addopts) share the tests by work unit: the shared run's tests on one worker,
+    queued first as the longest unit while the other worker takes the rest, file by file."""
+    from xdist.scheduler import LoadScopeScheduling
+
+    class UnitScheduling(LoadScopeScheduling):
+        units: dict[str, str] | None = None
+
+        def _split_scope(self, nodeid: str) -> str:
+            if self.units is None:
+                self.units = json.loads(_units_file(config._tmp_path_factory.getbasetemp()).read_text())
+            return self.units[nodeid]
+
+    return UnitScheduling(config, log)
 
 
 @pytest.fixture(scope="session", autouse=True)
