@@ -25,7 +25,7 @@ EXTENDED = [*BASIC, "jobid", "rule_name", "wildcards", "params", "threads", "cpu
 
 def record(seconds, cpu_time, rss, threads=None, resources_=None) -> str:
     """A benchmark TSV as Snakemake writes it (``print_benchmark_tsv``): extended when ``threads`` is given."""
-    row = [f"{seconds:.4f}", "0:00:00", rss, "1.0", "1.0", "1.0", "0.1", "0.2", "0.5", cpu_time]
+    row = [f"{seconds:.2f}", "0:00:00", rss, "1.0", "1.0", "1.0", "0.1", "0.2", "0.5", cpu_time]
     if threads is None:
         return "\t".join(BASIC) + "\n" + "\t".join(map(str, row)) + "\n"
     resources_ = {"mem_mb": 1000, "mem_mib": 954, "disk_mb": 1000, "disk_mib": 954, "tmpdir": "/tmp", "_cores": threads, "_nodes": 1, **(resources_ or {})}
@@ -105,7 +105,7 @@ def test_the_step_reads_the_models_records_in_the_workflows_layout_and_the_cli_w
     ("", r"not a Snakemake benchmark record"),
     ("s\th:m:s\n1.0\t0:00:01\n", r"no column 'max_rss', 'cpu_time'"),
     ("\t".join(BASIC) + "\n", r"no rows"),
-    (record(1.0, "1.0", "1.0").replace("1.0000", "soon"), r"column 's' holds 'soon', not a number"),
+    (record(1.0, "1.0", "1.0").replace("1.00", "soon"), r"column 's' holds 'soon', not a number"),
     (record(1.0, 1.0, 1.0, threads=2).replace("{'mem_mb'", "<Resources {'mem_mb'"), r"column 'resources' is not a Snakemake resources record"),
 ])
 def test_a_record_that_is_not_snakemakes_is_a_one_line_error_naming_the_file(tmp_path, text, message):

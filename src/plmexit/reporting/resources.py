@@ -85,8 +85,9 @@ def read_record(path: str | Path) -> dict:
 
 def _values(series: pd.Series) -> str:
     """The distinct counts a group's jobs had (``1``, ``2;8``), or empty when unrecorded."""
-    known = sorted({int(v) for v in series if not math.isnan(v)})
-    return ";".join(map(str, known)) if len(known) == series.size else ""
+    if series.isna().any():
+        return ""
+    return ";".join(str(v) for v in sorted({int(v) for v in series}))
 
 
 def _hours(seconds: pd.Series, per_job: pd.Series) -> float:
