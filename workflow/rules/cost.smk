@@ -9,7 +9,7 @@ rule measure_cost:
     log:
         "<results>/logs/measure_cost/{model}/{set}.log",
     benchmark:
-        "<results>/benchmarks/measure_cost/{model}/{set}.tsv",
+        "<results>/benchmarks/measure_cost/{model}/{set}.tsv"
     conda:
         "../../envs/embed.yaml"
     threads: 2

@@ -13,7 +13,7 @@ rule logit_lens:
     log:
         "<results>/logs/logit_lens/{model}/{set}.log",
     benchmark:
-        "<results>/benchmarks/logit_lens/{model}/{set}.tsv",
+        "<results>/benchmarks/logit_lens/{model}/{set}.tsv"
     conda:
         "../../envs/embed.yaml"
     threads: 2
@@ -37,7 +37,7 @@ rule zero_shot:
     log:
         "<results>/logs/zero_shot/{model}/{set}.log",
     benchmark:
-        "<results>/benchmarks/zero_shot/{model}/{set}.tsv",
+        "<results>/benchmarks/zero_shot/{model}/{set}.tsv"
     conda:
         "../../envs/embed.yaml"
     threads: 2

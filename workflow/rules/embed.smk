@@ -12,7 +12,7 @@ rule embed_shard:
     log:
         "<results>/logs/embed_shard/{model}/{set}/{shard}-of-{shards}.log",
     benchmark:
-        "<results>/benchmarks/embed_shard/{model}/{set}/{shard}-of-{shards}.tsv",
+        "<results>/benchmarks/embed_shard/{model}/{set}/{shard}-of-{shards}.tsv"
     conda:
         "../../envs/embed.yaml"
     threads: 2
@@ -36,7 +36,7 @@ rule gather_embeddings:
     log:
         "<results>/logs/gather_embeddings/{model}/{set}.log",
     benchmark:
-        "<results>/benchmarks/gather_embeddings/{model}/{set}.tsv",
+        "<results>/benchmarks/gather_embeddings/{model}/{set}.tsv"
     group:
         set_batch
     conda:

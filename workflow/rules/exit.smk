@@ -14,7 +14,7 @@ rule exit_task:
     log:
         "<results>/logs/exit_task/{model}/{task}.log",
     benchmark:
-        "<results>/benchmarks/exit_task/{model}/{task}.tsv",
+        "<results>/benchmarks/exit_task/{model}/{task}.tsv"
     conda:
         "../../envs/probe.yaml"
     params:
@@ -44,7 +44,7 @@ rule time_exit:
     log:
         "<results>/logs/time_exit/{model}/{task}.log",
     benchmark:
-        "<results>/benchmarks/time_exit/{model}/{task}.tsv",
+        "<results>/benchmarks/time_exit/{model}/{task}.tsv"
     conda:
         "../../envs/embed.yaml"
     threads: 2
@@ -72,7 +72,7 @@ rule exit_lens:
     log:
         "<results>/logs/exit_lens/{model}/{set}.log",
     benchmark:
-        "<results>/benchmarks/exit_lens/{model}/{set}.tsv",
+        "<results>/benchmarks/exit_lens/{model}/{set}.tsv"
     conda:
         "../../envs/embed.yaml"
     threads: 2

@@ -14,7 +14,7 @@ rule export_model:
     log:
         "<results>/logs/export_model/{model}/{task}.log",
     benchmark:
-        "<results>/benchmarks/export_model/{model}/{task}.tsv",
+        "<results>/benchmarks/export_model/{model}/{task}.tsv"
     conda:
         "../../envs/embed.yaml"
     params:

@@ -16,7 +16,7 @@ rule probe_layers:
     log:
         "<results>/logs/probe_layers/{model}/{task}.log",
     benchmark:
-        "<results>/benchmarks/probe_layers/{model}/{task}.tsv",
+        "<results>/benchmarks/probe_layers/{model}/{task}.tsv"
     group:
         task_batch
     conda:
