@@ -116,8 +116,9 @@ def pipeline_run(tmp_path_factory, shared_data) -> PipelineRun:
     # One layer at a time per probe job: worker processes cost seconds to start and the test's
     # probes take less than that. The SLURM run, compared equal to this one, probes with two
     # worker processes per job, so the parallel path runs end to end too.
+    # Extended benchmark records (threads and resources), which summary/resources.tsv needs for GPU- and CPU-hours.
     started = time.monotonic()
-    run = snakemake(workdir, "--cores", "2", "--keep-going", "--configfile", str(config), "--set-threads", "probe_layers=1")
+    run = snakemake(workdir, "--cores", "2", "--keep-going", "--benchmark-extended", "--configfile", str(config), "--set-threads", "probe_layers=1")
     return PipelineRun.of(run, workdir, config, time.monotonic() - started)
 
 

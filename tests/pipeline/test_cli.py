@@ -553,7 +553,7 @@ def test_help_says_the_pipeline_runs_through_snakemake_and_explains_every_prepar
 
 
 def test_with_a_log_file_an_error_is_in_the_log_and_on_stderr(tmp_path, capsys):
-    """Rules log to their log file; a failed job's one-line reason must still reach the console."""
+    """By hand, --log FILE keeps the log in FILE, appended; a failed command's one-line reason still reaches the console."""
     log = tmp_path / "prepare.log"
 
     code, _, err = run(capsys, "--log", log, "prepare", "--name", "t", "--format", "csv", "--path", tmp_path / "absent.csv",
@@ -563,3 +563,6 @@ def test_with_a_log_file_an_error_is_in_the_log_and_on_stderr(tmp_path, capsys):
     line = f"plmexit prepare: error: task 't': file {tmp_path / 'absent.csv'} does not exist; fix tasks.t.path"
     assert err.strip().splitlines() == [line]
     assert log.read_text().strip().splitlines()[-1] == line
+    run(capsys, "--log", log, "prepare", "--name", "t", "--format", "csv", "--path", tmp_path / "absent.csv",
+        "--type", "regression", "--out", tmp_path / "t.tsv", "--info-out", tmp_path / "t.json")
+    assert log.read_text().count(line) == 2  # a second run appends

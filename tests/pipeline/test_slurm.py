@@ -349,7 +349,7 @@ def test_offline_config_through_the_slurm_profile(slurm_cluster, profile_env, fi
     assert sorted(second.values()) == sorted(
         [(CANCELLED_RULE, CANCELLED_WILDCARDS)]
         + [("group batch.tiny_random.1_gather_embeddings_plot_layers_probe_layers_select_layer", "")]
-        + [("plot_study", ""), ("plot_summary", ""), ("summarize_layers", "")]
+        + [("plot_study", ""), ("plot_summary", ""), ("summarize_layers", ""), ("summarize_resources", "")]
     )
     assert_placed(slurm_cluster, second)
     after = output_stamps(results)

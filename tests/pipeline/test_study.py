@@ -89,6 +89,7 @@ def test_the_study_plans_every_model_task_and_assay(tmp_path, shared_data, monke
         "zero_shot": models * len(assays),
         "summarize_layers": 1,
         "summarize_proteingym": 1,
+        "summarize_resources": 1,
         "summarize_depth": 1,
         "plot_summary": 1,
         "plot_depth": 1,

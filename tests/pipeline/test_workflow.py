@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -18,7 +19,7 @@ from plmexit.data import proteingym
 from plmexit.probing.choice import ACROSS_TASK_COLUMNS, SUMMARY_COLUMNS
 from plmexit.probing.tables import BASELINE_COLUMNS, PROBE_COLUMNS
 
-from workflow_runs import REPO, file_stamps, snakemake, write_config
+from workflow_runs import REPO, file_stamps, snakemake, snakemake_command, snakemake_env, write_config
 
 pytestmark = pytest.mark.workflow
 
@@ -283,6 +284,7 @@ def test_adding_a_model_and_a_task_runs_only_what_is_new(finished_run, shared_da
         "results/summary/best_layers.tsv", "results/summary/across_tasks.tsv", "results/figures/gain_vs_compute.png",
         "results/figures/study", "results/summary/tables",  # the study figures and tables redraw every model
         "results/summary/proteingym_supervised.csv", *(f"results/cost/{m}/{s}.json" for m, s in new_sets),
+        "results/summary/resources.tsv",  # what every model's jobs spent, after the summaries
         "results/summary/depth.tsv", "results/summary/depth_curves.tsv", "results/figures/depth.png", *depth,  # the new fair-esm model's head
         "results/summary/exit.tsv", "results/exit/tiny_narrow/deeploc_membrane.tsv", "results/exit/tiny_narrow/deeploc_membrane.json",
         "results/figures/exit/tiny_narrow/deeploc_membrane.png",  # its early exit (exit.tasks), timed (exit.timing_sequences)
@@ -439,24 +441,51 @@ def test_default_config_builds_its_dag(tmp_path, shared_data):
     assert "No validator found" not in run.stdout + run.stderr
 
 
-def test_bad_task_file_fails_with_one_line_and_leaves_nothing(tmp_path, shared_data):
+# Loaded by every Python process of a run that puts its directory on PYTHONPATH: `plmexit prepare --name crash` meets an
+# error no check foresaw (a bug, a broken library), which prints a traceback instead of a one-line reason.
+CRASH = """\
+import sys
+
+if sys.argv[1:4] == ["prepare", "--name", "crash"]:
+    import plmexit.pipeline.task_steps
+
+    def prepare_task(*args, **kwargs):
+        raise RuntimeError("an error no check foresaw")
+
+    plmexit.pipeline.task_steps.prepare_task = prepare_task
+"""
+
+
+def test_a_failed_job_leaves_its_one_line_reason_or_its_traceback_in_its_log_and_nothing_else(tmp_path, shared_data):
     bad = tmp_path / "bad.csv"
     bad.write_text("sequence,label\nMKTAYIAK,1.0\nMKT*YIAK,2.0\n")
+    good = tmp_path / "good.csv"
+    good.write_text("sequence,label\nMKTAYIAK,1.0\nMKTAYIAR,2.0\n")
+    (tmp_path / "inject").mkdir()
+    (tmp_path / "inject" / "sitecustomize.py").write_text(CRASH)
 
     def edit(config):
         config["models"], config["depth"], config["exit"] = config["models"][:1], {}, {}
-        config["tasks"] = [{"id": "bad", "kind": "csv", "path": str(bad), "type": "regression"}]
+        config["tasks"] = [{"id": "bad", "kind": "csv", "path": str(bad), "type": "regression"}, {"id": "crash", "kind": "csv", "path": str(good), "type": "regression"}]
 
     config = write_config(tmp_path, shared_data, edit=edit)
-    run = snakemake(tmp_path, "results/tasks/bad.tsv", "--cores", "1", "--configfile", str(config))
+    env = snakemake_env()
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(tmp_path / "inject"), env.get("PYTHONPATH")]))
+    command = snakemake_command(tmp_path, "results/tasks/bad.tsv", "results/tasks/crash.tsv", "--cores", "1", "--keep-going", "--show-failed-logs", "--configfile", str(config))
+    run = subprocess.run(command, capture_output=True, text=True, env=env)
     assert run.returncode != 0
     line = (
         f"plmexit prepare: error: {bad}: row 3 (row3): sequence has characters '*' outside the ESM alphabet (upper-case amino-acid codes); "
         "remove or replace them (stop codons, gaps and J have no ESM token)"
     )
-    log = (tmp_path / "results" / "logs" / "prepare_task" / "bad.log").read_text().strip().splitlines()
-    assert log[-1] == line
-    assert line in run.stderr.splitlines()  # on the console too, not only in the log
+    logs = tmp_path / "results" / "logs" / "prepare_task"
+    log = (logs / "bad.log").read_text().strip().splitlines()
+    assert log[-1] == line and log.count(line) == 1  # the command's stderr is the log: the reason once
+    assert line in run.stderr.splitlines()  # on the console too (--show-failed-logs), not only in the log
+    # The unexpected error's traceback, which stderr carries: in the log, through the CLI to the step that failed.
+    crash = (logs / "crash.log").read_text()
+    assert "Traceback (most recent call last):" in crash and 'plmexit/cli/__init__.py", line' in crash, crash
+    assert crash.strip().splitlines()[-1] == "RuntimeError: an error no check foresaw", crash
     assert not (tmp_path / "results" / "tasks").exists() or not any((tmp_path / "results" / "tasks").iterdir())
 
 

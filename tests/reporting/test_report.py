@@ -1,4 +1,5 @@
-"""The Snakemake report of the offline run, opened in headless Chromium: it renders, figures and all, without console errors.
+"""The Snakemake report of the offline run, opened in headless Chromium: it renders, figures and all, without console errors;
+and so does its zip form (``--report report.zip``, for large runs), unzipped.
 
 Chromium and its driver are Debian's (chromium, chromium-driver), installed with apt-get under
 CI=true when missing (a failure if that fails), skipped elsewhere when they cannot be installed.
@@ -7,6 +8,7 @@ CI=true when missing (a failure if that fails), skipped elsewhere when they cann
 from __future__ import annotations
 
 import time
+import zipfile
 
 import pytest
 from PIL import Image
@@ -24,6 +26,18 @@ def report(pipeline_run, tmp_path_factory, request):
     done = snakemake(workdir, "--configfile", str(config), "--cores", "1", "--report", str(out))
     assert done.returncode == 0, done.stderr[-3000:]
     return out, done.stderr
+
+
+@pytest.fixture(scope="module")
+def zip_report(pipeline_run, tmp_path_factory, request):
+    """The offline run's report as a zip, unzipped as a reader does: the path of its report.html."""
+    workdir, config = pipeline_run.result(request.node.nodeid)
+    out = tmp_path_factory.mktemp("zip_report")
+    done = snakemake(workdir, "--configfile", str(config), "--cores", "1", "--report", str(out / "report.zip"))
+    assert done.returncode == 0, done.stderr[-3000:]
+    with zipfile.ZipFile(out / "report.zip") as archive:
+        archive.extractall(out / "unzipped")
+    return out / "unzipped" / "report" / "report.html"
 
 
 @pytest.fixture(scope="module")
@@ -50,7 +64,7 @@ def test_every_marked_figure_and_table_is_in_the_report(report, finished_run):
     # Each per-task figure of the run, the summary figures and tables, and the study figures.
     for figure in sorted((workdir / "results" / "figures").rglob("*.png")):
         assert f"Adding {figure.name}" in log, figure
-    assert "Adding best_layers.tsv" in log and "Adding across_tasks.tsv" in log
+    assert "Adding best_layers.tsv" in log and "Adding across_tasks.tsv" in log and "Adding resources.tsv" in log
     assert "plmexit: how deep do you need to go?" in text  # the workflow description on the front page
     # Self-contained: every figure is embedded (base64 PNGs start with iVBORw0KGgo), nothing is linked.
     assert text.count("iVBORw0KGgo") >= len(list((workdir / "results" / "figures").rglob("*.png")))
@@ -85,5 +99,25 @@ def test_the_report_renders_in_chromium_with_its_figures_and_no_console_errors(r
         assert image.size[0] >= 1000 and image.size[1] >= 700, image.size
         low, high = image.getextrema()
         assert high - low > 100, f"the screenshot of {category} is blank"
+    errors = [entry for entry in browser.get_log("browser") if entry["level"] == "SEVERE"]
+    assert errors == [], errors
+
+
+@pytest.mark.workflow
+@pytest.mark.browser
+def test_the_zip_report_unzipped_renders_in_chromium_with_its_figures_and_no_console_errors(zip_report, browser):
+    browser.get_log("browser")  # what the page before this one logged
+    browser.get(zip_report.as_uri())
+    browser.implicitly_wait(10)
+    body = browser.find_element("tag name", "body").text
+    assert "plmexit: how deep do you need to go?" in body, body[:500]
+    for category in ("Across models", "Across tasks", "Per model and task", "Tables"):
+        assert category in body, category
+    # The figures are files beside report.html (data/), not embedded: one opens at full resolution.
+    browser.find_element("link text", "Across tasks").click()
+    browser.find_element("css selector", "a[iconname=eye]").click()
+    time.sleep(1)
+    script = "return Array.from(document.images).filter(i => i.complete && i.src.endsWith('.png')).map(i => i.naturalWidth)"
+    assert any(width >= 1000 for width in browser.execute_script(script))
     errors = [entry for entry in browser.get_log("browser") if entry["level"] == "SEVERE"]
     assert errors == [], errors

@@ -25,6 +25,10 @@ def drawn(wildcards):
     return plan.drawn()
 
 
+def resource_inputs(wildcards):
+    return plan.resource_inputs()
+
+
 def probe_tables(wildcards):
     return plan.probe_tables()
 

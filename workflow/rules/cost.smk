@@ -8,6 +8,8 @@ rule measure_cost:
         "<results>/cost/{model}/{set}.json",
     log:
         "<results>/logs/measure_cost/{model}/{set}.log",
+    benchmark:
+        "<results>/benchmarks/measure_cost/{model}/{set}.tsv"
     conda:
         "../../envs/embed.yaml"
     threads: 2
@@ -16,5 +18,5 @@ rule measure_cost:
         variant_crop=variant_crop_flag,
         cost=plan.flags.cost,
     shell:
-        "plmexit --log {log} cost --model {input.model} --task {input.task}"
-        " {params.embed} {params.variant_crop} {params.cost} --device auto --threads {threads} --out {output}"
+        "plmexit cost --model {input.model} --task {input.task}"
+        " {params.embed} {params.variant_crop} {params.cost} --device auto --threads {threads} --out {output} 2>> {log}"

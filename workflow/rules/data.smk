@@ -16,4 +16,4 @@ rule fetch_data:
     params:
         source=plan.data_source_flags(),
     shell:
-        "plmexit --log {log} fetch-data --file {wildcards.file} {params.source} --out {output}"
+        "plmexit fetch-data --file {wildcards.file} {params.source} --out {output} 2>> {log}"

@@ -12,15 +12,17 @@ rule logit_lens:
         info="<results>/depth/{model}/lens/{set}.json",
     log:
         "<results>/logs/logit_lens/{model}/{set}.log",
+    benchmark:
+        "<results>/benchmarks/logit_lens/{model}/{set}.tsv"
     conda:
         "../../envs/embed.yaml"
     threads: 2
     params:
         lens=plan.flags.lens,
     shell:
-        "plmexit --log {log} lens --model {input.model} --task {input.task} --task-name {wildcards.set}"
+        "plmexit lens --model {input.model} --task {input.task} --task-name {wildcards.set}"
         " {params.lens} --device auto --threads {threads} --out {output.lens} --skip-out {output.skip} --exit-out {output.exit}"
-        " --info-out {output.info}"
+        " --info-out {output.info} 2>> {log}"
 
 
 rule zero_shot:
@@ -34,16 +36,18 @@ rule zero_shot:
         info="<results>/depth/{model}/zero_shot/{set}.json",
     log:
         "<results>/logs/zero_shot/{model}/{set}.log",
+    benchmark:
+        "<results>/benchmarks/zero_shot/{model}/{set}.tsv"
     conda:
         "../../envs/embed.yaml"
     threads: 2
     params:
         zero_shot=plan.flags.zero_shot,
     shell:
-        "plmexit --log {log} zero-shot --model {input.model} --assay {input.assay} --reference {input.reference}"
+        "plmexit zero-shot --model {input.model} --assay {input.assay} --reference {input.reference}"
         " --dms-id {wildcards.set} {params.zero_shot}"
         " --device auto --threads {threads} --out-long {output.long} --out-proteingym {output.scores}"
-        " --info-out {output.info}"
+        " --info-out {output.info} 2>> {log}"
 
 
 rule summarize_depth:
@@ -59,8 +63,8 @@ rule summarize_depth:
     conda:
         "../../envs/probe.yaml"
     shell:
-        "plmexit --log {log} summarize-depth --lens {input.lens} --zero-shot {input.zero_shot}"
-        " --selections {input.selections} --out {output.summary} --curves-out {output.curves}"
+        "plmexit summarize-depth --lens {input.lens} --zero-shot {input.zero_shot}"
+        " --selections {input.selections} --out {output.summary} --curves-out {output.curves} 2>> {log}"
 
 
 rule plot_depth:
@@ -79,7 +83,7 @@ rule plot_depth:
     conda:
         "../../envs/probe.yaml"
     shell:
-        "plmexit --log {log} plot-depth --curves {input.curves} --summary {input.summary} --out {output}"
+        "plmexit plot-depth --curves {input.curves} --summary {input.summary} --out {output} 2>> {log}"
 
 
 # One (model, task): its probe curve beside its lens and zero-shot curves on one relative-depth
@@ -106,5 +110,5 @@ rule plot_task_depth:
     conda:
         "../../envs/probe.yaml"
     shell:
-        "plmexit --log {log} plot-depth-task --probes {input.probes} --selection {input.selection}"
-        " --lens {input.lens} --zero-shot {input.zero_shot} --out {output.png} --svg-out {output.svg}"
+        "plmexit plot-depth-task --probes {input.probes} --selection {input.selection}"
+        " --lens {input.lens} --zero-shot {input.zero_shot} --out {output.png} --svg-out {output.svg} 2>> {log}"

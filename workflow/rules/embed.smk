@@ -11,6 +11,8 @@ rule embed_shard:
         temp("<results>/embeddings/{model}/{set}.shards/{shard}-of-{shards}.h5"),
     log:
         "<results>/logs/embed_shard/{model}/{set}/{shard}-of-{shards}.log",
+    benchmark:
+        "<results>/benchmarks/embed_shard/{model}/{set}/{shard}-of-{shards}.tsv"
     conda:
         "../../envs/embed.yaml"
     threads: 2
@@ -19,9 +21,9 @@ rule embed_shard:
         embed=plan.flags.embed,
         variant_crop=variant_crop_flag,
     shell:
-        "plmexit --log {log} embed --model {input.model} --task {input.task} --dtype {params.dtype}"
+        "plmexit embed --model {input.model} --task {input.task} --dtype {params.dtype}"
         " {params.embed} {params.variant_crop} --shard {wildcards.shard} --shards {wildcards.shards}"
-        " --device auto --threads {threads} --out {output}"
+        " --device auto --threads {threads} --out {output} 2>> {log}"
 
 
 # On a cluster, in the batch's job group with the set's probes (config schedule), but for a set over the
@@ -33,9 +35,11 @@ rule gather_embeddings:
         "<results>/embeddings/{model}/{set}.h5",
     log:
         "<results>/logs/gather_embeddings/{model}/{set}.log",
+    benchmark:
+        "<results>/benchmarks/gather_embeddings/{model}/{set}.tsv"
     group:
         set_batch
     conda:
         "../../envs/embed.yaml"
     shell:
-        "plmexit --log {log} gather-embeddings --out {output} {input}"
+        "plmexit gather-embeddings --out {output} {input} 2>> {log}"

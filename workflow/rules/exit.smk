@@ -13,6 +13,8 @@ rule exit_task:
         info="<results>/exit/{model}/{task}.json",
     log:
         "<results>/logs/exit_task/{model}/{task}.log",
+    benchmark:
+        "<results>/benchmarks/exit_task/{model}/{task}.tsv"
     conda:
         "../../envs/probe.yaml"
     params:
@@ -20,9 +22,9 @@ rule exit_task:
         metric=task_metric,
         exit=plan.flags.exit,
     shell:
-        "plmexit --log {log} exit --embeddings {input.embeddings} --task {input.task} --probes {input.probes}"
+        "plmexit exit --embeddings {input.embeddings} --task {input.task} --probes {input.probes}"
         " --selection {input.selection} --cost {input.cost} --model-id {wildcards.model} --task-name {wildcards.task}"
-        " --type {params.type} --metric {params.metric} {params.exit} --out {output.table} --info-out {output.info}"
+        " --type {params.type} --metric {params.metric} {params.exit} --out {output.table} --info-out {output.info} 2>> {log}"
 
 
 # The calibrated controllers inside a real forward (rows dropped as they exit), timed against full
@@ -41,6 +43,8 @@ rule time_exit:
         info="<results>/exit/{model}/timing/{task}.json",
     log:
         "<results>/logs/time_exit/{model}/{task}.log",
+    benchmark:
+        "<results>/benchmarks/time_exit/{model}/{task}.tsv"
     conda:
         "../../envs/embed.yaml"
     threads: 2
@@ -49,10 +53,10 @@ rule time_exit:
         variant_crop=task_variant_crop_flag,
         timing=plan.flags.exit_timing,
     shell:
-        "plmexit --log {log} exit-timing --model {input.model} --task {input.task} --embeddings {input.embeddings}"
+        "plmexit exit-timing --model {input.model} --task {input.task} --embeddings {input.embeddings}"
         " --probes {input.probes} --selection {input.selection} --exit-info {input.exit}"
         " {params.embed} {params.variant_crop} {params.timing} --device auto --threads {threads}"
-        " --out {output.table} --info-out {output.info}"
+        " --out {output.table} --info-out {output.info} 2>> {log}"
 
 
 # Early exit of the model's own head (config exit.lens): the same gates and calibration on the logit
@@ -67,14 +71,16 @@ rule exit_lens:
         info="<results>/exit/{model}/lens/{set}.json",
     log:
         "<results>/logs/exit_lens/{model}/{set}.log",
+    benchmark:
+        "<results>/benchmarks/exit_lens/{model}/{set}.tsv"
     conda:
         "../../envs/embed.yaml"
     threads: 2
     params:
         lens_exit=plan.flags.lens_exit,
     shell:
-        "plmexit --log {log} lens-exit --model {input.model} --task {input.task} --task-name {wildcards.set}"
-        " {params.lens_exit} --device auto --threads {threads} --out {output.table} --info-out {output.info}"
+        "plmexit lens-exit --model {input.model} --task {input.task} --task-name {wildcards.set}"
+        " {params.lens_exit} --device auto --threads {threads} --out {output.table} --info-out {output.info} 2>> {log}"
 
 
 rule summarize_exit_lens:
@@ -89,7 +95,7 @@ rule summarize_exit_lens:
     params:
         epsilon=plan.flags.summarize_exit,
     shell:
-        "plmexit --log {log} summarize-lens-exit {input} {params.epsilon} --out {output}"
+        "plmexit summarize-lens-exit {input} {params.epsilon} --out {output} 2>> {log}"
 
 
 rule summarize_exit:
@@ -105,8 +111,8 @@ rule summarize_exit:
     params:
         epsilon=plan.flags.summarize_exit,
     shell:
-        "plmexit --log {log} summarize-exit {input.tables} --timings {input.timings} {params.epsilon}"
-        " --out {output}"
+        "plmexit summarize-exit {input.tables} --timings {input.timings} {params.epsilon}"
+        " --out {output} 2>> {log}"
 
 
 rule plot_exit:
@@ -126,4 +132,4 @@ rule plot_exit:
     conda:
         "../../envs/probe.yaml"
     shell:
-        "plmexit --log {log} plot-exit --table {input.table} --timing {input.timing} --out {output}"
+        "plmexit plot-exit --table {input.table} --timing {input.timing} --out {output} 2>> {log}"

@@ -13,10 +13,12 @@ rule export_model:
         directory("<results>/export/{model}/{task}"),
     log:
         "<results>/logs/export_model/{model}/{task}.log",
+    benchmark:
+        "<results>/benchmarks/export_model/{model}/{task}.tsv"
     conda:
         "../../envs/embed.yaml"
     params:
         type=task_type,
     shell:
-        "plmexit --log {log} export --model {input.model} --embeddings {input.embeddings} --task {input.task}"
-        " --selection {input.selection} --cost {input.cost} --type {params.type} --out {output}"
+        "plmexit export --model {input.model} --embeddings {input.embeddings} --task {input.task}"
+        " --selection {input.selection} --cost {input.cost} --type {params.type} --out {output} 2>> {log}"

@@ -19,8 +19,8 @@ rule make_test_model:
     conda:
         "../../envs/embed.yaml"
     shell:
-        "plmexit --log {log} make-test-model --layers {wildcards.layers} --dim {wildcards.dim} --heads {wildcards.heads}"
-        " --seed {wildcards.seed} --out $(dirname {output})"
+        "plmexit make-test-model --layers {wildcards.layers} --dim {wildcards.dim} --heads {wildcards.heads}"
+        " --seed {wildcards.seed} --out $(dirname {output}) 2>> {log}"
 
 
 # A random transformers model of one family, as a model directory in the published layout.
@@ -40,8 +40,8 @@ rule make_test_model_directory:
     conda:
         "../../envs/embed.yaml"
     shell:
-        "plmexit --log {log} make-test-model --family {wildcards.family} --layers {wildcards.layers} --dim {wildcards.dim}"
-        " --heads {wildcards.heads} --seed {wildcards.seed} --out $(dirname {output})"
+        "plmexit make-test-model --family {wildcards.family} --layers {wildcards.layers} --dim {wildcards.dim}"
+        " --heads {wildcards.heads} --seed {wildcards.seed} --out $(dirname {output}) 2>> {log}"
 
 
 # A fair-esm release by name (downloaded into the torch hub cache), a local checkpoint, a
@@ -58,4 +58,4 @@ rule fetch_model:
     params:
         source=model_source_flags,
     shell:
-        "plmexit --log {log} fetch-model --id {wildcards.model} {params.source} --out {output}"
+        "plmexit fetch-model --id {wildcards.model} {params.source} --out {output} 2>> {log}"

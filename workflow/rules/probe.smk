@@ -15,6 +15,8 @@ rule probe_layers:
         baseline_predictions="<results>/probes/{model}/{task}.baselines.predictions.tsv.gz",
     log:
         "<results>/logs/probe_layers/{model}/{task}.log",
+    benchmark:
+        "<results>/benchmarks/probe_layers/{model}/{task}.tsv"
     group:
         task_batch
     conda:
@@ -30,8 +32,8 @@ rule probe_layers:
         inner_split=inner_split,
         baseline_features=baseline_features,
     shell:
-        "plmexit --log {log} probe --embeddings {input.embeddings} --task {input.task} --type {params.type}"
+        "plmexit probe --embeddings {input.embeddings} --task {input.task} --type {params.type}"
         " --metric {params.metric} {params.grid} --inner-split {params.inner_split} --model-id {wildcards.model}"
         " --task-name {wildcards.task} --threads {threads} --out {output.scores} --predictions {output.predictions}"
         " --baseline-features {params.baseline_features} --baselines-out {output.baselines}"
-        " --baseline-predictions {output.baseline_predictions}"
+        " --baseline-predictions {output.baseline_predictions} 2>> {log}"

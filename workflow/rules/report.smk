@@ -21,8 +21,8 @@ rule summarize_layers:
     params:
         summarize=plan.flags.summarize,
     shell:
-        "plmexit --log {log} summarize {input} {params.summarize}"
-        " --out {output.best} --across-out {output.across}"
+        "plmexit summarize {input} {params.summarize}"
+        " --out {output.best} --across-out {output.across} 2>> {log}"
 
 
 rule summarize_proteingym:
@@ -39,8 +39,32 @@ rule summarize_proteingym:
     # ProteinGym's model_name is each model's own name (fair-esm release, checkpoint stem), which
     # every selection carries from the model's manifest.
     shell:
-        "plmexit --log {log} summarize-proteingym {input.selections} --predictions {input.predictions} --task-tables {input.tables}"
-        " --out {output}"
+        "plmexit summarize-proteingym {input.selections} --predictions {input.predictions} --task-tables {input.tables}"
+        " --out {output} 2>> {log}"
+
+
+# What the model jobs spent, per model and rule: every record Snakemake's benchmark: directives left under
+# <results>/benchmarks (GPU- and CPU-hours from the extended records, --benchmark-extended). It runs after the
+# summaries those jobs feed; the records are read, not inputs, so a missing one never reruns a job.
+rule summarize_resources:
+    input:
+        resource_inputs,
+    output:
+        report(
+            "<results>/summary/resources.tsv",
+            caption="../report/resources.rst",
+            category="Tables",
+            labels={"table": "resources per model and rule"},
+        ),
+    log:
+        "<results>/logs/summarize_resources.log",
+    conda:
+        "../../envs/probe.yaml"
+    params:
+        benchmarks=plan.benchmarks(),
+        models=list(plan.models),
+    shell:
+        "plmexit summarize-resources --benchmarks {params.benchmarks} --models {params.models} --out {output} 2>> {log}"
 
 
 rule plot_layers:
@@ -63,7 +87,7 @@ rule plot_layers:
     conda:
         "../../envs/probe.yaml"
     shell:
-        "plmexit --log {log} plot --probes {input.probes} --selection {input.selection} --cost {input.cost} --out {output}"
+        "plmexit plot --probes {input.probes} --selection {input.selection} --cost {input.cost} --out {output} 2>> {log}"
 
 
 rule plot_summary:
@@ -81,7 +105,7 @@ rule plot_summary:
     conda:
         "../../envs/probe.yaml"
     shell:
-        "plmexit --log {log} plot-summary --summary {input} --out {output}"
+        "plmexit plot-summary --summary {input} --out {output} 2>> {log}"
 
 
 # The paper's figures across models (relative depth, heat maps, gain against FLOPs and time saved,
@@ -104,8 +128,8 @@ rule plot_study:
     conda:
         "../../envs/probe.yaml"
     shell:
-        "plmexit --log {log} plot-study --summary {input.summary} --across {input.across} --probes {input.probes}"
-        " --figures-dir {output.figures} --tables-dir {output.tables}"
+        "plmexit plot-study --summary {input.summary} --across {input.across} --probes {input.probes}"
+        " --figures-dir {output.figures} --tables-dir {output.tables} 2>> {log}"
 
 
 # One model's depth diagnostics and early exit laid out together on the relative-depth axis, for
@@ -129,8 +153,8 @@ rule plot_depth_exit:
     conda:
         "../../envs/probe.yaml"
     shell:
-        "plmexit --log {log} plot-depth-exit --model {wildcards.model} --summary {input.summary} --depth {input.depth}"
-        " --exit-tables {input.exits} --out {output.png} --pdf-out {output.pdf}"
+        "plmexit plot-depth-exit --model {wildcards.model} --summary {input.summary} --depth {input.depth}"
+        " --exit-tables {input.exits} --out {output.png} --pdf-out {output.pdf} 2>> {log}"
 
 
 # Every figure and table, redrawn from the files under <results> (docs/figures.md).

@@ -19,10 +19,10 @@ rule select_layer:
         metric=task_metric,
         select=plan.flags.select,
     shell:
-        "plmexit --log {log} select --probes {input.probes} --predictions {input.predictions} --cost {input.cost}"
+        "plmexit select --probes {input.probes} --predictions {input.predictions} --cost {input.cost}"
         " --task-info {input.info} --type {params.type} --metric {params.metric}"
         " {params.select} --out {output}"
-        " --baselines {input.baselines} --baseline-predictions {input.baseline_predictions}"
+        " --baselines {input.baselines} --baseline-predictions {input.baseline_predictions} 2>> {log}"
 
 
 # The best layers of one cluster batch's tasks (config schedule), as soon as the batch is done, for a
@@ -40,4 +40,4 @@ rule summarize_batch:
     conda:
         "../../envs/probe.yaml"
     shell:
-        "plmexit --log {log} summarize {input} --out {output}"
+        "plmexit summarize {input} --out {output} 2>> {log}"

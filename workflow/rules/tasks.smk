@@ -21,7 +21,7 @@ checkpoint choose_assays:
     params:
         filter=assay_filter_flags,
     shell:
-        "plmexit --log {log} choose-assays --reference {input} {params.filter} --out {output}"
+        "plmexit choose-assays --reference {input} {params.filter} --out {output} 2>> {log}"
 
 
 # The task's files (a flag per file role of its kind) and its kind's options (csv columns, a FASTA
@@ -43,5 +43,5 @@ rule prepare_task:
         options=task_option_flags,
         prepare=plan.flags.prepare,
     shell:
-        "plmexit --log {log} prepare --name {wildcards.task} --format {params.kind} --type {params.type} {params.files}"
-        " {params.options} {params.prepare} --out {output.table} --info-out {output.info}"
+        "plmexit prepare --name {wildcards.task} --format {params.kind} --type {params.type} {params.files}"
+        " {params.options} {params.prepare} --out {output.table} --info-out {output.info} 2>> {log}"

@@ -37,7 +37,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
     parser.add_argument(
         "--log", metavar="FILE",
-        help="write the log to FILE instead of stderr (as every pipeline rule does); an error is still printed on stderr too, so it reaches the console",
+        help="append the log to FILE instead of writing it to stderr; an error is still printed on stderr too, so it reaches the console "
+        "(pipeline rules send the whole of stderr to their log instead: `2>> LOG`)",
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for stage in STAGES:
@@ -50,7 +51,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    handler = logging.FileHandler(args.log, mode="w") if args.log else logging.StreamHandler(sys.stderr)
+    # Appended: a rerun by hand, or stderr sent to the same file (`2>> FILE`), keeps what is already there.
+    handler = logging.FileHandler(args.log, mode="a") if args.log else logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     root = logging.getLogger()
     root.addHandler(handler)

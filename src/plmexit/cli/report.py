@@ -1,4 +1,4 @@
-"""Stage: figures and tables (plot, plot-summary, plot-study, plot-depth-exit)."""
+"""Stage: figures and tables (plot, plot-summary, plot-study, plot-depth-exit, summarize-resources)."""
 
 from __future__ import annotations
 
@@ -31,6 +31,13 @@ def register(subparsers) -> None:
     p.add_argument("--out", required=True, help="PNG to write (300 dpi, 7.2 in wide)")
     p.add_argument("--pdf-out", required=True, help="PDF to write")
 
+    p = subparsers.add_parser(
+        "summarize-resources", help="table of the wall, GPU- and CPU-hours the models' jobs spent, per model and rule, from Snakemake's benchmark records",
+    )
+    p.add_argument("--benchmarks", required=True, help="the run's benchmark directory (<results>/benchmarks: one TSV per job under {rule}/{model}/)")
+    p.add_argument("--models", nargs="+", required=True, help="model ids whose jobs to count")
+    p.add_argument("--out", required=True, help="TSV to write")
+
 
 def run_plot(args: argparse.Namespace) -> None:
     from plmexit.pipeline.report_steps import plot_task
@@ -58,7 +65,16 @@ def run_plot_depth_exit(args: argparse.Namespace) -> None:
     )
 
 
-COMMANDS = {"plot": run_plot, "plot-summary": run_plot_summary, "plot-study": run_plot_study, "plot-depth-exit": run_plot_depth_exit}
+def run_summarize_resources(args: argparse.Namespace) -> None:
+    from plmexit.pipeline.report_steps import summarize_resources
+
+    summarize_resources(benchmarks_dir=args.benchmarks, models=args.models, out=args.out)
+
+
+COMMANDS = {
+    "plot": run_plot, "plot-summary": run_plot_summary, "plot-study": run_plot_study, "plot-depth-exit": run_plot_depth_exit,
+    "summarize-resources": run_summarize_resources,
+}
 
 
 def run(args: argparse.Namespace) -> None:

@@ -168,6 +168,21 @@ class TargetPaths:
         ties their jobs into one group (one set's jobs are tied by its gathering already)."""
         return [f"{self.results}/summary/batches/{m}/{k}.tsv" for m in self.models for k, sets in enumerate(self.batches(m)) if len(sets) > 1]
 
+    def benchmarks(self) -> str:
+        """Where Snakemake's benchmark records of the model jobs go: ``<results>/benchmarks/{rule}/...``, each beside its job's
+        log (the log's path under ``benchmarks/`` in place of ``logs/``, ``.tsv`` in place of ``.log``)."""
+        return f"{self.results}/benchmarks"
+
+    def resources_summary(self) -> str:
+        return f"{self.results}/summary/resources.tsv"
+
+    def resource_inputs(self) -> list[str]:
+        """What every benchmarked job feeds (embedding, cost and probes the best layers; lens and zero-shot the depth
+        summary; early exit its summaries; exports): the resource summary runs after them, reading the records they
+        left, which are not its inputs, so that a missing record (a job run before records were kept) never reruns a job."""
+        depth = [f"{self.results}/summary/depth.tsv"] if self.depth_models() else []
+        return [f"{self.results}/summary/best_layers.tsv", *depth, *self.exit_targets(), *self.exports()]
+
     def drawn(self) -> list[str]:
         """Every figure and manuscript table, all drawn from files under results/ (the ``figures`` target)."""
         depth = [f"{self.results}/figures/depth.png", *self.task_depth_figures()] if self.depth_models() else []
@@ -181,7 +196,7 @@ class TargetPaths:
         depth = [f"{self.results}/summary/depth.tsv"] if self.depth_models() else []
         return [
             f"{self.results}/summary/best_layers.tsv", f"{self.results}/summary/across_tasks.tsv",
-            *proteingym, *self.drawn(), *self.exports(), *self.exit_targets(), *depth, *self.batch_tables(),
+            *proteingym, self.resources_summary(), *self.drawn(), *self.exports(), *self.exit_targets(), *depth, *self.batch_tables(),
         ]
 
     def closing_lines(self) -> list[str]:

@@ -1,4 +1,5 @@
-"""The steps that draw: a task's figures, the summary figure and the depth figure, from the tables other steps wrote.
+"""The steps that draw: a task's figures, the summary figure and the depth figure, from the tables other steps wrote;
+and the resource summary, from the jobs' benchmark records.
 
 Invariant: as every module of ``plmexit.pipeline``: one function per CLI command, reading its
 inputs and writing its outputs atomically.
@@ -10,11 +11,11 @@ from pathlib import Path
 
 import pandas as pd
 
-from plmexit.atomic import atomic_directory
+from plmexit.atomic import atomic_directory, write_text
 from plmexit.errors import InputError
 from plmexit.pipeline.reading import read_json, read_probe_table, read_tsv
 from plmexit.probing.selection import Selection
-from plmexit.reporting import figures, manuscript, study
+from plmexit.reporting import figures, manuscript, resources, study
 
 
 def plot_task(probe_table: str | Path, selection_file: str | Path, cost_file: str | Path, out: str | Path) -> None:
@@ -102,3 +103,17 @@ def plot_depth_exit(
         raise InputError(f"{summary_file}: no row for model {model}, task {missing[0]}, which the depth summary or an exit table names; "
                          "pass the best-layer summary of the same run")
     return depth_exit.plot_depth_exit(model, best, depth, exits, out, pdf_out)
+
+
+def summarize_resources(benchmarks_dir: str | Path, models: list[str], out: str | Path) -> pd.DataFrame:
+    """What the models' jobs spent, per model and rule (``reporting.resources``), from every benchmark record under
+    ``benchmarks_dir/{rule}/{model}/`` (the workflow's layout); returns the table it writes."""
+    root = Path(benchmarks_dir)
+    records = []
+    for model in models:
+        for path in sorted(root.glob(f"*/{model}/**/*.tsv")):
+            records.append({"model": model, "rule": path.relative_to(root).parts[0], **resources.read_record(path)})
+    fields = ["model", "rule", "seconds", "cpu_seconds", "unsampled", "max_rss_mb", "threads", "gpus"]
+    table = resources.summarize(pd.DataFrame(records, columns=fields))
+    write_text(out, table.to_csv(sep="\t", index=False, float_format="%.6g"))
+    return table
