@@ -214,7 +214,8 @@ def test_prepare_records_every_files_sha256_and_the_archive_it_came_from(tmp_pat
     info = json.loads((tmp_path / "t.json").read_text())
     assert info["files"] == {
         "path": {"path": str(staged), "sha256": record["sha256"]},
-        "reference": {"path": str(shared_data / REFERENCE), "sha256": sources.PINNED_FILES[REFERENCE].sha256},
+        "reference": {"path": str(shared_data / REFERENCE), "sha256": sources.PINNED_FILES[REFERENCE].sha256,
+                      "pinned": "OATML-Markslab/ProteinGym@bb685245f8f4bb95a5b54b470396c23826cd6284: reference_files/DMS_substitutions.csv"},
     }
     assert info["source"] == record and info["fold_scheme"] == "fold_modulo_5"
     staged.write_bytes(staged.read_bytes() + b"\n")
@@ -253,7 +254,7 @@ def test_the_workflow_stages_assays_from_the_archive_into_the_task_info(tmp_path
 
     config = write_config(tmp_path, shared_data, edit=from_the_archive)
     task = "A0A1I9GEU1_NEIME_Kennouche_2019.fold_random_5"
-    run = snakemake(tmp_path, "--cores", "1", "--configfile", str(config), f"results/tasks/{task}.json")
+    run = snakemake(tmp_path, "--configfile", str(config), "--cores", "1", f"results/tasks/{task}.json")
     assert run.returncode == 0, run.stderr[-3000:]
     assert "warning: " in run.stderr and "recorded in" in run.stderr  # the unpinned archive's hash, on the console
     info = json.loads((tmp_path / "results" / "tasks" / f"{task}.json").read_text())
@@ -261,3 +262,19 @@ def test_the_workflow_stages_assays_from_the_archive_into_the_task_info(tmp_path
     assert info["files"]["path"] == {"path": "results/data/archives/cv_folds_singles_substitutions/A0A1I9GEU1_NEIME_Kennouche_2019.csv", "sha256": sha256(staged)}
     assert info["source"]["archive_sha256"] == sha256(bundle) and info["source"]["archive_source"] == str(bundle)
     assert archives.read_hashes(tmp_path / "archive_hashes.tsv") == {str(bundle): sha256(bundle)}
+
+
+def test_prepare_names_a_third_party_copy_in_the_task_info(tmp_path, shared_data):
+    from plmexit.data.tasks import TaskSpec
+
+    path = shared_data / "proteingym/pkermut_datasets/TCRG1_MOUSE_Tsuboyama_2023_1E0L.csv"
+    spec = TaskSpec(name="TCRG1.fold_random_5", format="proteingym", path=path, type="regression", reference=shared_data / REFERENCE,
+                    dms_id="TCRG1_MOUSE_Tsuboyama_2023_1E0L", fold_scheme="fold_random_5")
+
+    task_steps.prepare_task(spec, tmp_path / "t.tsv", tmp_path / "t.json")
+
+    info = json.loads((tmp_path / "t.json").read_text())
+    assert info["files"]["path"]["pinned"] == (
+        "third-party copy, florisvdf/PKermut@67f8bbe00d3423513b6f4c7f339e9c9625f884c6: tests/data/datasets/TCRG1_MOUSE_Tsuboyama_2023_1E0L.csv"
+    )
+    assert info["source"] is None

@@ -155,7 +155,7 @@ def test_the_study_plans_every_model_task_and_assay(tmp_path, shared_data, monke
     assert longest < 24, hours
 
     ungrouped = Counter(rule for s in submissions if not s["group"] for rule in s["rules"])
-    local = ("fetch_model", "fetch_data", "prepare_task", "all")
+    local = ("fetch_model", "fetch_data", "fetch_archive", "stage_assay", "prepare_task", "all")
     assert ungrouped == {rule: count for rule, count in job_counts(dry.stdout + dry.stderr).items() if rule not in (*local, *in_groups)} | {
         "gather_embeddings": models * len(alone),
     }

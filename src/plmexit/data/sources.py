@@ -77,6 +77,12 @@ PINNED_FILES: dict[str, PinnedFile] = {
 }
 
 
+def pinned_origin(sha256: str) -> str | None:
+    """Where a file with this sha256 comes from, when it is a pinned file (``label: path``), else None."""
+    found = next((pinned for pinned in PINNED_FILES.values() if pinned.sha256 == sha256), None)
+    return f"{found.label}: {found.path}" if found else None
+
+
 def proteingym_assay_key(dms_id: str) -> str | None:
     """The pinned file key holding a ProteinGym assay (a third-party copy), or None when none is registered."""
     for key, pinned in PINNED_FILES.items():

@@ -66,6 +66,13 @@ def choose_assays(
     return chosen
 
 
+def _file_record(path: Path, origin: bool = True) -> dict:
+    """A file a task read: its path, sha256 and, when it is a pinned file, where that comes from (a third-party copy says so)."""
+    found = sha256_file(path)
+    origin = sources.pinned_origin(found) if origin else None
+    return {"path": str(path), "sha256": found, **({"pinned": origin} if origin else {})}
+
+
 def prepare_task(spec: tasks.TaskSpec, out: str | Path, info_out: str | Path, provenance: str | Path | None = None) -> pd.DataFrame:
     """Read and validate a task's source files into a normalised task table, and say how it is split.
 
@@ -74,7 +81,8 @@ def prepare_task(spec: tasks.TaskSpec, out: str | Path, info_out: str | Path, pr
     whose folds plmexit built is named with ``proteingym.BUILT_SUFFIX`` (``fold_modulo_5_built``).
     A cross-validated task records how its folds were made (``folds``: random or homology); with
     homology folds, how MMseqs2 clustered it (``clustering``) and each id's cluster (``clusters``).
-    Every file read is recorded with its sha256 (``files``: role -> path and sha256); an assay staged
+    Every file read is recorded with its sha256 (``files``: role -> path and sha256, and for a pinned
+    file its repository, commit and path, ``third-party copy, ...`` for a copy); an assay staged
     from a ProteinGym archive also records where it came from (``source``: the ``provenance`` JSON
     ``stage-assay`` wrote, with the archive's source and sha256, the member and the checks it passed).
     """
@@ -88,7 +96,8 @@ def prepare_task(spec: tasks.TaskSpec, out: str | Path, info_out: str | Path, pr
     info = {
         "task": spec.name, "format": spec.format, "type": spec.type, "split": table.attrs["split"], "n_sequences": len(table),
         "dms_id": spec.dms_id, "fold_scheme": table.attrs["fold_scheme"],
-        "files": {role: {"path": str(path), "sha256": sha256_file(path)} for role, path in roles.items()}, "source": source,
+        # An archive's assay has its origin in ``source``; that its bytes may equal a pinned copy's is no origin.
+        "files": {role: _file_record(path, origin=not (role == "path" and source)) for role, path in roles.items()}, "source": source,
         "folds": table.attrs["folds"], "clustering": table.attrs["clustering"], "clusters": table.attrs["clusters"],
     }
     tasks.write_task_table(table, out)
