@@ -66,10 +66,10 @@ def choose_assays(
     return chosen
 
 
-def _file_record(path: Path, origin: bool = True) -> dict:
-    """A file a task read: its path, sha256 and, when it is a pinned file, where that comes from (a third-party copy says so)."""
+def _file_record(path: Path, look_up: bool = True) -> dict:
+    """A file a task read: its path, sha256 and, when it is a pinned file (``look_up``), where that comes from (a third-party copy says so)."""
     found = sha256_file(path)
-    origin = sources.pinned_origin(found) if origin else None
+    origin = sources.pinned_origin(found) if look_up else None
     return {"path": str(path), "sha256": found, **({"pinned": origin} if origin else {})}
 
 
@@ -97,7 +97,7 @@ def prepare_task(spec: tasks.TaskSpec, out: str | Path, info_out: str | Path, pr
         "task": spec.name, "format": spec.format, "type": spec.type, "split": table.attrs["split"], "n_sequences": len(table),
         "dms_id": spec.dms_id, "fold_scheme": table.attrs["fold_scheme"],
         # An archive's assay has its origin in ``source``; that its bytes may equal a pinned copy's is no origin.
-        "files": {role: _file_record(path, origin=not (role == "path" and source)) for role, path in roles.items()}, "source": source,
+        "files": {role: _file_record(path, look_up=not (role == "path" and source)) for role, path in roles.items()}, "source": source,
         "folds": table.attrs["folds"], "clustering": table.attrs["clustering"], "clusters": table.attrs["clusters"],
     }
     tasks.write_task_table(table, out)
