@@ -1,6 +1,6 @@
 """Planning speed: how long Snakemake takes to plan the study (config/study.yaml), plain and with the SLURM profile's groups.
 
-The set-up is tests/pipeline/test_study.py's: the study config with the official files read from the
+The set-up is tests/pipeline/test_study.py's: the study config with the pinned files read from the
 shared data, the hand-staged files as empty placeholders, the ``choose_assays`` checkpoint run for real
 (not timed), ESM2-3B's shards present (sparse) so that the probes' run times are known. Then, timed:
 
@@ -51,13 +51,9 @@ def stage(repo: Path, workdir: Path, shared_data: Path) -> Path:
     config["data"] = {"local_dir": str(shared_data)}
     path = workdir / "config.yaml"
     path.write_text(yaml.safe_dump(config))
-    proteingym = next(t for t in config["tasks"] if t["kind"] == "proteingym")
-    staged = workdir / proteingym["assay_dir"]
-    staged.mkdir(parents=True)
+    # ProteinGym's assays come from its released archive, planned (fetch_archive, stage_assay), not fetched.
     with open(shared_data / "proteingym" / "reference_files" / "DMS_substitutions.csv", newline="") as handle:
         reference = list(csv.DictReader(handle))
-    for row in reference:
-        (staged / f"{row['DMS_id']}.csv").touch()
     for task in config["tasks"]:
         for key in ("path", "labels_path", "test_path", "test_labels_path"):
             if task.get(key, "").startswith("staged/"):

@@ -36,7 +36,7 @@ def snakemake(workdir: Path, *args: str) -> subprocess.CompletedProcess:
 
 
 def write_config(workdir: Path, shared_data: Path, edit=None, name: str = "test.yaml") -> Path:
-    """A shipped config with its local copies of the official files pointed at the shared data, optionally edited."""
+    """A shipped config with its local copies of the pinned files pointed at the shared data, optionally edited."""
     config = yaml.safe_load((REPO / "config" / name).read_text())
     if config.get("data", {}).get("local_dir") == "../shared/data":
         config["data"]["local_dir"] = str(shared_data)

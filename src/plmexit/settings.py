@@ -375,9 +375,40 @@ class TimingSettings(Settings):
     seed: int = seed_setting("seed for the sample")
 
 
+# ProteinGym's published archives of the release whose sha256 plmexit pins (plmexit.data.sources.PROTEINGYM_ARCHIVES;
+# tests/data/test_archives.py holds these to it).
+PROTEINGYM_ARCHIVE_URL = "https://marks.hms.harvard.edu/proteingym/ProteinGym_v1.1/{}.zip"
+
+
+@dataclass(frozen=True)
+class ArchiveSettings(Settings):
+    """Where ProteinGym's released archives come from (config ``data``): a URL or a local path each, and the
+    file that records the sha256 of an archive plmexit cannot pin (any other URL or file) on first use."""
+
+    proteingym_cv_folds: str = setting(
+        PROTEINGYM_ARCHIVE_URL.format("cv_folds_singles_substitutions"),
+        "URL or local path of ProteinGym's cv_folds_singles_substitutions.zip", key="data.proteingym_cv_folds",
+    )
+    proteingym_substitutions: str = setting(
+        PROTEINGYM_ARCHIVE_URL.format("DMS_ProteinGym_substitutions"),
+        "URL or local path of ProteinGym's DMS_ProteinGym_substitutions.zip", key="data.proteingym_substitutions",
+    )
+    archive_hashes: str = setting(
+        "config/archive_hashes.tsv", "where the sha256 of an archive plmexit cannot pin is recorded on first use (commit it: later runs verify against it)",
+        key="data.archive_hashes",
+    )
+
+    def source(self, archive: str) -> str:
+        """The URL or path the config gives for an archive (by its published stem)."""
+        sources = {"cv_folds_singles_substitutions": self.proteingym_cv_folds, "DMS_ProteinGym_substitutions": self.proteingym_substitutions}
+        if archive not in sources:
+            raise ValueError(f"unknown ProteinGym archive {archive!r}; use one of {', '.join(sources)}")
+        return sources[archive]
+
+
 # Every settings dataclass, for the test that holds the schema's defaults to them.
 ALL_SETTINGS: tuple[type[Settings], ...] = (
     EmbedSettings, CostSettings, PrepareSettings, ProbeGrid, SelectSettings, LensSettings, ZeroShotSettings, ExitSettings,
-    LensExitSettings, TimingSettings,
+    LensExitSettings, TimingSettings, ArchiveSettings,
 )
 

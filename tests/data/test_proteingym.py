@@ -244,8 +244,8 @@ def test_an_assay_against_the_wrong_reference_row_is_an_error(shared_data):
         load_task(spec)
 
 
-@pytest.mark.parametrize("dms_id", sorted(o.dms_id for o in sources.OFFICIAL_FILES.values() if o.dms_id))
-def test_every_official_assay_reads_against_the_reference(shared_data, dms_id):
+@pytest.mark.parametrize("dms_id", sorted(o.dms_id for o in sources.PINNED_FILES.values() if o.dms_id))
+def test_every_pinned_third_party_assay_reads_against_the_reference(shared_data, dms_id):
     key = sources.proteingym_assay_key(dms_id)
     table = load_task(real_spec(shared_data, key.removeprefix("proteingym/"), dms_id, "fold_contiguous_5"))
     assert len(table) > 500 and table["id"].is_unique and set(table["fold"]) == {0, 1, 2, 3, 4}

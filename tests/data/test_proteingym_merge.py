@@ -210,3 +210,142 @@ def test_cli_summarize_proteingym(tmp_path, capsys):
 
     code = main(["summarize-proteingym", str(selection), str(selection), "--predictions", str(predictions), "--task-tables", str(table), "--out", str(out)])
     assert code == 1 and "2 selections, 1 predictions files and 1 task tables" in capsys.readouterr().err
+
+
+# --- per-variant files: ProteinGym's own merge script on them gives the same numbers -----------------
+
+
+def merge_supervised_script(dms_dir, model_scores_location, reference: pd.DataFrame, models: dict, cv_schemes) -> pd.DataFrame:
+    """``proteingym/merge_supervised.py`` (OATML-Markslab/ProteinGym bb685245f8f4) as written, its argparse
+    and progress bars left out: for each scheme and assay, the DMS file left-merged with every model's
+    ``{model_scores_location}/{scheme}/{location}/{DMS_id}.csv`` on the model's key (deduplicated by a
+    groupby mean), the first model's label column as ``normalized_targets``, then one pandas Spearman
+    and one MSE; rows ``DMS_id, model_name, fold_variable_name, Spearman, MSE``."""
+    df_merged = pd.DataFrame(columns=["DMS_id", "model_name", "fold_variable_name", "Spearman", "MSE"])
+    for cv_scheme in cv_schemes:
+        df_spearman = reference[["DMS_id"]].copy()
+        df_mse = reference[["DMS_id"]].copy()
+        df_spearman[list(models)] = None
+        df_mse[list(models)] = None
+        for DMS_id in reference["DMS_id"]:
+            DMS_filename = reference.loc[reference["DMS_id"] == DMS_id, "DMS_filename"].values[0]
+            full_DMS_path = dms_dir / DMS_filename
+            if not full_DMS_path.exists():
+                continue
+            DMS_file = pd.read_csv(full_DMS_path)
+            if "mutated_sequence" not in DMS_file:
+                DMS_file["mutated_sequence"] = DMS_file["mutant"]
+            all_model_scores = DMS_file
+            for model in models:
+                mutant_merge_key = models[model]["key"]
+                model_score_name = models[model]["input_score_name"]
+                model_prediction_name = "_".join([model, "predictions"])
+                label_name = models[model]["label_name"]
+                score_path = model_scores_location / cv_scheme / models[model]["location"] / f"{DMS_id}.csv"
+                if not score_path.exists():
+                    continue
+                df_scores = pd.read_csv(score_path)
+                vars_to_keep = [mutant_merge_key, model_score_name]
+                if "normalized_targets" not in all_model_scores:
+                    df_scores = df_scores.rename(columns={label_name: "normalized_targets"})
+                    vars_to_keep.append("normalized_targets")
+                df_scores = df_scores[vars_to_keep]
+                df_scores = df_scores.rename(columns={model_score_name: model_prediction_name})
+                df_scores = df_scores.groupby(mutant_merge_key, as_index=False).mean().reset_index(drop=True)
+                set_of_mutants_before_merge = set(all_model_scores[mutant_merge_key])
+                all_model_scores = pd.merge(all_model_scores, df_scores, on=mutant_merge_key, how="left")
+                set_of_mutants_after_merge = set(all_model_scores[mutant_merge_key])
+                assert len(set_of_mutants_after_merge) == len(all_model_scores)
+                assert set_of_mutants_after_merge == set_of_mutants_before_merge
+                spearman = all_model_scores["normalized_targets"].corr(all_model_scores[model_prediction_name], method="spearman")
+                mse = ((all_model_scores["normalized_targets"] - all_model_scores[model_prediction_name]) ** 2).mean()
+                df_spearman.loc[df_spearman["DMS_id"] == DMS_id, model] = spearman
+                df_mse.loc[df_mse["DMS_id"] == DMS_id, model] = mse
+        df_spearman = df_spearman.melt(id_vars=["DMS_id"], var_name="model_name", value_name="Spearman")
+        df_mse = df_mse.melt(id_vars=["DMS_id"], var_name="model_name", value_name="MSE")
+        df = pd.merge(df_spearman, df_mse, on=["DMS_id", "model_name"])
+        df["fold_variable_name"] = cv_scheme
+        df_merged = pd.concat([df_merged, df])
+    return df_merged.sort_values(by=["DMS_id", "model_name", "fold_variable_name"]).reset_index(drop=True)
+
+
+def proteingym_config_entry(model_name: str) -> dict:
+    """What a ProteinGym user adds to ``config.json``'s ``model_list_supervised_substitutions_DMS`` (docs/results.md)."""
+    return {"input_score_name": "predictions_fitness", "label_name": "labels_fitness", "location": model_name, "key": "mutated_sequence",
+            "model_type": "Sequence Embedding"}
+
+
+def write_random_task(tmp_path, seed: int, n: int = 97, scheme: str = "fold_random_5", dms_id: str = "TOY_RANDOM") -> tuple:
+    """A ProteinGym-like task of ``n`` variants (ties in labels and predictions), 4 layers, each fold choosing its own."""
+    rng = np.random.default_rng(seed)
+    target = "".join(rng.choice(list("ACDEFGHIKLMNPQRSTVWY"), 60))
+    mutants = [f"{target[p]}{p + 1}{a}" for p, a in zip(rng.choice(60, n), rng.choice(list("ACDEFGHIKLMNPQRSTVWY"), n))]
+    mutants = list(dict.fromkeys(m for m in mutants if m[0] != m[-1]))
+    sequences = [target[: int(m[1:-1]) - 1] + m[-1] + target[int(m[1:-1]):] for m in mutants]
+    n = len(mutants)
+    labels = np.round(rng.normal(0.0, 1.0, n), 1)
+    folds = rng.integers(0, 5, n)
+    task = f"{dms_id}.{scheme}"
+    table = pd.DataFrame({"id": mutants, "sequence": sequences, "label": labels, "fold": folds})
+    table.to_csv(tmp_path / f"{task}.tsv", sep="\t", index=False)
+    rows = [("m", task, layer, fold, i, label, float(np.round(label * 0.3 * layer + rng.normal(0, 1), 2)))
+            for layer in range(4) for i, label, fold in zip(mutants, labels, folds)]
+    pd.DataFrame(rows, columns=tables.PREDICTION_COLUMNS).to_csv(tmp_path / f"{task}.p.tsv.gz", sep="\t", index=False, compression="gzip")
+    chosen = [int(c) for c in rng.integers(0, 4, 5)]
+    selection = hand_selection("m", task, 3, chosen, model_name="esm2_t6_8M_UR50D", dms_id=dms_id, fold_scheme=scheme,
+                               task_info={"dms_id": dms_id, "fold_scheme": scheme})
+    (tmp_path / f"{task}.json").write_text(json.dumps(selection))
+    dms = pd.DataFrame({"mutant": mutants, "mutated_sequence": sequences, "DMS_score": labels, scheme: folds})
+    (tmp_path / "DMS").mkdir(exist_ok=True)
+    dms.to_csv(tmp_path / "DMS" / f"{dms_id}.csv", index=False)
+    return tmp_path / f"{task}.json", tmp_path / f"{task}.p.tsv.gz", tmp_path / f"{task}.tsv"
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_proteingyms_merge_script_on_the_variant_files_gives_plmexits_numbers(tmp_path, seed):
+    schemes = ("fold_random_5", "fold_modulo_5")
+    written = [write_random_task(tmp_path, seed + 10 * i, scheme=scheme, dms_id=f"TOY_{i}") for i, scheme in enumerate(schemes)]
+    selections, predictions, task_tables = (list(files) for files in zip(*written))
+
+    ours = select_steps.summarize_proteingym(selections, predictions, task_tables, tmp_path / "merge.csv", variants_out=tmp_path / "variants")
+
+    reference = pd.DataFrame({"DMS_id": ["TOY_0", "TOY_1", "NOT_RUN"], "DMS_filename": ["TOY_0.csv", "TOY_1.csv", "NOT_RUN.csv"]})
+    models = {name: proteingym_config_entry(name) for name in ("esm2_t6_8M_UR50D@final", "esm2_t6_8M_UR50D@selected")}
+    theirs = merge_supervised_script(tmp_path / "DMS", tmp_path / "variants", reference, models, ("fold_random_5", "fold_modulo_5", "fold_contiguous_5"))
+    theirs = theirs.dropna(subset=["Spearman"]).astype({"Spearman": float, "MSE": float})
+
+    assert len(ours) == len(theirs) == 4
+    merged = ours.merge(theirs, on=["DMS_id", "model_name", "fold_variable_name"], suffixes=("", "_proteingym"))
+    assert len(merged) == 4
+    np.testing.assert_allclose(merged["Spearman"], merged["Spearman_proteingym"], rtol=0, atol=1e-12)
+    np.testing.assert_allclose(merged["MSE"], merged["MSE_proteingym"], rtol=0, atol=1e-12)
+    variant = pd.read_csv(tmp_path / "variants" / "fold_random_5" / "esm2_t6_8M_UR50D@selected" / "TOY_0.csv")
+    assert list(variant.columns) == proteingym.VARIANT_COLUMNS
+    table = pd.read_csv(task_tables[0], sep="\t")
+    assert variant["mutant"].tolist() == table["id"].tolist() and variant["fold"].tolist() == table["fold"].tolist()
+
+
+def test_the_variant_files_of_the_hand_example(tmp_path):
+    selection, predictions, table = write_hand_example(tmp_path)
+
+    select_steps.summarize_proteingym([selection], [predictions], [table], tmp_path / "merge.csv", variants_out=tmp_path / "variants")
+
+    final = pd.read_csv(tmp_path / "variants" / "fold_modulo_5" / "esm2_t6_8M_UR50D@final" / "TOY.csv")
+    # Standardised as the hand example says: labels -1.5, -0.5 | 0, 4; final predictions -1, 0 | -1, 2.
+    assert final.to_dict("list") == {
+        "mutant": IDS, "mutated_sequence": ["MRVL", "MKAL", "MKVA", "MKVW"], "fold": FOLDS,
+        "labels_fitness": [-1.5, -0.5, 0.0, 4.0], "predictions_fitness": [-1.0, 0.0, -1.0, 2.0],
+    }
+    selected = pd.read_csv(tmp_path / "variants" / "fold_modulo_5" / "esm2_t6_8M_UR50D@selected" / "TOY.csv")
+    assert selected["predictions_fitness"].tolist() == [0.5, -0.5, -1.0, 2.0]
+
+
+def test_a_no_signal_task_writes_no_selected_file(tmp_path):
+    selection, predictions, table = write_hand_example(tmp_path)
+    data = json.loads(selection.read_text())
+    data.update(status="no_signal", folds=[{**f, "layer": None} for f in data["folds"]])
+    selection.write_text(json.dumps(data))
+
+    select_steps.summarize_proteingym([selection], [predictions], [table], tmp_path / "merge.csv", variants_out=tmp_path / "variants")
+
+    assert sorted(str(p.relative_to(tmp_path / "variants")) for p in (tmp_path / "variants").rglob("*.csv")) == ["fold_modulo_5/esm2_t6_8M_UR50D@final/TOY.csv"]

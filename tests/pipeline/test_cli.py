@@ -533,6 +533,9 @@ def test_prepare_writes_the_split_it_used(tmp_path, capsys, write_file):
         "task": "TOY.fold_modulo_5", "format": "proteingym", "type": "regression", "n_sequences": 5, "dms_id": "TOY",
         "fold_scheme": "fold_modulo_5_built", "split": "fold_modulo_5_built: fold_modulo_5 made by plmexit, not ProteinGym's published column",
         "folds": None, "clustering": None, "clusters": None,  # ProteinGym's own schemes: no random or homology folds
+        # Every file read, with its sha256; no archive it was staged from.
+        "files": {role: {"path": str(tmp_path / name), "sha256": sha256_file(tmp_path / name)} for role, name in (("path", "TOY.csv"), ("reference", "ref.csv"))},
+        "source": None,
     }
     assert pd.read_csv(tmp_path / "t.tsv", sep="\t")["fold"].tolist() == [2, 3, 4, 0, 1]
 

@@ -185,7 +185,8 @@ def test_duplicate_ids_are_a_config_error():
         (lambda t: t.append({"id": "own", "kind": "csv", "path": "x.csv"}), r"tasks\[7\] \(own\): a csv task needs a type"),
         (lambda t: t.append({"id": "own", "kind": "deepsol", "labels_path": "y"}), r"a deepsol task needs path"),
         (lambda t: t[0].__setitem__("filter", {"max_length": 100}), r"either assays \(a DMS_id list\) or filter"),
-        (lambda t: t[0].__setitem__("assays", ["NOT_AN_ASSAY"]), r"no official file holds assay 'NOT_AN_ASSAY'; set assay_dir"),
+        (lambda t: t[0].__setitem__("assays", ["NOT_AN_ASSAY"]), r"no pinned third-party copy holds assay 'NOT_AN_ASSAY'; set archive: cv_folds_singles_substitutions"),
+        (lambda t: t[0].update(archive="cv_folds_singles_substitutions", assay_dir="x"), r"tasks\[0\] \(proteingym\): give a proteingym task's assays either an archive or an assay_dir"),
     ],
 )
 def test_task_entries_that_do_not_fit_their_kind(edit, message):
@@ -193,6 +194,27 @@ def test_task_entries_that_do_not_fit_their_kind(edit, message):
     edit(config["tasks"])
     with pytest.raises(ConfigError, match=message):
         Plan(config)
+
+
+def test_assays_from_a_released_archive_are_staged_and_their_provenance_passed_to_prepare():
+    config = load("test.yaml")
+    config["tasks"][0]["archive"] = "cv_folds_singles_substitutions"
+    plan = Plan(config)
+    task = "BLAT_ECOLX_Stiffler_2015.fold_modulo_5"
+    staged = "results/data/archives/cv_folds_singles_substitutions/BLAT_ECOLX_Stiffler_2015"
+
+    assert plan.task(task).files["path"] == "archive:cv_folds_singles_substitutions/BLAT_ECOLX_Stiffler_2015.csv"
+    assert plan.task_inputs(task) == ["results/data/proteingym/reference_files/DMS_substitutions.csv", f"{staged}.csv", f"{staged}.json"]
+    prepare = shlex.split(plan.task_file_flags(task) + " " + plan.task_option_flags(task))
+    assert prepare[prepare.index("--path") + 1] == f"{staged}.csv" and prepare[prepare.index("--provenance") + 1] == f"{staged}.json"
+    assert plan.assay_file("BLAT_ECOLX_Stiffler_2015") == f"{staged}.csv"  # zero-shot scores the staged file too
+    assert "--provenance" not in plan.task_option_flags("NUD15_HUMAN_Suiter_2020.fold_contiguous_5")  # a third-party copy
+    assert shlex.split(plan.flags.archive) == [
+        "--proteingym-cv-folds", "https://marks.hms.harvard.edu/proteingym/ProteinGym_v1.1/cv_folds_singles_substitutions.zip",
+        "--proteingym-substitutions", "https://marks.hms.harvard.edu/proteingym/ProteinGym_v1.1/DMS_ProteinGym_substitutions.zip",
+        "--archive-hashes", "config/archive_hashes.tsv",
+    ]
+    assert plan.archive_pattern() == "DMS_ProteinGym_substitutions|cv_folds_singles_substitutions"
 
 
 def test_proteingym_filters_expand_from_the_checkpoints_assay_list(shared_data, tmp_path):
@@ -336,6 +358,8 @@ def test_planning_knows_proteingyms_fold_schemes():
 
 # Config keys that choose which jobs run (or how they are cut), not a value any command takes.
 JOB_KEYS = {"embed.dtype", "embed.shards", "embed.shard_tokens", "depth.lens_tasks", "depth.zero_shot", "exit.tasks", "exit.lens"}
+# Where pinned files come from: fetch-data's own flags (Plan.data_source_flags), no setting with a default.
+SOURCE_KEYS = {"data.local_dir", "data.base_url"}
 
 
 def test_the_schema_defaults_are_the_settings_defaults():
@@ -359,9 +383,9 @@ def test_the_schema_defaults_are_the_settings_defaults():
             default = list(f.default) if isinstance(f.default, tuple) else f.default
             assert default == node["default"], f"{settings.__name__}.{f.name}: {default!r}, but the schema's {key} defaults to {node['default']!r}"
             declared.add(key)
-    sections = ("embed", "cost", "probe", "select", "depth", "exit")
+    sections = ("embed", "cost", "probe", "select", "depth", "exit", "data")
     in_schema = {f"{section}.{key}" for section in sections for key in schema[section]["properties"]} | {"seed"}
-    assert in_schema - JOB_KEYS == declared, "a setting of the schema has no settings field (or the other way round)"
+    assert in_schema - JOB_KEYS - SOURCE_KEYS == declared, "a setting of the schema has no settings field (or the other way round)"
     assert {f.name for f in fields(ProbeSettings)} >= {f.name for f in fields(ProbeGrid)}
     for f in fields(ProbeGrid):
         assert ProbeSettings.__dataclass_fields__[f.name].default == f.default, f.name
@@ -389,6 +413,7 @@ RULE_COMMANDS = {
     "exit_timing": ("exit-timing", "--model m --task t --out o --embeddings e --probes p --selection s --exit-info x --info-out i"),
     "lens_exit": ("lens-exit", "--model m --task t --task-name n --out o --info-out i"),
     "summarize_exit": ("summarize-exit", "t.tsv --out o"),
+    "archive": ("fetch-archive", "--archive cv_folds_singles_substitutions --out o --info-out i"),
 }
 
 
@@ -403,6 +428,7 @@ def test_every_flag_a_rule_emits_is_taken_by_its_command_and_reads_back_as_the_c
     config["depth"].update(skip_blocks=False, mask_fraction=0.2, calibration_fraction=0.1)
     config["probe"].update(ridge_alphas=[1.0, 10.0], inner_folds=4, cv_folds=3)
     config["select"].update(bootstrap=200, tolerance=0.01)
+    config["data"].update(proteingym_cv_folds="archives/cv folds.zip", archive_hashes="my_hashes.tsv")
     flags = Plan(config).flags
     assert set(vars(flags)) == set(RULE_COMMANDS)
     read = {}
@@ -412,7 +438,7 @@ def test_every_flag_a_rule_emits_is_taken_by_its_command_and_reads_back_as_the_c
     expected = {
         "prepare": S.PrepareSettings, "embed": S.EmbedSettings, "cost": S.CostSettings, "probe": S.ProbeGrid, "select": S.SelectSettings,
         "lens": S.LensSettings, "zero_shot": S.ZeroShotSettings, "exit": S.ExitSettings, "exit_timing": S.TimingSettings,
-        "lens_exit": S.LensExitSettings,
+        "lens_exit": S.LensExitSettings, "archive": S.ArchiveSettings,
     }
     for name, settings in expected.items():
         assert settings.from_args(read[name]) == settings.from_config(config), name

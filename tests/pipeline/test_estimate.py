@@ -48,7 +48,7 @@ def test_tokens_are_what_the_run_embedded_and_hours_use_its_measured_throughput(
 
 def test_files_not_fetched_yet_and_unknown_models_are_one_line(tmp_path, monkeypatch, capsys):
     config = yaml.safe_load((REPO / "config" / "test.yaml").read_text())
-    config.pop("data")  # official files would be downloaded by the run: not there yet
+    config.pop("data")  # pinned files would be downloaded by the run: not there yet
     (tmp_path / "c.yaml").write_text(yaml.safe_dump(config))
     monkeypatch.chdir(tmp_path)
     args = ["estimate", "--configfile", "c.yaml", "--schema", str(SCHEMA)]

@@ -4,8 +4,8 @@ It cannot run here (five ESM2 sizes, 217 assays, GPUs); its plan can, with the S
 groups too: the submissions a cluster would get are read from Snakemake's own DAG by
 tests/submissions.py (its dry-run executor, group resources as a remote executor computes them).
 The files a user stages by
-hand (ProteinGym's unpacked assay zip, DeepLoc's and DeepSol's training files) are empty
-placeholders, and the official files come from the shared data instead of a download: nothing
+hand (DeepLoc's and DeepSol's training files) are empty placeholders, and the pinned files come
+from the shared data instead of a download (ProteinGym's archive is planned, not fetched): nothing
 else of the shipped config changes. The checkpoint that chooses the assays runs for real.
 """
 
@@ -44,10 +44,7 @@ def test_the_study_plans_every_model_task_and_assay(tmp_path, shared_data, monke
     proteingym = next(t for t in config["tasks"] if t["kind"] == "proteingym")
     reference = pd.read_csv(shared_data / "proteingym" / "reference_files" / "DMS_substitutions.csv")
     assays = reference["DMS_id"].tolist()
-    staged = tmp_path / proteingym["assay_dir"]
-    staged.mkdir(parents=True)
-    for dms_id in assays:
-        (staged / f"{dms_id}.csv").touch()
+    assert proteingym["archive"] == "cv_folds_singles_substitutions"
     for task in config["tasks"]:
         for key in ("path", "labels_path", "test_path", "test_labels_path"):
             if task.get(key, "").startswith("staged/"):
@@ -78,6 +75,8 @@ def test_the_study_plans_every_model_task_and_assay(tmp_path, shared_data, monke
     assert job_counts(dry.stdout + dry.stderr) == {
         "fetch_model": models,
         "fetch_data": 5,  # DeepLoc's test set, DeepFRI's three EC files, FLIP's GB1 splits (the reference table is in place)
+        "fetch_archive": 1,  # ProteinGym's cv_folds_singles_substitutions.zip
+        "stage_assay": len(assays),  # each assay out of it, checked against the reference table
         "prepare_task": tasks,
         "embed_shard": models * (sum(assay_shards.values()) + others * e["shards"]),
         "gather_embeddings": models * stores,
@@ -157,7 +156,7 @@ def test_the_study_plans_every_model_task_and_assay(tmp_path, shared_data, monke
     assert longest < 24, hours
 
     ungrouped = Counter(rule for s in submissions if not s["group"] for rule in s["rules"])
-    local = ("fetch_model", "fetch_data", "prepare_task", "all")
+    local = ("fetch_model", "fetch_data", "fetch_archive", "stage_assay", "prepare_task", "all")
     assert ungrouped == {rule: count for rule, count in job_counts(dry.stdout + dry.stderr).items() if rule not in (*local, *in_groups)} | {
         "gather_embeddings": models * len(alone),
     }

@@ -115,6 +115,11 @@ def test_pipeline_writes_every_output(finished_run):
         expected = proteingym.merge_scores(last["label"], last["prediction"], last["fold"], table["label"], table["fold"])
         final = merge[(merge.DMS_id == task.split(".")[0]) & (merge.fold_variable_name == scheme) & (merge.model_name == "esm2_t4_64d_4h_seed0_random@final")]
         assert (float(final["Spearman"].iloc[0]), float(final["MSE"].iloc[0])) == pytest.approx(expected, rel=1e-5)
+        # The per-variant file that number pools, where ProteinGym's merge_supervised.py reads it.
+        variants = pd.read_csv(results / "summary" / "proteingym_predictions" / scheme / "esm2_t4_64d_4h_seed0_random@final" / f"{task.split('.')[0]}.csv")
+        assert variants["mutant"].tolist() == table.loc[table.fold >= 0, "id"].tolist()
+        pooled = variants["labels_fitness"].corr(variants["predictions_fitness"], method="spearman")
+        assert pooled == pytest.approx(expected[0], rel=1e-9)
 
     for task, (embedding_set, metric, n_folds, _) in TASKS.items():
         probes = pd.read_csv(results / "probes" / "tiny_random" / f"{task}.tsv", sep="\t")
@@ -146,7 +151,7 @@ def test_pipeline_writes_every_output(finished_run):
             assert store.attrs["shards"] == 2 and store.attrs["long_sequences"] == "truncate"  # config/test.yaml shards every task
     shards = results / "embeddings" / "tiny_random" / "BLAT_ECOLX_Stiffler_2015.shards"
     assert not shards.exists() or not any(shards.iterdir())  # shard stores are temporary
-    # One embedding set per assay, shared by its fold schemes; the official files were staged from the local copies.
+    # One embedding set per assay, shared by its fold schemes; the pinned files were staged from the local copies.
     assert sorted(p.stem for p in (results / "embeddings" / "tiny_random").glob("*.h5")) == sorted({spec[0] for spec in TASKS.values()})
     assert (results / "data" / "deepfri_ec" / "nrPDB-EC_2020.04_annot.tsv").is_file()
     multilabel = pd.read_csv(results / "probes" / "tiny_random" / "ec.predictions.tsv.gz", sep="\t")
@@ -330,7 +335,7 @@ def test_no_two_jobs_write_the_same_file(tmp_path, shared_data):
     # (two assays) and a depth figure per task they speak of (five); an exit table, its timing and
     # figure (one exit task), a head exit per lens set (two) and its depth and exit figure. Each family's model the same on its one task, and
     # with a head its lens, zero-shot, depth figure and head exit. Per task a preparation; the 11
-    # official files; the two summaries, the summary figure, the study figures and `all`; the depth
+    # pinned files; the two summaries, the summary figure, the study figures and `all`; the depth
     # summary and figure; the exit summary and the head exit summary.
     n_sets, n_tasks = len({spec[0] for spec in TASKS.values()}), len(TASKS)
     fair_esm = 2 * (2 + 4 * n_sets + 3 * n_tasks + 2 + 2 + 5 + 3 + 2 + 1)
@@ -435,7 +440,7 @@ def test_default_config_builds_its_dag(tmp_path, shared_data):
     config = write_config(tmp_path, shared_data, name="config.yaml")
     run = snakemake(tmp_path, "--cores", "1", "--configfile", str(config), "--dry-run")
     assert run.returncode == 0, run.stderr
-    for rule in ("fetch_model", "fetch_data", "prepare_task", "embed_shard", "gather_embeddings", "measure_cost", "probe_layers", "select_layer", "plot_layers",
+    for rule in ("fetch_model", "fetch_data", "fetch_archive", "stage_assay", "prepare_task", "embed_shard", "gather_embeddings", "measure_cost", "probe_layers", "select_layer", "plot_layers",
                  "summarize_layers", "summarize_proteingym", "plot_summary"):
         assert f"rule {rule}:" in run.stdout, rule
     assert "No validator found" not in run.stdout + run.stderr

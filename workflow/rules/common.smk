@@ -53,6 +53,10 @@ def assay_reference(wildcards):
     return plan.assay_reference(wildcards.entry)
 
 
+def archive_assay_reference(wildcards):
+    return plan.assay_reference_file(wildcards.dms_id)
+
+
 def assay_filter_flags(wildcards):
     return plan.assay_filter_flags(wildcards.entry)
 

@@ -31,16 +31,18 @@ rule summarize_proteingym:
         predictions=proteingym_predictions,
         tables=proteingym_task_tables,
     output:
-        "<results>/summary/proteingym_supervised.csv",
+        merge="<results>/summary/proteingym_supervised.csv",
+        variants=directory("<results>/summary/proteingym_predictions"),
     log:
         "<results>/logs/summarize_proteingym.log",
     conda:
         "../../envs/probe.yaml"
     # ProteinGym's model_name is each model's own name (fair-esm release, checkpoint stem), which
-    # every selection carries from the model's manifest.
+    # every selection carries from the model's manifest. The per-variant files are laid out as
+    # ProteinGym's merge_supervised.py reads them (docs/results.md).
     shell:
         "plmexit summarize-proteingym {input.selections} --predictions {input.predictions} --task-tables {input.tables}"
-        " --out {output} 2>> {log}"
+        " --out {output.merge} --variants-out {output.variants} 2>> {log}"
 
 
 # What the model jobs spent, per model and rule: every record Snakemake's benchmark: directives left under

@@ -1,12 +1,13 @@
-"""Stage: data (fetch-data, choose-assays, prepare)."""
+"""Stage: data (fetch-data, fetch-archive, stage-assay, choose-assays, prepare)."""
 
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 from plmexit.cli.common import dispatch
-from plmexit.settings import PrepareSettings, fraction_above_zero, positive_int
+from plmexit.settings import ArchiveSettings, PrepareSettings, fraction_above_zero, positive_int
 
 
 def register(subparsers) -> None:
@@ -14,11 +15,29 @@ def register(subparsers) -> None:
     from plmexit.data.formats import DEFAULT_HOMOLOGY_IDENTITY, FOLD_METHODS, FORMATS, TASK_TYPES
     from plmexit.pipeline.planning import FOLD_SCHEMES
 
-    p = subparsers.add_parser("fetch-data", help="download an official data file (or take a local copy), sha256-verified")
-    p.add_argument("--file", required=True, help="official file key, e.g. deeploc/deeploc_test_set.fasta")
+    p = subparsers.add_parser("fetch-data", help="download a pinned data file (or take a local copy), sha256-verified")
+    p.add_argument("--file", required=True, help="pinned file key, e.g. deeploc/deeploc_test_set.fasta")
     p.add_argument("--out", required=True, help="where to put it")
     p.add_argument("--local-dir", help="directory of pre-staged copies laid out by key (nothing is downloaded)")
     p.add_argument("--base-url", help="mirror laid out by key, used instead of the file's GitHub source")
+
+    from plmexit.data.sources import PROTEINGYM_ARCHIVES
+
+    p = subparsers.add_parser(
+        "fetch-archive", help="download one of ProteinGym's released archives (or copy a local one), sha256-verified or its hash recorded on first use",
+    )
+    p.add_argument("--archive", required=True, choices=list(PROTEINGYM_ARCHIVES), help="which archive (its published file's stem)")
+    ArchiveSettings.add_arguments(p)
+    p.add_argument("--out", required=True, help="where to put the zip")
+    p.add_argument("--info-out", required=True, help="JSON to write: the archive's source, sha256 and who pins it")
+
+    p = subparsers.add_parser("stage-assay", help="take one assay out of a fetched ProteinGym archive, checked against the reference table")
+    p.add_argument("--archive", required=True, help="the zip fetch-archive wrote")
+    p.add_argument("--archive-info", required=True, help="the JSON fetch-archive wrote beside it")
+    p.add_argument("--reference", required=True, help="ProteinGym's DMS_substitutions.csv")
+    p.add_argument("--dms-id", required=True, help="the assay's DMS_id in the reference table")
+    p.add_argument("--out", required=True, help="the assay CSV to write (the archive's bytes)")
+    p.add_argument("--info-out", required=True, help="JSON to write: the staged file's sha256, the archive it came from, the checks it passed")
 
     p = subparsers.add_parser("choose-assays", help="list the ProteinGym assays (DMS_ids) of the reference table that pass filters")
     p.add_argument("--reference", required=True, help="ProteinGym's DMS_substitutions.csv")
@@ -58,13 +77,28 @@ def register(subparsers) -> None:
     )
     p.add_argument("--homology-identity", type=fraction_above_zero, help=f"--folds homology: MMseqs2's minimum sequence identity within a cluster (default {DEFAULT_HOMOLOGY_IDENTITY})")
     p.add_argument("--out", required=True, help="task table TSV to write")
-    p.add_argument("--info-out", required=True, help="JSON to write: how the task is split, and its ProteinGym assay and scheme")
+    p.add_argument("--provenance", help="proteingym: the JSON stage-assay wrote for --path (copied into the task info)")
+    p.add_argument("--info-out", required=True, help="JSON to write: how the task is split, its files' sha256, and its ProteinGym assay and scheme")
 
 
 def run_fetch_data(args: argparse.Namespace) -> None:
     from plmexit.pipeline.task_steps import fetch_data
 
     fetch_data(key=args.file, out=args.out, local_dir=args.local_dir, base_url=args.base_url)
+
+
+def run_fetch_archive(args: argparse.Namespace) -> None:
+    from plmexit.pipeline.task_steps import fetch_archive
+
+    fetched = fetch_archive(archive=args.archive, settings=ArchiveSettings.from_args(args), out=args.out, info_out=args.info_out)
+    if fetched.warning:
+        print(f"warning: {fetched.warning}", file=sys.stderr)
+
+
+def run_stage_assay(args: argparse.Namespace) -> None:
+    from plmexit.pipeline.task_steps import stage_assay
+
+    stage_assay(archive=args.archive, archive_info=args.archive_info, reference=args.reference, dms_id=args.dms_id, out=args.out, info_out=args.info_out)
 
 
 def run_choose_assays(args: argparse.Namespace) -> None:
@@ -90,10 +124,13 @@ def run_prepare(args: argparse.Namespace) -> None:
         min_class_size=args.min_class_size, cv_folds=folds.cv_folds, seed=folds.seed, folds=args.folds,
         homology_identity=args.homology_identity, **paths,
     )
-    prepare_task(spec=spec, out=args.out, info_out=args.info_out)
+    prepare_task(spec=spec, out=args.out, info_out=args.info_out, provenance=args.provenance)
 
 
-COMMANDS = {"fetch-data": run_fetch_data, "choose-assays": run_choose_assays, "prepare": run_prepare}
+COMMANDS = {
+    "fetch-data": run_fetch_data, "fetch-archive": run_fetch_archive, "stage-assay": run_stage_assay, "choose-assays": run_choose_assays,
+    "prepare": run_prepare,
+}
 
 
 def run(args: argparse.Namespace) -> None:

@@ -58,6 +58,10 @@ def register(subparsers) -> None:
     p.add_argument("--predictions", nargs="+", required=True, help="each selection's predictions file from probe (same order)")
     p.add_argument("--task-tables", nargs="+", required=True, help="each selection's task table from prepare (same order): its folds' training rows")
     p.add_argument("--out", required=True, help="CSV to write")
+    p.add_argument(
+        "--variants-out",
+        help="directory to write: every variant's out-of-fold prediction, {fold scheme}/{model_name}@{final,selected}/{DMS_id}.csv, as ProteinGym's merge_supervised.py reads them",
+    )
 
 
 def run_probe(args: argparse.Namespace) -> None:
@@ -96,7 +100,9 @@ def run_summarize(args: argparse.Namespace) -> None:
 def run_summarize_proteingym(args: argparse.Namespace) -> None:
     from plmexit.pipeline.select_steps import summarize_proteingym
 
-    summarize_proteingym(selection_files=args.selections, predictions_files=args.predictions, task_tables=args.task_tables, out=args.out)
+    summarize_proteingym(
+        selection_files=args.selections, predictions_files=args.predictions, task_tables=args.task_tables, out=args.out, variants_out=args.variants_out,
+    )
 
 
 COMMANDS = {"probe": run_probe, "select": run_select, "summarize": run_summarize, "summarize-proteingym": run_summarize_proteingym}

@@ -1,1 +1,1 @@
-"""Tasks: the task table and its readers (your own CSV/FASTA files, the benchmarks' official formats, ProteinGym), and the official data files."""
+"""Tasks: the task table and its readers (your own CSV/FASTA files, the benchmarks' formats, ProteinGym), the pinned data files and ProteinGym's released archives."""

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 class Format:
     kind: str
     task_type: str | None  # the task type a benchmark implies; None where the config states it (csv, fasta)
-    file_roles: tuple[str, ...]  # config keys (and `prepare` flags) naming its files; values are local paths or official file keys
+    file_roles: tuple[str, ...]  # config keys (and `prepare` flags) naming its files; values are local paths or pinned file keys
     options: tuple[str, ...]  # other config keys it accepts, beyond COMMON_KEYS
     reader: str  # "module:function" returning (reader's table, split description or None)
     # The feature baseline its probes must beat (plmexit.probing.baselines): "onehot" for a variant set, else "composition".
@@ -42,7 +42,7 @@ FORMATS = {
     for f in (
         Format("csv", None, ("path", "test_path"), ("sequence_column", "label_column", "id_column", "fold_column", *FOLD_KEYS), "plmexit.data.tasks:read_csv_task"),
         Format("fasta", None, ("path", "test_path"), ("label_regex", *FOLD_KEYS), "plmexit.data.tasks:read_fasta_task"),
-        Format("proteingym", "regression", ("reference",), ("assays", "filter", "assay_dir", "fold_schemes"), "plmexit.data.proteingym:read_assay", baseline="onehot"),
+        Format("proteingym", "regression", ("reference",), ("assays", "filter", "assay_dir", "archive", "fold_schemes"), "plmexit.data.proteingym:read_assay", baseline="onehot"),
         Format("deeploc", "classification", ("path", "test_path"), ("labels", *FOLD_KEYS), "plmexit.data.datasets:read_deeploc"),
         Format("deepfri_ec", "multilabel", ("path", "annotations", "ids_path", "test_ids_path"), FOLD_KEYS, "plmexit.data.datasets:read_deepfri_ec", default_folds="homology"),
         Format("deepsol", "classification", ("path", "labels_path", "test_path", "test_labels_path"), FOLD_KEYS, "plmexit.data.datasets:read_deepsol"),

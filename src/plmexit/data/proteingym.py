@@ -1,4 +1,4 @@
-"""ProteinGym substitution assays for the supervised benchmark: reference table, mutants, fold schemes, merge scores.
+"""ProteinGym substitution assays for the supervised benchmark: reference table, mutants, fold schemes, merge scores and per-variant files.
 
 Invariant: every variant's sequence is ``target_seq`` of its assay in the reference table with
 its ``mutant`` applied (``A24C`` or ``A24C:G30D``, 1-based), and every wild-type residue a mutant
@@ -257,6 +257,12 @@ def merge_scores(label, prediction, fold, task_label, task_fold) -> tuple[float,
     (spearman, mse)
         Spearman is NaN when either side is constant, as pandas gives it.
     """
+    truth, predicted = standardise(label, prediction, fold, task_label, task_fold)
+    return pooled_scores(truth, predicted)
+
+
+def standardise(label, prediction, fold, task_label, task_fold) -> tuple[np.ndarray, np.ndarray]:
+    """Labels and predictions in ProteinNPT's scale: each row's by its fold's training mean and population SD (see ``merge_scores``)."""
     label, prediction, fold = (np.asarray(a, dtype=float) for a in (label, prediction, fold))
     task_label, task_fold = np.asarray(task_label, dtype=float), np.asarray(task_fold)
     mean, std = np.empty(len(label)), np.empty(len(label))
@@ -266,47 +272,51 @@ def merge_scores(label, prediction, fold, task_label, task_fold) -> tuple[float,
             raise InputError(f"fold {int(k)} has no training rows with distinct labels to standardise its targets by")
         rows = fold == k
         mean[rows], std[rows] = np.mean(train), np.std(train)
-    truth, predicted = (label - mean) / std, (prediction - mean) / std
+    return (label - mean) / std, (prediction - mean) / std
+
+
+def pooled_scores(truth, predicted) -> tuple[float, float]:
+    """One Spearman and one MSE over every pooled row, as ``merge_supervised.py`` computes them (see ``merge_scores``)."""
+    truth, predicted = np.asarray(truth, dtype=float), np.asarray(predicted, dtype=float)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # a constant side gives NaN, which is the answer, not a problem
         rho = spearmanr(truth, predicted).statistic
     return float(rho), float(np.mean((truth - predicted) ** 2))
 
 
-def supervised_rows(
-    dms_id: str, fold_scheme: str, final_layer: int, fold_layers: dict[int, int | None], has_signal: bool, model_name: str,
-    predictions: pd.DataFrame, task_table: pd.DataFrame,
-) -> list[dict]:
-    """Rows of ProteinGym's supervised merge format for one assay and scheme: the final and the selected layer.
+# Per-variant prediction files in ProteinNPT's output columns, which ProteinGym's config.json names for
+# its supervised baselines (input_score_name predictions_fitness, label_name labels_fitness, key
+# mutated_sequence); ``fold`` is the variant's test fold.
+VARIANT_COLUMNS = ["mutant", "mutated_sequence", "fold", "labels_fitness", "predictions_fitness"]
+LAYER_CHOICES = ("final", "selected")
 
-    ``@final`` scores every variant by the final layer's probe of its fold, ``@selected`` by the
-    probe of the layer its own fold chose (nested, training rows only); both as ``merge_scores``.
+
+def supervised_variants(
+    final_layer: int, fold_layers: dict[int, int | None], has_signal: bool, predictions: pd.DataFrame, task_table: pd.DataFrame,
+) -> dict[str, pd.DataFrame]:
+    """Every variant's out-of-fold prediction of one assay and scheme, by layer choice (``final``, ``selected``).
+
+    ``final`` scores every variant by the final layer's probe of its fold, ``selected`` by the
+    probe of the layer its own fold chose (nested, training rows only); labels and predictions are
+    in ProteinNPT's scale (``standardise``), in ``VARIANT_COLUMNS``, rows in the task table's order.
+    ``selected`` is left out where no layer could be chosen (status ``no_signal``).
 
     Parameters
     ----------
-    dms_id, fold_scheme : str
-        The assay and its fold scheme (``fold_variable_name``), as the task's selection records them.
     final_layer : int
         The final layer ``L``.
     fold_layers : dict
         Each evaluation fold's chosen layer (the selection's ``folds``).
     has_signal : bool
-        False where no layer could be chosen (status ``no_signal``): the ``@selected`` row then
-        has no score rather than a made-up one.
-    model_name : str
-        The model's own name; ``@final`` and ``@selected`` are appended.
+        False where no layer could be chosen.
     predictions : DataFrame
         The task's predictions table (``plmexit probe``): layer, fold, id, label, prediction.
     task_table : DataFrame
-        The task table the probes were fitted on (id, label, fold).
+        The task table the probes were fitted on (id, sequence, label, fold).
     """
-    test_rows = task_table[task_table["fold"] >= 0].set_index("id")["fold"]
-    rows = []
-    for suffix in ("final", "selected"):
-        names = {"DMS_id": dms_id, "model_name": f"{model_name}@{suffix}", "fold_variable_name": fold_scheme}
-        if suffix == "selected" and not has_signal:
-            rows.append({**names, "Spearman": float("nan"), "MSE": float("nan")})
-            continue
+    test = task_table[task_table["fold"] >= 0]
+    files = {}
+    for suffix in LAYER_CHOICES if has_signal else LAYER_CHOICES[:1]:
         parts = []
         for fold, chosen in fold_layers.items():
             if fold < 0:  # a train-only (deploy) choice has no test rows to score
@@ -314,13 +324,33 @@ def supervised_rows(
             layer = final_layer if suffix == "final" else chosen
             parts.append(predictions[(predictions["fold"] == fold) & (predictions["layer"] == layer)])
         pooled = pd.concat(parts)
-        if len(pooled) != len(test_rows) or not pooled["id"].is_unique or not (pooled.set_index("id")["fold"].reindex(test_rows.index) == test_rows).all():
+        if len(pooled) != len(test) or not pooled["id"].is_unique or not (pooled.set_index("id")["fold"].reindex(test["id"]).to_numpy() == test["fold"].to_numpy()).all():
             raise InputError(
-                f"the {suffix} layers' predictions ({len(pooled)} rows) do not give each of the task table's {len(test_rows)} test rows once, "
+                f"the {suffix} layers' predictions ({len(pooled)} rows) do not give each of the task table's {len(test)} test rows once, "
                 "in its fold; pass the task table and predictions of the same task"
             )
-        spearman, mse = merge_scores(pooled["label"], pooled["prediction"], pooled["fold"], task_table["label"], task_table["fold"])
-        rows.append({**names, "Spearman": spearman, "MSE": mse})
+        prediction = pooled.set_index("id")["prediction"].reindex(test["id"]).to_numpy()
+        truth, predicted = standardise(test["label"], prediction, test["fold"], task_table["label"], task_table["fold"])
+        files[suffix] = pd.DataFrame(
+            {"mutant": test["id"].to_numpy(), "mutated_sequence": test["sequence"].to_numpy(), "fold": test["fold"].to_numpy(),
+             "labels_fitness": truth, "predictions_fitness": predicted}, columns=VARIANT_COLUMNS,
+        )
+    return files
+
+
+def supervised_rows(dms_id: str, fold_scheme: str, model_name: str, variants: dict[str, pd.DataFrame]) -> list[dict]:
+    """Rows of ProteinGym's supervised merge format for one assay and scheme: the final and the selected layer.
+
+    Each row's Spearman and MSE pool the variants of its ``supervised_variants`` file (``pooled_scores``),
+    as ``merge_supervised.py`` pools ProteinNPT's files; ``model_name`` is the model's own name,
+    ``@final`` and ``@selected`` appended. A choice without variants (``no_signal``) has no score
+    rather than a made-up one.
+    """
+    rows = []
+    for suffix in LAYER_CHOICES:
+        names = {"DMS_id": dms_id, "model_name": f"{model_name}@{suffix}", "fold_variable_name": fold_scheme}
+        scores = pooled_scores(variants[suffix]["labels_fitness"], variants[suffix]["predictions_fitness"]) if suffix in variants else (float("nan"),) * 2
+        rows.append({**names, "Spearman": scores[0], "MSE": scores[1]})
     return rows
 
 

@@ -28,15 +28,15 @@ SPEC_FIELD = {"labels": "localization"}
 
 
 def local_file(plan: Plan, value: str) -> Path:
-    """Where a task file can be read now: an official file from data.local_dir or, once fetched, from
+    """Where a task file can be read now: a pinned file from data.local_dir or, once fetched (or staged from its archive), from
     <results>/data; any other value is the path itself."""
-    if value in sources.OFFICIAL_FILES and plan.data.get("local_dir"):
+    if value in sources.PINNED_FILES and plan.data.get("local_dir"):
         path = Path(plan.data["local_dir"]) / value
     else:
         path = Path(plan.data_path(value))
     if not path.is_file():
         raise ConfigError(
-            f"{path}: not there yet; fetch the task files first (`snakemake --cores 1 --until fetch_data` downloads them on this node, "
+            f"{path}: not there yet; fetch the task files first (`snakemake --cores 1 --until fetch_data stage_assay` downloads them on this node, "
             "submitting nothing) or stage them"
         )
     return path

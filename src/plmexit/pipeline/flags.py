@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from plmexit.errors import ConfigError, PlmexitError
 from plmexit.settings import (
+    ArchiveSettings,
     CostSettings,
     EmbedSettings,
     ExitSettings,
@@ -38,6 +39,7 @@ class RuleFlags:
             self.zero_shot = ZeroShotSettings.from_config(config).flags()
             self.lens_exit = LensExitSettings.from_config(config).flags()
             self.exit_timing = TimingSettings.from_config(config).flags()
+            self.archive = ArchiveSettings.from_config(config).flags()
         except (PlmexitError, ValueError) as exc:
             raise ConfigError(f"config: {exc}") from None
         self.embed = embed.flags()

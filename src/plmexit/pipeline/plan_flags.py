@@ -4,7 +4,7 @@ a set's storage precision and crop, a model's source, the probe grids.
 Invariant: each is computed from one task, set or model of the plan (a lookup, never a scan), and
 written as the ``plmexit`` subcommand takes it (flags through ``shlex.join``). ``StepArguments`` is a
 part of ``planning.Plan``: it reads the host's ``config``, ``data``, ``models``, ``results``,
-``task(id)``, ``is_variant_set(set)``, ``model_checkpoint(model)``, ``data_path(value)`` and ``_filtered(entry id)``.
+``task(id)``, ``is_variant_set(set)``, ``model_checkpoint(model)``, ``data_path(value)``, ``task_provenance(task)`` and ``_filtered(entry id)``.
 """
 
 from __future__ import annotations
@@ -51,9 +51,14 @@ class StepArguments:
 
     # data --------------------------------------------------------------------------------------
     @staticmethod
-    def official_file_pattern() -> str:
-        """Wildcard pattern matching exactly the official file keys."""
-        return "|".join(re.escape(key) for key in sorted(sources.OFFICIAL_FILES))
+    def pinned_file_pattern() -> str:
+        """Wildcard pattern matching exactly the pinned file keys."""
+        return "|".join(re.escape(key) for key in sorted(sources.PINNED_FILES))
+
+    @staticmethod
+    def archive_pattern() -> str:
+        """Wildcard pattern matching exactly the names of ProteinGym's released archives."""
+        return "|".join(re.escape(name) for name in sorted(sources.PROTEINGYM_ARCHIVES))
 
     def data_source_flags(self) -> str:
         """``fetch-data`` flags: a directory of copies (``--local-dir``), a mirror (``--base-url``), or none (the sources)."""
@@ -99,6 +104,8 @@ class StepArguments:
                 args += ["--" + key.replace("_", "-"), str(plan.entry[key])]
         if plan.dms_id:
             args += ["--dms-id", plan.dms_id, "--fold-scheme", plan.scheme]
+        if self.task_provenance(task):
+            args += ["--provenance", self.task_provenance(task)]
         return shlex.join(args)
 
     # steps -------------------------------------------------------------------------------------

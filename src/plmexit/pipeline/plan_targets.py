@@ -22,11 +22,17 @@ class TargetPaths:
 
     # per job -----------------------------------------------------------------------------------
     def data_path(self, value: str) -> str:
-        """Where a task file is read from: official files are fetched under results/data, anything else is a local path."""
-        return f"{self.results}/data/{value}" if value in sources.OFFICIAL_FILES else value
+        """Where a task file is read from: pinned files and archive assays are staged under results/data, anything else is a local path."""
+        return f"{self.results}/data/{sources.data_key_path(value)}" if sources.is_data_key(value) else value
+
+    def task_provenance(self, task: str) -> str | None:
+        """What ``stage-assay`` wrote beside a task's assay staged from a ProteinGym archive (None for any other file)."""
+        path = self.task(task).files.get("path", "")
+        return self.data_path(path)[: -len(".csv")] + ".json" if sources.is_archive_assay_key(path) else None
 
     def task_inputs(self, task: str) -> list[str]:
-        return [self.data_path(v) for v in self.task(task).files.values()]
+        provenance = self.task_provenance(task)
+        return [self.data_path(v) for v in self.task(task).files.values()] + ([provenance] if provenance else [])
 
     def embedding_table(self, embedding_set: str) -> str:
         """The task table an embedding set is made from (every task of the set has the same sequences)."""

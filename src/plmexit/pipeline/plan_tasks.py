@@ -26,8 +26,8 @@ FOLD_SCHEMES = ("fold_random_5", "fold_modulo_5", "fold_contiguous_5")
 class PlannedTask:
     """One task of the plan: a config task entry, or one assay of a ``proteingym`` entry under one fold scheme.
 
-    ``files`` maps each file role of the entry's kind to its value as the config gives it (an official
-    file key or a local path); ``entry`` is the config entry itself (its options), read, never changed.
+    ``files`` maps each file role of the entry's kind to its value as the config gives it (a pinned
+    file key, the data key of an assay staged from a ProteinGym archive, or a local path); ``entry`` is the config entry itself (its options), read, never changed.
     """
 
     id: str
@@ -77,6 +77,8 @@ def check_task_keys(entry: dict, position: int) -> None:
         )
     if kind == "proteingym" and ("assays" in entry) == ("filter" in entry):
         raise ConfigError(f"config: tasks[{position}] ({entry['id']}): give a proteingym task either assays (a DMS_id list) or filter")
+    if "archive" in entry and "assay_dir" in entry:
+        raise ConfigError(f"config: tasks[{position}] ({entry['id']}): give a proteingym task's assays either an archive or an assay_dir, not both")
 
 
 def expand_entry(entry: dict, position: int, dms_ids: list[str] | None) -> list[PlannedTask]:
@@ -100,11 +102,16 @@ def expand_entry(entry: dict, position: int, dms_ids: list[str] | None) -> list[
     files.setdefault("reference", DEFAULT_REFERENCE)
     tasks = []
     for dms_id in dms_ids:
-        assay = f"{entry['assay_dir']}/{dms_id}.csv" if "assay_dir" in entry else sources.proteingym_assay_key(dms_id)
+        if "archive" in entry:
+            assay = sources.archive_assay_key(entry["archive"], dms_id)
+        elif "assay_dir" in entry:
+            assay = f"{entry['assay_dir']}/{dms_id}.csv"
+        else:
+            assay = sources.proteingym_assay_key(dms_id)
         if assay is None:
             raise ConfigError(
-                f"config: tasks[{position}] ({entry['id']}): no official file holds assay {dms_id!r}; set assay_dir to a directory "
-                "of ProteinGym assay CSVs ({DMS_id}.csv, e.g. the unpacked cv_folds_singles_substitutions.zip)"
+                f"config: tasks[{position}] ({entry['id']}): no pinned third-party copy holds assay {dms_id!r}; set archive: "
+                "cv_folds_singles_substitutions (ProteinGym's released archive) or assay_dir (a directory of its assay CSVs, {DMS_id}.csv)"
             )
         for scheme in entry.get("fold_schemes", FOLD_SCHEMES):
             tasks.append(PlannedTask(

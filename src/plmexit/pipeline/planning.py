@@ -161,10 +161,10 @@ class Plan(TargetPaths, StepArguments):
         return next(entry for entry in self.config["tasks"] if entry["id"] == entry_id and "filter" in entry)
 
     def check_local_files(self) -> None:
-        """Every task file that is not an official file key must exist before any job starts: nothing would make it."""
+        """Every task file that is not a data key (a pinned file, an archive's assay) must exist before any job starts: nothing would make it."""
         for task in self.tasks.values():
             for role, value in task.files.items():
-                if value not in sources.OFFICIAL_FILES and not Path(value).is_file():
+                if not sources.is_data_key(value) and not Path(value).is_file():
                     key = role if role in task.entry else "assay_dir"
                     raise ConfigError(
                         f"config: tasks[{task.position}] ({task.entry_id}).{key}: file {value} does not exist "
@@ -174,7 +174,7 @@ class Plan(TargetPaths, StepArguments):
         for entry, position in self._pending.values():
             for key in ("assay_dir", "reference"):
                 value = entry.get(key)
-                if value is None or value in sources.OFFICIAL_FILES:
+                if value is None or value in sources.PINNED_FILES:
                     continue
                 if not (Path(value).is_dir() if key == "assay_dir" else Path(value).is_file()):
                     raise ConfigError(

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from plmexit.atomic import write_text
+from plmexit.atomic import atomic_directory, write_text
 from plmexit.data import proteingym, tasks
 from plmexit.embedding import cost
 from plmexit.errors import InputError
@@ -178,21 +178,28 @@ def summarize_selections(
 
 def summarize_proteingym(
     selection_files: list[str | Path], predictions_files: list[str | Path], task_tables: list[str | Path], out: str | Path,
+    variants_out: str | Path | None = None,
 ) -> pd.DataFrame:
-    """ProteinGym's supervised merge format (``DMS_id, model_name, fold_variable_name, Spearman, MSE``).
+    """ProteinGym's supervised merge format (``DMS_id, model_name, fold_variable_name, Spearman, MSE``), and its per-variant files.
 
     The ``i``-th selection, predictions file and task table belong to one (model, task); Spearman
     and MSE are ProteinGym's, pooled over out-of-fold predictions on standardised targets (see
     ``proteingym.merge_scores``). ``model_name`` is the model's own name as its selection records it
     (from the model manifest, through the cost file), with ``@final`` or ``@selected`` appended,
     e.g. ``esm2_t6_8M_UR50D@selected`` for the config id ``esm2_8M``.
+
+    ``variants_out`` (a directory) gets the per-variant files those numbers pool, in the layout
+    ProteinGym's ``merge_supervised.py`` reads (``{fold_variable_name}/{model_name}/{DMS_id}.csv``,
+    columns ``proteingym.VARIANT_COLUMNS``): with ``model_name`` added to its ``config.json``
+    (``location`` the same name, ``key`` mutated_sequence, ``input_score_name`` predictions_fitness,
+    ``label_name`` labels_fitness), ProteinGym's own scripts give the same numbers.
     """
     if not len(selection_files) == len(predictions_files) == len(task_tables):
         raise InputError(
             f"{len(selection_files)} selections, {len(predictions_files)} predictions files and {len(task_tables)} task tables; "
             "pass one of each per ProteinGym task, in the same order"
         )
-    rows = []
+    rows, files = [], {}
     for path, predictions_file, task_table in zip(selection_files, predictions_files, task_tables):
         selection = Selection.from_json(path)
         if not selection.dms_id or not selection.fold_scheme:
@@ -209,14 +216,26 @@ def summarize_proteingym(
             )
         table = tasks.read_task_table(task_table, "regression")
         try:
-            rows.extend(proteingym.supervised_rows(
-                selection.dms_id, selection.fold_scheme, selection.n_layers, {f.fold: f.layer for f in selection.folds},
-                selection.status == choice.STATUS_OK, selection.model_name, predictions, table,
-            ))
+            variants = proteingym.supervised_variants(
+                selection.n_layers, {f.fold: f.layer for f in selection.folds}, selection.status == choice.STATUS_OK, predictions, table,
+            )
         except InputError as exc:
             raise InputError(f"{predictions_file} with {task_table}: {exc}") from None
+        rows.extend(proteingym.supervised_rows(selection.dms_id, selection.fold_scheme, selection.model_name, variants))
+        for suffix, frame in variants.items():
+            where = (selection.fold_scheme, f"{selection.model_name}@{suffix}", f"{selection.dms_id}.csv")
+            if where in files:
+                raise InputError(f"{path}: a second {'/'.join(where)}; two models share the name {selection.model_name}, or a task came twice")
+            files[where] = frame
     table = pd.DataFrame(rows, columns=proteingym.MERGE_COLUMNS).sort_values(["DMS_id", "fold_variable_name", "model_name"])
-    write_text(out, table.to_csv(index=False, float_format="%.6g"))
+    if variants_out is not None:
+        with atomic_directory(variants_out) as tmp:
+            for where, frame in files.items():
+                (tmp / where[0] / where[1]).mkdir(parents=True, exist_ok=True)
+                frame.to_csv(tmp.joinpath(*where), index=False)  # full precision: ProteinGym's script recomputes the numbers from these
+            write_text(out, table.to_csv(index=False, float_format="%.6g"))
+    else:
+        write_text(out, table.to_csv(index=False, float_format="%.6g"))
     return table
 
 
