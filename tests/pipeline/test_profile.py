@@ -70,7 +70,7 @@ def test_the_gpu_rules_are_the_rules_that_run_a_model():
     assert on_device == {"embed_shard", "measure_cost", "logit_lens", "zero_shot", "time_exit", "exit_lens"}
     assert {name for name, entry in resources.items() if "gpu" in entry} == on_device
     assert all(entry["gpu"] == 1 for name, entry in resources.items() if name in on_device)
-    local = {"all", "figures", "fetch_data", "fetch_model", "prepare_task"}  # localrules, and targets that run nothing
+    local = {"all", "figures", "fetch_data", "fetch_archive", "stage_assay", "fetch_model", "prepare_task"}  # localrules, and targets that run nothing
     assert {name for name, entry in resources.items() if "mem_mb" in entry} == set(rules) - local
 
 
