@@ -167,8 +167,8 @@ def test_the_study_plans_every_model_task_and_assay(tmp_path, shared_data, monke
     limit = config["schedule"]["gpu_batch_minutes"]
     for model, (batches, alone_gpu) in gpu.items():
         mine = [s for s in gpu_groups if s["group"].rsplit(".", 1)[0] == f"gpu.{model}"]
-        assert sorted((s["rules"], s["runtime"]) for s in mine) == sorted(
-            ({"embed_shard": sum(shards for _, shards in b), "measure_cost": len(b), "zero_shot": len(b), "summarize_gpu_batch": 1}, sum(m for m, _ in b) + 1)
+        assert sorted((json.dumps(s["rules"], sort_keys=True), s["runtime"]) for s in mine) == sorted(
+            (json.dumps({"embed_shard": sum(n for _, n in b), "measure_cost": len(b), "zero_shot": len(b), "summarize_gpu_batch": 1}, sort_keys=True), sum(m for m, _ in b) + 1)
             for b in batches
         )
     assert {(s["cpus"], s["gres"], s["mem_mb"]) for s in gpu_groups} == {(8, "gpu:a100:1", 32000)}
