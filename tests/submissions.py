@@ -37,6 +37,7 @@ def record(job) -> dict:
         "cpus": resources.get("_cores"),
         "mem_mb": resources.get("mem_mb"),
         "runtime": resources.get("runtime"),
+        "gres": resources.get("gres"),  # a string resource: the same for every job of a group, or Snakemake refuses the group
     }
 
 

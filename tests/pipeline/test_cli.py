@@ -19,7 +19,7 @@ from plmexit.probing.choice import ACROSS_TASK_COLUMNS, SUMMARY_COLUMNS
 from plmexit.probing.tables import PREDICTION_COLUMNS, PROBE_COLUMNS
 
 SUBCOMMANDS = [
-    "scan", "make-test-model", "fetch-model", "fetch-data", "choose-assays", "prepare", "embed", "gather-embeddings", "cost", "probe", "select", "summarize",
+    "scan", "make-test-model", "fetch-model", "fetch-data", "choose-assays", "prepare", "embed", "gather-embeddings", "cost", "summarize-gpu-batch", "probe", "select", "summarize",
     "summarize-proteingym", "export", "predict", "plot", "plot-summary", "lens", "zero-shot", "summarize-depth", "plot-depth", "plot-depth-task",
     "exit", "summarize-exit", "plot-exit", "plot-depth-exit",
 ]
@@ -254,6 +254,29 @@ def test_summarize_with_a_broken_selection(tmp_path, capsys):
     assert code == 1
     assert_one_error_line(err, "summarize", broken)
     assert not (tmp_path / "best_layers.tsv").exists() and not (tmp_path / "across.tsv").exists()
+
+
+def test_summarize_gpu_batch_reports_each_jobs_measured_throughput(tmp_path, capsys):
+    """A GPU batch's table: per shard record and cost file its set, device, tokens, seconds, tokens per second,
+    and TFLOP/s at two FLOPs per block weight per token (12 x layers x dim^2)."""
+    found = {"model": "esm2_3B", "n_layers": 36, "dim": 2560, "device_name": "NVIDIA H100", "engine": "fast_esm2", "precision": "float32"}
+    (tmp_path / "A.B.shards").mkdir()
+    (tmp_path / "A.B.shards" / "1-of-2.json").write_text(json.dumps({**found, "shard": 1, "shards": 2, "tokens": 6000, "seconds": 2.0}))
+    (tmp_path / "C.json").write_text(json.dumps({**found, "sample_tokens": 8000, "seconds": [0.0, 1.0, 8.0]}))
+
+    code, _, err = run(capsys, "summarize-gpu-batch", "--shards", tmp_path / "A.B.shards" / "1-of-2.json", "--costs", tmp_path / "C.json",
+                       "--out", tmp_path / "batch.tsv")
+
+    assert code == 0, err
+    table = pd.read_csv(tmp_path / "batch.tsv", sep="\t")
+    assert table[["step", "set", "tokens", "seconds", "tokens_per_second"]].values.tolist() == [["embed", "A.B", 6000, 2.0, 3000.0], ["cost", "C", 8000, 8.0, 1000.0]]
+    assert table["shard"].tolist()[0] == 1 and pd.isna(table["shard"].tolist()[1])
+    assert table["tflops"].tolist() == pytest.approx([2 * 12 * 36 * 2560**2 * rate / 1e12 for rate in (3000, 1000)], rel=1e-5)
+    (tmp_path / "C.json").write_text(json.dumps(found))
+    code, _, err = run(capsys, "summarize-gpu-batch", "--costs", tmp_path / "C.json", "--out", tmp_path / "broken.tsv")
+    assert code == 1
+    assert_one_error_line(err, "summarize-gpu-batch", tmp_path / "C.json")
+    assert not (tmp_path / "broken.tsv").exists()
 
 
 def select_argv(tmp_path: Path, probes: Path, **paths) -> list:

@@ -266,7 +266,7 @@ def test_a_cluster_batches_assays_by_their_rows_and_times_probes_by_their_embedd
         {"id": "pg", "kind": "proteingym", "filter": {"max_length": 40}, "assay_dir": "assays", "fold_schemes": ["fold_random_5", "fold_modulo_5"]},
         {"id": "own", "kind": "csv", "type": "regression", "path": "own.csv"},
     ]
-    config["schedule"] = {"batch_rows": 1600, "batch_sets": 3}  # rows times 2 schemes
+    config["schedule"].update(batch_rows=1600, batch_sets=3)  # rows times 2 schemes
     config["embed"].update(shards=4, shard_tokens=60_000)
     plan = Plan(config, chosen_assays=lambda entry: str(tmp_path / f"{entry}.tsv"))
     model = config["models"][0]["id"]
@@ -298,6 +298,59 @@ def test_a_cluster_batches_assays_by_their_rows_and_times_probes_by_their_embedd
     with open(plan.embeddings(model, "B.fold_random_5"), "wb") as handle:
         handle.truncate(150_000_000)
     assert plan.probe_minutes(model, "B.fold_random_5") == 5 + 10
+
+
+def test_a_cluster_batches_gpu_jobs_by_their_tokens_within_the_time_limit(tmp_path, monkeypatch):
+    """schedule: each GPU job's run time is 3 minutes plus its tokens at gpu_tflops (two FLOPs per weight per
+    token); the chosen assays, each with all its GPU jobs, are packed first fit, largest first, within
+    gpu_batch_minutes (its table's minute included); an assay over the limit, and every set of unknown size, is in no batch."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "pg.tsv").write_text("DMS_id\tsingle_mutants\tseq_len\nA\t100\t98\nB\t500\t98\nC\t300\t98\nD\t2000\t98\nE\t100\t98\nF\t50\t98\n")
+    (tmp_path / "own.csv").write_text("sequence,label\nMKT,1\n")
+    config = load("test.yaml")
+    config["models"], config["depth"]["lens_tasks"], config["exit"]["tasks"] = [{"id": "esm2_3B", "name": "esm2_t36_3B_UR50D"}], [], []
+    config["tasks"] = [
+        {"id": "pg", "kind": "proteingym", "filter": {"max_length": 40}, "assay_dir": "assays", "fold_schemes": ["fold_random_5"]},
+        {"id": "own", "kind": "csv", "type": "regression", "path": "own.csv"},
+    ]
+    config["embed"].update(shards=4, shard_tokens=60_000)
+    config["schedule"].update(gpu_batch_minutes=31, gpu_tflops=1)  # 30 minutes of jobs and the table's one
+    config["cost"].update(sample_sequences=8, repeats=3)
+    plan = Plan(config, chosen_assays=lambda entry: str(tmp_path / f"{entry}.tsv"))
+    # 2 x 3e9 weights x tokens at 1e12 FLOP/s: a shard of 50,000 tokens (each of D's four of 200,000, or B's one) is
+    # 300 s, 3 + 5 minutes; C's 30,000 3 + 3; A's and E's 10,000 and F's 5,000 3 + 1. The cost
+    # timing, 8 x 4 forwards of 100 tokens, and zero-shot (98 or 50 masked copies of 100 tokens) 3 + 1 each.
+    assert plan.gpu_job_minutes("esm2_3B", "D") == {"embed_shard": 8, "measure_cost": 4, "zero_shot": 4}
+    assert [plan.gpu_minutes("embed_shard", "esm2_3B", s) for s in ("B", "C", "A", "F")] == [8, 6, 4, 4]
+    assert plan.gpu_minutes("embed_shard", "esm2_3B", "own") == 240  # unknown size: the profile's former limit
+    # Per set: D 4 x 8 + 4 + 4 = 40 (over 30: in no batch), B 16, C 14, A, E and F 12 each.
+    layout = plan.gpu_layout("esm2_3B")
+    assert layout.batches == [["B", "C"], ["A", "E"], ["F"]] and layout.minutes == [30, 24, 12]
+    assert plan.gpu_group("esm2_3B", "C") == "gpu.esm2_3B.0" and plan.gpu_group("esm2_3B", "F") == "gpu.esm2_3B.2"
+    assert plan.gpu_group("esm2_3B", "D") is None and plan.gpu_group("esm2_3B", "own") is None
+    # A batch's table reads its shards' records and its cost timings, and waits for its zero-shot jobs: that ties the group.
+    assert plan.gpu_batch_shard_records("esm2_3B", 0) == ["results/embeddings/esm2_3B/B.shards/0-of-1.json", "results/embeddings/esm2_3B/C.shards/0-of-1.json"]
+    assert plan.gpu_batch_costs("esm2_3B", 1) == ["results/cost/esm2_3B/A.json", "results/cost/esm2_3B/E.json"]
+    assert plan.gpu_batch_zero_shot("esm2_3B", 1) == ["results/depth/esm2_3B/zero_shot/A.json", "results/depth/esm2_3B/zero_shot/E.json"]
+    assert [t for t in plan.final_targets() if "gpu_batches" in t] == [f"results/summary/gpu_batches/esm2_3B/{k}.tsv" for k in range(3)]
+    # Without zero-shot scoring a set's jobs are its shards and cost timing only.
+    config["depth"]["zero_shot"] = False
+    plan = Plan(config, chosen_assays=lambda entry: str(tmp_path / f"{entry}.tsv"))
+    layout = plan.gpu_layout("esm2_3B")  # D 36, B 12, C 10, A, E and F 8 each
+    assert layout.batches == [["B", "C", "A"], ["E", "F"]] and layout.minutes == [30, 16] and plan.gpu_batch_zero_shot("esm2_3B", 0) == []
+
+
+def test_a_models_size_comes_from_its_entry():
+    from plmexit.pipeline.plan_batches import PARAMETERS_UNKNOWN, first_fit, model_parameters
+
+    assert model_parameters({"name": "esm2_t6_8M_UR50D"}) == 8e6
+    assert model_parameters({"name": "esm1v_t33_650M_UR90S_1"}) == 650e6
+    assert model_parameters({"hub": "facebook/esm2_t36_3B_UR50D"}) == 3e9
+    assert model_parameters({"random": {"layers": 4, "dim": 64, "heads": 4}}) == 12 * 4 * 64**2
+    assert model_parameters({"checkpoint": "mine.pt"}) == model_parameters({"hub": "Rostlab/prot_bert"}) == PARAMETERS_UNKNOWN
+    # First fit, largest first; ties keep their order; an item over the budget is a batch of its own.
+    assert first_fit({"a": 3, "b": 5, "c": 3, "d": 9, "e": 2}, 8) == ([["d"], ["b", "a"], ["c", "e"]], [9, 8, 5])
+    assert first_fit({"a": 1, "b": 1, "c": 1}, 8, most=2) == ([["a", "b"], ["c"]], [2, 1])
 
 
 def test_the_chosen_list_needs_the_reference_tables_counts(shared_data, tmp_path):

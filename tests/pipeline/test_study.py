@@ -12,6 +12,7 @@ else of the shipped config changes. The checkpoint that chooses the assays runs 
 from __future__ import annotations
 
 import json
+import math
 import re
 import subprocess
 import sys
@@ -64,7 +65,7 @@ def test_the_study_plans_every_model_task_and_assay(tmp_path, shared_data, monke
     assert dry.returncode == 0, dry.stderr[-3000:]
 
     models, schemes, others = len(config["models"]), 3, len(config["tasks"]) - 1
-    assay_batches = batches_of(reference["DMS_number_single_mutants"].tolist(), schemes, **config["schedule"])
+    assay_batches = batches_of(reference["DMS_number_single_mutants"].tolist(), schemes, config["schedule"]["batch_rows"], config["schedule"]["batch_sets"])
     # An assay's shards: a shard per embed.shard_tokens of its tokens (single mutants times length plus two), 1 to embed.shards.
     e = config["embed"]
     tokens = reference["DMS_number_single_mutants"] * (reference["seq_len"] + 2)
@@ -72,6 +73,8 @@ def test_the_study_plans_every_model_task_and_assay(tmp_path, shared_data, monke
     tasks = len(assays) * schemes + others  # a ProteinGym task is an assay under one fold scheme
     stores = len(assays) + others  # an assay's three schemes share one embedding
     assert len(assays) == 217
+    # A model's GPU batches (schedule.gpu_batch_minutes): each assay with all its GPU jobs, timed from their tokens.
+    gpu = {m["id"]: gpu_batches_of(reference, list(assay_shards.values()), m["name"], config) for m in config["models"]}
     assert job_counts(dry.stdout + dry.stderr) == {
         "fetch_model": models,
         "fetch_data": 5,  # DeepLoc's test set, DeepFRI's three EC files, FLIP's GB1 splits (the reference table is in place)
@@ -103,6 +106,7 @@ def test_the_study_plans_every_model_task_and_assay(tmp_path, shared_data, monke
         "plot_depth_exit": models,
         # A cluster batch of several assays (schedule) has a best-layer table; every other set is a batch of its own.
         "summarize_batch": models * sum(len(b) > 1 for b in assay_batches),
+        "summarize_gpu_batch": sum(len(batches) for batches, _ in gpu.values()),  # a table per GPU batch
         "all": 1,
     }
 
@@ -130,7 +134,9 @@ def test_the_study_plans_every_model_task_and_assay(tmp_path, shared_data, monke
     assert grouped.returncode == 0, grouped.stderr[-3000:]
     submissions = [json.loads(line) for line in out.read_text().splitlines()]
     submissions = [s for s in submissions if not s["local"]]
-    groups = [s for s in submissions if s["group"]]
+    groups = [s for s in submissions if s["group"] and s["group"].startswith("batch.")]
+    gpu_groups = [s for s in submissions if s["group"] and s["group"].startswith("gpu.")]
+    assert len(groups) + len(gpu_groups) == sum(1 for s in submissions if s["group"])
     depth_tasks = len(config["depth"]["lens_tasks"]) + len(assays) * schemes
     # An assay over the row budget is a batch of its own, gathered on its own, each of its tasks a group:
     # no submission grows past what one task needs.
@@ -155,14 +161,42 @@ def test_the_study_plans_every_model_task_and_assay(tmp_path, shared_data, monke
     # Within a day, the time limit of many clusters' CPU partitions (a lower limit: lower schedule.batch_rows).
     assert longest < 24, hours
 
+    # A model's GPU steps run in GPU batches, one submission and one GPU each: every shard, the cost timing and the
+    # zero-shot job of each of its assays, then its table. They run one after another: each asks for the group's
+    # 8 cores, so the submission asks for one GPU and the sum of its jobs' run times, within the limit.
+    limit = config["schedule"]["gpu_batch_minutes"]
+    for model, (batches, alone_gpu) in gpu.items():
+        mine = [s for s in gpu_groups if s["group"].rsplit(".", 1)[0] == f"gpu.{model}"]
+        assert sorted((json.dumps(s["rules"], sort_keys=True), s["runtime"]) for s in mine) == sorted(
+            (json.dumps({"embed_shard": sum(n for _, n in b), "measure_cost": len(b), "zero_shot": len(b), "summarize_gpu_batch": 1}, sort_keys=True), sum(m for m, _ in b) + 1)
+            for b in batches
+        )
+    assert {(s["cpus"], s["gres"], s["mem_mb"]) for s in gpu_groups} == {(8, "gpu:a100:1", 32000)}
+    longest_gpu = max(s["runtime"] for s in gpu_groups)
+    assert longest_gpu <= limit, longest_gpu
+
     ungrouped = Counter(rule for s in submissions if not s["group"] for rule in s["rules"])
     local = ("fetch_model", "fetch_data", "fetch_archive", "stage_assay", "prepare_task", "all")
-    assert ungrouped == {rule: count for rule, count in job_counts(dry.stdout + dry.stderr).items() if rule not in (*local, *in_groups)} | {
+    in_gpu_groups = Counter()
+    for s in gpu_groups:
+        in_gpu_groups.update(s["rules"])
+    alone_shards = sum(sum(assay_shards[a] for a in alone_gpu) for _, alone_gpu in gpu.values())
+    alone_assays = sum(len(alone_gpu) for _, alone_gpu in gpu.values())
+    in_groups_only = (*local, *in_groups, "summarize_gpu_batch")
+    assert ungrouped == {rule: count for rule, count in job_counts(dry.stdout + dry.stderr).items() if rule not in in_groups_only} | {
         "gather_embeddings": models * len(alone),
+        # The sets whose size is not known while planning, and the assays whose jobs alone take longer than the limit.
+        "embed_shard": models * others * e["shards"] + alone_shards,
+        "measure_cost": models * others + alone_assays,
+        "zero_shot": alone_assays,
     }
-    gpu = ("embed_shard", "measure_cost", "logit_lens", "zero_shot", "time_exit", "exit_lens")
-    cpu = len(groups) + sum(count for rule, count in ungrouped.items() if rule not in gpu)
+    assert in_gpu_groups["summarize_gpu_batch"] == len(gpu_groups)
+    gpu_rules = ("embed_shard", "measure_cost", "logit_lens", "zero_shot", "time_exit", "exit_lens")
+    cpu = len(groups) + sum(count for rule, count in ungrouped.items() if rule not in gpu_rules)
     assert cpu < 500, cpu  # a few hundred CPU submissions
+    on_gpus = len(gpu_groups) + sum(count for rule, count in ungrouped.items() if rule in gpu_rules)
+    assert cpu + on_gpus == len(submissions)
+    assert on_gpus < 400, on_gpus  # a few hundred GPU submissions
     jobs = sum(job_counts(dry.stdout + dry.stderr).values())
     # Grouping costs the planning little (both timed here: 56 s and 90 s on 2 cores beside a CI run, the
     # recording of every submission included).
@@ -170,10 +204,45 @@ def test_the_study_plans_every_model_task_and_assay(tmp_path, shared_data, monke
     # The numbers docs/slurm.md quotes (`pytest -s tests/pipeline/test_study.py`).
     print(
         f"planned {jobs} jobs in {plain_seconds:.0f} s, with the profile's groups in {grouped_seconds:.0f} s; {len(submissions)} submissions: "
-        f"{cpu} on CPU nodes ({len(groups)} groups, ungrouped {dict(sorted((r, n) for r, n in ungrouped.items() if r not in gpu))}), "
-        f"{len(submissions) - cpu} on GPU nodes ({dict(sorted((r, n) for r, n in ungrouped.items() if r in gpu))}); "
-        f"{in_groups['summarize_batch']} batch tables; ESM2-3B's longest submission asks for {longest:.1f} h"
+        f"{cpu} on CPU nodes ({len(groups)} groups, ungrouped {dict(sorted((r, n) for r, n in ungrouped.items() if r not in gpu_rules))}), "
+        f"{on_gpus} on GPU nodes ({len(gpu_groups)} GPU batches {dict(Counter(s['group'].rsplit('.', 1)[0] for s in gpu_groups))}, "
+        f"ungrouped {dict(sorted((r, n) for r, n in ungrouped.items() if r in gpu_rules))}); "
+        f"{in_groups['summarize_batch']} batch tables; ESM2-3B's longest submission asks for {longest:.1f} h, the longest GPU batch {longest_gpu / 60:.1f} h"
     )
+
+
+def gpu_batches_of(reference: pd.DataFrame, shards: list[int], name: str, config: dict) -> tuple[list[list[tuple[int, int]]], list[str]]:
+    """One model's GPU batches as config schedule describes them, each a list of (minutes of all its GPU jobs, shards)
+    per assay, and the assays whose jobs alone take longer than the limit. A job takes 3 minutes and its tokens at
+    schedule.gpu_tflops, two FLOPs per weight per token (the size in fair-esm's name): a shard an assay's single
+    mutants times its length plus two over its shards; the cost timing 8 x 4 sequences, zero-shot a masked copy per
+    position (at most the single mutants and the length) and the wild type, each at most 1,024 tokens."""
+    size = re.search(r"_(\d+)([MB])_", name)
+    weights = int(size.group(1)) * (10**6 if size.group(2) == "M" else 10**9)
+    rate = config["schedule"]["gpu_tflops"] * 1e12
+
+    def minutes(tokens: float) -> int:
+        return 3 + math.ceil(2 * weights * tokens / rate / 60)
+
+    work = []
+    for (_, assay), n in zip(reference.iterrows(), shards):
+        rows, length = assay["DMS_number_single_mutants"], assay["seq_len"]
+        window = min(length, 1022) + 2
+        total = n * minutes(rows * (length + 2) / n) + minutes(8 * 4 * window) + minutes(min(rows, length) * window + length + 2)
+        work.append((total, n, assay["DMS_id"]))
+    budget = config["schedule"]["gpu_batch_minutes"] - 1  # and the batch's table, a minute
+    batches: list[list[tuple[int, int]]] = []
+    alone = []
+    for total, n, dms_id in sorted(work, key=lambda w: w[0], reverse=True):
+        if total > budget:
+            alone.append(dms_id)
+            continue
+        fits = [b for b in batches if sum(m for m, _ in b) + total <= budget]
+        if fits:
+            fits[0].append((total, n))
+        else:
+            batches.append([(total, n)])
+    return batches, alone
 
 
 def batches_of(rows: list[int], tasks_per_set: int, batch_rows: int, batch_sets: int) -> list[list[int]]:

@@ -150,7 +150,7 @@ def test_pipeline_writes_every_output(finished_run):
             assert (store.attrs["model"], store.attrs["model_name"]) == ("tiny_random", "esm2_t4_64d_4h_seed0_random")
             assert store.attrs["shards"] == 2 and store.attrs["long_sequences"] == "truncate"  # config/test.yaml shards every task
     shards = results / "embeddings" / "tiny_random" / "BLAT_ECOLX_Stiffler_2015.shards"
-    assert not shards.exists() or not any(shards.iterdir())  # shard stores are temporary
+    assert not shards.exists() or all(p.suffix == ".json" for p in shards.iterdir())  # shard stores are temporary; their records stay
     # One embedding set per assay, shared by its fold schemes; the pinned files were staged from the local copies.
     assert sorted(p.stem for p in (results / "embeddings" / "tiny_random").glob("*.h5")) == sorted({spec[0] for spec in TASKS.values()})
     assert (results / "data" / "deepfri_ec" / "nrPDB-EC_2020.04_annot.tsv").is_file()
@@ -252,7 +252,8 @@ def planned_outputs(workdir, config) -> set[str]:
 
 
 def embedding_outputs(model: str, embedding_set: str) -> set[str]:
-    return {f"results/embeddings/{model}/{embedding_set}.h5", *(f"results/embeddings/{model}/{embedding_set}.shards/{k}-of-2.h5" for k in range(2))}
+    shards = f"results/embeddings/{model}/{embedding_set}.shards"
+    return {f"results/embeddings/{model}/{embedding_set}.h5", *(f"{shards}/{k}-of-2.{suffix}" for k in range(2) for suffix in ("h5", "json"))}
 
 
 def test_adding_a_model_and_a_task_runs_only_what_is_new(finished_run, shared_data, tmp_path):
@@ -549,7 +550,7 @@ def test_two_configs_with_their_own_results_directories_keep_their_summaries_apa
 def test_assays_chosen_by_a_filter_run_in_one_invocation(tmp_path, shared_data):
     """A filter on the reference table is a checkpoint: the dry run stops at it (nothing is read
     while planning), and one real run chooses the assays, then prepares, embeds, probes and
-    summarises exactly the chosen ones; the chosen assays are one batch (config schedule), with its table."""
+    summarises exactly the chosen ones; the chosen assays are one batch and one GPU batch (config schedule), each with its table."""
     reference = pd.read_csv(shared_data / "proteingym/reference_files/DMS_substitutions.csv")
     kept = ["A0A1I9GEU1_NEIME_Kennouche_2019", "BLAT_ECOLX_Stiffler_2015", "GFP_AEQVI_Sarkisyan_2016"]  # 161, 286 and 238 residues
     reference[reference["DMS_id"].isin(kept)].to_csv(tmp_path / "reference.csv", index=False)
@@ -584,6 +585,10 @@ def test_assays_chosen_by_a_filter_run_in_one_invocation(tmp_path, shared_data):
     # Both fit one batch (1,084 and 922 rows): its table holds their rows of the summary.
     batch = pd.read_csv(tmp_path / "results/summary/batches/tiny/0.tsv", sep="\t")
     pd.testing.assert_frame_equal(batch.sort_values("task", ignore_index=True), summary.sort_values("task", ignore_index=True))
+    # And one GPU batch (config schedule): its table has a row per shard (the run's tokens and seconds) and per cost timing.
+    gpu = pd.read_csv(tmp_path / "results/summary/gpu_batches/tiny/0.tsv", sep="\t")
+    assert sorted(zip(gpu["step"], gpu["set"])) == sorted([("embed", chosen[0]), ("embed", chosen[1]), ("embed", chosen[1]), ("cost", chosen[0]), ("cost", chosen[1])])
+    assert (gpu["tokens"] > 0).all() and (gpu["tokens_per_second"] > 0).all() and set(gpu["model"]) == {"tiny"}
     assert (tmp_path / "results/summary/proteingym_supervised.csv").is_file()
     assert tasks[0] in run.stdout + run.stderr  # the closing lines name it
     again = snakemake(tmp_path, "--cores", "1", "--configfile", str(tmp_path / "config.yaml"), "--dry-run")

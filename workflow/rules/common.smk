@@ -200,5 +200,44 @@ def probe_runtime(wildcards, attempt):
     return plan.probe_minutes(wildcards.model, wildcards.task) * attempt
 
 
+# GPU batches (config schedule.gpu_batch_minutes): the job group of a set's GPU jobs, and of a GPU batch
+# ({batch}: its index among the model's GPU batches); what a batch's table reads and waits for; each GPU
+# job's run time in minutes, from the tokens it runs.
+def set_gpu_batch(wildcards):
+    return plan.gpu_group(wildcards.model, wildcards.set)
+
+
+def gpu_batch_group(wildcards):
+    return plan.gpu_batch_group(wildcards.model, wildcards.batch)
+
+
+def gpu_batch_shard_records(wildcards):
+    return plan.gpu_batch_shard_records(wildcards.model, int(wildcards.batch))
+
+
+def gpu_batch_costs(wildcards):
+    return plan.gpu_batch_costs(wildcards.model, int(wildcards.batch))
+
+
+def gpu_batch_zero_shot(wildcards):
+    return plan.gpu_batch_zero_shot(wildcards.model, int(wildcards.batch))
+
+
+def embed_runtime(wildcards, attempt):
+    return plan.gpu_minutes("embed_shard", wildcards.model, wildcards.set) * attempt
+
+
+def cost_runtime(wildcards, attempt):
+    return plan.gpu_minutes("measure_cost", wildcards.model, wildcards.set) * attempt
+
+
+def zero_shot_runtime(wildcards, attempt):
+    return plan.gpu_minutes("zero_shot", wildcards.model, wildcards.set) * attempt
+
+
+def gpu_table_runtime(wildcards, attempt):
+    return plan.gpu_table_minutes() * attempt
+
+
 # Snakemake reads an input function's signature on every call; read each of the above once.
 remember_signatures(globals())

@@ -1,6 +1,6 @@
 # What every layer already knows, from the model's own masked-LM head (config depth.*; fair-esm
 # ESM2 models, transformers esm, bert, albert and esmc models). Run on the device that embeds (profiles/default
-# gives these rules a GPU).
+# gives these rules a GPU); on a cluster an assay's zero-shot job runs in its set's GPU batch (config schedule).
 rule logit_lens:
     input:
         model="<results>/models/{model}.json",
@@ -38,9 +38,13 @@ rule zero_shot:
         "<results>/logs/zero_shot/{model}/{set}.log",
     benchmark:
         "<results>/benchmarks/zero_shot/{model}/{set}.tsv"
+    group:
+        set_gpu_batch
     conda:
         "../../envs/embed.yaml"
     threads: 2
+    resources:
+        runtime=zero_shot_runtime,
     params:
         zero_shot=plan.flags.zero_shot,
     shell:

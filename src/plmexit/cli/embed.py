@@ -1,4 +1,4 @@
-"""Stage: embed (embed, gather-embeddings, cost): run a model over a task (or, embed --fasta, a FASTA file's sequences) with the embedding's settings."""
+"""Stage: embed (embed, gather-embeddings, cost, summarize-gpu-batch): run a model over a task (or, embed --fasta, a FASTA file's sequences) with the embedding's settings."""
 
 from __future__ import annotations
 
@@ -41,6 +41,7 @@ def register(subparsers) -> None:
     p.add_argument("--shard", type=int, help="embed only this shard (0-based) of --shards; writes a shard store for gather-embeddings")
     p.add_argument("--shards", type=positive_int, help="number of shards the task is cut into")
     p.add_argument("--no-progress", action="store_true", help="no progress bar (progress is then logged every 10 s)")
+    p.add_argument("--record-out", help="JSON of this run to write: tokens embedded, seconds, device (a GPU batch's table reads it)")
 
     p = subparsers.add_parser("gather-embeddings", help="stream a task's shard stores into the task's HDF5 store")
     p.add_argument("shards", nargs="+", help="every shard store of the task (from embed --shard K --shards N)")
@@ -49,6 +50,13 @@ def register(subparsers) -> None:
     p = subparsers.add_parser("cost", help="analytic FLOPs (task lengths) and measured forward time (a sample, on --device) per depth")
     add_model_run_arguments(p, out="cost JSON to write")
     CostSettings.add_arguments(p)
+
+    p = subparsers.add_parser(
+        "summarize-gpu-batch", help="a GPU batch's table: per embedding shard and cost timing, its device, tokens, seconds, tokens/s and TFLOP/s",
+    )
+    p.add_argument("--shards", nargs="+", default=[], help="records of embedding shards from embed --record-out ({set}.shards/{k}-of-{n}.json)")
+    p.add_argument("--costs", nargs="+", default=[], help="cost JSON files from cost ({set}.json)")
+    p.add_argument("--out", required=True, help="TSV to write")
 
 
 def run_embed(args: argparse.Namespace) -> None:
@@ -69,6 +77,7 @@ def run_embed(args: argparse.Namespace) -> None:
     embed_task(
         model_manifest=args.model, task_table=args.task, out=args.out, settings=settings, dtype=args.dtype, shard=args.shard,
         shards=args.shards or 1, progress=progress, variant_crop=args.variant_crop,
+        record_out=args.record_out,
     )
 
 
@@ -89,7 +98,13 @@ def run_cost(args: argparse.Namespace) -> None:
     )
 
 
-COMMANDS = {"embed": run_embed, "gather-embeddings": run_gather, "cost": run_cost}
+def run_summarize_gpu_batch(args: argparse.Namespace) -> None:
+    from plmexit.pipeline.select_steps import summarize_gpu_batch
+
+    summarize_gpu_batch(shard_records=args.shards, cost_files=args.costs, out=args.out)
+
+
+COMMANDS = {"embed": run_embed, "gather-embeddings": run_gather, "cost": run_cost, "summarize-gpu-batch": run_summarize_gpu_batch}
 
 
 def run(args: argparse.Namespace) -> None:

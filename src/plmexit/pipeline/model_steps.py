@@ -54,6 +54,11 @@ ProgressCallback = Callable[[int, int, float], None]
 """``(tokens done, tokens to do, seconds)`` after every forward batch."""
 
 
+def device_name(device: str) -> str:
+    """The GPU's name for a CUDA device, else the processor's."""
+    return torch.cuda.get_device_name(device) if device.startswith("cuda") else platform.processor() or platform.machine()
+
+
 def parts_dir(out: str | Path) -> Path:
     """Hidden directory beside a store where finished parts wait until the store is written."""
     out = Path(out)
@@ -70,6 +75,7 @@ def embed_task(
     shards: int = 1,
     progress: ProgressCallback | None = None,
     variant_crop: bool = False,
+    record_out: str | Path | None = None,
 ) -> None:
     """Embed the task table ``task_table`` with the model its manifest file ``model_manifest`` names (``embed_table``)."""
     embed_table(
@@ -137,6 +143,8 @@ def embed_table(
     after a kill (even SIGKILL) skips finished parts, and the store is then streamed from the parts,
     so it is identical to an uninterrupted run's. ``variant_crop``: the table is one target's
     substitution variants, embedded through one crop over the mutated positions (``inputs.embedded_sequences``).
+    ``record_out``: a JSON record of this run, written before the store: the tokens it embedded (a resumed run
+    only its own), their seconds, the device and the model's layers and width (a GPU batch's table reads it).
     """
     settings.check()
     if shard is not None and not 0 <= shard < shards:
@@ -199,6 +207,13 @@ def embed_table(
             block[:, index] = pooled
         store.write_part(part_files[i], part, block, dtype)
     tracker.finish()
+    if record_out is not None:
+        record = {
+            "model": manifest["id"], "shard": shard, "shards": shards, "rows": len(rows), "tokens": tracker.total,
+            "seconds": time.monotonic() - tracker.started, "n_layers": loaded.num_layers, "dim": loaded.embed_dim,
+            "device": settings.device, "device_name": device_name(settings.device), "engine": encoder.engine, "precision": attrs["precision"],
+        }
+        write_text(record_out, json.dumps(record, indent=2) + "\n")
     lengths = rows["sequence"].str.len().to_numpy()
     with store.create_store(out, list(rows["id"]), loaded.num_layers, loaded.embed_dim, dtype, attrs, lengths, truncated, layers) as writer:
         for part, path in zip(parts, part_files):
@@ -292,7 +307,7 @@ def measure_cost(
         "tokens": int(token_lengths.sum()),
         "flops": cost.analytic_flops(token_lengths, loaded.num_layers, loaded.embed_dim, loaded.block_matmul_weights).tolist(),
         "device": settings.device,
-        "device_name": torch.cuda.get_device_name(settings.device) if settings.device.startswith("cuda") else platform.processor() or platform.machine(),
+        "device_name": device_name(settings.device),
         "engine": encoder.engine,
         "embed_engine": settings.engine,  # the embed.engine setting: fast or reference
         **encoder.resolved.attrs(),  # precision: what was timed; precision_requested: what was asked

@@ -5,7 +5,7 @@ targets keeps the planning order of ``TaskIndex.pairs``; a job's inputs are look
 for. ``TargetPaths`` is a part of ``planning.Plan``: it reads the host's ``config``, ``models``,
 ``results``, ``index``, ``pairs()``, ``task(id)``, ``_set_task(set)``, ``shards(set)``,
 ``depth_models()``, ``lens_sets(model)``, ``zero_shot_sets(model)``, ``depth_tasks(model)``,
-``exit_pairs()``, ``batches(model)`` and ``batch_layout(model)``.
+``exit_pairs()``, ``batches(model)``, ``batch_layout(model)`` and ``gpu_layout(model)``.
 """
 
 from __future__ import annotations
@@ -74,6 +74,22 @@ class TargetPaths:
     def batch_selections(self, model: str, batch: int) -> list[str]:
         """The selections of one batch's tasks: its summary needs them all, which ties the batch's jobs into one group."""
         return [f"{self.results}/selection/{model}/{t}.json" for t in self.batch_layout(model).tasks[batch]]
+
+    def gpu_batch_shard_records(self, model: str, batch: int) -> list[str]:
+        """The records of one GPU batch's embedding shards (``embed --record-out``; the shards themselves are temporary):
+        the batch's table reads them."""
+        return [path.removesuffix(".h5") + ".json" for s in self.gpu_layout(model).batches[batch] for path in self.embedding_shards(model, s)]
+
+    def gpu_batch_costs(self, model: str, batch: int) -> list[str]:
+        """The cost timings of one GPU batch's sets: the batch's table reads them."""
+        return [f"{self.results}/cost/{model}/{s}.json" for s in self.gpu_layout(model).batches[batch]]
+
+    def gpu_batch_zero_shot(self, model: str, batch: int) -> list[str]:
+        """The zero-shot scores of one GPU batch's assays that ``model`` scores: the batch's table waits for them,
+        which, with the shards' records and cost timings it reads, ties the batch's GPU jobs into one group."""
+        if model not in self.depth_models():
+            return []
+        return [f"{self.results}/depth/{model}/zero_shot/{s}.json" for s in self.gpu_layout(model).batches[batch] if self.index.has_zero_shot(model, s)]
 
     def exit_timing(self, model: str, task: str) -> list[str]:
         """The measured timing of one exit (model, task) ([] when ``exit.timing_sequences`` is 0: estimated time only)."""
@@ -189,6 +205,11 @@ class TargetPaths:
         depth = [f"{self.results}/summary/depth.tsv"] if self.depth_models() else []
         return [f"{self.results}/summary/best_layers.tsv", *depth, *self.exit_targets(), *self.exports()]
 
+    def gpu_batch_tables(self) -> list[str]:
+        """The table of every GPU batch: it needs every shard's record, cost timing and zero-shot score of the batch,
+        which ties the batch's GPU jobs into one group, one submission."""
+        return [f"{self.results}/summary/gpu_batches/{m}/{k}.tsv" for m in self.models for k in range(len(self.gpu_layout(m).batches))]
+
     def drawn(self) -> list[str]:
         """Every figure and manuscript table, all drawn from files under results/ (the ``figures`` target)."""
         depth = [f"{self.results}/figures/depth.png", *self.task_depth_figures()] if self.depth_models() else []
@@ -203,6 +224,7 @@ class TargetPaths:
         return [
             f"{self.results}/summary/best_layers.tsv", f"{self.results}/summary/across_tasks.tsv",
             *proteingym, self.resources_summary(), *self.drawn(), *self.exports(), *self.exit_targets(), *depth, *self.batch_tables(),
+            *self.gpu_batch_tables(),
         ]
 
     def closing_lines(self) -> list[str]:

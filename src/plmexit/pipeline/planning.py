@@ -30,7 +30,7 @@ from plmexit.errors import ConfigError, MissingExtraError
 from plmexit.models.families import MASKED_LM_FAMILIES
 from plmexit.pipeline import plan_batches
 from plmexit.pipeline.flags import RuleFlags
-from plmexit.pipeline.plan_batches import PROBE_MB_PER_MINUTE, PROBE_MINUTES, BatchLayout  # noqa: F401 (re-exported)
+from plmexit.pipeline.plan_batches import PROBE_MB_PER_MINUTE, PROBE_MINUTES, BatchLayout, GpuLayout  # noqa: F401 (re-exported)
 from plmexit.pipeline.plan_flags import INNER_SPLIT_OF_SCHEME, TASK_OPTION_KEYS, VARIANT_DTYPE, StepArguments  # noqa: F401 (re-exported)
 from plmexit.pipeline.plan_targets import TargetPaths
 from plmexit.pipeline.plan_tasks import (  # noqa: F401 (re-exported)
@@ -101,6 +101,7 @@ class Plan(TargetPaths, StepArguments):
         # Built from the tasks known so far on first use; dropped whenever tasks are added.
         self._index: TaskIndex | None = None
         self._layouts: dict[str, BatchLayout] = {}
+        self._gpu_layouts: dict[str, GpuLayout] = {}
         for position, entry in enumerate(config["tasks"]):
             check_task_keys(entry, position)
             if "filter" in entry:
@@ -119,6 +120,7 @@ class Plan(TargetPaths, StepArguments):
             self.embedding_sets.setdefault(name, task.id)
         self._index = None
         self._layouts.clear()
+        self._gpu_layouts.clear()
 
     def expand_chosen_assays(self) -> None:
         """Add the tasks of every filtered entry, from the assay lists its checkpoint wrote."""
@@ -282,6 +284,55 @@ class Plan(TargetPaths, StepArguments):
         """Run time of one probe on one attempt (``plan_batches.probe_minutes``): from its embeddings' size, or its
         shards' while they are not gathered; ``FileNotFoundError`` naming the store before either exists."""
         return plan_batches.probe_minutes(self.embeddings(model, task), self.embedding_shards(model, self.task(task).embedding_set))
+
+    # GPU batches ----------------------------------------------------------------------------------
+    def gpu_job_minutes(self, model: str, embedding_set: str) -> dict[str, int] | None:
+        """Run time of each of a set's GPU jobs on one attempt (rule -> minutes; ``plan_batches.gpu_minutes``), for a
+        set of known size (an assay a filter chose); None for any other set."""
+        if embedding_set not in self.embedding_sets:
+            self.expand_chosen_assays()  # a filter's assay (a set of any other entry is known without its checkpoint)
+        if embedding_set not in self._set_size:
+            return None
+        rows, length = self._set_size[embedding_set]
+        c, s = self.config["cost"], self.config["schedule"]
+        tokens = plan_batches.gpu_job_tokens(rows, length, self.shards(embedding_set), c["sample_sequences"] * (c["repeats"] + 1))
+        parameters = plan_batches.model_parameters(self.models[model])
+        return {rule: plan_batches.gpu_minutes(n, parameters, s["gpu_tflops"]) for rule, n in tokens.items()}
+
+    def gpu_minutes(self, rule: str, model: str, embedding_set: str) -> int:
+        """Run time of one GPU job (``embed_shard``, ``measure_cost`` or ``zero_shot``) on one attempt: from its
+        tokens for a set of known size, else ``plan_batches.GPU_MINUTES_UNKNOWN``."""
+        minutes = self.gpu_job_minutes(model, embedding_set)
+        return plan_batches.GPU_MINUTES_UNKNOWN[rule] if minutes is None else minutes[rule]
+
+    def gpu_layout(self, model: str) -> GpuLayout:
+        """A model's GPU batches (``plan_batches.gpu_layout``): its sets of known size, each with the minutes of all
+        its GPU jobs (its shards, its cost timing and, when scored, its zero-shot job), packed within
+        ``schedule.gpu_batch_minutes`` with the batch's table."""
+        if model not in self._gpu_layouts:
+            scored = set(self.zero_shot_sets(model)) if model in self.depth_models() else set()
+            work = {}
+            for name in self.index.set_tasks[model]:
+                minutes = self.gpu_job_minutes(model, name)
+                if minutes is not None:
+                    work[name] = self.shards(name) * minutes["embed_shard"] + minutes["measure_cost"] + (minutes["zero_shot"] if name in scored else 0)
+            self._gpu_layouts[model] = plan_batches.gpu_layout(work, self.config["schedule"]["gpu_batch_minutes"])
+        return self._gpu_layouts[model]
+
+    @staticmethod
+    def gpu_table_minutes() -> int:
+        """Run time of a GPU batch's table on one attempt (``plan_batches.GPU_TABLE_MINUTES``; the packing counts it)."""
+        return plan_batches.GPU_TABLE_MINUTES
+
+    @staticmethod
+    def gpu_batch_group(model: str, batch: int | str) -> str:
+        """The job group of one GPU batch: its sets' embedding shards, cost timings and zero-shot jobs, one after another."""
+        return f"gpu.{model}.{batch}"
+
+    def gpu_group(self, model: str, embedding_set: str) -> str | None:
+        """The group of a set's GPU jobs: its GPU batch's, or none for a set in no batch (each job its own submission)."""
+        k = self.gpu_layout(model).of_set.get(embedding_set)
+        return None if k is None else self.gpu_batch_group(model, k)
 
 
 def remember_signatures(namespace: dict) -> None:

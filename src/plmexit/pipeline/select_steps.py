@@ -1,4 +1,4 @@
-"""The steps that choose and summarise: the layer of one (model, task), the summary tables, ProteinGym's merge file.
+"""The steps that choose and summarise: the layer of one (model, task), the summary tables, ProteinGym's merge file, a GPU batch's table.
 
 Invariant: as every module of ``plmexit.pipeline``: one function per CLI command, reading its
 inputs, calling the computing modules and writing its outputs atomically.
@@ -16,6 +16,7 @@ from plmexit.atomic import atomic_directory, write_text
 from plmexit.data import proteingym, tasks
 from plmexit.embedding import cost
 from plmexit.errors import InputError
+from plmexit.pipeline.plan_batches import block_parameters
 from plmexit.pipeline.reading import (
     read_baseline_predictions,
     read_baseline_table,
@@ -174,6 +175,36 @@ def summarize_selections(
     if across_out is not None:
         write_text(across_out, choice.across_tasks(summary, n_boot, seed).to_csv(sep="\t", index=False, float_format="%.6g"))
     return summary
+
+
+GPU_BATCH_COLUMNS = ["model", "step", "set", "shard", "device_name", "precision", "engine", "tokens", "seconds", "tokens_per_second", "tflops"]
+
+
+def summarize_gpu_batch(shard_records: list[str | Path], cost_files: list[str | Path], out: str | Path) -> pd.DataFrame:
+    """A GPU batch's table: a row per embedding shard (``embed --record-out``, in ``{set}.shards/``: the tokens its
+    run embedded and their seconds) and per cost timing (``cost``, ``{set}.json``: the sampled tokens and one full
+    forward's seconds), each with its device, tokens per second, and TFLOP/s as the planner counts them (two per
+    block weight per token, ``plan_batches.block_parameters``): the figure ``schedule.gpu_tflops`` stands for."""
+    rows = []
+    keys = ("model", "n_layers", "dim", "device_name", "engine", "precision", "seconds")
+    for path in shard_records:
+        r = read_json(path, "`plmexit embed --record-out`", (*keys, "tokens", "shard"))
+        rows.append(_gpu_row(r, "embed", Path(path).parent.name.removesuffix(".shards"), r["shard"], r["tokens"], r["seconds"]))
+    for path in cost_files:
+        c = read_json(path, "`plmexit cost`", (*keys, "sample_tokens"))
+        rows.append(_gpu_row(c, "cost", Path(path).name.removesuffix(".json"), None, c["sample_tokens"], c["seconds"][-1]))
+    table = pd.DataFrame(rows, columns=GPU_BATCH_COLUMNS)
+    write_text(out, table.to_csv(sep="\t", index=False, float_format="%.6g"))
+    return table
+
+
+def _gpu_row(found: dict, step: str, name: str, shard: int | None, tokens: int, seconds: float) -> dict:
+    rate = tokens / seconds if seconds > 0 else float("nan")  # a resumed shard may have had nothing left to embed
+    return {
+        "model": found["model"], "step": step, "set": name, "shard": shard, "device_name": found["device_name"], "precision": found["precision"],
+        "engine": found["engine"], "tokens": tokens, "seconds": seconds, "tokens_per_second": rate,
+        "tflops": 2 * block_parameters(found["n_layers"], found["dim"]) * rate / 1e12,
+    }
 
 
 def summarize_proteingym(
