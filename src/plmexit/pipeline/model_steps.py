@@ -80,7 +80,7 @@ def embed_task(
     """Embed the task table ``task_table`` with the model its manifest file ``model_manifest`` names (``embed_table``)."""
     embed_table(
         manifest=model_manifests.read_manifest(model_manifest), table=tasks.read_task_table(task_table), task_table=task_table, out=out,
-        settings=settings, dtype=dtype, shard=shard, shards=shards, progress=progress, variant_crop=variant_crop,
+        settings=settings, dtype=dtype, shard=shard, shards=shards, progress=progress, variant_crop=variant_crop, record_out=record_out,
     )
 
 
@@ -132,6 +132,7 @@ def embed_table(
     progress: ProgressCallback | None = None,
     variant_crop: bool = False,
     layers: list[int] | None = None,
+    record_out: str | Path | None = None,
 ) -> None:
     """Embed every sequence of a task, or of shard ``shard`` of ``shards``, at every layer (or ``layers``) into a store.
 
