@@ -38,6 +38,7 @@ def record(job) -> dict:
         "mem_mb": resources.get("mem_mb"),
         "runtime": resources.get("runtime"),
         "gres": resources.get("gres"),  # a string resource: the same for every job of a group, or Snakemake refuses the group
+        "gpu": resources.get("gpu"),  # GPUs: summed within a layer of a group, the widest layer's asked for
     }
 
 

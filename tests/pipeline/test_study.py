@@ -171,7 +171,7 @@ def test_the_study_plans_every_model_task_and_assay(tmp_path, shared_data, monke
             (json.dumps({"embed_shard": sum(n for _, n in b), "measure_cost": len(b), "zero_shot": len(b), "summarize_gpu_batch": 1}, sort_keys=True), sum(m for m, _ in b) + 1)
             for b in batches
         )
-    assert {(s["cpus"], s["gres"], s["mem_mb"]) for s in gpu_groups} == {(8, "gpu:a100:1", 32000)}
+    assert {(s["cpus"], s["gpu"], s["mem_mb"]) for s in gpu_groups} == {(8, 1, 32000)}
     longest_gpu = max(s["runtime"] for s in gpu_groups)
     assert longest_gpu <= limit, longest_gpu
 

@@ -289,7 +289,8 @@ def test_adding_a_model_and_a_task_runs_only_what_is_new(finished_run, shared_da
     downstream = {
         "results/summary/best_layers.tsv", "results/summary/across_tasks.tsv", "results/figures/gain_vs_compute.png",
         "results/figures/study", "results/summary/tables",  # the study figures and tables redraw every model
-        "results/summary/proteingym_supervised.csv", *(f"results/cost/{m}/{s}.json" for m, s in new_sets),
+        "results/summary/proteingym_supervised.csv", "results/summary/proteingym_predictions",  # ProteinGym's merge and per-variant files
+        *(f"results/cost/{m}/{s}.json" for m, s in new_sets),
         "results/summary/resources.tsv",  # what every model's jobs spent, after the summaries
         "results/summary/depth.tsv", "results/summary/depth_curves.tsv", "results/figures/depth.png", *depth,  # the new fair-esm model's head
         "results/summary/exit.tsv", "results/exit/tiny_narrow/deeploc_membrane.tsv", "results/exit/tiny_narrow/deeploc_membrane.json",
@@ -337,11 +338,11 @@ def test_no_two_jobs_write_the_same_file(tmp_path, shared_data):
     # figure (one exit task), a head exit per lens set (two) and its depth and exit figure. Each family's model the same on its one task, and
     # with a head its lens, zero-shot, depth figure and head exit. Per task a preparation; the 11
     # pinned files; the two summaries, the summary figure, the study figures and `all`; the depth
-    # summary and figure; the exit summary and the head exit summary.
+    # summary and figure; the exit summary and the head exit summary; the resources table.
     n_sets, n_tasks = len({spec[0] for spec in TASKS.values()}), len(TASKS)
     fair_esm = 2 * (2 + 4 * n_sets + 3 * n_tasks + 2 + 2 + 5 + 3 + 2 + 1)
     families = len(FAMILIES) * (2 + 4 + 3) + len(HEADS) * 4
-    assert len(jobs) == fair_esm + families + n_tasks + 11 + 4 + 1 + 2 + 2
+    assert len(jobs) == fair_esm + families + n_tasks + 11 + 4 + 1 + 2 + 2 + 1
     assert written and len(written) == len(set(written))
 
 

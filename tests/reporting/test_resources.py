@@ -46,7 +46,8 @@ def write(root: Path, relative: str, text: str) -> Path:
 
 @pytest.mark.parametrize(("request_", "gpus"), [
     ({}, 0), ({"gres": "gpu:a100:1"}, 1), ({"gres": "gpu:2"}, 2), ({"gres": "gpu:h100"}, 1), ({"gres": "gpu"}, 1),
-    ({"gres": "lscratch:10,gpu:a100:4"}, 4), ({"gres": "lscratch:10"}, 0), ({"gpu": 2}, 2), ({"gpu": 2, "gres": "gpu:a100:2"}, 2),
+    ({"gres": "lscratch:10,gpu:a100:4"}, 4), ({"gres": "lscratch:10"}, 0), ({"gpu": 2, "slurm_account": "lab"}, 2), ({"gpu": 2, "gres": "gpu:a100:2"}, 2),
+    ({"gpu": 1}, 0),  # the local executor: a count Snakemake schedules by, no device
 ])
 def test_the_gpus_a_job_held_are_its_request(request_, gpus):
     assert resources.gpu_count(request_) == gpus
@@ -122,7 +123,8 @@ def by_hand(benchmarks: Path, model: str) -> dict[str, dict]:
         with path.open() as f:
             (row,) = list(csv.DictReader(f, delimiter="\t"))
         request = ast.literal_eval(row["resources"])
-        gpus = int(request.get("gpu") or 0) or sum(1 for item in str(request.get("gres") or "").split(",") if item.startswith("gpu"))
+        submitted = any(key.startswith("slurm_") for key in request)  # a local job's gpu holds no device
+        gpus = (int(request.get("gpu") or 0) if submitted else 0) or sum(1 for item in str(request.get("gres") or "").split(",") if item.startswith("gpu"))
         rule = sums.setdefault(path.relative_to(benchmarks).parts[0], {"jobs": 0, "wall": 0.0, "gpu": 0.0, "cpu": 0.0, "threads": set()})
         rule["jobs"] += 1
         rule["wall"] += float(row["s"])
@@ -150,7 +152,7 @@ def test_the_runs_summary_adds_up_the_records_snakemake_wrote(finished_run):
     for rule, sums in expected.items():
         row = mine.loc[rule]
         assert row["jobs"] == sums["jobs"] and row["wall_hours"] == pytest.approx(sums["wall"] / 3600, rel=1e-5, abs=1e-9), rule
-        assert row["gpu_hours"] == 0.0 and row["gpus"] == "0", rule  # a local run requests no GPU
+        assert row["gpu_hours"] == 0.0 and row["gpus"] == "0", rule  # a local run holds no GPU
         assert row["cpu_hours"] == pytest.approx(sums["cpu"] / 3600, rel=1e-5, abs=1e-9), rule
         assert row["threads"] == ";".join(map(str, sorted(sums["threads"]))), rule
     # The rules' threads, as the run set them (--set-threads probe_layers=1).

@@ -20,7 +20,7 @@ rule fetch_data:
         source=plan.data_source_flags(),
     shell:
         "plmexit fetch-data --file {wildcards.file} {params.source} --out {output} 2>> {log}"
-        
+
 
 # One of ProteinGym's released archives, from its published URL or a local path (data.proteingym_*):
 # sha256-verified against plmexit's pin, or recorded on first use in data.archive_hashes, with a warning.

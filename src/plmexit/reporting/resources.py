@@ -27,9 +27,15 @@ REQUIRED = ("s", "max_rss", "cpu_time")
 
 
 def gpu_count(resources: dict) -> int:
-    """GPUs a job asked for: Snakemake's ``gpu`` resource, else the GPUs of a SLURM ``gres`` (``gpu``, ``gpu:N``,
-    ``gpu:TYPE`` or ``gpu:TYPE:N``, comma-separated with other resources), else none."""
-    if resources.get("gpu") not in (None, 0, "0"):
+    """GPUs a job asked for: Snakemake's ``gpu`` resource of a job submitted to SLURM, else the GPUs of a SLURM
+    ``gres`` (``gpu``, ``gpu:N``, ``gpu:TYPE`` or ``gpu:TYPE:N``, comma-separated with other resources), else none.
+
+    A SLURM job's record carries the site profile's ``slurm_*`` resources. A job run by the local executor holds no
+    GPU: its ``gpu`` resource (profiles/default gives the model rules one everywhere) is only a count Snakemake
+    schedules by, and the record does not say whether ``--device auto`` found a device, so it counts none.
+    """
+    submitted = any(str(key).startswith("slurm_") for key in resources)
+    if submitted and resources.get("gpu") not in (None, 0, "0"):
         return int(resources["gpu"])
     count = 0
     for item in str(resources.get("gres") or "").split(","):
