@@ -65,22 +65,12 @@ def parts_dir(out: str | Path) -> Path:
     return out.with_name(f".{out.name}.parts")
 
 
-def embed_task(
-    model_manifest: str | Path,
-    task_table: str | Path,
-    out: str | Path,
-    settings: EmbedSettings,
-    dtype: str,
-    shard: int | None = None,
-    shards: int = 1,
-    progress: ProgressCallback | None = None,
-    variant_crop: bool = False,
-    record_out: str | Path | None = None,
-) -> None:
-    """Embed the task table ``task_table`` with the model its manifest file ``model_manifest`` names (``embed_table``)."""
+def embed_task(model_manifest: str | Path, task_table: str | Path, out: str | Path, settings: EmbedSettings, dtype: str, **options) -> None:
+    """``embed_table`` on the task table file ``task_table`` with the model its manifest file ``model_manifest`` names;
+    ``options`` are ``embed_table``'s (shard, shards, progress, variant_crop, record_out)."""
     embed_table(
         manifest=model_manifests.read_manifest(model_manifest), table=tasks.read_task_table(task_table), task_table=task_table, out=out,
-        settings=settings, dtype=dtype, shard=shard, shards=shards, progress=progress, variant_crop=variant_crop, record_out=record_out,
+        settings=settings, dtype=dtype, **options,
     )
 
 
