@@ -6,7 +6,12 @@ import os
 import subprocess
 import sys
 
+import numpy as np
+import pandas as pd
 import pytest
+
+from plmexit.data.tasks import sequences_sha256, write_task_table
+from plmexit.embedding import store
 
 from workflow_runs import REPO
 
@@ -37,6 +42,26 @@ def test_probe_speed_writes_its_ratios(tmp_path):
     assert {"ours_s", "reference_s", "ratio", "ours_loo_s", "grouped_over_loo"} <= set(grouped)
     assert grouped["fits_compared"] == 6 and grouped["alpha_mismatches"] == 0  # 5 outer folds and the deploy fit
     assert grouped["max_abs_diff"] < 1e-6 and grouped["max_inner_score_diff"] < 1e-6
+
+
+def test_probe_agreement_compares_every_layer_and_fold_with_scikit_learn(tmp_path):
+    n = 45
+    table = pd.DataFrame({"id": [f"p{i}" for i in range(n)], "sequence": "MKV", "label": np.array(["a", "b", "c"])[np.arange(n) % 3],
+                          "fold": np.arange(n) % 3})
+    write_task_table(table, tmp_path / "task.tsv")
+    attrs = {"input_sha256": sequences_sha256(table["id"], table["sequence"])}
+    layers = np.random.default_rng(0).normal(size=(3, n, 6)) + (np.arange(n) % 3)[None, :, None]  # a class signal on every feature
+    with store.create_store(tmp_path / "e.h5", list(table["id"]), 2, 6, "float32", attrs, np.full(n, 3), np.zeros(n, dtype=bool)) as writer:
+        writer.write(np.arange(n), layers)
+    out = tmp_path / "agreement.json"
+    command = [sys.executable, str(REPO / "benchmarks" / "probe_agreement.py"), "--embeddings", str(tmp_path / "e.h5"),
+               "--task", str(tmp_path / "task.tsv"), "--out", str(out)]
+    subprocess.run(command, check=True, capture_output=True, text=True, env=ONE_THREAD)
+
+    result = json.loads(out.read_text())
+    assert (result["layers"], result["fits"], result["predictions"]) == (3, 9, 3 * n)  # 3 layers x 3 evaluation folds
+    assert result["c_matches"] == 9 and result["identical_predictions"] == 3 * n and result["max_inner_score_diff"] < 1e-9
+    assert result["ours_s"] > 0 and result["reference_s"] > 0
 
 
 def test_variant_precision_writes_what_the_readme_quotes(tmp_path):

@@ -10,6 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pandas as pd
 import pytest
 import yaml
 
@@ -42,6 +43,32 @@ def write_config(workdir: Path, shared_data: Path, edit=None, name: str = "test.
         config["data"]["local_dir"] = str(shared_data)
     if edit is not None:
         edit(config)
+    path = workdir / "config.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+# Three ProteinGym assays of the reference table; a filter keeps the two of at most 240 residues (161 and 238).
+FILTER_REFERENCE = ["A0A1I9GEU1_NEIME_Kennouche_2019", "BLAT_ECOLX_Stiffler_2015", "GFP_AEQVI_Sarkisyan_2016"]
+FILTER_CHOSEN = ["A0A1I9GEU1_NEIME_Kennouche_2019", "GFP_AEQVI_Sarkisyan_2016"]
+
+
+def write_filter_config(workdir: Path, shared_data: Path) -> Path:
+    """A tiny random model on the assays a filter chooses from a cut of ProteinGym's reference table
+    (``FILTER_CHOSEN``): sizes known from the checkpoint's list, so they are one batch and one GPU batch
+    (config schedule). An assay's shards go by its tokens: 922 x 163 = 150,286 is one shard, 1,084 x 240 =
+    260,160 two."""
+    reference = pd.read_csv(shared_data / "proteingym/reference_files/DMS_substitutions.csv")
+    reference[reference["DMS_id"].isin(FILTER_REFERENCE)].to_csv(workdir / "reference.csv", index=False)
+    config = {
+        "seed": 0,
+        "models": [{"id": "tiny", "random": {"layers": 2, "dim": 32, "heads": 4, "seed": 0}}],
+        "tasks": [{
+            "id": "short", "kind": "proteingym", "filter": {"max_length": 240}, "reference": "reference.csv",
+            "assay_dir": str(shared_data / "proteingym/cv_folds_singles_substitutions"), "fold_schemes": ["fold_random_5"], "max_sequences": 60,
+        }],
+        "embed": {"shards": 3, "shard_tokens": 200_000},
+    }
     path = workdir / "config.yaml"
     path.write_text(yaml.safe_dump(config))
     return path

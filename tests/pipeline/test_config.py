@@ -284,6 +284,10 @@ def test_a_cluster_batches_assays_by_their_rows_and_times_probes_by_their_embedd
     assert [plan.shards(name) for name in ("D", "B", "C", "own")] == [4, 1, 1, 4]
     config["embed"]["shard_tokens"] = 20_000
     assert [plan.shards(name) for name in ("D", "B", "C", "F")] == [4, 3, 2, 1]
+    # A cluster job plans afresh from its own wildcards: a chosen assay's shards come first, before anything
+    # else read the checkpoint's list, and are still counted by its size.
+    fresh = Plan(config, chosen_assays=lambda entry: str(tmp_path / f"{entry}.tsv"))
+    assert [fresh.shards(name) for name in ("B", "own")] == [3, 4]
 
     # A probe's run time: 5 minutes and one per 15 MB of its embeddings, from its shards until they are gathered.
     with pytest.raises(FileNotFoundError) as missing:

@@ -18,7 +18,9 @@ scancel is retried with the attempt-scaled memory and time, that a rerun after a
 the finished work, and that the results equal those of the local run. An embedding set's gathering and
 its task's probe, selection and figure go as one job group, the set's batch (config schedule); a second
 test shows that when one job of a group fails, the rerun submits that job alone and keeps what the
-others wrote.
+others wrote. A third runs assays chosen by a filter, whose sizes are known while planning: their GPU
+steps go as one GPU batch, one sbatch on the GPU partition with one GPU and the sum of their run
+times, and run one after another inside it.
 """
 
 from __future__ import annotations
@@ -42,14 +44,19 @@ import yaml
 
 from plmexit.errors import InputError
 from plmexit.pipeline.model_steps import resolve_device
+from plmexit.pipeline.plan_batches import GPU_START_MINUTES, GPU_TABLE_MINUTES
+from plmexit.pipeline.planning import Plan
 
 from system_programs import require
-from workflow_runs import REPO, file_stamps, snakemake_command, snakemake_env, write_config
+from workflow_runs import FILTER_CHOSEN, REPO, file_stamps, snakemake_command, snakemake_env, write_config, write_filter_config
 
 CPU_PARTITION, GPU_PARTITION = "plmexit_cpu", "plmexit_gpu"
 GPUS = 2  # on the node, placeholder files for devices
+PROFILE = yaml.safe_load((REPO / "profiles" / "default" / "config.yaml").read_text())  # the workflow's own
 # The rules that ask for a GPU: the workflow profile's, as the plugin reads them.
-GPU_RULES = {rule for rule, entry in yaml.safe_load((REPO / "profiles" / "default" / "config.yaml").read_text())["set-resources"].items() if entry.get("gpu")}
+GPU_RULES = {rule for rule, entry in PROFILE["set-resources"].items() if entry.get("gpu")}
+NODE_CPUS = min(os.cpu_count(), PROFILE["cores"])
+GPU_BATCH_PREFIX = Plan.gpu_batch_group("", "").split(".")[0] + "."  # a GPU batch's job group: gpu.{model}.{k}
 ACCOUNT = "plmexit"  # any name: with accounting off, SLURM does not check accounts
 DAEMONS = ("munged", "slurmctld", "slurmd")
 CLIENTS = ("sbatch", "squeue", "scancel", "sinfo", "srun", "mungekey")
@@ -223,8 +230,9 @@ def slurm_args(config: Path, *extra: str) -> list[str]:
     """`--profile slurm` by name, as a user types it, plus what only this test cluster needs."""
     return [
         "--profile", "slurm", "--configfile", str(config),
-        # A node of this cluster has the machine's CPUs, fewer than the profile's probe threads.
-        "--set-threads", f"probe_layers={os.cpu_count()}",
+        # A node of this cluster has the machine's CPUs, fewer than the profile's 8 a submission: the same
+        # limit and every rule's threads capped at them (a command line's set-threads replaces the profile's whole).
+        "--cores", str(NODE_CPUS), "--set-threads", *(f"{rule}={min(n, NODE_CPUS)}" for rule, n in PROFILE["set-threads"].items()),
         # Poll soon, this cluster is fast; keep every log for the checks below.
         "--slurm-init-seconds-before-status-checks", "1", "--slurm-keep-successful-logs", *extra,
     ]
@@ -245,10 +253,11 @@ def slurm_log(workdir: Path, jobid: str, name: str, wildcards: str) -> Path:
 
 
 def assert_placed(cluster: Cluster, jobs: dict[str, tuple[str, str]]) -> None:
-    """Every submitted job in its partition: a model rule's on the GPU partition with one GPU, every
-    other job (a group of CPU steps too) on the CPU partition with none."""
+    """Every submitted job in its partition: a model rule's and a GPU batch's on the GPU partition with one
+    GPU, every other job (a batch of CPU steps too) on the CPU partition with none."""
     placed = {jobid: cluster.placement(jobid) for jobid in jobs}
-    expected = {jobid: (GPU_PARTITION, 1) if name in GPU_RULES else (CPU_PARTITION, 0) for jobid, (name, _) in jobs.items()}
+    on_gpu = {jobid for jobid, (name, _) in jobs.items() if name in GPU_RULES or name.startswith(f"group {GPU_BATCH_PREFIX}")}
+    expected = {jobid: (GPU_PARTITION, 1) if jobid in on_gpu else (CPU_PARTITION, 0) for jobid in jobs}
     assert placed == expected
 
 
@@ -329,7 +338,7 @@ def test_offline_config_through_the_slurm_profile(slurm_cluster, profile_env, fi
     batch = "group batch.tiny_random.0_gather_embeddings_plot_layers_probe_layers_select_layer"
     assert [name for name, _ in jobs.values() if name.startswith("group ")] == [batch]
     group_job = next(job for job in slurm_cluster.jobs() if jobs.get(job["id"], ("",))[0] == batch)
-    assert (group_job["cpus"], megabytes(group_job["memory"]), group_job["time_limit"]) == (str(min(os.cpu_count(), 8)), 16000, "31:00")
+    assert (group_job["cpus"], megabytes(group_job["memory"]), group_job["time_limit"]) == (str(NODE_CPUS), 16000, "31:00")
     # Each job in its partition: embedding shards and cost timings on the GPU one, with one GPU each.
     assert {"embed_shard", "measure_cost"} <= {name for name, _ in jobs.values()} and "embed_shard" in GPU_RULES
     assert_placed(slurm_cluster, jobs)
@@ -394,6 +403,44 @@ def assert_same_selection(got: dict, expected: dict) -> None:
             assert a == pytest.approx(b, rel=1e-12, abs=1e-12), key
         else:
             assert a == b, key
+
+
+@pytest.mark.workflow
+@pytest.mark.cluster
+def test_a_gpu_batch_is_one_submission_on_the_gpu_partition(slurm_cluster, profile_env, shared_data, tmp_path):
+    """The assays a filter chose are one GPU batch (config schedule): their three embedding shards, two cost
+    timings and the batch's table go to the GPU partition as one sbatch with one GPU and the sum of their run
+    times, and run there one after another; their CPU steps go to the CPU partition as one batch."""
+    config = write_filter_config(tmp_path, shared_data)
+    run = subprocess.run(
+        snakemake_command(tmp_path, *slurm_args(config)), cwd=tmp_path, env=profile_env, capture_output=True, text=True, timeout=RUN_TIMEOUT
+    )
+    assert run.returncode == 0, run.stderr[-5000:]
+    jobs = submitted(run.stdout + run.stderr)
+    gpu_batch = f"group {Plan.gpu_batch_group('tiny', 0)}_embed_shard_measure_cost_summarize_gpu_batch"
+    groups = sorted(name for name, _ in jobs.values() if name.startswith("group "))
+    assert groups == ["group batch.tiny.0_gather_embeddings_plot_layers_probe_layers_select_layer_summarize_batch", gpu_batch]
+    # No GPU step outside the batch: every shard and cost timing of the chosen assays is in it.
+    assert not GPU_RULES & {name for name, _ in jobs.values()}
+    assert_placed(slurm_cluster, jobs)
+    jobid = next(jobid for jobid, (name, _) in jobs.items() if name == gpu_batch)
+    job = next(job for job in slurm_cluster.jobs() if job["id"] == jobid)
+    # One GPU step's CPUs and memory (they run one at a time), and the sum of the run times: each GPU step
+    # its start and a minute of forwards at schedule.gpu_tflops (Plan.gpu_minutes), the table a minute.
+    minutes = 5 * (GPU_START_MINUTES + 1) + GPU_TABLE_MINUTES
+    assert (job["cpus"], megabytes(job["memory"]), job["time_limit"]) == (str(NODE_CPUS), 32000, f"{minutes}:00")
+    # One after another: in the submission's log (after the group's listing, indented) every step finishes before
+    # the next one starts.
+    events = re.findall(r"^(localrule \w+|Finished jobid)", slurm_log(tmp_path, jobid, gpu_batch, "").read_text(), re.M)
+    started = [event.split()[1] for event in events if event.startswith("localrule")]
+    assert sorted(started) == ["embed_shard"] * 3 + ["measure_cost"] * 2 + ["summarize_gpu_batch"]
+    assert events[: 2 * len(started)] == [event for rule in started for event in (f"localrule {rule}", "Finished jobid")]
+    table = pd.read_csv(tmp_path / "results/summary/gpu_batches/tiny/0.tsv", sep="\t")
+    assert sorted(zip(table["step"], table["set"])) == sorted(
+        [("embed", FILTER_CHOSEN[0]), ("embed", FILTER_CHOSEN[1]), ("embed", FILTER_CHOSEN[1]), ("cost", FILTER_CHOSEN[0]), ("cost", FILTER_CHOSEN[1])]
+    )
+    summary = pd.read_csv(tmp_path / "results/summary/best_layers.tsv", sep="\t")
+    assert summary["task"].tolist() == [f"{dms_id}.fold_random_5" for dms_id in FILTER_CHOSEN]
 
 
 def test_every_fetch_rule_is_a_local_rule():

@@ -19,7 +19,7 @@ from plmexit.data import proteingym
 from plmexit.probing.choice import ACROSS_TASK_COLUMNS, SUMMARY_COLUMNS
 from plmexit.probing.tables import BASELINE_COLUMNS, PROBE_COLUMNS
 
-from workflow_runs import REPO, file_stamps, snakemake, snakemake_command, snakemake_env, write_config
+from workflow_runs import FILTER_CHOSEN, REPO, file_stamps, snakemake, snakemake_command, snakemake_env, write_config, write_filter_config
 
 pytestmark = pytest.mark.workflow
 
@@ -552,20 +552,7 @@ def test_assays_chosen_by_a_filter_run_in_one_invocation(tmp_path, shared_data):
     """A filter on the reference table is a checkpoint: the dry run stops at it (nothing is read
     while planning), and one real run chooses the assays, then prepares, embeds, probes and
     summarises exactly the chosen ones; the chosen assays are one batch and one GPU batch (config schedule), each with its table."""
-    reference = pd.read_csv(shared_data / "proteingym/reference_files/DMS_substitutions.csv")
-    kept = ["A0A1I9GEU1_NEIME_Kennouche_2019", "BLAT_ECOLX_Stiffler_2015", "GFP_AEQVI_Sarkisyan_2016"]  # 161, 286 and 238 residues
-    reference[reference["DMS_id"].isin(kept)].to_csv(tmp_path / "reference.csv", index=False)
-    config = {
-        "seed": 0,
-        "models": [{"id": "tiny", "random": {"layers": 2, "dim": 32, "heads": 4, "seed": 0}}],
-        "tasks": [{
-            "id": "short", "kind": "proteingym", "filter": {"max_length": 240}, "reference": "reference.csv",
-            "assay_dir": str(shared_data / "proteingym/cv_folds_singles_substitutions"), "fold_schemes": ["fold_random_5"], "max_sequences": 60,
-        }],
-        # An assay's shards by its tokens: 922 x 163 = 150,286 is one shard, 1,084 x 240 = 260,160 two.
-        "embed": {"shards": 3, "shard_tokens": 200_000},
-    }
-    (tmp_path / "config.yaml").write_text(yaml.safe_dump(config))
+    write_filter_config(tmp_path, shared_data)
 
     planned = snakemake(tmp_path, "--cores", "1", "--configfile", str(tmp_path / "config.yaml"), "--dry-run")
     assert planned.returncode == 0, planned.stderr[-3000:]
@@ -575,7 +562,7 @@ def test_assays_chosen_by_a_filter_run_in_one_invocation(tmp_path, shared_data):
     run = snakemake(tmp_path, "--cores", "2", "--configfile", str(tmp_path / "config.yaml"))
     assert run.returncode == 0, run.stderr[-5000:]
     # The list carries each assay's single mutants and length: they size its shards and the batches a cluster runs.
-    chosen = ["A0A1I9GEU1_NEIME_Kennouche_2019", "GFP_AEQVI_Sarkisyan_2016"]
+    chosen = FILTER_CHOSEN
     assert (tmp_path / "results/assays/short.tsv").read_text() == f"DMS_id\tsingle_mutants\tseq_len\n{chosen[0]}\t922\t161\n{chosen[1]}\t1084\t238\n"
     for dms_id, shards in zip(chosen, (1, 2)):
         with h5py.File(tmp_path / f"results/embeddings/tiny/{dms_id}.h5", "r") as store:

@@ -212,6 +212,10 @@ class Plan(TargetPaths, StepArguments):
         chose) as many as its tokens need at ``embed.shard_tokens`` a shard (rows times the target's length and
         two special tokens: the most a crop embeds), at most ``embed.shards``."""
         e = self.config["embed"]
+        if embedding_set not in self.embedding_sets:
+            # A filter's assay, asked for before anything else expanded its entry (a cluster job's own plan starts
+            # from the job's wildcards): its size comes with the checkpoint's list.
+            self.expand_chosen_assays()
         if embedding_set not in self._set_size:
             return e["shards"]
         rows, length = self._set_size[embedding_set]

@@ -4,7 +4,8 @@ Invariant: every fit minimises exactly scikit-learn's ``LogisticRegression(C=C)`
 ``StandardScaler``-standardised features — mean log-loss plus ``||W||^2 / (2 C n)``, intercepts
 unpenalised, multinomial for three or more classes and a single sigmoid for two — with the same
 L-BFGS-B solver and stopping rule, so the optimum is scikit-learn's (``benchmarks/probe_speed.py``
-measures the agreement). Only the coordinates change: with fewer rows than features, the optimal
+measures the agreement). Only the coordinates and the solver's path change (``fit``: a diagonal
+preconditioner, two to three times fewer evaluations on embeddings): with fewer rows than features, the optimal
 weights lie in the span of the standardised training rows (the gradient of every term does), so
 the problem is solved over that span's ``n`` orthonormal coordinates instead of ``d`` features.
 The sigmoid link also fits several independent binary problems (one-vs-rest) as one: their
@@ -106,16 +107,27 @@ def fit(F: np.ndarray, Y: np.ndarray, C: float, link: str, start: LinearModel | 
     ``link`` is ``"softmax"`` (``Y`` one-hot, multinomial) or ``"sigmoid"`` (each column its own
     binary problem). ``start`` warm-starts from another fit over the same coordinates, as
     scikit-learn's ``warm_start`` does along a path of ``C``.
+
+    The stopping rule is scikit-learn's: every gradient entry over ``F``'s coordinates (and the
+    intercepts) at most ``tol``, or the objective's relative decrease below ``RELATIVE_FTOL``. The
+    path L-BFGS-B takes to it is preconditioned (``diagonal_scale``): the weights are searched for
+    in coordinates scaled to the objective's curvature along each of ``F``'s columns, which takes
+    far fewer steps where the columns' scales spread over orders of magnitude, as a row span's
+    principal coordinates do. The optimum is the same problem's; only the iterates differ.
     """
     n, r = F.shape
     K = Y.shape[1]
     penalty = 1.0 / (C * n)
-    # Column-major F^T is what BLAS reads fastest for the gradient's F^T G.
+    scale = diagonal_scale(F, penalty)
+    # Column-major transposes are what BLAS reads fastest for the gradient's F^T G.
+    Fs = F * scale
     Ft = np.ascontiguousarray(F.T)
+    largest = [np.inf]  # the largest gradient entry at the last point evaluated, in F's coordinates
 
     def loss_gradient(theta: np.ndarray) -> tuple[float, np.ndarray]:
-        W, b = theta[: r * K].reshape(r, K), theta[r * K:]
-        Z = F @ W + b  # (n, K)
+        V, b = theta[: r * K].reshape(r, K), theta[r * K:]
+        W = V * scale[:, None]
+        Z = Fs @ V + b  # (n, K), = F @ W + b
         if link == "softmax":
             top = Z.max(axis=1, keepdims=True)
             E = np.exp(Z - top)
@@ -126,12 +138,45 @@ def fit(F: np.ndarray, Y: np.ndarray, C: float, link: str, start: LinearModel | 
             loss = float(np.sum(np.logaddexp(0.0, Z)) - np.sum(Z * Y))
             G = expit(Z) - Y
         G /= n
-        gradient = np.concatenate(((Ft @ G + penalty * W).ravel(), G.sum(axis=0)))
-        return loss / n + 0.5 * penalty * float(np.sum(W * W)), gradient
+        gradient_W = Ft @ G + penalty * W
+        gradient_b = G.sum(axis=0)
+        largest[0] = max(float(np.abs(gradient_W).max(initial=0.0)), float(np.abs(gradient_b).max()))
+        return loss / n + 0.5 * penalty * float(np.sum(W * W)), np.concatenate(((gradient_W * scale[:, None]).ravel(), gradient_b))
 
-    theta = np.zeros(r * K + K) if start is None else np.concatenate((start.weights.ravel(), start.intercept))
-    result = minimize(loss_gradient, theta, jac=True, method="L-BFGS-B",
-                      options={"maxiter": max_iter, "maxls": LINE_SEARCH_STEPS, "gtol": tol, "ftol": RELATIVE_FTOL})
+    def converged(intermediate_result) -> bool:
+        # Called after each iteration, whose point is the last one evaluated (the line search's accepted step).
+        return largest[0] <= tol
+
+    if start is None:
+        theta = np.zeros(r * K + K)
+    else:
+        theta = np.concatenate(((start.weights / scale[:, None]).ravel(), start.intercept))
+    # L-BFGS-B's own gradient test runs over the scaled coordinates; this bound makes it imply the rule above.
+    scaled_tol = tol * min(1.0, float(scale.min(initial=1.0)))
+    result = minimize(loss_gradient, theta, jac=True, method="L-BFGS-B", callback=_halt_when(converged),
+                      options={"maxiter": max_iter, "maxls": LINE_SEARCH_STEPS, "gtol": scaled_tol, "ftol": RELATIVE_FTOL})
     if result.status == 1:
         warnings.warn(f"logistic probe at C={C:g} stopped after {max_iter} iterations before converging", ConvergenceWarning, stacklevel=2)
-    return LinearModel(result.x[: r * K].reshape(r, K), result.x[r * K:], link)
+    return LinearModel(result.x[: r * K].reshape(r, K) * scale[:, None], result.x[r * K:], link)
+
+
+def diagonal_scale(F: np.ndarray, penalty: float) -> np.ndarray:
+    """Per-column scale ``(r,)`` that makes the objective's curvature about one along each of ``F``'s columns.
+
+    The Hessian's diagonal entry for a weight on column ``j`` is ``sum_i p_i (1 - p_i) F_ij^2 / n + penalty``,
+    at most ``||F_j||^2 / (4 n) + penalty`` (``p (1 - p) <= 1/4``); weights are searched for as
+    ``W = scale * V``. On a row span's principal coordinates the columns are orthogonal, so the data
+    term's curvature is diagonal up to the probabilities' variation.
+    """
+    squares = np.einsum("ij,ij->j", F, F)
+    return 1.0 / np.sqrt(squares / (4.0 * len(F)) + penalty)
+
+
+def _halt_when(converged):
+    """An L-BFGS-B callback that stops the run once ``converged(intermediate_result)`` holds."""
+
+    def callback(intermediate_result) -> None:
+        if converged(intermediate_result):
+            raise StopIteration
+
+    return callback
