@@ -216,6 +216,18 @@ def load_benchmark(name: str):
     return module
 
 
+def test_a_measured_peak_above_the_nominal_clocks_names_the_clock_it_implies(monkeypatch):
+    """A boosting CPU beats its theoretical peak at the nominal clock (an EPYC 9004 in a VM: 227 against 166
+    GFLOP/s): the JSON says which clock the measurement implies instead of quoting a fraction above 100%."""
+    roofline = load_benchmark("roofline")
+    monkeypatch.setattr(roofline, "measured_peak", lambda device, dtype, sizes, repeats: {"flops_per_s": 227e9})
+    monkeypatch.setattr(roofline, "cpu_theoretical", lambda dtype: {"flops_per_s": 166e9, "clock_hz": 2.6e9})
+    result = roofline.roofline("cpu", __import__("torch").float32)
+    assert result["implied_clock_hz"] == pytest.approx(2.6e9 * 227 / 166) and "boost" in result["theoretical_note"]
+    monkeypatch.setattr(roofline, "measured_peak", lambda device, dtype, sizes, repeats: {"flops_per_s": 100e9})
+    assert "implied_clock_hz" not in roofline.roofline("cpu", __import__("torch").float32)
+
+
 def test_the_roofline_fails_above_the_measured_peak_and_knows_its_cpus():
     roofline = load_benchmark("roofline")
     roofline.check_fraction(0.99, "plmexit")
