@@ -255,3 +255,52 @@ def batches_of(rows: list[int], tasks_per_set: int, batch_rows: int, batch_sets:
         else:
             batches.append([n])
     return batches
+
+
+class _Group(frozenset):
+    groupid = "g"
+
+
+class _Job:
+    def __init__(self, name: str):
+        self.rule = type("Rule", (), {"name": name, "lineno": 1, "snakefile": "Snakefile"})()
+
+
+class _CountingDependencies(dict):
+    reads = 0
+
+    def __getitem__(self, job):
+        self.reads += 1
+        return super().__getitem__(job)
+
+
+def test_snakemake_checks_each_job_group_once_and_still_finds_a_group_that_depends_on_itself():
+    """planning.check_each_group_once: Snakemake's own group check, handed one entry per group instead of
+    one per job; a path that leaves a group and comes back is still refused."""
+    import snakemake.cli  # noqa: F401  (snakemake.dag imports only once the package is loaded)
+    from snakemake.dag import DAG
+    from snakemake.exceptions import WorkflowError
+
+    from plmexit.pipeline.planning import check_each_group_once
+
+    check_each_group_once()
+    wrapped = DAG._check_groups
+    assert wrapped.each_group_once
+    check_each_group_once()  # a second Snakefile load in the same process wraps nothing twice
+    assert DAG._check_groups is wrapped
+
+    jobs = [_Job(f"step{k}") for k in range(6)]
+    group = _Group(jobs)
+    dag = type("Dag", (), {})()
+    dag._group = dict.fromkeys(jobs, group)
+    dag._dependencies = _CountingDependencies({job: [] for job in jobs})
+    DAG._check_groups(dag)
+    assert dag._dependencies.reads == 6  # each job walked once (Snakemake 9 alone: 36)
+    assert dag._group == dict.fromkeys(jobs, group)  # the map is put back
+
+    inside, outside, back = _Job("a"), _Job("b"), _Job("c")
+    cyclic = _Group([inside, back])
+    dag._group = {inside: cyclic, back: cyclic}
+    dag._dependencies = _CountingDependencies({back: [outside], outside: [inside], inside: []})
+    with pytest.raises(WorkflowError, match="Group g depends on itself"):
+        DAG._check_groups(dag)

@@ -239,5 +239,7 @@ def gpu_table_runtime(wildcards, attempt):
     return plan.gpu_table_minutes() * attempt
 
 
-# Snakemake reads an input function's signature on every call; read each of the above once.
+# Snakemake reads an input function's signature on every call; read each of the above once. And it
+# checks each job group once per job in it; once is enough (planning.check_each_group_once).
 remember_signatures(globals())
+check_each_group_once()
