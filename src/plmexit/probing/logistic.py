@@ -119,8 +119,8 @@ def fit(F: np.ndarray, Y: np.ndarray, C: float, link: str, start: LinearModel | 
     K = Y.shape[1]
     penalty = 1.0 / (C * n)
     scale = diagonal_scale(F, penalty)
-    # Column-major transposes are what BLAS reads fastest for the gradient's F^T G.
     Fs = F * scale
+    # Column-major F^T is what BLAS reads fastest for the gradient's F^T G.
     Ft = np.ascontiguousarray(F.T)
     largest = [np.inf]  # the largest gradient entry at the last point evaluated, in F's coordinates
 
@@ -143,9 +143,11 @@ def fit(F: np.ndarray, Y: np.ndarray, C: float, link: str, start: LinearModel | 
         largest[0] = max(float(np.abs(gradient_W).max(initial=0.0)), float(np.abs(gradient_b).max()))
         return loss / n + 0.5 * penalty * float(np.sum(W * W)), np.concatenate(((gradient_W * scale[:, None]).ravel(), gradient_b))
 
-    def converged(intermediate_result) -> bool:
-        # Called after each iteration, whose point is the last one evaluated (the line search's accepted step).
-        return largest[0] <= tol
+    def stop_when_converged(intermediate_result) -> None:
+        # Called after each iteration, whose point is the last one evaluated (the line search's accepted step);
+        # scipy passes the OptimizeResult by this parameter's name and ends the run on StopIteration.
+        if largest[0] <= tol:
+            raise StopIteration
 
     if start is None:
         theta = np.zeros(r * K + K)
@@ -153,7 +155,7 @@ def fit(F: np.ndarray, Y: np.ndarray, C: float, link: str, start: LinearModel | 
         theta = np.concatenate(((start.weights / scale[:, None]).ravel(), start.intercept))
     # L-BFGS-B's own gradient test runs over the scaled coordinates; this bound makes it imply the rule above.
     scaled_tol = tol * min(1.0, float(scale.min(initial=1.0)))
-    result = minimize(loss_gradient, theta, jac=True, method="L-BFGS-B", callback=_halt_when(converged),
+    result = minimize(loss_gradient, theta, jac=True, method="L-BFGS-B", callback=stop_when_converged,
                       options={"maxiter": max_iter, "maxls": LINE_SEARCH_STEPS, "gtol": scaled_tol, "ftol": RELATIVE_FTOL})
     if result.status == 1:
         warnings.warn(f"logistic probe at C={C:g} stopped after {max_iter} iterations before converging", ConvergenceWarning, stacklevel=2)
@@ -171,12 +173,3 @@ def diagonal_scale(F: np.ndarray, penalty: float) -> np.ndarray:
     squares = np.einsum("ij,ij->j", F, F)
     return 1.0 / np.sqrt(squares / (4.0 * len(F)) + penalty)
 
-
-def _halt_when(converged):
-    """An L-BFGS-B callback that stops the run once ``converged(intermediate_result)`` holds."""
-
-    def callback(intermediate_result) -> None:
-        if converged(intermediate_result):
-            raise StopIteration
-
-    return callback
