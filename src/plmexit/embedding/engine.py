@@ -14,6 +14,7 @@ out of device memory is split and retried.
 from __future__ import annotations
 
 import logging
+import platform
 from typing import Callable, Iterator
 
 import numpy as np
@@ -30,6 +31,11 @@ log = logging.getLogger(__name__)
 
 Progress = Callable[[int], None]
 """Called after every forward batch with the number of tokens (residues and special tokens) it finished."""
+
+
+def device_name(device: str) -> str:
+    """What a run's records call its device: the GPU's name for a CUDA device, else the processor's."""
+    return torch.cuda.get_device_name(device) if device.startswith("cuda") else platform.processor() or platform.machine()
 
 
 def make_encoder(loaded, device: str, precision: str, norm_last: bool = True, engine: str = "fast") -> Encoder:

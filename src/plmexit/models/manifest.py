@@ -89,7 +89,14 @@ def resolve(**source) -> dict:
 # config model entry names: a fair-esm release, a local checkpoint file or transformers directory, or a hub
 # repository pinned to a commit, written ORG/NAME@COMMIT.
 HUB_PIN = "@"
-_ID_CHARACTERS = re.compile(r"[^A-Za-z0-9_.-]+")
+# Characters a config id (a model's, a task's) may not hold: the schema's ids are ^[A-Za-z0-9][A-Za-z0-9_.-]*$.
+_NOT_ID = re.compile(r"[^A-Za-z0-9_.-]+")
+
+
+def config_id(name: str, fallback: str) -> str:
+    """An id the config schema accepts, made from ``name`` (a model's, or ``plmexit scan``'s task's): other
+    characters become ``_`` and a leading ``_``, ``.`` or ``-`` is dropped; ``fallback`` when nothing is left."""
+    return _NOT_ID.sub("_", name).lstrip("_.-") or fallback
 
 
 def source_of(text: str) -> dict:
@@ -127,7 +134,7 @@ def model_id(source: dict) -> str:
     else:
         path = Path(source.get("checkpoint") or source["path"]).resolve()
         name = path.stem if "checkpoint" in source else path.name
-    return _ID_CHARACTERS.sub("_", name).lstrip("_.-") or "model"
+    return config_id(name, "model")
 
 
 def make_test_model(family: str, layers: int, dim: int, heads: int, seed: int, out_dir: str | Path) -> Path:

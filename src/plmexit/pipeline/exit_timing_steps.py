@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import logging
-import platform
 from pathlib import Path
 
 import numpy as np
@@ -130,7 +129,7 @@ def time_exit_task(
         "timing": "median seconds over repeats after one warm-up, device synchronised around each run; full depth, the static layer and "
                   "every gate's adaptive forwards interleaved; gate seconds (probe, gate, copy of pooled vectors to the host) inside the adaptive forward",
         "device": settings.device,
-        "device_name": torch.cuda.get_device_name(settings.device) if settings.device.startswith("cuda") else platform.processor() or platform.machine(),
+        "device_name": engine.device_name(settings.device),
         "torch_threads": torch.get_num_threads(), "engine": encoder.engine, "embed_engine": settings.engine, **encoder.resolved.attrs(),
         "seconds": seconds, "plmexit_version": plmexit.__version__, "torch_version": torch.__version__, "runs": details,
     }

@@ -54,11 +54,6 @@ ProgressCallback = Callable[[int, int, float], None]
 """``(tokens done, tokens to do, seconds)`` after every forward batch."""
 
 
-def device_name(device: str) -> str:
-    """The GPU's name for a CUDA device, else the processor's."""
-    return torch.cuda.get_device_name(device) if device.startswith("cuda") else platform.processor() or platform.machine()
-
-
 def parts_dir(out: str | Path) -> Path:
     """Hidden directory beside a store where finished parts wait until the store is written."""
     out = Path(out)
@@ -202,7 +197,7 @@ def embed_table(
         record = {
             "model": manifest["id"], "shard": shard, "shards": shards, "rows": len(rows), "tokens": tracker.total,
             "seconds": time.monotonic() - tracker.started, "n_layers": loaded.num_layers, "dim": loaded.embed_dim,
-            "device": settings.device, "device_name": device_name(settings.device), "engine": encoder.engine, "precision": attrs["precision"],
+            "device": settings.device, "device_name": engine.device_name(settings.device), "engine": encoder.engine, "precision": attrs["precision"],
         }
         write_text(record_out, json.dumps(record, indent=2) + "\n")
     lengths = rows["sequence"].str.len().to_numpy()
@@ -298,7 +293,7 @@ def measure_cost(
         "tokens": int(token_lengths.sum()),
         "flops": cost.analytic_flops(token_lengths, loaded.num_layers, loaded.embed_dim, loaded.block_matmul_weights).tolist(),
         "device": settings.device,
-        "device_name": device_name(settings.device),
+        "device_name": engine.device_name(settings.device),
         "engine": encoder.engine,
         "embed_engine": settings.engine,  # the embed.engine setting: fast or reference
         **encoder.resolved.attrs(),  # precision: what was timed; precision_requested: what was asked

@@ -104,8 +104,8 @@ class StepArguments:
                 args += ["--" + key.replace("_", "-"), str(plan.entry[key])]
         if plan.dms_id:
             args += ["--dms-id", plan.dms_id, "--fold-scheme", plan.scheme]
-        if self.task_provenance(task):
-            args += ["--provenance", self.task_provenance(task)]
+        if provenance := self.task_provenance(task):
+            args += ["--provenance", provenance]
         return shlex.join(args)
 
     # steps -------------------------------------------------------------------------------------

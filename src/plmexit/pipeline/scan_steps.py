@@ -13,7 +13,6 @@ from __future__ import annotations
 import copy
 import logging
 import os
-import re
 import shutil
 import sys
 from pathlib import Path
@@ -26,8 +25,6 @@ from plmexit.models import manifest as model_manifests
 from plmexit.pipeline.planning import Plan
 
 log = logging.getLogger(__name__)
-
-_ID_CHARACTERS = re.compile(r"[^A-Za-z0-9_.-]+")
 
 
 def checkout() -> Path:
@@ -70,7 +67,7 @@ def scan_config(
         task_type = "regression" if _all_numbers(raw[label]) else "classification"
         log.info("%s: labels in column %r are %s, so the task is %s (--type to say otherwise)", path, label,
                  "numbers" if task_type == "regression" else "not all numbers", task_type)
-    task = {"id": _ID_CHARACTERS.sub("_", f"{path.stem}_{label}").lstrip("_.-") or "task", "kind": "csv", "type": task_type,
+    task = {"id": model_manifests.config_id(f"{path.stem}_{label}", "task"), "kind": "csv", "type": task_type,
             "path": str(path.resolve()), "label_column": label, "sequence_column": sequence_column}
     if id_column is not None:
         task["id_column"] = id_column

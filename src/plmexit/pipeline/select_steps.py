@@ -264,9 +264,7 @@ def summarize_proteingym(
             for where, frame in files.items():
                 (tmp / where[0] / where[1]).mkdir(parents=True, exist_ok=True)
                 frame.to_csv(tmp.joinpath(*where), index=False)  # full precision: ProteinGym's script recomputes the numbers from these
-            write_text(out, table.to_csv(index=False, float_format="%.6g"))
-    else:
-        write_text(out, table.to_csv(index=False, float_format="%.6g"))
+    write_text(out, table.to_csv(index=False, float_format="%.6g"))
     return table
 
 

@@ -91,13 +91,13 @@ def prepare_task(spec: tasks.TaskSpec, out: str | Path, info_out: str | Path, pr
     source = None
     if provenance is not None:
         source = reading.read_json(provenance, "`plmexit stage-assay`", ("sha256", "archive", "archive_sha256"))
-        if source["sha256"] != (found := sha256_file(spec.path)):
-            raise InputError(f"{spec.path}: sha256 is {found}, but {provenance} staged {source['sha256']}; stage the assay again")
+    # An archive's assay has its origin in ``source``; that its bytes may equal a pinned copy's is no origin.
+    files = {role: _file_record(path, look_up=not (role == "path" and source)) for role, path in roles.items()}
+    if source is not None and source["sha256"] != files["path"]["sha256"]:
+        raise InputError(f"{spec.path}: sha256 is {files['path']['sha256']}, but {provenance} staged {source['sha256']}; stage the assay again")
     info = {
         "task": spec.name, "format": spec.format, "type": spec.type, "split": table.attrs["split"], "n_sequences": len(table),
-        "dms_id": spec.dms_id, "fold_scheme": table.attrs["fold_scheme"],
-        # An archive's assay has its origin in ``source``; that its bytes may equal a pinned copy's is no origin.
-        "files": {role: _file_record(path, look_up=not (role == "path" and source)) for role, path in roles.items()}, "source": source,
+        "dms_id": spec.dms_id, "fold_scheme": table.attrs["fold_scheme"], "files": files, "source": source,
         "folds": table.attrs["folds"], "clustering": table.attrs["clustering"], "clusters": table.attrs["clusters"],
     }
     tasks.write_task_table(table, out)
