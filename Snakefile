@@ -5,7 +5,8 @@ import sys
 from snakemake.utils import min_version
 
 from plmexit.errors import ConfigError
-from plmexit.pipeline.planning import Plan, check_each_group_once, remember_signatures
+from plmexit.pipeline.planning import Plan
+from plmexit.pipeline.snakemake_speed import plan_faster
 
 min_version("9.13")  # path variables (<results>)
 

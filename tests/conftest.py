@@ -29,21 +29,25 @@ from workflow_runs import PipelineRun, snakemake, write_config
 # The real data sits next to the repository (../shared/data), read-only; it is never copied in.
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
-# Session fixtures that one group of tests shares: the local pipeline run (the SLURM run is compared
-# to it) and the SLURM test cluster. Under pytest-xdist every test needing one runs on one worker.
-SHARED_RUN_FIXTURES = frozenset({"pipeline_run", "slurm_cluster"})
-SHARED_RUN_GROUP = "shared_pipeline_run"
+# Fixtures that one group of tests shares, each group a work unit of its own under pytest-xdist, both
+# queued first so they start side by side on the two workers: the local pipeline run (session-wide; the
+# SLURM run compared to it comes with it) and the SLURM test cluster (per module; its own ports, state and
+# munge socket, so the one the comparison starts never meets another).
+SHARED_RUN_FIXTURE, SHARED_RUN_GROUP = "pipeline_run", "shared_pipeline_run"
+CLUSTER_FIXTURE, CLUSTER_GROUP = "slurm_cluster", "slurm_cluster"
 
 # Small enough to run everywhere in milliseconds, big enough to have intermediate layers.
 TINY_MODEL = {"layers": 2, "dim": 32, "heads": 4, "seed": 0}
 
 
 def _unit(item) -> tuple[int, str]:
-    """(rank, work unit) of a test under pytest-xdist: the tests needing a shared run (``SHARED_RUN_FIXTURES``,
-    followed through the fixtures they request) are one unit, ranked first; every other test file is a unit,
-    its tests running Snakemake ranked next."""
-    if SHARED_RUN_FIXTURES & set(item.fixturenames):
+    """(rank, work unit) of a test under pytest-xdist: the tests needing the shared run (followed through the
+    fixtures they request) are one unit and the other tests needing the SLURM cluster another, ranked first;
+    every other test file is a unit, its tests running Snakemake ranked next."""
+    if SHARED_RUN_FIXTURE in item.fixturenames:
         return 0, SHARED_RUN_GROUP
+    if CLUSTER_FIXTURE in item.fixturenames:
+        return 0, CLUSTER_GROUP
     return (1 if item.get_closest_marker("workflow") else 2), item.nodeid.split("::")[0]
 
 
@@ -62,8 +66,8 @@ def pytest_collection_modifyitems(config, items):
 
 @pytest.hookimpl(optionalhook=True)
 def pytest_xdist_make_scheduler(config, log):
-    """Two workers (pyproject's addopts) share the tests by work unit: the shared run's tests on one worker,
-    queued first as the longest unit while the other worker takes the rest, file by file."""
+    """Two workers (pyproject's addopts) share the tests by work unit: the shared run's tests on one worker and
+    the cluster's on the other, queued first as the longest units, then the rest file by file."""
     from xdist.scheduler import LoadScopeScheduling
 
     class UnitScheduling(LoadScopeScheduling):

@@ -31,7 +31,7 @@ ENVS = sorted((REPO / "envs").glob("*.yaml"))
 # The modules that may import an extra's packages, each guarding the import with a MissingExtraError.
 EXTRA_MODULES = {
     "hub": {"plmexit.models.hub", "plmexit.models.hf_truncate"},
-    "workflow": {"plmexit.pipeline.planning", "plmexit.pipeline.scan_steps"},  # the Snakefile's planning (also behind `plmexit estimate`) and `plmexit scan`
+    "workflow": {"plmexit.pipeline.planning", "plmexit.pipeline.scan_steps", "plmexit.pipeline.snakemake_speed"},  # the Snakefile's planning (also behind `plmexit estimate`), `plmexit scan`, and the speed-ups the Snakefile applies
 }
 EDITABLE = "-e ${PLMEXIT_CHECKOUT}[hub]"
 

@@ -80,7 +80,7 @@ def test_installed_where_snakemake_finds_the_profile_by_name_with_only_the_site(
     assert get_profile_dir("slurm") == (installed.parent, installed)
     got = yaml.safe_load(installed.read_text())
     assert set(got) == SITE_KEYS | {"slurm-status-command"}
-    assert got["default-resources"] == {"slurm_account": "lab42"}
+    assert got["default-resources"] == {"slurm_account": "lab42", "disk_mb": 1000}
     assert got["slurm-status-command"] == "squeue"
     assert yaml.safe_load((config_home / "slurm" / "partitions.yaml").read_text()) == {"partitions": {"cpu": {"max_gpu": 0}, "gpu": {"max_gpu": 4}}}
     # A job or group asks for at most the GPUs of a node, a pool per submission (not a limit on the run).

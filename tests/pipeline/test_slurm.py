@@ -141,7 +141,7 @@ class Cluster:
         return [dict(zip(("id", "state", "comment", "memory", "time_limit", "cpus"), line.split("|"))) for line in out.splitlines() if line]
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def slurm_cluster(tmp_path_factory):
     require(("slurm-wlm", "munge"), DAEMONS + CLIENTS, "the SLURM test cluster")
     directory = tmp_path_factory.mktemp("slurm")

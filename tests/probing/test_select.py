@@ -19,7 +19,7 @@ from plmexit.probing.choice import (
     verdict,
 )
 from plmexit.probing.folds import DEPLOY_FOLD
-from plmexit.probing.metrics import CONFUSION_METRICS, METRICS, confusion, spearman
+from plmexit.probing.metrics import CONFUSION_METRICS, METRICS, confusion, fmax, fmax_of_terms, fmax_terms, spearman
 
 from probe_tables import INNER, TEST, as_selection, long_table
 
@@ -304,6 +304,34 @@ def test_the_classification_bootstrap_equals_the_metric_by_metric_one(selection,
     slow = bootstrap_gain(predictions, classified, "classification", n_boot=50, seed=0)
 
     assert fast == pytest.approx(slow, rel=1e-12, abs=1e-15)
+
+
+def test_fmax_of_any_resample_is_fmax_of_its_items_terms():
+    rng = np.random.default_rng(2)
+    truth, scores = rng.random((40, 7)) < 0.3, rng.random((40, 7)).astype(np.float32)
+    truth[3] = False  # an item with no true class
+    terms = fmax_terms(truth, scores)
+    for items in (np.arange(40), rng.integers(0, 40, 40), np.array([3, 3, 5]), np.array([3])):
+        assert fmax_of_terms(terms[items]) == fmax(truth[items], scores[items])  # the same sums, in the same order
+
+
+def test_the_multilabel_bootstrap_equals_the_metric_by_metric_one(selection, monkeypatch):
+    rng = np.random.default_rng(3)
+    frames = []
+    for fold in range(3):
+        truth = rng.random((30, 6)) < 0.3
+        for layer in (2, 3, 4):
+            scores = np.clip(truth + rng.normal(0, 0.4 if layer < 4 else 0.8, truth.shape), 0, 1)
+            frames.append(pd.DataFrame({"layer": layer, "fold": fold, "id": [f"f{fold}_{i:02d}" for i in range(30)],
+                                        "label": list(truth.astype(int)), "prediction": list(scores)}))
+    predictions = pd.concat(frames, ignore_index=True)
+    labelled = {**selection, "metric": "fmax"}
+
+    fast = bootstrap_gain(predictions, labelled, "multilabel", n_boot=50, seed=0)
+    monkeypatch.setattr("plmexit.probing.choice.TERM_METRICS", {})  # Fmax of every resample's rows
+    slow = bootstrap_gain(predictions, labelled, "multilabel", n_boot=50, seed=0)
+
+    assert fast == slow
 
 
 def test_bootstrap_interval_of_a_clear_gain_contains_the_point_gain_and_excludes_zero(selection):

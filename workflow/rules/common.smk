@@ -239,7 +239,7 @@ def gpu_table_runtime(wildcards, attempt):
     return plan.gpu_table_minutes() * attempt
 
 
-# Snakemake reads an input function's signature on every call; read each of the above once. And it
-# checks each job group once per job in it; once is enough (planning.check_each_group_once).
-remember_signatures(globals())
-check_each_group_once()
+# Snakemake repeats work while it plans: a function's signature read on every call, a job group checked
+# and readied once per job in it, a job's command formatted three times to describe it. Once is enough
+# (plmexit.pipeline.snakemake_speed).
+plan_faster()

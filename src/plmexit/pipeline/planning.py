@@ -22,7 +22,6 @@ import csv
 import difflib
 import math
 from pathlib import Path
-from types import FunctionType
 from typing import Callable
 
 from plmexit.data import sources
@@ -337,55 +336,6 @@ class Plan(TargetPaths, StepArguments):
         """The group of a set's GPU jobs: its GPU batch's, or none for a set in no batch (each job its own submission)."""
         k = self.gpu_layout(model).of_set.get(embedding_set)
         return None if k is None else self.gpu_batch_group(model, k)
-
-
-def remember_signatures(namespace: dict) -> None:
-    """Record the parameters of every input function in ``namespace`` (a function whose first parameter
-    is ``wildcards``) once, where Snakemake looks for them first.
-
-    Snakemake inspects an input, params, resources or group function's signature every time it calls
-    it (to pass only the arguments it names, ``snakemake.common.get_input_function_aux_params``): the
-    study calls them about 100,000 times while planning, and the inspection cost more than the
-    functions. ``overwrite_function_params`` is Snakemake's own hook for wrapped functions (its
-    ``ioutils`` use it); the parameters recorded are the function's own.
-    """
-    from snakemake.common import get_function_params, overwrite_function_params  # planning runs under Snakemake
-
-    for value in list(namespace.values()):
-        if isinstance(value, FunctionType) and value.__code__.co_varnames[:1] == ("wildcards",):
-            overwrite_function_params(value, get_function_params(value))
-
-
-def check_each_group_once() -> None:
-    """Have Snakemake check each job group once, not once per job in it.
-
-    Snakemake 9's ``DAG._check_groups`` (no path may leave a group and come back into it) walks
-    ``self._group.values()``, a map from every job to its group, so a group of g jobs is checked g
-    times over, each time walking the ancestry of all g jobs: g^2 walks. With the cluster's batches (a
-    GPU batch of tens of steps, a CPU batch of up to 12 assays' tasks) that took the study's plain plan
-    from 48 s to 57 s (``benchmarks/README.md``, Planning speed). The wrapper hands Snakemake's own
-    method one entry per group, and puts the map back; the check is Snakemake's, unchanged (its walk
-    reads the groups it is given and the jobs' dependencies, nothing else of the map). Applied only
-    while the method still has that loop: a Snakemake that changed it runs as it ships.
-    """
-    import inspect
-
-    from snakemake.dag import DAG  # planning runs under Snakemake
-
-    check = DAG._check_groups
-    if getattr(check, "each_group_once", False) or "for group in self._group.values():" not in inspect.getsource(check):
-        return
-
-    def each_group_once(self) -> None:
-        groups = self._group
-        self._group = {next(iter(group)): group for group in set(groups.values())}
-        try:
-            check(self)
-        finally:
-            self._group = groups
-
-    each_group_once.each_group_once = True
-    DAG._check_groups = each_group_once
 
 
 def load_schema(path: str | Path) -> dict:

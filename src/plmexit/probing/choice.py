@@ -25,11 +25,15 @@ import pandas as pd
 from plmexit.data.proteingym import BUILT_SUFFIX
 from plmexit.errors import InputError
 from plmexit.probing.folds import DEPLOY_FOLD
-from plmexit.probing.metrics import CONFUSION_METRICS, METRICS, confusion
+from plmexit.probing.metrics import CONFUSION_METRICS, METRICS, confusion, fmax_of_terms, fmax_terms
 from plmexit.probing.probes import HYPERPARAMETER, HYPERPARAMETER_EDGE, INNER_PREFIX
 from plmexit.probing.selection import Selection
 
 CONFIDENCE_LEVEL = 0.95
+# Multi-label metrics a bootstrap resample scores from per-item terms computed once (``metrics.fmax_terms``):
+# the same value as the metric on the resample's rows, without comparing every class score at every
+# threshold again (DeepFRI EC's 1,919 test chains have hundreds of classes).
+TERM_METRICS = {"fmax": (fmax_terms, fmax_of_terms)}
 # Rows of a probe table that record what was fitted, not how well.
 NOT_SCORES = (HYPERPARAMETER, HYPERPARAMETER_EDGE)
 STATUS_OK = "ok"
@@ -218,6 +222,11 @@ def bootstrap_gain(
             labels, codes = np.unique(np.concatenate([truth, selected, last]), return_inverse=True)
             truth, selected, last = np.split(codes.reshape(-1), 3)
             fold_metric = partial(_confusion_metric, CONFUSION_METRICS[selection["metric"]], len(labels))
+        elif task_type == "multilabel" and selection["metric"] in TERM_METRICS:
+            # Each item's terms of the metric, computed once; a resample sums its items' terms (the same value).
+            terms, of_terms = TERM_METRICS[selection["metric"]]
+            selected, last = terms(truth, selected), terms(truth, last)
+            fold_metric = partial(_metric_of_terms, of_terms)
         pairs.append((truth, selected, last, units, fold_metric))
     rng = np.random.default_rng(seed)
     gains = np.empty(n_boot)
@@ -252,6 +261,10 @@ def _crossing_cluster_gains(pairs: list[tuple], fold_keys: list[np.ndarray], n_b
 
 def _confusion_metric(from_confusion, n_labels: int, truth: np.ndarray, predicted: np.ndarray) -> float:
     return from_confusion(confusion(truth, predicted, n_labels))
+
+
+def _metric_of_terms(of_terms, truth: np.ndarray, terms: np.ndarray) -> float:
+    return of_terms(terms)
 
 
 def _values(column: pd.Series) -> np.ndarray:

@@ -10,7 +10,6 @@ classification metrics from a confusion matrix by scikit-learn's own formulas, e
 from __future__ import annotations
 
 import numpy as np
-from scipy.stats import spearmanr
 from sklearn.metrics import accuracy_score, f1_score, matthews_corrcoef, mean_squared_error
 
 # Predictions closer than this, relative to their largest magnitude, are one tied value to Spearman.
@@ -21,11 +20,33 @@ PREDICTION_TIE_TOLERANCE = 1e-10
 
 
 def spearman(y_true: np.ndarray, y_pred: np.ndarray) -> float:
-    """Spearman's rho, predictions within ``PREDICTION_TIE_TOLERANCE`` tied; 0.0 when either side is constant (no rank information)."""
+    """Spearman's rho, predictions within ``PREDICTION_TIE_TOLERANCE`` tied; 0.0 when either side is constant (no rank information).
+
+    Computed as ``scipy.stats.spearmanr`` computes it for two vectors, without its checks and dispatch (a
+    bootstrap scores thousands of resamples, where those cost more than the arithmetic): both sides stacked as columns,
+    ranked with ties given their average rank (``scipy.stats.rankdata``'s default), and the Pearson
+    correlation of the ranks from ``np.corrcoef``. The ranks are exact, so the value is scipy's to the
+    last bit (tests/probing/test_metrics.py); a NaN on either side gives NaN, as scipy's default does.
+    """
     y_pred = _snap_ties(np.asarray(y_pred, dtype=np.float64))
     if np.ptp(y_true) == 0 or np.ptp(y_pred) == 0:
         return 0.0
-    return float(spearmanr(y_true, y_pred).statistic)
+    pair = np.column_stack((y_true, y_pred))
+    if np.isnan(pair).any():
+        return float("nan")
+    ranked = np.column_stack((_average_ranks(pair[:, 0]), _average_ranks(pair[:, 1])))
+    return float(np.corrcoef(ranked, rowvar=False)[1, 0])
+
+
+def _average_ranks(values: np.ndarray) -> np.ndarray:
+    """Ranks 1..n, tied values sharing the mean of their ranks (``scipy.stats.rankdata(values)``, by its own algorithm)."""
+    order = np.argsort(values)
+    ordered = values[order]
+    first = np.concatenate(([True], ordered[1:] != ordered[:-1]))
+    dense = np.empty(len(values), dtype=np.intp)
+    dense[order] = np.cumsum(first)
+    edges = np.concatenate((np.flatnonzero(first), [len(values)]))
+    return 0.5 * (edges[dense] + edges[dense - 1] + 1)
 
 
 def _snap_ties(values: np.ndarray) -> np.ndarray:
@@ -62,6 +83,13 @@ def fmax(truth: np.ndarray, scores: np.ndarray) -> float:
     Scores are compared in their own floating precision, as NumPy compares DeepFRI's
     ``preds > t / 100.0``.
     """
+    return fmax_of_terms(fmax_terms(truth, scores))
+
+
+def fmax_terms(truth: np.ndarray, scores: np.ndarray) -> np.ndarray:
+    """Each item's terms of ``fmax`` at every threshold, ``(n, 3, T)``: its precision (0 where it has no call),
+    whether it has a call, and its recall (0 where it has no true class). Fmax of any multiset of the items
+    (a bootstrap resample) is ``fmax_of_terms`` of their rows, without comparing their ``K`` scores again."""
     truth = np.asarray(truth, dtype=bool)
     scores = np.asarray(scores)
     if not np.issubdtype(scores.dtype, np.floating):
@@ -71,8 +99,17 @@ def fmax(truth: np.ndarray, scores: np.ndarray) -> float:
     n_called = called.sum(axis=2)
     n_true = truth.sum(axis=1)
     with np.errstate(invalid="ignore", divide="ignore"):
-        precision = np.where(n_called > 0, hits / n_called, 0.0).sum(axis=1) / np.maximum((n_called > 0).sum(axis=1), 1)
-        recall = np.where(n_true > 0, hits / n_true, 0.0).sum(axis=1) / max(len(truth), 1)
+        terms = np.where(n_called > 0, hits / n_called, 0.0), n_called > 0, np.where(n_true > 0, hits / n_true, 0.0)
+    return np.stack(terms, axis=1).transpose(2, 1, 0)  # (n, 3, T): an item's rows index like its truth and scores
+
+
+def fmax_of_terms(terms: np.ndarray) -> float:
+    """``fmax`` of the items whose ``fmax_terms`` rows are ``terms``: each threshold's sums over the items in
+    their order, as ``fmax`` sums them."""
+    precision, has_call, recall = np.ascontiguousarray(np.asarray(terms, dtype=np.float64).transpose(1, 2, 0))  # each (T, n)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        precision = precision.sum(axis=1) / np.maximum(has_call.sum(axis=1), 1)
+        recall = recall.sum(axis=1) / max(terms.shape[0], 1)
         f = np.where(precision + recall > 0, 2 * precision * recall / (precision + recall), 0.0)
     return float(f.max())
 
