@@ -62,6 +62,9 @@ INPUTS = {
     "summary": "best_layers TSV from summarize",
     "model_id": "the model's id, written in the table",
     "task_name": "the task's name, written in the table",
+    "reference": "ProteinGym's DMS_substitutions.csv",
+    "archive": "the zip fetch-archive wrote",
+    "archive_info": "the JSON fetch-archive wrote beside it",
 }
 
 

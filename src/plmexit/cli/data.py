@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from plmexit.cli.common import dispatch
+from plmexit.cli.common import add_inputs, dispatch
 from plmexit.settings import ArchiveSettings, PrepareSettings, fraction_above_zero, positive_int
 
 
@@ -32,15 +32,13 @@ def register(subparsers) -> None:
     p.add_argument("--info-out", required=True, help="JSON to write: the archive's source, sha256 and who pins it")
 
     p = subparsers.add_parser("stage-assay", help="take one assay out of a fetched ProteinGym archive, checked against the reference table")
-    p.add_argument("--archive", required=True, help="the zip fetch-archive wrote")
-    p.add_argument("--archive-info", required=True, help="the JSON fetch-archive wrote beside it")
-    p.add_argument("--reference", required=True, help="ProteinGym's DMS_substitutions.csv")
+    add_inputs(p, "archive", "archive_info", "reference")
     p.add_argument("--dms-id", required=True, help="the assay's DMS_id in the reference table")
     p.add_argument("--out", required=True, help="the assay CSV to write (the archive's bytes)")
     p.add_argument("--info-out", required=True, help="JSON to write: the staged file's sha256, the archive it came from, the checks it passed")
 
     p = subparsers.add_parser("choose-assays", help="list the ProteinGym assays (DMS_ids) of the reference table that pass filters")
-    p.add_argument("--reference", required=True, help="ProteinGym's DMS_substitutions.csv")
+    add_inputs(p, "reference")
     p.add_argument("--selection-type", action="append", help="keep assays of this coarse_selection_type (repeat for several)")
     p.add_argument("--max-length", type=positive_int, help="keep assays whose target (seq_len) is at most this long")
     p.add_argument("--max-variants", type=positive_int, help="keep assays with at most this many variants (DMS_total_number_mutants)")

@@ -22,7 +22,7 @@ def register(subparsers) -> None:
     p = subparsers.add_parser("zero-shot", help="score a ProteinGym assay at every layer from the model's own head (masked and wild-type marginals, DoLa, SLED)")
     add_head_arguments(p)
     p.add_argument("--assay", required=True, help="ProteinGym substitution assay CSV (mutant, DMS_score[, DMS_score_bin])")
-    p.add_argument("--reference", required=True, help="ProteinGym's DMS_substitutions.csv")
+    add_inputs(p, "reference")
     p.add_argument("--dms-id", required=True, help="the assay's DMS_id in the reference table")
     ZeroShotSettings.add_arguments(p)
     p.add_argument("--batch-size", type=positive_int, help="masked copies of the wild type per forward (default 32 on a GPU, 1 on a CPU, where batching does not pay)")
