@@ -4,7 +4,8 @@
 Read from the test files' source, not by running them: a test needs a marker when its body, a module-level
 helper it calls or a fixture it requests (conftest's included, followed to the end) calls ``snakemake()`` /
 ``snakemake_command()`` or selenium's ``webdriver``, imports selenium, or starts a process (``subprocess``)
-with a ``snakemake ...``, ``python -m snakemake``, ``plmexit scan`` (it runs the workflow), tests/submissions.py or ``sbatch ...`` command line,
+with a ``snakemake ...``, ``python -m snakemake``, ``plmexit scan`` (it runs the workflow), tests/submissions.py, tests/slurm_polls.py
+or ``sbatch ...`` command line,
 its own or a module constant's.
 """
 
@@ -31,7 +32,7 @@ def command_markers(node: ast.AST) -> set[str]:
     for child in ast.walk(node):
         if isinstance(child, ast.Constant) and isinstance(child.value, str):
             words = child.value.split(" ")
-            if words[0] == "snakemake" and len(words) > 1 or child.value == "submissions.py":
+            if words[0] == "snakemake" and len(words) > 1 or child.value in ("submissions.py", "slurm_polls.py"):
                 found.add("workflow")
             if words[0] == "sbatch":
                 found.add("cluster")

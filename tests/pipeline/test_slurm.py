@@ -2,7 +2,7 @@
 
 The cluster is Debian's slurm-wlm and munge: munged, slurmctld and slurmd started by the fixture
 below from a configuration written to a temporary directory (accounting off, so the plugin reads
-job states with squeue), and stopped, with every job cancelled, when the session ends. Under CI
+job states with squeue), and stopped, with every job cancelled, when the module's tests are done. Under CI
 (CI=true) the packages are installed with apt-get when missing and failing to do so fails the test;
 elsewhere the test installs them when it can (root and apt-get) and otherwise skips, saying why.
 Its one node is in two partitions, a CPU one and a GPU one, and declares two GPUs as generic
@@ -11,7 +11,8 @@ resources backed by placeholder files, not devices: SLURM schedules them, the jo
 The run uses the shipped profiles as a user sets them up: `plmexit install-profile` with the test
 cluster's account, CPU and GPU partitions and squeue for job states, into a temporary
 XDG_CONFIG_HOME, then `snakemake --profile slurm` by name, the workflow's own profile
-(profiles/default) loaded by Snakemake beside it. It checks that the jobs went through sbatch, each
+(profiles/default) loaded by Snakemake beside it (through tests/slurm_polls.py, which only polls the
+jobs' states every few seconds: this cluster's jobs take seconds, not hours). It checks that the jobs went through sbatch, each
 to its partition (the model rules to the GPU one with one GPU, every other job to the CPU one with
 none, read back with scontrol), that a running job cancelled with
 scancel is retried with the attempt-scaled memory and time, that a rerun after a failed run keeps
@@ -48,7 +49,7 @@ from plmexit.pipeline.plan_batches import GPU_START_MINUTES, GPU_TABLE_MINUTES
 from plmexit.pipeline.planning import Plan
 
 from system_programs import require
-from workflow_runs import FILTER_CHOSEN, REPO, file_stamps, snakemake_command, snakemake_env, write_config, write_filter_config
+from workflow_runs import FILTER_CHOSEN, REPO, file_stamps, snakemake_env, write_config, write_filter_config
 
 CPU_PARTITION, GPU_PARTITION = "plmexit_cpu", "plmexit_gpu"
 GPUS = 2  # on the node, placeholder files for devices
@@ -226,6 +227,11 @@ def profile_env(slurm_cluster, tmp_path) -> dict[str, str]:
     return env
 
 
+def cluster_command(workdir: Path, *args: str, snakefile: Path = REPO / "Snakefile") -> list[str]:
+    """Snakemake's command line for this cluster: polled every few seconds (tests/slurm_polls.py), else as typed."""
+    return [sys.executable, str(REPO / "tests" / "slurm_polls.py"), "--snakefile", str(snakefile), "--directory", str(workdir), *args]
+
+
 def slurm_args(config: Path, *extra: str) -> list[str]:
     """`--profile slurm` by name, as a user types it, plus what only this test cluster needs."""
     return [
@@ -312,7 +318,7 @@ def test_offline_config_through_the_slurm_profile(slurm_cluster, profile_env, fi
     first_log = workdir / "first.log"
     with open(first_log, "w") as log:
         process = subprocess.Popen(
-            snakemake_command(workdir, *slurm_args(config, "--retries", "1")), cwd=workdir, env=profile_env, stdout=log, stderr=subprocess.STDOUT
+            cluster_command(workdir, *slurm_args(config, "--retries", "1")), cwd=workdir, env=profile_env, stdout=log, stderr=subprocess.STDOUT
         )
         try:
             cancelled = cancel_when_running(slurm_cluster, process, times=2)
@@ -351,7 +357,7 @@ def test_offline_config_through_the_slurm_profile(slurm_cluster, profile_env, fi
 
     # 2. The rerun does what is left, nothing else, and keeps the finished work untouched.
     rerun = subprocess.run(
-        snakemake_command(workdir, *slurm_args(config)), cwd=workdir, env=profile_env, capture_output=True, text=True, timeout=RUN_TIMEOUT
+        cluster_command(workdir, *slurm_args(config)), cwd=workdir, env=profile_env, capture_output=True, text=True, timeout=RUN_TIMEOUT
     )
     assert rerun.returncode == 0, rerun.stderr[-5000:]
     second = submitted(rerun.stdout + rerun.stderr)
@@ -413,7 +419,7 @@ def test_a_gpu_batch_is_one_submission_on_the_gpu_partition(slurm_cluster, profi
     times, and run there one after another; their CPU steps go to the CPU partition as one batch."""
     config = write_filter_config(tmp_path, shared_data)
     run = subprocess.run(
-        snakemake_command(tmp_path, *slurm_args(config)), cwd=tmp_path, env=profile_env, capture_output=True, text=True, timeout=RUN_TIMEOUT
+        cluster_command(tmp_path, *slurm_args(config)), cwd=tmp_path, env=profile_env, capture_output=True, text=True, timeout=RUN_TIMEOUT
     )
     assert run.returncode == 0, run.stderr[-5000:]
     jobs = submitted(run.stdout + run.stderr)
@@ -486,8 +492,8 @@ def test_a_failed_job_of_a_group_reruns_alone(slurm_cluster, profile_env, tmp_pa
     keep-incomplete; Snakemake's default deletes them) and the rerun submits the failed job alone."""
     (tmp_path / "Snakefile").write_text(GROUP_SNAKEFILE)
     # No retries: Snakemake retries a failed group whole, in the same run.
-    command = [sys.executable, "-m", "snakemake", "--profile", "slurm", "--retries", "0", "--groups", "part=g", "summary=g",
-               "--slurm-init-seconds-before-status-checks", "1", "--latency-wait", "5"]
+    command = cluster_command(tmp_path, "--profile", "slurm", "--retries", "0", "--groups", "part=g", "summary=g",
+                              "--slurm-init-seconds-before-status-checks", "1", "--latency-wait", "5", snakefile=tmp_path / "Snakefile")
     first = subprocess.run(command, cwd=tmp_path, env=profile_env, capture_output=True, text=True, timeout=RUN_TIMEOUT)
     assert first.returncode != 0
     log = first.stdout + first.stderr
