@@ -32,7 +32,7 @@ SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 # Fixtures that one group of tests shares, each group a work unit of its own under pytest-xdist, both
 # queued first so they start side by side on the two workers: the local pipeline run (session-wide; the
 # SLURM run compared to it comes with it) and the SLURM test cluster (per module; its own ports, state and
-# munge socket, so the one the comparison starts never meets another).
+# munge socket, so two clusters share nothing even if the comparison's starts before the other stops).
 SHARED_RUN_FIXTURE, SHARED_RUN_GROUP = "pipeline_run", "shared_pipeline_run"
 CLUSTER_FIXTURE, CLUSTER_GROUP = "slurm_cluster", "slurm_cluster"
 
