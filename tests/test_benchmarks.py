@@ -64,6 +64,19 @@ def test_probe_agreement_compares_every_layer_and_fold_with_scikit_learn(tmp_pat
     assert result["ours_s"] > 0 and result["reference_s"] > 0
 
 
+def test_bootstrap_metrics_times_both_paths_and_finds_the_same_intervals(tmp_path):
+    out = tmp_path / "bootstrap_metrics.json"
+    command = [sys.executable, str(REPO / "benchmarks" / "bootstrap_metrics.py"), "--items", "60", "--classes", "8", "--folds", "2",
+               "--bootstrap", "20", "--out", str(out)]
+    subprocess.run(command, check=True, capture_output=True, text=True, env=ONE_THREAD)
+
+    result = json.loads(out.read_text())
+    for task_type in ("regression", "multilabel"):
+        assert result[task_type]["same_interval"] and result[task_type]["ours_s"] > 0 and result[task_type]["library_s"] > 0
+        low, high = result[task_type]["interval"]
+        assert low <= high
+
+
 def test_variant_precision_writes_what_the_readme_quotes(tmp_path):
     out = tmp_path / "variant_precision.json"
     command = [sys.executable, str(REPO / "benchmarks" / "variant_precision.py"), "--length", "60", "--variants", "30", "--layers", "1",
