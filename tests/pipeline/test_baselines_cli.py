@@ -77,6 +77,21 @@ def test_a_task_with_noise_labels_is_not_above_chance_and_saves_nothing(tmp_path
     across = pd.read_csv(t / "across.tsv", sep="\t")
     assert across.loc[0, "n_not_above_chance"] == 1 and pd.isna(across.loc[0, "mean_gain"]) and pd.isna(across.loc[0, "mean_deployed_time_saved"])
 
+    # The workflow's select_layer job: the selection and the task's figure in one process, both or neither.
+    select = [str(a) for a in steps[5]]
+    select = select[: select.index("--out")] + select[select.index("--out") + 2 :]
+    assert main([*select, "--out", str(t / "again.json"), "--figure", str(t / "again.png"), "--lens", "--zero-shot"]) == 0
+    assert json.loads((t / "again.json").read_text()) == selection and (t / "again.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    capsys.readouterr()
+    assert main([*select, "--out", str(t / "lone.json"), "--lens", str(t / "lens.tsv")]) == 1
+    assert "pass --figure PNG as well" in capsys.readouterr().err and not (t / "lone.json").exists()
+    pd.DataFrame({"model": ["other"], "task": ["noise"], "lens": ["raw"], "layer": [2], "metric": ["kl_to_final"], "value": [0.0]}).to_csv(
+        t / "lens.tsv", sep="\t", index=False)
+    assert main([*select, "--out", str(t / "half.json"), "--figure", str(t / "half.png"), "--lens", str(t / "lens.tsv")]) == 1
+    err = capsys.readouterr().err.strip().splitlines()  # the selection's warnings, then the error's one line
+    assert "lens.tsv: speaks of model ['other']" in err[-1] and not any("Traceback" in line for line in err)
+    assert not (t / "half.json").exists() and not (t / "half.png").exists()
+
 
 def test_baseline_files_go_together(tmp_path):
     with pytest.raises(InputError, match="--baselines and --baseline-predictions go together"):

@@ -20,7 +20,7 @@ from plmexit.probing.tables import PREDICTION_COLUMNS, PROBE_COLUMNS
 
 SUBCOMMANDS = [
     "scan", "make-test-model", "fetch-model", "fetch-data", "choose-assays", "prepare", "embed", "gather-embeddings", "cost", "summarize-gpu-batch", "probe", "select", "summarize",
-    "summarize-proteingym", "export", "predict", "plot", "plot-summary", "lens", "zero-shot", "summarize-depth", "plot-depth", "plot-depth-task",
+    "summarize-proteingym", "export", "predict", "plot", "plot-summary", "lens", "zero-shot", "summarize-depth", "plot-depth",
     "exit", "summarize-exit", "plot-exit", "plot-depth-exit",
 ]
 

@@ -341,7 +341,7 @@ def test_offline_config_through_the_slurm_profile(slurm_cluster, profile_env, fi
     # CPUs and memory (the rest run before or after it), and the sum of the four run times: the gathering
     # 10 minutes (profile), the probe 5 and a minute per 15 MB of its embeddings (Plan.probe_minutes,
     # from the shards it is gathered from), the selection 10, the figure 5.
-    batch = "group batch.tiny_random.0_gather_embeddings_plot_layers_probe_layers_select_layer"
+    batch = "group batch.tiny_random.0_gather_embeddings_probe_layers_select_layer"
     assert [name for name, _ in jobs.values() if name.startswith("group ")] == [batch]
     group_job = next(job for job in slurm_cluster.jobs() if jobs.get(job["id"], ("",))[0] == batch)
     assert (group_job["cpus"], megabytes(group_job["memory"]), group_job["time_limit"]) == (str(NODE_CPUS), 16000, "31:00")
@@ -363,7 +363,7 @@ def test_offline_config_through_the_slurm_profile(slurm_cluster, profile_env, fi
     second = submitted(rerun.stdout + rerun.stderr)
     assert sorted(second.values()) == sorted(
         [(CANCELLED_RULE, CANCELLED_WILDCARDS)]
-        + [("group batch.tiny_random.1_gather_embeddings_plot_layers_probe_layers_select_layer", "")]
+        + [("group batch.tiny_random.1_gather_embeddings_probe_layers_select_layer", "")]
         + [("plot_study", ""), ("plot_summary", ""), ("summarize_layers", ""), ("summarize_resources", "")]
     )
     assert_placed(slurm_cluster, second)
@@ -425,7 +425,7 @@ def test_a_gpu_batch_is_one_submission_on_the_gpu_partition(slurm_cluster, profi
     jobs = submitted(run.stdout + run.stderr)
     gpu_batch = f"group {Plan.gpu_batch_group('tiny', 0)}_embed_shard_measure_cost_summarize_gpu_batch"
     groups = sorted(name for name, _ in jobs.values() if name.startswith("group "))
-    assert groups == ["group batch.tiny.0_gather_embeddings_plot_layers_probe_layers_select_layer_summarize_batch", gpu_batch]
+    assert groups == ["group batch.tiny.0_gather_embeddings_probe_layers_select_layer_summarize_batch", gpu_batch]
     # No GPU step outside the batch: every shard and cost timing of the chosen assays is in it.
     assert not GPU_RULES & {name for name, _ in jobs.values()}
     assert_placed(slurm_cluster, jobs)

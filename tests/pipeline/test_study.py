@@ -85,8 +85,7 @@ def test_the_study_plans_every_model_task_and_assay(tmp_path, shared_data, monke
         "gather_embeddings": models * stores,
         "measure_cost": models * stores,
         "probe_layers": models * tasks,
-        "select_layer": models * tasks,
-        "plot_layers": models * tasks,
+        "select_layer": models * tasks,  # each with its task's figure (beside its lens or zero-shot curves where it has them)
         "logit_lens": models * len(config["depth"]["lens_tasks"]),
         "zero_shot": models * len(assays),
         "summarize_layers": 1,
@@ -96,8 +95,6 @@ def test_the_study_plans_every_model_task_and_assay(tmp_path, shared_data, monke
         "plot_summary": 1,
         "plot_depth": 1,
         "plot_study": 1,
-        # Every task with a depth diagnostic: the lens task, and every assay's schemes (zero-shot).
-        "plot_task_depth": models * (len(config["depth"]["lens_tasks"]) + len(assays) * schemes),
         # Early exit on every task but ProteinGym's, and per model its depth diagnostics and exit in one figure.
         "exit_task": models * len(config["exit"]["tasks"]),
         "summarize_exit": 1,
@@ -137,7 +134,6 @@ def test_the_study_plans_every_model_task_and_assay(tmp_path, shared_data, monke
     groups = [s for s in submissions if s["group"] and s["group"].startswith("batch.")]
     gpu_groups = [s for s in submissions if s["group"] and s["group"].startswith("gpu.")]
     assert len(groups) + len(gpu_groups) == sum(1 for s in submissions if s["group"])
-    depth_tasks = len(config["depth"]["lens_tasks"]) + len(assays) * schemes
     # An assay over the row budget is a batch of its own, gathered on its own, each of its tasks a group:
     # no submission grows past what one task needs.
     alone = [b for b in assay_batches if schemes * sum(b) > config["schedule"]["batch_rows"]]
@@ -151,7 +147,7 @@ def test_the_study_plans_every_model_task_and_assay(tmp_path, shared_data, monke
         in_groups.update(s["rules"])
     assert in_groups == {
         "gather_embeddings": models * (stores - len(alone)), "probe_layers": models * tasks, "select_layer": models * tasks,
-        "plot_layers": models * tasks, "plot_task_depth": models * depth_tasks, "summarize_batch": models * sum(len(b) > 1 for b in assay_batches),
+        "summarize_batch": models * sum(len(b) > 1 for b in assay_batches),
     }
     # Each group asks for the probe's CPUs (8, layered within the profile's 8 cores) and the memory of its
     # widest layer; for as long as its jobs take one after another.

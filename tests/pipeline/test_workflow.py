@@ -212,10 +212,13 @@ def test_depth_diagnostics_read_the_models_own_head(finished_run):
     assert 0 <= membrane["lens_agreeing_layer"] <= 4 and np.isnan(membrane["zero_shot_oracle_layer"]) and np.isnan(membrane["zero_shot_chosen_layer"])
     assert summary.set_index("task").loc[BLAT[0], "zero_shot_chosen_layer"] in range(5)
     assert (results / "figures" / "depth.png").read_bytes()[:8] == PNG
-    # Each (model, task) with a probe and a depth diagnostic: its probe beside its lens and zero-shot curves.
-    figures = sorted(str(p.relative_to(results / "figures")) for p in (results / "figures").glob("*/depth/*.png"))
-    assert figures == sorted([f"tiny_random/depth/{t}.png" for t in [*BLAT, NUD15, "deeploc_membrane"]] + [f"{m}/depth/{NUD15}.png" for m in HEADS])
-    assert all((results / "figures" / f).read_bytes()[:8] == PNG and (results / "figures" / f).with_suffix(".svg").is_file() for f in figures)
+    # Each (model, task) with a depth diagnostic: its figure draws its probe beside its lens and zero-shot
+    # curves, a second column the others lack (the PNG's width, in its header).
+    assert not list((results / "figures").glob("*/depth"))
+    width = {(m, t): int.from_bytes((results / "figures" / m / f"{t}.png").read_bytes()[16:20], "big") for m, t in [
+        *(("tiny_random", t) for t in [*BLAT, NUD15, "deeploc_membrane", "deeploc_10class"]), *((m, NUD15) for m in HEADS), ("tiny_t5", FAMILY_TASK["tiny_t5"])]}
+    plain = max(width[("tiny_random", "deeploc_10class")], width[("tiny_t5", FAMILY_TASK["tiny_t5"])])
+    assert all(w > 1.5 * plain for key, w in width.items() if key not in {("tiny_random", "deeploc_10class"), ("tiny_t5", FAMILY_TASK["tiny_t5"])}), width
     assert not (results / "depth" / "tiny_t5").exists()  # a T5 encoder has no head
 
 
@@ -229,7 +232,7 @@ def test_rerun_does_nothing_and_changed_setting_reruns_only_what_it_affects(fini
     rerun = snakemake(workdir, "--cores", "1", "--configfile", str(tolerance), "--dry-run", "--quiet", "rules")
     assert rerun.returncode == 0, rerun.stderr
     jobs = rerun.stdout + rerun.stderr
-    for rule in ("select_layer", "summarize_layers", "plot_layers", "plot_summary"):
+    for rule in ("select_layer", "summarize_layers", "plot_summary"):
         assert rule in jobs
     for rule in ("embed_shard", "gather_embeddings", "probe_layers", "prepare_task", "fetch_model", "measure_cost"):
         assert rule not in jobs
@@ -285,7 +288,6 @@ def test_adding_a_model_and_a_task_runs_only_what_is_new(finished_run, shared_da
              for suffix in (".tsv", ".skip.tsv", ".exit.tsv", ".json")]
     depth += [f"results/depth/tiny_narrow/zero_shot/{dms_id}{suffix}" for dms_id in ("BLAT_ECOLX_Stiffler_2015", "NUD15_HUMAN_Suiter_2020")
               for suffix in (".tsv", ".csv", ".json")]
-    depth += [f"results/figures/tiny_narrow/depth/{t}{suffix}" for t in [*BLAT, NUD15, "deeploc_membrane"] for suffix in (".png", ".svg")]
     downstream = {
         "results/summary/best_layers.tsv", "results/summary/across_tasks.tsv", "results/figures/gain_vs_compute.png",
         "results/figures/study", "results/summary/tables",  # the study figures and tables redraw every model
@@ -333,15 +335,15 @@ def test_no_two_jobs_write_the_same_file(tmp_path, shared_data):
         for key in ("output", "log"):
             written += [path for line in re.findall(rf"^\s+{key}: (.+)$", job, re.M) for path in line.split(", ")]
     # Per fair-esm model: test checkpoint, manifest, and per embedding set 2 shards, a gather and a
-    # cost; per model and task a probe, a selection and a figure; its lens (two sets), zero-shot
-    # (two assays) and a depth figure per task they speak of (five); an exit table, its timing and
+    # cost; per model and task a probe, and a selection with its figure; its lens (two sets) and zero-shot
+    # (two assays); an exit table, its timing and
     # figure (one exit task), a head exit per lens set (two) and its depth and exit figure. Each family's model the same on its one task, and
-    # with a head its lens, zero-shot, depth figure and head exit. Per task a preparation; the 11
+    # with a head its lens, zero-shot and head exit. Per task a preparation; the 11
     # pinned files; the two summaries, the summary figure, the study figures and `all`; the depth
     # summary and figure; the exit summary and the head exit summary; the resources table.
     n_sets, n_tasks = len({spec[0] for spec in TASKS.values()}), len(TASKS)
-    fair_esm = 2 * (2 + 4 * n_sets + 3 * n_tasks + 2 + 2 + 5 + 3 + 2 + 1)
-    families = len(FAMILIES) * (2 + 4 + 3) + len(HEADS) * 4
+    fair_esm = 2 * (2 + 4 * n_sets + 2 * n_tasks + 2 + 2 + 3 + 2 + 1)
+    families = len(FAMILIES) * (2 + 4 + 2) + len(HEADS) * 3
     assert len(jobs) == fair_esm + families + n_tasks + 11 + 4 + 1 + 2 + 2 + 1
     assert written and len(written) == len(set(written))
 
@@ -442,7 +444,7 @@ def test_default_config_builds_its_dag(tmp_path, shared_data):
     config = write_config(tmp_path, shared_data, name="config.yaml")
     run = snakemake(tmp_path, "--cores", "1", "--configfile", str(config), "--dry-run")
     assert run.returncode == 0, run.stderr
-    for rule in ("fetch_model", "fetch_data", "fetch_archive", "stage_assay", "prepare_task", "embed_shard", "gather_embeddings", "measure_cost", "probe_layers", "select_layer", "plot_layers",
+    for rule in ("fetch_model", "fetch_data", "fetch_archive", "stage_assay", "prepare_task", "embed_shard", "gather_embeddings", "measure_cost", "probe_layers", "select_layer",
                  "summarize_layers", "summarize_proteingym", "plot_summary"):
         assert f"rule {rule}:" in run.stdout, rule
     assert "No validator found" not in run.stdout + run.stderr

@@ -88,31 +88,3 @@ rule plot_depth:
         "../../envs/probe.yaml"
     shell:
         "plmexit plot-depth --curves {input.curves} --summary {input.summary} --out {output} 2>> {log}"
-
-
-# One (model, task): its probe curve beside its lens and zero-shot curves on one relative-depth
-# axis (an empty --lens or --zero-shot when the task has none).
-rule plot_task_depth:
-    input:
-        probes="<results>/probes/{model}/{task}.tsv",
-        selection="<results>/selection/{model}/{task}.json",
-        lens=task_lens,
-        zero_shot=task_zero_shot,
-    output:
-        png=report(
-            "<results>/figures/{model}/depth/{task}.png",
-            caption="../report/task_depth.rst",
-            category="Depth diagnostics",
-            subcategory="{model}",
-            labels={"model": "{model}", "task": "{task}"},
-        ),
-        svg="<results>/figures/{model}/depth/{task}.svg",
-    log:
-        "<results>/logs/plot_task_depth/{model}/{task}.log",
-    group:
-        task_batch
-    conda:
-        "../../envs/probe.yaml"
-    shell:
-        "plmexit plot-depth-task --probes {input.probes} --selection {input.selection}"
-        " --lens {input.lens} --zero-shot {input.zero_shot} --out {output.png} --svg-out {output.svg} 2>> {log}"

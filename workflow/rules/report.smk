@@ -69,29 +69,6 @@ rule summarize_resources:
         "plmexit summarize-resources --benchmarks {params.benchmarks} --models {params.models} --out {output} 2>> {log}"
 
 
-rule plot_layers:
-    input:
-        probes="<results>/probes/{model}/{task}.tsv",
-        selection="<results>/selection/{model}/{task}.json",
-        cost=task_cost,
-    output:
-        report(
-            "<results>/figures/{model}/{task}.png",
-            caption="../report/task_layers.rst",
-            category="Per model and task",
-            subcategory="{model}",
-            labels={"model": "{model}", "task": "{task}"},
-        ),
-    log:
-        "<results>/logs/plot_layers/{model}/{task}.log",
-    group:
-        task_batch
-    conda:
-        "../../envs/probe.yaml"
-    shell:
-        "plmexit plot --probes {input.probes} --selection {input.selection} --cost {input.cost} --out {output} 2>> {log}"
-
-
 rule plot_summary:
     input:
         "<results>/summary/best_layers.tsv",

@@ -75,6 +75,13 @@ def add_inputs(p: argparse.ArgumentParser, *names: str, **notes: str) -> None:
         p.add_argument("--" + name.replace("_", "-"), required=True, help=INPUTS[name] + note)
 
 
+def add_depth_curves(p: argparse.ArgumentParser, when: str = "") -> None:
+    """Optional ``--lens`` and ``--zero-shot`` tables drawn beside a task's probe in its figure (``when``: the
+    flag they need); each may be left empty (``--lens --zero-shot Z``), as a rule passes a task without one."""
+    p.add_argument("--lens", nargs="?", help=f"{when}lens TSV of the task's sequences (from lens); none: no lens curves")
+    p.add_argument("--zero-shot", nargs="?", help=f"{when}long zero-shot TSV of the task's assay (from zero-shot); none: no zero-shot curves")
+
+
 def add_task_type(p: argparse.ArgumentParser) -> None:
     """``--type``: the task type (as prepare wrote the table), required."""
     from plmexit.data.formats import TASK_TYPES

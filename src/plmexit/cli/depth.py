@@ -1,4 +1,5 @@
-"""Stage: depth diagnostics (lens, zero-shot, summarize-depth, plot-depth, plot-depth-task): what every layer already knows."""
+"""Stage: depth diagnostics (lens, zero-shot, summarize-depth, plot-depth): what every layer already knows (one task's curves
+are drawn beside its probe by the report stage's ``plot``)."""
 
 from __future__ import annotations
 
@@ -42,13 +43,6 @@ def register(subparsers) -> None:
     p.add_argument("--summary", required=True, help="summary TSV from summarize-depth (the deployed layers)")
     p.add_argument("--out", required=True, help="PNG to write")
 
-    p = subparsers.add_parser("plot-depth-task", help="figure of one model and task: the probe curve beside the lens and zero-shot curves, against relative depth")
-    add_inputs(p, "probes", "selection", selection="the metric, the deployed layer, the number of layers")
-    p.add_argument("--lens", nargs="?", help="lens TSV of the task's sequences (from lens); none: no lens curves")
-    p.add_argument("--zero-shot", nargs="?", help="long zero-shot TSV of the task's assay (from zero-shot); none: no zero-shot curves")
-    p.add_argument("--out", required=True, help="PNG to write")
-    p.add_argument("--svg-out", help="SVG to write as well")
-
 
 def run_lens(args: argparse.Namespace) -> None:
     from plmexit.pipeline.depth_steps import lens_task
@@ -86,18 +80,8 @@ def run_plot_depth(args: argparse.Namespace) -> None:
     plot_depth(curves_file=args.curves, summary_file=args.summary, out=args.out)
 
 
-def run_plot_depth_task(args: argparse.Namespace) -> None:
-    from plmexit.pipeline.report_steps import plot_task_depth
-
-    plot_task_depth(
-        probe_table=args.probes, selection_file=args.selection, out=args.out, lens_file=args.lens, zero_shot_file=args.zero_shot,
-        svg_out=args.svg_out,
-    )
-
-
 COMMANDS = {
     "lens": run_lens, "zero-shot": run_zero_shot, "summarize-depth": run_summarize_depth, "plot-depth": run_plot_depth,
-    "plot-depth-task": run_plot_depth_task,
 }
 
 

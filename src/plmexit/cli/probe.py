@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
-from plmexit.cli.common import add_inputs, add_task_type, dispatch
+from plmexit.cli.common import add_depth_curves, add_inputs, add_task_type, dispatch
+from plmexit.errors import InputError
 from plmexit.settings import INNER_SPLITS, ProbeGrid, SelectSettings, positive_int
 
 
@@ -43,6 +45,8 @@ def register(subparsers) -> None:
     p.add_argument("--out", required=True, help="selection JSON to write")
     p.add_argument("--baselines", help="baseline TSV from probe --baselines-out (scores the baselines and the final layer's gain over each)")
     p.add_argument("--baseline-predictions", help="baseline predictions from probe --baseline-predictions (for those gains' intervals)")
+    p.add_argument("--figure", help="PNG to write as well: the task's figure (as plot draws it) from the selection just written")
+    add_depth_curves(p, when="with --figure: ")
 
     p = subparsers.add_parser("summarize", help="gather selections into best_layers.tsv (or a cluster batch's best layers)")
     p.add_argument("selections", nargs="+", help="selection JSON files")
@@ -83,12 +87,23 @@ def run_probe(args: argparse.Namespace) -> None:
 def run_select(args: argparse.Namespace) -> None:
     from plmexit.pipeline.select_steps import select_task
 
+    if args.figure is None and (args.lens or args.zero_shot):
+        raise InputError("select: --lens and --zero-shot are drawn on the task's figure; pass --figure PNG as well, or leave them out")
     select = SelectSettings.from_args(args)
     select_task(
         probe_table=args.probes, predictions=args.predictions, cost_file=args.cost, task_info=args.task_info, task_type=args.type,
         metric=args.metric, tolerance=select.tolerance, n_boot=select.bootstrap, seed=select.seed, out=args.out,
         baselines=args.baselines, baseline_predictions=args.baseline_predictions,
     )
+    if args.figure is None:
+        return
+    from plmexit.pipeline.report_steps import plot_task
+
+    try:
+        plot_task(probe_table=args.probes, selection_file=args.out, cost_file=args.cost, out=args.figure, lens_file=args.lens, zero_shot_file=args.zero_shot)
+    except BaseException:
+        Path(args.out).unlink(missing_ok=True)  # both outputs or neither
+        raise
 
 
 def run_summarize(args: argparse.Namespace) -> None:

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import argparse
 
-from plmexit.cli.common import add_inputs, dispatch
+from plmexit.cli.common import add_depth_curves, add_inputs, dispatch
 
 
 def register(subparsers) -> None:
-    p = subparsers.add_parser("plot", help="figure of the metric against layer for one model and task")
+    p = subparsers.add_parser("plot", help="figure of the metric against layer for one model and task, beside its lens and zero-shot curves where it has them")
     add_inputs(p, "probes", "selection", "cost", cost="measured time per depth, drawn as time saved")
+    add_depth_curves(p)
     p.add_argument("--out", required=True, help="PNG to write")
 
     p = subparsers.add_parser("plot-summary", help="figure of gain (with intervals) against compute saved, all tasks")
@@ -42,7 +43,9 @@ def register(subparsers) -> None:
 def run_plot(args: argparse.Namespace) -> None:
     from plmexit.pipeline.report_steps import plot_task
 
-    plot_task(probe_table=args.probes, selection_file=args.selection, cost_file=args.cost, out=args.out)
+    plot_task(
+        probe_table=args.probes, selection_file=args.selection, cost_file=args.cost, out=args.out, lens_file=args.lens, zero_shot_file=args.zero_shot,
+    )
 
 
 def run_plot_summary(args: argparse.Namespace) -> None:

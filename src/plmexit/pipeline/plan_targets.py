@@ -129,6 +129,7 @@ class TargetPaths:
         return [f"{self.results}/selection/{m}/{t}.json" for m, t in self.pairs()]
 
     def figures(self) -> list[str]:
+        """Every (model, task)'s figure (drawn by its selection's job, beside its depth curves where it has them)."""
         return [f"{self.results}/figures/{m}/{t}.png" for m, t in self.pairs()]
 
     def probe_tables(self) -> list[str]:
@@ -146,10 +147,6 @@ class TargetPaths:
 
     def all_depth_selections(self) -> list[str]:
         return [path for m in self.depth_models() for path in self.depth_selections(m)]
-
-    def task_depth_figures(self) -> list[str]:
-        """Per model and task with a probe and a depth diagnostic: the probe beside the lens and zero-shot curves."""
-        return [f"{self.results}/figures/{m}/depth/{t}.png" for m in self.depth_models() for t in self.depth_tasks(m)]
 
     def lens_infos(self) -> list[str]:
         return [f"{self.results}/depth/{m}/lens/{s}.json" for m in self.depth_models() for s in self.lens_sets(m)]
@@ -212,7 +209,7 @@ class TargetPaths:
 
     def drawn(self) -> list[str]:
         """Every figure and manuscript table, all drawn from files under results/ (the ``figures`` target)."""
-        depth = [f"{self.results}/figures/depth.png", *self.task_depth_figures()] if self.depth_models() else []
+        depth = [f"{self.results}/figures/depth.png"] if self.depth_models() else []
         return [
             f"{self.results}/figures/gain_vs_compute.png", f"{self.results}/figures/study", f"{self.results}/summary/tables",
             *self.figures(), *depth, *self.exit_figures(), *self.depth_exit_figures(),

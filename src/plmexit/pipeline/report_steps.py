@@ -18,11 +18,36 @@ from plmexit.probing.selection import Selection
 from plmexit.reporting import figures, manuscript, resources, study
 
 
-def plot_task(probe_table: str | Path, selection_file: str | Path, cost_file: str | Path, out: str | Path) -> None:
-    """Figure of the selection metric (test and training-only) against layer for one (model, task), time saved beside it."""
+def plot_task(
+    probe_table: str | Path, selection_file: str | Path, cost_file: str | Path, out: str | Path, lens_file: str | Path | None = None,
+    zero_shot_file: str | Path | None = None,
+) -> pd.DataFrame:
+    """Figure of the selection metric (test and training-only) against layer for one (model, task), time saved
+    beside it and, with a lens or zero-shot table, the probe beside those curves on one relative-depth axis
+    (``figures.layers_figure``); returns the relative-depth curves (the probe's alone without either table).
+    The lens and zero-shot tables must speak of the selection's model, its task's sequences and its layers."""
     selection = Selection.from_json(selection_file)
     costs = read_json(cost_file, "`plmexit cost`", ("n_layers", "seconds"))
-    figures.plot_layers(read_probe_table(probe_table), selection, costs["seconds"], out)
+    model, n, name = selection.model, selection.n_layers, selection.task_name
+    tables = {}
+    for kind, path, column, writer in (("lens", lens_file, "task", "`plmexit lens`"), ("zero_shot", zero_shot_file, "dms_id", "`plmexit zero-shot`")):
+        if path is None:
+            continue
+        table = read_tsv(path, f"{kind.replace('_', '-')} table", writer)
+        missing = [c for c in ("model", column, "layer", "metric", "value") if c not in table.columns]
+        if missing:
+            raise InputError(f"{path}: lacks column(s) {', '.join(missing)}; pass the TSV {writer} wrote")
+        found = (sorted(set(table["model"])), sorted(set(table[column])), int(table["layer"].max()) if len(table) else None)
+        if found != ([model], [name], n):
+            raise InputError(
+                f"{path}: speaks of model {found[0]}, {column} {found[1]}, layers up to {found[2]}; the selection {selection_file} is model "
+                f"{model!r}, {name!r}, {n} layers; pass the {kind.replace('_', '-')} table of the same model and task"
+            )
+        tables[kind] = table
+    probes = read_probe_table(probe_table)
+    curves = figures.task_depth_curves(probes, selection, tables.get("lens"), tables.get("zero_shot"))
+    figures.plot_layers(probes, selection, costs["seconds"], out, curves)
+    return curves
 
 
 def plot_summary(summary_file: str | Path, out: str | Path) -> None:
@@ -46,35 +71,6 @@ def plot_study(summary_file: str | Path, across_file: str | Path, probe_tables: 
         study.plot_study(summary, probes, tmp)
     with atomic_directory(tables_dir) as tmp:
         manuscript.write_tables(summary, across, tmp)
-
-
-def plot_task_depth(
-    probe_table: str | Path, selection_file: str | Path, out: str | Path, lens_file: str | Path | None = None,
-    zero_shot_file: str | Path | None = None, svg_out: str | Path | None = None,
-) -> pd.DataFrame:
-    """Figure of one (model, task)'s probe curve beside its lens and zero-shot curves on one
-    relative-depth axis (``figures.task_depth_figure``); returns the curves it draws. The lens and
-    zero-shot tables must speak of the selection's model, its task's sequences and its layers."""
-    selection = Selection.from_json(selection_file)
-    model, n, name = selection.model, selection.n_layers, selection.task_name
-    tables = {}
-    for kind, path, column, writer in (("lens", lens_file, "task", "`plmexit lens`"), ("zero_shot", zero_shot_file, "dms_id", "`plmexit zero-shot`")):
-        if path is None:
-            continue
-        table = read_tsv(path, f"{kind.replace('_', '-')} table", writer)
-        missing = [c for c in ("model", column, "layer", "metric", "value") if c not in table.columns]
-        if missing:
-            raise InputError(f"{path}: lacks column(s) {', '.join(missing)}; pass the TSV {writer} wrote")
-        found = (sorted(set(table["model"])), sorted(set(table[column])), int(table["layer"].max()) if len(table) else None)
-        if found != ([model], [name], n):
-            raise InputError(
-                f"{path}: speaks of model {found[0]}, {column} {found[1]}, layers up to {found[2]}; the selection {selection_file} is model "
-                f"{model!r}, {name!r}, {n} layers; pass the {kind.replace('_', '-')} table of the same model and task"
-            )
-        tables[kind] = table
-    curves = figures.task_depth_curves(read_probe_table(probe_table), selection, tables.get("lens"), tables.get("zero_shot"))
-    figures.plot_task_depth(curves, selection, out, svg_out)
-    return curves
 
 
 def plot_depth_exit(

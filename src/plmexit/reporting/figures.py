@@ -1,5 +1,5 @@
 """Figures: test metric against layer for one (model, task), final and deployed layers marked; gain against
-compute; what every layer already knows (all models, and one (model, task) beside its probe)."""
+compute; what every layer already knows (all models, and beside one (model, task)'s probe in its layer figure)."""
 
 from __future__ import annotations
 
@@ -17,24 +17,33 @@ from plmexit.atomic import atomic_path  # noqa: E402
 from plmexit.probing.selection import Selection  # noqa: E402
 
 
-def plot_layers(table: pd.DataFrame, selection: Selection, seconds: list[float], out: str | Path) -> None:
+def plot_layers(table: pd.DataFrame, selection: Selection, seconds: list[float], out: str | Path, depth: pd.DataFrame | None = None) -> None:
     """``layers_figure`` written as a PNG."""
-    _save(layers_figure(table, selection, seconds), out)
+    _save(layers_figure(table, selection, seconds, depth), out)
 
 
-def layers_figure(table: pd.DataFrame, selection: Selection, seconds: list[float]) -> plt.Figure:
+def layers_figure(table: pd.DataFrame, selection: Selection, seconds: list[float], depth: pd.DataFrame | None = None) -> plt.Figure:
     """The test metric and the training-only (inner) scores that chose the layer, against layer; time saved on a second axis.
 
     ``seconds[k]`` is the measured forward time to depth k (``results/cost/``), drawn as the fraction
-    of the full depth's time saved.
+    of the full depth's time saved. With ``depth`` (``task_depth_curves``) holding lens or zero-shot
+    curves, a second column draws them beside the probe on one relative-depth axis
+    (``draw_task_depth``): one figure per (model, task), whatever the task's diagnostics.
     """
+    has_depth = depth is not None and bool((depth.source != "probe").any())
+    has_lens = has_depth and bool((depth.source == "lens").any())
+    if has_depth:
+        mosaic = [["layers", "depth"], ["layers", "kl"]] if has_lens else [["layers", "depth"]]
+        fig, panels = plt.subplot_mosaic(mosaic, figsize=(13, 8 if has_lens else 5.6), layout="constrained")
+        ax = panels["layers"]
+    else:
+        fig, ax = plt.subplots(figsize=(6.5, 5.2), layout="constrained")
     metric = selection.metric
     scored = table[table.fold >= 0]
     scores = scored[scored.metric == metric].groupby("layer")["value"]
     mean, sd = scores.mean(), scores.std()
     inner = scored[scored.metric == f"inner_{metric}"].groupby("layer")["value"].mean()
     deployed = table[(table.fold < 0) & (table.metric == f"inner_{metric}")].set_index("layer")["value"].sort_index()
-    fig, ax = plt.subplots(figsize=(6.5, 5.2), layout="constrained")
     ax.plot(mean.index, mean.values, marker="o", color="black", label=f"test {metric}, mean over {selection.n_folds} fold(s)")
     if selection.n_folds > 1:
         ax.fill_between(mean.index, mean - sd, mean + sd, color="grey", alpha=0.3, label="+- 1 sd over folds")
@@ -64,7 +73,9 @@ def layers_figure(table: pd.DataFrame, selection: Selection, seconds: list[float
     saved.set_ylim(0, 100)
     saved.set_ylabel("forward time saved at this depth (%, measured)", color="tab:orange")
     saved.tick_params(axis="y", colors="tab:orange")
-    fig.legend(fontsize="x-small", loc="outside lower center", ncols=2)
+    if has_depth:
+        draw_task_depth(panels["depth"], panels.get("kl"), depth, selection)
+    fig.legend(fontsize="x-small", loc="outside lower center", ncols=3 if has_depth else 2)
     return fig
 
 
@@ -168,11 +179,11 @@ def depth_figure(curves: pd.DataFrame, summary: pd.DataFrame) -> plt.Figure:
 TASK_DEPTH_COLUMNS = ["source", "curve", "layer", "relative_depth", "value", "spread"]
 # Zero-shot methods drawn per layer (DoLa: Spearman of the contrast of the final layer with premature layer j, drawn at j).
 ZERO_SHOT_CURVES = ("masked_marginal", "wt_marginal", "dola")
-ZERO_SHOT_STYLE = {"masked_marginal": ("tab:green", "-"), "wt_marginal": ("tab:olive", "--"), "dola": ("tab:purple", ":")}
+ZERO_SHOT_STYLE = {"masked_marginal": ("tab:cyan", "-"), "wt_marginal": ("tab:olive", "--"), "dola": ("tab:purple", ":")}
 
 
 def task_depth_curves(probes: pd.DataFrame, selection: Selection, lens: pd.DataFrame | None = None, zero_shot: pd.DataFrame | None = None) -> pd.DataFrame:
-    """What ``task_depth_figure`` draws for one (model, task), long (``TASK_DEPTH_COLUMNS``), every
+    """What ``draw_task_depth`` draws for one (model, task), long (``TASK_DEPTH_COLUMNS``), every
     layer ``k`` also as relative depth ``k / L`` (``L = selection.n_layers``):
 
     - ``probe``: the selection metric on the test folds (mean, ``spread`` = sd over folds);
@@ -200,28 +211,17 @@ def task_depth_curves(probes: pd.DataFrame, selection: Selection, lens: pd.DataF
     return pd.DataFrame(rows, columns=TASK_DEPTH_COLUMNS)
 
 
-def plot_task_depth(curves: pd.DataFrame, selection: Selection, out: str | Path, svg_out: str | Path | None = None) -> None:
-    """``task_depth_figure`` written as a PNG (and an SVG with ``svg_out``)."""
-    _save(task_depth_figure(curves, selection), out, svg_out)
-
-
-def task_depth_figure(curves: pd.DataFrame, selection: Selection) -> plt.Figure:
-    """One (model, task) on one relative-depth axis: the probe's test metric (mean +- sd over folds,
-    deployed layer marked) beside what the model's own head says at each layer (lens top-1
-    agreement with the final layer, zero-shot Spearman per method); the lens's KL to the final
-    distribution in a panel below, on the same axis."""
-    has_lens = bool((curves.source == "lens").any())
-    fig, axes = plt.subplots(2 if has_lens else 1, 1, figsize=(7, 8 if has_lens else 5.2), sharex=True, layout="constrained", squeeze=False)
-    top = axes[0, 0]
+def draw_task_depth(top: plt.Axes, bottom: plt.Axes | None, curves: pd.DataFrame, selection: Selection) -> None:
+    """One (model, task) on one relative-depth axis (``top``): the probe's test metric (mean +- sd over
+    folds, deployed layer marked, as on the layer axis beside it) under what the model's own head says
+    at each layer (lens top-1 agreement with the final layer, zero-shot Spearman per method); the
+    lens's KL to the final distribution on ``bottom``, on the same axis."""
     probe = curves[curves.source == "probe"]
-    n_folds = selection.n_folds
-    top.plot(probe["relative_depth"], probe["value"], marker="o", color="black", label=f"probe: test {selection.metric}, mean over {n_folds} fold(s)")
-    if n_folds > 1:
-        top.fill_between(probe["relative_depth"], probe["value"] - probe["spread"], probe["value"] + probe["spread"], color="grey", alpha=0.3,
-                         label="probe: +- 1 sd over folds")
+    top.plot(probe["relative_depth"], probe["value"], marker="o", color="black", label="_probe")
+    if selection.n_folds > 1:
+        top.fill_between(probe["relative_depth"], probe["value"] - probe["spread"], probe["value"] + probe["spread"], color="grey", alpha=0.3)
     if selection.status == "ok" and selection.deployed_layer is not None:
-        k = selection.deployed_layer
-        top.axvline(k / selection.n_layers, color="tab:blue", label=f"probe's deployed layer {k} of {selection.n_layers}")
+        top.axvline(selection.deployed_layer / selection.n_layers, color="tab:blue", label="_deployed")
     for variant, style in (("final_norm", "-"), ("raw", "--")):
         rows = curves[(curves.source == "lens") & (curves.curve == f"{variant}:top1_agreement")]
         if len(rows):
@@ -235,15 +235,12 @@ def task_depth_figure(curves: pd.DataFrame, selection: Selection) -> plt.Figure:
     for (name, rows), marker in zip(held_out.groupby("curve", sort=True), "sPD"):
         top.scatter(rows["relative_depth"], rows["value"], marker=marker, color="tab:red", label=f"zero-shot Spearman: {name.replace('_', ' ')}")
     top.axhline(0.0, color="grey", linewidth=0.6)
-    top.set(ylabel=f"{selection.metric} / agreement / Spearman", title=f"{selection.task} · {selection.model}", xlim=(-0.03, 1.03))
-    fig.legend(*top.get_legend_handles_labels(), fontsize="x-small", loc="outside lower center", ncols=2)
-    if has_lens:
-        bottom = axes[1, 0]
+    top.set(ylabel=f"{selection.metric} / agreement / Spearman", title="against relative depth, beside the model's own head", xlim=(-0.03, 1.03))
+    if bottom is not None:
+        top.sharex(bottom)
         for variant, style in (("final_norm", "-"), ("raw", "--")):
             rows = curves[(curves.source == "lens") & (curves.curve == f"{variant}:kl_to_final")]
             if len(rows):
-                bottom.plot(rows["relative_depth"], rows["value"], style, marker=".", color="tab:orange", label=f"lens ({variant})")
-        bottom.set(ylabel="KL(final || lens), nats")
-        bottom.legend(fontsize="x-small")
-    axes[-1, 0].set_xlabel(f"relative depth (layer / {selection.n_layers} layers; 0 = token embeddings)")
-    return fig
+                bottom.plot(rows["relative_depth"], rows["value"], style, marker=".", color="tab:orange", label=f"_lens ({variant})")
+        bottom.set(ylabel="lens: KL(final || lens), nats")
+    (bottom if bottom is not None else top).set_xlabel(f"relative depth (layer / {selection.n_layers} layers; 0 = token embeddings)")

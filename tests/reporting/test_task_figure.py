@@ -1,6 +1,8 @@
-"""One (model, task)'s probe curve beside its lens and zero-shot curves, from hand-written results files."""
+"""One (model, task)'s figure: its probe curve beside its lens and zero-shot curves, from hand-written results files."""
 
 from __future__ import annotations
+
+import json
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -8,7 +10,7 @@ import pandas as pd
 import pytest
 
 from plmexit.cli import main
-from plmexit.pipeline.report_steps import plot_task_depth
+from plmexit.pipeline.report_steps import plot_task
 from plmexit.probing.choice import select_layer
 from plmexit.reporting import figures
 
@@ -18,6 +20,7 @@ TASK, SET = "NUD15.fold_contiguous_5", "NUD15"
 AGREEMENT = [0.0, 0.25, 0.5, 0.95, 1.0]
 KL = [3.0, 2.0, 1.0, 0.2, 0.0]
 MASKED = [0.05, 0.10, 0.30, 0.25, 0.20]
+SECONDS = [0.1, 0.3, 0.5, 0.7, 0.9]
 
 
 @pytest.fixture
@@ -37,17 +40,18 @@ def results(tmp_path):
     zero += [("tiny", SET, 4, "sled_calibrated", "held_out", "spearman", 0.28), ("tiny", SET, 2, "dola_calibrated", "held_out", "spearman", 0.15),
              ("tiny", SET, 4, "masked_marginal", "all", "ndcg", 0.9)]
     pd.DataFrame(zero, columns=["model", "dms_id", "layer", "method", "subset", "metric", "value"]).to_csv(tmp_path / "zero.tsv", sep="\t", index=False)
+    (tmp_path / "cost.json").write_text(json.dumps({"n_layers": 4, "seconds": SECONDS}))
     return tmp_path, selection
 
 
-def test_the_command_writes_png_and_svg_and_draws_the_files_values_on_one_relative_depth_axis(results, capsys):
+def test_the_command_draws_the_files_values_beside_the_layer_axis_on_one_relative_depth_axis(results, capsys):
     path, selection = results
-    code = main([str(a) for a in ("plot-depth-task", "--probes", path / "probes.tsv", "--selection", path / "selection.json", "--lens", path / "lens.tsv",
-                                  "--zero-shot", path / "zero.tsv", "--out", path / "f.png", "--svg-out", path / "f.svg")])
+    code = main([str(a) for a in ("plot", "--probes", path / "probes.tsv", "--selection", path / "selection.json", "--cost", path / "cost.json",
+                                  "--lens", path / "lens.tsv", "--zero-shot", path / "zero.tsv", "--out", path / "f.png")])
     assert code == 0, capsys.readouterr().err
-    assert (path / "f.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and b"<svg" in (path / "f.svg").read_bytes()[:500]
+    assert (path / "f.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
-    curves = plot_task_depth(path / "probes.tsv", path / "selection.json", path / "g.png", path / "lens.tsv", path / "zero.tsv")
+    curves = plot_task(path / "probes.tsv", path / "selection.json", path / "cost.json", path / "g.png", path / "lens.tsv", path / "zero.tsv")
     relative = [k / 4 for k in range(5)]
     probe = curves[curves.source == "probe"]
     assert list(probe["relative_depth"]) == relative and list(probe["value"]) == pytest.approx(np.mean(TEST, axis=1))
@@ -60,31 +64,40 @@ def test_the_command_writes_png_and_svg_and_draws_the_files_values_on_one_relati
     held_out = curves[curves.curve.str.endswith("(held out)")].set_index("curve")
     assert held_out.loc["sled_calibrated (held out)", "value"] == 0.28 and held_out.loc["dola_calibrated (held out)", "relative_depth"] == 0.5
 
-    fig = figures.task_depth_figure(curves, selection)
-    top, bottom = fig.axes
-    lines = {line.get_label(): line for line in top.lines}
-    drawn = lines["probe: test spearman, mean over 3 fold(s)"]
-    assert list(drawn.get_xdata()) == relative and list(drawn.get_ydata()) == pytest.approx(np.mean(TEST, axis=1))
-    deployed = lines[f"probe's deployed layer {selection.deployed_layer} of 4"]
+    fig = figures.layers_figure(long_table(INNER, TEST, model="tiny", task=TASK), selection, SECONDS, curves)
+    layers, top, bottom, saved = fig.axes  # the layer axis (its time-saved twin last) and the depth column
+    assert layers.get_xlabel().startswith("layer") and saved.get_ylabel().startswith("forward time saved")
+    probe_line, deployed = top.lines[0], top.lines[1]
+    assert list(probe_line.get_xdata()) == relative and list(probe_line.get_ydata()) == pytest.approx(np.mean(TEST, axis=1))
+    assert list(probe_line.get_ydata()) == pytest.approx(list(layers.lines[0].get_ydata()))  # the same curve as on the layer axis
     assert list(deployed.get_xdata()) == [selection.deployed_layer / 4] * 2
+    lines = {line.get_label(): line for line in top.lines}
     assert list(lines["lens (final_norm): top-1 agreement with the final layer"].get_ydata()) == AGREEMENT
     assert list(lines["zero-shot Spearman: masked marginal"].get_ydata()) == MASKED
-    assert [line.get_label() for line in bottom.lines] == ["lens (final_norm)", "lens (raw)"] and list(bottom.lines[0].get_ydata()) == KL
+    assert [line.get_label() for line in bottom.lines] == ["_lens (final_norm)", "_lens (raw)"] and list(bottom.lines[0].get_ydata()) == KL
     assert bottom.get_xlabel().startswith("relative depth (layer / 4 layers")
+    legend = [text.get_text() for text in fig.legends[0].get_texts()]
+    assert "zero-shot Spearman: masked marginal" in legend and "final layer 4" in legend and not any(label.startswith("_") for label in legend)
     plt.close(fig)
 
 
-def test_without_a_lens_one_panel_and_a_table_of_another_model_is_one_line(results, capsys):
+def test_without_a_lens_one_depth_panel_without_either_none_and_a_table_of_another_model_is_one_line(results, capsys):
     path, selection = results
-    curves = plot_task_depth(path / "probes.tsv", path / "selection.json", path / "h.png", zero_shot_file=path / "zero.tsv")
+    table = long_table(INNER, TEST, model="tiny", task=TASK)
+    curves = plot_task(path / "probes.tsv", path / "selection.json", path / "cost.json", path / "h.png", zero_shot_file=path / "zero.tsv")
     assert set(curves["source"]) == {"probe", "zero_shot"} and (path / "h.png").is_file()
-    fig = figures.task_depth_figure(curves, selection)
-    assert len(fig.axes) == 1
+    fig = figures.layers_figure(table, selection, SECONDS, curves)
+    assert len(fig.axes) == 3  # the layer axis, its twin and one depth panel
+    plt.close(fig)
+    curves = plot_task(path / "probes.tsv", path / "selection.json", path / "cost.json", path / "i.png")
+    assert set(curves["source"]) == {"probe"}
+    fig = figures.layers_figure(table, selection, SECONDS, curves)
+    assert len(fig.axes) == 2  # no diagnostic: the layer figure alone
     plt.close(fig)
 
     lens = pd.read_csv(path / "lens.tsv", sep="\t").assign(model="other")
     lens.to_csv(path / "other.tsv", sep="\t", index=False)
-    code = main([str(a) for a in ("plot-depth-task", "--probes", path / "probes.tsv", "--selection", path / "selection.json",
-                                  "--lens", path / "other.tsv", "--out", path / "x.png")])
+    code = main([str(a) for a in ("plot", "--probes", path / "probes.tsv", "--selection", path / "selection.json", "--cost", path / "cost.json",
+                                  "--lens", path / "other.tsv", "--zero-shot", "--out", path / "x.png")])
     err = capsys.readouterr().err
     assert code == 1 and len(err.strip().splitlines()) == 1 and "other.tsv: speaks of model ['other']" in err and not (path / "x.png").exists()
