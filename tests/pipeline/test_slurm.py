@@ -337,14 +337,14 @@ def test_offline_config_through_the_slurm_profile(slurm_cluster, profile_env, fi
     assert "localrule fetch_model:" in first and "fetch_model" not in {rule for rule, _ in jobs.values()}
     for jobid, (rule, wildcards) in jobs.items():
         assert slurm_log(workdir, jobid, rule, wildcards).is_file()
-    # The other task's gathering, probe, selection and figure went as one group, its batch: the probe's
-    # CPUs and memory (the rest run before or after it), and the sum of the four run times: the gathering
+    # The other task's gathering, probe, and selection with its figure went as one group, its batch: the probe's
+    # CPUs and memory (the rest run before or after it), and the sum of the three run times: the gathering
     # 10 minutes (profile), the probe 5 and a minute per 15 MB of its embeddings (Plan.probe_minutes,
-    # from the shards it is gathered from), the selection 10, the figure 5.
+    # from the shards it is gathered from), the selection (figure included) 10.
     batch = "group batch.tiny_random.0_gather_embeddings_probe_layers_select_layer"
     assert [name for name, _ in jobs.values() if name.startswith("group ")] == [batch]
     group_job = next(job for job in slurm_cluster.jobs() if jobs.get(job["id"], ("",))[0] == batch)
-    assert (group_job["cpus"], megabytes(group_job["memory"]), group_job["time_limit"]) == (str(NODE_CPUS), 16000, "31:00")
+    assert (group_job["cpus"], megabytes(group_job["memory"]), group_job["time_limit"]) == (str(NODE_CPUS), 16000, "26:00")
     # Each job in its partition: embedding shards and cost timings on the GPU one, with one GPU each.
     assert {"embed_shard", "measure_cost"} <= {name for name, _ in jobs.values()} and "embed_shard" in GPU_RULES
     assert_placed(slurm_cluster, jobs)
