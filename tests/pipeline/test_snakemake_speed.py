@@ -7,10 +7,12 @@ the second call wraps nothing again; the answers are compared with Snakemake 9's
 
 from __future__ import annotations
 
+import gc
 import inspect
 import subprocess
 import sys
 import textwrap
+import weakref
 
 import pytest
 import snakemake.cli  # noqa: F401  (snakemake.dag and snakemake.jobs import only once the package is loaded)
@@ -209,3 +211,31 @@ def test_snakemake_formats_each_command_once_to_describe_a_job_and_prints_the_sa
     faster, faster_formats = dry_run("--config", "faster=1")
     assert faster == shipped == [f"echo hello {name} 100 > {name}.txt" for name in "abc"]
     assert shipped_formats - faster_formats == 2 * 3  # three jobs, each formatted once instead of three times
+
+
+class _Node:
+    next = None
+
+
+def test_python_collects_cycles_less_often_unless_told_otherwise():
+    before = gc.get_threshold()
+    try:
+        gc.set_threshold(*snakemake_speed.DEFAULT_COLLECTION)
+        snakemake_speed.collect_cycles_less_often()
+        assert gc.get_threshold() == snakemake_speed.LARGE_GRAPH_COLLECTION
+        snakemake_speed.collect_cycles_less_often()  # a second Snakefile load changes nothing
+        assert gc.get_threshold() == snakemake_speed.LARGE_GRAPH_COLLECTION
+        gc.set_threshold(1000, 5, 5)  # a user's own thresholds (PYTHON* settings, a wrapper) are kept
+        snakemake_speed.collect_cycles_less_often()
+        assert gc.get_threshold() == (1000, 5, 5)
+        # Cycles are still collected: a cycle dropped is freed by the next full collection.
+        gc.set_threshold(*snakemake_speed.LARGE_GRAPH_COLLECTION)
+        cycle = _Node()
+        cycle.next = _Node()
+        cycle.next.next = cycle
+        alive = weakref.ref(cycle)
+        del cycle
+        gc.collect()
+        assert alive() is None
+    finally:
+        gc.set_threshold(*before)
