@@ -1,4 +1,4 @@
-"""The steps that draw: a task's figures, the summary figure and the depth figure, from the tables other steps wrote;
+"""The steps that draw: a task's figure (beside its depth curves), the summary figure and the depth figure, from the tables other steps wrote;
 and the resource summary, from the jobs' benchmark records.
 
 Invariant: as every module of ``plmexit.pipeline``: one function per CLI command, reading its

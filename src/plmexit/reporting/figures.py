@@ -79,12 +79,9 @@ def layers_figure(table: pd.DataFrame, selection: Selection, seconds: list[float
     return fig
 
 
-def _save(fig: plt.Figure, out: str | Path, svg_out: str | Path | None = None) -> None:
+def _save(fig: plt.Figure, out: str | Path) -> None:
     with atomic_path(out) as tmp:
         fig.savefig(tmp, format="png", dpi=120, bbox_inches="tight")
-    if svg_out is not None:
-        with atomic_path(svg_out) as tmp:
-            fig.savefig(tmp, format="svg", bbox_inches="tight")
     plt.close(fig)
 
 
