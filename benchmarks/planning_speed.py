@@ -10,7 +10,9 @@ shared data, the hand-staged files as empty placeholders, the ``choose_assays`` 
   group resources are computed as a cluster executor computes them.
 
 Each is timed by wall clock and by the CPU time (user + sys) of the Snakemake process, so a loaded
-machine shows as wall time above CPU time. ``--repo`` names the checkout whose Snakefile, tests and
+machine shows as wall time above CPU time. With ``--collections`` the plain plan runs twice more, counting
+Python's cycle collections and the time they take (``gc.callbacks``): at the interpreter's own thresholds
+(``snakemake_speed.collect_cycles_less_often`` turned off) and as the Snakefile sets them. ``--repo`` names the checkout whose Snakefile, tests and
 ``src`` (first on PYTHONPATH) are timed, so one script times two checkouts back to back:
 
     python benchmarks/planning_speed.py --out planning_speed.json
@@ -91,12 +93,51 @@ def timed(command: list[str], cwd: Path, env: dict[str, str]) -> dict:
     }
 
 
+# Snakemake's entry point with Python's cycle collections counted; argv: out.json, mode (interpreter | plmexit), snakemake args.
+COUNTING = """
+import gc, json, sys, time, runpy
+from plmexit.pipeline import snakemake_speed
+out, mode = sys.argv[1], sys.argv[2]
+if mode == "interpreter":
+    snakemake_speed.collect_cycles_less_often = lambda: None  # plan_faster finds it in its module when the Snakefile loads
+spent, started = [0.0, 0], [0.0]
+def count(phase, info):
+    if phase == "start":
+        started[0] = time.perf_counter()
+    else:
+        spent[0] += time.perf_counter() - started[0]
+        spent[1] += 1
+gc.callbacks.append(count)
+sys.argv = ["snakemake", *sys.argv[3:]]
+began = time.perf_counter()
+try:
+    runpy.run_module("snakemake", run_name="__main__")
+finally:
+    with open(out, "w") as handle:
+        json.dump({"collections": spent[1], "collector_s": round(spent[0], 2), "snakemake_s": round(time.perf_counter() - began, 2),
+                   "thresholds": list(gc.get_threshold())}, handle)
+"""
+
+
+def collections(snakemake_args: list[str], workdir: Path, env: dict[str, str]) -> dict:
+    """The plain plan at the interpreter's collection thresholds and at the Snakefile's: collections, their seconds, the run's."""
+    result = {}
+    for mode in ("interpreter", "plmexit"):
+        out = workdir / f"collections_{mode}.json"
+        run = subprocess.run([sys.executable, "-c", COUNTING, str(out), mode, *snakemake_args], cwd=workdir, env=env, capture_output=True, text=True, timeout=3600)
+        if run.returncode != 0:
+            raise SystemExit(f"planning_speed: the counted plan ({mode}) failed:\n{run.stderr[-3000:]}")
+        result[mode] = json.loads(out.read_text())
+    return result
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--repo", type=Path, default=HERE, help="checkout whose Snakefile and src are timed (default: this one)")
     parser.add_argument("--shared-data", type=Path, default=HERE.parent / "shared" / "data")
     parser.add_argument("--repeats", type=int, default=1, help="timed runs of each (the checkpoint runs once)")
     parser.add_argument("--skip-grouped", action="store_true", help="time the plain plan only")
+    parser.add_argument("--collections", action="store_true", help="also count Python's cycle collections in the plain plan, with and without the Snakefile's thresholds")
     parser.add_argument("--label", default="", help="a name for this checkout in the output (before, after, a commit)")
     parser.add_argument("--keep", type=Path, help="stage in this directory and keep it (default: a temporary one, removed)")
     parser.add_argument("--out", type=Path, required=True)
@@ -123,6 +164,7 @@ def main(argv: list[str] | None = None) -> int:
         )
         checkpoint = timed([*snakemake, "--configfile", str(config), "--cores", "1", f"{results}/assays/proteingym.tsv"], workdir, env)
         runs: dict[str, list[dict]] = {"plain": [], "grouped": []}
+        counted = None
         for _ in range(args.repeats):
             runs["plain"].append(timed([*snakemake, "--configfile", str(config), "--dry-run", "--quiet", "rules"], workdir, env))
             if not args.skip_grouped:
@@ -131,6 +173,9 @@ def main(argv: list[str] | None = None) -> int:
                      "--directory", str(workdir), "--profile", "slurm", "--configfile", str(config), "--dry-run", "--quiet", "rules"],
                     workdir, env,
                 ))
+        if args.collections:
+            counted = collections(["--snakefile", str(repo / "Snakefile"), "--directory", str(workdir), "--configfile", str(config), "--dry-run", "--quiet", "rules"],
+                                  workdir, env)
     finally:
         if not args.keep:
             shutil.rmtree(workdir, ignore_errors=True)
@@ -148,6 +193,7 @@ def main(argv: list[str] | None = None) -> int:
         "python": platform.python_version(),
         "checkpoint_run": checkpoint,
         **{name: {"runs": r, "best_wall_s": min(x["wall_s"] for x in r), "best_cpu_s": min(x["cpu_s"] for x in r)} for name, r in runs.items() if r},
+        **({"collections": counted} if counted else {}),
         "load_average_after": list(os.getloadavg()),
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)

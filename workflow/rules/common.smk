@@ -240,6 +240,7 @@ def gpu_table_runtime(wildcards, attempt):
 
 
 # Snakemake repeats work while it plans: a function's signature read on every call, a job group checked
-# and readied once per job in it, a job's command formatted three times to describe it. Once is enough
+# and readied once per job in it, a job's command formatted three times to describe it; and Python looks
+# for reference cycles in the growing DAG thousands of times. Once, or rarely, is enough
 # (plmexit.pipeline.snakemake_speed).
 plan_faster()

@@ -4,10 +4,10 @@ Snakemake 9 spends most of the study's plan (about 12,600 jobs, ``benchmarks/pla
 work it repeats: it inspects a function's signature on every call, checks a job group once per job in
 it, and asks whether a group is ready once per job in it, each time comparing groups by their job sets;
 and Python's cycle collector walks the growing DAG thousands of times. Each function here removes one
-such repetition. Each is applied by the Snakefile (``common.smk``)
-before the DAG is built, leaves Snakemake's decision unchanged (the tests compare against Snakemake's own
-method), and wraps only a method whose source still has the repetition it removes: a Snakemake that
-changed it runs as it ships. Nothing is imported from Snakemake until a function is called, so the plan
+such repetition, applied by the Snakefile (``common.smk``) before the DAG is built. Each wrapper leaves
+Snakemake's decision unchanged (the tests compare against Snakemake's own method) and wraps only a method
+whose source still has the repetition it removes: a Snakemake that changed it runs as it ships. The
+collector's thresholds change when, and only when, they are still the interpreter's own. Nothing is imported from Snakemake until a function is called, so the plan
 itself stays importable without it.
 """
 
@@ -175,8 +175,10 @@ def format_each_command_once() -> None:
     Job.shellcmd, Job.log_info = property(shellcmd_once, doc=shellcmd.__doc__), describe_formatting_once
 
 
-# Python's default collection thresholds (CPython 3.8 to 3.13), and the ones for a process that holds a large DAG.
-DEFAULT_COLLECTION = (700, 10, 10)
+# Python's own collection thresholds (CPython 3.11 and 3.12: 700; 3.13: 2,000 new objects), and the ones for
+# a process that holds a large DAG. CPython 3.14's collector is incremental, its thresholds mean other
+# things: it runs as it ships.
+INTERPRETER_COLLECTION = frozenset({(700, 10, 10), (2000, 10, 10)})
 LARGE_GRAPH_COLLECTION = (50_000, 20, 100)
 
 
@@ -184,13 +186,14 @@ def collect_cycles_less_often() -> None:
     """Have Python look for reference cycles less often while Snakemake builds and holds the DAG.
 
     The plan is millions of small objects made and kept (jobs, their file lists, wildcards, resources),
-    and nearly none of them is garbage: reference counting frees what is dropped. With Python's default
+    and nearly none of them is garbage: reference counting frees what is dropped. With Python 3.11's
     thresholds the cycle collector runs every 700 new objects and walks the whole heap each time it grows
     by a quarter, about 4,000 collections and a fifth of the study's plan. Collecting every 50,000 new
     objects, and the whole heap a tenth as often, keeps the collector (cycles are still freed, later) and
-    what it finds, at a fraction of the cost. Thresholds a user has set are left as they are.
+    what it finds, at a fraction of the cost. Only the interpreter's own thresholds are raised: a user's are
+    left as they are.
     """
-    if gc.get_threshold() == DEFAULT_COLLECTION:
+    if gc.get_threshold() in INTERPRETER_COLLECTION:
         gc.set_threshold(*LARGE_GRAPH_COLLECTION)
 
 
